@@ -1,0 +1,119 @@
+"""Entry point on the board.
+
+``run JOB``: validate the job, measure each variant in its own child process
+(so peak memory is per variant and a crash takes down only that variant), and
+print one result document on standard output.
+
+``measure JOB NAME``: the child; prints one variant's figures.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import protocol
+from .board import board_facts
+
+USAGE = "usage: agent run JOB.json | agent measure JOB.json VARIANT"
+#: Where the ``device_agent`` package is importable from: a zipapp or a source folder.
+IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "run":
+        return _run(Path(args[1]))
+    if len(args) == 3 and args[0] == "measure":
+        return _measure(Path(args[1]), args[2])
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+def _load_job(job_path: Path) -> dict[str, Any]:
+    with open(job_path, encoding="utf-8") as handle:
+        return protocol.validate_job(json.load(handle))
+
+
+def _run(job_path: Path) -> int:
+    try:
+        job = _load_job(job_path)
+    except (OSError, ValueError) as exc:
+        print(f"agent: bad job {job_path}: {exc}", file=sys.stderr)
+        return 2
+    timeout = float(job["settings"]["variant_timeout_seconds"])
+    variants = [_measure_in_child(job_path, variant["name"], timeout)
+                for variant in job["variants"]]
+    result = {
+        "schema_version": protocol.SCHEMA_VERSION,
+        "job_id": job["job_id"],
+        "board": board_facts(),
+        "variants": variants,
+    }
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _measure_in_child(job_path: Path, name: str, timeout: float) -> dict[str, Any]:
+    command = [sys.executable, "-c",
+               "import sys; sys.path.insert(0, sys.argv[1]); "
+               "from device_agent.__main__ import main; sys.exit(main(sys.argv[2:]))",
+               IMPORT_ROOT, "measure", str(job_path), name]
+    try:
+        child = subprocess.run(command, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return _failed(name, f"timed out after {timeout:g} s")
+    if child.returncode < 0:
+        return _failed(name, f"killed by signal {signal.Signals(-child.returncode).name}")
+    if child.returncode != 0:
+        return _failed(name, _last_line(child.stderr) or f"exit status {child.returncode}")
+    try:
+        figures = json.loads(child.stdout.decode("utf-8").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return _failed(name, "measurement printed no result: " + _last_line(child.stderr))
+    return {"name": name, **figures}
+
+
+def _measure(job_path: Path, name: str) -> int:
+    from .measure import measure_variant
+    from .runtime import RuntimeNotFound, find_runtime
+
+    job = _load_job(job_path)
+    variant = next(v for v in job["variants"] if v["name"] == name)
+    try:
+        runtime = find_runtime()
+    except RuntimeNotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    model_path = job_path.parent / variant["file"]
+    try:
+        figures = measure_variant(runtime, model_path, job["settings"])
+    except Exception as exc:  # the runtime's own message is the useful part
+        print(f"{runtime.name} {runtime.version} could not run {variant['file']}: "
+              f"{type(exc).__name__}: {_first_line(str(exc))}", file=sys.stderr)
+        return 1
+    print(json.dumps(figures))
+    return 0
+
+
+def _failed(name: str, error: str) -> dict[str, Any]:
+    return {"name": name, "status": "failed", "error": error}
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _last_line(raw: bytes) -> str:
+    lines = raw.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Facts about the board the agent runs on, attached to every result."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def board_facts() -> dict[str, Any]:
+    """Hostname, OS, CPU and board model as the board itself reports them."""
+    return {
+        "hostname": platform.node(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count() or 0,
+        "cpu_model": _cpu_model(),
+        "board_model": _read_text(Path("/proc/device-tree/model")),
+    }
+
+
+def _cpu_model() -> str:
+    cpuinfo = _read_text(Path("/proc/cpuinfo"))
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        # x86 says "model name"; ARM boards say "Model" or only "Hardware".
+        if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+            return value.strip()
+    return platform.processor()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").replace("\x00", "").strip()
+    except OSError:
+        return ""

@@ -1,0 +1,157 @@
+"""The versioned job protocol between the host and the board agent.
+
+Defined once, here, with the standard library only; the host imports it from
+this module so both sides agree on one schema.
+
+A *job* (host -> board) names the artifacts to run and the measurement
+settings.  A *result* (board -> host) carries board facts and, per variant,
+either measurements or the reason it failed.  The host validates every result
+with :func:`parse_result` before it stores anything: a malformed or oversized
+answer is a :class:`ProtocolError`, never a stored result.
+
+Example::
+
+    job = make_job(job_id="abc", variants=[{"name": "fp32", "file": "fp32.tflite",
+                                             "sha256": "..."}])
+    result = parse_result(agent_stdout_bytes, job)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+#: Upper bound on an agent answer: measurements are numbers, not payloads.
+MAX_RESULT_BYTES = 4 * 1024 * 1024
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "warmup_runs": 5,
+    "min_runs": 50,
+    "min_seconds": 1.0,
+    "max_seconds": 30.0,
+    "threads": 1,
+    "variant_timeout_seconds": 300.0,
+}
+
+VARIANT_STATUSES = ("ok", "failed")
+LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
+
+
+class ProtocolError(ValueError):
+    """A job or result document does not follow the schema."""
+
+
+def make_job(*, job_id: str, variants: list[dict[str, str]],
+             settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build a job document; settings not given take :data:`DEFAULT_SETTINGS`."""
+    merged = dict(DEFAULT_SETTINGS)
+    merged.update(settings or {})
+    job = {"schema_version": SCHEMA_VERSION, "job_id": job_id,
+           "variants": variants, "settings": merged}
+    validate_job(job)
+    return job
+
+
+def validate_job(job: Any) -> dict[str, Any]:
+    """Check a job document, as the agent does before running anything."""
+    _require_type(job, dict, "job")
+    _check_version(job, "job")
+    _require_type(job.get("job_id"), str, "job.job_id")
+    variants = job.get("variants")
+    _require_type(variants, list, "job.variants")
+    if not variants:
+        raise ProtocolError("job.variants is empty")
+    names = set()
+    for index, variant in enumerate(variants):
+        where = f"job.variants[{index}]"
+        _require_type(variant, dict, where)
+        for key in ("name", "file", "sha256"):
+            _require_type(variant.get(key), str, f"{where}.{key}")
+        if variant["name"] in names:
+            raise ProtocolError(f"{where}.name {variant['name']!r} is repeated")
+        names.add(variant["name"])
+    settings = job.get("settings")
+    _require_type(settings, dict, "job.settings")
+    for key in DEFAULT_SETTINGS:
+        _require_number(settings.get(key), f"job.settings.{key}", minimum=0)
+    return job
+
+
+def parse_result(raw: bytes, job: dict[str, Any]) -> dict[str, Any]:
+    """Decode and validate an agent's answer to ``job``; raise ProtocolError."""
+    if len(raw) > MAX_RESULT_BYTES:
+        raise ProtocolError(
+            f"agent answer is {len(raw)} bytes, over the {MAX_RESULT_BYTES}-byte limit")
+    try:
+        result = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"agent answer is not JSON: {exc}") from None
+    return validate_result(result, job)
+
+
+def validate_result(result: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """Check a decoded result against the schema and against the job it answers."""
+    _require_type(result, dict, "result")
+    _check_version(result, "result")
+    if result.get("job_id") != job["job_id"]:
+        raise ProtocolError(
+            f"result.job_id {result.get('job_id')!r} does not answer job {job['job_id']!r}")
+    board = result.get("board")
+    _require_type(board, dict, "result.board")
+    for key in ("hostname", "machine", "system", "python"):
+        _require_type(board.get(key), str, f"result.board.{key}")
+    variants = result.get("variants")
+    _require_type(variants, list, "result.variants")
+    expected = [v["name"] for v in job["variants"]]
+    got = [v.get("name") if isinstance(v, dict) else None for v in variants]
+    if got != expected:
+        raise ProtocolError(f"result.variants are {got}, expected {expected}")
+    for index, variant in enumerate(variants):
+        _validate_variant(variant, f"result.variants[{index}]")
+    return result
+
+
+def _validate_variant(variant: dict[str, Any], where: str) -> None:
+    status = variant.get("status")
+    if status not in VARIANT_STATUSES:
+        raise ProtocolError(f"{where}.status must be one of {VARIANT_STATUSES}, got {status!r}")
+    if status == "failed":
+        _require_type(variant.get("error"), str, f"{where}.error")
+        return
+    runtime = variant.get("runtime")
+    _require_type(runtime, dict, f"{where}.runtime")
+    _require_type(runtime.get("name"), str, f"{where}.runtime.name")
+    _require_type(runtime.get("version"), str, f"{where}.runtime.version")
+    for key in ("load_ms", "first_inference_ms", "measured_seconds"):
+        _require_number(variant.get(key), f"{where}.{key}", minimum=0)
+    _require_number(variant.get("runs"), f"{where}.runs", minimum=1)
+    _require_number(variant.get("threads"), f"{where}.threads", minimum=0)
+    _require_number(variant.get("peak_rss_bytes"), f"{where}.peak_rss_bytes", minimum=1)
+    latency = variant.get("latency_ms")
+    _require_type(latency, dict, f"{where}.latency_ms")
+    for key in LATENCY_KEYS:
+        _require_number(latency.get(key), f"{where}.latency_ms.{key}", minimum=0)
+    if not latency["p50"] <= latency["p90"] <= latency["p99"]:
+        raise ProtocolError(f"{where}.latency_ms percentiles are not ordered p50 <= p90 <= p99")
+
+
+def _check_version(document: dict[str, Any], where: str) -> None:
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProtocolError(
+            f"{where}.schema_version is {version!r}; this side speaks {SCHEMA_VERSION}")
+
+
+def _require_type(value: Any, expected: type, where: str) -> None:
+    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        raise ProtocolError(f"{where} must be a {expected.__name__}, got {type(value).__name__}")
+
+
+def _require_number(value: Any, where: str, *, minimum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(f"{where} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < minimum:
+        raise ProtocolError(f"{where} must be a finite number >= {minimum}, got {value!r}")

@@ -1,0 +1,49 @@
+"""edge: compress PyTorch models, run them on boards, report how they really behave.
+
+The stages, one module each: :mod:`~toolkit.model` (load) ->
+:mod:`~toolkit.compress` -> :mod:`~toolkit.artifact` -> :mod:`~toolkit.transport`
+(with :mod:`device_agent` on the board) -> :mod:`~toolkit.store` ->
+:mod:`~toolkit.report`; :func:`deploy` runs them all.
+"""
+
+from .compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_recipes
+from .pipeline import DeployOutcome, deploy
+from .errors import (
+    AgentError,
+    CompressError,
+    EdgeError,
+    ModelError,
+    OutputError,
+    ResultError,
+    StoreError,
+    TargetError,
+    UsageError,
+)
+from .model import ModelSource, load_model_source
+from .store import ResultsStore, StoredRun
+from .targets import Target, load_target
+
+__all__ = [
+    "AgentError",
+    "CompressError",
+    "DeployOutcome",
+    "EdgeError",
+    "Fp32Config",
+    "Int8StaticConfig",
+    "ModelError",
+    "ModelSource",
+    "OutputError",
+    "RECIPES",
+    "ResultError",
+    "ResultsStore",
+    "StoreError",
+    "StoredRun",
+    "Target",
+    "TargetError",
+    "UsageError",
+    "compress",
+    "deploy",
+    "load_model_source",
+    "load_target",
+    "parse_recipes",
+]

@@ -1,0 +1,75 @@
+"""The ``edge`` command: a thin layer that parses, calls the library, and renders.
+
+Library errors become one line on stderr and the error's exit code; a user
+mistake never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import pipeline
+from .errors import EdgeError
+
+
+class _EdgeGroup(click.Group):
+    """Maps every :class:`EdgeError` to one line and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except EdgeError as exc:
+            click.echo(f"edge: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_EdgeGroup)
+@click.version_option(package_name="edge")
+def main() -> None:
+    """Compress PyTorch models, run them on boards, and report how they really behave."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "targets", multiple=True, default=("local",), show_default=True,
+              help="Board to run on (a name in targets/); repeat for several boards.")
+@click.option("--recipe", default="fp32,int8", show_default=True,
+              help="Comma-separated variants to build.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
+              default=pipeline.DEFAULT_OUT_DIR, show_default=True,
+              help="Folder for artifacts, reports and the default results store.")
+@click.option("--store", "store_path", type=click.Path(path_type=Path),
+              help=f"SQLite results store [default: OUT/results.sqlite, or ${pipeline.STORE_ENV}].")
+@click.option("--targets-dir", type=click.Path(path_type=Path),
+              help="Folder with your own target files, searched before the built-in ones.")
+@click.option("--min-runs", type=click.IntRange(min=1), help="Measured runs at least.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), help="Measured time at least.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
+def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
+           store_path: Path | None, targets_dir: Path | None, min_runs: int | None,
+           min_seconds: float | None, as_json: bool) -> None:
+    """Compress MODEL, run every variant on the target boards, store and report.
+
+    MODEL is a Python model file (build_model(), example_input(), optionally
+    calibration_data() and eval_data()) or a .tflite file deployed as it is.
+
+    Example: edge deploy examples/digits_cnn.py --target local
+    """
+    settings = {key: value for key, value in
+                (("min_runs", min_runs), ("min_seconds", min_seconds)) if value is not None}
+    outcome = pipeline.deploy(model, targets=targets, recipes=recipe, out_dir=out_dir,
+                                  store_path=store_path, targets_dir=targets_dir,
+                                  settings=settings)
+    if as_json:
+        click.echo(json.dumps({"run_id": outcome.run.run_id,
+                               "report": {k: str(v) for k, v in outcome.report.items()},
+                               "results": outcome.run.results}, indent=2))
+        return
+    click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
+    click.echo(f"report: {outcome.report['html']}")
+    click.echo(f"        {outcome.report['markdown']}")
+    click.echo(f"stored as run {outcome.run.run_id} in {outcome.store_path}")

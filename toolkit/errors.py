@@ -1,0 +1,83 @@
+"""Every error ``edge`` raises on purpose, one subclass per pipeline stage.
+
+::
+
+    EdgeError                   exit 1 unless the subclass says otherwise
+    ├── UsageError              exit 2  the user must fix an input
+    │   ├── ModelError                  model file missing, malformed, or rejects its input
+    │   ├── TargetError                 unknown or malformed target file
+    │   └── OutputError                 output folder or store path not writable
+    ├── CompressError                   conversion or quantization failed
+    ├── AgentError                      the agent could not run, or crashed, on the board
+    ├── ResultError                     the agent's answer broke the job protocol
+    └── StoreError                      the results store could not be read or written
+
+The CLI shows ``str(error)`` as one line and exits with ``error.exit_code``;
+library callers catch the class they care about.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Root of the tree; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(EdgeError):
+    """The user gave something to fix: a path, a name, a model file."""
+
+    exit_code = 2
+
+
+class ModelError(UsageError):
+    """The model file cannot be loaded or does not follow the model protocol."""
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class TargetError(UsageError):
+    """The target is unknown or its file is malformed."""
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class OutputError(UsageError):
+    """An output location cannot be written."""
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CompressError(EdgeError):
+    """A variant could not be produced from the model."""
+
+    def __init__(self, message: str, *, recipe: str | None = None) -> None:
+        super().__init__(message)
+        self.recipe = recipe
+
+
+class AgentError(EdgeError):
+    """The board agent failed as a whole (not one variant: those are results)."""
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class ResultError(EdgeError):
+    """The agent answered something that is not a valid result."""
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class StoreError(EdgeError):
+    """The results store failed."""

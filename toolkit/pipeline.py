@@ -1,0 +1,150 @@
+"""The whole loop: model -> compress -> artifacts -> transport -> agent -> store -> report.
+
+Everything is built in a staging folder beside the final one and moved into
+place only when the run succeeded, so a failed run leaves neither artifacts
+nor a report behind, and the store holds only validated results.
+
+Example::
+
+    outcome = deploy("examples/digits_cnn.py", targets=["local"], recipes="fp32,int8")
+    print(outcome.report["html"])
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from device_agent import protocol
+
+from .artifact import Artifact, describe_artifact, write_manifest
+from .compress import compress, parse_recipes
+from .errors import OutputError, ResultError, UsageError
+from .evaluate import tflite_accuracy
+from .model import ModelSource, load_model_source
+from .report import write_report
+from .store import ResultsStore, StoredRun
+from .targets import Target, load_target
+from .transport import open_transport
+
+DEFAULT_OUT_DIR = Path("edge-out")
+STORE_ENV = "EDGE_STORE"
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    run: StoredRun
+    run_dir: Path
+    report: dict[str, Path]
+    store_path: Path
+
+
+def default_store_path(out_dir: Path) -> Path:
+    return Path(os.environ.get(STORE_ENV) or out_dir / "results.sqlite")
+
+
+def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
+           recipes: str = "fp32,int8", out_dir: str | Path = DEFAULT_OUT_DIR,
+           store_path: str | Path | None = None, targets_dir: str | Path | None = None,
+           settings: dict[str, Any] | None = None) -> DeployOutcome:
+    """Compress ``model_path``, run every variant on every target, store and report."""
+    # Cheap checks first, so a typo fails in milliseconds, not after a conversion.
+    chosen = [load_target(name, targets_dir) for name in targets]
+    if not chosen:
+        raise UsageError("no target given; use for example --target local")
+    configs = parse_recipes(recipes)
+    out_dir = Path(out_dir)
+    store_path = Path(store_path) if store_path else default_store_path(out_dir)
+    source = load_model_source(model_path)
+    run_id = _new_run_id()
+    staging = _make_staging_dir(out_dir, run_id)
+    final_dir = out_dir / "runs" / run_id
+    try:
+        with ResultsStore(store_path) as store:
+            artifacts = _build_artifacts(source, configs, staging / "artifacts")
+            write_manifest(staging / "artifacts", source, artifacts)
+            results = [record for target in chosen
+                       for record in _run_on_target(target, run_id, artifacts, settings)]
+            run = StoredRun(run_id=run_id, created_at=_now(), model_name=source.name,
+                            model_path=str(source.path), model_sha256=source.sha256,
+                            report_dir=str(final_dir), results=results)
+            (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n",
+                                                  encoding="utf-8")
+            write_report(run, staging)
+            final_dir.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(final_dir)
+            try:
+                store.add_run(run)
+            except Exception:
+                shutil.rmtree(final_dir, ignore_errors=True)
+                raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return DeployOutcome(run=run, run_dir=final_dir, store_path=store_path,
+                         report={"markdown": final_dir / "report.md",
+                                 "html": final_dir / "report.html"})
+
+
+def _make_staging_dir(out_dir: Path, run_id: str) -> Path:
+    staging = out_dir / f".staging-{run_id}"
+    try:
+        (staging / "artifacts").mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror}",
+                          path=out_dir) from None
+    return staging
+
+
+def _build_artifacts(source: ModelSource, configs: list[Any], folder: Path) -> list[Artifact]:
+    if source.is_tflite:
+        copy = folder / source.path.name
+        shutil.copyfile(source.path, copy)
+        return [describe_artifact("tflite", copy, config={"recipe": "as-is"})]
+    artifacts = []
+    for config in configs:
+        variant = compress(source, config, folder)
+        quality: dict[str, Any] = {}
+        if source.eval_data is not None:
+            quality = tflite_accuracy(variant.path, source.eval_data())
+        artifacts.append(describe_artifact(
+            variant.name, variant.path, config=variant.config,
+            accuracy=quality.get("accuracy"), eval_samples=quality.get("eval_samples"),
+            compress_seconds=variant.seconds, details=variant.details))
+    return artifacts
+
+
+def _run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
+                   settings: dict[str, Any] | None) -> list[dict[str, Any]]:
+    job = protocol.make_job(
+        job_id=f"{run_id}-{target.name}",
+        variants=[{"name": a.variant, "file": a.board_name, "sha256": a.sha256}
+                  for a in artifacts],
+        settings={"threads": target.threads, **(settings or {})})
+    raw = open_transport(target).run_job(job, {a.board_name: a.path for a in artifacts})
+    try:
+        result = protocol.parse_result(raw, job)
+    except protocol.ProtocolError as exc:
+        raise ResultError(f"agent on {target.name} answered an invalid result: {exc}",
+                          target=target.name) from None
+    records = []
+    for artifact, measured in zip(artifacts, result["variants"]):
+        record = {"target": target.name, **artifact.to_dict(), "board": result["board"],
+                  **measured}
+        del record["name"]
+        records.append(record)
+    return records
+
+
+def _new_run_id() -> str:
+    return f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
