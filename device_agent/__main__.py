@@ -65,7 +65,7 @@ def _measure_in_child(job_path: Path, name: str, timeout: float) -> dict[str, An
                "from device_agent.__main__ import main; sys.exit(main(sys.argv[2:]))",
                IMPORT_ROOT, "measure", str(job_path), name]
     try:
-        child = subprocess.run(command, capture_output=True, timeout=timeout)
+        child = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return _failed(name, f"timed out after {timeout:g} s")
     if child.returncode < 0:

@@ -121,8 +121,7 @@ def _validate_variant(variant: dict[str, Any], where: str) -> None:
     if status == "failed":
         _require_type(variant.get("error"), str, f"{where}.error")
         return
-    runtime = variant.get("runtime")
-    _require_type(runtime, dict, f"{where}.runtime")
+    runtime = _require_dict(variant.get("runtime"), f"{where}.runtime")
     _require_type(runtime.get("name"), str, f"{where}.runtime.name")
     _require_type(runtime.get("version"), str, f"{where}.runtime.version")
     for key in ("load_ms", "first_inference_ms", "measured_seconds"):
@@ -130,8 +129,7 @@ def _validate_variant(variant: dict[str, Any], where: str) -> None:
     _require_number(variant.get("runs"), f"{where}.runs", minimum=1)
     _require_number(variant.get("threads"), f"{where}.threads", minimum=0)
     _require_number(variant.get("peak_rss_bytes"), f"{where}.peak_rss_bytes", minimum=1)
-    latency = variant.get("latency_ms")
-    _require_type(latency, dict, f"{where}.latency_ms")
+    latency = _require_dict(variant.get("latency_ms"), f"{where}.latency_ms")
     for key in LATENCY_KEYS:
         _require_number(latency.get(key), f"{where}.latency_ms.{key}", minimum=0)
     if not latency["p50"] <= latency["p90"] <= latency["p99"]:
@@ -148,6 +146,11 @@ def _check_version(document: dict[str, Any], where: str) -> None:
 def _require_type(value: Any, expected: type, where: str) -> None:
     if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
         raise ProtocolError(f"{where} must be a {expected.__name__}, got {type(value).__name__}")
+
+
+def _require_dict(value: Any, where: str) -> dict[str, Any]:
+    _require_type(value, dict, where)
+    return value  # type: ignore[no-any-return]
 
 
 def _require_number(value: Any, where: str, *, minimum: float) -> None:

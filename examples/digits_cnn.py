@@ -61,13 +61,14 @@ def example_input() -> tuple[torch.Tensor]:
 
 def calibration_data():
     train_x, _, train_y, _ = _split()
-    for image, label in zip(train_x[:CALIBRATION_SAMPLES], train_y[:CALIBRATION_SAMPLES]):
+    images, labels = train_x[:CALIBRATION_SAMPLES], train_y[:CALIBRATION_SAMPLES]
+    for image, label in zip(images, labels, strict=True):
         yield (torch.from_numpy(image[None]),), int(label)
 
 
 def eval_data():
     _, eval_x, _, eval_y = _split()
-    for image, label in zip(eval_x, eval_y):
+    for image, label in zip(eval_x, eval_y, strict=True):
         yield (torch.from_numpy(image[None]),), int(label)
 
 

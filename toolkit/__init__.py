@@ -7,7 +7,6 @@ The stages, one module each: :mod:`~toolkit.model` (load) ->
 """
 
 from .compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_recipes
-from .pipeline import DeployOutcome, deploy
 from .errors import (
     AgentError,
     CompressError,
@@ -20,6 +19,7 @@ from .errors import (
     UsageError,
 )
 from .model import ModelSource, load_model_source
+from .pipeline import DeployOutcome, deploy
 from .store import ResultsStore, StoredRun
 from .targets import Target, load_target
 

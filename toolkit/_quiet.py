@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
 import tempfile
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 _NOISY_LOGGERS = ("absl", "torchao", "litert_torch", "ai_edge_torch", "jax", "torch._export",
                   "torch.export", "torch._dynamo")
@@ -25,7 +26,7 @@ def silence_library_logging() -> None:
 
 @contextlib.contextmanager
 def captured_native_output() -> Iterator[list[str]]:
-    """Redirect file descriptors 1 and 2 (C++ logs write there) into a buffer.
+    """Redirect stdout and stderr, Python's and file descriptors 1 and 2 (C++ logs), into a buffer.
 
     Yields a list that holds the captured lines once the block ends, so a
     caller can quote them when the wrapped step fails.
@@ -34,11 +35,13 @@ def captured_native_output() -> Iterator[list[str]]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
+    python_level = io.StringIO()
     with tempfile.TemporaryFile(mode="w+b") as sink:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
-            yield captured
+            with contextlib.redirect_stdout(python_level), contextlib.redirect_stderr(python_level):
+                yield captured
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -47,4 +50,5 @@ def captured_native_output() -> Iterator[list[str]]:
             os.close(saved[0])
             os.close(saved[1])
             sink.seek(0)
+            captured.extend(python_level.getvalue().splitlines())
             captured.extend(sink.read().decode("utf-8", "replace").splitlines())

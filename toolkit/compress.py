@@ -14,9 +14,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ._quiet import captured_native_output, silence_library_logging
 from .errors import CompressError, ModelError, UsageError
@@ -89,7 +91,8 @@ def compress(source: ModelSource, config: RecipeConfig, out_dir: Path) -> Compre
     target = out_dir / f"{config.recipe}.tflite"
     started = time.perf_counter()
     details: dict[str, Any] = {}
-    with captured_native_output() as log:
+    with captured_native_output() as log, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # converter deprecation chatter is not the user's concern
         try:
             if isinstance(config, Int8StaticConfig):
                 details = _convert_int8_static(source, config, target)

@@ -10,8 +10,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,8 @@ from ._quiet import captured_native_output
 from .errors import ModelError
 
 
-def tflite_accuracy(model_path: Path, samples: Iterable[tuple[tuple[Any, ...], Any]]) -> dict[str, Any]:
+def tflite_accuracy(model_path: Path,
+                    samples: Iterable[tuple[tuple[Any, ...], Any]]) -> dict[str, Any]:
     """Top-1 accuracy of ``model_path`` over labelled ``samples``."""
     with captured_native_output():  # the runtime announces its delegate on stderr
         interpreter = find_runtime().interpreter_class(model_path=str(model_path))
@@ -32,7 +34,7 @@ def tflite_accuracy(model_path: Path, samples: Iterable[tuple[tuple[Any, ...], A
         if len(sample_inputs) != len(inputs):
             raise ModelError(f"eval_data() gives {len(sample_inputs)} inputs; the model takes "
                              f"{len(inputs)}")
-        for detail, value in zip(inputs, sample_inputs):
+        for detail, value in zip(inputs, sample_inputs, strict=True):
             interpreter.set_tensor(detail["index"], _to_tensor(detail, _as_numpy(value)))
         interpreter.invoke()
         scores = _from_tensor(outputs[0], interpreter.get_tensor(outputs[0]["index"]))

@@ -16,9 +16,10 @@ import hashlib
 import importlib.util
 import sys
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .errors import ModelError
 

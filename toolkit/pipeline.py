@@ -17,9 +17,10 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from device_agent import protocol
 
@@ -134,7 +135,7 @@ def _run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
         raise ResultError(f"agent on {target.name} answered an invalid result: {exc}",
                           target=target.name) from None
     records = []
-    for artifact, measured in zip(artifacts, result["variants"]):
+    for artifact, measured in zip(artifacts, result["variants"], strict=True):
         record = {"target": target.name, **artifact.to_dict(), "board": result["board"],
                   **measured}
         del record["name"]
@@ -143,8 +144,8 @@ def _run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
 
 
 def _new_run_id() -> str:
-    return f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    return f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -85,7 +85,8 @@ class ResultsStore:
                 raise StoreError(f"results store {self.path} has schema {version}, newer than "
                                  f"this edge ({SCHEMA_VERSION}); upgrade edge")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"results store {self.path} is not a usable SQLite file: {exc}")
+            raise StoreError(
+                f"results store {self.path} is not a usable SQLite file: {exc}") from None
 
     def add_run(self, run: StoredRun) -> None:
         try:
@@ -99,7 +100,8 @@ class ResultsStore:
                     [(run.run_id, r["target"], r["variant"], r["status"], json.dumps(r))
                      for r in run.results])
         except sqlite3.Error as exc:
-            raise StoreError(f"results store {self.path}: run {run.run_id} not stored: {exc}")
+            raise StoreError(
+                f"results store {self.path}: run {run.run_id} not stored: {exc}") from None
 
     def get_run(self, run_id: str) -> StoredRun:
         row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()

@@ -53,7 +53,7 @@ class LocalTransport:
             try:
                 completed = subprocess.run(
                     [sys.executable, str(work_dir / agent.name), "run", str(job_path)],
-                    capture_output=True, timeout=timeout, cwd=work_dir)
+                    capture_output=True, timeout=timeout, cwd=work_dir, check=False)
             except subprocess.TimeoutExpired:
                 raise AgentError(f"agent on {self.target.name} did not finish within "
                                  f"{timeout:g} s", target=self.target.name) from None

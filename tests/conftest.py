@@ -1,0 +1,42 @@
+"""Shared fixtures: isolated user folders, and one real converted model per session."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DIGITS_MODEL = REPO / "examples" / "digits_cnn.py"
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep the user's store, target folder and working directory out of every test."""
+    monkeypatch.delenv("EDGE_STORE", raising=False)
+    monkeypatch.delenv("EDGE_TARGETS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def digits_fp32_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits CNN converted to a real fp32 .tflite, once per session."""
+    from toolkit.compress import Fp32Config, compress
+    from toolkit.model import load_model_source
+
+    folder = tmp_path_factory.mktemp("digits")
+    variant = compress(load_model_source(DIGITS_MODEL), Fp32Config(), folder)
+    return variant.path
+
+
+@pytest.fixture
+def tflite_copy(digits_fp32_tflite: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "model.tflite"
+    shutil.copyfile(digits_fp32_tflite, copy)
+    return copy
+
+
+def python_has(module: str) -> bool:
+    return module in sys.modules

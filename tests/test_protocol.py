@@ -1,0 +1,75 @@
+"""The job protocol: what the host accepts from an agent, and what it refuses."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from device_agent import protocol
+
+JOB = protocol.make_job(job_id="job-1", variants=[
+    {"name": "fp32", "file": "a.tflite", "sha256": "a" * 64},
+    {"name": "int8", "file": "b.tflite", "sha256": "b" * 64},
+])
+
+GOOD_VARIANT = {
+    "name": "fp32", "status": "ok", "runtime": {"name": "ai-edge-litert", "version": "2.3.0"},
+    "threads": 1, "load_ms": 1.0, "first_inference_ms": 0.5, "runs": 50,
+    "measured_seconds": 1.0, "peak_rss_bytes": 50_000_000,
+    "latency_ms": {"p50": 1.0, "p90": 1.2, "p99": 1.5, "mean": 1.05, "std": 0.1,
+                   "min": 0.9, "max": 1.6},
+}
+GOOD_RESULT = {
+    "schema_version": protocol.SCHEMA_VERSION, "job_id": "job-1",
+    "board": {"hostname": "b", "machine": "aarch64", "system": "Linux", "python": "3.11.2"},
+    "variants": [GOOD_VARIANT,
+                 {"name": "int8", "status": "failed", "error": "killed by signal SIGSEGV"}],
+}
+
+
+def encoded(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+def test_valid_result_is_accepted() -> None:
+    assert protocol.parse_result(encoded(GOOD_RESULT), JOB)["variants"][1]["status"] == "failed"
+
+
+def mutated(change) -> dict:
+    document = copy.deepcopy(GOOD_RESULT)
+    change(document)
+    return document
+
+
+@pytest.mark.parametrize("document, message", [
+    (mutated(lambda d: d.update(schema_version=99)), "schema_version"),
+    (mutated(lambda d: d.update(job_id="other")), "does not answer job"),
+    (mutated(lambda d: d["variants"].pop()), "expected ['fp32', 'int8']"),
+    (mutated(lambda d: d["variants"][0].update(status="great")), "status"),
+    (mutated(lambda d: d["variants"][0]["latency_ms"].update(p50=float("nan"))), "finite"),
+    (mutated(lambda d: d["variants"][0]["latency_ms"].update(p99=0.1)), "not ordered"),
+    (mutated(lambda d: d["variants"][0].update(runs=True)), "runs must be a number"),
+    (mutated(lambda d: d["variants"][0].pop("peak_rss_bytes")), "peak_rss_bytes"),
+    (mutated(lambda d: d["board"].pop("python")), "board.python"),
+    ([1, 2, 3], "result must be a dict"),
+])
+def test_malformed_results_are_refused(document: object, message: str) -> None:
+    with pytest.raises(protocol.ProtocolError, match=message.replace("[", r"\[")):
+        protocol.parse_result(encoded(document), JOB)
+
+
+def test_non_json_answer_is_refused() -> None:
+    with pytest.raises(protocol.ProtocolError, match="not JSON"):
+        protocol.parse_result(b"Segmentation fault\n", JOB)
+
+
+def test_oversized_answer_is_refused_before_decoding() -> None:
+    with pytest.raises(protocol.ProtocolError, match="over the"):
+        protocol.parse_result(b" " * (protocol.MAX_RESULT_BYTES + 1), JOB)
+
+
+def test_job_with_repeated_variant_names_is_refused() -> None:
+    with pytest.raises(protocol.ProtocolError, match="repeated"):
+        protocol.make_job(job_id="j", variants=[{"name": "x", "file": "a", "sha256": "a"}] * 2)
