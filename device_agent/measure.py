@@ -35,6 +35,7 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
     samples_ns = _measured_runs(
         interpreter,
         min_runs=int(settings["min_runs"]),
+        max_runs=int(settings["max_runs"]),
         min_seconds=float(settings["min_seconds"]),
         max_seconds=float(settings["max_seconds"]),
     )
@@ -48,6 +49,8 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
         "runs": int(samples_ms.size),
         "measured_seconds": float(samples_ms.sum() / 1e3),
         "latency_ms": _latency_summary(samples_ms),
+        # Microsecond resolution keeps the raw samples compact for plots and statistics.
+        "latency_samples_ms": [round(float(x), 3) for x in samples_ms],
         "peak_rss_bytes": _status_bytes("VmHWM"),
         "load_rss_growth_bytes": max(0, rss_loaded - rss_before),
     }
@@ -80,16 +83,17 @@ def _warm_up(interpreter: Any, *, runs: int) -> None:
         interpreter.invoke()
 
 
-def _measured_runs(interpreter: Any, *, min_runs: int, min_seconds: float,
+def _measured_runs(interpreter: Any, *, min_runs: int, max_runs: int, min_seconds: float,
                    max_seconds: float) -> list[int]:
-    """Run until both floors are met (MLPerf-style), or the ceiling is hit."""
+    """Run until both floors are met (MLPerf-style), or a ceiling (count or time) is hit."""
     samples: list[int] = []
     min_ns, max_ns = int(min_seconds * 1e9), int(max_seconds * 1e9)
     started = time.perf_counter_ns()
     while True:
         samples.append(_timed_invoke(interpreter))
         elapsed = time.perf_counter_ns() - started
-        if (len(samples) >= min_runs and elapsed >= min_ns) or elapsed >= max_ns:
+        if (len(samples) >= min_runs and elapsed >= min_ns) or elapsed >= max_ns \
+                or len(samples) >= max_runs:
             return samples
 
 

@@ -30,6 +30,7 @@ MAX_RESULT_BYTES = 4 * 1024 * 1024
 DEFAULT_SETTINGS: dict[str, Any] = {
     "warmup_runs": 5,
     "min_runs": 50,
+    "max_runs": 10000,
     "min_seconds": 1.0,
     "max_seconds": 30.0,
     "threads": 1,
@@ -132,6 +133,13 @@ def _validate_variant(variant: dict[str, Any], where: str) -> None:
     latency = _require_dict(variant.get("latency_ms"), f"{where}.latency_ms")
     for key in LATENCY_KEYS:
         _require_number(latency.get(key), f"{where}.latency_ms.{key}", minimum=0)
+    samples: list[Any] = variant.get("latency_samples_ms")  # type: ignore[assignment]
+    _require_type(samples, list, f"{where}.latency_samples_ms")
+    if len(samples) != variant["runs"]:
+        raise ProtocolError(f"{where}.latency_samples_ms has {len(samples)} samples for "
+                            f"{variant['runs']} runs")
+    for sample in samples:
+        _require_number(sample, f"{where}.latency_samples_ms[]", minimum=0)
     if not latency["p50"] <= latency["p90"] <= latency["p99"]:
         raise ProtocolError(f"{where}.latency_ms percentiles are not ordered p50 <= p90 <= p99")
 

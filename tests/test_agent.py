@@ -58,8 +58,9 @@ def test_agent_imports_only_stdlib_numpy_and_a_runtime(tflite_copy: Path) -> Non
         "from device_agent.measure import measure_variant;"
         "from device_agent.runtime import find_runtime;"
         "from device_agent.__main__ import main; from device_agent.board import board_facts;"
-        "measure_variant(find_runtime(), sys.argv[2], {'threads': 1, 'warmup_runs': 1,"
-        " 'min_runs': 1, 'min_seconds': 0, 'max_seconds': 1}); board_facts();"
+        "from device_agent.protocol import DEFAULT_SETTINGS;"
+        "measure_variant(find_runtime(), sys.argv[2], dict(DEFAULT_SETTINGS, min_runs=1,"
+        " min_seconds=0)); board_facts();"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     loaded = json.loads(subprocess.run(

@@ -16,7 +16,8 @@ JOB = protocol.make_job(job_id="job-1", variants=[
 
 GOOD_VARIANT = {
     "name": "fp32", "status": "ok", "runtime": {"name": "ai-edge-litert", "version": "2.3.0"},
-    "threads": 1, "load_ms": 1.0, "first_inference_ms": 0.5, "runs": 50,
+    "threads": 1, "load_ms": 1.0, "first_inference_ms": 0.5, "runs": 3,
+    "latency_samples_ms": [1.0, 0.9, 1.6],
     "measured_seconds": 1.0, "peak_rss_bytes": 50_000_000,
     "latency_ms": {"p50": 1.0, "p90": 1.2, "p99": 1.5, "mean": 1.05, "std": 0.1,
                    "min": 0.9, "max": 1.6},
@@ -53,6 +54,7 @@ def mutated(change) -> dict:
     (mutated(lambda d: d["variants"][0].update(runs=True)), "runs must be a number"),
     (mutated(lambda d: d["variants"][0].pop("peak_rss_bytes")), "peak_rss_bytes"),
     (mutated(lambda d: d["board"].pop("python")), "board.python"),
+    (mutated(lambda d: d["variants"][0]["latency_samples_ms"].pop()), "2 samples for 3 runs"),
     ([1, 2, 3], "result must be a dict"),
 ])
 def test_malformed_results_are_refused(document: object, message: str) -> None:

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything the test suite needs on a fresh Debian machine, as root: system packages
+# (servers the tests start themselves), then torch first and alone (the CPU build on
+# disk; any other torch request pulls CUDA wheels), then edge with its dev extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SYSTEM_PACKAGES=()
+missing=()
+for package in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+pip install torch==2.13.0
+pip install -e '.[dev]'
