@@ -1,0 +1,186 @@
+"""Figures for issue 5's "must show": agent overhead, repeatability, energy, sampler cost.
+
+Prints figures; it is not a test.  Run it from the repository root when the
+machine is quiet (timing on a shared machine is noisy):
+
+    python benchmarks/agent_overhead.py [--rounds 5] [--threads 1]
+
+1. Agent overhead: the real agent (zipapp, child process, its measured loop) against a
+   bare ``interpreter.invoke()`` loop in its own fresh process, same model and threads,
+   alternated for several rounds; ratio of the p50s.
+2. Repeatability: back-to-back agent measurements of the same model; CV of their p50s.
+3. Energy: an INA219 hwmon fixture tree with a constant power P; the agent's energy per
+   inference against P x L (L = the mean latency measured in the same run).
+4. Polling cost: agent p50 with the power sampler running against the fixture at 20 Hz
+   versus without, alternated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from device_agent import protocol  # noqa: E402
+from toolkit.agent_package import build_agent_package  # noqa: E402
+
+#: A convolutional network with enough work for a few milliseconds per inference.
+MODEL_FILE = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    def build_model():
+        torch.manual_seed(0)
+        layers, channels = [], 3
+        for out in (32, 64, 64, 128):
+            layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            channels = out
+        return nn.Sequential(*layers, nn.Flatten(), nn.LazyLinear(10)).eval()
+
+    def example_input():
+        return (torch.randn(1, 3, 96, 96),)
+''')
+
+BARE_LOOP = textwrap.dedent('''
+    import json, sys, time
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from device_agent.runtime import find_runtime
+    model, threads, warmup, runs = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    interpreter = find_runtime().interpreter_class(model_path=model, num_threads=threads)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.random.default_rng(0).standard_normal(
+        detail["shape"]).astype(detail["dtype"]))
+    for _ in range(warmup):
+        interpreter.invoke()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter_ns()
+        interpreter.invoke()
+        samples.append(time.perf_counter_ns() - started)
+    print(json.dumps(float(np.percentile(samples, 50)) / 1e6))
+''')
+
+
+def build_model(folder: Path) -> Path:
+    from toolkit.compress import Fp32Config, compress
+    from toolkit.model import load_model_source
+
+    source = folder / "bench_cnn.py"
+    source.write_text(MODEL_FILE)
+    model = load_model_source(source)
+    model.module(*model.example_input)  # materialise the lazy layer before export
+    return compress(model, Fp32Config(), folder).path
+
+
+def run_agent(folder: Path, model: Path, settings: dict) -> dict:
+    job = protocol.make_job(job_id="bench", settings=settings,
+                            variants=[{"name": "m", "file": model.name, "sha256": "-"}])
+    (folder / "job.json").write_text(json.dumps(job))
+    done = subprocess.run([sys.executable, str(folder / "agent.pyz"), "run",
+                           str(folder / "job.json")], capture_output=True, check=True)
+    variant = protocol.parse_result(done.stdout, job)["variants"][0]
+    if variant["status"] != "ok":
+        raise SystemExit(f"agent failed: {variant['error']}")
+    return variant
+
+
+def bare_p50(model: Path, threads: int, warmup: int, runs: int) -> float:
+    done = subprocess.run([sys.executable, "-c", BARE_LOOP, str(REPO), str(model), str(threads),
+                           str(warmup), str(runs)], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def cv(values: list[float]) -> float:
+    return statistics.pstdev(values) / statistics.mean(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=300, help="measured runs per measurement")
+    parser.add_argument("--cpu", type=int, help="pin this process and its children to one CPU")
+    args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})  # children inherit it: agent and bare loop alike
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        model = build_model(folder)
+        (folder / "agent.pyz").write_bytes(build_agent_package().data)
+        settings = {"threads": args.threads, "warmup_runs": 20, "warmup_seconds": 0.5,
+                    "min_runs": args.runs, "max_runs": args.runs, "min_seconds": 0.0,
+                    "max_seconds": 120.0, "power_sensor": "none"}
+
+        print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (shared machine), "
+              f"pinned to CPU {args.cpu if args.cpu is not None else '-'}")
+        print(f"model: {model.stat().st_size / 1e6:.2f} MB fp32 CNN, threads {args.threads}, "
+              f"{args.runs} runs per measurement, {args.rounds} rounds")
+        agent_p50s, bare_p50s = [], []
+        for round_ in range(args.rounds):
+            agent = run_agent(folder, model, settings)
+            agent_p50s.append(agent["latency_ms"]["p50"])
+            bare_p50s.append(bare_p50(model, args.threads, 20, args.runs))
+            print(f"  round {round_ + 1}: agent p50 {agent_p50s[-1]:.3f} ms, "
+                  f"bare invoke() loop p50 {bare_p50s[-1]:.3f} ms, runtime "
+                  f"{agent['runtime']['name']} {agent['runtime']['version']}, "
+                  f"verdict {agent['verdict']['status']} {agent['verdict']['reasons']}")
+        ratios = [a / b for a, b in zip(agent_p50s, bare_p50s, strict=True)]
+        overhead = statistics.median(ratios) - 1
+        print(f"1. agent overhead: median p50 ratio agent/bare = {1 + overhead:.4f} "
+              f"({overhead * 100:+.2f}%; must be within 2%: "
+              f"{'yes' if abs(overhead) <= 0.02 else 'NO'})")
+
+        repeat = [run_agent(folder, model, settings)["latency_ms"]["p50"] for _ in range(5)]
+        print(f"2. repeatability: 5 back-to-back p50s {[round(p, 3) for p in repeat]} ms, "
+              f"CV {cv(repeat) * 100:.2f}% (must be at most 3%: "
+              f"{'yes' if cv(repeat) <= 0.03 else 'NO'})")
+
+        watts = 5.0
+        hwmon = folder / "sysroot/sys/class/hwmon/hwmon3"
+        hwmon.mkdir(parents=True)
+        (hwmon / "name").write_text("ina219\n")
+        (hwmon / "power1_input").write_text(f"{int(watts * 1e6)}\n")
+        from device_agent.measure import measure_variant
+        from device_agent.power import Ina219Hwmon
+        from device_agent.runtime import find_runtime
+
+        runtime = find_runtime()
+        energy_settings = {**protocol.DEFAULT_SETTINGS, **settings, "idle_seconds": 0.5}
+        figures = measure_variant(runtime, model, energy_settings,
+                                  power_reader=Ina219Hwmon(folder / "sysroot"))
+        power = figures["power"]
+        expected = watts * figures["latency_ms"]["mean"] / 1e3
+        error = power["energy_per_inference_j"] / expected - 1
+        print(f"3. energy: fixture INA219 at P = {watts} W, L (mean) = "
+              f"{figures['latency_ms']['mean']:.3f} ms -> P x L = {expected * 1e3:.4f} mJ; agent "
+              f"says {power['energy_per_inference_j'] * 1e3:.4f} mJ ({error * 100:+.2f}%; "
+              f"must be within 2%: {'yes' if abs(error) <= 0.02 else 'NO'}); idle "
+              f"{power['idle_power_w']:.2f} W, active {power['active_power_w']:.2f} W, sampled "
+              f"at {power['sample_rate_hz']:.1f} Hz (asked {power['rate_hz_asked']:g})")
+
+        without, with_sampler = [], []
+        for _ in range(args.rounds):
+            without.append(measure_variant(runtime, model, energy_settings)["latency_ms"]["p50"])
+            with_sampler.append(measure_variant(
+                runtime, model, {**energy_settings, "idle_seconds": 0.0},
+                power_reader=Ina219Hwmon(folder / "sysroot"))["latency_ms"]["p50"])
+        change = statistics.median(w / o for w, o in zip(with_sampler, without, strict=True)) - 1
+        print(f"4. polling cost: p50 without sampler {[round(p, 3) for p in without]} ms, with "
+              f"20 Hz sampler {[round(p, 3) for p in with_sampler]} ms, median change "
+              f"{change * 100:+.2f}%")
+
+
+if __name__ == "__main__":
+    main()
