@@ -10,7 +10,7 @@ import pytest
 from device_agent import protocol
 from device_agent.measure import latency_summary, measure_variant
 from device_agent.outputs import load_reference
-from device_agent.power import PowerReader
+from device_agent.power import PowerReader, SensorLost
 from device_agent.runtime import find_runtime
 from device_agent.verdict import judge
 
@@ -83,11 +83,35 @@ def test_energy_per_inference_from_a_constant_fixture_sensor(tflite_copy: Path) 
                               thermal=lambda: NO_THERMAL)
     power = figures["power"]
     assert power["idle_power_w"] == watts and power["active_power_w"] == watts
+    assert power["runs"] >= 10  # the energy pass has its own runs, the latency pass none
     assert power["energy_per_inference_j"] == pytest.approx(
-        watts * figures["wall_seconds"] / figures["runs"])
+        watts * power["wall_seconds"] / power["runs"])
     assert power["energy_above_idle_per_inference_j"] == pytest.approx(0.0)
     assert power["sample_rate_hz"] > 0
     assert power["sensor"]["kind"] == "fixture"
+
+
+class VanishingPower(ConstantPower):
+    """Answers a few times, then the device is gone (driver unbound, cable pulled)."""
+
+    def __init__(self, watts: float, answers: int) -> None:
+        super().__init__(watts)
+        self.answers = answers
+
+    def read_watts(self) -> float | None:
+        if self.answers == 0:
+            raise SensorLost("power1_input: No such device")
+        self.answers -= 1
+        return self.watts
+
+
+def test_a_sensor_lost_mid_run_leaves_a_reason_and_no_energy(tflite_copy: Path) -> None:
+    figures = measure_variant(find_runtime(), tflite_copy, FAST,
+                              power_reader=VanishingPower(3.0, answers=2),
+                              thermal=lambda: NO_THERMAL)
+    assert figures["status"] == "ok"
+    assert "sensor lost" in figures["power"]["error"]
+    assert "energy_per_inference_j" not in figures["power"]
 
 
 def write_reference(folder: Path, model: Path, *, corrupt: bool = False) -> Path:
