@@ -42,7 +42,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 OPTIONAL_SETTINGS: dict[str, Any] = {
     "warmup_seconds": 0.2,       # warm-up lasts at least this long, as well as warmup_runs
     "max_cv": 0.10,              # coefficient of variation above this makes the verdict INVALID
-    "cooldown_seconds": 0.0,     # pause before each variant after the first
+    "cooldown_seconds": 1.0,     # pause before each variant after the first
     "cooldown_to_c": 0.0,        # wait until the hottest thermal zone is at most this (0: off)
     "cooldown_max_seconds": 300.0,
     "idle_seconds": 1.0,         # idle window sampled for idle power (only with a sensor)

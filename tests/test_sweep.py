@@ -21,10 +21,13 @@ def invoke(*args: str):
 def test_thread_sweep_runs_each_variant_per_count_with_output_check(tmp_path: Path) -> None:
     result = invoke("deploy", str(DIGITS_MODEL), "--target", "local", "--recipe", "fp32",
                     "-o", str(tmp_path / "out"), "--threads", "1,2", "--min-runs", "10",
+                    "--cooldown", "0.5",
                     "--min-seconds", "0.05", "--json")
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)["results"]
     assert [(r["variant"], r["threads"]) for r in records] == [("fp32-t1", 1), ("fp32-t2", 2)]
+    assert "cooldown" not in records[0]
+    assert records[1]["cooldown"] == {"paused_s": 0.5}
     for record in records:
         assert record["output_check"]["ok"] is True
         assert record["output_check"]["top1_agreement"] == 1.0

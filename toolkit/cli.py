@@ -52,6 +52,8 @@ def main() -> None:
 @click.option("--min-seconds", type=click.FloatRange(min=0), help="Measured time at least.")
 @click.option("--threads", "threads", callback=lambda ctx, param, value: _thread_counts(value),
               help="Thread counts to sweep, e.g. 1,2,4 [default: the target's setting].")
+@click.option("--cooldown", type=click.FloatRange(min=0),
+              help="Seconds to pause between variants on the board [default: 1].")
 @click.option("--cooldown-to", type=click.FloatRange(min=1),
               help="Before each variant, wait until the board's hottest zone is this cool (C).")
 @click.option("--power-sensor", type=click.Choice(POWER_SENSORS),
@@ -59,7 +61,8 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
 def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
            store_path: Path | None, targets_dir: Path | None, min_runs: int | None,
-           min_seconds: float | None, threads: list[int] | None, cooldown_to: float | None,
+           min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
+           cooldown_to: float | None,
            power_sensor: str | None, as_json: bool) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
@@ -70,7 +73,8 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
     """
     settings = {key: value for key, value in
                 (("min_runs", min_runs), ("min_seconds", min_seconds),
-                 ("cooldown_to_c", cooldown_to), ("power_sensor", power_sensor))
+                 ("cooldown_seconds", cooldown), ("cooldown_to_c", cooldown_to),
+                 ("power_sensor", power_sensor))
                 if value is not None}
     outcome = pipeline.deploy(model, targets=targets, recipes=recipe, out_dir=out_dir,
                                   store_path=store_path, targets_dir=targets_dir,
