@@ -56,13 +56,16 @@ BARE_LOOP = textwrap.dedent('''
     sys.path.insert(0, sys.argv[1])
     from device_agent.runtime import find_runtime
     model, threads, warmup, runs = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    warmup_ns = int(float(sys.argv[6]) * 1e9)
     interpreter = find_runtime().interpreter_class(model_path=model, num_threads=threads)
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], np.random.default_rng(0).standard_normal(
         detail["shape"]).astype(detail["dtype"]))
-    for _ in range(warmup):
+    done, until = 0, time.perf_counter_ns() + warmup_ns
+    while done < warmup or time.perf_counter_ns() < until:  # the agent's own warm-up rule
         interpreter.invoke()
+        done += 1
     samples = []
     for _ in range(runs):
         started = time.perf_counter_ns()
@@ -95,9 +98,10 @@ def run_agent(folder: Path, model: Path, settings: dict) -> dict:
     return variant
 
 
-def bare_p50(model: Path, threads: int, warmup: int, runs: int) -> float:
+def bare_p50(model: Path, threads: int, warmup: int, warmup_seconds: float, runs: int) -> float:
     done = subprocess.run([sys.executable, "-c", BARE_LOOP, str(REPO), str(model), str(threads),
-                           str(warmup), str(runs)], capture_output=True, text=True, check=True)
+                           str(warmup), str(warmup_seconds), str(runs)],
+                          capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -129,9 +133,13 @@ def main() -> None:
               f"{args.runs} runs per measurement, {args.rounds} rounds")
         agent_p50s, bare_p50s = [], []
         for round_ in range(args.rounds):
+            # Alternate which goes first, so a drift in the machine's load favours neither.
+            if round_ % 2:
+                bare_p50s.append(bare_p50(model, args.threads, 20, 0.5, args.runs))
             agent = run_agent(folder, model, settings)
             agent_p50s.append(agent["latency_ms"]["p50"])
-            bare_p50s.append(bare_p50(model, args.threads, 20, args.runs))
+            if not round_ % 2:
+                bare_p50s.append(bare_p50(model, args.threads, 20, 0.5, args.runs))
             print(f"  round {round_ + 1}: agent p50 {agent_p50s[-1]:.3f} ms, "
                   f"bare invoke() loop p50 {bare_p50s[-1]:.3f} ms, runtime "
                   f"{agent['runtime']['name']} {agent['runtime']['version']}, "
