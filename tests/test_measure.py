@@ -146,3 +146,18 @@ def test_mismatched_outputs_are_flagged(tflite_copy: Path) -> None:
     assert figures["output_check"]["ok"] is False
     assert figures["verdict"]["status"] == "INVALID"
     assert any("outputs mismatched" in r for r in figures["verdict"]["reasons"])
+
+
+def test_a_model_the_host_cannot_run_is_deployed_without_an_output_check(
+        tflite_copy: Path, tmp_path: Path) -> None:
+    from toolkit.artifact import describe_artifact
+    from toolkit.model import load_model_source
+    from toolkit.pipeline import _build_references
+
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"\x00" * 64)
+    artifacts = [describe_artifact("good", tflite_copy, config={}),
+                 describe_artifact("broken", broken, config={})]
+    references = _build_references(load_model_source(tflite_copy), artifacts, tmp_path / "refs")
+    assert list(references) == [artifacts[0].board_name]
+    assert load_reference(references[artifacts[0].board_name])["outputs"][0].shape[0] == 32
