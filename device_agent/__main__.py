@@ -126,7 +126,11 @@ def _measure(job_path: Path, name: str) -> int:
         return 1
     reference = None
     if "reference" in variant:
-        reference = load_reference(job_path.parent / variant["reference"])
+        try:
+            reference = load_reference(job_path.parent / variant["reference"])
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"reference {variant['reference']} is unreadable: {exc}", file=sys.stderr)
+            return 1
     try:
         figures = measure_variant(runtime, model_path, settings, power_reader=reader,
                                   reference=reference)

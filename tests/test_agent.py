@@ -89,3 +89,12 @@ def test_a_named_power_sensor_that_is_missing_fails_the_variant_with_the_reason(
     failed = protocol.parse_result(completed.stdout, job)["variants"][0]
     assert failed["status"] == "failed"
     assert "power sensor 'ina219-hwmon' not available: no ina219 hwmon device" in failed["error"]
+
+
+def test_an_unreadable_reference_fails_the_variant_with_the_reason(tflite_copy: Path) -> None:
+    (tflite_copy.parent / "ref.npz").write_bytes(b"not a zip")
+    result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name,
+                                             "sha256": "x", "reference": "ref.npz"}])
+    failed = result["variants"][0]
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("reference ref.npz is unreadable")
