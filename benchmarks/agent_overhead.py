@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +101,7 @@ def run_agent(folder: Path, model: Path, settings: dict) -> dict:
 
 def bare_p50(model: Path, threads: int, warmup: int, warmup_seconds: float, runs: int) -> float:
     done = subprocess.run([sys.executable, "-c", BARE_LOOP, str(REPO), str(model), str(threads),
-                           str(warmup), str(warmup_seconds), str(runs)],
+                           str(warmup), str(runs), str(warmup_seconds)],
                           capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
@@ -150,6 +151,33 @@ def main() -> None:
               f"({overhead * 100:+.2f}%; must be within 2%: "
               f"{'yes' if abs(overhead) <= 0.02 else 'NO'})")
 
+        # The same comparison finely interleaved in one process on one interpreter, so a
+        # change in the machine's load hits both loops alike: the agent's timed loop
+        # (device_agent.measure._measured_runs) against a bare invoke() loop, 50 runs each.
+        from device_agent.measure import _measured_runs, _warm_up
+        from device_agent.runtime import find_runtime
+
+        runtime = find_runtime()
+        interpreter = runtime.interpreter_class(model_path=str(model), num_threads=args.threads)
+        interpreter.allocate_tensors()
+        _warm_up(interpreter, runs=20, seconds=0.5)
+        agent_ns: list[int] = []
+        bare_ns: list[int] = []
+        for block in range(2 * args.rounds * 10):
+            if block % 2:
+                agent_ns += _measured_runs(interpreter, min_runs=50, max_runs=50,
+                                           min_seconds=0.0, max_seconds=60.0)
+            else:
+                for _ in range(50):
+                    started = time.perf_counter_ns()
+                    interpreter.invoke()
+                    bare_ns.append(time.perf_counter_ns() - started)
+        agent_ms, bare_ms = statistics.median(agent_ns) / 1e6, statistics.median(bare_ns) / 1e6
+        ratio = agent_ms / bare_ms
+        print(f"1b. interleaved in one process: agent loop p50 {agent_ms:.3f} ms, bare loop p50 "
+              f"{bare_ms:.3f} ms over "
+              f"{len(agent_ns)} runs each; ratio {ratio:.4f} ({(ratio - 1) * 100:+.2f}%)")
+
         repeat = [run_agent(folder, model, settings)["latency_ms"]["p50"] for _ in range(5)]
         print(f"2. repeatability: 5 back-to-back p50s {[round(p, 3) for p in repeat]} ms, "
               f"CV {cv(repeat) * 100:.2f}% (must be at most 3%: "
@@ -162,9 +190,7 @@ def main() -> None:
         (hwmon / "power1_input").write_text(f"{int(watts * 1e6)}\n")
         from device_agent.measure import measure_variant
         from device_agent.power import Ina219Hwmon
-        from device_agent.runtime import find_runtime
 
-        runtime = find_runtime()
         energy_settings = {**protocol.DEFAULT_SETTINGS, **settings, "idle_seconds": 0.5}
         figures = measure_variant(runtime, model, energy_settings,
                                   power_reader=Ina219Hwmon(folder / "sysroot"))
