@@ -9,6 +9,17 @@ either measurements or the reason it failed.  The host validates every result
 with :func:`parse_result` before it stores anything: a malformed or oversized
 answer is a :class:`ProtocolError`, never a stored result.
 
+Fields added since version 1 first shipped are optional on both sides (an older
+agent does not send them, an older host's job does not set them):
+
+- job: per-variant ``threads`` (a ``--threads`` sweep) and ``reference`` (an
+  ``.npz`` of host inputs and outputs beside the model); settings in
+  :data:`OPTIONAL_SETTINGS` and :data:`TEXT_SETTINGS`.
+- result variant: ``latency_ms.cv``, ``verdict`` (``VALID``/``INVALID`` with
+  ``reasons``), ``thermal`` (``before``, ``after``, ``throttled``), ``power``
+  (absent without a sensor), ``output_check``, ``cooldown``, ``model_load_ms``,
+  ``allocate_ms``, ``warmup_runs_done``, ``wall_seconds``, ``load_rss_growth_bytes``.
+
 Example::
 
     job = make_job(job_id="abc", variants=[{"name": "fp32", "file": "fp32.tflite",
