@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -29,13 +28,14 @@ from .compress import compress, parse_recipes
 from .errors import OutputError, ResultError, UsageError
 from .evaluate import tflite_accuracy
 from .model import ModelSource, load_model_source
+from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
+from .project import git_commit, resolve_store_path
 from .report import write_report
 from .store import ResultsStore, StoredRun
 from .targets import Target, load_target
 from .transport import open_transport
 
 DEFAULT_OUT_DIR = Path("edge-out")
-STORE_ENV = "EDGE_STORE"
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,15 @@ class DeployOutcome:
 
 
 def default_store_path(out_dir: Path) -> Path:
-    return Path(os.environ.get(STORE_ENV) or out_dir / "results.sqlite")
+    """``$EDGE_STORE``, else ``[tool.edge] store`` in pyproject.toml, else OUT/results.sqlite."""
+    return resolve_store_path(None, default=out_dir / "results.sqlite")
 
 
 def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            recipes: str = "fp32,int8", out_dir: str | Path = DEFAULT_OUT_DIR,
            store_path: str | Path | None = None, targets_dir: str | Path | None = None,
-           settings: dict[str, Any] | None = None) -> DeployOutcome:
+           settings: dict[str, Any] | None = None,
+           tags: Iterable[str] = ()) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report."""
     # Cheap checks first, so a typo fails in milliseconds, not after a conversion.
     chosen = [load_target(name, targets_dir) for name in targets]
@@ -74,7 +76,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                        for record in _run_on_target(target, run_id, artifacts, settings)]
             run = StoredRun(run_id=run_id, created_at=_now(), model_name=source.name,
                             model_path=str(source.path), model_sha256=source.sha256,
-                            report_dir=str(final_dir), results=results)
+                            report_dir=str(final_dir), git_commit=git_commit(source.path),
+                            tags=tuple(tags), results=results)
             (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n",
                                                   encoding="utf-8")
             write_report(run, staging)
