@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from . import pipeline
+from .cli_check import check
 from .cli_runs import runs
 from .errors import EdgeError
 
@@ -77,3 +78,4 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
 
 
 main.add_command(runs)
+main.add_command(check)
