@@ -14,6 +14,7 @@ import click
 
 from . import pipeline
 from .cli_check import check
+from .cli_report import report
 from .cli_runs import runs
 from .errors import EdgeError
 
@@ -79,3 +80,4 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
 
 main.add_command(runs)
 main.add_command(check)
+main.add_command(report)

@@ -147,18 +147,16 @@ def report_plots(run: StoredRun) -> list[Plot]:
             "percentile, dots: the slowest and fastest runs."))
     scored = [r for r in ok if r.get("accuracy") is not None and r.get("latency_ms")]
     if scored:
-        front = set()
-        for target in {r["target"] for r in scored}:
-            front.update(svgplot.pareto_front(
-                [(label(r), r["latency_ms"]["p50"], r["accuracy"]) for r in scored
-                 if r["target"] == target]))
+        fronts = [svgplot.pareto_front([(label(r), r["latency_ms"]["p50"], r["accuracy"])
+                                        for r in scored if r["target"] == target])
+                  for target in sorted({r["target"] for r in scored})]
         plots.append(Plot("plot-pareto", "Accuracy against latency", svgplot.scatter_plot(
             "Accuracy against latency (marker area: file size)",
             [(label(r), r["latency_ms"]["p50"], 100 * r["accuracy"], r["size_bytes"])
              for r in scored], x_unit="median latency (ms)", y_unit="accuracy (%)",
-            plot_id="plot-pareto", front=sorted(front), size_label="bytes"),
-            "Red outline and dashed line: the Pareto front (no other variant on the board is "
-            "both faster and more accurate)."))
+            plot_id="plot-pareto", fronts=fronts, size_label="bytes"),
+            "Red outline and dashed line: the Pareto front of each board (no other variant on "
+            "that board is both faster and more accurate)."))
     energy = [(label(r), e) for r in ok if (e := energy_per_inference_mj(r)) is not None]
     if energy:
         plots.append(Plot("plot-energy", "Energy per inference", svgplot.bar_chart(

@@ -59,9 +59,12 @@ def box_plot(title: str, groups: Sequence[tuple[str, Sequence[float]]], *, unit:
 
 
 def scatter_plot(title: str, points: Sequence[tuple[str, float, float, float]], *,
-                 x_unit: str, y_unit: str, plot_id: str, front: Sequence[str] = (),
-                 size_label: str = "") -> str:
-    """Labelled points ``(label, x, y, size)``; marker area grows with size; ``front`` joined."""
+                 x_unit: str, y_unit: str, plot_id: str,
+                 fronts: Sequence[Sequence[str]] = (), size_label: str = "") -> str:
+    """Labelled points ``(label, x, y, size)``; marker area grows with size.
+
+    Each of ``fronts`` (labels, e.g. one Pareto front per board) is outlined and joined.
+    """
     height = 380
     xs = [p[1] for p in points] or [0.0, 1.0]
     ys = [p[2] for p in points] or [0.0, 1.0]
@@ -70,11 +73,13 @@ def scatter_plot(title: str, points: Sequence[tuple[str, float, float, float]], 
     largest = max((p[3] for p in points), default=1.0) or 1.0
     parts = [_frame(title, height, plot_id), _x_axis(sx, height - _BOTTOM, x_unit, height),
              _y_axis(sy, y_unit)]
-    chosen = [p for p in sorted(points, key=lambda p: p[1]) if p[0] in front]
-    if len(chosen) > 1:
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for _, x, y, _ in chosen)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="#d62728" '
-                     'stroke-dasharray="5 3" stroke-width="1.5"/>')
+    front = {label for labels in fronts for label in labels}
+    for labels in fronts:
+        chosen = [p for p in sorted(points, key=lambda p: p[1]) if p[0] in labels]
+        if len(chosen) > 1:
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for _, x, y, _ in chosen)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="#d62728" '
+                         'stroke-dasharray="5 3" stroke-width="1.5"/>')
     for index, (label, x, y, size) in enumerate(points):
         radius = 4 + 14 * math.sqrt(max(size, 0.0) / largest)
         on_front = label in front
