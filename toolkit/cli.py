@@ -15,6 +15,9 @@ import click
 from device_agent.power import POWER_SENSORS
 
 from . import pipeline
+from .cli_check import check
+from .cli_report import report
+from .cli_runs import runs
 from .errors import EdgeError
 
 
@@ -103,3 +106,8 @@ def _thread_counts(value: str | None) -> list[int] | None:
         raise click.BadParameter(f"{value!r}: give distinct thread counts >= 0, e.g. 1,2,4",
                                  param_hint="--threads")
     return counts
+
+
+main.add_command(runs)
+main.add_command(check)
+main.add_command(report)

@@ -6,7 +6,8 @@
     ├── UsageError              exit 2  the user must fix an input
     │   ├── ModelError                  model file missing, malformed, or rejects its input
     │   ├── TargetError                 unknown or malformed target file
-    │   └── OutputError                 output folder or store path not writable
+    │   ├── OutputError                 output folder or store path not writable
+    │   └── CheckRefused                edge check asked to compare different models or boards
     ├── CompressError                   conversion or quantization failed
     ├── AgentError                      the agent could not run, or crashed, on the board
     ├── ResultError                     the agent's answer broke the job protocol
@@ -53,6 +54,10 @@ class OutputError(UsageError):
     def __init__(self, message: str, *, path: object = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class CheckRefused(UsageError):
+    """``edge check`` was asked to compare runs that are not comparable."""
 
 
 class CompressError(EdgeError):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,8 @@ from .compress import compress, parse_recipes
 from .errors import OutputError, ResultError, UsageError
 from .evaluate import tflite_accuracy
 from .model import ModelSource, load_model_source
+from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
+from .project import git_commit, resolve_store_path
 from .reference import compute_reference, source_inputs
 from .report import write_report
 from .store import ResultsStore, StoredRun
@@ -38,7 +39,6 @@ from .transport import open_transport
 
 _log = logging.getLogger(__name__)
 DEFAULT_OUT_DIR = Path("edge-out")
-STORE_ENV = "EDGE_STORE"
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,16 @@ class DeployOutcome:
 
 
 def default_store_path(out_dir: Path) -> Path:
-    return Path(os.environ.get(STORE_ENV) or out_dir / "results.sqlite")
+    """``$EDGE_STORE``, else ``[tool.edge] store`` in pyproject.toml, else OUT/results.sqlite."""
+    return resolve_store_path(None, default=out_dir / "results.sqlite")
 
 
 def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            recipes: str = "fp32,int8", out_dir: str | Path = DEFAULT_OUT_DIR,
            store_path: str | Path | None = None, targets_dir: str | Path | None = None,
            settings: dict[str, Any] | None = None,
-           threads: Sequence[int] | None = None) -> DeployOutcome:
+           threads: Sequence[int] | None = None,
+           tags: Iterable[str] = ()) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report.
 
     ``threads`` sweeps thread counts (each target's own setting if None): every
@@ -84,7 +86,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                                     threads, references)]
             run = StoredRun(run_id=run_id, created_at=_now(), model_name=source.name,
                             model_path=str(source.path), model_sha256=source.sha256,
-                            report_dir=str(final_dir), results=results)
+                            report_dir=str(final_dir), git_commit=git_commit(source.path),
+                            tags=tuple(tags), results=results)
             (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n",
                                                   encoding="utf-8")
             write_report(run, staging)

@@ -1,8 +1,19 @@
-"""Stage 7: a stored run as a report people read, in Markdown and in one HTML file.
+"""Stage 7: a stored run as a report people read: one offline HTML file, short Markdown, JSON.
+
+The HTML report is a single file with its charts drawn inline as SVG
+(:mod:`toolkit.svgplot`): latency distribution per variant, accuracy against
+latency with size as the marker and the Pareto front, energy per inference,
+peak memory, and a cross-board comparison when the run spans boards.  The
+Markdown report fits a pull-request comment: a table per target, with deltas
+against a baseline run when one is given.
+
+Optional measurements (``energy``, ``thermal``, ``verdict`` in a record) are
+shown when present and simply left out when a board could not measure them.
 
 Example::
 
-    paths = write_report(run, out_dir)   # report.md and report.html
+    paths = write_report(run, out_dir)             # report.md and report.html
+    text = render(run, "md", baseline=main_run)    # with deltas
 """
 
 from __future__ import annotations
@@ -13,7 +24,11 @@ from typing import Any
 
 import jinja2
 
-from .store import StoredRun
+from . import svgplot
+from .errors import UsageError
+from .store import StoredRun, energy_per_inference_mj, export_json
+
+FORMATS = ("html", "md", "json")
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("toolkit", "templates"),
@@ -38,12 +53,26 @@ class ReportRow:
     p90: str
     p99: str
     peak_memory: str
+    energy: str
     runtime: str
     note: str
+    delta: str  # against the baseline, "" without one
 
 
-def report_rows(run: StoredRun) -> list[ReportRow]:
+@dataclass(frozen=True)
+class Plot:
+    """One chart of the HTML report."""
+
+    plot_id: str
+    title: str
+    svg: str
+    caption: str
+
+
+def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[ReportRow]:
     baseline_size = {r["target"]: r["size_bytes"] for r in run.results if r["variant"] == "fp32"}
+    before = {(r["target"], r["variant"]): r for r in (baseline.results if baseline else [])
+              if r.get("status") == "ok"}
     rows = []
     for result in run.results:
         latency = result.get("latency_ms") or {}
@@ -60,20 +89,37 @@ def report_rows(run: StoredRun) -> list[ReportRow]:
             p90=_ms(latency.get("p90")),
             p99=_ms(latency.get("p99")),
             peak_memory=_mib(result.get("peak_rss_bytes")),
+            energy=_mj(energy_per_inference_mj(result)),
             runtime=f"{runtime['name']} {runtime['version']}" if runtime else "",
-            note=result.get("error") or "",
+            note="; ".join(filter(None, [result.get("error") or "", _conditions(result)])),
+            delta=_delta(before.get((result["target"], result["variant"])), result),
         ))
     return rows
 
 
-def render_markdown(run: StoredRun) -> str:
+def render(run: StoredRun, fmt: str, *, baseline: StoredRun | None = None) -> str:
+    """The report of ``run`` in ``fmt`` (``html``, ``md`` or ``json``)."""
+    if fmt == "html":
+        return render_html(run, baseline=baseline)
+    if fmt == "md":
+        return render_markdown(run, baseline=baseline)
+    if fmt == "json":
+        return export_json(run)
+    raise UsageError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def render_markdown(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
+    rows = report_rows(run, baseline)
     return _TEMPLATES.get_template("report.md.j2").render(
-        run=run, rows=report_rows(run), boards=_boards(run))
+        run=run, baseline=baseline, by_target=_by_target(rows), boards=_boards(run),
+        has_energy=any(r.energy for r in rows))
 
 
-def render_html(run: StoredRun) -> str:
+def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
+    rows = report_rows(run, baseline)
     return _TEMPLATES.get_template("report.html.j2").render(
-        run=run, rows=report_rows(run), boards=_boards(run))
+        run=run, baseline=baseline, rows=rows, boards=_boards(run), plots=report_plots(run),
+        has_energy=any(r.energy for r in rows), cross_board=_cross_board(run))
 
 
 def write_report(run: StoredRun, out_dir: Path) -> dict[str, Path]:
@@ -81,6 +127,109 @@ def write_report(run: StoredRun, out_dir: Path) -> dict[str, Path]:
     paths["markdown"].write_text(render_markdown(run), encoding="utf-8")
     paths["html"].write_text(render_html(run), encoding="utf-8")
     return paths
+
+
+def report_plots(run: StoredRun) -> list[Plot]:
+    """Every chart the run's data supports, in reading order."""
+    ok = [r for r in run.results if r["status"] == "ok"]
+    many_targets = len({r["target"] for r in ok}) > 1
+
+    def label(r: dict[str, Any]) -> str:
+        return f"{r['target']}/{r['variant']}" if many_targets else r["variant"]
+
+    plots = []
+    with_samples = [r for r in ok if r.get("latency_samples_ms")]
+    if with_samples:
+        plots.append(Plot("plot-latency", "Latency per inference", svgplot.box_plot(
+            "Latency per inference", [(label(r), r["latency_samples_ms"]) for r in with_samples],
+            unit="ms", plot_id="plot-latency"),
+            "Box: 25th to 75th percentile, black line: median, whiskers: 5th to 95th "
+            "percentile, dots: the slowest and fastest runs."))
+    scored = [r for r in ok if r.get("accuracy") is not None and r.get("latency_ms")]
+    if scored:
+        fronts = [svgplot.pareto_front([(label(r), r["latency_ms"]["p50"], r["accuracy"])
+                                        for r in scored if r["target"] == target])
+                  for target in sorted({r["target"] for r in scored})]
+        plots.append(Plot("plot-pareto", "Accuracy against latency", svgplot.scatter_plot(
+            "Accuracy against latency (marker area: file size)",
+            [(label(r), r["latency_ms"]["p50"], 100 * r["accuracy"], r["size_bytes"])
+             for r in scored], x_unit="median latency (ms)", y_unit="accuracy (%)",
+            plot_id="plot-pareto", fronts=fronts, size_label="bytes"),
+            "Red outline and dashed line: the Pareto front of each board (no other variant on "
+            "that board is both faster and more accurate)."))
+    energy = [(label(r), e) for r in ok if (e := energy_per_inference_mj(r)) is not None]
+    if energy:
+        plots.append(Plot("plot-energy", "Energy per inference", svgplot.bar_chart(
+            "Energy per inference", energy, unit="mJ", plot_id="plot-energy"),
+            "Energy measured on the board's own power sensor; rails it cannot see (PMIC "
+            "losses, USB load) are not included."))
+    memory = [(label(r), r["peak_rss_bytes"] / 2**20) for r in ok if r.get("peak_rss_bytes")]
+    if memory:
+        plots.append(Plot("plot-memory", "Peak memory", svgplot.bar_chart(
+            "Peak resident memory", memory, unit="MiB", plot_id="plot-memory"),
+            "VmHWM of the process that loaded and ran the variant, runtime included."))
+    if many_targets:
+        targets = sorted({r["target"] for r in ok})
+        plots.append(Plot("plot-boards", "Median latency across boards", svgplot.bar_chart(
+            "Median latency across boards",
+            [(f"{r['variant']} @ {r['target']}", r["latency_ms"]["p50"])
+             for r in sorted(ok, key=lambda r: (r["variant"], r["target"]))],
+            unit="ms", plot_id="plot-boards",
+            colors=[targets.index(r["target"]) for r in
+                    sorted(ok, key=lambda r: (r["variant"], r["target"]))]),
+            "One colour per board."))
+    return plots
+
+
+def _cross_board(run: StoredRun) -> dict[str, Any] | None:
+    """variant -> target -> median ms, when the run spans boards."""
+    targets = sorted({r["target"] for r in run.results})
+    if len(targets) < 2:
+        return None
+    table: dict[str, dict[str, str]] = {}
+    for r in run.results:
+        cell = _ms((r.get("latency_ms") or {}).get("p50")) if r["status"] == "ok" else "failed"
+        table.setdefault(r["variant"], {})[r["target"]] = cell
+    return {"targets": targets, "rows": table}
+
+
+def _by_target(rows: list[ReportRow]) -> dict[str, list[ReportRow]]:
+    grouped: dict[str, list[ReportRow]] = {}
+    for row in rows:
+        grouped.setdefault(row.target, []).append(row)
+    return grouped
+
+
+def _delta(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
+    if before is None or after["status"] != "ok":
+        return ""
+    parts = []
+    b, a = (before.get("latency_ms") or {}).get("p50"), (after.get("latency_ms") or {}).get("p50")
+    if b and a:
+        parts.append(f"p50 {100 * (a / b - 1):+.1f}%")
+    if before.get("size_bytes") and after.get("size_bytes"):
+        parts.append(f"size {100 * (after['size_bytes'] / before['size_bytes'] - 1):+.1f}%")
+    if before.get("accuracy") is not None and after.get("accuracy") is not None:
+        parts.append(f"acc {100 * (after['accuracy'] - before['accuracy']):+.2f} pt")
+    eb, ea = energy_per_inference_mj(before), energy_per_inference_mj(after)
+    if eb and ea:
+        parts.append(f"energy {100 * (ea / eb - 1):+.1f}%")
+    return ", ".join(parts)
+
+
+def _conditions(result: dict[str, Any]) -> str:
+    """Thermal state and the board's own verdict, when the agent reported them."""
+    parts = []
+    verdict = result.get("verdict")
+    if isinstance(verdict, str) and verdict:
+        parts.append(f"verdict: {verdict}")
+    elif isinstance(verdict, dict) and verdict:
+        parts.append("verdict: " + ", ".join(f"{k} {v}" for k, v in verdict.items()))
+    thermal = result.get("thermal")
+    if isinstance(thermal, dict) and thermal:
+        parts.append("thermal: " + ", ".join(f"{k} {v}" for k, v in thermal.items()
+                                             if not isinstance(v, list | dict)))
+    return "; ".join(parts)
 
 
 def _boards(run: StoredRun) -> dict[str, dict[str, Any]]:
@@ -97,3 +246,7 @@ def _ms(value: float | None) -> str:
 
 def _mib(value: int | None) -> str:
     return "" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def _mj(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f} mJ"

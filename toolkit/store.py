@@ -1,69 +1,141 @@
-"""Stage 6: the results store, one SQLite file.
+"""Stage 6: the results store, one SQLite file with a versioned schema.
 
 A run is stored only once its agent answers have been validated, in one
-transaction, so the store never holds half a run.
+transaction, so the store never holds half a run.  Each result record keeps the
+target, board facts, variant, recipe, metrics and raw latency samples; the run
+keeps its id, time, model hash and the user's git commit.
+
+The schema version lives in ``PRAGMA user_version``; opening an older file
+migrates it forward step by step in one transaction (:data:`MIGRATIONS`).
 
 Example::
 
     with ResultsStore(path) as store:
         store.add_run(run)
-        store.get_run(run.run_id)
+        store.tag("baseline", run.run_id)
+        store.resolve("baseline")   # -> run id
+        store.get_run("baseline")
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError, StoreError
+from .errors import OutputError, StoreError, UsageError
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE runs (
-    run_id       TEXT PRIMARY KEY,
-    created_at   TEXT NOT NULL,
-    model_name   TEXT NOT NULL,
-    model_path   TEXT NOT NULL,
-    model_sha256 TEXT NOT NULL,
-    report_dir   TEXT NOT NULL
-);
-CREATE TABLE results (
-    run_id   TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-    target   TEXT NOT NULL,
-    variant  TEXT NOT NULL,
-    status   TEXT NOT NULL,
-    record   TEXT NOT NULL,  -- JSON: artifact facts, board facts, measurements
-    PRIMARY KEY (run_id, target, variant)
-);
-"""
+SCHEMA_VERSION = 2
+
+#: ``MIGRATIONS[n]`` takes a store from schema ``n`` to ``n + 1``.
+MIGRATIONS: dict[int, str] = {
+    0: """
+        CREATE TABLE runs (
+            run_id       TEXT PRIMARY KEY,
+            created_at   TEXT NOT NULL,
+            model_name   TEXT NOT NULL,
+            model_path   TEXT NOT NULL,
+            model_sha256 TEXT NOT NULL,
+            report_dir   TEXT NOT NULL
+        );
+        CREATE TABLE results (
+            run_id   TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+            target   TEXT NOT NULL,
+            variant  TEXT NOT NULL,
+            status   TEXT NOT NULL,
+            record   TEXT NOT NULL,  -- JSON: artifact facts, board facts, measurements
+            PRIMARY KEY (run_id, target, variant)
+        );
+    """,
+    1: """
+        ALTER TABLE runs ADD COLUMN git_commit TEXT;
+        CREATE TABLE tags (
+            name       TEXT PRIMARY KEY,
+            run_id     TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now'))
+        );
+        CREATE INDEX runs_by_time ON runs(created_at, run_id);
+    """,
+}
+
+_TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._/-]{0,99}$")
+_RUN_COLUMNS = ("run_id, created_at, model_name, model_path, model_sha256, report_dir, "
+                "git_commit")
 
 
 @dataclass(frozen=True, kw_only=True)
 class StoredRun:
+    """One ``edge deploy``: where it came from, and one result record per target x variant."""
+
     run_id: str
     created_at: str
     model_name: str
     model_path: str
     model_sha256: str
     report_dir: str
+    git_commit: str | None = None
+    tags: tuple[str, ...] = ()
     results: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "created_at": self.created_at,
+                "model_name": self.model_name, "model_path": self.model_path,
+                "model_sha256": self.model_sha256, "report_dir": self.report_dir,
+                "git_commit": self.git_commit, "tags": list(self.tags),
+                "results": self.results}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoredRun:
+        """The inverse of :meth:`to_dict`; a ``KeyError``/``TypeError`` on a malformed dict."""
+        return cls(run_id=str(data["run_id"]), created_at=str(data["created_at"]),
+                   model_name=str(data["model_name"]), model_path=str(data["model_path"]),
+                   model_sha256=str(data["model_sha256"]),
+                   report_dir=str(data.get("report_dir", "")),
+                   git_commit=data.get("git_commit"), tags=tuple(data.get("tags", ())),
+                   results=list(data["results"]))
+
+    @property
+    def targets(self) -> list[str]:
+        return sorted({r["target"] for r in self.results})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSummary:
+    """One line of ``edge runs list``: a run without its records."""
+
+    run_id: str
+    created_at: str
+    model_name: str
+    model_sha256: str
+    git_commit: str | None
+    targets: tuple[str, ...]
+    variants: tuple[str, ...]
+    failed: int
+    tags: tuple[str, ...]
 
 
 class ResultsStore:
     """A SQLite results store; use as a context manager."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        if not create and not path.is_file():
+            raise UsageError(f"no results store at {path}; run edge deploy first, or give "
+                             "--store / $EDGE_STORE / [tool.edge] store")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path)
         except (OSError, sqlite3.Error) as exc:
             raise OutputError(f"results store {path} cannot be opened: {exc}", path=path) from None
         self._db.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -74,16 +146,34 @@ class ResultsStore:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
     def _migrate(self) -> None:
         try:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                with self._db:
-                    self._db.executescript(_SCHEMA)
-                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version > SCHEMA_VERSION:
+            version = self.schema_version
+            if version > SCHEMA_VERSION:
                 raise StoreError(f"results store {self.path} has schema {version}, newer than "
                                  f"this edge ({SCHEMA_VERSION}); upgrade edge")
+            if version == SCHEMA_VERSION:
+                return
+            # executescript() commits first; run the steps as one explicit transaction instead,
+            # so an interrupted upgrade leaves the file at its old version, intact.
+            previous = self._db.isolation_level
+            self._db.isolation_level = None
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in _statements(MIGRATIONS[step]):
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._db.isolation_level = previous
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"results store {self.path} is not a usable SQLite file: {exc}") from None
@@ -92,28 +182,181 @@ class ResultsStore:
         try:
             with self._db:
                 self._db.execute(
-                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (run.run_id, run.created_at, run.model_name, run.model_path,
-                     run.model_sha256, run.report_dir))
+                     run.model_sha256, run.report_dir, run.git_commit))
                 self._db.executemany(
                     "INSERT INTO results VALUES (?, ?, ?, ?, ?)",
                     [(run.run_id, r["target"], r["variant"], r["status"], json.dumps(r))
                      for r in run.results])
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO tags (name, run_id) VALUES (?, ?)",
+                    [(tag, run.run_id) for tag in run.tags])
         except sqlite3.Error as exc:
             raise StoreError(
                 f"results store {self.path}: run {run.run_id} not stored: {exc}") from None
 
-    def get_run(self, run_id: str) -> StoredRun:
-        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    def resolve(self, ref: str) -> str:
+        """A run id, a tag, or ``latest`` -> the run id; a :class:`UsageError` when unknown."""
+        if ref == "latest":
+            row = self._db.execute(
+                "SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
+            if row is None:
+                raise UsageError(f"results store {self.path} holds no runs yet")
+            return str(row[0])
+        row = self._db.execute("SELECT run_id FROM runs WHERE run_id = ?", (ref,)).fetchone()
         if row is None:
-            raise StoreError(f"no run {run_id!r} in {self.path}")
+            row = self._db.execute("SELECT run_id FROM tags WHERE name = ?", (ref,)).fetchone()
+        if row is None:
+            raise UsageError(f"no run or tag {ref!r} in {self.path}; see edge runs list")
+        return str(row[0])
+
+    def get_run(self, ref: str) -> StoredRun:
+        """The run named by ``ref`` (id, tag or ``latest``) with all its records."""
+        run_id = self.resolve(ref)
+        row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
+                               (run_id,)).fetchone()
         records = self._db.execute(
             "SELECT record FROM results WHERE run_id = ? ORDER BY target, rowid",
             (run_id,)).fetchall()
         return StoredRun(run_id=row[0], created_at=row[1], model_name=row[2], model_path=row[3],
-                         model_sha256=row[4], report_dir=row[5],
+                         model_sha256=row[4], report_dir=row[5], git_commit=row[6],
+                         tags=self._tags_of(run_id),
                          results=[json.loads(record) for (record,) in records])
 
     def run_ids(self) -> list[str]:
         return [row[0] for row in
-                self._db.execute("SELECT run_id FROM runs ORDER BY created_at, run_id")]
+                self._db.execute("SELECT run_id FROM runs ORDER BY created_at, rowid")]
+
+    def list_runs(self, *, limit: int | None = None,
+                  model_name: str | None = None) -> list[RunSummary]:
+        """Newest first, without loading any record (fast on stores of thousands of runs)."""
+        where, params = ("WHERE r.model_name = ?", [model_name]) if model_name else ("", [])
+        rows = self._db.execute(
+            f"""SELECT r.run_id, r.created_at, r.model_name, r.model_sha256, r.git_commit,
+                       (SELECT group_concat(DISTINCT target) FROM results s
+                            WHERE s.run_id = r.run_id),
+                       (SELECT group_concat(DISTINCT variant) FROM results s
+                            WHERE s.run_id = r.run_id),
+                       (SELECT COUNT(*) FROM results s
+                            WHERE s.run_id = r.run_id AND s.status != 'ok'),
+                       (SELECT group_concat(name) FROM tags t WHERE t.run_id = r.run_id)
+                FROM runs r {where}
+                ORDER BY r.created_at DESC, r.rowid DESC
+                LIMIT ?""", [*params, -1 if limit is None else limit]).fetchall()
+        return [RunSummary(run_id=row[0], created_at=row[1], model_name=row[2],
+                           model_sha256=row[3], git_commit=row[4],
+                           targets=tuple(sorted((row[5] or "").split(",")) if row[5] else ()),
+                           variants=tuple(row[6].split(",")) if row[6] else (),
+                           failed=int(row[7]),
+                           tags=tuple(sorted(row[8].split(","))) if row[8] else ())
+                for row in rows]
+
+    def tag(self, name: str, ref: str) -> str:
+        """Point tag ``name`` at the run ``ref`` (moving it if it exists); return the run id."""
+        if not _TAG_NAME.match(name):
+            raise UsageError(f"tag {name!r} must start with a letter and use only letters, "
+                             "digits and . _ / -")
+        run_id = self.resolve(ref)
+        if name == "latest" or self._db.execute(
+                "SELECT 1 FROM runs WHERE run_id = ?", (name,)).fetchone():
+            raise UsageError(f"tag {name!r} would hide a run id; choose another name")
+        try:
+            with self._db:
+                self._db.execute("INSERT OR REPLACE INTO tags (name, run_id) VALUES (?, ?)",
+                                 (name, run_id))
+        except sqlite3.Error as exc:
+            raise StoreError(f"results store {self.path}: tag {name} not written: {exc}") from None
+        return run_id
+
+    def _tags_of(self, run_id: str) -> tuple[str, ...]:
+        return tuple(row[0] for row in self._db.execute(
+            "SELECT name FROM tags WHERE run_id = ? ORDER BY name", (run_id,)))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (none of ours contains a ``;`` inside a literal)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+EXPORT_FORMAT = "edge-run"
+EXPORT_VERSION = 1
+CSV_COLUMNS = ("run_id", "created_at", "model_name", "model_sha256", "git_commit", "target",
+               "variant", "status", "recipe", "size_bytes", "accuracy", "runs", "p50_ms",
+               "p90_ms", "p99_ms", "mean_ms", "peak_rss_bytes", "energy_per_inference_mj",
+               "runtime", "board_machine", "board_cpu_model", "error")
+
+
+def export_json(run: StoredRun) -> str:
+    """The whole run, raw samples included: what ``edge check --baseline FILE`` reads back."""
+    document = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "run": run.to_dict()}
+    return json.dumps(document, indent=1) + "\n"
+
+
+def export_csv(run: StoredRun) -> str:
+    """One row per target x variant with the summary figures (no raw samples)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in run.results:
+        latency = record.get("latency_ms") or {}
+        board = record.get("board") or {}
+        runtime = record.get("runtime") or {}
+        writer.writerow({
+            "run_id": run.run_id, "created_at": run.created_at, "model_name": run.model_name,
+            "model_sha256": run.model_sha256, "git_commit": run.git_commit or "",
+            "target": record["target"], "variant": record["variant"],
+            "status": record["status"], "recipe": (record.get("config") or {}).get("recipe", ""),
+            "size_bytes": record.get("size_bytes", ""), "accuracy": _blank(record.get("accuracy")),
+            "runs": _blank(record.get("runs")), "p50_ms": _blank(latency.get("p50")),
+            "p90_ms": _blank(latency.get("p90")), "p99_ms": _blank(latency.get("p99")),
+            "mean_ms": _blank(latency.get("mean")),
+            "peak_rss_bytes": _blank(record.get("peak_rss_bytes")),
+            "energy_per_inference_mj": _blank(energy_per_inference_mj(record)),
+            "runtime": f"{runtime['name']} {runtime['version']}" if runtime else "",
+            "board_machine": board.get("machine", ""),
+            "board_cpu_model": board.get("cpu_model", ""), "error": record.get("error", ""),
+        })
+    return buffer.getvalue()
+
+
+def load_export(path: Path) -> StoredRun:
+    """Read a file written by :func:`export_json` (a baseline kept in the user's repository)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"baseline file {path} cannot be read: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"baseline file {path} is not JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
+        raise UsageError(f"baseline file {path} is not an edge run export; write one with "
+                         "edge runs export RUN --format json -o FILE")
+    if document.get("version") != EXPORT_VERSION:
+        raise UsageError(f"baseline file {path} has export version {document.get('version')!r}; "
+                         f"this edge reads {EXPORT_VERSION}")
+    try:
+        run = StoredRun.from_dict(document["run"])
+    except (KeyError, TypeError) as exc:
+        raise UsageError(f"baseline file {path} is missing {exc} in its run") from None
+    for record in run.results:
+        if not isinstance(record, dict) or not {"target", "variant", "status"} <= set(record):
+            raise UsageError(f"baseline file {path} has a result without target, variant "
+                             "and status")
+    return run
+
+
+def energy_per_inference_mj(record: dict[str, Any]) -> float | None:
+    """Energy per inference in millijoules when the board measured it (``energy`` is optional)."""
+    energy = record.get("energy")
+    if not isinstance(energy, dict):
+        return None
+    value = energy.get("per_inference_mj")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value

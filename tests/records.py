@@ -1,0 +1,46 @@
+"""Result records shaped like the ones `edge deploy` stores, for store, check and report tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from toolkit.store import StoredRun
+
+BOARD = {"hostname": "lab-1", "system": "Linux", "release": "6.1", "machine": "x86_64",
+         "python": "3.11.2", "cpu_count": 2, "cpu_model": "Test CPU", "board_model": ""}
+
+
+def record(variant: str, *, target: str = "local", median_ms: float = 1.0, n: int = 400,
+           seed: int = 0, size: int = 100_000, accuracy: float | None = 0.97,
+           peak_rss: int = 60_000_000, energy_mj: float | None = None,
+           board: dict | None = None) -> dict:
+    """A measured variant whose samples are a lognormal around ``median_ms``."""
+    rng = np.random.default_rng(seed)
+    samples = np.round(median_ms * rng.lognormal(0.0, 0.08, n), 3)
+    p50, p90, p99 = np.percentile(samples, [50, 90, 99])
+    result = {
+        "target": target, "variant": variant, "file": f"{variant}.tflite", "sha256": "a" * 64,
+        "size_bytes": size, "config": {"recipe": variant}, "accuracy": accuracy,
+        "eval_samples": 360, "compress_seconds": 1.0, "details": {},
+        "board": board or BOARD, "status": "ok",
+        "runtime": {"name": "ai-edge-litert", "version": "2.3.0"}, "threads": 1,
+        "load_ms": 2.0, "first_inference_ms": 1.5, "runs": n,
+        "measured_seconds": float(samples.sum() / 1e3),
+        "latency_ms": {"p50": float(p50), "p90": float(p90), "p99": float(p99),
+                       "mean": float(samples.mean()), "std": float(samples.std()),
+                       "min": float(samples.min()), "max": float(samples.max())},
+        "latency_samples_ms": samples.tolist(),
+        "peak_rss_bytes": peak_rss, "load_rss_growth_bytes": 1_000_000,
+    }
+    if energy_mj is not None:
+        result["energy"] = {"per_inference_mj": energy_mj, "source": "test"}
+    return result
+
+
+def make_run(run_id: str, results: list[dict], *, model: str = "digits_cnn",
+             created_at: str = "2026-11-22T20:00:00+00:00", commit: str | None = "c0ffee",
+             tags: tuple[str, ...] = ()) -> StoredRun:
+    return StoredRun(run_id=run_id, created_at=created_at, model_name=model,
+                     model_path=f"/src/{model}.py", model_sha256="f" * 64,
+                     report_dir=f"edge-out/runs/{run_id}", git_commit=commit, tags=tags,
+                     results=results)

@@ -1,0 +1,145 @@
+"""The results store: schema migrations, runs, tags, exports, and `edge runs`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from toolkit.cli import main
+from toolkit.errors import StoreError, UsageError
+from toolkit.project import resolve_store_path
+from toolkit.store import MIGRATIONS, SCHEMA_VERSION, ResultsStore, load_export
+
+from .records import make_run, record
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_a_schema_1_store_written_by_the_spine_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old = record("fp32")
+    with sqlite3.connect(path) as db:  # exactly what the spine (schema 1) wrote
+        db.executescript(MIGRATIONS[0])
+        db.execute("INSERT INTO runs VALUES ('r1', '2026-01-01T00:00:00+00:00', 'digits_cnn', "
+                   "'/m.py', 'abc', 'edge-out/runs/r1')")
+        db.execute("INSERT INTO results VALUES ('r1', 'local', 'fp32', 'ok', ?)",
+                   (json.dumps(old),))
+        db.execute("PRAGMA user_version = 1")
+    db.close()
+    with ResultsStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        run = store.get_run("r1")
+        assert run.git_commit is None and run.tags == ()
+        assert run.results == [old]
+        store.tag("before-upgrade", "r1")
+        store.add_run(make_run("r2", [record("fp32")]))
+        assert store.resolve("latest") == "r2"
+    with ResultsStore(path) as store:  # reopening does not migrate twice
+        assert store.get_run("before-upgrade").run_id == "r1"
+
+
+def test_a_store_from_a_newer_edge_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this edge"):
+        ResultsStore(path)
+
+
+def test_runs_keep_commit_tags_board_recipe_metrics_and_samples(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "s.sqlite") as store:
+        store.add_run(make_run("r1", [record("fp32"), record("int8", size=30_000)],
+                               tags=("main",)))
+        run = store.get_run("main")
+    assert run.git_commit == "c0ffee" and run.tags == ("main",)
+    fp32 = run.results[0]
+    assert fp32["board"]["cpu_model"] == "Test CPU" and fp32["config"]["recipe"] == "fp32"
+    assert len(fp32["latency_samples_ms"]) == 400 and fp32["latency_ms"]["p50"] > 0
+
+
+def test_tags_move_and_bad_names_are_usage_errors(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "s.sqlite") as store:
+        store.add_run(make_run("r1", [record("fp32")], created_at="2026-01-01T00:00:00+00:00"))
+        store.add_run(make_run("r2", [record("fp32")], created_at="2026-01-02T00:00:00+00:00"))
+        store.tag("main", "r1")
+        store.tag("main", "r2")
+        assert store.resolve("main") == "r2"
+        with pytest.raises(UsageError, match="must start with a letter"):
+            store.tag("-x", "r1")
+        with pytest.raises(UsageError, match="would hide a run id"):
+            store.tag("r1", "r2")
+        with pytest.raises(UsageError, match="no run or tag 'nope'"):
+            store.get_run("nope")
+
+
+def test_store_path_flag_then_environment_then_pyproject(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    default = Path("edge-out/results.sqlite")
+    assert resolve_store_path(None, default=default) == default
+    (tmp_path / "pyproject.toml").write_text('[tool.edge]\nstore = "lab/results.sqlite"\n')
+    monkeypatch.chdir(tmp_path)
+    assert resolve_store_path(None, default=default) == tmp_path / "lab" / "results.sqlite"
+    monkeypatch.setenv("EDGE_STORE", "/env/store.sqlite")
+    assert resolve_store_path(None, default=default) == Path("/env/store.sqlite")
+    assert resolve_store_path("flag.sqlite", default=default) == Path("flag.sqlite")
+
+
+@pytest.fixture
+def store_file(tmp_path: Path) -> Path:
+    path = tmp_path / "s.sqlite"
+    with ResultsStore(path) as store:
+        store.add_run(make_run("20261122-200000-aaaaaa",
+                               [record("fp32"), record("int8", size=30_000)],
+                               created_at="2026-11-22T20:00:00+00:00"))
+        store.add_run(make_run("20261122-210000-bbbbbb",
+                               [record("fp32", seed=1), record("int8", seed=1, size=30_000)],
+                               created_at="2026-11-22T21:00:00+00:00", commit="abc+dirty"))
+    return path
+
+
+def test_edge_runs_list_show_tag_export(store_file: Path, tmp_path: Path) -> None:
+    listed = invoke("runs", "list", "--store", str(store_file))
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert lines[1].startswith("20261122-210000-bbbbbb") and "fp32,int8" in lines[1]
+    assert invoke("runs", "tag", "20261122-200000-aaaaaa", "main",
+                  "--store", str(store_file)).stdout.strip() == "main -> 20261122-200000-aaaaaa"
+    assert "[main]" in invoke("runs", "list", "--store", str(store_file)).stdout
+    shown = invoke("runs", "show", "main", "--store", str(store_file))
+    assert "| local | int8 |" in shown.stdout
+    exported = tmp_path / "baseline.json"
+    result = invoke("runs", "export", "main", "--store", str(store_file), "-o", str(exported))
+    assert result.exit_code == 0
+    back = load_export(exported)
+    assert back.run_id == "20261122-200000-aaaaaa" and back.tags == ("main",)
+    assert len(back.results[0]["latency_samples_ms"]) == 400
+    rows = list(csv.DictReader(io.StringIO(invoke(
+        "runs", "export", "latest", "--format", "csv", "--store", str(store_file)).stdout)))
+    assert [(r["variant"], r["git_commit"]) for r in rows] == [("fp32", "abc+dirty"),
+                                                                ("int8", "abc+dirty")]
+    assert float(rows[0]["p50_ms"]) > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (("runs", "show", "nope"), "no run or tag 'nope'"),
+    (("runs", "tag", "latest", "bad name"), "must start with a letter"),
+])
+def test_runs_usage_errors_exit_2(store_file: Path, args: tuple[str, ...], message: str) -> None:
+    result = invoke(*args, "--store", str(store_file))
+    assert result.exit_code == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_reading_a_missing_store_does_not_create_one(tmp_path: Path) -> None:
+    result = invoke("runs", "list", "--store", str(tmp_path / "none.sqlite"))
+    assert result.exit_code == 2 and "no results store" in result.stderr
+    assert not (tmp_path / "none.sqlite").exists()

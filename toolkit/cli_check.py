@@ -1,0 +1,74 @@
+"""``edge check``: exit 0 when RUN is no worse than the baseline, 1 on a regression, 2 on misuse.
+
+Example: edge check --baseline edge-baseline.json --junit check.xml --markdown check.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import pipeline
+from .check import THRESHOLD_HELP, Thresholds, check_runs, load_baseline
+from .cli_runs import write_output
+from .errors import UsageError
+from .project import find_project_config, resolve_store_path
+from .store import ResultsStore
+
+_THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.items())
+
+
+@click.command()
+@click.option("--baseline", "baseline_ref", required=True,
+              help="A run id, a tag, or a baseline JSON file written by edge runs export.")
+@click.argument("run", default="latest")
+@click.option("--store", "store_path", type=click.Path(path_type=Path),
+              help="SQLite results store [default: $EDGE_STORE, [tool.edge] store in "
+                   "pyproject.toml, or edge-out/results.sqlite].")
+@click.option("--threshold", "overrides", multiple=True, metavar="NAME=VALUE",
+              help=f"Override a limit, e.g. latency_p50=3%. Defaults: latency_p50 5, "
+                   f"latency_p99 10, peak_memory 5, size 1, accuracy 0.5, energy 5 "
+                   f"({_THRESHOLD_LINES}); also confidence=0.95, resamples=2000. "
+                   "[tool.edge.check] in pyproject.toml sets them for a project.")
+@click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write JUnit XML here.")
+@click.option("--markdown", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the Markdown summary here (for a pull-request comment).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def check(baseline_ref: str, run: str, store_path: Path | None, overrides: tuple[str, ...],
+          junit: Path | None, markdown: Path | None, as_json: bool) -> None:
+    """Judge RUN (a run id, a tag, default latest) against the baseline, metric by metric.
+
+    Latency is judged on the raw samples (bootstrap interval of the ratio of
+    medians and of p99s), so re-running the same model passes.
+
+    Example: edge check --baseline main latest --junit check.xml
+    """
+    project = find_project_config()
+    thresholds = Thresholds.from_mapping(project.table("check"),
+                                         where=f"{project.path} [tool.edge.check]")
+    thresholds = Thresholds.from_mapping(dict(_split(o) for o in overrides), base=thresholds,
+                                         where="--threshold")
+    path = resolve_store_path(store_path, default=pipeline.DEFAULT_OUT_DIR / "results.sqlite",
+                              project=project)
+    with ResultsStore(path, create=False) as store:
+        baseline = load_baseline(baseline_ref, store)
+        outcome = check_runs(baseline, store.get_run(run), thresholds)
+    if junit:
+        write_output(junit, outcome.to_junit())
+    if markdown:
+        write_output(markdown, outcome.to_markdown())
+    click.echo(json.dumps(outcome.to_dict(), indent=1) if as_json else outcome.to_markdown())
+    if not outcome.passed:
+        sys.exit(1)
+
+
+def _split(override: str) -> tuple[str, str]:
+    name, sep, value = override.partition("=")
+    if not sep or not name.strip():
+        raise UsageError(f"--threshold {override!r} must look like NAME=VALUE, e.g. "
+                         "latency_p50=3%")
+    return name.strip(), value

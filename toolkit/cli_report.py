@@ -1,0 +1,39 @@
+"""``edge report RUN``: a stored run as HTML, Markdown or JSON.
+
+Example: edge report latest --format md --baseline main -o report.md
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .check import load_baseline
+from .cli_runs import open_store, store_option, write_output
+from .report import FORMATS, render
+
+
+@click.command()
+@click.argument("run", default="latest")
+@store_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="html", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write to this file instead of standard output.")
+@click.option("--baseline", "baseline_ref",
+              help="Show deltas against this run id, tag or baseline JSON file.")
+def report(run: str, store_path: Path | None, fmt: str, output: Path | None,
+           baseline_ref: str | None) -> None:
+    """Render RUN (a run id, a tag, default latest) as one offline HTML file, Markdown or JSON.
+
+    Example: edge report latest --format html -o report.html
+    """
+    with open_store(store_path) as store:
+        stored = store.get_run(run)
+        baseline = load_baseline(baseline_ref, store) if baseline_ref else None
+    text = render(stored, fmt, baseline=baseline)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    write_output(output, text)
+    click.echo(f"wrote {output}", err=True)

@@ -1,0 +1,111 @@
+"""``edge runs list|show|tag|export``: the results store from the command line.
+
+Example: edge runs tag latest baseline && edge runs export baseline -o baseline.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from . import pipeline
+from .project import resolve_store_path
+from .store import ResultsStore, export_csv, export_json
+
+store_option = click.option(
+    "--store", "store_path", type=click.Path(path_type=Path),
+    help="SQLite results store [default: $EDGE_STORE, [tool.edge] store in pyproject.toml, "
+         "or edge-out/results.sqlite].")
+
+
+def open_store(store_path: Path | None) -> ResultsStore:
+    """The store the user means; it must already exist (reading never creates one)."""
+    default = pipeline.DEFAULT_OUT_DIR / "results.sqlite"
+    return ResultsStore(resolve_store_path(store_path, default=default), create=False)
+
+
+@click.group()
+def runs() -> None:
+    """List, show, tag and export stored runs."""
+
+
+@runs.command("list")
+@store_option
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Show the newest N runs.")
+@click.option("--model", "model_name", help="Only runs of this model (its file name stem).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def list_runs(store_path: Path | None, limit: int, model_name: str | None, as_json: bool) -> None:
+    """List the newest runs.  Example: edge runs list -n 5"""
+    with open_store(store_path) as store:
+        summaries = store.list_runs(limit=limit, model_name=model_name)
+    if as_json:
+        click.echo(json.dumps([vars(s) for s in summaries], indent=1))
+        return
+    click.echo(f"{'run':<23} {'created':<25} {'model':<16} {'commit':<12} "
+               f"{'targets':<14} variants")
+    for s in summaries:
+        commit = (s.git_commit or "-")[:10] + ("+" if (s.git_commit or "").endswith("dirty")
+                                              else "")
+        extra = (f"  [{', '.join(s.tags)}]" if s.tags else "") + \
+                (f"  ({s.failed} failed)" if s.failed else "")
+        click.echo(f"{s.run_id:<23} {s.created_at:<25} {s.model_name:<16} {commit:<12} "
+                   f"{','.join(s.targets):<14} {','.join(s.variants)}{extra}")
+
+
+@runs.command("show")
+@click.argument("run")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="The whole run as JSON, raw samples too.")
+def show_run(run: str, store_path: Path | None, as_json: bool) -> None:
+    """Show RUN (a run id, a tag, or latest).  Example: edge runs show latest"""
+    from .report import render_markdown
+
+    with open_store(store_path) as store:
+        stored = store.get_run(run)
+    click.echo(export_json(stored) if as_json else render_markdown(stored), nl=not as_json)
+
+
+@runs.command("tag")
+@click.argument("run")
+@click.argument("name")
+@store_option
+def tag_run(run: str, name: str, store_path: Path | None) -> None:
+    """Name RUN as NAME (moving NAME if set).  Example: edge runs tag latest main"""
+    with open_store(store_path) as store:
+        run_id = store.tag(name, run)
+    click.echo(f"{name} -> {run_id}")
+
+
+@runs.command("export")
+@click.argument("run")
+@store_option
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json",
+              show_default=True, help="json keeps raw samples (a baseline for edge check).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write to this file instead of standard output.")
+def export_run(run: str, store_path: Path | None, fmt: str, output: Path | None) -> None:
+    """Export RUN as JSON or CSV.  Example: edge runs export main -o edge-baseline.json"""
+    with open_store(store_path) as store:
+        stored = store.get_run(run)
+    text = export_json(stored) if fmt == "json" else export_csv(stored)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    write_output(output, text)
+    click.echo(f"wrote {output}", err=True)
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write ``text`` whole: to a temporary file first, so a failure leaves nothing half-written."""
+    from .errors import OutputError
+
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror}", path=path) from None
