@@ -45,3 +45,17 @@ def test_bad_thread_lists_are_usage_errors(threads: str, tmp_path: Path) -> None
     assert result.exit_code == 2
     assert "--threads" in result.output
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_power_command_gives_energy_per_inference_end_to_end(tmp_path: Path) -> None:
+    result = invoke("deploy", str(DIGITS_MODEL), "--target", "local", "--recipe", "fp32",
+                    "-o", str(tmp_path / "out"), "--power-command", "echo 3.0",
+                    "--min-runs", "10", "--min-seconds", "0.3", "--json")
+    assert result.exit_code == 0, result.output
+    power = json.loads(result.stdout)["results"][0]["power"]
+    assert power["sensor"]["kind"] == "command"
+    assert power["idle_power_w"] == power["active_power_w"] == 3.0
+    assert power["energy_per_inference_j"] == pytest.approx(
+        3.0 * power["wall_seconds"] / power["runs"])
+    assert power["sample_rate_hz"] > 0

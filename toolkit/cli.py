@@ -53,7 +53,7 @@ def main() -> None:
               help="Folder with your own target files, searched before the built-in ones.")
 @click.option("--min-runs", type=click.IntRange(min=1), help="Measured runs at least.")
 @click.option("--min-seconds", type=click.FloatRange(min=0), help="Measured time at least.")
-@click.option("--threads", "threads", callback=lambda ctx, param, value: _thread_counts(value),
+@click.option("--threads", "threads", callback=lambda _ctx, _param, value: _thread_counts(value),
               help="Thread counts to sweep, e.g. 1,2,4 [default: the target's setting].")
 @click.option("--cooldown", type=click.FloatRange(min=0),
               help="Seconds to pause between variants on the board [default: 1].")
@@ -61,12 +61,14 @@ def main() -> None:
               help="Before each variant, wait until the board's hottest zone is this cool (C).")
 @click.option("--power-sensor", type=click.Choice(POWER_SENSORS),
               help="Power sensor on the board [default: auto-detect].")
+@click.option("--power-command",
+              help="Command on the board that prints watts (an external meter); implies it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
 def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
            store_path: Path | None, targets_dir: Path | None, min_runs: int | None,
            min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
            cooldown_to: float | None,
-           power_sensor: str | None, as_json: bool) -> None:
+           power_sensor: str | None, power_command: str | None, as_json: bool) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
@@ -77,7 +79,7 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
     settings = {key: value for key, value in
                 (("min_runs", min_runs), ("min_seconds", min_seconds),
                  ("cooldown_seconds", cooldown), ("cooldown_to_c", cooldown_to),
-                 ("power_sensor", power_sensor))
+                 ("power_sensor", power_sensor), ("power_command", power_command))
                 if value is not None}
     outcome = pipeline.deploy(model, targets=targets, recipes=recipe, out_dir=out_dir,
                                   store_path=store_path, targets_dir=targets_dir,
