@@ -179,6 +179,8 @@ class ResultsStore:
                 f"results store {self.path} is not a usable SQLite file: {exc}") from None
 
     def add_run(self, run: StoredRun) -> None:
+        for tag in run.tags:
+            _check_tag_name(tag)
         try:
             with self._db:
                 self._db.execute(
@@ -254,11 +256,9 @@ class ResultsStore:
 
     def tag(self, name: str, ref: str) -> str:
         """Point tag ``name`` at the run ``ref`` (moving it if it exists); return the run id."""
-        if not _TAG_NAME.match(name):
-            raise UsageError(f"tag {name!r} must start with a letter and use only letters, "
-                             "digits and . _ / -")
+        _check_tag_name(name)
         run_id = self.resolve(ref)
-        if name == "latest" or self._db.execute(
+        if self._db.execute(
                 "SELECT 1 FROM runs WHERE run_id = ?", (name,)).fetchone():
             raise UsageError(f"tag {name!r} would hide a run id; choose another name")
         try:
@@ -272,6 +272,12 @@ class ResultsStore:
     def _tags_of(self, run_id: str) -> tuple[str, ...]:
         return tuple(row[0] for row in self._db.execute(
             "SELECT name FROM tags WHERE run_id = ? ORDER BY name", (run_id,)))
+
+
+def _check_tag_name(name: str) -> None:
+    if not _TAG_NAME.match(name) or name == "latest":
+        raise UsageError(f"tag {name!r} must start with a letter, use only letters, digits "
+                         "and . _ / -, and not be 'latest'")
 
 
 def _statements(script: str) -> list[str]:
