@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,15 @@ def _run(job_path: Path) -> int:
     except (OSError, ValueError) as exc:
         print(f"agent: bad job {job_path}: {exc}", file=sys.stderr)
         return 2
-    timeout = float(job["settings"]["variant_timeout_seconds"])
-    variants = [_measure_in_child(job_path, variant["name"], timeout)
-                for variant in job["variants"]]
+    settings = {**protocol.OPTIONAL_SETTINGS, **job["settings"]}
+    timeout = float(settings["variant_timeout_seconds"])
+    variants = []
+    for index, variant in enumerate(job["variants"]):
+        cooldown = _cool_down(settings, first=index == 0)
+        measured = _measure_in_child(job_path, variant["name"], timeout)
+        if cooldown:
+            measured["cooldown"] = cooldown
+        variants.append(measured)
     result = {
         "schema_version": protocol.SCHEMA_VERSION,
         "job_id": job["job_id"],
@@ -57,6 +64,20 @@ def _run(job_path: Path) -> int:
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0
+
+
+def _cool_down(settings: dict[str, Any], *, first: bool) -> dict[str, Any]:
+    """Pause before a variant (not the first) and wait for the board to cool if asked."""
+    from .thermal import wait_until_cool
+
+    done: dict[str, Any] = {}
+    if not first and settings["cooldown_seconds"] > 0:
+        time.sleep(float(settings["cooldown_seconds"]))
+        done["paused_s"] = float(settings["cooldown_seconds"])
+    if settings["cooldown_to_c"] > 0:
+        done.update(wait_until_cool(float(settings["cooldown_to_c"]),
+                                    max_seconds=float(settings["cooldown_max_seconds"])))
+    return done
 
 
 def _measure_in_child(job_path: Path, name: str, timeout: float) -> dict[str, Any]:
@@ -81,6 +102,8 @@ def _measure_in_child(job_path: Path, name: str, timeout: float) -> dict[str, An
 
 def _measure(job_path: Path, name: str) -> int:
     from .measure import measure_variant
+    from .outputs import load_reference
+    from .power import SensorUnavailable, open_power_reader
     from .runtime import RuntimeNotFound, find_runtime
 
     job = _load_job(job_path)
@@ -91,8 +114,26 @@ def _measure(job_path: Path, name: str) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     model_path = job_path.parent / variant["file"]
+    settings = {**protocol.TEXT_SETTINGS, **job["settings"]}
+    if "threads" in variant:
+        settings["threads"] = variant["threads"]
     try:
-        figures = measure_variant(runtime, model_path, job["settings"])
+        reader = open_power_reader(settings["power_sensor"], rail=settings["power_rail"],
+                                   command=settings["power_command"])
+    except SensorUnavailable as exc:
+        print(f"power sensor {settings['power_sensor']!r} not available: {exc}",
+              file=sys.stderr)
+        return 1
+    reference = None
+    if "reference" in variant:
+        try:
+            reference = load_reference(job_path.parent / variant["reference"])
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"reference {variant['reference']} is unreadable: {exc}", file=sys.stderr)
+            return 1
+    try:
+        figures = measure_variant(runtime, model_path, settings, power_reader=reader,
+                                  reference=reference)
     except Exception as exc:  # the runtime's own message is the useful part
         print(f"{runtime.name} {runtime.version} could not run {variant['file']}: "
               f"{type(exc).__name__}: {_first_line(str(exc))}", file=sys.stderr)

@@ -19,7 +19,23 @@ def board_facts() -> dict[str, Any]:
         "cpu_count": os.cpu_count() or 0,
         "cpu_model": _cpu_model(),
         "board_model": _read_text(Path("/proc/device-tree/model")),
+        "runtimes": _installed_runtimes(),
     }
+
+
+def _installed_runtimes() -> dict[str, str]:
+    """Version of each TFLite runtime distribution installed (without importing it)."""
+    from importlib import metadata
+
+    from .runtime import RUNTIME_CANDIDATES
+
+    found = {}
+    for distribution, _module in RUNTIME_CANDIDATES:
+        try:
+            found[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def _cpu_model() -> str:

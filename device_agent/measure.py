@@ -1,28 +1,59 @@
-"""Latency and memory of one model, measured in the process that runs it.
+"""Latency, memory, power and thermal state of one model, measured in the process that runs it.
 
 Run once per variant in a fresh child process (see ``__main__``), so the peak
 resident memory (VmHWM) belongs to that variant alone and a crash in the
 runtime takes down only that variant.
+
+The method follows LiteRT's benchmark_model and MLPerf: model load and
+allocation timed, first inference timed on its own, a warm-up of at least a
+count *and* a duration, then measured runs until both a minimum count and a
+minimum duration are reached, with a time and count ceiling so a slow model
+cannot hold the board for ever.  All times come from ``time.perf_counter_ns``
+(monotonic, the highest resolution the board has).  Nothing polls the process
+during the timed loop: memory is read once, after the runs, and power is sampled
+in a separate pass of its own (as LiteRT's benchmark_model advises), so the
+sampler thread never runs beside the latency figures.
+
+Example::
+
+    figures = measure_variant(find_runtime(), Path("m.tflite"), job["settings"])
+    figures["latency_ms"]["p50"], figures["verdict"]["status"]
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from .outputs import check_outputs
+from .power import PowerReader, PowerSampler, summarize_power
+from .protocol import OPTIONAL_SETTINGS
 from .runtime import Runtime
+from .thermal import thermal_state, was_throttled
+from .verdict import judge
 
 
-def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """Load ``model_path``, time warm-up and measured runs, report the figures."""
+def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any], *,
+                    power_reader: PowerReader | None = None,
+                    reference: dict[str, list[np.ndarray]] | None = None,
+                    thermal: Callable[[], dict[str, Any]] = thermal_state) -> dict[str, Any]:
+    """Load ``model_path``, time it, and report figures and a verdict.
+
+    ``power_reader`` (None: no sensor, energy fields absent) is sampled through
+    an idle window before the runs and through the measured runs; ``reference``
+    (``{"inputs": [...], "outputs": [...]}`` from the host) is checked after them.
+    """
+    settings = {**OPTIONAL_SETTINGS, **settings}
     threads = int(settings["threads"])
+    before = thermal()
     rss_before = _status_bytes("VmRSS")
     started = time.perf_counter_ns()
     interpreter = runtime.interpreter_class(
         model_path=str(model_path), num_threads=threads if threads > 0 else None)
+    loaded_ns = time.perf_counter_ns() - started
     interpreter.allocate_tensors()
     load_ns = time.perf_counter_ns() - started
     rss_loaded = _status_bytes("VmRSS")
@@ -31,29 +62,77 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
         interpreter.set_tensor(detail["index"], tensor)
 
     first_ns = _timed_invoke(interpreter)
-    _warm_up(interpreter, runs=int(settings["warmup_runs"]))
-    samples_ns = _measured_runs(
-        interpreter,
-        min_runs=int(settings["min_runs"]),
-        max_runs=int(settings["max_runs"]),
-        min_seconds=float(settings["min_seconds"]),
-        max_seconds=float(settings["max_seconds"]),
-    )
+    warmup_runs = _warm_up(interpreter, runs=int(settings["warmup_runs"]),
+                           seconds=float(settings["warmup_seconds"]))
+
+    floors: dict[str, Any] = {
+              "min_runs": int(settings["min_runs"]), "max_runs": int(settings["max_runs"]),
+              "min_seconds": float(settings["min_seconds"]),
+              "max_seconds": float(settings["max_seconds"])}
+    started_s = time.monotonic()
+    samples_ns = _measured_runs(interpreter, **floors)
+    wall_seconds = time.monotonic() - started_s
     samples_ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
-    return {
+    after = thermal()
+    figures: dict[str, Any] = {
         "status": "ok",
         "runtime": runtime.describe(),
         "threads": threads,
         "load_ms": load_ns / 1e6,
+        "model_load_ms": loaded_ns / 1e6,
+        "allocate_ms": (load_ns - loaded_ns) / 1e6,
         "first_inference_ms": first_ns / 1e6,
+        "warmup_runs_done": warmup_runs,
         "runs": int(samples_ms.size),
         "measured_seconds": float(samples_ms.sum() / 1e3),
-        "latency_ms": _latency_summary(samples_ms),
+        "wall_seconds": wall_seconds,
+        "latency_ms": latency_summary(samples_ms),
         # Microsecond resolution keeps the raw samples compact for plots and statistics.
         "latency_samples_ms": [round(float(x), 3) for x in samples_ms],
+        # Read after the runs, not polled during them: VmHWM is the kernel's own peak.
         "peak_rss_bytes": _status_bytes("VmHWM"),
         "load_rss_growth_bytes": max(0, rss_loaded - rss_before),
+        "thermal": {"before": before, "after": after, "throttled": was_throttled(before, after)},
     }
+    if power_reader is not None:
+        figures["power"] = _energy_pass(interpreter, power_reader, settings, floors)
+    if reference is not None:
+        figures["output_check"] = check_outputs(
+            interpreter, reference, atol=float(settings["output_atol"]),
+            min_top1=float(settings["output_min_top1"]))
+    figures["verdict"] = judge(figures, settings)
+    return figures
+
+
+def _energy_pass(interpreter: Any, reader: PowerReader, settings: dict[str, Any],
+                 floors: dict[str, Any]) -> dict[str, Any]:
+    """Sample power through an idle window and a second set of measured runs.
+
+    A pass of its own, as LiteRT's benchmark_model advises for anything that polls:
+    the latency figures above never run beside the sampler thread.  Its own runs
+    give the latency the energy is divided over.
+    """
+    rate = float(settings["power_rate_hz"])
+    power: dict[str, Any] = {"sensor": reader.describe(), "rate_hz_asked": rate}
+    sampler = PowerSampler(reader, rate_hz=rate).start()
+    idle_start = time.monotonic()
+    time.sleep(float(settings["idle_seconds"]))
+    idle = (idle_start, time.monotonic())
+    samples_ns = _measured_runs(interpreter, **floors)
+    active = (idle[1], time.monotonic())
+    raw = sampler.stop()
+    samples_ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    power["runs"] = int(samples_ms.size)
+    power["wall_seconds"] = active[1] - active[0]
+    power["latency_mean_ms"] = float(samples_ms.mean())
+    power["latency_p50_ms"] = float(np.percentile(samples_ms, 50))
+    if sampler.error:
+        # A sensor lost part-way covers only part of the runs: no energy figure is
+        # better than one extrapolated from a window it did not see.
+        power["error"] = sampler.error
+    else:
+        power.update(summarize_power(raw, idle=idle, active=active, runs=power["runs"]))
+    return power
 
 
 def _random_inputs(interpreter: Any) -> list[np.ndarray]:
@@ -78,9 +157,13 @@ def _timed_invoke(interpreter: Any) -> int:
     return time.perf_counter_ns() - started
 
 
-def _warm_up(interpreter: Any, *, runs: int) -> None:
-    for _ in range(runs):
+def _warm_up(interpreter: Any, *, runs: int, seconds: float) -> int:
+    """Invoke until both ``runs`` and ``seconds`` are reached; return the runs done."""
+    done, until = 0, time.perf_counter_ns() + int(seconds * 1e9)
+    while done < runs or time.perf_counter_ns() < until:
         interpreter.invoke()
+        done += 1
+    return done
 
 
 def _measured_runs(interpreter: Any, *, min_runs: int, max_runs: int, min_seconds: float,
@@ -97,12 +180,16 @@ def _measured_runs(interpreter: Any, *, min_runs: int, max_runs: int, min_second
             return samples
 
 
-def _latency_summary(samples_ms: np.ndarray) -> dict[str, float]:
+def latency_summary(samples_ms: np.ndarray) -> dict[str, float]:
+    """p50/p90/p99, mean, std, min, max and coefficient of variation (std / mean)."""
     p50, p90, p99 = np.percentile(samples_ms, [50, 90, 99])
+    mean = float(samples_ms.mean())
+    std = float(samples_ms.std())
     return {
         "p50": float(p50), "p90": float(p90), "p99": float(p99),
-        "mean": float(samples_ms.mean()), "std": float(samples_ms.std()),
+        "mean": mean, "std": std,
         "min": float(samples_ms.min()), "max": float(samples_ms.max()),
+        "cv": std / mean if mean > 0 else 0.0,
     }
 
 

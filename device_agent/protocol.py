@@ -9,6 +9,17 @@ either measurements or the reason it failed.  The host validates every result
 with :func:`parse_result` before it stores anything: a malformed or oversized
 answer is a :class:`ProtocolError`, never a stored result.
 
+Fields added since version 1 first shipped are optional on both sides (an older
+agent does not send them, an older host's job does not set them):
+
+- job: per-variant ``threads`` (a ``--threads`` sweep) and ``reference`` (an
+  ``.npz`` of host inputs and outputs beside the model); settings in
+  :data:`OPTIONAL_SETTINGS` and :data:`TEXT_SETTINGS`.
+- result variant: ``latency_ms.cv``, ``verdict`` (``VALID``/``INVALID`` with
+  ``reasons``), ``thermal`` (``before``, ``after``, ``throttled``), ``power``
+  (absent without a sensor), ``output_check``, ``cooldown``, ``model_load_ms``,
+  ``allocate_ms``, ``warmup_runs_done``, ``wall_seconds``, ``load_rss_growth_bytes``.
+
 Example::
 
     job = make_job(job_id="abc", variants=[{"name": "fp32", "file": "fp32.tflite",
@@ -37,7 +48,25 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "variant_timeout_seconds": 300.0,
 }
 
+#: Settings added after version 1 first shipped: optional in a job, these defaults if absent,
+#: so an older host's job still runs on a newer agent.
+OPTIONAL_SETTINGS: dict[str, Any] = {
+    "warmup_seconds": 0.2,       # warm-up lasts at least this long, as well as warmup_runs
+    "max_cv": 0.10,              # coefficient of variation above this makes the verdict INVALID
+    "cooldown_seconds": 1.0,     # pause before each variant after the first
+    "cooldown_to_c": 0.0,        # wait until the hottest thermal zone is at most this (0: off)
+    "cooldown_max_seconds": 300.0,
+    "idle_seconds": 1.0,         # idle window sampled for idle power (only with a sensor)
+    "power_rate_hz": 20.0,
+    "output_atol": 1e-4,         # max abs diff allowed against the host's outputs
+    "output_min_top1": 0.99,     # top-1 agreement required against the host's outputs
+}
+#: Text settings: which power sensor (see device_agent.power.POWER_SENSORS), which rail,
+#: and a command that prints watts (an external meter).
+TEXT_SETTINGS: dict[str, str] = {"power_sensor": "auto", "power_rail": "", "power_command": ""}
+
 VARIANT_STATUSES = ("ok", "failed")
+VERDICTS = ("VALID", "INVALID")
 LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
 
@@ -45,10 +74,10 @@ class ProtocolError(ValueError):
     """A job or result document does not follow the schema."""
 
 
-def make_job(*, job_id: str, variants: list[dict[str, str]],
+def make_job(*, job_id: str, variants: list[dict[str, Any]],
              settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build a job document; settings not given take :data:`DEFAULT_SETTINGS`."""
-    merged = dict(DEFAULT_SETTINGS)
+    merged = {**DEFAULT_SETTINGS, **OPTIONAL_SETTINGS, **TEXT_SETTINGS}
     merged.update(settings or {})
     job = {"schema_version": SCHEMA_VERSION, "job_id": job_id,
            "variants": variants, "settings": merged}
@@ -71,6 +100,10 @@ def validate_job(job: Any) -> dict[str, Any]:
         _require_type(variant, dict, where)
         for key in ("name", "file", "sha256"):
             _require_type(variant.get(key), str, f"{where}.{key}")
+        if "threads" in variant:  # per-variant override: how a --threads sweep travels
+            _require_number(variant["threads"], f"{where}.threads", minimum=0)
+        if "reference" in variant:
+            _require_type(variant["reference"], str, f"{where}.reference")
         if variant["name"] in names:
             raise ProtocolError(f"{where}.name {variant['name']!r} is repeated")
         names.add(variant["name"])
@@ -78,6 +111,12 @@ def validate_job(job: Any) -> dict[str, Any]:
     _require_type(settings, dict, "job.settings")
     for key in DEFAULT_SETTINGS:
         _require_number(settings.get(key), f"job.settings.{key}", minimum=0)
+    for key in OPTIONAL_SETTINGS:
+        if key in settings:
+            _require_number(settings[key], f"job.settings.{key}", minimum=0)
+    for key in TEXT_SETTINGS:
+        if key in settings:
+            _require_type(settings[key], str, f"job.settings.{key}")
     return job
 
 
@@ -142,6 +181,32 @@ def _validate_variant(variant: dict[str, Any], where: str) -> None:
         _require_number(sample, f"{where}.latency_samples_ms[]", minimum=0)
     if not latency["p50"] <= latency["p90"] <= latency["p99"]:
         raise ProtocolError(f"{where}.latency_ms percentiles are not ordered p50 <= p90 <= p99")
+    _validate_optional_figures(variant, where)
+
+
+def _validate_optional_figures(variant: dict[str, Any], where: str) -> None:
+    """Figures newer agents add: checked when present, never required (older agents)."""
+    if "cv" in variant["latency_ms"]:
+        _require_number(variant["latency_ms"]["cv"], f"{where}.latency_ms.cv", minimum=0)
+    if "verdict" in variant:
+        verdict = _require_dict(variant["verdict"], f"{where}.verdict")
+        if verdict.get("status") not in VERDICTS:
+            raise ProtocolError(f"{where}.verdict.status must be one of {VERDICTS}, "
+                                f"got {verdict.get('status')!r}")
+        _require_type(verdict.get("reasons"), list, f"{where}.verdict.reasons")
+    if "power" in variant:
+        power = _require_dict(variant["power"], f"{where}.power")
+        for key in ("idle_power_w", "active_power_w", "energy_per_inference_j",
+                    "sample_rate_hz"):
+            if key in power:
+                _require_number(power[key], f"{where}.power.{key}", minimum=0)
+    if "output_check" in variant:
+        check = _require_dict(variant["output_check"], f"{where}.output_check")
+        _require_type(check.get("ok"), bool, f"{where}.output_check.ok")
+        _require_number(check.get("max_abs_diff"), f"{where}.output_check.max_abs_diff",
+                        minimum=0)
+        _require_number(check.get("top1_agreement"), f"{where}.output_check.top1_agreement",
+                        minimum=0)
 
 
 def _check_version(document: dict[str, Any], where: str) -> None:

@@ -74,3 +74,27 @@ def test_agent_imports_only_stdlib_numpy_and_a_runtime(tflite_copy: Path) -> Non
     third_party = {name for name in loaded if name not in stdlib and not name.startswith("_")}
     allowed = {"device_agent", "numpy", "ai_edge_litert", "tflite_runtime"}
     assert third_party <= allowed, third_party - allowed
+
+
+def test_a_named_power_sensor_that_is_missing_fails_the_variant_with_the_reason(
+        tflite_copy: Path) -> None:
+    agent = build_agent_package()
+    (tflite_copy.parent / agent.name).write_bytes(agent.data)
+    job = protocol.make_job(job_id="t", settings={**FAST, "power_sensor": "ina219-hwmon"},
+                            variants=[{"name": "fp32", "file": tflite_copy.name, "sha256": "x"}])
+    (tflite_copy.parent / "job.json").write_text(json.dumps(job))
+    completed = subprocess.run([sys.executable, str(tflite_copy.parent / agent.name), "run",
+                                str(tflite_copy.parent / "job.json")], capture_output=True,
+                               check=True)
+    failed = protocol.parse_result(completed.stdout, job)["variants"][0]
+    assert failed["status"] == "failed"
+    assert "power sensor 'ina219-hwmon' not available: no ina219 hwmon device" in failed["error"]
+
+
+def test_an_unreadable_reference_fails_the_variant_with_the_reason(tflite_copy: Path) -> None:
+    (tflite_copy.parent / "ref.npz").write_bytes(b"not a zip")
+    result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name,
+                                             "sha256": "x", "reference": "ref.npz"}])
+    failed = result["variants"][0]
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("reference ref.npz is unreadable")

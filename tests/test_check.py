@@ -203,3 +203,12 @@ def test_deploy_twice_then_check_end_to_end(tflite_copy: Path, tmp_path: Path) -
             "--threshold", "peak_memory=1000"]
     assert invoke("check", "--baseline", first, *wide).exit_code == 0
     assert invoke("check", "--baseline", first, "--threshold", "size=-1").exit_code == 2
+
+
+def test_an_invalid_measurement_is_named_in_the_notes() -> None:
+    base, new = pair()
+    new.results[0]["verdict"] = {"status": "INVALID", "reasons": ["CV 0.31 above 0.10"]}
+    outcome = check_runs(base, new)
+    assert any("local/fp32 measurement is INVALID on the board: CV 0.31" in n
+               for n in outcome.notes)
+    assert "CV 0.31 above 0.10" in outcome.to_markdown()

@@ -75,3 +75,42 @@ def test_oversized_answer_is_refused_before_decoding() -> None:
 def test_job_with_repeated_variant_names_is_refused() -> None:
     with pytest.raises(protocol.ProtocolError, match="repeated"):
         protocol.make_job(job_id="j", variants=[{"name": "x", "file": "a", "sha256": "a"}] * 2)
+
+
+def test_newer_figures_are_accepted_and_checked_when_present() -> None:
+    newer = mutated(lambda d: d["variants"][0].update(
+        verdict={"status": "INVALID", "reasons": ["too short: 0.1 s < 1 s"]},
+        power={"kind": "ina219-hwmon", "active_power_w": 3.0, "energy_per_inference_j": 0.003},
+        output_check={"ok": True, "max_abs_diff": 0.0, "top1_agreement": 1.0}))
+    newer["variants"][0]["latency_ms"]["cv"] = 0.02
+    assert protocol.parse_result(encoded(newer), JOB)["variants"][0]["verdict"]["reasons"]
+    for change, message in [
+        (lambda v: v.update(verdict={"status": "fine", "reasons": []}), "verdict.status"),
+        (lambda v: v["latency_ms"].update(cv=-1), "latency_ms.cv"),
+        (lambda v: v.update(power={"energy_per_inference_j": float("inf")}), "energy"),
+        (lambda v: v.update(output_check={"ok": "yes"}), "output_check.ok"),
+    ]:
+        bad = copy.deepcopy(newer)
+        change(bad["variants"][0])
+        with pytest.raises(protocol.ProtocolError, match=message):
+            protocol.parse_result(encoded(bad), JOB)
+
+
+def test_an_older_hosts_job_without_the_newer_settings_is_valid() -> None:
+    old = copy.deepcopy(JOB)
+    for key in (*protocol.OPTIONAL_SETTINGS, *protocol.TEXT_SETTINGS):
+        del old["settings"][key]
+    assert protocol.validate_job(old) is old
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda j: j["settings"].update(max_cv="high"), "max_cv"),
+    (lambda j: j["settings"].update(power_sensor=3), "power_sensor"),
+    (lambda j: j["variants"][0].update(threads=-2), "threads"),
+    (lambda j: j["variants"][0].update(reference=7), "reference"),
+])
+def test_bad_newer_job_fields_are_refused(change, message: str) -> None:
+    job = copy.deepcopy(JOB)
+    change(job)
+    with pytest.raises(protocol.ProtocolError, match=message):
+        protocol.validate_job(job)

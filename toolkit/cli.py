@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from device_agent.power import POWER_SENSORS
+
 from . import pipeline
 from .cli_check import check
 from .cli_report import report
@@ -51,10 +53,20 @@ def main() -> None:
               help="Folder with your own target files, searched before the built-in ones.")
 @click.option("--min-runs", type=click.IntRange(min=1), help="Measured runs at least.")
 @click.option("--min-seconds", type=click.FloatRange(min=0), help="Measured time at least.")
+@click.option("--threads", "threads", callback=lambda ctx, param, value: _thread_counts(value),
+              help="Thread counts to sweep, e.g. 1,2,4 [default: the target's setting].")
+@click.option("--cooldown", type=click.FloatRange(min=0),
+              help="Seconds to pause between variants on the board [default: 1].")
+@click.option("--cooldown-to", type=click.FloatRange(min=1),
+              help="Before each variant, wait until the board's hottest zone is this cool (C).")
+@click.option("--power-sensor", type=click.Choice(POWER_SENSORS),
+              help="Power sensor on the board [default: auto-detect].")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
 def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
            store_path: Path | None, targets_dir: Path | None, min_runs: int | None,
-           min_seconds: float | None, as_json: bool) -> None:
+           min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
+           cooldown_to: float | None,
+           power_sensor: str | None, as_json: bool) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
@@ -63,10 +75,13 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
     Example: edge deploy examples/digits_cnn.py --target local
     """
     settings = {key: value for key, value in
-                (("min_runs", min_runs), ("min_seconds", min_seconds)) if value is not None}
+                (("min_runs", min_runs), ("min_seconds", min_seconds),
+                 ("cooldown_seconds", cooldown), ("cooldown_to_c", cooldown_to),
+                 ("power_sensor", power_sensor))
+                if value is not None}
     outcome = pipeline.deploy(model, targets=targets, recipes=recipe, out_dir=out_dir,
                                   store_path=store_path, targets_dir=targets_dir,
-                                  settings=settings)
+                                  settings=settings, threads=threads)
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},
@@ -76,6 +91,21 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
     click.echo(f"report: {outcome.report['html']}")
     click.echo(f"        {outcome.report['markdown']}")
     click.echo(f"stored as run {outcome.run.run_id} in {outcome.store_path}")
+
+
+def _thread_counts(value: str | None) -> list[int] | None:
+    """``"1,2,4"`` -> [1, 2, 4]; a bad list is a usage error naming the option."""
+    if value is None:
+        return None
+    try:
+        counts = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of whole numbers",
+                                 param_hint="--threads") from None
+    if not counts or any(count < 0 for count in counts) or len(set(counts)) != len(counts):
+        raise click.BadParameter(f"{value!r}: give distinct thread counts >= 0, e.g. 1,2,4",
+                                 param_hint="--threads")
+    return counts
 
 
 main.add_command(runs)

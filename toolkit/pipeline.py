@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,13 @@ from .evaluate import tflite_accuracy
 from .model import ModelSource, load_model_source
 from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
 from .project import git_commit, resolve_store_path
+from .reference import compute_reference, source_inputs
 from .report import write_report
 from .store import ResultsStore, StoredRun
 from .targets import Target, load_target
 from .transport import open_transport
 
+_log = logging.getLogger(__name__)
 DEFAULT_OUT_DIR = Path("edge-out")
 
 
@@ -55,8 +58,13 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            recipes: str = "fp32,int8", out_dir: str | Path = DEFAULT_OUT_DIR,
            store_path: str | Path | None = None, targets_dir: str | Path | None = None,
            settings: dict[str, Any] | None = None,
+           threads: Sequence[int] | None = None,
            tags: Iterable[str] = ()) -> DeployOutcome:
-    """Compress ``model_path``, run every variant on every target, store and report."""
+    """Compress ``model_path``, run every variant on every target, store and report.
+
+    ``threads`` sweeps thread counts (each target's own setting if None): every
+    variant runs once per count, named ``VARIANT-tN`` in results when sweeping.
+    """
     # Cheap checks first, so a typo fails in milliseconds, not after a conversion.
     chosen = [load_target(name, targets_dir) for name in targets]
     if not chosen:
@@ -72,8 +80,10 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
         with ResultsStore(store_path) as store:
             artifacts = _build_artifacts(source, configs, staging / "artifacts")
             write_manifest(staging / "artifacts", source, artifacts)
+            references = _build_references(source, artifacts, staging / "references")
             results = [record for target in chosen
-                       for record in _run_on_target(target, run_id, artifacts, settings)]
+                       for record in _run_on_target(target, run_id, artifacts, settings,
+                                                    threads, references)]
             run = StoredRun(run_id=run_id, created_at=_now(), model_name=source.name,
                             model_path=str(source.path), model_sha256=source.sha256,
                             report_dir=str(final_dir), git_commit=git_commit(source.path),
@@ -124,24 +134,51 @@ def _build_artifacts(source: ModelSource, configs: list[Any], folder: Path) -> l
     return artifacts
 
 
+def _build_references(source: ModelSource, artifacts: list[Artifact],
+                      folder: Path) -> dict[str, Path]:
+    """Host interpreter outputs on real inputs, per artifact, for the board's output check."""
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = source_inputs(source)
+    references = {}
+    for artifact in artifacts:
+        try:
+            references[artifact.board_name] = compute_reference(
+                artifact.path, inputs, folder / f"{artifact.sha256}.ref.npz")
+        except (RuntimeError, ValueError) as exc:  # e.g. a custom op the host lacks: deploy it
+            _log.warning("no output check for %s: the host interpreter could not run it (%s)",
+                         artifact.variant, exc)
+    return references
+
+
 def _run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
-                   settings: dict[str, Any] | None) -> list[dict[str, Any]]:
-    job = protocol.make_job(
-        job_id=f"{run_id}-{target.name}",
-        variants=[{"name": a.variant, "file": a.board_name, "sha256": a.sha256}
-                  for a in artifacts],
-        settings={"threads": target.threads, **(settings or {})})
-    raw = open_transport(target).run_job(job, {a.board_name: a.path for a in artifacts})
+                   settings: dict[str, Any] | None, threads: Sequence[int] | None,
+                   references: dict[str, Path]) -> list[dict[str, Any]]:
+    counts = list(threads) if threads else [target.threads]
+    sweeping = len(counts) > 1
+    planned = [(artifact, count) for artifact in artifacts for count in counts]
+    variants = []
+    files = {a.board_name: a.path for a in artifacts}
+    for artifact, count in planned:
+        variant = {"name": f"{artifact.variant}-t{count}" if sweeping else artifact.variant,
+                   "file": artifact.board_name, "sha256": artifact.sha256, "threads": count}
+        if artifact.board_name in references:
+            reference = references[artifact.board_name]
+            variant["reference"] = reference.name
+            files[reference.name] = reference
+        variants.append(variant)
+    job = protocol.make_job(job_id=f"{run_id}-{target.name}", variants=variants,
+                            settings={"threads": target.threads, **(settings or {})})
+    raw = open_transport(target).run_job(job, files)
     try:
         result = protocol.parse_result(raw, job)
     except protocol.ProtocolError as exc:
         raise ResultError(f"agent on {target.name} answered an invalid result: {exc}",
                           target=target.name) from None
     records = []
-    for artifact, measured in zip(artifacts, result["variants"], strict=True):
+    for (artifact, _count), measured in zip(planned, result["variants"], strict=True):
         record = {"target": target.name, **artifact.to_dict(), "board": result["board"],
                   **measured}
-        del record["name"]
+        record["variant"] = record.pop("name")
         records.append(record)
     return records
 

@@ -355,13 +355,17 @@ def load_export(path: Path) -> StoredRun:
 
 
 def energy_per_inference_mj(record: dict[str, Any]) -> float | None:
-    """Energy per inference in millijoules when the board measured it (``energy`` is optional)."""
-    energy = record.get("energy")
-    if not isinstance(energy, dict):
+    """Energy per inference in millijoules, when the board had a power sensor.
+
+    Read from the agent's optional ``power.energy_per_inference_j``; None when absent.
+    """
+    power = record.get("power")
+    if not isinstance(power, dict):
         return None
-    value = energy.get("per_inference_mj")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
-        else None
+    value = power.get("energy_per_inference_j")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return 1000.0 * float(value)
 
 
 def _blank(value: Any) -> Any:

@@ -1,0 +1,32 @@
+"""A verdict per measurement, as MLPerf gives one: VALID, or INVALID with the reasons.
+
+Example::
+
+    judge(figures, settings)  # {"status": "INVALID", "reasons": ["too few runs: 12 < 50"]}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VALID, INVALID = "VALID", "INVALID"
+
+
+def judge(figures: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Check one variant's figures against the job's floors and limits."""
+    reasons = []
+    runs, min_runs = int(figures["runs"]), int(settings["min_runs"])
+    if runs < min_runs:
+        reasons.append(f"too few runs: {runs} < {min_runs} (ceiling max_seconds="
+                       f"{settings['max_seconds']:g} or max_runs={settings['max_runs']} hit)")
+    seconds, min_seconds = float(figures["measured_seconds"]), float(settings["min_seconds"])
+    if seconds < min_seconds:
+        reasons.append(f"too short: {seconds:.3f} s < {min_seconds:g} s")
+    reasons.extend(figures.get("thermal", {}).get("throttled", []))
+    cv, max_cv = figures["latency_ms"].get("cv"), float(settings["max_cv"])
+    if cv is not None and max_cv > 0 and cv > max_cv:
+        reasons.append(f"coefficient of variation {cv:.3f} above the limit {max_cv:g}")
+    check = figures.get("output_check")
+    if check is not None and not check.get("ok", False):
+        reasons.append("outputs mismatched: " + str(check.get("summary", "")))
+    return {"status": INVALID if reasons else VALID, "reasons": reasons}

@@ -1,0 +1,163 @@
+"""Latency methodology, verdicts, energy from a fixture sensor, and the on-board output check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device_agent import protocol
+from device_agent.measure import latency_summary, measure_variant
+from device_agent.outputs import load_reference
+from device_agent.power import PowerReader, SensorLost
+from device_agent.runtime import find_runtime
+from device_agent.verdict import judge
+
+FAST = {**protocol.DEFAULT_SETTINGS, "warmup_runs": 2, "warmup_seconds": 0.0, "min_runs": 10,
+        "min_seconds": 0.05, "idle_seconds": 0.1, "power_rate_hz": 200.0}
+NO_THERMAL = {"zones_c": {}, "cpu_mhz": {}}
+
+
+class ConstantPower(PowerReader):
+    kind = "fixture"
+    misses = "nothing: a constant by construction"
+
+    def __init__(self, watts: float) -> None:
+        self.watts = watts
+
+    def read_watts(self) -> float | None:
+        return self.watts
+
+
+def test_summary_has_percentiles_and_cv() -> None:
+    summary = latency_summary(np.array([1.0, 1.0, 2.0, 2.0]))
+    assert summary["mean"] == 1.5 and summary["std"] == 0.5
+    assert summary["cv"] == pytest.approx(1 / 3)
+    assert summary["min"] == 1.0 and summary["max"] == 2.0
+
+
+def test_measurement_follows_the_floors_and_is_judged(tflite_copy: Path) -> None:
+    figures = measure_variant(find_runtime(), tflite_copy, {**FAST, "max_cv": 0.0},
+                              thermal=lambda: NO_THERMAL)
+    assert figures["runs"] >= 10 and figures["wall_seconds"] >= 0.05
+    assert len(figures["latency_samples_ms"]) == figures["runs"]
+    assert figures["warmup_runs_done"] >= 2
+    assert figures["model_load_ms"] + figures["allocate_ms"] == pytest.approx(
+        figures["load_ms"])
+    assert figures["verdict"]["status"] in ("VALID", "INVALID")
+    assert "power" not in figures  # no sensor: energy fields absent, not zero
+    assert "output_check" not in figures
+
+
+def test_ceiling_cuts_a_run_short_and_the_verdict_says_why(tflite_copy: Path) -> None:
+    settings = {**FAST, "min_runs": 10**9, "min_seconds": 100.0, "max_seconds": 0.05}
+    figures = measure_variant(find_runtime(), tflite_copy, settings, thermal=lambda: NO_THERMAL)
+    assert figures["wall_seconds"] < 5
+    reasons = " ".join(figures["verdict"]["reasons"])
+    assert figures["verdict"]["status"] == "INVALID"
+    assert "too few runs" in reasons and "too short" in reasons
+
+
+def test_verdict_reasons_one_by_one() -> None:
+    good = {"runs": 100, "measured_seconds": 2.0, "latency_ms": {"cv": 0.01},
+            "thermal": {"throttled": []}}
+    settings = {**FAST, "min_runs": 50, "min_seconds": 1.0, "max_cv": 0.05}
+    assert judge(good, settings) == {"status": "VALID", "reasons": []}
+    cases = [
+        ({"runs": 3}, "too few runs"),
+        ({"measured_seconds": 0.1}, "too short"),
+        ({"thermal": {"throttled": ["throttled after (0x4)"]}}, "throttled after"),
+        ({"latency_ms": {"cv": 0.2}}, "coefficient of variation 0.200 above the limit 0.05"),
+        ({"output_check": {"ok": False, "summary": "top-1 0.5"}}, "outputs mismatched"),
+    ]
+    for change, reason in cases:
+        verdict = judge({**good, **change}, settings)
+        assert verdict["status"] == "INVALID"
+        assert len(verdict["reasons"]) == 1 and reason in verdict["reasons"][0]
+
+
+def test_energy_per_inference_from_a_constant_fixture_sensor(tflite_copy: Path) -> None:
+    watts = 6.5
+    figures = measure_variant(find_runtime(), tflite_copy, FAST, power_reader=ConstantPower(watts),
+                              thermal=lambda: NO_THERMAL)
+    power = figures["power"]
+    assert power["idle_power_w"] == watts and power["active_power_w"] == watts
+    assert power["runs"] >= 10  # the energy pass has its own runs, the latency pass none
+    assert power["energy_per_inference_j"] == pytest.approx(
+        watts * power["wall_seconds"] / power["runs"])
+    assert power["energy_above_idle_per_inference_j"] == pytest.approx(0.0)
+    assert power["sample_rate_hz"] > 0
+    assert power["sensor"]["kind"] == "fixture"
+
+
+class VanishingPower(ConstantPower):
+    """Answers a few times, then the device is gone (driver unbound, cable pulled)."""
+
+    def __init__(self, watts: float, answers: int) -> None:
+        super().__init__(watts)
+        self.answers = answers
+
+    def read_watts(self) -> float | None:
+        if self.answers == 0:
+            raise SensorLost("power1_input: No such device")
+        self.answers -= 1
+        return self.watts
+
+
+def test_a_sensor_lost_mid_run_leaves_a_reason_and_no_energy(tflite_copy: Path) -> None:
+    figures = measure_variant(find_runtime(), tflite_copy, FAST,
+                              power_reader=VanishingPower(3.0, answers=2),
+                              thermal=lambda: NO_THERMAL)
+    assert figures["status"] == "ok"
+    assert "sensor lost" in figures["power"]["error"]
+    assert "energy_per_inference_j" not in figures["power"]
+
+
+def write_reference(folder: Path, model: Path, *, corrupt: bool = False) -> Path:
+    """What the host does: run a few real digits through its interpreter, save in and out."""
+    from sklearn.datasets import load_digits
+
+    from toolkit.reference import compute_reference
+
+    images = load_digits().images[:8].astype(np.float32) / 16.0
+    samples = [(image,) for image in images.reshape(8, 1, 1, 8, 8)]
+    samples = [(image,) for image in images.reshape(8, 1, 1, 8, 8)]
+    path = compute_reference(model, samples, folder / "ref.npz")
+    if corrupt:
+        reference = load_reference(path)
+        np.savez(path, input_0=reference["inputs"][0], output_0=-reference["outputs"][0])
+    return path
+
+
+def test_output_check_agrees_with_the_host(tflite_copy: Path) -> None:
+    reference = load_reference(write_reference(tflite_copy.parent, tflite_copy))
+    figures = measure_variant(find_runtime(), tflite_copy, FAST, reference=reference,
+                              thermal=lambda: NO_THERMAL)
+    check = figures["output_check"]
+    assert check["ok"] is True and check["samples"] == 8
+    assert check["max_abs_diff"] <= 1e-4 and check["top1_agreement"] == 1.0
+
+
+def test_mismatched_outputs_are_flagged(tflite_copy: Path) -> None:
+    reference = load_reference(write_reference(tflite_copy.parent, tflite_copy, corrupt=True))
+    figures = measure_variant(find_runtime(), tflite_copy, FAST, reference=reference,
+                              thermal=lambda: NO_THERMAL)
+    assert figures["output_check"]["ok"] is False
+    assert figures["verdict"]["status"] == "INVALID"
+    assert any("outputs mismatched" in r for r in figures["verdict"]["reasons"])
+
+
+def test_a_model_the_host_cannot_run_is_deployed_without_an_output_check(
+        tflite_copy: Path, tmp_path: Path) -> None:
+    from toolkit.artifact import describe_artifact
+    from toolkit.model import load_model_source
+    from toolkit.pipeline import _build_references
+
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"\x00" * 64)
+    artifacts = [describe_artifact("good", tflite_copy, config={}),
+                 describe_artifact("broken", broken, config={})]
+    references = _build_references(load_model_source(tflite_copy), artifacts, tmp_path / "refs")
+    assert list(references) == [artifacts[0].board_name]
+    assert load_reference(references[artifacts[0].board_name])["outputs"][0].shape[0] == 32
