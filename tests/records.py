@@ -32,8 +32,9 @@ def record(variant: str, *, target: str = "local", median_ms: float = 1.0, n: in
         "latency_samples_ms": samples.tolist(),
         "peak_rss_bytes": peak_rss, "load_rss_growth_bytes": 1_000_000,
     }
-    if energy_mj is not None:
-        result["energy"] = {"per_inference_mj": energy_mj, "source": "test"}
+    if energy_mj is not None:  # the agent's optional power figures, as issue 5 ships them
+        result["power"] = {"idle_power_w": 1.0, "active_power_w": 2.0,
+                           "energy_per_inference_j": energy_mj / 1000, "sample_rate_hz": 100.0}
     return result
 
 

@@ -173,3 +173,42 @@ def test_cli_usage_errors_exit_2(store_file: Path, args: tuple[str, ...], messag
     result = invoke("check", *args, "--store", str(store_file))
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_deploy_twice_then_check_end_to_end(tflite_copy: Path, tmp_path: Path) -> None:
+    """Real runs of a real model: the commit is recorded, and the gate wiring works.
+
+    The limits are wide on purpose: this proves plumbing, never timing (see
+    benchmarks/check_power.py for how the gate behaves on noise).
+    """
+    import subprocess
+
+    repo = tflite_copy.parent
+    for command in (["init", "-q"], ["add", tflite_copy.name],
+                    ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "m"]):
+        subprocess.run(["git", "-C", str(repo), *command], check=True)
+    store = tmp_path / "lab.sqlite"
+    (tmp_path / "pyproject.toml").write_text(f'[tool.edge]\nstore = "{store.name}"\n')
+    for _ in range(2):
+        deployed = invoke("deploy", str(tflite_copy), "-o", str(tmp_path / "out"),
+                          "--min-runs", "20", "--min-seconds", "0.1")
+        assert deployed.exit_code == 0, deployed.output
+    first, second = (s.run_id for s in reversed(ResultsStore(store).list_runs()))
+    with ResultsStore(store) as opened:
+        run = opened.get_run(second)
+    assert run.git_commit and len(run.git_commit) == 40
+    assert len(run.results[0]["latency_samples_ms"]) == run.results[0]["runs"]
+    wide = ["--threshold", "latency_p50=10000", "--threshold", "latency_p99=10000",
+            "--threshold", "peak_memory=1000"]
+    assert invoke("check", "--baseline", first, *wide).exit_code == 0
+    assert invoke("check", "--baseline", first, "--threshold", "size=-1").exit_code == 2
+
+
+def test_an_invalid_measurement_is_named_in_the_notes() -> None:
+    base, new = pair()
+    new.results[0]["verdict"] = {"status": "INVALID", "reasons": ["CV 0.31 above 0.10"]}
+    outcome = check_runs(base, new)
+    assert any("local/fp32 measurement is INVALID on the board: CV 0.31" in n
+               for n in outcome.notes)
+    assert "CV 0.31 above 0.10" in outcome.to_markdown()

@@ -35,7 +35,10 @@ def two_board_run():
         record("int8", size=30_000, accuracy=0.965, median_ms=0.7, energy_mj=1.2, seed=2,
                board=BOARD),
         {**record("fp32", target="rpi5", median_ms=3.1, energy_mj=6.0, seed=3, board=PI),
-         "thermal": {"max_temp_c": 61.5, "throttled": False}, "verdict": "ok"},
+         "thermal": {"before": {"zones_c": {"cpu": 48.0}, "cpu_mhz": {}},
+                     "after": {"zones_c": {"cpu": 61.5, "gpu": 55.0}, "cpu_mhz": {}},
+                     "throttled": ["soft temperature limit active"]},
+         "verdict": {"status": "INVALID", "reasons": ["throttled during the runs"]}},
         record("int8", target="rpi5", size=30_000, accuracy=0.965, median_ms=1.9,
                energy_mj=3.5, seed=4, board=PI),
     ], tags=("main",))
@@ -57,7 +60,9 @@ def test_html_is_one_offline_file() -> None:
     html = render_html(two_board_run())
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "<script" not in html and "<link" not in html
-    assert "thermal: max_temp_c 61.5" in html and "verdict: ok" in html
+    assert "hottest 61.5 C after the runs" in html
+    assert "INVALID: throttled during the runs" in html
+    assert "throttled: soft temperature limit active" in html
     assert 'id="cross-board"' in html
 
 

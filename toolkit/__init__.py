@@ -3,12 +3,15 @@
 The stages, one module each: :mod:`~toolkit.model` (load) ->
 :mod:`~toolkit.compress` -> :mod:`~toolkit.artifact` -> :mod:`~toolkit.transport`
 (with :mod:`device_agent` on the board) -> :mod:`~toolkit.store` ->
-:mod:`~toolkit.report`; :func:`deploy` runs them all.
+:mod:`~toolkit.report`; :func:`deploy` runs them all, and :func:`check_runs`
+gates a run against a baseline.
 """
 
+from .check import CheckOutcome, Thresholds, check_runs
 from .compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_recipes
 from .errors import (
     AgentError,
+    CheckRefused,
     CompressError,
     EdgeError,
     ModelError,
@@ -25,6 +28,8 @@ from .targets import Target, load_target
 
 __all__ = [
     "AgentError",
+    "CheckOutcome",
+    "CheckRefused",
     "CompressError",
     "DeployOutcome",
     "EdgeError",
@@ -40,7 +45,9 @@ __all__ = [
     "StoredRun",
     "Target",
     "TargetError",
+    "Thresholds",
     "UsageError",
+    "check_runs",
     "compress",
     "deploy",
     "load_model_source",

@@ -197,6 +197,13 @@ def check_runs(baseline: StoredRun, run: StoredRun,
         notes.append("The model file is unchanged since the baseline.")
     for target in sorted(new_targets - base_targets):
         notes.append(f"Target {target} has no baseline; not checked.")
+    for label, stored in (("baseline", baseline), ("run", run)):
+        for r in stored.results:
+            verdict = r.get("verdict")
+            if isinstance(verdict, dict) and verdict.get("status") == "INVALID":
+                notes.append(f"The {label}'s {r['target']}/{r['variant']} measurement is "
+                             f"INVALID on the board: "
+                             f"{'; '.join(str(x) for x in verdict.get('reasons') or [])}.")
     base_records = {(r["target"], r["variant"]): r for r in baseline.results}
     new_records = {(r["target"], r["variant"]): r for r in run.results}
     checks: list[MetricCheck] = []

@@ -7,7 +7,7 @@ peak memory, and a cross-board comparison when the run spans boards.  The
 Markdown report fits a pull-request comment: a table per target, with deltas
 against a baseline run when one is given.
 
-Optional measurements (``energy``, ``thermal``, ``verdict`` in a record) are
+Optional measurements (``power``, ``thermal``, ``verdict`` in a record) are
 shown when present and simply left out when a board could not measure them.
 
 Example::
@@ -218,17 +218,20 @@ def _delta(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
 
 
 def _conditions(result: dict[str, Any]) -> str:
-    """Thermal state and the board's own verdict, when the agent reported them."""
+    """The agent's verdict when not VALID, throttling, and the hottest zone after the runs."""
     parts = []
     verdict = result.get("verdict")
-    if isinstance(verdict, str) and verdict:
-        parts.append(f"verdict: {verdict}")
-    elif isinstance(verdict, dict) and verdict:
-        parts.append("verdict: " + ", ".join(f"{k} {v}" for k, v in verdict.items()))
+    if isinstance(verdict, dict) and verdict.get("status") not in (None, "VALID"):
+        reasons = "; ".join(str(r) for r in verdict.get("reasons") or [])
+        parts.append(f"{verdict['status']}" + (f": {reasons}" if reasons else ""))
     thermal = result.get("thermal")
-    if isinstance(thermal, dict) and thermal:
-        parts.append("thermal: " + ", ".join(f"{k} {v}" for k, v in thermal.items()
-                                             if not isinstance(v, list | dict)))
+    if isinstance(thermal, dict):
+        if thermal.get("throttled"):
+            parts.append("throttled: " + ", ".join(str(t) for t in thermal["throttled"]))
+        zones = (thermal.get("after") or {}).get("zones_c") or {}
+        temperatures = [t for t in zones.values() if isinstance(t, int | float)]
+        if temperatures:
+            parts.append(f"hottest {max(temperatures):.1f} C after the runs")
     return "; ".join(parts)
 
 

@@ -179,6 +179,8 @@ class ResultsStore:
                 f"results store {self.path} is not a usable SQLite file: {exc}") from None
 
     def add_run(self, run: StoredRun) -> None:
+        for tag in run.tags:
+            _check_tag_name(tag)
         try:
             with self._db:
                 self._db.execute(
@@ -254,11 +256,9 @@ class ResultsStore:
 
     def tag(self, name: str, ref: str) -> str:
         """Point tag ``name`` at the run ``ref`` (moving it if it exists); return the run id."""
-        if not _TAG_NAME.match(name):
-            raise UsageError(f"tag {name!r} must start with a letter and use only letters, "
-                             "digits and . _ / -")
+        _check_tag_name(name)
         run_id = self.resolve(ref)
-        if name == "latest" or self._db.execute(
+        if self._db.execute(
                 "SELECT 1 FROM runs WHERE run_id = ?", (name,)).fetchone():
             raise UsageError(f"tag {name!r} would hide a run id; choose another name")
         try:
@@ -272,6 +272,12 @@ class ResultsStore:
     def _tags_of(self, run_id: str) -> tuple[str, ...]:
         return tuple(row[0] for row in self._db.execute(
             "SELECT name FROM tags WHERE run_id = ? ORDER BY name", (run_id,)))
+
+
+def _check_tag_name(name: str) -> None:
+    if not _TAG_NAME.match(name) or name == "latest":
+        raise UsageError(f"tag {name!r} must start with a letter, use only letters, digits "
+                         "and . _ / -, and not be 'latest'")
 
 
 def _statements(script: str) -> list[str]:
@@ -349,13 +355,17 @@ def load_export(path: Path) -> StoredRun:
 
 
 def energy_per_inference_mj(record: dict[str, Any]) -> float | None:
-    """Energy per inference in millijoules when the board measured it (``energy`` is optional)."""
-    energy = record.get("energy")
-    if not isinstance(energy, dict):
+    """Energy per inference in millijoules, when the board had a power sensor.
+
+    Read from the agent's optional ``power.energy_per_inference_j``; None when absent.
+    """
+    power = record.get("power")
+    if not isinstance(power, dict):
         return None
-    value = energy.get("per_inference_mj")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
-        else None
+    value = power.get("energy_per_inference_j")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return 1000.0 * float(value)
 
 
 def _blank(value: Any) -> Any:
