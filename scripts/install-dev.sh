@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=()
+# openssh-server: tests start private sshd instances on loopback (tests/lab.py).
+SYSTEM_PACKAGES=(openssh-server)
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

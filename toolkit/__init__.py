@@ -9,13 +9,17 @@ The stages, one module each: :mod:`~toolkit.model` (load) ->
 from .compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_recipes
 from .errors import (
     AgentError,
+    AuthError,
     CompressError,
     EdgeError,
+    HostKeyError,
+    InfrastructureError,
     ModelError,
     OutputError,
     ResultError,
     StoreError,
     TargetError,
+    TransferError,
     UsageError,
 )
 from .model import ModelSource, load_model_source
@@ -25,10 +29,13 @@ from .targets import Target, load_target
 
 __all__ = [
     "AgentError",
+    "AuthError",
     "CompressError",
     "DeployOutcome",
     "EdgeError",
     "Fp32Config",
+    "HostKeyError",
+    "InfrastructureError",
     "Int8StaticConfig",
     "ModelError",
     "ModelSource",
@@ -40,6 +47,7 @@ __all__ = [
     "StoredRun",
     "Target",
     "TargetError",
+    "TransferError",
     "UsageError",
     "compress",
     "deploy",
