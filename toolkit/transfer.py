@@ -41,7 +41,7 @@ def sha256_of(source: Path | bytes) -> str:
 def remote_sha256(board: Connection, path: str) -> str | None:
     """The sha256 of ``path`` on the board, or None if there is no such file."""
     q = shlex.quote(path)
-    result = board.run(f"if [ -f {q} ]; then sha256sum -- {q}; fi")
+    result = board.run(f"if [ -f {q} ]; then sha256sum < {q}; fi")
     if not result.ok:
         raise InfrastructureError(f"cannot hash {path} on {board.target.name}: "
                                   f"{_last_line(result.stderr)}", target=board.target.name)
@@ -75,7 +75,7 @@ def upload(board: Connection, folder: str, name: str, source: Path | bytes) -> b
         raise
     # One command: hash and rename cannot be separated by another writer of the temp name.
     placed = board.run(
-        f'if [ "$(sha256sum -- {qt} | cut -d " " -f 1)" = {shlex.quote(expected)} ]; '
+        f'if [ "$(sha256sum < {qt} | cut -d " " -f 1)" = {shlex.quote(expected)} ]; '
         f"then mv -f -- {qt} {qd}; else rm -f -- {qt}; exit 3; fi")
     if placed.exit_status == 3:
         raise TransferError(f"upload of {name} to {board.target.name} arrived corrupt "
@@ -87,6 +87,8 @@ def upload(board: Connection, folder: str, name: str, source: Path | bytes) -> b
 
 
 def _remove_quietly(board: Connection, path: str) -> None:
+    if not board.is_open:
+        return  # the link is gone; reconnecting only to tidy up could wait a whole time-out
     try:
         board.run(f"rm -f -- {shlex.quote(path)}", timeout=board.target.connect_timeout)
     except InfrastructureError:
