@@ -63,10 +63,13 @@ class Sshd:
     host_public_key: str
     known_hosts: Path
     process: subprocess.Popen[bytes] | None = None
+    address: str = "127.0.0.1"
+    netns: str | None = None
     _log: IO[bytes] | None = None
 
     @classmethod
-    def create(cls, folder: Path) -> Sshd:
+    def create(cls, folder: Path, *, address: str = "127.0.0.1",
+               netns: str | None = None) -> Sshd:
         folder.mkdir(parents=True, exist_ok=True)
         host_pub = keygen(folder / "host_ed25519")
         client_pub = keygen(folder / "client_ed25519")
@@ -74,16 +77,16 @@ class Sshd:
         port = free_port()
         user = getpass.getuser()
         (folder / "sshd_config").write_text("\n".join([
-            "ListenAddress 127.0.0.1", f"Port {port}",
+            f"ListenAddress {address}", f"Port {port}",
             f"HostKey {folder / 'host_ed25519'}", f"PidFile {folder / 'sshd.pid'}",
             f"AuthorizedKeysFile {folder / 'authorized_keys'}",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
             "PermitRootLogin prohibit-password", f"AllowUsers {user}", "StrictModes no",
             "Subsystem sftp internal-sftp", "MaxStartups 100", "LogLevel ERROR", ""]))
         known = folder / "known_hosts"
-        known.write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n")
+        known.write_text(f"[{address}]:{port} {' '.join(host_pub.split()[:2])}\n")
         sshd = cls(folder=folder, port=port, user=user, client_key=folder / "client_ed25519",
-                   host_public_key=host_pub, known_hosts=known)
+                   host_public_key=host_pub, known_hosts=known, address=address, netns=netns)
         sshd.start()
         return sshd
 
@@ -91,15 +94,16 @@ class Sshd:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(exist_ok=True)
         self._log = open(self.folder / "sshd.log", "ab")  # closed by kill()
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.folder / "sshd_config")],
+            [*prefix, SSHD, "-D", "-e", "-f", str(self.folder / "sshd_config")],
             stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("sshd exited: " + (self.folder / "sshd.log").read_text())
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection((self.address, self.port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.05)
@@ -123,7 +127,7 @@ class Sshd:
     def write_target(self, folder: Path, name: str, work_dir: Path, **extra: object) -> Path:
         """A target file that reaches this server, with ``extra`` keys added."""
         fields: dict[str, object] = {
-            "transport": "ssh", "host": "127.0.0.1", "port": self.port, "user": self.user,
+            "transport": "ssh", "host": self.address, "port": self.port, "user": self.user,
             "identity": str(self.client_key), "known_hosts": str(self.known_hosts),
             "python": sys.executable, "work_dir": str(work_dir), "connect_timeout": 5.0,
             "command_timeout": 30.0, "retries": 0, **extra}
@@ -141,3 +145,44 @@ def _toml(value: object) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Board:
+    """A board as a network namespace joined to this machine by a veth pair.
+
+    Addresses are a /30 in 10.231.0.0/16 that only these namespaces use; ``link_down``
+    drops the host end, as a pulled cable would (no FIN, no RST: packets just vanish).
+    """
+
+    def __init__(self, tag: str) -> None:
+        index = (os.getpid() * 7 + sum(map(ord, tag))) % 16000
+        self.name = f"edge-{os.getpid() % 100000}-{tag}"[:30]
+        self.host_if = f"eh{index}"
+        self.board_if = f"eb{index}"
+        base = 4 * index
+        self.host_address = f"10.231.{base // 256}.{base % 256 + 1}"
+        self.address = f"10.231.{base // 256}.{base % 256 + 2}"
+        self._ip("netns", "add", self.name)
+        try:
+            self._ip("link", "add", self.host_if, "type", "veth", "peer", "name",
+                     self.board_if, "netns", self.name)
+            self._ip("addr", "add", f"{self.host_address}/30", "dev", self.host_if)
+            self._ip("link", "set", self.host_if, "up")
+            inside = ["-n", self.name]
+            self._ip(*inside, "addr", "add", f"{self.address}/30", "dev", self.board_if)
+            self._ip(*inside, "link", "set", self.board_if, "up")
+            self._ip(*inside, "link", "set", "lo", "up")
+        except subprocess.CalledProcessError:
+            self.destroy()
+            raise
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    def link_down(self) -> None:
+        self._ip("link", "set", self.host_if, "down")
+
+    def destroy(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
