@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(chromium)
+# openssh-server: tests start private sshd instances on loopback (tests/lab.py).
+# chromium: tests render the HTML report headless.
+SYSTEM_PACKAGES=(openssh-server chromium)
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .lab import Sshd
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS_MODEL = REPO / "examples" / "digits_cnn.py"
@@ -17,7 +20,25 @@ def isolated_user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     """Keep the user's store, target folder and working directory out of every test."""
     monkeypatch.delenv("EDGE_STORE", raising=False)
     monkeypatch.delenv("EDGE_TARGETS_DIR", raising=False)
+    # The user's ~/.ssh/config must not steer a test's connection anywhere.
+    monkeypatch.setenv("EDGE_SSH_CONFIG", str(tmp_path / "no-ssh-config"))
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real OpenSSH server on a free loopback port, shared by a module's tests."""
+    server = Sshd.create(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def own_sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """A server of the test's own, for tests that kill it."""
+    server = Sshd.create(tmp_path / "sshd")
+    yield server
+    server.kill()
 
 
 @pytest.fixture(scope="session")

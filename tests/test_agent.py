@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -15,6 +16,9 @@ FAST = {"warmup_runs": 2, "min_runs": 10, "min_seconds": 0.05}
 
 
 def run_agent(folder: Path, variants: list[dict[str, str]]) -> dict:
+    """Run the agent on ``variants``; a variant without a sha256 gets its file's real one."""
+    variants = [{"sha256": hashlib.sha256((folder / v["file"]).read_bytes()).hexdigest(), **v}
+                for v in variants]
     agent = build_agent_package()
     (folder / agent.name).write_bytes(agent.data)
     job = protocol.make_job(job_id="t", variants=variants, settings=FAST)
@@ -29,8 +33,7 @@ def test_agent_package_is_reproducible() -> None:
 
 
 def test_agent_measures_a_real_model(tflite_copy: Path) -> None:
-    result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name,
-                                             "sha256": "x"}])
+    result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}])
     measured = result["variants"][0]
     assert measured["status"] == "ok"
     assert measured["runs"] >= FAST["min_runs"]
@@ -42,12 +45,22 @@ def test_a_broken_model_fails_alone_with_the_runtimes_message(tflite_copy: Path)
     broken = tflite_copy.parent / "broken.tflite"
     broken.write_bytes(b"\x00" * 64)
     result = run_agent(tflite_copy.parent, [
-        {"name": "broken", "file": broken.name, "sha256": "y"},
-        {"name": "fp32", "file": tflite_copy.name, "sha256": "x"},
+        {"name": "broken", "file": broken.name},
+        {"name": "fp32", "file": tflite_copy.name},
     ])
     failed, ok = result["variants"]
     assert failed["status"] == "failed"
     assert "could not run broken.tflite" in failed["error"]
+    assert ok["status"] == "ok"
+
+
+def test_a_file_that_does_not_match_its_hash_is_never_run(tflite_copy: Path) -> None:
+    result = run_agent(tflite_copy.parent, [
+        {"name": "tampered", "file": tflite_copy.name, "sha256": "0" * 64},
+        {"name": "fp32", "file": tflite_copy.name},
+    ])
+    tampered, ok = result["variants"]
+    assert tampered["status"] == "failed" and "does not match its sha256" in tampered["error"]
     assert ok["status"] == "ok"
 
 
@@ -81,7 +94,9 @@ def test_a_named_power_sensor_that_is_missing_fails_the_variant_with_the_reason(
     agent = build_agent_package()
     (tflite_copy.parent / agent.name).write_bytes(agent.data)
     job = protocol.make_job(job_id="t", settings={**FAST, "power_sensor": "ina219-hwmon"},
-                            variants=[{"name": "fp32", "file": tflite_copy.name, "sha256": "x"}])
+                            variants=[{"name": "fp32", "file": tflite_copy.name,
+                                       "sha256": hashlib.sha256(tflite_copy.read_bytes())
+                                       .hexdigest()}])
     (tflite_copy.parent / "job.json").write_text(json.dumps(job))
     completed = subprocess.run([sys.executable, str(tflite_copy.parent / agent.name), "run",
                                 str(tflite_copy.parent / "job.json")], capture_output=True,
@@ -94,7 +109,7 @@ def test_a_named_power_sensor_that_is_missing_fails_the_variant_with_the_reason(
 def test_an_unreadable_reference_fails_the_variant_with_the_reason(tflite_copy: Path) -> None:
     (tflite_copy.parent / "ref.npz").write_bytes(b"not a zip")
     result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name,
-                                             "sha256": "x", "reference": "ref.npz"}])
+                                             "reference": "ref.npz"}])
     failed = result["variants"][0]
     assert failed["status"] == "failed"
     assert failed["error"].startswith("reference ref.npz is unreadable")

@@ -93,7 +93,7 @@ def example_input():
     ("missing model", "does not exist"),
     ("no build_model", "defines no build_model()"),
     ("input rejected", "rejects example_input()"),
-    ("unknown target", "unknown target 'nosuchboard'; known targets: local"),
+    ("unknown target", "unknown target 'nosuchboard'; known targets: jetson-nano, "),
     ("unwritable output", "is not writable"),
     ("unknown recipe", "unknown recipe 'int3'"),
 ])

@@ -11,14 +11,18 @@ from .check import CheckOutcome, Thresholds, check_runs
 from .compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_recipes
 from .errors import (
     AgentError,
+    AuthError,
     CheckRefused,
     CompressError,
     EdgeError,
+    HostKeyError,
+    InfrastructureError,
     ModelError,
     OutputError,
     ResultError,
     StoreError,
     TargetError,
+    TransferError,
     UsageError,
 )
 from .model import ModelSource, load_model_source
@@ -28,12 +32,15 @@ from .targets import Target, load_target
 
 __all__ = [
     "AgentError",
+    "AuthError",
     "CheckOutcome",
     "CheckRefused",
     "CompressError",
     "DeployOutcome",
     "EdgeError",
     "Fp32Config",
+    "HostKeyError",
+    "InfrastructureError",
     "Int8StaticConfig",
     "ModelError",
     "ModelSource",
@@ -46,6 +53,7 @@ __all__ = [
     "Target",
     "TargetError",
     "Thresholds",
+    "TransferError",
     "UsageError",
     "check_runs",
     "compress",

@@ -18,6 +18,7 @@ from . import pipeline
 from .cli_check import check
 from .cli_report import report
 from .cli_runs import runs
+from .cli_targets import targets
 from .errors import EdgeError
 
 
@@ -113,3 +114,4 @@ def _thread_counts(value: str | None) -> list[int] | None:
 main.add_command(runs)
 main.add_command(check)
 main.add_command(report)
+main.add_command(targets)

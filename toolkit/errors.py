@@ -5,13 +5,21 @@
     EdgeError                   exit 1 unless the subclass says otherwise
     ├── UsageError              exit 2  the user must fix an input
     │   ├── ModelError                  model file missing, malformed, or rejects its input
-    │   ├── TargetError                 unknown or malformed target file
+    │   ├── TargetError                 unknown or malformed target file, unsafe name
+    │   ├── HostKeyError                board's host key unknown or changed (never auto-added)
+    │   ├── AuthError                   the board refused our key
     │   ├── OutputError                 output folder or store path not writable
     │   └── CheckRefused                edge check asked to compare different models or boards
+    ├── InfrastructureError             board unreachable, link dropped, time-out, disk full,
+    │   └── TransferError               upload arrived corrupt (retried a bounded number of times)
     ├── CompressError                   conversion or quantization failed
     ├── AgentError                      the agent could not run, or crashed, on the board
     ├── ResultError                     the agent's answer broke the job protocol
     └── StoreError                      the results store could not be read or written
+
+Three kinds of failure on a board: infrastructure (``InfrastructureError``,
+``retryable``), job (``AgentError``: the model or agent failed, not retried)
+and result (``ResultError``: the answer failed a check).
 
 The CLI shows ``str(error)`` as one line and exits with ``error.exit_code``;
 library callers catch the class they care about.
@@ -58,6 +66,38 @@ class OutputError(UsageError):
 
 class CheckRefused(UsageError):
     """``edge check`` was asked to compare runs that are not comparable."""
+
+
+class HostKeyError(UsageError):
+    """The board's host key is not in known_hosts, or differs from the recorded one."""
+
+    def __init__(self, message: str, *, target: str | None = None,
+                 fingerprint: str | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+        self.fingerprint = fingerprint
+
+
+class AuthError(UsageError):
+    """The board refused every key we offered."""
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class InfrastructureError(EdgeError):
+    """The way to the board failed (unreachable, dropped, timed out, disk full): retry."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class TransferError(InfrastructureError):
+    """An upload did not arrive intact; nothing was placed at its final name."""
 
 
 class CompressError(EdgeError):

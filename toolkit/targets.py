@@ -4,42 +4,158 @@ Built-in files live in the repository's ``targets/`` folder (shipped inside
 the wheel); a user's own folder (``--targets-dir`` or ``EDGE_TARGETS_DIR``)
 is searched first, so a lab can keep its boards beside its models.
 
+An SSH target names a host or an ``~/.ssh/config`` alias; whatever the target
+file leaves out (user, port, identity, known_hosts) comes from the SSH config
+through :func:`resolve_ssh`, the way ``ssh`` itself would pick it.
+
 Example::
 
-    target = load_target("local")
+    target = load_target("rpi4")
+    params = resolve_ssh(target)   # SshParams(hostname='rpi4.lab', port=22, ...)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import paramiko
 
 from .errors import TargetError
 
-TRANSPORTS = ("local",)
+TRANSPORTS = ("local", "ssh")
+RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
+POWER_SENSORS = ("none", "ina3221-hwmon", "ina3221x-iio", "vcgencmd-pmic", "ina219", "rapl")
+SSH_CONFIG_ENV = "EDGE_SSH_CONFIG"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Target:
-    """Where and how the agent runs."""
+    """Where and how the agent runs.
+
+    ``host`` is a host name, an address or an ``~/.ssh/config`` alias;
+    ``work_dir`` is relative to the login folder unless absolute.
+    """
 
     name: str
     transport: str
     description: str = ""
+    host: str | None = None
+    user: str | None = None
+    port: int | None = None
+    identity: str | None = None
+    known_hosts: str | None = None
+    python: str = "python3"
+    runtime: str = "auto"
     threads: int = 1
+    power_sensor: str = "none"
+    thermal_zones: tuple[str, ...] = ()
+    work_dir: str = ".edge"
+    connect_timeout: float = 10.0
+    command_timeout: float = 60.0
+    keepalive_seconds: int = 5
+    retries: int = 2
     source: Path | None = None
 
     def __post_init__(self) -> None:
+        def bad(message: str) -> TargetError:
+            return TargetError(f"target {self.name}: {message}", target=self.name)
+
         if self.transport not in TRANSPORTS:
-            raise TargetError(f"target {self.name}: transport {self.transport!r} is not "
-                              f"supported; use one of {', '.join(TRANSPORTS)}", target=self.name)
-        if not isinstance(self.threads, int) or self.threads < 0:
-            raise TargetError(f"target {self.name}: threads must be a whole number >= 0",
-                              target=self.name)
+            raise bad(f"transport {self.transport!r} is not supported; "
+                      f"use one of {', '.join(TRANSPORTS)}")
+        if self.transport == "ssh" and not self.host:
+            raise bad("an ssh target needs a host (a name, an address or an ~/.ssh/config alias)")
+        if self.runtime not in RUNTIMES:
+            raise bad(f"runtime {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.power_sensor not in POWER_SENSORS:
+            raise bad(f"power_sensor {self.power_sensor!r} is not one of "
+                      f"{', '.join(POWER_SENSORS)}")
+        for key in ("threads", "retries", "keepalive_seconds"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise bad(f"{key} must be a whole number >= 0")
+        if self.port is not None and (not isinstance(self.port, int) or
+                                      not 0 < self.port < 65536):
+            raise bad("port must be a whole number from 1 to 65535")
+        for key in ("connect_timeout", "command_timeout"):
+            value = getattr(self, key)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise bad(f"{key} must be a number of seconds > 0")
+        for key in ("host", "user", "identity", "known_hosts", "python", "work_dir"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()
+                                      or "\n" in value or "\x00" in value):
+                raise bad(f"{key} must be a non-empty one-line string")
+        if not isinstance(self.thermal_zones, tuple) or not all(
+                isinstance(zone, str) for zone in self.thermal_zones):
+            raise bad("thermal_zones must be a list of strings")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["thermal_zones"] = list(self.thermal_zones)
+        data["source"] = str(self.source) if self.source else None
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class SshParams:
+    """Everything needed to open the connection, after ``~/.ssh/config``."""
+
+    hostname: str
+    port: int
+    user: str
+    key_filenames: tuple[str, ...]
+    known_hosts: Path
+
+    @property
+    def host_key_name(self) -> str:
+        """The host as known_hosts writes it: ``[host]:port`` off port 22."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def ssh_config_path() -> Path:
+    """``$EDGE_SSH_CONFIG`` or ``~/.ssh/config``."""
+    return Path(os.environ.get(SSH_CONFIG_ENV) or "~/.ssh/config").expanduser()
+
+
+def resolve_ssh(target: Target) -> SshParams:
+    """Merge the target file with ``~/.ssh/config``; the target file wins."""
+    if target.transport != "ssh" or target.host is None:
+        raise TargetError(f"target {target.name} is not reached over SSH", target=target.name)
+    config_path = ssh_config_path()
+    looked_up: dict[str, Any] = {}
+    if config_path.is_file():
+        try:
+            looked_up = dict(paramiko.SSHConfig.from_path(str(config_path)).lookup(target.host))
+        except (OSError, paramiko.ConfigParseError) as exc:
+            raise TargetError(f"cannot read {config_path}: {exc}", target=target.name) from None
+    user = target.user or looked_up.get("user") or _login_name()
+    try:
+        port = target.port or int(looked_up.get("port", 22))
+    except ValueError:
+        raise TargetError(f"{config_path}: port of {target.host} is not a number",
+                          target=target.name) from None
+    identities = ([target.identity] if target.identity
+                  else list(looked_up.get("identityfile", [])))
+    known = (target.known_hosts
+             or (looked_up.get("userknownhostsfile") or "").split(" ")[0]
+             or "~/.ssh/known_hosts")
+    return SshParams(hostname=looked_up.get("hostname", target.host), port=port, user=user,
+                     key_filenames=tuple(str(Path(p).expanduser()) for p in identities),
+                     known_hosts=Path(known).expanduser())
+
+
+def _login_name() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 def builtin_targets_dir() -> Path:
@@ -60,13 +176,21 @@ def search_dirs(user_dir: str | Path | None = None) -> list[Path]:
 def available_targets(user_dir: str | Path | None = None) -> list[str]:
     names: set[str] = set()
     for folder in search_dirs(user_dir):
-        names.update(path.stem for path in folder.glob("*.toml"))
+        names.update(path.stem for path in folder.glob("*.toml") if _SAFE_NAME.match(path.stem))
     return sorted(names)
+
+
+def check_name(name: str, what: str = "target name") -> str:
+    """Return ``name`` if it is one safe path component (``rpi4``), else raise."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name.endswith("."):
+        raise TargetError(f"{what} {name!r} must be a plain name like rpi4 "
+                          "(letters, digits, '.', '_', '-')", target=None)
+    return name
 
 
 def load_target(name: str, user_dir: str | Path | None = None) -> Target:
     """Find ``<name>.toml`` in the search folders and load it."""
-    if not _SAFE_NAME.match(name):
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
         raise TargetError(f"target name {name!r} must be a plain name like rpi4", target=name)
     for folder in search_dirs(user_dir):
         path = folder / f"{name}.toml"
@@ -76,15 +200,19 @@ def load_target(name: str, user_dir: str | Path | None = None) -> Target:
     raise TargetError(f"unknown target {name!r}; known targets: {known}", target=name)
 
 
+_FIELDS = {f.name for f in dataclasses.fields(Target)} - {"name", "source"}
+
+
 def _parse(name: str, path: Path) -> Target:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise TargetError(f"target file {path} is not valid TOML: {exc}", target=name) from None
-    fields = {"transport", "description", "threads"}
-    unknown = sorted(set(data) - fields)
+    unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise TargetError(f"target file {path}: unknown key {unknown[0]!r}", target=name)
     if "transport" not in data:
         raise TargetError(f"target file {path} needs a transport key", target=name)
+    if isinstance(data.get("thermal_zones"), list):
+        data["thermal_zones"] = tuple(data["thermal_zones"])
     return Target(name=name, source=path, **data)

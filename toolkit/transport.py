@@ -13,16 +13,23 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from .agent_package import build_agent_package
-from .errors import AgentError, TargetError
-from .targets import Target
+from .errors import AgentError, InfrastructureError, TargetError
+from .ssh import Connection
+from .targets import Target, check_name
+from .transfer import upload
+
+log = logging.getLogger(__name__)
 
 #: Time for the agent to start and report, on top of every variant's own limit.
 AGENT_OVERHEAD_SECONDS = 60.0
@@ -41,8 +48,7 @@ class LocalTransport:
 
     def run_job(self, job: dict[str, Any], files: dict[str, Path]) -> bytes:
         agent = build_agent_package()
-        timeout = AGENT_OVERHEAD_SECONDS + len(job["variants"]) * float(
-            job["settings"]["variant_timeout_seconds"])
+        timeout = _job_timeout(job)
         with tempfile.TemporaryDirectory(prefix="edge-local-board-") as work:
             work_dir = Path(work)
             (work_dir / agent.name).write_bytes(agent.data)
@@ -65,8 +71,69 @@ class LocalTransport:
         return completed.stdout
 
 
+def _job_timeout(job: dict[str, Any]) -> float:
+    return AGENT_OVERHEAD_SECONDS + len(job["variants"]) * float(
+        job["settings"]["variant_timeout_seconds"])
+
+
+class SshTransport:
+    """A board reached over SSH: the agent runs through SSH exec, no port is opened.
+
+    The agent zipapp goes to the work folder and the artifacts to ``cache/`` in
+    it, both content-addressed (sent only when missing); the job file sits
+    beside the artifacts because the agent finds them next to it.
+    Infrastructure failures are retried ``target.retries`` times; a failing
+    agent is a job error and is not.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def run_job(self, job: dict[str, Any], files: dict[str, Path]) -> bytes:
+        for attempt in range(self.target.retries + 1):
+            try:
+                with Connection(self.target) as board:
+                    return self._run_once(board, job, files)
+            except InfrastructureError as exc:
+                if attempt == self.target.retries:
+                    raise
+                log.warning("%s (attempt %d of %d); retrying", exc, attempt + 1,
+                            self.target.retries + 1)
+                time.sleep(min(2.0 ** attempt, 10.0))
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _run_once(self, board: Connection, job: dict[str, Any],
+                  files: dict[str, Path]) -> bytes:
+        work = self.target.work_dir
+        cache = f"{work}/cache"
+        agent = build_agent_package()
+        upload(board, work, agent.name, agent.data)
+        for name, path in files.items():
+            upload(board, cache, check_name(name, "artifact name"), path)
+        job_name = f"job-{check_name(job['job_id'], 'job id')}.json"
+        upload(board, cache, job_name, json.dumps(job).encode())
+        command = (f"cd {shlex.quote(work)} && exec {shlex.quote(self.target.python)} "
+                   f"{shlex.quote(agent.name)} run {shlex.quote('cache/' + job_name)}")
+        try:
+            result = board.run(command, timeout=_job_timeout(job))
+        finally:
+            if board.is_open:
+                try:
+                    board.run(f"rm -f -- {shlex.quote(cache + '/' + job_name)}")
+                except InfrastructureError:
+                    log.debug("could not remove %s on %s", job_name, self.target.name)
+        if not result.ok:
+            lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            reason = lines[-1] if lines else f"exit status {result.exit_status}"
+            raise AgentError(f"agent on {self.target.name} failed: {reason}",
+                             target=self.target.name)
+        return result.stdout
+
+
 def open_transport(target: Target) -> Transport:
     if target.transport == "local":
         return LocalTransport(target)
+    if target.transport == "ssh":
+        return SshTransport(target)
     raise TargetError(f"target {target.name}: no transport {target.transport!r}",
                       target=target.name)

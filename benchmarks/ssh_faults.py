@@ -1,0 +1,142 @@
+"""Repeat the SSH faults against a private loopback sshd and print the figures.
+
+    python benchmarks/ssh_faults.py [--uploads 50] [--key-tries 20]
+
+1. Uploads killed at a random point (the server and its sessions SIGKILLed),
+   then retried: partial or corrupt files at a final path, retries that failed.
+2. Unknown and changed host keys: commands run, bytes written, known_hosts changed.
+3. Hostile names: extra commands run, files written outside the work folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.lab import Sshd, keygen
+from tests.test_ssh_faults import HOSTILE, _KillingConnection
+from toolkit.errors import EdgeError, HostKeyError, InfrastructureError
+from toolkit.ssh import Connection
+from toolkit.targets import load_target
+from toolkit.transfer import upload
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+def killed_uploads(root: Path, count: int, rng: random.Random) -> None:
+    sshd = Sshd.create(root / "sshd-kill")
+    sshd.write_target(root / "targets", "killed", root / "board-kill")
+    target = load_target("killed", root / "targets")
+    folder = root / "board-kill" / "cache"
+    bad_final = failed_retries = interrupted = 0
+    for _ in range(count):
+        data = rng.randbytes(rng.randint(64 * 1024, 4 * 1024 * 1024))
+        name = hashlib.sha256(data).hexdigest() + ".tflite"
+        board = _KillingConnection(target)
+        board.kill_at, board.sshd = rng.randint(0, len(data)), sshd
+        try:
+            upload(board, str(folder), name, data)
+        except InfrastructureError:
+            interrupted += 1
+        if sshd.process is None:
+            sshd.start()
+        final = folder / name
+        if final.exists() and hashlib.sha256(final.read_bytes()).hexdigest() != \
+                final.name.split(".")[0]:
+            bad_final += 1
+        try:
+            with Connection(target) as again:
+                upload(again, str(folder), name, data)
+        except EdgeError:
+            failed_retries += 1
+        if final.read_bytes() != data:
+            bad_final += 1
+    for final in folder.glob("*.tflite"):
+        if hashlib.sha256(final.read_bytes()).hexdigest() != final.name.split(".")[0]:
+            bad_final += 1
+    sshd.kill()
+    print(f"killed uploads: {count} tries, {interrupted} interrupted before placing, "
+          f"{bad_final} partial or corrupt files at a final path, "
+          f"{failed_retries} failed retries")
+
+
+def host_keys(root: Path, tries: int) -> None:
+    sshd = Sshd.create(root / "sshd-keys")
+    other = keygen(root / "other_host_key").split()
+    cases = {"unknown": "", "changed": f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n"}
+    for case, content in cases.items():
+        known = root / f"known_hosts_{case}"
+        known.write_text(content)
+        work = root / f"board-{case}"
+        work.mkdir()
+        sshd.write_target(root / "targets", case, work, known_hosts=str(known))
+        target = load_target(case, root / "targets")
+        refused = commands_run = 0
+        marker = work / "ran"
+        for _ in range(tries):
+            try:
+                with Connection(target) as board:
+                    board.run(f"touch {marker}")
+                    upload(board, str(work), "f.bin", b"x" * 100)
+            except HostKeyError:
+                refused += 1
+            commands_run += marker.exists()
+        written = sum(p.stat().st_size for p in files_under(work))
+        print(f"{case} host key: {tries} tries, {refused} refused, {commands_run} commands run, "
+              f"{written} bytes written, known_hosts unchanged: {known.read_text() == content}")
+    sshd.kill()
+
+
+def hostile_names(root: Path) -> None:
+    sshd = Sshd.create(root / "sshd-names")
+    work = root / "board-names"
+    sshd.write_target(root / "targets", "names", work)
+    target = load_target("names", root / "targets")
+    with Connection(target) as board:
+        home = Path(board.run("pwd").stdout.decode().strip())
+    # Injected commands run in the login folder: watch its top level (others use it too, so
+    # not recursively), the current folder, and everything of ours except the server's logs.
+    def snapshot() -> set[Path]:
+        ours = {p for p in files_under(root) if not p.is_relative_to(root / "sshd-names")}
+        return ours | set(home.iterdir()) | set(Path.cwd().iterdir())
+
+    before = snapshot()
+    refused = 0
+    for name in HOSTILE:
+        try:
+            with Connection(target) as board:
+                upload(board, str(work), name, b"payload")
+        except EdgeError:
+            refused += 1
+    outside = len({p for p in snapshot() - before if not p.is_relative_to(work)})
+    sshd.kill()
+    print(f"hostile names: {len(HOSTILE)} tried, {refused} refused, "
+          f"{outside} files written outside the work folder (extra commands would leave files)")
+
+
+def main() -> None:
+    # paramiko logs every reset socket at ERROR; the figures are what this script is for.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--uploads", type=int, default=50)
+    parser.add_argument("--key-tries", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="edge-faults-") as folder:
+        root = Path(folder)
+        killed_uploads(root, args.uploads, random.Random(args.seed))
+        host_keys(root, args.key_tries)
+        hostile_names(root)
+
+
+if __name__ == "__main__":
+    main()

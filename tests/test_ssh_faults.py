@@ -1,0 +1,117 @@
+"""Faults injected into a real loopback sshd: killed servers, hostile names."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+
+from toolkit.errors import AgentError, InfrastructureError, TargetError
+from toolkit.ssh import Connection
+from toolkit.targets import Target, load_target
+from toolkit.transfer import upload
+from toolkit.transport import SshTransport
+
+from .lab import Sshd
+
+HOSTILE = ["; rm -rf ~", "$(touch x)", "`touch y`", "../escape", "a\nb", "..", "x/../../y"]
+
+
+def lab_target(sshd: Sshd, tmp_path: Path, **extra: object) -> Target:
+    sshd.write_target(tmp_path / "targets", "lab", tmp_path / "board", **extra)
+    return load_target("lab", tmp_path / "targets")
+
+
+class _KillAt(io.RawIOBase):
+    """Reads ``data`` and kills the server once ``at`` bytes have been read."""
+
+    def __init__(self, data: bytes, at: int, sshd: Sshd) -> None:
+        self.source, self.at, self.sshd, self.sent = io.BytesIO(data), at, sshd, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.sent >= self.at and self.sshd.process is not None:
+            self.sshd.kill()
+        chunk = self.source.read(size)
+        self.sent += len(chunk)
+        return chunk
+
+
+class _KillingConnection(Connection):
+    kill_at = 0
+    sshd: Sshd
+
+    def put(self, source, remote_path: str) -> int:  # type: ignore[no-untyped-def]
+        return super().put(_KillAt(source.read(), self.kill_at, self.sshd), remote_path)
+
+
+def test_sshd_killed_mid_upload_leaves_nothing_at_the_final_name_and_a_retry_works(
+        own_sshd: Sshd, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 8192  # 2 MiB
+    name = hashlib.sha256(data).hexdigest() + ".tflite"
+    folder = tmp_path / "board" / "cache"
+    target = lab_target(own_sshd, tmp_path)
+    board = _KillingConnection(target)
+    board.kill_at, board.sshd = len(data) // 3, own_sshd
+    with pytest.raises(InfrastructureError):
+        upload(board, str(folder), name, data)
+    assert not (folder / name).exists()
+    own_sshd.start()
+    with Connection(target) as again:
+        assert upload(again, str(folder), name, data) is True
+    assert (folder / name).read_bytes() == data
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_file_names_are_refused_before_any_command(name: str, sshd: Sshd,
+                                                           tmp_path: Path) -> None:
+    target = lab_target(sshd, tmp_path)
+    board = Connection(target)
+    with pytest.raises(TargetError):
+        upload(board, str(tmp_path / "board"), name, b"data")
+    assert not board.is_open  # refused before even connecting
+    with pytest.raises(TargetError):
+        SshTransport(target).run_job({"job_id": "j", "variants": []}, {name: tmp_path / "x"})
+
+
+def test_a_hostile_work_folder_is_only_ever_a_folder_name(sshd: Sshd, tmp_path: Path) -> None:
+    """The work folder comes from a target file; quoting keeps it one literal path."""
+    hostile = tmp_path / "w; touch INJECTED1 $(touch INJECTED2) `touch INJECTED3`\nx"
+    data = b"payload"
+    name = hashlib.sha256(data).hexdigest() + ".bin"
+    with Connection(lab_target(sshd, tmp_path)) as board:
+        assert upload(board, str(hostile), name, data) is True
+        home = board.run("pwd").stdout.decode().strip()
+    assert (hostile / name).read_bytes() == data
+    for folder in (tmp_path, Path(home), hostile):
+        assert not [p for p in folder.iterdir() if p.name.startswith("INJECTED")]
+
+
+def test_an_infrastructure_failure_is_retried_a_bounded_number_of_times(
+        own_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("toolkit.transport.time.sleep", lambda seconds: None)
+    target = lab_target(own_sshd, tmp_path, retries=2, connect_timeout=2.0)
+    own_sshd.kill()
+    attempts = []
+    real_init = Connection.__init__
+
+    def counting_init(self: Connection, *args: object, **kwargs: object) -> None:
+        attempts.append(1)
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Connection, "__init__", counting_init)
+    with pytest.raises(InfrastructureError, match="cannot reach"):
+        SshTransport(target).run_job({"job_id": "j", "variants": [],
+                                      "settings": {"variant_timeout_seconds": 1}}, {})
+    assert len(attempts) == 3
+
+
+def test_a_failing_agent_is_a_job_error_and_not_retried(sshd: Sshd, tmp_path: Path) -> None:
+    target = lab_target(sshd, tmp_path, python="/bin/false", retries=3)
+    with pytest.raises(AgentError, match="agent on lab failed"):
+        SshTransport(target).run_job({"job_id": "j", "variants": [],
+                                      "settings": {"variant_timeout_seconds": 1}}, {})

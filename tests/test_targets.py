@@ -1,0 +1,95 @@
+"""Target files: the built-in boards, validation, and ~/.ssh/config through paramiko."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from toolkit.cli import main
+from toolkit.errors import TargetError
+from toolkit.targets import available_targets, check_name, load_target, resolve_ssh
+
+BOARDS = ("rpi4", "rpi5", "jetson-nano", "jetson-orin-nano")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("name", BOARDS)
+def test_builtin_boards_load_as_ssh_targets(name: str) -> None:
+    target = load_target(name)
+    assert target.transport == "ssh" and target.host and target.threads >= 1
+    assert target.python and target.work_dir and target.thermal_zones
+    assert target.to_dict()["name"] == name
+
+
+def test_local_target_is_kept() -> None:
+    assert load_target("local").transport == "local"
+    assert set(BOARDS) | {"local"} <= set(available_targets())
+
+
+def test_ssh_config_alias_fills_what_the_target_file_leaves_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host lab-pi\n  HostName 127.0.0.9\n  Port 2201\n  User alice\n"
+                      f"  IdentityFile {tmp_path}/id_lab\n"
+                      f"  UserKnownHostsFile {tmp_path}/kh\n")
+    monkeypatch.setenv("EDGE_SSH_CONFIG", str(config))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "pi.toml").write_text('transport = "ssh"\nhost = "lab-pi"\n')
+    params = resolve_ssh(load_target("pi", tmp_path / "t"))
+    assert (params.hostname, params.port, params.user) == ("127.0.0.9", 2201, "alice")
+    assert params.key_filenames == (f"{tmp_path}/id_lab",)
+    assert params.known_hosts == tmp_path / "kh"
+    assert params.host_key_name == "[127.0.0.9]:2201"
+    (tmp_path / "t" / "pi.toml").write_text('transport = "ssh"\nhost = "lab-pi"\nuser = "bob"\n'
+                                            "port = 22\n")
+    params = resolve_ssh(load_target("pi", tmp_path / "t"))
+    assert (params.user, params.port, params.host_key_name) == ("bob", 22, "127.0.0.9")
+
+
+def test_users_own_ssh_config_is_not_read_in_tests() -> None:
+    params = resolve_ssh(load_target("rpi4"))
+    assert params.hostname == "rpi4" and params.port == 22
+
+
+@pytest.mark.parametrize("body, message", [
+    ('transport = "ssh"\n', "needs a host"),
+    ('transport = "ssh"\nhost = "x"\nruntime = "tensorflow"\n', "runtime"),
+    ('transport = "ssh"\nhost = "x"\nport = 70000\n', "port"),
+    ('transport = "ssh"\nhost = "x"\npower_sensor = "magic"\n', "power_sensor"),
+    ('transport = "ssh"\nhost = "x"\nthreads = -1\n', "threads"),
+    ('transport = "ssh"\nhost = "x"\nconnect_timeout = 0\n', "connect_timeout"),
+    ('transport = "ssh"\nhost = "x"\nthermal_zones = [1]\n', "thermal_zones"),
+    ('transport = "ssh"\nhost = "x"\nwork_dir = ""\n', "work_dir"),
+    ('transport = "ssh"\nhost = "x"\ncolour = "red"\n', "unknown key"),
+])
+def test_bad_target_files_name_what_to_fix(tmp_path: Path, body: str, message: str) -> None:
+    (tmp_path / "bad.toml").write_text(body)
+    with pytest.raises(TargetError, match=message):
+        load_target("bad", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["; rm -rf ~", "$(touch x)", "../etc", "a\nb", "..", "", "a/b",
+                                  "x."])
+def test_unsafe_names_are_refused(name: str) -> None:
+    with pytest.raises(TargetError):
+        check_name(name)
+    with pytest.raises(TargetError):
+        load_target(name)
+
+
+def test_targets_list_and_show() -> None:
+    listed = invoke("targets", "list")
+    assert listed.exit_code == 0
+    for name in (*BOARDS, "local"):
+        assert name in listed.stdout
+    shown = invoke("targets", "show", "jetson-orin-nano")
+    assert shown.exit_code == 0
+    assert '"power_sensor": "ina3221-hwmon"' in shown.stdout
+    assert '"resolved_ssh"' in shown.stdout
+    missing = CliRunner().invoke(main, ["targets", "show", "nope"])
+    assert missing.exit_code == 2 and "unknown target 'nope'" in missing.stderr

@@ -1,0 +1,93 @@
+"""``edge targets``: list, show and trust boards.
+
+Example::
+
+    edge targets list
+    edge targets show rpi4
+    edge targets trust rpi4 --fingerprint SHA256:abc...
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .errors import HostKeyError, TargetError
+from .ssh import fetch_host_key, fingerprint, known_host_key, record_host_key
+from .targets import available_targets, load_target, resolve_ssh
+
+_targets_dir = click.option(
+    "--targets-dir", type=click.Path(path_type=Path),
+    help="Folder with your own target files, searched before the built-in ones.")
+
+
+@click.group()
+def targets() -> None:
+    """Boards that edge can run on (target files)."""
+
+
+@targets.command("list")
+@_targets_dir
+def list_targets(targets_dir: Path | None) -> None:
+    """List every known target with how it is reached."""
+    for name in available_targets(targets_dir):
+        try:
+            target = load_target(name, targets_dir)
+        except TargetError as exc:
+            click.echo(f"{name:20} (broken: {exc})")
+            continue
+        where = "this machine" if target.transport == "local" else f"ssh {target.host}"
+        click.echo(f"{name:20} {where:28} {target.description}")
+
+
+@targets.command("show")
+@click.argument("name")
+@_targets_dir
+def show(name: str, targets_dir: Path | None) -> None:
+    """Show NAME's settings, with the SSH settings resolved through ~/.ssh/config."""
+    target = load_target(name, targets_dir)
+    document = target.to_dict()
+    if target.transport == "ssh":
+        params = resolve_ssh(target)
+        document["resolved_ssh"] = {
+            "hostname": params.hostname, "port": params.port, "user": params.user,
+            "identities": list(params.key_filenames), "known_hosts": str(params.known_hosts)}
+    click.echo(json.dumps(document, indent=2))
+
+
+@targets.command("trust")
+@click.argument("name")
+@click.option("--fingerprint", "expected",
+              help="Record the key only if it has this SHA256:... fingerprint (for CI).")
+@_targets_dir
+def trust(name: str, expected: str | None, targets_dir: Path | None) -> None:
+    """Show NAME's host key fingerprint and record it in known_hosts once confirmed.
+
+    Example: edge targets trust rpi4 --fingerprint SHA256:Yx3...
+    """
+    target = load_target(name, targets_dir)
+    params = resolve_ssh(target)
+    key = fetch_host_key(target, params)
+    offered = fingerprint(key)
+    recorded = known_host_key(params, key.get_name())
+    if recorded is not None:
+        if fingerprint(recorded) == offered:
+            click.echo(f"{name}: {key.get_name()} {offered} is already trusted")
+            return
+        raise HostKeyError(
+            f"{name} now offers {offered} but {params.known_hosts} records "
+            f"{fingerprint(recorded)}; if the board was really reinstalled, remove the old "
+            f"line with `ssh-keygen -R '{params.host_key_name}' -f {params.known_hosts}`",
+            target=name, fingerprint=offered)
+    click.echo(f"{name} ({params.host_key_name}) offers {key.get_name()} {offered}")
+    if expected is not None:
+        if expected.strip() != offered:
+            raise HostKeyError(f"{name} offers {offered}, not the expected {expected}; "
+                               "nothing recorded", target=name, fingerprint=offered)
+    elif not click.confirm("Record this key as trusted?", default=False):
+        raise HostKeyError(f"{name}: key not confirmed; nothing recorded", target=name,
+                           fingerprint=offered)
+    record_host_key(params, key)
+    click.echo(f"recorded in {params.known_hosts}")

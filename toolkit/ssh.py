@@ -1,0 +1,244 @@
+"""One SSH connection to one board, layered like fabric: a :class:`Connection`
+owns one ``paramiko.SSHClient``, opens lazily, is a context manager, and its
+:meth:`~Connection.run` / :meth:`~Connection.put` return results.
+
+Host keys are checked against known_hosts and never added on the fly; the TCP
+socket is ours, made with ``TCP_USER_TIMEOUT`` so a dead link breaks a blocked
+upload instead of hanging it (plain paramiko waits forever), and the SSH
+keepalive makes sure there is traffic to time out on.
+
+Example::
+
+    with Connection(load_target("rpi4")) as board:
+        print(board.run("uname -m").stdout)      # b'aarch64\\n'
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import select
+import socket
+import time
+from dataclasses import dataclass
+from typing import IO
+
+import paramiko
+
+from .errors import AuthError, HostKeyError, InfrastructureError
+from .targets import SshParams, Target, resolve_ssh
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one remote command did."""
+
+    command: str
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's fingerprint form: ``SHA256:<base64 without padding>``."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class _UnknownHostKey(Exception):
+    def __init__(self, key: paramiko.PKey) -> None:
+        super().__init__("unknown host key")
+        self.key = key
+
+
+class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
+    """Like ``RejectPolicy``, but keeps the offered key so the error can show it."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        raise _UnknownHostKey(key)
+
+
+def open_socket(hostname: str, port: int, *, timeout: float) -> socket.socket:
+    """A connected TCP socket whose unacknowledged data times out after ``timeout``."""
+    try:
+        sock = socket.create_connection((hostname, port), timeout=timeout)
+    except OSError as exc:
+        raise InfrastructureError(f"cannot reach {hostname} port {port}: "
+                                  f"{exc.strerror or exc}") from None
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
+    return sock
+
+
+class Connection:
+    """A lazily opened SSH session to ``target``."""
+
+    def __init__(self, target: Target, *, params: SshParams | None = None) -> None:
+        self.target = target
+        self.params = params or resolve_ssh(target)
+        self._client: paramiko.SSHClient | None = None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def where(self) -> str:
+        return f"{self.target.name} ({self.params.user}@{self.params.hostname}:{self.params.port})"
+
+    @property
+    def is_open(self) -> bool:
+        return self._client is not None
+
+    @property
+    def client(self) -> paramiko.SSHClient:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> paramiko.SSHClient:
+        params, limit = self.params, self.target.connect_timeout
+        client = paramiko.SSHClient()
+        if params.known_hosts.is_file():
+            # load_host_keys, not load_system_host_keys: the file we read is the one we check,
+            # and paramiko never writes it because no policy here adds keys.
+            client.load_host_keys(str(params.known_hosts))
+        client.set_missing_host_key_policy(_RefuseUnknown())
+        sock = open_socket(params.hostname, params.port, timeout=limit)
+        trust = f"check it with the board's owner, then run `edge targets trust {self.target.name}`"
+        try:
+            client.connect(params.hostname, port=params.port, username=params.user,
+                           key_filename=list(params.key_filenames) or None,
+                           look_for_keys=not params.key_filenames, allow_agent=False,
+                           sock=sock, timeout=limit, banner_timeout=limit, auth_timeout=limit,
+                           channel_timeout=limit)
+        except _UnknownHostKey as exc:
+            client.close()
+            raise HostKeyError(
+                f"host key of {self.where} ({fingerprint(exc.key)}) is not in "
+                f"{params.known_hosts}; {trust}", target=self.target.name,
+                fingerprint=fingerprint(exc.key)) from None
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"host key of {self.where} CHANGED: now {fingerprint(exc.key)}, recorded "
+                f"{fingerprint(exc.expected_key)} in {params.known_hosts}; refusing to connect",
+                target=self.target.name, fingerprint=fingerprint(exc.key)) from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise AuthError(f"{self.where} refused our key ({exc}); set identity in the "
+                            "target file or IdentityFile in ~/.ssh/config",
+                            target=self.target.name) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            client.close()
+            raise InfrastructureError(f"SSH to {self.where} failed: {exc or type(exc).__name__}",
+                                      target=self.target.name) from None
+        transport = client.get_transport()
+        if transport is not None and self.target.keepalive_seconds:
+            transport.set_keepalive(self.target.keepalive_seconds)
+        return client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def run(self, command: str, *, timeout: float | None = None) -> Result:
+        """Run one shell command; the whole of it must end within ``timeout`` seconds."""
+        limit = self.target.command_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise self._dropped("the connection is closed")
+        out, err = bytearray(), bytearray()
+        try:
+            channel = transport.open_session(timeout=self.target.connect_timeout)
+            channel.exec_command(command)
+            while True:
+                if channel.recv_ready():
+                    out += channel.recv(65536)
+                elif channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                elif channel.exit_status_ready():
+                    break
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        channel.close()
+                        raise InfrastructureError(
+                            f"command on {self.where} did not finish within {limit:g} s",
+                            target=self.target.name)
+                    select.select([channel], [], [], min(remaining, 1.0))
+                    if not transport.is_active():
+                        raise self._dropped("the connection dropped")
+            status = channel.recv_exit_status()
+            channel.close()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._dropped(str(exc) or type(exc).__name__) from None
+        if status == -1:  # the channel closed without an exit status: the link or sshd died
+            raise self._dropped("the command ended without an exit status")
+        log.debug("%s: %r -> %d", self.target.name, command, status)
+        return Result(command=command, exit_status=status, stdout=bytes(out), stderr=bytes(err))
+
+    def put(self, source: IO[bytes], remote_path: str) -> int:
+        """Write ``source`` to ``remote_path`` over SFTP; return the bytes sent."""
+        try:
+            with self.client.open_sftp() as sftp:
+                channel = sftp.get_channel()
+                if channel is not None:
+                    channel.settimeout(self.target.command_timeout)
+                attributes = sftp.putfo(source, remote_path, confirm=True)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._dropped(f"upload of {remote_path} failed: "
+                                f"{exc or type(exc).__name__}") from None
+        return int(attributes.st_size or 0)
+
+    def _dropped(self, reason: str) -> InfrastructureError:
+        self.close()
+        return InfrastructureError(f"SSH to {self.where}: {reason}", target=self.target.name)
+
+
+def fetch_host_key(target: Target, params: SshParams | None = None) -> paramiko.PKey:
+    """The host key the board offers, read without logging in."""
+    params = params or resolve_ssh(target)
+    sock = open_socket(params.hostname, params.port, timeout=target.connect_timeout)
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = target.connect_timeout
+    try:
+        transport.start_client(timeout=target.connect_timeout)
+        key = transport.get_remote_server_key()
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise InfrastructureError(f"cannot read the host key of {target.name}: {exc}",
+                                  target=target.name) from None
+    finally:
+        transport.close()
+    return key
+
+
+def known_host_key(params: SshParams, key_type: str) -> paramiko.PKey | None:
+    """The key of ``key_type`` recorded for the board, if any."""
+    if not params.known_hosts.is_file():
+        return None
+    keys = paramiko.HostKeys(str(params.known_hosts)).lookup(params.host_key_name)
+    return keys.get(key_type) if keys is not None else None
+
+
+def record_host_key(params: SshParams, key: paramiko.PKey) -> None:
+    """Append the key to known_hosts in OpenSSH's format (existing lines untouched)."""
+    params.known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(params.known_hosts, "a", encoding="utf-8") as handle:
+        handle.write(f"{params.host_key_name} {key.get_name()} {key.get_base64()}\n")
+
+
+__all__: list[str] = ["Connection", "Result", "fetch_host_key", "fingerprint",
+                      "known_host_key", "record_host_key"]
