@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from . import pipeline
+from .cli_compress import compress
 from .errors import EdgeError
 
 
@@ -73,3 +74,6 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
     click.echo(f"report: {outcome.report['html']}")
     click.echo(f"        {outcome.report['markdown']}")
     click.echo(f"stored as run {outcome.run.run_id} in {outcome.store_path}")
+
+
+main.add_command(compress)

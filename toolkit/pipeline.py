@@ -24,11 +24,10 @@ from typing import Any
 
 from device_agent import protocol
 
-from .artifact import Artifact, describe_artifact, write_manifest
-from .compress import compress, parse_recipes
+from .artifact import Artifact, write_manifest
+from .compress import build_artifacts, parse_recipes
 from .errors import OutputError, ResultError, UsageError
-from .evaluate import tflite_accuracy
-from .model import ModelSource, load_model_source
+from .model import load_model_source
 from .report import write_report
 from .store import ResultsStore, StoredRun
 from .targets import Target, load_target
@@ -68,7 +67,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     final_dir = out_dir / "runs" / run_id
     try:
         with ResultsStore(store_path) as store:
-            artifacts = _build_artifacts(source, configs, staging / "artifacts")
+            artifacts = build_artifacts(source, configs, staging / "artifacts")
             write_manifest(staging / "artifacts", source, artifacts)
             results = [record for target in chosen
                        for record in _run_on_target(target, run_id, artifacts, settings)]
@@ -101,24 +100,6 @@ def _make_staging_dir(out_dir: Path, run_id: str) -> Path:
         raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror}",
                           path=out_dir) from None
     return staging
-
-
-def _build_artifacts(source: ModelSource, configs: list[Any], folder: Path) -> list[Artifact]:
-    if source.is_tflite:
-        copy = folder / source.path.name
-        shutil.copyfile(source.path, copy)
-        return [describe_artifact("tflite", copy, config={"recipe": "as-is"})]
-    artifacts = []
-    for config in configs:
-        variant = compress(source, config, folder)
-        quality: dict[str, Any] = {}
-        if source.eval_data is not None:
-            quality = tflite_accuracy(variant.path, source.eval_data())
-        artifacts.append(describe_artifact(
-            variant.name, variant.path, config=variant.config,
-            accuracy=quality.get("accuracy"), eval_samples=quality.get("eval_samples"),
-            compress_seconds=variant.seconds, details=variant.details))
-    return artifacts
 
 
 def _run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
