@@ -33,10 +33,12 @@ def invoke(*args: str):
 
 
 @pytest.fixture(scope="session")
-def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def digits_bundle(tmp_path_factory: pytest.TempPathFactory,
+                  tflite_runtime_214: Path) -> tuple[Path, dict]:
     """fp32, fp16, int8-dynamic and int8 of the digits CNN, through the CLI, once."""
     out = tmp_path_factory.mktemp("compress") / "bundle"
-    result = invoke("compress", str(DIGITS_MODEL), "--recipe", QUANTIZED, "-o", str(out))
+    result = invoke("compress", str(DIGITS_MODEL), "--recipe", QUANTIZED, "-o", str(out),
+                    "--compat-python", str(tflite_runtime_214))
     assert result.exit_code == 0, result.output
     assert "int8-dynamic" in result.stdout
     return out, json.loads((out / "manifest.json").read_text())
@@ -68,6 +70,23 @@ def test_manifest_describes_every_file(digits_bundle) -> None:
     assert not list(out.parent.glob(".bundle.staging-*"))
 
 
+def assert_runs_on_both_runtimes(variant: dict) -> None:
+    runtimes = {r["name"]: r for r in variant["runtime_compat"]}
+    assert set(runtimes) == {"ai-edge-litert", "tflite-runtime"}, variant["recipe"]
+    old = runtimes["tflite-runtime"]
+    assert old["version"] == "2.14.0"
+    assert old["loads"] and old["ok"], (variant["recipe"], old)
+    assert old["top1_agreement_with_host"] >= 0.99
+    assert runtimes["ai-edge-litert"]["ok"]
+
+
+@pytest.mark.slow
+def test_every_variant_computes_correctly_on_tflite_runtime_214(digits_bundle) -> None:
+    _, manifest = digits_bundle
+    for variant in manifest["variants"]:
+        assert_runs_on_both_runtimes(variant)
+
+
 @pytest.mark.slow
 def test_quantized_variants_are_small_and_keep_accuracy(digits_bundle) -> None:
     _, manifest = digits_bundle
@@ -86,11 +105,14 @@ def test_quantized_variants_are_small_and_keep_accuracy(digits_bundle) -> None:
 
 @pytest.mark.slow
 def test_unstructured_pruning_shows_in_gzip_size(digits_source, digits_bundle,
+                                                 tflite_runtime_214: Path,
                                                  tmp_path: Path) -> None:
     _, manifest = digits_bundle
     fp32 = by_recipe(manifest)["fp32"]
     chain = Chain(recipe="prune:0.8", transforms=(PruneConfig(sparsity=0.8, epochs=2),))
-    [pruned] = [a.to_dict() for a in build_artifacts(digits_source, [chain], tmp_path)]
+    [pruned] = [a.to_dict() for a in build_artifacts(digits_source, [chain], tmp_path,
+                                                     compat_pythons=[tflite_runtime_214])]
+    assert_runs_on_both_runtimes(pruned)
     assert pruned["nonzero_parameters"] <= 0.25 * pruned["parameters"]
     assert pruned["gzip_bytes"] <= 0.35 * fp32["gzip_bytes"]
     assert fp32["accuracy"] - pruned["accuracy"] <= 0.01
@@ -98,13 +120,16 @@ def test_unstructured_pruning_shows_in_gzip_size(digits_source, digits_bundle,
 
 @pytest.mark.slow
 def test_channel_pruning_distill_int8_is_really_smaller(digits_source, digits_bundle,
+                                                        tflite_runtime_214: Path,
                                                         tmp_path: Path) -> None:
     _, manifest = digits_bundle
     fp32 = by_recipe(manifest)["fp32"]
     chain = Chain(recipe="prune-channels:0.5+distill+int8",
                   transforms=(ChannelPruneConfig(ratio=0.5, epochs=1), DistillConfig(epochs=2)),
                   conversion=Int8StaticConfig())
-    [small] = [a.to_dict() for a in build_artifacts(digits_source, [chain], tmp_path)]
+    [small] = [a.to_dict() for a in build_artifacts(digits_source, [chain], tmp_path,
+                                                    compat_pythons=[tflite_runtime_214])]
+    assert_runs_on_both_runtimes(small)
     assert small["file"] == "prune-channels-0.5+distill+int8.tflite"
     assert small["parameters"] <= 0.4 * fp32["parameters"]
     assert small["macs"] <= 0.35 * fp32["macs"]
@@ -115,10 +140,11 @@ def test_channel_pruning_distill_int8_is_really_smaller(digits_source, digits_bu
 
 
 @pytest.mark.slow
-def test_model_without_labels_with_two_inputs_and_outputs(tmp_path: Path) -> None:
+def test_model_without_labels_with_two_inputs_and_outputs(tmp_path: Path,
+                                                          tflite_runtime_214: Path) -> None:
     out = tmp_path / "heads"
     result = invoke("compress", str(TWO_HEADS), "--recipe", "fp32,fp16", "-o", str(out),
-                    "--json")
+                    "--json", "--compat-python", str(tflite_runtime_214))
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     for variant in manifest["variants"]:
@@ -126,6 +152,7 @@ def test_model_without_labels_with_two_inputs_and_outputs(tmp_path: Path) -> Non
         assert variant["fidelity"]["inputs_from"] == "eval_data()"
         assert variant["fidelity"]["top1_agreement"] == 1.0
         assert variant["fidelity"]["sqnr_db"] > 40
+        assert_runs_on_both_runtimes(variant)
 
 
 @pytest.mark.slow
@@ -137,6 +164,15 @@ def test_a_variant_the_runtime_cannot_run_fails_naming_the_op(tmp_path: Path) ->
     assert "EMBEDDING_LOOKUP" in result.stderr
     assert not out.exists()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_missing_compat_python_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["compress", str(DIGITS_MODEL), "--recipe", "fp32",
+                                       "-o", str(tmp_path / "out"),
+                                       "--compat-python", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "--compat-python" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_chain_grammar() -> None:

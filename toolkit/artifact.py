@@ -40,6 +40,7 @@ class Artifact:
     macs: int | None = None
     fidelity: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    runtime_compat: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def board_name(self) -> str:

@@ -8,18 +8,22 @@ Example::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device_agent.runtime import find_runtime
+
 from .._quiet import captured_native_output, silence_library_logging
 from ..artifact import Artifact, describe_artifact, write_manifest
+from ..compat import MIN_AGREEMENT, runtime_compat
 from ..errors import CompressError, ModelError, OutputError, UsageError
 from ..evaluate import tflite_accuracy, tflite_fidelity
 from ..model import ModelSource, load_model_source
@@ -29,6 +33,7 @@ from ._transform import TransformContext, apply_transform
 
 Progress = Callable[[str], None]
 FIDELITY_SAMPLES = 256
+COMPAT_SAMPLES = 64
 
 
 def _quiet(_: str) -> None:
@@ -91,8 +96,6 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
 
 def _check_loads(path: Path, recipe: str) -> None:
     """A file the runtime cannot prepare is a failed conversion; the runtime names the op."""
-    from device_agent.runtime import find_runtime
-
     try:
         with captured_native_output():
             find_runtime().interpreter_class(model_path=str(path)).allocate_tensors()
@@ -157,8 +160,13 @@ def _has_labels(source: ModelSource) -> bool:
 
 
 def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
-                    progress: Progress = _quiet) -> list[Artifact]:
-    """Compress every chain into ``folder`` and describe each file with its measured quality."""
+                    progress: Progress = _quiet,
+                    compat_pythons: Sequence[Path] = ()) -> list[Artifact]:
+    """Compress every chain into ``folder`` and describe each file with its measured quality.
+
+    ``compat_pythons``: other Pythons (e.g. a venv with tflite-runtime 2.14) under whose
+    runtime every file must load and compute what the host runtime computes.
+    """
     if source.is_tflite:
         copied = folder / source.path.name
         shutil.copyfile(source.path, copied)
@@ -174,25 +182,38 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
             quality = tflite_accuracy(variant.path, source.eval_data())
         fidelity = tflite_fidelity(variant.path, source.module.eval(), inputs)
         counts = model_counts(variant.module, source.example_input)
+        host = {**find_runtime().describe(), "loads": True,
+                "ok": bool(fidelity["top1_agreement"] is None
+                           or fidelity["top1_agreement"] >= MIN_AGREEMENT)}
         artifacts.append(describe_artifact(
             variant.name, variant.path, config=variant.config,
             accuracy=quality.get("accuracy"), eval_samples=quality.get("eval_samples"),
             compress_seconds=round(variant.seconds, 3), details=variant.details,
             calibration=variant.details.get("calibration"),
             fidelity={**fidelity, "inputs_from": inputs_from, "reference": "torch fp32"},
-            **counts))
+            runtime_compat=[host], **counts))
         progress(f"{chain.recipe}: done in {variant.seconds:.1f} s")
+    for python in compat_pythons:
+        progress(f"checking every file under {python}")
+        checked = runtime_compat(python, [a.path for a in artifacts], inputs[:COMPAT_SAMPLES])
+        artifacts = [dataclasses.replace(a, runtime_compat=[*a.runtime_compat,
+                                                             checked[a.path.name]])
+                     for a in artifacts]
     return artifacts
 
 
 def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path, *,
-                       progress: Progress = _quiet) -> Path:
+                       progress: Progress = _quiet, compat_pythons: Sequence[Path] = ()) -> Path:
     """Write each variant's ``.tflite`` and ``manifest.json`` into ``out_dir``; return its path.
 
     Built in a staging folder beside ``out_dir`` and moved in only on success,
     so a failure leaves nothing half-written.
     """
     chains = parse_recipes(recipes)
+    for python in compat_pythons:
+        if not Path(python).is_file():
+            raise UsageError(f"--compat-python {python} does not exist; give a Python that "
+                             "has tflite-runtime installed, e.g. venv/bin/python")
     source = load_model_source(model_path)
     if source.is_tflite:
         raise UsageError(f"{source.path} is already a .tflite file; compress takes a .py model")
@@ -209,7 +230,8 @@ def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path
         raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror}",
                           path=out_dir) from None
     try:
-        artifacts = build_artifacts(source, chains, staging, progress=progress)
+        artifacts = build_artifacts(source, chains, staging, progress=progress,
+                                    compat_pythons=compat_pythons)
         write_manifest(staging, source, artifacts)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in staging.iterdir():
