@@ -4,7 +4,8 @@ The model file protocol ``edge`` reads:
 
 - ``build_model()``: the ``nn.Module`` with its trained weights,
 - ``example_input()``: a tuple of tensors the model accepts,
-- ``calibration_data()`` / ``eval_data()``: iterables of ``(inputs, label)``.
+- ``calibration_data()`` / ``eval_data()`` / ``train_data()``: iterables of
+  ``(inputs, label)``; ``train_data()`` feeds the recipes that fine-tune (prune, distill).
 
 Weights live beside this file in ``digits_cnn.pt`` (about 150 KB); run
 ``python examples/digits_cnn.py`` to retrain them (a few seconds on a CPU).
@@ -63,6 +64,12 @@ def calibration_data():
     train_x, _, train_y, _ = _split()
     images, labels = train_x[:CALIBRATION_SAMPLES], train_y[:CALIBRATION_SAMPLES]
     for image, label in zip(images, labels, strict=True):
+        yield (torch.from_numpy(image[None]),), int(label)
+
+
+def train_data():
+    train_x, _, train_y, _ = _split()
+    for image, label in zip(train_x, train_y, strict=True):
         yield (torch.from_numpy(image[None]),), int(label)
 
 

@@ -61,3 +61,25 @@ def tflite_copy(digits_fp32_tflite: Path, tmp_path: Path) -> Path:
 
 def python_has(module: str) -> bool:
     return module in sys.modules
+
+
+@pytest.fixture(scope="session")
+def tflite_runtime_214() -> Path:
+    """A Python with tflite-runtime 2.14.0 and numpy<2 (the board floor), built once and cached.
+
+    It cannot share the main environment (numpy 2), so it is a venv under the test cache.
+    """
+    import os
+    import subprocess
+
+    cache = Path(os.environ.get("EDGE_TEST_CACHE") or Path.home() / ".cache" / "edge-tests")
+    venv = cache / "tflite-runtime-2.14.0"
+    python = venv / "bin" / "python"
+    ready = venv / ".ready"
+    if not ready.is_file():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "tflite-runtime==2.14.0",
+                        "numpy<2"], check=True)
+        ready.write_text("tflite-runtime==2.14.0 numpy<2\n")
+    return python

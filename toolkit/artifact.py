@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -28,11 +29,18 @@ class Artifact:
     path: Path
     sha256: str
     size_bytes: int
+    gzip_bytes: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
     accuracy: float | None = None
     eval_samples: int | None = None
     compress_seconds: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    parameters: int | None = None
+    nonzero_parameters: int | None = None
+    macs: int | None = None
+    fidelity: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    runtime_compat: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def board_name(self) -> str:
@@ -40,9 +48,12 @@ class Artifact:
         return f"{self.sha256}.tflite"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {"recipe": self.config.get("recipe", self.variant), **asdict(self)}
         data["file"] = self.path.name
         del data["path"]
+        for absent_without_labels in ("accuracy", "eval_samples"):
+            if data[absent_without_labels] is None:
+                del data[absent_without_labels]
         return data
 
 
@@ -55,8 +66,11 @@ def sha256_file(path: Path) -> str:
 
 
 def describe_artifact(variant: str, path: Path, **known: Any) -> Artifact:
+    # gzip size shows what unstructured sparsity saves on the wire and on disk.
     return Artifact(variant=variant, path=path, sha256=sha256_file(path),
-                    size_bytes=path.stat().st_size, **known)
+                    size_bytes=path.stat().st_size,
+                    gzip_bytes=len(gzip.compress(path.read_bytes(), compresslevel=9, mtime=0)),
+                    **known)
 
 
 def write_manifest(bundle_dir: Path, source: ModelSource, artifacts: list[Artifact]) -> Path:

@@ -16,6 +16,7 @@ from device_agent.power import POWER_SENSORS
 
 from . import pipeline
 from .cli_check import check
+from .cli_compress import compress
 from .cli_report import report
 from .cli_runs import runs
 from .cli_targets import targets
@@ -115,3 +116,4 @@ main.add_command(runs)
 main.add_command(check)
 main.add_command(report)
 main.add_command(targets)
+main.add_command(compress)

@@ -1,16 +1,19 @@
-"""Accuracy of the artifact that ships, computed with the TFLite interpreter on the host.
+"""Quality of the artifact that ships, computed with the TFLite interpreter on the host.
 
 Quantized inputs and outputs are converted with the tensor's own scale and
-zero point, exactly as an application on the board would do.
+zero point, exactly as an application on the board would do.  Accuracy needs
+labels; fidelity (top-1 agreement and SQNR against the float torch model) does
+not, so models without labels are measured too.
 
 Example::
 
     accuracy = tflite_accuracy(Path("int8.tflite"), source.eval_data())
+    fidelity = tflite_fidelity(Path("int8.tflite"), reference_module, inputs)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +25,72 @@ from ._quiet import captured_native_output
 from .errors import ModelError
 
 
-def tflite_accuracy(model_path: Path,
-                    samples: Iterable[tuple[tuple[Any, ...], Any]]) -> dict[str, Any]:
-    """Top-1 accuracy of ``model_path`` over labelled ``samples``."""
+def tflite_outputs(model_path: Path,
+                   inputs: Iterable[tuple[Any, ...]]) -> Iterator[list[np.ndarray]]:
+    """Run ``model_path`` on each input tuple; yields its outputs, dequantized to float32."""
     with captured_native_output():  # the runtime announces its delegate on stderr
         interpreter = find_runtime().interpreter_class(model_path=str(model_path))
         interpreter.allocate_tensors()
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    correct = total = 0
-    for sample_inputs, label in samples:
-        if len(sample_inputs) != len(inputs):
-            raise ModelError(f"eval_data() gives {len(sample_inputs)} inputs; the model takes "
-                             f"{len(inputs)}")
-        for detail, value in zip(inputs, sample_inputs, strict=True):
-            interpreter.set_tensor(detail["index"], _to_tensor(detail, _as_numpy(value)))
+    details_in, details_out = interpreter.get_input_details(), interpreter.get_output_details()
+    for sample_inputs in inputs:
+        if len(sample_inputs) != len(details_in):
+            raise ModelError(f"the data gives {len(sample_inputs)} inputs; the model takes "
+                             f"{len(details_in)}")
+        for detail, value in zip(details_in, sample_inputs, strict=True):
+            array = _as_numpy(value)
+            if int(np.prod(array.shape)) != int(np.prod(detail["shape"])):
+                raise ModelError(f"a sample has shape {tuple(array.shape)}; the model input "
+                                 f"{detail['name']} has shape {tuple(detail['shape'])}")
+            interpreter.set_tensor(detail["index"], _to_tensor(detail, array))
         interpreter.invoke()
-        scores = _from_tensor(outputs[0], interpreter.get_tensor(outputs[0]["index"]))
-        correct += int(np.argmax(scores.reshape(-1)) == int(label))
+        yield [_from_tensor(detail, interpreter.get_tensor(detail["index"]))
+               for detail in details_out]
+
+
+def tflite_accuracy(model_path: Path,
+                    samples: Iterable[tuple[tuple[Any, ...], Any]]) -> dict[str, Any]:
+    """Top-1 accuracy of ``model_path`` (its first output) over labelled ``samples``."""
+    labels: list[int] = []
+
+    def inputs() -> Iterator[tuple[Any, ...]]:
+        for sample_inputs, label in samples:
+            labels.append(int(label))
+            yield tuple(sample_inputs)
+
+    correct = total = 0
+    for outputs in tflite_outputs(model_path, inputs()):
+        correct += int(np.argmax(outputs[0].reshape(-1)) == labels[total])
         total += 1
     if total == 0:
         raise ModelError("eval_data() yielded no samples")
     return {"accuracy": correct / total, "eval_samples": total}
+
+
+def tflite_fidelity(model_path: Path, reference: Any,
+                    inputs: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Top-1 agreement (first output) and SQNR in dB (all outputs) of the file vs ``reference``.
+
+    ``reference`` is the float torch module; SQNR = 10 log10(|ref|^2 / |ref - out|^2).
+    """
+    import torch
+
+    signal = noise = 0.0
+    agree = 0
+    with torch.no_grad():
+        for sample, outputs in zip(inputs, tflite_outputs(model_path, inputs), strict=True):
+            expected = reference(*sample)
+            expected = expected if isinstance(expected, tuple | list) else (expected,)
+            for want, got in zip(expected, outputs, strict=True):
+                want_np = _as_numpy(want).astype(np.float64).reshape(-1)
+                got_np = got.astype(np.float64).reshape(-1)
+                signal += float(np.sum(want_np ** 2))
+                noise += float(np.sum((want_np - got_np) ** 2))
+            agree += int(np.argmax(_as_numpy(expected[0]).reshape(-1))
+                         == np.argmax(outputs[0].reshape(-1)))
+    sqnr = float("inf") if noise == 0 else 10 * float(np.log10(max(signal, 1e-30) / noise))
+    return {"top1_agreement": agree / len(inputs) if inputs else None,
+            "sqnr_db": round(sqnr, 2) if np.isfinite(sqnr) else None,
+            "fidelity_samples": len(inputs)}
 
 
 def _as_numpy(value: Any) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Stage 1: load what the user deploys.
 
 Either a Python file following the model protocol (``build_model()``,
-``example_input()``, optionally ``calibration_data()`` and ``eval_data()``), or
+``example_input()``, optionally ``calibration_data()``, ``eval_data()`` and ``train_data()`` for
+recipes that fine-tune; a label may be ``None`` for models without labels), or
 an existing ``.tflite`` file that is deployed as it is.
 
 Example::
@@ -36,6 +37,7 @@ class ModelSource:
     example_input: tuple[Any, ...] = ()
     calibration_data: Callable[[], Iterable[LabelledSample]] | None = None
     eval_data: Callable[[], Iterable[LabelledSample]] | None = None
+    train_data: Callable[[], Iterable[LabelledSample]] | None = None
 
     @property
     def name(self) -> str:
@@ -72,6 +74,7 @@ def load_model_source(path: str | Path) -> ModelSource:
         path=path, sha256=digest, module=module, example_input=example,
         calibration_data=_callable(namespace, "calibration_data", path, required=False),
         eval_data=_callable(namespace, "eval_data", path, required=False),
+        train_data=_callable(namespace, "train_data", path, required=False),
     )
 
 

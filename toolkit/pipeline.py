@@ -24,10 +24,9 @@ from typing import Any
 
 from device_agent import protocol
 
-from .artifact import Artifact, describe_artifact, write_manifest
-from .compress import compress, parse_recipes
+from .artifact import Artifact, write_manifest
+from .compress import build_artifacts, parse_recipes
 from .errors import OutputError, ResultError, UsageError
-from .evaluate import tflite_accuracy
 from .model import ModelSource, load_model_source
 from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
 from .project import git_commit, resolve_store_path
@@ -78,7 +77,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     final_dir = out_dir / "runs" / run_id
     try:
         with ResultsStore(store_path) as store:
-            artifacts = _build_artifacts(source, configs, staging / "artifacts")
+            artifacts = build_artifacts(source, configs, staging / "artifacts")
             write_manifest(staging / "artifacts", source, artifacts)
             references = _build_references(source, artifacts, staging / "references")
             results = [record for target in chosen
@@ -114,24 +113,6 @@ def _make_staging_dir(out_dir: Path, run_id: str) -> Path:
         raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror}",
                           path=out_dir) from None
     return staging
-
-
-def _build_artifacts(source: ModelSource, configs: list[Any], folder: Path) -> list[Artifact]:
-    if source.is_tflite:
-        copy = folder / source.path.name
-        shutil.copyfile(source.path, copy)
-        return [describe_artifact("tflite", copy, config={"recipe": "as-is"})]
-    artifacts = []
-    for config in configs:
-        variant = compress(source, config, folder)
-        quality: dict[str, Any] = {}
-        if source.eval_data is not None:
-            quality = tflite_accuracy(variant.path, source.eval_data())
-        artifacts.append(describe_artifact(
-            variant.name, variant.path, config=variant.config,
-            accuracy=quality.get("accuracy"), eval_samples=quality.get("eval_samples"),
-            compress_seconds=variant.seconds, details=variant.details))
-    return artifacts
 
 
 def _build_references(source: ModelSource, artifacts: list[Artifact],

@@ -1,0 +1,222 @@
+"""`edge compress`: every recipe on real models, the manifest's figures, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from toolkit.artifact import sha256_file
+from toolkit.cli import main
+from toolkit.compress import (
+    Chain,
+    ChannelPruneConfig,
+    DistillConfig,
+    Int8StaticConfig,
+    PruneConfig,
+    build_artifacts,
+    parse_chain,
+    parse_recipes,
+)
+from toolkit.model import load_model_source
+
+from .conftest import DIGITS_MODEL
+
+TWO_HEADS = Path(__file__).parent / "models" / "two_heads.py"
+QUANTIZED = "fp32,fp16,int8-dynamic,int8"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(tmp_path_factory: pytest.TempPathFactory,
+                  tflite_runtime_214: Path) -> tuple[Path, dict]:
+    """fp32, fp16, int8-dynamic and int8 of the digits CNN, through the CLI, once."""
+    out = tmp_path_factory.mktemp("compress") / "bundle"
+    result = invoke("compress", str(DIGITS_MODEL), "--recipe", QUANTIZED, "-o", str(out),
+                    "--compat-python", str(tflite_runtime_214))
+    assert result.exit_code == 0, result.output
+    assert "int8-dynamic" in result.stdout
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def digits_source():
+    return load_model_source(DIGITS_MODEL)
+
+
+def by_recipe(manifest: dict) -> dict[str, dict]:
+    return {variant["recipe"]: variant for variant in manifest["variants"]}
+
+
+@pytest.mark.slow
+def test_manifest_describes_every_file(digits_bundle) -> None:
+    out, manifest = digits_bundle
+    assert list(by_recipe(manifest)) == QUANTIZED.split(",")
+    for variant in manifest["variants"]:
+        path = out / variant["file"]
+        assert variant["sha256"] == sha256_file(path)
+        assert variant["size_bytes"] == path.stat().st_size
+        assert 0 < variant["gzip_bytes"] < variant["size_bytes"]
+        assert variant["eval_samples"] == 450
+        assert variant["parameters"] == variant["nonzero_parameters"] > 30_000
+        assert variant["macs"] == 9_216 + 294_912 + 32_768 + 640  # conv, conv, fc, fc
+        assert variant["fidelity"]["top1_agreement"] >= 0.98
+        assert variant["compress_seconds"] > 0
+    assert not list(out.parent.glob(".bundle.staging-*"))
+
+
+def assert_runs_on_both_runtimes(variant: dict) -> None:
+    runtimes = {r["name"]: r for r in variant["runtime_compat"]}
+    assert set(runtimes) == {"ai-edge-litert", "tflite-runtime"}, variant["recipe"]
+    old = runtimes["tflite-runtime"]
+    assert old["version"] == "2.14.0"
+    assert old["loads"] and old["ok"], (variant["recipe"], old)
+    assert old["top1_agreement_with_host"] >= 0.99
+    assert runtimes["ai-edge-litert"]["ok"]
+
+
+@pytest.mark.slow
+def test_every_variant_computes_correctly_on_tflite_runtime_214(digits_bundle) -> None:
+    _, manifest = digits_bundle
+    for variant in manifest["variants"]:
+        assert_runs_on_both_runtimes(variant)
+
+
+@pytest.mark.slow
+def test_quantized_variants_are_small_and_keep_accuracy(digits_bundle) -> None:
+    _, manifest = digits_bundle
+    variants = by_recipe(manifest)
+    fp32 = variants["fp32"]
+    assert fp32["fidelity"]["sqnr_db"] > 80  # the float file computes what torch computes
+    assert variants["fp16"]["size_bytes"] <= 0.55 * fp32["size_bytes"]
+    for name in ("int8-dynamic", "int8"):
+        assert variants[name]["size_bytes"] <= 0.31 * fp32["size_bytes"], name
+        assert variants[name]["fidelity"]["sqnr_db"] > 25, name
+    for name in ("fp16", "int8-dynamic", "int8"):
+        assert fp32["accuracy"] - variants[name]["accuracy"] <= 0.005, name
+    calibration = variants["int8"]["calibration"]
+    assert calibration["samples_used"] == calibration["samples_requested"] == 128
+
+
+@pytest.mark.slow
+def test_unstructured_pruning_shows_in_gzip_size(digits_source, digits_bundle,
+                                                 tflite_runtime_214: Path,
+                                                 tmp_path: Path) -> None:
+    _, manifest = digits_bundle
+    fp32 = by_recipe(manifest)["fp32"]
+    chain = Chain(recipe="prune:0.8", transforms=(PruneConfig(sparsity=0.8, epochs=2),))
+    [pruned] = [a.to_dict() for a in build_artifacts(digits_source, [chain], tmp_path,
+                                                     compat_pythons=[tflite_runtime_214])]
+    assert_runs_on_both_runtimes(pruned)
+    assert pruned["nonzero_parameters"] <= 0.25 * pruned["parameters"]
+    assert pruned["gzip_bytes"] <= 0.35 * fp32["gzip_bytes"]
+    assert fp32["accuracy"] - pruned["accuracy"] <= 0.01
+
+
+@pytest.mark.slow
+def test_channel_pruning_distill_int8_is_really_smaller(digits_source, digits_bundle,
+                                                        tflite_runtime_214: Path,
+                                                        tmp_path: Path) -> None:
+    _, manifest = digits_bundle
+    fp32 = by_recipe(manifest)["fp32"]
+    chain = Chain(recipe="prune-channels:0.5+distill+int8",
+                  transforms=(ChannelPruneConfig(ratio=0.5, epochs=1), DistillConfig(epochs=2)),
+                  conversion=Int8StaticConfig())
+    [small] = [a.to_dict() for a in build_artifacts(digits_source, [chain], tmp_path,
+                                                    compat_pythons=[tflite_runtime_214])]
+    assert_runs_on_both_runtimes(small)
+    assert small["file"] == "prune-channels-0.5+distill+int8.tflite"
+    assert small["parameters"] <= 0.4 * fp32["parameters"]
+    assert small["macs"] <= 0.35 * fp32["macs"]
+    assert small["size_bytes"] <= 0.15 * fp32["size_bytes"]
+    assert fp32["accuracy"] - small["accuracy"] <= 0.03
+    assert [step["recipe"] for step in small["config"]["steps"]] == [
+        "prune-channels", "distill", "int8"]
+
+
+@pytest.mark.slow
+def test_model_without_labels_with_two_inputs_and_outputs(tmp_path: Path,
+                                                          tflite_runtime_214: Path) -> None:
+    out = tmp_path / "heads"
+    result = invoke("compress", str(TWO_HEADS), "--recipe", "fp32,fp16", "-o", str(out),
+                    "--json", "--compat-python", str(tflite_runtime_214))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    for variant in manifest["variants"]:
+        assert "accuracy" not in variant
+        assert variant["fidelity"]["inputs_from"] == "eval_data()"
+        assert variant["fidelity"]["top1_agreement"] == 1.0
+        assert variant["fidelity"]["sqnr_db"] > 40
+        assert_runs_on_both_runtimes(variant)
+
+
+@pytest.mark.slow
+def test_a_variant_the_runtime_cannot_run_fails_naming_the_op(tmp_path: Path) -> None:
+    out = tmp_path / "heads"
+    result = CliRunner().invoke(main, ["compress", str(TWO_HEADS), "--recipe",
+                                       "fp32,int8-dynamic", "-o", str(out)])
+    assert result.exit_code == 1
+    assert "EMBEDDING_LOOKUP" in result.stderr
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_missing_compat_python_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["compress", str(DIGITS_MODEL), "--recipe", "fp32",
+                                       "-o", str(tmp_path / "out"),
+                                       "--compat-python", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "--compat-python" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_chain_grammar() -> None:
+    chain = parse_chain("prune-channels:0.5+distill+int8")
+    assert chain.transforms == (ChannelPruneConfig(ratio=0.5), DistillConfig())
+    assert chain.conversion == Int8StaticConfig()
+    assert parse_chain("prune:0.8").conversion.recipe == "fp32"
+    assert [c.recipe for c in parse_recipes("fp32, int8")] == ["fp32", "int8"]
+
+
+@pytest.mark.parametrize(("recipe", "message"), [
+    ("int9", "unknown recipe 'int9'"),
+    ("prune", "prune needs a value"),
+    ("prune:x", "must be a number"),
+    ("prune:1.5", "between 0 and 1"),
+    ("int8+fp16", "at most one of"),
+    ("int8+distill", "at most one of"),
+    ("fp32,fp32", "twice"),
+])
+def test_bad_recipes_are_usage_errors(recipe: str, message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["compress", str(DIGITS_MODEL), "--recipe", recipe,
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_fine_tuning_without_train_data_is_refused_before_any_work(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["compress", str(TWO_HEADS), "--recipe", "fp32,prune:0.5",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "train_data()" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibration_data_of_the_wrong_shape_names_both_shapes(tmp_path: Path) -> None:
+    model = tmp_path / "wrong_calibration.py"
+    model.write_text(DIGITS_MODEL.read_text().replace(
+        "yield (torch.from_numpy(image[None]),), int(label)\n\n\ndef train_data",
+        "yield (torch.zeros(1, 1, 4, 4),), int(label)\n\n\ndef train_data"))
+    (tmp_path / "wrong_calibration.pt").write_bytes(DIGITS_MODEL.with_suffix(".pt").read_bytes())
+    result = CliRunner().invoke(main, ["compress", str(model), "--recipe", "int8",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "(1, 1, 4, 4)" in result.stderr and "(1, 1, 8, 8)" in result.stderr
+    assert not (tmp_path / "out").exists()

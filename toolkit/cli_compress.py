@@ -1,0 +1,54 @@
+"""``edge compress``: build variants and their manifest without running them anywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .compress import compress_to_folder
+
+
+def _progress(message: str) -> None:
+    click.echo(f"  {message}", err=True)
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--recipe", default="fp32,int8", show_default=True,
+              help="Comma-separated variants; each a chain joined with +, "
+                   "e.g. fp32,int8,prune-channels:0.5+distill+int8.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for the .tflite files and manifest.json.")
+@click.option("--compat-python", "compat_pythons", multiple=True,
+              type=click.Path(path_type=Path),
+              help="Another Python whose TFLite runtime (e.g. tflite-runtime 2.14 in a venv) "
+                   "must load every file and compute what the host runtime computes; "
+                   "recorded as runtime_compat.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest instead of a table.")
+def compress(model: Path, recipe: str, out_dir: Path, compat_pythons: tuple[Path, ...],
+             as_json: bool) -> None:
+    """Compress MODEL into one .tflite per recipe and a manifest.json with their figures.
+
+    Example: edge compress examples/digits_cnn.py --recipe fp32,int8,prune:0.8 -o out
+    """
+    manifest_path = compress_to_folder(model, recipe, out_dir, progress=_progress,
+                                       compat_pythons=compat_pythons)
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    click.echo(f"{'recipe':<34} {'size':>9} {'gzip':>9} {'accuracy':>8} {'agree':>6} "
+               f"{'SQNR dB':>7} {'MACs':>10}  runtimes")
+    for v in manifest["variants"]:
+        fidelity = v.get("fidelity") or {}
+        accuracy = "-" if v.get("accuracy") is None else f"{v['accuracy']:.4f}"
+        agree = fidelity.get("top1_agreement")
+        sqnr = fidelity.get("sqnr_db")
+        click.echo(f"{v['recipe']:<34} {v['size_bytes']:>9} {v['gzip_bytes']:>9} "
+                   f"{accuracy:>8} {'-' if agree is None else f'{agree:.3f}':>6} "
+                   f"{'-' if sqnr is None else f'{sqnr:.1f}':>7} {v.get('macs') or 0:>10}  "
+                   + ", ".join(f"{r['name']} {r['version']} {'ok' if r['ok'] else 'FAILS'}"
+                               for r in v.get("runtime_compat", [])))
+    click.echo(f"manifest: {manifest_path}")

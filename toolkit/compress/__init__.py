@@ -1,0 +1,47 @@
+"""Stage 2: turn the torch model into deployable ``.tflite`` variants.
+
+A recipe is a chain (``prune-channels:0.5+distill+int8``): transforms of the
+torch module (:mod:`._transform`), then one conversion (:mod:`._convert`).
+One frozen config class per step, found through :data:`RECIPES` by the name the
+user writes; every chain serialises to a dict for the manifest.
+
+Example::
+
+    [chain] = parse_recipes("prune:0.8+int8")
+    variant = compress(source, chain, out_dir)
+    manifest = compress_to_folder("examples/digits_cnn.py", "fp32,int8", Path("out"))
+"""
+
+from ._build import CompressedVariant, build_artifacts, compress, compress_to_folder, model_counts
+from ._recipes import (
+    RECIPES,
+    Chain,
+    ChannelPruneConfig,
+    DistillConfig,
+    Fp16Config,
+    Fp32Config,
+    Int8DynamicConfig,
+    Int8StaticConfig,
+    PruneConfig,
+    parse_chain,
+    parse_recipes,
+)
+
+__all__ = [
+    "RECIPES",
+    "Chain",
+    "ChannelPruneConfig",
+    "CompressedVariant",
+    "DistillConfig",
+    "Fp16Config",
+    "Fp32Config",
+    "Int8DynamicConfig",
+    "Int8StaticConfig",
+    "PruneConfig",
+    "build_artifacts",
+    "compress",
+    "compress_to_folder",
+    "model_counts",
+    "parse_chain",
+    "parse_recipes",
+]

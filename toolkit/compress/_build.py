@@ -1,0 +1,241 @@
+"""Build variants: apply a chain to a copy of the model, convert, measure, and bundle.
+
+Example::
+
+    manifest = compress_to_folder("examples/digits_cnn.py", "fp32,prune:0.8+int8", Path("out"))
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import shutil
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device_agent.runtime import find_runtime
+
+from .._quiet import captured_native_output, silence_library_logging
+from ..artifact import Artifact, describe_artifact, write_manifest
+from ..compat import MIN_AGREEMENT, runtime_compat
+from ..errors import CompressError, ModelError, OutputError, UsageError
+from ..evaluate import tflite_accuracy, tflite_fidelity
+from ..model import ModelSource, load_model_source
+from ._convert import check_sample, convert
+from ._recipes import Chain, ConversionConfig, TransformConfig, parse_chain, parse_recipes
+from ._transform import TransformContext, apply_transform
+
+Progress = Callable[[str], None]
+FIDELITY_SAMPLES = 256
+COMPAT_SAMPLES = 64
+
+
+def _quiet(_: str) -> None:
+    """The default progress sink: library callers get no output."""
+
+
+@dataclass(frozen=True)
+class CompressedVariant:
+    """A produced ``.tflite`` file, how it was made, and the torch module it came from."""
+
+    name: str
+    path: Path
+    config: dict[str, Any]
+    seconds: float
+    details: dict[str, Any]
+    module: Any = field(default=None, repr=False)
+
+
+def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformConfig | str,
+             out_dir: Path, *, progress: Progress = _quiet) -> CompressedVariant:
+    """Produce ``out_dir/<recipe>.tflite`` from ``source`` following the recipe chain."""
+    chain = _as_chain(recipe)
+    if source.is_tflite:
+        raise UsageError(f"{source.path} is already a .tflite file; it is deployed as it is")
+    silence_library_logging()
+    target = out_dir / f"{chain.file_stem}.tflite"
+    started = time.perf_counter()
+    module = copy.deepcopy(source.module).eval()
+    context = TransformContext(teacher=source.module, example=source.example_input,
+                               train_data=source.train_data, progress=progress)
+    log: list[str] = []
+    try:
+        # Fine-tuning prints nothing of its own: only the converters' output is captured,
+        # so progress lines reach the terminal.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for step in chain.transforms:
+                progress(f"{chain.recipe}: {step.recipe}")
+                module = apply_transform(module, step, context)
+        progress(f"{chain.recipe}: converting ({chain.conversion.recipe})")
+        with captured_native_output() as log, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # converter deprecation chatter is not the user's
+            details = convert(module, source.example_input, chain.conversion,
+                              source.calibration_data, target)
+    except (UsageError, CompressError):
+        raise
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()
+        raise CompressError(
+            f"{chain.recipe}: {type(exc).__name__}: {reason[0] if reason else ''}",
+            recipe=chain.recipe) from exc
+    if not target.is_file():
+        raise CompressError(f"{chain.recipe}: converter wrote no file; its log ended with: "
+                            f"{log[-1] if log else '(nothing)'}", recipe=chain.recipe)
+    _check_loads(target, chain.recipe)
+    return CompressedVariant(name=chain.recipe, path=target, config=chain.to_dict(),
+                             seconds=time.perf_counter() - started, details=details,
+                             module=module)
+
+
+def _check_loads(path: Path, recipe: str) -> None:
+    """A file the runtime cannot prepare is a failed conversion; the runtime names the op."""
+    try:
+        with captured_native_output():
+            find_runtime().interpreter_class(model_path=str(path)).allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        path.unlink(missing_ok=True)
+        reason = " ".join(str(exc).split())
+        raise CompressError(f"{recipe}: the converted file does not run: {reason}",
+                            recipe=recipe) from None
+
+
+def _as_chain(recipe: Chain | ConversionConfig | TransformConfig | str) -> Chain:
+    if isinstance(recipe, Chain):
+        return recipe
+    return parse_chain(recipe if isinstance(recipe, str) else recipe.recipe)
+
+
+def model_counts(module: Any, example: tuple[Any, ...]) -> dict[str, int]:
+    """Parameters, non-zero parameters and multiply-accumulates of one forward pass."""
+    import torch
+
+    macs = 0
+
+    def count(layer: Any, _inputs: Any, output: Any) -> None:
+        nonlocal macs
+        if isinstance(layer, torch.nn.Conv2d):
+            kernel = layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3]
+            macs += int(output.numel()) * int(kernel)
+        elif isinstance(layer, torch.nn.Linear):
+            macs += int(output.numel()) * int(layer.in_features)
+
+    hooks = [layer.register_forward_hook(count) for layer in module.modules()
+             if isinstance(layer, torch.nn.Conv2d | torch.nn.Linear)]
+    try:
+        with torch.no_grad():
+            module.eval()(*example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    parameters = [p.detach() for p in module.parameters()]
+    return {"parameters": sum(int(p.numel()) for p in parameters),
+            "nonzero_parameters": sum(int(p.count_nonzero()) for p in parameters),
+            "macs": macs // max(1, int(example[0].shape[0]) if example else 1)}
+
+
+def _fidelity_inputs(source: ModelSource) -> tuple[list[tuple[Any, ...]], str]:
+    for name, data in (("eval_data()", source.eval_data),
+                       ("calibration_data()", source.calibration_data)):
+        if data is not None:
+            inputs = [tuple(sample) for sample, _ in itertools.islice(data(), FIDELITY_SAMPLES)]
+            for sample in inputs[:1]:
+                check_sample(sample, source.example_input, name)
+            if inputs:
+                return inputs, name
+    return [source.example_input], "example_input()"
+
+
+def _has_labels(source: ModelSource) -> bool:
+    if source.eval_data is None:
+        return False
+    first = next(iter(source.eval_data()), None)
+    return first is not None and first[1] is not None
+
+
+def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
+                    progress: Progress = _quiet,
+                    compat_pythons: Sequence[Path] = ()) -> list[Artifact]:
+    """Compress every chain into ``folder`` and describe each file with its measured quality.
+
+    ``compat_pythons``: other Pythons (e.g. a venv with tflite-runtime 2.14) under whose
+    runtime every file must load and compute what the host runtime computes.
+    """
+    if source.is_tflite:
+        copied = folder / source.path.name
+        shutil.copyfile(source.path, copied)
+        return [describe_artifact("tflite", copied, config={"recipe": "as-is"})]
+    inputs, inputs_from = _fidelity_inputs(source)
+    artifacts = []
+    for chain in chains:
+        progress(f"{chain.recipe}: start")
+        variant = compress(source, chain, folder, progress=progress)
+        quality: dict[str, Any] = {}
+        if source.eval_data is not None and _has_labels(source):
+            progress(f"{chain.recipe}: evaluating")
+            quality = tflite_accuracy(variant.path, source.eval_data())
+        fidelity = tflite_fidelity(variant.path, source.module.eval(), inputs)
+        counts = model_counts(variant.module, source.example_input)
+        host = {**find_runtime().describe(), "loads": True,
+                "ok": bool(fidelity["top1_agreement"] is None
+                           or fidelity["top1_agreement"] >= MIN_AGREEMENT)}
+        artifacts.append(describe_artifact(
+            variant.name, variant.path, config=variant.config,
+            accuracy=quality.get("accuracy"), eval_samples=quality.get("eval_samples"),
+            compress_seconds=round(variant.seconds, 3), details=variant.details,
+            calibration=variant.details.get("calibration"),
+            fidelity={**fidelity, "inputs_from": inputs_from, "reference": "torch fp32"},
+            runtime_compat=[host], **counts))
+        progress(f"{chain.recipe}: done in {variant.seconds:.1f} s")
+    for python in compat_pythons:
+        progress(f"checking every file under {python}")
+        checked = runtime_compat(python, [a.path for a in artifacts], inputs[:COMPAT_SAMPLES])
+        artifacts = [dataclasses.replace(a, runtime_compat=[*a.runtime_compat,
+                                                             checked[a.path.name]])
+                     for a in artifacts]
+    return artifacts
+
+
+def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path, *,
+                       progress: Progress = _quiet, compat_pythons: Sequence[Path] = ()) -> Path:
+    """Write each variant's ``.tflite`` and ``manifest.json`` into ``out_dir``; return its path.
+
+    Built in a staging folder beside ``out_dir`` and moved in only on success,
+    so a failure leaves nothing half-written.
+    """
+    chains = parse_recipes(recipes)
+    for python in compat_pythons:
+        if not Path(python).is_file():
+            raise UsageError(f"--compat-python {python} does not exist; give a Python that "
+                             "has tflite-runtime installed, e.g. venv/bin/python")
+    source = load_model_source(model_path)
+    if source.is_tflite:
+        raise UsageError(f"{source.path} is already a .tflite file; compress takes a .py model")
+    missing = sorted({c.recipe for c in chains if c.needs_training_data} if
+                     source.train_data is None else set())
+    if missing:
+        raise ModelError(f"{missing[0]} fine-tunes the model: {source.path} must define "
+                         "train_data() yielding (inputs, label)", path=source.path)
+    out_dir = Path(out_dir)
+    staging = out_dir.parent / f".{out_dir.name}.staging-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror}",
+                          path=out_dir) from None
+    try:
+        artifacts = build_artifacts(source, chains, staging, progress=progress,
+                                    compat_pythons=compat_pythons)
+        write_manifest(staging, source, artifacts)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for item in staging.iterdir():
+            item.replace(out_dir / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir / "manifest.json"

@@ -1,0 +1,203 @@
+"""Recipe configs and the chain grammar (``prune-channels:0.5+distill+int8``).
+
+A chain is zero or more model *transforms* (pruning, distillation) applied to
+the torch module, then exactly one *conversion* to ``.tflite`` (``fp32`` when
+none is named).  Each step is one frozen config; the chain serialises to a dict
+for the manifest.
+
+Example::
+
+    [chain] = parse_recipes("prune:0.8+int8")
+    chain.transforms   # (PruneConfig(sparsity=0.8, ...),)
+    chain.conversion   # Int8StaticConfig(...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UsageError
+
+
+class _Config:
+    recipe: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fp32Config(_Config):
+    """The float baseline: the model as litert-torch converts it."""
+
+    recipe: str = "fp32"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fp16Config(_Config):
+    """float16 weights, float32 compute (weights are dequantized once at load)."""
+
+    recipe: str = "fp16"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int8DynamicConfig(_Config):
+    """Dynamic range: int8 weights, float activations quantized on the fly.
+
+    Linear layers use per-tensor weights: per-channel Linear emits FULLY_CONNECTED
+    version 12, which tflite-runtime 2.14 refuses to load.  Convolutions stay
+    per-channel (per-tensor depthwise computes garbage).
+    """
+
+    recipe: str = "int8-dynamic"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int8StaticConfig(_Config):
+    """Full-integer static PTQ (PT2E): int8 weights per channel, int8 activations and I/O."""
+
+    recipe: str = "int8"
+    calibration_samples: int = 128
+    per_channel: bool = True
+
+    def __post_init__(self) -> None:
+        if self.calibration_samples < 1:
+            raise UsageError("int8 needs at least 1 calibration sample")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FineTune(_Config):
+    """Shared fine-tuning settings of the transforms that retrain."""
+
+    recipe: str = ""
+    epochs: int = 4
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.learning_rate <= 0 or self.batch_size < 1:
+            raise UsageError(f"{self.recipe}: epochs >= 0, learning_rate > 0 and "
+                             "batch_size >= 1 are required")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneConfig(FineTune):
+    """Global unstructured magnitude pruning to ``sparsity``, then fine-tuning with the mask."""
+
+    recipe: str = "prune"
+    sparsity: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.sparsity < 1.0:
+            raise UsageError(f"prune:{self.sparsity}: sparsity must be between 0 and 1, "
+                             "for example prune:0.8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelPruneConfig(FineTune):
+    """Structured, dependency-aware channel pruning (torch-pruning), then fine-tuning."""
+
+    recipe: str = "prune-channels"
+    ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.ratio < 1.0:
+            raise UsageError(f"prune-channels:{self.ratio}: ratio must be between 0 and 1, "
+                             "for example prune-channels:0.5")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig(FineTune):
+    """Fine-tune the student against the original model: T^2 * KL(soft) * alpha + CE * (1-alpha)."""
+
+    recipe: str = "distill"
+    temperature: float = 4.0
+    alpha: float = 0.7
+    epochs: int = 6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
+            raise UsageError("distill: temperature must be > 0 and alpha within [0, 1]")
+
+
+ConversionConfig = Fp32Config | Fp16Config | Int8DynamicConfig | Int8StaticConfig
+TransformConfig = PruneConfig | ChannelPruneConfig | DistillConfig
+RecipeConfig = ConversionConfig | TransformConfig
+
+
+def _ratio(name: str, argument: str | None) -> float:
+    if argument is None:
+        raise UsageError(f"{name} needs a value, for example {name}:0.5")
+    try:
+        return float(argument)
+    except ValueError:
+        raise UsageError(f"{name}:{argument}: the value must be a number, "
+                         f"for example {name}:0.5") from None
+
+
+RECIPES: dict[str, Callable[[str | None], RecipeConfig]] = {
+    "fp32": lambda _: Fp32Config(),
+    "fp16": lambda _: Fp16Config(),
+    "int8-dynamic": lambda _: Int8DynamicConfig(),
+    "int8": lambda _: Int8StaticConfig(),
+    "prune": lambda arg: PruneConfig(sparsity=_ratio("prune", arg)),
+    "prune-channels": lambda arg: ChannelPruneConfig(ratio=_ratio("prune-channels", arg)),
+    "distill": lambda _: DistillConfig(),
+}
+_CONVERSIONS = (Fp32Config, Fp16Config, Int8DynamicConfig, Int8StaticConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chain:
+    """One variant: transforms applied in order, then one conversion."""
+
+    recipe: str
+    transforms: tuple[TransformConfig, ...] = ()
+    conversion: ConversionConfig = dataclasses.field(default_factory=Fp32Config)
+
+    @property
+    def file_stem(self) -> str:
+        return self.recipe.replace(":", "-")
+
+    @property
+    def needs_training_data(self) -> bool:
+        return bool(self.transforms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe,
+                "steps": [step.to_dict() for step in (*self.transforms, self.conversion)]}
+
+
+def parse_chain(text: str) -> Chain:
+    """``"prune-channels:0.5+distill+int8"`` -> a :class:`Chain`."""
+    steps: list[RecipeConfig] = []
+    for part in text.split("+"):
+        name, _, argument = part.strip().partition(":")
+        if name not in RECIPES:
+            raise UsageError(f"unknown recipe {name!r} in {text!r}; known recipes: "
+                             f"{', '.join(RECIPES)} (chain them with +)")
+        steps.append(RECIPES[name](argument or None))
+    conversions = [step for step in steps if isinstance(step, _CONVERSIONS)]
+    if len(conversions) > 1 or (conversions and steps[-1] is not conversions[0]):
+        raise UsageError(f"{text!r}: a chain ends with at most one of fp32, fp16, "
+                         "int8-dynamic, int8")
+    transforms = tuple(step for step in steps if not isinstance(step, _CONVERSIONS))
+    conversion = conversions[0] if conversions else Fp32Config()
+    return Chain(recipe=text.strip(), transforms=transforms,  # type: ignore[arg-type]
+                 conversion=conversion)  # type: ignore[arg-type]
+
+
+def parse_recipes(text: str) -> list[Chain]:
+    """``"fp32,int8,prune:0.8+int8"`` -> one :class:`Chain` per comma-separated variant."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UsageError("--recipe is empty; give for example fp32,int8")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--recipe names a recipe twice: {text}")
+    return [parse_chain(name) for name in names]

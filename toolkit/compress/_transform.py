@@ -1,0 +1,136 @@
+"""Transforms of the torch module before conversion: pruning and distillation.
+
+Every transform works on a copy, fine-tunes with the model file's
+``train_data()`` and reports progress per epoch.
+
+Example::
+
+    student = apply_transform(copy, PruneConfig(sparsity=0.8), context)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import CompressError, ModelError
+from ._convert import check_sample
+from ._recipes import ChannelPruneConfig, DistillConfig, FineTune, PruneConfig, TransformConfig
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TransformContext:
+    """What transforms need besides the module: the teacher, the data, a progress sink."""
+
+    teacher: Any
+    example: tuple[Any, ...]
+    train_data: Callable[[], Iterable[tuple[tuple[Any, ...], Any]]] | None
+    progress: Progress
+
+
+def apply_transform(module: Any, config: TransformConfig, context: TransformContext) -> Any:
+    """Return the transformed module (``module`` itself may be changed in place)."""
+    if context.train_data is None:
+        raise ModelError(f"{config.recipe} fine-tunes the model: the model file must define "
+                         "train_data() yielding (inputs, label)")
+    if isinstance(config, PruneConfig):
+        return _prune_unstructured(module, config, context)
+    if isinstance(config, ChannelPruneConfig):
+        return _prune_channels(module, config, context)
+    return _fine_tune(module, config, context, teacher=context.teacher)
+
+
+def _prune_unstructured(module: Any, config: PruneConfig, context: TransformContext) -> Any:
+    import torch
+    from torch.nn.utils import prune
+
+    targets = [(layer, "weight") for layer in module.modules()
+               if isinstance(layer, torch.nn.Conv2d | torch.nn.Linear)]
+    if not targets:
+        raise CompressError("prune: the model has no Conv2d or Linear layer to prune",
+                            recipe=config.recipe)
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured,
+                              amount=config.sparsity)
+    # The masks stay attached while fine-tuning, so pruned weights stay zero.
+    _fine_tune(module, config, context, teacher=None)
+    for layer, name in targets:
+        prune.remove(layer, name)
+    return module
+
+
+def _prune_channels(module: Any, config: ChannelPruneConfig, context: TransformContext) -> Any:
+    import torch
+    import torch_pruning as tp
+
+    linears = [layer for layer in module.modules() if isinstance(layer, torch.nn.Linear)]
+    convs = [layer for layer in module.modules() if isinstance(layer, torch.nn.Conv2d)]
+    # The layer that produces the output keeps its width: the output shape is the contract.
+    last = linears[-1] if linears else (convs[-1] if convs else None)
+    if last is None:
+        raise CompressError("prune-channels: the model has no Conv2d or Linear layer",
+                            recipe=config.recipe)
+    module.eval()
+    pruner = tp.pruner.MagnitudePruner(
+        module, context.example, importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=config.ratio, ignored_layers=[last])
+    pruner.step()
+    return _fine_tune(module, config, context, teacher=None)
+
+
+def _batches(context: TransformContext, size: int) -> list[tuple[tuple[Any, ...], Any]]:
+    import torch
+
+    assert context.train_data is not None  # checked by apply_transform
+    samples = list(context.train_data())
+    if not samples:
+        raise ModelError("train_data() yielded no samples")
+    for inputs, _label in samples[:1]:
+        check_sample(tuple(inputs), context.example, "train_data()")
+    batches = []
+    for start in range(0, len(samples), size):
+        chunk = samples[start:start + size]
+        inputs = tuple(torch.cat([sample[0][i] for sample in chunk])
+                       for i in range(len(chunk[0][0])))
+        labels = torch.as_tensor([int(sample[1]) for sample in chunk])
+        batches.append((inputs, labels))
+    return batches
+
+
+def _fine_tune(module: Any, config: FineTune, context: TransformContext, *,
+               teacher: Any) -> Any:
+    import torch
+    from torch.nn import functional
+
+    if config.epochs == 0:
+        return module
+    batches = _batches(context, config.batch_size)
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate)
+    generator = torch.Generator().manual_seed(0)
+    if teacher is not None:
+        teacher = copy.deepcopy(teacher).eval()
+    for epoch in range(config.epochs):
+        module.train()
+        total = 0.0
+        for index in torch.randperm(len(batches), generator=generator).tolist():
+            inputs, labels = batches[index]
+            optimizer.zero_grad()
+            logits = module(*inputs)
+            loss = functional.cross_entropy(logits, labels)
+            if isinstance(config, DistillConfig) and teacher is not None:
+                with torch.no_grad():
+                    soft = teacher(*inputs) / config.temperature
+                kl = functional.kl_div(functional.log_softmax(logits / config.temperature, 1),
+                                       functional.log_softmax(soft, 1), log_target=True,
+                                       reduction="batchmean")
+                loss = (config.alpha * kl * config.temperature ** 2
+                        + (1 - config.alpha) * loss)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        context.progress(f"{config.recipe}: fine-tune epoch {epoch + 1}/{config.epochs}, "
+                         f"loss {total / len(batches):.4f}")
+    return module.eval()
