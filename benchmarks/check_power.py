@@ -130,6 +130,19 @@ def main() -> None:
     size_mb = big.stat().st_size / 1e6
     print(f"\nstore of {args.store_runs} runs ({size_mb:.1f} MB; each run one variant with "
           f"{base_samples.size}+ raw samples):")
+    from toolkit.report import render
+
+    with ResultsStore(big) as store:
+        for name, work_of in (("list_runs(limit=20)", lambda: store.list_runs(limit=20)),
+                              ("list_runs(all)", store.list_runs),
+                              ("render html latest", lambda: render(store.get_run("latest"),
+                                                                    "html"))):
+            times = []
+            for _ in range(5):
+                begin = time.perf_counter()
+                work_of()
+                times.append(time.perf_counter() - begin)
+            print(f"  {name:<20} best {1000 * min(times):.0f} ms in process")
     commands = {"edge runs list": ["runs", "list"],
                 "edge report (html)": ["report", "latest", "--format", "html", "-o",
                                        str(work / "r.html")],
