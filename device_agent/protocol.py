@@ -35,13 +35,14 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
-#: Upper bound on an agent answer: measurements are numbers, not payloads.
-MAX_RESULT_BYTES = 4 * 1024 * 1024
+#: Upper bound on an agent answer: numbers and raw latency samples (up to max_runs per
+#: variant, about 7 bytes each), never payloads.
+MAX_RESULT_BYTES = 32 * 1024 * 1024
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "warmup_runs": 5,
     "min_runs": 50,
-    "max_runs": 10000,
+    "max_runs": 100000,
     "min_seconds": 1.0,
     "max_seconds": 30.0,
     "threads": 1,

@@ -19,7 +19,9 @@ def judge(figures: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     if runs < min_runs:
         reasons.append(f"too few runs: {runs} < {min_runs} (ceiling max_seconds="
                        f"{settings['max_seconds']:g} or max_runs={settings['max_runs']} hit)")
-    seconds, min_seconds = float(figures["measured_seconds"]), float(settings["min_seconds"])
+    # The run loop stops on elapsed wall time, so judge the same clock (not the sum of samples).
+    seconds = float(figures.get("wall_seconds", figures["measured_seconds"]))
+    min_seconds = float(settings["min_seconds"])
     if seconds < min_seconds:
         reasons.append(f"too short: {seconds:.3f} s < {min_seconds:g} s")
     reasons.extend(figures.get("thermal", {}).get("throttled", []))
