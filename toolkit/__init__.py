@@ -10,6 +10,7 @@ from .compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_rec
 from .errors import (
     AgentError,
     AuthError,
+    BoardBusyError,
     CompressError,
     EdgeError,
     HostKeyError,
@@ -30,6 +31,7 @@ from .targets import Target, load_target
 __all__ = [
     "AgentError",
     "AuthError",
+    "BoardBusyError",
     "CompressError",
     "DeployOutcome",
     "EdgeError",

@@ -10,7 +10,8 @@
     │   ├── AuthError                   the board refused our key
     │   └── OutputError                 output folder or store path not writable
     ├── InfrastructureError             board unreachable, link dropped, time-out, disk full,
-    │   └── TransferError               upload arrived corrupt (retried a bounded number of times)
+    │   ├── TransferError               upload arrived corrupt (retried a bounded number of times)
+    │   └── BoardBusyError              another edge job holds the board's lock
     ├── CompressError                   conversion or quantization failed
     ├── AgentError                      the agent could not run, or crashed, on the board
     ├── ResultError                     the agent's answer broke the job protocol
@@ -93,6 +94,10 @@ class InfrastructureError(EdgeError):
 
 class TransferError(InfrastructureError):
     """An upload did not arrive intact; nothing was placed at its final name."""
+
+
+class BoardBusyError(InfrastructureError):
+    """Another job holds the board's lock and it has not expired."""
 
 
 class CompressError(EdgeError):
