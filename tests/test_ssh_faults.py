@@ -112,11 +112,22 @@ def test_an_infrastructure_failure_is_retried_a_bounded_number_of_times(
     assert len(attempts) == 3
 
 
-def test_a_failing_agent_is_a_job_error_and_not_retried(sshd: Sshd, tmp_path: Path) -> None:
-    target = lab_target(sshd, tmp_path, python="/bin/false", retries=3)
-    with pytest.raises(AgentError, match="agent on lab failed"):
+def test_a_failing_agent_is_a_job_error_and_not_retried(
+        sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = lab_target(sshd, tmp_path, retries=3)
+    attempts = []
+    real_init = Connection.__init__
+
+    def counting_init(self: Connection, *args: object, **kwargs: object) -> None:
+        attempts.append(1)
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Connection, "__init__", counting_init)
+    # The agent refuses a job that breaks the protocol: its failure, not the link's.
+    with pytest.raises(AgentError, match="agent on lab failed: agent: bad job"):
         SshTransport(target).run_job({"job_id": "j", "variants": [],
                                       "settings": {"variant_timeout_seconds": 1}}, {})
+    assert len(attempts) == 1
 
 
 def test_one_job_per_board_and_an_expired_lock_is_taken_over(sshd: Sshd,

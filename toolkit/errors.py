@@ -8,6 +8,7 @@
     │   ├── TargetError                 unknown or malformed target file, unsafe name
     │   ├── HostKeyError                board's host key unknown or changed (never auto-added)
     │   ├── AuthError                   the board refused our key
+    │   ├── BoardSetupError             the board lacks Python >= 3.9, numpy or a runtime
     │   └── OutputError                 output folder or store path not writable
     ├── InfrastructureError             board unreachable, link dropped, time-out, disk full,
     │   ├── TransferError               upload arrived corrupt (retried a bounded number of times)
@@ -76,6 +77,14 @@ class HostKeyError(UsageError):
 
 class AuthError(UsageError):
     """The board refused every key we offered."""
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class BoardSetupError(UsageError):
+    """The board cannot run the agent yet; ``edge targets setup NAME`` fixes it."""
 
     def __init__(self, message: str, *, target: str | None = None) -> None:
         super().__init__(message)

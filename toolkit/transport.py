@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .agent_package import build_agent_package
+from .bootstrap import probe
 from .errors import AgentError, InfrastructureError, TargetError
 from .lock import board_lock
 from .ssh import Connection
@@ -124,7 +125,13 @@ class SshTransport:
             upload(board, cache, name, path)
         job_name = f"job-{job['job_id']}.json"
         upload(board, cache, job_name, json.dumps(job).encode())
-        command = (f"cd {shlex.quote(work)} && exec {shlex.quote(self.target.python)} "
+        facts = probe(board)
+        facts.require()
+        # The agent runs from the work folder: a relative venv path must be made absolute.
+        python = facts.python
+        if python == f"{work}/venv/bin/python" and not python.startswith("/"):
+            python = "venv/bin/python"
+        command = (f"cd {shlex.quote(work)} && exec {shlex.quote(python)} "
                    f"{shlex.quote(agent.name)} run {shlex.quote('cache/' + job_name)}")
         try:
             result = board.run(command, timeout=_job_timeout(job))
