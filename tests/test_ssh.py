@@ -187,3 +187,15 @@ def test_a_full_disk_is_an_infrastructure_error_and_leaves_nothing(
         assert list(work.iterdir()) == []
     finally:
         subprocess.run(["umount", str(work)], check=True)
+
+
+def test_trust_refuses_to_overwrite_a_changed_key(sshd: Sshd, tmp_path: Path) -> None:
+    other = keygen(tmp_path / "other_host_key").split()
+    known = tmp_path / "kh"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
+    before = known.read_bytes()
+    lab_target(sshd, tmp_path, known_hosts=str(known))
+    result = CliRunner().invoke(main, ["targets", "trust", "lab", "--targets-dir",
+                                       str(tmp_path / "targets")], input="y\n")
+    assert result.exit_code == 2 and "ssh-keygen -R" in result.stderr
+    assert known.read_bytes() == before
