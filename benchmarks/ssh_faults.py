@@ -6,6 +6,8 @@
    then retried: partial or corrupt files at a final path, retries that failed.
 2. Unknown and changed host keys: commands run, bytes written, known_hosts changed.
 3. Hostile names: extra commands run, files written outside the work folder.
+4. Link down mid-job (a network-namespace board, root only): how long until the job
+   failed as an infrastructure error, against the configured limit.
 """
 
 from __future__ import annotations
@@ -123,12 +125,80 @@ def hostile_names(root: Path) -> None:
           f"{outside} files written outside the work folder (extra commands would leave files)")
 
 
+def link_down(root: Path, tries: int) -> None:
+    import os
+    import threading
+    import time
+
+    from device_agent import protocol
+    from tests.lab import Board
+    from toolkit.transport import SshTransport
+
+    if os.geteuid() != 0:
+        print("link down: skipped (network namespaces need root)")
+        return
+    limit = 3.0
+    board = Board("bench")
+    sshd = Sshd.create(root / "sshd-link", address=board.address, netns=board.name)
+    failures: list[float] = []
+    wrong = 0
+    try:
+        from toolkit.compress import Fp32Config, compress
+        from toolkit.model import load_model_source
+        repo = Path(__file__).resolve().parent.parent
+        variant = compress(load_model_source(repo / "examples" / "digits_cnn.py"),
+                           Fp32Config(), root)
+        sha = hashlib.sha256(variant.path.read_bytes()).hexdigest()
+        for attempt in range(tries):
+            subprocess_ip("link", "set", board.host_if, "up")
+            work = root / f"work-link-{attempt}"
+            sshd.write_target(root / "targets", "link", work, connect_timeout=limit,
+                              keepalive_seconds=1)
+            target = load_target("link", root / "targets")
+            job = protocol.make_job(job_id=f"link-{attempt}", variants=[
+                {"name": "fp32", "file": f"{sha}.tflite", "sha256": sha}],
+                settings={"warmup_runs": 1, "min_runs": 5, "min_seconds": 120})
+            pulled: list[float] = []
+
+            def pull(work: Path = work, pulled: list[float] = pulled) -> None:
+                while not list((work / "cache").glob("job-*.json")):
+                    time.sleep(0.05)
+                time.sleep(0.5)
+                board.link_down()
+                pulled.append(time.monotonic())
+
+            puller = threading.Thread(target=pull, daemon=True)
+            puller.start()
+            try:
+                SshTransport(target).run_job(job, {f"{sha}.tflite": variant.path})
+                wrong += 1
+            except InfrastructureError:
+                failures.append(time.monotonic() - pulled[0])
+            except EdgeError:
+                wrong += 1
+            puller.join()
+    finally:
+        sshd.kill()
+        board.destroy()
+    print(f"link down mid-job: {tries} tries, {len(failures)} infrastructure errors, "
+          f"{wrong} other outcomes; seconds from link down to error: "
+          f"min {min(failures):.1f}, max {max(failures):.1f} "
+          f"(limit {limit:g} s + keepalive 1 s; must stay under {limit + 10:g} s)")
+
+
+def subprocess_ip(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
 def main() -> None:
     # paramiko logs every reset socket at ERROR; the figures are what this script is for.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--uploads", type=int, default=50)
     parser.add_argument("--key-tries", type=int, default=20)
+    parser.add_argument("--link-tries", type=int, default=5)
     parser.add_argument("--seed", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edge-faults-") as folder:
@@ -136,6 +206,7 @@ def main() -> None:
         killed_uploads(root, args.uploads, random.Random(args.seed))
         host_keys(root, args.key_tries)
         hostile_names(root)
+        link_down(root, args.link_tries)
 
 
 if __name__ == "__main__":

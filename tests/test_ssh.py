@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,47 @@ def test_deploy_over_ssh_gives_the_local_report_fields(sshd: Sshd, tmp_path: Pat
         name for r in remote for name in (f"{r['sha256']}.tflite", f"{r['sha256']}.ref.npz"))
     agents = list((tmp_path / "board").glob("agent-*.pyz"))
     assert len(agents) == 1
+
+
+def test_deploy_to_an_unknown_host_is_one_line_exit_2(sshd: Sshd, tmp_path: Path,
+                                                      tflite_copy: Path) -> None:
+    empty = tmp_path / "kh"
+    empty.write_text("")
+    lab_target(sshd, tmp_path, known_hosts=str(empty))
+    result = CliRunner().invoke(main, ["deploy", str(tflite_copy), "--target", "lab",
+                                       "--targets-dir", str(tmp_path / "targets"),
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "edge targets trust lab" in lines[0]
+    assert not (tmp_path / "board").exists() and empty.read_text() == ""
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_disk_is_an_infrastructure_error_and_leaves_nothing(
+        sshd: Sshd, tmp_path: Path) -> None:
+    work = tmp_path / "small"
+    work.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(work)], check=True)
+    try:
+        data = bytes(range(256)) * 8192  # 2 MiB into 1 MiB
+        name = hashlib.sha256(data).hexdigest() + ".tflite"
+        with Connection(lab_target(sshd, tmp_path)) as board, \
+                pytest.raises(InfrastructureError):
+            upload(board, str(work), name, data)
+        assert list(work.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(work)], check=True)
+
+
+def test_trust_refuses_to_overwrite_a_changed_key(sshd: Sshd, tmp_path: Path) -> None:
+    other = keygen(tmp_path / "other_host_key").split()
+    known = tmp_path / "kh"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
+    before = known.read_bytes()
+    lab_target(sshd, tmp_path, known_hosts=str(known))
+    result = CliRunner().invoke(main, ["targets", "trust", "lab", "--targets-dir",
+                                       str(tmp_path / "targets")], input="y\n")
+    assert result.exit_code == 2 and "ssh-keygen -R" in result.stderr
+    assert known.read_bytes() == before

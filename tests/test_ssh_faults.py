@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from pathlib import Path
 
 import pytest
 
-from toolkit.errors import AgentError, InfrastructureError, TargetError
+from toolkit.errors import AgentError, BoardBusyError, InfrastructureError, TargetError
+from toolkit.lock import board_lock
 from toolkit.ssh import Connection
 from toolkit.targets import Target, load_target
 from toolkit.transfer import upload
@@ -110,8 +112,49 @@ def test_an_infrastructure_failure_is_retried_a_bounded_number_of_times(
     assert len(attempts) == 3
 
 
-def test_a_failing_agent_is_a_job_error_and_not_retried(sshd: Sshd, tmp_path: Path) -> None:
-    target = lab_target(sshd, tmp_path, python="/bin/false", retries=3)
-    with pytest.raises(AgentError, match="agent on lab failed"):
+def test_a_failing_agent_is_a_job_error_and_not_retried(
+        sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = lab_target(sshd, tmp_path, retries=3)
+    attempts = []
+    real_init = Connection.__init__
+
+    def counting_init(self: Connection, *args: object, **kwargs: object) -> None:
+        attempts.append(1)
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Connection, "__init__", counting_init)
+    # The agent refuses a job that breaks the protocol: its failure, not the link's.
+    with pytest.raises(AgentError, match="agent on lab failed: agent: bad job"):
         SshTransport(target).run_job({"job_id": "j", "variants": [],
                                       "settings": {"variant_timeout_seconds": 1}}, {})
+    assert len(attempts) == 1
+
+
+def test_one_job_per_board_and_an_expired_lock_is_taken_over(sshd: Sshd,
+                                                             tmp_path: Path) -> None:
+    target = lab_target(sshd, tmp_path)
+    work = str(tmp_path / "board")
+    with Connection(target) as first, Connection(target) as second:
+        with board_lock(first, work, seconds=600) as token:
+            owner = (tmp_path / "board" / "lock" / "owner").read_text().splitlines()
+            assert owner[0] == token and int(owner[1]) > time.time() + 500
+            with pytest.raises(BoardBusyError, match=r"locked by .*pid"):
+                with board_lock(second, work, seconds=600):
+                    pass
+        assert not (tmp_path / "board" / "lock").exists()
+        # A crashed job's lock: expired on the board's clock, so the next job takes it.
+        (tmp_path / "board" / "lock").mkdir()
+        (tmp_path / "board" / "lock" / "owner").write_text(f"crashed\n{int(time.time()) - 5}\n")
+        with board_lock(second, work, seconds=60) as token:
+            assert (tmp_path / "board" / "lock" / "owner").read_text().startswith(token)
+        assert not (tmp_path / "board" / "lock").exists()
+
+
+def test_a_busy_board_is_an_infrastructure_error(sshd: Sshd, tmp_path: Path) -> None:
+    target = lab_target(sshd, tmp_path)
+    (tmp_path / "board" / "lock").mkdir(parents=True)
+    (tmp_path / "board" / "lock" / "owner").write_text(f"ci@other\n{int(time.time()) + 600}\n")
+    with pytest.raises(BoardBusyError, match="locked by ci@other"):
+        SshTransport(target).run_job({"job_id": "j", "variants": [],
+                                      "settings": {"variant_timeout_seconds": 1}}, {})
+    assert issubclass(BoardBusyError, InfrastructureError)

@@ -12,6 +12,8 @@ from .compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_rec
 from .errors import (
     AgentError,
     AuthError,
+    BoardBusyError,
+    BoardSetupError,
     CheckRefused,
     CompressError,
     EdgeError,
@@ -33,6 +35,8 @@ from .targets import Target, load_target
 __all__ = [
     "AgentError",
     "AuthError",
+    "BoardBusyError",
+    "BoardSetupError",
     "CheckOutcome",
     "CheckRefused",
     "CompressError",

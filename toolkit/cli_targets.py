@@ -5,6 +5,7 @@ Example::
     edge targets list
     edge targets show rpi4
     edge targets trust rpi4 --fingerprint SHA256:abc...
+    edge targets setup rpi4 --wheelhouse wheels/
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import click
 
+from .bootstrap import setup as setup_board
 from .errors import HostKeyError, TargetError
-from .ssh import fetch_host_key, fingerprint, known_host_key, record_host_key
+from .ssh import Connection, fetch_host_key, fingerprint, known_host_key, record_host_key
 from .targets import available_targets, load_target, resolve_ssh
 
 _targets_dir = click.option(
@@ -91,3 +93,27 @@ def trust(name: str, expected: str | None, targets_dir: Path | None) -> None:
                            fingerprint=offered)
     record_host_key(params, key)
     click.echo(f"recorded in {params.known_hosts}")
+
+
+@targets.command("setup")
+@click.argument("name")
+@click.option("--wheelhouse", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Install from these wheels (pushed to the board), not from the index.")
+@click.option("--system-site-packages", is_flag=True,
+              help="Let the venv see the board's own packages (e.g. a vendor numpy).")
+@_targets_dir
+def setup(name: str, wheelhouse: Path | None, system_site_packages: bool,
+          targets_dir: Path | None) -> None:
+    """Make a venv in NAME's work folder with numpy and a TFLite runtime, using pip.
+
+    Example: edge targets setup jetson-nano --wheelhouse wheels/aarch64
+    """
+    target = load_target(name, targets_dir)
+    if target.transport != "ssh":
+        raise TargetError(f"target {name} is not a board reached over SSH", target=name)
+    with Connection(target) as board:
+        facts = setup_board(board, wheelhouse=wheelhouse,
+                            system_site_packages=system_site_packages)
+    runtimes = ", ".join(f"{k} {v}" for k, v in facts.runtimes.items())
+    click.echo(f"{name}: {facts.python} (Python {'.'.join(map(str, facts.version))}), "
+               f"numpy {facts.numpy}, {runtimes}")

@@ -8,10 +8,12 @@
     │   ├── TargetError                 unknown or malformed target file, unsafe name
     │   ├── HostKeyError                board's host key unknown or changed (never auto-added)
     │   ├── AuthError                   the board refused our key
+    │   ├── BoardSetupError             the board lacks Python >= 3.9, numpy or a runtime
     │   ├── OutputError                 output folder or store path not writable
     │   └── CheckRefused                edge check asked to compare different models or boards
     ├── InfrastructureError             board unreachable, link dropped, time-out, disk full,
-    │   └── TransferError               upload arrived corrupt (retried a bounded number of times)
+    │   ├── TransferError               upload arrived corrupt (retried a bounded number of times)
+    │   └── BoardBusyError              another edge job holds the board's lock
     ├── CompressError                   conversion or quantization failed
     ├── AgentError                      the agent could not run, or crashed, on the board
     ├── ResultError                     the agent's answer broke the job protocol
@@ -86,6 +88,14 @@ class AuthError(UsageError):
         self.target = target
 
 
+class BoardSetupError(UsageError):
+    """The board cannot run the agent yet; ``edge targets setup NAME`` fixes it."""
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+
+
 class InfrastructureError(EdgeError):
     """The way to the board failed (unreachable, dropped, timed out, disk full): retry."""
 
@@ -98,6 +108,10 @@ class InfrastructureError(EdgeError):
 
 class TransferError(InfrastructureError):
     """An upload did not arrive intact; nothing was placed at its final name."""
+
+
+class BoardBusyError(InfrastructureError):
+    """Another job holds the board's lock and it has not expired."""
 
 
 class CompressError(EdgeError):

@@ -30,6 +30,9 @@ from .errors import AuthError, HostKeyError, InfrastructureError
 from .targets import SshParams, Target, resolve_ssh
 
 log = logging.getLogger(__name__)
+# paramiko logs every reset socket at ERROR; without a handler anywhere Python's last-resort
+# handler would print those beside our own one-line error. Propagation to the app's is kept.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -199,8 +202,14 @@ class Connection:
                     channel.settimeout(self.target.command_timeout)
                 attributes = sftp.putfo(source, remote_path, confirm=True)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise self._dropped(f"upload of {remote_path} failed: "
-                                f"{exc or type(exc).__name__}") from None
+            reason = f"upload of {remote_path} failed: {exc or type(exc).__name__}"
+            transport = self._client.get_transport() if self._client else None
+            if transport is not None and transport.is_active():
+                # The board refused the write (a full disk, say) but the link is fine: keep
+                # it, so the caller can remove the partial file.
+                raise InfrastructureError(f"SSH to {self.where}: {reason}",
+                                          target=self.target.name) from None
+            raise self._dropped(reason) from None
         return int(attributes.st_size or 0)
 
     def _dropped(self, reason: str) -> InfrastructureError:

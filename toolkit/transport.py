@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .agent_package import build_agent_package
+from .bootstrap import probe
 from .errors import AgentError, InfrastructureError, TargetError
+from .lock import board_lock
 from .ssh import Connection
 from .targets import Target, check_name
 from .transfer import upload
@@ -81,7 +83,8 @@ class SshTransport:
 
     The agent zipapp goes to the work folder and the artifacts to ``cache/`` in
     it, both content-addressed (sent only when missing); the job file sits
-    beside the artifacts because the agent finds them next to it.
+    beside the artifacts because the agent finds them next to it. The board's
+    lock is held from the first upload to the end of the run.
     Infrastructure failures are retried ``target.retries`` times; a failing
     agent is a job error and is not.
     """
@@ -90,6 +93,10 @@ class SshTransport:
         self.target = target
 
     def run_job(self, job: dict[str, Any], files: dict[str, Path]) -> bytes:
+        # Names first: a hostile name is refused before anything reaches the board.
+        for name in files:
+            check_name(name, "artifact name")
+        check_name(job["job_id"], "job id")
         for attempt in range(self.target.retries + 1):
             try:
                 with Connection(self.target) as board:
@@ -105,14 +112,26 @@ class SshTransport:
     def _run_once(self, board: Connection, job: dict[str, Any],
                   files: dict[str, Path]) -> bytes:
         work = self.target.work_dir
+        with board_lock(board, work, seconds=_job_timeout(job) + 2 * self.target.command_timeout):
+            return self._run_locked(board, job, files)
+
+    def _run_locked(self, board: Connection, job: dict[str, Any],
+                    files: dict[str, Path]) -> bytes:
+        work = self.target.work_dir
         cache = f"{work}/cache"
         agent = build_agent_package()
         upload(board, work, agent.name, agent.data)
         for name, path in files.items():
-            upload(board, cache, check_name(name, "artifact name"), path)
-        job_name = f"job-{check_name(job['job_id'], 'job id')}.json"
+            upload(board, cache, name, path)
+        job_name = f"job-{job['job_id']}.json"
         upload(board, cache, job_name, json.dumps(job).encode())
-        command = (f"cd {shlex.quote(work)} && exec {shlex.quote(self.target.python)} "
+        facts = probe(board)
+        facts.require()
+        # The agent runs from the work folder: a relative venv path must be made absolute.
+        python = facts.python
+        if python == f"{work}/venv/bin/python" and not python.startswith("/"):
+            python = "venv/bin/python"
+        command = (f"cd {shlex.quote(work)} && exec {shlex.quote(python)} "
                    f"{shlex.quote(agent.name)} run {shlex.quote('cache/' + job_name)}")
         try:
             result = board.run(command, timeout=_job_timeout(job))

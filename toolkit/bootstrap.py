@@ -1,0 +1,154 @@
+"""What a bare board needs before the agent can run, checked and (when asked) installed.
+
+The agent needs Python 3.9 or newer, numpy and a TFLite runtime. :func:`probe`
+asks the board's Python (the venv in the work folder if ``edge targets setup``
+made one, else the target's ``python``); :func:`setup` makes that venv and
+installs what is missing with pip, from the package index or from wheels the
+host pushes (``wheelhouse``) for air-gapped labs.
+
+Example::
+
+    with Connection(target) as board:
+        facts = probe(board)          # BoardPython(python='.edge/venv/bin/python', ...)
+        facts.require()               # raises BoardSetupError naming `edge targets setup`
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BoardSetupError, InfrastructureError
+from .ssh import Connection
+from .transfer import upload
+
+#: Packages per runtime preference; tflite-runtime 2.14 fails to import with numpy 2.
+REQUIREMENTS = {
+    "ai-edge-litert": ["numpy", "ai-edge-litert"],
+    "tflite-runtime": ["numpy<2", "tflite-runtime"],
+    "auto": ["numpy", "ai-edge-litert"],
+}
+_PROBE = (
+    "import json, sys\n"
+    "from importlib import metadata\n"
+    "facts = {'version': list(sys.version_info[:3]), 'numpy': None, 'runtimes': {}}\n"
+    "for dist, key in (('numpy', None), ('ai-edge-litert', 'ai_edge_litert'),\n"
+    "                  ('tflite-runtime', 'tflite_runtime')):\n"
+    "    try:\n"
+    "        version = metadata.version(dist)\n"
+    "    except Exception:\n"
+    "        continue\n"
+    "    if key is None:\n"
+    "        facts['numpy'] = version\n"
+    "    else:\n"
+    "        facts['runtimes'][dist] = version\n"
+    "print(json.dumps(facts))\n"
+)
+
+
+@dataclass(frozen=True)
+class BoardPython:
+    """The board's Python and what it has."""
+
+    target: str
+    python: str
+    version: tuple[int, ...]
+    numpy: str | None
+    runtimes: dict[str, str]
+    runtime_preference: str
+
+    def missing(self) -> list[str]:
+        problems = []
+        if self.version < (3, 9):
+            problems.append(f"Python {'.'.join(map(str, self.version))} is older than 3.9")
+        if self.numpy is None:
+            problems.append("numpy is missing")
+        wanted = (list(self.runtimes) if self.runtime_preference == "auto"
+                  else [self.runtime_preference])
+        if not self.runtimes or not set(wanted) & set(self.runtimes):
+            problems.append(f"no TFLite runtime ({self.runtime_preference}) is installed")
+        return problems
+
+    def require(self) -> None:
+        problems = self.missing()
+        if problems:
+            raise BoardSetupError(f"{self.target}: {'; '.join(problems)} for {self.python}; "
+                                  f"run `edge targets setup {self.target}`", target=self.target)
+
+
+def board_python(board: Connection) -> str:
+    """The venv's Python if setup made one, else the target's ``python``."""
+    venv_python = f"{board.target.work_dir}/venv/bin/python"
+    found = board.run(f"test -x {shlex.quote(venv_python)}")
+    return venv_python if found.ok else board.target.python
+
+
+def probe(board: Connection) -> BoardPython:
+    python = board_python(board)
+    result = board.run(f"{shlex.quote(python)} -c {shlex.quote(_PROBE)}")
+    if not result.ok:
+        raise BoardSetupError(f"{board.target.name}: cannot run {python} on the board "
+                              f"({result.stderr.decode('utf-8', 'replace').strip()[-200:]}); "
+                              "set python in the target file", target=board.target.name)
+    try:
+        facts = json.loads(result.stdout.decode("utf-8").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise InfrastructureError(f"{board.target.name}: the Python probe printed nothing "
+                                  "readable", target=board.target.name) from None
+    return BoardPython(target=board.target.name, python=python,
+                       version=tuple(facts["version"]), numpy=facts["numpy"],
+                       runtimes=facts["runtimes"], runtime_preference=board.target.runtime)
+
+
+def setup(board: Connection, *, wheelhouse: Path | None = None,
+          system_site_packages: bool = False) -> BoardPython:
+    """Make ``WORK/venv`` with the target's Python and pip-install what the agent needs."""
+    target = board.target
+    work = target.work_dir
+    venv = f"{work}/venv"
+    base = probe_base(board)
+    if base < (3, 9):
+        raise BoardSetupError(f"{target.name}: {target.python} is Python "
+                              f"{'.'.join(map(str, base))}; the agent needs 3.9 or newer: "
+                              "install one and set python in the target file",
+                              target=target.name)
+    flags = " --system-site-packages" if system_site_packages else ""
+    made = board.run(f"mkdir -p -- {shlex.quote(work)} && test -x "
+                     f"{shlex.quote(venv + '/bin/python')} || {shlex.quote(target.python)} "
+                     f"-m venv{flags} -- {shlex.quote(venv)}", timeout=300)
+    if not made.ok:
+        raise BoardSetupError(f"{target.name}: could not make a venv: "
+                              f"{made.stderr.decode('utf-8', 'replace').strip()[-200:]}",
+                              target=target.name)
+    source = ""  # pip's own index configuration
+    if wheelhouse is not None:
+        wheels = sorted(wheelhouse.glob("*.whl"))
+        if not wheels:
+            raise BoardSetupError(f"wheelhouse {wheelhouse} holds no .whl files",
+                                  target=target.name)
+        remote_wheels = f"{work}/wheelhouse"
+        for wheel in wheels:
+            upload(board, remote_wheels, wheel.name, wheel)
+        source = f"--no-index --find-links {shlex.quote(remote_wheels)}"
+    packages = " ".join(shlex.quote(p) for p in REQUIREMENTS[target.runtime])
+    installed = board.run(f"{shlex.quote(venv + '/bin/python')} -m pip install "
+                          f"--disable-pip-version-check -q {source} {packages}", timeout=1800)
+    if not installed.ok:
+        lines = installed.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise BoardSetupError(f"{target.name}: pip failed: {lines[-1] if lines else ''}",
+                              target=target.name)
+    facts = probe(board)
+    facts.require()
+    return facts
+
+
+def probe_base(board: Connection) -> tuple[int, ...]:
+    """The version of the target's own ``python`` (not the venv's)."""
+    result = board.run(f"{shlex.quote(board.target.python)} -c "
+                       + shlex.quote("import sys; print(*sys.version_info[:3])"))
+    if not result.ok:
+        raise BoardSetupError(f"{board.target.name}: cannot run {board.target.python} on the "
+                              "board; set python in the target file", target=board.target.name)
+    return tuple(int(part) for part in result.stdout.split())
