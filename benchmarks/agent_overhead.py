@@ -18,6 +18,7 @@ machine is quiet (timing on a shared machine is noisy):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -89,7 +90,8 @@ def build_model(folder: Path) -> Path:
 
 def run_agent(folder: Path, model: Path, settings: dict) -> dict:
     job = protocol.make_job(job_id="bench", settings=settings,
-                            variants=[{"name": "m", "file": model.name, "sha256": "-"}])
+                            variants=[{"name": "m", "file": model.name,
+                                      "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}])
     (folder / "job.json").write_text(json.dumps(job))
     done = subprocess.run([sys.executable, str(folder / "agent.pyz"), "run",
                            str(folder / "job.json")], capture_output=True, check=True)
