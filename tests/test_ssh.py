@@ -13,7 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from toolkit.cli import main
-from toolkit.errors import AuthError, HostKeyError, InfrastructureError, TransferError
+from toolkit.errors import (
+    AuthError,
+    HostKeyError,
+    InfrastructureError,
+    ResultError,
+    TransferError,
+)
 from toolkit.ssh import Connection, fingerprint
 from toolkit.targets import Target, load_target
 from toolkit.transfer import upload
@@ -38,6 +44,14 @@ def test_command_time_limit(sshd: Sshd, tmp_path: Path) -> None:
     with Connection(lab_target(sshd, tmp_path)) as board, \
             pytest.raises(InfrastructureError, match=r"did not finish within 0\.5 s"):
         board.run("sleep 30", timeout=0.5)
+
+
+def test_a_flood_of_output_is_cut_off_not_held_in_memory(
+        sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("toolkit.ssh.MAX_STDOUT_BYTES", 100_000)
+    with Connection(lab_target(sshd, tmp_path)) as board, \
+            pytest.raises(ResultError, match="printed over 100000 bytes"):
+        board.run("yes")
 
 
 def test_upload_is_verified_and_not_repeated(sshd: Sshd, tmp_path: Path) -> None:

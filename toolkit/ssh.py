@@ -26,10 +26,16 @@ from typing import IO
 
 import paramiko
 
-from .errors import AuthError, HostKeyError, InfrastructureError
+from device_agent.protocol import MAX_RESULT_BYTES
+
+from .errors import AuthError, HostKeyError, InfrastructureError, ResultError
 from .targets import SshParams, Target, resolve_ssh
 
 log = logging.getLogger(__name__)
+
+#: A board cannot make the host hold more than this of one command's output in memory.
+MAX_STDOUT_BYTES = MAX_RESULT_BYTES
+MAX_STDERR_BYTES = 1024 * 1024
 # paramiko logs every reset socket at ERROR; without a handler anywhere Python's last-resort
 # handler would print those beside our own one-line error. Propagation to the app's is kept.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -170,8 +176,14 @@ class Connection:
             while True:
                 if channel.recv_ready():
                     out += channel.recv(65536)
+                    if len(out) > MAX_STDOUT_BYTES:
+                        channel.close()
+                        raise ResultError(f"command on {self.where} printed over "
+                                          f"{MAX_STDOUT_BYTES} bytes; not read further",
+                                          target=self.target.name)
                 elif channel.recv_stderr_ready():
                     err += channel.recv_stderr(65536)
+                    del err[:-MAX_STDERR_BYTES]  # only the last lines are ever shown
                 elif channel.exit_status_ready():
                     break
                 else:
