@@ -93,3 +93,14 @@ def test_targets_list_and_show() -> None:
     assert '"resolved_ssh"' in shown.stdout
     missing = CliRunner().invoke(main, ["targets", "show", "nope"])
     assert missing.exit_code == 2 and "unknown target 'nope'" in missing.stderr
+
+
+def test_every_builtin_target_names_a_power_sensor_the_agent_knows() -> None:
+    from device_agent.power import POWER_SENSORS
+    from toolkit.pipeline import _target_power
+
+    for name in available_targets():
+        target = load_target(name)
+        assert target.power_sensor in POWER_SENSORS, name
+        assert _target_power(target, None) == {"power_sensor": target.power_sensor}
+        assert _target_power(target, {"power_command": "meter"}) == {}

@@ -148,7 +148,8 @@ def _run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
             files[reference.name] = reference
         variants.append(variant)
     job = protocol.make_job(job_id=f"{run_id}-{target.name}", variants=variants,
-                            settings={"threads": target.threads, **(settings or {})})
+                            settings={"threads": target.threads, **_target_power(target, settings),
+                                      **(settings or {})})
     raw = open_transport(target).run_job(job, files)
     try:
         result = protocol.parse_result(raw, job)
@@ -162,6 +163,14 @@ def _run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
         record["variant"] = record.pop("name")
         records.append(record)
     return records
+
+
+def _target_power(target: Target, settings: dict[str, Any] | None) -> dict[str, str]:
+    """The target file's power sensor, unless the command line chose a sensor or a meter."""
+    chosen = settings or {}
+    if "power_sensor" in chosen or "power_command" in chosen:
+        return {}
+    return {"power_sensor": target.power_sensor}
 
 
 def _new_run_id() -> str:

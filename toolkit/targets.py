@@ -26,11 +26,12 @@ from typing import Any
 
 import paramiko
 
+from device_agent.power import POWER_SENSORS
+
 from .errors import TargetError
 
 TRANSPORTS = ("local", "ssh")
 RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
-POWER_SENSORS = ("none", "ina3221-hwmon", "ina3221x-iio", "vcgencmd-pmic", "ina219", "rapl")
 SSH_CONFIG_ENV = "EDGE_SSH_CONFIG"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
