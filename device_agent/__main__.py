@@ -9,7 +9,6 @@ print one result document on standard output.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import subprocess
@@ -116,7 +115,7 @@ def _measure(job_path: Path, name: str) -> int:
         return 1
     model_path = job_path.parent / variant["file"]
     # A file that is not byte for byte the one the host built must never be measured.
-    if _sha256(model_path) != variant["sha256"]:
+    if protocol.sha256_file(model_path) != variant["sha256"]:
         print(f"{variant['file']} does not match its sha256 {variant['sha256']}; not run",
               file=sys.stderr)
         return 1
@@ -146,14 +145,6 @@ def _measure(job_path: Path, name: str) -> int:
         return 1
     print(json.dumps(figures))
     return 0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _failed(name: str, error: str) -> dict[str, Any]:

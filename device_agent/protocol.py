@@ -29,8 +29,10 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -69,6 +71,15 @@ TEXT_SETTINGS: dict[str, str] = {"power_sensor": "auto", "power_rail": "", "powe
 VARIANT_STATUSES = ("ok", "failed")
 VERDICTS = ("VALID", "INVALID")
 LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 a job names a file by, read in blocks (models can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class ProtocolError(ValueError):

@@ -93,19 +93,26 @@ def test_a_hostile_work_folder_is_only_ever_a_folder_name(sshd: Sshd, tmp_path: 
         assert not [p for p in folder.iterdir() if p.name.startswith("INJECTED")]
 
 
-def test_an_infrastructure_failure_is_retried_a_bounded_number_of_times(
-        own_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("toolkit.transport.time.sleep", lambda seconds: None)
-    target = lab_target(own_sshd, tmp_path, retries=2, connect_timeout=2.0)
-    own_sshd.kill()
-    attempts = []
+@pytest.fixture
+def attempts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per Connection made: how many times a job tried to reach the board."""
+    made: list[int] = []
     real_init = Connection.__init__
 
     def counting_init(self: Connection, *args: object, **kwargs: object) -> None:
-        attempts.append(1)
+        made.append(1)
         real_init(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Connection, "__init__", counting_init)
+    return made
+
+
+def test_an_infrastructure_failure_is_retried_a_bounded_number_of_times(
+        own_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        attempts: list[int]) -> None:
+    monkeypatch.setattr("toolkit.transport.time.sleep", lambda seconds: None)
+    target = lab_target(own_sshd, tmp_path, retries=2, connect_timeout=2.0)
+    own_sshd.kill()
     with pytest.raises(InfrastructureError, match="cannot reach"):
         SshTransport(target).run_job({"job_id": "j", "variants": [],
                                       "settings": {"variant_timeout_seconds": 1}}, {})
@@ -113,16 +120,8 @@ def test_an_infrastructure_failure_is_retried_a_bounded_number_of_times(
 
 
 def test_a_failing_agent_is_a_job_error_and_not_retried(
-        sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        sshd: Sshd, tmp_path: Path, attempts: list[int]) -> None:
     target = lab_target(sshd, tmp_path, retries=3)
-    attempts = []
-    real_init = Connection.__init__
-
-    def counting_init(self: Connection, *args: object, **kwargs: object) -> None:
-        attempts.append(1)
-        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Connection, "__init__", counting_init)
     # The agent refuses a job that breaks the protocol: its failure, not the link's.
     with pytest.raises(AgentError, match="agent on lab failed: agent: bad job"):
         SshTransport(target).run_job({"job_id": "j", "variants": [],

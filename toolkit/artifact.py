@@ -12,11 +12,12 @@ Example::
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from device_agent.protocol import sha256_file
 
 from .model import ModelSource
 
@@ -55,14 +56,6 @@ class Artifact:
             if data[absent_without_labels] is None:
                 del data[absent_without_labels]
         return data
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_artifact(variant: str, path: Path, **known: Any) -> Artifact:

@@ -20,6 +20,8 @@ import shlex
 import uuid
 from pathlib import Path
 
+from device_agent.protocol import sha256_file
+
 from .errors import InfrastructureError, TransferError
 from .ssh import Connection
 from .targets import check_name
@@ -31,11 +33,7 @@ STALE_PART_MINUTES = 60
 def sha256_of(source: Path | bytes) -> str:
     if isinstance(source, bytes):
         return hashlib.sha256(source).hexdigest()
-    digest = hashlib.sha256()
-    with open(source, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(source)
 
 
 def remote_sha256(board: Connection, path: str) -> str | None:
