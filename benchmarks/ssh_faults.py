@@ -8,6 +8,13 @@
 3. Hostile names: extra commands run, files written outside the work folder.
 4. Link down mid-job (a network-namespace board, root only): how long until the job
    failed as an infrastructure error, against the configured limit.
+5. A model that segfaults the runtime (tests/models/segfaulting_tflite.py) between two
+   real digits models, one job per try on a loopback sshd board, once per board Python
+   (``--board-python``, e.g. a venv with tflite-runtime 2.14): how often the other two
+   were measured and the crash was reported as that variant's SIGSEGV.
+
+    python benchmarks/ssh_faults.py --only segfault --segv-tries 10 \
+        --board-python python3 --board-python ~/.cache/edge-tests/tflite-runtime-2.14.0/bin/python
 """
 
 from __future__ import annotations
@@ -186,6 +193,51 @@ def link_down(root: Path, tries: int) -> None:
           f"(limit {limit:g} s + keepalive 1 s; must stay under {limit + 10:g} s)")
 
 
+def segfault_among_three(root: Path, tries: int, board_pythons: list[str]) -> None:
+    from device_agent import protocol
+    from tests.models.segfaulting_tflite import write_segfaulting_tflite
+    from toolkit.compress import Fp32Config, Int8StaticConfig, compress
+    from toolkit.model import load_model_source
+    from toolkit.transport import SshTransport
+
+    source = load_model_source(Path(__file__).resolve().parent.parent / "examples" /
+                               "digits_cnn.py")
+    files = {"fp32": compress(source, Fp32Config(), root).path,
+             "segfaults": write_segfaulting_tflite(root / "segfaults.tflite"),
+             "int8": compress(source, Int8StaticConfig(), root).path}
+    shas = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
+    sshd = Sshd.create(root / "sshd-segv")
+    try:
+        for python in board_pythons:
+            sshd.write_target(root / "targets", "segv", root / "board-segv", python=python)
+            target = load_target("segv", root / "targets")
+            both_measured = crash_reported = 0
+            errors: list[str] = []
+            runtimes: set[str] = set()
+            for attempt in range(tries):
+                job = protocol.make_job(
+                    job_id=f"segv-{attempt}",
+                    variants=[{"name": name, "file": f"{sha}.tflite", "sha256": sha}
+                              for name, sha in shas.items()],
+                    settings={"warmup_runs": 2, "min_runs": 20, "min_seconds": 0.1,
+                              "cooldown_seconds": 0})
+                raw = SshTransport(target).run_job(
+                    job, {f"{shas[name]}.tflite": path for name, path in files.items()})
+                fp32, crashed, int8 = protocol.parse_result(raw, job)["variants"]
+                both_measured += fp32["status"] == int8["status"] == "ok" and \
+                    min(fp32["runs"], int8["runs"]) >= 20
+                crash_reported += crashed["status"] == "failed" and \
+                    crashed["error"].startswith("killed by signal SIGSEGV")
+                errors.append(crashed.get("error", "(none)"))
+                runtimes.update(f"{v['runtime']['name']} {v['runtime']['version']}"
+                                for v in (fp32, int8) if "runtime" in v)
+            print(f"segfaulting model among three on {', '.join(sorted(runtimes)) or python}: "
+                  f"{tries} jobs, other two measured in {both_measured}, crash reported as "
+                  f"SIGSEGV in {crash_reported}; its error: {sorted(set(errors))}")
+    finally:
+        sshd.kill()
+
+
 def subprocess_ip(*args: str) -> None:
     import subprocess
 
@@ -199,14 +251,27 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=50)
     parser.add_argument("--key-tries", type=int, default=20)
     parser.add_argument("--link-tries", type=int, default=5)
+    parser.add_argument("--segv-tries", type=int, default=10)
+    parser.add_argument("--board-python", action="append", metavar="PYTHON",
+                        help="Python the segfault board runs the agent with (repeatable) "
+                             "[default: this one]")
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--only", choices=["uploads", "keys", "names", "link", "segfault"],
+                        action="append", help="run only these faults (repeatable)")
     args = parser.parse_args()
+    chosen = set(args.only or ["uploads", "keys", "names", "link", "segfault"])
     with tempfile.TemporaryDirectory(prefix="edge-faults-") as folder:
         root = Path(folder)
-        killed_uploads(root, args.uploads, random.Random(args.seed))
-        host_keys(root, args.key_tries)
-        hostile_names(root)
-        link_down(root, args.link_tries)
+        if "uploads" in chosen:
+            killed_uploads(root, args.uploads, random.Random(args.seed))
+        if "keys" in chosen:
+            host_keys(root, args.key_tries)
+        if "names" in chosen:
+            hostile_names(root)
+        if "link" in chosen:
+            link_down(root, args.link_tries)
+        if "segfault" in chosen:
+            segfault_among_three(root, args.segv_tries, args.board_python or [sys.executable])
 
 
 if __name__ == "__main__":

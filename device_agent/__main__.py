@@ -21,6 +21,8 @@ from . import protocol
 from .board import board_facts
 
 USAGE = "usage: agent run JOB.json | agent measure JOB.json VARIANT"
+#: The child's first stderr line names its runtime, so a crash can still say which one died.
+RUNTIME_MARK = "edge-agent runtime: "
 #: Where the ``device_agent`` package is importable from: a zipapp or a source folder.
 IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -87,16 +89,22 @@ def _measure_in_child(job_path: Path, name: str, timeout: float) -> dict[str, An
                IMPORT_ROOT, "measure", str(job_path), name]
     try:
         child = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return _failed(name, f"timed out after {timeout:g} s")
+    except subprocess.TimeoutExpired as exc:
+        runtime = _announced_runtime(exc.stderr or b"")
+        return _failed(name, f"timed out after {timeout:g} s{_in(runtime)}", runtime)
+    runtime = _announced_runtime(child.stderr)
     if child.returncode < 0:
-        return _failed(name, f"killed by signal {signal.Signals(-child.returncode).name}")
+        # A crash inside the runtime (e.g. SIGSEGV on a malformed model) or an OOM kill.
+        return _failed(name, f"killed by signal {_signal_name(-child.returncode)}"
+                             f"{_in(runtime)}", runtime)
     if child.returncode != 0:
-        return _failed(name, _last_line(child.stderr) or f"exit status {child.returncode}")
+        return _failed(name, _last_line(child.stderr) or f"exit status {child.returncode}",
+                       runtime)
     try:
         figures = json.loads(child.stdout.decode("utf-8").strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return _failed(name, "measurement printed no result: " + _last_line(child.stderr))
+        return _failed(name, "measurement printed no result: " + _last_line(child.stderr),
+                       runtime)
     return {"name": name, **figures}
 
 
@@ -113,6 +121,7 @@ def _measure(job_path: Path, name: str) -> int:
     except RuntimeNotFound as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    print(RUNTIME_MARK + json.dumps(runtime.describe()), file=sys.stderr, flush=True)
     model_path = job_path.parent / variant["file"]
     # A file that is not byte for byte the one the host built must never be measured.
     if protocol.sha256_file(model_path) != variant["sha256"]:
@@ -147,8 +156,34 @@ def _measure(job_path: Path, name: str) -> int:
     return 0
 
 
-def _failed(name: str, error: str) -> dict[str, Any]:
-    return {"name": name, "status": "failed", "error": error}
+def _failed(name: str, error: str, runtime: dict[str, str] | None = None) -> dict[str, Any]:
+    failed: dict[str, Any] = {"name": name, "status": "failed", "error": error}
+    if runtime is not None:
+        failed["runtime"] = runtime
+    return failed
+
+
+def _announced_runtime(stderr: bytes) -> dict[str, str] | None:
+    """The runtime the child said it loaded (see RUNTIME_MARK), or None if it died before."""
+    for line in stderr.decode("utf-8", "replace").splitlines():
+        if line.startswith(RUNTIME_MARK):
+            try:
+                described = json.loads(line[len(RUNTIME_MARK):])
+            except ValueError:
+                return None
+            return described if isinstance(described, dict) else None
+    return None
+
+
+def _in(runtime: dict[str, str] | None) -> str:
+    return f" in {runtime.get('name')} {runtime.get('version')}" if runtime else ""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time or platform-specific signal has no name
+        return str(number)
 
 
 def _first_line(text: str) -> str:
