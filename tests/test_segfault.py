@@ -9,6 +9,8 @@ variants before and after it are measured as usual, on a real sshd board
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -132,3 +134,31 @@ def test_a_segfaulting_variant_fails_alone_and_the_others_are_measured(
     assert table["segfaults"]["note"].startswith("killed by signal SIGSEGV in " + runtime)
     for variant in ("fp32", "int8"):
         assert float(table[variant]["p50 ms"]) > 0 and "killed" not in table[variant]["note"]
+
+
+def test_host_references_survive_a_segfaulting_model(digits_fp32_tflite: Path, segfaulting: Path,
+                                                     tmp_path: Path) -> None:
+    from toolkit.reference import compute_references
+
+    models = [digits_fp32_tflite, segfaulting, digits_fp32_tflite.with_name("missing.tflite")]
+    made = compute_references([(m, tmp_path / f"{i}.npz") for i, m in enumerate(models)], None)
+    assert made[models[0]] == tmp_path / "0.npz" and (tmp_path / "0.npz").is_file()
+    assert made[models[1]] == "the host runtime crashed on it (killed by signal SIGSEGV)"
+    # The child after the crash went on with the rest.
+    assert isinstance(made[models[2]], str) and "missing.tflite" in made[models[2]]
+
+
+@pytest.mark.slow
+def test_edge_deploy_of_a_segfaulting_file_reports_it_and_the_host_survives(
+        segfaulting: Path, tmp_path: Path) -> None:
+    # A separate process: were the host to run the model in-process, only it would die.
+    ran = subprocess.run([sys.executable, "-m", "toolkit", "deploy", str(segfaulting),
+                          "--target", "local", "-o", str(tmp_path / "out"), "--json",
+                          "--min-runs", "5", "--min-seconds", "0.05"],
+                         capture_output=True, text=True, timeout=300, check=False,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert ran.returncode == 0, ran.stderr
+    (result,) = json.loads(ran.stdout)["results"]
+    assert result["status"] == "failed"
+    assert result["error"].startswith("killed by signal SIGSEGV in ai-edge-litert")
+    assert "no output check for tflite" in ran.stderr and "SIGSEGV" in ran.stderr

@@ -30,7 +30,7 @@ from .errors import OutputError, ResultError, UsageError
 from .model import ModelSource, load_model_source
 from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
 from .project import git_commit, resolve_store_path
-from .reference import compute_reference, source_inputs
+from .reference import compute_references, source_inputs
 from .report import write_report
 from .store import ResultsStore, StoredRun
 from .targets import Target, load_target
@@ -117,17 +117,22 @@ def _make_staging_dir(out_dir: Path, run_id: str) -> Path:
 
 def _build_references(source: ModelSource, artifacts: list[Artifact],
                       folder: Path) -> dict[str, Path]:
-    """Host interpreter outputs on real inputs, per artifact, for the board's output check."""
+    """Host interpreter outputs on real inputs, per artifact, for the board's output check.
+
+    Computed in a child Python: a model that crashes the runtime costs its output
+    check, not the deploy (the board then reports the crash as that variant's failure).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    inputs = source_inputs(source)
+    made = compute_references([(a.path, folder / f"{a.sha256}.ref.npz") for a in artifacts],
+                              source_inputs(source))
     references = {}
     for artifact in artifacts:
-        try:
-            references[artifact.board_name] = compute_reference(
-                artifact.path, inputs, folder / f"{artifact.sha256}.ref.npz")
-        except (RuntimeError, ValueError) as exc:  # e.g. a custom op the host lacks: deploy it
+        answer = made[artifact.path]
+        if isinstance(answer, Path):
+            references[artifact.board_name] = answer
+        else:  # e.g. a custom op the host lacks, or a crash: deploy it all the same
             _log.warning("no output check for %s: the host interpreter could not run it (%s)",
-                         artifact.variant, exc)
+                         artifact.variant, answer)
     return references
 
 

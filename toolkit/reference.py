@@ -5,15 +5,25 @@ inputs (already in the model's input dtype, quantized if the model is) and raw
 outputs in one ``.npz`` file that travels beside the model; the board runs the
 same inputs and reports how far its outputs are (see ``device_agent.outputs``).
 
+A model the runtime crashes on (a user's ``.tflite`` can be one: see
+``tests/models/segfaulting_tflite.py``) must not take the host down with it:
+:func:`compute_references` runs the interpreter in a child Python and names the
+signal instead, so the board still gets to run and report that variant.
+
 Example::
 
     compute_reference(Path("int8.tflite"), source_inputs(source, 32), Path("int8.ref.npz"))
+    compute_references([(Path("int8.tflite"), Path("int8.ref.npz"))], None)
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,29 @@ from .model import ModelSource
 #: Inputs plus outputs kept under this size, so the job stays small on slow links.
 MAX_REFERENCE_BYTES = 2 * 1024 * 1024
 MAX_REFERENCE_SAMPLES = 32
+#: Where ``toolkit`` is importable from, for the child Python.
+_IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
+_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from toolkit.reference import compute_reference
+samples = None
+if sys.argv[2]:
+    with np.load(sys.argv[2]) as saved:
+        count, width = (int(n) for n in saved["shape"])
+        samples = [tuple(saved[f"{i}_{j}"] for j in range(width)) for i in range(count)]
+pairs = sys.argv[3:]
+for index in range(0, len(pairs), 2):
+    print("start", index // 2, flush=True)
+    try:
+        compute_reference(pairs[index], samples, pairs[index + 1])
+    except Exception as exc:
+        print("error", index // 2, type(exc).__name__ + ": " + " ".join(str(exc).split()),
+              flush=True)
+    else:
+        print("done", index // 2, flush=True)
+"""
 
 
 def source_inputs(source: ModelSource, samples: int = MAX_REFERENCE_SAMPLES
@@ -71,3 +104,76 @@ def _random_samples(details: list[dict[str, Any]], count: int) -> list[tuple[np.
     rng = np.random.default_rng(0)
     return [tuple(rng.standard_normal(tuple(d["shape"])).astype(np.float32) for d in details)
             for _ in range(count)]
+
+
+def compute_references(models: Sequence[tuple[Path, Path]],
+                       samples: Iterable[tuple[Any, ...]] | None, *,
+                       timeout: float = 600.0) -> dict[Path, Path | str]:
+    """:func:`compute_reference` for each ``(model, out)`` pair, in a child Python.
+
+    Returns, per model, the ``.npz`` written or why there is none: the runtime's
+    message, or the signal that killed it (the next child goes on with the rest).
+    """
+    outcome: dict[Path, Path | str] = {}
+    with tempfile.TemporaryDirectory(prefix="edge-ref-") as scratch:
+        samples_file = _save_samples(samples, Path(scratch)) if samples is not None else ""
+        remaining = list(models)
+        while remaining:
+            answered, lost = _reference_child(remaining, samples_file, timeout)
+            for (model, out), answer in zip(remaining, answered, strict=False):
+                outcome[model] = out if answer == "done" else answer
+            remaining = remaining[len(answered):]
+            if remaining and lost:
+                outcome[remaining[0][0]] = lost
+                remaining = remaining[1:]
+            elif remaining:  # the child ended without a word about the rest: do not loop
+                outcome.update((model, "the reference process stopped early")
+                               for model, _ in remaining)
+                break
+    return outcome
+
+
+def _save_samples(samples: Iterable[tuple[Any, ...]], folder: Path) -> str:
+    chosen = [tuple(_as_numpy(value) for value in sample)
+              for sample in itertools.islice(samples, MAX_REFERENCE_SAMPLES)]
+    width = len(chosen[0]) if chosen else 0
+    arrays: dict[str, Any] = {f"{i}_{j}": value for i, sample in enumerate(chosen)
+                              for j, value in enumerate(sample)}
+    arrays["shape"] = np.array([len(chosen), width])
+    path = folder / "samples.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _reference_child(models: Sequence[tuple[Path, Path]], samples_file: str,
+                     timeout: float) -> tuple[list[str], str]:
+    """One child over ``models``: the answers it gave in order ("done" or an error),
+    and why it stopped on the next one if it died there ("" if it did not)."""
+    command = [sys.executable, "-c", _CHILD, _IMPORT_ROOT, samples_file,
+               *(str(part) for pair in models for part in pair)]
+    try:
+        child = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+        stdout, died = child.stdout, _death(child.returncode, child.stderr)
+    except subprocess.TimeoutExpired as exc:
+        stdout, died = exc.stdout or b"", f"the host runtime timed out after {timeout:g} s"
+    answers = []
+    for line in stdout.decode("utf-8", "replace").splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "done":
+            answers.append("done")
+        elif word == "error":
+            answers.append(rest.partition(" ")[2])
+    return answers, died
+
+
+def _death(returncode: int, stderr: bytes) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"the host runtime crashed on it (killed by signal {name})"
+    if returncode != 0:
+        lines = stderr.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else f"exit status {returncode}"
+    return ""
