@@ -20,6 +20,8 @@ def board_facts() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "board_model": _read_text(Path("/proc/device-tree/model")),
         "runtimes": _installed_runtimes(),
+        # One kernel, one boot id: boards that share it share a machine (and its CPUs).
+        "boot_id": _read_text(Path("/proc/sys/kernel/random/boot_id")),
     }
 
 

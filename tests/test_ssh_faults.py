@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.errors import AgentError, BoardBusyError, InfrastructureError, TargetError
-from toolkit.lock import board_lock
+from toolkit.lock import board_lock, read_lease
 from toolkit.ssh import Connection
 from toolkit.targets import Target, load_target
 from toolkit.transfer import upload
@@ -157,3 +157,25 @@ def test_a_busy_board_is_an_infrastructure_error(sshd: Sshd, tmp_path: Path) -> 
         SshTransport(target).run_job({"job_id": "j", "variants": [],
                                       "settings": {"variant_timeout_seconds": 1}}, {})
     assert issubclass(BoardBusyError, InfrastructureError)
+
+
+def test_a_held_lease_is_renewed_past_its_length_and_logged(sshd: Sshd, tmp_path: Path) -> None:
+    target = lab_target(sshd, tmp_path)
+    work = str(tmp_path / "board")
+    owner_file = tmp_path / "board" / "lock" / "owner"
+    with Connection(target) as first, Connection(target) as second:
+        with board_lock(first, work, seconds=2) as token:
+            first_expiry = int(owner_file.read_text().splitlines()[1])
+            time.sleep(4.5)  # over twice the lease: only renewal keeps it ours
+            lease, now = read_lease(second, work)
+            assert lease is not None and lease.owner == token
+            assert lease.expires > first_expiry and lease.expires >= now
+            assert lease.since is not None and lease.since <= first_expiry
+            with pytest.raises(BoardBusyError):
+                with board_lock(second, work, seconds=2):
+                    pass
+        assert read_lease(second, work)[0] is None
+    events = [line.split(" ", 2) for line in
+              (tmp_path / "board" / "lock.log").read_text().splitlines()]
+    assert [(event, who) for _, event, who in events] == [("acquire", token), ("release", token)]
+    assert float(events[0][0]) < float(events[1][0])

@@ -15,6 +15,7 @@ import click
 from device_agent.power import POWER_SENSORS
 
 from . import pipeline
+from .cli_bench import bench_command
 from .cli_check import check
 from .cli_compress import compress
 from .cli_report import report
@@ -117,3 +118,4 @@ main.add_command(check)
 main.add_command(report)
 main.add_command(targets)
 main.add_command(compress)
+main.add_command(bench_command)

@@ -17,7 +17,8 @@
     ├── CompressError                   conversion or quantization failed
     ├── AgentError                      the agent could not run, or crashed, on the board
     ├── ResultError                     the agent's answer broke the job protocol
-    └── StoreError                      the results store could not be read or written
+    ├── StoreError                      the results store could not be read or written
+    └── MatrixIncomplete        exit 3  edge bench: some target x variant cells have no result
 
 Three kinds of failure on a board: infrastructure (``InfrastructureError``,
 ``retryable``), job (``AgentError``: the model or agent failed, not retried)
@@ -140,3 +141,9 @@ class ResultError(EdgeError):
 
 class StoreError(EdgeError):
     """The results store failed."""
+
+
+class MatrixIncomplete(EdgeError):
+    """``edge bench`` finished, but some boards failed: the rest of the matrix is stored."""
+
+    exit_code = 3

@@ -25,7 +25,7 @@ from typing import Any
 from device_agent import protocol
 
 from .artifact import Artifact, write_manifest
-from .compress import build_artifacts, parse_recipes
+from .compress import Chain, build_artifacts, parse_recipes
 from .errors import OutputError, ResultError, UsageError
 from .model import ModelSource, load_model_source
 from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
@@ -72,31 +72,17 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     out_dir = Path(out_dir)
     store_path = Path(store_path) if store_path else default_store_path(out_dir)
     source = load_model_source(model_path)
-    run_id = _new_run_id()
-    staging = _make_staging_dir(out_dir, run_id)
+    run_id = new_run_id()
+    staging = make_staging_dir(out_dir, run_id)
     final_dir = out_dir / "runs" / run_id
     try:
         with ResultsStore(store_path) as store:
-            artifacts = build_artifacts(source, configs, staging / "artifacts")
-            write_manifest(staging / "artifacts", source, artifacts)
-            references = _build_references(source, artifacts, staging / "references")
+            artifacts, references = prepare_model(source, configs, staging)
             results = [record for target in chosen
-                       for record in _run_on_target(target, run_id, artifacts, settings,
-                                                    threads, references)]
-            run = StoredRun(run_id=run_id, created_at=_now(), model_name=source.name,
-                            model_path=str(source.path), model_sha256=source.sha256,
-                            report_dir=str(final_dir), git_commit=git_commit(source.path),
-                            tags=tuple(tags), results=results)
-            (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n",
-                                                  encoding="utf-8")
-            write_report(run, staging)
-            final_dir.parent.mkdir(parents=True, exist_ok=True)
-            staging.rename(final_dir)
-            try:
-                store.add_run(run)
-            except Exception:
-                shutil.rmtree(final_dir, ignore_errors=True)
-                raise
+                       for record in run_on_target(target, run_id, artifacts, settings,
+                                                   threads, references)]
+            run = new_run(run_id, source, final_dir, results, tags)
+            publish_run(store, run, staging, final_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -105,7 +91,40 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                  "html": final_dir / "report.html"})
 
 
-def _make_staging_dir(out_dir: Path, run_id: str) -> Path:
+def prepare_model(source: ModelSource, configs: list[Chain],
+                  staging: Path) -> tuple[list[Artifact], dict[str, Path]]:
+    """Compress ``source`` into ``staging/artifacts`` (with its manifest) and its references."""
+    artifacts = build_artifacts(source, configs, staging / "artifacts")
+    write_manifest(staging / "artifacts", source, artifacts)
+    return artifacts, _build_references(source, artifacts, staging / "references")
+
+
+def new_run(run_id: str, source: ModelSource, final_dir: Path,
+            results: list[dict[str, Any]], tags: Iterable[str] = ()) -> StoredRun:
+    return StoredRun(run_id=run_id, created_at=_now(), model_name=source.name,
+                     model_path=str(source.path), model_sha256=source.sha256,
+                     report_dir=str(final_dir), git_commit=git_commit(source.path),
+                     tags=tuple(tags), results=results)
+
+
+def publish_run(store: ResultsStore, run: StoredRun, staging: Path, final_dir: Path) -> None:
+    """Write results and report into ``staging``, move it to ``final_dir``, then store the run.
+
+    The folder appears whole or not at all, and is removed again if the store refuses the run.
+    """
+    (staging / "results.json").write_text(json.dumps(run.results, indent=2) + "\n",
+                                          encoding="utf-8")
+    write_report(run, staging)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(final_dir)
+    try:
+        store.add_run(run)
+    except Exception:
+        shutil.rmtree(final_dir, ignore_errors=True)
+        raise
+
+
+def make_staging_dir(out_dir: Path, run_id: str) -> Path:
     staging = out_dir / f".staging-{run_id}"
     try:
         (staging / "artifacts").mkdir(parents=True)
@@ -136,7 +155,7 @@ def _build_references(source: ModelSource, artifacts: list[Artifact],
     return references
 
 
-def _run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
+def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
                    settings: dict[str, Any] | None, threads: Sequence[int] | None,
                    references: dict[str, Path]) -> list[dict[str, Any]]:
     counts = list(threads) if threads else [target.threads]
@@ -178,7 +197,7 @@ def _target_power(target: Target, settings: dict[str, Any] | None) -> dict[str, 
     return {"power_sensor": target.power_sensor}
 
 
-def _new_run_id() -> str:
+def new_run_id() -> str:
     return f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 

@@ -91,10 +91,18 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             peak_memory=_mib(result.get("peak_rss_bytes")),
             energy=_mj(energy_per_inference_mj(result)),
             runtime=f"{runtime['name']} {runtime['version']}" if runtime else "",
-            note="; ".join(filter(None, [result.get("error") or "", _conditions(result)])),
+            note="; ".join(filter(None, [result.get("error") or "", _conditions(result),
+                                         _shared_machine(result)])),
             delta=_delta(before.get((result["target"], result["variant"])), result),
         ))
     return rows
+
+
+def _shared_machine(result: dict[str, Any]) -> str:
+    """Boards on one machine measured at once compete for its CPUs: the reader must know."""
+    others = result.get("measured_beside") or []
+    return (f"measured at the same time as {', '.join(others)} on the same machine "
+            "(same kernel boot id): latencies interfere") if others else ""
 
 
 def render(run: StoredRun, fmt: str, *, baseline: StoredRun | None = None) -> str:

@@ -191,29 +191,44 @@ def check_name(name: str, what: str = "target name") -> str:
 
 def load_target(name: str, user_dir: str | Path | None = None) -> Target:
     """Find ``<name>.toml`` in the search folders and load it."""
-    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
-        raise TargetError(f"target name {name!r} must be a plain name like rpi4", target=name)
-    for folder in search_dirs(user_dir):
-        path = folder / f"{name}.toml"
-        if path.is_file():
-            return _parse(name, path)
-    known = ", ".join(available_targets(user_dir)) or "none"
-    raise TargetError(f"unknown target {name!r}; known targets: {known}", target=name)
+    return _parse(name, target_file(name, user_dir))
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Target)} - {"name", "source"}
 
 
-def _parse(name: str, path: Path) -> Target:
+def read_target_file(name: str, path: Path) -> dict[str, Any]:
+    """The raw keys of a target file, for a lab file to build on (see :mod:`toolkit.lab`)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise TargetError(f"target file {path} is not valid TOML: {exc}", target=name) from None
+
+
+def target_from_mapping(name: str, data: dict[str, Any], path: Path) -> Target:
+    """Validate the keys of a target file (``path`` names it in errors) into a Target."""
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
-        raise TargetError(f"target file {path}: unknown key {unknown[0]!r}", target=name)
+        raise TargetError(f"{path}: target {name}: unknown key {unknown[0]!r}", target=name)
     if "transport" not in data:
-        raise TargetError(f"target file {path} needs a transport key", target=name)
+        raise TargetError(f"{path}: target {name} needs a transport key", target=name)
+    data = dict(data)
     if isinstance(data.get("thermal_zones"), list):
         data["thermal_zones"] = tuple(data["thermal_zones"])
     return Target(name=name, source=path, **data)
+
+
+def target_file(name: str, user_dir: str | Path | None = None) -> Path:
+    """The file ``load_target(name)`` would read."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise TargetError(f"target name {name!r} must be a plain name like rpi4", target=name)
+    for folder in search_dirs(user_dir):
+        path = folder / f"{name}.toml"
+        if path.is_file():
+            return path
+    known = ", ".join(available_targets(user_dir)) or "none"
+    raise TargetError(f"unknown target {name!r}; known targets: {known}", target=name)
+
+
+def _parse(name: str, path: Path) -> Target:
+    return target_from_mapping(name, read_target_file(name, path), path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shlex
 import shutil
 import subprocess
@@ -106,13 +107,15 @@ class SshTransport:
                     raise
                 log.warning("%s (attempt %d of %d); retrying", exc, attempt + 1,
                             self.target.retries + 1)
-                time.sleep(min(2.0 ** attempt, 10.0))
+                # Exponential backoff with jitter: hosts retrying one board spread out.
+                time.sleep(min(2.0 ** attempt, 10.0) * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _run_once(self, board: Connection, job: dict[str, Any],
                   files: dict[str, Path]) -> bytes:
         work = self.target.work_dir
-        with board_lock(board, work, seconds=_job_timeout(job) + 2 * self.target.command_timeout):
+        # A short lease, renewed while the job runs: a crashed host frees the board soon.
+        with board_lock(board, work):
             return self._run_locked(board, job, files)
 
     def _run_locked(self, board: Connection, job: dict[str, Any],

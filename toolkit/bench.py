@@ -1,0 +1,246 @@
+"""Lab benchmarking: models x variants x boards, every board busy at once.
+
+Each model is compressed once on the host; then one thread per board runs the
+board's jobs one model after the other, so a board never runs two jobs of ours
+at a time, and the board's lease (:mod:`toolkit.lock`) keeps other hosts' jobs
+off it too: a busy board is waited for, not skipped.  The transport retries
+infrastructure failures a bounded number of times with backoff; a board that
+still fails (unreachable, link lost, disk full) marks its cells with the error
+class and the other boards finish.  Each model becomes one stored run holding
+every board's results, so the report compares boards side by side.
+
+Example::
+
+    outcome = bench(["examples/digits_cnn.py"], targets=load_lab().select("tag:rpi4"),
+                    recipes="fp32,int8")
+    outcome.complete, [c.status for c in outcome.cells]
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .artifact import Artifact
+from .compress import parse_recipes
+from .errors import (
+    AgentError,
+    BoardBusyError,
+    EdgeError,
+    InfrastructureError,
+    ResultError,
+    UsageError,
+)
+from .model import ModelSource, load_model_source
+from .pipeline import (
+    DEFAULT_OUT_DIR,
+    default_store_path,
+    make_staging_dir,
+    new_run,
+    new_run_id,
+    prepare_model,
+    publish_run,
+    run_on_target,
+)
+from .store import ResultsStore, StoredRun
+from .targets import Target
+
+#: How long a board held by another job is waited for before its cells are given up.
+DEFAULT_BUSY_WAIT_SECONDS = 900.0
+
+
+@dataclass(frozen=True)
+class BenchEvent:
+    """What a board is doing now, for a progress display."""
+
+    target: str
+    model: str
+    state: str  # "waiting" (board busy), "running", "ok", "failed", "skipped"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class BenchCell:
+    """One target x model x variant of the matrix."""
+
+    target: str
+    model: str
+    variant: str
+    status: str  # the agent's status ("ok", "failed") or "error" / "skipped"
+    error_class: str = ""  # infrastructure, job, result, usage, unhealthy
+    error: str = ""
+    p50_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class BenchOutcome:
+    runs: list[StoredRun]
+    cells: list[BenchCell]
+    left_out: dict[str, str]  # board -> why it was not used
+    store_path: Path
+
+    @property
+    def complete(self) -> bool:
+        """Every cell has a measurement (a model that fails on a board still counts)."""
+        return all(c.status in ("ok", "failed") for c in self.cells)
+
+
+@dataclass
+class _Prepared:
+    source: ModelSource
+    run_id: str
+    staging: Path
+    final_dir: Path
+    artifacts: list[Artifact]
+    references: dict[str, Path]
+
+
+def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: str = "fp32,int8",
+          out_dir: str | Path = DEFAULT_OUT_DIR, store_path: str | Path | None = None,
+          settings: dict[str, Any] | None = None,
+          health: Callable[[Target], str | None] | None = None,
+          busy_wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS,
+          on_event: Callable[[BenchEvent], None] | None = None,
+          tags: Iterable[str] = ()) -> BenchOutcome:
+    """Run every model's ``recipes`` on every target; store one run per model.
+
+    ``health(target)`` returns why a board must be left out (None: healthy).
+    """
+    if not targets:
+        raise UsageError("no target given; use for example --targets local")
+    if not models:
+        raise UsageError("no model given")
+    configs = parse_recipes(recipes)
+    sources = [load_model_source(model) for model in models]  # typos fail before any work
+    out_dir = Path(out_dir)
+    store_path = Path(store_path) if store_path else default_store_path(out_dir)
+    notify = on_event or (lambda event: None)
+
+    left_out: dict[str, str] = {}
+    for target in targets:
+        reason = health(target) if health else None
+        if reason:
+            left_out[target.name] = reason
+            notify(BenchEvent(target.name, "", "skipped", reason))
+    healthy = [t for t in targets if t.name not in left_out]
+
+    prepared: list[_Prepared] = []
+    try:
+        with ResultsStore(store_path) as store:
+            for source in sources:
+                run_id = new_run_id()
+                staging = make_staging_dir(out_dir, run_id)
+                prepared.append(_Prepared(source, run_id, staging, out_dir / "runs" / run_id,
+                                          *prepare_model(source, configs, staging)))
+            by_target = _run_matrix(healthy, prepared, settings, busy_wait_seconds, notify)
+            runs = []
+            for index, model in enumerate(prepared):
+                results: list[dict[str, Any]] = []
+                for target in targets:
+                    if target.name in left_out:
+                        results += _failed_records(target, model.artifacts, "unhealthy",
+                                                   left_out[target.name], status="skipped")
+                    else:
+                        results += by_target[target.name][index]
+                _mark_shared_machines(results, concurrent=len(healthy) > 1)
+                run = new_run(model.run_id, model.source, model.final_dir, results, tags)
+                publish_run(store, run, model.staging, model.final_dir)
+                runs.append(run)
+    except BaseException:
+        for model in prepared:
+            shutil.rmtree(model.staging, ignore_errors=True)
+        raise
+    cells = [BenchCell(target=r["target"], model=run.model_name, variant=r["variant"],
+                       status=r["status"], error_class=r.get("error_class", ""),
+                       error=r.get("error", ""),
+                       p50_ms=(r.get("latency_ms") or {}).get("p50"))
+             for run in runs for r in run.results]
+    return BenchOutcome(runs=runs, cells=cells, left_out=left_out, store_path=store_path)
+
+
+def _run_matrix(targets: Sequence[Target], prepared: list[_Prepared],
+                settings: dict[str, Any] | None, busy_wait_seconds: float,
+                notify: Callable[[BenchEvent], None]) -> dict[str, list[list[dict[str, Any]]]]:
+    """One thread per board; each board runs the models one after the other."""
+    def board_jobs(target: Target) -> list[list[dict[str, Any]]]:
+        done = []
+        for model in prepared:
+            done.append(_one_job(target, model, settings, busy_wait_seconds, notify))
+        return done
+
+    if not targets:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="board") as pool:
+        futures = {t.name: pool.submit(board_jobs, t) for t in targets}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _one_job(target: Target, model: _Prepared, settings: dict[str, Any] | None,
+             busy_wait_seconds: float,
+             notify: Callable[[BenchEvent], None]) -> list[dict[str, Any]]:
+    """Run one model's variants on one board; a board failure becomes failed records."""
+    deadline = time.monotonic() + busy_wait_seconds
+    name = model.source.name
+    while True:
+        notify(BenchEvent(target.name, name, "running"))
+        try:
+            records = run_on_target(target, f"{model.run_id}-{name}", model.artifacts, settings,
+                                    None, model.references)
+        except BoardBusyError as exc:
+            if time.monotonic() >= deadline:
+                return _give_up(target, model, exc, notify)
+            notify(BenchEvent(target.name, name, "waiting", str(exc)))
+            # Jitter, so hosts waiting for one board do not all knock at the same moment.
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1))
+            continue
+        except EdgeError as exc:
+            return _give_up(target, model, exc, notify)
+        failed = sum(r["status"] != "ok" for r in records)
+        notify(BenchEvent(target.name, name, "ok" if not failed else "failed",
+                          f"{failed} variant(s) failed" if failed else ""))
+        return records
+
+
+def _give_up(target: Target, model: _Prepared, exc: EdgeError,
+             notify: Callable[[BenchEvent], None]) -> list[dict[str, Any]]:
+    kind = error_class(exc)
+    notify(BenchEvent(target.name, model.source.name, "failed", f"{kind}: {exc}"))
+    return _failed_records(target, model.artifacts, kind, str(exc))
+
+
+def error_class(exc: BaseException) -> str:
+    """The failure kinds of :mod:`toolkit.errors`, as a report column says them."""
+    for cls, name in ((InfrastructureError, "infrastructure"), (AgentError, "job"),
+                      (ResultError, "result"), (UsageError, "usage")):
+        if isinstance(exc, cls):
+            return name
+    return type(exc).__name__
+
+
+def _failed_records(target: Target, artifacts: list[Artifact], kind: str, message: str, *,
+                    status: str = "error") -> list[dict[str, Any]]:
+    return [{"target": target.name, **a.to_dict(), "variant": a.variant, "status": status,
+             "error_class": kind, "error": message} for a in artifacts]
+
+
+def _mark_shared_machines(results: list[dict[str, Any]], *, concurrent: bool) -> None:
+    """Note, on each record, the other boards that ran on the same kernel at the same time."""
+    if not concurrent:
+        return
+    by_boot: dict[str, set[str]] = {}
+    for record in results:
+        boot = (record.get("board") or {}).get("boot_id")
+        if boot:
+            by_boot.setdefault(boot, set()).add(record["target"])
+    for record in results:
+        boot = (record.get("board") or {}).get("boot_id")
+        others = sorted(by_boot.get(boot, set()) - {record["target"]}) if boot else []
+        if others:
+            record["measured_beside"] = others
+

@@ -1,0 +1,123 @@
+"""``edge bench``: the models x variants x boards matrix, all boards at once.
+
+Example: edge bench examples/digits_cnn.py --targets tag:rpi4,jetson-01 --recipe fp32,int8
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .bench import DEFAULT_BUSY_WAIT_SECONDS, BenchEvent, BenchOutcome, bench
+from .errors import MatrixIncomplete
+from .lab import load_lab
+from .pipeline import DEFAULT_OUT_DIR, STORE_ENV
+
+
+class _Progress:
+    """Live board table on a terminal; one plain line per event otherwise (CI logs)."""
+
+    def __init__(self, boards: list[str], console: Console) -> None:
+        self.console = console
+        self.state = {board: ("queued", "") for board in boards}
+        self._lock = threading.Lock()
+        self.live = Live(self._table(), console=console, transient=False,
+                         refresh_per_second=4) if console.is_terminal else None
+
+    def __enter__(self) -> _Progress:
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.live.__exit__(None, None, None)
+
+    def __call__(self, event: BenchEvent) -> None:
+        with self._lock:
+            what = f"{event.model}: {event.state}" if event.model else event.state
+            self.state[event.target] = (what, event.detail)
+            if self.live:
+                self.live.update(self._table())
+            else:
+                detail = f" ({event.detail})" if event.detail else ""
+                self.console.print(f"{event.target}: {what}{detail}", markup=False,
+                                   highlight=False)
+
+    def _table(self) -> Table:
+        table = Table("board", "state", "detail", title="edge bench")
+        for board, (what, detail) in self.state.items():
+            table.add_row(board, what, detail[:80])
+        return table
+
+
+@click.command(name="bench")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--targets", "targets_spec", required=True,
+              help="Boards: names and tag:NAME, comma-separated (e.g. tag:rpi4,jetson-01).")
+@click.option("--lab", "lab_file", type=click.Path(path_type=Path),
+              help="Lab file listing boards and tags (default: $EDGE_LAB, else ./lab.toml).")
+@click.option("--targets-dir", type=click.Path(path_type=Path),
+              help="Folder of your own target files, searched before the built-in ones.")
+@click.option("--recipe", default="fp32,int8", show_default=True,
+              help="Comma-separated recipes, as for edge deploy.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
+              default=DEFAULT_OUT_DIR, show_default=True, help="Folder for runs and reports.")
+@click.option("--store", "store_path", type=click.Path(path_type=Path),
+              help=f"Results store (default: ${STORE_ENV}, else OUT/results.sqlite).")
+@click.option("--min-runs", type=click.IntRange(min=1), help="Measured runs at least.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), help="Measured time at least.")
+@click.option("--busy-wait", type=click.FloatRange(min=0), default=DEFAULT_BUSY_WAIT_SECONDS,
+              show_default=True, help="Seconds to wait for a board another job holds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON document.")
+def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | None,
+                  targets_dir: Path | None, recipe: str, out_dir: Path,
+                  store_path: Path | None, min_runs: int | None, min_seconds: float | None,
+                  busy_wait: float, as_json: bool) -> None:
+    """Run every MODEL's recipes on every board at once; one stored run per model.
+
+    Exit status 0 when every cell was measured, 3 when some boards failed (their
+    cells name the error class; the other boards' results are stored).
+
+    Example: edge bench examples/digits_cnn.py --targets tag:rpi4 --recipe fp32,int8
+    """
+    targets = load_lab(lab_file, targets_dir).select(targets_spec)
+    settings = {key: value for key, value in (("min_runs", min_runs),
+                                              ("min_seconds", min_seconds))
+                if value is not None}
+    console = Console(stderr=True)
+    with _Progress([t.name for t in targets], console) as progress:
+        outcome = bench(list(models), targets=targets, recipes=recipe, out_dir=out_dir,
+                        store_path=store_path, settings=settings, busy_wait_seconds=busy_wait,
+                        on_event=progress)
+    if as_json:
+        click.echo(json.dumps(_as_json(outcome), indent=2))
+    else:
+        Console(file=sys.stdout).print(_summary(outcome))
+        for run in outcome.runs:
+            click.echo(f"stored {run.model_name} as run {run.run_id}: {run.report_dir}")
+    if not outcome.complete:
+        missing = sorted({c.target for c in outcome.cells if c.status not in ("ok", "failed")})
+        raise MatrixIncomplete(f"matrix incomplete: no results from {', '.join(missing)}")
+
+
+def _summary(outcome: BenchOutcome) -> Table:
+    table = Table("model", "board", "variant", "p50 ms", "status", title="edge bench summary")
+    for cell in outcome.cells:
+        status = cell.status if not cell.error_class else f"{cell.status} ({cell.error_class})"
+        p50 = f"{cell.p50_ms:.3f}" if cell.p50_ms is not None else ""
+        table.add_row(cell.model, cell.target, cell.variant, p50, status)
+    return table
+
+
+def _as_json(outcome: BenchOutcome) -> dict[str, object]:
+    return {"complete": outcome.complete, "store": str(outcome.store_path),
+            "runs": [run.run_id for run in outcome.runs], "left_out": outcome.left_out,
+            "cells": [cell.__dict__ for cell in outcome.cells]}

@@ -1,0 +1,132 @@
+"""A lab: many boards, each a board kind's target file plus its own address and tags.
+
+A lab file (TOML) lists boards; each names the ``kind`` whose target file it
+builds on (``targets/rpi4.toml`` or a user's own) and overrides what differs
+per board (host, port, work_dir, ...).  ``tags`` group boards, so a command can
+say ``--targets tag:rpi4`` instead of naming every Raspberry Pi on the shelf::
+
+    # lab.toml
+    [boards.pi-01]
+    kind = "rpi4"
+    host = "10.0.0.11"
+    tags = ["rpi4", "shelf-a"]
+
+The lab file is ``--lab FILE``, else ``$EDGE_LAB``, else ``lab.toml`` in the
+current folder; without one, names are plain target files.
+
+Example::
+
+    targets = load_lab(None).select("tag:rpi4,local")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TargetError
+from .targets import (
+    Target,
+    check_name,
+    load_target,
+    read_target_file,
+    target_file,
+    target_from_mapping,
+)
+
+LAB_ENV = "EDGE_LAB"
+DEFAULT_LAB_FILE = Path("lab.toml")
+TAG_PREFIX = "tag:"
+
+
+@dataclass(frozen=True)
+class Lab:
+    """Boards by name (with their tags); ``path`` is None when there is no lab file."""
+
+    boards: dict[str, Target] = field(default_factory=dict)
+    tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    path: Path | None = None
+    targets_dir: str | Path | None = None
+
+    def select(self, spec: str | Iterable[str]) -> list[Target]:
+        """``"pi-01,tag:jetson"`` -> those boards, in order, each once.
+
+        A name that is not a lab board is looked up as a plain target file.
+        """
+        parts = [spec] if isinstance(spec, str) else list(spec)
+        names = [name.strip() for part in parts for name in part.split(",") if name.strip()]
+        if not names:
+            raise TargetError("no target given; use for example --targets local")
+        chosen: dict[str, Target] = {}
+        for name in names:
+            for target in self._resolve(name):
+                chosen.setdefault(target.name, target)
+        return list(chosen.values())
+
+    def all(self) -> list[Target]:
+        """Every board of the lab file, in file order."""
+        return list(self.boards.values())
+
+    def _resolve(self, name: str) -> list[Target]:
+        if name.startswith(TAG_PREFIX):
+            tag = name[len(TAG_PREFIX):]
+            matched = [self.boards[board] for board, tags in self.tags.items() if tag in tags]
+            if not matched:
+                where = self.path or "no lab file (see --lab or $EDGE_LAB)"
+                raise TargetError(f"no board tagged {tag!r} in {where}")
+            return matched
+        if name in self.boards:
+            return [self.boards[name]]
+        return [load_target(name, self.targets_dir)]
+
+
+def lab_path(explicit: str | Path | None = None) -> Path | None:
+    """``--lab``, else ``$EDGE_LAB``, else ``./lab.toml`` if it exists."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(LAB_ENV):
+        return Path(os.environ[LAB_ENV])
+    return DEFAULT_LAB_FILE if DEFAULT_LAB_FILE.is_file() else None
+
+
+def load_lab(path: str | Path | None = None,
+             targets_dir: str | Path | None = None) -> Lab:
+    """Read the lab file (see :func:`lab_path`); an empty lab when there is none."""
+    chosen = lab_path(path)
+    if chosen is None:
+        return Lab(targets_dir=targets_dir)
+    if not chosen.is_file():
+        raise TargetError(f"lab file {chosen} does not exist")
+    data = read_target_file("lab", chosen)
+    unknown = sorted(set(data) - {"boards"})
+    if unknown:
+        raise TargetError(f"lab file {chosen}: unknown key {unknown[0]!r} (only [boards.NAME])")
+    boards: dict[str, Target] = {}
+    tags: dict[str, tuple[str, ...]] = {}
+    for name, entry in (data.get("boards") or {}).items():
+        check_name(name, f"board name in {chosen}")
+        if not isinstance(entry, dict):
+            raise TargetError(f"lab file {chosen}: boards.{name} must be a table")
+        boards[name], tags[name] = _board(name, dict(entry), chosen, targets_dir)
+    return Lab(boards=boards, tags=tags, path=chosen, targets_dir=targets_dir)
+
+
+def _board(name: str, entry: dict[str, Any], lab: Path,
+           targets_dir: str | Path | None) -> tuple[Target, tuple[str, ...]]:
+    board_tags = entry.pop("tags", [])
+    if not isinstance(board_tags, list) or not all(isinstance(t, str) for t in board_tags):
+        raise TargetError(f"lab file {lab}: boards.{name}.tags must be a list of strings",
+                          target=name)
+    kind = entry.pop("kind", None)
+    base: dict[str, Any] = {}
+    if kind is not None:
+        if not isinstance(kind, str):
+            raise TargetError(f"lab file {lab}: boards.{name}.kind must be a target name",
+                              target=name)
+        base = read_target_file(kind, target_file(kind, targets_dir))
+    # A board is tagged with its kind too: tag:rpi4 finds every rpi4 without repeating it.
+    all_tags = tuple(dict.fromkeys([*board_tags, *([kind] if kind else [])]))
+    return target_from_mapping(name, {**base, **entry}, lab), all_tags
