@@ -5,6 +5,9 @@
 print one result document on standard output.
 
 ``measure JOB NAME``: the child; prints one variant's figures.
+
+``facts [SENSOR]``: what ``edge doctor`` asks of a board: board facts, the runtime,
+thermal and throttle state, the power sensor found, free disk here and the clock.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from . import protocol
 from .board import board_facts
 
-USAGE = "usage: agent run JOB.json | agent measure JOB.json VARIANT"
+USAGE = "usage: agent run JOB.json | agent measure JOB.json VARIANT | agent facts [SENSOR]"
 #: The child's first stderr line names its runtime, so a crash can still say which one died.
 RUNTIME_MARK = "edge-agent runtime: "
 #: Where the ``device_agent`` package is importable from: a zipapp or a source folder.
@@ -33,8 +36,38 @@ def main(argv: list[str] | None = None) -> int:
         return _run(Path(args[1]))
     if len(args) == 3 and args[0] == "measure":
         return _measure(Path(args[1]), args[2])
+    if 1 <= len(args) <= 2 and args[0] == "facts":
+        return _facts(args[1] if len(args) == 2 else "auto")
     print(USAGE, file=sys.stderr)
     return 2
+
+
+def _facts(sensor: str) -> int:
+    """One JSON line of board health facts; a missing part is reported, never fatal."""
+    import os
+    import shutil
+
+    from .power import SensorUnavailable, open_power_reader
+    from .runtime import RuntimeNotFound, find_runtime
+    from .thermal import thermal_state
+
+    facts: dict[str, Any] = {"board": board_facts(), "thermal": thermal_state(),
+                             "cwd": os.getcwd(), "free_bytes": shutil.disk_usage(".").free}
+    try:
+        facts["runtime"] = find_runtime().describe()
+    except RuntimeNotFound as exc:
+        facts["runtime_error"] = str(exc)
+    try:
+        reader = open_power_reader(sensor)
+        facts["power_sensor"] = reader.describe() if reader else None
+        if reader:
+            reader.close()
+    except (SensorUnavailable, OSError) as exc:
+        facts["power_error"] = str(exc)
+    facts["time"] = time.time()
+    json.dump(facts, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
 
 
 def _load_job(job_path: Path) -> dict[str, Any]:

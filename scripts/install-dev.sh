@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 # openssh-server: tests start private sshd instances on loopback (tests/lab.py).
 # chromium: tests render the HTML report headless.
-SYSTEM_PACKAGES=(openssh-server chromium)
+# postgresql: tests start a private server for the shared results store (tests/postgres.py).
+SYSTEM_PACKAGES=(openssh-server chromium postgresql)
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -135,4 +135,5 @@ def test_an_incomplete_matrix_exits_3_with_one_line(tmp_path: Path,
     assert done.returncode == 3, err
     assert err.strip().splitlines()[-1].startswith("edge: error: matrix incomplete: no results "
                                                    "from gone")
-    assert "Traceback" not in err and "infrastructure" in out
+    assert "Traceback" not in err and "skipped (unhealthy)" in out
+    assert "gone: skipped (reachable: " in err  # the health check's reason, shown

@@ -48,7 +48,7 @@ from .pipeline import (
     publish_run,
     run_on_target,
 )
-from .store import ResultsStore, StoredRun
+from .store import ResultsStore, StoredRun, store_location
 from .targets import Target
 
 #: How long a board held by another job is waited for before its cells are given up.
@@ -83,7 +83,7 @@ class BenchOutcome:
     runs: list[StoredRun]
     cells: list[BenchCell]
     left_out: dict[str, str]  # board -> why it was not used
-    store_path: Path
+    store_path: Path | str
 
     @property
     def complete(self) -> bool:
@@ -119,15 +119,17 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
     configs = parse_recipes(recipes)
     sources = [load_model_source(model) for model in models]  # typos fail before any work
     out_dir = Path(out_dir)
-    store_path = Path(store_path) if store_path else default_store_path(out_dir)
+    store_path = store_location(store_path) if store_path else default_store_path(out_dir)
     notify = on_event or (lambda event: None)
 
     left_out: dict[str, str] = {}
-    for target in targets:
-        reason = health(target) if health else None
-        if reason:
-            left_out[target.name] = reason
-            notify(BenchEvent(target.name, "", "skipped", reason))
+    if health is not None:
+        with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="health") as pool:
+            reasons = list(pool.map(health, targets))
+        for target, reason in zip(targets, reasons, strict=True):
+            if reason:
+                left_out[target.name] = reason
+                notify(BenchEvent(target.name, "", "skipped", reason))
     healthy = [t for t in targets if t.name not in left_out]
 
     prepared: list[_Prepared] = []

@@ -71,6 +71,18 @@ class BoardPython:
             problems.append(f"no TFLite runtime ({self.runtime_preference}) is installed")
         return problems
 
+    def python_in(self, work_dir: str) -> str:
+        """The Python to run from inside ``work_dir`` (a relative venv path made local to it)."""
+        if self.python == f"{work_dir}/venv/bin/python" and not self.python.startswith("/"):
+            return "venv/bin/python"
+        return self.python
+
+    def summary(self) -> str:
+        """``Python 3.11.2, numpy 1.26.4, ai-edge-litert 2.3.0``."""
+        runtimes = ", ".join(f"{name} {version}" for name, version in self.runtimes.items())
+        return (f"Python {'.'.join(map(str, self.version))}, numpy {self.numpy or 'missing'}, "
+                f"{runtimes or 'no TFLite runtime'}")
+
     def require(self) -> None:
         problems = self.missing()
         if problems:
@@ -78,16 +90,14 @@ class BoardPython:
                                   f"run `edge targets setup {self.target}`", target=self.target)
 
 
-def board_python(board: Connection) -> str:
-    """The venv's Python if setup made one, else the target's ``python``."""
-    venv_python = f"{board.target.work_dir}/venv/bin/python"
-    found = board.run(f"test -x {shlex.quote(venv_python)}")
-    return venv_python if found.ok else board.target.python
-
-
 def probe(board: Connection) -> BoardPython:
-    python = board_python(board)
-    result = board.run(f"{shlex.quote(python)} -c {shlex.quote(_PROBE)}")
+    """What the board's Python has; one command (the venv's Python if setup made one)."""
+    venv = shlex.quote(f"{board.target.work_dir}/venv/bin/python")
+    plain = shlex.quote(board.target.python)
+    result = board.run(f"if [ -x {venv} ]; then p={venv}; else p={plain}; fi; "
+                       f'printf "%s\\n" "$p"; exec "$p" -c {shlex.quote(_PROBE)}')
+    chosen, _, _ = result.stdout.decode("utf-8", "replace").partition("\n")
+    python = chosen.strip() or board.target.python
     if not result.ok:
         raise BoardSetupError(f"{board.target.name}: cannot run {python} on the board "
                               f"({result.stderr.decode('utf-8', 'replace').strip()[-200:]}); "

@@ -18,10 +18,12 @@ from . import pipeline
 from .cli_bench import bench_command
 from .cli_check import check
 from .cli_compress import compress
+from .cli_lab import doctor, lab
 from .cli_report import report
 from .cli_runs import runs
 from .cli_targets import targets
 from .errors import EdgeError
+from .store import describe_store
 
 
 class _EdgeGroup(click.Group):
@@ -50,8 +52,9 @@ def main() -> None:
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
               default=pipeline.DEFAULT_OUT_DIR, show_default=True,
               help="Folder for artifacts, reports and the default results store.")
-@click.option("--store", "store_path", type=click.Path(path_type=Path),
-              help=f"SQLite results store [default: OUT/results.sqlite, or ${pipeline.STORE_ENV}].")
+@click.option("--store", "store_path",
+              help="Results store: a SQLite file or a postgresql:// URL "
+                   f"[default: OUT/results.sqlite, or ${pipeline.STORE_ENV}].")
 @click.option("--targets-dir", type=click.Path(path_type=Path),
               help="Folder with your own target files, searched before the built-in ones.")
 @click.option("--min-runs", type=click.IntRange(min=1), help="Measured runs at least.")
@@ -68,7 +71,7 @@ def main() -> None:
               help="Command on the board that prints watts (an external meter); implies it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
 def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
-           store_path: Path | None, targets_dir: Path | None, min_runs: int | None,
+           store_path: str | None, targets_dir: Path | None, min_runs: int | None,
            min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
            cooldown_to: float | None,
            power_sensor: str | None, power_command: str | None, as_json: bool) -> None:
@@ -95,7 +98,7 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
     click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
     click.echo(f"report: {outcome.report['html']}")
     click.echo(f"        {outcome.report['markdown']}")
-    click.echo(f"stored as run {outcome.run.run_id} in {outcome.store_path}")
+    click.echo(f"stored as run {outcome.run.run_id} in {describe_store(outcome.store_path)}")
 
 
 def _thread_counts(value: str | None) -> list[int] | None:
@@ -119,3 +122,5 @@ main.add_command(report)
 main.add_command(targets)
 main.add_command(compress)
 main.add_command(bench_command)
+main.add_command(doctor)
+main.add_command(lab)

@@ -16,9 +16,11 @@ from rich.live import Live
 from rich.table import Table
 
 from .bench import DEFAULT_BUSY_WAIT_SECONDS, BenchEvent, BenchOutcome, bench
+from .doctor import diagnose
 from .errors import MatrixIncomplete
 from .lab import load_lab
 from .pipeline import DEFAULT_OUT_DIR, STORE_ENV
+from .targets import Target
 
 
 class _Progress:
@@ -70,17 +72,19 @@ class _Progress:
               help="Comma-separated recipes, as for edge deploy.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
               default=DEFAULT_OUT_DIR, show_default=True, help="Folder for runs and reports.")
-@click.option("--store", "store_path", type=click.Path(path_type=Path),
+@click.option("--store", "store_path",
               help=f"Results store (default: ${STORE_ENV}, else OUT/results.sqlite).")
 @click.option("--min-runs", type=click.IntRange(min=1), help="Measured runs at least.")
 @click.option("--min-seconds", type=click.FloatRange(min=0), help="Measured time at least.")
 @click.option("--busy-wait", type=click.FloatRange(min=0), default=DEFAULT_BUSY_WAIT_SECONDS,
               show_default=True, help="Seconds to wait for a board another job holds.")
+@click.option("--health-check/--no-health-check", default=True, show_default=True,
+              help="Run edge doctor's checks first and leave failing boards out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON document.")
 def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | None,
                   targets_dir: Path | None, recipe: str, out_dir: Path,
-                  store_path: Path | None, min_runs: int | None, min_seconds: float | None,
-                  busy_wait: float, as_json: bool) -> None:
+                  store_path: str | None, min_runs: int | None, min_seconds: float | None,
+                  busy_wait: float, health_check: bool, as_json: bool) -> None:
     """Run every MODEL's recipes on every board at once; one stored run per model.
 
     Exit status 0 when every cell was measured, 3 when some boards failed (their
@@ -96,7 +100,7 @@ def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | 
     with _Progress([t.name for t in targets], console) as progress:
         outcome = bench(list(models), targets=targets, recipes=recipe, out_dir=out_dir,
                         store_path=store_path, settings=settings, busy_wait_seconds=busy_wait,
-                        on_event=progress)
+                        health=_health_reason if health_check else None, on_event=progress)
     if as_json:
         click.echo(json.dumps(_as_json(outcome), indent=2))
     else:
@@ -106,6 +110,11 @@ def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | 
     if not outcome.complete:
         missing = sorted({c.target for c in outcome.cells if c.status not in ("ok", "failed")})
         raise MatrixIncomplete(f"matrix incomplete: no results from {', '.join(missing)}")
+
+
+def _health_reason(target: Target) -> str | None:
+    """Why edge doctor would leave ``target`` out, or None when it is fit."""
+    return diagnose(target).reason or None
 
 
 def _summary(outcome: BenchOutcome) -> Table:

@@ -25,9 +25,9 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
 @click.option("--baseline", "baseline_ref", required=True,
               help="A run id, a tag, or a baseline JSON file written by edge runs export.")
 @click.argument("run", default="latest")
-@click.option("--store", "store_path", type=click.Path(path_type=Path),
-              help="SQLite results store [default: $EDGE_STORE, [tool.edge] store in "
-                   "pyproject.toml, or edge-out/results.sqlite].")
+@click.option("--store", "store_path",
+              help="Results store: a SQLite file or a postgresql:// URL [default: $EDGE_STORE, "
+                   "[tool.edge] store in pyproject.toml, or edge-out/results.sqlite].")
 @click.option("--threshold", "overrides", multiple=True, metavar="NAME=VALUE",
               help=f"Override a limit, e.g. latency_p50=3%. Defaults: latency_p50 5, "
                    f"latency_p99 10, peak_memory 5, size 1, accuracy 0.5, energy 5 "
@@ -38,7 +38,7 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
 @click.option("--markdown", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the Markdown summary here (for a pull-request comment).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def check(baseline_ref: str, run: str, store_path: Path | None, overrides: tuple[str, ...],
+def check(baseline_ref: str, run: str, store_path: str | None, overrides: tuple[str, ...],
           junit: Path | None, markdown: Path | None, as_json: bool) -> None:
     """Judge RUN (a run id, a tag, default latest) against the baseline, metric by metric.
 

@@ -22,7 +22,7 @@ from .report import FORMATS, render
               help="Write to this file instead of standard output.")
 @click.option("--baseline", "baseline_ref",
               help="Show deltas against this run id, tag or baseline JSON file.")
-def report(run: str, store_path: Path | None, fmt: str, output: Path | None,
+def report(run: str, store_path: str | None, fmt: str, output: Path | None,
            baseline_ref: str | None) -> None:
     """Render RUN (a run id, a tag, default latest) as one offline HTML file, Markdown or JSON.
 

@@ -15,12 +15,12 @@ from .project import resolve_store_path
 from .store import ResultsStore, export_csv, export_json
 
 store_option = click.option(
-    "--store", "store_path", type=click.Path(path_type=Path),
-    help="SQLite results store [default: $EDGE_STORE, [tool.edge] store in pyproject.toml, "
-         "or edge-out/results.sqlite].")
+    "--store", "store_path",
+    help="Results store: a SQLite file or a postgresql:// URL [default: $EDGE_STORE, "
+         "[tool.edge] store in pyproject.toml, or edge-out/results.sqlite].")
 
 
-def open_store(store_path: Path | None) -> ResultsStore:
+def open_store(store_path: str | None) -> ResultsStore:
     """The store the user means; it must already exist (reading never creates one)."""
     default = pipeline.DEFAULT_OUT_DIR / "results.sqlite"
     return ResultsStore(resolve_store_path(store_path, default=default), create=False)
@@ -37,7 +37,7 @@ def runs() -> None:
               help="Show the newest N runs.")
 @click.option("--model", "model_name", help="Only runs of this model (its file name stem).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
-def list_runs(store_path: Path | None, limit: int, model_name: str | None, as_json: bool) -> None:
+def list_runs(store_path: str | None, limit: int, model_name: str | None, as_json: bool) -> None:
     """List the newest runs.  Example: edge runs list -n 5"""
     with open_store(store_path) as store:
         summaries = store.list_runs(limit=limit, model_name=model_name)
@@ -59,7 +59,7 @@ def list_runs(store_path: Path | None, limit: int, model_name: str | None, as_js
 @click.argument("run")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="The whole run as JSON, raw samples too.")
-def show_run(run: str, store_path: Path | None, as_json: bool) -> None:
+def show_run(run: str, store_path: str | None, as_json: bool) -> None:
     """Show RUN (a run id, a tag, or latest).  Example: edge runs show latest"""
     from .report import render_markdown
 
@@ -72,7 +72,7 @@ def show_run(run: str, store_path: Path | None, as_json: bool) -> None:
 @click.argument("run")
 @click.argument("name")
 @store_option
-def tag_run(run: str, name: str, store_path: Path | None) -> None:
+def tag_run(run: str, name: str, store_path: str | None) -> None:
     """Name RUN as NAME (moving NAME if set).  Example: edge runs tag latest main"""
     with open_store(store_path) as store:
         run_id = store.tag(name, run)
@@ -86,7 +86,7 @@ def tag_run(run: str, name: str, store_path: Path | None) -> None:
               show_default=True, help="json keeps raw samples (a baseline for edge check).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write to this file instead of standard output.")
-def export_run(run: str, store_path: Path | None, fmt: str, output: Path | None) -> None:
+def export_run(run: str, store_path: str | None, fmt: str, output: Path | None) -> None:
     """Export RUN as JSON or CSV.  Example: edge runs export main -o edge-baseline.json"""
     with open_store(store_path) as store:
         stored = store.get_run(run)

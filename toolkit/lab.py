@@ -130,3 +130,40 @@ def _board(name: str, entry: dict[str, Any], lab: Path,
     # A board is tagged with its kind too: tag:rpi4 finds every rpi4 without repeating it.
     all_tags = tuple(dict.fromkeys([*board_tags, *([kind] if kind else [])]))
     return target_from_mapping(name, {**base, **entry}, lab), all_tags
+
+
+@dataclass(frozen=True)
+class BoardStatus:
+    """``free``, ``held`` (by ``owner`` since/until, board clock) or ``unreachable``."""
+
+    target: str
+    state: str
+    owner: str = ""
+    since: int | None = None
+    until: int | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def board_status(target: Target) -> BoardStatus:
+    """Who holds ``target``'s lease now; an expired lease counts as free (it can be taken)."""
+    from .errors import EdgeError
+    from .lock import read_lease
+    from .ssh import Connection
+
+    if target.transport != "ssh":
+        return BoardStatus(target.name, "free", detail="this machine: no lease")
+    try:
+        with Connection(target) as board:
+            lease, now = read_lease(board, target.work_dir)
+    except EdgeError as exc:
+        return BoardStatus(target.name, "unreachable", detail=str(exc))
+    if lease is None:
+        return BoardStatus(target.name, "free")
+    if lease.expires < now:
+        return BoardStatus(target.name, "free", owner=lease.owner, since=lease.since,
+                           until=lease.expires, detail="expired lease: the next job takes it")
+    return BoardStatus(target.name, "held", owner=lease.owner, since=lease.since,
+                       until=lease.expires)

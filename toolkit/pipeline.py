@@ -32,7 +32,7 @@ from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's hel
 from .project import git_commit, resolve_store_path
 from .reference import compute_references, source_inputs
 from .report import write_report
-from .store import ResultsStore, StoredRun
+from .store import ResultsStore, StoredRun, store_location
 from .targets import Target, load_target
 from .transport import open_transport
 
@@ -45,10 +45,10 @@ class DeployOutcome:
     run: StoredRun
     run_dir: Path
     report: dict[str, Path]
-    store_path: Path
+    store_path: Path | str
 
 
-def default_store_path(out_dir: Path) -> Path:
+def default_store_path(out_dir: Path) -> Path | str:
     """``$EDGE_STORE``, else ``[tool.edge] store`` in pyproject.toml, else OUT/results.sqlite."""
     return resolve_store_path(None, default=out_dir / "results.sqlite")
 
@@ -70,7 +70,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
         raise UsageError("no target given; use for example --target local")
     configs = parse_recipes(recipes)
     out_dir = Path(out_dir)
-    store_path = Path(store_path) if store_path else default_store_path(out_dir)
+    store_path = store_location(store_path) if store_path else default_store_path(out_dir)
     source = load_model_source(model_path)
     run_id = new_run_id()
     staging = make_staging_dir(out_dir, run_id)

@@ -62,19 +62,26 @@ def find_project_config(start: Path | None = None) -> ProjectConfig:
 
 
 def resolve_store_path(flag: str | Path | None, *, default: Path,
-                       project: ProjectConfig | None = None) -> Path:
-    """The store: ``--store``, else ``$EDGE_STORE``, else ``[tool.edge] store``, else default."""
+                       project: ProjectConfig | None = None) -> Path | str:
+    """The store: ``--store``, else ``$EDGE_STORE``, else ``[tool.edge] store``, else default.
+
+    A path, or a ``postgresql://...`` URL kept as a string (see :func:`store.store_location`).
+    """
+    from .store import store_location
+
     if flag:
-        return Path(flag)
+        return store_location(flag)
     if os.environ.get(STORE_ENV):
-        return Path(os.environ[STORE_ENV])
+        return store_location(os.environ[STORE_ENV])
     project = project if project is not None else find_project_config()
     configured = (project.settings or {}).get("store")
     if configured is not None:
         if not isinstance(configured, str) or not configured:
             raise UsageError(f"{project.path}: [tool.edge] store must be a path string")
         assert project.path is not None  # settings come only from a file
-        return project.path.parent / Path(configured).expanduser()
+        location = store_location(configured)
+        return location if isinstance(location, str) else \
+            project.path.parent / location.expanduser()
     return default
 
 

@@ -19,9 +19,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,25 +119,172 @@ class RunSummary:
     tags: tuple[str, ...]
 
 
-class ResultsStore:
-    """A SQLite results store; use as a context manager."""
+#: PostgreSQL schema at :data:`SCHEMA_VERSION` (a new database starts there; ``seq`` keeps
+#: insertion order, which SQLite's ``rowid`` gives for free).
+POSTGRES_SCHEMA = """
+    CREATE TABLE runs (
+        seq          BIGSERIAL UNIQUE,
+        run_id       TEXT PRIMARY KEY,
+        created_at   TEXT NOT NULL,
+        model_name   TEXT NOT NULL,
+        model_path   TEXT NOT NULL,
+        model_sha256 TEXT NOT NULL,
+        report_dir   TEXT NOT NULL,
+        git_commit   TEXT
+    );
+    CREATE TABLE results (
+        seq      BIGSERIAL,
+        run_id   TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        target   TEXT NOT NULL,
+        variant  TEXT NOT NULL,
+        status   TEXT NOT NULL,
+        record   TEXT NOT NULL,
+        PRIMARY KEY (run_id, target, variant)
+    );
+    CREATE TABLE tags (
+        name       TEXT PRIMARY KEY,
+        run_id     TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL
+            DEFAULT to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS+00:00')
+    );
+    CREATE INDEX runs_by_time ON runs(created_at, run_id);
+"""
+_URL = re.compile(r"^postgres(ql)?(\+\w+)?://")
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
-        self.path = path
-        if not create and not path.is_file():
-            raise UsageError(f"no results store at {path}; run edge deploy first, or give "
-                             "--store / $EDGE_STORE / [tool.edge] store")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path)
-        except (OSError, sqlite3.Error) as exc:
-            raise OutputError(f"results store {path} cannot be opened: {exc}", path=path) from None
-        self._db.execute("PRAGMA foreign_keys = ON")
+
+def store_location(value: str | Path) -> Path | str:
+    """A database URL (``postgresql://user@host/db``) stays a string; anything else is a path."""
+    if isinstance(value, str) and _URL.match(value):
+        return value
+    return Path(value)
+
+
+def describe_store(location: Path | str) -> str:
+    """``location`` fit to print: a URL's password is masked."""
+    if isinstance(location, Path):
+        return str(location)
+    return re.sub(r"^([^:/]+://[^:@/]*):[^@/]*@", r"\1:***@", location)
+
+
+class _Database:
+    """The few things the store asks of a database, with ``:name`` parameters."""
+
+    order_column = "rowid"
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def transaction(self) -> contextlib.AbstractContextManager[_Writer]:
+        raise NotImplementedError
+
+    def agg(self, column: str) -> str:
+        """Comma-joined distinct values of ``column`` in a group."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _Writer:
+    def __init__(self, execute: Any) -> None:
+        self.execute = execute  # (sql, params | list of params) -> None
+
+
+class _Sqlite(_Database):
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA foreign_keys = ON")
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return list(self.db.execute(sql, params or {}).fetchall())
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_Writer]:
+        def execute(sql: str, params: Any = None) -> None:
+            if isinstance(params, list):
+                self.db.executemany(sql, params)
+            else:
+                self.db.execute(sql, params or {})
+        with self.db:
+            yield _Writer(execute)
+
+    def agg(self, column: str) -> str:
+        return f"group_concat(DISTINCT {column})"
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Postgres(_Database):
+    order_column = "seq"
+
+    def __init__(self, url: str) -> None:
+        import sqlalchemy  # only a PostgreSQL store pays for importing it
+
+        self.sql = sqlalchemy
+        if url.startswith(("postgres://", "postgresql://")):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, not psycopg2
+        self.engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(self.sql.text(sql), params or {})]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_Writer]:
+        with self.engine.begin() as connection:
+            yield _Writer(lambda sql, params=None: connection.execute(self.sql.text(sql),
+                                                                       params or {}))
+
+    def agg(self, column: str) -> str:
+        return f"string_agg(DISTINCT {column}, ',')"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class ResultsStore:
+    """A results store, a SQLite file or a PostgreSQL database; use as a context manager.
+
+    ``location`` is a path or a ``postgresql://user:password@host/db`` URL (several
+    lab machines and CI runners writing to one database).
+    """
+
+    def __init__(self, location: Path | str, *, create: bool = True) -> None:
+        self.location = location
+        self.name = describe_store(location)
+        if isinstance(location, str):
+            self._db: _Database = self._connect_postgres(location)
+        else:
+            if not create and not location.is_file():
+                raise UsageError(f"no results store at {location}; run edge deploy first, or "
+                                 "give --store / $EDGE_STORE / [tool.edge] store")
+            try:
+                location.parent.mkdir(parents=True, exist_ok=True)
+                self._db = _Sqlite(location)
+            except (OSError, sqlite3.Error) as exc:
+                raise OutputError(f"results store {location} cannot be opened: {exc}",
+                                  path=location) from None
         try:
             self._migrate()
         except BaseException:
             self._db.close()
             raise
+
+    def _connect_postgres(self, url: str) -> _Database:
+        try:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            database = _Postgres(url)
+            database.rows("SELECT 1")
+        except ImportError as exc:
+            raise UsageError(f"results store {self.name} needs SQLAlchemy and psycopg: "
+                             f"pip install 'edge[postgres]' ({exc})") from None
+        except SQLAlchemyError as exc:  # wraps the driver's errors: auth, DNS, refused, bad URL
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"results store {self.name} cannot be reached: "
+                             f"{describe_store(reason) if '://' in reason else reason}") from None
+        return database
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -147,105 +296,152 @@ class ResultsStore:
         self._db.close()
 
     @property
+    def path(self) -> Path | str:
+        return self.location
+
+    @property
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if isinstance(self._db, _Sqlite):
+            return int(self._db.rows("PRAGMA user_version")[0][0])
+        found = self._db.rows("SELECT version FROM edge_schema")
+        return int(found[0][0]) if found else 0
 
     def _migrate(self) -> None:
+        if isinstance(self._db, _Postgres):
+            self._migrate_postgres()
+            return
+        db = self._db
+        assert isinstance(db, _Sqlite)
         try:
             version = self.schema_version
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"results store {self.path} has schema {version}, newer than "
-                                 f"this edge ({SCHEMA_VERSION}); upgrade edge")
+            self._refuse_newer(version)
             if version == SCHEMA_VERSION:
                 return
             # executescript() commits first; run the steps as one explicit transaction instead,
             # so an interrupted upgrade leaves the file at its old version, intact.
-            previous = self._db.isolation_level
-            self._db.isolation_level = None
-            self._db.execute("BEGIN IMMEDIATE")
+            previous = db.db.isolation_level
+            db.db.isolation_level = None
+            db.db.execute("BEGIN IMMEDIATE")
             try:
                 for step in range(version, SCHEMA_VERSION):
                     for statement in _statements(MIGRATIONS[step]):
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                self._db.execute("COMMIT")
+                        db.db.execute(statement)
+                db.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.db.execute("ROLLBACK")
                 raise
             finally:
-                self._db.isolation_level = previous
+                db.db.isolation_level = previous
         except sqlite3.DatabaseError as exc:
             raise StoreError(
-                f"results store {self.path} is not a usable SQLite file: {exc}") from None
+                f"results store {self.name} is not a usable SQLite file: {exc}") from None
+
+    def _migrate_postgres(self) -> None:
+        """Create the schema once; an advisory lock keeps two first writers from racing."""
+        try:
+            with self._db.transaction() as tx:
+                tx.execute("SELECT pg_advisory_xact_lock(7141)")  # 7141: edge's schema lock
+                tx.execute("CREATE TABLE IF NOT EXISTS edge_schema (version INTEGER NOT NULL)")
+            version = self.schema_version
+            self._refuse_newer(version)
+            if version == SCHEMA_VERSION:
+                return
+            with self._db.transaction() as tx:
+                tx.execute("SELECT pg_advisory_xact_lock(7141)")
+                if self.schema_version == 0:  # not made meanwhile by another writer
+                    for statement in _statements(POSTGRES_SCHEMA):
+                        tx.execute(statement)
+                    tx.execute("INSERT INTO edge_schema VALUES (:v)", {"v": SCHEMA_VERSION})
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            raise StoreError(f"results store {self.name}: schema not usable: "
+                             f"{str(exc).splitlines()[0]}") from None
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"results store {self.name} has schema {version}, newer than "
+                             f"this edge ({SCHEMA_VERSION}); upgrade edge")
 
     def add_run(self, run: StoredRun) -> None:
+        """Store ``run`` whole in one transaction; a run id already stored is refused."""
         for tag in run.tags:
             _check_tag_name(tag)
         try:
-            with self._db:
-                self._db.execute(
-                    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (run.run_id, run.created_at, run.model_name, run.model_path,
-                     run.model_sha256, run.report_dir, run.git_commit))
-                self._db.executemany(
-                    "INSERT INTO results VALUES (?, ?, ?, ?, ?)",
-                    [(run.run_id, r["target"], r["variant"], r["status"], json.dumps(r))
-                     for r in run.results])
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO tags (name, run_id) VALUES (?, ?)",
-                    [(tag, run.run_id) for tag in run.tags])
-        except sqlite3.Error as exc:
-            raise StoreError(
-                f"results store {self.path}: run {run.run_id} not stored: {exc}") from None
+            with self._db.transaction() as tx:
+                tx.execute(
+                    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (:run_id, :created_at, "
+                    ":model_name, :model_path, :model_sha256, :report_dir, :git_commit)",
+                    {"run_id": run.run_id, "created_at": run.created_at,
+                     "model_name": run.model_name, "model_path": run.model_path,
+                     "model_sha256": run.model_sha256, "report_dir": run.report_dir,
+                     "git_commit": run.git_commit})
+                if run.results:
+                    tx.execute(
+                        "INSERT INTO results (run_id, target, variant, status, record) "
+                        "VALUES (:run_id, :target, :variant, :status, :record)",
+                        [{"run_id": run.run_id, "target": r["target"], "variant": r["variant"],
+                          "status": r["status"], "record": json.dumps(r)}
+                         for r in run.results])
+                for tag in run.tags:
+                    tx.execute(_UPSERT_TAG, {"name": tag, "run_id": run.run_id})
+        except Exception as exc:  # sqlite3.Error or the PostgreSQL driver's errors
+            if not _is_database_error(exc):
+                raise
+            raise StoreError(f"results store {self.name}: run {run.run_id} not stored: "
+                             f"{str(exc).splitlines()[0]}") from None
 
     def resolve(self, ref: str) -> str:
         """A run id, a tag, or ``latest`` -> the run id; a :class:`UsageError` when unknown."""
+        order = self._db.order_column
         if ref == "latest":
-            row = self._db.execute(
-                "SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
-            if row is None:
-                raise UsageError(f"results store {self.path} holds no runs yet")
-            return str(row[0])
-        row = self._db.execute("SELECT run_id FROM runs WHERE run_id = ?", (ref,)).fetchone()
-        if row is None:
-            row = self._db.execute("SELECT run_id FROM tags WHERE name = ?", (ref,)).fetchone()
-        if row is None:
-            raise UsageError(f"no run or tag {ref!r} in {self.path}; see edge runs list")
-        return str(row[0])
+            rows = self._db.rows(
+                f"SELECT run_id FROM runs ORDER BY created_at DESC, {order} DESC LIMIT 1")
+            if not rows:
+                raise UsageError(f"results store {self.name} holds no runs yet")
+            return str(rows[0][0])
+        rows = self._db.rows("SELECT run_id FROM runs WHERE run_id = :ref", {"ref": ref})
+        if not rows:
+            rows = self._db.rows("SELECT run_id FROM tags WHERE name = :ref", {"ref": ref})
+        if not rows:
+            raise UsageError(f"no run or tag {ref!r} in {self.name}; see edge runs list")
+        return str(rows[0][0])
 
     def get_run(self, ref: str) -> StoredRun:
         """The run named by ``ref`` (id, tag or ``latest``) with all its records."""
         run_id = self.resolve(ref)
-        row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
-                               (run_id,)).fetchone()
-        records = self._db.execute(
-            "SELECT record FROM results WHERE run_id = ? ORDER BY target, rowid",
-            (run_id,)).fetchall()
+        row = self._db.rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = :id",
+                            {"id": run_id})[0]
+        records = self._db.rows(
+            f"SELECT record FROM results WHERE run_id = :id "
+            f"ORDER BY target, {self._db.order_column}", {"id": run_id})
         return StoredRun(run_id=row[0], created_at=row[1], model_name=row[2], model_path=row[3],
                          model_sha256=row[4], report_dir=row[5], git_commit=row[6],
                          tags=self._tags_of(run_id),
                          results=[json.loads(record) for (record,) in records])
 
     def run_ids(self) -> list[str]:
-        return [row[0] for row in
-                self._db.execute("SELECT run_id FROM runs ORDER BY created_at, rowid")]
+        return [row[0] for row in self._db.rows(
+            f"SELECT run_id FROM runs ORDER BY created_at, {self._db.order_column}")]
 
     def list_runs(self, *, limit: int | None = None,
                   model_name: str | None = None) -> list[RunSummary]:
         """Newest first, without loading any record (fast on stores of thousands of runs)."""
-        where, params = ("WHERE r.model_name = ?", [model_name]) if model_name else ("", [])
-        rows = self._db.execute(
+        where, params = ("WHERE r.model_name = :model", {"model": model_name}) if model_name \
+            else ("", {})
+        agg, order = self._db.agg, self._db.order_column
+        rows = self._db.rows(
             f"""SELECT r.run_id, r.created_at, r.model_name, r.model_sha256, r.git_commit,
-                       (SELECT group_concat(DISTINCT target) FROM results s
-                            WHERE s.run_id = r.run_id),
-                       (SELECT group_concat(DISTINCT variant) FROM results s
-                            WHERE s.run_id = r.run_id),
+                       (SELECT {agg("target")} FROM results s WHERE s.run_id = r.run_id),
+                       (SELECT {agg("variant")} FROM results s WHERE s.run_id = r.run_id),
                        (SELECT COUNT(*) FROM results s
                             WHERE s.run_id = r.run_id AND s.status != 'ok'),
-                       (SELECT group_concat(name) FROM tags t WHERE t.run_id = r.run_id)
+                       (SELECT {agg("name")} FROM tags t WHERE t.run_id = r.run_id)
                 FROM runs r {where}
-                ORDER BY r.created_at DESC, r.rowid DESC
-                LIMIT ?""", [*params, -1 if limit is None else limit]).fetchall()
+                ORDER BY r.created_at DESC, r.{order} DESC
+                {"" if limit is None else "LIMIT :limit"}""",
+            {**params, **({} if limit is None else {"limit": limit})})
         return [RunSummary(run_id=row[0], created_at=row[1], model_name=row[2],
                            model_sha256=row[3], git_commit=row[4],
                            targets=tuple(sorted((row[5] or "").split(",")) if row[5] else ()),
@@ -258,20 +454,36 @@ class ResultsStore:
         """Point tag ``name`` at the run ``ref`` (moving it if it exists); return the run id."""
         _check_tag_name(name)
         run_id = self.resolve(ref)
-        if self._db.execute(
-                "SELECT 1 FROM runs WHERE run_id = ?", (name,)).fetchone():
+        if self._db.rows("SELECT 1 FROM runs WHERE run_id = :name", {"name": name}):
             raise UsageError(f"tag {name!r} would hide a run id; choose another name")
         try:
-            with self._db:
-                self._db.execute("INSERT OR REPLACE INTO tags (name, run_id) VALUES (?, ?)",
-                                 (name, run_id))
-        except sqlite3.Error as exc:
-            raise StoreError(f"results store {self.path}: tag {name} not written: {exc}") from None
+            with self._db.transaction() as tx:
+                tx.execute(_UPSERT_TAG, {"name": name, "run_id": run_id})
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            raise StoreError(f"results store {self.name}: tag {name} not written: "
+                             f"{str(exc).splitlines()[0]}") from None
         return run_id
 
     def _tags_of(self, run_id: str) -> tuple[str, ...]:
-        return tuple(row[0] for row in self._db.execute(
-            "SELECT name FROM tags WHERE run_id = ? ORDER BY name", (run_id,)))
+        return tuple(row[0] for row in self._db.rows(
+            "SELECT name FROM tags WHERE run_id = :id ORDER BY name", {"id": run_id}))
+
+
+# Both SQLite (3.24+) and PostgreSQL take this upsert; a moved tag keeps its first date.
+_UPSERT_TAG = ("INSERT INTO tags (name, run_id) VALUES (:name, :run_id) "
+               "ON CONFLICT (name) DO UPDATE SET run_id = excluded.run_id")
+
+
+def _is_database_error(exc: Exception) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return True
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:
+        return False
+    return isinstance(exc, SQLAlchemyError)
 
 
 def _check_tag_name(name: str) -> None:

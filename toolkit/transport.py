@@ -30,7 +30,7 @@ from .errors import AgentError, InfrastructureError, TargetError
 from .lock import board_lock
 from .ssh import Connection
 from .targets import Target, check_name
-from .transfer import upload
+from .transfer import upload_all
 
 log = logging.getLogger(__name__)
 
@@ -123,27 +123,19 @@ class SshTransport:
         work = self.target.work_dir
         cache = f"{work}/cache"
         agent = build_agent_package()
-        upload(board, work, agent.name, agent.data)
-        for name, path in files.items():
-            upload(board, cache, name, path)
         job_name = f"job-{job['job_id']}.json"
-        upload(board, cache, job_name, json.dumps(job).encode())
+        upload_all(board, [(work, agent.name, agent.data),
+                           *((cache, name, path) for name, path in files.items()),
+                           (cache, job_name, json.dumps(job).encode())])
         facts = probe(board)
         facts.require()
-        # The agent runs from the work folder: a relative venv path must be made absolute.
-        python = facts.python
-        if python == f"{work}/venv/bin/python" and not python.startswith("/"):
-            python = "venv/bin/python"
-        command = (f"cd {shlex.quote(work)} && exec {shlex.quote(python)} "
-                   f"{shlex.quote(agent.name)} run {shlex.quote('cache/' + job_name)}")
-        try:
-            result = board.run(command, timeout=_job_timeout(job))
-        finally:
-            if board.is_open:
-                try:
-                    board.run(f"rm -f -- {shlex.quote(cache + '/' + job_name)}")
-                except InfrastructureError:
-                    log.debug("could not remove %s on %s", job_name, self.target.name)
+        python = facts.python_in(work)
+        job_file = shlex.quote(f"cache/{job_name}")
+        # The job file goes in the same command: no extra round trip, and gone on every exit.
+        command = (f"cd {shlex.quote(work)} && {{ {shlex.quote(python)} "
+                   f"{shlex.quote(agent.name)} run {job_file}; status=$?; rm -f -- {job_file}; "
+                   "exit $status; }")
+        result = board.run(command, timeout=_job_timeout(job))
         if not result.ok:
             lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
             reason = lines[-1] if lines else f"exit status {result.exit_status}"

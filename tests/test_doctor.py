@@ -1,0 +1,74 @@
+"""`edge doctor` and `edge lab status` against real sshd boards: healthy, dead, unknown, held."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from toolkit.doctor import diagnose
+from toolkit.lab import board_status
+from toolkit.lock import board_lock
+from toolkit.ssh import Connection
+from toolkit.targets import Target, load_target
+
+from .lab import Sshd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def board(sshd: Sshd, tmp_path: Path, **extra: object) -> Target:
+    sshd.write_target(tmp_path / "targets", "lab", tmp_path / "board", **extra)
+    return load_target("lab", tmp_path / "targets")
+
+
+def test_a_healthy_board_passes_every_check(sshd: Sshd, tmp_path: Path) -> None:
+    health = diagnose(board(sshd, tmp_path))
+    assert health.healthy, health.to_dict()
+    names = [c.name for c in health.checks]
+    assert names == ["reachable", "host key", "login", "python", "disk", "runtime", "thermal",
+                     "power sensor", "clock"]
+    clock = next(c for c in health.checks if c.name == "clock").detail
+    assert clock.startswith("offset ") and abs(float(clock.split()[1])) < 5
+
+
+def test_a_dead_board_and_an_unknown_key_each_give_one_reason(own_sshd: Sshd,
+                                                              tmp_path: Path) -> None:
+    (tmp_path / "empty_known_hosts").write_text("")
+    unknown = diagnose(board(own_sshd, tmp_path, known_hosts=str(tmp_path / "empty_known_hosts")))
+    assert not unknown.healthy and unknown.reason.startswith("host key: ")
+    own_sshd.kill()
+    dead = diagnose(board(own_sshd, tmp_path, connect_timeout=2.0))
+    assert not dead.healthy and dead.reason.startswith("reachable: ")
+    assert "\n" not in dead.reason
+
+
+def test_a_board_that_asks_for_a_missing_power_sensor_is_unhealthy(sshd: Sshd,
+                                                                  tmp_path: Path) -> None:
+    health = diagnose(board(sshd, tmp_path, power_sensor="ina3221-hwmon"))
+    assert health.reason.startswith("power sensor: ")
+
+
+def test_lab_status_shows_free_held_and_unreachable(own_sshd: Sshd, tmp_path: Path) -> None:
+    target = board(own_sshd, tmp_path)
+    assert board_status(target).state == "free"
+    with Connection(target) as holder, board_lock(holder, target.work_dir, seconds=60) as token:
+        held = board_status(target)
+        assert (held.state, held.owner) == ("held", token)
+        assert held.since is not None and held.until is not None and held.until > held.since
+    assert board_status(target).state == "free"
+    own_sshd.kill()
+    gone = board_status(board(own_sshd, tmp_path, connect_timeout=2.0))
+    assert gone.state == "unreachable" and gone.detail
+
+
+def test_edge_doctor_exits_1_naming_the_sick_board(own_sshd: Sshd, tmp_path: Path) -> None:
+    board(own_sshd, tmp_path, connect_timeout=2.0)
+    own_sshd.kill()
+    done = subprocess.run([sys.executable, "-m", "toolkit", "doctor", "--targets", "lab",
+                           "--targets-dir", str(tmp_path / "targets")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        next(line for line in done.stderr.splitlines() if line.startswith("edge: lab is "
+                                                                         "unhealthy: reachable: "))]

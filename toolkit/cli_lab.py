@@ -1,0 +1,103 @@
+"""``edge doctor`` and ``edge lab status``: is each board fit, and who holds it now.
+
+Example: edge doctor --targets tag:rpi4 ; edge lab status
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .doctor import BoardHealth, diagnose
+from .errors import TargetError
+from .lab import BoardStatus, board_status, load_lab
+from .targets import Target
+
+lab_option = click.option("--lab", "lab_file", type=click.Path(path_type=Path),
+                          help="Lab file listing boards and tags "
+                               "(default: $EDGE_LAB, else ./lab.toml).")
+targets_dir_option = click.option("--targets-dir", type=click.Path(path_type=Path),
+                                  help="Folder of your own target files.")
+
+
+def _chosen(lab_file: Path | None, targets_dir: Path | None, spec: str | None,
+            every: bool) -> list[Target]:
+    lab = load_lab(lab_file, targets_dir)
+    if spec:
+        return lab.select(spec)
+    if every and lab.boards:
+        return lab.all()
+    raise TargetError("name the boards: --targets NAMES/tag:TAG, or --all with a lab file")
+
+
+@click.command()
+@click.option("--targets", "--target", "spec", help="Boards: names and tag:NAME, comma-separated.")
+@click.option("--all", "every", is_flag=True, help="Every board of the lab file.")
+@lab_option
+@targets_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def doctor(spec: str | None, every: bool, lab_file: Path | None, targets_dir: Path | None,
+           as_json: bool) -> None:
+    """Check each board: reachable, host key, Python/numpy/runtime, disk, heat, power, clock.
+
+    Exit status 1 when any board is unhealthy.  Example: edge doctor --all
+    """
+    targets = _chosen(lab_file, targets_dir, spec, every)
+    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+        found: list[BoardHealth] = list(pool.map(diagnose, targets))
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in found], indent=2))
+    else:
+        table = Table("board", "check", "ok", "detail", title="edge doctor")
+        for health in found:
+            for check in health.checks:
+                table.add_row(health.target, check.name, "yes" if check.ok else "NO",
+                              check.detail)
+        Console(file=sys.stdout).print(table)
+    sick = [h for h in found if not h.healthy]
+    for health in sick:
+        click.echo(f"edge: {health.target} is unhealthy: {health.reason}", err=True)
+    if sick:
+        sys.exit(1)
+
+
+@click.group()
+def lab() -> None:
+    """The boards of a lab file: who holds which, and which are reachable."""
+
+
+@lab.command()
+@click.option("--targets", "spec", help="Boards (default: every board of the lab file).")
+@lab_option
+@targets_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status(spec: str | None, lab_file: Path | None, targets_dir: Path | None,
+           as_json: bool) -> None:
+    """Each board: free, held (by whom, since and until when) or unreachable (why).
+
+    Example: edge lab status --targets tag:jetson
+    """
+    targets = _chosen(lab_file, targets_dir, spec, every=True)
+    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+        found: list[BoardStatus] = list(pool.map(board_status, targets))
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in found], indent=2))
+        return
+    table = Table("board", "state", "held by", "since", "until", "detail", title="edge lab")
+    for board in found:
+        table.add_row(board.target, board.state, board.owner, _clock(board.since),
+                      _clock(board.until), board.detail)
+    Console(file=sys.stdout).print(table)
+
+
+def _clock(epoch: int | None) -> str:
+    if epoch is None:
+        return ""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

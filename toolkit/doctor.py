@@ -1,0 +1,166 @@
+"""Is a board fit to measure on?  ``edge doctor`` and the health gate of ``edge bench``.
+
+Per board, in order (a failed step says why and stops the ones that need it):
+reachable, host key known, login, Python >= 3.9 with numpy and a TFLite runtime,
+then the agent's own ``facts`` (so the board is read by the code that measures):
+free disk in the work folder, temperature and throttling, the power sensor the
+target names, and the clock's offset to the host.  As in LAVA's health checks, a
+board that fails is left out of a bench with the reason shown.
+
+Example::
+
+    health = diagnose(load_target("rpi4"))
+    health.healthy, health.reason   # (False, "reachable: SSH to pi@rpi4:22: ...")
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .agent_package import build_agent_package
+from .bootstrap import probe
+from .errors import AuthError, BoardSetupError, EdgeError, HostKeyError, InfrastructureError
+from .ssh import Connection
+from .targets import Target
+from .transfer import upload_all
+
+#: Less free space than this in the work folder fails the disk check.
+MIN_FREE_BYTES = 100 * 1024 * 1024
+#: A board clock further off than this fails the clock check (lease expiry uses it).
+MAX_CLOCK_OFFSET_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class BoardHealth:
+    target: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    @property
+    def reason(self) -> str:
+        """The first failed check as one line; empty when healthy."""
+        failed = next((c for c in self.checks if not c.ok), None)
+        return f"{failed.name}: {failed.detail}" if failed else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "healthy": self.healthy, "reason": self.reason,
+                "checks": [asdict(c) for c in self.checks]}
+
+
+def diagnose(target: Target) -> BoardHealth:
+    """Every check of the module docstring on ``target``; never raises for a sick board."""
+    checks: list[Check] = []
+    if target.transport == "local":
+        checks.append(Check("reachable", True, "this machine"))
+        started = time.time()
+        try:
+            facts = _local_facts(target)
+        except EdgeError as exc:
+            return BoardHealth(target.name, [*checks, Check("agent", False, str(exc))])
+        return BoardHealth(target.name, checks + _fact_checks(target, facts, started,
+                                                               time.time()))
+    try:
+        with Connection(target) as board:
+            board.run("true")
+            checks += [Check("reachable", True, board.where), Check("host key", True, "known"),
+                       Check("login", True, "key accepted")]
+            python = probe(board)
+            problems = python.missing()
+            checks.append(Check("python", not problems,
+                                "; ".join(problems) or f"{python.python}: {python.summary()}"))
+            if problems:
+                return BoardHealth(target.name, checks)
+            agent = build_agent_package()
+            work = target.work_dir
+            upload_all(board, [(work, agent.name, agent.data)])
+            started = time.time()
+            answer = board.run(f"cd {shlex.quote(work)} && {shlex.quote(python.python_in(work))} "
+                               f"{shlex.quote(agent.name)} facts "
+                               f"{shlex.quote(target.power_sensor)}")
+            ended = time.time()
+            if not answer.ok:
+                checks.append(Check("agent", False, _last_line(answer.stderr)))
+                return BoardHealth(target.name, checks)
+            facts = json.loads(answer.stdout.decode("utf-8").strip().splitlines()[-1])
+            return BoardHealth(target.name, checks + _fact_checks(target, facts, started, ended))
+    except HostKeyError as exc:
+        checks += [Check("reachable", True, ""), Check("host key", False, str(exc))]
+    except AuthError as exc:
+        checks += [Check("reachable", True, ""), Check("host key", True, "known"),
+                   Check("login", False, str(exc))]
+    except (InfrastructureError, BoardSetupError) as exc:
+        checks.append(Check("reachable" if not checks else "board", False, str(exc)))
+    except (ValueError, IndexError):
+        checks.append(Check("agent", False, "the agent's facts were not readable"))
+    return BoardHealth(target.name, checks)
+
+
+def _fact_checks(target: Target, facts: dict[str, Any], started: float,
+                 ended: float) -> list[Check]:
+    checks = []
+    free = int(facts.get("free_bytes", 0))
+    checks.append(Check("disk", free >= MIN_FREE_BYTES,
+                        f"{free / 2**20:,.0f} MiB free in {facts.get('cwd', '?')}"
+                        + ("" if free >= MIN_FREE_BYTES else
+                           f" (less than {MIN_FREE_BYTES / 2**20:.0f} MiB)")))
+    runtime = facts.get("runtime")
+    checks.append(Check("runtime", runtime is not None,
+                        f"{runtime['name']} {runtime['version']}" if runtime
+                        else str(facts.get("runtime_error"))))
+    thermal = facts.get("thermal") or {}
+    zones = thermal.get("zones_c") or {}
+    hottest = max(zones.values()) if zones else None
+    throttled = thermal.get("throttled_flags") or []
+    checks.append(Check("thermal", not thermal.get("throttled_now", False),
+                        (f"hottest zone {hottest:.1f} C" if hottest is not None
+                         else "no thermal zone") +
+                        (f"; throttled: {', '.join(throttled)}" if throttled else "")))
+    sensor = facts.get("power_sensor")
+    wanted = target.power_sensor
+    if facts.get("power_error"):
+        checks.append(Check("power sensor", False, str(facts["power_error"])))
+    else:
+        found = sensor["kind"] if sensor else "none"
+        checks.append(Check("power sensor", wanted in ("auto", "none") or sensor is not None,
+                            f"{found} (target asks {wanted})"))
+    # The board read its clock between our two readings: offset within +- half the round trip.
+    offset = float(facts["time"]) - (started + ended) / 2
+    checks.append(Check("clock", abs(offset) <= MAX_CLOCK_OFFSET_SECONDS,
+                        f"offset {offset:+.3f} s +- {(ended - started) / 2:.3f} s to this host"))
+    return checks
+
+
+def _local_facts(target: Target) -> dict[str, Any]:
+    agent = build_agent_package()
+    with tempfile.TemporaryDirectory(prefix="edge-doctor-") as work:
+        (Path(work) / agent.name).write_bytes(agent.data)
+        done = subprocess.run([sys.executable, agent.name, "facts", target.power_sensor],
+                              cwd=work, capture_output=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise InfrastructureError(f"agent facts failed: {_last_line(done.stderr)}",
+                                  target=target.name)
+    facts: dict[str, Any] = json.loads(done.stdout.decode("utf-8").strip().splitlines()[-1])
+    return facts
+
+
+def _last_line(raw: bytes) -> str:
+    lines = raw.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else "no message"
