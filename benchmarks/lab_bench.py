@@ -172,6 +172,13 @@ def timed_bench(model: Path, names: list[str], folder: Path, out: str) -> tuple[
     return ended - started, ended - first_job[0], outcome.cells
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def overlaps(log: Path) -> tuple[int, int]:
     """(overlapping job pairs, jobs) from a board's lock log of acquire/release lines."""
     intervals, opened = [], {}
@@ -218,14 +225,20 @@ def main() -> None:
                   f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
             timed_bench(model, names[:1], folder, "warm")  # board caches and agent in place
+            before = cpu_ticks()
             one, one_matrix, _ = timed_bench(model, names[:1], folder, "one")
+            middle = cpu_ticks()
             many, many_matrix, cells = timed_bench(model, names, folder, "many")
+            after = cpu_ticks()
+            busy_one = (middle[0] - before[0]) / (middle[1] - before[1])
+            busy_many = (after[0] - middle[0]) / (after[1] - middle[1])
             print(f"1. 1 board x 3 variants: {one:.1f} s ({one_matrix:.1f} s on the board); "
                   f"{args.boards} boards x 3 variants: {many:.1f} s ({many_matrix:.1f} s on the "
                   f"boards; {len(cells)} cells, all ok: {all(c.status == 'ok' for c in cells)}); "
                   f"ratio {many / one:.2f}x whole, {many_matrix / one_matrix:.2f}x boards' part "
                   f"(must be at most 1.5x: {'yes' if many / one <= 1.5 else 'NO'}); host "
-                  f"compression of the 3 variants is in both")
+                  f"compression of the 3 variants is in both; this machine's CPUs busy "
+                  f"{busy_one:.0%} (1 board) and {busy_many:.0%} (all boards)")
 
             victims = [0, 1]
             process = edge_bench(model, names, folder, "killed")
