@@ -67,6 +67,8 @@ def test_manifest_describes_every_file(digits_bundle) -> None:
         assert variant["macs"] == 9_216 + 294_912 + 32_768 + 640  # conv, conv, fc, fc
         assert variant["fidelity"]["top1_agreement"] >= 0.98
         assert variant["compress_seconds"] > 0
+        ops = {op["op"]: op["version"] for op in variant["ops"]}
+        assert "CONV_2D" in ops and "FULLY_CONNECTED" in ops and min(ops.values()) >= 1
     assert not list(out.parent.glob(".bundle.staging-*"))
 
 
@@ -78,6 +80,7 @@ def assert_runs_on_both_runtimes(variant: dict) -> None:
     assert old["loads"] and old["ok"], (variant["recipe"], old)
     assert old["top1_agreement_with_host"] >= 0.99
     assert runtimes["ai-edge-litert"]["ok"]
+    assert variant["oldest_runtime"] == "tflite-runtime 2.14.0"
 
 
 @pytest.mark.slow

@@ -42,6 +42,21 @@ class Artifact:
     fidelity: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
     runtime_compat: list[dict[str, Any]] = field(default_factory=list)
+    #: Every operator code in the file with its version: what decides which runtime can load it.
+    ops: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def oldest_runtime(self) -> str | None:
+        """The oldest runtime this file was checked to load and compute correctly under.
+
+        tflite-runtime is the older line (2.14 predates ai-edge-litert 1.x and 2.x).
+        """
+        passed = [c for c in self.runtime_compat if c.get("ok") and c.get("name")]
+        if not passed:
+            return None
+        oldest = min(passed, key=lambda c: (c["name"] != "tflite-runtime",
+                                            _version_key(str(c.get("version", "")))))
+        return f"{oldest['name']} {oldest.get('version', '')}".strip()
 
     @property
     def board_name(self) -> str:
@@ -51,6 +66,7 @@ class Artifact:
     def to_dict(self) -> dict[str, Any]:
         data = {"recipe": self.config.get("recipe", self.variant), **asdict(self)}
         data["file"] = self.path.name
+        data["oldest_runtime"] = self.oldest_runtime
         del data["path"]
         for absent_without_labels in ("accuracy", "eval_samples"):
             if data[absent_without_labels] is None:
@@ -63,7 +79,36 @@ def describe_artifact(variant: str, path: Path, **known: Any) -> Artifact:
     return Artifact(variant=variant, path=path, sha256=sha256_file(path),
                     size_bytes=path.stat().st_size,
                     gzip_bytes=len(gzip.compress(path.read_bytes(), compresslevel=9, mtime=0)),
-                    **known)
+                    ops=op_versions(path), **known)
+
+
+def op_versions(path: Path) -> list[dict[str, Any]]:
+    """``[{"op": "CONV_2D", "version": 3}, ...]`` as the file's operator codes say.
+
+    Read with the flatbuffer schema ai-edge-litert ships; a file it cannot parse has none.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items()
+             if not name.startswith("_")}
+    try:
+        model = schema.Model.GetRootAs(path.read_bytes(), 0)
+        codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+    except Exception:  # noqa: BLE001 - a malformed flatbuffer raises anything from struct to index
+        return []
+    found = []
+    for code in codes:
+        # Codes above 127 live in builtin_code; older files only fill the deprecated byte.
+        number = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = names.get(number, f"BUILTIN_{number}")
+        if name == "CUSTOM":
+            name = f"CUSTOM:{(code.CustomCode() or b'').decode('utf-8', 'replace')}"
+        found.append({"op": name, "version": code.Version()})
+    return found
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
 def write_manifest(bundle_dir: Path, source: ModelSource, artifacts: list[Artifact]) -> Path:
