@@ -223,3 +223,25 @@ def test_calibration_data_of_the_wrong_shape_names_both_shapes(tmp_path: Path) -
     assert result.exit_code == 2, result.output
     assert "(1, 1, 4, 4)" in result.stderr and "(1, 1, 8, 8)" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_an_accuracy_budget_keeps_the_first_candidate_within_it(tmp_path: Path) -> None:
+    out = tmp_path / "budget"
+    result = invoke("compress", str(DIGITS_MODEL), "--max-accuracy-drop", "0.5", "-o", str(out),
+                    "--json")
+    assert result.exit_code == 0, result.output
+    selection = json.loads(result.stdout)["selection"]
+    tried = selection["tried"]
+    assert tried[-1]["recipe"] == selection["chosen"] and tried[-1]["within_budget"]
+    assert all(not t["within_budget"] for t in tried[:-1])  # tried in order, stopped at first
+    assert tried[-1]["drop_points"] <= 0.5 and tried[-1]["size_ratio"] < 0.5
+    assert sorted(p.name for p in out.glob("*.tflite")) == sorted(
+        ["fp32.tflite", f"{by_recipe(json.loads(result.stdout))[selection['chosen']]['file']}"])
+
+
+def test_an_accuracy_budget_without_labels_is_refused(tmp_path: Path) -> None:
+    result = invoke("compress", str(TWO_HEADS), "--max-accuracy-drop", "1", "-o",
+                    str(tmp_path / "out"))
+    assert result.exit_code == 2 and "needs labelled eval data" in result.output
+    assert not (tmp_path / "out").exists()

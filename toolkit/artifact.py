@@ -111,10 +111,13 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
-def write_manifest(bundle_dir: Path, source: ModelSource, artifacts: list[Artifact]) -> Path:
+def write_manifest(bundle_dir: Path, source: ModelSource, artifacts: list[Artifact],
+                   **extra: Any) -> Path:
+    """``manifest.json``: the model, one entry per variant, and ``extra`` sections."""
     manifest = {
         "model": {"name": source.name, "path": str(source.path), "sha256": source.sha256},
         "variants": [artifact.to_dict() for artifact in artifacts],
+        **extra,
     }
     path = bundle_dir / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .compress import compress_to_folder
+from .compress import BUDGET_CANDIDATES, compress_to_folder
 
 
 def _progress(message: str) -> None:
@@ -16,9 +16,10 @@ def _progress(message: str) -> None:
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--recipe", default="fp32,int8", show_default=True,
-              help="Comma-separated variants; each a chain joined with +, "
-                   "e.g. fp32,int8,prune-channels:0.5+distill+int8.")
+@click.option("--recipe",
+              help="Comma-separated variants; each a chain joined with +, e.g. "
+                   "fp32,int8,prune-channels:0.5+distill+int8 [default: fp32,int8; with "
+                   f"--max-accuracy-drop the candidates, in order: {BUDGET_CANDIDATES}].")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Folder for the .tflite files and manifest.json.")
 @click.option("--compat-python", "compat_pythons", multiple=True,
@@ -26,15 +27,20 @@ def _progress(message: str) -> None:
               help="Another Python whose TFLite runtime (e.g. tflite-runtime 2.14 in a venv) "
                    "must load every file and compute what the host runtime computes; "
                    "recorded as runtime_compat.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="POINTS",
+              help="Try the candidate recipes in order of expected gain and keep the first "
+                   "whose accuracy is at most POINTS below fp32's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest instead of a table.")
-def compress(model: Path, recipe: str, out_dir: Path, compat_pythons: tuple[Path, ...],
-             as_json: bool) -> None:
+def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tuple[Path, ...],
+             max_accuracy_drop: float | None, as_json: bool) -> None:
     """Compress MODEL into one .tflite per recipe and a manifest.json with their figures.
 
     Example: edge compress examples/digits_cnn.py --recipe fp32,int8,prune:0.8 -o out
     """
-    manifest_path = compress_to_folder(model, recipe, out_dir, progress=_progress,
-                                       compat_pythons=compat_pythons)
+    recipes = recipe or (BUDGET_CANDIDATES if max_accuracy_drop is not None else "fp32,int8")
+    manifest_path = compress_to_folder(model, recipes, out_dir, progress=_progress,
+                                       compat_pythons=compat_pythons,
+                                       max_accuracy_drop=max_accuracy_drop)
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
@@ -51,4 +57,15 @@ def compress(model: Path, recipe: str, out_dir: Path, compat_pythons: tuple[Path
                    f"{'-' if sqnr is None else f'{sqnr:.1f}':>7} {v.get('macs') or 0:>10}  "
                    + ", ".join(f"{r['name']} {r['version']} {'ok' if r['ok'] else 'FAILS'}"
                                for r in v.get("runtime_compat", [])))
+    selection = manifest.get("selection")
+    if selection:
+        click.echo(f"\ntried within a budget of {selection['max_accuracy_drop_points']:g} "
+                   f"points (fp32 accuracy {selection['baseline_accuracy']:.4f}):")
+        for t in selection["tried"]:
+            verdict = (t["skipped"] if "skipped" in t else
+                       f"{t['size_ratio']:.2f}x fp32 size, accuracy {t['accuracy']:.4f}, drop "
+                       f"{t['drop_points']:.2f} points: "
+                       f"{'within budget' if t['within_budget'] else 'over budget'}")
+            click.echo(f"  {t['recipe']:<34} {verdict}")
+        click.echo(f"chosen: {selection['chosen']}")
     click.echo(f"manifest: {manifest_path}")

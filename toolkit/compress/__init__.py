@@ -12,7 +12,14 @@ Example::
     manifest = compress_to_folder("examples/digits_cnn.py", "fp32,int8", Path("out"))
 """
 
-from ._build import CompressedVariant, build_artifacts, compress, compress_to_folder, model_counts
+from ._build import (
+    BUDGET_CANDIDATES,
+    CompressedVariant,
+    build_artifacts,
+    compress,
+    compress_to_folder,
+    model_counts,
+)
 from ._recipes import (
     RECIPES,
     Chain,
@@ -28,6 +35,7 @@ from ._recipes import (
 )
 
 __all__ = [
+    "BUDGET_CANDIDATES",
     "RECIPES",
     "Chain",
     "ChannelPruneConfig",

@@ -202,10 +202,19 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
     return artifacts
 
 
+#: What ``--max-accuracy-drop`` tries, most expected gain (size and speed) first.
+BUDGET_CANDIDATES = ("prune-channels:0.5+distill+int8,int8,prune-channels:0.5+distill,"
+                     "int8-dynamic,fp16")
+
+
 def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path, *,
-                       progress: Progress = _quiet, compat_pythons: Sequence[Path] = ()) -> Path:
+                       progress: Progress = _quiet, compat_pythons: Sequence[Path] = (),
+                       max_accuracy_drop: float | None = None) -> Path:
     """Write each variant's ``.tflite`` and ``manifest.json`` into ``out_dir``; return its path.
 
+    With ``max_accuracy_drop`` (points of accuracy against fp32), ``recipes`` are candidates
+    tried in order until one stays within the budget (as INC and NNCF tune): the folder gets
+    fp32 and that one, and the manifest's ``selection`` shows everything tried.
     Built in a staging folder beside ``out_dir`` and moved in only on success,
     so a failure leaves nothing half-written.
     """
@@ -217,8 +226,12 @@ def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path
     source = load_model_source(model_path)
     if source.is_tflite:
         raise UsageError(f"{source.path} is already a .tflite file; compress takes a .py model")
+    if max_accuracy_drop is not None and not _has_labels(source):
+        raise UsageError(f"--max-accuracy-drop needs labelled eval data: {source.path} has no "
+                         "eval_data() yielding (inputs, label); compare fidelity with "
+                         "edge compress --recipe instead")
     missing = sorted({c.recipe for c in chains if c.needs_training_data} if
-                     source.train_data is None else set())
+                     source.train_data is None and max_accuracy_drop is None else set())
     if missing:
         raise ModelError(f"{missing[0]} fine-tunes the model: {source.path} must define "
                          "train_data() yielding (inputs, label)", path=source.path)
@@ -230,12 +243,52 @@ def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path
         raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror}",
                           path=out_dir) from None
     try:
-        artifacts = build_artifacts(source, chains, staging, progress=progress,
-                                    compat_pythons=compat_pythons)
-        write_manifest(staging, source, artifacts)
+        extra: dict[str, Any] = {}
+        if max_accuracy_drop is None:
+            artifacts = build_artifacts(source, chains, staging, progress=progress,
+                                        compat_pythons=compat_pythons)
+        else:
+            artifacts, extra["selection"] = _within_budget(
+                source, chains, max_accuracy_drop, staging, progress, compat_pythons)
+        write_manifest(staging, source, artifacts, **extra)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in staging.iterdir():
             item.replace(out_dir / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "manifest.json"
+
+
+def _within_budget(source: ModelSource, candidates: list[Chain], max_drop: float,
+                   folder: Path, progress: Progress,
+                   compat_pythons: Sequence[Path]) -> tuple[list[Artifact], dict[str, Any]]:
+    """fp32 and the first candidate whose accuracy drop is at most ``max_drop`` points."""
+    [baseline] = build_artifacts(source, parse_recipes("fp32"), folder, progress=progress,
+                                 compat_pythons=compat_pythons)
+    assert baseline.accuracy is not None  # labelled eval data was checked by the caller
+    tried: list[dict[str, Any]] = []
+    chosen = baseline
+    for chain in candidates:
+        if chain.recipe == "fp32":
+            continue
+        if chain.needs_training_data and source.train_data is None:
+            tried.append({"recipe": chain.recipe, "skipped": "needs train_data() to fine-tune"})
+            continue
+        [artifact] = build_artifacts(source, [chain], folder, progress=progress,
+                                     compat_pythons=compat_pythons)
+        drop = 100 * (baseline.accuracy - (artifact.accuracy or 0.0))
+        runs_everywhere = all(c.get("ok") for c in artifact.runtime_compat)
+        within = drop <= max_drop and runs_everywhere
+        tried.append({"recipe": chain.recipe, "size_bytes": artifact.size_bytes,
+                      "size_ratio": round(artifact.size_bytes / baseline.size_bytes, 4),
+                      "accuracy": artifact.accuracy, "drop_points": round(drop, 3),
+                      "runs_on_every_runtime": runs_everywhere, "within_budget": within})
+        progress(f"{chain.recipe}: accuracy drop {drop:.2f} points "
+                 f"({'within' if within else 'over'} the {max_drop:g}-point budget)")
+        if within:
+            chosen = artifact
+            break
+        artifact.path.unlink()  # only the chosen file ships
+    selection = {"max_accuracy_drop_points": max_drop, "baseline_accuracy": baseline.accuracy,
+                 "tried": tried, "chosen": chosen.config.get("recipe", chosen.variant)}
+    return ([baseline] if chosen is baseline else [baseline, chosen]), selection
