@@ -22,6 +22,7 @@ from .cli_lab import doctor, lab
 from .cli_report import report
 from .cli_runs import runs
 from .cli_targets import targets
+from .compress import BUDGET_CANDIDATES
 from .errors import EdgeError
 from .store import describe_store
 
@@ -47,8 +48,13 @@ def main() -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", "targets", multiple=True, default=("local",), show_default=True,
               help="Board to run on (a name in targets/); repeat for several boards.")
-@click.option("--recipe", default="fp32,int8", show_default=True,
-              help="Comma-separated variants to build.")
+@click.option("--recipe",
+              help="Comma-separated variants to build [default: fp32,int8; with "
+                   "--max-accuracy-drop the candidates fp32 and "
+                   f"{BUDGET_CANDIDATES}].")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="POINTS",
+              help="Run only variants at most POINTS below fp32's accuracy and pick, per "
+                   "board, the fastest as measured there.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
               default=pipeline.DEFAULT_OUT_DIR, show_default=True,
               help="Folder for artifacts, reports and the default results store.")
@@ -70,7 +76,8 @@ def main() -> None:
 @click.option("--power-command",
               help="Command on the board that prints watts (an external meter); implies it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
-def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
+def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
+           max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, min_runs: int | None,
            min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
            cooldown_to: float | None,
@@ -87,14 +94,20 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str, out_dir: Path,
                  ("cooldown_seconds", cooldown), ("cooldown_to_c", cooldown_to),
                  ("power_sensor", power_sensor), ("power_command", power_command))
                 if value is not None}
-    outcome = pipeline.deploy(model, targets=targets, recipes=recipe, out_dir=out_dir,
-                                  store_path=store_path, targets_dir=targets_dir,
-                                  settings=settings, threads=threads)
+    recipes = recipe or ("fp32," + BUDGET_CANDIDATES if max_accuracy_drop is not None
+                         else "fp32,int8")
+    outcome = pipeline.deploy(model, targets=targets, recipes=recipes, out_dir=out_dir,
+                              store_path=store_path, targets_dir=targets_dir,
+                              settings=settings, threads=threads,
+                              max_accuracy_drop=max_accuracy_drop)
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},
+                               "choices": [c.message for c in outcome.choices],
                                "results": outcome.run.results}, indent=2))
         return
+    for choice in outcome.choices:
+        click.echo(choice.message)
     click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
     click.echo(f"report: {outcome.report['html']}")
     click.echo(f"        {outcome.report['markdown']}")

@@ -18,13 +18,14 @@ import logging
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from device_agent import protocol
 
 from .artifact import Artifact, write_manifest
+from .choose import Choice, choose_fastest, split_by_budget
 from .compress import Chain, build_artifacts, parse_recipes
 from .errors import OutputError, ResultError, UsageError
 from .model import ModelSource, load_model_source
@@ -46,6 +47,8 @@ class DeployOutcome:
     run_dir: Path
     report: dict[str, Path]
     store_path: Path | str
+    #: With an accuracy budget: per target, the variant picked by measured latency, and why.
+    choices: list[Choice] = field(default_factory=list)
 
 
 def default_store_path(out_dir: Path) -> Path | str:
@@ -58,17 +61,22 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            store_path: str | Path | None = None, targets_dir: str | Path | None = None,
            settings: dict[str, Any] | None = None,
            threads: Sequence[int] | None = None,
-           tags: Iterable[str] = ()) -> DeployOutcome:
+           tags: Iterable[str] = (),
+           max_accuracy_drop: float | None = None) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report.
 
     ``threads`` sweeps thread counts (each target's own setting if None): every
     variant runs once per count, named ``VARIANT-tN`` in results when sweeping.
+    ``max_accuracy_drop`` (points against fp32): only variants within it run, and each
+    target's fastest one, by its own measured latency, is picked (:mod:`toolkit.choose`).
     """
     # Cheap checks first, so a typo fails in milliseconds, not after a conversion.
     chosen = [load_target(name, targets_dir) for name in targets]
     if not chosen:
         raise UsageError("no target given; use for example --target local")
     configs = parse_recipes(recipes)
+    if max_accuracy_drop is not None and "fp32" not in [c.recipe for c in configs]:
+        configs = [*parse_recipes("fp32"), *configs]  # the accuracy reference
     out_dir = Path(out_dir)
     store_path = store_location(store_path) if store_path else default_store_path(out_dir)
     source = load_model_source(model_path)
@@ -78,9 +86,22 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     try:
         with ResultsStore(store_path) as store:
             artifacts, references = prepare_model(source, configs, staging)
-            results = [record for target in chosen
-                       for record in run_on_target(target, run_id, artifacts, settings,
-                                                   threads, references)]
+            over: list[Artifact] = []
+            if max_accuracy_drop is not None:
+                artifacts, over = split_by_budget(artifacts, max_accuracy_drop)
+                for artifact in over:
+                    _log.warning("%s left out: accuracy more than %g points below fp32",
+                                 artifact.variant, max_accuracy_drop)
+            per_target = {target.name: run_on_target(target, run_id, artifacts, settings,
+                                                     threads, references)
+                          for target in chosen}
+            choices = ([choose_fastest(name, records) for name, records in per_target.items()]
+                       if max_accuracy_drop is not None else [])
+            for choice in choices:
+                for record in per_target[choice.target]:
+                    if record["variant"] == choice.variant:
+                        record["chosen"] = choice.message
+            results = [record for records in per_target.values() for record in records]
             run = new_run(run_id, source, final_dir, results, tags)
             publish_run(store, run, staging, final_dir)
     except BaseException:
@@ -88,7 +109,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
         raise
     return DeployOutcome(run=run, run_dir=final_dir, store_path=store_path,
                          report={"markdown": final_dir / "report.md",
-                                 "html": final_dir / "report.html"})
+                                 "html": final_dir / "report.html"}, choices=choices)
 
 
 def prepare_model(source: ModelSource, configs: list[Chain],

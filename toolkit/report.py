@@ -91,8 +91,8 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             peak_memory=_mib(result.get("peak_rss_bytes")),
             energy=_mj(energy_per_inference_mj(result)),
             runtime=f"{runtime['name']} {runtime['version']}" if runtime else "",
-            note="; ".join(filter(None, [result.get("error") or "", _conditions(result),
-                                         _shared_machine(result)])),
+            note="; ".join(filter(None, [result.get("chosen") or "", result.get("error") or "",
+                                         _conditions(result), _shared_machine(result)])),
             delta=_delta(before.get((result["target"], result["variant"])), result),
         ))
     return rows
