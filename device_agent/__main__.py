@@ -13,6 +13,8 @@ thermal and throttle state, the power sensor found, free disk here and the clock
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import subprocess
 import sys
@@ -83,6 +85,7 @@ def _run(job_path: Path) -> int:
         return 2
     settings = {**protocol.OPTIONAL_SETTINGS, **job["settings"]}
     timeout = float(settings["variant_timeout_seconds"])
+    _preload()
     variants = []
     for index, variant in enumerate(job["variants"]):
         cooldown = _cool_down(settings, first=index == 0)
@@ -101,6 +104,17 @@ def _run(job_path: Path) -> int:
     return 0
 
 
+def _preload() -> None:
+    """Import numpy, the runtime and the measuring code once; forked children inherit them."""
+    from . import measure  # noqa: F401 - imported for the children
+    from .runtime import RuntimeNotFound, find_runtime
+
+    try:
+        find_runtime()
+    except RuntimeNotFound:
+        pass  # each child reports it as its variant's failure, with the runtime's message
+
+
 def _cool_down(settings: dict[str, Any], *, first: bool) -> dict[str, Any]:
     """Pause before a variant (not the first) and wait for the board to cool if asked."""
     from .thermal import wait_until_cool
@@ -116,16 +130,10 @@ def _cool_down(settings: dict[str, Any], *, first: bool) -> dict[str, Any]:
 
 
 def _measure_in_child(job_path: Path, name: str, timeout: float) -> dict[str, Any]:
-    command = [sys.executable, "-c",
-               "import sys; sys.path.insert(0, sys.argv[1]); "
-               "from device_agent.__main__ import main; sys.exit(main(sys.argv[2:]))",
-               IMPORT_ROOT, "measure", str(job_path), name]
-    try:
-        child = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        runtime = _announced_runtime(exc.stderr or b"")
-        return _failed(name, f"timed out after {timeout:g} s{_in(runtime)}", runtime)
+    child = (_forked if hasattr(os, "fork") else _spawned)(job_path, name, timeout)
     runtime = _announced_runtime(child.stderr)
+    if child.timed_out:
+        return _failed(name, f"timed out after {timeout:g} s{_in(runtime)}", runtime)
     if child.returncode < 0:
         # A crash inside the runtime (e.g. SIGSEGV on a malformed model) or an OOM kill.
         return _failed(name, f"killed by signal {_signal_name(-child.returncode)}"
@@ -139,6 +147,81 @@ def _measure_in_child(job_path: Path, name: str, timeout: float) -> dict[str, An
         return _failed(name, "measurement printed no result: " + _last_line(child.stderr),
                        runtime)
     return {"name": name, **figures}
+
+
+class _Child:
+    """How a measuring child ended: exit code (negative: killed by that signal), its output."""
+
+    def __init__(self, returncode: int, stdout: bytes, stderr: bytes, timed_out: bool) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+        self.timed_out = timed_out
+
+
+def _forked(job_path: Path, name: str, timeout: float) -> _Child:
+    """Measure in a forked child: the parent's imported numpy and runtime come for free.
+
+    A fresh interpreter per variant would import them again, which costs a second or
+    more of CPU on a small board; a fork keeps the isolation (own address space, own
+    peak memory, a crash kills only the child) without that cost.
+    """
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, then leave without running the parent's cleanup
+        code = 1
+        try:
+            os.close(out_read)
+            os.close(err_read)
+            os.dup2(out_write, 1)
+            os.dup2(err_write, 2)
+            code = _measure(job_path, name)
+        except BaseException:  # whatever happens, the forked child must not return
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(out_write)
+    os.close(err_write)
+    chunks: dict[int, list[bytes]] = {out_read: [], err_read: []}
+    open_fds = [out_read, err_read]
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    while open_fds:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            os.kill(pid, signal.SIGKILL)
+            timed_out = True
+            break
+        ready, _, _ = select.select(open_fds, [], [], remaining)
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if data:
+                chunks[fd].append(data)
+            else:
+                open_fds.remove(fd)
+    for fd in (out_read, err_read):
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    return _Child(code, b"".join(chunks[out_read]), b"".join(chunks[err_read]), timed_out)
+
+
+def _spawned(job_path: Path, name: str, timeout: float) -> _Child:
+    """Measure in a fresh interpreter, where there is no fork."""
+    command = [sys.executable, "-c",
+               "import sys; sys.path.insert(0, sys.argv[1]); "
+               "from device_agent.__main__ import main; sys.exit(main(sys.argv[2:]))",
+               IMPORT_ROOT, "measure", str(job_path), name]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        return _Child(-9, b"", exc.stderr or b"", timed_out=True)
+    return _Child(done.returncode, done.stdout, done.stderr, timed_out=False)
 
 
 def _measure(job_path: Path, name: str) -> int:

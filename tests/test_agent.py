@@ -15,13 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 FAST = {"warmup_runs": 2, "min_runs": 10, "min_seconds": 0.05}
 
 
-def run_agent(folder: Path, variants: list[dict[str, str]]) -> dict:
+def run_agent(folder: Path, variants: list[dict[str, str]],
+              settings: dict | None = None) -> dict:
     """Run the agent on ``variants``; a variant without a sha256 gets its file's real one."""
     variants = [{"sha256": hashlib.sha256((folder / v["file"]).read_bytes()).hexdigest(), **v}
                 for v in variants]
     agent = build_agent_package()
     (folder / agent.name).write_bytes(agent.data)
-    job = protocol.make_job(job_id="t", variants=variants, settings=FAST)
+    job = protocol.make_job(job_id="t", variants=variants, settings={**FAST, **(settings or {})})
     (folder / "job.json").write_text(json.dumps(job))
     completed = subprocess.run([sys.executable, str(folder / agent.name), "run",
                                 str(folder / "job.json")], capture_output=True, check=True)
@@ -64,6 +65,17 @@ def test_a_file_that_does_not_match_its_hash_is_never_run(tflite_copy: Path) -> 
     assert ok["status"] == "ok"
 
 
+def test_each_variant_over_the_time_limit_is_killed_on_its_own(
+        tflite_copy: Path) -> None:
+    slow = {"name": "slow", "file": tflite_copy.name}
+    # The limit (2 s) ends runs that ask for 30 s; the second variant gets its own 2 s.
+    result = run_agent(tflite_copy.parent, [slow, {"name": "fp32", "file": tflite_copy.name}],
+                       settings={"variant_timeout_seconds": 2, "min_seconds": 30,
+                                 "max_seconds": 60, "min_runs": 10**9, "max_runs": 10**9,
+                                 "cooldown_seconds": 0})
+    killed, measured = result["variants"]
+    assert killed["status"] == "failed" and killed["error"].startswith("timed out after 2 s")
+    assert measured["status"] == "failed" and measured["error"].startswith("timed out after 2 s")
 def test_agent_imports_only_stdlib_numpy_and_a_runtime(tflite_copy: Path) -> None:
     """Measure a model in a clean interpreter and list every top-level package it loaded."""
     probe = (
