@@ -6,7 +6,10 @@ Prints:
 2. 2 of 8 boards killed mid-run (their sshd and every session it forked): the other 6
    complete, the 2 are infrastructure errors, and `edge bench` exits 3 (incomplete).
 3. Two `edge bench` processes started together on the same 4 boards: overlapping jobs on
-   any board, from each board's own lock log (must be 0), and both exit 0.
+   any board, from each board's own lock log (must be 0), and both exit 0.  Both write to
+   one PostgreSQL store (a private server, as in tests/postgres.py) when it can be started.
+4. Two processes writing runs to that PostgreSQL store at once (``--pg-runs`` each): every
+   run present, none duplicated.
 
 Each board's link gets a delay from a userspace TCP proxy (``tc netem`` is not available
 here): every chunk is delivered ``--delay-ms`` later in each direction, so, as in a real lab,
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -37,6 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.lab import Board, Sshd, free_port  # noqa: E402
+from tests.postgres import postgres_server  # noqa: E402
+from tests.postgres import unavailable as postgres_unavailable  # noqa: E402
 
 TINY_MODEL = textwrap.dedent('''
     import torch
@@ -131,11 +137,13 @@ def write_target(folder: Path, name: str, sshd: Sshd, proxy: DelayProxy, work: P
         f'work_dir = "{work}"\nconnect_timeout = 5.0\ncommand_timeout = 60.0\nretries = 1\n')
 
 
-def edge_bench(model: Path, names: list[str], folder: Path, out: str) -> subprocess.Popen[str]:
+def edge_bench(model: Path, names: list[str], folder: Path, out: str,
+               store: str | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "toolkit", "bench", str(model), "--targets", ",".join(names),
          "--targets-dir", str(folder / "targets"), "--recipe", RECIPES, "-o",
-         str(folder / out), "--store", str(folder / f"{out}.sqlite"), "--json", *MEASURE],
+         str(folder / out), "--store", store or str(folder / f"{out}.sqlite"), "--json",
+         *MEASURE],
         cwd=folder, env={**os.environ, "PYTHONPATH": str(REPO)}, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -172,6 +180,42 @@ def timed_bench(model: Path, names: list[str], folder: Path, out: str) -> tuple[
     return ended - started, ended - first_job[0], outcome.cells
 
 
+#: One writer of part 4: ``count`` runs of two variants each, a store connection per run
+#: (as separate `edge deploy` processes would), into the shared database.
+PG_WRITER = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from tests.records import make_run, record
+    from toolkit.store import ResultsStore
+    url, who, count = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    for index in range(count):
+        with ResultsStore(url) as store:
+            store.add_run(make_run(f"{who}-{index}", [record("fp32"), record("int8")]))
+''')
+
+
+def concurrent_postgres_writes(url: str, count: int) -> str:
+    """Part 4: two writer processes at once; what the store holds afterwards."""
+    from toolkit.store import ResultsStore
+
+    with ResultsStore(url) as store:
+        before = set(store.run_ids())
+    started = time.monotonic()
+    writers = [subprocess.Popen([sys.executable, "-c", PG_WRITER, str(REPO), url, who,
+                                 str(count)], stderr=subprocess.PIPE, text=True)
+               for who in ("lab-a", "lab-b")]
+    codes = [writer.wait(timeout=600) for writer in writers]
+    elapsed = time.monotonic() - started
+    with ResultsStore(url) as store:
+        ids = [run_id for run_id in store.run_ids() if run_id not in before]
+        records = sum(len(store.get_run(run_id).results) for run_id in ids)
+    expected = {f"{who}-{i}" for who in ("lab-a", "lab-b") for i in range(count)}
+    return (f"4. two processes writing {count} runs each to PostgreSQL at once ({elapsed:.1f} s, "
+            f"exit statuses {codes}): {len(set(ids) & expected)} of {len(expected)} runs present, "
+            f"{len(ids) - len(set(ids))} duplicated, {records} variant records (expected "
+            f"{2 * len(expected)})")
+
+
 def cpu_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs so far, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -197,6 +241,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--boards", type=int, default=8)
     parser.add_argument("--delay-ms", type=float, default=50.0)
+    parser.add_argument("--pg-runs", type=int, default=200)
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("network namespaces need root")
@@ -224,7 +269,9 @@ def main() -> None:
                   f"{args.delay_ms:g} ms each way, model {RECIPES}; load average "
                   f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
-            timed_bench(model, names[:1], folder, "warm")  # board caches and agent in place
+            # Every board gets the agent and the artifacts first, so both timed benches find
+            # them cached: like against like, as in a lab that runs the same model daily.
+            timed_bench(model, names, folder, "warm")
             before = cpu_ticks()
             one, one_matrix, _ = timed_bench(model, names[:1], folder, "one")
             middle = cpu_ticks()
@@ -264,16 +311,22 @@ def main() -> None:
 
             for index in victims:
                 made[index][1].start()
-            four = names[2:6]
-            first = edge_bench(model, four, folder, "concurrent-1")
-            second = edge_bench(model, four, folder, "concurrent-2")
-            codes = [finish(first)[0], finish(second)[0]]
-            clashes = jobs = 0
-            for index in range(2, 6):
-                found, count = overlaps(folder / f"work-{index}" / "lock.log")
-                clashes, jobs = clashes + found, jobs + count
-            print(f"3. two edge bench processes on the same 4 boards: exit statuses {codes}; "
-                  f"{jobs} jobs in the boards' lock logs, {clashes} overlapping (must be 0)")
+            with contextlib.ExitStack() as database:
+                why_not = postgres_unavailable()
+                url = None if why_not else database.enter_context(postgres_server())
+                four = names[2:6]
+                first = edge_bench(model, four, folder, "concurrent-1", url)
+                second = edge_bench(model, four, folder, "concurrent-2", url)
+                codes = [finish(first)[0], finish(second)[0]]
+                clashes = jobs = 0
+                for index in range(2, 6):
+                    found, count = overlaps(folder / f"work-{index}" / "lock.log")
+                    clashes, jobs = clashes + found, jobs + count
+                print(f"3. two edge bench processes on the same 4 boards: exit statuses "
+                      f"{codes}; {jobs} jobs in the boards' lock logs, {clashes} overlapping "
+                      f"(must be 0); store: {'one PostgreSQL' if url else 'SQLite each'}")
+                print(concurrent_postgres_writes(url, args.pg_runs) if url
+                      else f"4. skipped: {why_not}")
         finally:
             if "link" in locals():
                 link.kill()
