@@ -83,7 +83,7 @@ def _run(job_path: Path) -> int:
     except (OSError, ValueError) as exc:
         print(f"agent: bad job {job_path}: {exc}", file=sys.stderr)
         return 2
-    settings = {**protocol.OPTIONAL_SETTINGS, **job["settings"]}
+    settings = {**protocol.OPTIONAL_SETTINGS, **protocol.TEXT_SETTINGS, **job["settings"]}
     timeout = float(settings["variant_timeout_seconds"])
     _preload()
     variants = []
@@ -117,7 +117,7 @@ def _preload() -> None:
 
 def _cool_down(settings: dict[str, Any], *, first: bool) -> dict[str, Any]:
     """Pause before a variant (not the first) and wait for the board to cool if asked."""
-    from .thermal import wait_until_cool
+    from .thermal import parse_zones, wait_until_cool
 
     done: dict[str, Any] = {}
     if not first and settings["cooldown_seconds"] > 0:
@@ -125,7 +125,8 @@ def _cool_down(settings: dict[str, Any], *, first: bool) -> dict[str, Any]:
         done["paused_s"] = float(settings["cooldown_seconds"])
     if settings["cooldown_to_c"] > 0:
         done.update(wait_until_cool(float(settings["cooldown_to_c"]),
-                                    max_seconds=float(settings["cooldown_max_seconds"])))
+                                    max_seconds=float(settings["cooldown_max_seconds"]),
+                                    zones=parse_zones(settings["thermal_zones"])))
     return done
 
 
@@ -229,6 +230,7 @@ def _measure(job_path: Path, name: str) -> int:
     from .outputs import load_reference
     from .power import SensorUnavailable, open_power_reader
     from .runtime import RuntimeNotFound, find_runtime
+    from .thermal import parse_zones, thermal_state
 
     job = _load_job(job_path)
     variant = next(v for v in job["variants"] if v["name"] == name)
@@ -261,9 +263,11 @@ def _measure(job_path: Path, name: str) -> int:
         except (OSError, ValueError, KeyError) as exc:
             print(f"reference {variant['reference']} is unreadable: {exc}", file=sys.stderr)
             return 1
+    zones = parse_zones(settings["thermal_zones"])
     try:
         figures = measure_variant(runtime, model_path, settings, power_reader=reader,
-                                  reference=reference)
+                                  reference=reference,
+                                  thermal=lambda: thermal_state(zones=zones))
     except Exception as exc:  # the runtime's own message is the useful part
         print(f"{runtime.name} {runtime.version} could not run {variant['file']}: "
               f"{type(exc).__name__}: {_first_line(str(exc))}", file=sys.stderr)

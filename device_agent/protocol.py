@@ -65,8 +65,10 @@ OPTIONAL_SETTINGS: dict[str, Any] = {
     "output_min_top1": 0.99,     # top-1 agreement required against the host's outputs
 }
 #: Text settings: which power sensor (see device_agent.power.POWER_SENSORS), which rail,
-#: and a command that prints watts (an external meter).
-TEXT_SETTINGS: dict[str, str] = {"power_sensor": "auto", "power_rail": "", "power_command": ""}
+#: a command that prints watts (an external meter), and the thermal zones that matter on
+#: this board (comma-separated folder names such as ``thermal_zone0``; empty: every zone).
+TEXT_SETTINGS: dict[str, str] = {"power_sensor": "auto", "power_rail": "", "power_command": "",
+                                 "thermal_zones": ""}
 
 VARIANT_STATUSES = ("ok", "failed")
 VERDICTS = ("VALID", "INVALID")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import glob
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .power import Runner, run_command
 
@@ -52,11 +52,17 @@ def parse_get_throttled(text: str) -> int:
     return int(value, 16)
 
 
-def zone_temperatures(root: Path = Path("/")) -> dict[str, float]:
-    """Degrees C per thermal zone, keyed ``zoneN:type``; zones that do not answer are left out."""
+def zone_temperatures(root: Path = Path("/"), zones: Sequence[str] = ()) -> dict[str, float]:
+    """Degrees C per thermal zone, keyed ``zoneN:type``; zones that do not answer are left out.
+
+    ``zones`` (folder names such as ``thermal_zone0``) keeps only those: a target file names
+    the zones that matter on its board (a Jetson also has zones that never change).
+    """
     temps = {}
     for folder in sorted(glob.glob(str(root / "sys/class/thermal/thermal_zone*"))):
         path = Path(folder)
+        if zones and path.name not in zones:
+            continue
         try:
             millideg = int(path.joinpath("temp").read_text().strip())
             kind = path.joinpath("type").read_text().strip() if (path / "type").exists() else ""
@@ -78,9 +84,15 @@ def cpu_frequencies_mhz(root: Path = Path("/")) -> dict[str, float]:
     return freqs
 
 
-def thermal_state(root: Path = Path("/"), runner: Runner | None = None) -> dict[str, Any]:
+def parse_zones(text: str) -> tuple[str, ...]:
+    """The ``thermal_zones`` job setting, ``"thermal_zone0,thermal_zone1"``, as names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def thermal_state(root: Path = Path("/"), runner: Runner | None = None,
+                  zones: Sequence[str] = ()) -> dict[str, Any]:
     """Temperatures, clocks and (where ``vcgencmd`` answers) the throttle flags, now."""
-    state: dict[str, Any] = {"zones_c": zone_temperatures(root),
+    state: dict[str, Any] = {"zones_c": zone_temperatures(root, zones),
                              "cpu_mhz": cpu_frequencies_mhz(root)}
     try:
         value = parse_get_throttled((runner or run_command)(["vcgencmd", "get_throttled"]))
@@ -113,7 +125,8 @@ def hottest(state: dict[str, Any]) -> float | None:
 
 
 def wait_until_cool(target_c: float, *, max_seconds: float = 300.0, poll_seconds: float = 2.0,
-                    root: Path = Path("/"), sleep: Callable[[float], None] = time.sleep,
+                    root: Path = Path("/"), zones: Sequence[str] = (),
+                    sleep: Callable[[float], None] = time.sleep,
                     clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
     """Wait until the hottest zone is at or below ``target_c`` (or ``max_seconds`` passed).
 
@@ -121,10 +134,10 @@ def wait_until_cool(target_c: float, *, max_seconds: float = 300.0, poll_seconds
     without thermal zones there is nothing to wait for and ``reached`` is None.
     """
     started = clock()
-    start_c = hottest({"zones_c": zone_temperatures(root)})
+    start_c = hottest({"zones_c": zone_temperatures(root, zones)})
     now_c = start_c
     while now_c is not None and now_c > target_c and clock() - started < max_seconds:
         sleep(poll_seconds)
-        now_c = hottest({"zones_c": zone_temperatures(root)})
+        now_c = hottest({"zones_c": zone_temperatures(root, zones)})
     return {"target_c": target_c, "waited_s": clock() - started, "start_c": start_c,
             "end_c": now_c, "reached": None if now_c is None else now_c <= target_c}

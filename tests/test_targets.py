@@ -97,10 +97,13 @@ def test_targets_list_and_show() -> None:
 
 def test_every_builtin_target_names_a_power_sensor_the_agent_knows() -> None:
     from device_agent.power import POWER_SENSORS
-    from toolkit.pipeline import _target_power
+    from toolkit.pipeline import _target_sensors
 
     for name in available_targets():
         target = load_target(name)
+        zones = ",".join(target.thermal_zones)
         assert target.power_sensor in POWER_SENSORS, name
-        assert _target_power(target, None) == {"power_sensor": target.power_sensor}
-        assert _target_power(target, {"power_command": "meter"}) == {}
+        assert _target_sensors(target, None) == {"power_sensor": target.power_sensor,
+                                                 "thermal_zones": zones}
+        # A sensor or meter chosen on the command line wins; the zones still come along.
+        assert _target_sensors(target, {"power_command": "meter"}) == {"thermal_zones": zones}

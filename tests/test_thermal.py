@@ -10,6 +10,7 @@ from device_agent.thermal import (
     THROTTLE_BITS,
     decode_throttled,
     parse_get_throttled,
+    parse_zones,
     thermal_state,
     wait_until_cool,
     was_throttled,
@@ -50,6 +51,19 @@ def test_state_reads_zones_clocks_and_flags(tmp_path: Path) -> None:
     assert state["cpu_mhz"] == {"cpu0": 2400.0, "cpu1": 1500.0}
     assert state["throttled_now"] is True
     assert state["throttled_flags"] == ["currently throttled"]
+
+
+def test_the_target_files_zones_are_the_only_ones_read_and_waited_for(tmp_path: Path) -> None:
+    # A Jetson-like board: zone1 sits at 80 C whatever the CPU does; the target names zone0.
+    board_tree(tmp_path, [48000, 80000], [])
+    zones = parse_zones(" thermal_zone0, ")
+    assert zones == ("thermal_zone0",)
+    state = thermal_state(tmp_path, runner=lambda command: "", zones=zones)
+    assert state["zones_c"] == {"thermal_zone0:cpu-thermal": 48.0}
+    done = wait_until_cool(60.0, root=tmp_path, zones=zones, sleep=lambda s: None)
+    assert done["reached"] is True and done["waited_s"] < 1
+    assert parse_zones("") == ()  # empty: every zone
+    assert len(thermal_state(tmp_path, runner=lambda command: "")["zones_c"]) == 2
 
 
 def test_this_machine_without_zones_or_vcgencmd(tmp_path: Path) -> None:

@@ -193,8 +193,8 @@ def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
             files[reference.name] = reference
         variants.append(variant)
     job = protocol.make_job(job_id=f"{run_id}-{target.name}", variants=variants,
-                            settings={"threads": target.threads, **_target_power(target, settings),
-                                      **(settings or {})})
+                            settings={"threads": target.threads,
+                                      **_target_sensors(target, settings), **(settings or {})})
     raw = open_transport(target).run_job(job, files)
     try:
         result = protocol.parse_result(raw, job)
@@ -210,12 +210,14 @@ def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
     return records
 
 
-def _target_power(target: Target, settings: dict[str, Any] | None) -> dict[str, str]:
-    """The target file's power sensor, unless the command line chose a sensor or a meter."""
+def _target_sensors(target: Target, settings: dict[str, Any] | None) -> dict[str, str]:
+    """The target file's thermal zones, and its power sensor unless the command line chose
+    a sensor or a meter."""
     chosen = settings or {}
-    if "power_sensor" in chosen or "power_command" in chosen:
-        return {}
-    return {"power_sensor": target.power_sensor}
+    sensors = {"thermal_zones": ",".join(target.thermal_zones)}
+    if "power_sensor" not in chosen and "power_command" not in chosen:
+        sensors["power_sensor"] = target.power_sensor
+    return sensors
 
 
 def new_run_id() -> str:
