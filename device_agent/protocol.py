@@ -15,10 +15,12 @@ agent does not send them, an older host's job does not set them):
 - job: per-variant ``threads`` (a ``--threads`` sweep) and ``reference`` (an
   ``.npz`` of host inputs and outputs beside the model); settings in
   :data:`OPTIONAL_SETTINGS` and :data:`TEXT_SETTINGS`.
-- result variant: ``latency_ms.cv``, ``verdict`` (``VALID``/``INVALID`` with
+- result variant: ``latency_ms.cv`` and ``.robust_cv``, ``verdict`` (``VALID``/``INVALID`` with
   ``reasons``), ``thermal`` (``before``, ``after``, ``throttled``), ``power``
   (absent without a sensor), ``output_check``, ``cooldown``, ``model_load_ms``,
-  ``allocate_ms``, ``warmup_runs_done``, ``wall_seconds``, ``load_rss_growth_bytes``.
+  ``allocate_ms``, ``warmup_runs_done``, ``wall_seconds``, ``load_rss_growth_bytes``,
+  ``latency_samples_every`` (k: the raw samples are every k-th run, when there were more
+  runs than :data:`MAX_RAW_SAMPLES`; absent means every run).
 
 Example::
 
@@ -37,14 +39,18 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
-#: Upper bound on an agent answer: numbers and raw latency samples (up to max_runs per
-#: variant, about 7 bytes each), never payloads.
+#: Upper bound on an agent answer: numbers and raw latency samples (up to MAX_RAW_SAMPLES
+#: per variant, about 7 bytes each), never payloads.
 MAX_RESULT_BYTES = 32 * 1024 * 1024
+#: Raw samples shipped per variant at most: a microsecond model reaching the time floor runs
+#: hundreds of thousands of times; the summary is computed from every run on the board,
+#: and an evenly spaced subset this large is plenty for plots and the bootstrap of edge check.
+MAX_RAW_SAMPLES = 50_000
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "warmup_runs": 5,
     "min_runs": 50,
-    "max_runs": 100000,
+    "max_runs": 1_000_000,   # 8 MB of samples on the board at most
     "min_seconds": 1.0,
     "max_seconds": 30.0,
     "threads": 1,
@@ -55,7 +61,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 #: so an older host's job still runs on a newer agent.
 OPTIONAL_SETTINGS: dict[str, Any] = {
     "warmup_seconds": 0.2,       # warm-up lasts at least this long, as well as warmup_runs
-    "max_cv": 0.10,              # coefficient of variation above this makes the verdict INVALID
+    "max_cv": 0.10,              # robust CV (MAD / median) above this makes the verdict INVALID
     "cooldown_seconds": 1.0,     # pause before each variant after the first
     "cooldown_to_c": 0.0,        # wait until the hottest thermal zone is at most this (0: off)
     "cooldown_max_seconds": 300.0,
@@ -188,9 +194,13 @@ def _validate_variant(variant: dict[str, Any], where: str) -> None:
         _require_number(latency.get(key), f"{where}.latency_ms.{key}", minimum=0)
     samples: list[Any] = variant.get("latency_samples_ms")  # type: ignore[assignment]
     _require_type(samples, list, f"{where}.latency_samples_ms")
-    if len(samples) != variant["runs"]:
+    every = variant.get("latency_samples_every", 1)
+    _require_number(every, f"{where}.latency_samples_every", minimum=1)
+    expected = -(-int(variant["runs"]) // int(every))  # runs 0, k, 2k, ...
+    if len(samples) != expected:
         raise ProtocolError(f"{where}.latency_samples_ms has {len(samples)} samples for "
-                            f"{variant['runs']} runs")
+                            f"{variant['runs']} runs" + (f" kept every {every}" if every != 1
+                                                         else ""))
     for sample in samples:
         _require_number(sample, f"{where}.latency_samples_ms[]", minimum=0)
     if not latency["p50"] <= latency["p90"] <= latency["p99"]:
@@ -200,8 +210,9 @@ def _validate_variant(variant: dict[str, Any], where: str) -> None:
 
 def _validate_optional_figures(variant: dict[str, Any], where: str) -> None:
     """Figures newer agents add: checked when present, never required (older agents)."""
-    if "cv" in variant["latency_ms"]:
-        _require_number(variant["latency_ms"]["cv"], f"{where}.latency_ms.cv", minimum=0)
+    for key in ("cv", "robust_cv"):
+        if key in variant["latency_ms"]:
+            _require_number(variant["latency_ms"][key], f"{where}.latency_ms.{key}", minimum=0)
     if "verdict" in variant:
         verdict = _require_dict(variant["verdict"], f"{where}.verdict")
         if verdict.get("status") not in VERDICTS:

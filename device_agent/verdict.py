@@ -25,9 +25,11 @@ def judge(figures: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     if seconds < min_seconds:
         reasons.append(f"too short: {seconds:.3f} s < {min_seconds:g} s")
     reasons.extend(figures.get("thermal", {}).get("throttled", []))
-    cv, max_cv = figures["latency_ms"].get("cv"), float(settings["max_cv"])
+    # Robust (MAD / median): rare OS stalls must not void a steady run; see latency_summary.
+    cv, max_cv = figures["latency_ms"].get("robust_cv"), float(settings["max_cv"])
     if cv is not None and max_cv > 0 and cv > max_cv:
-        reasons.append(f"coefficient of variation {cv:.3f} above the limit {max_cv:g}")
+        reasons.append(f"coefficient of variation {cv:.3f} (robust: MAD / median) above the "
+                       f"limit {max_cv:g}")
     check = figures.get("output_check")
     if check is not None and not check.get("ok", False):
         reasons.append("outputs mismatched: " + str(check.get("summary", "")))

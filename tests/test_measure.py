@@ -34,7 +34,20 @@ def test_summary_has_percentiles_and_cv() -> None:
     summary = latency_summary(np.array([1.0, 1.0, 2.0, 2.0]))
     assert summary["mean"] == 1.5 and summary["std"] == 0.5
     assert summary["cv"] == pytest.approx(1 / 3)
+    assert summary["robust_cv"] == pytest.approx(1.4826 * 0.5 / 1.5)
     assert summary["min"] == 1.0 and summary["max"] == 2.0
+
+
+def test_rare_os_stalls_do_not_void_a_steady_microsecond_run() -> None:
+    # 100,000 steady runs of 9 us (+-0.2 us) and two 1.2 ms stalls: std / mean says 0.6,
+    # the robust CV says the runs were steady; the stalls still show in max.
+    rng = np.random.default_rng(0)
+    samples = np.concatenate([0.009 + 0.0002 * rng.standard_normal(100_000), [1.2, 1.26]])
+    summary = latency_summary(samples)
+    assert summary["cv"] > 0.5 and summary["robust_cv"] < 0.03 and summary["max"] == 1.26
+    figures = {"runs": samples.size, "measured_seconds": 1.0, "latency_ms": summary}
+    settings = {**FAST, "min_runs": 50, "min_seconds": 0.5, "max_cv": 0.1}
+    assert judge(figures, settings)["status"] == "VALID"
 
 
 def test_measurement_follows_the_floors_and_is_judged(tflite_copy: Path) -> None:
@@ -50,6 +63,28 @@ def test_measurement_follows_the_floors_and_is_judged(tflite_copy: Path) -> None
     assert "output_check" not in figures
 
 
+def test_many_runs_ship_every_kth_sample_and_summarise_them_all(
+        tflite_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("device_agent.measure.MAX_RAW_SAMPLES", 7)
+    figures = measure_variant(find_runtime(), tflite_copy, {**FAST, "min_runs": 50},
+                              thermal=lambda: NO_THERMAL)
+    every = figures["latency_samples_every"]
+    assert figures["runs"] >= 50 and every == -(-figures["runs"] // 7)
+    assert len(figures["latency_samples_ms"]) == -(-figures["runs"] // every) <= 7
+    # The summary comes from every run, so its extremes bound the shipped subset.
+    assert figures["latency_ms"]["min"] <= min(figures["latency_samples_ms"]) + 1e-3
+    assert figures["latency_ms"]["max"] >= max(figures["latency_samples_ms"]) - 1e-3
+
+
+def test_a_fast_model_reaches_the_time_floor_before_the_count_ceiling(
+        tflite_copy: Path) -> None:
+    settings = {**protocol.DEFAULT_SETTINGS, "warmup_runs": 2, "warmup_seconds": 0.0,
+                "min_seconds": 1.0}
+    figures = measure_variant(find_runtime(), tflite_copy, settings, thermal=lambda: NO_THERMAL)
+    assert figures["wall_seconds"] >= 1.0
+    assert not any(r.startswith("too") for r in figures["verdict"]["reasons"])
+
+
 def test_ceiling_cuts_a_run_short_and_the_verdict_says_why(tflite_copy: Path) -> None:
     settings = {**FAST, "min_runs": 10**9, "min_seconds": 100.0, "max_seconds": 0.05}
     figures = measure_variant(find_runtime(), tflite_copy, settings, thermal=lambda: NO_THERMAL)
@@ -60,7 +95,7 @@ def test_ceiling_cuts_a_run_short_and_the_verdict_says_why(tflite_copy: Path) ->
 
 
 def test_verdict_reasons_one_by_one() -> None:
-    good = {"runs": 100, "measured_seconds": 2.0, "latency_ms": {"cv": 0.01},
+    good = {"runs": 100, "measured_seconds": 2.0, "latency_ms": {"cv": 0.01, "robust_cv": 0.01},
             "thermal": {"throttled": []}}
     settings = {**FAST, "min_runs": 50, "min_seconds": 1.0, "max_cv": 0.05}
     assert judge(good, settings) == {"status": "VALID", "reasons": []}
@@ -68,7 +103,8 @@ def test_verdict_reasons_one_by_one() -> None:
         ({"runs": 3}, "too few runs"),
         ({"measured_seconds": 0.1}, "too short"),
         ({"thermal": {"throttled": ["throttled after (0x4)"]}}, "throttled after"),
-        ({"latency_ms": {"cv": 0.2}}, "coefficient of variation 0.200 above the limit 0.05"),
+        ({"latency_ms": {"cv": 0.2, "robust_cv": 0.2}},
+         "coefficient of variation 0.200 (robust: MAD / median) above the limit 0.05"),
         ({"output_check": {"ok": False, "summary": "top-1 0.5"}}, "outputs mismatched"),
     ]
     for change, reason in cases:

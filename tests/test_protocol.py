@@ -55,11 +55,21 @@ def mutated(change) -> dict:
     (mutated(lambda d: d["variants"][0].pop("peak_rss_bytes")), "peak_rss_bytes"),
     (mutated(lambda d: d["board"].pop("python")), "board.python"),
     (mutated(lambda d: d["variants"][0]["latency_samples_ms"].pop()), "2 samples for 3 runs"),
+    (mutated(lambda d: d["variants"][0].update(latency_samples_every=2)),
+     "3 samples for 3 runs kept every 2"),
+    (mutated(lambda d: d["variants"][0].update(latency_samples_every=0)),
+     "latency_samples_every must be a finite number >= 1"),
     ([1, 2, 3], "result must be a dict"),
 ])
 def test_malformed_results_are_refused(document: object, message: str) -> None:
     with pytest.raises(protocol.ProtocolError, match=message.replace("[", r"\[")):
         protocol.parse_result(encoded(document), JOB)
+
+
+def test_every_kth_sample_of_many_runs_is_accepted() -> None:
+    # 5 runs kept every 2: runs 0, 2 and 4.
+    thinned = mutated(lambda d: d["variants"][0].update(runs=5, latency_samples_every=2))
+    assert protocol.parse_result(encoded(thinned), JOB)["variants"][0]["runs"] == 5
 
 
 def test_non_json_answer_is_refused() -> None:
@@ -87,6 +97,7 @@ def test_newer_figures_are_accepted_and_checked_when_present() -> None:
     for change, message in [
         (lambda v: v.update(verdict={"status": "fine", "reasons": []}), "verdict.status"),
         (lambda v: v["latency_ms"].update(cv=-1), "latency_ms.cv"),
+        (lambda v: v["latency_ms"].update(robust_cv="low"), "latency_ms.robust_cv"),
         (lambda v: v.update(power={"energy_per_inference_j": float("inf")}), "energy"),
         (lambda v: v.update(output_check={"ok": "yes"}), "output_check.ok"),
     ]:
