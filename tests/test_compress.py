@@ -14,12 +14,17 @@ from toolkit.compress import (
     Chain,
     ChannelPruneConfig,
     DistillConfig,
+    Int8MixedConfig,
     Int8StaticConfig,
     PruneConfig,
+    QatConfig,
     build_artifacts,
+    compress,
     parse_chain,
     parse_recipes,
 )
+from toolkit.compress._mixed import weighted_ops
+from toolkit.errors import UsageError
 from toolkit.model import load_model_source
 
 from .conftest import DIGITS_MODEL
@@ -184,6 +189,12 @@ def test_chain_grammar() -> None:
     assert chain.conversion == Int8StaticConfig()
     assert parse_chain("prune:0.8").conversion.recipe == "fp32"
     assert [c.recipe for c in parse_recipes("fp32, int8")] == ["fp32", "int8"]
+    qat = parse_chain("prune-channels:0.5+qat")
+    assert qat.conversion == QatConfig() and qat.needs_training_data
+    mixed = parse_chain("int8-mixed:0.2")
+    assert mixed.conversion == Int8MixedConfig(max_drop=0.2) and mixed.needs_eval_data
+    assert parse_chain("int8-mixed").conversion.max_drop == 0.5
+    assert not parse_chain("qat").transforms and not parse_chain("int8").needs_training_data
 
 
 @pytest.mark.parametrize(("recipe", "message"), [
@@ -194,6 +205,9 @@ def test_chain_grammar() -> None:
     ("int8+fp16", "at most one of"),
     ("int8+distill", "at most one of"),
     ("fp32,fp32", "twice"),
+    ("qat+int8", "at most one of"),
+    ("int8-mixed:x", "must be a number"),
+    ("int8-mixed:150", "points of accuracy below fp32"),
 ])
 def test_bad_recipes_are_usage_errors(recipe: str, message: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["compress", str(DIGITS_MODEL), "--recipe", recipe,
@@ -245,3 +259,127 @@ def test_an_accuracy_budget_without_labels_is_refused(tmp_path: Path) -> None:
                     str(tmp_path / "out"))
     assert result.exit_code == 2 and "needs labelled eval data" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_qat_without_train_data_names_what_to_add(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["compress", str(TWO_HEADS), "--recipe", "qat",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "qat fine-tunes the model" in result.stderr and "train_data()" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags", [["--recipe", "int8-mixed"], ["--analyze"]])
+def test_int8_mixed_without_eval_data_names_what_to_add(tmp_path: Path,
+                                                        flags: list[str]) -> None:
+    model = tmp_path / "no_eval.py"
+    model.write_text(DIGITS_MODEL.read_text().replace("def eval_data", "def _eval_data"))
+    (tmp_path / "no_eval.pt").write_bytes(DIGITS_MODEL.with_suffix(".pt").read_bytes())
+    result = CliRunner().invoke(main, ["compress", str(model), *flags,
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "measures every layer" in result.stderr and "eval_data()" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_analyze_builds_no_variants(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["compress", str(DIGITS_MODEL), "--analyze", "--recipe",
+                                       "int8", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--analyze builds no variants" in result.stderr
+
+
+def test_keep_float_must_name_a_layer(digits_source, tmp_path: Path) -> None:
+    chain = Chain(recipe="int8-mixed", conversion=Int8MixedConfig(keep_float=("features.9",)))
+    with pytest.raises(UsageError, match=r"features\.9.*features\.0, features\.2, "
+                                         r"classifier\.1, classifier\.3"):
+        compress(digits_source, chain, tmp_path)
+
+
+def input_dtype(path: Path) -> str:
+    from device_agent.runtime import find_runtime
+
+    interpreter = find_runtime().interpreter_class(model_path=str(path))
+    return interpreter.get_input_details()[0]["dtype"].__name__
+
+
+@pytest.fixture(scope="session")
+def learned_bundle(tmp_path_factory: pytest.TempPathFactory,
+                   tflite_runtime_214: Path) -> tuple[Path, dict]:
+    """fp32, int8, qat and int8-mixed of the digits CNN, through the CLI, once."""
+    out = tmp_path_factory.mktemp("learned") / "bundle"
+    result = invoke("compress", str(DIGITS_MODEL), "--recipe", "fp32,int8,qat,int8-mixed",
+                    "-o", str(out), "--compat-python", str(tflite_runtime_214))
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+@pytest.mark.slow
+def test_qat_is_full_integer_and_keeps_accuracy(learned_bundle) -> None:
+    out, manifest = learned_bundle
+    variants = by_recipe(manifest)
+    qat = variants["qat"]
+    assert_runs_on_both_runtimes(qat)
+    assert input_dtype(out / qat["file"]) == "int8"
+    assert {op["weights"] for op in weighted_ops(out / qat["file"])} == {"INT8"}
+    assert variants["fp32"]["accuracy"] - qat["accuracy"] <= 0.01
+    assert qat["size_bytes"] <= 0.31 * variants["fp32"]["size_bytes"]
+    assert qat["config"]["steps"] == [QatConfig().to_dict()]
+
+
+@pytest.mark.slow
+def test_int8_mixed_is_within_budget_and_never_below_int8(learned_bundle) -> None:
+    out, manifest = learned_bundle
+    variants = by_recipe(manifest)
+    mixed = variants["int8-mixed"]
+    assert_runs_on_both_runtimes(mixed)
+    assert mixed["accuracy"] >= variants["int8"]["accuracy"]
+    assert variants["fp32"]["accuracy"] - mixed["accuracy"] <= 0.005
+    details = mixed["details"]
+    assert details["metric"] == "accuracy" and details["budget"]["within"]
+    # The sensitivity's all-int8 figure is the plain int8 file's accuracy, measured alike.
+    assert details["budget"]["int8"] == pytest.approx(100 * variants["int8"]["accuracy"])
+    layers = [row["layer"] for row in details["sensitivity"]["layers"]]
+    assert layers == ["features.0", "features.2", "classifier.1", "classifier.3"]
+    float_layers = set(details["float_layers"])
+    for row, op in zip(details["layers"], weighted_ops(out / mixed["file"]), strict=True):
+        assert row["confirmed"]
+        assert op["weights"] == ("FLOAT32" if row["layer"] in float_layers else "INT8")
+
+
+@pytest.mark.slow
+def test_int8_mixed_keeps_named_layers_float_in_the_file(digits_source,
+                                                         tflite_runtime_214: Path,
+                                                         tmp_path: Path) -> None:
+    chain = Chain(recipe="int8-mixed", conversion=Int8MixedConfig(
+        keep_float=("features.0", "classifier.3")))
+    [mixed] = build_artifacts(digits_source, [chain], tmp_path,
+                              compat_pythons=[tflite_runtime_214])
+    assert_runs_on_both_runtimes(mixed.to_dict())
+    assert [op["weights"] for op in weighted_ops(mixed.path)] == [
+        "FLOAT32", "INT8", "INT8", "FLOAT32"]
+    assert mixed.details["float_layers"][:2] == ["features.0", "classifier.3"]
+    # A float first and last layer: the file takes and gives float, and says so.
+    io = mixed.details["io"]
+    assert io["inputs"] == ["float32"] and io["outputs"] == ["float32"] and "note" in io
+    assert input_dtype(mixed.path) == "float32"
+    assert mixed.accuracy is not None
+    assert mixed.accuracy >= mixed.details["budget"]["int8"] / 100
+
+
+@pytest.mark.slow
+def test_analyze_prints_and_writes_one_row_per_layer(tmp_path: Path) -> None:
+    out = tmp_path / "analysis"
+    result = invoke("compress", str(DIGITS_MODEL), "--analyze", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    table = json.loads((out / "sensitivity.json").read_text())
+    assert table["metric"] == "accuracy" and table["model"]["name"] == "digits_cnn"
+    assert [(row["layer"], row["type"]) for row in table["layers"]] == [
+        ("features.0", "Conv2d"), ("features.2", "Conv2d"), ("classifier.1", "Linear"),
+        ("classifier.3", "Linear")]
+    for row in table["layers"]:
+        assert row["sqnr_db"] > 20 and row["drop_points"] <= 2
+        assert row["layer"] in result.stdout
+    assert "drop (points)" in result.stdout and "SQNR dB" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["sensitivity.json"]
