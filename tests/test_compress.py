@@ -383,3 +383,34 @@ def test_analyze_prints_and_writes_one_row_per_layer(tmp_path: Path) -> None:
         assert row["layer"] in result.stdout
     assert "drop (points)" in result.stdout and "SQNR dB" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == ["sensitivity.json"]
+
+
+@pytest.mark.slow
+def test_int8_mixed_keeps_float_the_layers_int8_breaks(tmp_path: Path,
+                                                       tflite_runtime_214: Path) -> None:
+    # One hidden unit of classifier.1 scaled 1000x (and undone by classifier.3): the same
+    # function, but a per-tensor int8 range for that activation wipes out the other units.
+    model = tmp_path / "outlier.py"
+    weights = "    model.load_state_dict(torch.load(WEIGHTS, weights_only=True))\n"
+    model.write_text(DIGITS_MODEL.read_text().replace(weights, weights + (
+        "    with torch.no_grad():\n"
+        "        model.classifier[1].weight[0] *= 1000\n"
+        "        model.classifier[1].bias[0] *= 1000\n"
+        "        model.classifier[3].weight[:, 0] /= 1000\n")))
+    (tmp_path / "outlier.pt").write_bytes(DIGITS_MODEL.with_suffix(".pt").read_bytes())
+    out = tmp_path / "out"
+    result = invoke("compress", str(model), "--recipe", "fp32,int8,int8-mixed", "-o", str(out),
+                    "--compat-python", str(tflite_runtime_214))
+    assert result.exit_code == 0, result.output
+    variants = by_recipe(json.loads((out / "manifest.json").read_text()))
+    fp32, int8, mixed = variants["fp32"], variants["int8"], variants["int8-mixed"]
+    assert fp32["accuracy"] - int8["accuracy"] > 0.3
+    assert fp32["accuracy"] - mixed["accuracy"] <= 0.005
+    assert_runs_on_both_runtimes(mixed)
+    details = mixed["details"]
+    assert details["float_layers"] == ["classifier.1", "classifier.3"]
+    drops = {row["layer"]: row["drop_points"] for row in details["sensitivity"]["layers"]}
+    assert drops["classifier.1"] > 30 and drops["features.0"] < 1
+    assert [op["weights"] for op in weighted_ops(out / mixed["file"])] == [
+        "INT8", "INT8", "FLOAT32", "FLOAT32"]
+    assert details["io"]["inputs"] == ["int8"] and details["io"]["outputs"] == ["float32"]

@@ -275,7 +275,7 @@ def int8_mixed(module: Any, source: ModelSource, config: Int8MixedConfig, target
         if within or not candidates:
             break
         float_layers.append(candidates.pop(0))
-    kinds = dict((row.layer, row.type) for row in report.layers)
+    kinds = {row.layer: row.type for row in report.layers}
     return {"calibration": calibration, "metric": bench.metric,
             "budget": {"max_drop_points": config.max_drop, "fp32": report.fp32,
                        "int8": report.int8, "floor": round(floor, 4), "within": within},
