@@ -414,3 +414,16 @@ def test_int8_mixed_keeps_float_the_layers_int8_breaks(tmp_path: Path,
     assert [op["weights"] for op in weighted_ops(out / mixed["file"])] == [
         "INT8", "INT8", "FLOAT32", "FLOAT32"]
     assert details["io"]["inputs"] == ["int8"] and details["io"]["outputs"] == ["float32"]
+
+
+@pytest.mark.slow
+def test_qat_after_pruning_keeps_the_zeros(digits_source, tflite_runtime_214: Path,
+                                           tmp_path: Path) -> None:
+    chain = Chain(recipe="prune:0.8+qat", transforms=(PruneConfig(sparsity=0.8, epochs=1),),
+                  conversion=QatConfig(epochs=1))
+    [pruned] = [a.to_dict() for a in build_artifacts(digits_source, [chain], tmp_path,
+                                                     compat_pythons=[tflite_runtime_214])]
+    assert_runs_on_both_runtimes(pruned)
+    assert pruned["nonzero_parameters"] <= 0.25 * pruned["parameters"]
+    assert pruned["gzip_bytes"] <= 0.5 * pruned["size_bytes"]
+    assert pruned["accuracy"] >= 0.97

@@ -81,6 +81,11 @@ def quantization_aware_training(module: Any, config: QatConfig,
     # quantizer's conv+bn patterns, which fail under torch 2.13.
     _fuse_conv_bn_(exported)
     prepared = prepare_qat_pt2e(exported, qat_quantizer(config))
+    for parameter in prepared.parameters():
+        if parameter.dim() > 1 and not bool(parameter.all()):
+            # Zero weights are pruned ones (prune:S+qat): a zero gradient keeps them zero
+            # under Adam, and zero quantizes to zero.
+            parameter.register_hook(lambda grad, kept=parameter != 0: grad * kept)
 
     def set_training(graph: Any, training: bool) -> None:
         # A prepared graph refuses .train()/.eval(); these switch dropout and fake quantizers.
