@@ -18,6 +18,7 @@ from toolkit.compress import (
     Int8StaticConfig,
     PruneConfig,
     QatConfig,
+    analyze_to_folder,
     build_artifacts,
     compress,
     parse_chain,
@@ -427,3 +428,19 @@ def test_qat_after_pruning_keeps_the_zeros(digits_source, tflite_runtime_214: Pa
     assert pruned["nonzero_parameters"] <= 0.25 * pruned["parameters"]
     assert pruned["gzip_bytes"] <= 0.5 * pruned["size_bytes"]
     assert pruned["accuracy"] >= 0.97
+
+
+@pytest.mark.slow
+def test_analyze_without_labels_measures_agreement_with_the_float_model(
+        tmp_path: Path) -> None:
+    model = tmp_path / "unlabelled.py"
+    labelled = ("        yield (torch.from_numpy(image[None]),), int(label)\n\n\n"
+                "def train(")
+    assert labelled in DIGITS_MODEL.read_text()
+    model.write_text(DIGITS_MODEL.read_text().replace(labelled, labelled.replace(
+        "int(label)", "None")))
+    (tmp_path / "unlabelled.pt").write_bytes(DIGITS_MODEL.with_suffix(".pt").read_bytes())
+    table = json.loads(analyze_to_folder(model, tmp_path / "out").read_text())
+    assert table["metric"] == "top1_agreement"
+    assert table["fp32"] == 100.0 and len(table["layers"]) == 4
+    assert all(row["drop_points"] <= 2 for row in table["layers"])
