@@ -14,12 +14,18 @@ from toolkit.compress import (
     Chain,
     ChannelPruneConfig,
     DistillConfig,
+    Int8MixedConfig,
     Int8StaticConfig,
     PruneConfig,
+    QatConfig,
+    analyze_to_folder,
     build_artifacts,
+    compress,
     parse_chain,
     parse_recipes,
 )
+from toolkit.compress._mixed import weighted_ops
+from toolkit.errors import UsageError
 from toolkit.model import load_model_source
 
 from .conftest import DIGITS_MODEL
@@ -184,6 +190,12 @@ def test_chain_grammar() -> None:
     assert chain.conversion == Int8StaticConfig()
     assert parse_chain("prune:0.8").conversion.recipe == "fp32"
     assert [c.recipe for c in parse_recipes("fp32, int8")] == ["fp32", "int8"]
+    qat = parse_chain("prune-channels:0.5+qat")
+    assert qat.conversion == QatConfig() and qat.needs_training_data
+    mixed = parse_chain("int8-mixed:0.2")
+    assert mixed.conversion == Int8MixedConfig(max_drop=0.2) and mixed.needs_eval_data
+    assert parse_chain("int8-mixed").conversion.max_drop == 0.5
+    assert not parse_chain("qat").transforms and not parse_chain("int8").needs_training_data
 
 
 @pytest.mark.parametrize(("recipe", "message"), [
@@ -194,6 +206,9 @@ def test_chain_grammar() -> None:
     ("int8+fp16", "at most one of"),
     ("int8+distill", "at most one of"),
     ("fp32,fp32", "twice"),
+    ("qat+int8", "at most one of"),
+    ("int8-mixed:x", "must be a number"),
+    ("int8-mixed:150", "points of accuracy below fp32"),
 ])
 def test_bad_recipes_are_usage_errors(recipe: str, message: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["compress", str(DIGITS_MODEL), "--recipe", recipe,
@@ -245,3 +260,187 @@ def test_an_accuracy_budget_without_labels_is_refused(tmp_path: Path) -> None:
                     str(tmp_path / "out"))
     assert result.exit_code == 2 and "needs labelled eval data" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_qat_without_train_data_names_what_to_add(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["compress", str(TWO_HEADS), "--recipe", "qat",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "qat fine-tunes the model" in result.stderr and "train_data()" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags", [["--recipe", "int8-mixed"], ["--analyze"]])
+def test_int8_mixed_without_eval_data_names_what_to_add(tmp_path: Path,
+                                                        flags: list[str]) -> None:
+    model = tmp_path / "no_eval.py"
+    model.write_text(DIGITS_MODEL.read_text().replace("def eval_data", "def _eval_data"))
+    (tmp_path / "no_eval.pt").write_bytes(DIGITS_MODEL.with_suffix(".pt").read_bytes())
+    result = CliRunner().invoke(main, ["compress", str(model), *flags,
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "measures every layer" in result.stderr and "eval_data()" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_analyze_builds_no_variants(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["compress", str(DIGITS_MODEL), "--analyze", "--recipe",
+                                       "int8", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--analyze builds no variants" in result.stderr
+
+
+def test_keep_float_must_name_a_layer(digits_source, tmp_path: Path) -> None:
+    chain = Chain(recipe="int8-mixed", conversion=Int8MixedConfig(keep_float=("features.9",)))
+    with pytest.raises(UsageError, match=r"features\.9.*features\.0, features\.2, "
+                                         r"classifier\.1, classifier\.3"):
+        compress(digits_source, chain, tmp_path)
+
+
+def input_dtype(path: Path) -> str:
+    from device_agent.runtime import find_runtime
+
+    interpreter = find_runtime().interpreter_class(model_path=str(path))
+    return interpreter.get_input_details()[0]["dtype"].__name__
+
+
+@pytest.fixture(scope="session")
+def learned_bundle(tmp_path_factory: pytest.TempPathFactory,
+                   tflite_runtime_214: Path) -> tuple[Path, dict]:
+    """fp32, int8, qat and int8-mixed of the digits CNN, through the CLI, once."""
+    out = tmp_path_factory.mktemp("learned") / "bundle"
+    result = invoke("compress", str(DIGITS_MODEL), "--recipe", "fp32,int8,qat,int8-mixed",
+                    "-o", str(out), "--compat-python", str(tflite_runtime_214))
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+@pytest.mark.slow
+def test_qat_is_full_integer_and_keeps_accuracy(learned_bundle) -> None:
+    out, manifest = learned_bundle
+    variants = by_recipe(manifest)
+    qat = variants["qat"]
+    assert_runs_on_both_runtimes(qat)
+    assert input_dtype(out / qat["file"]) == "int8"
+    assert {op["weights"] for op in weighted_ops(out / qat["file"])} == {"INT8"}
+    assert variants["fp32"]["accuracy"] - qat["accuracy"] <= 0.01
+    assert qat["size_bytes"] <= 0.31 * variants["fp32"]["size_bytes"]
+    assert qat["config"]["steps"] == [QatConfig().to_dict()]
+
+
+@pytest.mark.slow
+def test_int8_mixed_is_within_budget_and_never_below_int8(learned_bundle) -> None:
+    out, manifest = learned_bundle
+    variants = by_recipe(manifest)
+    mixed = variants["int8-mixed"]
+    assert_runs_on_both_runtimes(mixed)
+    assert mixed["accuracy"] >= variants["int8"]["accuracy"]
+    assert variants["fp32"]["accuracy"] - mixed["accuracy"] <= 0.005
+    details = mixed["details"]
+    assert details["metric"] == "accuracy" and details["budget"]["within"]
+    # The sensitivity's all-int8 figure is the plain int8 file's accuracy, measured alike.
+    assert details["budget"]["int8"] == pytest.approx(100 * variants["int8"]["accuracy"])
+    layers = [row["layer"] for row in details["sensitivity"]["layers"]]
+    assert layers == ["features.0", "features.2", "classifier.1", "classifier.3"]
+    float_layers = set(details["float_layers"])
+    for row, op in zip(details["layers"], weighted_ops(out / mixed["file"]), strict=True):
+        assert row["confirmed"]
+        assert op["weights"] == ("FLOAT32" if row["layer"] in float_layers else "INT8")
+
+
+@pytest.mark.slow
+def test_int8_mixed_keeps_named_layers_float_in_the_file(digits_source,
+                                                         tflite_runtime_214: Path,
+                                                         tmp_path: Path) -> None:
+    chain = Chain(recipe="int8-mixed", conversion=Int8MixedConfig(
+        keep_float=("features.0", "classifier.3")))
+    [mixed] = build_artifacts(digits_source, [chain], tmp_path,
+                              compat_pythons=[tflite_runtime_214])
+    assert_runs_on_both_runtimes(mixed.to_dict())
+    assert [op["weights"] for op in weighted_ops(mixed.path)] == [
+        "FLOAT32", "INT8", "INT8", "FLOAT32"]
+    assert mixed.details["float_layers"][:2] == ["features.0", "classifier.3"]
+    # A float first and last layer: the file takes and gives float, and says so.
+    io = mixed.details["io"]
+    assert io["inputs"] == ["float32"] and io["outputs"] == ["float32"] and "note" in io
+    assert input_dtype(mixed.path) == "float32"
+    assert mixed.accuracy is not None
+    assert mixed.accuracy >= mixed.details["budget"]["int8"] / 100
+
+
+@pytest.mark.slow
+def test_analyze_prints_and_writes_one_row_per_layer(tmp_path: Path) -> None:
+    out = tmp_path / "analysis"
+    result = invoke("compress", str(DIGITS_MODEL), "--analyze", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    table = json.loads((out / "sensitivity.json").read_text())
+    assert table["metric"] == "accuracy" and table["model"]["name"] == "digits_cnn"
+    assert [(row["layer"], row["type"]) for row in table["layers"]] == [
+        ("features.0", "Conv2d"), ("features.2", "Conv2d"), ("classifier.1", "Linear"),
+        ("classifier.3", "Linear")]
+    for row in table["layers"]:
+        assert row["sqnr_db"] > 20 and row["drop_points"] <= 2
+        assert row["layer"] in result.stdout
+    assert "drop (points)" in result.stdout and "SQNR dB" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["sensitivity.json"]
+
+
+@pytest.mark.slow
+def test_int8_mixed_keeps_float_the_layers_int8_breaks(tmp_path: Path,
+                                                       tflite_runtime_214: Path) -> None:
+    # One hidden unit of classifier.1 scaled 1000x (and undone by classifier.3): the same
+    # function, but a per-tensor int8 range for that activation wipes out the other units.
+    model = tmp_path / "outlier.py"
+    weights = "    model.load_state_dict(torch.load(WEIGHTS, weights_only=True))\n"
+    model.write_text(DIGITS_MODEL.read_text().replace(weights, weights + (
+        "    with torch.no_grad():\n"
+        "        model.classifier[1].weight[0] *= 1000\n"
+        "        model.classifier[1].bias[0] *= 1000\n"
+        "        model.classifier[3].weight[:, 0] /= 1000\n")))
+    (tmp_path / "outlier.pt").write_bytes(DIGITS_MODEL.with_suffix(".pt").read_bytes())
+    out = tmp_path / "out"
+    result = invoke("compress", str(model), "--recipe", "fp32,int8,int8-mixed", "-o", str(out),
+                    "--compat-python", str(tflite_runtime_214))
+    assert result.exit_code == 0, result.output
+    variants = by_recipe(json.loads((out / "manifest.json").read_text()))
+    fp32, int8, mixed = variants["fp32"], variants["int8"], variants["int8-mixed"]
+    assert fp32["accuracy"] - int8["accuracy"] > 0.3
+    assert fp32["accuracy"] - mixed["accuracy"] <= 0.005
+    assert_runs_on_both_runtimes(mixed)
+    details = mixed["details"]
+    assert details["float_layers"] == ["classifier.1", "classifier.3"]
+    drops = {row["layer"]: row["drop_points"] for row in details["sensitivity"]["layers"]}
+    assert drops["classifier.1"] > 30 and drops["features.0"] < 1
+    assert [op["weights"] for op in weighted_ops(out / mixed["file"])] == [
+        "INT8", "INT8", "FLOAT32", "FLOAT32"]
+    assert details["io"]["inputs"] == ["int8"] and details["io"]["outputs"] == ["float32"]
+
+
+@pytest.mark.slow
+def test_qat_after_pruning_keeps_the_zeros(digits_source, tflite_runtime_214: Path,
+                                           tmp_path: Path) -> None:
+    chain = Chain(recipe="prune:0.8+qat", transforms=(PruneConfig(sparsity=0.8, epochs=1),),
+                  conversion=QatConfig(epochs=1))
+    [pruned] = [a.to_dict() for a in build_artifacts(digits_source, [chain], tmp_path,
+                                                     compat_pythons=[tflite_runtime_214])]
+    assert_runs_on_both_runtimes(pruned)
+    assert pruned["nonzero_parameters"] <= 0.25 * pruned["parameters"]
+    assert pruned["gzip_bytes"] <= 0.5 * pruned["size_bytes"]
+    assert pruned["accuracy"] >= 0.97
+
+
+@pytest.mark.slow
+def test_analyze_without_labels_measures_agreement_with_the_float_model(
+        tmp_path: Path) -> None:
+    model = tmp_path / "unlabelled.py"
+    labelled = ("        yield (torch.from_numpy(image[None]),), int(label)\n\n\n"
+                "def train(")
+    assert labelled in DIGITS_MODEL.read_text()
+    model.write_text(DIGITS_MODEL.read_text().replace(labelled, labelled.replace(
+        "int(label)", "None")))
+    (tmp_path / "unlabelled.pt").write_bytes(DIGITS_MODEL.with_suffix(".pt").read_bytes())
+    table = json.loads(analyze_to_folder(model, tmp_path / "out").read_text())
+    assert table["metric"] == "top1_agreement"
+    assert table["fp32"] == 100.0 and len(table["layers"]) == 4
+    assert all(row["drop_points"] <= 2 for row in table["layers"])

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .compress import BUDGET_CANDIDATES, compress_to_folder
+from .compress import BUDGET_CANDIDATES, analyze_to_folder, compress_to_folder
+from .errors import UsageError
 
 
 def _progress(message: str) -> None:
@@ -30,13 +31,22 @@ def _progress(message: str) -> None:
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="POINTS",
               help="Try the candidate recipes in order of expected gain and keep the first "
                    "whose accuracy is at most POINTS below fp32's.")
+@click.option("--analyze", is_flag=True,
+              help="Instead of building variants, quantize each layer alone and write its "
+                   "accuracy drop and output SQNR to sensitivity.json (what int8-mixed uses).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest instead of a table.")
 def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tuple[Path, ...],
-             max_accuracy_drop: float | None, as_json: bool) -> None:
+             max_accuracy_drop: float | None, analyze: bool, as_json: bool) -> None:
     """Compress MODEL into one .tflite per recipe and a manifest.json with their figures.
 
     Example: edge compress examples/digits_cnn.py --recipe fp32,int8,prune:0.8 -o out
     """
+    if analyze:
+        if recipe or max_accuracy_drop is not None or compat_pythons:
+            raise UsageError("--analyze builds no variants: drop --recipe, --max-accuracy-drop "
+                             "and --compat-python")
+        _analyze(model, out_dir, as_json)
+        return
     recipes = recipe or (BUDGET_CANDIDATES if max_accuracy_drop is not None else "fp32,int8")
     manifest_path = compress_to_folder(model, recipes, out_dir, progress=_progress,
                                        compat_pythons=compat_pythons,
@@ -69,3 +79,20 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
             click.echo(f"  {t['recipe']:<34} {verdict}")
         click.echo(f"chosen: {selection['chosen']}")
     click.echo(f"manifest: {manifest_path}")
+
+
+def _analyze(model: Path, out_dir: Path, as_json: bool) -> None:
+    table_path = analyze_to_folder(model, out_dir, progress=_progress)
+    table = json.loads(table_path.read_text(encoding="utf-8"))
+    if as_json:
+        click.echo(json.dumps(table, indent=2))
+        return
+    metric = table["metric"]
+    click.echo(f"{metric}: fp32 {table['fp32']:.2f}, every layer int8 {table['int8']:.2f} "
+               f"(SQNR {table['int8_sqnr_db']} dB); each layer quantized alone:")
+    click.echo(f"{'layer':<28} {'type':<8} {'drop (points)':>13} {'SQNR dB':>8}")
+    for row in table["layers"]:
+        sqnr = "-" if row["sqnr_db"] is None else f"{row['sqnr_db']:.1f}"
+        click.echo(f"{row['layer']:<28} {row['type']:<8} {row['drop_points']:>13.2f} "
+                   f"{sqnr:>8}")
+    click.echo(f"table: {table_path}")

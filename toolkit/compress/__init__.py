@@ -1,7 +1,8 @@
 """Stage 2: turn the torch model into deployable ``.tflite`` variants.
 
 A recipe is a chain (``prune-channels:0.5+distill+int8``): transforms of the
-torch module (:mod:`._transform`), then one conversion (:mod:`._convert`).
+torch module (:mod:`._transform`), then one conversion (:mod:`._convert`;
+``int8-mixed`` and its per-layer sensitivity analysis in :mod:`._mixed`).
 One frozen config class per step, found through :data:`RECIPES` by the name the
 user writes; every chain serialises to a dict for the manifest.
 
@@ -10,6 +11,7 @@ Example::
     [chain] = parse_recipes("prune:0.8+int8")
     variant = compress(source, chain, out_dir)
     manifest = compress_to_folder("examples/digits_cnn.py", "fp32,int8", Path("out"))
+    table = analyze_to_folder("examples/digits_cnn.py", Path("out"))  # out/sensitivity.json
 """
 
 from ._build import (
@@ -20,6 +22,7 @@ from ._build import (
     compress_to_folder,
     model_counts,
 )
+from ._mixed import LayerSensitivity, Sensitivity, analyze_sensitivity, analyze_to_folder
 from ._recipes import (
     RECIPES,
     Chain,
@@ -28,8 +31,10 @@ from ._recipes import (
     Fp16Config,
     Fp32Config,
     Int8DynamicConfig,
+    Int8MixedConfig,
     Int8StaticConfig,
     PruneConfig,
+    QatConfig,
     parse_chain,
     parse_recipes,
 )
@@ -44,8 +49,14 @@ __all__ = [
     "Fp16Config",
     "Fp32Config",
     "Int8DynamicConfig",
+    "Int8MixedConfig",
     "Int8StaticConfig",
+    "LayerSensitivity",
     "PruneConfig",
+    "QatConfig",
+    "Sensitivity",
+    "analyze_sensitivity",
+    "analyze_to_folder",
     "build_artifacts",
     "compress",
     "compress_to_folder",

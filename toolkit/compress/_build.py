@@ -28,8 +28,17 @@ from ..errors import CompressError, ModelError, OutputError, UsageError
 from ..evaluate import tflite_accuracy, tflite_fidelity
 from ..model import ModelSource, load_model_source
 from ._convert import check_sample, convert
-from ._recipes import Chain, ConversionConfig, TransformConfig, parse_chain, parse_recipes
-from ._transform import TransformContext, apply_transform
+from ._mixed import int8_mixed
+from ._recipes import (
+    Chain,
+    ConversionConfig,
+    Int8MixedConfig,
+    QatConfig,
+    TransformConfig,
+    parse_chain,
+    parse_recipes,
+)
+from ._transform import TransformContext, apply_transform, quantization_aware_training
 
 Progress = Callable[[str], None]
 FIDELITY_SAMPLES = 256
@@ -73,11 +82,19 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
             for step in chain.transforms:
                 progress(f"{chain.recipe}: {step.recipe}")
                 module = apply_transform(module, step, context)
-        progress(f"{chain.recipe}: converting ({chain.conversion.recipe})")
-        with captured_native_output() as log, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # converter deprecation chatter is not the user's
-            details = convert(module, source.example_input, chain.conversion,
-                              source.calibration_data, target)
+            float_module = module
+            if isinstance(chain.conversion, QatConfig):
+                progress(f"{chain.recipe}: quantization-aware fine-tuning")
+                module = quantization_aware_training(module, chain.conversion, context)
+            progress(f"{chain.recipe}: converting ({chain.conversion.recipe})")
+            if isinstance(chain.conversion, Int8MixedConfig):
+                # Measures between conversions and captures each one itself.
+                details = int8_mixed(module, source, chain.conversion, target,
+                                     progress=progress)
+            else:
+                with captured_native_output() as log:
+                    details = convert(module, source.example_input, chain.conversion,
+                                      source.calibration_data, target)
     except (UsageError, CompressError):
         raise
     except Exception as exc:
@@ -89,9 +106,11 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
         raise CompressError(f"{chain.recipe}: converter wrote no file; its log ended with: "
                             f"{log[-1] if log else '(nothing)'}", recipe=chain.recipe)
     _check_loads(target, chain.recipe)
+    # After qat the module is a PT2E graph: counts come from the float module it was made
+    # from, the same architecture.
     return CompressedVariant(name=chain.recipe, path=target, config=chain.to_dict(),
                              seconds=time.perf_counter() - started, details=details,
-                             module=module)
+                             module=float_module)
 
 
 def _check_loads(path: Path, recipe: str) -> None:
@@ -235,6 +254,11 @@ def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path
     if missing:
         raise ModelError(f"{missing[0]} fine-tunes the model: {source.path} must define "
                          "train_data() yielding (inputs, label)", path=source.path)
+    unmeasured = sorted(c.recipe for c in chains if c.needs_eval_data)
+    if unmeasured and (source.eval_data is None or source.calibration_data is None):
+        what = "eval_data()" if source.eval_data is None else "calibration_data()"
+        raise ModelError(f"{unmeasured[0]} measures every layer: {source.path} must define "
+                         f"{what} yielding (inputs, label)", path=source.path)
     out_dir = Path(out_dir)
     staging = out_dir.parent / f".{out_dir.name}.staging-{uuid.uuid4().hex[:8]}"
     try:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ..errors import ModelError
+from ..errors import CompressError, ModelError
 from ._recipes import (
     ConversionConfig,
     Fp16Config,
     Int8DynamicConfig,
+    Int8MixedConfig,
     Int8StaticConfig,
+    QatConfig,
 )
 
 Samples = Callable[[], Iterable[tuple[tuple[Any, ...], Any]]] | None
@@ -25,7 +27,18 @@ Samples = Callable[[], Iterable[tuple[tuple[Any, ...], Any]]] | None
 
 def convert(module: Any, example: tuple[Any, ...], config: ConversionConfig,
             calibration_data: Samples, target: Path) -> dict[str, Any]:
-    """Write ``target`` from ``module``; returns details for the manifest (calibration)."""
+    """Write ``target`` from ``module``; returns details for the manifest (calibration).
+
+    For ``qat`` the module is the fine-tuned PT2E graph from ``quantization_aware_training``;
+    ``int8-mixed`` measures as it converts and is built by ``int8_mixed``.
+    """
+    if isinstance(config, QatConfig):
+        pt2e_to_tflite(module, example, qat_quantizer(config), target)
+        return {"activations": "int8, ranges learned while fine-tuning",
+                "weights": "int8 per-channel" if config.per_channel else "int8 per-tensor"}
+    if isinstance(config, Int8MixedConfig):
+        raise CompressError("int8-mixed is built by int8_mixed(), which measures each layer",
+                            recipe=config.recipe)
     if isinstance(config, Int8StaticConfig):
         return _int8_static(module, example, config, calibration_data, target)
     if isinstance(config, Int8DynamicConfig):
@@ -82,19 +95,54 @@ def _fp16(module: Any, example: tuple[Any, ...], target: Path) -> dict[str, Any]
 
 def _pt2e(module: Any, example: tuple[Any, ...], quantizer: Any,
           feed: Callable[[Any], int], target: Path) -> int:
-    import litert_torch
     import torch
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     exported = torch.export.export(module.eval(), example).module()
     prepared = prepare_pt2e(exported, quantizer)
     with torch.no_grad():
         used = feed(prepared)
+    pt2e_to_tflite(prepared, example, quantizer, target)
+    return used
+
+
+def pt2e_to_tflite(prepared: Any, example: tuple[Any, ...], quantizer: Any,
+                   target: Path) -> None:
+    """Observers (or fake quantizers) of a prepared PT2E graph -> q/dq ops -> int8 ``.tflite``."""
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
     converted = convert_pt2e(prepared, fold_quantize=False)
     litert_torch.convert(converted, example,
                          quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(target))
-    return used
+
+
+def qat_quantizer(config: QatConfig) -> Any:
+    """The PT2E quantizer of ``qat``: fake quantization of int8 weights and activations."""
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    class ConvBnFoldedQuantizer(PT2EQuantizer):  # type: ignore[misc]
+        # Its conv+bn QAT patterns call torch.export.export on a plain function, which
+        # torch 2.13 refuses; batch norms are folded into the convolutions beforehand instead.
+        STATIC_QAT_ONLY_OPS: ClassVar[list[str]] = []
+
+    return ConvBnFoldedQuantizer().set_global(get_symmetric_quantization_config(
+        is_per_channel=config.per_channel, is_qat=True))
+
+
+def static_quantizer(per_channel: bool) -> Any:
+    """The PT2E quantizer of ``int8``: min/max observers, symmetric, per-channel weights."""
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    return PT2EQuantizer().set_global(get_symmetric_quantization_config(
+        is_per_channel=per_channel, is_dynamic=False))
 
 
 def _int8_dynamic(module: Any, example: tuple[Any, ...], target: Path) -> dict[str, Any]:
@@ -121,21 +169,24 @@ def _int8_dynamic(module: Any, example: tuple[Any, ...], target: Path) -> dict[s
 
 def _int8_static(module: Any, example: tuple[Any, ...], config: Int8StaticConfig,
                  calibration_data: Samples, target: Path) -> dict[str, Any]:
-    from litert_torch.quantize.pt2e_quantizer import (
-        PT2EQuantizer,
-        get_symmetric_quantization_config,
-    )
+    return {"calibration": calibrated_int8(
+        module, example, static_quantizer(config.per_channel), calibration_data,
+        config.calibration_samples, target, recipe=config.recipe,
+        per_channel=config.per_channel)}
 
+
+def calibrated_int8(module: Any, example: tuple[Any, ...], quantizer: Any,
+                    calibration_data: Samples, samples: int, target: Path, *,
+                    recipe: str, per_channel: bool) -> dict[str, Any]:
+    """Static int8 through ``quantizer``, calibrated on ``samples`` samples; the calibration."""
     if calibration_data is None:
-        raise ModelError("the model file defines no calibration_data(); int8 needs "
+        raise ModelError(f"the model file defines no calibration_data(); {recipe} needs "
                          "representative inputs to calibrate activations")
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(
-        is_per_channel=config.per_channel, is_dynamic=False))
 
     def feed(prepared: Any) -> int:
         used = 0
         # The exported graph is specialised to the example's batch size: calibrate with it.
-        for inputs, _label in itertools.islice(calibration_data(), config.calibration_samples):
+        for inputs, _label in itertools.islice(calibration_data(), samples):
             check_sample(inputs, example, "calibration_data()")
             prepared(*inputs)
             used += 1
@@ -144,7 +195,6 @@ def _int8_static(module: Any, example: tuple[Any, ...], config: Int8StaticConfig
         return used
 
     used = _pt2e(module, example, quantizer, feed, target)
-    return {"calibration": {"samples_requested": config.calibration_samples,
-                            "samples_used": used, "source": "calibration_data()",
-                            "method": "PT2E min/max observers, symmetric, per-channel weights"
-                            if config.per_channel else "PT2E min/max observers, per-tensor"}}
+    return {"samples_requested": samples, "samples_used": used, "source": "calibration_data()",
+            "method": "PT2E min/max observers, symmetric, per-channel weights"
+            if per_channel else "PT2E min/max observers, per-tensor"}

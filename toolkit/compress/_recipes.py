@@ -2,7 +2,8 @@
 
 A chain is zero or more model *transforms* (pruning, distillation) applied to
 the torch module, then exactly one *conversion* to ``.tflite`` (``fp32`` when
-none is named).  Each step is one frozen config; the chain serialises to a dict
+none is named; ``qat`` fine-tunes as it converts, ``int8-mixed`` measures as it
+converts).  Each step is one frozen config; the chain serialises to a dict
 for the manifest.
 
 Example::
@@ -126,7 +127,52 @@ class DistillConfig(FineTune):
             raise UsageError("distill: temperature must be > 0 and alpha within [0, 1]")
 
 
-ConversionConfig = Fp32Config | Fp16Config | Int8DynamicConfig | Int8StaticConfig
+@dataclass(frozen=True, kw_only=True)
+class QatConfig(FineTune):
+    """Quantization-aware fine-tuning (PT2E fake quantization), then full-integer int8.
+
+    A lower learning rate than the transforms: the weights are already trained and only
+    have to settle onto the int8 grid.
+    """
+
+    recipe: str = "qat"
+    epochs: int = 3
+    learning_rate: float = 1e-4
+    per_channel: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.epochs < 1:
+            # The fake quantizers learn their ranges only while training.
+            raise UsageError("qat needs at least 1 epoch of fine-tuning")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int8MixedConfig(_Config):
+    """Static int8 with the layers most sensitive to quantization kept in float.
+
+    Layers are made float, most sensitive first, until the eval metric (accuracy, or
+    top-1 agreement with the float model without labels) is at most ``max_drop`` points
+    below fp32's and not below plain int8's.  ``keep_float`` names layers (module paths,
+    e.g. ``"classifier.3"``) that stay float whatever the measurement.
+    """
+
+    recipe: str = "int8-mixed"
+    max_drop: float = 0.5
+    calibration_samples: int = 128
+    per_channel: bool = True
+    keep_float: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_drop < 100.0:
+            raise UsageError(f"int8-mixed:{self.max_drop}: the budget is points of accuracy "
+                             "below fp32, from 0 to 100, for example int8-mixed:0.5")
+        if self.calibration_samples < 1:
+            raise UsageError("int8-mixed needs at least 1 calibration sample")
+
+
+ConversionConfig = (Fp32Config | Fp16Config | Int8DynamicConfig | Int8StaticConfig | QatConfig
+                    | Int8MixedConfig)
 TransformConfig = PruneConfig | ChannelPruneConfig | DistillConfig
 RecipeConfig = ConversionConfig | TransformConfig
 
@@ -149,8 +195,12 @@ RECIPES: dict[str, Callable[[str | None], RecipeConfig]] = {
     "prune": lambda arg: PruneConfig(sparsity=_ratio("prune", arg)),
     "prune-channels": lambda arg: ChannelPruneConfig(ratio=_ratio("prune-channels", arg)),
     "distill": lambda _: DistillConfig(),
+    "qat": lambda _: QatConfig(),
+    "int8-mixed": lambda arg: Int8MixedConfig(
+        max_drop=Int8MixedConfig.max_drop if arg is None else _ratio("int8-mixed", arg)),
 }
-_CONVERSIONS = (Fp32Config, Fp16Config, Int8DynamicConfig, Int8StaticConfig)
+_CONVERSIONS = (Fp32Config, Fp16Config, Int8DynamicConfig, Int8StaticConfig, QatConfig,
+                Int8MixedConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,7 +217,11 @@ class Chain:
 
     @property
     def needs_training_data(self) -> bool:
-        return bool(self.transforms)
+        return bool(self.transforms) or isinstance(self.conversion, QatConfig)
+
+    @property
+    def needs_eval_data(self) -> bool:
+        return isinstance(self.conversion, Int8MixedConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {"recipe": self.recipe,
@@ -186,7 +240,7 @@ def parse_chain(text: str) -> Chain:
     conversions = [step for step in steps if isinstance(step, _CONVERSIONS)]
     if len(conversions) > 1 or (conversions and steps[-1] is not conversions[0]):
         raise UsageError(f"{text!r}: a chain ends with at most one of fp32, fp16, "
-                         "int8-dynamic, int8")
+                         "int8-dynamic, int8, qat, int8-mixed")
     transforms = tuple(step for step in steps if not isinstance(step, _CONVERSIONS))
     conversion = conversions[0] if conversions else Fp32Config()
     return Chain(recipe=text.strip(), transforms=transforms,  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Transforms of the torch module before conversion: pruning and distillation.
+"""Transforms of the torch module before conversion: pruning, distillation, and the
+fine-tuning half of ``qat``.
 
 Every transform works on a copy, fine-tunes with the model file's
 ``train_data()`` and reports progress per epoch.
@@ -16,8 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CompressError, ModelError
-from ._convert import check_sample
-from ._recipes import ChannelPruneConfig, DistillConfig, FineTune, PruneConfig, TransformConfig
+from ._convert import check_sample, qat_quantizer
+from ._recipes import (
+    ChannelPruneConfig,
+    DistillConfig,
+    FineTune,
+    PruneConfig,
+    QatConfig,
+    TransformConfig,
+)
 
 Progress = Callable[[str], None]
 
@@ -34,14 +42,60 @@ class TransformContext:
 
 def apply_transform(module: Any, config: TransformConfig, context: TransformContext) -> Any:
     """Return the transformed module (``module`` itself may be changed in place)."""
-    if context.train_data is None:
-        raise ModelError(f"{config.recipe} fine-tunes the model: the model file must define "
-                         "train_data() yielding (inputs, label)")
+    _require_train_data(config, context)
     if isinstance(config, PruneConfig):
         return _prune_unstructured(module, config, context)
     if isinstance(config, ChannelPruneConfig):
         return _prune_channels(module, config, context)
     return _fine_tune(module, config, context, teacher=context.teacher)
+
+
+def _require_train_data(config: FineTune, context: TransformContext) -> None:
+    if context.train_data is None:
+        raise ModelError(f"{config.recipe} fine-tunes the model: the model file must define "
+                         "train_data() yielding (inputs, label)")
+
+
+def quantization_aware_training(module: Any, config: QatConfig,
+                                context: TransformContext) -> Any:
+    """The PT2E graph of ``module`` with fake quantizers, fine-tuned; ``convert`` finishes it.
+
+    Batch norms are folded into their convolutions first (their statistics stay frozen while
+    fine-tuning), and the batch dimension is exported dynamic so training batches fit.
+    """
+    import torch
+    from torchao.quantization.pt2e import (
+        move_exported_model_to_eval,
+        move_exported_model_to_train,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+    _require_train_data(config, context)
+    # A batch of one would be specialised by export (0/1 specialisation): trace with two.
+    doubled = tuple(torch.cat([value, value]) for value in context.example)
+    exported = torch.export.export(
+        module.eval(), doubled,
+        dynamic_shapes=tuple({0: torch.export.Dim.AUTO} for _ in doubled)).module()
+    # The PTQ path (prepare_pt2e) folds the same way; prepare_qat_pt2e would need the
+    # quantizer's conv+bn patterns, which fail under torch 2.13.
+    _fuse_conv_bn_(exported)
+    prepared = prepare_qat_pt2e(exported, qat_quantizer(config))
+    for parameter in prepared.parameters():
+        if parameter.dim() > 1 and not bool(parameter.all()):
+            # Zero weights are pruned ones (prune:S+qat): a zero gradient keeps them zero
+            # under Adam, and zero quantizes to zero.
+            parameter.register_hook(lambda grad, kept=parameter != 0: grad * kept)
+
+    def set_training(graph: Any, training: bool) -> None:
+        # A prepared graph refuses .train()/.eval(); these switch dropout and fake quantizers.
+        (move_exported_model_to_train if training else move_exported_model_to_eval)(graph)
+
+    return _fine_tune(prepared, config, context, teacher=None, set_training=set_training)
+
+
+def _set_training(module: Any, training: bool) -> None:
+    module.train(training)
 
 
 def _prune_unstructured(module: Any, config: PruneConfig, context: TransformContext) -> Any:
@@ -101,7 +155,7 @@ def _batches(context: TransformContext, size: int) -> list[tuple[tuple[Any, ...]
 
 
 def _fine_tune(module: Any, config: FineTune, context: TransformContext, *,
-               teacher: Any) -> Any:
+               teacher: Any, set_training: Callable[[Any, bool], None] = _set_training) -> Any:
     import torch
     from torch.nn import functional
 
@@ -113,7 +167,7 @@ def _fine_tune(module: Any, config: FineTune, context: TransformContext, *,
     if teacher is not None:
         teacher = copy.deepcopy(teacher).eval()
     for epoch in range(config.epochs):
-        module.train()
+        set_training(module, True)
         total = 0.0
         for index in torch.randperm(len(batches), generator=generator).tolist():
             inputs, labels = batches[index]
@@ -133,4 +187,5 @@ def _fine_tune(module: Any, config: FineTune, context: TransformContext, *,
             total += loss.item()
         context.progress(f"{config.recipe}: fine-tune epoch {epoch + 1}/{config.epochs}, "
                          f"loss {total / len(batches):.4f}")
-    return module.eval()
+    set_training(module, False)
+    return module
