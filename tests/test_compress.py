@@ -431,6 +431,15 @@ def test_qat_after_pruning_keeps_the_zeros(digits_source, tflite_runtime_214: Pa
 
 
 @pytest.mark.slow
+def test_distillation_after_pruning_keeps_the_zeros(digits_source, tmp_path: Path) -> None:
+    chain = Chain(recipe="prune:0.8+distill",
+                  transforms=(PruneConfig(sparsity=0.8, epochs=1), DistillConfig(epochs=1)))
+    [pruned] = [a.to_dict() for a in build_artifacts(digits_source, [chain], tmp_path)]
+    assert pruned["nonzero_parameters"] <= 0.25 * pruned["parameters"]
+    assert pruned["accuracy"] >= 0.97
+
+
+@pytest.mark.slow
 def test_analyze_without_labels_measures_agreement_with_the_float_model(
         tmp_path: Path) -> None:
     model = tmp_path / "unlabelled.py"
