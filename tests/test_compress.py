@@ -386,19 +386,37 @@ def test_analyze_prints_and_writes_one_row_per_layer(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["sensitivity.json"]
 
 
-@pytest.mark.slow
-def test_int8_mixed_keeps_float_the_layers_int8_breaks(tmp_path: Path,
-                                                       tflite_runtime_214: Path) -> None:
-    # One hidden unit of classifier.1 scaled 1000x (and undone by classifier.3): the same
-    # function, but a per-tensor int8 range for that activation wipes out the other units.
-    model = tmp_path / "outlier.py"
+def outlier_model(folder: Path) -> Path:
+    """The digits CNN with one hidden unit of classifier.1 scaled 1000x (undone by
+    classifier.3): the same function, but a per-tensor int8 range for that activation wipes
+    out the other units, so plain int8 loses tens of points."""
+    model = folder / "outlier.py"
     weights = "    model.load_state_dict(torch.load(WEIGHTS, weights_only=True))\n"
     model.write_text(DIGITS_MODEL.read_text().replace(weights, weights + (
         "    with torch.no_grad():\n"
         "        model.classifier[1].weight[0] *= 1000\n"
         "        model.classifier[1].bias[0] *= 1000\n"
         "        model.classifier[3].weight[:, 0] /= 1000\n")))
-    (tmp_path / "outlier.pt").write_bytes(DIGITS_MODEL.with_suffix(".pt").read_bytes())
+    (folder / "outlier.pt").write_bytes(DIGITS_MODEL.with_suffix(".pt").read_bytes())
+    return model
+
+
+@pytest.mark.slow
+def test_a_budget_int8_misses_falls_back_to_qat_or_mixed_precision(tmp_path: Path) -> None:
+    out = tmp_path / "budget"
+    result = invoke("compress", str(outlier_model(tmp_path)), "--max-accuracy-drop", "0.5",
+                    "-o", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    tried = {t["recipe"]: t for t in json.loads(result.stdout)["selection"]["tried"]}
+    assert not tried["int8"]["within_budget"]
+    chosen = json.loads(result.stdout)["selection"]["chosen"]
+    assert chosen in ("qat", "int8-mixed:0.5") and tried[chosen]["drop_points"] <= 0.5
+
+
+@pytest.mark.slow
+def test_int8_mixed_keeps_float_the_layers_int8_breaks(tmp_path: Path,
+                                                       tflite_runtime_214: Path) -> None:
+    model = outlier_model(tmp_path)
     out = tmp_path / "out"
     result = invoke("compress", str(model), "--recipe", "fp32,int8,int8-mixed", "-o", str(out),
                     "--compat-python", str(tflite_runtime_214))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .compress import BUDGET_CANDIDATES, analyze_to_folder, compress_to_folder
+from .compress import analyze_to_folder, compress_budget_candidates, compress_to_folder
 from .errors import UsageError
 
 
@@ -20,7 +20,8 @@ def _progress(message: str) -> None:
 @click.option("--recipe",
               help="Comma-separated variants; each a chain joined with +, e.g. "
                    "fp32,int8,prune-channels:0.5+distill+int8 [default: fp32,int8; with "
-                   f"--max-accuracy-drop the candidates, in order: {BUDGET_CANDIDATES}].")
+                   "--max-accuracy-drop the candidates, in order: "
+                   f"{compress_budget_candidates(0.5).replace('mixed:0.5', 'mixed:POINTS')}].")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Folder for the .tflite files and manifest.json.")
 @click.option("--compat-python", "compat_pythons", multiple=True,
@@ -47,7 +48,8 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
                              "and --compat-python")
         _analyze(model, out_dir, as_json)
         return
-    recipes = recipe or (BUDGET_CANDIDATES if max_accuracy_drop is not None else "fp32,int8")
+    recipes = recipe or (compress_budget_candidates(max_accuracy_drop)
+                         if max_accuracy_drop is not None else "fp32,int8")
     manifest_path = compress_to_folder(model, recipes, out_dir, progress=_progress,
                                        compat_pythons=compat_pythons,
                                        max_accuracy_drop=max_accuracy_drop)

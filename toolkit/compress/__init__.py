@@ -19,6 +19,7 @@ from ._build import (
     CompressedVariant,
     build_artifacts,
     compress,
+    compress_budget_candidates,
     compress_to_folder,
     model_counts,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "analyze_to_folder",
     "build_artifacts",
     "compress",
+    "compress_budget_candidates",
     "compress_to_folder",
     "model_counts",
     "parse_chain",
