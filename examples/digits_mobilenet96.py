@@ -10,7 +10,7 @@ It is shaped so that compression pays the way it does on a real MobileNetV2:
   convolutions: each output channel of an int8 convolution carries about 28
   bytes besides its weights (per-channel scale and int64 zero point for weights
   and bias, int32 bias), so int8 shrinks a file to about 0.3x only when layers
-  have wide inputs (a 32x32 network with 48-96 channels stayed at 0.34x);
+  have wide inputs (the same network with 24-128-channel bottlenecks stayed at 0.34x);
 - the work is mostly in 1x1 convolutions (XNNPACK's GEMMs, where int8 and
   channel pruning pay), each large enough that per-operator overhead does not
   hide the gain.
