@@ -204,8 +204,8 @@ def check_floors(rows: list[dict[str, Any]]) -> list[tuple[str, Floor, float, bo
 
 
 def budget_check(model: str, max_drop: float, out: Path,
-                 args: argparse.Namespace) -> tuple[str, float | None, bool]:
-    """What ``compress --max-accuracy-drop`` returns: (chosen recipe, its drop, within?)."""
+                 args: argparse.Namespace) -> tuple[str, float | None, bool, list[str]]:
+    """What ``compress --max-accuracy-drop`` returns: (chosen, its drop, within?, rejected)."""
     name = Path(model).stem
     compat = [args.tflite214_python] if args.tflite214_python.is_file() else []
     manifest_path = compress_to_folder(REPO / model, BUDGET_CANDIDATES, out / f"{name}-budget",
@@ -215,7 +215,16 @@ def budget_check(model: str, max_drop: float, out: Path,
     selection = json.loads(manifest_path.read_text())["selection"]
     tried = {entry["recipe"]: entry for entry in selection["tried"]}
     drop = tried.get(selection["chosen"], {}).get("drop_points")
-    return selection["chosen"], drop, drop is not None and drop <= max_drop
+    rejected = [_why_not(entry) for entry in selection["tried"] if not entry.get("within_budget")]
+    return selection["chosen"], drop, drop is not None and drop <= max_drop, rejected
+
+
+def _why_not(entry: dict[str, Any]) -> str:
+    """Why the budget search passed over a candidate: skipped, over budget, or wrong somewhere."""
+    if "skipped" in entry:
+        return f"{entry['recipe']} ({entry['skipped']})"
+    wrong = "" if entry["runs_on_every_runtime"] else ", not correct on every runtime"
+    return f"{entry['recipe']} (drop {entry['drop_points']}{wrong})"
 
 
 def main() -> None:
@@ -272,9 +281,10 @@ def main() -> None:
     for model, floor, value, met in check_floors(rows):
         print(f"  {'PASS' if met else 'FAIL'}  {model:<20} {floor.recipe:<32} "
               f"{floor.describe():<40} measured {value:.3f}")
-    for model, chosen, drop, within in budgets:
+    for model, chosen, drop, within, rejected in budgets:
         print(f"  {'PASS' if within else 'FAIL'}  {model:<20} --max-accuracy-drop "
-              f"{args.max_accuracy_drop:g} returned {chosen} (drop {drop} points)")
+              f"{args.max_accuracy_drop:g} returned {chosen} (drop {drop} points)"
+              + (f"; passed over: {', '.join(rejected)}" if rejected else ""))
 
 
 if __name__ == "__main__":
