@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -471,3 +472,32 @@ def test_analyze_without_labels_measures_agreement_with_the_float_model(
     assert table["metric"] == "top1_agreement"
     assert table["fp32"] == 100.0 and len(table["layers"]) == 4
     assert all(row["drop_points"] <= 2 for row in table["layers"])
+
+
+@pytest.mark.slow
+def test_a_file_another_runtime_computes_wrongly_is_caught(tflite_runtime_214: Path,
+                                                           tmp_path: Path) -> None:
+    # ai-edge-quantizer's dynamic-range MLP loads on tflite-runtime 2.14 without an error
+    # and computes garbage there (toolchain notes); the float file agrees bit for bit.
+    import litert_torch
+    import torch
+    from ai_edge_quantizer import quantizer, recipe
+
+    from toolkit.compat import MIN_SQNR_DB, runtime_compat
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
+                              torch.nn.Linear(128, 10)).eval()
+    with warnings.catch_warnings():  # the converter's own deprecation noise (typing_extensions)
+        warnings.simplefilter("ignore", FutureWarning)
+        litert_torch.convert(mlp, (torch.randn(1, 64),)).export(str(tmp_path / "float.tflite"))
+    dynamic = quantizer.Quantizer(str(tmp_path / "float.tflite"))
+    dynamic.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    dynamic.quantize().export_model(str(tmp_path / "dynamic.tflite"), overwrite=True)
+    samples = [(torch.randn(1, 64),) for _ in range(64)]
+    checked = runtime_compat(tflite_runtime_214, [tmp_path / "float.tflite",
+                                                  tmp_path / "dynamic.tflite"], samples)
+    assert checked["float.tflite"]["ok"] and checked["float.tflite"]["max_relative_error"] == 0
+    wrong = checked["dynamic.tflite"]
+    assert wrong["loads"] and not wrong["ok"]
+    assert wrong["sqnr_db_vs_host"] < MIN_SQNR_DB and wrong["top1_agreement_with_host"] < 0.5

@@ -33,6 +33,14 @@ from .evaluate import _as_numpy, _from_tensor, _to_tensor
 #: output's range, above which a file "computes wrongly" on the other runtime.
 MIN_AGREEMENT = 0.99
 MAX_RELATIVE_ERROR = 0.02
+#: Or: outputs this close to the host's (SQNR, dB) with at most near-ties flipped.  Integer
+#: kernels of two runtimes round differently at every layer, so a deep int8 network differs
+#: by more than two output steps (a 96x96 MobileNetV2 int8: 36.9 dB, 2.8% max error, below
+#: its own quantization noise of 29 dB against float), while a runtime that computes a file
+#: wrongly is far off (ai-edge-quantizer's dynamic MLP on tflite-runtime 2.14: 0.15 dB, 8%
+#: argmax agreement).
+MIN_SQNR_DB = 30.0
+MIN_AGREEMENT_AT_SQNR = 0.95
 PROBE = Path(__file__).with_name("_compat_probe.py")
 
 
@@ -94,7 +102,7 @@ def _compare(answer: dict[str, Any], model: dict[str, str], host_outputs: list[l
         return {**entry, "ok": False}
     got = np.load(model["outputs"])
     agree = 0
-    worst = 0.0
+    worst = signal = noise = 0.0
     within = True
     for s, expected in enumerate(host_outputs):
         others = [_from_tensor(detail, got[f"s{s}_o{o}"]) for o, detail in enumerate(details_out)]
@@ -102,10 +110,16 @@ def _compare(answer: dict[str, Any], model: dict[str, str], host_outputs: list[l
             spread = float(np.max(np.abs(want))) or 1.0
             error = float(np.max(np.abs(other - want)))
             worst = max(worst, error / spread)
+            signal += float(np.sum(np.square(want, dtype=np.float64)))
+            noise += float(np.sum(np.square(other - want, dtype=np.float64)))
             # Integer kernels of two runtimes may round differently: two output steps apart.
             within &= error <= max(MAX_RELATIVE_ERROR * spread, 2 * detail["quantization"][0])
         agree += int(np.argmax(others[0].reshape(-1)) == np.argmax(expected[0].reshape(-1)))
     agreement = agree / len(host_outputs)
+    sqnr = 10 * float(np.log10(max(signal, 1e-30) / noise)) if noise else None
     return {**entry, "top1_agreement_with_host": agreement,
             "max_relative_error": round(worst, 6),
-            "ok": bool(agreement >= MIN_AGREEMENT and within)}
+            "sqnr_db_vs_host": None if sqnr is None else round(sqnr, 2),
+            "ok": bool((agreement >= MIN_AGREEMENT and within)
+                       or (agreement >= MIN_AGREEMENT_AT_SQNR
+                           and (sqnr is None or sqnr >= MIN_SQNR_DB)))}
