@@ -3,7 +3,8 @@
 Each target x variant present in both runs is judged metric by metric against
 :class:`Thresholds`.  Latency is judged on the raw samples: a bootstrap
 confidence interval of the ratio ``new / baseline`` of the median (p50) and of
-the 99th percentile; a latency regression is declared only when the *whole*
+the 99th percentile (resampled in blocks, since disturbances come in bursts); a
+latency regression is declared only when the *whole*
 interval lies above ``1 + threshold``, so noise between identical runs does not
 fail a build, and a real slowdown well past the threshold does.  Size, peak
 memory, accuracy and energy per inference are compared directly.
@@ -39,6 +40,8 @@ THRESHOLD_HELP = {
     "accuracy": "accuracy, points lower",
     "energy": "energy per inference, % more",
 }
+#: Block length of the bootstrap, as a fraction of a run's samples (see bootstrap_ratio).
+BLOCK_FRACTION = 0.05
 #: Board facts that must agree for two results of one target to be comparable.
 BOARD_IDENTITY = ("machine", "cpu_model", "board_model")
 
@@ -234,7 +237,10 @@ def bootstrap_ratio(base: np.ndarray, new: np.ndarray, *, quantile: float, resam
                     confidence: float, seed: int = 0) -> tuple[float, float, float]:
     """Ratio of the ``quantile`` of ``new`` to that of ``base``, with a bootstrap interval.
 
-    Both samples are resampled independently (percentile bootstrap); returns
+    Both samples are resampled independently (percentile bootstrap) in moving blocks of
+    :data:`BLOCK_FRACTION` of each run: samples are in time order and the OS or a
+    neighbour disturbs runs in bursts, so resampling single samples would treat a burst
+    as many independent slow inferences and call a one-off a certainty.  Returns
     ``(ratio, low, high)``.  Seeded, so one pair of runs always gets one verdict.
     """
     rng = np.random.default_rng(seed)
@@ -244,12 +250,20 @@ def bootstrap_ratio(base: np.ndarray, new: np.ndarray, *, quantile: float, resam
     chunk = max(1, 2_000_000 // max(base.size, new.size))
     for start in range(0, resamples, chunk):
         rows = min(chunk, resamples - start)
-        b = np.quantile(base[rng.integers(0, base.size, (rows, base.size))], quantile, axis=1)
-        n = np.quantile(new[rng.integers(0, new.size, (rows, new.size))], quantile, axis=1)
+        b = np.quantile(base[_block_indices(rng, base.size, rows)], quantile, axis=1)
+        n = np.quantile(new[_block_indices(rng, new.size, rows)], quantile, axis=1)
         ratios[start:start + rows] = n / b
     tail = (1 - confidence) / 2
     low, high = np.quantile(ratios, [tail, 1 - tail])
     return point, float(low), float(high)
+
+
+def _block_indices(rng: np.random.Generator, size: int, rows: int) -> np.ndarray:
+    """``rows`` moving-block resamples of ``range(size)``, blocks of BLOCK_FRACTION each."""
+    length = max(1, int(size * BLOCK_FRACTION))
+    count = -(-size // length)
+    starts = rng.integers(0, size - length + 1, (rows, count))
+    return (starts[:, :, None] + np.arange(length)).reshape(rows, -1)[:, :size]
 
 
 def _compare_records(base: dict[str, Any], new: dict[str, Any],
