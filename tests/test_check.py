@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -131,6 +132,25 @@ def test_thresholds_parse_percent_and_refuse_nonsense() -> None:
         Thresholds(size=-1)
 
 
+def test_with_several_baseline_runs_a_regression_must_show_against_each() -> None:
+    # Two measurements of main 7% apart (between-run spread on a shared machine), then a
+    # run as slow as the slower one: against the faster alone it is +7%, past the 5% limit.
+    main_a = make_run("main-a", [record("fp32", seed=1)])
+    main_b = make_run("main-b", [record("fp32", seed=2, median_ms=1.07)])
+    same = make_run("new", [record("fp32", seed=3, median_ms=1.07)])
+    assert not check_runs(main_a, same).passed
+    outcome = check_runs([main_a, main_b], same)
+    assert outcome.passed, outcome.to_markdown()
+    p50 = next(c for c in outcome.checks if c.metric == "latency_p50")
+    assert abs(p50.change) < 3  # shown against the baseline run it is closest to
+    assert "`main-a` (commit c0ffee), `main-b`" in outcome.to_markdown()
+    assert outcome.to_dict()["more_baselines"] == ["main-b"]
+    slower = make_run("slow", [record("fp32", seed=4, median_ms=1.25)])
+    failed = check_runs([main_a, main_b], slower)
+    assert [c.metric for c in failed.regressions] == ["latency_p50", "latency_p99"]
+    assert next(c for c in failed.regressions if c.metric == "latency_p50").change < 20
+
+
 @pytest.fixture
 def store_file(tmp_path: Path) -> Path:
     base, new = pair(median_ms=1.10)
@@ -144,6 +164,13 @@ def store_file(tmp_path: Path) -> Path:
                                created_at="2026-01-04T00:00:00+00:00"))
         store.tag("main", "r-base")
     return path
+
+
+def test_cli_takes_the_baseline_option_several_times(store_file: Path) -> None:
+    both = invoke("check", "--baseline", "main", "--baseline", "r-same", "r-slow", "--store",
+                  str(store_file), "--json")
+    assert both.exit_code == 1
+    assert json.loads(both.stdout)["more_baselines"] == ["r-same"]
 
 
 def test_cli_exit_codes_junit_and_markdown(store_file: Path, tmp_path: Path) -> None:

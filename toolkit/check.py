@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree
@@ -121,6 +122,8 @@ class CheckOutcome:
     thresholds: Thresholds
     checks: list[MetricCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Further baseline runs: a regression had to show against each of them too.
+    more_baselines: tuple[StoredRun, ...] = ()
 
     @property
     def regressions(self) -> list[MetricCheck]:
@@ -132,6 +135,7 @@ class CheckOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "baseline": self.baseline.run_id,
+                "more_baselines": [b.run_id for b in self.more_baselines],
                 "run": self.run.run_id, "thresholds": self.thresholds.to_dict(),
                 "checks": [dataclasses.asdict(c) for c in self.checks], "notes": self.notes}
 
@@ -140,8 +144,12 @@ class CheckOutcome:
         head = "passed" if self.passed else f"{len(self.regressions)} regression(s)"
         lines = [f"### edge check: {head}", "",
                  f"Run `{self.run.run_id}` ({_commit(self.run)}) against baseline "
-                 f"`{self.baseline.run_id}` ({_commit(self.baseline)}), model "
-                 f"`{self.run.model_name}`.", "",
+                 f"`{self.baseline.run_id}` ({_commit(self.baseline)})"
+                 + "".join(f", `{b.run_id}`" for b in self.more_baselines)
+                 + f", model `{self.run.model_name}`."
+                 + (" A regression must show against each baseline run; each metric is "
+                    "shown against the run it is closest to." if self.more_baselines else ""),
+                 "",
                  "| target | variant | metric | baseline | new | change | limit | verdict |",
                  "|---|---|---|---:|---:|---:|---:|---|"]
         for c in self.checks:
@@ -180,10 +188,42 @@ class CheckOutcome:
         return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def check_runs(baseline: StoredRun, run: StoredRun,
+def check_runs(baseline: StoredRun | Sequence[StoredRun], run: StoredRun,
                thresholds: Thresholds | None = None) -> CheckOutcome:
-    """Judge ``run`` against ``baseline``; :class:`CheckRefused` if they are not comparable."""
+    """Judge ``run`` against ``baseline``; :class:`CheckRefused` if they are not comparable.
+
+    ``baseline`` may be several runs of the same model (say, three measurements of main):
+    then a metric regresses only if it regresses against *each* of them, and is shown
+    against the one it is closest to.  One run's bootstrap cannot see how much a second run
+    of the same model differs (a tail that sits higher for a whole run on a shared
+    machine); several baseline runs show that spread, and a change inside it is not
+    blamed on the code.
+    """
     thresholds = thresholds or Thresholds()
+    baselines = [baseline] if isinstance(baseline, StoredRun) else list(baseline)
+    if not baselines:
+        raise UsageError("no baseline run given")
+    outcomes = [_check_one(one, run, thresholds) for one in baselines]
+    if len(outcomes) == 1:
+        return outcomes[0]
+    merged: dict[tuple[str, str, str], MetricCheck] = {}
+    for outcome in outcomes:
+        for c in outcome.checks:
+            key = (c.target, c.variant, c.metric)
+            if key not in merged or _severity(c) < _severity(merged[key]):
+                merged[key] = c
+    notes = list(dict.fromkeys(note for outcome in outcomes for note in outcome.notes))
+    return CheckOutcome(baseline=baselines[0], run=run, thresholds=thresholds,
+                        checks=list(merged.values()), notes=notes,
+                        more_baselines=tuple(baselines[1:]))
+
+
+def _severity(c: MetricCheck) -> tuple[int, float]:
+    """Order of checks against several baselines: the mildest verdict, then change, first."""
+    return (c.verdict == "regression", c.change if c.change is not None else 0.0)
+
+
+def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds) -> CheckOutcome:
     if baseline.model_name != run.model_name:
         raise CheckRefused(f"baseline {baseline.run_id} is model {baseline.model_name!r} but run "
                            f"{run.run_id} is model {run.model_name!r}; compare runs of one model")

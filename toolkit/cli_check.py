@@ -22,8 +22,10 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
 
 
 @click.command()
-@click.option("--baseline", "baseline_ref", required=True,
-              help="A run id, a tag, or a baseline JSON file written by edge runs export.")
+@click.option("--baseline", "baseline_refs", required=True, multiple=True,
+              help="A run id, a tag, or a baseline JSON file written by edge runs export. "
+                   "Repeat it for several runs of the baseline: a regression must then show "
+                   "against each, so the spread between runs is not blamed on the code.")
 @click.argument("run", default="latest")
 @click.option("--store", "store_path",
               help="Results store: a SQLite file or a postgresql:// URL [default: $EDGE_STORE, "
@@ -38,8 +40,9 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
 @click.option("--markdown", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the Markdown summary here (for a pull-request comment).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def check(baseline_ref: str, run: str, store_path: str | None, overrides: tuple[str, ...],
-          junit: Path | None, markdown: Path | None, as_json: bool) -> None:
+def check(baseline_refs: tuple[str, ...], run: str, store_path: str | None,
+          overrides: tuple[str, ...], junit: Path | None, markdown: Path | None,
+          as_json: bool) -> None:
     """Judge RUN (a run id, a tag, default latest) against the baseline, metric by metric.
 
     Latency is judged on the raw samples (bootstrap interval of the ratio of
@@ -55,8 +58,8 @@ def check(baseline_ref: str, run: str, store_path: str | None, overrides: tuple[
     path = resolve_store_path(store_path, default=pipeline.DEFAULT_OUT_DIR / "results.sqlite",
                               project=project)
     with ResultsStore(path, create=False) as store:
-        baseline = load_baseline(baseline_ref, store)
-        outcome = check_runs(baseline, store.get_run(run), thresholds)
+        baselines = [load_baseline(ref, store) for ref in baseline_refs]
+        outcome = check_runs(baselines, store.get_run(run), thresholds)
     if junit:
         write_output(junit, outcome.to_junit())
     if markdown:
