@@ -241,6 +241,43 @@ def test_calibration_data_of_the_wrong_shape_names_both_shapes(tmp_path: Path) -
     assert not (tmp_path / "out").exists()
 
 
+BRANCHY = """
+import torch
+from torch import nn
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(8, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.linear(x)
+        return -self.linear(x)
+
+
+def build_model():
+    return Branchy().eval()
+
+
+def example_input():
+    return (torch.randn(1, 8),)
+"""
+
+
+def test_a_model_export_cannot_capture_names_the_line_to_change(tmp_path: Path) -> None:
+    model = tmp_path / "branchy.py"
+    model.write_text(BRANCHY)
+    result = CliRunner().invoke(main, ["compress", str(model), "--recipe", "fp32",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    line = result.stderr.strip().splitlines()[-1]  # after the progress lines
+    assert line.startswith("edge: error: fp32: ") and "data-dependent" in line
+    assert line.endswith("at branchy.py:12: if x.sum() > 0:")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_an_accuracy_budget_keeps_the_first_candidate_within_it(tmp_path: Path) -> None:
     out = tmp_path / "budget"

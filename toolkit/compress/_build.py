@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import shutil
 import time
+import traceback
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -61,6 +62,20 @@ class CompressedVariant:
     module: Any = field(default=None, repr=False)
 
 
+def _in_model_file(exc: BaseException, model_file: Path) -> str:
+    """`` at model.py:11: if x.sum() > 0:``: the user's line that failed, when it is theirs.
+
+    torch.export's messages name the guard it could not build (data-dependent control
+    flow, say); the construct to change is the last line of the model file it ran.
+    """
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if Path(frame.filename).resolve() == model_file.resolve()]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" at {model_file.name}:{frame.lineno}: {(frame.line or '').strip()}"
+
+
 def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformConfig | str,
              out_dir: Path, *, progress: Progress = _quiet) -> CompressedVariant:
     """Produce ``out_dir/<recipe>.tflite`` from ``source`` following the recipe chain."""
@@ -100,8 +115,8 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
     except Exception as exc:
         reason = str(exc).strip().splitlines()
         raise CompressError(
-            f"{chain.recipe}: {type(exc).__name__}: {reason[0] if reason else ''}",
-            recipe=chain.recipe) from exc
+            f"{chain.recipe}: {type(exc).__name__}: {reason[0] if reason else ''}"
+            f"{_in_model_file(exc, source.path)}", recipe=chain.recipe) from exc
     if not target.is_file():
         raise CompressError(f"{chain.recipe}: converter wrote no file; its log ended with: "
                             f"{log[-1] if log else '(nothing)'}", recipe=chain.recipe)
