@@ -112,8 +112,8 @@ def test_two_benches_on_the_same_boards_never_overlap_and_both_finish(
     second = run_cli("bench", *args, "-o", str(tmp_path / "out-2"), cwd=tmp_path)
     for process in (first, second):
         out, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err[-2000:]
-        assert '"complete": true' in out
+        assert process.returncode == 0, (out[-2000:], err[-2000:])
+        assert '"complete": true' in out, out[-2000:]
     for index in range(2):
         held: list[tuple[float, str]] = []
         for line in (tmp_path / f"board-{index}" / "lock.log").read_text().splitlines():
