@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from dataclasses import asdict, dataclass, field
@@ -89,22 +90,30 @@ def op_versions(path: Path) -> list[dict[str, Any]]:
     """
     from ai_edge_litert import schema_py_generated as schema
 
-    names = {value: name for name, value in vars(schema.BuiltinOperator).items()
-             if not name.startswith("_")}
     try:
         model = schema.Model.GetRootAs(path.read_bytes(), 0)
         codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
     except Exception:  # noqa: BLE001 - a malformed flatbuffer raises anything from struct to index
         return []
-    found = []
-    for code in codes:
-        # Codes above 127 live in builtin_code; older files only fill the deprecated byte.
-        number = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        name = names.get(number, f"BUILTIN_{number}")
-        if name == "CUSTOM":
-            name = f"CUSTOM:{(code.CustomCode() or b'').decode('utf-8', 'replace')}"
-        found.append({"op": name, "version": code.Version()})
-    return found
+    return [{"op": operator_name(code), "version": code.Version()} for code in codes]
+
+
+def operator_name(code: Any) -> str:
+    """``CONV_2D`` (or ``CUSTOM:name``) for a flatbuffer ``OperatorCode``."""
+    # Codes above 127 live in builtin_code; older files only fill the deprecated byte.
+    number = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    name = _builtin_names().get(number, f"BUILTIN_{number}")
+    if name == "CUSTOM":
+        name = f"CUSTOM:{(code.CustomCode() or b'').decode('utf-8', 'replace')}"
+    return name
+
+
+@functools.cache
+def _builtin_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {value: name for name, value in vars(schema.BuiltinOperator).items()
+            if not name.startswith("_")}
 
 
 def _version_key(version: str) -> tuple[int, ...]:

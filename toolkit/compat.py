@@ -27,7 +27,7 @@ import device_agent
 
 from ._quiet import captured_native_output
 from .errors import CompressError, UsageError
-from .evaluate import _as_numpy, _from_tensor, _to_tensor
+from .evaluate import _as_numpy, _from_tensor, _to_tensor, sqnr_db
 
 #: Agreement of the first output's argmax with the host runtime, and error relative to the
 #: output's range, above which a file "computes wrongly" on the other runtime.
@@ -116,10 +116,10 @@ def _compare(answer: dict[str, Any], model: dict[str, str], host_outputs: list[l
             within &= error <= max(MAX_RELATIVE_ERROR * spread, 2 * detail["quantization"][0])
         agree += int(np.argmax(others[0].reshape(-1)) == np.argmax(expected[0].reshape(-1)))
     agreement = agree / len(host_outputs)
-    sqnr = 10 * float(np.log10(max(signal, 1e-30) / noise)) if noise else None
+    sqnr = sqnr_db(signal, noise)
     return {**entry, "top1_agreement_with_host": agreement,
             "max_relative_error": round(worst, 6),
-            "sqnr_db_vs_host": None if sqnr is None else round(sqnr, 2),
+            "sqnr_db_vs_host": sqnr,
             "ok": bool((agreement >= MIN_AGREEMENT and within)
                        or (agreement >= MIN_AGREEMENT_AT_SQNR
                            and (sqnr is None or sqnr >= MIN_SQNR_DB)))}

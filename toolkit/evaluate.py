@@ -66,6 +66,11 @@ def tflite_accuracy(model_path: Path,
     return {"accuracy": correct / total, "eval_samples": total}
 
 
+def sqnr_db(signal: float, noise: float) -> float | None:
+    """10 log10(signal / noise) in dB, to 0.01; None when nothing differs (infinite)."""
+    return round(10 * float(np.log10(max(signal, 1e-30) / noise)), 2) if noise else None
+
+
 def tflite_fidelity(model_path: Path, reference: Any,
                     inputs: list[tuple[Any, ...]]) -> dict[str, Any]:
     """Top-1 agreement (first output) and SQNR in dB (all outputs) of the file vs ``reference``.
@@ -87,9 +92,8 @@ def tflite_fidelity(model_path: Path, reference: Any,
                 noise += float(np.sum((want_np - got_np) ** 2))
             agree += int(np.argmax(_as_numpy(expected[0]).reshape(-1))
                          == np.argmax(outputs[0].reshape(-1)))
-    sqnr = float("inf") if noise == 0 else 10 * float(np.log10(max(signal, 1e-30) / noise))
     return {"top1_agreement": agree / len(inputs) if inputs else None,
-            "sqnr_db": round(sqnr, 2) if np.isfinite(sqnr) else None,
+            "sqnr_db": sqnr_db(signal, noise),
             "fidelity_samples": len(inputs)}
 
 

@@ -12,7 +12,6 @@ import dataclasses
 import itertools
 import shutil
 import time
-import traceback
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,8 +27,8 @@ from ..compat import MIN_AGREEMENT_AT_SQNR, runtime_compat
 from ..errors import CompressError, ModelError, OutputError, UsageError
 from ..evaluate import tflite_accuracy, tflite_fidelity
 from ..model import ModelSource, load_model_source
-from ._convert import check_sample, convert
-from ._mixed import int8_mixed
+from ._convert import check_sample, compress_failure, convert
+from ._mixed import int8_mixed, require_measuring_data
 from ._recipes import (
     Chain,
     ConversionConfig,
@@ -60,20 +59,6 @@ class CompressedVariant:
     seconds: float
     details: dict[str, Any]
     module: Any = field(default=None, repr=False)
-
-
-def _in_model_file(exc: BaseException, model_file: Path) -> str:
-    """`` at model.py:11: if x.sum() > 0:``: the user's line that failed, when it is theirs.
-
-    torch.export's messages name the guard it could not build (data-dependent control
-    flow, say); the construct to change is the last line of the model file it ran.
-    """
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
-              if Path(frame.filename).resolve() == model_file.resolve()]
-    if not frames:
-        return ""
-    frame = frames[-1]
-    return f" at {model_file.name}:{frame.lineno}: {(frame.line or '').strip()}"
 
 
 def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformConfig | str,
@@ -113,10 +98,7 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
     except (UsageError, CompressError):
         raise
     except Exception as exc:
-        reason = str(exc).strip().splitlines()
-        raise CompressError(
-            f"{chain.recipe}: {type(exc).__name__}: {reason[0] if reason else ''}"
-            f"{_in_model_file(exc, source.path)}", recipe=chain.recipe) from exc
+        raise compress_failure(chain.recipe, exc, source.path) from exc
     if not target.is_file():
         raise CompressError(f"{chain.recipe}: converter wrote no file; its log ended with: "
                             f"{log[-1] if log else '(nothing)'}", recipe=chain.recipe)
@@ -219,7 +201,8 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
         # The host runtime is judged against the torch model this file was converted from
         # (after pruning and fine-tuning), so a retrained student is not "wrong" for
         # disagreeing with the original; quantization may flip near-ties only.
-        own = tflite_fidelity(variant.path, variant.module.eval(), inputs)["top1_agreement"]
+        own = (tflite_fidelity(variant.path, variant.module.eval(), inputs)["top1_agreement"]
+               if chain.transforms else fidelity["top1_agreement"])
         host = {**find_runtime().describe(), "loads": True,
                 "top1_agreement_with_source": own,
                 "ok": bool(own is None or own >= MIN_AGREEMENT_AT_SQNR)}
@@ -285,11 +268,9 @@ def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path
     if missing:
         raise ModelError(f"{missing[0]} fine-tunes the model: {source.path} must define "
                          "train_data() yielding (inputs, label)", path=source.path)
-    unmeasured = sorted(c.recipe for c in chains if c.needs_eval_data)
-    if unmeasured and (source.eval_data is None or source.calibration_data is None):
-        what = "eval_data()" if source.eval_data is None else "calibration_data()"
-        raise ModelError(f"{unmeasured[0]} measures every layer: {source.path} must define "
-                         f"{what} yielding (inputs, label)", path=source.path)
+    for chain in chains:
+        if chain.needs_eval_data:  # before any work, not after the other variants
+            require_measuring_data(source, chain.recipe)
     out_dir = Path(out_dir)
     staging = out_dir.parent / f".{out_dir.name}.staging-{uuid.uuid4().hex[:8]}"
     try:

@@ -8,6 +8,7 @@ Example::
 from __future__ import annotations
 
 import itertools
+import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,6 +48,22 @@ def convert(module: Any, example: tuple[Any, ...], config: ConversionConfig,
         return _fp16(module, example, target)
     _fp32(module, example, target)
     return {}
+
+
+def compress_failure(what: str, exc: BaseException, model_file: Path) -> CompressError:
+    """One line for an unexpected failure while compressing: ``what``, the exception's first
+    line and, when the failing line is the user's, where in the model file.
+
+    torch.export's messages name the guard it could not build (data-dependent control
+    flow, say); the construct to change is the last line of the model file it ran.
+    """
+    reason = str(exc).strip().splitlines()
+    message = f"{what}: {type(exc).__name__}: {reason[0] if reason else ''}"
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if Path(frame.filename).resolve() == model_file.resolve()]
+    if frames:
+        message += f" at {model_file.name}:{frames[-1].lineno}: {(frames[-1].line or '').strip()}"
+    return CompressError(message, recipe=what)
 
 
 def check_sample(inputs: tuple[Any, ...], example: tuple[Any, ...], what: str) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,11 @@ from typing import Any
 from device_agent.runtime import find_runtime
 
 from .._quiet import captured_native_output, silence_library_logging
+from ..artifact import operator_name
 from ..errors import CompressError, ModelError, OutputError, UsageError
 from ..evaluate import tflite_accuracy, tflite_fidelity
 from ..model import ModelSource, load_model_source
-from ._convert import calibrated_int8, check_sample, convert
+from ._convert import calibrated_int8, check_sample, compress_failure, convert
 from ._recipes import Fp32Config, Int8MixedConfig
 
 Progress = Callable[[str], None]
@@ -142,21 +143,30 @@ def _layer_quantizer(int8_layers: frozenset[str | None], per_channel: bool) -> A
         is_per_channel=per_channel, is_dynamic=False))
 
 
+def require_measuring_data(source: ModelSource, recipe: str) -> Callable[[], Iterable[Any]]:
+    """int8-mixed and --analyze measure every layer: eval and calibration data, or one line.
+
+    Returns ``eval_data``, known to be there.
+    """
+    if source.eval_data is None or source.calibration_data is None:
+        missing = "eval_data()" if source.eval_data is None else "calibration_data()"
+        raise ModelError(f"{recipe} measures every layer: the model file must define "
+                         f"{missing} yielding (inputs, label); a label may be None, then "
+                         "top-1 agreement with the float model is the metric",
+                         path=source.path)
+    return source.eval_data
+
+
 class _Bench:
     """Builds files from one module and measures them against it on the model's eval data."""
 
     def __init__(self, module: Any, source: ModelSource, *, per_channel: bool,
                  calibration_samples: int, recipe: str) -> None:
-        if source.eval_data is None or source.calibration_data is None:
-            missing = "eval_data()" if source.eval_data is None else "calibration_data()"
-            raise ModelError(f"{recipe} measures every layer: the model file must define "
-                             f"{missing} yielding (inputs, label); a label may be None, then "
-                             "top-1 agreement with the float model is the metric",
-                             path=source.path)
+        eval_data = require_measuring_data(source, recipe)
         self.module, self.example = module.eval(), source.example_input
         self.calibration_data, self.recipe = source.calibration_data, recipe
         self.per_channel, self.calibration_samples = per_channel, calibration_samples
-        self.samples = list(source.eval_data())
+        self.samples = list(eval_data())
         if not self.samples:
             raise ModelError("eval_data() yielded no samples", path=source.path)
         check_sample(tuple(self.samples[0][0]), self.example, "eval_data()")
@@ -231,9 +241,7 @@ def analyze_to_folder(model_path: str | Path, out_dir: str | Path, *,
     except (UsageError, CompressError):
         raise
     except Exception as exc:
-        reason = str(exc).strip().splitlines()
-        raise CompressError(f"--analyze: {type(exc).__name__}: {reason[0] if reason else ''}",
-                            recipe="--analyze") from exc
+        raise compress_failure("--analyze", exc, source.path) from exc
     out_dir = Path(out_dir)
     path = out_dir / "sensitivity.json"
     try:
@@ -289,7 +297,6 @@ def weighted_ops(path: Path) -> list[dict[str, str]]:
     """``[{"op": "CONV_2D", "weights": "INT8"}, ...]``: the file's weight-carrying operators."""
     from ai_edge_litert import schema_py_generated as schema
 
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     model = schema.Model.GetRootAs(path.read_bytes(), 0)
     found = []
@@ -297,9 +304,7 @@ def weighted_ops(path: Path) -> list[dict[str, str]]:
         graph = model.Subgraphs(s)
         for i in range(graph.OperatorsLength()):
             operator = graph.Operators(i)
-            code = model.OperatorCodes(operator.OpcodeIndex())
-            # BuiltinCode() alone misreads some old-style codes: take the larger field.
-            name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
+            name = operator_name(model.OperatorCodes(operator.OpcodeIndex()))
             if name in _WEIGHTED_OPS and operator.InputsLength() > 1:
                 weights = graph.Tensors(operator.Inputs(1))
                 found.append({"op": name, "weights": type_names.get(weights.Type(), "?")})
