@@ -38,13 +38,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from toolkit.compress import BUDGET_CANDIDATES, RECIPES, compress_to_folder  # noqa: E402
+from toolkit.compress import BUDGET_CANDIDATES, compress_to_folder  # noqa: E402
 
 MODELS = ("examples/digits_cnn.py", "examples/digits_mobilenet96.py")
 RECIPES_MEASURED = ("fp32,int8,prune-channels:0.5+distill,prune-channels:0.5+distill+int8,"
-                    "prune:0.8")
-#: Recipes another branch adds; measured by default once the code here knows them.
-LATER_RECIPES = ("int8-mixed", "qat")
+                    "prune:0.8,int8-mixed,qat")
 TFLITE_214 = (Path(os.environ.get("EDGE_TEST_CACHE") or Path.home() / ".cache" / "edge-tests")
               / "tflite-runtime-2.14.0" / "bin" / "python")
 
@@ -104,11 +102,6 @@ FLOORS = (
     Floor("int8-mixed", "drop_vs_int8", 0.0),
 )
 log = logging.getLogger("benchmarks.compress")
-
-
-def default_recipes() -> str:
-    known = [name for name in LATER_RECIPES if name in RECIPES]
-    return ",".join([RECIPES_MEASURED, *known])
 
 
 def time_variants(python: Path, files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
@@ -231,7 +224,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS),
                         help="comma-separated model files, relative to the repository")
-    parser.add_argument("--recipes", default=default_recipes(),
+    parser.add_argument("--recipes", default=RECIPES_MEASURED,
                         help="comma-separated recipe chains (fp32 is added when missing)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0,
@@ -252,7 +245,6 @@ def main() -> None:
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     recipes = args.recipes if "fp32" in args.recipes.split(",") else f"fp32,{args.recipes}"
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    left_out = [name for name in LATER_RECIPES if name not in RECIPES]
 
     with tempfile.TemporaryDirectory(prefix="edge-compress-bench-") as scratch:
         out = args.out or Path(scratch)
@@ -274,9 +266,6 @@ def main() -> None:
             print(f"! {row['model']} {row['recipe']}: tflite-runtime 2.14's outputs differ from "
                   f"ai-edge-litert's beyond toolkit.compat's tolerance (top-1 agreement "
                   f"{row['agreement_214']}, max relative error {row['error_214']})")
-    if left_out:
-        print(f"(not measured: {', '.join(left_out)} are not recipes in this code; "
-              "add them with --recipes once they are)")
     print("\nfloors:")
     for model, floor, value, met in check_floors(rows):
         print(f"  {'PASS' if met else 'FAIL'}  {model:<20} {floor.recipe:<32} "
