@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything the test suite needs on a fresh Debian machine, as root: system packages
-# (servers the tests start themselves), then torch first and alone (the CPU build on
-# disk; any other torch request pulls CUDA wheels), then edge with its dev extra.
+# (servers the tests start themselves), then a virtual environment of the project's own
+# (.venv, made here when missing, so the machine's Python and its packages cannot hide a
+# missing pin), torch first and alone into it (the CPU build on disk; any other torch request
+# pulls CUDA wheels), then edge with its dev extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +20,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-pip install torch==2.13.0
-pip install -e '.[dev]'
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install torch==2.13.0
+.venv/bin/python -m pip install -e '.[dev]'

@@ -1,5 +1,14 @@
 """Every error ``edge`` raises on purpose, one subclass per pipeline stage.
 
+Exit codes (:class:`ExitCode`, the same for every command)::
+
+    0 OK          everything asked was done and measured; edge check: no regression
+    1 FAILED      edge check: a regression; elsewhere: a stage failed (compress, agent)
+    2 USAGE       the user must fix an input (a path, a name, a model file, a target)
+    3 INCOMPLETE  the answer is not known: infrastructure (board unreachable, store
+                  unreachable or corrupt), a variant or cell not measured, or an
+                  edge check that is inconclusive
+
 ::
 
     EdgeError                   exit 1 unless the subclass says otherwise
@@ -11,13 +20,13 @@
     │   ├── BoardSetupError             the board lacks Python >= 3.9, numpy or a runtime
     │   ├── OutputError                 output folder or store path not writable
     │   └── CheckRefused                edge check asked to compare different models or boards
-    ├── InfrastructureError             board unreachable, link dropped, time-out, disk full,
+    ├── InfrastructureError     exit 3  board unreachable, link dropped, time-out, disk full,
     │   ├── TransferError               upload arrived corrupt (retried a bounded number of times)
     │   └── BoardBusyError              another edge job holds the board's lock
     ├── CompressError                   conversion or quantization failed
     ├── AgentError                      the agent could not run, or crashed, on the board
     ├── ResultError                     the agent's answer broke the job protocol
-    ├── StoreError                      the results store could not be read or written
+    ├── StoreError              exit 3  the results store could not be read or written
     └── MatrixIncomplete        exit 3  edge bench: some target x variant cells have no result
 
 Three kinds of failure on a board: infrastructure (``InfrastructureError``,
@@ -30,17 +39,28 @@ library callers catch the class they care about.
 
 from __future__ import annotations
 
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """What every ``edge`` command exits with; see the table above."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INCOMPLETE = 3
+
 
 class EdgeError(Exception):
     """Root of the tree; ``exit_code`` is what the CLI exits with."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.FAILED
 
 
 class UsageError(EdgeError):
     """The user gave something to fix: a path, a name, a model file."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ModelError(UsageError):
@@ -100,6 +120,7 @@ class BoardSetupError(UsageError):
 class InfrastructureError(EdgeError):
     """The way to the board failed (unreachable, dropped, timed out, disk full): retry."""
 
+    exit_code = ExitCode.INCOMPLETE
     retryable = True
 
     def __init__(self, message: str, *, target: str | None = None) -> None:
@@ -140,10 +161,12 @@ class ResultError(EdgeError):
 
 
 class StoreError(EdgeError):
-    """The results store failed."""
+    """The results store failed: unreachable, corrupt, or refused a write."""
+
+    exit_code = ExitCode.INCOMPLETE
 
 
 class MatrixIncomplete(EdgeError):
     """``edge bench`` finished, but some boards failed: the rest of the matrix is stored."""
 
-    exit_code = 3
+    exit_code = ExitCode.INCOMPLETE
