@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.bench import bench
-from toolkit.errors import TargetError
+from toolkit.errors import ModelError, TargetError
 from toolkit.lab import load_lab
 from toolkit.store import ResultsStore
 from toolkit.targets import load_target
@@ -137,3 +137,13 @@ def test_an_incomplete_matrix_exits_3_with_one_line(tmp_path: Path,
                                                    "from gone")
     assert "Traceback" not in err and "skipped (unhealthy)" in out
     assert "gone: skipped (reachable: " in err  # the health check's reason, shown
+
+
+def test_a_truncated_tflite_is_refused_before_any_board_is_touched(
+        digits_fp32_tflite: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(digits_fp32_tflite.read_bytes()[:1000])
+    with pytest.raises(ModelError, match=r"broken\.tflite is truncated or corrupt"):
+        bench([digits_fp32_tflite, broken], targets=[load_target("local")],
+              out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from pathlib import Path
 
@@ -96,6 +97,11 @@ def example_input():
     ("unknown target", "unknown target 'nosuchboard'; known targets: jetson-nano, "),
     ("unwritable output", "is not writable"),
     ("unknown recipe", "unknown recipe 'int3'"),
+    ("empty tflite", "model.tflite is empty (0 bytes): not a TFLite model"),
+    ("truncated tflite", "model.tflite is truncated or corrupt: a table or vector runs past "
+                         "the end of its"),
+    ("random tflite", "model.tflite is not a TFLite model: no TFL3 flatbuffer identifier"),
+    ("tiny tflite", "model.tflite is truncated: 6 bytes, shorter than a TFLite header"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case: str, message: str,
                                                           tflite_copy: Path,
@@ -113,6 +119,11 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case: str, message: str
         out = write(tmp_path / "a-file", "") / "out"  # a file where a folder must go
     elif case == "unknown recipe":
         model, recipe = DIGITS_MODEL, "fp32,int3"
+    elif case.endswith(" tflite"):  # never stored as a run nor sent to a board
+        data = tflite_copy.read_bytes()
+        tflite_copy.write_bytes({"empty": b"", "truncated": data[:len(data) * 2 // 3],
+                                 "random": random.Random(13).randbytes(len(data)),
+                                 "tiny": data[:6]}[case.split()[0]])
     result = invoke("deploy", str(model), "--target", target, "-o", str(out),
                     "--recipe", recipe)
     assert result.exit_code == 2

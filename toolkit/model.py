@@ -53,8 +53,10 @@ def load_model_source(path: str | Path) -> ModelSource:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist", path=path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     if path.suffix == ".tflite":
+        check_tflite(path, data)
         return ModelSource(path=path, sha256=digest)
     if path.suffix != ".py":
         raise ModelError(f"model file {path} must be a .py model file or a .tflite file",
@@ -76,6 +78,89 @@ def load_model_source(path: str | Path) -> ModelSource:
         eval_data=_callable(namespace, "eval_data", path, required=False),
         train_data=_callable(namespace, "train_data", path, required=False),
     )
+
+
+#: Header of a TFLite flatbuffer: 4 bytes root offset, then the file identifier.
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def check_tflite(path: Path, data: bytes) -> None:
+    """Refuse, in one line, a ``.tflite`` that is empty, truncated or not a TFLite model.
+
+    Checked on the host before anything is built, stored or sent: a broken file is the
+    user's to fix (exit 2), not a variant that "failed on the board".  The flatbuffer is
+    walked in pure Python (every table, vector and buffer the runtime would read), so a
+    malformed file raises here instead of crashing an interpreter.
+    """
+    if not data:
+        raise ModelError(f"{path} is empty (0 bytes): not a TFLite model", path=path)
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+        if len(data) < 8 and TFLITE_IDENTIFIER.startswith(data[4:8]):
+            raise ModelError(f"{path} is truncated: {len(data)} bytes, shorter than a "
+                             "TFLite header", path=path)
+        raise ModelError(f"{path} is not a TFLite model: no {TFLITE_IDENTIFIER.decode()} "
+                         f"flatbuffer identifier at bytes 4..8 (found {data[4:8]!r})", path=path)
+    try:
+        problem = _tflite_structure_problem(data)
+    except Exception:  # noqa: BLE001 - struct, index and numpy errors all mean "past the end"
+        problem = (f"is truncated or corrupt: a table or vector runs past the end of its "
+                   f"{len(data)} bytes")
+    if problem:
+        raise ModelError(f"{path} {problem}", path=path)
+
+
+def _tflite_structure_problem(data: bytes) -> str | None:
+    """What is wrong with the model's structure, or None; raises when a read leaves the file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    size = len(data)
+    root = int.from_bytes(data[:4], "little")
+    if root >= size:
+        return (f"is truncated or corrupt: its root table offset {root} is past the end of "
+                f"its {size} bytes")
+    model = schema.Model.GetRootAs(data, 0)
+    model.Version()
+    codes = model.OperatorCodesLength()
+    for index in range(codes):
+        code = model.OperatorCodes(index)
+        code.BuiltinCode(), code.DeprecatedBuiltinCode(), code.Version(), code.CustomCode()
+    buffers = model.BuffersLength()
+    for index in range(buffers):
+        buffer = model.Buffers(index)
+        if buffer.DataLength():
+            buffer.DataAsNumpy()  # numpy refuses a vector that runs past the end
+        if buffer.Offset() > 1 and buffer.Offset() + buffer.Size() > size:
+            return (f"is truncated: buffer {index} ends at byte "
+                    f"{buffer.Offset() + buffer.Size()} of {size}")
+    if model.SubgraphsLength() == 0:
+        return "is not a usable TFLite model: it has no subgraph"
+    for number in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(number)
+        tensors = graph.TensorsLength()
+        for index in range(tensors):
+            tensor = graph.Tensors(index)
+            tensor.Type(), tensor.Name()
+            if tensor.ShapeLength():
+                tensor.ShapeAsNumpy()
+            if tensor.Buffer() >= max(buffers, 1):
+                return f"is corrupt: tensor {index} names buffer {tensor.Buffer()} of {buffers}"
+        indices = [*_indices(graph.InputsAsNumpy, graph.InputsLength()),
+                   *_indices(graph.OutputsAsNumpy, graph.OutputsLength())]
+        for index in range(graph.OperatorsLength()):
+            operator = graph.Operators(index)
+            if operator.OpcodeIndex() >= codes:
+                return (f"is corrupt: operator {index} names operator code "
+                        f"{operator.OpcodeIndex()} of {codes}")
+            indices += [*_indices(operator.InputsAsNumpy, operator.InputsLength()),
+                        *_indices(operator.OutputsAsNumpy, operator.OutputsLength())]
+        bad = [i for i in indices if i >= tensors or i < -1]
+        if bad:
+            return f"is corrupt: subgraph {number} names tensor {bad[0]} of {tensors}"
+    return None
+
+
+def _indices(read: Callable[[], Any], length: int) -> list[int]:
+    return [int(i) for i in read()] if length else []
 
 
 def _import_file(path: Path) -> Any:
