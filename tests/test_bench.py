@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.bench import bench
+from toolkit.bench import BenchCell, bench
 from toolkit.errors import ModelError, TargetError
 from toolkit.lab import load_lab
 from toolkit.store import ResultsStore
@@ -147,3 +147,39 @@ def test_a_truncated_tflite_is_refused_before_any_board_is_touched(
         bench([digits_fp32_tflite, broken], targets=[load_target("local")],
               out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_cell_exits_3_and_the_summary_shows_why(digits_fp32_tflite: Path,
+                                                          tmp_path: Path) -> None:
+    from .models.segfaulting_tflite import write_segfaulting_tflite
+
+    segfaults = write_segfaulting_tflite(tmp_path / "segfaults.tflite")
+    done = run_cli("bench", str(digits_fp32_tflite), str(segfaults), "--targets", "local",
+                   "--no-health-check", "-o", str(tmp_path / "out"), "--min-runs", "20",
+                   "--min-seconds", "0.1", cwd=tmp_path)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 3, err
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines()
+            if line.count("│") >= 5 and "tflite" in line}
+    assert "failed: killed by signal SIGSEGV" in rows["segfaults"]
+    # The measured cell shows the agent's verdict, never a bare "ok".
+    assert "VALID" in rows[digits_fp32_tflite.stem] and " ok " not in rows[digits_fp32_tflite.stem]
+    assert err.strip().splitlines()[-1] == ("edge: error: matrix incomplete: 1 of 2 cells failed "
+                                            "(segfaults/local/tflite)")
+    with ResultsStore(tmp_path / "out" / "results.sqlite") as store:
+        assert len(store.list_runs()) == 2  # both models' runs are stored
+
+
+def test_the_summary_shows_invalid_cells_with_their_reasons() -> None:
+    invalid = BenchCell(target="pi", model="m", variant="int8", status="ok", p50_ms=1.0,
+                        verdict="INVALID", verdict_reasons=("too short: 0.1 s < 1 s",))
+    assert invalid.shown_status == "INVALID: too short: 0.1 s < 1 s"
+    assert BenchCell(target="pi", model="m", variant="fp32", status="ok",
+                     verdict="VALID").shown_status == "VALID"
+    failed = BenchCell(target="pi", model="m", variant="x", status="failed",
+                       error="killed by signal SIGSEGV")
+    assert failed.shown_status == "failed: killed by signal SIGSEGV"
+    gone = BenchCell(target="pi", model="m", variant="x", status="error",
+                     error_class="infrastructure", error="unreachable")
+    assert gone.shown_status == "error (infrastructure): unreachable"

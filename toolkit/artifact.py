@@ -75,6 +75,26 @@ class Artifact:
         return data
 
 
+@dataclass(frozen=True, kw_only=True)
+class FailedVariant:
+    """A variant that could not be built: which recipe, at which stage, and why.
+
+    It still travels with the run (one failed record per target), so the report and
+    the store show what was asked for and did not come out, beside what was measured.
+    """
+
+    variant: str
+    config: dict[str, Any]
+    stage: str  # "compress": conversion failed, or the converted file does not load
+    error: str
+
+    def record(self, target: str) -> dict[str, Any]:
+        """The failed result record of this variant on ``target``."""
+        return {"target": target, "variant": self.variant,
+                "recipe": self.config.get("recipe", self.variant), "config": self.config,
+                "status": "failed", "stage": self.stage, "error": f"not built: {self.error}"}
+
+
 def describe_artifact(variant: str, path: Path, **known: Any) -> Artifact:
     # gzip size shows what unstructured sparsity saves on the wire and on disk.
     return Artifact(variant=variant, path=path, sha256=sha256_file(path),
@@ -121,11 +141,15 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 def write_manifest(bundle_dir: Path, source: ModelSource, artifacts: list[Artifact],
-                   **extra: Any) -> Path:
-    """``manifest.json``: the model, one entry per variant, and ``extra`` sections."""
+                   failed: list[FailedVariant] | None = None, **extra: Any) -> Path:
+    """``manifest.json``: the model, one entry per variant, and ``extra`` sections.
+
+    ``failed``: the variants that could not be built, each with its stage and reason.
+    """
     manifest = {
         "model": {"name": source.name, "path": str(source.path), "sha256": source.sha256},
         "variants": [artifact.to_dict() for artifact in artifacts],
+        **({"failed": [asdict(f) for f in failed]} if failed else {}),
         **extra,
     }
     path = bundle_dir / "manifest.json"

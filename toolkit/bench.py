@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifact import Artifact
+from .artifact import Artifact, FailedVariant
 from .compress import parse_recipes
 from .errors import (
     AgentError,
     BoardBusyError,
     EdgeError,
     InfrastructureError,
+    MatrixIncomplete,
     ResultError,
     UsageError,
 )
@@ -76,6 +77,18 @@ class BenchCell:
     error_class: str = ""  # infrastructure, job, result, usage, unhealthy
     error: str = ""
     p50_ms: float | None = None
+    verdict: str = ""  # the agent's VALID / INVALID for a measured cell ("" from older agents)
+    verdict_reasons: tuple[str, ...] = ()
+
+    @property
+    def shown_status(self) -> str:
+        """What the summary says: VALID, INVALID with its reasons, or the failure's reason."""
+        if self.status == "ok":
+            if self.verdict and self.verdict != "VALID":
+                return f"{self.verdict}: {'; '.join(self.verdict_reasons)}".rstrip(": ")
+            return self.verdict or "ok"
+        kind = f"{self.status} ({self.error_class})" if self.error_class else self.status
+        return f"{kind}: {self.error}" if self.error else kind
 
 
 @dataclass(frozen=True)
@@ -87,8 +100,20 @@ class BenchOutcome:
 
     @property
     def complete(self) -> bool:
-        """Every cell has a measurement (a model that fails on a board still counts)."""
-        return all(c.status in ("ok", "failed") for c in self.cells)
+        """Every cell was measured: a variant that failed to build or to run is a hole too."""
+        return all(c.status == "ok" for c in self.cells)
+
+    def incomplete(self) -> MatrixIncomplete | None:
+        """The error to exit with when a cell has no measurement (the rest is stored)."""
+        if self.complete:
+            return None
+        missing = sorted({c.target for c in self.cells if c.status not in ("ok", "failed")})
+        failed = [f"{c.model}/{c.target}/{c.variant}" for c in self.cells
+                  if c.status == "failed"]
+        parts = ([f"no results from {', '.join(missing)}"] if missing else []) + \
+            ([f"{len(failed)} of {len(self.cells)} cells failed ({', '.join(failed)})"]
+             if failed else [])
+        return MatrixIncomplete(f"matrix incomplete: {'; '.join(parts)}")
 
 
 @dataclass
@@ -98,7 +123,12 @@ class _Prepared:
     staging: Path
     final_dir: Path
     artifacts: list[Artifact]
+    failed: list[FailedVariant]
     references: dict[str, Path]
+
+    def failed_records(self, target: Target) -> list[dict[str, Any]]:
+        """The variants that were not built, as failed cells of ``target``."""
+        return [failure.record(target.name) for failure in self.failed]
 
 
 def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: str = "fp32,int8",
@@ -150,6 +180,7 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
                                                    left_out[target.name], status="skipped")
                     else:
                         results += by_target[target.name][index]
+                    results += model.failed_records(target)
                 _mark_shared_machines(results, concurrent=len(healthy) > 1)
                 run = new_run(model.run_id, model.source, model.final_dir, results, tags)
                 publish_run(store, run, model.staging, model.final_dir)
@@ -161,7 +192,10 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
     cells = [BenchCell(target=r["target"], model=run.model_name, variant=r["variant"],
                        status=r["status"], error_class=r.get("error_class", ""),
                        error=r.get("error", ""),
-                       p50_ms=(r.get("latency_ms") or {}).get("p50"))
+                       p50_ms=(r.get("latency_ms") or {}).get("p50"),
+                       verdict=(r.get("verdict") or {}).get("status", ""),
+                       verdict_reasons=tuple(str(reason) for reason in
+                                             (r.get("verdict") or {}).get("reasons", [])))
              for run in runs for r in run.results]
     return BenchOutcome(runs=runs, cells=cells, left_out=left_out, store_path=store_path)
 
@@ -189,6 +223,8 @@ def _one_job(target: Target, model: _Prepared, settings: dict[str, Any] | None,
     """Run one model's variants on one board; a board failure becomes failed records."""
     deadline = time.monotonic() + busy_wait_seconds
     name = model.source.name
+    if not model.artifacts:  # every variant failed to build: nothing to send
+        return []
     while True:
         notify(BenchEvent(target.name, name, "running"))
         try:

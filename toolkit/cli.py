@@ -87,6 +87,9 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
     MODEL is a Python model file (build_model(), example_input(), optionally
     calibration_data() and eval_data()) or a .tflite file deployed as it is.
 
+    Exit status 0 when every variant was measured; 3 when one failed to build or to
+    run (each is named on stderr; the measured ones are stored and reported).
+
     Example: edge deploy examples/digits_cnn.py --target local
     """
     settings = {key: value for key, value in
@@ -105,13 +108,18 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
                                "report": {k: str(v) for k, v in outcome.report.items()},
                                "choices": [c.message for c in outcome.choices],
                                "results": outcome.run.results}, indent=2))
-        return
-    for choice in outcome.choices:
-        click.echo(choice.message)
-    click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
-    click.echo(f"report: {outcome.report['html']}")
-    click.echo(f"        {outcome.report['markdown']}")
-    click.echo(f"stored as run {outcome.run.run_id} in {describe_store(outcome.store_path)}")
+    else:
+        for choice in outcome.choices:
+            click.echo(choice.message)
+        click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
+        click.echo(f"report: {outcome.report['html']}")
+        click.echo(f"        {outcome.report['markdown']}")
+        click.echo(f"stored as run {outcome.run.run_id} in {describe_store(outcome.store_path)}")
+    for line in outcome.failures:
+        click.echo(line, err=True)
+    incomplete = outcome.incomplete()
+    if incomplete is not None:
+        raise incomplete
 
 
 def _thread_counts(value: str | None) -> list[int] | None:

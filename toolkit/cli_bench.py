@@ -13,11 +13,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from .bench import DEFAULT_BUSY_WAIT_SECONDS, BenchEvent, BenchOutcome, bench
 from .doctor import diagnose
-from .errors import MatrixIncomplete
 from .lab import load_lab
 from .pipeline import DEFAULT_OUT_DIR, STORE_ENV
 from .targets import Target
@@ -87,8 +87,9 @@ def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | 
                   busy_wait: float, health_check: bool, as_json: bool) -> None:
     """Run every MODEL's recipes on every board at once; one stored run per model.
 
-    Exit status 0 when every cell was measured, 3 when some boards failed (their
-    cells name the error class; the other boards' results are stored).
+    Exit status 0 when every cell was measured, 3 when a board failed (its cells
+    name the error class) or a variant failed to build or to run on a board (the
+    cell shows why); everything measured is stored.
 
     Example: edge bench examples/digits_cnn.py --targets tag:rpi4 --recipe fp32,int8
     """
@@ -107,9 +108,9 @@ def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | 
         Console(file=sys.stdout).print(_summary(outcome))
         for run in outcome.runs:
             click.echo(f"stored {run.model_name} as run {run.run_id}: {run.report_dir}")
-    if not outcome.complete:
-        missing = sorted({c.target for c in outcome.cells if c.status not in ("ok", "failed")})
-        raise MatrixIncomplete(f"matrix incomplete: no results from {', '.join(missing)}")
+    incomplete = outcome.incomplete()
+    if incomplete is not None:
+        raise incomplete
 
 
 def _health_reason(target: Target) -> str | None:
@@ -120,9 +121,8 @@ def _health_reason(target: Target) -> str | None:
 def _summary(outcome: BenchOutcome) -> Table:
     table = Table("model", "board", "variant", "p50 ms", "status", title="edge bench summary")
     for cell in outcome.cells:
-        status = cell.status if not cell.error_class else f"{cell.status} ({cell.error_class})"
         p50 = f"{cell.p50_ms:.3f}" if cell.p50_ms is not None else ""
-        table.add_row(cell.model, cell.target, cell.variant, p50, status)
+        table.add_row(cell.model, cell.target, cell.variant, p50, escape(cell.shown_status))
     return table
 
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from device_agent import protocol
 
-from .artifact import Artifact, write_manifest
+from .artifact import Artifact, FailedVariant, write_manifest
 from .choose import Choice, choose_fastest, split_by_budget
 from .compress import Chain, build_artifacts, parse_recipes
-from .errors import OutputError, ResultError, UsageError
+from .errors import MatrixIncomplete, OutputError, ResultError, UsageError
 from .model import ModelSource, load_model_source
 from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
 from .project import git_commit, resolve_store_path
@@ -49,6 +49,39 @@ class DeployOutcome:
     store_path: Path | str
     #: With an accuracy budget: per target, the variant picked by measured latency, and why.
     choices: list[Choice] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per variant not measured, with its reason (see :func:`failure_lines`)."""
+        return failure_lines(self.run.results)
+
+    def incomplete(self) -> MatrixIncomplete | None:
+        """The error to exit with when a variant was not measured (the run is stored)."""
+        failed = sorted({_failed_name(r) for r in self.run.results if r["status"] != "ok"})
+        if not failed:
+            return None
+        total = len({(r["target"], r["variant"]) for r in self.run.results})
+        measured = total - sum(r["status"] != "ok" for r in self.run.results)
+        kept = (f"what was measured is stored in run {self.run.run_id}" if measured
+                else f"run {self.run.run_id} stores the failures")
+        return MatrixIncomplete(f"{total - measured} of {total} variants not measured "
+                                f"({', '.join(failed)}); {kept}")
+
+
+def failure_lines(results: list[dict[str, Any]]) -> list[str]:
+    """``"int8-dynamic: not built: ..."``, ``"segv on local: killed by signal ..."``.
+
+    A variant that failed to build failed for every target: it is named once.
+    """
+    lines = {f"{_failed_name(r)}: {r.get('error') or r['status']}": None
+             for r in results if r["status"] != "ok"}
+    return list(lines)
+
+
+def _failed_name(record: dict[str, Any]) -> str:
+    if record.get("stage") == "compress":
+        return record["variant"]
+    return f"{record['variant']} on {record['target']}"
 
 
 def default_store_path(out_dir: Path) -> Path | str:
@@ -85,15 +118,20 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     final_dir = out_dir / "runs" / run_id
     try:
         with ResultsStore(store_path) as store:
-            artifacts, references = prepare_model(source, configs, staging)
+            artifacts, failed, references = prepare_model(source, configs, staging)
             over: list[Artifact] = []
             if max_accuracy_drop is not None:
                 artifacts, over = split_by_budget(artifacts, max_accuracy_drop)
                 for artifact in over:
                     _log.warning("%s left out: accuracy more than %g points below fp32",
                                  artifact.variant, max_accuracy_drop)
-            per_target = {target.name: run_on_target(target, run_id, artifacts, settings,
-                                                     threads, references)
+            for failure in failed:
+                _log.warning("%s not built: %s", failure.variant, failure.error)
+            # A variant that failed to build stays in the run as a failed record per target.
+            per_target = {target.name: [*(run_on_target(target, run_id, artifacts, settings,
+                                                        threads, references)
+                                          if artifacts else []),
+                                        *(f.record(target.name) for f in failed)]
                           for target in chosen}
             choices = ([choose_fastest(name, records) for name, records in per_target.items()]
                        if max_accuracy_drop is not None else [])
@@ -112,12 +150,17 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                  "html": final_dir / "report.html"}, choices=choices)
 
 
-def prepare_model(source: ModelSource, configs: list[Chain],
-                  staging: Path) -> tuple[list[Artifact], dict[str, Path]]:
-    """Compress ``source`` into ``staging/artifacts`` (with its manifest) and its references."""
-    artifacts = build_artifacts(source, configs, staging / "artifacts")
-    write_manifest(staging / "artifacts", source, artifacts)
-    return artifacts, _build_references(source, artifacts, staging / "references")
+def prepare_model(source: ModelSource, configs: list[Chain], staging: Path
+                  ) -> tuple[list[Artifact], list[FailedVariant], dict[str, Path]]:
+    """Compress ``source`` into ``staging/artifacts`` (with its manifest) and its references.
+
+    A variant that cannot be built is returned among the failed, with its reason; the
+    others are built all the same.
+    """
+    failed: list[FailedVariant] = []
+    artifacts = build_artifacts(source, configs, staging / "artifacts", failed=failed)
+    write_manifest(staging / "artifacts", source, artifacts, failed)
+    return artifacts, failed, _build_references(source, artifacts, staging / "references")
 
 
 def new_run(run_id: str, source: ModelSource, final_dir: Path,

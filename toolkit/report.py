@@ -70,7 +70,8 @@ class Plot:
 
 
 def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[ReportRow]:
-    baseline_size = {r["target"]: r["size_bytes"] for r in run.results if r["variant"] == "fp32"}
+    baseline_size = {r["target"]: r["size_bytes"] for r in run.results
+                     if r["variant"] == "fp32" and "size_bytes" in r}
     before = {(r["target"], r["variant"]): r for r in (baseline.results if baseline else [])
               if r.get("status") == "ok"}
     rows = []
@@ -82,8 +83,10 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             target=result["target"],
             variant=result["variant"],
             status=result["status"],
-            size=f"{result['size_bytes'] / 1024:.1f} KiB",
-            size_ratio=f"{result['size_bytes'] / base:.2f}x" if base else "",
+            # A variant that failed to build has no file.
+            size=f"{result['size_bytes'] / 1024:.1f} KiB" if "size_bytes" in result else "",
+            size_ratio=f"{result['size_bytes'] / base:.2f}x"
+            if base and "size_bytes" in result else "",
             accuracy=_percent(result.get("accuracy")),
             p50=_ms(latency.get("p50")),
             p90=_ms(latency.get("p90")),

@@ -22,7 +22,7 @@ from typing import Any
 from device_agent.runtime import find_runtime
 
 from .._quiet import captured_native_output, silence_library_logging
-from ..artifact import Artifact, describe_artifact, write_manifest
+from ..artifact import Artifact, FailedVariant, describe_artifact, write_manifest
 from ..compat import MIN_AGREEMENT_AT_SQNR, runtime_compat
 from ..errors import CompressError, ModelError, OutputError, UsageError
 from ..evaluate import tflite_accuracy, tflite_fidelity
@@ -177,11 +177,16 @@ def _has_labels(source: ModelSource) -> bool:
 
 def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
                     progress: Progress = _quiet,
-                    compat_pythons: Sequence[Path] = ()) -> list[Artifact]:
+                    compat_pythons: Sequence[Path] = (),
+                    failed: list[FailedVariant] | None = None) -> list[Artifact]:
     """Compress every chain into ``folder`` and describe each file with its measured quality.
 
     ``compat_pythons``: other Pythons (e.g. a venv with tflite-runtime 2.14) under whose
     runtime every file must load and compute what the host runtime computes.
+    ``failed``: when given, a chain that cannot be built for this model (its conversion
+    fails, its file does not load, or it needs data the model file lacks) is appended
+    there with its reason and the other chains are still built; without it, the first
+    such failure is raised.
     """
     if source.is_tflite:
         copied = folder / source.path.name
@@ -191,7 +196,16 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
     artifacts = []
     for chain in chains:
         progress(f"{chain.recipe}: start")
-        variant = compress(source, chain, folder, progress=progress)
+        try:
+            variant = compress(source, chain, folder, progress=progress)
+        except (CompressError, ModelError) as exc:
+            if failed is None:
+                raise
+            reason = str(exc).removeprefix(f"{chain.recipe}: ")
+            failed.append(FailedVariant(variant=chain.recipe, config=chain.to_dict(),
+                                        stage="compress", error=reason))
+            progress(f"{chain.recipe}: failed: {reason}")
+            continue
         quality: dict[str, Any] = {}
         if source.eval_data is not None and _has_labels(source):
             progress(f"{chain.recipe}: evaluating")
