@@ -5,15 +5,21 @@ models and int8 runs several times slower than fp32.  So ``edge deploy
 --max-accuracy-drop P`` measures every candidate within the budget on each board
 and picks the lowest median latency there, saying why when a smaller variant lost.
 
+A figure is only as good as its measurement: only VALID measurements compete (an
+INVALID one was too short, too noisy, throttled or computed wrong outputs), and a
+latency difference within the runs' own noise decides nothing, so then the smaller
+file wins.  Every candidate left out is named with its reason.
+
 Example::
 
     within, over = split_by_budget(artifacts, max_drop=0.5)
-    choice = choose_fastest("rpi4", records)
-    print(choice.message)   # "rpi4: int8 (p50 0.41 ms) ..."
+    choice = choose_fastest("rpi4", records, left_out=over)
+    print(*choice.lines(), sep="\\n")   # "rpi4: picked int8 (p50 0.41 ms) ..."
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,18 +27,45 @@ from typing import Any
 from .artifact import Artifact
 from .errors import UsageError
 
+#: Two-sided 95 % normal quantile, for the distribution-free interval of a median.
+_Z95 = 1.96
+
 
 def split_by_budget(artifacts: Sequence[Artifact],
-                    max_drop: float) -> tuple[list[Artifact], list[Artifact]]:
-    """(within, over): the fp32 variant's accuracy is the reference; drops are in points."""
+                    max_drop: float) -> tuple[list[Artifact], list[tuple[str, str]]]:
+    """(within, left out with why): fp32's accuracy is the reference; drops are in points.
+
+    A candidate is left out when its accuracy drops more than ``max_drop`` points, when it
+    has no accuracy figure, or when a runtime it was checked under computed it wrongly.
+    """
     baseline = next((a for a in artifacts if a.variant == "fp32"), None)
     if baseline is None or baseline.accuracy is None:
         raise UsageError("--max-accuracy-drop needs labelled eval data and the fp32 variant "
                          "as the reference")
     reference = baseline.accuracy
-    within = [a for a in artifacts
-              if a.accuracy is not None and 100 * (reference - a.accuracy) <= max_drop]
-    return within, [a for a in artifacts if a not in within]
+    within, over = [], []
+    for artifact in artifacts:
+        wrong = [c for c in artifact.runtime_compat if not c.get("ok")]
+        if artifact.accuracy is None:
+            over.append((artifact.variant, "no accuracy figure to hold to the budget"))
+        elif 100 * (reference - artifact.accuracy) > max_drop:
+            over.append((artifact.variant,
+                         f"over the accuracy budget: {100 * (reference - artifact.accuracy):.2f}"
+                         f" points below fp32 (budget {max_drop:g})"))
+        elif wrong:
+            over.append((artifact.variant,
+                         "not correct on every runtime: " + "; ".join(_compat(c) for c in wrong)))
+        else:
+            within.append(artifact)
+    return within, over
+
+
+def _compat(check: dict[str, Any]) -> str:
+    runtime = f"{check.get('name', 'a runtime')} {check.get('version', '')}".strip()
+    agreement = check.get("top1_agreement_with_source", check.get("top1_agreement"))
+    why = check.get("error") or (f"top-1 agreement {agreement:.3f} with the source"
+                                 if isinstance(agreement, int | float) else "outputs differ")
+    return f"{runtime}: {why}"
 
 
 @dataclass(frozen=True)
@@ -40,22 +73,124 @@ class Choice:
     target: str
     variant: str | None
     message: str
+    #: Every candidate that did not compete, with why: (variant, reason).
+    left_out: tuple[tuple[str, str], ...] = ()
+
+    def lines(self) -> list[str]:
+        """The pick, then one line per candidate left out."""
+        return [self.message, *(f"  {self.target}: left out {variant}: {reason}"
+                                for variant, reason in self.left_out)]
 
 
-def choose_fastest(target: str, records: list[dict[str, Any]]) -> Choice:
-    """The measured variant with the lowest p50 on ``target``; the message says why."""
-    measured = sorted((r for r in records if r["status"] == "ok" and r.get("latency_ms")),
-                      key=lambda r: r["latency_ms"]["p50"])
-    if not measured:
-        return Choice(target, None, f"{target}: no variant within the budget was measured")
-    best = measured[0]
-    p50 = best["latency_ms"]["p50"]
-    slower = [f"{r['variant']} is {r['latency_ms']['p50'] / p50:.1f}x slower"
-              for r in measured[1:]]
-    smaller_but_slower = [r["variant"] for r in measured[1:]
-                          if r.get("size_bytes", 0) < best.get("size_bytes", 0)]
-    why = (f"; smaller {', '.join(smaller_but_slower)} lost on this board's latency"
-           if smaller_but_slower else "")
-    return Choice(target, best["variant"],
-                  f"{target}: picked {best['variant']} (p50 {p50:.3f} ms, fastest within the "
-                  f"accuracy budget){'; ' + ', '.join(slower) if slower else ''}{why}")
+def choose_fastest(target: str, records: list[dict[str, Any]],
+                   left_out: Sequence[tuple[str, str]] = ()) -> Choice:
+    """The VALID measurement with the lowest p50 on ``target``, unless within noise.
+
+    ``left_out``: candidates that never ran (e.g. over the accuracy budget), with why.
+    When the fastest is not faster beyond noise than others, the smallest file among
+    those tied wins, and the message says the difference was within noise.
+    """
+    out = list(left_out)
+    valid = []
+    for record in records:
+        reason = _not_competing(record)
+        if reason:
+            out.append((record["variant"], reason))
+        else:
+            valid.append(record)
+    if not valid:
+        return Choice(target, None, f"{target}: no variant within the budget has a VALID "
+                      "measurement; nothing picked", tuple(out))
+    valid.sort(key=_p50)
+    fastest = valid[0]
+    tied = [(r, why) for r in valid[1:] if (why := within_noise(fastest, r))]
+    if tied:
+        pick = min([fastest, *(r for r, _ in tied)], key=lambda r: r.get("size_bytes", math.inf))
+        others = [r for r in [fastest, *(r for r, _ in tied)] if r is not pick]
+        why = "; ".join(f"{r['variant']}: {reason}" for r, reason in tied)
+        message = (f"{target}: picked {pick['variant']} (p50 {_ms(_p50(pick))}, "
+                   f"{_kib(pick)}): its latency and that of "
+                   f"{', '.join(r['variant'] for r in others)} differ within noise ({why}), "
+                   "so the smaller file wins")
+    else:
+        pick = fastest
+        message = (f"{target}: picked {pick['variant']} (p50 {_ms(_p50(pick))}, fastest "
+                   "within the accuracy budget, beyond noise)")
+    slower = [r for r in valid if r is not pick and all(r is not t for t, _ in tied)]
+    if slower:
+        message += "; " + ", ".join(f"{r['variant']} is {_p50(r) / _p50(pick):.1f}x slower"
+                                    for r in slower)
+    smaller_but_slower = [r["variant"] for r in slower
+                          if r.get("size_bytes", 0) < pick.get("size_bytes", 0)]
+    if smaller_but_slower:
+        message += f"; smaller {', '.join(smaller_but_slower)} lost on this board's latency"
+    return Choice(target, pick["variant"], message, tuple(out))
+
+
+def _not_competing(record: dict[str, Any]) -> str | None:
+    """Why a measured record cannot be picked, or None when it can."""
+    if record["status"] != "ok":
+        return f"{record['status']}: {record.get('error') or 'no reason given'}"
+    verdict = record.get("verdict")
+    if not isinstance(verdict, dict):
+        return "no verdict from the board (an older agent): validity unknown"
+    if verdict.get("status") != "VALID":
+        reasons = "; ".join(str(r) for r in verdict.get("reasons") or [])
+        return f"{verdict.get('status')}: {reasons}" if reasons else str(verdict.get("status"))
+    if not (record.get("latency_ms") or {}).get("p50"):
+        return "no latency figure"
+    return None
+
+
+def within_noise(fast: dict[str, Any], slow: dict[str, Any]) -> str | None:
+    """Why ``slow``'s median is not slower than ``fast``'s beyond noise, or None if it is.
+
+    Two tests, either of which calls it noise: the relative difference is no larger than
+    the noisier run's robust CV (MAD / median), or the 95 % intervals of the two medians
+    (distribution-free, from the raw samples) overlap.
+    """
+    a, b = _p50(fast), _p50(slow)
+    difference = (b - a) / a
+    cv = max(_robust_cv(fast), _robust_cv(slow))
+    if difference <= cv:
+        return (f"p50 {_ms(a)} vs {_ms(b)}: {difference:+.1%}, not above the robust CV "
+                f"{cv:.1%}")
+    first, second = median_interval(fast), median_interval(slow)
+    if first and second and second[0] <= first[1]:
+        return (f"p50 {_ms(a)} vs {_ms(b)}: the medians' 95 % intervals overlap "
+                f"([{_ms(first[0])}, {_ms(first[1])}] and [{_ms(second[0])}, {_ms(second[1])}])")
+    return None
+
+
+def median_interval(record: dict[str, Any]) -> tuple[float, float] | None:
+    """A 95 % interval of the median from the raw samples (order statistics), or None.
+
+    Distribution-free: the ranks n/2 -+ 1.96 sqrt(n)/2 of the sorted samples.
+    """
+    samples = sorted(float(s) for s in record.get("latency_samples_ms") or [])
+    n = len(samples)
+    if n < 2:
+        return None
+    half_width = _Z95 * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half_width) - 1)
+    high = min(n - 1, math.ceil(n / 2 + half_width))
+    return samples[low], samples[high]
+
+
+def _robust_cv(record: dict[str, Any]) -> float:
+    latency = record.get("latency_ms") or {}
+    value = latency.get("robust_cv", latency.get("cv"))
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _p50(record: dict[str, Any]) -> float:
+    return float(record["latency_ms"]["p50"])
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1000:.3g} us" if value < 1 else f"{value:.4g} ms"
+
+
+def _kib(record: dict[str, Any]) -> str:
+    size = record.get("size_bytes")
+    return f"{size / 1024:.1f} KiB" if isinstance(size, int) else "size unknown"

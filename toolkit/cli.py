@@ -54,7 +54,8 @@ def main() -> None:
                    f"{BUDGET_CANDIDATES}].")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="POINTS",
               help="Run only variants at most POINTS below fp32's accuracy and pick, per "
-                   "board, the fastest as measured there.")
+                   "board, the fastest VALID one as measured there (the smaller file when "
+                   "the difference is within noise); names every candidate left out.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
               default=pipeline.DEFAULT_OUT_DIR, show_default=True,
               help="Folder for artifacts, reports and the default results store.")
@@ -106,11 +107,15 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},
-                               "choices": [c.message for c in outcome.choices],
+                               "choices": [{"target": c.target, "variant": c.variant,
+                                            "message": c.message,
+                                            "left_out": [{"variant": v, "reason": why}
+                                                         for v, why in c.left_out]}
+                                           for c in outcome.choices],
                                "results": outcome.run.results}, indent=2))
     else:
         for choice in outcome.choices:
-            click.echo(choice.message)
+            click.echo("\n".join(choice.lines()))
         click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
         click.echo(f"report: {outcome.report['html']}")
         click.echo(f"        {outcome.report['markdown']}")

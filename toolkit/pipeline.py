@@ -27,7 +27,7 @@ from device_agent import protocol
 from .artifact import Artifact, FailedVariant, write_manifest
 from .choose import Choice, choose_fastest, split_by_budget
 from .compress import Chain, build_artifacts, parse_recipes
-from .errors import MatrixIncomplete, OutputError, ResultError, UsageError
+from .errors import CompressError, MatrixIncomplete, OutputError, ResultError, UsageError
 from .model import ModelSource, load_model_source
 from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
 from .project import git_commit, resolve_store_path
@@ -101,7 +101,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     ``threads`` sweeps thread counts (each target's own setting if None): every
     variant runs once per count, named ``VARIANT-tN`` in results when sweeping.
     ``max_accuracy_drop`` (points against fp32): only variants within it run, and each
-    target's fastest one, by its own measured latency, is picked (:mod:`toolkit.choose`).
+    target's fastest VALID one, by its own measured latency beyond noise, is picked
+    (:mod:`toolkit.choose`); every candidate left out is named in the choice with why.
     """
     # Cheap checks first, so a typo fails in milliseconds, not after a conversion.
     chosen = [load_target(name, targets_dir) for name in targets]
@@ -119,12 +120,14 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     try:
         with ResultsStore(store_path) as store:
             artifacts, failed, references = prepare_model(source, configs, staging)
-            over: list[Artifact] = []
+            over: list[tuple[str, str]] = []
             if max_accuracy_drop is not None:
+                for failure in failed:
+                    if failure.variant == "fp32":
+                        raise CompressError(f"fp32, the accuracy reference of "
+                                            f"--max-accuracy-drop, was not built: "
+                                            f"{failure.error}", recipe="fp32")
                 artifacts, over = split_by_budget(artifacts, max_accuracy_drop)
-                for artifact in over:
-                    _log.warning("%s left out: accuracy more than %g points below fp32",
-                                 artifact.variant, max_accuracy_drop)
             for failure in failed:
                 _log.warning("%s not built: %s", failure.variant, failure.error)
             # A variant that failed to build stays in the run as a failed record per target.
@@ -133,7 +136,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                           if artifacts else []),
                                         *(f.record(target.name) for f in failed)]
                           for target in chosen}
-            choices = ([choose_fastest(name, records) for name, records in per_target.items()]
+            choices = ([choose_fastest(name, records, left_out=over)
+                        for name, records in per_target.items()]
                        if max_accuracy_drop is not None else [])
             for choice in choices:
                 for record in per_target[choice.target]:
