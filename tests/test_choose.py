@@ -66,6 +66,7 @@ def test_an_invalid_measurement_never_wins_and_is_named_with_its_reasons() -> No
                                             reasons=(noisy,)),
                                    measured("int8", 0.015, 47_552)])
     assert choice.variant == "int8"
+    assert "the only VALID measurement within the accuracy budget" in choice.message
     assert choice.left_out == (("fp16", f"INVALID: {noisy}"),)
     assert "  pi: left out fp16: INVALID: coefficient of variation" in choice.lines()[1]
 

@@ -114,8 +114,9 @@ def choose_fastest(target: str, records: list[dict[str, Any]],
                    "so the smaller file wins")
     else:
         pick = fastest
-        message = (f"{target}: picked {pick['variant']} (p50 {_ms(_p50(pick))}, fastest "
-                   "within the accuracy budget, beyond noise)")
+        how = ("fastest within the accuracy budget, beyond noise" if len(valid) > 1 else
+               "the only VALID measurement within the accuracy budget")
+        message = f"{target}: picked {pick['variant']} (p50 {_ms(_p50(pick))}, {how})"
     slower = [r for r in valid if r is not pick and all(r is not t for t, _ in tied)]
     if slower:
         message += "; " + ", ".join(f"{r['variant']} is {_p50(r) / _p50(pick):.1f}x slower"
