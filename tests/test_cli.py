@@ -188,3 +188,14 @@ def test_a_variant_that_cannot_be_built_fails_alone_and_the_deploy_exits_3(
     assert [f["variant"] for f in manifest["failed"]] == ["int8-dynamic", "int8"]
     assert "not built: the converted file does not run" in (run_dir / "report.md").read_text()
     assert not list(out.glob(".staging-*"))
+
+
+def test_compress_refuses_a_broken_tflite_in_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "model.tflite"
+    broken.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(8))
+    result = invoke("compress", str(broken), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"edge: error: {broken} is truncated or corrupt: its root table offset 28 is past the "
+        "end of its 16 bytes"]
+    assert not (tmp_path / "out").exists()
