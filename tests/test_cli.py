@@ -199,3 +199,23 @@ def test_compress_refuses_a_broken_tflite_in_one_line(tmp_path: Path) -> None:
         f"edge: error: {broken} is truncated or corrupt: its root table offset 28 is past the "
         "end of its 16 bytes"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tflite_whose_op_no_runtime_has_is_stored_as_failed_and_exits_3(
+        tmp_path: Path) -> None:
+    from .models.custom_op_tflite import write_custom_op_tflite
+
+    model = write_custom_op_tflite(tmp_path / "custom.tflite")
+    out = tmp_path / "out"
+    result = invoke("deploy", str(model), "-o", str(out), "--json", *FAST)
+    assert result.exit_code == 3, result.output
+    document = json.loads(result.stdout)
+    [record] = document["results"]
+    assert record["status"] == "failed" and "unresolved custom op: EdgeNoSuchOp" in record["error"]
+    *_, failure, error = result.stderr.strip().splitlines()
+    assert failure.startswith("tflite on local: ai-edge-litert ") and "EdgeNoSuchOp" in failure
+    assert error == (f"edge: error: 1 of 1 variants not measured (tflite on local); run "
+                     f"{document['run_id']} stores the failures")
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("SELECT run_id, status FROM results").fetchall() == [
+            (document["run_id"], "failed")]
