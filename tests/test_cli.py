@@ -219,3 +219,31 @@ def test_a_tflite_whose_op_no_runtime_has_is_stored_as_failed_and_exits_3(
     with sqlite3.connect(out / "results.sqlite") as db:
         assert db.execute("SELECT run_id, status FROM results").fetchall() == [
             (document["run_id"], "failed")]
+
+
+def test_a_variant_not_built_is_named_once_whatever_the_number_of_boards() -> None:
+    from toolkit.artifact import FailedVariant
+    from toolkit.pipeline import DeployOutcome
+    from toolkit.store import StoredRun
+
+    not_built = FailedVariant(variant="int8-dynamic", config={"recipe": "int8-dynamic"},
+                              stage="compress", error="the converted file does not run: X")
+    results = [{"target": "a", "variant": "fp32", "status": "ok"},
+               {"target": "a", "variant": "segv", "status": "ok"},
+               not_built.record("a"),
+               {"target": "b", "variant": "fp32", "status": "ok"},
+               {"target": "b", "variant": "segv", "status": "failed",
+                "error": "killed by signal SIGSEGV"},
+               not_built.record("b")]
+    run = StoredRun(run_id="r1", created_at="2026-01-01T00:00:00Z", model_name="m",
+                    model_path="m.py", model_sha256="0" * 64, report_dir="r", results=results)
+    outcome = DeployOutcome(run=run, run_dir=Path("r"), report={}, store_path="s")
+    assert outcome.failures == ["int8-dynamic: not built: the converted file does not run: X",
+                                "segv on b: killed by signal SIGSEGV"]
+    incomplete = outcome.incomplete()
+    assert incomplete is not None and incomplete.exit_code == 3
+    assert str(incomplete) == ("3 of 6 target x variant cells not measured (int8-dynamic, "
+                               "segv on b); what was measured is stored in run r1")
+    measured_all = DeployOutcome(run=StoredRun(**{**run.__dict__, "results": results[:2]}),
+                                 run_dir=Path("r"), report={}, store_path="s")
+    assert measured_all.failures == [] and measured_all.incomplete() is None

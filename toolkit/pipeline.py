@@ -64,7 +64,9 @@ class DeployOutcome:
         measured = total - sum(r["status"] != "ok" for r in self.run.results)
         kept = (f"what was measured is stored in run {self.run.run_id}" if measured
                 else f"run {self.run.run_id} stores the failures")
-        return MatrixIncomplete(f"{total - measured} of {total} variants not measured "
+        cells = ("variants" if len({r["target"] for r in self.run.results}) == 1
+                 else "target x variant cells")
+        return MatrixIncomplete(f"{total - measured} of {total} {cells} not measured "
                                 f"({', '.join(failed)}); {kept}")
 
 
