@@ -179,8 +179,7 @@ def median_interval(record: dict[str, Any]) -> tuple[float, float] | None:
 
 
 def _robust_cv(record: dict[str, Any]) -> float:
-    latency = record.get("latency_ms") or {}
-    value = latency.get("robust_cv", latency.get("cv"))
+    value = (record.get("latency_ms") or {}).get("robust_cv")
     return float(value) if isinstance(value, int | float) else 0.0
 
 

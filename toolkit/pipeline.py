@@ -130,8 +130,6 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                             f"--max-accuracy-drop, was not built: "
                                             f"{failure.error}", recipe="fp32")
                 artifacts, over = split_by_budget(artifacts, max_accuracy_drop)
-            for failure in failed:
-                _log.warning("%s not built: %s", failure.variant, failure.error)
             # A variant that failed to build stays in the run as a failed record per target.
             per_target = {target.name: [*(run_on_target(target, run_id, artifacts, settings,
                                                         threads, references)
