@@ -1,4 +1,4 @@
-"""``edge targets``: list, show and trust boards.
+"""``edge targets``: list, show, trust and set up boards.
 
 Example::
 
@@ -6,6 +6,7 @@ Example::
     edge targets show rpi4
     edge targets trust rpi4 --fingerprint SHA256:abc...
     edge targets setup rpi4 --wheelhouse wheels/
+    edge targets wheelhouse rpi4 -o wheels/      # for a board without the package index
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .bootstrap import setup as setup_board
 from .errors import HostKeyError, TargetError
 from .ssh import Connection, fetch_host_key, fingerprint, known_host_key, record_host_key
 from .targets import SshParams, Target, available_targets, load_target, resolve_ssh
+from .wheelhouse import REQUIREMENTS, download_wheels, probe_platform
 
 _targets_dir = click.option(
     "--targets-dir", type=click.Path(path_type=Path),
@@ -129,3 +131,27 @@ def setup(name: str, wheelhouse: Path | None, system_site_packages: bool,
     runtimes = ", ".join(f"{k} {v}" for k, v in facts.runtimes.items())
     click.echo(f"{name}: {facts.python} (Python {'.'.join(map(str, facts.version))}), "
                f"numpy {facts.numpy}, {runtimes}")
+
+
+@targets.command("wheelhouse")
+@click.argument("name")
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path, file_okay=False),
+              required=True, help="Folder to download the wheels into.")
+@_targets_dir
+def wheelhouse(name: str, output: Path, targets_dir: Path | None) -> None:
+    """Download on this machine the wheels NAME needs (its Python, architecture and glibc),
+    for `edge targets setup NAME --wheelhouse DIR` on a board without the package index.
+
+    Example: edge targets wheelhouse rpi4 -o wheels/rpi4
+    """
+    target = load_target(name, targets_dir)
+    if target.transport != "ssh":
+        raise TargetError(f"target {name} is not a board reached over SSH", target=name)
+    with Connection(target) as board:
+        platform = probe_platform(board)
+    click.echo(f"{name}: {platform.describe()}; wheels for "
+               f"{' '.join(REQUIREMENTS[target.runtime])}")
+    wheels = download_wheels(target, platform, output)
+    for wheel in wheels:
+        click.echo(f"  {wheel.name}")
+    click.echo(f"next: edge targets setup {name} --wheelhouse {output}")
