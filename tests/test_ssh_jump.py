@@ -75,6 +75,9 @@ def test_proxyjump_from_the_ssh_config_goes_through_the_jump_host(
         assert forwards_to(jump, sshd.port) == before + 1  # the jump host carried it
         assert upload(board, str(tmp_path / "board" / "cache"), "f.bin", b"x" * 100_000)
     assert (tmp_path / "board" / "cache" / "f.bin").stat().st_size == 100_000
+    shown = CliRunner().invoke(main, ["targets", "show", "lab", "--targets-dir",
+                                      str(tmp_path / "targets")], catch_exceptions=False)
+    assert f'"jumps": [\n      "{jump.user}@127.0.0.1:{jump.port}"' in shown.stdout
 
 
 def test_a_jump_host_that_forbids_forwarding_fails_in_one_line(
@@ -155,14 +158,16 @@ def test_a_chain_of_two_jump_hosts(sshd: Sshd, jump: Sshd, tmp_path: Path,
 
 
 def system_ssh_proxy(jump: Sshd, port: int) -> str:
-    """What users write: OpenSSH's own client forwarding stdin/stdout (``-W``)."""
-    return (f"ssh -F /dev/null -i {jump.client_key} -o UserKnownHostsFile={jump.known_hosts} "
+    """What users write: OpenSSH's own client forwarding stdin/stdout (``-W``); the key
+    comes from an environment variable the shell expands, as OpenSSH's ProxyCommand allows."""
+    return (f"ssh -F /dev/null -i $EDGE_TEST_JUMP_KEY -o UserKnownHostsFile={jump.known_hosts} "
             "-o StrictHostKeyChecking=yes -o BatchMode=yes -o ServerAliveInterval=5 "
             f"-p {port} -W %h:%p {jump.user}@{jump.address}")
 
 
 def test_proxycommand_from_the_ssh_config(sshd: Sshd, jump: Sshd, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_TEST_JUMP_KEY", str(jump.client_key))  # the shell expands it
     write_config(tmp_path, monkeypatch, f"Host lab-board\n  HostName {sshd.address}\n"
                  f"  ProxyCommand {system_ssh_proxy(jump, jump.port)}\n")
     target = board_target(sshd, tmp_path, host="lab-board")
@@ -178,6 +183,7 @@ def test_proxycommand_from_the_ssh_config(sshd: Sshd, jump: Sshd, tmp_path: Path
 
 def test_a_failing_proxycommand_says_why_in_one_line(
         sshd: Sshd, jump: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_TEST_JUMP_KEY", str(jump.client_key))
     write_config(tmp_path, monkeypatch, f"Host lab-board\n  HostName {sshd.address}\n"
                  f"  ProxyCommand {system_ssh_proxy(jump, free_port())}\n")
     target = board_target(sshd, tmp_path, host="lab-board")

@@ -29,7 +29,6 @@ import itertools
 import logging
 import os
 import select
-import shlex
 import socket
 import subprocess
 import tempfile
@@ -195,12 +194,14 @@ class _ProxyCommand(paramiko.ProxyCommand):
     """paramiko's ProxyCommand with a socket's end of file and a reaped child.
 
     paramiko's own spins on a proxy that exited (an empty read is retried, never
-    returned) and never reads the command's stderr; here an empty read is the end
-    of the stream, as on a socket, and stderr goes to a file the error can quote.
+    returned), never reads the command's stderr and splits the command itself; here
+    an empty read is the end of the stream, as on a socket, stderr goes to a file the
+    error can quote, and ``/bin/sh`` runs the command, as OpenSSH does.
     """
 
     def __init__(self, command_line: str) -> None:
-        self.cmd = shlex.split(command_line)
+        # Through the shell, as OpenSSH runs it: configs use pipes, ~ and $VARS in it.
+        self.cmd = ["/bin/sh", "-c", f"exec {command_line}"]
         self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(self.cmd, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
