@@ -238,3 +238,58 @@ def test_keys_in_the_ssh_agent_are_used_only_when_the_target_opts_in(
     assert resolve_ssh(target).agent
     with Connection(target) as board:
         assert board.run("echo agent").stdout == b"agent\n"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_a_dead_link_to_the_jump_host_ends_an_upload_within_the_limit(tmp_path: Path) -> None:
+    """The first hop's socket is ours (TCP_USER_TIMEOUT): a pulled cable between this machine
+    and the jump host breaks an upload to the board behind it instead of hanging it."""
+    import io
+    import threading
+    import time
+
+    from .lab import Board
+
+    limit = 3.0
+    link = Board("jmp")
+    servers: list[Sshd] = []
+    try:
+        jump_host = Sshd.create(tmp_path / "jump", address=link.address, netns=link.name,
+                                extra_config=("AllowTcpForwarding yes",))
+        servers.append(jump_host)
+        # The board listens on this machine's end of the link: only the jump host's side
+        # of the veth pair reaches it the way the route goes.
+        board_server = Sshd.create(tmp_path / "board-sshd", address=link.host_address)
+        servers.append(board_server)
+        jump_host.authorize(Path(f"{board_server.client_key}.pub"))
+        known = tmp_path / "known_hosts"
+        known.write_text(jump_host.known_hosts.read_text() + board_server.known_hosts.read_text())
+        target = board_target(board_server, tmp_path, known_hosts=str(known),
+                              jump=f"{jump_host.user}@{link.address}:{jump_host.port}",
+                              connect_timeout=limit, keepalive_seconds=1,
+                              command_timeout=60.0)
+        board = Connection(target)
+        assert board.run("true").ok
+        pulled: list[float] = []
+
+        def pull_the_cable() -> None:
+            time.sleep(0.3)
+            link.link_down()
+            pulled.append(time.monotonic())
+
+        puller = threading.Thread(target=pull_the_cable)
+        puller.start()
+        try:
+            with pytest.raises(InfrastructureError):
+                board.put(io.BytesIO(os.urandom(200 * 1024 * 1024)),
+                          str(tmp_path / "big.bin"))
+        finally:
+            puller.join()
+            board.close()
+        ended = time.monotonic()
+        assert pulled and pulled[0] < ended < pulled[0] + limit + 10
+    finally:
+        for server in servers:
+            server.kill()
+        link.destroy()
