@@ -99,7 +99,7 @@ def open_socket(hostname: str, port: int, *, timeout: float) -> socket.socket:
     return sock
 
 
-def open_route(target: Target, params: SshParams,
+def _open_route(target: Target, params: SshParams,
                route: list[paramiko.SSHClient]) -> socket.socket | paramiko.Channel | _ProxyCommand:
     """A stream to the board's sshd: direct, through ``params.jumps`` or a ProxyCommand.
 
@@ -120,7 +120,7 @@ def open_route(target: Target, params: SshParams,
     stream: socket.socket | paramiko.Channel = open_socket(hops[0].hostname, hops[0].port,
                                                            timeout=limit)
     for hop, following in itertools.pairwise(hops):
-        jump = login(target, hop, stream, where=f"jump host {hop.address} of {target.name}")
+        jump = _login(target, hop, stream, where=f"jump host {hop.address} of {target.name}")
         route.append(jump)
         transport = jump.get_transport()
         try:
@@ -136,8 +136,8 @@ def open_route(target: Target, params: SshParams,
     return stream
 
 
-def login(target: Target, hop: SshParams, sock: socket.socket | paramiko.Channel | _ProxyCommand,
-          *, where: str) -> paramiko.SSHClient:
+def _login(target: Target, hop: SshParams, sock: socket.socket | paramiko.Channel | _ProxyCommand,
+           *, where: str) -> paramiko.SSHClient:
     """Log in to ``hop`` over ``sock``: its host key checked, never added; one-line errors."""
     limit = target.connect_timeout
     client = paramiko.SSHClient()
@@ -273,8 +273,8 @@ class Connection:
     def _connect(self) -> paramiko.SSHClient:
         route: list[paramiko.SSHClient] = []
         try:
-            sock = open_route(self.target, self.params, route)
-            client = login(self.target, self.params, sock, where=self.where)
+            sock = _open_route(self.target, self.params, route)
+            client = _login(self.target, self.params, sock, where=self.where)
         except BaseException:
             for hop in reversed(route):
                 hop.close()
@@ -366,7 +366,7 @@ def fetch_host_key(target: Target, params: SshParams | None = None) -> paramiko.
     params = params or resolve_ssh(target)
     route: list[paramiko.SSHClient] = []
     try:
-        sock = open_route(target, params, route)
+        sock = _open_route(target, params, route)
         transport = paramiko.Transport(sock)
         transport.banner_timeout = target.connect_timeout
         try:
