@@ -137,6 +137,10 @@ def setup(board: Connection, *, wheelhouse: Path | None = None,
         raise BoardSetupError(f"{target.name}: could not make a venv: "
                               f"{made.stderr.decode('utf-8', 'replace').strip()[-200:]}",
                               target=target.name)
+    tolerated = _pip_problems(board, python) if system_site_packages else []
+    if tolerated:
+        log.warning("%s: the board's own packages already conflict: %s", target.name,
+                    "; ".join(tolerated))
     remote_wheels = f"{work}/wheelhouse"
     try:
         if wheelhouse is None:
@@ -149,7 +153,7 @@ def setup(board: Connection, *, wheelhouse: Path | None = None,
     finally:
         if wheelhouse is not None:  # the wheels served this install only; the disk is the board's
             _remove_wheels(board, remote_wheels)
-    _pip_check(board, python)
+    _pip_check(board, python, tolerated=tolerated)
     facts = probe(board)
     facts.require()
     return facts
@@ -188,24 +192,33 @@ def _pip_install(board: Connection, python: str, source: str, packages: list[str
     raise BoardSetupError(f"{name}: pip failed: {lines[-1] if lines else ''}", target=name)
 
 
-def _pip_check(board: Connection, python: str) -> None:
+def _pip_problems(board: Connection, python: str) -> list[str]:
+    """``pip check``'s complaints (``x 1.0 has requirement numpy>=2, but you have ...``)."""
+    checked = board.run(f"{shlex.quote(python)} -m pip check --disable-pip-version-check",
+                        timeout=300)
+    if checked.ok:
+        return []
+    lines = [line.strip() for line in checked.stdout.decode("utf-8", "replace").splitlines()
+             if line.strip()]
+    return lines or ["pip check failed"]
+
+
+def _pip_check(board: Connection, python: str, *, tolerated: list[str]) -> None:
     """Refuse a venv whose installed packages contradict each other.
 
     Switching a board's runtime can downgrade numpy under a package that needs a newer
     one (``ml-dtypes`` of ai-edge-litert under tflite-runtime's ``numpy<2``); pip
-    installs it with a warning and the agent would crash later.
+    installs it with a warning and the agent would crash later. ``tolerated``: the
+    complaints about the board's own packages (``--system-site-packages``) that were
+    there before this install and are not its doing.
     """
-    checked = board.run(f"{shlex.quote(python)} -m pip check --disable-pip-version-check",
-                        timeout=300)
-    if checked.ok:
-        return
-    lines = [line.strip() for line in checked.stdout.decode("utf-8", "replace").splitlines()
-             if line.strip()]
-    more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
     target = board.target
+    problems = [line for line in _pip_problems(board, python) if line not in tolerated]
+    if not problems:
+        return
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     raise BoardSetupError(
-        f"{target.name}: the venv is broken after the install: "
-        f"{lines[0] if lines else 'pip check failed'}{more}; remove "
+        f"{target.name}: the venv is broken after the install: {problems[0]}{more}; remove "
         f"{target.work_dir}/venv on the board and run `edge targets setup {target.name}` again",
         target=target.name)
 
