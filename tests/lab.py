@@ -68,16 +68,19 @@ class Sshd:
     _log: IO[bytes] | None = None
 
     @classmethod
-    def create(cls, folder: Path, *, address: str = "127.0.0.1",
-               netns: str | None = None) -> Sshd:
+    def create(cls, folder: Path, *, address: str = "127.0.0.1", netns: str | None = None,
+               extra_config: tuple[str, ...] = ()) -> Sshd:
+        """``extra_config``: more sshd_config lines, e.g. ``AllowTcpForwarding yes`` for a
+        jump host or ``SetEnv PIP_INDEX_URL=...`` for a board's environment."""
         folder.mkdir(parents=True, exist_ok=True)
         host_pub = keygen(folder / "host_ed25519")
         client_pub = keygen(folder / "client_ed25519")
         (folder / "authorized_keys").write_text(client_pub + "\n")
         port = free_port()
         user = getpass.getuser()
+        # sshd takes the first value of a keyword: the extra lines go first to win.
         (folder / "sshd_config").write_text("\n".join([
-            f"ListenAddress {address}", f"Port {port}",
+            *extra_config, f"ListenAddress {address}", f"Port {port}",
             f"HostKey {folder / 'host_ed25519'}", f"PidFile {folder / 'sshd.pid'}",
             f"AuthorizedKeysFile {folder / 'authorized_keys'}",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
@@ -108,6 +111,21 @@ class Sshd:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"sshd did not listen on port {self.port} within 10 s")
+
+    def log(self) -> str:
+        return (self.folder / "sshd.log").read_text(errors="replace")
+
+    @property
+    def fingerprint(self) -> str:
+        """``SHA256:...`` of the host key, as ``edge targets trust`` shows it."""
+        out = subprocess.run(["ssh-keygen", "-l", "-f", str(self.folder / "host_ed25519.pub")],
+                             check=True, capture_output=True, text=True).stdout
+        return out.split()[1]
+
+    def authorize(self, public_key_file: Path) -> None:
+        """Let one more client key log in (e.g. the board's key on a jump host)."""
+        with open(self.folder / "authorized_keys", "a") as handle:
+            handle.write(Path(public_key_file).read_text().strip() + "\n")
 
     def kill(self) -> None:
         """Kill the server and every session it forked, as a crash or power cut would."""

@@ -64,4 +64,5 @@ def test_setup_makes_a_venv_from_a_pushed_wheelhouse(sshd: Sshd, tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert "venv/bin/python" in result.stdout and "numpy" in result.stdout
     assert (tmp_path / "board" / "venv" / "bin" / "python").exists()
-    assert list((tmp_path / "board" / "wheelhouse").glob("edge_probe_pkg-1.0-*.whl"))
+    # The pushed wheels served this install only: they are gone from the board.
+    assert not (tmp_path / "board" / "wheelhouse").exists()

@@ -66,6 +66,8 @@ def test_users_own_ssh_config_is_not_read_in_tests() -> None:
     ('transport = "ssh"\nhost = "x"\nthermal_zones = [1]\n', "thermal_zones"),
     ('transport = "ssh"\nhost = "x"\nwork_dir = ""\n', "work_dir"),
     ('transport = "ssh"\nhost = "x"\ncolour = "red"\n', "unknown key"),
+    ('transport = "ssh"\nhost = "x"\nssh_agent = "yes"\n', "ssh_agent"),
+    ('transport = "ssh"\nhost = "x"\njump = ""\n', "jump"),
 ])
 def test_bad_target_files_name_what_to_fix(tmp_path: Path, body: str, message: str) -> None:
     (tmp_path / "bad.toml").write_text(body)
@@ -107,3 +109,22 @@ def test_every_builtin_target_names_a_power_sensor_the_agent_knows() -> None:
                                                  "thermal_zones": zones}
         # A sensor or meter chosen on the command line wins; the zones still come along.
         assert _target_sensors(target, {"power_command": "meter"}) == {"thermal_zones": zones}
+
+
+def test_a_jump_list_resolves_each_hop_through_the_ssh_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host gw\n  HostName 127.0.0.7\n  User gate\n"
+                      f"  IdentityFile {tmp_path}/id_gw\n")
+    monkeypatch.setenv("EDGE_SSH_CONFIG", str(config))
+    (tmp_path / "pi.toml").write_text('transport = "ssh"\nhost = "10.0.0.5"\nuser = "pi"\n'
+                                      f'identity = "{tmp_path}/id_pi"\n'
+                                      'jump = "gw, ops@[::1]:2022"\n')
+    params = resolve_ssh(load_target("pi", tmp_path))
+    assert [hop.address for hop in params.jumps] == ["gate@127.0.0.7:22", "ops@::1:2022"]
+    assert params.jumps[0].key_filenames == (f"{tmp_path}/id_gw",)
+    assert params.jumps[1].key_filenames == (f"{tmp_path}/id_pi",)  # the board's identity
+    assert [len(hop.jumps) for hop in params.hops()] == [0, 1, 2]
+    (tmp_path / "pi.toml").write_text('transport = "ssh"\nhost = "x"\njump = "a b"\n')
+    with pytest.raises(TargetError, match="jump host 'a b' is not"):
+        resolve_ssh(load_target("pi", tmp_path))

@@ -4,7 +4,9 @@ The agent needs Python 3.9 or newer, numpy and a TFLite runtime. :func:`probe`
 asks the board's Python (the venv in the work folder if ``edge targets setup``
 made one, else the target's ``python``); :func:`setup` makes that venv and
 installs what is missing with pip, from the package index or from wheels the
-host pushes (``wheelhouse``) for air-gapped labs.
+host pushes (``wheelhouse``, see :mod:`toolkit.wheelhouse`) for air-gapped labs.
+A board that cannot reach the index is named offline within seconds; a venv that
+``pip check`` finds broken after the install is an error, not a success.
 
 Example::
 
@@ -16,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +26,9 @@ from pathlib import Path
 from .errors import BoardSetupError, InfrastructureError
 from .ssh import Connection
 from .transfer import upload
+from .wheelhouse import REQUIREMENTS, check_index, offline_cause, offline_error
 
-#: Packages per runtime preference; tflite-runtime 2.14 fails to import with numpy 2.
-REQUIREMENTS = {
-    "ai-edge-litert": ["numpy", "ai-edge-litert"],
-    "tflite-runtime": ["numpy<2", "tflite-runtime"],
-    "auto": ["numpy", "ai-edge-litert"],
-}
+log = logging.getLogger(__name__)
 _PROBE = (
     "import json, sys\n"
     "from importlib import metadata\n"
@@ -124,6 +123,12 @@ def setup(board: Connection, *, wheelhouse: Path | None = None,
                               f"{'.'.join(map(str, base))}; the agent needs 3.9 or newer: "
                               "install one and set python in the target file",
                               target=target.name)
+    python = f"{venv}/bin/python"
+    # Before the venv (a minute on a slow board): the base Python's pip, if it has one,
+    # knows the same index settings; an existing venv's pip is asked instead.
+    has_venv = board.run(f"test -x {shlex.quote(python)}").ok
+    checked = wheelhouse is not None or check_index(board, python if has_venv
+                                                    else target.python)
     flags = " --system-site-packages" if system_site_packages else ""
     made = board.run(f"mkdir -p -- {shlex.quote(work)} && test -x "
                      f"{shlex.quote(venv + '/bin/python')} || {shlex.quote(target.python)} "
@@ -132,26 +137,90 @@ def setup(board: Connection, *, wheelhouse: Path | None = None,
         raise BoardSetupError(f"{target.name}: could not make a venv: "
                               f"{made.stderr.decode('utf-8', 'replace').strip()[-200:]}",
                               target=target.name)
-    source = ""  # pip's own index configuration
-    if wheelhouse is not None:
-        wheels = sorted(wheelhouse.glob("*.whl"))
-        if not wheels:
-            raise BoardSetupError(f"wheelhouse {wheelhouse} holds no .whl files",
-                                  target=target.name)
-        remote_wheels = f"{work}/wheelhouse"
-        for wheel in wheels:
-            upload(board, remote_wheels, wheel.name, wheel)
-        source = f"--no-index --find-links {shlex.quote(remote_wheels)}"
-    packages = " ".join(shlex.quote(p) for p in REQUIREMENTS[target.runtime])
-    installed = board.run(f"{shlex.quote(venv + '/bin/python')} -m pip install "
-                          f"--disable-pip-version-check -q {source} {packages}", timeout=1800)
-    if not installed.ok:
-        lines = installed.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise BoardSetupError(f"{target.name}: pip failed: {lines[-1] if lines else ''}",
-                              target=target.name)
+    tolerated = _pip_problems(board, python) if system_site_packages else []
+    if tolerated:
+        log.warning("%s: the board's own packages already conflict: %s", target.name,
+                    "; ".join(tolerated))
+    remote_wheels = f"{work}/wheelhouse"
+    try:
+        if wheelhouse is None:
+            if not checked:
+                check_index(board, python)
+            source = ""  # pip's own index configuration
+        else:
+            source = _push_wheels(board, wheelhouse, remote_wheels)
+        _pip_install(board, python, source, REQUIREMENTS[target.runtime])
+    finally:
+        if wheelhouse is not None:  # the wheels served this install only; the disk is the board's
+            _remove_wheels(board, remote_wheels)
+    _pip_check(board, python, tolerated=tolerated)
     facts = probe(board)
     facts.require()
     return facts
+
+
+def _push_wheels(board: Connection, wheelhouse: Path, remote_wheels: str) -> str:
+    """Upload the wheels; the pip options that install from them alone."""
+    wheels = sorted(wheelhouse.glob("*.whl"))
+    if not wheels:
+        raise BoardSetupError(f"wheelhouse {wheelhouse} holds no .whl files",
+                              target=board.target.name)
+    for wheel in wheels:
+        upload(board, remote_wheels, wheel.name, wheel)
+    return f"--no-index --find-links {shlex.quote(remote_wheels)}"
+
+
+def _remove_wheels(board: Connection, remote_wheels: str) -> None:
+    try:
+        board.run(f"rm -rf -- {shlex.quote(remote_wheels)}")
+    except InfrastructureError as exc:  # the error that ended setup matters more
+        log.warning("%s: pushed wheels left in %s: %s", board.target.name, remote_wheels, exc)
+
+
+def _pip_install(board: Connection, python: str, source: str, packages: list[str]) -> None:
+    name = board.target.name
+    installed = board.run(f"{shlex.quote(python)} -m pip install --disable-pip-version-check "
+                          f"-q {source} {' '.join(shlex.quote(p) for p in packages)}",
+                          timeout=1800)
+    if installed.ok:
+        return
+    stderr = installed.stderr.decode("utf-8", "replace")
+    cause = offline_cause(stderr) if not source else None
+    if cause is not None:
+        raise offline_error(name, cause)
+    lines = stderr.strip().splitlines()
+    raise BoardSetupError(f"{name}: pip failed: {lines[-1] if lines else ''}", target=name)
+
+
+def _pip_problems(board: Connection, python: str) -> list[str]:
+    """``pip check``'s complaints (``x 1.0 has requirement numpy>=2, but you have ...``)."""
+    checked = board.run(f"{shlex.quote(python)} -m pip check --disable-pip-version-check",
+                        timeout=300)
+    if checked.ok:
+        return []
+    lines = [line.strip() for line in checked.stdout.decode("utf-8", "replace").splitlines()
+             if line.strip()]
+    return lines or ["pip check failed"]
+
+
+def _pip_check(board: Connection, python: str, *, tolerated: list[str]) -> None:
+    """Refuse a venv whose installed packages contradict each other.
+
+    Switching a board's runtime can downgrade numpy under a package that needs a newer
+    one (``ml-dtypes`` of ai-edge-litert under tflite-runtime's ``numpy<2``); pip
+    installs it with a warning and the agent would crash later. ``tolerated``: the
+    complaints about the board's own packages (``--system-site-packages``) that were
+    there before this install and are not its doing.
+    """
+    target = board.target
+    problems = [line for line in _pip_problems(board, python) if line not in tolerated]
+    if not problems:
+        return
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise BoardSetupError(
+        f"{target.name}: the venv is broken after the install: {problems[0]}{more}; remove "
+        f"{target.work_dir}/venv on the board and run `edge targets setup {target.name}` again",
+        target=target.name)
 
 
 def probe_base(board: Connection) -> tuple[int, ...]:

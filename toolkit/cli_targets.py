@@ -1,4 +1,4 @@
-"""``edge targets``: list, show and trust boards.
+"""``edge targets``: list, show, trust and set up boards.
 
 Example::
 
@@ -6,6 +6,7 @@ Example::
     edge targets show rpi4
     edge targets trust rpi4 --fingerprint SHA256:abc...
     edge targets setup rpi4 --wheelhouse wheels/
+    edge targets wheelhouse rpi4 -o wheels/      # for a board without the package index
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import click
 from .bootstrap import setup as setup_board
 from .errors import HostKeyError, TargetError
 from .ssh import Connection, fetch_host_key, fingerprint, known_host_key, record_host_key
-from .targets import available_targets, load_target, resolve_ssh
+from .targets import SshParams, Target, available_targets, load_target, resolve_ssh
+from .wheelhouse import REQUIREMENTS, download_wheels, probe_platform
 
 _targets_dir = click.option(
     "--targets-dir", type=click.Path(path_type=Path),
@@ -55,44 +57,56 @@ def show(name: str, targets_dir: Path | None) -> None:
         params = resolve_ssh(target)
         document["resolved_ssh"] = {
             "hostname": params.hostname, "port": params.port, "user": params.user,
-            "identities": list(params.key_filenames), "known_hosts": str(params.known_hosts)}
+            "identities": list(params.key_filenames), "known_hosts": str(params.known_hosts),
+            "ssh_agent": params.agent, "jumps": [hop.address for hop in params.jumps],
+            "proxy_command": params.proxy_command}
     click.echo(json.dumps(document, indent=2))
 
 
 @targets.command("trust")
 @click.argument("name")
-@click.option("--fingerprint", "expected",
-              help="Record the key only if it has this SHA256:... fingerprint (for CI).")
+@click.option("--fingerprint", "expected", multiple=True,
+              help="Record a key only if it has this SHA256:... fingerprint (for CI); "
+                   "repeat it for each jump host on the way.")
 @_targets_dir
-def trust(name: str, expected: str | None, targets_dir: Path | None) -> None:
-    """Show NAME's host key fingerprint and record it in known_hosts once confirmed.
+def trust(name: str, expected: tuple[str, ...], targets_dir: Path | None) -> None:
+    """Show the host key fingerprints on the way to NAME (its jump hosts, then the board)
+    and record each in known_hosts once confirmed.
 
     Example: edge targets trust rpi4 --fingerprint SHA256:Yx3...
     """
     target = load_target(name, targets_dir)
-    params = resolve_ssh(target)
-    key = fetch_host_key(target, params)
+    hops = resolve_ssh(target).hops()
+    for index, hop in enumerate(hops):
+        label = name if index == len(hops) - 1 else f"jump host {hop.address}"
+        _trust_hop(target, hop, label, {value.strip() for value in expected})
+
+
+def _trust_hop(target: Target, hop: SshParams, name: str, expected: set[str]) -> None:
+    """Trust one host of the route (``name`` in messages); the hosts before it are trusted."""
+    key = fetch_host_key(target, hop)
     offered = fingerprint(key)
-    recorded = known_host_key(params, key.get_name())
+    recorded = known_host_key(hop, key.get_name())
     if recorded is not None:
         if fingerprint(recorded) == offered:
             click.echo(f"{name}: {key.get_name()} {offered} is already trusted")
             return
         raise HostKeyError(
-            f"{name} now offers {offered} but {params.known_hosts} records "
-            f"{fingerprint(recorded)}; if the board was really reinstalled, remove the old "
-            f"line with `ssh-keygen -R '{params.host_key_name}' -f {params.known_hosts}`",
-            target=name, fingerprint=offered)
-    click.echo(f"{name} ({params.host_key_name}) offers {key.get_name()} {offered}")
-    if expected is not None:
-        if expected.strip() != offered:
-            raise HostKeyError(f"{name} offers {offered}, not the expected {expected}; "
-                               "nothing recorded", target=name, fingerprint=offered)
+            f"{name} now offers {offered} but {hop.known_hosts} records "
+            f"{fingerprint(recorded)}; if the host was really reinstalled, remove the old "
+            f"line with `ssh-keygen -R '{hop.host_key_name}' -f {hop.known_hosts}`",
+            target=target.name, fingerprint=offered)
+    click.echo(f"{name} ({hop.host_key_name}) offers {key.get_name()} {offered}")
+    if expected:
+        if offered not in expected:
+            raise HostKeyError(f"{name} offers {offered}, not the expected "
+                               f"{', '.join(sorted(expected))}; nothing recorded",
+                               target=target.name, fingerprint=offered)
     elif not click.confirm("Record this key as trusted?", default=False):
-        raise HostKeyError(f"{name}: key not confirmed; nothing recorded", target=name,
+        raise HostKeyError(f"{name}: key not confirmed; nothing recorded", target=target.name,
                            fingerprint=offered)
-    record_host_key(params, key)
-    click.echo(f"recorded in {params.known_hosts}")
+    record_host_key(hop, key)
+    click.echo(f"recorded in {hop.known_hosts}")
 
 
 @targets.command("setup")
@@ -117,3 +131,27 @@ def setup(name: str, wheelhouse: Path | None, system_site_packages: bool,
     runtimes = ", ".join(f"{k} {v}" for k, v in facts.runtimes.items())
     click.echo(f"{name}: {facts.python} (Python {'.'.join(map(str, facts.version))}), "
                f"numpy {facts.numpy}, {runtimes}")
+
+
+@targets.command("wheelhouse")
+@click.argument("name")
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path, file_okay=False),
+              required=True, help="Folder to download the wheels into.")
+@_targets_dir
+def wheelhouse(name: str, output: Path, targets_dir: Path | None) -> None:
+    """Download on this machine the wheels NAME needs (its Python, architecture and glibc),
+    for `edge targets setup NAME --wheelhouse DIR` on a board without the package index.
+
+    Example: edge targets wheelhouse rpi4 -o wheels/rpi4
+    """
+    target = load_target(name, targets_dir)
+    if target.transport != "ssh":
+        raise TargetError(f"target {name} is not a board reached over SSH", target=name)
+    with Connection(target) as board:
+        platform = probe_platform(board)
+    click.echo(f"{name}: {platform.describe()}; wheels for "
+               f"{' '.join(REQUIREMENTS[target.runtime])}")
+    wheels = download_wheels(target, platform, output)
+    for wheel in wheels:
+        click.echo(f"  {wheel.name}")
+    click.echo(f"next: edge targets setup {name} --wheelhouse {output}")

@@ -7,6 +7,14 @@ socket is ours, made with ``TCP_USER_TIMEOUT`` so a dead link breaks a blocked
 upload instead of hanging it (plain paramiko waits forever), and the SSH
 keepalive makes sure there is traffic to time out on.
 
+The route is the one ``ssh`` would take: through each ``ProxyJump`` host (a
+login of its own, host key checked the same way, then a ``direct-tcpip``
+channel to the next hop as the socket) or through a ``ProxyCommand``. Only the
+first hop's socket is ours, so ``TCP_USER_TIMEOUT`` guards the link to the
+first jump host; beyond it, and inside a ProxyCommand, the keepalive on every
+hop and the proxy's own settings (``ssh -o ServerAliveInterval=5 -W %h:%p``)
+are what notices a dead link.
+
 Example::
 
     with Connection(load_target("rpi4")) as board:
@@ -17,12 +25,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import logging
+import os
 import select
 import socket
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 import paramiko
 
@@ -87,6 +99,148 @@ def open_socket(hostname: str, port: int, *, timeout: float) -> socket.socket:
     return sock
 
 
+def _open_route(target: Target, params: SshParams,
+               route: list[paramiko.SSHClient]) -> socket.socket | paramiko.Channel | _ProxyCommand:
+    """A stream to the board's sshd: direct, through ``params.jumps`` or a ProxyCommand.
+
+    Each jump host logged into is appended to ``route`` (the caller closes them).
+    """
+    limit = target.connect_timeout
+    if params.proxy_command and not params.jumps:
+        try:
+            proxy = _ProxyCommand(params.proxy_command)
+        except (OSError, ValueError) as exc:
+            raise InfrastructureError(f"ProxyCommand for {target.name} ({params.proxy_command}) "
+                                      f"could not start: {exc}", target=target.name) from None
+        proxy.settimeout(limit)
+        return proxy
+    if not params.jumps:
+        return open_socket(params.hostname, params.port, timeout=limit)
+    hops = params.hops()
+    stream: socket.socket | paramiko.Channel = open_socket(hops[0].hostname, hops[0].port,
+                                                           timeout=limit)
+    for hop, following in itertools.pairwise(hops):
+        jump = _login(target, hop, stream, where=f"jump host {hop.address} of {target.name}")
+        route.append(jump)
+        transport = jump.get_transport()
+        try:
+            if transport is None:
+                raise paramiko.SSHException("the connection closed")
+            stream = transport.open_channel("direct-tcpip", (following.hostname, following.port),
+                                            ("127.0.0.1", 0), timeout=limit)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise InfrastructureError(
+                f"jump host {hop.address} of {target.name} could not open a connection to "
+                f"{following.hostname} port {following.port}: {exc or type(exc).__name__}",
+                target=target.name) from None
+    return stream
+
+
+def _login(target: Target, hop: SshParams, sock: socket.socket | paramiko.Channel | _ProxyCommand,
+           *, where: str) -> paramiko.SSHClient:
+    """Log in to ``hop`` over ``sock``: its host key checked, never added; one-line errors."""
+    limit = target.connect_timeout
+    client = paramiko.SSHClient()
+    if hop.known_hosts.is_file():
+        # load_host_keys, not load_system_host_keys: the file we read is the one we check,
+        # and paramiko never writes it because no policy here adds keys.
+        client.load_host_keys(str(hop.known_hosts))
+    client.set_missing_host_key_policy(_RefuseUnknown())
+    trust = f"check it with its owner, then run `edge targets trust {target.name}`"
+    try:
+        client.connect(hop.hostname, port=hop.port, username=hop.user,
+                       key_filename=list(hop.key_filenames) or None,
+                       look_for_keys=not hop.key_filenames, allow_agent=hop.agent,
+                       sock=sock, timeout=limit, banner_timeout=limit, auth_timeout=limit,
+                       channel_timeout=limit)
+    except _UnknownHostKey as exc:
+        client.close()
+        raise HostKeyError(
+            f"host key of {where} ({fingerprint(exc.key)}) is not in "
+            f"{hop.known_hosts}; {trust}", target=target.name,
+            fingerprint=fingerprint(exc.key)) from None
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise HostKeyError(
+            f"host key of {where} CHANGED: now {fingerprint(exc.key)}, recorded "
+            f"{fingerprint(exc.expected_key)} in {hop.known_hosts}; refusing to connect",
+            target=target.name, fingerprint=fingerprint(exc.key)) from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise AuthError(f"{where} refused our key ({exc}); {_how_to_log_in(hop)}",
+                        target=target.name) from None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        client.close()
+        reason = str(exc) or type(exc).__name__
+        if reason == "No authentication methods available":  # paramiko had no key to offer
+            raise AuthError(f"{where}: no key to log in with; {_how_to_log_in(hop)}",
+                            target=target.name) from None
+        if isinstance(sock, _ProxyCommand) and sock.last_error():
+            reason += f" (ProxyCommand said: {sock.last_error()})"
+        raise InfrastructureError(f"SSH to {where} failed: {reason}",
+                                  target=target.name) from None
+    transport = client.get_transport()
+    if transport is not None and target.keepalive_seconds:
+        transport.set_keepalive(target.keepalive_seconds)
+    return client
+
+
+def _how_to_log_in(hop: SshParams) -> str:
+    return ("set identity in the target file, IdentityFile in ~/.ssh/config"
+            + ("" if hop.agent else " or ssh_agent = true in the target file"))
+
+
+class _ProxyCommand(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand with a socket's end of file and a reaped child.
+
+    paramiko's own spins on a proxy that exited (an empty read is retried, never
+    returned), never reads the command's stderr and splits the command itself; here
+    an empty read is the end of the stream, as on a socket, stderr goes to a file the
+    error can quote, and ``/bin/sh`` runs the command, as OpenSSH does.
+    """
+
+    def __init__(self, command_line: str) -> None:
+        # Through the shell, as OpenSSH runs it: configs use pipes, ~ and $VARS in it.
+        self.cmd = ["/bin/sh", "-c", f"exec {command_line}"]
+        self._stderr = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(self.cmd, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+        self.timeout: float | None = None
+        self._said = ""
+
+    def recv(self, size: int) -> bytes:
+        stdout = cast(IO[bytes], self.process.stdout)  # Popen(stdout=PIPE) always sets it
+        ready, _, _ = select.select([stdout], [], [], self.timeout)
+        if not ready:
+            raise TimeoutError("ProxyCommand sent nothing")
+        try:
+            return os.read(stdout.fileno(), size)
+        except OSError as exc:
+            raise paramiko.ProxyCommandFailure(" ".join(self.cmd), exc.strerror) from None
+
+    def last_error(self) -> str:
+        """The last line the command printed on stderr, for the one-line error."""
+        if not self._stderr.closed:
+            self._stderr.seek(0)
+            lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+            self._said = lines[-1].strip() if lines else ""
+        return self._said
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.last_error()  # kept for the error message: paramiko closes us before we see it
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+        self._stderr.close()
+
+
 class Connection:
     """A lazily opened SSH session to ``target``."""
 
@@ -94,6 +248,7 @@ class Connection:
         self.target = target
         self.params = params or resolve_ssh(target)
         self._client: paramiko.SSHClient | None = None
+        self._route: list[paramiko.SSHClient] = []  # logins to the jump hosts, first first
 
     def __enter__(self) -> Connection:
         return self
@@ -116,51 +271,24 @@ class Connection:
         return self._client
 
     def _connect(self) -> paramiko.SSHClient:
-        params, limit = self.params, self.target.connect_timeout
-        client = paramiko.SSHClient()
-        if params.known_hosts.is_file():
-            # load_host_keys, not load_system_host_keys: the file we read is the one we check,
-            # and paramiko never writes it because no policy here adds keys.
-            client.load_host_keys(str(params.known_hosts))
-        client.set_missing_host_key_policy(_RefuseUnknown())
-        sock = open_socket(params.hostname, params.port, timeout=limit)
-        trust = f"check it with the board's owner, then run `edge targets trust {self.target.name}`"
+        route: list[paramiko.SSHClient] = []
         try:
-            client.connect(params.hostname, port=params.port, username=params.user,
-                           key_filename=list(params.key_filenames) or None,
-                           look_for_keys=not params.key_filenames, allow_agent=False,
-                           sock=sock, timeout=limit, banner_timeout=limit, auth_timeout=limit,
-                           channel_timeout=limit)
-        except _UnknownHostKey as exc:
-            client.close()
-            raise HostKeyError(
-                f"host key of {self.where} ({fingerprint(exc.key)}) is not in "
-                f"{params.known_hosts}; {trust}", target=self.target.name,
-                fingerprint=fingerprint(exc.key)) from None
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise HostKeyError(
-                f"host key of {self.where} CHANGED: now {fingerprint(exc.key)}, recorded "
-                f"{fingerprint(exc.expected_key)} in {params.known_hosts}; refusing to connect",
-                target=self.target.name, fingerprint=fingerprint(exc.key)) from None
-        except paramiko.AuthenticationException as exc:
-            client.close()
-            raise AuthError(f"{self.where} refused our key ({exc}); set identity in the "
-                            "target file or IdentityFile in ~/.ssh/config",
-                            target=self.target.name) from None
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            client.close()
-            raise InfrastructureError(f"SSH to {self.where} failed: {exc or type(exc).__name__}",
-                                      target=self.target.name) from None
-        transport = client.get_transport()
-        if transport is not None and self.target.keepalive_seconds:
-            transport.set_keepalive(self.target.keepalive_seconds)
+            sock = _open_route(self.target, self.params, route)
+            client = _login(self.target, self.params, sock, where=self.where)
+        except BaseException:
+            for hop in reversed(route):
+                hop.close()
+            raise
+        self._route = route
         return client
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+        for hop in reversed(self._route):
+            hop.close()
+        self._route = []
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
         """Run one shell command; the whole of it must end within ``timeout`` seconds."""
@@ -230,19 +358,28 @@ class Connection:
 
 
 def fetch_host_key(target: Target, params: SshParams | None = None) -> paramiko.PKey:
-    """The host key the board offers, read without logging in."""
+    """The host key the board (``params``' host) offers, read without logging in to it.
+
+    The route there is taken as for a login, so the jump hosts on the way must be
+    trusted already (:meth:`SshParams.hops` gives each hop with its own route).
+    """
     params = params or resolve_ssh(target)
-    sock = open_socket(params.hostname, params.port, timeout=target.connect_timeout)
-    transport = paramiko.Transport(sock)
-    transport.banner_timeout = target.connect_timeout
+    route: list[paramiko.SSHClient] = []
     try:
-        transport.start_client(timeout=target.connect_timeout)
-        key = transport.get_remote_server_key()
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise InfrastructureError(f"cannot read the host key of {target.name}: {exc}",
-                                  target=target.name) from None
+        sock = _open_route(target, params, route)
+        transport = paramiko.Transport(sock)
+        transport.banner_timeout = target.connect_timeout
+        try:
+            transport.start_client(timeout=target.connect_timeout)
+            key = transport.get_remote_server_key()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise InfrastructureError(f"cannot read the host key of {target.name} "
+                                      f"({params.address}): {exc}", target=target.name) from None
+        finally:
+            transport.close()
     finally:
-        transport.close()
+        for hop in reversed(route):
+            hop.close()
     return key
 
 

@@ -6,7 +6,10 @@ is searched first, so a lab can keep its boards beside its models.
 
 An SSH target names a host or an ``~/.ssh/config`` alias; whatever the target
 file leaves out (user, port, identity, known_hosts) comes from the SSH config
-through :func:`resolve_ssh`, the way ``ssh`` itself would pick it.
+through :func:`resolve_ssh`, the way ``ssh`` itself would pick it, including the
+route: ``ProxyJump`` (a chain of jump hosts, each with its own user, port, identity
+and known_hosts from the config) or ``ProxyCommand``; a target's ``jump`` setting
+names the jump hosts itself and wins over the config.
 
 Example::
 
@@ -52,6 +55,8 @@ class Target:
     port: int | None = None
     identity: str | None = None
     known_hosts: str | None = None
+    jump: str | None = None
+    ssh_agent: bool = False
     python: str = "python3"
     runtime: str = "auto"
     threads: int = 1
@@ -89,7 +94,9 @@ class Target:
             value = getattr(self, key)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise bad(f"{key} must be a number of seconds > 0")
-        for key in ("host", "user", "identity", "known_hosts", "python", "work_dir"):
+        if not isinstance(self.ssh_agent, bool):
+            raise bad("ssh_agent must be true or false")
+        for key in ("host", "user", "identity", "known_hosts", "jump", "python", "work_dir"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()
                                       or "\n" in value or "\x00" in value):
@@ -114,11 +121,27 @@ class SshParams:
     user: str
     key_filenames: tuple[str, ...]
     known_hosts: Path
+    agent: bool = False
+    #: Jump hosts in the order they are dialled (``ProxyJump a,b``: a first); empty: direct.
+    jumps: tuple[SshParams, ...] = ()
+    #: ``ProxyCommand`` with its tokens expanded; used only when there are no jumps.
+    proxy_command: str | None = None
 
     @property
     def host_key_name(self) -> str:
         """The host as known_hosts writes it: ``[host]:port`` off port 22."""
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    @property
+    def address(self) -> str:
+        """``user@host:port``, as errors name a hop."""
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    def hops(self) -> list[SshParams]:
+        """Every host on the way, the board last, each with the jumps that lead to it."""
+        leading = [dataclasses.replace(hop, jumps=self.jumps[:index])
+                   for index, hop in enumerate(self.jumps)]
+        return [*leading, self]
 
 
 def ssh_config_path() -> Path:
@@ -130,27 +153,93 @@ def resolve_ssh(target: Target) -> SshParams:
     """Merge the target file with ``~/.ssh/config``; the target file wins."""
     if target.transport != "ssh" or target.host is None:
         raise TargetError(f"target {target.name} is not reached over SSH", target=target.name)
-    config_path = ssh_config_path()
-    looked_up: dict[str, Any] = {}
-    if config_path.is_file():
-        try:
-            looked_up = dict(paramiko.SSHConfig.from_path(str(config_path)).lookup(target.host))
-        except (OSError, paramiko.ConfigParseError) as exc:
-            raise TargetError(f"cannot read {config_path}: {exc}", target=target.name) from None
+    config = _ssh_config(target.name)
+    looked_up = _lookup(config, target.host)
     user = target.user or looked_up.get("user") or _login_name()
-    try:
-        port = target.port or int(looked_up.get("port", 22))
-    except ValueError:
-        raise TargetError(f"{config_path}: port of {target.host} is not a number",
-                          target=target.name) from None
+    port = target.port or _config_port(looked_up, target)
     identities = ([target.identity] if target.identity
                   else list(looked_up.get("identityfile", [])))
     known = (target.known_hosts
              or (looked_up.get("userknownhostsfile") or "").split(" ")[0]
              or "~/.ssh/known_hosts")
-    return SshParams(hostname=looked_up.get("hostname", target.host), port=port, user=user,
-                     key_filenames=tuple(str(Path(p).expanduser()) for p in identities),
-                     known_hosts=Path(known).expanduser())
+    board = SshParams(hostname=looked_up.get("hostname", target.host), port=port, user=user,
+                      key_filenames=tuple(str(Path(p).expanduser()) for p in identities),
+                      known_hosts=Path(known).expanduser(), agent=target.ssh_agent)
+    # OpenSSH takes whichever of ProxyJump and ProxyCommand comes first; paramiko's lookup
+    # does not keep the order, so a config naming both for one host gets the jump.
+    jump = target.jump if target.jump is not None else looked_up.get("proxyjump")
+    if jump is not None and jump.strip().lower() != "none":
+        hops = tuple(_jump_hop(config, spec, board, target)
+                     for spec in jump.split(",") if spec.strip())
+        return dataclasses.replace(board, jumps=hops)
+    if target.jump is None and looked_up.get("proxycommand"):
+        return dataclasses.replace(board, proxy_command=_proxy_command(target, board, looked_up))
+    return board
+
+
+def _proxy_command(target: Target, board: SshParams, looked_up: dict[str, Any]) -> str:
+    """The ProxyCommand with ``%p`` and ``%r`` of the port and user we really use.
+
+    paramiko expands the tokens with the config's own values; a port or user set in the
+    target file must win there too, as ``ssh -p`` does. A block naming them, put first,
+    wins under the config's first-value-wins rule.
+    """
+    if not (target.port or target.user):
+        return str(looked_up["proxycommand"])
+    preamble = f"Host {target.host}\n  Port {board.port}\n  User {board.user}\n"
+    config = paramiko.SSHConfig.from_text(preamble + ssh_config_path().read_text())
+    return str(config.lookup(str(target.host))["proxycommand"])
+
+
+_JUMP = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\s]+))"
+                   r"(?::(?P<port>\d+))?$")
+
+
+def _jump_hop(config: paramiko.SSHConfig | None, spec: str, board: SshParams,
+              target: Target) -> SshParams:
+    """One ``[user@]host[:port]`` of a jump list, filled in from its own config entry.
+
+    A jump host without an IdentityFile or UserKnownHostsFile of its own uses the
+    board's: one lab key and one known_hosts file for a lab is the common case.
+    """
+    found = _JUMP.match(spec.strip().removeprefix("ssh://"))
+    if not found:
+        raise TargetError(f"target {target.name}: jump host {spec.strip()!r} is not "
+                          "[user@]host[:port]", target=target.name)
+    host = str(found["host"] or found["v6"])
+    looked_up = _lookup(config, host)
+    identities = looked_up.get("identityfile")
+    known = (looked_up.get("userknownhostsfile") or "").split(" ")[0]
+    return SshParams(
+        hostname=looked_up.get("hostname", host),
+        port=int(found["port"]) if found["port"] else _config_port(looked_up, target),
+        user=found["user"] or looked_up.get("user") or _login_name(),
+        key_filenames=(tuple(str(Path(p).expanduser()) for p in identities) if identities
+                       else board.key_filenames),
+        known_hosts=Path(known).expanduser() if known else board.known_hosts,
+        agent=board.agent)
+
+
+def _ssh_config(name: str) -> paramiko.SSHConfig | None:
+    config_path = ssh_config_path()
+    if not config_path.is_file():
+        return None
+    try:
+        return paramiko.SSHConfig.from_path(str(config_path))
+    except (OSError, paramiko.ConfigParseError) as exc:
+        raise TargetError(f"cannot read {config_path}: {exc}", target=name) from None
+
+
+def _lookup(config: paramiko.SSHConfig | None, host: str) -> dict[str, Any]:
+    return dict(config.lookup(host)) if config is not None else {}
+
+
+def _config_port(looked_up: dict[str, Any], target: Target) -> int:
+    try:
+        return int(looked_up.get("port", 22))
+    except ValueError:
+        raise TargetError(f"{ssh_config_path()}: port of {looked_up.get('hostname')} is not "
+                          "a number", target=target.name) from None
 
 
 def _login_name() -> str:

@@ -1,0 +1,187 @@
+"""Boards without the package index: named offline in seconds, set up from a wheelhouse
+the host downloaded for the board's own platform, and never left with a broken venv.
+
+The offline board is a loopback sshd whose sessions get ``PIP_INDEX_URL`` of a closed
+loopback port and no pip configuration files (sshd's ``SetEnv``), so the board's pip
+can reach no index at all.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from toolkit.cli import main
+from toolkit.errors import BoardSetupError
+from toolkit.wheelhouse import (
+    BoardPlatform,
+    download_command,
+    offline_cause,
+    platform_from_facts,
+)
+
+from .lab import Sshd, free_port
+
+
+@pytest.fixture(scope="module")
+def offline_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    closed = free_port()
+    server = Sshd.create(tmp_path_factory.mktemp("offline"), extra_config=(
+        f"SetEnv PIP_CONFIG_FILE=/dev/null PIP_INDEX_URL=http://127.0.0.1:{closed}/simple",))
+    yield server
+    server.kill()
+
+
+def targets_dir(board: Sshd, tmp_path: Path, **extra: object) -> str:
+    board.write_target(tmp_path / "targets", "lab", tmp_path / "board", command_timeout=120.0,
+                       **extra)
+    return str(tmp_path / "targets")
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args))
+
+
+def test_setup_on_an_offline_board_says_so_in_seconds(offline_board: Sshd,
+                                                      tmp_path: Path) -> None:
+    folder = targets_dir(offline_board, tmp_path, runtime="tflite-runtime")
+    started = time.monotonic()
+    result = invoke("targets", "setup", "lab", "--targets-dir", folder)
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in result.output
+    assert "offline" in message and "Connection refused" in message
+    assert "edge targets wheelhouse lab -o DIR" in message
+    assert "edge targets setup lab --wheelhouse DIR" in message
+    # Asked before the venv is made (which alone can take a minute on a slow board).
+    assert not (tmp_path / "board" / "venv").exists()
+    assert elapsed < 20, elapsed
+
+
+@pytest.mark.parametrize("pip_says, cause", [
+    ("WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) "
+     "after connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection."
+     "HTTPSConnection object at 0x7f>: Failed to establish a new connection: [Errno -3] "
+     "Temporary failure in name resolution')': /simple/numpy/\n"
+     "ERROR: No matching distribution found for numpy",
+     "Temporary failure in name resolution"),
+    ("after connection broken by 'NewConnectionError(\"HTTPSConnection(host='pypi.org', "
+     "port=443): Failed to establish a new connection: [Errno 101] Network is unreachable\")'",
+     "pypi.org: Network is unreachable"),
+    ("ERROR: No matching distribution found for numpy", None),
+])
+def test_the_network_cause_is_read_from_pips_output(pip_says: str, cause: str | None) -> None:
+    assert offline_cause(pip_says) == cause
+
+
+def test_platform_tags_for_an_aarch64_glibc_236_python_311_board() -> None:
+    board = platform_from_facts("pi5", {"python": [3, 11], "implementation": "cpython",
+                                        "platform": "linux-aarch64", "bits": 64,
+                                        "libc": "glibc 2.36"})
+    assert board == BoardPlatform(python=(3, 11), arch="aarch64", glibc=(2, 36))
+    tags = board.platform_tags()
+    assert tags[0] == "manylinux_2_36_aarch64" and tags[-1] == "manylinux2014_aarch64"
+    # tflite-runtime 2.14 is manylinux_2_34, ai-edge-litert 2.3 manylinux_2_27.
+    assert {"manylinux_2_34_aarch64", "manylinux_2_27_aarch64"} <= set(tags)
+    assert tags[-2] == "manylinux_2_17_aarch64" and len(tags) == 36 - 17 + 1 + 1
+    command = download_command(board, ["numpy", "ai-edge-litert"], Path("w"))
+    assert command[command.index("--python-version") + 1] == "3.11"
+    assert command[command.index("--abi") + 1] == "cp311"
+    assert command[command.index("--implementation") + 1] == "cp"
+    assert "--only-binary=:all:" in command
+    given = [command[i + 1] for i, word in enumerate(command) if word == "--platform"]
+    assert given == tags
+
+
+@pytest.mark.parametrize("facts, message", [
+    ({"libc": "", "platform": "linux-aarch64"}, "not glibc"),
+    ({"libc": "glibc 2.12", "platform": "linux-x86_64"}, "older than 2.17"),
+    ({"implementation": "pypy"}, "CPython only"),
+])
+def test_boards_without_manylinux_wheels_are_named(facts: dict[str, object],
+                                                   message: str) -> None:
+    base: dict[str, object] = {"python": [3, 11], "implementation": "cpython",
+                               "platform": "linux-x86_64", "bits": 64, "libc": "glibc 2.36"}
+    with pytest.raises(BoardSetupError, match=message):
+        platform_from_facts("b", {**base, **facts}).platform_tags()
+
+
+def test_a_32_bit_userland_on_a_64_bit_kernel_gets_32_bit_wheels() -> None:
+    board = platform_from_facts("pi", {"python": [3, 9], "implementation": "cpython",
+                                       "platform": "linux-aarch64", "bits": 32,
+                                       "libc": "glibc 2.31"})
+    assert board.arch == "armv8l" and board.abi == "cp39"
+
+
+@pytest.fixture(scope="module")
+def board_wheels(offline_board: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``edge targets wheelhouse`` for the loopback board (this machine: x86_64, cp311)."""
+    root = tmp_path_factory.mktemp("wheels")
+    folder = targets_dir(offline_board, root, runtime="tflite-runtime")
+    result = invoke("targets", "wheelhouse", "lab", "--targets-dir", folder, "-o",
+                    str(root / "wheels"))
+    assert result.exit_code == 0, result.output
+    assert "x86_64" in result.stdout and "next: edge targets setup lab --wheelhouse" in \
+        result.stdout
+    return root / "wheels"
+
+
+@pytest.mark.slow
+def test_wheelhouse_then_setup_installs_on_the_offline_board(
+        offline_board: Sshd, board_wheels: Path, tmp_path: Path) -> None:
+    names = sorted(wheel.name for wheel in board_wheels.glob("*.whl"))
+    assert any(name.startswith("numpy-1.") and "cp311" in name for name in names), names
+    assert any(name.startswith("tflite_runtime-2.14.0-cp311") for name in names), names
+    folder = targets_dir(offline_board, tmp_path, runtime="tflite-runtime")
+    result = invoke("targets", "setup", "lab", "--targets-dir", folder, "--wheelhouse",
+                    str(board_wheels))
+    assert result.exit_code == 0, result.output
+    assert "tflite-runtime 2.14.0" in result.stdout and "numpy 1." in result.stdout
+    assert not (tmp_path / "board" / "wheelhouse").exists()  # removed from the board
+
+
+def local_wheel(folder: Path, name: str, dependencies: list[str]) -> Path:
+    """A real wheel of a tiny local project (no index needed to build it)."""
+    project = folder / f"src-{name}"
+    package = name.replace("-", "_")
+    (project / package).mkdir(parents=True)
+    (project / package / "__init__.py").write_text("")
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "{name}"\nversion = "1.0"\ndependencies = {dependencies!r}\n'
+        .replace("'", '"'))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(folder), str(project)], check=True)
+    return next(folder.glob(f"{package}-1.0-*.whl"))
+
+
+@pytest.mark.slow
+def test_switching_runtime_under_a_package_that_needs_numpy_2_is_refused(
+        offline_board: Sshd, board_wheels: Path, tmp_path: Path) -> None:
+    """The venv held numpy 2 and a package needing it (as ml-dtypes of ai-edge-litert does);
+    tflite-runtime's numpy<2 downgrades it: pip installs, pip check says broken."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    needs = local_wheel(extra, "edge-needs-numpy2", ["numpy>=2"])
+    numpy2 = extra / "numpy2"
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                    "--only-binary=:all:", "-d", str(numpy2), "numpy>=2,<2.2"], check=True)
+    venv = tmp_path / "board" / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
+                    "--find-links", str(numpy2), str(needs)], check=True)
+    folder = targets_dir(offline_board, tmp_path, runtime="tflite-runtime")
+    result = invoke("targets", "setup", "lab", "--targets-dir", folder, "--wheelhouse",
+                    str(board_wheels))
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "venv is broken" in message
+    assert "edge-needs-numpy2 1.0 has requirement numpy>=2" in message
+    assert not (tmp_path / "board" / "wheelhouse").exists()
