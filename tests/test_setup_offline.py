@@ -134,14 +134,16 @@ def board_wheels(offline_board: Sshd, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("venv_options", [[], ["--system-site-packages"]])
 def test_wheelhouse_then_setup_installs_on_the_offline_board(
-        offline_board: Sshd, board_wheels: Path, tmp_path: Path) -> None:
+        offline_board: Sshd, board_wheels: Path, tmp_path: Path,
+        venv_options: list[str]) -> None:
     names = sorted(wheel.name for wheel in board_wheels.glob("*.whl"))
     assert any(name.startswith("numpy-1.") and "cp311" in name for name in names), names
     assert any(name.startswith("tflite_runtime-2.14.0-cp311") for name in names), names
     folder = targets_dir(offline_board, tmp_path, runtime="tflite-runtime")
     result = invoke("targets", "setup", "lab", "--targets-dir", folder, "--wheelhouse",
-                    str(board_wheels))
+                    str(board_wheels), *venv_options)
     assert result.exit_code == 0, result.output
     assert "tflite-runtime 2.14.0" in result.stdout and "numpy 1." in result.stdout
     assert not (tmp_path / "board" / "wheelhouse").exists()  # removed from the board
