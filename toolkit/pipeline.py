@@ -62,13 +62,16 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            settings: dict[str, Any] | None = None,
            threads: Sequence[int] | None = None,
            tags: Iterable[str] = (),
-           max_accuracy_drop: float | None = None) -> DeployOutcome:
+           max_accuracy_drop: float | None = None,
+           conversion_cache: str | Path | None = None) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report.
 
     ``threads`` sweeps thread counts (each target's own setting if None): every
     variant runs once per count, named ``VARIANT-tN`` in results when sweeping.
     ``max_accuracy_drop`` (points against fp32): only variants within it run, and each
     target's fastest one, by its own measured latency, is picked (:mod:`toolkit.choose`).
+    ``conversion_cache``: a folder where converted variants are kept and found again
+    (:mod:`toolkit.compress._cache`); None converts every variant.
     """
     # Cheap checks first, so a typo fails in milliseconds, not after a conversion.
     chosen = [load_target(name, targets_dir) for name in targets]
@@ -85,7 +88,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     final_dir = out_dir / "runs" / run_id
     try:
         with ResultsStore(store_path) as store:
-            artifacts, references = prepare_model(source, configs, staging)
+            artifacts, references = prepare_model(source, configs, staging,
+                                                  cache_dir=conversion_cache)
             over: list[Artifact] = []
             if max_accuracy_drop is not None:
                 artifacts, over = split_by_budget(artifacts, max_accuracy_drop)
@@ -112,10 +116,11 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                  "html": final_dir / "report.html"}, choices=choices)
 
 
-def prepare_model(source: ModelSource, configs: list[Chain],
-                  staging: Path) -> tuple[list[Artifact], dict[str, Path]]:
+def prepare_model(source: ModelSource, configs: list[Chain], staging: Path, *,
+                  cache_dir: str | Path | None = None) -> tuple[list[Artifact], dict[str, Path]]:
     """Compress ``source`` into ``staging/artifacts`` (with its manifest) and its references."""
-    artifacts = build_artifacts(source, configs, staging / "artifacts")
+    artifacts = build_artifacts(source, configs, staging / "artifacts",
+                                cache_dir=Path(cache_dir) if cache_dir else None)
     write_manifest(staging / "artifacts", source, artifacts)
     return artifacts, _build_references(source, artifacts, staging / "references")
 
