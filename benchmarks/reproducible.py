@@ -106,6 +106,7 @@ def main() -> None:
     build_log = logging.getLogger("toolkit.compress._build")
     build_log.setLevel(logging.INFO)
     build_log.addHandler(counter)
+    build_log.propagate = False  # counted, not printed
     sent = SentBytes()
     with tempfile.TemporaryDirectory(prefix="edge-reproducible-") as folder:
         root = Path(folder)
