@@ -20,6 +20,8 @@ def isolated_user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     """Keep the user's store, target folder and working directory out of every test."""
     monkeypatch.delenv("EDGE_STORE", raising=False)
     monkeypatch.delenv("EDGE_TARGETS_DIR", raising=False)
+    # Converted variants of other runs (the user's, another test's) must not be reused.
+    monkeypatch.setenv("EDGE_CONVERSION_CACHE", str(tmp_path / "conversion-cache"))
     # The user's ~/.ssh/config must not steer a test's connection anywhere.
     monkeypatch.setenv("EDGE_SSH_CONFIG", str(tmp_path / "no-ssh-config"))
     monkeypatch.chdir(tmp_path)

@@ -23,6 +23,7 @@ def test_builtin_boards_load_as_ssh_targets(name: str) -> None:
     target = load_target(name)
     assert target.transport == "ssh" and target.host and target.threads >= 1
     assert target.python and target.work_dir and target.thermal_zones
+    assert target.cache_max_mb == 512  # written out in each file, as documented
     assert target.to_dict()["name"] == name
 
 
@@ -65,6 +66,8 @@ def test_users_own_ssh_config_is_not_read_in_tests() -> None:
     ('transport = "ssh"\nhost = "x"\nconnect_timeout = 0\n', "connect_timeout"),
     ('transport = "ssh"\nhost = "x"\nthermal_zones = [1]\n', "thermal_zones"),
     ('transport = "ssh"\nhost = "x"\nwork_dir = ""\n', "work_dir"),
+    ('transport = "ssh"\nhost = "x"\ncache_max_mb = -1\n', "cache_max_mb"),
+    ('transport = "ssh"\nhost = "x"\ncache_max_mb = 0.5\n', "cache_max_mb"),
     ('transport = "ssh"\nhost = "x"\ncolour = "red"\n', "unknown key"),
     ('transport = "ssh"\nhost = "x"\nssh_agent = "yes"\n', "ssh_agent"),
     ('transport = "ssh"\nhost = "x"\njump = ""\n', "jump"),

@@ -26,6 +26,9 @@ from .compress import BUDGET_CANDIDATES
 from .errors import EdgeError
 from .store import describe_store
 
+#: Where ``edge deploy`` keeps converted variants, instead of ~/.cache/edge/conversions.
+CONVERSION_CACHE_ENV = "EDGE_CONVERSION_CACHE"
+
 
 class _EdgeGroup(click.Group):
     """Maps every :class:`EdgeError` to one line and its exit code."""
@@ -76,13 +79,18 @@ def main() -> None:
               help="Power sensor on the board [default: auto-detect].")
 @click.option("--power-command",
               help="Command on the board that prints watts (an external meter); implies it.")
+@click.option("--conversion-cache", type=click.Path(path_type=Path), envvar=CONVERSION_CACHE_ENV,
+              default=Path("~/.cache/edge/conversions"), show_default=True, show_envvar=True,
+              help="Folder of converted variants: an unchanged model and recipe is not "
+                   "converted again (least recently used evicted above 2 GiB).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
 def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, min_runs: int | None,
            min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
            cooldown_to: float | None,
-           power_sensor: str | None, power_command: str | None, as_json: bool) -> None:
+           power_sensor: str | None, power_command: str | None, conversion_cache: Path,
+           as_json: bool) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
@@ -103,7 +111,8 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
     outcome = pipeline.deploy(model, targets=targets, recipes=recipes, out_dir=out_dir,
                               store_path=store_path, targets_dir=targets_dir,
                               settings=settings, threads=threads,
-                              max_accuracy_drop=max_accuracy_drop)
+                              max_accuracy_drop=max_accuracy_drop,
+                              conversion_cache=conversion_cache.expanduser())
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},

@@ -13,11 +13,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
+import os
 import sys
-import uuid
-from collections.abc import Callable, Iterable
+import sysconfig
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,9 @@ class ModelSource:
     calibration_data: Callable[[], Iterable[LabelledSample]] | None = None
     eval_data: Callable[[], Iterable[LabelledSample]] | None = None
     train_data: Callable[[], Iterable[LabelledSample]] | None = None
+    #: Files outside the Python installation that loading the model read (its weights,
+    #: a helper module beside it) with their sha256 then: part of the conversion cache key.
+    loaded_files: tuple[tuple[Path, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -61,14 +68,15 @@ def load_model_source(path: str | Path) -> ModelSource:
     if path.suffix != ".py":
         raise ModelError(f"model file {path} must be a .py model file or a .tflite file",
                          path=path)
-    namespace = _import_file(path)
-    build_model = _callable(namespace, "build_model", path, required=True)
-    example_input = _callable(namespace, "example_input", path, required=True)
-    module = _call(build_model, path, "build_model()")
-    if not _is_torch_module(module):
-        raise ModelError(f"{path}: build_model() must return a torch.nn.Module, "
-                         f"got {type(module).__name__}", path=path)
-    example = _call(example_input, path, "example_input()")
+    with _reads_recorded() as read:
+        namespace = _import_file(path, digest)
+        build_model = _callable(namespace, "build_model", path, required=True)
+        example_input = _callable(namespace, "example_input", path, required=True)
+        module = _call(build_model, path, "build_model()")
+        if not _is_torch_module(module):
+            raise ModelError(f"{path}: build_model() must return a torch.nn.Module, "
+                             f"got {type(module).__name__}", path=path)
+        example = _call(example_input, path, "example_input()")
     if not isinstance(example, tuple):
         example = (example,)
     _check_accepts(module.eval(), example, path)
@@ -77,6 +85,8 @@ def load_model_source(path: str | Path) -> ModelSource:
         calibration_data=_callable(namespace, "calibration_data", path, required=False),
         eval_data=_callable(namespace, "eval_data", path, required=False),
         train_data=_callable(namespace, "train_data", path, required=False),
+        loaded_files=tuple((file, hashlib.sha256(file.read_bytes()).hexdigest())
+                           for file in sorted(read - {path.resolve()})),
     )
 
 
@@ -163,8 +173,11 @@ def _indices(read: Callable[[], Any], length: int) -> list[int]:
     return [int(i) for i in read()] if length else []
 
 
-def _import_file(path: Path) -> Any:
-    module_name = f"edge_user_model_{uuid.uuid4().hex}"
+def _import_file(path: Path, digest: str) -> Any:
+    # The module name ends up in the converted file (tensor names carry the class path), so
+    # it comes from the file's content: the same model gives the same bytes on every deploy.
+    # Loading the same content twice replaces the entry; the first load's objects keep theirs.
+    module_name = f"edge_user_model_{digest[:16]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ModelError(f"model file {path} cannot be imported", path=path)
@@ -217,3 +230,59 @@ def _check_accepts(module: Any, example: tuple[Any, ...], path: Path) -> None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+_recording = threading.local()
+#: Reads here are the toolchain's or edge's own (both part of the cache key), not the model's.
+_INSTALLATION = tuple({os.path.realpath(p) + os.sep for p in (
+    sys.prefix, sys.base_prefix, sys.exec_prefix, *sysconfig.get_paths().values(),
+    str(Path(__file__).parent), str(Path(__file__).parent.parent / "device_agent"))})
+_SYSTEM = ("/proc/", "/sys/", "/dev/")
+
+
+def _record_open(event: str, args: tuple[Any, ...]) -> None:
+    files = getattr(_recording, "files", None)
+    if files is None or event != "open":
+        return
+    name, mode = args[0], args[1]
+    if not isinstance(name, str | os.PathLike) or (
+            isinstance(mode, str) and any(flag in mode for flag in "wax+")):
+        return
+    real = os.path.realpath(os.fsdecode(name))
+    if (real.startswith(_INSTALLATION) or real.startswith(_SYSTEM)
+            or real.endswith(".pyc") or not os.path.isfile(real)
+            or (real.endswith(".py") and _on_stack(real))):
+        return
+    files.add(Path(real))
+
+
+def _on_stack(real: str) -> bool:
+    """Whether ``real`` is the source of a running frame: read for a traceback (torch
+    formats the caller's stack when first imported), not loaded by the model."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if os.path.realpath(frame.f_code.co_filename) == real:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+@functools.cache
+def _install_hook() -> None:
+    """Audit hooks cannot be removed: one, installed once, records only while a model loads."""
+    sys.addaudithook(_record_open)
+
+
+@contextlib.contextmanager
+def _reads_recorded() -> Iterator[set[Path]]:
+    """The files this thread opens for reading meanwhile, seen through an audit hook.
+
+    It sees ``open()``, ``io.open_code`` (imports) and ``torch.load``'s opens.
+    """
+    _install_hook()
+    files: set[Path] = set()
+    _recording.files = files
+    try:
+        yield files
+    finally:
+        _recording.files = None

@@ -97,7 +97,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            settings: dict[str, Any] | None = None,
            threads: Sequence[int] | None = None,
            tags: Iterable[str] = (),
-           max_accuracy_drop: float | None = None) -> DeployOutcome:
+           max_accuracy_drop: float | None = None,
+           conversion_cache: str | Path | None = None) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report.
 
     ``threads`` sweeps thread counts (each target's own setting if None): every
@@ -105,6 +106,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     ``max_accuracy_drop`` (points against fp32): only variants within it run, and each
     target's fastest VALID one, by its own measured latency beyond noise, is picked
     (:mod:`toolkit.choose`); every candidate left out is named in the choice with why.
+    ``conversion_cache``: a folder where converted variants are kept and found again
+    (:mod:`toolkit.compress._cache`); None converts every variant.
     """
     # Cheap checks first, so a typo fails in milliseconds, not after a conversion.
     chosen = [load_target(name, targets_dir) for name in targets]
@@ -121,7 +124,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     final_dir = out_dir / "runs" / run_id
     try:
         with ResultsStore(store_path) as store:
-            artifacts, failed, references = prepare_model(source, configs, staging)
+            artifacts, failed, references = prepare_model(source, configs, staging,
+                                                          cache_dir=conversion_cache)
             over: list[tuple[str, str]] = []
             if max_accuracy_drop is not None:
                 for failure in failed:
@@ -154,15 +158,17 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                  "html": final_dir / "report.html"}, choices=choices)
 
 
-def prepare_model(source: ModelSource, configs: list[Chain], staging: Path
+def prepare_model(source: ModelSource, configs: list[Chain], staging: Path, *,
+                  cache_dir: str | Path | None = None
                   ) -> tuple[list[Artifact], list[FailedVariant], dict[str, Path]]:
     """Compress ``source`` into ``staging/artifacts`` (with its manifest) and its references.
 
     A variant that cannot be built is returned among the failed, with its reason; the
-    others are built all the same.
+    others are built all the same.  ``cache_dir``: the conversion cache, if any.
     """
     failed: list[FailedVariant] = []
-    artifacts = build_artifacts(source, configs, staging / "artifacts", failed=failed)
+    artifacts = build_artifacts(source, configs, staging / "artifacts",
+                                cache_dir=Path(cache_dir) if cache_dir else None, failed=failed)
     write_manifest(staging / "artifacts", source, artifacts, failed)
     return artifacts, failed, _build_references(source, artifacts, staging / "references")
 

@@ -324,6 +324,12 @@ class Connection:
                     select.select([channel], [], [], min(remaining, 1.0))
                     if not transport.is_active():
                         raise self._dropped("the connection dropped")
+            # Output and exit status can arrive together between the checks above: what is
+            # still buffered belongs to the result.
+            while channel.recv_ready():
+                out += channel.recv(65536)
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
             status = channel.recv_exit_status()
             channel.close()
         except (paramiko.SSHException, EOFError, OSError) as exc:

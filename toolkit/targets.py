@@ -63,6 +63,9 @@ class Target:
     power_sensor: str = "none"
     thermal_zones: tuple[str, ...] = ()
     work_dir: str = ".edge"
+    #: The size cap of ``work_dir/cache`` (uploaded models, references): least recently
+    #: used files are evicted after a job's uploads; the job's own files always stay.
+    cache_max_mb: int = 512
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
     keepalive_seconds: int = 5
@@ -83,7 +86,7 @@ class Target:
         if self.power_sensor not in POWER_SENSORS:
             raise bad(f"power_sensor {self.power_sensor!r} is not one of "
                       f"{', '.join(POWER_SENSORS)}")
-        for key in ("threads", "retries", "keepalive_seconds"):
+        for key in ("threads", "retries", "keepalive_seconds", "cache_max_mb"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise bad(f"{key} must be a whole number >= 0")

@@ -6,18 +6,27 @@ it, and one remote command renames it into place only if the sha256 matches.
 A file already present with the right hash is not sent again. Names are single
 safe path components and every remote command is built with ``shlex.quote``.
 
+The cache folder is bounded: after a job's uploads, :func:`prune_cache` touches the
+job's files (boards often mount ``noatime``, so a use is recorded in the mtime) and
+removes the least recently used others until the folder is under the target's
+``cache_max_mb``.
+
 Example::
 
     with Connection(target) as board:
         sent = upload(board, ".edge/cache", "ab12....tflite", Path("m.tflite"))
+        prune_cache(board, ".edge/cache", ["ab12....tflite"], 512 * 1024 * 1024)
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import shlex
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from device_agent.protocol import sha256_file
@@ -26,6 +35,7 @@ from .errors import InfrastructureError, TransferError
 from .ssh import Connection
 from .targets import check_name
 
+_log = logging.getLogger(__name__)
 #: Temporary uploads older than this are leftovers of a killed transfer.
 STALE_PART_MINUTES = 60
 
@@ -114,6 +124,62 @@ def _send(board: Connection, folder: str, name: str, source: Path | bytes,
     if not placed.ok:
         raise InfrastructureError(f"cannot place {name} on {board.target.name}: "
                                   f"{_last_line(placed.stderr)}", target=board.target.name)
+
+
+@dataclass(frozen=True)
+class PrunedCache:
+    """What :func:`prune_cache` removed, and the folder's size afterwards."""
+
+    evicted: tuple[str, ...]
+    total_bytes: int
+
+
+def prune_cache_command(folder: str, keep: Iterable[str], max_bytes: int) -> str:
+    """The POSIX shell command of :func:`prune_cache` (``sh``, coreutils or busybox).
+
+    Prints ``evicted NAME`` per removed file, then ``total BYTES``. Temporary uploads
+    (``*.part-*``) are neither counted nor removed: :func:`upload_all` sweeps them.
+    """
+    names = [check_name(name, "file name") for name in keep]
+    touch = f"touch -c -- {' '.join(shlex.quote(n) for n in names)}; " if names else ""
+    # Oldest first (mtime, then size and name for ties); the kept files are skipped.
+    select = ("BEGIN { n = split(keep, k, \" \"); for (i = 1; i <= n; i++) kept[\"./\" k[i]] = 1 } "
+              "{ name = $0; sub(/^[^ ]+ [^ ]+ /, \"\", name); size[NR] = $2; file[NR] = name; "
+              "total += $2 } "
+              "END { for (i = 1; i <= NR && total > cap; i++) if (!(file[i] in kept)) "
+              "{ print \"evict \" file[i]; total -= size[i] } "
+              "printf \"total %.0f\\n\", total }")
+    return (f"cd -- {shlex.quote(folder)} 2>/dev/null || {{ echo 'total 0'; exit 0; }}; "
+            f"{touch}"
+            "find . -maxdepth 1 -type f ! -name '*.part-*' -exec stat -c '%Y %s %n' -- {} + "
+            f"| sort -n | awk -v cap={int(max_bytes)} -v keep={shlex.quote(' '.join(names))} "
+            f"{shlex.quote(select)} | while read -r what name; do "
+            'if [ "$what" = evict ]; then rm -f -- "$name" && echo "evicted ${name#./}"; '
+            'else echo "$what $name"; fi; done')
+
+
+def prune_cache(board: Connection, folder: str, keep: Iterable[str],
+                max_bytes: int) -> PrunedCache:
+    """Mark ``keep`` (the job's files in ``folder``) used and evict least recently used
+    other files until ``folder`` holds at most ``max_bytes``; one remote command.
+
+    The job's own files are never evicted: if they alone exceed the cap, the folder
+    stays above it and a warning says so.
+    """
+    keep = list(keep)
+    result = board.run(prune_cache_command(folder, keep, max_bytes))
+    lines = result.stdout.decode("utf-8", "replace").splitlines()
+    if not result.ok or not lines or not lines[-1].startswith("total "):
+        raise InfrastructureError(f"cannot prune the cache {folder} on {board.target.name}: "
+                                  f"{_last_line(result.stderr)}", target=board.target.name)
+    pruned = PrunedCache(
+        evicted=tuple(line.split(" ", 1)[1] for line in lines if line.startswith("evicted ")),
+        total_bytes=int(lines[-1].split()[1]))
+    if pruned.total_bytes > max_bytes:
+        _log.warning("the cache on %s holds %d bytes, over its cap of %d: this job's own "
+                     "files are that large (raise cache_max_mb)", board.target.name,
+                     pruned.total_bytes, max_bytes)
+    return pruned
 
 
 def _remove_quietly(board: Connection, path: str) -> None:

@@ -30,7 +30,7 @@ from .errors import AgentError, InfrastructureError, TargetError
 from .lock import board_lock
 from .ssh import Connection
 from .targets import Target, check_name
-from .transfer import upload_all
+from .transfer import prune_cache, upload_all
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ class SshTransport:
         upload_all(board, [(work, agent.name, agent.data),
                            *((cache, name, path) for name, path in files.items()),
                            (cache, job_name, json.dumps(job).encode())])
+        prune_cache(board, cache, [*files, job_name], self.target.cache_max_mb * 1024 * 1024)
         facts = probe(board)
         facts.require()
         python = facts.python_in(work)

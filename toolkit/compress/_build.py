@@ -7,14 +7,16 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
+import logging
 import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from ..compat import MIN_AGREEMENT_AT_SQNR, runtime_compat
 from ..errors import CompressError, ModelError, OutputError, UsageError
 from ..evaluate import tflite_accuracy, tflite_fidelity
 from ..model import ModelSource, load_model_source
+from ._cache import DEFAULT_MAX_BYTES, CacheKeys, ConversionCache
 from ._convert import check_sample, compress_failure, convert
 from ._mixed import int8_mixed, require_measuring_data
 from ._recipes import (
@@ -40,8 +43,11 @@ from ._recipes import (
 )
 from ._transform import TransformContext, apply_transform, quantization_aware_training
 
+_log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 FIDELITY_SAMPLES = 256
+#: The seed of every chain's random number generators (see ``_seeded``).
+CHAIN_SEED = 0
 COMPAT_SAMPLES = 64
 
 
@@ -77,7 +83,7 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
     try:
         # Fine-tuning prints nothing of its own: only the converters' output is captured,
         # so progress lines reach the terminal.
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _seeded(CHAIN_SEED):
             warnings.simplefilter("ignore")
             for step in chain.transforms:
                 progress(f"{chain.recipe}: {step.recipe}")
@@ -108,6 +114,31 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
     return CompressedVariant(name=chain.recipe, path=target, config=chain.to_dict(),
                              seconds=time.perf_counter() - started, details=details,
                              module=float_module)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Every random number generator a chain may draw from, seeded; the caller's restored.
+
+    Dropout while fine-tuning, a shuffling ``train_data()``, torch-pruning: whatever a chain
+    draws starts from the same state, so one model and one recipe give one file whatever
+    ran before in the process.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def _check_loads(path: Path, recipe: str) -> None:
@@ -178,11 +209,15 @@ def _has_labels(source: ModelSource) -> bool:
 def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
                     progress: Progress = _quiet,
                     compat_pythons: Sequence[Path] = (),
+                    cache_dir: Path | None = None,
+                    cache_max_bytes: int = DEFAULT_MAX_BYTES,
                     failed: list[FailedVariant] | None = None) -> list[Artifact]:
     """Compress every chain into ``folder`` and describe each file with its measured quality.
 
     ``compat_pythons``: other Pythons (e.g. a venv with tflite-runtime 2.14) under whose
     runtime every file must load and compute what the host runtime computes.
+    ``cache_dir``: a conversion cache (:mod:`._cache`, at most ``cache_max_bytes``); a
+    chain found there is copied with its manifest entry instead of converted.
     ``failed``: when given, a chain that cannot be built for this model (its conversion
     fails, its file does not load, or it needs data the model file lacks) is appended
     there with its reason and the other chains are still built; without it, the first
@@ -192,12 +227,14 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
         copied = folder / source.path.name
         shutil.copyfile(source.path, copied)
         return [describe_artifact("tflite", copied, config={"recipe": "as-is"})]
-    inputs, inputs_from = _fidelity_inputs(source)
+    cache = ConversionCache(cache_dir, max_bytes=cache_max_bytes) if cache_dir else None
+    keys = CacheKeys(source)
+    inputs = _fidelity_inputs(source)
     artifacts = []
     for chain in chains:
-        progress(f"{chain.recipe}: start")
         try:
-            variant = compress(source, chain, folder, progress=progress)
+            artifacts.append(_cached_or_built(source, chain, folder, progress, inputs, cache,
+                                              keys))
         except (CompressError, ModelError) as exc:
             if failed is None:
                 raise
@@ -205,36 +242,64 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
             failed.append(FailedVariant(variant=chain.recipe, config=chain.to_dict(),
                                         stage="compress", error=reason))
             progress(f"{chain.recipe}: failed: {reason}")
-            continue
-        quality: dict[str, Any] = {}
-        if source.eval_data is not None and _has_labels(source):
-            progress(f"{chain.recipe}: evaluating")
-            quality = tflite_accuracy(variant.path, source.eval_data())
-        fidelity = tflite_fidelity(variant.path, source.module.eval(), inputs)
-        counts = model_counts(variant.module, source.example_input)
-        # The host runtime is judged against the torch model this file was converted from
-        # (after pruning and fine-tuning), so a retrained student is not "wrong" for
-        # disagreeing with the original; quantization may flip near-ties only.
-        own = (tflite_fidelity(variant.path, variant.module.eval(), inputs)["top1_agreement"]
-               if chain.transforms else fidelity["top1_agreement"])
-        host = {**find_runtime().describe(), "loads": True,
-                "top1_agreement_with_source": own,
-                "ok": bool(own is None or own >= MIN_AGREEMENT_AT_SQNR)}
-        artifacts.append(describe_artifact(
-            variant.name, variant.path, config=variant.config,
-            accuracy=quality.get("accuracy"), eval_samples=quality.get("eval_samples"),
-            compress_seconds=round(variant.seconds, 3), details=variant.details,
-            calibration=variant.details.get("calibration"),
-            fidelity={**fidelity, "inputs_from": inputs_from, "reference": "torch fp32"},
-            runtime_compat=[host], **counts))
-        progress(f"{chain.recipe}: done in {variant.seconds:.1f} s")
     for python in compat_pythons:
         progress(f"checking every file under {python}")
-        checked = runtime_compat(python, [a.path for a in artifacts], inputs[:COMPAT_SAMPLES])
+        checked = runtime_compat(python, [a.path for a in artifacts],
+                                 inputs[0][:COMPAT_SAMPLES])
         artifacts = [dataclasses.replace(a, runtime_compat=[*a.runtime_compat,
                                                              checked[a.path.name]])
                      for a in artifacts]
     return artifacts
+
+
+def _cached_or_built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
+                     inputs: tuple[list[tuple[Any, ...]], str], cache: ConversionCache | None,
+                     keys: CacheKeys) -> Artifact:
+    if cache is None:
+        return _built(source, chain, folder, progress, inputs)
+    key = keys.key(chain)
+    target = folder / f"{chain.file_stem}.tflite"
+    record = cache.fetch(key, target)
+    if record is not None:
+        _log.info("%s: reused from the conversion cache (%s)", chain.recipe, key[:12])
+        progress(f"{chain.recipe}: reused from the conversion cache")
+        return Artifact(path=target, **record)
+    artifact = _built(source, chain, folder, progress, inputs)
+    cache.store(key, artifact.path, {f.name: getattr(artifact, f.name)
+                                     for f in dataclasses.fields(Artifact) if f.name != "path"})
+    return artifact
+
+
+def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
+           fidelity_inputs: tuple[list[tuple[Any, ...]], str]) -> Artifact:
+    """Convert ``chain`` and measure the file: accuracy, fidelity, counts, the host runtime."""
+    inputs, inputs_from = fidelity_inputs
+    progress(f"{chain.recipe}: start")
+    _log.info("%s: converting", chain.recipe)
+    variant = compress(source, chain, folder, progress=progress)
+    quality: dict[str, Any] = {}
+    if source.eval_data is not None and _has_labels(source):
+        progress(f"{chain.recipe}: evaluating")
+        quality = tflite_accuracy(variant.path, source.eval_data())
+    fidelity = tflite_fidelity(variant.path, source.module.eval(), inputs)
+    counts = model_counts(variant.module, source.example_input)
+    # The host runtime is judged against the torch model this file was converted from
+    # (after pruning and fine-tuning), so a retrained student is not "wrong" for
+    # disagreeing with the original; quantization may flip near-ties only.
+    own = (tflite_fidelity(variant.path, variant.module.eval(), inputs)["top1_agreement"]
+           if chain.transforms else fidelity["top1_agreement"])
+    host = {**find_runtime().describe(), "loads": True,
+            "top1_agreement_with_source": own,
+            "ok": bool(own is None or own >= MIN_AGREEMENT_AT_SQNR)}
+    artifact = describe_artifact(
+        variant.name, variant.path, config=variant.config,
+        accuracy=quality.get("accuracy"), eval_samples=quality.get("eval_samples"),
+        compress_seconds=round(variant.seconds, 3), details=variant.details,
+        calibration=variant.details.get("calibration"),
+        fidelity={**fidelity, "inputs_from": inputs_from, "reference": "torch fp32"},
+        runtime_compat=[host], **counts)
+    progress(f"{chain.recipe}: done in {variant.seconds:.1f} s")
+    return artifact
 
 
 #: What ``--max-accuracy-drop`` tries, most expected gain (size and speed) first.
