@@ -268,7 +268,10 @@ def test_deploy_twice_then_check_end_to_end(tflite_copy: Path, tmp_path: Path) -
     assert len(run.results[0]["latency_samples_ms"]) == run.results[0]["runs"]
     wide = ["--threshold", "latency_p50=10000", "--threshold", "latency_p99=10000",
             "--threshold", "peak_memory=1000"]
-    assert invoke("check", "--baseline", first, *wide).exit_code == 0
+    # 0, or 3 when the shared machine made a measurement INVALID (then the gate cannot know).
+    checked = invoke("check", "--baseline", first, *wide)
+    assert checked.exit_code == 0 or (checked.exit_code == 3
+                                      and "edge: check inconclusive" in checked.stderr)
     assert invoke("check", "--baseline", first, "--threshold", "size=-1").exit_code == 2
 
 

@@ -191,7 +191,9 @@ class CheckOutcome:
     def summary(self) -> str:
         """One line: passed, the regressions, or what could not be judged and why."""
         if self.regressions:
-            return f"{len(self.regressions)} regression(s)"
+            return f"{len(self.regressions)} regression(s)" + (
+                f", {len(self.inconclusive)} metric(s) inconclusive" if self.inconclusive
+                else "")
         if self.inconclusive:
             first = self.inconclusive[0]
             return (f"inconclusive: {len(self.inconclusive)} metric(s) could not be judged, "
