@@ -75,6 +75,8 @@ THRESHOLD_HELP = {
 }
 #: Block length of the bootstrap, as a fraction of a run's samples (see bootstrap_ratio).
 BLOCK_FRACTION = 0.05
+#: Samples of a run the bootstrap resamples at most (see bootstrap_ratios).
+BOOTSTRAP_SAMPLES = 5_000
 #: Board facts that must agree for two results of one target to be comparable.
 BOARD_IDENTITY = ("machine", "cpu_model", "board_model")
 #: Metrics that follow timing noise: an INVALID measurement cannot judge them.
@@ -421,19 +423,43 @@ def bootstrap_ratio(base: np.ndarray, new: np.ndarray, *, quantile: float, resam
     as many independent slow inferences and call a one-off a certainty.  Returns
     ``(ratio, low, high)``.  Seeded, so one pair of runs always gets one verdict.
     """
+    return bootstrap_ratios(base, new, quantiles=(quantile,), resamples=resamples,
+                            confidence=confidence, seed=seed)[0]
+
+
+def bootstrap_ratios(base: np.ndarray, new: np.ndarray, *, quantiles: Sequence[float],
+                     resamples: int, confidence: float,
+                     seed: int = 0) -> list[tuple[float, float, float]]:
+    """:func:`bootstrap_ratio` for several quantiles from the same resamples.
+
+    The interval comes from at most :data:`BOOTSTRAP_SAMPLES` of each run, evenly spaced
+    in time (a microsecond model ships 50,000): the interval is then a little wider than
+    all samples would give, never narrower, and a check takes seconds, not minutes.
+    """
     rng = np.random.default_rng(seed)
-    point = float(np.quantile(new, quantile) / np.quantile(base, quantile))
-    ratios = np.empty(resamples)
-    # Chunks keep memory near a few MB even for runs of 10,000 samples.
-    chunk = max(1, 2_000_000 // max(base.size, new.size))
+    base_used, new_used = _evenly_spaced(base), _evenly_spaced(new)
+    ratios = np.empty((resamples, len(quantiles)))
+    # Chunks keep memory near a few MB even for the longest runs.
+    chunk = max(1, 2_000_000 // max(base_used.size, new_used.size))
     for start in range(0, resamples, chunk):
         rows = min(chunk, resamples - start)
-        b = np.quantile(base[block_indices(rng, base.size, rows)], quantile, axis=1)
-        n = np.quantile(new[block_indices(rng, new.size, rows)], quantile, axis=1)
-        ratios[start:start + rows] = n / b
+        b = np.quantile(np.take(base_used, block_indices(rng, base_used.size, rows),
+                                mode="wrap"), quantiles, axis=1)
+        n = np.quantile(np.take(new_used, block_indices(rng, new_used.size, rows),
+                                mode="wrap"), quantiles, axis=1)
+        ratios[start:start + rows] = (n / b).T
     tail = (1 - confidence) / 2
-    low, high = np.quantile(ratios, [tail, 1 - tail])
-    return point, float(low), float(high)
+    found = []
+    for column, q in enumerate(quantiles):
+        low, high = np.quantile(ratios[:, column], [tail, 1 - tail])
+        found.append((float(np.quantile(new, q) / np.quantile(base, q)), float(low),
+                      float(high)))
+    return found
+
+
+def _evenly_spaced(samples: np.ndarray) -> np.ndarray:
+    """At most BOOTSTRAP_SAMPLES of ``samples``, every k-th, in time order."""
+    return samples[::-(-samples.size // BOOTSTRAP_SAMPLES)]
 
 
 def block_indices(rng: np.random.Generator, size: int, rows: int) -> np.ndarray:
@@ -441,22 +467,36 @@ def block_indices(rng: np.random.Generator, size: int, rows: int) -> np.ndarray:
 
     A block may start anywhere and wraps past the end to the start, so every sample is
     equally likely to be drawn; blocks that stop at the end would draw the first and last
-    few samples of a run (where warm-up leftovers and throttling show) less often.
+    few samples of a run (where warm-up leftovers and throttling show) less often.  The
+    indices run past ``size - 1`` where a block wraps: read them modulo ``size``
+    (``np.take(samples, indices, mode="wrap")``, which is faster than wrapping them here).
     """
     length = max(1, int(size * BLOCK_FRACTION))
     count = -(-size // length)
     starts = rng.integers(0, size, (rows, count))
-    return ((starts[:, :, None] + np.arange(length)) % size).reshape(rows, -1)[:, :size]
+    return (starts[:, :, None] + np.arange(length)).reshape(rows, -1)[:, :size]
 
 
 def _compare_records(base: dict[str, Any], new: dict[str, Any], t: Thresholds,
                      spread: dict[tuple[str, str, str], float],
                      baseline_count: int) -> list[MetricCheck]:
     where = (new["target"], new["variant"])
-    checks = [_latency_check(base, new, "latency_p50", 0.5, "p50", t, where,
-                             spread.get((*where, "latency_p50")), baseline_count),
-              _latency_check(base, new, "latency_p99", 0.99, "p99", t, where,
-                             spread.get((*where, "latency_p99")), baseline_count),
+    base_samples = np.asarray(base.get("latency_samples_ms") or [], dtype=np.float64)
+    new_samples = np.asarray(new.get("latency_samples_ms") or [], dtype=np.float64)
+    if base_samples.size >= 2 and new_samples.size >= 2 and base_samples.min() > 0:
+        p50, p99 = bootstrap_ratios(base_samples, new_samples, quantiles=(0.5, 0.99),
+                                    resamples=t.resamples, confidence=t.confidence)
+        latency = [_latency_check(base_samples, new_samples, metric, q, key, t, where,
+                                  found, spread.get((*where, metric)), baseline_count)
+                   for metric, q, key, found in (("latency_p50", 0.5, "p50", p50),
+                                                 ("latency_p99", 0.99, "p99", p99))]
+    else:
+        latency = [dataclasses.replace(
+            _relative_check(metric, (base.get("latency_ms") or {}).get(key),
+                            (new.get("latency_ms") or {}).get(key), getattr(t, metric), where),
+            detail="no raw samples: compared the summaries")
+            for metric, key in (("latency_p50", "p50"), ("latency_p99", "p99"))]
+    checks = [*latency,
               _relative_check("peak_memory", base.get("peak_rss_bytes"),
                               new.get("peak_rss_bytes"), t.peak_memory, where),
               _relative_check("size", base.get("size_bytes"), new.get("size_bytes"), t.size,
@@ -484,19 +524,12 @@ def _compare_records(base: dict[str, Any], new: dict[str, Any], t: Thresholds,
             if c.metric in TIMING_METRICS and c.verdict != "skipped" else c for c in checks]
 
 
-def _latency_check(base: dict[str, Any], new: dict[str, Any], metric: str, quantile: float,
-                   summary_key: str, t: Thresholds, where: tuple[str, str],
-                   spread: float | None, baseline_count: int) -> MetricCheck:
+def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: str,
+                   quantile: float, summary_key: str, t: Thresholds, where: tuple[str, str],
+                   found: tuple[float, float, float], spread: float | None,
+                   baseline_count: int) -> MetricCheck:
     limit = getattr(t, metric)
-    base_samples = np.asarray(base.get("latency_samples_ms") or [], dtype=np.float64)
-    new_samples = np.asarray(new.get("latency_samples_ms") or [], dtype=np.float64)
-    if base_samples.size < 2 or new_samples.size < 2 \
-            or np.quantile(base_samples, quantile) <= 0:
-        check = _relative_check(metric, (base.get("latency_ms") or {}).get(summary_key),
-                                (new.get("latency_ms") or {}).get(summary_key), limit, where)
-        return dataclasses.replace(check, detail="no raw samples: compared the summaries")
-    ratio, low, high = bootstrap_ratio(base_samples, new_samples, quantile=quantile,
-                                       resamples=t.resamples, confidence=t.confidence)
+    ratio, low, high = found
     detail = f"{base_samples.size} vs {new_samples.size} samples"
     if spread is not None:
         # Each run has its own offset: the two runs' offsets differ by sqrt(2) * spread.
