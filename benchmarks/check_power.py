@@ -27,8 +27,10 @@ Usage: python benchmarks/check_power.py [--pairs 20] [--baselines 2] [--models c
        [--min-seconds S] [--store-runs 1000]
 Cost, measured with --pairs 3 on 2 busy cores (load 7): a digits CNN run (two variants, the
 default 1 s cooldown between them) 5.7 s, a MobileNet run 2.1 s, compressing both once 170 s,
-checking a CNN pair against 1 and 3 baselines 20 s.  The full default run (20 pairs x 3 runs
-per model: 120 runs) is then about 12 minutes, less on idle cores; ``--baselines 3`` (the
+checking a CNN pair against 1 and 3 baselines 20 s (a bootstrap of 5,000 samples x 2,000
+resamples: about 1.3 s at that load).  The full default run (20 pairs x 3 runs per model: 120
+runs) is then about 16 minutes at that load; on idle cores the runs take as long (their floors
+are in seconds) and the checks about a third: about 12 minutes.  ``--baselines 3`` (the
 README's CI recipe) adds about 3 minutes, ``--baselines 1`` saves 4.
 """
 
