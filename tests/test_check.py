@@ -431,6 +431,9 @@ def test_cli_exit_code_for_each_case(store_file: Path, tmp_path: Path) -> None:
                       f"postgresql://edge@127.0.0.1:{closed_port()}/edge")
     assert unreachable.exit_code == ExitCode.INCOMPLETE
     assert "cannot be reached" in unreachable.stderr
+    # No store file at the path: the user must fix the path (or deploy first).
+    assert run("--baseline", "main", "--store",
+               str(tmp_path / "none.sqlite")).exit_code == ExitCode.USAGE
     corrupt = tmp_path / "corrupt.sqlite"
     corrupt.write_bytes(np.random.default_rng(0).bytes(8192))
     broken = run("--baseline", "main", "--store", str(corrupt))

@@ -26,8 +26,9 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
 @click.command(epilog="\b\nExit codes:\n"
                       "  0  no regression, every metric judged\n"
                       "  1  a regression (whatever else was found)\n"
-                      "  2  usage error: a bad option, baseline, run or threshold; runs that\n"
-                      "     cannot be compared (different models or boards)\n"
+                      "  2  usage error: a bad option, baseline, run or threshold, no store\n"
+                      "     file at that path; runs that cannot be compared (different models\n"
+                      "     or boards)\n"
                       "  3  the store cannot be reached or read (unreachable, corrupt), or\n"
                       "     the check is inconclusive: nothing regressed, but a measurement\n"
                       "     was INVALID, failed or missing (what to do is printed)")
