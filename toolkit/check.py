@@ -19,14 +19,17 @@ Latency (p50, p99) is judged on the raw samples:
    ``log(q_i)`` around ``log(q_pooled)`` (``q_i`` the quantile of baseline run ``i``,
    ``q_pooled`` that of all their samples together, ``k - 1`` degrees of freedom).
    Comparing two single runs, each carries its own run offset, so the interval is
-   widened on the log scale by ``z * sqrt(2) * s`` (``z`` the normal quantile of the
-   confidence), added in quadrature to each side of the bootstrap interval.  ``s``
-   also holds some within-run noise, already in the bootstrap: the widening errs on
-   the side of fewer false alarms.  With one baseline run the spread is unknown and
-   the output says the gate is weaker.
-3. **Verdict**: a regression only when the *whole* interval lies above
-   ``1 + threshold`` (an improvement: below ``1 - threshold``), against *each*
-   baseline run.
+   widened on the log scale by ``t * sqrt(2) * s`` (``t`` Student's quantile of the
+   confidence with ``k - 1`` degrees of freedom: ``s`` comes from few runs), added in
+   quadrature to each side of the bootstrap interval.  ``s`` also holds some
+   within-run noise, already in the bootstrap: the widening errs on the side of
+   fewer false alarms.  With one baseline run the spread is unknown and the output
+   says the gate is weaker.
+3. **Verdict**, against *each* baseline run: a regression only when the *whole*
+   interval lies above ``1 + threshold``, an improvement when it lies below
+   ``1 - threshold``, a pass when it lies below ``1 + threshold``; an interval that
+   reaches past the limit without lying past it cannot tell either way:
+   ``inconclusive`` (measure longer, or give more baseline runs).
 
 A metric cannot prove anything when its measurement on either side is not sound:
 a variant INVALID on the board (unstable, too short, throttled, wrong outputs)
@@ -235,7 +238,8 @@ class CheckOutcome:
         lines.append("")
         lines.append(f"Latency changes show a {self.thresholds.confidence:.0%} bootstrap "
                      "interval (widened by the spread between baseline runs when there are "
-                     "several); a latency regression needs the whole interval past the limit.")
+                     "several); a latency regression needs the whole interval past the limit, "
+                     "a pass the whole interval below it.")
         lines.extend(f"- {note}" for note in self.notes)
         return "\n".join(lines) + "\n"
 
@@ -275,7 +279,7 @@ def check_runs(baseline: StoredRun | Sequence[StoredRun], run: StoredRun,
     if not baselines:
         raise UsageError("no baseline run given")
     spread = between_run_spread(baselines)
-    outcomes = [_check_one(one, run, thresholds, spread, len(baselines)) for one in baselines]
+    outcomes = [_check_one(one, run, thresholds, spread) for one in baselines]
     notes = list(dict.fromkeys(note for outcome in outcomes for note in outcome.notes))
     if len(baselines) == 1:
         notes.append("One baseline run: the gate cannot see how much two runs of the same "
@@ -312,8 +316,10 @@ def _merge(checks: list[MetricCheck]) -> MetricCheck:
     return dataclasses.replace(closest, verdict=verdict)
 
 
-def between_run_spread(baselines: Sequence[StoredRun]) -> dict[tuple[str, str, str], float]:
-    """(target, variant, latency metric) -> spread between runs, as an SD of log quantiles.
+def between_run_spread(
+        baselines: Sequence[StoredRun]) -> dict[tuple[str, str, str], tuple[float, int]]:
+    """(target, variant, latency metric) -> (spread between runs as an SD of log quantiles,
+    how many runs it comes from).
 
     Only from sound measurements (ok, not INVALID, raw samples) of at least two runs.
     """
@@ -333,9 +339,28 @@ def between_run_spread(baselines: Sequence[StoredRun]) -> dict[tuple[str, str, s
         for metric, q in quantiles.items():
             logs = np.log([np.quantile(one, q) for one in runs])
             deviations = logs - math.log(float(np.quantile(pooled, q)))
-            spread[(target, variant, metric)] = float(np.sqrt(
-                np.sum(deviations ** 2) / (len(runs) - 1)))
+            spread[(target, variant, metric)] = (float(np.sqrt(
+                np.sum(deviations ** 2) / (len(runs) - 1))), len(runs))
     return spread
+
+
+def student_t(confidence: float, df: int) -> float:
+    """Two-sided ``confidence`` quantile of Student's t with ``df`` degrees of freedom.
+
+    Exact for 1 and 2 degrees of freedom; from 3 on, the Cornish-Fisher expansion of
+    Abramowitz & Stegun 26.7.5 (3.179 where the exact value is 3.182, 95 % at 3).
+    """
+    p = 1 - (1 - confidence) / 2
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    z = NormalDist().inv_cdf(p)
+    terms = ((z ** 3 + z) / 4,
+             (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96,
+             (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384,
+             (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160)
+    return z + sum(term / df ** power for power, term in enumerate(terms, start=1))
 
 
 def _invalid_reasons(record: dict[str, Any]) -> list[str] | None:
@@ -361,7 +386,7 @@ def _advice(reasons: list[str]) -> str:
 
 
 def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
-               spread: dict[tuple[str, str, str], float], baseline_count: int) -> CheckOutcome:
+               spread: dict[tuple[str, str, str], tuple[float, int]]) -> CheckOutcome:
     if baseline.model_name != run.model_name:
         raise CheckRefused(f"baseline {baseline.run_id} is model {baseline.model_name!r} but run "
                            f"{run.run_id} is model {run.model_name!r}; compare runs of one model")
@@ -408,7 +433,7 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
             checks.append(unmeasured(f"failed in baseline {baseline.run_id}, nothing to "
                                      "compare with: re-measure the baseline"))
         else:
-            checks.extend(_compare_records(base, new, thresholds, spread, baseline_count))
+            checks.extend(_compare_records(base, new, thresholds, spread))
     return CheckOutcome(baseline=baseline, run=run, thresholds=thresholds, checks=checks,
                         notes=notes)
 
@@ -478,8 +503,7 @@ def block_indices(rng: np.random.Generator, size: int, rows: int) -> np.ndarray:
 
 
 def _compare_records(base: dict[str, Any], new: dict[str, Any], t: Thresholds,
-                     spread: dict[tuple[str, str, str], float],
-                     baseline_count: int) -> list[MetricCheck]:
+                     spread: dict[tuple[str, str, str], tuple[float, int]]) -> list[MetricCheck]:
     where = (new["target"], new["variant"])
     base_samples = np.asarray(base.get("latency_samples_ms") or [], dtype=np.float64)
     new_samples = np.asarray(new.get("latency_samples_ms") or [], dtype=np.float64)
@@ -487,7 +511,7 @@ def _compare_records(base: dict[str, Any], new: dict[str, Any], t: Thresholds,
         p50, p99 = bootstrap_ratios(base_samples, new_samples, quantiles=(0.5, 0.99),
                                     resamples=t.resamples, confidence=t.confidence)
         latency = [_latency_check(base_samples, new_samples, metric, q, key, t, where,
-                                  found, spread.get((*where, metric)), baseline_count)
+                                  found, spread.get((*where, metric)))
                    for metric, q, key, found in (("latency_p50", 0.5, "p50", p50),
                                                  ("latency_p99", 0.99, "p99", p99))]
     else:
@@ -526,25 +550,32 @@ def _compare_records(base: dict[str, Any], new: dict[str, Any], t: Thresholds,
 
 def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: str,
                    quantile: float, summary_key: str, t: Thresholds, where: tuple[str, str],
-                   found: tuple[float, float, float], spread: float | None,
-                   baseline_count: int) -> MetricCheck:
+                   found: tuple[float, float, float],
+                   spread: tuple[float, int] | None) -> MetricCheck:
     limit = getattr(t, metric)
     ratio, low, high = found
     detail = f"{base_samples.size} vs {new_samples.size} samples"
     if spread is not None:
-        # Each run has its own offset: the two runs' offsets differ by sqrt(2) * spread.
-        widen = NormalDist().inv_cdf(1 - (1 - t.confidence) / 2) * math.sqrt(2) * spread
+        # Each run has its own offset: the two runs' offsets differ by sqrt(2) * spread,
+        # and spread comes from few runs (Student's t with runs - 1 degrees of freedom).
+        deviation, runs = spread
+        widen = student_t(t.confidence, runs - 1) * math.sqrt(2) * deviation
         centre = math.log(ratio)
         low = math.exp(centre - math.hypot(centre - math.log(low), widen))
         high = math.exp(centre + math.hypot(math.log(high) - centre, widen))
-        detail += (f"; interval widened by the spread between {baseline_count} baseline "
-                   f"runs ({100 * spread:.1f} %)")
+        detail += (f"; interval widened by the spread between {runs} baseline runs "
+                   f"({100 * deviation:.1f} %)")
     base_value = float(np.quantile(base_samples, quantile))
     new_value = float(np.quantile(new_samples, quantile))
     step = max(_resolution(base_samples), _resolution(new_samples))
     coarse = step > min(base_value, new_value) * limit / 200
     verdict = "inconclusive" if coarse else "regression" if low > 1 + limit / 100 else \
-        "improved" if high < 1 - limit / 100 else "pass"
+        "improved" if high < 1 - limit / 100 else "pass" if high <= 1 + limit / 100 else \
+        "inconclusive"
+    if verdict == "inconclusive" and not coarse:
+        detail = (f"the interval reaches past the +{limit:g} % limit without lying past it, "
+                  "so it cannot tell: measure longer (--min-seconds) on a quieter board, or "
+                  f"give more baseline runs (--baseline repeated); {detail}")
     if coarse:
         detail = (f"samples stored in steps of {format_duration(step)}, too coarse for a "
                   f"{format_duration(base_value)} {summary_key} and a {limit:g} % limit: "

@@ -31,7 +31,8 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
                       "     or boards)\n"
                       "  3  the store cannot be reached or read (unreachable, corrupt), or\n"
                       "     the check is inconclusive: nothing regressed, but a measurement\n"
-                      "     was INVALID, failed or missing (what to do is printed)")
+                      "     was INVALID, failed or missing, or a latency interval reaches\n"
+                      "     across its limit (what to do is printed)")
 @click.option("--baseline", "baseline_refs", required=True, multiple=True,
               help="A run id, a tag, or a baseline JSON file written by edge runs export. "
                    "Repeat it for several runs of the baseline: their spread widens the "
@@ -59,9 +60,10 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
 
     Latency is judged on the raw samples (bootstrap interval of the ratio of
     medians and of p99s, widened by the spread between baseline runs when
-    --baseline is repeated), so re-running the same model passes. A latency
-    that was INVALID on the board on either side cannot prove anything: it is
-    inconclusive, and the check says what to do.
+    --baseline is repeated): wholly past the limit is a regression, wholly
+    below it a pass, across it inconclusive. A latency that was INVALID on the
+    board on either side cannot prove anything: inconclusive too, and the check
+    says what to do.
 
     Example: edge check --baseline main latest --junit check.xml
     """
