@@ -12,6 +12,8 @@ Latency (p50, p99) is judged on the raw samples:
    the end so the first and last samples, where throttling shows, are drawn as often
    as the middle ones).  Samples are floats at the resolution the board measured:
    nothing is rounded, so a 15 us median gives as fine an interval as a 15 ms one.
+   At most :data:`BOOTSTRAP_SAMPLES` of a run, evenly spaced, are resampled (a wider
+   interval than all 50,000 of a microsecond model would give, never a narrower one).
 2. **Between-run spread**: one run's bootstrap cannot see how much a second run of
    the same model differs (a tail that sits higher for a whole run on a shared
    machine).  With several baseline runs (``--baseline`` repeated), the spread is
@@ -29,7 +31,9 @@ Latency (p50, p99) is judged on the raw samples:
    interval lies above ``1 + threshold``, an improvement when it lies below
    ``1 - threshold``, a pass when it lies below ``1 + threshold``; an interval that
    reaches past the limit without lying past it cannot tell either way:
-   ``inconclusive`` (measure longer, or give more baseline runs).
+   ``inconclusive`` (measure longer, or give more baseline runs).  Across baseline
+   runs, a regression (improvement) must be one against each; a pass against any
+   makes a pass; otherwise the metric is inconclusive.
 
 A metric cannot prove anything when its measurement on either side is not sound:
 a variant INVALID on the board (unstable, too short, throttled, wrong outputs)
