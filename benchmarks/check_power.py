@@ -1,20 +1,37 @@
-"""How well `edge check` tells noise from a real slowdown, and how fast the store answers.
+"""How often `edge check` cries wolf on identical runs, and how often it catches a 10% slowdown.
 
-Prints the figures the issue asks for:
+On the README's own example (examples/digits_cnn.py, fp32 and int8, about 15 us an
+inference) and on a model of about 1 ms (examples/digits_mobilenet96.py, fp32), local target,
+the agent's default measurement settings (at least 50 runs and 1 s per variant, robust CV
+limit 0.10):
 
-1. False alarms: baseline runs, then 20 identical runs of the same model on the local
-   target, each checked against the first baseline run (at most 1 may be flagged), and
-   against three baseline runs (``edge check --baseline A --baseline B --baseline C``: a
-   regression must show against each).
-2. Detection: 20 runs of a 10% slower variant of the same model (at least 19 flagged), and
-   20 runs of a 5% slower one (rate reported).  "Slower" comes from extra passes through one
-   layer (a CNN of 20 conv layers against 22 and 21, weights shared so the file size stays);
-   the true slowdown is measured and printed.  The CNN is small enough to stay in cache, so
-   memory traffic from other processes disturbs it less than a large model.
-3. A store of 1,000 runs: wall time of `edge runs list` and `edge report` (new processes).
+- **identical pairs**: ``--baselines`` (default 2) baseline runs, then a new run of the
+  same files; each pair is checked with ``edge check``'s default limits twice: against the
+  baseline run just before it alone (a back-to-back pair; the weaker gate, blind to
+  run-to-run spread) and against all the baseline runs (``--baseline`` repeated, as the
+  README's CI recipe does);
+- **slowed pairs**: the same pairs with every latency sample of the new run multiplied by
+  1.10 (and its summary with them).  Scaling a real run keeps its real noise (bursts, tail,
+  drift) and makes the slowdown exactly 10 %; a model change could only approximate that
+  on a 15 us model (extra layers cost what they cost).  The two counts come from the same
+  runs, so they are each over independent pairs, not independent of each other.
 
-The three kinds of run are interleaved so that load from other processes falls on all of
-them alike.  Usage: python benchmarks/check_power.py [--runs 20] [--min-seconds 1.0]
+Each pair's outcome is the exit code edge check would give: 1 REGRESSION, 3 inconclusive
+(something INVALID on the board or not measured), 0 pass.  Targets: at most 1 false
+REGRESSION in 20 identical pairs; at least 19 of 20 slowed pairs caught, or honestly
+inconclusive.  Each model is compressed once (as edge deploy would, accuracy included);
+every run then measures those files on the local target through the same code as edge
+deploy, without writing reports.
+
+Usage: python benchmarks/check_power.py [--pairs 20] [--baselines 2] [--models cnn,mobilenet]
+       [--min-seconds S] [--store-runs 1000]
+Cost, measured with --pairs 3 on 2 busy cores (load 7): a digits CNN run (two variants, the
+default 1 s cooldown between them) 5.7 s, a MobileNet run 2.1 s, compressing both once 170 s,
+checking a CNN pair against 1 and 3 baselines 20 s (a bootstrap of 5,000 samples x 2,000
+resamples: about 1.3 s at that load).  The full default run (20 pairs x 3 runs per model: 120
+runs) is then about 16 minutes at that load; on idle cores the runs take as long (their floors
+are in seconds) and the checks about a third: about 12 minutes.  ``--baselines 3`` (the
+README's CI recipe) adds about 3 minutes, ``--baselines 1`` saves 4.
 """
 
 from __future__ import annotations
@@ -27,124 +44,132 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from toolkit.check import Thresholds, check_runs
-from toolkit.pipeline import deploy
-from toolkit.store import ResultsStore
+from toolkit.compress import parse_recipes
+from toolkit.errors import ExitCode
+from toolkit.model import load_model_source
+from toolkit.pipeline import new_run, new_run_id, prepare_model, run_on_target
+from toolkit.store import ResultsStore, StoredRun
+from toolkit.targets import load_target
+from toolkit.units import format_duration
 
-CHANNELS, SIDE, BASE_LAYERS = 16, 16, 20
-BASELINE_RUNS = 3
-
-
-def build_cnn(extra: int, folder: Path) -> Path:
-    """An fp32 CNN of BASE_LAYERS 3x3 conv+ReLU blocks plus ``extra`` passes through the last.
-
-    The extra passes reuse the last layer's weights, so the file size barely changes and
-    only the work per inference grows.  Always named cnn.tflite: one model for edge check.
-    """
-    import litert_torch
-    import torch
-
-    torch.manual_seed(0)
-    layers = [torch.nn.Conv2d(CHANNELS, CHANNELS, 3, padding=1) for _ in range(BASE_LAYERS)]
-    blocks: list[torch.nn.Module] = []
-    for layer in layers + [layers[-1]] * extra:
-        blocks += [layer, torch.nn.ReLU()]
-    model = torch.nn.Sequential(*blocks).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "cnn.tflite"  # one name: edge check compares runs of one model
-    litert_torch.convert(model, (torch.randn(1, CHANNELS, SIDE, SIDE),)).export(str(path))
-    return path
+REPO = Path(__file__).resolve().parent.parent
+#: Short name -> (model file, recipes): the README example as edge deploy runs it by default,
+#: and a model of about 1 ms.
+MODELS = {"cnn": (REPO / "examples" / "digits_cnn.py", "fp32,int8"),
+          "mobilenet": (REPO / "examples" / "digits_mobilenet96.py", "fp32")}
+SLOWDOWN = 1.10
+OUTCOME = {ExitCode.FAILED: "REGRESSION", ExitCode.INCOMPLETE: "inconclusive",
+           ExitCode.OK: "pass"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--min-seconds", type=float, default=1.0)
-    parser.add_argument("--store-runs", type=int, default=1000)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="edge-check-power-"))
-    print(f"working in {work}")
-    models = {"same": build_cnn(0, work / "base"),
-              "10% slower": build_cnn(2, work / "slow10"),
-              "5% slower": build_cnn(1, work / "slow5")}
-    for kind, path in models.items():
-        print(f"{kind:<12} {path.stat().st_size:,} bytes")
-    store_path, out = work / "results.sqlite", work / "edge-out"
-    settings = {"min_runs": 200, "min_seconds": args.min_seconds}
+def slowed(run: StoredRun, factor: float) -> StoredRun:
+    """``run`` as if every inference had taken ``factor`` times as long."""
+    results = []
+    for original in run.results:
+        record = dict(original)
+        if record.get("latency_samples_ms"):
+            record["latency_samples_ms"] = [factor * x for x in record["latency_samples_ms"]]
+        if record.get("latency_ms"):  # every figure in ms scales; the CVs are ratios
+            record["latency_ms"] = {k: v if "cv" in k else factor * v
+                                    for k, v in record["latency_ms"].items()}
+        results.append(record)
+    return dataclasses.replace(run, run_id=run.run_id + "-slowed", results=results)
 
-    def run(kind: str) -> str:
-        outcome = deploy(models[kind], targets=["local"], recipes="fp32", out_dir=out,
-                         store_path=store_path, settings=settings)
-        return outcome.run.run_id
+
+def measure(model: str, work: Path, pairs: int, baselines: int,
+            settings: dict[str, Any] | None) -> dict[str, Any]:
+    """Compress ``model`` once, measure ``pairs`` x (``baselines`` + 1) runs, check each pair."""
+    path, recipes = MODELS[model]
+    source = load_model_source(path)
+    target = load_target("local", None)
+    started = time.perf_counter()
+    artifacts, *_, references = prepare_model(source, parse_recipes(recipes), work / model)
+    built = time.perf_counter() - started
+
+    def one_run() -> StoredRun:
+        run_id = new_run_id()
+        return new_run(run_id, source, work / model / run_id,
+                       run_on_target(target, run_id, artifacts, settings, None, references))
 
     started = time.perf_counter()
-    load_before = os.getloadavg()[0]
-    baseline_ids = [run("same") for _ in range(BASELINE_RUNS)]
-    baseline_id = baseline_ids[0]
-    ids: dict[str, list[str]] = {kind: [] for kind in models}
-    for _ in range(args.runs):
-        for kind in models:
-            ids[kind].append(run(kind))
-    print(f"{BASELINE_RUNS + args.runs * len(models)} runs on the local target in "
-          f"{time.perf_counter() - started:.0f} s (min {settings['min_runs']} inferences and "
-          f"{args.min_seconds} s each); load average {load_before:.1f} before, "
-          f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs")
-
+    measured = [([one_run() for _ in range(baselines)], one_run()) for _ in range(pairs)]
+    seconds = time.perf_counter() - started
     thresholds = Thresholds()
-    with ResultsStore(store_path) as store:
-        baseline = store.get_run(baseline_id)
-        base_samples = np.asarray(baseline.results[0]["latency_samples_ms"])
-        print(f"\nbaseline {baseline_id}: p50 {np.median(base_samples):.3f} ms, "
-              f"{base_samples.size} samples; limits p50 +{thresholds.latency_p50}%, "
-              f"p99 +{thresholds.latency_p99}% (whole {thresholds.confidence:.0%} bootstrap "
-              "interval past the limit)")
-        for label, bases in (("first baseline run", [baseline]),
-                             (f"{BASELINE_RUNS} baseline runs",
-                              [store.get_run(b) for b in baseline_ids])):
-            print(f"\nagainst the {label}:")
-            print(f"\n{'runs':<12} {'true p50 change':>16} {'flagged':>8} {'by p50':>7} "
-                  f"{'by p99':>7} {'other':>6}  p50 changes seen (min / median / max)")
-            for kind, run_ids in ids.items():
-                outcomes = [check_runs(bases, store.get_run(r), thresholds) for r in run_ids]
-                medians = [np.median(store.get_run(r).results[0]["latency_samples_ms"])
-                           for r in run_ids]
-                true_change = 100 * (np.median(medians) / np.median(
-                    [np.median(store.get_run(r).results[0]["latency_samples_ms"])
-                     for r in ids["same"]]) - 1)
-                flagged = sum(not o.passed for o in outcomes)
-                by = {m: sum(any(c.metric == m for c in o.regressions) for o in outcomes)
-                      for m in ("latency_p50", "latency_p99")}
-                other = sorted({c.metric for o in outcomes for c in o.regressions
-                                if not c.metric.startswith("latency")})
-                changes = [next(c.change for c in o.checks if c.metric == "latency_p50")
-                           for o in outcomes]
-                print(f"{kind:<12} {true_change:>+15.1f}% {flagged:>5}/{len(outcomes):<2} "
-                      f"{by['latency_p50']:>7} {by['latency_p99']:>7} {','.join(other) or '-':>6}  "
-                      f"{min(changes):+.1f}% / {np.median(changes):+.1f}% / {max(changes):+.1f}%")
-        template = store.get_run(baseline_id)
+    # The one-baseline gate takes the run just before the new one: a back-to-back pair.
+    gates = {"1 baseline": [(bases[-1:], new) for bases, new in measured]}
+    if baselines > 1:
+        gates[f"{baselines} baselines"] = measured
+    outcomes = {gate: ([check_runs(bases, new, thresholds) for bases, new in runs],
+                       [check_runs(bases, slowed(new, SLOWDOWN), thresholds)
+                        for bases, new in runs])
+                for gate, runs in gates.items()}
+    medians = {r["variant"]: float(np.median([x["latency_ms"]["p50"] for _, new in measured
+                                              for x in new.results
+                                              if x["variant"] == r["variant"]
+                                              and x.get("latency_ms")]))
+               for r in measured[0][1].results if r.get("latency_ms")}
+    invalid = sum(1 for bases, new in measured for run in [*bases, new] for r in run.results
+                  if (r.get("verdict") or {}).get("status") == "INVALID")
+    return {"model": model, "recipes": recipes, "medians": medians, "outcomes": outcomes,
+            "runs": pairs * (baselines + 1), "seconds": seconds,
+            "build_seconds": built, "invalid": invalid,
+            "variants": pairs * (baselines + 1) * len(medians), "sample": measured[0][0][0]}
+
+
+def counts(outcomes: list[Any]) -> dict[str, int]:
+    tally = {name: 0 for name in OUTCOME.values()}
+    for outcome in outcomes:
+        tally[OUTCOME[outcome.exit_code]] += 1
+    return tally
+
+
+def flagged_by(outcomes: list[Any], verdict: str) -> str:
+    """Which metrics carried a verdict, e.g. ``latency_p99 x2``."""
+    seen: dict[str, int] = {}
+    for outcome in outcomes:
+        for metric in sorted({f"{c.variant}/{c.metric}" for c in outcome.checks
+                              if c.verdict == verdict}):
+            seen[metric] = seen.get(metric, 0) + 1
+    return ", ".join(f"{m} x{n}" for m, n in seen.items()) or "-"
+
+
+def typical_changes(outcomes: list[Any]) -> str:
+    """Per variant and latency metric: the median change and interval over the pairs."""
+    found: dict[str, list[tuple[float, float, float]]] = {}
+    for outcome in outcomes:
+        for c in outcome.checks:
+            if c.metric.startswith("latency") and c.interval is not None:
+                found.setdefault(f"{c.variant}/{c.metric}", []).append((c.change, *c.interval))
+    return "; ".join(f"{name} {np.median([x[0] for x in seen]):+.1f} % "
+                     f"[{np.median([x[1] for x in seen]):+.1f}, "
+                     f"{np.median([x[2] for x in seen]):+.1f}]"
+                     for name, seen in found.items()) or "-"
+
+
+def store_speed(template: StoredRun, work: Path, runs: int) -> None:
+    """Wall time of edge runs list / report / check on a store of ``runs`` runs."""
+    from toolkit.report import render
 
     big = work / "big.sqlite"
     with ResultsStore(big) as store:
-        for index in range(args.store_runs):
+        for index in range(runs):
             store.add_run(dataclasses.replace(
                 template, run_id=f"{template.run_id}-{index:04d}",
                 created_at=f"2026-01-01T00:{index // 60 % 60:02d}:{index % 60:02d}+00:00",
                 tags=("main",) if index == 0 else ()))
-    size_mb = big.stat().st_size / 1e6
-    print(f"\nstore of {args.store_runs} runs ({size_mb:.1f} MB; each run one variant with "
-          f"{base_samples.size}+ raw samples):")
-    from toolkit.report import render
-
+    print(f"\nstore of {runs} runs ({big.stat().st_size / 1e6:.1f} MB):")
     with ResultsStore(big) as store:
         for name, work_of in (("list_runs(limit=20)", lambda: store.list_runs(limit=20)),
                               ("list_runs(all)", store.list_runs),
-                              ("render html latest", lambda: render(store.get_run("latest"),
-                                                                    "html"))):
+                              ("render html latest",
+                               lambda: render(store.get_run("latest"), "html"))):
             times = []
             for _ in range(5):
                 begin = time.perf_counter()
@@ -152,8 +177,6 @@ def main() -> None:
                 times.append(time.perf_counter() - begin)
             print(f"  {name:<20} best {1000 * min(times):.0f} ms in process")
     commands = {"edge runs list": ["runs", "list"],
-                "edge report (html)": ["report", "latest", "--format", "html", "-o",
-                                       str(work / "r.html")],
                 "edge report (md)": ["report", "latest", "--format", "md"],
                 "edge check": ["check", "--baseline", "main", "latest"]}
     for name, command in commands.items():
@@ -161,11 +184,67 @@ def main() -> None:
         for _ in range(5):
             begin = time.perf_counter()
             subprocess.run([sys.executable, "-m", "toolkit", *command, "--store", str(big)],
-                           check=False, capture_output=True,
-                           cwd=Path(__file__).resolve().parent.parent)
+                           check=False, capture_output=True, cwd=REPO)
             times.append(time.perf_counter() - begin)
-        print(f"  {name:<20} best {min(times):.2f} s, median {np.median(times):.2f} s "
-              "(new process, Python start-up included)")
+        print(f"  {name:<20} best {min(times):.2f} s (new process, Python start-up included)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--baselines", type=int, default=2,
+                        help="baseline runs per pair: each pair is checked against the last "
+                             "of them alone and (if more than 1) against all of them "
+                             "(edge check --baseline repeated)")
+    parser.add_argument("--models", default="cnn,mobilenet",
+                        help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--min-seconds", type=float,
+                        help="measured seconds per variant [default: the agent's, 1]")
+    parser.add_argument("--store-runs", type=int, default=0,
+                        help="also time a store of this many runs (0: skip)")
+    args = parser.parse_args()
+    settings = {"min_seconds": args.min_seconds} if args.min_seconds is not None else None
+    work = Path(tempfile.mkdtemp(prefix="edge-check-power-"))
+    load_before, started = os.getloadavg()[0], time.perf_counter()
+    figures = [measure(model, work, args.pairs, args.baselines, settings)
+               for model in args.models.split(",")]
+    print(f"\nedge check on the local target, {args.pairs} pairs per model, "
+          f"{args.baselines} baseline run(s) per pair, default limits (p50 +5 %, p99 +10 %, "
+          f"95 % interval), measurement settings "
+          f"{'default' if settings is None else settings}; load average "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs")
+    print(f"{'model':<10} {'variants: median':<30} {'gate':<12} {'identical pairs':^24} "
+          f"{'+10 % pairs':^24} {'runs':>5} {'measuring':>9}")
+    print(f"{'':<10} {'':<30} {'':<12} {'REGRESSION incon. pass':^24} "
+          f"{'detected incon. missed':^24}")
+    for f in figures:
+        medians = ", ".join(f"{v} {format_duration(m)}" for v, m in f["medians"].items())
+        for gate, (same_outcomes, slow_outcomes) in f["outcomes"].items():
+            same, slow = counts(same_outcomes), counts(slow_outcomes)
+            print(f"{f['model']:<10} {medians:<30} {gate:<12} "
+                  f"{same['REGRESSION']:>6}/{args.pairs:<3} {same['inconclusive']:>5} "
+                  f"{same['pass']:>5}    "
+                  f"{slow['REGRESSION']:>6}/{args.pairs:<3} {slow['inconclusive']:>5} "
+                  f"{slow['pass']:>5}    {f['runs']:>5} {f['seconds']:>8.0f}s")
+    for f in figures:
+        print(f"\n{f['model']} ({f['recipes']}): compressed once in {f['build_seconds']:.0f} s; "
+              f"{f['runs']} runs ({f['variants']} variant measurements, {f['invalid']} INVALID "
+              f"on the board) in {f['seconds']:.0f} s")
+        for gate, (same_outcomes, slow_outcomes) in f["outcomes"].items():
+            print(f"  {gate}: identical pairs, REGRESSION by: "
+                  f"{flagged_by(same_outcomes, 'regression')}")
+            print(f"  {gate}: identical pairs, inconclusive by: "
+                  f"{flagged_by(same_outcomes, 'inconclusive')}")
+            print(f"  {gate}: +10 % pairs, caught by: {flagged_by(slow_outcomes, 'regression')}")
+            print(f"  {gate}: +10 % pairs, inconclusive by: "
+                  f"{flagged_by(slow_outcomes, 'inconclusive')}")
+            print(f"  {gate}: median change [interval], identical pairs: "
+                  f"{typical_changes(same_outcomes)}")
+            print(f"  {gate}: median change [interval], +10 % pairs: "
+                  f"{typical_changes(slow_outcomes)}")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s, work folder {work}")
+    if args.store_runs:
+        store_speed(figures[0]["sample"], work, args.store_runs)
 
 
 if __name__ == "__main__":

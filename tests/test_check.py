@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -10,9 +11,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from toolkit.check import Thresholds, bootstrap_ratio, check_runs
+from toolkit.check import (
+    Thresholds,
+    between_run_spread,
+    block_indices,
+    bootstrap_ratio,
+    check_runs,
+    student_t,
+)
 from toolkit.cli import main
-from toolkit.errors import CheckRefused, UsageError
+from toolkit.errors import CheckRefused, ExitCode, UsageError
 from toolkit.store import ResultsStore, StoredRun
 
 from .records import BOARD, make_run, record
@@ -73,13 +81,20 @@ def test_energy_is_checked_when_both_runs_measured_it() -> None:
     assert verdicts(check_runs(base, without))["energy"] == "skipped"
 
 
-def test_a_failed_or_missing_variant_is_a_regression() -> None:
+def test_a_failed_or_missing_variant_is_inconclusive_not_a_regression() -> None:
+    # Nothing was measured: edge cannot say the model got worse, only that it does not know.
     base, new = pair()
     new.results[1].update(status="failed", error="killed by signal SIGSEGV")
     del new.results[0]
     outcome = check_runs(base, new)
-    assert [(c.variant, c.metric) for c in outcome.regressions] == [("fp32", "status"),
-                                                                    ("int8", "status")]
+    assert not outcome.regressions and outcome.exit_code == ExitCode.INCOMPLETE
+    assert [(c.variant, c.metric, c.verdict) for c in outcome.checks] == [
+        ("fp32", "status", "inconclusive"), ("int8", "status", "inconclusive")]
+    assert "SIGSEGV" in outcome.checks[1].detail
+    base.results[0].update(status="failed", error="board unreachable")
+    failed_base = check_runs(base, pair()[1])
+    assert verdicts(failed_base) == {"status": "inconclusive"}
+    assert "re-measure the baseline" in failed_base.checks[0].detail
 
 
 @pytest.mark.parametrize("change, message", [
@@ -138,17 +153,21 @@ def test_with_several_baseline_runs_a_regression_must_show_against_each() -> Non
     main_a = make_run("main-a", [record("fp32", seed=1)])
     main_b = make_run("main-b", [record("fp32", seed=2, median_ms=1.07)])
     same = make_run("new", [record("fp32", seed=3, median_ms=1.07)])
-    assert not check_runs(main_a, same).passed
+    assert check_runs(main_a, same).regressions
     outcome = check_runs([main_a, main_b], same)
-    assert outcome.passed, outcome.to_markdown()
+    # Not a regression against main-b; and two runs 7 % apart say little about the spread
+    # (Student's t with 1 degree of freedom): the check cannot tell.
+    assert not outcome.regressions and outcome.exit_code == ExitCode.INCOMPLETE
     p50 = next(c for c in outcome.checks if c.metric == "latency_p50")
     assert abs(p50.change) < 3  # shown against the baseline run it is closest to
     assert "`main-a` (commit c0ffee), `main-b`" in outcome.to_markdown()
     assert outcome.to_dict()["more_baselines"] == ["main-b"]
-    slower = make_run("slow", [record("fp32", seed=4, median_ms=1.25)])
-    failed = check_runs([main_a, main_b], slower)
+    # Three runs of main close together: a 50 % slowdown shows against each.
+    close = [make_run(f"main-{i}", [record("fp32", seed=10 + i, median_ms=m)])
+             for i, m in enumerate((1.0, 1.005, 0.995))]
+    failed = check_runs(close, make_run("slow", [record("fp32", seed=4, median_ms=1.5)]))
     assert [c.metric for c in failed.regressions] == ["latency_p50", "latency_p99"]
-    assert next(c for c in failed.regressions if c.metric == "latency_p50").change < 20
+    assert 45 < next(c for c in failed.regressions if c.metric == "latency_p50").change < 55
 
 
 @pytest.fixture
@@ -162,6 +181,8 @@ def store_file(tmp_path: Path) -> Path:
         store.add_run(make_run("r-slow", new.results, created_at="2026-01-03T00:00:00+00:00"))
         store.add_run(make_run("r-other", new.results, model="other",
                                created_at="2026-01-04T00:00:00+00:00"))
+        store.add_run(make_run("r-invalid", invalid(pair(median_ms=1.38)[1]).results,
+                               created_at="2026-01-02T12:00:00+00:00"))
         store.tag("main", "r-base")
     return path
 
@@ -169,7 +190,8 @@ def store_file(tmp_path: Path) -> Path:
 def test_cli_takes_the_baseline_option_several_times(store_file: Path) -> None:
     both = invoke("check", "--baseline", "main", "--baseline", "r-same", "r-slow", "--store",
                   str(store_file), "--json")
-    assert both.exit_code == 1
+    # 10 % slower, but two baseline runs barely show the spread between runs: cannot tell.
+    assert both.exit_code == ExitCode.INCOMPLETE
     assert json.loads(both.stdout)["more_baselines"] == ["r-same"]
 
 
@@ -248,7 +270,10 @@ def test_deploy_twice_then_check_end_to_end(tflite_copy: Path, tmp_path: Path) -
     assert len(run.results[0]["latency_samples_ms"]) == run.results[0]["runs"]
     wide = ["--threshold", "latency_p50=10000", "--threshold", "latency_p99=10000",
             "--threshold", "peak_memory=1000"]
-    assert invoke("check", "--baseline", first, *wide).exit_code == 0
+    # 0, or 3 when the shared machine made a measurement INVALID (then the gate cannot know).
+    checked = invoke("check", "--baseline", first, *wide)
+    assert checked.exit_code == 0 or (checked.exit_code == 3
+                                      and "edge: check inconclusive" in checked.stderr)
     assert invoke("check", "--baseline", first, "--threshold", "size=-1").exit_code == 2
 
 
@@ -259,3 +284,193 @@ def test_an_invalid_measurement_is_named_in_the_notes() -> None:
     assert any("local/fp32 measurement is INVALID on the board: CV 0.31" in n
                for n in outcome.notes)
     assert "CV 0.31 above 0.10" in outcome.to_markdown()
+
+
+CV_REASON = "coefficient of variation 0.125 (robust: MAD / median) above the limit 0.1"
+
+
+def invalid(run: StoredRun, variant: str = "fp32", reason: str = CV_REASON) -> StoredRun:
+    """``run`` with ``variant`` judged INVALID on the board."""
+    for r in run.results:
+        if r["variant"] == variant:
+            r["verdict"] = {"status": "INVALID", "reasons": [reason]}
+    return run
+
+
+def check_of(outcome, metric: str, variant: str = "fp32"):
+    return next(c for c in outcome.checks if c.metric == metric and c.variant == variant)
+
+
+def test_an_invalid_measurement_cannot_prove_a_regression() -> None:
+    # The README example measured twice on a busy machine: p99 +38 %, the new run INVALID.
+    base, new = pair(median_ms=1.38)
+    outcome = check_runs(base, invalid(new))
+    assert not outcome.regressions and outcome.exit_code == ExitCode.INCOMPLETE
+    assert verdicts(outcome) == {"latency_p50": "inconclusive", "latency_p99": "inconclusive",
+                                 "peak_memory": "pass", "size": "pass", "accuracy": "pass"}
+    p50 = check_of(outcome, "latency_p50")
+    assert p50.change > 30  # the figures are still shown
+    assert p50.detail == (f"new run INVALID ({CV_REASON}): rerun with --min-seconds 5 on a "
+                          "quieter board")
+    assert outcome.summary.startswith("inconclusive: 2 metric(s) could not be judged, e.g. "
+                                      "local/fp32 latency_p50: new run INVALID")
+    assert "inconclusive: new run INVALID" in outcome.to_markdown()
+    assert ET.fromstring(outcome.to_junit().split("\n", 1)[1]).get("errors") == "2"
+    # An INVALID baseline is as unsound; the other variant is still judged.
+    base, new = pair(median_ms=1.38)
+    outcome = check_runs(invalid(base, reason="too short: 0.4 s < 1 s"), new)
+    assert check_of(outcome, "latency_p50").verdict == "inconclusive"
+    assert check_of(outcome, "latency_p50").detail.startswith("baseline run INVALID (too short")
+    assert check_of(outcome, "latency_p50", "int8").verdict == "pass"
+
+
+def test_size_and_accuracy_of_an_invalid_run_are_still_judged() -> None:
+    base, new = pair(median_ms=1.38, size=150_000, accuracy=0.90)
+    outcome = check_runs(base, invalid(new))
+    assert sorted(c.metric for c in outcome.regressions) == ["accuracy", "size"]
+    assert outcome.exit_code == ExitCode.FAILED
+
+
+def test_several_baselines_an_improvement_must_hold_against_each(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Against one baseline +2.7 %, against the other -10.5 %: not an improvement (the old
+    # merge picked the most favourable and said "improved -10.5 %").
+    first = make_run("main-a", [record("fp32", seed=1, median_ms=1 / 1.027)])
+    second = make_run("main-b", [record("fp32", seed=2, median_ms=1 / 0.895)])
+    new = make_run("new", [record("fp32", seed=3)])
+    assert check_of(check_runs(second, new), "latency_p50").verdict == "improved"
+    outcome = check_runs([first, second], new)
+    p50 = check_of(outcome, "latency_p50")
+    # Two baselines 14 % apart: the widened interval cannot tell anything either way.
+    assert p50.verdict == "inconclusive" and p50.change == pytest.approx(2.7, abs=1.5)
+    # The rule alone, without the widening: a pass against one run makes it a pass.
+    monkeypatch.setattr("toolkit.check.between_run_spread", lambda _runs: {})
+    outcome = check_runs([first, second], new)
+    p50 = check_of(outcome, "latency_p50")
+    assert p50.verdict == "pass" and p50.change == pytest.approx(2.7, abs=1.5)
+    assert outcome.exit_code == ExitCode.OK
+
+
+def test_between_run_spread_widens_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three baseline runs 5 % apart; a new run 12 % slower than the first is only 6.7 %
+    # slower than the slowest, inside what two runs of one model may differ by.
+    bases = [make_run(f"main-{i}", [record("fp32", seed=i, median_ms=m)])
+             for i, m in enumerate((1.0, 1.05, 0.95))]
+    new = make_run("new", [record("fp32", seed=9, median_ms=1.12)])
+    spread = between_run_spread(bases)
+    logs = np.log([np.median(b.results[0]["latency_samples_ms"]) for b in bases])
+    pooled = np.log(np.median(np.concatenate([b.results[0]["latency_samples_ms"]
+                                              for b in bases])))
+    assert spread[("local", "fp32", "latency_p50")] == (
+        pytest.approx(np.sqrt(np.sum((logs - pooled) ** 2) / 2)), 3)
+    outcome = check_runs(bases, new)
+    p50 = check_of(outcome, "latency_p50")
+    assert p50.verdict == "inconclusive", outcome.to_markdown()
+    assert "--baseline repeated" in p50.detail
+    assert "widened by the spread between 3 baseline runs" in p50.detail
+    # Widened by t * sqrt(2) * 5 %, t of 2 degrees of freedom (4.3, not the normal 1.96).
+    assert p50.interval[0] < -15 and p50.interval[1] > 30
+    monkeypatch.setattr("toolkit.check.between_run_spread", lambda _runs: {})
+    assert check_of(check_runs(bases, new), "latency_p50").verdict == "regression"
+
+
+def test_student_t_quantiles() -> None:
+    exact = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 10: 2.228, 30: 2.042}
+    for df, value in exact.items():
+        assert student_t(0.95, df) == pytest.approx(value, abs=0.005)
+    assert student_t(0.90, 3) == pytest.approx(2.353, abs=0.005)
+
+
+def test_an_interval_across_the_limit_cannot_tell() -> None:
+    # 6 % slower with wide noise: the interval runs from below to above the 5 % limit.
+    base = make_run("b", [record("fp32", seed=1, n=60)])
+    new = make_run("n", [record("fp32", seed=2, n=60, median_ms=1.06)])
+    p50 = check_of(check_runs(base, new), "latency_p50")
+    assert p50.interval[0] < 5 < p50.interval[1]
+    assert p50.verdict == "inconclusive" and "cannot tell" in p50.detail
+
+
+def test_one_baseline_says_the_gate_is_weaker() -> None:
+    assert any("One baseline run" in n and "weaker" in n for n in check_runs(*pair()).notes)
+    base, new = pair()
+    assert not any("One baseline run" in n for n in check_runs([base, base], new).notes)
+
+
+def test_circular_blocks_draw_the_ends_as_often_as_the_middle() -> None:
+    indices = block_indices(np.random.default_rng(0), 200, 20_000) % 200
+    counts = np.bincount(indices.ravel(), minlength=200)
+    mean = counts.mean()
+    assert indices.shape == (20_000, 200)
+    for position in (0, 1, 198, 199):  # with blocks that stop at the end: 1/10 of the middle
+        assert counts[position] == pytest.approx(mean, rel=0.05)
+
+
+def microsecond_run(run_id: str, median_ms: float, seed: int, step_ms: float = 0.0) -> StoredRun:
+    """A 15 us model's run: samples at ns resolution, or rounded to ``step_ms``."""
+    result = record("fp32", seed=seed, median_ms=median_ms, n=5_000)
+    samples = median_ms * np.random.default_rng(seed).lognormal(0.0, 0.05, 5_000)
+    if step_ms:
+        samples = np.round(samples / step_ms) * step_ms
+    result["latency_samples_ms"] = samples.tolist()
+    return make_run(run_id, [result])
+
+
+def test_a_microsecond_model_gets_a_sound_interval_and_readable_figures() -> None:
+    base = microsecond_run("base", 0.015, seed=1)
+    same = check_runs(base, microsecond_run("same", 0.015, seed=2))
+    p50 = check_of(same, "latency_p50")
+    assert p50.verdict == "pass" and -2 < p50.interval[0] < p50.interval[1] < 2
+    slow = check_of(check_runs(base, microsecond_run("slow", 0.0165, seed=3)), "latency_p50")
+    assert slow.verdict == "regression" and 8 < slow.interval[0] < slow.interval[1] < 12
+    table = same.to_markdown()
+    assert "| 15.0 us |" in table and "0.015" not in table
+    # Runs stored in 1 us steps (older versions) cannot resolve a 15 us median.
+    coarse = check_runs(microsecond_run("b", 0.015, seed=1, step_ms=0.001),
+                        microsecond_run("n", 0.0165, seed=3, step_ms=0.001))
+    assert check_of(coarse, "latency_p50").verdict == "inconclusive"
+    assert "steps of 1.00 us, too coarse for a 15.0 us p50" in check_of(
+        coarse, "latency_p50").detail
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_cli_exit_code_for_each_case(store_file: Path, tmp_path: Path) -> None:
+    def run(*args: str):
+        result = invoke("check", *args)
+        assert "Traceback" not in result.output
+        return result
+
+    store = ["--store", str(store_file)]
+    assert run("--baseline", "main", "r-same", *store).exit_code == ExitCode.OK
+    assert run("--baseline", "main", "r-slow", *store).exit_code == ExitCode.FAILED
+    assert run("--baseline", "main", "r-same", "--threshold", "speed=3",
+               *store).exit_code == ExitCode.USAGE
+    unsure = run("--baseline", "main", "r-invalid", *store)
+    assert unsure.exit_code == ExitCode.INCOMPLETE
+    assert unsure.stderr.count("\n") == 1
+    assert unsure.stderr.startswith("edge: check inconclusive: 2 metric(s) could not be judged")
+    assert "--min-seconds 5" in unsure.stderr
+    unreachable = run("--baseline", "main", "--store",
+                      f"postgresql://edge@127.0.0.1:{closed_port()}/edge")
+    assert unreachable.exit_code == ExitCode.INCOMPLETE
+    assert "cannot be reached" in unreachable.stderr
+    # No store file at the path: the user must fix the path (or deploy first).
+    assert run("--baseline", "main", "--store",
+               str(tmp_path / "none.sqlite")).exit_code == ExitCode.USAGE
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(8192))
+    broken = run("--baseline", "main", "--store", str(corrupt))
+    assert broken.exit_code == ExitCode.INCOMPLETE and "not a usable SQLite file" in broken.stderr
+    assert run("--baseline", "main", "--baseline", "r-same", "r-invalid",
+               *store).exit_code == ExitCode.INCOMPLETE
+
+
+def test_cli_help_shows_the_exit_codes() -> None:
+    text = invoke("check", "--help").output
+    for line in ("0  no regression", "1  a regression", "2  usage error",
+                 "3  the store cannot be reached or read"):
+        assert line in text

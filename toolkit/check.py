@@ -1,21 +1,58 @@
-"""``edge check``: is a run worse than its baseline, beyond noise?
+"""``edge check``: is a run worse than its baseline, beyond noise, or can it not tell?
 
 Each target x variant present in both runs is judged metric by metric against
-:class:`Thresholds`.  Latency is judged on the raw samples: a bootstrap
-confidence interval of the ratio ``new / baseline`` of the median (p50) and of
-the 99th percentile (resampled in blocks, since disturbances come in bursts); a
-latency regression is declared only when the *whole*
-interval lies above ``1 + threshold``, so noise between identical runs does not
-fail a build, and a real slowdown well past the threshold does.  Size, peak
-memory, accuracy and energy per inference are compared directly.
+:class:`Thresholds`; each metric gets one verdict: ``pass``, ``regression``,
+``improved``, ``inconclusive`` or ``skipped`` (not measured in both runs).
+
+Latency (p50, p99) is judged on the raw samples:
+
+1. **Within-run noise**: a bootstrap confidence interval of the ratio
+   ``new / baseline`` of the quantile, resampled in circular moving blocks of
+   :data:`BLOCK_FRACTION` of a run (disturbances come in bursts; blocks wrap around
+   the end so the first and last samples, where throttling shows, are drawn as often
+   as the middle ones).  Samples are floats at the resolution the board measured:
+   nothing is rounded, so a 15 us median gives as fine an interval as a 15 ms one.
+   At most :data:`BOOTSTRAP_SAMPLES` of a run, evenly spaced, are resampled (a wider
+   interval than all 50,000 of a microsecond model would give, never a narrower one).
+2. **Between-run spread**: one run's bootstrap cannot see how much a second run of
+   the same model differs (a tail that sits higher for a whole run on a shared
+   machine).  With several baseline runs (``--baseline`` repeated), the spread is
+   estimated per target x variant x quantile as ``s``, the standard deviation of
+   ``log(q_i)`` around ``log(q_pooled)`` (``q_i`` the quantile of baseline run ``i``,
+   ``q_pooled`` that of all their samples together, ``k - 1`` degrees of freedom).
+   Comparing two single runs, each carries its own run offset, so the interval is
+   widened on the log scale by ``t * sqrt(2) * s`` (``t`` Student's quantile of the
+   confidence with ``k - 1`` degrees of freedom: ``s`` comes from few runs), added in
+   quadrature to each side of the bootstrap interval.  ``s`` also holds some
+   within-run noise, already in the bootstrap: the widening errs on the side of
+   fewer false alarms.  With one baseline run the spread is unknown and the output
+   says the gate is weaker.
+3. **Verdict**, against *each* baseline run: a regression only when the *whole*
+   interval lies above ``1 + threshold``, an improvement when it lies below
+   ``1 - threshold``, a pass when it lies below ``1 + threshold``; an interval that
+   reaches past the limit without lying past it cannot tell either way:
+   ``inconclusive`` (measure longer, or give more baseline runs).  Across baseline
+   runs, a regression (improvement) must be one against each; a pass against any
+   makes a pass; otherwise the metric is inconclusive.
+
+A metric cannot prove anything when its measurement on either side is not sound:
+a variant INVALID on the board (unstable, too short, throttled, wrong outputs)
+makes its timing metrics (latency, energy) ``inconclusive``, with what to do;
+size, peak memory and accuracy are still judged.  A variant that failed or is
+missing on either side is ``inconclusive`` too (nothing was measured).  Samples
+stored in steps too coarse for the median (1 us steps of runs stored by older
+versions, on a model of a few us) are ``inconclusive`` as well.
+
+:attr:`CheckOutcome.exit_code`: 1 (``ExitCode.FAILED``) when anything regressed,
+else 3 (``ExitCode.INCOMPLETE``) when anything is inconclusive, else 0.
 
 Comparing different models, or a target that is a different board in the two
 runs, is refused (:class:`CheckRefused`, a usage error).
 
 Example::
 
-    outcome = check_runs(baseline, run, Thresholds(latency_p50=5.0))
-    outcome.passed, outcome.to_markdown(), outcome.to_junit()
+    outcome = check_runs([main_1, main_2, main_3], run, Thresholds(latency_p50=5.0))
+    outcome.exit_code, outcome.to_markdown(), outcome.to_junit()
 """
 
 from __future__ import annotations
@@ -24,13 +61,15 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 from xml.etree import ElementTree
 
 import numpy as np
 
-from .errors import CheckRefused, UsageError
+from .errors import CheckRefused, ExitCode, UsageError
 from .store import StoredRun, energy_per_inference_mj
+from .units import format_duration
 
 #: Threshold name -> (what it judges, unit of the threshold).
 THRESHOLD_HELP = {
@@ -43,8 +82,14 @@ THRESHOLD_HELP = {
 }
 #: Block length of the bootstrap, as a fraction of a run's samples (see bootstrap_ratio).
 BLOCK_FRACTION = 0.05
+#: Samples of a run the bootstrap resamples at most (see bootstrap_ratios).
+BOOTSTRAP_SAMPLES = 5_000
 #: Board facts that must agree for two results of one target to be comparable.
 BOARD_IDENTITY = ("machine", "cpu_model", "board_model")
+#: Metrics that follow timing noise: an INVALID measurement cannot judge them.
+TIMING_METRICS = ("latency_p50", "latency_p99", "energy")
+#: Verdicts of one metric, from the gate's point of view.
+VERDICTS = ("pass", "regression", "improved", "inconclusive", "skipped")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +145,7 @@ class MetricCheck:
     target: str
     variant: str
     metric: str
-    verdict: str  # "pass", "regression", "improved", "skipped"
+    verdict: str  # one of VERDICTS
     baseline: float | None = None
     value: float | None = None
     change: float | None = None  # percent, or points for accuracy
@@ -112,10 +157,16 @@ class MetricCheck:
     def unit(self) -> str:
         return "pt" if self.metric == "accuracy" else "%"
 
+    def shown(self, value: float | None) -> str:
+        """``value`` (the baseline or the new figure) as the table shows it."""
+        if value is not None and self.metric.startswith("latency"):
+            return format_duration(value)
+        return _fmt(value)
+
 
 @dataclass(frozen=True, kw_only=True)
 class CheckOutcome:
-    """Everything ``edge check`` found; ``passed`` is False when anything regressed."""
+    """Everything ``edge check`` found; :attr:`exit_code` says what it comes to."""
 
     baseline: StoredRun
     run: StoredRun
@@ -130,25 +181,51 @@ class CheckOutcome:
         return [c for c in self.checks if c.verdict == "regression"]
 
     @property
+    def inconclusive(self) -> list[MetricCheck]:
+        return [c for c in self.checks if c.verdict == "inconclusive"]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """FAILED on any regression, else INCOMPLETE when anything is inconclusive, else OK."""
+        if self.regressions:
+            return ExitCode.FAILED
+        return ExitCode.INCOMPLETE if self.inconclusive else ExitCode.OK
+
+    @property
     def passed(self) -> bool:
-        return not self.regressions
+        """True only when every metric was judged and none regressed."""
+        return self.exit_code == ExitCode.OK
+
+    @property
+    def summary(self) -> str:
+        """One line: passed, the regressions, or what could not be judged and why."""
+        if self.regressions:
+            return f"{len(self.regressions)} regression(s)" + (
+                f", {len(self.inconclusive)} metric(s) inconclusive" if self.inconclusive
+                else "")
+        if self.inconclusive:
+            first = self.inconclusive[0]
+            return (f"inconclusive: {len(self.inconclusive)} metric(s) could not be judged, "
+                    f"e.g. {first.target}/{first.variant} {first.metric}: {first.detail}")
+        return "passed"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "baseline": self.baseline.run_id,
+        return {"passed": self.passed, "exit_code": int(self.exit_code),
+                "summary": self.summary, "baseline": self.baseline.run_id,
                 "more_baselines": [b.run_id for b in self.more_baselines],
                 "run": self.run.run_id, "thresholds": self.thresholds.to_dict(),
                 "checks": [dataclasses.asdict(c) for c in self.checks], "notes": self.notes}
 
     def to_markdown(self) -> str:
         """A short summary for a pull-request comment."""
-        head = "passed" if self.passed else f"{len(self.regressions)} regression(s)"
-        lines = [f"### edge check: {head}", "",
+        lines = [f"### edge check: {self.summary}", "",
                  f"Run `{self.run.run_id}` ({_commit(self.run)}) against baseline "
                  f"`{self.baseline.run_id}` ({_commit(self.baseline)})"
                  + "".join(f", `{b.run_id}`" for b in self.more_baselines)
                  + f", model `{self.run.model_name}`."
-                 + (" A regression must show against each baseline run; each metric is "
-                    "shown against the run it is closest to." if self.more_baselines else ""),
+                 + (" A regression or an improvement must show against each baseline run; "
+                    "each metric is shown against the run it is closest to."
+                    if self.more_baselines else ""),
                  "",
                  "| target | variant | metric | baseline | new | change | limit | verdict |",
                  "|---|---|---|---:|---:|---:|---:|---|"]
@@ -158,13 +235,15 @@ class CheckOutcome:
                 change += f" [{c.interval[0]:+.1f}, {c.interval[1]:+.1f}]"
             limit = "" if c.threshold is None else \
                 (f"-{c.threshold:g} pt" if c.metric == "accuracy" else f"+{c.threshold:g} %")
-            mark = {"regression": "**REGRESSION**", "improved": "improved"}.get(c.verdict,
-                                                                                   c.verdict)
-            lines.append(f"| {c.target} | {c.variant} | {c.metric} | {_fmt(c.baseline)} | "
-                         f"{_fmt(c.value)} | {change} | {limit} | {mark} |")
+            mark = {"regression": "**REGRESSION**",
+                    "inconclusive": f"inconclusive: {c.detail}"}.get(c.verdict, c.verdict)
+            lines.append(f"| {c.target} | {c.variant} | {c.metric} | {c.shown(c.baseline)} | "
+                         f"{c.shown(c.value)} | {change} | {limit} | {mark} |")
         lines.append("")
         lines.append(f"Latency changes show a {self.thresholds.confidence:.0%} bootstrap "
-                     "interval; a latency regression needs the whole interval past the limit.")
+                     "interval (widened by the spread between baseline runs when there are "
+                     "several); a latency regression needs the whole interval past the limit, "
+                     "a pass the whole interval below it.")
         lines.extend(f"- {note}" for note in self.notes)
         return "\n".join(lines) + "\n"
 
@@ -172,7 +251,7 @@ class CheckOutcome:
         """JUnit XML: one test case per target x variant x metric."""
         suite = ElementTree.Element("testsuite", {
             "name": "edge check", "tests": str(len(self.checks)),
-            "failures": str(len(self.regressions)),
+            "failures": str(len(self.regressions)), "errors": str(len(self.inconclusive)),
             "skipped": str(sum(c.verdict == "skipped" for c in self.checks))})
         for c in self.checks:
             case = ElementTree.SubElement(suite, "testcase", {
@@ -180,6 +259,8 @@ class CheckOutcome:
             text = _describe(c)
             if c.verdict == "regression":
                 ElementTree.SubElement(case, "failure", {"message": text}).text = text
+            elif c.verdict == "inconclusive":  # JUnit's "could not run properly"
+                ElementTree.SubElement(case, "error", {"message": text}).text = text
             elif c.verdict == "skipped":
                 ElementTree.SubElement(case, "skipped", {"message": c.detail})
             else:
@@ -193,37 +274,123 @@ def check_runs(baseline: StoredRun | Sequence[StoredRun], run: StoredRun,
     """Judge ``run`` against ``baseline``; :class:`CheckRefused` if they are not comparable.
 
     ``baseline`` may be several runs of the same model (say, three measurements of main):
-    then a metric regresses only if it regresses against *each* of them, and is shown
-    against the one it is closest to.  One run's bootstrap cannot see how much a second run
-    of the same model differs (a tail that sits higher for a whole run on a shared
-    machine); several baseline runs show that spread, and a change inside it is not
-    blamed on the code.
+    their spread widens the latency intervals (see the module docstring), and a metric
+    regresses (or improves) only if it does so against *each* of them; it is shown against
+    the one it is closest to.
     """
     thresholds = thresholds or Thresholds()
     baselines = [baseline] if isinstance(baseline, StoredRun) else list(baseline)
     if not baselines:
         raise UsageError("no baseline run given")
-    outcomes = [_check_one(one, run, thresholds) for one in baselines]
-    if len(outcomes) == 1:
-        return outcomes[0]
-    merged: dict[tuple[str, str, str], MetricCheck] = {}
+    spread = between_run_spread(baselines)
+    outcomes = [_check_one(one, run, thresholds, spread) for one in baselines]
+    notes = list(dict.fromkeys(note for outcome in outcomes for note in outcome.notes))
+    if len(baselines) == 1:
+        notes.append("One baseline run: the gate cannot see how much two runs of the same "
+                     "model differ, only the noise within each, so it is weaker (more false "
+                     "alarms on a shared board); give --baseline two or three times.")
+    grouped: dict[tuple[str, str, str], list[MetricCheck]] = {}
     for outcome in outcomes:
         for c in outcome.checks:
-            key = (c.target, c.variant, c.metric)
-            if key not in merged or _severity(c) < _severity(merged[key]):
-                merged[key] = c
-    notes = list(dict.fromkeys(note for outcome in outcomes for note in outcome.notes))
+            grouped.setdefault((c.target, c.variant, c.metric), []).append(c)
     return CheckOutcome(baseline=baselines[0], run=run, thresholds=thresholds,
-                        checks=list(merged.values()), notes=notes,
+                        checks=[_merge(checks) for checks in grouped.values()], notes=notes,
                         more_baselines=tuple(baselines[1:]))
 
 
-def _severity(c: MetricCheck) -> tuple[int, float]:
-    """Order of checks against several baselines: the mildest verdict, then change, first."""
-    return (c.verdict == "regression", c.change if c.change is not None else 0.0)
+def _merge(checks: list[MetricCheck]) -> MetricCheck:
+    """One verdict from a metric's checks against each baseline run.
+
+    A regression (an improvement) must hold against each run that judged the metric;
+    one pass makes it a pass; otherwise a check that could not judge makes it
+    inconclusive.  Shown: the check of that verdict closest to no change.
+    """
+    judged = [c for c in checks if c.verdict != "skipped"] or checks
+    verdicts = {c.verdict for c in judged}
+    if verdicts == {"regression"} or verdicts == {"improved"} or verdicts == {"skipped"}:
+        verdict = judged[0].verdict
+    elif "pass" in verdicts:
+        verdict = "pass"
+    elif "inconclusive" in verdicts:
+        verdict = "inconclusive"
+    else:  # a regression against one run and an improvement against another: run spread
+        verdict = "pass"
+    same = [c for c in judged if c.verdict == verdict] or judged
+    closest = min(same, key=lambda c: abs(c.change) if c.change is not None else 0.0)
+    return dataclasses.replace(closest, verdict=verdict)
 
 
-def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds) -> CheckOutcome:
+def between_run_spread(
+        baselines: Sequence[StoredRun]) -> dict[tuple[str, str, str], tuple[float, int]]:
+    """(target, variant, latency metric) -> (spread between runs as an SD of log quantiles,
+    how many runs it comes from).
+
+    Only from sound measurements (ok, not INVALID, raw samples) of at least two runs.
+    """
+    quantiles = {"latency_p50": 0.5, "latency_p99": 0.99}
+    samples: dict[tuple[str, str], list[np.ndarray]] = {}
+    for stored in baselines:
+        for r in stored.results:
+            values = np.asarray(r.get("latency_samples_ms") or [], dtype=np.float64)
+            if r.get("status") == "ok" and not _invalid_reasons(r) and values.size >= 2 \
+                    and values.min() > 0:
+                samples.setdefault((r["target"], r["variant"]), []).append(values)
+    spread = {}
+    for (target, variant), runs in samples.items():
+        if len(runs) < 2:
+            continue
+        pooled = np.concatenate(runs)
+        for metric, q in quantiles.items():
+            logs = np.log([np.quantile(one, q) for one in runs])
+            deviations = logs - math.log(float(np.quantile(pooled, q)))
+            spread[(target, variant, metric)] = (float(np.sqrt(
+                np.sum(deviations ** 2) / (len(runs) - 1))), len(runs))
+    return spread
+
+
+def student_t(confidence: float, df: int) -> float:
+    """Two-sided ``confidence`` quantile of Student's t with ``df`` degrees of freedom.
+
+    Exact for 1 and 2 degrees of freedom; from 3 on, the Cornish-Fisher expansion of
+    Abramowitz & Stegun 26.7.5 (3.179 where the exact value is 3.182, 95 % at 3).
+    """
+    p = 1 - (1 - confidence) / 2
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    z = NormalDist().inv_cdf(p)
+    terms = ((z ** 3 + z) / 4,
+             (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96,
+             (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384,
+             (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160)
+    return z + sum(term / df ** power for power, term in enumerate(terms, start=1))
+
+
+def _invalid_reasons(record: dict[str, Any]) -> list[str] | None:
+    """The board's reasons when it judged this measurement INVALID, else None."""
+    verdict = record.get("verdict")
+    if isinstance(verdict, dict) and verdict.get("status") == "INVALID":
+        return [str(x) for x in verdict.get("reasons") or []]
+    return None
+
+
+def _advice(reasons: list[str]) -> str:
+    """What to do about an INVALID measurement, from the board's reasons."""
+    text = " ".join(reasons)
+    if "outputs mismatched" in text:
+        return "the variant computes wrongly on the board's runtime: fix that first"
+    if "throttl" in text.lower() or "under-voltage" in text.lower():
+        return "let the board cool (--cooldown-to) or fix its power supply, then rerun"
+    if "variation" in text or "too short" in text:
+        return "rerun with --min-seconds 5 on a quieter board"
+    if "too few runs" in text:
+        return "rerun with more time for the runs (--min-seconds, the target's max_seconds)"
+    return "rerun the measurement"
+
+
+def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
+               spread: dict[tuple[str, str, str], tuple[float, int]]) -> CheckOutcome:
     if baseline.model_name != run.model_name:
         raise CheckRefused(f"baseline {baseline.run_id} is model {baseline.model_name!r} but run "
                            f"{run.run_id} is model {run.model_name!r}; compare runs of one model")
@@ -242,11 +409,10 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds) -> C
         notes.append(f"Target {target} has no baseline; not checked.")
     for label, stored in (("baseline", baseline), ("run", run)):
         for r in stored.results:
-            verdict = r.get("verdict")
-            if isinstance(verdict, dict) and verdict.get("status") == "INVALID":
+            reasons = _invalid_reasons(r)
+            if reasons is not None:
                 notes.append(f"The {label}'s {r['target']}/{r['variant']} measurement is "
-                             f"INVALID on the board: "
-                             f"{'; '.join(str(x) for x in verdict.get('reasons') or [])}.")
+                             f"INVALID on the board: {'; '.join(reasons)}.")
     base_records = {(r["target"], r["variant"]): r for r in baseline.results}
     new_records = {(r["target"], r["variant"]): r for r in run.results}
     checks: list[MetricCheck] = []
@@ -255,20 +421,23 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds) -> C
         if target not in shared:
             continue
         base, new = base_records.get(key), new_records.get(key)
+
+        def unmeasured(detail: str, where: tuple[str, str] = key) -> MetricCheck:
+            return _at(where, metric="status", verdict="inconclusive", detail=detail)
+
         if new is None:
-            checks.append(MetricCheck(target=target, variant=variant, metric="status",
-                                      verdict="regression",
-                                      detail="variant is in the baseline but not in the run"))
+            checks.append(unmeasured(f"in baseline {baseline.run_id} but not measured in the "
+                                     "run: measure it, or make a new baseline without it"))
         elif base is None:
             notes.append(f"{target}/{variant} is new; no baseline to compare with.")
         elif new["status"] != "ok":
-            checks.append(MetricCheck(target=target, variant=variant, metric="status",
-                                      verdict="regression",
-                                      detail=f"variant failed: {new.get('error', '')}"))
+            checks.append(unmeasured(f"failed in the run, nothing measured: "
+                                     f"{new.get('error', '')}"))
         elif base["status"] != "ok":
-            notes.append(f"{target}/{variant} failed in the baseline; nothing to compare with.")
+            checks.append(unmeasured(f"failed in baseline {baseline.run_id}, nothing to "
+                                     "compare with: re-measure the baseline"))
         else:
-            checks.extend(_compare_records(base, new, thresholds))
+            checks.extend(_compare_records(base, new, thresholds, spread))
     return CheckOutcome(baseline=baseline, run=run, thresholds=thresholds, checks=checks,
                         notes=notes)
 
@@ -277,40 +446,85 @@ def bootstrap_ratio(base: np.ndarray, new: np.ndarray, *, quantile: float, resam
                     confidence: float, seed: int = 0) -> tuple[float, float, float]:
     """Ratio of the ``quantile`` of ``new`` to that of ``base``, with a bootstrap interval.
 
-    Both samples are resampled independently (percentile bootstrap) in moving blocks of
-    :data:`BLOCK_FRACTION` of each run: samples are in time order and the OS or a
-    neighbour disturbs runs in bursts, so resampling single samples would treat a burst
+    Both samples are resampled independently (percentile bootstrap) in circular moving
+    blocks of :data:`BLOCK_FRACTION` of each run: samples are in time order and the OS or
+    a neighbour disturbs runs in bursts, so resampling single samples would treat a burst
     as many independent slow inferences and call a one-off a certainty.  Returns
     ``(ratio, low, high)``.  Seeded, so one pair of runs always gets one verdict.
     """
+    return bootstrap_ratios(base, new, quantiles=(quantile,), resamples=resamples,
+                            confidence=confidence, seed=seed)[0]
+
+
+def bootstrap_ratios(base: np.ndarray, new: np.ndarray, *, quantiles: Sequence[float],
+                     resamples: int, confidence: float,
+                     seed: int = 0) -> list[tuple[float, float, float]]:
+    """:func:`bootstrap_ratio` for several quantiles from the same resamples.
+
+    The interval comes from at most :data:`BOOTSTRAP_SAMPLES` of each run, evenly spaced
+    in time (a microsecond model ships 50,000): the interval is then a little wider than
+    all samples would give, never narrower, and a check takes seconds, not minutes.
+    """
     rng = np.random.default_rng(seed)
-    point = float(np.quantile(new, quantile) / np.quantile(base, quantile))
-    ratios = np.empty(resamples)
-    # Chunks keep memory near a few MB even for runs of 10,000 samples.
-    chunk = max(1, 2_000_000 // max(base.size, new.size))
+    base_used, new_used = _evenly_spaced(base), _evenly_spaced(new)
+    ratios = np.empty((resamples, len(quantiles)))
+    # Chunks keep memory near a few MB even for the longest runs.
+    chunk = max(1, 2_000_000 // max(base_used.size, new_used.size))
     for start in range(0, resamples, chunk):
         rows = min(chunk, resamples - start)
-        b = np.quantile(base[_block_indices(rng, base.size, rows)], quantile, axis=1)
-        n = np.quantile(new[_block_indices(rng, new.size, rows)], quantile, axis=1)
-        ratios[start:start + rows] = n / b
+        b = np.quantile(np.take(base_used, block_indices(rng, base_used.size, rows),
+                                mode="wrap"), quantiles, axis=1)
+        n = np.quantile(np.take(new_used, block_indices(rng, new_used.size, rows),
+                                mode="wrap"), quantiles, axis=1)
+        ratios[start:start + rows] = (n / b).T
     tail = (1 - confidence) / 2
-    low, high = np.quantile(ratios, [tail, 1 - tail])
-    return point, float(low), float(high)
+    found = []
+    for column, q in enumerate(quantiles):
+        low, high = np.quantile(ratios[:, column], [tail, 1 - tail])
+        found.append((float(np.quantile(new, q) / np.quantile(base, q)), float(low),
+                      float(high)))
+    return found
 
 
-def _block_indices(rng: np.random.Generator, size: int, rows: int) -> np.ndarray:
-    """``rows`` moving-block resamples of ``range(size)``, blocks of BLOCK_FRACTION each."""
+def _evenly_spaced(samples: np.ndarray) -> np.ndarray:
+    """At most BOOTSTRAP_SAMPLES of ``samples``, every k-th, in time order."""
+    return samples[::-(-samples.size // BOOTSTRAP_SAMPLES)]
+
+
+def block_indices(rng: np.random.Generator, size: int, rows: int) -> np.ndarray:
+    """``rows`` circular moving-block resamples of ``range(size)``, blocks of BLOCK_FRACTION.
+
+    A block may start anywhere and wraps past the end to the start, so every sample is
+    equally likely to be drawn; blocks that stop at the end would draw the first and last
+    few samples of a run (where warm-up leftovers and throttling show) less often.  The
+    indices run past ``size - 1`` where a block wraps: read them modulo ``size``
+    (``np.take(samples, indices, mode="wrap")``, which is faster than wrapping them here).
+    """
     length = max(1, int(size * BLOCK_FRACTION))
     count = -(-size // length)
-    starts = rng.integers(0, size - length + 1, (rows, count))
+    starts = rng.integers(0, size, (rows, count))
     return (starts[:, :, None] + np.arange(length)).reshape(rows, -1)[:, :size]
 
 
-def _compare_records(base: dict[str, Any], new: dict[str, Any],
-                     t: Thresholds) -> list[MetricCheck]:
+def _compare_records(base: dict[str, Any], new: dict[str, Any], t: Thresholds,
+                     spread: dict[tuple[str, str, str], tuple[float, int]]) -> list[MetricCheck]:
     where = (new["target"], new["variant"])
-    checks = [_latency_check(base, new, "latency_p50", 0.5, "p50", t, where),
-              _latency_check(base, new, "latency_p99", 0.99, "p99", t, where),
+    base_samples = np.asarray(base.get("latency_samples_ms") or [], dtype=np.float64)
+    new_samples = np.asarray(new.get("latency_samples_ms") or [], dtype=np.float64)
+    if base_samples.size >= 2 and new_samples.size >= 2 and base_samples.min() > 0:
+        p50, p99 = bootstrap_ratios(base_samples, new_samples, quantiles=(0.5, 0.99),
+                                    resamples=t.resamples, confidence=t.confidence)
+        latency = [_latency_check(base_samples, new_samples, metric, q, key, t, where,
+                                  found, spread.get((*where, metric)))
+                   for metric, q, key, found in (("latency_p50", 0.5, "p50", p50),
+                                                 ("latency_p99", 0.99, "p99", p99))]
+    else:
+        latency = [dataclasses.replace(
+            _relative_check(metric, (base.get("latency_ms") or {}).get(key),
+                            (new.get("latency_ms") or {}).get(key), getattr(t, metric), where),
+            detail="no raw samples: compared the summaries")
+            for metric, key in (("latency_p50", "p50"), ("latency_p99", "p99"))]
+    checks = [*latency,
               _relative_check("peak_memory", base.get("peak_rss_bytes"),
                               new.get("peak_rss_bytes"), t.peak_memory, where),
               _relative_check("size", base.get("size_bytes"), new.get("size_bytes"), t.size,
@@ -320,37 +534,65 @@ def _compare_records(base: dict[str, Any], new: dict[str, Any],
         verdict = "regression" if change < -t.accuracy else \
             "improved" if change > t.accuracy else "pass"
         checks.append(_at(where, metric="accuracy", verdict=verdict,
-                                  baseline=100 * base["accuracy"], value=100 * new["accuracy"],
-                                  change=change, threshold=t.accuracy))
+                          baseline=100 * base["accuracy"], value=100 * new["accuracy"],
+                          change=change, threshold=t.accuracy))
     else:
         checks.append(_at(where, metric="accuracy", verdict="skipped",
-                                  detail="no accuracy in one of the runs"))
+                          detail="no accuracy in one of the runs"))
     base_energy, new_energy = energy_per_inference_mj(base), energy_per_inference_mj(new)
     if base_energy is not None or new_energy is not None:
         checks.append(_relative_check("energy", base_energy, new_energy, t.energy, where))
-    return checks
+    unsound = [f"{side} run INVALID ({'; '.join(reasons)})"
+               for side, reasons in (("baseline", _invalid_reasons(base)),
+                                     ("new", _invalid_reasons(new))) if reasons is not None]
+    if not unsound:
+        return checks
+    detail = f"{', '.join(unsound)}: {_advice(unsound)}"
+    return [dataclasses.replace(c, verdict="inconclusive", detail=detail)
+            if c.metric in TIMING_METRICS and c.verdict != "skipped" else c for c in checks]
 
 
-def _latency_check(base: dict[str, Any], new: dict[str, Any], metric: str, quantile: float,
-                   summary_key: str, t: Thresholds, where: tuple[str, str]) -> MetricCheck:
+def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: str,
+                   quantile: float, summary_key: str, t: Thresholds, where: tuple[str, str],
+                   found: tuple[float, float, float],
+                   spread: tuple[float, int] | None) -> MetricCheck:
     limit = getattr(t, metric)
-    base_samples = np.asarray(base.get("latency_samples_ms") or [], dtype=np.float64)
-    new_samples = np.asarray(new.get("latency_samples_ms") or [], dtype=np.float64)
-    if base_samples.size < 2 or new_samples.size < 2 \
-            or np.quantile(base_samples, quantile) <= 0:
-        check = _relative_check(metric, (base.get("latency_ms") or {}).get(summary_key),
-                                (new.get("latency_ms") or {}).get(summary_key), limit, where)
-        return dataclasses.replace(check, detail="no raw samples: compared the summaries")
-    ratio, low, high = bootstrap_ratio(base_samples, new_samples, quantile=quantile,
-                                       resamples=t.resamples, confidence=t.confidence)
-    verdict = "regression" if low > 1 + limit / 100 else \
-        "improved" if high < 1 - limit / 100 else "pass"
-    return _at(where, metric=metric, verdict=verdict,
-               baseline=float(np.quantile(base_samples, quantile)),
-               value=float(np.quantile(new_samples, quantile)),
+    ratio, low, high = found
+    detail = f"{base_samples.size} vs {new_samples.size} samples"
+    if spread is not None:
+        # Each run has its own offset: the two runs' offsets differ by sqrt(2) * spread,
+        # and spread comes from few runs (Student's t with runs - 1 degrees of freedom).
+        deviation, runs = spread
+        widen = student_t(t.confidence, runs - 1) * math.sqrt(2) * deviation
+        centre = math.log(ratio)
+        low = math.exp(centre - math.hypot(centre - math.log(low), widen))
+        high = math.exp(centre + math.hypot(math.log(high) - centre, widen))
+        detail += (f"; interval widened by the spread between {runs} baseline runs "
+                   f"({100 * deviation:.1f} %)")
+    base_value = float(np.quantile(base_samples, quantile))
+    new_value = float(np.quantile(new_samples, quantile))
+    step = max(_resolution(base_samples), _resolution(new_samples))
+    coarse = step > min(base_value, new_value) * limit / 200
+    verdict = "inconclusive" if coarse else "regression" if low > 1 + limit / 100 else \
+        "improved" if high < 1 - limit / 100 else "pass" if high <= 1 + limit / 100 else \
+        "inconclusive"
+    if verdict == "inconclusive" and not coarse:
+        detail = (f"the interval reaches past the +{limit:g} % limit without lying past it, "
+                  "so it cannot tell: measure longer (--min-seconds) on a quieter board, or "
+                  f"give more baseline runs (--baseline repeated); {detail}")
+    if coarse:
+        detail = (f"samples stored in steps of {format_duration(step)}, too coarse for a "
+                  f"{format_duration(base_value)} {summary_key} and a {limit:g} % limit: "
+                  "measure both runs again with this version of edge (ns resolution)")
+    return _at(where, metric=metric, verdict=verdict, baseline=base_value, value=new_value,
                change=100 * (ratio - 1), threshold=limit,
-               interval=(100 * (low - 1), 100 * (high - 1)),
-               detail=f"{base_samples.size} vs {new_samples.size} samples")
+               interval=(100 * (low - 1), 100 * (high - 1)), detail=detail)
+
+
+def _resolution(samples: np.ndarray) -> float:
+    """The smallest step between distinct sample values: the clock's step as stored."""
+    gaps = np.diff(np.unique(samples))
+    return float(gaps.min()) if gaps.size else 0.0
 
 
 def _relative_check(metric: str, base: float | None, new: float | None, limit: float,
@@ -397,7 +639,7 @@ def _number(raw: Any, where: str, *, whole: bool) -> float | int:
 def _describe(c: MetricCheck) -> str:
     text = f"{c.target}/{c.variant} {c.metric}: {c.verdict}"
     if c.change is not None:
-        text += f", {_fmt(c.baseline)} -> {_fmt(c.value)} ({c.change:+.2f} {c.unit}"
+        text += f", {c.shown(c.baseline)} -> {c.shown(c.value)} ({c.change:+.2f} {c.unit}"
         if c.interval is not None:
             text += f", interval {c.interval[0]:+.1f} .. {c.interval[1]:+.1f} {c.unit}"
         text += f", limit {c.threshold:g} {c.unit})"

@@ -7,7 +7,6 @@ mistake never shows a traceback.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -38,7 +37,7 @@ class _EdgeGroup(click.Group):
             return super().invoke(ctx)
         except EdgeError as exc:
             click.echo(f"edge: error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=_EdgeGroup)

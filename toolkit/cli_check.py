@@ -1,4 +1,7 @@
-"""``edge check``: exit 0 when RUN is no worse than the baseline, 1 on a regression, 2 on misuse.
+"""``edge check``: judge RUN against the baseline; the exit code says what it comes to.
+
+Exit codes (:class:`toolkit.errors.ExitCode`): 0 no regression, 1 a regression, 2 a usage
+error, 3 the store could not be reached or read, or the check is inconclusive.
 
 Example: edge check --baseline edge-baseline.json --junit check.xml --markdown check.md
 """
@@ -6,7 +9,6 @@ Example: edge check --baseline edge-baseline.json --junit check.xml --markdown c
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -14,18 +16,28 @@ import click
 from . import pipeline
 from .check import THRESHOLD_HELP, Thresholds, check_runs, load_baseline
 from .cli_runs import write_output
-from .errors import UsageError
+from .errors import ExitCode, UsageError
 from .project import find_project_config, resolve_store_path
 from .store import ResultsStore
 
 _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.items())
 
 
-@click.command()
+@click.command(epilog="\b\nExit codes:\n"
+                      "  0  no regression, every metric judged\n"
+                      "  1  a regression (whatever else was found)\n"
+                      "  2  usage error: a bad option, baseline, run or threshold, no store\n"
+                      "     file at that path; runs that cannot be compared (different models\n"
+                      "     or boards)\n"
+                      "  3  the store cannot be reached or read (unreachable, corrupt), or\n"
+                      "     the check is inconclusive: nothing regressed, but a measurement\n"
+                      "     was INVALID, failed or missing, or a latency interval reaches\n"
+                      "     across its limit (what to do is printed)")
 @click.option("--baseline", "baseline_refs", required=True, multiple=True,
               help="A run id, a tag, or a baseline JSON file written by edge runs export. "
-                   "Repeat it for several runs of the baseline: a regression must then show "
-                   "against each, so the spread between runs is not blamed on the code.")
+                   "Repeat it for several runs of the baseline: their spread widens the "
+                   "latency intervals, and a regression or improvement must show against "
+                   "each, so the spread between runs is not blamed on the code.")
 @click.argument("run", default="latest")
 @click.option("--store", "store_path",
               help="Results store: a SQLite file or a postgresql:// URL [default: $EDGE_STORE, "
@@ -40,13 +52,18 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
 @click.option("--markdown", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the Markdown summary here (for a pull-request comment).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def check(baseline_refs: tuple[str, ...], run: str, store_path: str | None,
+@click.pass_context
+def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_path: str | None,
           overrides: tuple[str, ...], junit: Path | None, markdown: Path | None,
           as_json: bool) -> None:
     """Judge RUN (a run id, a tag, default latest) against the baseline, metric by metric.
 
     Latency is judged on the raw samples (bootstrap interval of the ratio of
-    medians and of p99s), so re-running the same model passes.
+    medians and of p99s, widened by the spread between baseline runs when
+    --baseline is repeated): wholly past the limit is a regression, wholly
+    below it a pass, across it inconclusive. A latency that was INVALID on the
+    board on either side cannot prove anything: inconclusive too, and the check
+    says what to do.
 
     Example: edge check --baseline main latest --junit check.xml
     """
@@ -65,8 +82,9 @@ def check(baseline_refs: tuple[str, ...], run: str, store_path: str | None,
     if markdown:
         write_output(markdown, outcome.to_markdown())
     click.echo(json.dumps(outcome.to_dict(), indent=1) if as_json else outcome.to_markdown())
-    if not outcome.passed:
-        sys.exit(1)
+    if outcome.exit_code == ExitCode.INCOMPLETE:
+        click.echo(f"edge: check {outcome.summary}", err=True)
+    ctx.exit(outcome.exit_code)
 
 
 def _split(override: str) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .doctor import BoardHealth, diagnose
-from .errors import TargetError
+from .errors import ExitCode, TargetError
 from .lab import BoardStatus, board_status, load_lab
 from .targets import Target
 
@@ -65,7 +65,7 @@ def doctor(spec: str | None, every: bool, lab_file: Path | None, targets_dir: Pa
     for health in sick:
         click.echo(f"edge: {health.target} is unhealthy: {health.reason}", err=True)
     if sick:
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
 
 
 @click.group()

@@ -27,6 +27,7 @@ import jinja2
 from . import svgplot
 from .errors import UsageError
 from .store import StoredRun, energy_per_inference_mj, export_json
+from .units import format_duration
 
 FORMATS = ("html", "md", "json")
 
@@ -255,7 +256,8 @@ def _percent(value: float | None) -> str:
 
 
 def _ms(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
+    """A latency in the unit that fits it: a 15 us model is not ``0.015`` in every cell."""
+    return "" if value is None else format_duration(value)
 
 
 def _mib(value: int | None) -> str:
