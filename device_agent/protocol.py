@@ -20,7 +20,11 @@ agent does not send them, an older host's job does not set them):
   (absent without a sensor), ``output_check``, ``cooldown``, ``model_load_ms``,
   ``allocate_ms``, ``warmup_runs_done``, ``wall_seconds``, ``load_rss_growth_bytes``,
   ``latency_samples_every`` (k: the raw samples are every k-th run, when there were more
-  runs than :data:`MAX_RAW_SAMPLES`; absent means every run).
+  runs than :data:`MAX_RAW_SAMPLES`; absent means every run), ``runtime_choice`` (which
+  runtime the ``runtime`` setting chose, and why).
+
+The whole job has one deadline, :func:`job_budget_seconds`: the host waits that long
+(plus its own transfer time) and the agent enforces it too.
 
 Example::
 
@@ -69,12 +73,20 @@ OPTIONAL_SETTINGS: dict[str, Any] = {
     "power_rate_hz": 20.0,
     "output_atol": 1e-4,         # max abs diff allowed against the host's outputs
     "output_min_top1": 0.99,     # top-1 agreement required against the host's outputs
+    "job_timeout_seconds": 0.0,  # the whole job's deadline (0: job_budget_seconds computes it)
 }
 #: Text settings: which power sensor (see device_agent.power.POWER_SENSORS), which rail,
 #: a command that prints watts (an external meter), and the thermal zones that matter on
-#: this board (comma-separated folder names such as ``thermal_zone0``; empty: every zone).
+#: this board (comma-separated folder names such as ``thermal_zone0``; empty: every zone),
+#: and which TFLite runtime runs the models (one of :data:`RUNTIMES`).
 TEXT_SETTINGS: dict[str, str] = {"power_sensor": "auto", "power_rail": "", "power_command": "",
-                                 "thermal_zones": ""}
+                                 "thermal_zones": "", "runtime": "auto"}
+#: Values of the ``runtime`` setting: ``auto`` takes ai-edge-litert if it imports, else
+#: tflite-runtime; a distribution name takes that one or fails the variants saying so.
+RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
+#: The part of a job's budget that is not the variants': starting Python, importing numpy and
+#: the runtime (seconds on a small board), forking, and printing the answer.
+JOB_STARTUP_SECONDS = 60.0
 
 VARIANT_STATUSES = ("ok", "failed")
 VERDICTS = ("VALID", "INVALID")
@@ -92,6 +104,26 @@ def sha256_file(path: str | Path) -> str:
 
 class ProtocolError(ValueError):
     """A job or result document does not follow the schema."""
+
+
+def job_budget_seconds(job: dict[str, Any]) -> float:
+    """The whole job's time limit on the board, in seconds, from its settings.
+
+    Everything the agent may legitimately spend is in it: start-up, each variant's
+    timeout, the pause before every variant but the first, and the wait for the board
+    to cool (``cooldown_to_c``, at most ``cooldown_max_seconds``) before each variant.
+    A positive ``job_timeout_seconds`` replaces the sum (a host's own cap).  The agent
+    stops at this deadline; the host adds its own transfer time and kills the agent's
+    process group if it is still running after that.
+    """
+    settings = {**DEFAULT_SETTINGS, **OPTIONAL_SETTINGS, **job["settings"]}
+    if float(settings["job_timeout_seconds"]) > 0:
+        return float(settings["job_timeout_seconds"])
+    count = len(job["variants"])
+    cooling = float(settings["cooldown_max_seconds"]) if settings["cooldown_to_c"] > 0 else 0.0
+    return (JOB_STARTUP_SECONDS
+            + count * (float(settings["variant_timeout_seconds"]) + cooling)
+            + max(0, count - 1) * float(settings["cooldown_seconds"]))
 
 
 def make_job(*, job_id: str, variants: list[dict[str, Any]],
@@ -137,6 +169,9 @@ def validate_job(job: Any) -> dict[str, Any]:
     for key in TEXT_SETTINGS:
         if key in settings:
             _require_type(settings[key], str, f"job.settings.{key}")
+    if settings.get("runtime", "auto") not in RUNTIMES:
+        raise ProtocolError(f"job.settings.runtime must be one of {RUNTIMES}, "
+                            f"got {settings['runtime']!r}")
     return job
 
 
