@@ -17,7 +17,8 @@ agent does not send them, an older host's job does not set them):
   :data:`OPTIONAL_SETTINGS` and :data:`TEXT_SETTINGS`.
 - result variant: ``latency_ms.cv`` and ``.robust_cv``, ``verdict`` (``VALID``/``INVALID`` with
   ``reasons``), ``thermal`` (``before``, ``after``, ``throttled``), ``power``
-  (absent without a sensor), ``output_check``, ``cooldown``, ``model_load_ms``,
+  (absent without a sensor), ``output_check`` (``ok``, and the ``rule`` of
+  :func:`device_agent.outputs.compare_outputs` that judged it), ``cooldown``, ``model_load_ms``,
   ``allocate_ms``, ``warmup_runs_done``, ``wall_seconds``, ``load_rss_growth_bytes``,
   ``latency_samples_every`` (k: the raw samples are every k-th run, when there were more
   runs than :data:`MAX_RAW_SAMPLES`; absent means every run), ``runtime_choice`` (which
@@ -44,7 +45,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 #: Upper bound on an agent answer: numbers and raw latency samples (up to MAX_RAW_SAMPLES
-#: per variant, about 7 bytes each), never payloads.
+#: per variant, whole nanoseconds in ms: about 9 bytes each), never payloads.
 MAX_RESULT_BYTES = 32 * 1024 * 1024
 #: Raw samples shipped per variant at most: a microsecond model reaching the time floor runs
 #: hundreds of thousands of times; the summary is computed from every run on the board,
