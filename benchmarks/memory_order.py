@@ -4,15 +4,16 @@ Prints one table; it is not a test (``tests/test_agent.py`` holds the test).  Ru
 the repository root (about a minute):
 
     python benchmarks/memory_order.py [--model examples/digits_cnn.py]
-                                      [--recipes fp32,fp16,int8-dynamic,int8] [--seconds 1]
+                                      [--recipes fp32,fp16,int8-dynamic,int8] [--seconds 2]
 
 The library builds the variants once (``toolkit.compress.compress_to_folder``); the real
 agent (the zipapp the host ships, run as the local target runs it) then measures them
 twice, recipes in the given order and reversed, with the default measurement settings
-(at least ``--seconds`` of runs; a microsecond model ships up to 50,000 raw samples per
-variant, which is what made the agent grow).  Per variant: peak resident memory
-(VmHWM of its measuring process) in each order and the difference.  Before the zygote
-(issue 13.2) the same file grew from first to last position (an MLP: 38.5 -> 47.7 MiB).
+except ``min_seconds`` (``--seconds``: long enough for a microsecond model to ship its
+50,000 raw samples per variant, which is what made the agent grow).  Per variant: peak
+resident memory (VmHWM of its measuring process) in each order and the difference.
+Before the zygote (issue 13.2) the same file grew from first to last position (an MLP:
+38.5 -> 47.7 MiB).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(REPO / "examples" / "digits_cnn.py"))
     parser.add_argument("--recipes", default="fp32,fp16,int8-dynamic,int8")
-    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edge-memory-order-") as scratch:
         manifest_path = compress_to_folder(args.model, args.recipes, Path(scratch) / "variants")

@@ -122,26 +122,28 @@ def _raise_stopped(signum: int, _frame: Any) -> None:
 
 def _run(job_path: Path, pid_file: str | None) -> int:
     started = time.monotonic()
-    if pid_file:
-        _write_pid_file(Path(pid_file))
+    previous = {number: signal.signal(number, _raise_stopped) for number in STOP_SIGNALS}
     try:
+        if pid_file:
+            _write_pid_file(Path(pid_file))
         try:
             job = _load_job(job_path)
         except (OSError, ValueError) as exc:
             print(f"agent: bad job {job_path}: {exc}", file=sys.stderr)
             return 2
-        try:
-            result = _run_job(job_path, job, started)
-        except _Stopped as stopped:
-            print(f"agent: stopped by {_signal_name(stopped.signum)}; the running variant "
-                  "and everything it started were killed", file=sys.stderr)
-            return 128 + stopped.signum
+        result = _run_job(job_path, job, started)
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
         return 0
+    except _Stopped as stopped:
+        print(f"agent: stopped by {_signal_name(stopped.signum)}; the running variant "
+              "and everything it started were killed", file=sys.stderr)
+        return 128 + stopped.signum
     finally:
         if pid_file:
             _remove(Path(pid_file))
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, Any]:
@@ -154,7 +156,6 @@ def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, A
     _preload(settings["runtime"])
     # Forked before anything else grows this process: every child starts from this image.
     zygote = Zygote(lambda name: _measure(job_path, name))
-    previous = {number: signal.signal(number, _raise_stopped) for number in STOP_SIGNALS}
     try:
         variants = []
         for index, variant in enumerate(job["variants"]):
@@ -173,8 +174,6 @@ def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, A
             variants.append(measured)
     finally:
         zygote.close()
-        for number, handler in previous.items():
-            signal.signal(number, handler)
     return {
         "schema_version": protocol.SCHEMA_VERSION,
         "job_id": job["job_id"],

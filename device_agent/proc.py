@@ -85,8 +85,10 @@ class Zygote:
             code = 1
             try:
                 ours.close()
-                # Quietly gone on Ctrl-C, as the agent handles it (no KeyboardInterrupt here).
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                # The agent's stop handlers are not ours: a signal here ends us (and, by
+                # PR_SET_PDEATHSIG, the child), quietly.
+                for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                    signal.signal(number, signal.SIG_DFL)
                 die_with_parent()
                 if os.getppid() != parent:  # the agent died before the line above
                     os._exit(1)

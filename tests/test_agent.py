@@ -227,7 +227,9 @@ def test_a_timed_out_variant_takes_the_sampler_it_started_with_it(tflite_copy: P
     assert not [pid for pid in started if alive(pid)]
 
 
-def test_sigterm_kills_the_running_variant_and_all_it_started(tflite_copy: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_kills_the_running_variant_and_all_it_started(
+        tflite_copy: Path, stop: signal.Signals) -> None:
     env, pids = fake_tegrastats(tflite_copy.parent)
     command, _job = write_job(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
                               settings={"power_sensor": "tegrastats", "idle_seconds": 60,
@@ -238,12 +240,12 @@ def test_sigterm_kills_the_running_variant_and_all_it_started(tflite_copy: Path)
     try:
         wait_for(pids.exists)  # the measuring child has started its sampler
         assert int(pid_file.read_text()) == agent.pid
-        agent.send_signal(signal.SIGTERM)
+        agent.send_signal(stop)
         stdout, stderr = agent.communicate(timeout=30)
     finally:
         agent.kill()
-    assert agent.returncode == 128 + signal.SIGTERM
-    assert stdout == b"" and b"stopped by SIGTERM" in stderr
+    assert agent.returncode == 128 + stop
+    assert stdout == b"" and f"stopped by {stop.name}".encode() in stderr
     assert not pid_file.exists()
     time.sleep(0.2)
     assert not processes_naming(str(tflite_copy.parent / "job.json"))
