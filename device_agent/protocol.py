@@ -268,6 +268,10 @@ def _validate_optional_figures(variant: dict[str, Any], where: str) -> None:
                         minimum=0)
         _require_number(check.get("top1_agreement"), f"{where}.output_check.top1_agreement",
                         minimum=0)
+        if "rule" in check:
+            _require_type(check["rule"], str, f"{where}.output_check.rule")
+    if "runtime_choice" in variant:
+        _require_type(variant["runtime_choice"], str, f"{where}.runtime_choice")
 
 
 def _check_version(document: dict[str, Any], where: str) -> None:

@@ -91,7 +91,9 @@ def test_newer_figures_are_accepted_and_checked_when_present() -> None:
     newer = mutated(lambda d: d["variants"][0].update(
         verdict={"status": "INVALID", "reasons": ["too short: 0.1 s < 1 s"]},
         power={"kind": "ina219-hwmon", "active_power_w": 3.0, "energy_per_inference_j": 0.003},
-        output_check={"ok": True, "max_abs_diff": 0.0, "top1_agreement": 1.0}))
+        output_check={"ok": True, "max_abs_diff": 0.0, "top1_agreement": 1.0,
+                      "rule": "within atol 0.0001"},
+        runtime_choice="auto: ai-edge-litert 2.3.0 preferred"))
     newer["variants"][0]["latency_ms"]["cv"] = 0.02
     assert protocol.parse_result(encoded(newer), JOB)["variants"][0]["verdict"]["reasons"]
     for change, message in [
@@ -100,6 +102,8 @@ def test_newer_figures_are_accepted_and_checked_when_present() -> None:
         (lambda v: v["latency_ms"].update(robust_cv="low"), "latency_ms.robust_cv"),
         (lambda v: v.update(power={"energy_per_inference_j": float("inf")}), "energy"),
         (lambda v: v.update(output_check={"ok": "yes"}), "output_check.ok"),
+        (lambda v: v["output_check"].update(rule=2), "output_check.rule"),
+        (lambda v: v.update(runtime_choice=None), "runtime_choice"),
     ]:
         bad = copy.deepcopy(newer)
         change(bad["variants"][0])
