@@ -1,8 +1,9 @@
 """Latency, memory, power and thermal state of one model, measured in the process that runs it.
 
-Run once per variant in a fresh child process (see ``__main__``), so the peak
-resident memory (VmHWM) belongs to that variant alone and a crash in the
-runtime takes down only that variant.
+Run once per variant in a child process forked from the agent's unchanged
+zygote (see ``proc``), so the peak resident memory (VmHWM) belongs to that
+variant alone, whatever its position in the job, and a crash in the runtime
+takes down only that variant.
 
 The method follows LiteRT's benchmark_model and MLPerf: model load and
 allocation timed, first inference timed on its own, a warm-up of at least a
