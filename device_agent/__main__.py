@@ -1,22 +1,28 @@
 """Entry point on the board.
 
-``run JOB``: validate the job, measure each variant in its own child process
-(so peak memory is per variant and a crash takes down only that variant), and
-print one result document on standard output.
+``run JOB [--pid-file PATH]``: validate the job, measure each variant in its own
+child process (so peak memory is per variant and a crash takes down only that
+variant), and print one result document on standard output.  The job has one
+deadline (:func:`device_agent.protocol.job_budget_seconds`): variants not started
+by then fail with that reason and a running one is killed.  SIGTERM, SIGHUP or
+SIGINT kill the running child's process group and end the agent with 128 + the
+signal's number, printing no result.  ``--pid-file`` writes the agent's pid
+(atomically) for the host, which starts it in a session of its own, and removes
+it on exit.
 
-``measure JOB NAME``: the child; prints one variant's figures.
+``measure JOB NAME``: one variant's figures, in this process (a debugging aid;
+``run`` forks its children, see :mod:`device_agent.proc`).
 
-``facts [SENSOR]``: what ``edge doctor`` asks of a board: board facts, the runtime,
-thermal and throttle state, the power sensor found, free disk here and the clock.
+``facts [SENSOR] [--runtime RUNTIME]``: what ``edge doctor`` asks of a board: board
+facts, the runtime the setting chooses and why, thermal and throttle state, the
+power sensor found, free disk here and the clock.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import select
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,29 +30,50 @@ from typing import Any
 
 from . import protocol
 from .board import board_facts
+from .proc import Zygote
 
-USAGE = "usage: agent run JOB.json | agent measure JOB.json VARIANT | agent facts [SENSOR]"
+USAGE = ("usage: agent run JOB.json [--pid-file PATH] | agent measure JOB.json VARIANT"
+         " | agent facts [SENSOR] [--runtime RUNTIME]")
 #: The child's first stderr line names its runtime, so a crash can still say which one died.
 RUNTIME_MARK = "edge-agent runtime: "
-#: Where the ``device_agent`` package is importable from: a zipapp or a source folder.
-IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
+#: Signals that stop a job the way Ctrl-C does: the host's kill, a closed terminal, Ctrl-C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) == 2 and args[0] == "run":
-        return _run(Path(args[1]))
-    if len(args) == 3 and args[0] == "measure":
+    options, args = _options(args, ("--pid-file", "--runtime"))
+    if options is None:
+        print(USAGE, file=sys.stderr)
+        return 2
+    if len(args) == 2 and args[0] == "run" and "--runtime" not in options:
+        return _run(Path(args[1]), options.get("--pid-file"))
+    if len(args) == 3 and args[0] == "measure" and not options:
         return _measure(Path(args[1]), args[2])
-    if 1 <= len(args) <= 2 and args[0] == "facts":
-        return _facts(args[1] if len(args) == 2 else "auto")
+    if 1 <= len(args) <= 2 and args[0] == "facts" and "--pid-file" not in options:
+        return _facts(args[1] if len(args) == 2 else "auto", options.get("--runtime", "auto"))
     print(USAGE, file=sys.stderr)
     return 2
 
 
-def _facts(sensor: str) -> int:
+def _options(args: list[str], known: tuple[str, ...]) -> tuple[dict[str, str] | None, list[str]]:
+    """Split ``--name VALUE`` options (only ``known`` ones) from positional arguments."""
+    options: dict[str, str] = {}
+    rest: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word.startswith("--"):
+            value = next(words, None)
+            if word not in known or value is None:
+                return None, rest
+            options[word] = value
+        else:
+            rest.append(word)
+    return options, rest
+
+
+def _facts(sensor: str, runtime_preference: str) -> int:
     """One JSON line of board health facts; a missing part is reported, never fatal."""
-    import os
     import shutil
 
     from .power import SensorUnavailable, open_power_reader
@@ -56,7 +83,9 @@ def _facts(sensor: str) -> int:
     facts: dict[str, Any] = {"board": board_facts(), "thermal": thermal_state(),
                              "cwd": os.getcwd(), "free_bytes": shutil.disk_usage(".").free}
     try:
-        facts["runtime"] = find_runtime().describe()
+        runtime = find_runtime(runtime_preference)
+        facts["runtime"] = runtime.describe()
+        facts["runtime_choice"] = runtime.choice
     except RuntimeNotFound as exc:
         facts["runtime_error"] = str(exc)
     try:
@@ -77,63 +106,137 @@ def _load_job(job_path: Path) -> dict[str, Any]:
         return protocol.validate_job(json.load(handle))
 
 
-def _run(job_path: Path) -> int:
+class _Stopped(BaseException):
+    """A stop signal arrived: unwind, killing what the job started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: Any) -> None:
+    for number in STOP_SIGNALS:  # a second signal must not interrupt the clean-up
+        signal.signal(number, signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+def _run(job_path: Path, pid_file: str | None) -> int:
+    started = time.monotonic()
+    previous = {number: signal.signal(number, _raise_stopped) for number in STOP_SIGNALS}
     try:
-        job = _load_job(job_path)
-    except (OSError, ValueError) as exc:
-        print(f"agent: bad job {job_path}: {exc}", file=sys.stderr)
-        return 2
-    settings = {**protocol.OPTIONAL_SETTINGS, **protocol.TEXT_SETTINGS, **job["settings"]}
+        if pid_file:
+            _write_pid_file(Path(pid_file))
+        try:
+            job = _load_job(job_path)
+        except (OSError, ValueError) as exc:
+            print(f"agent: bad job {job_path}: {exc}", file=sys.stderr)
+            return 2
+        result = _run_job(job_path, job, started)
+        json.dump(result, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    except _Stopped as stopped:
+        print(f"agent: stopped by {_signal_name(stopped.signum)}; the running variant "
+              "and everything it started were killed", file=sys.stderr)
+        return 128 + stopped.signum
+    finally:
+        if pid_file:
+            _remove(Path(pid_file))
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, Any]:
+    """Every variant in the zygote's children, within the job's deadline."""
+    settings = {**protocol.DEFAULT_SETTINGS, **protocol.OPTIONAL_SETTINGS,
+                **protocol.TEXT_SETTINGS, **job["settings"]}
+    budget = protocol.job_budget_seconds(job)
+    deadline = started + budget
     timeout = float(settings["variant_timeout_seconds"])
-    _preload()
-    variants = []
-    for index, variant in enumerate(job["variants"]):
-        cooldown = _cool_down(settings, first=index == 0)
-        measured = _measure_in_child(job_path, variant["name"], timeout)
-        if cooldown:
-            measured["cooldown"] = cooldown
-        variants.append(measured)
-    result = {
+    _preload(settings["runtime"])
+    # Forked before anything else grows this process: every child starts from this image.
+    zygote = Zygote(lambda name: _measure(job_path, name))
+    try:
+        variants = []
+        for index, variant in enumerate(job["variants"]):
+            late = f"not started: the job's deadline ({budget:g} s) had passed"
+            if time.monotonic() >= deadline:
+                variants.append(_failed(variant["name"], late))
+                continue
+            cooldown = _cool_down(settings, first=index == 0, deadline=deadline)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                variants.append(_failed(variant["name"], late))
+                continue
+            measured = _measure_in_child(zygote, variant["name"], timeout, left, budget)
+            if cooldown:
+                measured["cooldown"] = cooldown
+            variants.append(measured)
+    finally:
+        zygote.close()
+    return {
         "schema_version": protocol.SCHEMA_VERSION,
         "job_id": job["job_id"],
         "board": board_facts(),
         "variants": variants,
     }
-    json.dump(result, sys.stdout)
-    sys.stdout.write("\n")
-    return 0
 
 
-def _preload() -> None:
+def _write_pid_file(path: Path) -> None:
+    """Write this pid so that a reader sees the whole number or no file, never half."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(f"{os.getpid()}\n", encoding="ascii")
+    os.replace(partial, path)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _preload(preference: str) -> None:
     """Import numpy, the runtime and the measuring code once; forked children inherit them."""
     from . import measure  # noqa: F401 - imported for the children
     from .runtime import RuntimeNotFound, find_runtime
 
     try:
-        find_runtime()
+        find_runtime(preference)
     except RuntimeNotFound:
         pass  # each child reports it as its variant's failure, with the runtime's message
 
 
-def _cool_down(settings: dict[str, Any], *, first: bool) -> dict[str, Any]:
-    """Pause before a variant (not the first) and wait for the board to cool if asked."""
+def _cool_down(settings: dict[str, Any], *, first: bool, deadline: float) -> dict[str, Any]:
+    """Pause before a variant (not the first) and wait for the board to cool if asked,
+    never past the job's deadline."""
     from .thermal import parse_zones, wait_until_cool
 
     done: dict[str, Any] = {}
     if not first and settings["cooldown_seconds"] > 0:
-        time.sleep(float(settings["cooldown_seconds"]))
-        done["paused_s"] = float(settings["cooldown_seconds"])
+        pause = max(0.0, min(float(settings["cooldown_seconds"]), deadline - time.monotonic()))
+        time.sleep(pause)
+        done["paused_s"] = pause
     if settings["cooldown_to_c"] > 0:
+        limit = min(float(settings["cooldown_max_seconds"]), deadline - time.monotonic())
         done.update(wait_until_cool(float(settings["cooldown_to_c"]),
-                                    max_seconds=float(settings["cooldown_max_seconds"]),
+                                    max_seconds=max(0.0, limit),
                                     zones=parse_zones(settings["thermal_zones"])))
     return done
 
 
-def _measure_in_child(job_path: Path, name: str, timeout: float) -> dict[str, Any]:
-    child = (_forked if hasattr(os, "fork") else _spawned)(job_path, name, timeout)
+def _measure_in_child(zygote: Zygote, name: str, timeout: float, left: float,
+                      budget: float) -> dict[str, Any]:
+    """One variant in a child of the zygote, killed after ``timeout`` or at the deadline."""
+    try:
+        child = zygote.run(name, min(timeout, left))
+    except OSError as exc:
+        return _failed(name, f"could not start its measuring process: {exc}")
     runtime = _announced_runtime(child.stderr)
     if child.timed_out:
+        if left < timeout:
+            return _failed(name, f"killed at the job's deadline ({budget:g} s){_in(runtime)}",
+                           runtime)
         return _failed(name, f"timed out after {timeout:g} s{_in(runtime)}", runtime)
     if child.returncode < 0:
         # A crash inside the runtime (e.g. SIGSEGV on a malformed model) or an OOM kill.
@@ -150,81 +253,6 @@ def _measure_in_child(job_path: Path, name: str, timeout: float) -> dict[str, An
     return {"name": name, **figures}
 
 
-class _Child:
-    """How a measuring child ended: exit code (negative: killed by that signal), its output."""
-
-    def __init__(self, returncode: int, stdout: bytes, stderr: bytes, timed_out: bool) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-        self.timed_out = timed_out
-
-
-def _forked(job_path: Path, name: str, timeout: float) -> _Child:
-    """Measure in a forked child: the parent's imported numpy and runtime come for free.
-
-    A fresh interpreter per variant would import them again, which costs a second or
-    more of CPU on a small board; a fork keeps the isolation (own address space, own
-    peak memory, a crash kills only the child) without that cost.
-    """
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the child: measure, then leave without running the parent's cleanup
-        code = 1
-        try:
-            os.close(out_read)
-            os.close(err_read)
-            os.dup2(out_write, 1)
-            os.dup2(err_write, 2)
-            code = _measure(job_path, name)
-        except BaseException:  # whatever happens, the forked child must not return
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    os.close(out_write)
-    os.close(err_write)
-    chunks: dict[int, list[bytes]] = {out_read: [], err_read: []}
-    open_fds = [out_read, err_read]
-    deadline = time.monotonic() + timeout
-    timed_out = False
-    while open_fds:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            os.kill(pid, signal.SIGKILL)
-            timed_out = True
-            break
-        ready, _, _ = select.select(open_fds, [], [], remaining)
-        for fd in ready:
-            data = os.read(fd, 65536)
-            if data:
-                chunks[fd].append(data)
-            else:
-                open_fds.remove(fd)
-    for fd in (out_read, err_read):
-        os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    return _Child(code, b"".join(chunks[out_read]), b"".join(chunks[err_read]), timed_out)
-
-
-def _spawned(job_path: Path, name: str, timeout: float) -> _Child:
-    """Measure in a fresh interpreter, where there is no fork."""
-    command = [sys.executable, "-c",
-               "import sys; sys.path.insert(0, sys.argv[1]); "
-               "from device_agent.__main__ import main; sys.exit(main(sys.argv[2:]))",
-               IMPORT_ROOT, "measure", str(job_path), name]
-    try:
-        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        return _Child(-9, b"", exc.stderr or b"", timed_out=True)
-    return _Child(done.returncode, done.stdout, done.stderr, timed_out=False)
-
-
 def _measure(job_path: Path, name: str) -> int:
     from .measure import measure_variant
     from .outputs import load_reference
@@ -234,8 +262,9 @@ def _measure(job_path: Path, name: str) -> int:
 
     job = _load_job(job_path)
     variant = next(v for v in job["variants"] if v["name"] == name)
+    settings = {**protocol.TEXT_SETTINGS, **job["settings"]}
     try:
-        runtime = find_runtime()
+        runtime = find_runtime(settings["runtime"])
     except RuntimeNotFound as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -246,7 +275,6 @@ def _measure(job_path: Path, name: str) -> int:
         print(f"{variant['file']} does not match its sha256 {variant['sha256']}; not run",
               file=sys.stderr)
         return 1
-    settings = {**protocol.TEXT_SETTINGS, **job["settings"]}
     if "threads" in variant:
         settings["threads"] = variant["threads"]
     try:
@@ -272,6 +300,7 @@ def _measure(job_path: Path, name: str) -> int:
         print(f"{runtime.name} {runtime.version} could not run {variant['file']}: "
               f"{type(exc).__name__}: {_first_line(str(exc))}", file=sys.stderr)
         return 1
+    figures["runtime_choice"] = runtime.choice
     print(json.dumps(figures))
     return 0
 

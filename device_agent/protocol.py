@@ -17,10 +17,15 @@ agent does not send them, an older host's job does not set them):
   :data:`OPTIONAL_SETTINGS` and :data:`TEXT_SETTINGS`.
 - result variant: ``latency_ms.cv`` and ``.robust_cv``, ``verdict`` (``VALID``/``INVALID`` with
   ``reasons``), ``thermal`` (``before``, ``after``, ``throttled``), ``power``
-  (absent without a sensor), ``output_check``, ``cooldown``, ``model_load_ms``,
+  (absent without a sensor), ``output_check`` (``ok``, and the ``rule`` of
+  :func:`device_agent.outputs.compare_outputs` that judged it), ``cooldown``, ``model_load_ms``,
   ``allocate_ms``, ``warmup_runs_done``, ``wall_seconds``, ``load_rss_growth_bytes``,
   ``latency_samples_every`` (k: the raw samples are every k-th run, when there were more
-  runs than :data:`MAX_RAW_SAMPLES`; absent means every run).
+  runs than :data:`MAX_RAW_SAMPLES`; absent means every run), ``runtime_choice`` (which
+  runtime the ``runtime`` setting chose, and why).
+
+The whole job has one deadline, :func:`job_budget_seconds`: the host waits that long
+(plus its own transfer time) and the agent enforces it too.
 
 Example::
 
@@ -40,7 +45,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 #: Upper bound on an agent answer: numbers and raw latency samples (up to MAX_RAW_SAMPLES
-#: per variant, about 7 bytes each), never payloads.
+#: per variant, whole nanoseconds in ms: about 9 bytes each), never payloads.
 MAX_RESULT_BYTES = 32 * 1024 * 1024
 #: Raw samples shipped per variant at most: a microsecond model reaching the time floor runs
 #: hundreds of thousands of times; the summary is computed from every run on the board,
@@ -69,12 +74,20 @@ OPTIONAL_SETTINGS: dict[str, Any] = {
     "power_rate_hz": 20.0,
     "output_atol": 1e-4,         # max abs diff allowed against the host's outputs
     "output_min_top1": 0.99,     # top-1 agreement required against the host's outputs
+    "job_timeout_seconds": 0.0,  # the whole job's deadline (0: job_budget_seconds computes it)
 }
 #: Text settings: which power sensor (see device_agent.power.POWER_SENSORS), which rail,
 #: a command that prints watts (an external meter), and the thermal zones that matter on
-#: this board (comma-separated folder names such as ``thermal_zone0``; empty: every zone).
+#: this board (comma-separated folder names such as ``thermal_zone0``; empty: every zone),
+#: and which TFLite runtime runs the models (one of :data:`RUNTIMES`).
 TEXT_SETTINGS: dict[str, str] = {"power_sensor": "auto", "power_rail": "", "power_command": "",
-                                 "thermal_zones": ""}
+                                 "thermal_zones": "", "runtime": "auto"}
+#: Values of the ``runtime`` setting: ``auto`` takes ai-edge-litert if it imports, else
+#: tflite-runtime; a distribution name takes that one or fails the variants saying so.
+RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
+#: The part of a job's budget that is not the variants': starting Python, importing numpy and
+#: the runtime (seconds on a small board), forking, and printing the answer.
+JOB_STARTUP_SECONDS = 60.0
 
 VARIANT_STATUSES = ("ok", "failed")
 VERDICTS = ("VALID", "INVALID")
@@ -92,6 +105,26 @@ def sha256_file(path: str | Path) -> str:
 
 class ProtocolError(ValueError):
     """A job or result document does not follow the schema."""
+
+
+def job_budget_seconds(job: dict[str, Any]) -> float:
+    """The whole job's time limit on the board, in seconds, from its settings.
+
+    Everything the agent may legitimately spend is in it: start-up, each variant's
+    timeout, the pause before every variant but the first, and the wait for the board
+    to cool (``cooldown_to_c``, at most ``cooldown_max_seconds``) before each variant.
+    A positive ``job_timeout_seconds`` replaces the sum (a host's own cap).  The agent
+    stops at this deadline; the host adds its own transfer time and kills the agent's
+    process group if it is still running after that.
+    """
+    settings = {**DEFAULT_SETTINGS, **OPTIONAL_SETTINGS, **job["settings"]}
+    if float(settings["job_timeout_seconds"]) > 0:
+        return float(settings["job_timeout_seconds"])
+    count = len(job["variants"])
+    cooling = float(settings["cooldown_max_seconds"]) if settings["cooldown_to_c"] > 0 else 0.0
+    return (JOB_STARTUP_SECONDS
+            + count * (float(settings["variant_timeout_seconds"]) + cooling)
+            + max(0, count - 1) * float(settings["cooldown_seconds"]))
 
 
 def make_job(*, job_id: str, variants: list[dict[str, Any]],
@@ -137,6 +170,9 @@ def validate_job(job: Any) -> dict[str, Any]:
     for key in TEXT_SETTINGS:
         if key in settings:
             _require_type(settings[key], str, f"job.settings.{key}")
+    if settings.get("runtime", "auto") not in RUNTIMES:
+        raise ProtocolError(f"job.settings.runtime must be one of {RUNTIMES}, "
+                            f"got {settings['runtime']!r}")
     return job
 
 
@@ -232,6 +268,10 @@ def _validate_optional_figures(variant: dict[str, Any], where: str) -> None:
                         minimum=0)
         _require_number(check.get("top1_agreement"), f"{where}.output_check.top1_agreement",
                         minimum=0)
+        if "rule" in check:
+            _require_type(check["rule"], str, f"{where}.output_check.rule")
+    if "runtime_choice" in variant:
+        _require_type(variant["runtime_choice"], str, f"{where}.runtime_choice")
 
 
 def _check_version(document: dict[str, Any], where: str) -> None:

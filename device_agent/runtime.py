@@ -1,8 +1,11 @@
-"""Find the TFLite runtime installed on the board and say which one it is.
+"""Find the TFLite runtime the job asks for and say which one it is, and why.
 
 ai-edge-litert is preferred (the maintained successor); tflite-runtime 2.14 is
-the floor many Raspberry Pi and Jetson images carry.  Every figure the agent
-reports names the runtime that produced it.
+the floor many Raspberry Pi and Jetson images carry.  A target may name one
+(its ``runtime`` setting): then that one runs or the variants fail saying it is
+missing, never the other one silently.  With ``auto`` the choice is explained
+(:attr:`Runtime.choice`), because a board with both installed runs only one.
+Every figure the agent reports names the runtime that produced it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ RUNTIME_CANDIDATES = (
 
 
 class RuntimeNotFound(RuntimeError):
-    """No supported TFLite runtime can be imported on this machine."""
+    """The runtime asked for (or, with ``auto``, any runtime) cannot be imported here."""
 
 
 @dataclass(frozen=True)
@@ -28,23 +31,81 @@ class Runtime:
     name: str
     version: str
     interpreter_class: Callable[..., Any]
+    #: Why this runtime, e.g. "auto: ai-edge-litert 2.3.0 preferred; tflite-runtime 2.14.0
+    #: also installed" or "tflite-runtime 2.14.0, as the target asks".
+    choice: str = ""
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version}
 
 
-def find_runtime() -> Runtime:
-    """Return the first importable runtime of :data:`RUNTIME_CANDIDATES`."""
-    failures = []
+def find_runtime(preference: str = "auto") -> Runtime:
+    """The runtime ``preference`` names ("auto": the first importable candidate)."""
+    names = [distribution for distribution, _module in RUNTIME_CANDIDATES]
+    if preference != "auto" and preference not in names:
+        raise RuntimeNotFound(f"unknown runtime {preference!r}; one of auto, "
+                              + ", ".join(names))
+    if preference != "auto":
+        module_name = dict(RUNTIME_CANDIDATES)[preference]
+        version = _installed_version(preference)
+        if version is None:
+            others = _installed(exclude=preference)
+            raise RuntimeNotFound(
+                f"runtime {preference} (the target's runtime setting) is not installed here"
+                + (f"; installed: {others}" if others else "; no TFLite runtime is installed"))
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a broken install (e.g. numpy 2 under 2.14)
+            raise RuntimeNotFound(f"runtime {preference} {version} (the target's runtime "
+                                  f"setting) does not import: {_one_line(exc)}") from None
+        return Runtime(preference, version, module.Interpreter,
+                       f"{preference} {version}, as the target's runtime setting asks")
+    failures: list[tuple[str, str]] = []
     for distribution, module_name in RUNTIME_CANDIDATES:
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:  # a broken install (e.g. numpy 2 under 2.14) is not fatal
-            failures.append(f"{distribution}: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a broken install is not fatal while another may work
+            failures.append((distribution, _one_line(exc)))
             continue
-        try:
-            version = metadata.version(distribution)
-        except metadata.PackageNotFoundError:
-            version = "unknown"
-        return Runtime(distribution, version, module.Interpreter)
-    raise RuntimeNotFound("no TFLite runtime importable (" + "; ".join(failures) + ")")
+        version = _installed_version(distribution) or "unknown"
+        return Runtime(distribution, version, module.Interpreter,
+                       _auto_choice(distribution, version, failures))
+    raise RuntimeNotFound("no TFLite runtime importable ("
+                          + "; ".join(f"{name}: {why}" for name, why in failures) + ")")
+
+
+def _auto_choice(chosen: str, version: str, failures: list[tuple[str, str]]) -> str:
+    """"auto: X preferred; Y also installed" or "auto: Y (X not installed)"."""
+    why = [f"{name} not installed" if _installed_version(name) is None
+           else f"{name} does not import: {error}" for name, error in failures]
+    others = _installed(exclude=chosen, skip=[name for name, _error in failures])
+    text = f"auto: {chosen} {version}" + (" preferred" if not failures else "")
+    if why:
+        text += " (" + "; ".join(why) + ")"
+    if others:
+        text += f"; {others} also installed"
+    return text
+
+
+def _installed(exclude: str, skip: list[str] | None = None) -> str:
+    """The other runtime distributions installed, read from metadata (never imported:
+    two TFLite runtimes in one process may clash)."""
+    found = []
+    for distribution, _module in RUNTIME_CANDIDATES:
+        if distribution == exclude or distribution in (skip or []):
+            continue
+        version = _installed_version(distribution)
+        if version is not None:
+            found.append(f"{distribution} {version}")
+    return ", ".join(found)
+
+
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

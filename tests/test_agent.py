@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from device_agent import protocol
 from toolkit.agent_package import build_agent_package
@@ -15,17 +21,26 @@ REPO = Path(__file__).resolve().parent.parent
 FAST = {"warmup_runs": 2, "min_runs": 10, "min_seconds": 0.05}
 
 
-def run_agent(folder: Path, variants: list[dict[str, str]],
-              settings: dict | None = None) -> dict:
-    """Run the agent on ``variants``; a variant without a sha256 gets its file's real one."""
+def write_job(folder: Path, variants: list[dict[str, str]],
+              settings: dict | None = None) -> tuple[list[str], dict]:
+    """The agent zipapp and a job for ``variants`` in ``folder``: (command, job).
+
+    A variant without a sha256 gets its file's real one."""
     variants = [{"sha256": hashlib.sha256((folder / v["file"]).read_bytes()).hexdigest(), **v}
                 for v in variants]
     agent = build_agent_package()
     (folder / agent.name).write_bytes(agent.data)
     job = protocol.make_job(job_id="t", variants=variants, settings={**FAST, **(settings or {})})
     (folder / "job.json").write_text(json.dumps(job))
-    completed = subprocess.run([sys.executable, str(folder / agent.name), "run",
-                                str(folder / "job.json")], capture_output=True, check=True)
+    return [sys.executable, str(folder / agent.name), "run", str(folder / "job.json")], job
+
+
+def run_agent(folder: Path, variants: list[dict[str, str]], settings: dict | None = None, *,
+              python: str = sys.executable, env: dict[str, str] | None = None) -> dict:
+    """Run the agent on ``variants`` (under ``python``) and return its checked result."""
+    command, job = write_job(folder, variants, settings)
+    completed = subprocess.run([python, *command[1:]], capture_output=True, check=True,
+                               env=env)
     return protocol.parse_result(completed.stdout, job)
 
 
@@ -125,3 +140,127 @@ def test_an_unreadable_reference_fails_the_variant_with_the_reason(tflite_copy: 
     failed = result["variants"][0]
     assert failed["status"] == "failed"
     assert failed["error"].startswith("reference ref.npz is unreadable")
+
+
+@pytest.fixture(scope="module")
+def mobilenet_fp32_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bigger model than the digits CNN: the digits MobileNet, fp32."""
+    from toolkit.compress import Fp32Config, compress
+    from toolkit.model import load_model_source
+
+    folder = tmp_path_factory.mktemp("mobilenet")
+    return compress(load_model_source(REPO / "examples" / "digits_mobilenet.py"), Fp32Config(),
+                    folder).path
+
+
+@pytest.mark.slow
+def test_peak_memory_is_the_models_own_whatever_its_position_in_the_job(
+        tflite_copy: Path, mobilenet_fp32_tflite: Path) -> None:
+    # The same file measured first and last, with a bigger model and more copies between:
+    # each variant's result (tens of thousands of samples) grows the agent, and a child
+    # forked from the agent used to carry that growth into its own peak.
+    shutil.copyfile(mobilenet_fp32_tflite, tflite_copy.parent / "big.tflite")
+    same = [{"name": f"digits-{n}", "file": tflite_copy.name} for n in range(4)]
+    result = run_agent(tflite_copy.parent,
+                       [same[0], {"name": "big", "file": "big.tflite"}, *same[1:]],
+                       settings={"min_seconds": 0.8, "cooldown_seconds": 0})
+    peaks = {v["name"]: v["peak_rss_bytes"] for v in result["variants"]}
+    assert all(v["status"] == "ok" for v in result["variants"])
+    assert peaks["big"] > peaks["digits-0"]
+    assert max(result["variants"][-1]["runs"], result["variants"][0]["runs"]) > 5_000
+    first, last = peaks["digits-0"], peaks["digits-3"]
+    assert abs(last - first) <= 0.02 * first, (first, last, peaks)
+
+
+def fake_tegrastats(folder: Path) -> tuple[dict[str, str], Path]:
+    """A ``tegrastats`` on PATH that notes its pid and prints a power line every 50 ms."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    pids = folder / "tegrastats.pids"
+    script = bin_dir / "tegrastats"
+    script.write_text(f"#!/bin/sh\necho $$ >> {pids}\n"
+                      "while true; do echo 'RAM 1/2MB POM_5V_IN 2071/2071'; sleep 0.05; done\n")
+    script.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, pids
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def processes_naming(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (the agent and its children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if text in command and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def wait_for(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_a_timed_out_variant_takes_the_sampler_it_started_with_it(tflite_copy: Path) -> None:
+    env, pids = fake_tegrastats(tflite_copy.parent)
+    result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
+                       settings={"power_sensor": "tegrastats", "idle_seconds": 60,
+                                 "variant_timeout_seconds": 3, "cooldown_seconds": 0},
+                       env=env)
+    assert result["variants"][0]["error"].startswith("timed out after 3 s")
+    started = [int(line) for line in pids.read_text().split()]
+    assert started
+    time.sleep(0.2)
+    assert not [pid for pid in started if alive(pid)]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_kills_the_running_variant_and_all_it_started(
+        tflite_copy: Path, stop: signal.Signals) -> None:
+    env, pids = fake_tegrastats(tflite_copy.parent)
+    command, _job = write_job(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
+                              settings={"power_sensor": "tegrastats", "idle_seconds": 60,
+                                        "cooldown_seconds": 0})
+    pid_file = tflite_copy.parent / "agent.pid"
+    agent = subprocess.Popen([*command, "--pid-file", str(pid_file)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(pids.exists)  # the measuring child has started its sampler
+        assert int(pid_file.read_text()) == agent.pid
+        agent.send_signal(stop)
+        stdout, stderr = agent.communicate(timeout=30)
+    finally:
+        agent.kill()
+    assert agent.returncode == 128 + stop
+    assert stdout == b"" and f"stopped by {stop.name}".encode() in stderr
+    assert not pid_file.exists()
+    time.sleep(0.2)
+    assert not processes_naming(str(tflite_copy.parent / "job.json"))
+    assert not [int(pid) for pid in pids.read_text().split() if alive(int(pid))]
+
+
+def test_at_the_jobs_deadline_the_rest_fails_with_the_reason(tflite_copy: Path) -> None:
+    slow = {"name": "slow", "file": tflite_copy.name}
+    result = run_agent(tflite_copy.parent, [slow, {"name": "fp32", "file": tflite_copy.name}],
+                       settings={"job_timeout_seconds": 4, "min_seconds": 30,
+                                 "max_seconds": 60, "min_runs": 10**9, "max_runs": 10**9,
+                                 "cooldown_seconds": 0})
+    killed, never = result["variants"]
+    assert killed["status"] == "failed"
+    assert killed["error"].startswith("killed at the job's deadline (4 s)")
+    assert never == {"name": "fp32", "status": "failed",
+                     "error": "not started: the job's deadline (4 s) had passed"}
+    assert not processes_naming(str(tflite_copy.parent / "job.json"))

@@ -173,6 +173,7 @@ def test_output_check_agrees_with_the_host(tflite_copy: Path) -> None:
     check = figures["output_check"]
     assert check["ok"] is True and check["samples"] == 8
     assert check["max_abs_diff"] <= 1e-4 and check["top1_agreement"] == 1.0
+    assert check["rule"] == "within atol 0.0001"  # the same runtime: the tight rule judged it
 
 
 def test_mismatched_outputs_are_flagged(tflite_copy: Path) -> None:
@@ -197,3 +198,17 @@ def test_a_model_the_host_cannot_run_is_deployed_without_an_output_check(
     references = _build_references(load_model_source(tflite_copy), artifacts, tmp_path / "refs")
     assert list(references) == [artifacts[0].board_name]
     assert load_reference(references[artifacts[0].board_name])["outputs"][0].shape[0] == 32
+
+
+def test_microsecond_samples_keep_sub_microsecond_resolution(tflite_copy: Path) -> None:
+    # The digits CNN runs in a few to a few tens of microseconds: samples rounded to 1 us
+    # (0.001 ms) took a handful of values and its gate could not see a 10 % change.
+    figures = measure_variant(find_runtime(), tflite_copy, {**FAST, "min_runs": 200},
+                              thermal=lambda: NO_THERMAL)
+    samples = np.array(figures["latency_samples_ms"])
+    assert figures["latency_ms"]["p50"] < 0.2  # a microsecond model, even on a busy machine
+    in_us = samples * 1e3
+    assert np.any(np.abs(in_us - np.round(in_us)) > 1e-6)  # not all multiples of 0.001 ms
+    in_ns = samples * 1e6
+    assert np.allclose(in_ns, np.round(in_ns), atol=1e-3)  # whole nanoseconds, as timed
+    assert len(np.unique(samples)) > 20

@@ -91,7 +91,9 @@ def test_newer_figures_are_accepted_and_checked_when_present() -> None:
     newer = mutated(lambda d: d["variants"][0].update(
         verdict={"status": "INVALID", "reasons": ["too short: 0.1 s < 1 s"]},
         power={"kind": "ina219-hwmon", "active_power_w": 3.0, "energy_per_inference_j": 0.003},
-        output_check={"ok": True, "max_abs_diff": 0.0, "top1_agreement": 1.0}))
+        output_check={"ok": True, "max_abs_diff": 0.0, "top1_agreement": 1.0,
+                      "rule": "within atol 0.0001"},
+        runtime_choice="auto: ai-edge-litert 2.3.0 preferred"))
     newer["variants"][0]["latency_ms"]["cv"] = 0.02
     assert protocol.parse_result(encoded(newer), JOB)["variants"][0]["verdict"]["reasons"]
     for change, message in [
@@ -100,6 +102,8 @@ def test_newer_figures_are_accepted_and_checked_when_present() -> None:
         (lambda v: v["latency_ms"].update(robust_cv="low"), "latency_ms.robust_cv"),
         (lambda v: v.update(power={"energy_per_inference_j": float("inf")}), "energy"),
         (lambda v: v.update(output_check={"ok": "yes"}), "output_check.ok"),
+        (lambda v: v["output_check"].update(rule=2), "output_check.rule"),
+        (lambda v: v.update(runtime_choice=None), "runtime_choice"),
     ]:
         bad = copy.deepcopy(newer)
         change(bad["variants"][0])
@@ -125,3 +129,27 @@ def test_bad_newer_job_fields_are_refused(change, message: str) -> None:
     change(job)
     with pytest.raises(protocol.ProtocolError, match=message):
         protocol.validate_job(job)
+
+
+def test_the_job_budget_counts_every_wait_the_agent_may_make() -> None:
+    settings = {"variant_timeout_seconds": 100, "cooldown_seconds": 2, "cooldown_to_c": 0}
+    plain = protocol.make_job(job_id="j", variants=JOB["variants"], settings=settings)
+    assert protocol.job_budget_seconds(plain) == protocol.JOB_STARTUP_SECONDS + 2 * 100 + 2
+    cooling = protocol.make_job(job_id="j", variants=JOB["variants"], settings={
+        **settings, "cooldown_to_c": 60, "cooldown_max_seconds": 50})
+    assert protocol.job_budget_seconds(cooling) == (protocol.JOB_STARTUP_SECONDS
+                                                    + 2 * (100 + 50) + 2)
+    capped = protocol.make_job(job_id="j", variants=JOB["variants"],
+                               settings={"job_timeout_seconds": 30})
+    assert protocol.job_budget_seconds(capped) == 30
+    older = copy.deepcopy(plain)
+    for key in (*protocol.OPTIONAL_SETTINGS, *protocol.TEXT_SETTINGS):
+        del older["settings"][key]
+    assert protocol.job_budget_seconds(older) == protocol.JOB_STARTUP_SECONDS + 2 * 100 + 1
+
+
+def test_the_runtime_setting_names_a_known_runtime() -> None:
+    assert JOB["settings"]["runtime"] == "auto"
+    with pytest.raises(protocol.ProtocolError, match=r"job\.settings\.runtime must be one of"):
+        protocol.make_job(job_id="j", variants=JOB["variants"],
+                          settings={"runtime": "tensorflow"})

@@ -25,22 +25,15 @@ import numpy as np
 
 import device_agent
 
+# One rule on the host and on the board: the board's own (device_agent.outputs).
+from device_agent.outputs import MIN_AGREEMENT_AT_SQNR as MIN_AGREEMENT_AT_SQNR
+from device_agent.outputs import MIN_SQNR_DB as MIN_SQNR_DB
+from device_agent.outputs import compare_outputs, output_step
+
 from ._quiet import captured_native_output
 from .errors import CompressError, UsageError
-from .evaluate import _as_numpy, _from_tensor, _to_tensor, sqnr_db
+from .evaluate import _as_numpy, _from_tensor, _to_tensor
 
-#: Agreement of the first output's argmax with the host runtime, and error relative to the
-#: output's range, above which a file "computes wrongly" on the other runtime.
-MIN_AGREEMENT = 0.99
-MAX_RELATIVE_ERROR = 0.02
-#: Or: outputs this close to the host's (SQNR, dB) with at most near-ties flipped.  Integer
-#: kernels of two runtimes round differently at every layer, so a deep int8 network differs
-#: by more than two output steps (a 96x96 MobileNetV2 int8: 36.9 dB, 2.8% max error, below
-#: its own quantization noise of 29 dB against float), while a runtime that computes a file
-#: wrongly is far off (ai-edge-quantizer's dynamic MLP on tflite-runtime 2.14: 0.15 dB, 8%
-#: argmax agreement).
-MIN_SQNR_DB = 30.0
-MIN_AGREEMENT_AT_SQNR = 0.95
 PROBE = Path(__file__).with_name("_compat_probe.py")
 
 
@@ -101,25 +94,10 @@ def _compare(answer: dict[str, Any], model: dict[str, str], host_outputs: list[l
     if not entry["loads"]:
         return {**entry, "ok": False}
     got = np.load(model["outputs"])
-    agree = 0
-    worst = signal = noise = 0.0
-    within = True
-    for s, expected in enumerate(host_outputs):
-        others = [_from_tensor(detail, got[f"s{s}_o{o}"]) for o, detail in enumerate(details_out)]
-        for want, other, detail in zip(expected, others, details_out, strict=True):
-            spread = float(np.max(np.abs(want))) or 1.0
-            error = float(np.max(np.abs(other - want)))
-            worst = max(worst, error / spread)
-            signal += float(np.sum(np.square(want, dtype=np.float64)))
-            noise += float(np.sum(np.square(other - want, dtype=np.float64)))
-            # Integer kernels of two runtimes may round differently: two output steps apart.
-            within &= error <= max(MAX_RELATIVE_ERROR * spread, 2 * detail["quantization"][0])
-        agree += int(np.argmax(others[0].reshape(-1)) == np.argmax(expected[0].reshape(-1)))
-    agreement = agree / len(host_outputs)
-    sqnr = sqnr_db(signal, noise)
-    return {**entry, "top1_agreement_with_host": agreement,
-            "max_relative_error": round(worst, 6),
-            "sqnr_db_vs_host": sqnr,
-            "ok": bool((agreement >= MIN_AGREEMENT and within)
-                       or (agreement >= MIN_AGREEMENT_AT_SQNR
-                           and (sqnr is None or sqnr >= MIN_SQNR_DB)))}
+    others = [[_from_tensor(detail, got[f"s{s}_o{o}"]) for o, detail in enumerate(details_out)]
+              for s in range(len(host_outputs))]
+    check = compare_outputs(host_outputs, others, [output_step(d) for d in details_out])
+    return {**entry, "top1_agreement_with_host": check["top1_agreement"],
+            "max_relative_error": check["max_relative_error"],
+            "sqnr_db_vs_host": check["sqnr_db"], "rule": check["rule"],
+            "summary": check["summary"], "ok": check["ok"]}

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from device_agent.outputs import sqnr_db
 from device_agent.runtime import find_runtime
 
 from ._quiet import captured_native_output
@@ -64,11 +65,6 @@ def tflite_accuracy(model_path: Path,
     if total == 0:
         raise ModelError("eval_data() yielded no samples")
     return {"accuracy": correct / total, "eval_samples": total}
-
-
-def sqnr_db(signal: float, noise: float) -> float | None:
-    """10 log10(signal / noise) in dB, to 0.01; None when nothing differs (infinite)."""
-    return round(10 * float(np.log10(max(signal, 1e-30) / noise)), 2) if noise else None
 
 
 def tflite_fidelity(model_path: Path, reference: Any,

@@ -1,0 +1,87 @@
+"""On the board floor (tflite-runtime 2.14): correct quantized files pass the output check,
+a file 2.14 computes wrongly does not.  The host makes the references, the agent judges."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolkit.compress import compress_to_folder
+from toolkit.reference import compute_reference
+
+from .conftest import DIGITS_MODEL
+from .test_agent import run_agent
+
+#: The output check is the subject here: no limit on the run-to-run spread (max_cv 0), which
+#: a busy test machine may exceed without saying anything about the outputs.
+SETTINGS = {"max_cv": 0.0, "cooldown_seconds": 0}
+
+
+def digits_samples(count: int = 32) -> list[tuple[np.ndarray]]:
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images[-count:].astype(np.float32) / 16.0
+    return [(image,) for image in images.reshape(count, 1, 1, 8, 8)]
+
+
+@pytest.mark.slow
+def test_correct_quantized_digits_variants_are_valid_on_tflite_runtime_214(
+        tflite_runtime_214: Path, tmp_path: Path) -> None:
+    manifest = json.loads(compress_to_folder(
+        DIGITS_MODEL, "int8,int8-dynamic,prune-channels:0.5+int8", tmp_path / "out")
+        .read_text())
+    folder = tmp_path / "out"
+    variants = []
+    for variant in manifest["variants"]:
+        reference = f"{variant['file']}.ref.npz"
+        compute_reference(folder / variant["file"], digits_samples(), folder / reference)
+        variants.append({"name": variant["recipe"], "file": variant["file"],
+                         "reference": reference})
+    result = run_agent(folder, variants, SETTINGS, python=str(tflite_runtime_214))
+    for measured in result["variants"]:
+        assert measured["runtime"] == {"name": "tflite-runtime", "version": "2.14.0"}
+        check = measured["output_check"]
+        assert check["ok"], (measured["name"], check["summary"])
+        assert check["rule"], measured["name"]
+        assert measured["verdict"] == {"status": "VALID", "reasons": []}, measured["name"]
+    by_name = {v["name"]: v["output_check"] for v in result["variants"]}
+    # The case that used to fail: a correct int8 file, one output step from the host.
+    assert by_name["int8"]["max_abs_diff"] > 1e-4
+    assert by_name["int8"]["rule"] == "within 2 output steps"
+
+
+@pytest.mark.slow
+def test_a_file_tflite_runtime_214_computes_wrongly_is_invalid_on_the_board(
+        tflite_runtime_214: Path, tmp_path: Path) -> None:
+    # ai-edge-quantizer's dynamic-range MLP: runs on 2.14 without an error, computes garbage
+    # there (tests/test_compress.py catches it on the host; the board must catch it too).
+    import litert_torch
+    import torch
+    from ai_edge_quantizer import quantizer, recipe
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
+                              torch.nn.Linear(128, 10)).eval()
+    with warnings.catch_warnings():  # the converter's own deprecation noise (typing_extensions)
+        warnings.simplefilter("ignore", FutureWarning)
+        litert_torch.convert(mlp, (torch.randn(1, 64),)).export(str(tmp_path / "float.tflite"))
+    dynamic = quantizer.Quantizer(str(tmp_path / "float.tflite"))
+    dynamic.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    dynamic.quantize().export_model(str(tmp_path / "dynamic.tflite"), overwrite=True)
+    samples = [(torch.randn(1, 64),) for _ in range(32)]
+    for name in ("float", "dynamic"):
+        compute_reference(tmp_path / f"{name}.tflite", samples, tmp_path / f"{name}.ref.npz")
+    result = run_agent(tmp_path, [{"name": name, "file": f"{name}.tflite",
+                                   "reference": f"{name}.ref.npz"}
+                                  for name in ("float", "dynamic")],
+                       SETTINGS, python=str(tflite_runtime_214))
+    right, wrong = result["variants"]
+    assert right["output_check"]["ok"] and right["verdict"]["status"] == "VALID"
+    assert not wrong["output_check"]["ok"] and wrong["output_check"]["rule"] == ""
+    assert wrong["verdict"]["status"] == "INVALID"
+    assert any(r.startswith("outputs mismatched: ") and "SQNR" in r
+               for r in wrong["verdict"]["reasons"])
