@@ -139,7 +139,7 @@ def link_down(root: Path, tries: int) -> None:
 
     from device_agent import protocol
     from tests.lab import Board
-    from toolkit.transport import SshTransport
+    from toolkit.runner import JobRunner
 
     if os.geteuid() != 0:
         print("link down: skipped (network namespaces need root)")
@@ -177,7 +177,7 @@ def link_down(root: Path, tries: int) -> None:
             puller = threading.Thread(target=pull, daemon=True)
             puller.start()
             try:
-                SshTransport(target).run_job(job, {f"{sha}.tflite": variant.path})
+                JobRunner(target).run_job(job, {f"{sha}.tflite": variant.path})
                 wrong += 1
             except InfrastructureError:
                 failures.append(time.monotonic() - pulled[0])
@@ -198,7 +198,7 @@ def segfault_among_three(root: Path, tries: int, board_pythons: list[str]) -> No
     from tests.models.segfaulting_tflite import write_segfaulting_tflite
     from toolkit.compress import Fp32Config, Int8StaticConfig, compress
     from toolkit.model import load_model_source
-    from toolkit.transport import SshTransport
+    from toolkit.runner import JobRunner
 
     source = load_model_source(Path(__file__).resolve().parent.parent / "examples" /
                                "digits_cnn.py")
@@ -221,7 +221,7 @@ def segfault_among_three(root: Path, tries: int, board_pythons: list[str]) -> No
                               for name, sha in shas.items()],
                     settings={"warmup_runs": 2, "min_runs": 20, "min_seconds": 0.1,
                               "cooldown_seconds": 0})
-                raw = SshTransport(target).run_job(
+                raw = JobRunner(target).run_job(
                     job, {f"{shas[name]}.tflite": path for name, path in files.items()})
                 fp32, crashed, int8 = protocol.parse_result(raw, job)["variants"]
                 both_measured += fp32["status"] == int8["status"] == "ok" and \

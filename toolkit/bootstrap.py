@@ -19,10 +19,13 @@ import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BoardSetupError, InfrastructureError
-from .ssh import Connection
 from .transfer import upload
+
+if TYPE_CHECKING:
+    from .board import Shell
 
 #: Packages per runtime preference; tflite-runtime 2.14 fails to import with numpy 2.
 REQUIREMENTS = {
@@ -31,9 +34,10 @@ REQUIREMENTS = {
     "auto": ["numpy", "ai-edge-litert"],
 }
 _PROBE = (
-    "import json, sys\n"
+    "import json, os, sys\n"
     "from importlib import metadata\n"
-    "facts = {'version': list(sys.version_info[:3]), 'numpy': None, 'runtimes': {}}\n"
+    "facts = {'version': list(sys.version_info[:3]), 'numpy': None, 'runtimes': {},\n"
+    "         'cores': os.cpu_count() or 0}\n"
     "for dist, key in (('numpy', None), ('ai-edge-litert', 'ai_edge_litert'),\n"
     "                  ('tflite-runtime', 'tflite_runtime')):\n"
     "    try:\n"
@@ -58,6 +62,8 @@ class BoardPython:
     numpy: str | None
     runtimes: dict[str, str]
     runtime_preference: str
+    #: ``os.cpu_count()`` on the board (0: unknown).
+    cores: int = 0
 
     def missing(self) -> list[str]:
         problems = []
@@ -77,6 +83,14 @@ class BoardPython:
             return "venv/bin/python"
         return self.python
 
+    def thread_warning(self, threads: int) -> str | None:
+        """One line when ``threads`` exceeds the board's cores (the threads then contend)."""
+        if self.cores and threads > self.cores:
+            return (f"{self.target}: {threads} threads on a board with {self.cores} "
+                    f"core{'s' if self.cores != 1 else ''}: latency figures will suffer; "
+                    f"set threads <= {self.cores}")
+        return None
+
     def summary(self) -> str:
         """``Python 3.11.2, numpy 1.26.4, ai-edge-litert 2.3.0``."""
         runtimes = ", ".join(f"{name} {version}" for name, version in self.runtimes.items())
@@ -90,7 +104,7 @@ class BoardPython:
                                   f"run `edge targets setup {self.target}`", target=self.target)
 
 
-def probe(board: Connection) -> BoardPython:
+def probe(board: Shell) -> BoardPython:
     """What the board's Python has; one command (the venv's Python if setup made one)."""
     venv = shlex.quote(f"{board.target.work_dir}/venv/bin/python")
     plain = shlex.quote(board.target.python)
@@ -109,10 +123,11 @@ def probe(board: Connection) -> BoardPython:
                                   "readable", target=board.target.name) from None
     return BoardPython(target=board.target.name, python=python,
                        version=tuple(facts["version"]), numpy=facts["numpy"],
-                       runtimes=facts["runtimes"], runtime_preference=board.target.runtime)
+                       runtimes=facts["runtimes"], runtime_preference=board.target.runtime,
+                       cores=int(facts.get("cores") or 0))
 
 
-def setup(board: Connection, *, wheelhouse: Path | None = None,
+def setup(board: Shell, *, wheelhouse: Path | None = None,
           system_site_packages: bool = False) -> BoardPython:
     """Make ``WORK/venv`` with the target's Python and pip-install what the agent needs."""
     target = board.target
@@ -154,7 +169,7 @@ def setup(board: Connection, *, wheelhouse: Path | None = None,
     return facts
 
 
-def probe_base(board: Connection) -> tuple[int, ...]:
+def probe_base(board: Shell) -> tuple[int, ...]:
     """The version of the target's own ``python`` (not the venv's)."""
     result = board.run(f"{shlex.quote(board.target.python)} -c "
                        + shlex.quote("import sys; print(*sys.version_info[:3])"))

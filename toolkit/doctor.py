@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .agent_package import build_agent_package
-from .bootstrap import probe
-from .errors import AuthError, BoardSetupError, EdgeError, HostKeyError, InfrastructureError
-from .ssh import Connection
+from .board import open_board
+from .bootstrap import BoardPython, probe
+from .errors import AuthError, BoardSetupError, HostKeyError, InfrastructureError
 from .targets import Target
 from .transfer import upload_all
 
@@ -66,28 +62,26 @@ class BoardHealth:
 
 
 def diagnose(target: Target) -> BoardHealth:
-    """Every check of the module docstring on ``target``; never raises for a sick board."""
+    """Every check of the module docstring on ``target``; never raises for a sick board.
+
+    The local board and SSH boards go through the same code (:mod:`toolkit.board`).
+    """
     checks: list[Check] = []
-    if target.transport == "local":
-        checks.append(Check("reachable", True, "this machine"))
-        started = time.time()
-        try:
-            facts = _local_facts(target)
-        except EdgeError as exc:
-            return BoardHealth(target.name, [*checks, Check("agent", False, str(exc))])
-        return BoardHealth(target.name, checks + _fact_checks(target, facts, started,
-                                                               time.time()))
     try:
-        with Connection(target) as board:
+        with open_board(target) as board:
             board.run("true")
-            checks += [Check("reachable", True, board.where), Check("host key", True, "known"),
-                       Check("login", True, "key accepted")]
+            if target.transport == "local":
+                checks.append(Check("reachable", True, "this machine"))
+            else:
+                checks += [Check("reachable", True, board.where),
+                           Check("host key", True, "known"), Check("login", True, "key accepted")]
             python = probe(board)
             problems = python.missing()
             checks.append(Check("python", not problems,
                                 "; ".join(problems) or f"{python.python}: {python.summary()}"))
             if problems:
                 return BoardHealth(target.name, checks)
+            checks.append(_cores_check(target, python))
             agent = build_agent_package()
             work = target.work_dir
             upload_all(board, [(work, agent.name, agent.data)])
@@ -111,6 +105,14 @@ def diagnose(target: Target) -> BoardHealth:
     except (ValueError, IndexError):
         checks.append(Check("agent", False, "the agent's facts were not readable"))
     return BoardHealth(target.name, checks)
+
+
+def _cores_check(target: Target, python: BoardPython) -> Check:
+    """Threads beyond the board's cores contend: a 2-core board ran 4 threads 9x slower."""
+    warning = python.thread_warning(target.threads)
+    cores = python.cores or "?"
+    return Check("threads", warning is None,
+                 warning or f"{target.threads} of {cores} cores")
 
 
 def _fact_checks(target: Target, facts: dict[str, Any], started: float,
@@ -146,19 +148,6 @@ def _fact_checks(target: Target, facts: dict[str, Any], started: float,
     checks.append(Check("clock", abs(offset) <= MAX_CLOCK_OFFSET_SECONDS,
                         f"offset {offset:+.3f} s +- {(ended - started) / 2:.3f} s to this host"))
     return checks
-
-
-def _local_facts(target: Target) -> dict[str, Any]:
-    agent = build_agent_package()
-    with tempfile.TemporaryDirectory(prefix="edge-doctor-") as work:
-        (Path(work) / agent.name).write_bytes(agent.data)
-        done = subprocess.run([sys.executable, agent.name, "facts", target.power_sensor],
-                              cwd=work, capture_output=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise InfrastructureError(f"agent facts failed: {_last_line(done.stderr)}",
-                                  target=target.name)
-    facts: dict[str, Any] = json.loads(done.stdout.decode("utf-8").strip().splitlines()[-1])
-    return facts
 
 
 def _last_line(raw: bytes) -> str:

@@ -19,12 +19,15 @@ import io
 import shlex
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from device_agent.protocol import sha256_file
 
 from .errors import InfrastructureError, TransferError
-from .ssh import Connection
 from .targets import check_name
+
+if TYPE_CHECKING:
+    from .board import Shell
 
 #: Temporary uploads older than this are leftovers of a killed transfer.
 STALE_PART_MINUTES = 60
@@ -36,7 +39,7 @@ def sha256_of(source: Path | bytes) -> str:
     return sha256_file(source)
 
 
-def remote_sha256s(board: Connection, paths: list[str]) -> list[str | None]:
+def remote_sha256s(board: Shell, paths: list[str]) -> list[str | None]:
     """The sha256 of each of ``paths`` on the board (None where absent), in one command.
 
     One round trip instead of one per file: on a slow lab link that is most of a job's set-up.
@@ -53,12 +56,12 @@ def remote_sha256s(board: Connection, paths: list[str]) -> list[str | None]:
     return [None if line.strip() == "-" else line.split()[0] for line in lines]
 
 
-def upload(board: Connection, folder: str, name: str, source: Path | bytes) -> bool:
+def upload(board: Shell, folder: str, name: str, source: Path | bytes) -> bool:
     """Place ``source`` at ``folder/name`` on the board; return False if it was already there."""
     return upload_all(board, [(folder, name, source)])[0]
 
 
-def upload_all(board: Connection,
+def upload_all(board: Shell,
                placements: list[tuple[str, str, Path | bytes]]) -> list[bool]:
     """Place each ``(folder, name, source)``; True for each file that had to be sent."""
     for _folder, name, _source in placements:
@@ -79,7 +82,7 @@ def upload_all(board: Connection,
     return sent
 
 
-def _prepare(board: Connection, folder: str) -> None:
+def _prepare(board: Shell, folder: str) -> None:
     """Make ``folder`` and sweep temporaries left by transfers killed long ago."""
     qf = shlex.quote(folder)
     prepare = board.run(
@@ -90,7 +93,7 @@ def _prepare(board: Connection, folder: str) -> None:
                                   f"{_last_line(prepare.stderr)}", target=board.target.name)
 
 
-def _send(board: Connection, folder: str, name: str, source: Path | bytes,
+def _send(board: Shell, folder: str, name: str, source: Path | bytes,
           expected: str) -> None:
     destination = f"{folder}/{name}"
     temporary = f"{destination}.part-{uuid.uuid4().hex}"
@@ -116,7 +119,7 @@ def _send(board: Connection, folder: str, name: str, source: Path | bytes,
                                   f"{_last_line(placed.stderr)}", target=board.target.name)
 
 
-def _remove_quietly(board: Connection, path: str) -> None:
+def _remove_quietly(board: Shell, path: str) -> None:
     if not board.is_open:
         return  # the link is gone; reconnecting only to tidy up could wait a whole time-out
     try:
