@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from device_agent import protocol
+
 from .agent_package import build_agent_package
 from .board import open_board
 from .bootstrap import BoardPython, probe
@@ -88,7 +90,7 @@ def diagnose(target: Target) -> BoardHealth:
             started = time.time()
             answer = board.run(f"cd {shlex.quote(work)} && {shlex.quote(python.python_in(work))} "
                                f"{shlex.quote(agent.name)} facts "
-                               f"{shlex.quote(target.power_sensor)}")
+                               f"{shlex.quote(target.power_sensor)}{_runtime_option(target)}")
             ended = time.time()
             if not answer.ok:
                 checks.append(Check("agent", False, _last_line(answer.stderr)))
@@ -107,6 +109,35 @@ def diagnose(target: Target) -> BoardHealth:
     return BoardHealth(target.name, checks)
 
 
+def _runtime_option(target: Target) -> str:
+    """`` --runtime NAME``: the agent then reads the board with the runtime the target chooses.
+
+    Agents older than the job deadline (``protocol.job_budget_seconds``) have no such
+    option; the check below then compares the agent's own choice with the setting.
+    """
+    if hasattr(protocol, "job_budget_seconds"):
+        return f" --runtime {shlex.quote(target.runtime)}"
+    return ""
+
+
+def _runtime_check(target: Target, facts: dict[str, Any]) -> Check:
+    """The runtime the agent takes on this board, against the one the target file asks for.
+
+    A board with both runtimes installed must run the one the target names: a figure
+    labelled tflite-runtime that came from ai-edge-litert compares two different things.
+    """
+    runtime = facts.get("runtime")
+    if runtime is None:
+        return Check("runtime", False, str(facts.get("runtime_error")))
+    chosen = f"{runtime['name']} {runtime['version']}"
+    if target.runtime == "auto":
+        return Check("runtime", True, f"{chosen} (target: auto, the agent's choice)")
+    if runtime["name"] != target.runtime:
+        return Check("runtime", False, f"the agent takes {chosen}, but the target asks for "
+                                       f"{target.runtime}")
+    return Check("runtime", True, f"{chosen} (target asks {target.runtime})")
+
+
 def _cores_check(target: Target, python: BoardPython) -> Check:
     """Threads beyond the board's cores contend: a 2-core board ran 4 threads 9x slower."""
     warning = python.thread_warning(target.threads)
@@ -123,10 +154,7 @@ def _fact_checks(target: Target, facts: dict[str, Any], started: float,
                         f"{free / 2**20:,.0f} MiB free in {facts.get('cwd', '?')}"
                         + ("" if free >= MIN_FREE_BYTES else
                            f" (less than {MIN_FREE_BYTES / 2**20:.0f} MiB)")))
-    runtime = facts.get("runtime")
-    checks.append(Check("runtime", runtime is not None,
-                        f"{runtime['name']} {runtime['version']}" if runtime
-                        else str(facts.get("runtime_error"))))
+    checks.append(_runtime_check(target, facts))
     thermal = facts.get("thermal") or {}
     zones = thermal.get("zones_c") or {}
     hottest = max(zones.values()) if zones else None

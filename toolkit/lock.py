@@ -110,8 +110,9 @@ def _guarded(folder: str, body: str) -> str:
 
 #: Kill the process group ``job.pid`` names and wait (up to 5 s) until it is gone.
 _REAP = ('if [ -f "$d/job.pid" ]; then pid=$(cat "$d/job.pid"); '
-         'if [ -n "$pid" ]; then kill -KILL -- "-$pid" 2>/dev/null; i=0; '
-         'while kill -0 -- "-$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; '
+         # Only a plain number above 1: "kill -KILL -1" would end every process of the login.
+         'if [ "$pid" -gt 1 ] 2>/dev/null; then kill -KILL "-$pid" 2>/dev/null; i=0; '
+         'while kill -0 "-$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; '
          'i=$((i+1)); done; fi; rm -f -- "$d/job.pid"; fi; ')
 
 

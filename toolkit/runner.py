@@ -201,7 +201,8 @@ class JobRunner:
                        f"{shlex.quote(facts.python_in(work))} {shlex.quote(agent.name)} run "
                        f"{job_file}; status=$?; rm -f -- {job_file}; "
                        # Anything the agent left in its group goes with it.
-                       'kill -KILL -- "-$(cat "$pid_file")" 2>/dev/null; rm -f -- "$pid_file"; '
+                       'pid=$(cat "$pid_file" 2>/dev/null); if [ "$pid" -gt 1 ] 2>/dev/null; '
+                       'then kill -KILL "-$pid" 2>/dev/null; fi; rm -f -- "$pid_file"; '
                        "exit $status; }")
             result = self._wait(board, command, pid_file, job_budget_seconds(job))
         if not result.ok:
@@ -264,10 +265,10 @@ def stop_job(board: Board, pid_file: str) -> None:
         return
     ticks = int(STOP_GRACE_SECONDS / 0.05)
     script = (f"f={shlex.quote(pid_file)}; [ -f \"$f\" ] || exit 0; pid=$(cat \"$f\"); "
-              '[ -n "$pid" ] || exit 0; kill -TERM -- "-$pid" 2>/dev/null; i=0; '
-              f'while kill -0 -- "-$pid" 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.05; '
-              'i=$((i+1)); done; kill -KILL -- "-$pid" 2>/dev/null; i=0; '
-              'while kill -0 -- "-$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; '
+              '[ "$pid" -gt 1 ] 2>/dev/null || exit 0; kill -TERM "-$pid" 2>/dev/null; i=0; '
+              f'while kill -0 "-$pid" 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.05; '
+              'i=$((i+1)); done; kill -KILL "-$pid" 2>/dev/null; i=0; '
+              'while kill -0 "-$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; '
               'i=$((i+1)); done; rm -f -- "$f"')
     try:
         board.run(script, timeout=STOP_GRACE_SECONDS + 10)
