@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from toolkit import runner
 from toolkit.bench import bench
 from toolkit.board import LocalBoard, SshBoard, local_board_home
+from toolkit.doctor import diagnose
 from toolkit.errors import BoardBusyError, InfrastructureError
 from toolkit.lab import load_lab
 from toolkit.lock import board_lock, lease_dir
@@ -26,7 +29,8 @@ FAST = {"warmup_runs": 1, "min_runs": 5, "min_seconds": 0.05, "cooldown_seconds"
 def local_target(tmp_path: Path, name: str = "here", **extra: object) -> Target:
     folder = tmp_path / "targets"
     folder.mkdir(exist_ok=True)
-    lines = ['transport = "local"', *(f'{key} = "{value}"' for key, value in extra.items())]
+    lines = ['transport = "local"', *(f"{key} = {value!r}".replace("'", '"')
+                                      for key, value in extra.items())]
     (folder / f"{name}.toml").write_text("\n".join(lines) + "\n")
     return load_target(name, folder)
 
@@ -157,3 +161,20 @@ def test_the_local_target_runs_through_the_lease_the_uploads_and_the_probe(
     assert (home / ".edge" / "cache" / f"{sha}.tflite").read_bytes() == tflite_copy.read_bytes()
     assert not list((home / ".edge" / "cache").glob("job-*.json"))  # removed after the run
     assert not (home / ".cache/edge/leases/local/job.pid").exists()
+
+
+def test_threads_beyond_the_boards_cores_are_warned_and_kept_beside_the_figures(
+        tflite_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """On a 2-core board 4 threads took 52.6 ms where 1 took 6.0: say so, do not refuse."""
+    cores = os.cpu_count() or 1
+    local_target(tmp_path, "many", threads=cores + 1)
+    health = diagnose(load_target("many", tmp_path / "targets"))
+    assert health.healthy, health.to_dict()
+    assert len(health.warnings) == 1 and f"with {cores} core" in health.warnings[0]
+    with caplog.at_level(logging.WARNING, logger="toolkit.runner"):
+        outcome = deploy(tflite_copy, targets=["many"], recipes="fp32", out_dir=tmp_path / "out",
+                         targets_dir=tmp_path / "targets", settings=FAST)
+    warned = [r.getMessage() for r in caplog.records if "core" in r.getMessage()]
+    assert len(warned) == 1 and f"{cores + 1} threads" in warned[0]
+    record = outcome.run.results[0]
+    assert (record["threads"], record["board"]["cpu_count"]) == (cores + 1, cores)

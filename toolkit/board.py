@@ -227,5 +227,5 @@ def open_board(target: Target) -> LocalBoard | SshBoard:
                       target=target.name)
 
 
-__all__ = ["LOCAL_BOARD_ENV", "Board", "LocalBoard", "Shell", "SshBoard", "local_board_home",
+__all__ = ["Board", "LOCAL_BOARD_ENV", "LocalBoard", "Shell", "SshBoard", "local_board_home",
            "open_board"]
