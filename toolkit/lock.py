@@ -108,12 +108,23 @@ def _guarded(folder: str, body: str) -> str:
             f'{{ echo "cannot lock $d/guard" >&2; exit {_NO_GUARD}; }}; {body}')
 
 
-#: Kill the process group ``job.pid`` names and wait (up to 5 s) until it is gone.
-_REAP = ('if [ -f "$d/job.pid" ]; then pid=$(cat "$d/job.pid"); '
-         # Only a plain number above 1: "kill -KILL -1" would end every process of the login.
-         'if [ "$pid" -gt 1 ] 2>/dev/null; then kill -KILL "-$pid" 2>/dev/null; i=0; '
-         'while kill -0 "-$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; '
-         'i=$((i+1)); done; fi; rm -f -- "$d/job.pid"; fi; ')
+#: Shell functions over the job whose id is ``$pid`` (the agent starts a session of its own,
+#: so its session, process group and pid are one number): ``job_alive`` while any process of
+#: its session (its group where pgrep is missing) lives; ``signal_job SIG`` signals its group
+#: and its whole session, which also reaches children the agent put in groups of their own.
+#: Only a plain number above 1 is ever used: "kill -KILL -1" would end every process of the
+#: login. (``kill -SIG -PGID``, not ``kill -s SIG -- -PGID``: dash's kill refuses the latter.)
+JOB_FUNCTIONS = (
+    'job_alive() { if command -v pgrep >/dev/null 2>&1; then pgrep -s "$pid" >/dev/null 2>&1; '
+    'else kill -0 "-$pid" 2>/dev/null; fi; }; '
+    'signal_job() { kill -"$1" "-$pid" 2>/dev/null; if command -v pkill >/dev/null 2>&1; then '
+    'pkill -"$1" -s "$pid" 2>/dev/null; fi; return 0; }; '
+    'wait_job() { i=0; while job_alive && [ $i -lt "$1" ]; do sleep 0.05; i=$((i+1)); done; }; ')
+
+#: Kill the job ``job.pid`` names and wait (up to 5 s) until it is gone.
+_REAP = (f'if [ -f "$d/job.pid" ]; then pid=$(cat "$d/job.pid"); {JOB_FUNCTIONS}'
+         'if [ "$pid" -gt 1 ] 2>/dev/null; then signal_job KILL; wait_job 100; fi; '
+         'rm -f -- "$d/job.pid"; fi; ')
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ from .agent_package import build_agent_package
 from .board import Board, open_board
 from .bootstrap import BoardPython, probe
 from .errors import AgentError, EdgeError, InfrastructureError
-from .lock import board_lock, job_pid_file
+from .lock import JOB_FUNCTIONS, board_lock, job_pid_file
 from .ssh import Result
 from .targets import Target, check_name
 from .transfer import upload_all
@@ -201,8 +201,9 @@ class JobRunner:
                        f"{shlex.quote(facts.python_in(work))} {shlex.quote(agent.name)} run "
                        f"{job_file}; status=$?; rm -f -- {job_file}; "
                        # Anything the agent left in its group goes with it.
-                       'pid=$(cat "$pid_file" 2>/dev/null); if [ "$pid" -gt 1 ] 2>/dev/null; '
-                       'then kill -KILL "-$pid" 2>/dev/null; fi; rm -f -- "$pid_file"; '
+                       f'pid=$(cat "$pid_file" 2>/dev/null); {JOB_FUNCTIONS}'
+                       'if [ "$pid" -gt 1 ] 2>/dev/null; then signal_job KILL; fi; '
+                       'rm -f -- "$pid_file"; '
                        "exit $status; }")
             result = self._wait(board, command, pid_file, job_budget_seconds(job))
         if not result.ok:
@@ -264,12 +265,11 @@ def stop_job(board: Board, pid_file: str) -> None:
                     "the next job takes the board", board.where)
         return
     ticks = int(STOP_GRACE_SECONDS / 0.05)
-    script = (f"f={shlex.quote(pid_file)}; [ -f \"$f\" ] || exit 0; pid=$(cat \"$f\"); "
-              '[ "$pid" -gt 1 ] 2>/dev/null || exit 0; kill -TERM "-$pid" 2>/dev/null; i=0; '
-              f'while kill -0 "-$pid" 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.05; '
-              'i=$((i+1)); done; kill -KILL "-$pid" 2>/dev/null; i=0; '
-              'while kill -0 "-$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; '
-              'i=$((i+1)); done; rm -f -- "$f"')
+    # SIGTERM to the agent's group first: the agent then ends its own children as it should.
+    script = (f'f={shlex.quote(pid_file)}; [ -f "$f" ] || exit 0; pid=$(cat "$f"); '
+              f'[ "$pid" -gt 1 ] 2>/dev/null || exit 0; {JOB_FUNCTIONS}'
+              f'kill -TERM "-$pid" 2>/dev/null; wait_job {ticks}; signal_job KILL; '
+              'wait_job 100; rm -f -- "$f"')
     try:
         board.run(script, timeout=STOP_GRACE_SECONDS + 10)
     except InfrastructureError as exc:
