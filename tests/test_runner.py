@@ -246,3 +246,39 @@ def _importable(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.slow
+def test_sigterm_mid_bench_stops_every_boards_job_before_its_lease_is_released(
+        sshd: Sshd, tflite_copy: Path, tmp_path: Path) -> None:
+    """Each board's job runs in a thread of its own: cancellation must reach all of them."""
+    target = ssh_target(sshd, tmp_path)
+    with SshBoard(target) as board:
+        _, ssh_lease = board_home_and_lease(board)
+    with LocalBoard(load_target("local")) as board:
+        _, local_lease = board_home_and_lease(board)
+    works = {"ssh": tmp_path / "board", "local": local_board_home() / ".edge"}
+    edge = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "bench", str(tflite_copy), "--targets", "lab,local",
+         "--targets-dir", str(tmp_path / "targets"), "--recipe", "fp32", "--min-seconds", "25",
+         "--no-health-check", "-o", str(tmp_path / "out")], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    watchers = {kind: Watcher(work) for kind, work in works.items()}
+    try:
+        for watcher in watchers.values():
+            watcher.wait_running()
+        time.sleep(0.5)
+        edge.send_signal(signal.SIGTERM)
+        _, err = edge.communicate(timeout=60)
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+            edge.communicate()
+    assert edge.returncode > 0 and b"Traceback" not in err, err
+    time.sleep(2)
+    for kind, lease in (("ssh", ssh_lease), ("local", local_lease)):
+        assert processes_in(works[kind]) == [], kind
+        watchers[kind].stop()
+        assert releases(lease / "lock.log")[-1] >= watchers[kind].last_seen, kind
+    assert not list((tmp_path / "out").glob(".staging-*"))
