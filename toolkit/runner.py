@@ -9,11 +9,12 @@ board and for SSH boards alike (:mod:`toolkit.board`):
 2. **lease** the board (:mod:`toolkit.lock`);
 3. **upload** the agent, the artifacts and the job, content-addressed and verified;
 4. **start** the agent in a session of its own whose id goes to the lease's
-   ``job.pid``, so its whole process group can be killed;
+   ``job.pid``, so its whole process group and session can be killed;
 5. wait until the agent answers, the **deadline** (:func:`job_budget_seconds`)
    passes, or the job is **cancelled** (Ctrl-C, SIGTERM, SIGHUP: see
    :func:`cancel_on_signals`; a bench's other boards: :func:`cancel_running_jobs`);
-6. on any way out, **kill the group and wait for it before the lease is released**.
+6. on any way out, **kill the job's group and session and wait until they are gone,
+   before the lease is released**.
 
 Example::
 
