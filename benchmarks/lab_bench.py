@@ -223,6 +223,16 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def lock_log(targets: Path, name: str) -> Path:
+    """The board's lock log: in its lease folder, under the login's home (toolkit.lock)."""
+    from toolkit.board import SshBoard
+    from toolkit.lock import lease_dir
+    from toolkit.targets import load_target
+
+    with SshBoard(load_target(name, targets)) as board:
+        return Path(board.run("pwd").stdout.decode().strip()) / lease_dir(board) / "lock.log"
+
+
 def overlaps(log: Path) -> tuple[int, int]:
     """(overlapping job pairs, jobs) from a board's lock log of acquire/release lines."""
     intervals, opened = [], {}
@@ -320,7 +330,7 @@ def main() -> None:
                 codes = [finish(first)[0], finish(second)[0]]
                 clashes = jobs = 0
                 for index in range(2, 6):
-                    found, count = overlaps(folder / f"work-{index}" / "lock.log")
+                    found, count = overlaps(lock_log(folder / "targets", names[index]))
                     clashes, jobs = clashes + found, jobs + count
                 print(f"3. two edge bench processes on the same 4 boards: exit statuses "
                       f"{codes}; {jobs} jobs in the boards' lock logs, {clashes} overlapping "

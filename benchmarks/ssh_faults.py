@@ -15,6 +15,18 @@
 
     python benchmarks/ssh_faults.py --only segfault --segv-tries 10 \
         --board-python python3 --board-python ~/.cache/edge-tests/tflite-runtime-2.14.0/bin/python
+
+6. Lease take-over: ``--takeovers`` trials of two threads taking over one expired lease at
+   once (real ``board_lock`` on the local board): trials where both held the board.
+7. Two target files naming one loopback board (other work folder, other runtime):
+   ``--overlap-jobs`` jobs from each, at once; overlapping holds in the board's lock.log.
+8. Ctrl-C, SIGTERM and the deadline at random moments of ``--stop-jobs`` deploys each
+   (loopback sshd board): agent processes left 2 s after edge exited, leases released
+   before the job's processes had ended, staging folders left.
+9. Fail fast: unknown and changed host key, sshd down, no numpy, missing runtime: seconds
+   from ``deploy`` to its error, whether compression started, bytes placed on the board.
+
+    python benchmarks/ssh_faults.py --only lease --only stops --only failfast --stop-jobs 20
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ from tests.lab import Sshd, keygen
 from tests.test_ssh_faults import HOSTILE, _KillingConnection
 from toolkit.errors import EdgeError, HostKeyError, InfrastructureError
 from toolkit.ssh import Connection
-from toolkit.targets import load_target
+from toolkit.targets import Target, load_target
 from toolkit.transfer import upload
 
 
@@ -139,7 +151,7 @@ def link_down(root: Path, tries: int) -> None:
 
     from device_agent import protocol
     from tests.lab import Board
-    from toolkit.transport import SshTransport
+    from toolkit.runner import JobRunner
 
     if os.geteuid() != 0:
         print("link down: skipped (network namespaces need root)")
@@ -177,7 +189,7 @@ def link_down(root: Path, tries: int) -> None:
             puller = threading.Thread(target=pull, daemon=True)
             puller.start()
             try:
-                SshTransport(target).run_job(job, {f"{sha}.tflite": variant.path})
+                JobRunner(target).run_job(job, {f"{sha}.tflite": variant.path})
                 wrong += 1
             except InfrastructureError:
                 failures.append(time.monotonic() - pulled[0])
@@ -198,7 +210,7 @@ def segfault_among_three(root: Path, tries: int, board_pythons: list[str]) -> No
     from tests.models.segfaulting_tflite import write_segfaulting_tflite
     from toolkit.compress import Fp32Config, Int8StaticConfig, compress
     from toolkit.model import load_model_source
-    from toolkit.transport import SshTransport
+    from toolkit.runner import JobRunner
 
     source = load_model_source(Path(__file__).resolve().parent.parent / "examples" /
                                "digits_cnn.py")
@@ -221,7 +233,7 @@ def segfault_among_three(root: Path, tries: int, board_pythons: list[str]) -> No
                               for name, sha in shas.items()],
                     settings={"warmup_runs": 2, "min_runs": 20, "min_seconds": 0.1,
                               "cooldown_seconds": 0})
-                raw = SshTransport(target).run_job(
+                raw = JobRunner(target).run_job(
                     job, {f"{shas[name]}.tflite": path for name, path in files.items()})
                 fp32, crashed, int8 = protocol.parse_result(raw, job)["variants"]
                 both_measured += fp32["status"] == int8["status"] == "ok" and \
@@ -236,6 +248,231 @@ def segfault_among_three(root: Path, tries: int, board_pythons: list[str]) -> No
                   f"SIGSEGV in {crash_reported}; its error: {sorted(set(errors))}")
     finally:
         sshd.kill()
+
+
+def takeovers(root: Path, trials: int) -> None:
+    import threading
+    import time
+
+    from toolkit.board import LocalBoard
+    from toolkit.errors import BoardBusyError
+    from toolkit.lock import board_lock, lease_dir
+
+    (root / "targets").mkdir(exist_ok=True)
+    (root / "targets" / "here.toml").write_text('transport = "local"\n')
+    target = load_target("here", root / "targets")
+    home = root / "local-board"
+    owner = home / lease_dir(LocalBoard(target, home=home)) / "owner"
+    owner.parent.mkdir(parents=True, exist_ok=True)
+    double = nobody = 0
+    for _ in range(trials):
+        owner.write_text(f"crashed\n{int(time.time()) - 5}\n{int(time.time()) - 65}\n")
+        tried, done = threading.Barrier(2), threading.Barrier(2)
+        held: list[str] = []
+
+        def take_over(tried: threading.Barrier = tried, done: threading.Barrier = done,
+                      held: list[str] = held) -> None:
+            board = LocalBoard(target, home=home)
+            tried.wait()
+            try:
+                with board_lock(board, seconds=60) as token:
+                    held.append(token)
+                    done.wait()
+                    return
+            except BoardBusyError:
+                pass
+            done.wait()
+
+        workers = [threading.Thread(target=take_over) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        double += len(held) > 1
+        nobody += not held
+    print(f"lease take-over: {trials} trials of two concurrent take-overs of one expired "
+          f"lease, {double} double holds, {nobody} with no holder")
+
+
+def overlapping_jobs(root: Path, jobs: int) -> None:
+    import threading
+    import time
+
+    from device_agent import protocol
+    from toolkit.board import SshBoard
+    from toolkit.errors import BoardBusyError
+    from toolkit.lock import lease_dir
+    from toolkit.runner import JobRunner
+
+    model = _digits_fp32(root)
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    sshd = Sshd.create(root / "sshd-overlap")
+    try:
+        sshd.write_target(root / "targets", "pi-a", root / "work-a")
+        sshd.write_target(root / "targets", "pi-b", root / "work-b", runtime="ai-edge-litert")
+        targets = [load_target(name, root / "targets") for name in ("pi-a", "pi-b")]
+        with SshBoard(targets[0]) as board:
+            lock_log = (Path(board.run("pwd").stdout.decode().strip()) / lease_dir(board)
+                        / "lock.log")
+        before = lock_log.read_text() if lock_log.exists() else ""
+        failed: list[str] = []
+
+        def run_all(target: Target) -> None:
+            for index in range(jobs):
+                job = protocol.make_job(
+                    job_id=f"{target.name}-{index}",
+                    variants=[{"name": "fp32", "file": f"{sha}.tflite", "sha256": sha}],
+                    settings={"warmup_runs": 1, "min_runs": 5, "min_seconds": 0.3,
+                              "cooldown_seconds": 0})
+                while True:
+                    try:
+                        JobRunner(target).run_job(job, {f"{sha}.tflite": model})
+                        break
+                    except BoardBusyError:
+                        time.sleep(0.2)
+                    except EdgeError as exc:
+                        failed.append(str(exc))
+                        break
+
+        threads = [threading.Thread(target=run_all, args=(t,)) for t in targets]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        events = sorted((float(when), event, owner) for when, event, owner in
+                        (line.split(" ", 2) for line in
+                         lock_log.read_text()[len(before):].splitlines()))
+        overlaps = holders = 0
+        holding: set[str] = set()
+        for _, event, owner in events:
+            if event in ("acquire", "takeover"):
+                overlaps += bool(holding)
+                holders += 1
+                holding.add(owner)
+            else:
+                holding.discard(owner)
+    finally:
+        sshd.kill()
+    print(f"two target files, one board: {2 * jobs} jobs, {holders} leases held, "
+          f"{overlaps} overlapping holds in lock.log, {len(failed)} failed jobs")
+
+
+def _digits_fp32(root: Path) -> Path:
+    from toolkit.compress import Fp32Config, compress
+    from toolkit.model import load_model_source
+
+    made = root / "digits-fp32" / "fp32.tflite"
+    if not made.exists():
+        repo = Path(__file__).resolve().parent.parent
+        made = compress(load_model_source(repo / "examples" / "digits_cnn.py"), Fp32Config(),
+                        root / "digits-fp32").path
+    return made
+
+
+def stops(root: Path, jobs: int, rng: random.Random) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_runner import Watcher, processes_in, releases
+    from toolkit.board import SshBoard
+    from toolkit.lock import lease_dir
+
+    model = _digits_fp32(root)
+    repo = Path(__file__).resolve().parent.parent
+    sshd = Sshd.create(root / "sshd-stops")
+    try:
+        for how in ("Ctrl-C", "SIGTERM", "deadline"):
+            left = early_release = staging = 0
+            for index in range(jobs):
+                work = root / f"work-{how}-{index}"
+                sshd.write_target(root / "targets", "stops", work)
+                target = load_target("stops", root / "targets")
+                with SshBoard(target) as board:
+                    lease = Path(board.run("pwd").stdout.decode().strip()) / lease_dir(board)
+                out = root / f"out-{how}-{index}"
+                extra = (["--cooldown", "0", "--min-seconds", "2"] if how == "deadline"
+                         else ["--min-seconds", "6"])
+                env = {**os.environ, "PYTHONPATH": str(repo)}
+                if how == "deadline":
+                    # The job's budget, shortened so it falls at a random moment of the job.
+                    env["EDGE_TEST_JOB_BUDGET"] = f"{rng.uniform(0.5, 4.0):.2f}"
+                edge = subprocess.Popen(
+                    [sys.executable, "-c", _DEPLOY_WITH_BUDGET, str(model), "--target", "stops",
+                     "--targets-dir", str(root / "targets"), "--recipe", "fp32", "-o", str(out),
+                     *extra], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+                watcher = Watcher(work)
+                if how != "deadline":
+                    time.sleep(rng.uniform(0.5, 8.0))  # anywhere from start-up to measuring
+                    edge.send_signal(signal.SIGINT if how == "Ctrl-C" else signal.SIGTERM)
+                edge.wait(timeout=120)
+                time.sleep(2)
+                left += len(processes_in(work))
+                watcher.stop()
+                if watcher.last_seen and lease.joinpath("lock.log").exists():
+                    done = releases(lease / "lock.log")
+                    early_release += not done or done[-1] < watcher.last_seen
+                staging += len(list(out.glob(".staging-*")))
+            print(f"{how} at random moments: {jobs} deploys, {left} agent processes left 2 s "
+                  f"after edge exited, {early_release} leases released before the job's "
+                  f"processes ended, {staging} staging folders left")
+    finally:
+        sshd.kill()
+
+
+#: ``edge deploy`` with the job budget from $EDGE_TEST_JOB_BUDGET (the deadline case only).
+_DEPLOY_WITH_BUDGET = (
+    "import os, sys\n"
+    "from toolkit import runner\n"
+    "from toolkit.cli import main\n"
+    "budget = os.environ.get('EDGE_TEST_JOB_BUDGET')\n"
+    "if budget:\n"
+    "    runner.job_budget_seconds = lambda job: float(budget)\n"
+    "sys.argv = ['edge', 'deploy', *sys.argv[1:]]\n"
+    "main()\n")
+
+
+def fail_fast(root: Path) -> None:
+    import time
+
+    from tests.test_runner import FAULTS, fault_target
+    from toolkit import pipeline
+    from toolkit.model import load_model_source
+
+    repo = Path(__file__).resolve().parent.parent
+    model = repo / "examples" / "digits_cnn.py"
+    load_model_source(model)  # imports paid once, outside the timings
+    real_prepare = pipeline.prepare_model
+    for fault, expected in FAULTS.items():
+        folder = root / f"fail-{fault.replace(' ', '-')}"
+        folder.mkdir()
+        sshd = Sshd.create(folder / "sshd")
+        try:
+            target = fault_target(fault, sshd, folder)
+            compressed: list[bool] = []
+
+            def spy(*args: object, compressed: list[bool] = compressed) -> object:
+                compressed.append(True)
+                return real_prepare(*args)  # type: ignore[arg-type]
+
+            pipeline.prepare_model = spy  # type: ignore[assignment]
+            started = time.monotonic()
+            try:
+                pipeline.deploy(model, targets=[target.name], recipes="fp32",
+                                out_dir=folder / "out", targets_dir=folder / "targets")
+                outcome = "no error"
+            except EdgeError as exc:
+                outcome = type(exc).__name__ + ("" if isinstance(exc, expected) else " (!)")
+            seconds = time.monotonic() - started
+        finally:
+            pipeline.prepare_model = real_prepare  # type: ignore[assignment]
+            sshd.kill()
+        board = folder / "board"
+        placed = sum(p.stat().st_size for p in files_under(board)) if board.exists() else 0
+        print(f"fail fast, {fault}: {outcome} after {seconds:.2f} s, compression started: "
+              f"{bool(compressed)}, {placed} bytes placed on the board")
 
 
 def subprocess_ip(*args: str) -> None:
@@ -255,11 +492,18 @@ def main() -> None:
     parser.add_argument("--board-python", action="append", metavar="PYTHON",
                         help="Python the segfault board runs the agent with (repeatable) "
                              "[default: this one]")
+    parser.add_argument("--takeovers", type=int, default=300)
+    parser.add_argument("--overlap-jobs", type=int, default=5,
+                        help="jobs per target file, two target files naming one board")
+    parser.add_argument("--stop-jobs", type=int, default=3,
+                        help="deploys stopped by each of Ctrl-C, SIGTERM and the deadline")
     parser.add_argument("--seed", type=int, default=4)
-    parser.add_argument("--only", choices=["uploads", "keys", "names", "link", "segfault"],
-                        action="append", help="run only these faults (repeatable)")
+    every = ["uploads", "keys", "names", "link", "segfault", "lease", "overlap", "stops",
+             "failfast"]
+    parser.add_argument("--only", choices=every, action="append",
+                        help="run only these faults (repeatable)")
     args = parser.parse_args()
-    chosen = set(args.only or ["uploads", "keys", "names", "link", "segfault"])
+    chosen = set(args.only or every)
     with tempfile.TemporaryDirectory(prefix="edge-faults-") as folder:
         root = Path(folder)
         if "uploads" in chosen:
@@ -272,6 +516,14 @@ def main() -> None:
             link_down(root, args.link_tries)
         if "segfault" in chosen:
             segfault_among_three(root, args.segv_tries, args.board_python or [sys.executable])
+        if "lease" in chosen:
+            takeovers(root, args.takeovers)
+        if "overlap" in chosen:
+            overlapping_jobs(root, args.overlap_jobs)
+        if "stops" in chosen:
+            stops(root, args.stop_jobs, random.Random(args.seed))
+        if "failfast" in chosen:
+            fail_fast(root)
 
 
 if __name__ == "__main__":

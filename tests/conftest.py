@@ -24,6 +24,8 @@ def isolated_user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("EDGE_CONVERSION_CACHE", str(tmp_path / "conversion-cache"))
     # The user's ~/.ssh/config must not steer a test's connection anywhere.
     monkeypatch.setenv("EDGE_SSH_CONFIG", str(tmp_path / "no-ssh-config"))
+    # The local board (its work folder, cache and lease) is the test's own.
+    monkeypatch.setenv("EDGE_LOCAL_BOARD", str(tmp_path / "local-board"))
     monkeypatch.chdir(tmp_path)
 
 

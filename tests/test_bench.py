@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from toolkit.bench import BenchCell, bench
+from toolkit.board import SshBoard
 from toolkit.errors import ModelError, TargetError
 from toolkit.lab import load_lab
+from toolkit.lock import lease_dir
 from toolkit.store import ResultsStore
 from toolkit.targets import load_target
 
@@ -116,7 +118,11 @@ def test_two_benches_on_the_same_boards_never_overlap_and_both_finish(
         assert '"complete": true' in out, out[-2000:]
     for index in range(2):
         held: list[tuple[float, str]] = []
-        for line in (tmp_path / f"board-{index}" / "lock.log").read_text().splitlines():
+        # The lease is the board's (one folder per host key under the login's home).
+        with SshBoard(load_target(f"board-{index}", targets_dir)) as board:
+            home = board.run("pwd").stdout.decode().strip()
+            lock_log = Path(home) / lease_dir(board) / "lock.log"
+        for line in lock_log.read_text().splitlines():
             when, event, owner = line.split(" ", 2)
             held.append((float(when), f"{event} {owner}"))
         events = [what.split(" ", 1)[0] for _, what in sorted(held)]

@@ -10,9 +10,9 @@ import pytest
 
 from toolkit.bootstrap import probe
 from toolkit.errors import BoardSetupError
+from toolkit.runner import JobRunner
 from toolkit.ssh import Connection
 from toolkit.targets import load_target
-from toolkit.transport import SshTransport
 
 from .lab import Sshd
 
@@ -29,7 +29,7 @@ def test_a_board_without_numpy_names_the_setup_command(sshd: Sshd, tmp_path: Pat
     with pytest.raises(BoardSetupError, match=r"numpy is missing.*edge targets setup lab"):
         facts.require()
     with pytest.raises(BoardSetupError):
-        SshTransport(target).run_job({"job_id": "j", "variants": [],
+        JobRunner(target).run_job({"job_id": "j", "variants": [],
                                       "settings": {"variant_timeout_seconds": 1}}, {})
 
 

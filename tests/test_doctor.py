@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from toolkit.board import SshBoard
 from toolkit.doctor import diagnose
 from toolkit.lab import board_status
 from toolkit.lock import board_lock
-from toolkit.ssh import Connection
 from toolkit.targets import Target, load_target
 
 from .lab import Sshd
@@ -26,8 +26,8 @@ def test_a_healthy_board_passes_every_check(sshd: Sshd, tmp_path: Path) -> None:
     health = diagnose(board(sshd, tmp_path))
     assert health.healthy, health.to_dict()
     names = [c.name for c in health.checks]
-    assert names == ["reachable", "host key", "login", "python", "disk", "runtime", "thermal",
-                     "power sensor", "clock"]
+    assert names == ["reachable", "host key", "login", "python", "threads", "disk", "runtime",
+                     "thermal", "power sensor", "clock"]
     clock = next(c for c in health.checks if c.name == "clock").detail
     assert clock.startswith("offset ") and abs(float(clock.split()[1])) < 5
 
@@ -52,7 +52,7 @@ def test_a_board_that_asks_for_a_missing_power_sensor_is_unhealthy(sshd: Sshd,
 def test_lab_status_shows_free_held_and_unreachable(own_sshd: Sshd, tmp_path: Path) -> None:
     target = board(own_sshd, tmp_path)
     assert board_status(target).state == "free"
-    with Connection(target) as holder, board_lock(holder, target.work_dir, seconds=60) as token:
+    with SshBoard(target) as holder, board_lock(holder, seconds=60) as token:
         held = board_status(target)
         assert (held.state, held.owner) == ("held", token)
         assert held.since is not None and held.until is not None and held.until > held.since

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.board import SshBoard
 from toolkit.errors import AgentError, BoardBusyError, InfrastructureError, TargetError
-from toolkit.lock import board_lock, read_lease
+from toolkit.lock import board_lock, lease_dir, read_lease
+from toolkit.runner import JobRunner
 from toolkit.ssh import Connection
 from toolkit.targets import Target, load_target
 from toolkit.transfer import upload
-from toolkit.transport import SshTransport
 
 from .lab import Sshd
 
@@ -77,7 +78,7 @@ def test_hostile_file_names_are_refused_before_any_command(name: str, sshd: Sshd
         upload(board, str(tmp_path / "board"), name, b"data")
     assert not board.is_open  # refused before even connecting
     with pytest.raises(TargetError):
-        SshTransport(target).run_job({"job_id": "j", "variants": []}, {name: tmp_path / "x"})
+        JobRunner(target).run_job({"job_id": "j", "variants": []}, {name: tmp_path / "x"})
 
 
 def test_a_hostile_work_folder_is_only_ever_a_folder_name(sshd: Sshd, tmp_path: Path) -> None:
@@ -110,11 +111,11 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_an_infrastructure_failure_is_retried_a_bounded_number_of_times(
         own_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         attempts: list[int]) -> None:
-    monkeypatch.setattr("toolkit.transport.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("toolkit.runner.time.sleep", lambda seconds: None)
     target = lab_target(own_sshd, tmp_path, retries=2, connect_timeout=2.0)
     own_sshd.kill()
     with pytest.raises(InfrastructureError, match="cannot reach"):
-        SshTransport(target).run_job({"job_id": "j", "variants": [],
+        JobRunner(target).run_job({"job_id": "j", "variants": [],
                                       "settings": {"variant_timeout_seconds": 1}}, {})
     assert len(attempts) == 3
 
@@ -124,58 +125,69 @@ def test_a_failing_agent_is_a_job_error_and_not_retried(
     target = lab_target(sshd, tmp_path, retries=3)
     # The agent refuses a job that breaks the protocol: its failure, not the link's.
     with pytest.raises(AgentError, match="agent on lab failed: agent: bad job"):
-        SshTransport(target).run_job({"job_id": "j", "variants": [],
+        JobRunner(target).run_job({"job_id": "j", "variants": [],
                                       "settings": {"variant_timeout_seconds": 1}}, {})
     assert len(attempts) == 1
+
+
+def lease_folder(target: Target) -> Path:
+    """The board-wide lease folder of ``target``'s board, as a path on this machine."""
+    with SshBoard(target) as board:
+        home = board.run("pwd").stdout.decode().strip()
+        return Path(home) / lease_dir(board)
 
 
 def test_one_job_per_board_and_an_expired_lock_is_taken_over(sshd: Sshd,
                                                              tmp_path: Path) -> None:
     target = lab_target(sshd, tmp_path)
-    work = str(tmp_path / "board")
-    with Connection(target) as first, Connection(target) as second:
-        with board_lock(first, work, seconds=600) as token:
-            owner = (tmp_path / "board" / "lock" / "owner").read_text().splitlines()
+    owner_file = lease_folder(target) / "owner"
+    with SshBoard(target) as first, SshBoard(target) as second:
+        with board_lock(first, seconds=600) as token:
+            owner = owner_file.read_text().splitlines()
             assert owner[0] == token and int(owner[1]) > time.time() + 500
             with pytest.raises(BoardBusyError, match=r"locked by .*pid"):
-                with board_lock(second, work, seconds=600):
+                with board_lock(second, seconds=600):
                     pass
-        assert not (tmp_path / "board" / "lock").exists()
+        assert not owner_file.exists()
         # A crashed job's lock: expired on the board's clock, so the next job takes it.
-        (tmp_path / "board" / "lock").mkdir()
-        (tmp_path / "board" / "lock" / "owner").write_text(f"crashed\n{int(time.time()) - 5}\n")
-        with board_lock(second, work, seconds=60) as token:
-            assert (tmp_path / "board" / "lock" / "owner").read_text().startswith(token)
-        assert not (tmp_path / "board" / "lock").exists()
+        owner_file.write_text(f"crashed\n{int(time.time()) - 5}\n")
+        with board_lock(second, seconds=60) as token:
+            assert owner_file.read_text().startswith(token)
+        assert not owner_file.exists()
 
 
 def test_a_busy_board_is_an_infrastructure_error(sshd: Sshd, tmp_path: Path) -> None:
     target = lab_target(sshd, tmp_path)
-    (tmp_path / "board" / "lock").mkdir(parents=True)
-    (tmp_path / "board" / "lock" / "owner").write_text(f"ci@other\n{int(time.time()) + 600}\n")
-    with pytest.raises(BoardBusyError, match="locked by ci@other"):
-        SshTransport(target).run_job({"job_id": "j", "variants": [],
-                                      "settings": {"variant_timeout_seconds": 1}}, {})
+    owner_file = lease_folder(target) / "owner"
+    owner_file.parent.mkdir(parents=True, exist_ok=True)
+    owner_file.write_text(f"ci@other\n{int(time.time()) + 600}\n")
+    try:
+        with pytest.raises(BoardBusyError, match="locked by ci@other"):
+            JobRunner(target).run_job({"job_id": "j", "variants": [],
+                                       "settings": {"variant_timeout_seconds": 1}}, {})
+    finally:
+        owner_file.unlink()
     assert issubclass(BoardBusyError, InfrastructureError)
 
 
 def test_a_held_lease_is_renewed_past_its_length_and_logged(sshd: Sshd, tmp_path: Path) -> None:
     target = lab_target(sshd, tmp_path)
-    work = str(tmp_path / "board")
-    owner_file = tmp_path / "board" / "lock" / "owner"
-    with Connection(target) as first, Connection(target) as second:
-        with board_lock(first, work, seconds=2) as token:
+    folder = lease_folder(target)
+    log_before = (folder / "lock.log").read_text() if (folder / "lock.log").exists() else ""
+    owner_file = folder / "owner"
+    with SshBoard(target) as first, SshBoard(target) as second:
+        with board_lock(first, seconds=2) as token:
             first_expiry = int(owner_file.read_text().splitlines()[1])
             time.sleep(4.5)  # over twice the lease: only renewal keeps it ours
-            lease, now = read_lease(second, work)
+            lease, now = read_lease(second)
             assert lease is not None and lease.owner == token
             assert lease.expires > first_expiry and lease.expires >= now
             assert lease.since is not None and lease.since <= first_expiry
             with pytest.raises(BoardBusyError):
-                with board_lock(second, work, seconds=2):
+                with board_lock(second, seconds=2):
                     pass
-        assert read_lease(second, work)[0] is None
+        assert read_lease(second)[0] is None
     events = [line.split(" ", 2) for line in
-              (tmp_path / "board" / "lock.log").read_text().splitlines()]
+              (folder / "lock.log").read_text()[len(log_before):].splitlines()]
     assert [(event, who) for _, event, who in events] == [("acquire", token), ("release", token)]
     assert float(events[0][0]) < float(events[1][0])

@@ -13,8 +13,8 @@ import pytest
 
 from device_agent import protocol
 from toolkit.errors import InfrastructureError
+from toolkit.runner import JobRunner
 from toolkit.targets import load_target
-from toolkit.transport import SshTransport
 
 from .lab import Board, Sshd
 
@@ -71,7 +71,7 @@ def test_link_down_mid_job_is_an_infrastructure_error_within_the_limit(
     puller.start()
     try:
         with pytest.raises(InfrastructureError):
-            SshTransport(target).run_job(job, files)
+            JobRunner(target).run_job(job, files)
     finally:
         puller.join()
     assert pulled, "the job never started on the board"
@@ -86,5 +86,5 @@ def test_two_boards_run_the_same_job(boards: list[tuple[Board, Sshd]], tmp_path:
     for index in range(len(boards)):
         target = load_target(f"board{index}", tmp_path / "targets")
         job, files = job_for(tflite_copy, f"multi-{index}", seconds=0.1)
-        result = protocol.parse_result(SshTransport(target).run_job(job, files), job)
+        result = protocol.parse_result(JobRunner(target).run_job(job, files), job)
         assert result["variants"][0]["status"] == "ok"

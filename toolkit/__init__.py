@@ -1,7 +1,7 @@
 """edge: compress PyTorch models, run them on boards, report how they really behave.
 
 The stages, one module each: :mod:`~toolkit.model` (load) ->
-:mod:`~toolkit.compress` -> :mod:`~toolkit.artifact` -> :mod:`~toolkit.transport`
+:mod:`~toolkit.compress` -> :mod:`~toolkit.artifact` -> :mod:`~toolkit.runner`
 (with :mod:`device_agent` on the board) -> :mod:`~toolkit.store` ->
 :mod:`~toolkit.report`; :func:`deploy` runs them all, and :func:`check_runs`
 gates a run against a baseline.

@@ -49,6 +49,7 @@ from .pipeline import (
     publish_run,
     run_on_target,
 )
+from .runner import allow_jobs, cancel_running_jobs, check_boards
 from .store import ResultsStore, StoredRun, store_location
 from .targets import Target
 
@@ -160,7 +161,13 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
             if reason:
                 left_out[target.name] = reason
                 notify(BenchEvent(target.name, "", "skipped", reason))
-    healthy = [t for t in targets if t.name not in left_out]
+    # The board check (connect, host key, Python, numpy, runtime) before any compression.
+    failed_check: dict[str, EdgeError] = {}
+    for name, answer in check_boards([t for t in targets if t.name not in left_out]).items():
+        if isinstance(answer, EdgeError):
+            failed_check[name] = answer
+            notify(BenchEvent(name, "", "failed", f"{error_class(answer)}: {answer}"))
+    healthy = [t for t in targets if t.name not in left_out and t.name not in failed_check]
 
     prepared: list[_Prepared] = []
     try:
@@ -178,6 +185,10 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
                     if target.name in left_out:
                         results += _failed_records(target, model.artifacts, "unhealthy",
                                                    left_out[target.name], status="skipped")
+                    elif target.name in failed_check:
+                        problem = failed_check[target.name]
+                        results += _failed_records(target, model.artifacts,
+                                                   error_class(problem), str(problem))
                     else:
                         results += by_target[target.name][index]
                     results += model.failed_records(target)
@@ -212,9 +223,16 @@ def _run_matrix(targets: Sequence[Target], prepared: list[_Prepared],
 
     if not targets:
         return {}
-    with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="board") as pool:
+    pool = ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="board")
+    try:
         futures = {t.name: pool.submit(board_jobs, t) for t in targets}
         return {name: future.result() for name, future in futures.items()}
+    except BaseException:
+        cancel_running_jobs()  # Ctrl-C: every board's job is stopped, then its lease released
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        allow_jobs()
 
 
 def _one_job(target: Target, model: _Prepared, settings: dict[str, Any] | None,

@@ -22,17 +22,21 @@ import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BoardSetupError, InfrastructureError
-from .ssh import Connection
 from .transfer import upload
 from .wheelhouse import REQUIREMENTS, check_index, offline_cause, offline_error
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from .board import Shell
 _PROBE = (
-    "import json, sys\n"
+    "import json, os, sys\n"
     "from importlib import metadata\n"
-    "facts = {'version': list(sys.version_info[:3]), 'numpy': None, 'runtimes': {}}\n"
+    "facts = {'version': list(sys.version_info[:3]), 'numpy': None, 'runtimes': {},\n"
+    "         'cores': os.cpu_count() or 0}\n"
     "for dist, key in (('numpy', None), ('ai-edge-litert', 'ai_edge_litert'),\n"
     "                  ('tflite-runtime', 'tflite_runtime')):\n"
     "    try:\n"
@@ -57,6 +61,8 @@ class BoardPython:
     numpy: str | None
     runtimes: dict[str, str]
     runtime_preference: str
+    #: ``os.cpu_count()`` on the board (0: unknown).
+    cores: int = 0
 
     def missing(self) -> list[str]:
         problems = []
@@ -76,6 +82,14 @@ class BoardPython:
             return "venv/bin/python"
         return self.python
 
+    def thread_warning(self, threads: int) -> str | None:
+        """One line when ``threads`` exceeds the board's cores (the threads then contend)."""
+        if self.cores and threads > self.cores:
+            return (f"{self.target}: {threads} threads on a board with {self.cores} "
+                    f"core{'s' if self.cores != 1 else ''}: latency figures will suffer; "
+                    f"set threads <= {self.cores}")
+        return None
+
     def summary(self) -> str:
         """``Python 3.11.2, numpy 1.26.4, ai-edge-litert 2.3.0``."""
         runtimes = ", ".join(f"{name} {version}" for name, version in self.runtimes.items())
@@ -89,7 +103,7 @@ class BoardPython:
                                   f"run `edge targets setup {self.target}`", target=self.target)
 
 
-def probe(board: Connection) -> BoardPython:
+def probe(board: Shell) -> BoardPython:
     """What the board's Python has; one command (the venv's Python if setup made one)."""
     venv = shlex.quote(f"{board.target.work_dir}/venv/bin/python")
     plain = shlex.quote(board.target.python)
@@ -108,10 +122,11 @@ def probe(board: Connection) -> BoardPython:
                                   "readable", target=board.target.name) from None
     return BoardPython(target=board.target.name, python=python,
                        version=tuple(facts["version"]), numpy=facts["numpy"],
-                       runtimes=facts["runtimes"], runtime_preference=board.target.runtime)
+                       runtimes=facts["runtimes"], runtime_preference=board.target.runtime,
+                       cores=int(facts.get("cores") or 0))
 
 
-def setup(board: Connection, *, wheelhouse: Path | None = None,
+def setup(board: Shell, *, wheelhouse: Path | None = None,
           system_site_packages: bool = False) -> BoardPython:
     """Make ``WORK/venv`` with the target's Python and pip-install what the agent needs."""
     target = board.target
@@ -159,7 +174,7 @@ def setup(board: Connection, *, wheelhouse: Path | None = None,
     return facts
 
 
-def _push_wheels(board: Connection, wheelhouse: Path, remote_wheels: str) -> str:
+def _push_wheels(board: Shell, wheelhouse: Path, remote_wheels: str) -> str:
     """Upload the wheels; the pip options that install from them alone."""
     wheels = sorted(wheelhouse.glob("*.whl"))
     if not wheels:
@@ -170,14 +185,14 @@ def _push_wheels(board: Connection, wheelhouse: Path, remote_wheels: str) -> str
     return f"--no-index --find-links {shlex.quote(remote_wheels)}"
 
 
-def _remove_wheels(board: Connection, remote_wheels: str) -> None:
+def _remove_wheels(board: Shell, remote_wheels: str) -> None:
     try:
         board.run(f"rm -rf -- {shlex.quote(remote_wheels)}")
     except InfrastructureError as exc:  # the error that ended setup matters more
         log.warning("%s: pushed wheels left in %s: %s", board.target.name, remote_wheels, exc)
 
 
-def _pip_install(board: Connection, python: str, source: str, packages: list[str]) -> None:
+def _pip_install(board: Shell, python: str, source: str, packages: list[str]) -> None:
     name = board.target.name
     installed = board.run(f"{shlex.quote(python)} -m pip install --disable-pip-version-check "
                           f"-q {source} {' '.join(shlex.quote(p) for p in packages)}",
@@ -192,7 +207,7 @@ def _pip_install(board: Connection, python: str, source: str, packages: list[str
     raise BoardSetupError(f"{name}: pip failed: {lines[-1] if lines else ''}", target=name)
 
 
-def _pip_problems(board: Connection, python: str) -> list[str]:
+def _pip_problems(board: Shell, python: str) -> list[str]:
     """``pip check``'s complaints (``x 1.0 has requirement numpy>=2, but you have ...``)."""
     checked = board.run(f"{shlex.quote(python)} -m pip check --disable-pip-version-check",
                         timeout=300)
@@ -203,7 +218,7 @@ def _pip_problems(board: Connection, python: str) -> list[str]:
     return lines or ["pip check failed"]
 
 
-def _pip_check(board: Connection, python: str, *, tolerated: list[str]) -> None:
+def _pip_check(board: Shell, python: str, *, tolerated: list[str]) -> None:
     """Refuse a venv whose installed packages contradict each other.
 
     Switching a board's runtime can downgrade numpy under a package that needs a newer
@@ -223,7 +238,7 @@ def _pip_check(board: Connection, python: str, *, tolerated: list[str]) -> None:
         target=target.name)
 
 
-def probe_base(board: Connection) -> tuple[int, ...]:
+def probe_base(board: Shell) -> tuple[int, ...]:
     """The version of the target's own ``python`` (not the venv's)."""
     result = board.run(f"{shlex.quote(board.target.python)} -c "
                        + shlex.quote("import sys; print(*sys.version_info[:3])"))

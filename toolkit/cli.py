@@ -23,6 +23,7 @@ from .cli_runs import runs
 from .cli_targets import targets
 from .compress import BUDGET_CANDIDATES
 from .errors import EdgeError
+from .runner import cancel_on_signals
 from .store import describe_store
 
 #: Where ``edge deploy`` keeps converted variants, instead of ~/.cache/edge/conversions.
@@ -34,7 +35,9 @@ class _EdgeGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         try:
-            return super().invoke(ctx)
+            # SIGTERM and a closed terminal clean up (boards, leases, staging) like Ctrl-C.
+            with cancel_on_signals():
+                return super().invoke(ctx)
         except EdgeError as exc:
             click.echo(f"edge: error: {exc}", err=True)
             ctx.exit(exc.exit_code)

@@ -58,9 +58,13 @@ def doctor(spec: str | None, every: bool, lab_file: Path | None, targets_dir: Pa
         table = Table("board", "check", "ok", "detail", title="edge doctor")
         for health in found:
             for check in health.checks:
-                table.add_row(health.target, check.name, "yes" if check.ok else "NO",
+                table.add_row(health.target, check.name,
+                              "NO" if not check.ok else "warn" if check.warning else "yes",
                               check.detail)
         Console(file=sys.stdout).print(table)
+    for health in found:
+        for warning in health.warnings:
+            click.echo(f"edge: warning: {warning}", err=True)
     sick = [h for h in found if not h.healthy]
     for health in sick:
         click.echo(f"edge: {health.target} is unhealthy: {health.reason}", err=True)

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .agent_package import build_agent_package
-from .bootstrap import probe
-from .errors import AuthError, BoardSetupError, EdgeError, HostKeyError, InfrastructureError
-from .ssh import Connection
+from .board import open_board
+from .bootstrap import BoardPython, probe
+from .errors import AuthError, BoardSetupError, HostKeyError, InfrastructureError
 from .targets import Target
 from .transfer import upload_all
 
@@ -43,6 +39,8 @@ class Check:
     name: str
     ok: bool
     detail: str
+    #: Passed, but figures from this board need a second look (e.g. threads beyond its cores).
+    warning: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,41 +58,44 @@ class BoardHealth:
         failed = next((c for c in self.checks if not c.ok), None)
         return f"{failed.name}: {failed.detail}" if failed else ""
 
+    @property
+    def warnings(self) -> list[str]:
+        """Passed checks that need a second look, one line each."""
+        return [f"{c.name}: {c.detail}" for c in self.checks if c.warning]
+
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "healthy": self.healthy, "reason": self.reason,
-                "checks": [asdict(c) for c in self.checks]}
+                "warnings": self.warnings, "checks": [asdict(c) for c in self.checks]}
 
 
 def diagnose(target: Target) -> BoardHealth:
-    """Every check of the module docstring on ``target``; never raises for a sick board."""
+    """Every check of the module docstring on ``target``; never raises for a sick board.
+
+    The local board and SSH boards go through the same code (:mod:`toolkit.board`).
+    """
     checks: list[Check] = []
-    if target.transport == "local":
-        checks.append(Check("reachable", True, "this machine"))
-        started = time.time()
-        try:
-            facts = _local_facts(target)
-        except EdgeError as exc:
-            return BoardHealth(target.name, [*checks, Check("agent", False, str(exc))])
-        return BoardHealth(target.name, checks + _fact_checks(target, facts, started,
-                                                               time.time()))
     try:
-        with Connection(target) as board:
+        with open_board(target) as board:
             board.run("true")
-            checks += [Check("reachable", True, board.where), Check("host key", True, "known"),
-                       Check("login", True, "key accepted")]
+            if target.transport == "local":
+                checks.append(Check("reachable", True, "this machine"))
+            else:
+                checks += [Check("reachable", True, board.where),
+                           Check("host key", True, "known"), Check("login", True, "key accepted")]
             python = probe(board)
             problems = python.missing()
             checks.append(Check("python", not problems,
                                 "; ".join(problems) or f"{python.python}: {python.summary()}"))
             if problems:
                 return BoardHealth(target.name, checks)
+            checks.append(_cores_check(target, python))
             agent = build_agent_package()
             work = target.work_dir
             upload_all(board, [(work, agent.name, agent.data)])
             started = time.time()
             answer = board.run(f"cd {shlex.quote(work)} && {shlex.quote(python.python_in(work))} "
                                f"{shlex.quote(agent.name)} facts "
-                               f"{shlex.quote(target.power_sensor)}")
+                               f"{shlex.quote(target.power_sensor)}{_runtime_option(target)}")
             ended = time.time()
             if not answer.ok:
                 checks.append(Check("agent", False, _last_line(answer.stderr)))
@@ -113,6 +114,38 @@ def diagnose(target: Target) -> BoardHealth:
     return BoardHealth(target.name, checks)
 
 
+def _runtime_option(target: Target) -> str:
+    """`` --runtime NAME``: the agent then reads the board with the runtime the target chooses."""
+    return f" --runtime {shlex.quote(target.runtime)}"
+
+
+def _runtime_check(target: Target, facts: dict[str, Any]) -> Check:
+    """The runtime the agent takes on this board, against the one the target file asks for.
+
+    A board with both runtimes installed must run the one the target names: a figure
+    labelled tflite-runtime that came from ai-edge-litert compares two different things.
+    """
+    runtime = facts.get("runtime")
+    if runtime is None:
+        return Check("runtime", False, str(facts.get("runtime_error")))
+    chosen = f"{runtime['name']} {runtime['version']}"
+    if target.runtime == "auto":
+        return Check("runtime", True, f"{chosen} (target: auto, the agent's choice)")
+    if runtime["name"] != target.runtime:
+        return Check("runtime", False, f"the agent takes {chosen}, but the target asks for "
+                                       f"{target.runtime}")
+    return Check("runtime", True, f"{chosen} (target asks {target.runtime})")
+
+
+def _cores_check(target: Target, python: BoardPython) -> Check:
+    """Threads beyond the board's cores contend: a 2-core board ran 4 threads 9x slower."""
+    warning = python.thread_warning(target.threads)
+    cores = python.cores or "?"
+    # A warning, not a failure: the board still measures, and a bench must not leave it out.
+    return Check("threads", True, warning or f"{target.threads} of {cores} cores",
+                 warning=warning is not None)
+
+
 def _fact_checks(target: Target, facts: dict[str, Any], started: float,
                  ended: float) -> list[Check]:
     checks = []
@@ -121,10 +154,7 @@ def _fact_checks(target: Target, facts: dict[str, Any], started: float,
                         f"{free / 2**20:,.0f} MiB free in {facts.get('cwd', '?')}"
                         + ("" if free >= MIN_FREE_BYTES else
                            f" (less than {MIN_FREE_BYTES / 2**20:.0f} MiB)")))
-    runtime = facts.get("runtime")
-    checks.append(Check("runtime", runtime is not None,
-                        f"{runtime['name']} {runtime['version']}" if runtime
-                        else str(facts.get("runtime_error"))))
+    checks.append(_runtime_check(target, facts))
     thermal = facts.get("thermal") or {}
     zones = thermal.get("zones_c") or {}
     hottest = max(zones.values()) if zones else None
@@ -146,19 +176,6 @@ def _fact_checks(target: Target, facts: dict[str, Any], started: float,
     checks.append(Check("clock", abs(offset) <= MAX_CLOCK_OFFSET_SECONDS,
                         f"offset {offset:+.3f} s +- {(ended - started) / 2:.3f} s to this host"))
     return checks
-
-
-def _local_facts(target: Target) -> dict[str, Any]:
-    agent = build_agent_package()
-    with tempfile.TemporaryDirectory(prefix="edge-doctor-") as work:
-        (Path(work) / agent.name).write_bytes(agent.data)
-        done = subprocess.run([sys.executable, agent.name, "facts", target.power_sensor],
-                              cwd=work, capture_output=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise InfrastructureError(f"agent facts failed: {_last_line(done.stderr)}",
-                                  target=target.name)
-    facts: dict[str, Any] = json.loads(done.stdout.decode("utf-8").strip().splitlines()[-1])
-    return facts
 
 
 def _last_line(raw: bytes) -> str:

@@ -149,15 +149,13 @@ class BoardStatus:
 
 def board_status(target: Target) -> BoardStatus:
     """Who holds ``target``'s lease now; an expired lease counts as free (it can be taken)."""
+    from .board import open_board
     from .errors import EdgeError
     from .lock import read_lease
-    from .ssh import Connection
 
-    if target.transport != "ssh":
-        return BoardStatus(target.name, "free", detail="this machine: no lease")
     try:
-        with Connection(target) as board:
-            lease, now = read_lease(board, target.work_dir)
+        with open_board(target) as board:
+            lease, now = read_lease(board)
     except EdgeError as exc:
         return BoardStatus(target.name, "unreachable", detail=str(exc))
     if lease is None:

@@ -1,18 +1,28 @@
 """One edge job per board at a time: a lease on the board with owner, start and expiry.
 
-``mkdir`` is atomic, so two hosts racing for a board cannot both win.  The
-owner file says who holds the lease, until when and since when (the board's
-clock); the holder renews the expiry while it works, so a short lease covers a
-long job, and a job that crashed or lost its link holds the board only until
-the lease runs out.  An expired lease is taken over by the next job.
+The lease belongs to the *board*, not to a target file: it lives in
+``~/.cache/edge/leases/<board identity>/`` of the login the target uses (see
+:meth:`toolkit.board.Board.identity`: the host key's hash over SSH, ``local`` for
+this machine), so two target files naming one board with different work folders
+or runtimes share it.  Every check-and-write of the owner file happens under
+``flock(1)`` on ``guard`` in that folder, so two hosts taking over one expired
+lease cannot both win.  The owner file says who holds the lease, until when and
+since when (the board's clock); the holder renews the expiry while it works, so
+a short lease covers a long job, and a job whose host crashed or lost its link
+holds the board only until the lease runs out.
 
-Every acquire, take-over and release appends a line to ``<work_dir>/lock.log``
+A running job's process group is named by ``job.pid`` in the same folder.  Before
+a lease is released, and before an expired one is taken over, that group is
+killed and waited for: a job never outlives its lease, not even one whose host
+died.
+
+Every acquire, take-over and release appends a line to ``lock.log`` there
 (``<board time> <event> <owner>``): a lab can see who used a board when, and
 check that no two jobs ever overlapped.
 
 Example::
 
-    with Connection(target) as board, board_lock(board, ".edge", seconds=60):
+    with open_board(target) as board, board_lock(board, seconds=60):
         ...  # upload and run; the lease is renewed every 20 s meanwhile
 """
 
@@ -28,20 +38,39 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import BoardBusyError, InfrastructureError
-from .ssh import Connection
+
+if TYPE_CHECKING:
+    from .board import Board
 
 log = logging.getLogger(__name__)
 
 _BUSY = 75  # EX_TEMPFAIL
+_NO_GUARD = 74
+_NOT_OURS = 76
 #: Default lease length; renewed every third of it while held.
 LEASE_SECONDS = 60.0
+#: Where leases live on a board, relative to the login folder.
+LEASE_ROOT = ".cache/edge/leases"
+#: How long a lease command waits for another host's check-and-write to finish.
+GUARD_WAIT_SECONDS = 10
 
 
 def owner_token() -> str:
     """Who we are, readable by a person looking at the board: ``user@host pid N``."""
     return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
+
+
+def lease_dir(board: Board) -> str:
+    """The board's lease folder, relative to the login folder."""
+    return f"{LEASE_ROOT}/{board.identity()}"
+
+
+def job_pid_file(board: Board) -> str:
+    """Where the running job's process-group id is written (relative to the login folder)."""
+    return f"{lease_dir(board)}/job.pid"
 
 
 @dataclass(frozen=True)
@@ -62,35 +91,62 @@ class Lease:
             return None
 
 
-def read_lease(board: Connection, work_dir: str) -> tuple[Lease | None, int]:
+def read_lease(board: Board) -> tuple[Lease | None, int]:
     """The board's current lease (None when free) and the board's clock now."""
-    answer = board.run(f"date +%s; cat -- {shlex.quote(work_dir + '/lock/owner')} 2>/dev/null")
-    now, _, owner = answer.stdout.decode("utf-8", "replace").partition("\n")
-    return Lease.parse(owner), int(now.strip() or 0)
+    owner = shlex.quote(f"{lease_dir(board)}/owner")
+    answer = board.run(f"date +%s; cat -- {owner} 2>/dev/null")
+    now, _, text = answer.stdout.decode("utf-8", "replace").partition("\n")
+    return Lease.parse(text), int(now.strip() or 0)
+
+
+def _guarded(folder: str, body: str) -> str:
+    """``body`` run while holding ``flock`` on the lease folder's guard file."""
+    return (f"d={shlex.quote(folder)}; "
+            'command -v flock >/dev/null 2>&1 || { echo "flock(1) is not installed on the '
+            f'board (util-linux)" >&2; exit {_NO_GUARD}; }}; '
+            f'mkdir -p -- "$d" && exec 9>>"$d/guard" && flock -w {GUARD_WAIT_SECONDS} 9 || '
+            f'{{ echo "cannot lock $d/guard" >&2; exit {_NO_GUARD}; }}; {body}')
+
+
+#: Shell functions over the job whose id is ``$pid`` (the agent starts a session of its own,
+#: so its session, process group and pid are one number): ``job_alive`` while any process of
+#: its session (its group where pgrep is missing) lives; ``signal_job SIG`` signals its group
+#: and its whole session, which also reaches children the agent put in groups of their own.
+#: Only a plain number above 1 is ever used: "kill -KILL -1" would end every process of the
+#: login. (``kill -SIG -PGID``, not ``kill -s SIG -- -PGID``: dash's kill refuses the latter.)
+JOB_FUNCTIONS = (
+    'job_alive() { if command -v pgrep >/dev/null 2>&1; then pgrep -s "$pid" >/dev/null 2>&1; '
+    'else kill -0 "-$pid" 2>/dev/null; fi; }; '
+    'signal_job() { kill -"$1" "-$pid" 2>/dev/null; if command -v pkill >/dev/null 2>&1; then '
+    'pkill -"$1" -s "$pid" 2>/dev/null; fi; return 0; }; '
+    'wait_job() { i=0; while job_alive && [ $i -lt "$1" ]; do sleep 0.05; i=$((i+1)); done; }; ')
+
+#: Kill the job ``job.pid`` names and wait (up to 5 s) until it is gone.
+_REAP = (f'if [ -f "$d/job.pid" ]; then pid=$(cat "$d/job.pid"); {JOB_FUNCTIONS}'
+         'if [ "$pid" -gt 1 ] 2>/dev/null; then signal_job KILL; wait_job 100; fi; '
+         'rm -f -- "$d/job.pid"; fi; ')
 
 
 @contextlib.contextmanager
-def board_lock(board: Connection, work_dir: str, *,
-               seconds: float = LEASE_SECONDS) -> Iterator[str]:
+def board_lock(board: Board, *, seconds: float = LEASE_SECONDS) -> Iterator[str]:
     """Hold the board's lease, renewed every ``seconds / 3`` while held; yields our token."""
     token = owner_token()
-    lock = shlex.quote(f"{work_dir}/lock")
-    owner = shlex.quote(f"{work_dir}/lock/owner")
-    journal = shlex.quote(f"{work_dir}/lock.log")
+    folder = lease_dir(board)
     lease = int(seconds) + 1
     quoted = shlex.quote(token)
 
     def note(event: str) -> str:
-        return f'printf "%s %s %s\\n" "$(date +%s.%N)" {event} {quoted} >> {journal}'
+        return f'printf "%s %s %s\\n" "$(date +%s.%N)" {event} {quoted} >> "$d/lock.log"'
 
-    write = f'printf "%s\\n%s\\n%s\\n" {quoted} "$((now + {lease}))" "$now" > {owner}'
-    acquired = board.run(
-        f"mkdir -p -- {shlex.quote(work_dir)} && now=$(date +%s) && "
-        f"if mkdir -- {lock} 2>/dev/null; then {write} && {note('acquire')}; exit 0; fi; "
-        f"expiry=$(sed -n 2p {owner} 2>/dev/null); "
-        f'if [ -n "$expiry" ] && [ "$expiry" -lt "$now" ]; then '
-        f"rm -rf -- {lock} && mkdir -- {lock} && {write} && {note('takeover')} && exit 0; fi; "
-        f"sed -n 1p {owner} 2>/dev/null; exit {_BUSY}")
+    write = (f'printf "%s\\n%s\\n%s\\n" {quoted} "$((now + {lease}))" "$since" > '
+             '"$d/owner.new" && mv -f -- "$d/owner.new" "$d/owner"')
+    acquired = board.run(_guarded(folder, (
+        'now=$(date +%s); since=$now; expiry=$(sed -n 2p "$d/owner" 2>/dev/null); '
+        'if [ -n "$expiry" ] && [ "$expiry" -ge "$now" ] 2>/dev/null; then '
+        f'sed -n 1p "$d/owner"; exit {_BUSY}; fi; '
+        'event=acquire; if [ -f "$d/owner" ]; then event=takeover; fi; '
+        # A job left by a host that died (its lease expired) is ended before ours starts.
+        f'{_REAP}{write} && {note("$event")}')))
     if acquired.exit_status == _BUSY:
         holder = acquired.stdout.decode("utf-8", "replace").strip() or "a job starting up"
         raise BoardBusyError(f"{board.target.name} is busy: locked by {holder}",
@@ -99,10 +155,9 @@ def board_lock(board: Connection, work_dir: str, *,
         raise InfrastructureError(f"cannot lock {board.target.name}: "
                                   f"{acquired.stderr.decode('utf-8', 'replace').strip()}",
                                   target=board.target.name)
-    ours = f'[ "$(sed -n 1p {owner} 2>/dev/null)" = {quoted} ]'
-    renew = (f"now=$(date +%s) && {ours} && "
-             f'since=$(sed -n 3p {owner}) && printf "%s\\n%s\\n%s\\n" {quoted} '
-             f'"$((now + {lease}))" "$since" > {owner}.new && mv -f -- {owner}.new {owner}')
+    ours = f'[ "$(sed -n 1p "$d/owner" 2>/dev/null)" = {quoted} ]'
+    renew = _guarded(folder, f'{ours} || exit {_NOT_OURS}; now=$(date +%s); '
+                             f'since=$(sed -n 3p "$d/owner"); {write}')
     stop = threading.Event()
     renewer = threading.Thread(target=_keep_renewing, name=f"lease-{board.target.name}",
                                args=(board, renew, stop, max(seconds / 3, 0.5)), daemon=True)
@@ -115,17 +170,21 @@ def board_lock(board: Connection, work_dir: str, *,
         if board.is_open:
             with contextlib.suppress(InfrastructureError):
                 # Only our own lease: an expired one may have been taken over meanwhile.
-                board.run(f"if {ours}; then {note('release')}; rm -rf -- {lock}; fi")
+                # Whatever our job left running ends before the board is free again.
+                board.run(_guarded(folder, f'if {ours}; then {_REAP}{note("release")}; '
+                                           'rm -f -- "$d/owner"; fi'))
 
 
-def _keep_renewing(board: Connection, command: str, stop: threading.Event,
-                   every: float) -> None:
+def _keep_renewing(board: Board, command: str, stop: threading.Event, every: float) -> None:
     """Push the lease's expiry forward until ``stop``; a dead link ends it (the job fails too)."""
     while not stop.wait(every):
         if not board.is_open:
             return
         try:
-            board.run(command)
+            answer = board.run(command)
         except InfrastructureError as exc:
             log.debug("lease renewal on %s failed: %s", board.target.name, exc)
+            return
+        if answer.exit_status == _NOT_OURS:
+            log.warning("lease on %s was taken over by another job", board.target.name)
             return

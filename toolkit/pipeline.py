@@ -27,15 +27,22 @@ from device_agent import protocol
 from .artifact import Artifact, FailedVariant, write_manifest
 from .choose import Choice, choose_fastest, split_by_budget
 from .compress import Chain, build_artifacts, parse_recipes
-from .errors import CompressError, MatrixIncomplete, OutputError, ResultError, UsageError
+from .errors import (
+    CompressError,
+    EdgeError,
+    MatrixIncomplete,
+    OutputError,
+    ResultError,
+    UsageError,
+)
 from .model import ModelSource, load_model_source
 from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
 from .project import git_commit, resolve_store_path
 from .reference import compute_references, source_inputs
 from .report import write_report
+from .runner import JobRunner, check_boards
 from .store import ResultsStore, StoredRun, store_location
 from .targets import Target, load_target
-from .transport import open_transport
 
 _log = logging.getLogger(__name__)
 DEFAULT_OUT_DIR = Path("edge-out")
@@ -119,6 +126,11 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     out_dir = Path(out_dir)
     store_path = store_location(store_path) if store_path else default_store_path(out_dir)
     source = load_model_source(model_path)
+    # Every board is checked before anything is converted or uploaded: a bad host key or a
+    # missing runtime is known in seconds, not after the compression.
+    for problem in check_boards(chosen, threads).values():
+        if isinstance(problem, EdgeError):
+            raise problem
     run_id = new_run_id()
     staging = make_staging_dir(out_dir, run_id)
     final_dir = out_dir / "runs" / run_id
@@ -246,9 +258,9 @@ def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
             files[reference.name] = reference
         variants.append(variant)
     job = protocol.make_job(job_id=f"{run_id}-{target.name}", variants=variants,
-                            settings={"threads": target.threads,
+                            settings={"threads": target.threads, "runtime": target.runtime,
                                       **_target_sensors(target, settings), **(settings or {})})
-    raw = open_transport(target).run_job(job, files)
+    raw = JobRunner(target).run_job(job, files)
     try:
         result = protocol.parse_result(raw, job)
     except protocol.ProtocolError as exc:

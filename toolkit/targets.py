@@ -30,11 +30,11 @@ from typing import Any
 import paramiko
 
 from device_agent.power import POWER_SENSORS
+from device_agent.protocol import RUNTIMES
 
 from .errors import TargetError
 
 TRANSPORTS = ("local", "ssh")
-RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
 SSH_CONFIG_ENV = "EDGE_SSH_CONFIG"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

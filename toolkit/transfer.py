@@ -28,14 +28,18 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from device_agent.protocol import sha256_file
 
 from .errors import InfrastructureError, TransferError
-from .ssh import Connection
 from .targets import check_name
 
 _log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from .board import Shell
+
 #: Temporary uploads older than this are leftovers of a killed transfer.
 STALE_PART_MINUTES = 60
 
@@ -46,7 +50,7 @@ def sha256_of(source: Path | bytes) -> str:
     return sha256_file(source)
 
 
-def remote_sha256s(board: Connection, paths: list[str]) -> list[str | None]:
+def remote_sha256s(board: Shell, paths: list[str]) -> list[str | None]:
     """The sha256 of each of ``paths`` on the board (None where absent), in one command.
 
     One round trip instead of one per file: on a slow lab link that is most of a job's set-up.
@@ -63,12 +67,12 @@ def remote_sha256s(board: Connection, paths: list[str]) -> list[str | None]:
     return [None if line.strip() == "-" else line.split()[0] for line in lines]
 
 
-def upload(board: Connection, folder: str, name: str, source: Path | bytes) -> bool:
+def upload(board: Shell, folder: str, name: str, source: Path | bytes) -> bool:
     """Place ``source`` at ``folder/name`` on the board; return False if it was already there."""
     return upload_all(board, [(folder, name, source)])[0]
 
 
-def upload_all(board: Connection,
+def upload_all(board: Shell,
                placements: list[tuple[str, str, Path | bytes]]) -> list[bool]:
     """Place each ``(folder, name, source)``; True for each file that had to be sent."""
     for _folder, name, _source in placements:
@@ -89,7 +93,7 @@ def upload_all(board: Connection,
     return sent
 
 
-def _prepare(board: Connection, folder: str) -> None:
+def _prepare(board: Shell, folder: str) -> None:
     """Make ``folder`` and sweep temporaries left by transfers killed long ago."""
     qf = shlex.quote(folder)
     prepare = board.run(
@@ -100,7 +104,7 @@ def _prepare(board: Connection, folder: str) -> None:
                                   f"{_last_line(prepare.stderr)}", target=board.target.name)
 
 
-def _send(board: Connection, folder: str, name: str, source: Path | bytes,
+def _send(board: Shell, folder: str, name: str, source: Path | bytes,
           expected: str) -> None:
     destination = f"{folder}/{name}"
     temporary = f"{destination}.part-{uuid.uuid4().hex}"
@@ -158,7 +162,7 @@ def prune_cache_command(folder: str, keep: Iterable[str], max_bytes: int) -> str
             'else echo "$what $name"; fi; done')
 
 
-def prune_cache(board: Connection, folder: str, keep: Iterable[str],
+def prune_cache(board: Shell, folder: str, keep: Iterable[str],
                 max_bytes: int) -> PrunedCache:
     """Mark ``keep`` (the job's files in ``folder``) used and evict least recently used
     other files until ``folder`` holds at most ``max_bytes``; one remote command.
@@ -182,7 +186,7 @@ def prune_cache(board: Connection, folder: str, keep: Iterable[str],
     return pruned
 
 
-def _remove_quietly(board: Connection, path: str) -> None:
+def _remove_quietly(board: Shell, path: str) -> None:
     if not board.is_open:
         return  # the link is gone; reconnecting only to tidy up could wait a whole time-out
     try:

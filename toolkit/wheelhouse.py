@@ -27,10 +27,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BoardSetupError, InfrastructureError, OutputError
-from .ssh import Connection
 from .targets import Target
+
+if TYPE_CHECKING:
+    from .board import Shell
 
 #: Packages per runtime preference; tflite-runtime 2.14 fails to import with numpy 2.
 REQUIREMENTS = {
@@ -91,7 +94,7 @@ class BoardPlatform:
                 f"glibc {self.glibc[0]}.{self.glibc[1]}")
 
 
-def probe_platform(board: Connection) -> BoardPlatform:
+def probe_platform(board: Shell) -> BoardPlatform:
     """Ask the Python that ``edge targets setup`` uses (the venv's, else the target's)."""
     target = board.target
     venv = shlex.quote(f"{target.work_dir}/venv/bin/python")
@@ -176,7 +179,7 @@ def offline_error(name: str, cause: str) -> BoardSetupError:
         f"`edge targets setup {name} --wheelhouse DIR`", target=name)
 
 
-def check_index(board: Connection, python: str) -> bool:
+def check_index(board: Shell, python: str) -> bool:
     """Raise at once if the board's pip cannot reach its index (one retry, 5 s time-out).
 
     ``pip index versions`` fetches one index page with the board's own pip settings

@@ -1,0 +1,284 @@
+"""The job runner: a job never outlives its lease, and a bad board is known before compression.
+
+Ctrl-C, SIGTERM, a closed terminal (SIGHUP) and the deadline each stop the agent's whole
+process group on the board before the lease is released; a host that died is cleaned up
+after by the next job's acquire.  Every board fault is reported before anything is
+converted or uploaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from device_agent import protocol
+from toolkit import pipeline, runner
+from toolkit.board import LocalBoard, SshBoard, local_board_home
+from toolkit.errors import AgentError, BoardSetupError, HostKeyError, InfrastructureError
+from toolkit.lock import board_lock, lease_dir
+from toolkit.model import load_model_source
+from toolkit.runner import JobRunner, job_budget_seconds
+from toolkit.targets import Target, load_target
+
+from .lab import Sshd, keygen
+
+REPO = Path(__file__).resolve().parent.parent
+DIGITS_MODEL = REPO / "examples" / "digits_cnn.py"
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Live (not zombie) processes whose working folder is ``folder`` or inside it."""
+    found = []
+    prefix = str(folder.resolve())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and (cwd == prefix or cwd.startswith(prefix + "/")):
+            found.append(int(entry.name))
+    return found
+
+
+class Watcher:
+    """Polls ``folder``'s processes; ``last_seen`` is the last time (epoch) one was alive."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.last_seen, self.first_seen = folder, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            now = time.time()
+            if processes_in(self.folder):
+                self.first_seen = self.first_seen or now
+                self.last_seen = now
+
+    def wait_running(self, limit: float = 120) -> None:
+        deadline = time.monotonic() + limit
+        while not self.first_seen:
+            assert time.monotonic() < deadline, "the agent never started"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def releases(lock_log: Path) -> list[float]:
+    return [float(line.split(" ", 2)[0]) for line in lock_log.read_text().splitlines()
+            if line.split(" ", 2)[1] == "release"]
+
+
+def job_for(model: Path, job_id: str, seconds: float) -> tuple[dict, dict[str, Path]]:
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    job = protocol.make_job(job_id=job_id, variants=[
+        {"name": "fp32", "file": f"{sha}.tflite", "sha256": sha}],
+        settings={"warmup_runs": 1, "min_runs": 5, "min_seconds": seconds})
+    return job, {f"{sha}.tflite": model}
+
+
+def test_the_host_budget_counts_cooldown_waits() -> None:
+    job, _ = job_for(REPO / "README.md", "b", seconds=1)
+    plain = job_budget_seconds(job)
+    cooling = {**job, "settings": {**job["settings"], "cooldown_to_c": 60.0,
+                                   "cooldown_max_seconds": 200.0}}
+    assert job_budget_seconds(cooling) >= plain + 200.0
+
+
+def test_a_job_past_its_deadline_is_killed_before_its_lease_is_released(
+        tflite_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "job_budget_seconds", lambda job: 4.0)
+    job, files = job_for(tflite_copy, "late", seconds=25)
+    home = local_board_home()
+    watcher = Watcher(home / ".edge")
+    with pytest.raises(AgentError, match="did not finish within 4 s"):
+        JobRunner(load_target("local")).run_job(job, files)
+    time.sleep(2)
+    assert processes_in(home / ".edge") == []
+    watcher.stop()
+    assert watcher.first_seen, "the agent never ran"
+    lock_log = home / ".cache/edge/leases/local/lock.log"
+    assert releases(lock_log) and releases(lock_log)[-1] >= watcher.last_seen
+
+
+def ssh_target(sshd: Sshd, tmp_path: Path, **extra: object) -> Target:
+    sshd.write_target(tmp_path / "targets", "lab", tmp_path / "board", **extra)
+    return load_target("lab", tmp_path / "targets")
+
+
+def board_home_and_lease(board: LocalBoard | SshBoard) -> tuple[Path, Path]:
+    home = Path(board.run("pwd").stdout.decode().strip())
+    return home, home / lease_dir(board)
+
+
+def start_deploy(model: Path, tmp_path: Path, target: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "deploy", str(model), "--target", target,
+         "--targets-dir", str(tmp_path / "targets"), "--recipe", "fp32", "--min-seconds", "25",
+         "-o", str(tmp_path / "out")], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "kind"), [(signal.SIGINT, "ssh"), (signal.SIGTERM, "local"),
+                                              (signal.SIGTERM, "ssh"), (signal.SIGHUP, "local")])
+def test_a_signal_mid_job_stops_the_agent_then_releases_the_lease(
+        signum: int, kind: str, sshd: Sshd, tflite_copy: Path, tmp_path: Path) -> None:
+    if kind == "ssh":
+        target = ssh_target(sshd, tmp_path)
+        work = tmp_path / "board"
+        board: LocalBoard | SshBoard = SshBoard(target)
+    else:
+        (tmp_path / "targets").mkdir()
+        target = load_target("local")
+        work = local_board_home() / ".edge"
+        board = LocalBoard(target)
+    with board:
+        _, lease = board_home_and_lease(board)
+    edge = start_deploy(tflite_copy, tmp_path, target.name)
+    watcher = Watcher(work)
+    try:
+        watcher.wait_running()
+        time.sleep(random.uniform(0.0, 1.5))
+        edge.send_signal(signum)
+        _, err = edge.communicate(timeout=60)
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+    assert edge.returncode > 0, err  # ended by itself (cleaned up), not killed by the signal
+    assert b"Traceback" not in err
+    time.sleep(2)
+    assert processes_in(work) == []
+    watcher.stop()
+    assert releases(lease / "lock.log")[-1] >= watcher.last_seen
+    assert not (lease / "owner").exists()
+    assert not list((tmp_path / "out").glob(".staging-*"))  # SIGTERM cleans up like Ctrl-C
+
+
+@pytest.mark.slow
+def test_the_next_acquire_ends_a_job_whose_host_died(sshd: Sshd, tflite_copy: Path,
+                                                     tmp_path: Path) -> None:
+    target = ssh_target(sshd, tmp_path)
+    with SshBoard(target) as board:
+        _, lease = board_home_and_lease(board)
+    edge = start_deploy(tflite_copy, tmp_path, target.name)
+    watcher = Watcher(tmp_path / "board")
+    try:
+        watcher.wait_running()
+    finally:
+        edge.kill()  # the host dies: nothing cleans up
+        edge.communicate()
+    time.sleep(1)
+    assert processes_in(tmp_path / "board"), "the agent should have outlived its host"
+    # Its lease runs out (60 s, shortened here by writing an expiry in the past).
+    owner = (lease / "owner").read_text().splitlines()
+    (lease / "owner").write_text(f"{owner[0]}\n{int(time.time()) - 1}\n{owner[2]}\n")
+    with SshBoard(target) as board, board_lock(board, seconds=60):
+        assert processes_in(tmp_path / "board") == []
+    watcher.stop()
+    events = [line.split(" ", 2)[1] for line in (lease / "lock.log").read_text().splitlines()]
+    assert events[-2:] == ["takeover", "release"]
+
+
+def fault_target(fault: str, sshd: Sshd, tmp_path: Path) -> Target:
+    if fault == "unknown host key":
+        (tmp_path / "empty").write_text("")
+        return ssh_target(sshd, tmp_path, known_hosts=str(tmp_path / "empty"))
+    if fault == "changed host key":
+        other = keygen(tmp_path / "other").split()
+        (tmp_path / "kh").write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
+        return ssh_target(sshd, tmp_path, known_hosts=str(tmp_path / "kh"))
+    if fault == "sshd down":
+        target = ssh_target(sshd, tmp_path)
+        sshd.kill()
+        return target
+    if fault == "no numpy":
+        bare = tmp_path / "bare"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+        return ssh_target(sshd, tmp_path, python=str(bare / "bin" / "python"))
+    assert fault == "missing runtime"
+    return ssh_target(sshd, tmp_path, runtime="tflite-runtime")
+
+
+FAULTS = {"unknown host key": HostKeyError, "changed host key": HostKeyError,
+          "sshd down": InfrastructureError, "no numpy": BoardSetupError,
+          "missing runtime": BoardSetupError}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_board_fault_is_reported_before_compression_and_nothing_is_uploaded(
+        fault: str, own_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if fault == "missing runtime":
+        pytest.importorskip("ai_edge_litert")  # this Python has a runtime, not that one
+        if "tflite_runtime" in sys.modules or _importable("tflite_runtime"):
+            pytest.skip("this Python has tflite-runtime")
+    target = fault_target(fault, own_sshd, tmp_path)
+    load_model_source(DIGITS_MODEL)  # the model's imports, paid before the clock starts
+    compressed: list[object] = []
+    monkeypatch.setattr(pipeline, "prepare_model",
+                        lambda *args: compressed.append(args))  # never reached
+    started = time.monotonic()
+    with pytest.raises(FAULTS[fault]):
+        pipeline.deploy(DIGITS_MODEL, targets=[target.name], recipes="fp32",
+                        out_dir=tmp_path / "out", targets_dir=tmp_path / "targets")
+    assert time.monotonic() - started < 10
+    assert compressed == []
+    assert not (tmp_path / "board").exists()  # no agent, no model, no job file, no cache
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.slow
+def test_sigterm_mid_bench_stops_every_boards_job_before_its_lease_is_released(
+        sshd: Sshd, tflite_copy: Path, tmp_path: Path) -> None:
+    """Each board's job runs in a thread of its own: cancellation must reach all of them."""
+    target = ssh_target(sshd, tmp_path)
+    with SshBoard(target) as board:
+        _, ssh_lease = board_home_and_lease(board)
+    with LocalBoard(load_target("local")) as board:
+        _, local_lease = board_home_and_lease(board)
+    works = {"ssh": tmp_path / "board", "local": local_board_home() / ".edge"}
+    edge = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "bench", str(tflite_copy), "--targets", "lab,local",
+         "--targets-dir", str(tmp_path / "targets"), "--recipe", "fp32", "--min-seconds", "25",
+         "--no-health-check", "-o", str(tmp_path / "out")], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    watchers = {kind: Watcher(work) for kind, work in works.items()}
+    try:
+        for watcher in watchers.values():
+            watcher.wait_running()
+        time.sleep(0.5)
+        edge.send_signal(signal.SIGTERM)
+        _, err = edge.communicate(timeout=60)
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+            edge.communicate()
+    assert edge.returncode > 0 and b"Traceback" not in err, err
+    time.sleep(2)
+    for kind, lease in (("ssh", ssh_lease), ("local", local_lease)):
+        assert processes_in(works[kind]) == [], kind
+        watchers[kind].stop()
+        assert releases(lease / "lock.log")[-1] >= watchers[kind].last_seen, kind
+    assert not list((tmp_path / "out").glob(".staging-*"))

@@ -1,0 +1,274 @@
+"""One job runner for every board: check, lease, upload, start, deadline, cancel, clean up.
+
+``deploy`` and ``bench`` run each job through :class:`JobRunner`, for the local
+board and for SSH boards alike (:mod:`toolkit.board`):
+
+1. **check** (:func:`check_boards`, also run for every target before anything is
+   converted): connect, host key, the board's Python >= 3.9 with numpy and the
+   runtime; nothing is uploaded before it passes;
+2. **lease** the board (:mod:`toolkit.lock`);
+3. **upload** the agent, the artifacts and the job, content-addressed and verified;
+4. **start** the agent in a session of its own whose id goes to the lease's
+   ``job.pid``, so its whole process group and session can be killed;
+5. wait until the agent answers, the **deadline** (:func:`job_budget_seconds`)
+   passes, or the job is **cancelled** (Ctrl-C, SIGTERM, SIGHUP: see
+   :func:`cancel_on_signals`; a bench's other boards: :func:`cancel_running_jobs`);
+6. on any way out, **kill the job's group and session and wait until they are gone,
+   before the lease is released**.
+
+Example::
+
+    raw = JobRunner(load_target("local")).run_job(job, {"<sha>.tflite": path})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from device_agent import protocol
+
+from .agent_package import build_agent_package
+from .board import Board, open_board
+from .bootstrap import BoardPython, probe
+from .errors import AgentError, EdgeError, InfrastructureError
+from .lock import JOB_FUNCTIONS, board_lock, job_pid_file
+from .ssh import Result
+from .targets import Target, check_name
+from .transfer import prune_cache, upload_all
+
+log = logging.getLogger(__name__)
+
+#: Time for the agent to start and report, on top of every variant's own limit.
+AGENT_OVERHEAD_SECONDS = 60.0
+#: After SIGTERM, how long the agent's group has to end before it is killed.
+STOP_GRACE_SECONDS = 2.0
+
+_cancelled = threading.Event()
+
+#: Puts the calling process in a session (and process group) of its own, writes its id to
+#: argv[1] and becomes argv[2:]: the job's whole process tree can then be killed as a group.
+#: Python rather than setsid(1): the board's Python is checked, setsid -w is not everywhere.
+_START_IN_SESSION = ("import os, sys; os.setsid(); "
+                     "open(sys.argv[1], 'w').write(str(os.getpid()) + chr(10)); "
+                     "os.execv(sys.argv[2], sys.argv[2:])")
+
+
+def job_budget_seconds(job: dict[str, Any]) -> float:
+    """How long the host waits for the whole job: the agent's own deadline
+    (``protocol.job_budget_seconds``, cool-down waits included) plus the agent's start-up
+    and answer on top, so the agent's deadline is always the first to strike."""
+    return AGENT_OVERHEAD_SECONDS + protocol.job_budget_seconds(job)
+
+
+def cancel_running_jobs() -> None:
+    """Make every job running in this process stop: its group killed, its lease released."""
+    _cancelled.set()
+
+
+def allow_jobs() -> None:
+    """Let jobs run again after :func:`cancel_running_jobs` (for the next command in-process)."""
+    _cancelled.clear()
+
+
+@contextlib.contextmanager
+def cancel_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) cancel like Ctrl-C does, while in the block.
+
+    Python raises KeyboardInterrupt for SIGINT only; a service manager's SIGTERM or a
+    closed terminal would otherwise end the process with no clean-up at all (staging
+    folders left, the board's job running on under a lease that expires).
+    """
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        cancel_running_jobs()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        allow_jobs()
+
+
+def check_board(target: Target, threads: Sequence[int] | None = None) -> BoardPython:
+    """Connect, check the host key and the board's Python; raise what is wrong, upload nothing.
+
+    Warns (one line) when the target's thread count, or any of ``threads``, exceeds the
+    board's cores.
+    """
+    with open_board(target) as board:
+        facts = probe(board)
+    facts.require()
+    warning = facts.thread_warning(max(threads or [target.threads]))
+    if warning:
+        log.warning("%s", warning)
+    return facts
+
+
+def check_boards(targets: Sequence[Target],
+                 threads: Sequence[int] | None = None) -> dict[str, BoardPython | EdgeError]:
+    """:func:`check_board` on every target at once: the facts, or the error, per target name."""
+    def one(target: Target) -> BoardPython | EdgeError:
+        try:
+            return check_board(target, threads)
+        except EdgeError as exc:  # reported per board by the caller
+            return exc
+
+    if not targets:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(targets)),
+                            thread_name_prefix="check") as pool:
+        return dict(zip([t.name for t in targets], pool.map(one, targets), strict=True))
+
+
+class JobRunner:
+    """Runs jobs on one target's board; infrastructure failures are retried with backoff.
+
+    A failing agent is a job error and is not retried; a busy board is the caller's
+    to wait for (:class:`~toolkit.errors.BoardBusyError`).
+    """
+
+    def __init__(self, target: Target,
+                 open_board: Callable[[Target], Board] = open_board) -> None:
+        self.target = target
+        self._open_board = open_board
+
+    def run_job(self, job: dict[str, Any], files: dict[str, Path]) -> bytes:
+        """Place ``files`` beside the job on the board, run the agent, return its stdout."""
+        # Names first: a hostile name is refused before anything reaches the board.
+        for name in files:
+            check_name(name, "artifact name")
+        check_name(job["job_id"], "job id")
+        for attempt in range(self.target.retries + 1):
+            self._raise_if_cancelled()
+            board = self._open_board(self.target)
+            try:
+                return self._run_once(board, job, files)
+            except InfrastructureError as exc:
+                if attempt == self.target.retries:
+                    raise
+                log.warning("%s (attempt %d of %d); retrying", exc, attempt + 1,
+                            self.target.retries + 1)
+                # Exponential backoff with jitter: hosts retrying one board spread out.
+                time.sleep(min(2.0 ** attempt, 10.0) * random.uniform(0.5, 1.0))
+            finally:
+                board.close()
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _run_once(self, board: Board, job: dict[str, Any], files: dict[str, Path]) -> bytes:
+        facts = probe(board)
+        facts.require()  # before the lease and before any upload
+        with board_lock(board):
+            work = self.target.work_dir
+            cache = f"{work}/cache"
+            agent = build_agent_package()
+            job_name = f"job-{job['job_id']}.json"
+            upload_all(board, [(work, agent.name, agent.data),
+                               *((cache, name, path) for name, path in files.items()),
+                               (cache, job_name, json.dumps(job).encode())])
+            prune_cache(board, cache, [*files, job_name], self.target.cache_max_mb * 1024 * 1024)
+            job_file = shlex.quote(f"cache/{job_name}")
+            pid_file = job_pid_file(board)
+            # The pid file's path is made absolute before the cd; the job file goes in the
+            # same command: no extra round trip, and gone on every exit.
+            command = (f'pid_file="$PWD"/{shlex.quote(pid_file)}; cd {shlex.quote(work)} && '
+                       f"{{ {shlex.quote(facts.python_in(work))} -c "
+                       f'{shlex.quote(_START_IN_SESSION)} "$pid_file" '
+                       f"{shlex.quote(facts.python_in(work))} {shlex.quote(agent.name)} run "
+                       f"{job_file}; status=$?; rm -f -- {job_file}; "
+                       # Anything the agent left in its group goes with it.
+                       f'pid=$(cat "$pid_file" 2>/dev/null); {JOB_FUNCTIONS}'
+                       'if [ "$pid" -gt 1 ] 2>/dev/null; then signal_job KILL; fi; '
+                       'rm -f -- "$pid_file"; '
+                       "exit $status; }")
+            result = self._wait(board, command, pid_file, job_budget_seconds(job))
+        if not result.ok:
+            lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            reason = lines[-1] if lines else f"exit status {result.exit_status}"
+            raise AgentError(f"agent on {self.target.name} failed: {reason}",
+                             target=self.target.name)
+        return result.stdout
+
+    def _wait(self, board: Board, command: str, pid_file: str, budget: float) -> Result:
+        """Run ``command`` until it ends, the budget is spent or the job is cancelled.
+
+        It runs in a thread of its own so that this one can watch the clock and the
+        cancellation; on any way out but a normal end, the job's group is killed here,
+        before the caller releases the lease.
+        """
+        answer: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                # The board's own limit is later than ours: our deadline kills the group first.
+                answer["result"] = board.run(command, timeout=budget + 30)
+            except BaseException as exc:  # noqa: BLE001  (re-raised by the waiting thread)
+                answer["error"] = exc
+
+        runner = threading.Thread(target=work, name=f"job-{self.target.name}", daemon=True)
+        deadline = time.monotonic() + budget
+        runner.start()
+        try:
+            while runner.is_alive():
+                runner.join(0.1)
+                self._raise_if_cancelled()
+                if runner.is_alive() and time.monotonic() > deadline:
+                    raise AgentError(f"agent on {self.target.name} did not finish within "
+                                     f"{budget:g} s", target=self.target.name)
+        except BaseException:
+            stop_job(board, pid_file)
+            runner.join(STOP_GRACE_SECONDS + 5)
+            raise
+        if "error" in answer:
+            stop_job(board, pid_file)
+            raise answer["error"]
+        result: Result = answer["result"]
+        return result
+
+    def _raise_if_cancelled(self) -> None:
+        if _cancelled.is_set():
+            raise KeyboardInterrupt(f"job on {self.target.name} cancelled")
+
+
+def stop_job(board: Board, pid_file: str) -> None:
+    """SIGTERM the job's process group, SIGKILL what is left after a grace, wait until gone.
+
+    A dead link cannot be helped here: the lease then expires, and the next job's
+    acquire kills the group before it starts (:mod:`toolkit.lock`).
+    """
+    if not board.is_open:
+        log.warning("the link to %s is gone; the job there ends when its lease expires and "
+                    "the next job takes the board", board.where)
+        return
+    ticks = int(STOP_GRACE_SECONDS / 0.05)
+    # SIGTERM to the agent's group first: the agent then ends its own children as it should.
+    script = (f'f={shlex.quote(pid_file)}; [ -f "$f" ] || exit 0; pid=$(cat "$f"); '
+              f'[ "$pid" -gt 1 ] 2>/dev/null || exit 0; {JOB_FUNCTIONS}'
+              f'kill -TERM "-$pid" 2>/dev/null; wait_job {ticks}; signal_job KILL; '
+              'wait_job 100; rm -f -- "$f"')
+    try:
+        board.run(script, timeout=STOP_GRACE_SECONDS + 10)
+    except InfrastructureError as exc:
+        log.warning("could not stop the job on %s (%s); the next job's lease will", board.where,
+                    exc)
+
+
+__all__ = ["AGENT_OVERHEAD_SECONDS", "JobRunner", "allow_jobs", "cancel_on_signals",
+           "cancel_running_jobs", "check_board", "check_boards", "job_budget_seconds",
+           "stop_job"]
