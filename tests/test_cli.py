@@ -247,3 +247,19 @@ def test_a_variant_not_built_is_named_once_whatever_the_number_of_boards() -> No
     measured_all = DeployOutcome(run=StoredRun(**{**run.__dict__, "results": results[:2]}),
                                  run_dir=Path("r"), report={}, store_path="s")
     assert measured_all.failures == [] and measured_all.incomplete() is None
+
+
+@pytest.mark.slow
+def test_deploy_runs_on_the_boards_and_tags_of_the_lab_file(tflite_copy: Path,
+                                                              tmp_path: Path) -> None:
+    """`--target` names what `edge bench` names: a lab board, or a tag of the lab file."""
+    lab = write(tmp_path / "lab.toml",
+                '[boards.bench-host]\nkind = "local"\ntags = ["here"]\n')
+    result = invoke("deploy", str(tflite_copy), "--target", "tag:here", "--lab", str(lab),
+                    "-o", str(tmp_path / "out"), "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert {r["target"] for r in json.loads(result.stdout)["results"]} == {"bench-host"}
+    unknown = invoke("deploy", str(tflite_copy), "--target", "tag:nowhere", "--lab", str(lab),
+                     "-o", str(tmp_path / "out2"))
+    assert unknown.exit_code == 2 and "no board tagged 'nowhere'" in unknown.stderr
+    assert not (tmp_path / "out2").exists()

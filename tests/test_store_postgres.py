@@ -62,7 +62,7 @@ def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path
     done = subprocess.run([sys.executable, "-m", "toolkit", "runs", "list", "--store",
                            "postgresql://lab:hunter2@127.0.0.1:1/edge"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 1
+    assert done.returncode == 3  # ExitCode.INCOMPLETE: the store is unreachable, not a failure
     assert done.stderr.startswith("edge: error: results store postgresql://lab:***@127.0.0.1:1/"
                                   "edge cannot be reached")
     assert len(done.stderr.strip().splitlines()) == 1 and "hunter2" not in done.stderr

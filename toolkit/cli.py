@@ -52,7 +52,8 @@ def main() -> None:
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", "targets", multiple=True, default=("local",), show_default=True,
-              help="Board to run on (a name in targets/); repeat for several boards.")
+              help="Board to run on: a target file's name, or a board or tag:NAME of the lab "
+                   "file; repeat for several boards.")
 @click.option("--recipe",
               help="Comma-separated variants to build [default: fp32,int8; with "
                    "--max-accuracy-drop the candidates fp32 and "
@@ -69,6 +70,9 @@ def main() -> None:
                    f"[default: OUT/results.sqlite, or ${pipeline.STORE_ENV}].")
 @click.option("--targets-dir", type=click.Path(path_type=Path),
               help="Folder with your own target files, searched before the built-in ones.")
+@click.option("--lab", "lab_file", type=click.Path(path_type=Path),
+              help="Lab file whose boards and tag:NAME --target may name "
+                   "(default: $EDGE_LAB, else ./lab.toml).")
 @click.option("--min-runs", type=click.IntRange(min=1), help="Measured runs at least.")
 @click.option("--min-seconds", type=click.FloatRange(min=0), help="Measured time at least.")
 @click.option("--threads", "threads", callback=lambda _ctx, _param, value: _thread_counts(value),
@@ -88,7 +92,8 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
 def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
            max_accuracy_drop: float | None, out_dir: Path,
-           store_path: str | None, targets_dir: Path | None, min_runs: int | None,
+           store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
+           min_runs: int | None,
            min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
            cooldown_to: float | None,
            power_sensor: str | None, power_command: str | None, conversion_cache: Path,
@@ -114,7 +119,8 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
                               store_path=store_path, targets_dir=targets_dir,
                               settings=settings, threads=threads,
                               max_accuracy_drop=max_accuracy_drop,
-                              conversion_cache=conversion_cache.expanduser())
+                              conversion_cache=conversion_cache.expanduser(),
+                              lab_file=lab_file)
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},

@@ -35,6 +35,7 @@ from .errors import (
     ResultError,
     UsageError,
 )
+from .lab import load_lab
 from .model import ModelSource, load_model_source
 from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
 from .project import git_commit, resolve_store_path
@@ -42,7 +43,7 @@ from .reference import compute_references, source_inputs
 from .report import write_report
 from .runner import JobRunner, check_boards
 from .store import ResultsStore, StoredRun, store_location
-from .targets import Target, load_target
+from .targets import Target
 
 _log = logging.getLogger(__name__)
 DEFAULT_OUT_DIR = Path("edge-out")
@@ -105,7 +106,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            threads: Sequence[int] | None = None,
            tags: Iterable[str] = (),
            max_accuracy_drop: float | None = None,
-           conversion_cache: str | Path | None = None) -> DeployOutcome:
+           conversion_cache: str | Path | None = None,
+           lab_file: str | Path | None = None) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report.
 
     ``threads`` sweeps thread counts (each target's own setting if None): every
@@ -115,11 +117,14 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     (:mod:`toolkit.choose`); every candidate left out is named in the choice with why.
     ``conversion_cache``: a folder where converted variants are kept and found again
     (:mod:`toolkit.compress._cache`); None converts every variant.
+    ``targets`` are resolved as ``edge bench`` resolves them: boards and ``tag:NAME`` of
+    the lab file (``lab_file``, else ``$EDGE_LAB``, else ``./lab.toml``), else target files.
     """
     # Cheap checks first, so a typo fails in milliseconds, not after a conversion.
-    chosen = [load_target(name, targets_dir) for name in targets]
-    if not chosen:
+    names = [name for name in targets if name.strip()]
+    if not names:
         raise UsageError("no target given; use for example --target local")
+    chosen = load_lab(lab_file, targets_dir).select(names)
     configs = parse_recipes(recipes)
     if max_accuracy_drop is not None and "fp32" not in [c.recipe for c in configs]:
         configs = [*parse_recipes("fp32"), *configs]  # the accuracy reference
