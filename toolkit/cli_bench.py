@@ -21,6 +21,7 @@ from .doctor import diagnose
 from .lab import load_lab
 from .pipeline import DEFAULT_OUT_DIR, STORE_ENV
 from .targets import Target
+from .units import format_duration
 
 
 class _Progress:
@@ -119,9 +120,9 @@ def _health_reason(target: Target) -> str | None:
 
 
 def _summary(outcome: BenchOutcome) -> Table:
-    table = Table("model", "board", "variant", "p50 ms", "status", title="edge bench summary")
+    table = Table("model", "board", "variant", "p50", "status", title="edge bench summary")
     for cell in outcome.cells:
-        p50 = f"{cell.p50_ms:.3f}" if cell.p50_ms is not None else ""
+        p50 = format_duration(cell.p50_ms) if cell.p50_ms is not None else ""
         table.add_row(cell.model, cell.target, cell.variant, p50, escape(cell.shown_status))
     return table
 
