@@ -1,0 +1,107 @@
+"""Issue 13's runtime-floor figure: correct quantized files are VALID on tflite-runtime 2.14.
+
+Prints one table; it is not a test (``tests/test_board_outputs.py`` holds the tests).  A
+local target whose Python has only ``tflite-runtime==2.14.0`` and ``numpy<2`` (the runtime
+many Raspberry Pi and Jetson images carry) stands for the board; ``edge deploy`` runs the
+digits CNN's quantized variants on it with the default measurement settings, so the
+on-board output check and the verdict are the ones a user gets.  Then a file 2.14 really
+computes wrongly (ai-edge-quantizer's dynamic-range MLP) is deployed as it is: it must stay
+INVALID.  Run it from the repository root (about 3 minutes)::
+
+    python benchmarks/runtime_floor.py [--python VENV214/bin/python]
+
+The default Python is the one the test suite builds (``tflite_runtime_214`` fixture); make
+one with ``python3 -m venv V && V/bin/pip install tflite-runtime==2.14.0 'numpy<2'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from toolkit.pipeline import deploy  # noqa: E402
+
+RECIPES = "int8,int8-dynamic,prune-channels:0.5+int8"
+DEFAULT_PYTHON = Path.home() / ".cache/edge-tests/tflite-runtime-2.14.0/bin/python"
+
+
+def floor_target(folder: Path, python: Path) -> Path:
+    """A local board whose Python has tflite-runtime 2.14 only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "floor214.toml").write_text(
+        'transport = "local"\n'
+        f'python = "{python}"\n'
+        'runtime = "tflite-runtime"\n'
+        "threads = 1\n")
+    return folder
+
+
+def wrongly_computed_mlp(folder: Path) -> Path:
+    """ai-edge-quantizer's dynamic-range MLP: runs on 2.14 without error, computes garbage."""
+    import litert_torch
+    import torch
+    from ai_edge_quantizer import quantizer, recipe
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
+                              torch.nn.Linear(128, 10)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        litert_torch.convert(mlp, (torch.randn(1, 64),)).export(str(folder / "float.tflite"))
+    dynamic = quantizer.Quantizer(str(folder / "float.tflite"))
+    dynamic.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    dynamic.quantize().export_model(str(folder / "mlp-dynamic.tflite"), overwrite=True)
+    return folder / "mlp-dynamic.tflite"
+
+
+def rows(model: str, results: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for record in results:
+        if record["status"] != "ok":
+            lines.append(f"| {model} | {record['variant']} | - | failed | {record['error']} | - |")
+            continue
+        check = record.get("output_check", {})
+        verdict = record["verdict"]
+        why = "; ".join(verdict["reasons"]) or ""
+        judged = check.get("rule") or check.get("summary", "")
+        runtime = f"{record['runtime']['name']} {record['runtime']['version']}"
+        lines.append(f"| {model} | {record['variant']} | {runtime} | "
+                     f"{'pass' if check.get('ok') else 'FAIL'} ({judged}) | "
+                     f"{check.get('max_abs_diff', float('nan')):.3g} | "
+                     f"{verdict['status']}{': ' + why if why else ''} |")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--python", type=Path, default=DEFAULT_PYTHON,
+                        help="a Python with tflite-runtime 2.14.0 and numpy<2")
+    args = parser.parse_args()
+    if not args.python.is_file():
+        parser.error(f"{args.python} does not exist; see this script's docstring")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    table = ["| model | variant | runtime on the board | output check | max abs diff | verdict |",
+             "|---|---|---|---|---:|---|"]
+    with tempfile.TemporaryDirectory(prefix="edge-floor-") as scratch:
+        folder = Path(scratch)
+        targets = floor_target(folder / "targets", args.python)
+        common: dict[str, Any] = {"targets": ["floor214"], "targets_dir": targets,
+                                  "out_dir": folder / "out", "conversion_cache": None}
+        digits = deploy(REPO / "examples" / "digits_cnn.py", recipes=RECIPES, **common)
+        table += rows("digits CNN", digits.run.results)
+        mlp = deploy(wrongly_computed_mlp(folder), **common)
+        table += rows("MLP (ai-edge-quantizer dynamic)", mlp.run.results)
+    print("\n".join(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
