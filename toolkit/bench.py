@@ -3,7 +3,7 @@
 Each model is compressed once on the host; then one thread per board runs the
 board's jobs one model after the other, so a board never runs two jobs of ours
 at a time, and the board's lease (:mod:`toolkit.lock`) keeps other hosts' jobs
-off it too: a busy board is waited for, not skipped.  The transport retries
+off it too: a busy board is waited for, not skipped.  The job runner retries
 infrastructure failures a bounded number of times with backoff; a board that
 still fails (unreachable, link lost, disk full) marks its cells with the error
 class and the other boards finish.  Each model becomes one stored run holding

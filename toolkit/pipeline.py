@@ -1,4 +1,4 @@
-"""The whole loop: model -> compress -> artifacts -> transport -> agent -> store -> report.
+"""The whole loop: model -> compress -> artifacts -> board runner -> agent -> store -> report.
 
 Everything is built in a staging folder beside the final one and moved into
 place only when the run succeeded, so a failed run leaves neither artifacts
