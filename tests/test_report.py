@@ -99,3 +99,19 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     for plot in plots.values():
         assert plot["width"] > 300 and plot["height"] > 100 and plot["marks"] >= 2, plot
     assert page.screenshot_png.startswith(b"\x89PNG") and len(page.screenshot_png) > 20_000
+
+
+def test_a_thread_sweep_keeps_the_size_against_fp32() -> None:
+    """Swept variants are named fp32-t1, int8-t2, ...: the fp32 recipe is still the reference."""
+    from toolkit.report import report_rows
+
+    from .records import make_run, record
+
+    results = []
+    for threads in (1, 2):
+        for recipe, size in (("fp32", 100_000), ("int8", 30_000)):
+            swept = record(f"{recipe}-t{threads}", size=size)
+            swept.update(recipe=recipe, threads=threads)
+            results.append(swept)
+    rows = report_rows(make_run("sweep", results))
+    assert [row.size_ratio for row in rows] == ["1.00x", "0.30x", "1.00x", "0.30x"]

@@ -71,8 +71,9 @@ class Plot:
 
 
 def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[ReportRow]:
+    # The fp32 recipe is the reference whatever its name in results (fp32-t1 in a sweep).
     baseline_size = {r["target"]: r["size_bytes"] for r in run.results
-                     if r["variant"] == "fp32" and "size_bytes" in r}
+                     if _recipe(r) == "fp32" and "size_bytes" in r}
     before = {(r["target"], r["variant"]): r for r in (baseline.results if baseline else [])
               if r.get("status") == "ok"}
     rows = []
@@ -100,6 +101,12 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             delta=_delta(before.get((result["target"], result["variant"])), result),
         ))
     return rows
+
+
+def _recipe(result: dict[str, Any]) -> str:
+    """The recipe a record was built with; older records only carry it in their config."""
+    return str(result.get("recipe") or (result.get("config") or {}).get("recipe")
+               or result["variant"])
 
 
 def _shared_machine(result: dict[str, Any]) -> str:
