@@ -5,8 +5,8 @@ and the board cache's cap over many deploys of changing models.
 
 1. The README example (``edge deploy examples/digits_cnn.py --target local``, through the
    library) twice with a fresh conversion cache: sha256 per variant, conversions done and
-   wall time of each deploy. The local board copies every model into a fresh folder per
-   job (it has no cache), so its "bytes copied" is every model both times.
+   wall time of each deploy, and the size of the variants (the local board goes through
+   the same cached upload code as an SSH board; bytes sent are counted on the SSH board).
 2. The same model deployed twice to an SSH board (a private sshd on loopback, the same
    conversion cache): bytes of models sent over SFTP by each deploy.
 3. ``--deploys`` deploys of a changing ``.tflite`` (the fp32 file with one weight nudged
@@ -123,8 +123,7 @@ def main() -> None:
         for index, run in enumerate(local, 1):
             print(f"   deploy {index}: {run['seconds']:6.1f} s wall, "
                   f"{len(run['converted'])} conversions ({', '.join(run['converted']) or '-'}), "
-                  f"{sum(run['size'].values())} bytes of models copied to the local board "
-                  "(a fresh folder per job: no board cache)")
+                  f"{sum(run['size'].values())} bytes of models in the deploy")
 
         sshd = Sshd.create(root / "sshd")
         try:
