@@ -20,13 +20,13 @@ import argparse
 import logging
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.models.wrongly_computed_mlp import write_wrongly_computed_mlp  # noqa: E402
 from toolkit.pipeline import deploy  # noqa: E402
 
 RECIPES = "int8,int8-dynamic,prune-channels:0.5+int8"
@@ -42,24 +42,6 @@ def floor_target(folder: Path, python: Path) -> Path:
         'runtime = "tflite-runtime"\n'
         "threads = 1\n")
     return folder
-
-
-def wrongly_computed_mlp(folder: Path) -> Path:
-    """ai-edge-quantizer's dynamic-range MLP: runs on 2.14 without error, computes garbage."""
-    import litert_torch
-    import torch
-    from ai_edge_quantizer import quantizer, recipe
-
-    torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
-                              torch.nn.Linear(128, 10)).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        litert_torch.convert(mlp, (torch.randn(1, 64),)).export(str(folder / "float.tflite"))
-    dynamic = quantizer.Quantizer(str(folder / "float.tflite"))
-    dynamic.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    dynamic.quantize().export_model(str(folder / "mlp-dynamic.tflite"), overwrite=True)
-    return folder / "mlp-dynamic.tflite"
 
 
 def rows(model: str, results: list[dict[str, Any]]) -> list[str]:
@@ -97,7 +79,8 @@ def main() -> int:
                                   "out_dir": folder / "out", "conversion_cache": None}
         digits = deploy(REPO / "examples" / "digits_cnn.py", recipes=RECIPES, **common)
         table += rows("digits CNN", digits.run.results)
-        mlp = deploy(wrongly_computed_mlp(folder), **common)
+        _, dynamic = write_wrongly_computed_mlp(folder)
+        mlp = deploy(dynamic, **common)
         table += rows("MLP (ai-edge-quantizer dynamic)", mlp.run.results)
     print("\n".join(table))
     return 0

@@ -4,7 +4,6 @@ a file 2.14 computes wrongly does not.  The host makes the references, the agent
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,19 +58,11 @@ def test_a_file_tflite_runtime_214_computes_wrongly_is_invalid_on_the_board(
         tflite_runtime_214: Path, tmp_path: Path) -> None:
     # ai-edge-quantizer's dynamic-range MLP: runs on 2.14 without an error, computes garbage
     # there (tests/test_compress.py catches it on the host; the board must catch it too).
-    import litert_torch
     import torch
-    from ai_edge_quantizer import quantizer, recipe
 
-    torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
-                              torch.nn.Linear(128, 10)).eval()
-    with warnings.catch_warnings():  # the converter's own deprecation noise (typing_extensions)
-        warnings.simplefilter("ignore", FutureWarning)
-        litert_torch.convert(mlp, (torch.randn(1, 64),)).export(str(tmp_path / "float.tflite"))
-    dynamic = quantizer.Quantizer(str(tmp_path / "float.tflite"))
-    dynamic.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    dynamic.quantize().export_model(str(tmp_path / "dynamic.tflite"), overwrite=True)
+    from .models.wrongly_computed_mlp import write_wrongly_computed_mlp
+
+    write_wrongly_computed_mlp(tmp_path)
     samples = [(torch.randn(1, 64),) for _ in range(32)]
     for name in ("float", "dynamic"):
         compute_reference(tmp_path / f"{name}.tflite", samples, tmp_path / f"{name}.ref.npz")

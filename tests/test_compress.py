@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -516,21 +515,14 @@ def test_a_file_another_runtime_computes_wrongly_is_caught(tflite_runtime_214: P
                                                            tmp_path: Path) -> None:
     # ai-edge-quantizer's dynamic-range MLP loads on tflite-runtime 2.14 without an error
     # and computes garbage there (toolchain notes); the float file agrees bit for bit.
-    import litert_torch
     import torch
-    from ai_edge_quantizer import quantizer, recipe
 
-    from toolkit.compat import MIN_SQNR_DB, runtime_compat
+    from device_agent.outputs import MIN_SQNR_DB
+    from toolkit.compat import runtime_compat
 
-    torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
-                              torch.nn.Linear(128, 10)).eval()
-    with warnings.catch_warnings():  # the converter's own deprecation noise (typing_extensions)
-        warnings.simplefilter("ignore", FutureWarning)
-        litert_torch.convert(mlp, (torch.randn(1, 64),)).export(str(tmp_path / "float.tflite"))
-    dynamic = quantizer.Quantizer(str(tmp_path / "float.tflite"))
-    dynamic.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    dynamic.quantize().export_model(str(tmp_path / "dynamic.tflite"), overwrite=True)
+    from .models.wrongly_computed_mlp import write_wrongly_computed_mlp
+
+    write_wrongly_computed_mlp(tmp_path)
     samples = [(torch.randn(1, 64),) for _ in range(64)]
     checked = runtime_compat(tflite_runtime_214, [tmp_path / "float.tflite",
                                                   tmp_path / "dynamic.tflite"], samples)

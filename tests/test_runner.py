@@ -8,7 +8,6 @@ converted or uploaded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import signal
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from device_agent import protocol
 from toolkit import pipeline, runner
 from toolkit.board import LocalBoard, SshBoard, local_board_home
 from toolkit.errors import AgentError, BoardSetupError, HostKeyError, InfrastructureError
@@ -30,6 +28,7 @@ from toolkit.runner import JobRunner, job_budget_seconds
 from toolkit.targets import Target, load_target
 
 from .lab import Sshd, keygen
+from .test_ssh_netns import job_for
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS_MODEL = REPO / "examples" / "digits_cnn.py"
@@ -82,14 +81,6 @@ class Watcher:
 def releases(lock_log: Path) -> list[float]:
     return [float(line.split(" ", 2)[0]) for line in lock_log.read_text().splitlines()
             if line.split(" ", 2)[1] == "release"]
-
-
-def job_for(model: Path, job_id: str, seconds: float) -> tuple[dict, dict[str, Path]]:
-    sha = hashlib.sha256(model.read_bytes()).hexdigest()
-    job = protocol.make_job(job_id=job_id, variants=[
-        {"name": "fp32", "file": f"{sha}.tflite", "sha256": sha}],
-        settings={"warmup_runs": 1, "min_runs": 5, "min_seconds": seconds})
-    return job, {f"{sha}.tflite": model}
 
 
 def test_the_host_budget_counts_cooldown_waits() -> None:

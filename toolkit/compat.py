@@ -26,8 +26,6 @@ import numpy as np
 import device_agent
 
 # One rule on the host and on the board: the board's own (device_agent.outputs).
-from device_agent.outputs import MIN_AGREEMENT_AT_SQNR as MIN_AGREEMENT_AT_SQNR
-from device_agent.outputs import MIN_SQNR_DB as MIN_SQNR_DB
 from device_agent.outputs import compare_outputs, output_step
 
 from ._quiet import captured_native_output

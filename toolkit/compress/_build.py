@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device_agent.outputs import MIN_AGREEMENT_AT_SQNR
 from device_agent.runtime import find_runtime
 
 from .._quiet import captured_native_output, silence_library_logging
 from ..artifact import Artifact, FailedVariant, describe_artifact, write_manifest
-from ..compat import MIN_AGREEMENT_AT_SQNR, runtime_compat
+from ..compat import runtime_compat
 from ..errors import CompressError, ModelError, OutputError, UsageError
 from ..evaluate import tflite_accuracy, tflite_fidelity
 from ..model import ModelSource, load_model_source
