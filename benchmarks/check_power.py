@@ -6,10 +6,13 @@ the agent's default measurement settings (at least 50 runs and 1 s per variant, 
 limit 0.10):
 
 - **identical pairs**: ``--baselines`` (default 2) baseline runs, then a new run of the
-  same files; each pair is checked with ``edge check``'s default limits twice: against the
-  baseline run just before it alone (a back-to-back pair; the weaker gate, blind to
-  run-to-run spread) and against all the baseline runs (``--baseline`` repeated, as the
-  README's CI recipe does);
+  same files; each pair is checked with ``edge check``'s default limits by three gates:
+  ``1, no store``: against the baseline run just before it alone, nothing else known (a
+  fresh store: the spread between runs is unknown, so a change past a limit can only be
+  inconclusive); ``1 + store``: the same pair, plus what ``edge check --baseline B`` reads
+  from the store, every earlier run of the same files on this board (the default use);
+  ``N + store``: against all the baseline runs (``--baseline`` repeated, the README's CI
+  recipe) plus the store;
 - **slowed pairs**: the same pairs with every latency sample of the new run multiplied by
   1.10 (and its summary with them).  Scaling a real run keeps its real noise (bursts, tail,
   drift) and makes the slowdown exactly 10 %; a model change could only approximate that
@@ -55,7 +58,7 @@ from toolkit.compress import parse_recipes
 from toolkit.errors import ExitCode
 from toolkit.model import load_model_source
 from toolkit.pipeline import new_run, new_run_id, prepare_model, run_on_target
-from toolkit.store import ResultsStore, StoredRun
+from toolkit.store import EarlierLatency, ResultsStore, StoredRun
 from toolkit.targets import load_target
 from toolkit.units import format_duration
 
@@ -93,23 +96,41 @@ def measure(model: str, work: Path, pairs: int, baselines: int,
     artifacts, *_, references = prepare_model(source, parse_recipes(recipes), work / model)
     built = time.perf_counter() - started
 
+    store = ResultsStore(work / model / "results.sqlite")
+
     def one_run() -> StoredRun:
         run_id = new_run_id()
-        return new_run(run_id, source, work / model / run_id,
-                       run_on_target(target, run_id, artifacts, settings, None, references))
+        run = new_run(run_id, source, work / model / run_id,
+                      run_on_target(target, run_id, artifacts, settings, None, references))
+        store.add_run(run)
+        return run
+
+    def history(new: StoredRun) -> list[EarlierLatency]:
+        """What edge check reads from the store: earlier runs (never the judged one, whose
+        slowed twin is checked too)."""
+        return [e for e in store.latency_history(new.model_name, until=new.created_at)
+                if e.run_id != new.run_id]
 
     started = time.perf_counter()
     measured = [([one_run() for _ in range(baselines)], one_run()) for _ in range(pairs)]
     seconds = time.perf_counter() - started
     thresholds = Thresholds()
-    # The one-baseline gate takes the run just before the new one: a back-to-back pair.
-    gates = {"1 baseline": [(bases[-1:], new) for bases, new in measured]}
+    # The one-baseline gates take the run just before the new one: a back-to-back pair.
+    gates = {"1, no store": ([(bases[-1:], new) for bases, new in measured], False),
+             "1 + store": ([(bases[-1:], new) for bases, new in measured], True)}
     if baselines > 1:
-        gates[f"{baselines} baselines"] = measured
-    outcomes = {gate: ([check_runs(bases, new, thresholds) for bases, new in runs],
-                       [check_runs(bases, slowed(new, SLOWDOWN), thresholds)
-                        for bases, new in runs])
-                for gate, runs in gates.items()}
+        gates[f"{baselines} + store"] = (measured, True)
+    started = time.perf_counter()
+    outcomes = {}
+    for gate, (runs, with_store) in gates.items():
+        same, slow = [], []
+        for bases, new in runs:
+            earlier = history(new) if with_store else []
+            same.append(check_runs(bases, new, thresholds, history=earlier))
+            slow.append(check_runs(bases, slowed(new, SLOWDOWN), thresholds, history=earlier))
+        outcomes[gate] = (same, slow)
+    check_seconds = time.perf_counter() - started
+    store.close()
     medians = {r["variant"]: float(np.median([x["latency_ms"]["p50"] for _, new in measured
                                               for x in new.results
                                               if x["variant"] == r["variant"]
@@ -118,9 +139,23 @@ def measure(model: str, work: Path, pairs: int, baselines: int,
     invalid = sum(1 for bases, new in measured for run in [*bases, new] for r in run.results
                   if (r.get("verdict") or {}).get("status") == "INVALID")
     return {"model": model, "recipes": recipes, "medians": medians, "outcomes": outcomes,
-            "runs": pairs * (baselines + 1), "seconds": seconds,
+            "runs": pairs * (baselines + 1), "seconds": seconds, "checks": check_seconds,
+            "spread": spread_seen(outcomes),
             "build_seconds": built, "invalid": invalid,
             "variants": pairs * (baselines + 1) * len(medians), "sample": measured[0][0][0]}
+
+
+def spread_seen(outcomes: dict[str, Any]) -> str:
+    """The between-run spreads the gates used, from the checks' details (median of pairs)."""
+    found: dict[str, list[float]] = {}
+    for gate, (same, _slow) in outcomes.items():
+        for outcome in same:
+            for c in outcome.checks:
+                marker = "runs of the baseline's file ("
+                if marker in c.detail:
+                    value = float(c.detail.split(marker)[1].split(" %")[0])
+                    found.setdefault(f"{gate}: {c.variant}/{c.metric}", []).append(value)
+    return "; ".join(f"{name} {np.median(v):.1f} %" for name, v in found.items()) or "-"
 
 
 def counts(outcomes: list[Any]) -> dict[str, int]:
@@ -229,7 +264,9 @@ def main() -> None:
     for f in figures:
         print(f"\n{f['model']} ({f['recipes']}): compressed once in {f['build_seconds']:.0f} s; "
               f"{f['runs']} runs ({f['variants']} variant measurements, {f['invalid']} INVALID "
-              f"on the board) in {f['seconds']:.0f} s")
+              f"on the board) in {f['seconds']:.0f} s; {sum(len(a) + len(b) for a, b in f['outcomes'].values())} checks in "
+              f"{f['checks']:.0f} s")
+        print(f"  between-run spread used (SD of log quantile): {f['spread']}")
         for gate, (same_outcomes, slow_outcomes) in f["outcomes"].items():
             print(f"  {gate}: identical pairs, REGRESSION by: "
                   f"{flagged_by(same_outcomes, 'regression')}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.store import StoredRun
+from toolkit.store import EarlierLatency, StoredRun
 
 BOARD = {"hostname": "lab-1", "system": "Linux", "release": "6.1", "machine": "x86_64",
          "python": "3.11.2", "cpu_count": 2, "cpu_model": "Test CPU", "board_model": ""}
@@ -45,3 +45,16 @@ def make_run(run_id: str, results: list[dict], *, model: str = "digits_cnn",
                      model_path=f"/src/{model}.py", model_sha256="f" * 64,
                      report_dir=f"edge-out/runs/{run_id}", git_commit=commit, tags=tags,
                      results=results)
+
+
+def earlier_runs(run: StoredRun, *, factors: tuple[float, ...] = (1.0, 1.004, 0.996, 1.002)
+                 ) -> list[EarlierLatency]:
+    """Earlier runs of ``run``'s files on the same board, as the store lends them to edge
+    check: one per factor, each record's median and p99 scaled by it (a steady board)."""
+    return [EarlierLatency(run_id=f"{run.run_id}-earlier-{index}", created_at=run.created_at,
+                           target=r["target"], variant=r["variant"], sha256=r["sha256"],
+                           board=tuple(str(r["board"].get(k, ""))
+                                       for k in ("machine", "cpu_model", "board_model")),
+                           p50_ms=factor * float(np.median(r["latency_samples_ms"])),
+                           p99_ms=factor * float(np.quantile(r["latency_samples_ms"], 0.99)))
+            for index, factor in enumerate(factors) for r in run.results]

@@ -143,3 +143,29 @@ def test_reading_a_missing_store_does_not_create_one(tmp_path: Path) -> None:
     result = invoke("runs", "list", "--store", str(tmp_path / "none.sqlite"))
     assert result.exit_code == 2 and "no results store" in result.stderr
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def fill_history(store: ResultsStore) -> None:
+    """Runs of digits_cnn: two sound, one INVALID, one failed, one later, one other model."""
+    invalid, failed = record("fp32", seed=3), record("fp32", seed=4)
+    invalid["verdict"] = {"status": "INVALID", "reasons": ["too short"]}
+    failed.update(status="failed", error="killed by signal SIGSEGV")
+    for run_id, results, hour, model in (
+            ("h1", [record("fp32", seed=1)], 20, "digits_cnn"),
+            ("h2", [record("fp32", seed=2, median_ms=2.0)], 21, "digits_cnn"),
+            ("h3", [invalid], 21, "digits_cnn"), ("h4", [failed], 21, "digits_cnn"),
+            ("h5", [record("fp32", seed=5)], 23, "digits_cnn"),
+            ("h6", [record("fp32", seed=6)], 21, "other")):
+        store.add_run(make_run(run_id, results, model=model,
+                               created_at=f"2026-11-22T{hour}:00:00+00:00"))
+
+
+def test_latency_history_reads_only_sound_earlier_runs(tmp_path: Path) -> None:
+    # edge check learns how much runs of one file differ on a board from these.
+    with ResultsStore(tmp_path / "s.sqlite") as store:
+        fill_history(store)
+        found = store.latency_history("digits_cnn", until="2026-11-22T22:00:00+00:00")
+    assert [(e.run_id, e.variant) for e in found] == [("h2", "fp32"), ("h1", "fp32")]
+    samples = record("fp32", seed=2, median_ms=2.0)["latency_ms"]
+    assert (found[0].p50_ms, found[0].p99_ms) == (samples["p50"], samples["p99"])
+    assert found[0].board == ("x86_64", "Test CPU", "") and found[0].sha256 == "a" * 64

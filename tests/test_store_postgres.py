@@ -93,3 +93,13 @@ def test_two_processes_writing_at_once_lose_and_duplicate_nothing(postgres_store
         ids = store.run_ids()
         assert len(ids) == len(set(ids)) == 2 * count
         assert sum(len(store.get_run(run_id).results) for run_id in ids) == 4 * count
+
+
+def test_latency_history_reads_only_sound_earlier_runs_on_postgres(postgres_store: str) -> None:
+    from .test_store import fill_history
+
+    with ResultsStore(postgres_store) as store:
+        fill_history(store)
+        found = store.latency_history("digits_cnn", until="2026-11-22T22:00:00+00:00")
+    assert [(e.run_id, e.variant) for e in found] == [("h2", "fp32"), ("h1", "fp32")]
+    assert found[0].board == ("x86_64", "Test CPU", "") and found[0].sha256 == "a" * 64

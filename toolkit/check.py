@@ -15,18 +15,21 @@ Latency (p50, p99) is judged on the raw samples:
    At most :data:`BOOTSTRAP_SAMPLES` of a run, evenly spaced, are resampled (a wider
    interval than all 50,000 of a microsecond model would give, never a narrower one).
 2. **Between-run spread**: one run's bootstrap cannot see how much a second run of
-   the same model differs (a tail that sits higher for a whole run on a shared
-   machine).  With several baseline runs (``--baseline`` repeated), the spread is
-   estimated per target x variant x quantile as ``s``, the standard deviation of
-   ``log(q_i)`` around ``log(q_pooled)`` (``q_i`` the quantile of baseline run ``i``,
-   ``q_pooled`` that of all their samples together, ``k - 1`` degrees of freedom).
-   Comparing two single runs, each carries its own run offset, so the interval is
-   widened on the log scale by ``t * sqrt(2) * s`` (``t`` Student's quantile of the
-   confidence with ``k - 1`` degrees of freedom: ``s`` comes from few runs), added in
-   quadrature to each side of the bootstrap interval.  ``s`` also holds some
-   within-run noise, already in the bootstrap: the widening errs on the side of
-   fewer false alarms.  With one baseline run the spread is unknown and the output
-   says the gate is weaker.
+   the same model differs, and that is most of the noise: on a shared 2-core machine
+   the median of a 15 us model moved by 9-16 % (SD of its log) between processes
+   seconds apart, ten times the noise within one run.  The spread is estimated per
+   target x variant x quantile as ``s``, the standard deviation of ``log(q_i)`` over
+   the sound runs of the baselines' files on that board: the baseline runs
+   themselves (``--baseline`` repeated) and earlier runs of the same files (same
+   sha256, same board) in the store (:data:`HISTORY_RUNS` newest at most), ``k``
+   runs, ``k - 1`` degrees of freedom.  Comparing two single runs, each carries its
+   own run offset, so the interval is widened on the log scale by ``t * sqrt(2) *
+   s`` (``t`` Student's quantile of the confidence with ``k - 1`` degrees of
+   freedom), added in quadrature to each side of the bootstrap interval.  ``s`` also
+   holds some within-run noise, already in the bootstrap: the widening errs on the
+   side of fewer false alarms.  With one sound run only the spread is unknown: a
+   change beyond the limit is then ``inconclusive``, never a regression (nor an
+   improvement), and the output says what would make it judgeable.
 3. **Verdict**, against *each* baseline run: a regression only when the *whole*
    interval lies above ``1 + threshold``, an improvement when it lies below
    ``1 - threshold``, a pass when it lies below ``1 + threshold``; an interval that
@@ -68,7 +71,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from .errors import CheckRefused, ExitCode, UsageError
-from .store import StoredRun, energy_per_inference_mj
+from .store import EarlierLatency, StoredRun, energy_per_inference_mj
 from .units import format_duration
 
 #: Threshold name -> (what it judges, unit of the threshold).
@@ -88,6 +91,10 @@ BOOTSTRAP_SAMPLES = 5_000
 BOARD_IDENTITY = ("machine", "cpu_model", "board_model")
 #: Metrics that follow timing noise: an INVALID measurement cannot judge them.
 TIMING_METRICS = ("latency_p50", "latency_p99", "energy")
+#: Runs (baselines and earlier runs of their files) the spread between runs is taken from.
+HISTORY_RUNS = 30
+#: How a latency check starts its detail when it could not judge for want of a spread.
+UNKNOWN_SPREAD = "one sound run of the baseline file on this board"
 #: Verdicts of one metric, from the gate's point of view.
 VERDICTS = ("pass", "regression", "improved", "inconclusive", "skipped")
 
@@ -241,9 +248,9 @@ class CheckOutcome:
                          f"{c.shown(c.value)} | {change} | {limit} | {mark} |")
         lines.append("")
         lines.append(f"Latency changes show a {self.thresholds.confidence:.0%} bootstrap "
-                     "interval (widened by the spread between baseline runs when there are "
-                     "several); a latency regression needs the whole interval past the limit, "
-                     "a pass the whole interval below it.")
+                     "interval (widened by the spread between runs of the baselines' files on "
+                     "the board, when known); a latency regression needs the whole interval "
+                     "past the limit, a pass the whole interval below it.")
         lines.extend(f"- {note}" for note in self.notes)
         return "\n".join(lines) + "\n"
 
@@ -270,32 +277,42 @@ class CheckOutcome:
 
 
 def check_runs(baseline: StoredRun | Sequence[StoredRun], run: StoredRun,
-               thresholds: Thresholds | None = None) -> CheckOutcome:
+               thresholds: Thresholds | None = None, *,
+               history: Sequence[EarlierLatency] = ()) -> CheckOutcome:
     """Judge ``run`` against ``baseline``; :class:`CheckRefused` if they are not comparable.
 
     ``baseline`` may be several runs of the same model (say, three measurements of main):
-    their spread widens the latency intervals (see the module docstring), and a metric
-    regresses (or improves) only if it does so against *each* of them; it is shown against
-    the one it is closest to.
+    a metric regresses (or improves) only if it does so against *each* of them; it is
+    shown against the one it is closest to.  ``history`` (the store's
+    :meth:`~toolkit.store.ResultsStore.latency_history`) adds earlier runs of the
+    baselines' files on the same board to the estimate of the spread between runs.
     """
     thresholds = thresholds or Thresholds()
     baselines = [baseline] if isinstance(baseline, StoredRun) else list(baseline)
     if not baselines:
         raise UsageError("no baseline run given")
-    spread = between_run_spread(baselines)
+    spread = between_run_spread(baselines, history, exclude=run.run_id)
     outcomes = [_check_one(one, run, thresholds, spread) for one in baselines]
     notes = list(dict.fromkeys(note for outcome in outcomes for note in outcome.notes))
-    if len(baselines) == 1:
-        notes.append("One baseline run: the gate cannot see how much two runs of the same "
-                     "model differ, only the noise within each, so it is weaker (more false "
-                     "alarms on a shared board); give --baseline two or three times.")
+    runs_seen = sorted({runs for _, runs in spread.values()})
+    if runs_seen:
+        notes.append(f"The spread between runs comes from {'/'.join(map(str, runs_seen))} "
+                     "sound runs of the baselines' files on the same board (the baseline "
+                     "runs and earlier runs in the store).")
     grouped: dict[tuple[str, str, str], list[MetricCheck]] = {}
     for outcome in outcomes:
         for c in outcome.checks:
             grouped.setdefault((c.target, c.variant, c.metric), []).append(c)
+    checks = [_merge(checks) for checks in grouped.values()]
+    if any(c.verdict == "inconclusive" and c.detail.startswith(UNKNOWN_SPREAD)
+           for c in checks):
+        notes.append("Only one sound run of a baseline file on its board: how much two runs "
+                     "of one model differ there is unknown (on a shared 2-core machine, a "
+                     "15 us model moved by up to 40 % between runs seconds apart), so a "
+                     "latency change cannot be called a regression or an improvement. Give "
+                     "--baseline two or three times, or keep earlier runs in the store.")
     return CheckOutcome(baseline=baselines[0], run=run, thresholds=thresholds,
-                        checks=[_merge(checks) for checks in grouped.values()], notes=notes,
-                        more_baselines=tuple(baselines[1:]))
+                        checks=checks, notes=notes, more_baselines=tuple(baselines[1:]))
 
 
 def _merge(checks: list[MetricCheck]) -> MetricCheck:
@@ -320,31 +337,48 @@ def _merge(checks: list[MetricCheck]) -> MetricCheck:
     return dataclasses.replace(closest, verdict=verdict)
 
 
-def between_run_spread(
-        baselines: Sequence[StoredRun]) -> dict[tuple[str, str, str], tuple[float, int]]:
+def between_run_spread(baselines: Sequence[StoredRun], history: Sequence[EarlierLatency] = (),
+                       *, exclude: str = "") -> dict[tuple[str, str, str], tuple[float, int]]:
     """(target, variant, latency metric) -> (spread between runs as an SD of log quantiles,
     how many runs it comes from).
 
-    Only from sound measurements (ok, not INVALID, raw samples) of at least two runs.
+    The runs: each baseline run's sound measurement (ok, not INVALID, raw samples), and
+    each run in ``history`` of the same file (sha256) on the same board (the identity
+    facts of :data:`BOARD_IDENTITY`), except run ``exclude`` (the run being judged).
+    ``history`` comes newest first; at most :data:`HISTORY_RUNS` runs count per key (a
+    board's recent behaviour).  Only keys with at least two such runs get a spread:
+    ``k - 1`` degrees of freedom.
     """
     quantiles = {"latency_p50": 0.5, "latency_p99": 0.99}
-    samples: dict[tuple[str, str], list[np.ndarray]] = {}
+    observed: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    files: dict[tuple[str, str], set[tuple[str, tuple[str, ...]]]] = {}
     for stored in baselines:
         for r in stored.results:
             values = np.asarray(r.get("latency_samples_ms") or [], dtype=np.float64)
-            if r.get("status") == "ok" and not _invalid_reasons(r) and values.size >= 2 \
-                    and values.min() > 0:
-                samples.setdefault((r["target"], r["variant"]), []).append(values)
+            if r.get("status") != "ok" or _invalid_reasons(r) is not None \
+                    or values.size < 2 or values.min() <= 0:
+                continue
+            key = (r["target"], r["variant"])
+            observed.setdefault(key, {})[stored.run_id] = (
+                float(np.quantile(values, 0.5)), float(np.quantile(values, 0.99)))
+            board = r.get("board") or {}
+            files.setdefault(key, set()).add(
+                (str(r.get("sha256", "")), tuple(str(board.get(k, "")) for k in BOARD_IDENTITY)))
+    for earlier in history:
+        key = (earlier.target, earlier.variant)
+        runs = observed.get(key)
+        if runs is None or earlier.run_id in runs or earlier.run_id == exclude \
+                or (earlier.sha256, earlier.board) not in files[key] \
+                or len(runs) >= HISTORY_RUNS:
+            continue
+        runs[earlier.run_id] = (earlier.p50_ms, earlier.p99_ms)
     spread = {}
-    for (target, variant), runs in samples.items():
+    for (target, variant), runs in observed.items():
         if len(runs) < 2:
             continue
-        pooled = np.concatenate(runs)
-        for metric, q in quantiles.items():
-            logs = np.log([np.quantile(one, q) for one in runs])
-            deviations = logs - math.log(float(np.quantile(pooled, q)))
-            spread[(target, variant, metric)] = (float(np.sqrt(
-                np.sum(deviations ** 2) / (len(runs) - 1))), len(runs))
+        for column, metric in enumerate(quantiles):
+            logs = np.log([values[column] for values in runs.values()])
+            spread[(target, variant, metric)] = (float(np.std(logs, ddof=1)), len(runs))
     return spread
 
 
@@ -567,8 +601,8 @@ def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: st
         centre = math.log(ratio)
         low = math.exp(centre - math.hypot(centre - math.log(low), widen))
         high = math.exp(centre + math.hypot(math.log(high) - centre, widen))
-        detail += (f"; interval widened by the spread between {runs} baseline runs "
-                   f"({100 * deviation:.1f} %)")
+        detail += (f"; interval widened by the spread between {runs} runs of the baseline's "
+                   f"file ({100 * deviation:.1f} %)")
     base_value = float(np.quantile(base_samples, quantile))
     new_value = float(np.quantile(new_samples, quantile))
     step = max(_resolution(base_samples), _resolution(new_samples))
@@ -576,7 +610,15 @@ def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: st
     verdict = "inconclusive" if coarse else "regression" if low > 1 + limit / 100 else \
         "improved" if high < 1 - limit / 100 else "pass" if high <= 1 + limit / 100 else \
         "inconclusive"
-    if verdict == "inconclusive" and not coarse:
+    if spread is None and verdict in ("regression", "improved"):
+        # The interval holds the noise within each run only; two runs of one model on one
+        # board differ by more (measured: 10x more on a shared machine), and by how much
+        # is unknown until the baseline's file has been measured twice.
+        verdict = "inconclusive"
+        detail = (f"{UNKNOWN_SPREAD}: {100 * (ratio - 1):+.1f} % is beyond the noise within "
+                  "the two runs, but how much two runs differ here is unknown; give "
+                  f"--baseline two or three times, or keep earlier runs in the store; {detail}")
+    elif verdict == "inconclusive" and not coarse:
         detail = (f"the interval reaches past the +{limit:g} % limit without lying past it, "
                   "so it cannot tell: measure longer (--min-seconds) on a quieter board, or "
                   f"give more baseline runs (--baseline repeated); {detail}")

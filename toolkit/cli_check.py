@@ -59,9 +59,11 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
     """Judge RUN (a run id, a tag, default latest) against the baseline, metric by metric.
 
     Latency is judged on the raw samples (bootstrap interval of the ratio of
-    medians and of p99s, widened by the spread between baseline runs when
-    --baseline is repeated): wholly past the limit is a regression, wholly
-    below it a pass, across it inconclusive. A latency that was INVALID on the
+    medians and of p99s, widened by the spread between runs of the baseline's
+    files on the board: the --baseline runs and earlier runs in the store):
+    wholly past the limit is a regression, wholly below it a pass, across it
+    inconclusive; with a single run of the baseline's file the spread is unknown
+    and a change past the limit is inconclusive. A latency that was INVALID on the
     board on either side cannot prove anything: inconclusive too, and the check
     says what to do.
 
@@ -76,7 +78,9 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
                               project=project)
     with ResultsStore(path, create=False) as store:
         baselines = [load_baseline(ref, store) for ref in baseline_refs]
-        outcome = check_runs(baselines, store.get_run(run), thresholds)
+        judged = store.get_run(run)
+        outcome = check_runs(baselines, judged, thresholds, history=store.latency_history(
+            judged.model_name, until=judged.created_at))
     if junit:
         write_output(junit, outcome.to_junit())
     if markdown:

@@ -63,6 +63,9 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 
+#: Rows :meth:`ResultsStore.latency_history` reads at most (newest first).
+HISTORY_ROWS = 2_000
+
 _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._/-]{0,99}$")
 _RUN_COLUMNS = ("run_id, created_at, model_name, model_path, model_sha256, report_dir, "
                 "git_commit")
@@ -102,6 +105,21 @@ class StoredRun:
     @property
     def targets(self) -> list[str]:
         return sorted({r["target"] for r in self.results})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EarlierLatency:
+    """One sound measurement of one file on one board, reduced to what the spread between
+    runs needs (see :meth:`ResultsStore.latency_history`)."""
+
+    run_id: str
+    created_at: str
+    target: str
+    variant: str
+    sha256: str
+    board: tuple[str, ...]  # machine, cpu_model, board_model (check.BOARD_IDENTITY)
+    p50_ms: float
+    p99_ms: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +199,10 @@ class _Database:
         """Comma-joined distinct values of ``column`` in a group."""
         raise NotImplementedError
 
+    def json_text(self, column: str, *path: str) -> str:
+        """The value at ``path`` in the JSON text ``column``, as SQL (NULL when absent)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -211,6 +233,9 @@ class _Sqlite(_Database):
     def agg(self, column: str) -> str:
         return f"group_concat(DISTINCT {column})"
 
+    def json_text(self, column: str, *path: str) -> str:
+        return f"json_extract({column}, '$.{'.'.join(path)}')"
+
     def close(self) -> None:
         self.db.close()
 
@@ -238,6 +263,9 @@ class _Postgres(_Database):
 
     def agg(self, column: str) -> str:
         return f"string_agg(DISTINCT {column}, ',')"
+
+    def json_text(self, column: str, *path: str) -> str:
+        return f"({column}::json #>> '{{{','.join(path)}}}')"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -449,6 +477,35 @@ class ResultsStore:
                            failed=int(row[7]),
                            tags=tuple(sorted(row[8].split(","))) if row[8] else ())
                 for row in rows]
+
+    def latency_history(self, model_name: str, *, until: str,
+                        limit: int = HISTORY_ROWS) -> list[EarlierLatency]:
+        """Sound latency summaries of ``model_name``'s runs created at or before ``until``,
+        newest first: what ``edge check`` learns the spread between runs from.
+
+        Sound: measured (status ok), not INVALID on the board, with a median and a p99.
+        Only the few fields needed are read out of each record (never its raw samples).
+        """
+        field = self._db.json_text
+        rows = self._db.rows(
+            f"""SELECT s.run_id, r.created_at, s.target, s.variant, {field("s.record", "sha256")},
+                       {field("s.record", "board", "machine")},
+                       {field("s.record", "board", "cpu_model")},
+                       {field("s.record", "board", "board_model")},
+                       {field("s.record", "latency_ms", "p50")},
+                       {field("s.record", "latency_ms", "p99")}
+                FROM results s JOIN runs r ON r.run_id = s.run_id
+                WHERE r.model_name = :model AND r.created_at <= :until AND s.status = 'ok'
+                  AND COALESCE({field("s.record", "verdict", "status")}, '') != 'INVALID'
+                ORDER BY r.created_at DESC, r.{self._db.order_column} DESC
+                LIMIT :limit""",
+            {"model": model_name, "until": until, "limit": limit})
+        return [EarlierLatency(run_id=row[0], created_at=row[1], target=row[2], variant=row[3],
+                               sha256=str(row[4] or ""),
+                               board=tuple(str(x or "") for x in row[5:8]),
+                               p50_ms=float(row[8]), p99_ms=float(row[9]))
+                for row in rows if row[8] is not None and row[9] is not None
+                and float(row[8]) > 0 and float(row[9]) > 0]
 
     def tag(self, name: str, ref: str) -> str:
         """Point tag ``name`` at the run ``ref`` (moving it if it exists); return the run id."""
