@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolkit.results import ResultRecord
 from toolkit.store import StoredRun
 
 BOARD = {"hostname": "lab-1", "system": "Linux", "release": "6.1", "machine": "x86_64",
@@ -38,10 +39,17 @@ def record(variant: str, *, target: str = "local", median_ms: float = 1.0, n: in
     return result
 
 
-def make_run(run_id: str, results: list[dict], *, model: str = "digits_cnn",
+def changed(result: ResultRecord, **keys: object) -> ResultRecord:
+    """``result`` with stored ``keys`` set (``status="failed"``, ``verdict={...}``)."""
+    return ResultRecord.from_dict({**result.to_dict(), **keys})
+
+
+def make_run(run_id: str, results: list[dict | ResultRecord], *, model: str = "digits_cnn",
              created_at: str = "2026-11-22T20:00:00+00:00", commit: str | None = "c0ffee",
              tags: tuple[str, ...] = ()) -> StoredRun:
+    """A stored run of ``results``: stored-shape dicts (read as the store reads them) or records."""
     return StoredRun(run_id=run_id, created_at=created_at, model_name=model,
                      model_path=f"/src/{model}.py", model_sha256="f" * 64,
                      report_dir=f"edge-out/runs/{run_id}", git_commit=commit, tags=tags,
-                     results=results)
+                     results=[r if isinstance(r, ResultRecord) else ResultRecord.from_dict(r)
+                              for r in results])
