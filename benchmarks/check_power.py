@@ -73,13 +73,13 @@ def slowed(run: StoredRun, factor: float) -> StoredRun:
     """``run`` as if every inference had taken ``factor`` times as long."""
     results = []
     for original in run.results:
-        record = dict(original)
-        if record.get("latency_samples_ms"):
-            record["latency_samples_ms"] = [factor * x for x in record["latency_samples_ms"]]
-        if record.get("latency_ms"):  # every figure in ms scales; the CVs are ratios
-            record["latency_ms"] = {k: v if "cv" in k else factor * v
-                                    for k, v in record["latency_ms"].items()}
-        results.append(record)
+        measured = dict(original.measured)
+        if original.latency_samples_ms:
+            measured["latency_samples_ms"] = [factor * x for x in original.latency_samples_ms]
+        if original.latency_ms:  # every figure in ms scales; the CVs are ratios
+            measured["latency_ms"] = {k: v if "cv" in k else factor * v
+                                      for k, v in original.latency_ms.items()}
+        results.append(original.replace(measured=measured))
     return dataclasses.replace(run, run_id=run.run_id + "-slowed", results=results)
 
 
@@ -110,13 +110,12 @@ def measure(model: str, work: Path, pairs: int, baselines: int,
                        [check_runs(bases, slowed(new, SLOWDOWN), thresholds)
                         for bases, new in runs])
                 for gate, runs in gates.items()}
-    medians = {r["variant"]: float(np.median([x["latency_ms"]["p50"] for _, new in measured
-                                              for x in new.results
-                                              if x["variant"] == r["variant"]
-                                              and x.get("latency_ms")]))
-               for r in measured[0][1].results if r.get("latency_ms")}
+    medians = {r.variant: float(np.median([x.p50_ms for _, new in measured
+                                           for x in new.results
+                                           if x.variant == r.variant and x.p50_ms is not None]))
+               for r in measured[0][1].results if r.p50_ms is not None}
     invalid = sum(1 for bases, new in measured for run in [*bases, new] for r in run.results
-                  if (r.get("verdict") or {}).get("status") == "INVALID")
+                  if r.verdict == "INVALID")
     return {"model": model, "recipes": recipes, "medians": medians, "outcomes": outcomes,
             "runs": pairs * (baselines + 1), "seconds": seconds,
             "build_seconds": built, "invalid": invalid,
