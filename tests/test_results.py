@@ -75,7 +75,7 @@ def test_the_record_knows_every_key_an_artifact_writes() -> None:
 def test_an_unknown_status_is_refused_with_the_known_ones_named() -> None:
     with pytest.raises(ValueError, match=r"status 'timeout' is not one of ok, failed, error, "
                                          "skipped"):
-        ResultRecord(target="pi", recipe="fp32", status="timeout")  # type: ignore[arg-type]
+        ResultRecord(target="pi", recipe="fp32", status="timeout")
     with pytest.raises(ValueError, match="status None"):
         ResultRecord.from_dict({"target": "pi", "variant": "fp32"})
     # A record from a newer edge says so instead of being half read.

@@ -119,7 +119,7 @@ class ResultRecord:
                 raise ValueError(f"{where}: {name} must be a non-empty string")
         object.__setattr__(self, "status", Status.parse(self.status, where))
         if self.stage is not None:
-            object.__setattr__(self, "stage", _enum(Stage, self.stage, f"{where}: stage"))
+            object.__setattr__(self, "stage", _stage(self.stage, where))
         if self.threads is not None and (isinstance(self.threads, bool)
                                          or not isinstance(self.threads, int)
                                          or self.threads < 0):
@@ -284,8 +284,7 @@ class ResultRecord:
         beside = data.get("measured_beside") or ()
         return cls(target=target, recipe=recipe, threads=threads, swept=swept,
                    status=Status.parse(data.get("status"), where),
-                   stage=_enum(Stage, data["stage"], f"{where}: stage")
-                   if data.get("stage") is not None else None,
+                   stage=None if data.get("stage") is None else _stage(data["stage"], where),
                    error=_text(data.get("error")), error_class=_text(data.get("error_class")),
                    artifact={k: v for k, v in data.items() if k in ARTIFACT_KEYS},
                    board=data["board"] if isinstance(data.get("board"), Mapping) else None,
@@ -328,12 +327,12 @@ def _variant_key(variant: str, data: Mapping[str, Any],
     return variant, threads, False
 
 
-def _enum(kind: type[Stage], value: Any, where: str) -> Stage:
+def _stage(value: Any, where: str) -> Stage:
     try:
-        return kind(value)
+        return Stage(value)
     except ValueError:
-        raise ValueError(f"{where} {value!r} is not one of "
-                         f"{', '.join(s.value for s in kind)}") from None
+        raise ValueError(f"{where}: stage {value!r} is not one of "
+                         f"{', '.join(s.value for s in Stage)}") from None
 
 
 def _text(value: Any) -> str | None:
