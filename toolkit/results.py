@@ -274,8 +274,10 @@ class ResultRecord:
         if not isinstance(target, str) or not isinstance(variant, str) or not variant:
             raise ValueError(f"{where}: target and variant must be strings")
         version = data.get("record_version", 1)
-        if not isinstance(version, int) or version > RECORD_VERSION:
-            raise ValueError(f"{where}: record version {version!r} is newer than this edge "
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"{where}: record version must be a whole number, got {version!r}")
+        if version > RECORD_VERSION:
+            raise ValueError(f"{where}: record version {version} is newer than this edge "
                              f"reads ({RECORD_VERSION}); upgrade edge")
         threads = data.get("threads")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
