@@ -76,13 +76,13 @@ def slowed(run: StoredRun, factor: float) -> StoredRun:
     """``run`` as if every inference had taken ``factor`` times as long."""
     results = []
     for original in run.results:
-        record = dict(original)
-        if record.get("latency_samples_ms"):
-            record["latency_samples_ms"] = [factor * x for x in record["latency_samples_ms"]]
-        if record.get("latency_ms"):  # every figure in ms scales; the CVs are ratios
-            record["latency_ms"] = {k: v if "cv" in k else factor * v
-                                    for k, v in record["latency_ms"].items()}
-        results.append(record)
+        measured = dict(original.measured)
+        if original.latency_samples_ms:
+            measured["latency_samples_ms"] = [factor * x for x in original.latency_samples_ms]
+        if original.latency_ms:  # every figure in ms scales; the CVs are ratios
+            measured["latency_ms"] = {k: v if "cv" in k else factor * v
+                                      for k, v in original.latency_ms.items()}
+        results.append(original.replace(measured=measured))
     return dataclasses.replace(run, run_id=run.run_id + "-slowed", results=results)
 
 
@@ -131,13 +131,12 @@ def measure(model: str, work: Path, pairs: int, baselines: int,
         outcomes[gate] = (same, slow)
     check_seconds = time.perf_counter() - started
     store.close()
-    medians = {r["variant"]: float(np.median([x["latency_ms"]["p50"] for _, new in measured
-                                              for x in new.results
-                                              if x["variant"] == r["variant"]
-                                              and x.get("latency_ms")]))
-               for r in measured[0][1].results if r.get("latency_ms")}
+    medians = {r.variant: float(np.median([x.p50_ms for _, new in measured
+                                           for x in new.results
+                                           if x.variant == r.variant and x.p50_ms is not None]))
+               for r in measured[0][1].results if r.p50_ms is not None}
     invalid = sum(1 for bases, new in measured for run in [*bases, new] for r in run.results
-                  if (r.get("verdict") or {}).get("status") == "INVALID")
+                  if r.verdict == "INVALID")
     return {"model": model, "recipes": recipes, "medians": medians, "outcomes": outcomes,
             "runs": pairs * (baselines + 1), "seconds": seconds, "checks": check_seconds,
             "spread": spread_seen(outcomes),
@@ -262,10 +261,10 @@ def main() -> None:
                   f"{slow['REGRESSION']:>6}/{args.pairs:<3} {slow['inconclusive']:>5} "
                   f"{slow['pass']:>5}    {f['runs']:>5} {f['seconds']:>8.0f}s")
     for f in figures:
+        checks = sum(len(same) + len(slow) for same, slow in f["outcomes"].values())
         print(f"\n{f['model']} ({f['recipes']}): compressed once in {f['build_seconds']:.0f} s; "
               f"{f['runs']} runs ({f['variants']} variant measurements, {f['invalid']} INVALID "
-              f"on the board) in {f['seconds']:.0f} s; {sum(len(a) + len(b) for a, b in f['outcomes'].values())} checks in "
-              f"{f['checks']:.0f} s")
+              f"on the board) in {f['seconds']:.0f} s; {checks} checks in {f['checks']:.0f} s")
         print(f"  between-run spread used (SD of log quantile): {f['spread']}")
         for gate, (same_outcomes, slow_outcomes) in f["outcomes"].items():
             print(f"  {gate}: identical pairs, REGRESSION by: "

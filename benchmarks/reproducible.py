@@ -75,8 +75,8 @@ def deploy_once(model: Path, target: str, out: Path, cache: Path, counter: Count
                               targets_dir=targets_dir, settings=settings,
                               conversion_cache=cache)
     return {"seconds": time.perf_counter() - started, "converted": list(counter.converted),
-            "sha256": {r["variant"]: r["sha256"] for r in outcome.run.results},
-            "size": {r["variant"]: r["size_bytes"] for r in outcome.run.results}}
+            "sha256": {r.variant: r.sha256 for r in outcome.run.results},
+            "size": {r.variant: r.size_bytes for r in outcome.run.results}}
 
 
 def nudged(tflite: bytes, step: int) -> bytes:

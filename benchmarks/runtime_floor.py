@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.models.wrongly_computed_mlp import write_wrongly_computed_mlp  # noqa: E402
 from toolkit.pipeline import deploy  # noqa: E402
+from toolkit.results import ResultRecord  # noqa: E402
 
 RECIPES = "int8,int8-dynamic,prune-channels:0.5+int8"
 DEFAULT_PYTHON = Path.home() / ".cache/edge-tests/tflite-runtime-2.14.0/bin/python"
@@ -44,21 +45,19 @@ def floor_target(folder: Path, python: Path) -> Path:
     return folder
 
 
-def rows(model: str, results: list[dict[str, Any]]) -> list[str]:
+def rows(model: str, results: list[ResultRecord]) -> list[str]:
     lines = []
     for record in results:
-        if record["status"] != "ok":
-            lines.append(f"| {model} | {record['variant']} | - | failed | {record['error']} | - |")
+        if not record.ok:
+            lines.append(f"| {model} | {record.variant} | - | failed | {record.error} | - |")
             continue
-        check = record.get("output_check", {})
-        verdict = record["verdict"]
-        why = "; ".join(verdict["reasons"]) or ""
+        check = record.measured.get("output_check", {})
+        why = "; ".join(record.verdict_reasons)
         judged = check.get("rule") or check.get("summary", "")
-        runtime = f"{record['runtime']['name']} {record['runtime']['version']}"
-        lines.append(f"| {model} | {record['variant']} | {runtime} | "
+        lines.append(f"| {model} | {record.variant} | {record.runtime} | "
                      f"{'pass' if check.get('ok') else 'FAIL'} ({judged}) | "
                      f"{check.get('max_abs_diff', float('nan')):.3g} | "
-                     f"{verdict['status']}{': ' + why if why else ''} |")
+                     f"{record.verdict}{': ' + why if why else ''} |")
     return lines
 
 

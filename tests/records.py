@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolkit.results import ResultRecord
 from toolkit.store import EarlierLatency, StoredRun
 
 BOARD = {"hostname": "lab-1", "system": "Linux", "release": "6.1", "machine": "x86_64",
@@ -38,13 +39,20 @@ def record(variant: str, *, target: str = "local", median_ms: float = 1.0, n: in
     return result
 
 
-def make_run(run_id: str, results: list[dict], *, model: str = "digits_cnn",
+def changed(result: ResultRecord, **keys: object) -> ResultRecord:
+    """``result`` with stored ``keys`` set (``status="failed"``, ``verdict={...}``)."""
+    return ResultRecord.from_dict({**result.to_dict(), **keys})
+
+
+def make_run(run_id: str, results: list[dict | ResultRecord], *, model: str = "digits_cnn",
              created_at: str = "2026-11-22T20:00:00+00:00", commit: str | None = "c0ffee",
              tags: tuple[str, ...] = ()) -> StoredRun:
+    """A stored run of ``results``: stored-shape dicts (read as the store reads them) or records."""
     return StoredRun(run_id=run_id, created_at=created_at, model_name=model,
                      model_path=f"/src/{model}.py", model_sha256="f" * 64,
                      report_dir=f"edge-out/runs/{run_id}", git_commit=commit, tags=tags,
-                     results=results)
+                     results=[r if isinstance(r, ResultRecord) else ResultRecord.from_dict(r)
+                              for r in results])
 
 
 def earlier_runs(run: StoredRun, *, factors: tuple[float, ...] = (1.0, 1.004, 0.996, 1.002)
@@ -52,9 +60,9 @@ def earlier_runs(run: StoredRun, *, factors: tuple[float, ...] = (1.0, 1.004, 0.
     """Earlier runs of ``run``'s files on the same board, as the store lends them to edge
     check: one per factor, each record's median and p99 scaled by it (a steady board)."""
     return [EarlierLatency(run_id=f"{run.run_id}-earlier-{index}", created_at=run.created_at,
-                           target=r["target"], variant=r["variant"], sha256=r["sha256"],
-                           board=tuple(str(r["board"].get(k, ""))
+                           target=r.target, variant=r.variant, sha256=r.sha256 or "",
+                           board=tuple(str((r.board or {}).get(k, ""))
                                        for k in ("machine", "cpu_model", "board_model")),
-                           p50_ms=factor * float(np.median(r["latency_samples_ms"])),
-                           p99_ms=factor * float(np.quantile(r["latency_samples_ms"], 0.99)))
+                           p50_ms=factor * float(np.median(r.latency_samples_ms)),
+                           p99_ms=factor * float(np.quantile(r.latency_samples_ms, 0.99)))
             for index, factor in enumerate(factors) for r in run.results]

@@ -90,10 +90,10 @@ def test_a_dead_board_fails_alone_and_the_others_are_stored(
     assert not outcome.complete
     with ResultsStore(outcome.store_path) as store:
         stored = store.get_run(outcome.runs[0].run_id)
-    assert {r["target"] for r in stored.results} == {"board-0", "board-1", "local"}
+    assert {r.target for r in stored.results} == {"board-0", "board-1", "local"}
     # board-0 and local share this machine's kernel and ran at the same time: the report says so.
-    by_target = {r["target"]: r for r in stored.results}
-    assert by_target["board-0"]["measured_beside"] == ["local"]
+    by_target = {r.target: r for r in stored.results}
+    assert by_target["board-0"].measured_beside == ("local",)
     assert "same machine" in (Path(stored.report_dir) / "report.md").read_text()
 
 

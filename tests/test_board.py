@@ -151,13 +151,13 @@ def test_the_local_target_runs_through_the_lease_the_uploads_and_the_probe(
     monkeypatch.setattr(runner, "probe", counting_probe)
     outcome = deploy(tflite_copy, targets=["local"], recipes="fp32", out_dir=tmp_path / "out",
                      settings=FAST)
-    assert [r["status"] for r in outcome.run.results] == ["ok"]
+    assert [r.status for r in outcome.run.results] == ["ok"]
     # The check before any conversion, and the job's own before its lease: both LocalBoard's.
     assert probed == ["LocalBoard", "LocalBoard"]
     home = local_board_home()
     log = (home / ".cache/edge/leases/local/lock.log").read_text().splitlines()
     assert [line.split(" ", 2)[1] for line in log] == ["acquire", "release"]
-    sha = outcome.run.results[0]["sha256"]
+    sha = outcome.run.results[0].sha256
     assert (home / ".edge" / "cache" / f"{sha}.tflite").read_bytes() == tflite_copy.read_bytes()
     assert not list((home / ".edge" / "cache").glob("job-*.json"))  # removed after the run
     assert not (home / ".cache/edge/leases/local/job.pid").exists()
@@ -177,4 +177,4 @@ def test_threads_beyond_the_boards_cores_are_warned_and_kept_beside_the_figures(
     warned = [r.getMessage() for r in caplog.records if "core" in r.getMessage()]
     assert len(warned) == 1 and f"{cores + 1} threads" in warned[0]
     record = outcome.run.results[0]
-    assert (record["threads"], record["board"]["cpu_count"]) == (cores + 1, cores)
+    assert (record.threads, (record.board or {})["cpu_count"]) == (cores + 1, cores)

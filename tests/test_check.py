@@ -25,7 +25,7 @@ from toolkit.cli import main
 from toolkit.errors import CheckRefused, ExitCode, UsageError
 from toolkit.store import ResultsStore, StoredRun
 
-from .records import BOARD, earlier_runs, make_run, record
+from .records import BOARD, changed, earlier_runs, make_run, record
 
 
 def invoke(*args: str):
@@ -116,14 +116,14 @@ def test_energy_is_checked_when_both_runs_measured_it() -> None:
 def test_a_failed_or_missing_variant_is_inconclusive_not_a_regression() -> None:
     # Nothing was measured: edge cannot say the model got worse, only that it does not know.
     base, new = pair()
-    new.results[1].update(status="failed", error="killed by signal SIGSEGV")
+    new.results[1] = changed(new.results[1], status="failed", error="killed by signal SIGSEGV")
     del new.results[0]
     outcome = check_runs(base, new)
     assert not outcome.regressions and outcome.exit_code == ExitCode.INCOMPLETE
     assert [(c.variant, c.metric, c.verdict) for c in outcome.checks] == [
         ("fp32", "status", "inconclusive"), ("int8", "status", "inconclusive")]
     assert "SIGSEGV" in outcome.checks[1].detail
-    base.results[0].update(status="failed", error="board unreachable")
+    base.results[0] = changed(base.results[0], status="failed", error="board unreachable")
     failed_base = check_runs(base, pair()[1])
     assert verdicts(failed_base) == {"status": "inconclusive"}
     assert "re-measure the baseline" in failed_base.checks[0].detail
@@ -307,7 +307,7 @@ def test_deploy_twice_then_check_end_to_end(tflite_copy: Path, tmp_path: Path) -
     with ResultsStore(store) as opened:
         run = opened.get_run(second)
     assert run.git_commit and len(run.git_commit) == 40
-    assert len(run.results[0]["latency_samples_ms"]) == run.results[0]["runs"]
+    assert len(run.results[0].latency_samples_ms) == run.results[0].runs
     wide = ["--threshold", "latency_p50=10000", "--threshold", "latency_p99=10000",
             "--threshold", "peak_memory=1000"]
     # 0, or 3 when the shared machine made a measurement INVALID (then the gate cannot know).
@@ -319,7 +319,8 @@ def test_deploy_twice_then_check_end_to_end(tflite_copy: Path, tmp_path: Path) -
 
 def test_an_invalid_measurement_is_named_in_the_notes() -> None:
     base, new = pair()
-    new.results[0]["verdict"] = {"status": "INVALID", "reasons": ["CV 0.31 above 0.10"]}
+    new.results[0] = changed(new.results[0],
+                             verdict={"status": "INVALID", "reasons": ["CV 0.31 above 0.10"]})
     outcome = check_runs(base, new)
     assert any("local/fp32 measurement is INVALID on the board: CV 0.31" in n
                for n in outcome.notes)
@@ -331,9 +332,8 @@ CV_REASON = "coefficient of variation 0.125 (robust: MAD / median) above the lim
 
 def invalid(run: StoredRun, variant: str = "fp32", reason: str = CV_REASON) -> StoredRun:
     """``run`` with ``variant`` judged INVALID on the board."""
-    for r in run.results:
-        if r["variant"] == variant:
-            r["verdict"] = {"status": "INVALID", "reasons": [reason]}
+    run.results[:] = [changed(r, verdict={"status": "INVALID", "reasons": [reason]})
+                      if r.variant == variant else r for r in run.results]
     return run
 
 
@@ -398,7 +398,7 @@ def test_between_run_spread_widens_the_interval(monkeypatch: pytest.MonkeyPatch)
              for i, m in enumerate((1.0, 1.05, 0.95))]
     new = make_run("new", [record("fp32", seed=9, median_ms=1.12)])
     spread = between_run_spread(bases)
-    logs = np.log([np.median(b.results[0]["latency_samples_ms"]) for b in bases])
+    logs = np.log([np.median(b.results[0].latency_samples_ms) for b in bases])
     assert spread[("local", "fp32", "latency_p50")] == (pytest.approx(np.std(logs, ddof=1)), 3)
     outcome = check_runs(bases, new)
     p50 = check_of(outcome, "latency_p50")
@@ -419,7 +419,7 @@ def test_between_run_spread_widens_the_interval(monkeypatch: pytest.MonkeyPatch)
 
 def no_spread(baselines, history=(), *, exclude=""):
     """Between-run spread as if many runs had agreed exactly: the bootstrap alone."""
-    return {(r["target"], r["variant"], metric): (0.0, 30)
+    return {(*r.key, metric): (0.0, 30)
             for run in baselines for r in run.results
             for metric in ("latency_p50", "latency_p99")}
 

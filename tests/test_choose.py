@@ -10,18 +10,22 @@ import pytest
 from toolkit.artifact import Artifact
 from toolkit.choose import choose_fastest, split_by_budget, within_noise
 from toolkit.pipeline import deploy
+from toolkit.results import ResultRecord
 
 from .conftest import DIGITS_MODEL
 from .lab import Sshd
 
 
 def measured(variant: str, p50: float, size: int, *, robust_cv: float = 0.01,
-             verdict: str = "VALID", reasons: tuple[str, ...] = (),
-             samples: list[float] | None = None) -> dict:
-    return {"target": "pi", "variant": variant, "status": "ok", "size_bytes": size,
-            "latency_ms": {"p50": p50, "robust_cv": robust_cv},
-            "latency_samples_ms": samples if samples is not None else [p50] * 100,
-            "verdict": {"status": verdict, "reasons": list(reasons)}}
+             verdict: str | None = "VALID", reasons: tuple[str, ...] = (),
+             samples: list[float] | None = None) -> ResultRecord:
+    """``verdict=None``: an older agent's record, without one."""
+    return ResultRecord.from_dict({
+        "target": "pi", "variant": variant, "status": "ok", "size_bytes": size,
+        "latency_ms": {"p50": p50, "robust_cv": robust_cv},
+        "latency_samples_ms": samples if samples is not None else [p50] * 100,
+        **({} if verdict is None else {"verdict": {"status": verdict,
+                                                   "reasons": list(reasons)}})})
 
 
 def artifact(variant: str, accuracy: float | None, *, compat_ok: bool = True) -> Artifact:
@@ -38,8 +42,9 @@ def test_the_fastest_on_the_board_wins_and_a_smaller_slower_one_is_named() -> No
     # tflite-runtime 2.14 on x86: XNNPACK takes only float models, int8 is ~10x slower.
     choice = choose_fastest("pi", [measured("fp32", 0.40, 158_800),
                                    measured("int8", 3.88, 47_552),
-                                   {"target": "pi", "variant": "fp16", "status": "failed",
-                                    "error": "killed by signal SIGSEGV"}])
+                                   ResultRecord.from_dict(
+                                       {"target": "pi", "variant": "fp16", "status": "failed",
+                                        "error": "killed by signal SIGSEGV"})])
     assert choice.variant == "fp32"
     assert "beyond noise" in choice.message
     assert "int8 is 9.7x slower" in choice.message
@@ -72,8 +77,7 @@ def test_an_invalid_measurement_never_wins_and_is_named_with_its_reasons() -> No
 
 
 def test_a_measurement_without_a_verdict_does_not_compete() -> None:
-    old_agent = measured("fp32", 0.40, 158_800)
-    del old_agent["verdict"]
+    old_agent = measured("fp32", 0.40, 158_800, verdict=None)
     choice = choose_fastest("pi", [old_agent, measured("int8", 0.5, 47_552)])
     assert choice.variant == "int8"
     assert choice.left_out == (("fp32", "no verdict from the board (an older agent): "
@@ -99,8 +103,8 @@ def test_overlapping_intervals_of_the_medians_are_noise_too() -> None:
     assert choose_fastest("pi", [fast, slow]).variant == "int8"
     # Thousands of samples each, clearly apart: a real difference.
     rng = random.Random(8)
-    fast["latency_samples_ms"] = [rng.gauss(1.00, 0.01) for _ in range(2000)]
-    slow["latency_samples_ms"] = [rng.gauss(1.05, 0.01) for _ in range(2000)]
+    fast = measured("fp16", 1.00, 80_000, samples=[rng.gauss(1.00, 0.01) for _ in range(2000)])
+    slow = measured("int8", 1.05, 47_552, samples=[rng.gauss(1.05, 0.01) for _ in range(2000)])
     assert within_noise(fast, slow) is None
     assert choose_fastest("pi", [fast, slow]).variant == "fp16"
 
@@ -130,15 +134,15 @@ def test_deploy_with_a_budget_on_a_tflite_runtime_214_board(
     outcome = deploy(DIGITS_MODEL, targets=["old"], recipes="int8,fp16",
                      out_dir=tmp_path / "out", targets_dir=tmp_path / "targets",
                      settings={"min_runs": 50, "min_seconds": 0.2}, max_accuracy_drop=0.5)
-    records = {r["variant"]: r for r in outcome.run.results}
+    records = {r.variant: r for r in outcome.run.results}
     assert set(records) == {"fp32", "int8", "fp16"}  # fp32 added as the reference
-    assert all(r["runtime"]["name"] == "tflite-runtime" for r in records.values())
+    assert all(r.runtime.startswith("tflite-runtime ") for r in records.values())
     [choice] = outcome.choices
     # Only a VALID measurement can win; every other candidate is named with why.
-    valid = {v for v, r in records.items() if r["verdict"]["status"] == "VALID"}
+    valid = {v for v, r in records.items() if r.verdict == "VALID"}
     assert {v for v, _ in choice.left_out} == set(records) - valid
     if choice.variant is None:
         assert not valid
     else:
-        assert choice.variant in valid and records[choice.variant]["chosen"]
+        assert choice.variant in valid and records[choice.variant].chosen
         assert "picked" in (outcome.run_dir / "report.md").read_text()

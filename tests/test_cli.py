@@ -24,8 +24,14 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("deploy") / "edge-out"
-    result = invoke("deploy", str(DIGITS_MODEL), "--target", "local", "-o", str(out),
-                    "--json", *FAST)
+    # Module-scoped: the autouse isolation of conftest does not reach it, so its own board
+    # (a benchmark holding ~/.cache/edge/local-board made this deploy fail as "busy").
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGE_LOCAL_BOARD", str(out.parent / "local-board"))
+        patch.setenv("EDGE_CONVERSION_CACHE", str(out.parent / "conversion-cache"))
+        patch.delenv("EDGE_STORE", raising=False)
+        result = invoke("deploy", str(DIGITS_MODEL), "--target", "local", "-o", str(out),
+                        "--json", *FAST)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout), out
 
@@ -224,16 +230,17 @@ def test_a_tflite_whose_op_no_runtime_has_is_stored_as_failed_and_exits_3(
 def test_a_variant_not_built_is_named_once_whatever_the_number_of_boards() -> None:
     from toolkit.artifact import FailedVariant
     from toolkit.pipeline import DeployOutcome
+    from toolkit.results import ResultRecord, Status
     from toolkit.store import StoredRun
 
     not_built = FailedVariant(variant="int8-dynamic", config={"recipe": "int8-dynamic"},
                               stage="compress", error="the converted file does not run: X")
-    results = [{"target": "a", "variant": "fp32", "status": "ok"},
-               {"target": "a", "variant": "segv", "status": "ok"},
+    results = [ResultRecord(target="a", recipe="fp32", status=Status.OK),
+               ResultRecord(target="a", recipe="segv", status=Status.OK),
                not_built.record("a"),
-               {"target": "b", "variant": "fp32", "status": "ok"},
-               {"target": "b", "variant": "segv", "status": "failed",
-                "error": "killed by signal SIGSEGV"},
+               ResultRecord(target="b", recipe="fp32", status=Status.OK),
+               ResultRecord(target="b", recipe="segv", status=Status.FAILED,
+                            error="killed by signal SIGSEGV"),
                not_built.record("b")]
     run = StoredRun(run_id="r1", created_at="2026-01-01T00:00:00Z", model_name="m",
                     model_path="m.py", model_sha256="0" * 64, report_dir="r", results=results)

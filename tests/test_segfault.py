@@ -112,7 +112,7 @@ def test_a_segfaulting_variant_fails_alone_and_the_others_are_measured(
     run, store_path = deploy_three(name, targets_dir, healthy, segfaulting, tmp_path / "out")
 
     with ResultsStore(store_path, create=False) as store:
-        stored = store.get_run(run.run_id).results
+        stored = [r.to_dict() for r in store.get_run(run.run_id).results]
     assert [r["variant"] for r in stored] == ["fp32", "segfaults", "int8"]
     fp32, crashed, int8 = stored
     for measured in (fp32, int8):

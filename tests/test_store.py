@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from toolkit.cli import main
 from toolkit.errors import StoreError, UsageError
 from toolkit.project import resolve_store_path
+from toolkit.results import ResultRecord
 from toolkit.store import MIGRATIONS, SCHEMA_VERSION, ResultsStore, load_export
 
 from .records import make_run, record
@@ -38,7 +39,8 @@ def test_a_schema_1_store_written_by_the_spine_is_upgraded_in_place(tmp_path: Pa
         assert store.schema_version == SCHEMA_VERSION == 2
         run = store.get_run("r1")
         assert run.git_commit is None and run.tags == ()
-        assert run.results == [old]
+        assert run.results == [ResultRecord.from_dict(old)]
+        assert run.results[0].to_dict() == {**old, "recipe": "fp32", "record_version": 2}
         store.tag("before-upgrade", "r1")
         store.add_run(make_run("r2", [record("fp32")]))
         assert store.resolve("latest") == "r2"
@@ -62,8 +64,8 @@ def test_runs_keep_commit_tags_board_recipe_metrics_and_samples(tmp_path: Path) 
         run = store.get_run("main")
     assert run.git_commit == "c0ffee" and run.tags == ("main",)
     fp32 = run.results[0]
-    assert fp32["board"]["cpu_model"] == "Test CPU" and fp32["config"]["recipe"] == "fp32"
-    assert len(fp32["latency_samples_ms"]) == 400 and fp32["latency_ms"]["p50"] > 0
+    assert fp32.board and fp32.board["cpu_model"] == "Test CPU" and fp32.recipe == "fp32"
+    assert len(fp32.latency_samples_ms) == 400 and (fp32.p50_ms or 0) > 0
 
 
 def test_tags_move_and_bad_names_are_usage_errors(tmp_path: Path) -> None:
@@ -121,7 +123,7 @@ def test_edge_runs_list_show_tag_export(store_file: Path, tmp_path: Path) -> Non
     assert result.exit_code == 0
     back = load_export(exported)
     assert back.run_id == "20261122-200000-aaaaaa" and back.tags == ("main",)
-    assert len(back.results[0]["latency_samples_ms"]) == 400
+    assert len(back.results[0].latency_samples_ms) == 400
     rows = list(csv.DictReader(io.StringIO(invoke(
         "runs", "export", "latest", "--format", "csv", "--store", str(store_file)).stdout)))
     assert [(r["variant"], r["git_commit"]) for r in rows] == [("fp32", "abc+dirty"),

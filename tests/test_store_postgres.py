@@ -38,7 +38,7 @@ def test_runs_tags_and_listing_work_as_on_sqlite(postgres_store: str) -> None:
         store.tag("nightly", "r2")  # a tag moves
         assert store.resolve("nightly") == "r2"
         run = store.get_run("r1")
-        assert [r["variant"] for r in run.results] == ["fp32", "int8"]
+        assert [r.variant for r in run.results] == ["fp32", "int8"]
         summaries = store.list_runs()
         assert [s.run_id for s in summaries] == ["r2", "r1"]
         assert summaries[1].targets == ("local", "rpi4") and summaries[0].tags == ("nightly",)

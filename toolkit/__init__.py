@@ -2,9 +2,9 @@
 
 The stages, one module each: :mod:`~toolkit.model` (load) ->
 :mod:`~toolkit.compress` -> :mod:`~toolkit.artifact` -> :mod:`~toolkit.runner`
-(with :mod:`device_agent` on the board) -> :mod:`~toolkit.store` ->
-:mod:`~toolkit.report`; :func:`deploy` runs them all, and :func:`check_runs`
-gates a run against a baseline.
+(with :mod:`device_agent` on the board) -> :mod:`~toolkit.results` (one typed record
+per target x variant) -> :mod:`~toolkit.store` -> :mod:`~toolkit.report`;
+:func:`deploy` runs them all, and :func:`check_runs` gates a run against a baseline.
 """
 
 from .check import CheckOutcome, Thresholds, check_runs
@@ -30,6 +30,7 @@ from .errors import (
 )
 from .model import ModelSource, load_model_source
 from .pipeline import DeployOutcome, deploy
+from .results import ResultRecord, Status
 from .store import ResultsStore, StoredRun
 from .targets import Target, load_target
 
@@ -53,7 +54,9 @@ __all__ = [
     "OutputError",
     "RECIPES",
     "ResultError",
+    "ResultRecord",
     "ResultsStore",
+    "Status",
     "StoreError",
     "StoredRun",
     "Target",

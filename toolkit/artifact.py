@@ -21,6 +21,7 @@ from typing import Any
 from device_agent.protocol import sha256_file
 
 from .model import ModelSource
+from .results import ResultRecord, Stage, Status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,11 +89,11 @@ class FailedVariant:
     stage: str  # "compress": conversion failed, or the converted file does not load
     error: str
 
-    def record(self, target: str) -> dict[str, Any]:
+    def record(self, target: str) -> ResultRecord:
         """The failed result record of this variant on ``target``."""
-        return {"target": target, "variant": self.variant,
-                "recipe": self.config.get("recipe", self.variant), "config": self.config,
-                "status": "failed", "stage": self.stage, "error": f"not built: {self.error}"}
+        return ResultRecord(target=target, recipe=self.variant, status=Status.FAILED,
+                            stage=Stage(self.stage), error=f"not built: {self.error}",
+                            artifact={"config": self.config})
 
 
 def describe_artifact(variant: str, path: Path, **known: Any) -> Artifact:

@@ -49,6 +49,7 @@ from .pipeline import (
     publish_run,
     run_on_target,
 )
+from .results import ResultRecord, Stage, Status, artifact_facts
 from .runner import allow_jobs, cancel_running_jobs, check_boards
 from .store import ResultsStore, StoredRun, store_location
 from .targets import Target
@@ -74,17 +75,20 @@ class BenchCell:
     target: str
     model: str
     variant: str
-    status: str  # the agent's status ("ok", "failed") or "error" / "skipped"
+    status: Status
     error_class: str = ""  # infrastructure, job, result, usage, unhealthy
     error: str = ""
     p50_ms: float | None = None
     verdict: str = ""  # the agent's VALID / INVALID for a measured cell ("" from older agents)
     verdict_reasons: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status.parse(self.status, f"cell {self.variant}"))
+
     @property
     def shown_status(self) -> str:
         """What the summary says: VALID, INVALID with its reasons, or the failure's reason."""
-        if self.status == "ok":
+        if self.status is Status.OK:
             if self.verdict and self.verdict != "VALID":
                 return f"{self.verdict}: {'; '.join(self.verdict_reasons)}".rstrip(": ")
             return self.verdict or "ok"
@@ -102,15 +106,16 @@ class BenchOutcome:
     @property
     def complete(self) -> bool:
         """Every cell was measured: a variant that failed to build or to run is a hole too."""
-        return all(c.status == "ok" for c in self.cells)
+        return all(c.status is Status.OK for c in self.cells)
 
     def incomplete(self) -> MatrixIncomplete | None:
         """The error to exit with when a cell has no measurement (the rest is stored)."""
         if self.complete:
             return None
-        missing = sorted({c.target for c in self.cells if c.status not in ("ok", "failed")})
+        missing = sorted({c.target for c in self.cells
+                          if c.status not in (Status.OK, Status.FAILED)})
         failed = [f"{c.model}/{c.target}/{c.variant}" for c in self.cells
-                  if c.status == "failed"]
+                  if c.status is Status.FAILED]
         parts = ([f"no results from {', '.join(missing)}"] if missing else []) + \
             ([f"{len(failed)} of {len(self.cells)} cells failed ({', '.join(failed)})"]
              if failed else [])
@@ -127,7 +132,7 @@ class _Prepared:
     failed: list[FailedVariant]
     references: dict[str, Path]
 
-    def failed_records(self, target: Target) -> list[dict[str, Any]]:
+    def failed_records(self, target: Target) -> list[ResultRecord]:
         """The variants that were not built, as failed cells of ``target``."""
         return [failure.record(target.name) for failure in self.failed]
 
@@ -180,11 +185,12 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
             by_target = _run_matrix(healthy, prepared, settings, busy_wait_seconds, notify)
             runs = []
             for index, model in enumerate(prepared):
-                results: list[dict[str, Any]] = []
+                results: list[ResultRecord] = []
                 for target in targets:
                     if target.name in left_out:
                         results += _failed_records(target, model.artifacts, "unhealthy",
-                                                   left_out[target.name], status="skipped")
+                                                   left_out[target.name],
+                                                   status=Status.SKIPPED)
                     elif target.name in failed_check:
                         problem = failed_check[target.name]
                         results += _failed_records(target, model.artifacts,
@@ -192,7 +198,7 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
                     else:
                         results += by_target[target.name][index]
                     results += model.failed_records(target)
-                _mark_shared_machines(results, concurrent=len(healthy) > 1)
+                results = _mark_shared_machines(results, concurrent=len(healthy) > 1)
                 run = new_run(model.run_id, model.source, model.final_dir, results, tags)
                 publish_run(store, run, model.staging, model.final_dir)
                 runs.append(run)
@@ -200,22 +206,19 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
         for model in prepared:
             shutil.rmtree(model.staging, ignore_errors=True)
         raise
-    cells = [BenchCell(target=r["target"], model=run.model_name, variant=r["variant"],
-                       status=r["status"], error_class=r.get("error_class", ""),
-                       error=r.get("error", ""),
-                       p50_ms=(r.get("latency_ms") or {}).get("p50"),
-                       verdict=(r.get("verdict") or {}).get("status", ""),
-                       verdict_reasons=tuple(str(reason) for reason in
-                                             (r.get("verdict") or {}).get("reasons", [])))
+    cells = [BenchCell(target=r.target, model=run.model_name, variant=r.variant,
+                       status=r.status, error_class=r.error_class or "", error=r.error or "",
+                       p50_ms=r.p50_ms, verdict=r.verdict or "",
+                       verdict_reasons=r.verdict_reasons)
              for run in runs for r in run.results]
     return BenchOutcome(runs=runs, cells=cells, left_out=left_out, store_path=store_path)
 
 
 def _run_matrix(targets: Sequence[Target], prepared: list[_Prepared],
                 settings: dict[str, Any] | None, busy_wait_seconds: float,
-                notify: Callable[[BenchEvent], None]) -> dict[str, list[list[dict[str, Any]]]]:
+                notify: Callable[[BenchEvent], None]) -> dict[str, list[list[ResultRecord]]]:
     """One thread per board; each board runs the models one after the other."""
-    def board_jobs(target: Target) -> list[list[dict[str, Any]]]:
+    def board_jobs(target: Target) -> list[list[ResultRecord]]:
         done = []
         for model in prepared:
             done.append(_one_job(target, model, settings, busy_wait_seconds, notify))
@@ -237,7 +240,7 @@ def _run_matrix(targets: Sequence[Target], prepared: list[_Prepared],
 
 def _one_job(target: Target, model: _Prepared, settings: dict[str, Any] | None,
              busy_wait_seconds: float,
-             notify: Callable[[BenchEvent], None]) -> list[dict[str, Any]]:
+             notify: Callable[[BenchEvent], None]) -> list[ResultRecord]:
     """Run one model's variants on one board; a board failure becomes failed records."""
     deadline = time.monotonic() + busy_wait_seconds
     name = model.source.name
@@ -257,14 +260,14 @@ def _one_job(target: Target, model: _Prepared, settings: dict[str, Any] | None,
             continue
         except EdgeError as exc:
             return _give_up(target, model, exc, notify)
-        failed = sum(r["status"] != "ok" for r in records)
+        failed = sum(not r.ok for r in records)
         notify(BenchEvent(target.name, name, "ok" if not failed else "failed",
                           f"{failed} variant(s) failed" if failed else ""))
         return records
 
 
 def _give_up(target: Target, model: _Prepared, exc: EdgeError,
-             notify: Callable[[BenchEvent], None]) -> list[dict[str, Any]]:
+             notify: Callable[[BenchEvent], None]) -> list[ResultRecord]:
     kind = error_class(exc)
     notify(BenchEvent(target.name, model.source.name, "failed", f"{kind}: {exc}"))
     return _failed_records(target, model.artifacts, kind, str(exc))
@@ -280,23 +283,26 @@ def error_class(exc: BaseException) -> str:
 
 
 def _failed_records(target: Target, artifacts: list[Artifact], kind: str, message: str, *,
-                    status: str = "error") -> list[dict[str, Any]]:
-    return [{"target": target.name, **a.to_dict(), "variant": a.variant, "status": status,
-             "error_class": kind, "error": message} for a in artifacts]
+                    status: Status = Status.ERROR) -> list[ResultRecord]:
+    return [ResultRecord(target=target.name, recipe=a.variant, status=status,
+                         stage=Stage.BOARD, error_class=kind, error=message,
+                         artifact=artifact_facts(a)) for a in artifacts]
 
 
-def _mark_shared_machines(results: list[dict[str, Any]], *, concurrent: bool) -> None:
+def _mark_shared_machines(results: list[ResultRecord], *,
+                          concurrent: bool) -> list[ResultRecord]:
     """Note, on each record, the other boards that ran on the same kernel at the same time."""
     if not concurrent:
-        return
+        return results
     by_boot: dict[str, set[str]] = {}
     for record in results:
-        boot = (record.get("board") or {}).get("boot_id")
+        boot = (record.board or {}).get("boot_id")
         if boot:
-            by_boot.setdefault(boot, set()).add(record["target"])
+            by_boot.setdefault(boot, set()).add(record.target)
+    marked = []
     for record in results:
-        boot = (record.get("board") or {}).get("boot_id")
-        others = sorted(by_boot.get(boot, set()) - {record["target"]}) if boot else []
-        if others:
-            record["measured_beside"] = others
+        boot = (record.board or {}).get("boot_id")
+        others = tuple(sorted(by_boot.get(boot, set()) - {record.target})) if boot else ()
+        marked.append(record.replace(measured_beside=others) if others else record)
+    return marked
 

@@ -71,7 +71,8 @@ from xml.etree import ElementTree
 import numpy as np
 
 from .errors import CheckRefused, ExitCode, UsageError
-from .store import EarlierLatency, StoredRun, energy_per_inference_mj
+from .results import ResultRecord
+from .store import EarlierLatency, StoredRun
 from .units import format_duration
 
 #: Threshold name -> (what it judges, unit of the threshold).
@@ -354,16 +355,16 @@ def between_run_spread(baselines: Sequence[StoredRun], history: Sequence[Earlier
     files: dict[tuple[str, str], set[tuple[str, tuple[str, ...]]]] = {}
     for stored in baselines:
         for r in stored.results:
-            values = np.asarray(r.get("latency_samples_ms") or [], dtype=np.float64)
-            if r.get("status") != "ok" or _invalid_reasons(r) is not None \
+            values = np.asarray(r.latency_samples_ms, dtype=np.float64)
+            if not r.ok or _invalid_reasons(r) is not None \
                     or values.size < 2 or values.min() <= 0:
                 continue
-            key = (r["target"], r["variant"])
+            key = r.key
             observed.setdefault(key, {})[stored.run_id] = (
                 float(np.quantile(values, 0.5)), float(np.quantile(values, 0.99)))
-            board = r.get("board") or {}
+            board = r.board or {}
             files.setdefault(key, set()).add(
-                (str(r.get("sha256", "")), tuple(str(board.get(k, "")) for k in BOARD_IDENTITY)))
+                (r.sha256 or "", tuple(str(board.get(k, "")) for k in BOARD_IDENTITY)))
     for earlier in history:
         key = (earlier.target, earlier.variant)
         runs = observed.get(key)
@@ -401,12 +402,9 @@ def student_t(confidence: float, df: int) -> float:
     return z + sum(term / df ** power for power, term in enumerate(terms, start=1))
 
 
-def _invalid_reasons(record: dict[str, Any]) -> list[str] | None:
+def _invalid_reasons(record: ResultRecord) -> list[str] | None:
     """The board's reasons when it judged this measurement INVALID, else None."""
-    verdict = record.get("verdict")
-    if isinstance(verdict, dict) and verdict.get("status") == "INVALID":
-        return [str(x) for x in verdict.get("reasons") or []]
-    return None
+    return record.invalid_reasons
 
 
 def _advice(reasons: list[str]) -> str:
@@ -445,10 +443,10 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
         for r in stored.results:
             reasons = _invalid_reasons(r)
             if reasons is not None:
-                notes.append(f"The {label}'s {r['target']}/{r['variant']} measurement is "
+                notes.append(f"The {label}'s {r.target}/{r.variant} measurement is "
                              f"INVALID on the board: {'; '.join(reasons)}.")
-    base_records = {(r["target"], r["variant"]): r for r in baseline.results}
-    new_records = {(r["target"], r["variant"]): r for r in run.results}
+    base_records = {r.key: r for r in baseline.results}
+    new_records = {r.key: r for r in run.results}
     checks: list[MetricCheck] = []
     for key in sorted(set(base_records) | set(new_records)):
         target, variant = key
@@ -464,10 +462,10 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
                                      "run: measure it, or make a new baseline without it"))
         elif base is None:
             notes.append(f"{target}/{variant} is new; no baseline to compare with.")
-        elif new["status"] != "ok":
+        elif not new.ok:
             checks.append(unmeasured(f"failed in the run, nothing measured: "
-                                     f"{new.get('error', '')}"))
-        elif base["status"] != "ok":
+                                     f"{new.error or ''}"))
+        elif not base.ok:
             checks.append(unmeasured(f"failed in baseline {baseline.run_id}, nothing to "
                                      "compare with: re-measure the baseline"))
         else:
@@ -540,11 +538,11 @@ def block_indices(rng: np.random.Generator, size: int, rows: int) -> np.ndarray:
     return (starts[:, :, None] + np.arange(length)).reshape(rows, -1)[:, :size]
 
 
-def _compare_records(base: dict[str, Any], new: dict[str, Any], t: Thresholds,
+def _compare_records(base: ResultRecord, new: ResultRecord, t: Thresholds,
                      spread: dict[tuple[str, str, str], tuple[float, int]]) -> list[MetricCheck]:
-    where = (new["target"], new["variant"])
-    base_samples = np.asarray(base.get("latency_samples_ms") or [], dtype=np.float64)
-    new_samples = np.asarray(new.get("latency_samples_ms") or [], dtype=np.float64)
+    where = new.key
+    base_samples = np.asarray(base.latency_samples_ms, dtype=np.float64)
+    new_samples = np.asarray(new.latency_samples_ms, dtype=np.float64)
     if base_samples.size >= 2 and new_samples.size >= 2 and base_samples.min() > 0:
         p50, p99 = bootstrap_ratios(base_samples, new_samples, quantiles=(0.5, 0.99),
                                     resamples=t.resamples, confidence=t.confidence)
@@ -554,26 +552,25 @@ def _compare_records(base: dict[str, Any], new: dict[str, Any], t: Thresholds,
                                                  ("latency_p99", 0.99, "p99", p99))]
     else:
         latency = [dataclasses.replace(
-            _relative_check(metric, (base.get("latency_ms") or {}).get(key),
-                            (new.get("latency_ms") or {}).get(key), getattr(t, metric), where),
+            _relative_check(metric, base.latency(key), new.latency(key), getattr(t, metric),
+                            where),
             detail="no raw samples: compared the summaries")
             for metric, key in (("latency_p50", "p50"), ("latency_p99", "p99"))]
     checks = [*latency,
-              _relative_check("peak_memory", base.get("peak_rss_bytes"),
-                              new.get("peak_rss_bytes"), t.peak_memory, where),
-              _relative_check("size", base.get("size_bytes"), new.get("size_bytes"), t.size,
-                              where)]
-    if base.get("accuracy") is not None and new.get("accuracy") is not None:
-        change = 100 * (new["accuracy"] - base["accuracy"])
+              _relative_check("peak_memory", base.peak_rss_bytes, new.peak_rss_bytes,
+                              t.peak_memory, where),
+              _relative_check("size", base.size_bytes, new.size_bytes, t.size, where)]
+    if base.accuracy is not None and new.accuracy is not None:
+        change = 100 * (new.accuracy - base.accuracy)
         verdict = "regression" if change < -t.accuracy else \
             "improved" if change > t.accuracy else "pass"
         checks.append(_at(where, metric="accuracy", verdict=verdict,
-                          baseline=100 * base["accuracy"], value=100 * new["accuracy"],
+                          baseline=100 * base.accuracy, value=100 * new.accuracy,
                           change=change, threshold=t.accuracy))
     else:
         checks.append(_at(where, metric="accuracy", verdict="skipped",
                           detail="no accuracy in one of the runs"))
-    base_energy, new_energy = energy_per_inference_mj(base), energy_per_inference_mj(new)
+    base_energy, new_energy = base.energy_per_inference_mj, new.energy_per_inference_mj
     if base_energy is not None or new_energy is not None:
         checks.append(_relative_check("energy", base_energy, new_energy, t.energy, where))
     unsound = [f"{side} run INVALID ({'; '.join(reasons)})"
@@ -654,8 +651,8 @@ def _at(where: tuple[str, str], **fields: Any) -> MetricCheck:
 
 def _same_board(target: str, baseline: StoredRun, run: StoredRun) -> None:
     def identity(stored: StoredRun) -> dict[str, str]:
-        board = next((r.get("board") for r in stored.results
-                      if r["target"] == target and r.get("board")), None) or {}
+        board = next((r.board for r in stored.results
+                      if r.target == target and r.board), None) or {}
         return {key: str(board.get(key, "")) for key in BOARD_IDENTITY}
 
     before, after = identity(baseline), identity(run)

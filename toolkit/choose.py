@@ -26,6 +26,7 @@ from typing import Any
 
 from .artifact import Artifact
 from .errors import UsageError
+from .results import ResultRecord
 
 #: Two-sided 95 % normal quantile, for the distribution-free interval of a median.
 _Z95 = 1.96
@@ -82,7 +83,7 @@ class Choice:
                                 for variant, reason in self.left_out)]
 
 
-def choose_fastest(target: str, records: list[dict[str, Any]],
+def choose_fastest(target: str, records: list[ResultRecord],
                    left_out: Sequence[tuple[str, str]] = ()) -> Choice:
     """The VALID measurement with the lowest p50 on ``target``, unless within noise.
 
@@ -95,7 +96,7 @@ def choose_fastest(target: str, records: list[dict[str, Any]],
     for record in records:
         reason = _not_competing(record)
         if reason:
-            out.append((record["variant"], reason))
+            out.append((record.variant, reason))
         else:
             valid.append(record)
     if not valid:
@@ -105,45 +106,45 @@ def choose_fastest(target: str, records: list[dict[str, Any]],
     fastest = valid[0]
     tied = [(r, why) for r in valid[1:] if (why := within_noise(fastest, r))]
     if tied:
-        pick = min([fastest, *(r for r, _ in tied)], key=lambda r: r.get("size_bytes", math.inf))
+        pick = min([fastest, *(r for r, _ in tied)],
+                   key=lambda r: math.inf if r.size_bytes is None else r.size_bytes)
         others = [r for r in [fastest, *(r for r, _ in tied)] if r is not pick]
-        why = "; ".join(f"{r['variant']}: {reason}" for r, reason in tied)
-        message = (f"{target}: picked {pick['variant']} (p50 {_ms(_p50(pick))}, "
+        why = "; ".join(f"{r.variant}: {reason}" for r, reason in tied)
+        message = (f"{target}: picked {pick.variant} (p50 {_ms(_p50(pick))}, "
                    f"{_kib(pick)}): its latency and that of "
-                   f"{', '.join(r['variant'] for r in others)} differ within noise ({why}), "
+                   f"{', '.join(r.variant for r in others)} differ within noise ({why}), "
                    "so the smaller file wins")
     else:
         pick = fastest
         how = ("fastest within the accuracy budget, beyond noise" if len(valid) > 1 else
                "the only VALID measurement within the accuracy budget")
-        message = f"{target}: picked {pick['variant']} (p50 {_ms(_p50(pick))}, {how})"
+        message = f"{target}: picked {pick.variant} (p50 {_ms(_p50(pick))}, {how})"
     slower = [r for r in valid if r is not pick and all(r is not t for t, _ in tied)]
     if slower:
-        message += "; " + ", ".join(f"{r['variant']} is {_p50(r) / _p50(pick):.1f}x slower"
+        message += "; " + ", ".join(f"{r.variant} is {_p50(r) / _p50(pick):.1f}x slower"
                                     for r in slower)
-    smaller_but_slower = [r["variant"] for r in slower
-                          if r.get("size_bytes", 0) < pick.get("size_bytes", 0)]
+    smaller_but_slower = [r.variant for r in slower
+                          if (r.size_bytes or 0) < (pick.size_bytes or 0)]
     if smaller_but_slower:
         message += f"; smaller {', '.join(smaller_but_slower)} lost on this board's latency"
-    return Choice(target, pick["variant"], message, tuple(out))
+    return Choice(target, pick.variant, message, tuple(out))
 
 
-def _not_competing(record: dict[str, Any]) -> str | None:
+def _not_competing(record: ResultRecord) -> str | None:
     """Why a measured record cannot be picked, or None when it can."""
-    if record["status"] != "ok":
-        return f"{record['status']}: {record.get('error') or 'no reason given'}"
-    verdict = record.get("verdict")
-    if not isinstance(verdict, dict):
+    if not record.ok:
+        return f"{record.status}: {record.error or 'no reason given'}"
+    if record.verdict is None:
         return "no verdict from the board (an older agent): validity unknown"
-    if verdict.get("status") != "VALID":
-        reasons = "; ".join(str(r) for r in verdict.get("reasons") or [])
-        return f"{verdict.get('status')}: {reasons}" if reasons else str(verdict.get("status"))
-    if not (record.get("latency_ms") or {}).get("p50"):
+    if record.verdict != "VALID":
+        reasons = "; ".join(record.verdict_reasons)
+        return f"{record.verdict}: {reasons}" if reasons else record.verdict
+    if not record.p50_ms:
         return "no latency figure"
     return None
 
 
-def within_noise(fast: dict[str, Any], slow: dict[str, Any]) -> str | None:
+def within_noise(fast: ResultRecord, slow: ResultRecord) -> str | None:
     """Why ``slow``'s median is not slower than ``fast``'s beyond noise, or None if it is.
 
     Two tests, either of which calls it noise: the relative difference is no larger than
@@ -163,12 +164,12 @@ def within_noise(fast: dict[str, Any], slow: dict[str, Any]) -> str | None:
     return None
 
 
-def median_interval(record: dict[str, Any]) -> tuple[float, float] | None:
+def median_interval(record: ResultRecord) -> tuple[float, float] | None:
     """A 95 % interval of the median from the raw samples (order statistics), or None.
 
     Distribution-free: the ranks n/2 -+ 1.96 sqrt(n)/2 of the sorted samples.
     """
-    samples = sorted(float(s) for s in record.get("latency_samples_ms") or [])
+    samples = sorted(float(s) for s in record.latency_samples_ms)
     n = len(samples)
     if n < 2:
         return None
@@ -178,19 +179,18 @@ def median_interval(record: dict[str, Any]) -> tuple[float, float] | None:
     return samples[low], samples[high]
 
 
-def _robust_cv(record: dict[str, Any]) -> float:
-    value = (record.get("latency_ms") or {}).get("robust_cv")
-    return float(value) if isinstance(value, int | float) else 0.0
+def _robust_cv(record: ResultRecord) -> float:
+    return record.latency("robust_cv") or 0.0
 
 
-def _p50(record: dict[str, Any]) -> float:
-    return float(record["latency_ms"]["p50"])
+def _p50(record: ResultRecord) -> float:
+    return record.p50_ms or 0.0  # only records with a p50 compete (_not_competing)
 
 
 def _ms(value: float) -> str:
     return f"{value * 1000:.3g} us" if value < 1 else f"{value:.4g} ms"
 
 
-def _kib(record: dict[str, Any]) -> str:
-    size = record.get("size_bytes")
-    return f"{size / 1024:.1f} KiB" if isinstance(size, int) else "size unknown"
+def _kib(record: ResultRecord) -> str:
+    size = record.size_bytes
+    return f"{size / 1024:.1f} KiB" if size is not None else "size unknown"

@@ -129,7 +129,7 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
                                             "left_out": [{"variant": v, "reason": why}
                                                          for v, why in c.left_out]}
                                            for c in outcome.choices],
-                               "results": outcome.run.results}, indent=2))
+                               "results": outcome.run.to_dict()["results"]}, indent=2))
     else:
         for choice in outcome.choices:
             click.echo("\n".join(choice.lines()))

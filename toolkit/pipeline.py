@@ -41,6 +41,7 @@ from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's hel
 from .project import git_commit, resolve_store_path
 from .reference import compute_references, source_inputs
 from .report import write_report
+from .results import ResultRecord, Stage
 from .runner import JobRunner, check_boards
 from .store import ResultsStore, StoredRun, store_location
 from .targets import Target
@@ -65,33 +66,32 @@ class DeployOutcome:
 
     def incomplete(self) -> MatrixIncomplete | None:
         """The error to exit with when a variant was not measured (the run is stored)."""
-        failed = sorted({_failed_name(r) for r in self.run.results if r["status"] != "ok"})
+        failed = sorted({_failed_name(r) for r in self.run.results if not r.ok})
         if not failed:
             return None
-        total = len({(r["target"], r["variant"]) for r in self.run.results})
-        measured = total - sum(r["status"] != "ok" for r in self.run.results)
+        total = len({r.key for r in self.run.results})
+        measured = total - sum(not r.ok for r in self.run.results)
         kept = (f"what was measured is stored in run {self.run.run_id}" if measured
                 else f"run {self.run.run_id} stores the failures")
-        cells = ("variants" if len({r["target"] for r in self.run.results}) == 1
+        cells = ("variants" if len({r.target for r in self.run.results}) == 1
                  else "target x variant cells")
         return MatrixIncomplete(f"{total - measured} of {total} {cells} not measured "
                                 f"({', '.join(failed)}); {kept}")
 
 
-def failure_lines(results: list[dict[str, Any]]) -> list[str]:
+def failure_lines(results: list[ResultRecord]) -> list[str]:
     """``"int8-dynamic: not built: ..."``, ``"segv on local: killed by signal ..."``.
 
     A variant that failed to build failed for every target: it is named once.
     """
-    lines = {f"{_failed_name(r)}: {r.get('error') or r['status']}": None
-             for r in results if r["status"] != "ok"}
+    lines = {f"{_failed_name(r)}: {r.error or r.status}": None for r in results if not r.ok}
     return list(lines)
 
 
-def _failed_name(record: dict[str, Any]) -> str:
-    if record.get("stage") == "compress":
-        return record["variant"]
-    return f"{record['variant']} on {record['target']}"
+def _failed_name(record: ResultRecord) -> str:
+    if record.stage is Stage.COMPRESS:
+        return record.variant
+    return f"{record.variant} on {record.target}"
 
 
 def default_store_path(out_dir: Path) -> Path | str:
@@ -160,11 +160,9 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
             choices = ([choose_fastest(name, records, left_out=over)
                         for name, records in per_target.items()]
                        if max_accuracy_drop is not None else [])
-            for choice in choices:
-                for record in per_target[choice.target]:
-                    if record["variant"] == choice.variant:
-                        record["chosen"] = choice.message
-            results = [record for records in per_target.values() for record in records]
+            picked = {(choice.target, choice.variant): choice.message for choice in choices}
+            results = [record.replace(chosen=picked[record.key]) if record.key in picked
+                       else record for records in per_target.values() for record in records]
             run = new_run(run_id, source, final_dir, results, tags)
             publish_run(store, run, staging, final_dir)
     except BaseException:
@@ -191,7 +189,7 @@ def prepare_model(source: ModelSource, configs: list[Chain], staging: Path, *,
 
 
 def new_run(run_id: str, source: ModelSource, final_dir: Path,
-            results: list[dict[str, Any]], tags: Iterable[str] = ()) -> StoredRun:
+            results: list[ResultRecord], tags: Iterable[str] = ()) -> StoredRun:
     return StoredRun(run_id=run_id, created_at=_now(), model_name=source.name,
                      model_path=str(source.path), model_sha256=source.sha256,
                      report_dir=str(final_dir), git_commit=git_commit(source.path),
@@ -203,8 +201,8 @@ def publish_run(store: ResultsStore, run: StoredRun, staging: Path, final_dir: P
 
     The folder appears whole or not at all, and is removed again if the store refuses the run.
     """
-    (staging / "results.json").write_text(json.dumps(run.results, indent=2) + "\n",
-                                          encoding="utf-8")
+    (staging / "results.json").write_text(json.dumps(run.to_dict()["results"], indent=2)
+                                          + "\n", encoding="utf-8")
     write_report(run, staging)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(final_dir)
@@ -248,7 +246,7 @@ def _build_references(source: ModelSource, artifacts: list[Artifact],
 
 def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
                    settings: dict[str, Any] | None, threads: Sequence[int] | None,
-                   references: dict[str, Path]) -> list[dict[str, Any]]:
+                   references: dict[str, Path]) -> list[ResultRecord]:
     counts = list(threads) if threads else [target.threads]
     sweeping = len(counts) > 1
     planned = [(artifact, count) for artifact in artifacts for count in counts]
@@ -271,13 +269,9 @@ def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
     except protocol.ProtocolError as exc:
         raise ResultError(f"agent on {target.name} answered an invalid result: {exc}",
                           target=target.name) from None
-    records = []
-    for (artifact, _count), measured in zip(planned, result["variants"], strict=True):
-        record = {"target": target.name, **artifact.to_dict(), "board": result["board"],
-                  **measured}
-        record["variant"] = record.pop("name")
-        records.append(record)
-    return records
+    return [ResultRecord.measured_on(target.name, artifact, measured, board=result["board"],
+                                     threads=count, swept=sweeping)
+            for (artifact, count), measured in zip(planned, result["variants"], strict=True)]
 
 
 def _target_sensors(target: Target, settings: dict[str, Any] | None) -> dict[str, str]:

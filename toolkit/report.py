@@ -26,7 +26,8 @@ import jinja2
 
 from . import svgplot
 from .errors import UsageError
-from .store import StoredRun, energy_per_inference_mj, export_json
+from .results import ResultRecord
+from .store import StoredRun, export_json
 from .units import format_duration
 
 FORMATS = ("html", "md", "json")
@@ -72,46 +73,36 @@ class Plot:
 
 def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[ReportRow]:
     # The fp32 recipe is the reference whatever its name in results (fp32-t1 in a sweep).
-    baseline_size = {r["target"]: r["size_bytes"] for r in run.results
-                     if _recipe(r) == "fp32" and "size_bytes" in r}
-    before = {(r["target"], r["variant"]): r for r in (baseline.results if baseline else [])
-              if r.get("status") == "ok"}
+    baseline_size = {r.target: r.size_bytes for r in run.results
+                     if r.recipe == "fp32" and r.size_bytes is not None}
+    before = {r.key: r for r in (baseline.results if baseline else []) if r.ok}
     rows = []
     for result in run.results:
-        latency = result.get("latency_ms") or {}
-        runtime = result.get("runtime") or {}
-        base = baseline_size.get(result["target"])
+        base = baseline_size.get(result.target)
+        size = result.size_bytes  # a variant that failed to build has no file
         rows.append(ReportRow(
-            target=result["target"],
-            variant=result["variant"],
-            status=result["status"],
-            # A variant that failed to build has no file.
-            size=f"{result['size_bytes'] / 1024:.1f} KiB" if "size_bytes" in result else "",
-            size_ratio=f"{result['size_bytes'] / base:.2f}x"
-            if base and "size_bytes" in result else "",
-            accuracy=_percent(result.get("accuracy")),
-            p50=_ms(latency.get("p50")),
-            p90=_ms(latency.get("p90")),
-            p99=_ms(latency.get("p99")),
-            peak_memory=_mib(result.get("peak_rss_bytes")),
-            energy=_mj(energy_per_inference_mj(result)),
-            runtime=f"{runtime['name']} {runtime['version']}" if runtime else "",
-            note="; ".join(filter(None, [result.get("chosen") or "", result.get("error") or "",
+            target=result.target,
+            variant=result.variant,
+            status=result.status.value,
+            size=f"{size / 1024:.1f} KiB" if size is not None else "",
+            size_ratio=f"{size / base:.2f}x" if base and size is not None else "",
+            accuracy=_percent(result.accuracy),
+            p50=_ms(result.latency("p50")),
+            p90=_ms(result.latency("p90")),
+            p99=_ms(result.latency("p99")),
+            peak_memory=_mib(result.peak_rss_bytes),
+            energy=_mj(result.energy_per_inference_mj),
+            runtime=result.runtime,
+            note="; ".join(filter(None, [result.chosen or "", result.error or "",
                                          _conditions(result), _shared_machine(result)])),
-            delta=_delta(before.get((result["target"], result["variant"])), result),
+            delta=_delta(before.get(result.key), result),
         ))
     return rows
 
 
-def _recipe(result: dict[str, Any]) -> str:
-    """The recipe a record was built with; older records only carry it in their config."""
-    return str(result.get("recipe") or (result.get("config") or {}).get("recipe")
-               or result["variant"])
-
-
-def _shared_machine(result: dict[str, Any]) -> str:
+def _shared_machine(result: ResultRecord) -> str:
     """Boards on one machine measured at once compete for its CPUs: the reader must know."""
-    others = result.get("measured_beside") or []
+    others = result.measured_beside
     return (f"measured at the same time as {', '.join(others)} on the same machine "
             "(same kernel boot id): latencies interfere") if others else ""
 
@@ -150,65 +141,66 @@ def write_report(run: StoredRun, out_dir: Path) -> dict[str, Path]:
 
 def report_plots(run: StoredRun) -> list[Plot]:
     """Every chart the run's data supports, in reading order."""
-    ok = [r for r in run.results if r["status"] == "ok"]
-    many_targets = len({r["target"] for r in ok}) > 1
+    ok = [r for r in run.results if r.ok]
+    many_targets = len({r.target for r in ok}) > 1
 
-    def label(r: dict[str, Any]) -> str:
-        return f"{r['target']}/{r['variant']}" if many_targets else r["variant"]
+    def label(r: ResultRecord) -> str:
+        return f"{r.target}/{r.variant}" if many_targets else r.variant
 
     plots = []
-    with_samples = [r for r in ok if r.get("latency_samples_ms")]
+    with_samples = [r for r in ok if r.latency_samples_ms]
     if with_samples:
         plots.append(Plot("plot-latency", "Latency per inference", svgplot.box_plot(
-            "Latency per inference", [(label(r), r["latency_samples_ms"]) for r in with_samples],
+            "Latency per inference", [(label(r), r.latency_samples_ms) for r in with_samples],
             unit="ms", plot_id="plot-latency"),
             "Box: 25th to 75th percentile, black line: median, whiskers: 5th to 95th "
             "percentile, dots: the slowest and fastest runs."))
-    scored = [r for r in ok if r.get("accuracy") is not None and r.get("latency_ms")]
+    scored = [(r, r.p50_ms, r.accuracy) for r in ok
+              if r.accuracy is not None and r.p50_ms is not None]
     if scored:
-        fronts = [svgplot.pareto_front([(label(r), r["latency_ms"]["p50"], r["accuracy"])
-                                        for r in scored if r["target"] == target])
-                  for target in sorted({r["target"] for r in scored})]
+        fronts = [svgplot.pareto_front([(label(r), p50, accuracy)
+                                        for r, p50, accuracy in scored if r.target == target])
+                  for target in sorted({r.target for r, _, _ in scored})]
         plots.append(Plot("plot-pareto", "Accuracy against latency", svgplot.scatter_plot(
             "Accuracy against latency (marker area: file size)",
-            [(label(r), r["latency_ms"]["p50"], 100 * r["accuracy"], r["size_bytes"])
-             for r in scored], x_unit="median latency (ms)", y_unit="accuracy (%)",
+            [(label(r), p50, 100 * accuracy, r.size_bytes or 0)
+             for r, p50, accuracy in scored], x_unit="median latency (ms)",
+            y_unit="accuracy (%)",
             plot_id="plot-pareto", fronts=fronts, size_label="bytes"),
             "Red outline and dashed line: the Pareto front of each board (no other variant on "
             "that board is both faster and more accurate)."))
-    energy = [(label(r), e) for r in ok if (e := energy_per_inference_mj(r)) is not None]
+    energy = [(label(r), e) for r in ok if (e := r.energy_per_inference_mj) is not None]
     if energy:
         plots.append(Plot("plot-energy", "Energy per inference", svgplot.bar_chart(
             "Energy per inference", energy, unit="mJ", plot_id="plot-energy"),
             "Energy measured on the board's own power sensor; rails it cannot see (PMIC "
             "losses, USB load) are not included."))
-    memory = [(label(r), r["peak_rss_bytes"] / 2**20) for r in ok if r.get("peak_rss_bytes")]
+    memory = [(label(r), peak / 2**20) for r in ok if (peak := r.peak_rss_bytes)]
     if memory:
         plots.append(Plot("plot-memory", "Peak memory", svgplot.bar_chart(
             "Peak resident memory", memory, unit="MiB", plot_id="plot-memory"),
             "VmHWM of the process that loaded and ran the variant, runtime included."))
     if many_targets:
-        targets = sorted({r["target"] for r in ok})
+        targets = sorted({r.target for r in ok})
+        timed = sorted((r for r in ok if r.p50_ms is not None),
+                       key=lambda r: (r.variant, r.target))
         plots.append(Plot("plot-boards", "Median latency across boards", svgplot.bar_chart(
             "Median latency across boards",
-            [(f"{r['variant']} @ {r['target']}", r["latency_ms"]["p50"])
-             for r in sorted(ok, key=lambda r: (r["variant"], r["target"]))],
-            unit="ms", plot_id="plot-boards",
-            colors=[targets.index(r["target"]) for r in
-                    sorted(ok, key=lambda r: (r["variant"], r["target"]))]),
+            [(f"{r.variant} @ {r.target}", r.p50_ms or 0.0) for r in timed],
+            unit="ms", plot_id="plot-boards", colors=[targets.index(r.target) for r in timed]),
             "One colour per board."))
     return plots
 
 
 def _cross_board(run: StoredRun) -> dict[str, Any] | None:
     """variant -> target -> median ms, when the run spans boards."""
-    targets = sorted({r["target"] for r in run.results})
+    targets = sorted({r.target for r in run.results})
     if len(targets) < 2:
         return None
     table: dict[str, dict[str, str]] = {}
     for r in run.results:
-        cell = _ms((r.get("latency_ms") or {}).get("p50")) if r["status"] == "ok" else "failed"
-        table.setdefault(r["variant"], {})[r["target"]] = cell
+        cell = _ms(r.p50_ms) if r.ok else "failed"
+        table.setdefault(r.variant, {})[r.target] = cell
     return {"targets": targets, "rows": table}
 
 
@@ -219,32 +211,31 @@ def _by_target(rows: list[ReportRow]) -> dict[str, list[ReportRow]]:
     return grouped
 
 
-def _delta(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
-    if before is None or after["status"] != "ok":
+def _delta(before: ResultRecord | None, after: ResultRecord) -> str:
+    if before is None or not after.ok:
         return ""
     parts = []
-    b, a = (before.get("latency_ms") or {}).get("p50"), (after.get("latency_ms") or {}).get("p50")
+    b, a = before.p50_ms, after.p50_ms
     if b and a:
         parts.append(f"p50 {100 * (a / b - 1):+.1f}%")
-    if before.get("size_bytes") and after.get("size_bytes"):
-        parts.append(f"size {100 * (after['size_bytes'] / before['size_bytes'] - 1):+.1f}%")
-    if before.get("accuracy") is not None and after.get("accuracy") is not None:
-        parts.append(f"acc {100 * (after['accuracy'] - before['accuracy']):+.2f} pt")
-    eb, ea = energy_per_inference_mj(before), energy_per_inference_mj(after)
+    if before.size_bytes and after.size_bytes:
+        parts.append(f"size {100 * (after.size_bytes / before.size_bytes - 1):+.1f}%")
+    if before.accuracy is not None and after.accuracy is not None:
+        parts.append(f"acc {100 * (after.accuracy - before.accuracy):+.2f} pt")
+    eb, ea = before.energy_per_inference_mj, after.energy_per_inference_mj
     if eb and ea:
         parts.append(f"energy {100 * (ea / eb - 1):+.1f}%")
     return ", ".join(parts)
 
 
-def _conditions(result: dict[str, Any]) -> str:
+def _conditions(result: ResultRecord) -> str:
     """The agent's verdict when not VALID, throttling, and the hottest zone after the runs."""
     parts = []
-    verdict = result.get("verdict")
-    if isinstance(verdict, dict) and verdict.get("status") not in (None, "VALID"):
-        reasons = "; ".join(str(r) for r in verdict.get("reasons") or [])
-        parts.append(f"{verdict['status']}" + (f": {reasons}" if reasons else ""))
-    thermal = result.get("thermal")
-    if isinstance(thermal, dict):
+    if result.verdict not in (None, "VALID"):
+        reasons = "; ".join(result.verdict_reasons)
+        parts.append(f"{result.verdict}" + (f": {reasons}" if reasons else ""))
+    thermal = result.thermal
+    if thermal:
         if thermal.get("throttled"):
             parts.append("throttled: " + ", ".join(str(t) for t in thermal["throttled"]))
         zones = (thermal.get("after") or {}).get("zones_c") or {}
@@ -255,7 +246,7 @@ def _conditions(result: dict[str, Any]) -> str:
 
 
 def _boards(run: StoredRun) -> dict[str, dict[str, Any]]:
-    return {r["target"]: r["board"] for r in run.results if r.get("board")}
+    return {r.target: dict(r.board) for r in run.results if r.board}
 
 
 def _percent(value: float | None) -> str:

@@ -1,9 +1,10 @@
 """Stage 6: the results store, one SQLite file with a versioned schema.
 
 A run is stored only once its agent answers have been validated, in one
-transaction, so the store never holds half a run.  Each result record keeps the
-target, board facts, variant, recipe, metrics and raw latency samples; the run
-keeps its id, time, model hash and the user's git commit.
+transaction, so the store never holds half a run.  Each result record
+(:class:`toolkit.results.ResultRecord`, kept as its JSON) holds the target, board
+facts, variant, recipe, metrics and raw latency samples; the run keeps its id,
+time, model hash and the user's git commit.
 
 The schema version lives in ``PRAGMA user_version``; opening an older file
 migrates it forward step by step in one transaction (:data:`MIGRATIONS`).
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputError, StoreError, UsageError
+from .results import ResultRecord
 
 SCHEMA_VERSION = 2
 
@@ -83,28 +85,29 @@ class StoredRun:
     report_dir: str
     git_commit: str | None = None
     tags: tuple[str, ...] = ()
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[ResultRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "created_at": self.created_at,
                 "model_name": self.model_name, "model_path": self.model_path,
                 "model_sha256": self.model_sha256, "report_dir": self.report_dir,
                 "git_commit": self.git_commit, "tags": list(self.tags),
-                "results": self.results}
+                "results": [record.to_dict() for record in self.results]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StoredRun:
-        """The inverse of :meth:`to_dict`; a ``KeyError``/``TypeError`` on a malformed dict."""
+        """The inverse of :meth:`to_dict`; a ``KeyError``/``TypeError``/``ValueError`` on a
+        malformed dict."""
         return cls(run_id=str(data["run_id"]), created_at=str(data["created_at"]),
                    model_name=str(data["model_name"]), model_path=str(data["model_path"]),
                    model_sha256=str(data["model_sha256"]),
                    report_dir=str(data.get("report_dir", "")),
                    git_commit=data.get("git_commit"), tags=tuple(data.get("tags", ())),
-                   results=list(data["results"]))
+                   results=[ResultRecord.from_dict(record) for record in data["results"]])
 
     @property
     def targets(self) -> list[str]:
-        return sorted({r["target"] for r in self.results})
+        return sorted({r.target for r in self.results})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -409,8 +412,8 @@ class ResultsStore:
                     tx.execute(
                         "INSERT INTO results (run_id, target, variant, status, record) "
                         "VALUES (:run_id, :target, :variant, :status, :record)",
-                        [{"run_id": run.run_id, "target": r["target"], "variant": r["variant"],
-                          "status": r["status"], "record": json.dumps(r)}
+                        [{"run_id": run.run_id, "target": r.target, "variant": r.variant,
+                          "status": r.status.value, "record": json.dumps(r.to_dict())}
                          for r in run.results])
                 for tag in run.tags:
                     tx.execute(_UPSERT_TAG, {"name": tag, "run_id": run.run_id})
@@ -444,10 +447,14 @@ class ResultsStore:
         records = self._db.rows(
             f"SELECT record FROM results WHERE run_id = :id "
             f"ORDER BY target, {self._db.order_column}", {"id": run_id})
+        try:
+            results = [ResultRecord.from_dict(json.loads(record)) for (record,) in records]
+        except (ValueError, TypeError, AttributeError) as exc:  # json's errors are ValueErrors
+            raise StoreError(f"results store {self.name}: run {run_id} has an unreadable "
+                             f"result record: {exc}") from None
         return StoredRun(run_id=row[0], created_at=row[1], model_name=row[2], model_path=row[3],
                          model_sha256=row[4], report_dir=row[5], git_commit=row[6],
-                         tags=self._tags_of(run_id),
-                         results=[json.loads(record) for (record,) in records])
+                         tags=self._tags_of(run_id), results=results)
 
     def run_ids(self) -> list[str]:
         return [row[0] for row in self._db.rows(
@@ -577,23 +584,20 @@ def export_csv(run: StoredRun) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for record in run.results:
-        latency = record.get("latency_ms") or {}
-        board = record.get("board") or {}
-        runtime = record.get("runtime") or {}
+        board = record.board or {}
         writer.writerow({
             "run_id": run.run_id, "created_at": run.created_at, "model_name": run.model_name,
             "model_sha256": run.model_sha256, "git_commit": run.git_commit or "",
-            "target": record["target"], "variant": record["variant"],
-            "status": record["status"], "recipe": (record.get("config") or {}).get("recipe", ""),
-            "size_bytes": record.get("size_bytes", ""), "accuracy": _blank(record.get("accuracy")),
-            "runs": _blank(record.get("runs")), "p50_ms": _blank(latency.get("p50")),
-            "p90_ms": _blank(latency.get("p90")), "p99_ms": _blank(latency.get("p99")),
-            "mean_ms": _blank(latency.get("mean")),
-            "peak_rss_bytes": _blank(record.get("peak_rss_bytes")),
-            "energy_per_inference_mj": _blank(energy_per_inference_mj(record)),
-            "runtime": f"{runtime['name']} {runtime['version']}" if runtime else "",
-            "board_machine": board.get("machine", ""),
-            "board_cpu_model": board.get("cpu_model", ""), "error": record.get("error", ""),
+            "target": record.target, "variant": record.variant,
+            "status": record.status.value, "recipe": record.config.get("recipe", ""),
+            "size_bytes": _blank(record.size_bytes), "accuracy": _blank(record.accuracy),
+            "runs": _blank(record.runs), "p50_ms": _blank(record.latency("p50")),
+            "p90_ms": _blank(record.latency("p90")), "p99_ms": _blank(record.latency("p99")),
+            "mean_ms": _blank(record.latency("mean")),
+            "peak_rss_bytes": _blank(record.peak_rss_bytes),
+            "energy_per_inference_mj": _blank(record.energy_per_inference_mj),
+            "runtime": record.runtime, "board_machine": board.get("machine", ""),
+            "board_cpu_model": board.get("cpu_model", ""), "error": record.error or "",
         })
     return buffer.getvalue()
 
@@ -613,28 +617,11 @@ def load_export(path: Path) -> StoredRun:
         raise UsageError(f"baseline file {path} has export version {document.get('version')!r}; "
                          f"this edge reads {EXPORT_VERSION}")
     try:
-        run = StoredRun.from_dict(document["run"])
-    except (KeyError, TypeError) as exc:
+        return StoredRun.from_dict(document["run"])
+    except KeyError as exc:
         raise UsageError(f"baseline file {path} is missing {exc} in its run") from None
-    for record in run.results:
-        if not isinstance(record, dict) or not {"target", "variant", "status"} <= set(record):
-            raise UsageError(f"baseline file {path} has a result without target, variant "
-                             "and status")
-    return run
-
-
-def energy_per_inference_mj(record: dict[str, Any]) -> float | None:
-    """Energy per inference in millijoules, when the board had a power sensor.
-
-    Read from the agent's optional ``power.energy_per_inference_j``; None when absent.
-    """
-    power = record.get("power")
-    if not isinstance(power, dict):
-        return None
-    value = power.get("energy_per_inference_j")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return 1000.0 * float(value)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"baseline file {path} has a malformed run: {exc}") from None
 
 
 def _blank(value: Any) -> Any:
