@@ -22,7 +22,11 @@ agent does not send them, an older host's job does not set them):
   ``allocate_ms``, ``warmup_runs_done``, ``wall_seconds``, ``load_rss_growth_bytes``,
   ``latency_samples_every`` (k: the raw samples are every k-th run, when there were more
   runs than :data:`MAX_RAW_SAMPLES`; absent means every run), ``runtime_choice`` (which
-  runtime the ``runtime`` setting chose, and why).
+  runtime the ``runtime`` setting chose, and why), ``verdict.unsteady_only`` (true when the
+  spread of the runs was the only reason for INVALID), ``earlier_attempts`` (the verdicts
+  and latency summaries of measurements of this variant that were INVALID only for their
+  spread and were measured again, setting ``attempts``; the variant's figures are its last
+  attempt's).
 
 The whole job has one deadline, :func:`job_budget_seconds`: the host waits that long
 (plus its own transfer time) and the agent enforces it too.
@@ -75,6 +79,7 @@ OPTIONAL_SETTINGS: dict[str, Any] = {
     "output_atol": 1e-4,         # max abs diff allowed against the host's outputs
     "output_min_top1": 0.99,     # top-1 agreement required against the host's outputs
     "job_timeout_seconds": 0.0,  # the whole job's deadline (0: job_budget_seconds computes it)
+    "attempts": 2,               # measurements at most of a variant INVALID only for its spread
 }
 #: Text settings: which power sensor (see device_agent.power.POWER_SENSORS), which rail,
 #: a command that prints watts (an external meter), and the thermal zones that matter on
@@ -111,8 +116,9 @@ def job_budget_seconds(job: dict[str, Any]) -> float:
     """The whole job's time limit on the board, in seconds, from its settings.
 
     Everything the agent may legitimately spend is in it: start-up, each variant's
-    timeout, the pause before every variant but the first, and the wait for the board
-    to cool (``cooldown_to_c``, at most ``cooldown_max_seconds``) before each variant.
+    timeout (times ``attempts``: an unsteady variant is measured again), the pause before
+    every measurement but the first, and the wait for the board to cool
+    (``cooldown_to_c``, at most ``cooldown_max_seconds``) before each.
     A positive ``job_timeout_seconds`` replaces the sum (a host's own cap).  The agent
     stops at this deadline; the host adds its own transfer time and kills the agent's
     process group if it is still running after that.
@@ -120,7 +126,7 @@ def job_budget_seconds(job: dict[str, Any]) -> float:
     settings = {**DEFAULT_SETTINGS, **OPTIONAL_SETTINGS, **job["settings"]}
     if float(settings["job_timeout_seconds"]) > 0:
         return float(settings["job_timeout_seconds"])
-    count = len(job["variants"])
+    count = len(job["variants"]) * max(1, int(settings["attempts"]))
     cooling = float(settings["cooldown_max_seconds"]) if settings["cooldown_to_c"] > 0 else 0.0
     return (JOB_STARTUP_SECONDS
             + count * (float(settings["variant_timeout_seconds"]) + cooling)
@@ -272,6 +278,10 @@ def _validate_optional_figures(variant: dict[str, Any], where: str) -> None:
             _require_type(check["rule"], str, f"{where}.output_check.rule")
     if "runtime_choice" in variant:
         _require_type(variant["runtime_choice"], str, f"{where}.runtime_choice")
+    if "earlier_attempts" in variant:
+        _require_type(variant["earlier_attempts"], list, f"{where}.earlier_attempts")
+        for index, attempt in enumerate(variant["earlier_attempts"]):
+            _require_dict(attempt, f"{where}.earlier_attempts[{index}]")
 
 
 def _check_version(document: dict[str, Any], where: str) -> None:

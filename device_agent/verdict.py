@@ -27,10 +27,17 @@ def judge(figures: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     reasons.extend(figures.get("thermal", {}).get("throttled", []))
     # Robust (MAD / median): rare OS stalls must not void a steady run; see latency_summary.
     cv, max_cv = figures["latency_ms"].get("robust_cv"), float(settings["max_cv"])
+    unsteady = []
     if cv is not None and max_cv > 0 and cv > max_cv:
-        reasons.append(f"coefficient of variation {cv:.3f} (robust: MAD / median) above the "
-                       f"limit {max_cv:g}")
+        unsteady.append(f"coefficient of variation {cv:.3f} (robust: MAD / median) above the "
+                        f"limit {max_cv:g}")
+        reasons.extend(unsteady)
     check = figures.get("output_check")
     if check is not None and not check.get("ok", False):
         reasons.append("outputs mismatched: " + str(check.get("summary", "")))
-    return {"status": INVALID if reasons else VALID, "reasons": reasons}
+    verdict: dict[str, Any] = {"status": INVALID if reasons else VALID, "reasons": reasons}
+    if reasons and reasons == unsteady:
+        # Only the spread was wrong: the board's state changed during the runs (another
+        # process, a frequency step), which a second attempt may not meet.
+        verdict["unsteady_only"] = True
+    return verdict

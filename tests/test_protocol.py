@@ -132,20 +132,25 @@ def test_bad_newer_job_fields_are_refused(change, message: str) -> None:
 
 
 def test_the_job_budget_counts_every_wait_the_agent_may_make() -> None:
-    settings = {"variant_timeout_seconds": 100, "cooldown_seconds": 2, "cooldown_to_c": 0}
+    settings = {"variant_timeout_seconds": 100, "cooldown_seconds": 2, "cooldown_to_c": 0,
+                "attempts": 1}
     plain = protocol.make_job(job_id="j", variants=JOB["variants"], settings=settings)
     assert protocol.job_budget_seconds(plain) == protocol.JOB_STARTUP_SECONDS + 2 * 100 + 2
     cooling = protocol.make_job(job_id="j", variants=JOB["variants"], settings={
         **settings, "cooldown_to_c": 60, "cooldown_max_seconds": 50})
     assert protocol.job_budget_seconds(cooling) == (protocol.JOB_STARTUP_SECONDS
                                                     + 2 * (100 + 50) + 2)
+    # An unsteady variant may be measured again: each attempt has its timeout and pause.
+    twice = protocol.make_job(job_id="j", variants=JOB["variants"],
+                              settings={**settings, "attempts": 2})
+    assert protocol.job_budget_seconds(twice) == protocol.JOB_STARTUP_SECONDS + 4 * 100 + 3 * 2
     capped = protocol.make_job(job_id="j", variants=JOB["variants"],
                                settings={"job_timeout_seconds": 30})
     assert protocol.job_budget_seconds(capped) == 30
     older = copy.deepcopy(plain)
     for key in (*protocol.OPTIONAL_SETTINGS, *protocol.TEXT_SETTINGS):
         del older["settings"][key]
-    assert protocol.job_budget_seconds(older) == protocol.JOB_STARTUP_SECONDS + 2 * 100 + 1
+    assert protocol.job_budget_seconds(older) == protocol.JOB_STARTUP_SECONDS + 4 * 100 + 3 * 1
 
 
 def test_the_runtime_setting_names_a_known_runtime() -> None:

@@ -115,3 +115,13 @@ def test_a_thread_sweep_keeps_the_size_against_fp32() -> None:
             results.append(swept)
     rows = report_rows(make_run("sweep", results))
     assert [row.size_ratio for row in rows] == ["1.00x", "0.30x", "1.00x", "0.30x"]
+
+
+def test_a_variant_measured_again_says_why_in_the_report() -> None:
+    again = {**record("fp32"), "earlier_attempts": [{
+        "verdict": {"status": "INVALID", "unsteady_only": True,
+                    "reasons": ["coefficient of variation 0.110 (robust: MAD / median) above "
+                                "the limit 0.1"]},
+        "latency_ms": {"p50": 1.0}, "runs": 400}]}
+    text = render_markdown(make_run("r", [again]))
+    assert "measured again: attempt 1 was INVALID (coefficient of variation 0.110" in text

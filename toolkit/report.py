@@ -234,6 +234,8 @@ def _conditions(result: ResultRecord) -> str:
     if result.verdict not in (None, "VALID"):
         reasons = "; ".join(result.verdict_reasons)
         parts.append(f"{result.verdict}" + (f": {reasons}" if reasons else ""))
+    for number, why in enumerate(result.earlier_attempts, start=1):
+        parts.append(f"measured again: attempt {number} was INVALID ({why})")
     thermal = result.thermal
     if thermal:
         if thermal.get("throttled"):

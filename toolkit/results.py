@@ -214,6 +214,18 @@ class ResultRecord:
         return tuple(str(reason) for reason in reasons or ())
 
     @property
+    def earlier_attempts(self) -> list[str]:
+        """Why each earlier measurement of this variant was measured again (the agent's
+        ``attempts`` setting: INVALID only for the spread of its runs), oldest first."""
+        attempts = self.measured.get("earlier_attempts")
+        found = []
+        for attempt in attempts if isinstance(attempts, list) else ():
+            verdict = attempt.get("verdict") if isinstance(attempt, Mapping) else None
+            reasons = verdict.get("reasons") if isinstance(verdict, Mapping) else None
+            found.append("; ".join(str(reason) for reason in reasons or ()) or "INVALID")
+        return found
+
+    @property
     def invalid_reasons(self) -> list[str] | None:
         """The board's reasons when it judged this measurement INVALID, else None."""
         return list(self.verdict_reasons) if self.verdict == "INVALID" else None
