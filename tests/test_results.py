@@ -17,6 +17,7 @@ from toolkit.report import report_rows
 from toolkit.results import (
     ARTIFACT_KEYS,
     RECORD_VERSION,
+    STORED_PATHS,
     ResultRecord,
     Stage,
     Status,
@@ -65,6 +66,21 @@ def test_a_measured_record_round_trips_through_the_json_the_store_keeps() -> Non
     assert stored["a_figure_from_a_newer_agent"] == {"kept": True}  # unknown keys are kept
     back = ResultRecord.from_dict(stored)
     assert back == made and back.to_dict() == stored
+
+
+def test_the_paths_store_queries_read_are_where_the_record_writes_them() -> None:
+    # ResultsStore.latency_history reads these inside the stored JSON, in SQL.
+    stored = ResultRecord.measured_on("pi", an_artifact(), AGENT_ANSWER, board=BOARD,
+                                      threads=2, swept=False).to_dict()
+    found = {}
+    for name, path in STORED_PATHS.items():
+        value: object = stored
+        for key in path:
+            value = value[key]  # type: ignore[index]
+        found[name] = value
+    assert found == {"sha256": "b" * 64, "machine": BOARD["machine"],
+                     "cpu_model": BOARD["cpu_model"], "board_model": BOARD["board_model"],
+                     "p50_ms": 0.5, "p99_ms": 0.7, "verdict": "INVALID"}
 
 
 def test_the_record_knows_every_key_an_artifact_writes() -> None:

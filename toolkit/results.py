@@ -78,6 +78,12 @@ ARTIFACT_KEYS = frozenset({
     "file", "sha256", "size_bytes", "gzip_bytes", "config", "accuracy", "eval_samples",
     "compress_seconds", "details", "parameters", "nonzero_parameters", "macs", "fidelity",
     "calibration", "runtime_compat", "ops", "oldest_runtime"})
+#: Where the stored JSON keeps the figures a store query reads without loading whole records
+#: (``ResultsStore.latency_history``); :meth:`ResultRecord.to_dict` writes them there.
+STORED_PATHS: dict[str, tuple[str, ...]] = {
+    "sha256": ("sha256",), "machine": ("board", "machine"), "cpu_model": ("board", "cpu_model"),
+    "board_model": ("board", "board_model"), "p50_ms": ("latency_ms", "p50"),
+    "p99_ms": ("latency_ms", "p99"), "verdict": ("verdict", "status")}
 #: Keys of the record itself; every other key is the artifact's or a measurement.
 _OWN_KEYS = frozenset({"record_version", "target", "variant", "recipe", "threads", "status",
                        "stage", "error", "error_class", "board", "chosen", "measured_beside"})

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputError, StoreError, UsageError
-from .results import ResultRecord
+from .results import STORED_PATHS, ResultRecord
 
 SCHEMA_VERSION = 2
 
@@ -493,17 +493,16 @@ class ResultsStore:
         Sound: measured (status ok), not INVALID on the board, with a median and a p99.
         Only the few fields needed are read out of each record (never its raw samples).
         """
-        field = self._db.json_text
+        def field(name: str) -> str:
+            return self._db.json_text("s.record", *STORED_PATHS[name])
+
         rows = self._db.rows(
-            f"""SELECT s.run_id, r.created_at, s.target, s.variant, {field("s.record", "sha256")},
-                       {field("s.record", "board", "machine")},
-                       {field("s.record", "board", "cpu_model")},
-                       {field("s.record", "board", "board_model")},
-                       {field("s.record", "latency_ms", "p50")},
-                       {field("s.record", "latency_ms", "p99")}
+            f"""SELECT s.run_id, r.created_at, s.target, s.variant, {field("sha256")},
+                       {field("machine")}, {field("cpu_model")}, {field("board_model")},
+                       {field("p50_ms")}, {field("p99_ms")}
                 FROM results s JOIN runs r ON r.run_id = s.run_id
                 WHERE r.model_name = :model AND r.created_at <= :until AND s.status = 'ok'
-                  AND COALESCE({field("s.record", "verdict", "status")}, '') != 'INVALID'
+                  AND COALESCE({field("verdict")}, '') != 'INVALID'
                 ORDER BY r.created_at DESC, r.{self._db.order_column} DESC
                 LIMIT :limit""",
             {"model": model_name, "until": until, "limit": limit})
