@@ -60,7 +60,8 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
     load_ns = time.perf_counter_ns() - started
     rss_loaded = _status_bytes("VmRSS")
 
-    for detail, tensor in zip(interpreter.get_input_details(), _random_inputs(interpreter)):
+    inputs, inputs_from = _measuring_inputs(interpreter, reference)
+    for detail, tensor in zip(interpreter.get_input_details(), inputs):
         interpreter.set_tensor(detail["index"], tensor)
 
     first_ns = _timed_invoke(interpreter)
@@ -92,6 +93,7 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
         "measured_seconds": float(samples_ms.sum() / 1e3),
         "wall_seconds": wall_seconds,
         "latency_ms": latency_summary(samples_ms),
+        "inputs": inputs_from,
         # Whole nanoseconds / 1e6: the shortest decimal of each is exact (0.015123 for
         # 15123 ns), so the samples keep the clock's full resolution at about 9 bytes each
         # (rounding to 1 us made a 2-20 us model's samples a handful of values).
@@ -144,8 +146,25 @@ def _energy_pass(interpreter: Any, reader: PowerReader, settings: dict[str, Any]
     return power
 
 
+def _measuring_inputs(interpreter: Any, reference: dict[str, list[np.ndarray]] | None
+                      ) -> tuple[list[np.ndarray], str]:
+    """What the timed runs feed the model, and where it came from.
+
+    The host's first reference sample (a real input: ``eval_data()`` or
+    ``example_input()``) when there is one: random integers are not token ids (an
+    embedding lookup fails on them) and random values may take other paths through a
+    model than real ones.  Otherwise seeded random values, said to be synthetic.
+    """
+    details = interpreter.get_input_details()
+    if reference is not None and len(reference["inputs"]) == len(details):
+        return ([batch[0].astype(detail["dtype"]).reshape(tuple(int(d) for d in detail["shape"]))
+                 for detail, batch in zip(details, reference["inputs"])],
+                "reference: the host's first input sample")
+    return _random_inputs(interpreter), "synthetic: seeded random values"
+
+
 def _random_inputs(interpreter: Any) -> list[np.ndarray]:
-    """Inputs of the right shape and type; latency of these models does not depend on values."""
+    """Inputs of the right shape and type, for a model the host sent no real input for."""
     rng = np.random.default_rng(0)
     tensors = []
     for detail in interpreter.get_input_details():

@@ -22,11 +22,12 @@ agent does not send them, an older host's job does not set them):
   ``allocate_ms``, ``warmup_runs_done``, ``wall_seconds``, ``load_rss_growth_bytes``,
   ``latency_samples_every`` (k: the raw samples are every k-th run, when there were more
   runs than :data:`MAX_RAW_SAMPLES`; absent means every run), ``runtime_choice`` (which
-  runtime the ``runtime`` setting chose, and why), ``verdict.unsteady_only`` (true when the
-  spread of the runs was the only reason for INVALID), ``earlier_attempts`` (the verdicts
-  and latency summaries of measurements of this variant that were INVALID only for their
-  spread and were measured again, setting ``attempts``; the variant's figures are its last
-  attempt's).
+  runtime the ``runtime`` setting chose, and why), ``inputs`` (what the timed runs were
+  fed: the host's first reference input, or synthetic values), ``verdict.unsteady_only``
+  (true when the spread of the runs was the only reason for INVALID), ``earlier_attempts``
+  (the verdicts and latency summaries of measurements of this variant that were INVALID only
+  for their spread and were measured again, setting ``attempts``; the variant's figures are
+  its last attempt's).
 
 The whole job has one deadline, :func:`job_budget_seconds`: the host waits that long
 (plus its own transfer time) and the agent enforces it too.

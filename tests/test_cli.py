@@ -196,6 +196,20 @@ def test_a_variant_that_cannot_be_built_fails_alone_and_the_deploy_exits_3(
     assert not list(out.glob(".staging-*"))
 
 
+@pytest.mark.slow
+def test_a_token_id_model_is_timed_on_its_own_input_not_on_random_integers(
+        tmp_path: Path) -> None:
+    # Random integers are not token ids: EMBEDDING_LOOKUP failed on them ("index out of
+    # bounds. Got 89, and bounds are [0, 49]") on the host's output check and on the board.
+    result = invoke("deploy", str(Path(__file__).parent / "models" / "token_ids.py"),
+                    "--recipe", "fp32", "-o", str(tmp_path / "out"), "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.stdout)["results"][0]
+    assert measured["status"] == "ok" and measured["latency_ms"]["p50"] > 0
+    assert measured["inputs"] == "reference: the host's first input sample"
+    assert measured["output_check"]["ok"]
+
+
 def test_compress_refuses_a_broken_tflite_in_one_line(tmp_path: Path) -> None:
     broken = tmp_path / "model.tflite"
     broken.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(8))

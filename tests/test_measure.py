@@ -212,3 +212,22 @@ def test_microsecond_samples_keep_sub_microsecond_resolution(tflite_copy: Path) 
     in_ns = samples * 1e6
     assert np.allclose(in_ns, np.round(in_ns), atol=1e-3)  # whole nanoseconds, as timed
     assert len(np.unique(samples)) > 20
+
+
+def test_without_eval_data_the_reference_starts_with_the_models_own_example() -> None:
+    # The board times the model on the reference's first sample: for token ids that must be
+    # the ids the user gave, never random integers (EMBEDDING_LOOKUP fails on those).
+    from toolkit.model import load_model_source
+    from toolkit.reference import source_inputs
+
+    tokens = load_model_source(Path(__file__).parent / "models" / "token_ids.py")
+    found = source_inputs(tokens)
+    assert found is not None and len(found) == 1
+    assert np.array_equal(found[0][0], tokens.example_input[0].numpy())
+    # All-float inputs: the example first, then seeded random ones for a wider check.
+    floats = load_model_source(Path(__file__).parent / "models" / "embedding_bag.py")
+    found = source_inputs(floats, samples=5)
+    assert found is not None and len(found) == 5
+    assert np.array_equal(found[0][0], floats.example_input[0].numpy())
+    assert found[1][0].shape == found[0][0].shape and not np.array_equal(found[1][0],
+                                                                          found[0][0])

@@ -65,10 +65,23 @@ for index in range(0, len(pairs), 2):
 
 def source_inputs(source: ModelSource, samples: int = MAX_REFERENCE_SAMPLES
                   ) -> list[tuple[Any, ...]] | None:
-    """The first ``samples`` real inputs of ``eval_data()``, or None if the model has none."""
-    if source.eval_data is None:
+    """The first ``samples`` real inputs of ``eval_data()``; without it, ``example_input()``
+    first (the board times the model on the first sample), then, for a model whose inputs
+    are all floating point, seeded random inputs of its shapes for a wider output check.
+
+    Never random integers: they are not token ids or masks (an embedding lookup fails on
+    them).  None (seeded random inputs throughout) only for a source with no example.
+    """
+    if source.eval_data is not None:
+        return [inputs for inputs, _label in itertools.islice(source.eval_data(), samples)]
+    if not source.example_input:
         return None
-    return [inputs for inputs, _label in itertools.islice(source.eval_data(), samples)]
+    example = tuple(_as_numpy(value) for value in source.example_input)
+    if not all(np.issubdtype(value.dtype, np.floating) for value in example):
+        return [example]
+    rng = np.random.default_rng(0)
+    return [example, *(tuple(rng.standard_normal(value.shape).astype(value.dtype)
+                             for value in example) for _ in range(samples - 1))]
 
 
 def compute_reference(model_path: Path, samples: Iterable[tuple[Any, ...]] | None,

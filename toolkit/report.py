@@ -234,6 +234,8 @@ def _conditions(result: ResultRecord) -> str:
     if result.verdict not in (None, "VALID"):
         reasons = "; ".join(result.verdict_reasons)
         parts.append(f"{result.verdict}" + (f": {reasons}" if reasons else ""))
+    if str(result.measured.get("inputs", "")).startswith("synthetic"):
+        parts.append("timed on synthetic inputs (the host sent no real one)")
     for number, why in enumerate(result.earlier_attempts, start=1):
         parts.append(f"measured again: attempt {number} was INVALID ({why})")
     thermal = result.thermal
