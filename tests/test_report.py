@@ -203,15 +203,20 @@ def test_the_accuracy_axis_never_passes_100_percent() -> None:
 
 def test_the_verdict_column_gives_reasons_and_the_output_check_as_a_pass_mark() -> None:
     rows = {row.variant: row for row in report_rows(failed_variant_run())}
-    assert rows["int8"].verdict == ("VALID; \u2713 outputs match on the board "
-                                    "(within 2 output steps)")
+    assert rows["int8"].verdict == "VALID"
+    assert rows["int8"].output_check == "\u2713 outputs match on the board (within 2 output steps)"
     assert rows["int8"].outputs_match is True
     assert rows["int8-dynamic"].verdict.startswith("failed (compress): not built: ")
-    assert rows["int8-dynamic"].outputs_match is None
+    assert rows["int8-dynamic"].output_check == "" and rows["int8-dynamic"].outputs_match is None
     html = render_html(failed_variant_run())
-    assert 'class="verdict verified">VALID; \u2713 outputs match on the board' in html
+    assert 'class="verified">\u2713 outputs match on the board (within 2 output steps)' in html
+    assert 'class="invalid">failed (compress): not built: ' in html
+    assert "| VALID; \u2713 outputs match on the board (within 2 output steps) |" in \
+        render_markdown(failed_variant_run())
     wrong = make_run("r", [{**record("int8"), "output_check": {
         "ok": False, "rule": "", "summary": "neither rule held: top-1 0.41"}}])
-    assert report_rows(wrong)[0].verdict == ("\u2717 outputs differ from the host's on the "
-                                             "board: neither rule held: top-1 0.41")
-    assert 'class="verdict mismatch"' in render_html(wrong)
+    assert report_rows(wrong)[0].output_check == (
+        "\u2717 outputs differ from the host's on the board: neither rule held: top-1 0.41")
+    assert 'class="mismatch">\u2717 outputs differ' in render_html(wrong)
+    invalid = render_html(two_board_run())
+    assert 'class="invalid">INVALID: throttled during the runs' in invalid

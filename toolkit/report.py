@@ -61,12 +61,24 @@ class ReportRow:
     peak_memory: str
     energy: str
     runtime: str
-    #: failed: reason / VALID / INVALID: reasons, measured-again notes, the output check
+    #: failed: reason / VALID / INVALID: reasons, and the measured-again notes
     verdict: str
+    #: "\u2713 outputs match on the board (rule)", "\u2717 outputs differ ...", or ""
+    output_check: str
     #: True when the board's outputs matched the host's, False when they did not, else None
     outputs_match: bool | None
     note: str
     delta: str  # against the baseline, "" without one
+
+    @property
+    def trusted(self) -> bool:
+        """Measured, and not judged INVALID by the board."""
+        return self.status == "ok" and not self.verdict.startswith("INVALID")
+
+    @property
+    def judgement(self) -> str:
+        """The verdict and the output check in one cell (Markdown)."""
+        return "; ".join(filter(None, [self.verdict, self.output_check]))
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             energy=_mj(result.energy_per_inference_mj),
             runtime=result.runtime,
             verdict=_verdict(result),
+            output_check=_output_check(result),
             outputs_match=_outputs_match(result),
             note="; ".join(filter(None, [result.chosen or "", _conditions(result),
                                          _shared_machine(result)])),
@@ -140,7 +153,7 @@ def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
     return _TEMPLATES.get_template("report.html.j2").render(
         run=run, baseline=baseline, rows=rows, boards=_boards(run), plots=report_plots(run),
         has_energy=any(r.energy for r in rows), has_notes=any(r.note for r in rows),
-        cross_board=_cross_board(run))
+        runtimes=sorted({r.runtime for r in rows if r.runtime}), cross_board=_cross_board(run))
 
 
 def write_report(run: StoredRun, out_dir: Path) -> dict[str, Path]:
@@ -341,8 +354,7 @@ def _verdict(result: ResultRecord) -> str:
     """What a reader must know before trusting the row's figures, in one cell.
 
     A variant that was not measured says where and why; a measured one gives the board's
-    verdict with its reasons, the earlier attempts measured again, and the on-board
-    output check with the rule that judged it.
+    verdict with its reasons and the earlier attempts measured again.
     """
     if not result.ok:
         stage = f" ({result.stage.value})" if result.stage else ""
@@ -353,16 +365,21 @@ def _verdict(result: ResultRecord) -> str:
         parts.append(result.verdict + (f": {reasons}" if reasons else ""))
     for number, why in enumerate(result.earlier_attempts, start=1):
         parts.append(f"measured again: attempt {number} was INVALID ({why})")
-    check = result.measured.get("output_check")
-    if isinstance(check, Mapping):
-        if check.get("ok"):
-            rule = check.get("rule")
-            parts.append("\u2713 outputs match on the board" + (f" ({rule})" if rule else ""))
-        else:
-            summary = check.get("summary")
-            parts.append("\u2717 outputs differ from the host's on the board"
-                         + (f": {summary}" if summary else ""))
     return "; ".join(parts)
+
+
+def _output_check(result: ResultRecord) -> str:
+    """The board's outputs against the host's, with the rule that judged them: a pass
+    mark says the deployed file computes what it should there, not only that it ran."""
+    check = result.measured.get("output_check")
+    if not result.ok or not isinstance(check, Mapping):
+        return ""
+    if check.get("ok"):
+        rule = check.get("rule")
+        return "\u2713 outputs match on the board" + (f" ({rule})" if rule else "")
+    summary = check.get("summary")
+    return "\u2717 outputs differ from the host's on the board" + (
+        f": {summary}" if summary else "")
 
 
 def _outputs_match(result: ResultRecord) -> bool | None:
