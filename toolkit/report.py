@@ -194,7 +194,8 @@ def report_plots(run: StoredRun) -> list[Plot]:
     ordered = sorted(ok, key=lambda r: (order[r.variant], r.target))
     timed = [r for r in ordered if r.latency_samples_ms]
     if timed:
-        rows = [svgplot.Distribution(label(r), r.latency_samples_ms, key=key(r),
+        rows = [svgplot.Distribution(label(r) + (" (INVALID)" if r.verdict == "INVALID" else ""),
+                                     r.latency_samples_ms, key=key(r),
                                      color=targets.index(r.target) if many_targets else i)
                 for i, r in enumerate(timed)]
         separators = [i for i in range(1, len(timed))
@@ -202,19 +203,21 @@ def report_plots(run: StoredRun) -> list[Plot]:
         plots.append(Plot("plot-latency", "Latency per inference", svgplot.latency_plot(
             "Latency per inference" + (" per variant across boards" if many_targets else ""),
             rows, plot_id="plot-latency", legend=board_legend, separators=separators),
-            "Log axis. Box: 25th to 75th percentile; black bar: median (value above it); "
-            "whiskers: 5th to 95th percentile; red diamond: 99th percentile; dots: runs "
-            "beyond the whiskers; an arrow at the right edge counts runs slower than the "
-            "axis (their slowest is written)." + not_measured))
+            "How fast is each variant, and how steady? Log axis. Box: 25th to 75th "
+            "percentile; black bar: median (value above it); whiskers: 5th to 95th "
+            "percentile; red diamond: 99th percentile; dots: runs beyond the whiskers; an "
+            "arrow at the right edge counts runs slower than the axis (their slowest is "
+            "written)." + not_measured))
     points = _tradeoff_points(ok, label, key, targets if many_targets else [])
     if points:
         plots.append(Plot("plot-tradeoff", "Accuracy against latency", svgplot.tradeoff_plot(
             "Accuracy against median latency (marker area: file size)", points,
             plot_id="plot-tradeoff", legend=board_legend),
-            "Up and to the left is better. Dark outline and dashed line: the Pareto front "
-            "of each board (no other variant on that board is both faster and at least as "
-            "accurate)." + (" In a thread sweep each recipe is shown at its fastest thread "
-                            "count." if any(r.swept for r in ok) else "") + not_measured))
+            "Which variants are worth shipping? Up and to the left is better. Dark outline "
+            "and dashed line: the Pareto front of each board (no other variant on that "
+            "board is both faster and at least as accurate)." + (
+                " In a thread sweep each recipe is shown at its fastest thread count."
+                if any(r.swept for r in ok) else "") + not_measured))
     for target in targets:
         series = _thread_series(r for r in ok if r.target == target)
         if series:
@@ -222,16 +225,16 @@ def report_plots(run: StoredRun) -> list[Plot]:
             plot_id = "plot-threads" + (f"-{_slug(target)}" if len(targets) > 1 else "")
             plots.append(Plot(plot_id, "Latency against threads" + suffix, svgplot.threads_plot(
                 "Median latency against threads" + suffix, series, plot_id=plot_id),
-                "Dot: median; bar up to the tick: 99th percentile (log axis). The legend "
-                "gives each recipe's fastest thread count and its speed-up over the fewest "
-                "threads."))
+                "Do more threads make a recipe faster? Dot: median; bar up to the tick: 99th "
+                "percentile (log axis). The legend gives each recipe's fastest thread count "
+                "and its speed-up over the fewest threads."))
     sizes, unit = _size_rows(run.results)
     if sizes:
         plots.append(Plot("plot-size", "File size", svgplot.bar_plot(
             "File size per variant", sizes, plot_id="plot-size", axis=f"size ({unit})",
             label=lambda v: f"{v:g}", legend=[(0, "file"), (1, "gzip -9")]),
-            "The .tflite file as deployed and gzipped (what sparsity saves on the wire), "
-            "with its ratio to fp32."))
+            "How much smaller than fp32 is each file? The .tflite file as deployed and "
+            "gzipped (what sparsity saves on the wire), with its ratio to fp32."))
     energy = [(r, e) for r in ordered if (e := r.energy_per_inference_mj) is not None]
     if energy:
         unit, factor = ("mJ", 1.0) if max(e for _, e in energy) >= 1 else ("uJ", 1000.0)
@@ -241,8 +244,8 @@ def report_plots(run: StoredRun) -> list[Plot]:
                                color=targets.index(r.target) if many_targets else 0)
                 for r, e in energy], plot_id="plot-energy", axis=f"energy ({unit})",
             label=lambda v: f"{v:g}", legend=board_legend),
-            "Energy measured on the board's own power sensor; rails it cannot see (PMIC "
-            "losses, USB load) are not included."))
+            "What does one inference cost? Measured on the board's own power sensor; rails "
+            "it cannot see (PMIC losses, USB load) are not included."))
     return plots
 
 

@@ -499,7 +499,7 @@ def _leader(cx: float, cy: float, r: float, box: _Box) -> str:
 
 def threads_plot(title: str, series: Sequence[Series], *, plot_id: str) -> str:
     """Median latency (log axis, bar up to p99) against thread count, a line per recipe;
-    the legend says each recipe's best count and its speed-up over the fewest threads."""
+    the legend says each recipe's fastest count and its speed-up over the fewest threads."""
     height = 340.0
     counts = sorted({t for s in series for t, _, _ in s.points})
     values = [v for s in series for _, p50, p99 in s.points for v in (p50, p99)] or [1.0]
@@ -507,8 +507,11 @@ def threads_plot(title: str, series: Sequence[Series], *, plot_id: str) -> str:
     for s in series:
         ordered = sorted(s.points)
         best = min(ordered, key=lambda p: p[1])
-        names.append(f"{s.label}: best {best[0]} thread{'s' * (best[0] != 1)}, "
-                     f"{ordered[0][1] / best[1]:.2f}x" if best[1] > 0 else s.label)
+        fewest = ordered[0]
+        plural = "s" * (best[0] != 1)
+        names.append(f"{s.label}: fastest on {best[0]} thread{plural}" if best is fewest
+                     or best[1] <= 0 else f"{s.label}: {fewest[1] / best[1]:.2f}x faster on "
+                     f"{best[0]} than on {fewest[0]}")
     panel = _legend_width(names) + 8
     left, right = 78.0, WIDTH - panel - 10
     top, bottom = float(_TOP), height - _BOTTOM
