@@ -194,6 +194,15 @@ def test_charts_are_readable_as_chromium_lays_them_out(tmp_path: Path) -> None:
     assert "plot-threads-rpi5" in laid_out["everything"][1]
 
 
+def test_a_microsecond_model_beside_a_15_ms_hiccup_keeps_readable_boxes() -> None:
+    """On the old linear axis out to the slowest run the boxes were a fraction of a pixel."""
+    plot = next(p for p in report_plots(failed_variant_run()) if p.plot_id == "plot-latency")
+    widths = [float(w) for w in re.findall(r'class="box mark"[^>]* width="([\d.]+)"', plot.svg)]
+    assert len(widths) == 3 and min(widths) > 8
+    ticks = re.findall(r'text-anchor="middle">([^<]+ (?:us|ms))</text>', plot.svg)
+    assert "10 us" in ticks and "2 runs \u2264 15.2 ms" in plot.svg
+
+
 def test_the_accuracy_axis_never_passes_100_percent() -> None:
     svg = tradeoff_plot("t", [Point("a", 0.01, 100.0, 10), Point("b", 0.02, 99.2, 5)],
                         plot_id="p")
