@@ -104,7 +104,7 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             target=result.target,
             variant=result.variant,
             status=result.status.value,
-            size=f"{size / 1024:.1f} KiB" if size is not None else "",
+            size=_size(size),
             size_ratio=f"{size / base:.2f}x" if base and size is not None else "",
             accuracy=_percent(result.accuracy),
             p50=_ms(result.latency("p50")),
@@ -232,7 +232,8 @@ def report_plots(run: StoredRun) -> list[Plot]:
     if sizes:
         plots.append(Plot("plot-size", "File size", svgplot.bar_plot(
             "File size per variant", sizes, plot_id="plot-size", axis=f"size ({unit})",
-            label=lambda v: f"{v:g}", legend=[(0, "file"), (1, "gzip -9")]),
+            label=lambda v: f"{v:g}",
+            legend=[(0, "file"), (1, "gzip -9")] if any(len(r.bars) > 1 for r in sizes) else []),
             "How much smaller than fp32 is each file? The .tflite file as deployed and "
             "gzipped (what sparsity saves on the wire), with its ratio to fp32."))
     energy = [(r, e) for r in ordered if (e := r.energy_per_inference_mj) is not None]
@@ -415,6 +416,13 @@ def _percent(value: float | None) -> str:
 def _ms(value: float | None) -> str:
     """A latency in the unit that fits it: a 15 us model is not ``0.015`` in every cell."""
     return "" if value is None else format_duration(value)
+
+
+def _size(value: int | None) -> str:
+    """KiB with one decimal, MiB from 1 MiB on: a 300 MB model is not 292968.8 KiB."""
+    if value is None:
+        return ""
+    return f"{value / 2**20:.1f} MiB" if value >= 2**20 else f"{value / 1024:.1f} KiB"
 
 
 def _mib(value: int | None) -> str:

@@ -125,7 +125,7 @@ class _Box:
 
 @dataclass
 class _Canvas:
-    """An SVG being written: its parts and the boxes of the texts already placed."""
+    """An SVG being written: its title, id, height and the parts written so far."""
 
     title: str
     plot_id: str
@@ -133,9 +133,12 @@ class _Canvas:
     parts: list[str] = field(default_factory=list)
 
     def text(self, x: float, y: float, text: str, *, size: float = 11, anchor: str = "start",
-             extra: str = "") -> None:
+             extra: str = "", width: float | None = None) -> None:
+        """``text`` at (x, y); cut with an ellipsis to ``width`` pixels, whole in a tooltip."""
+        shown = text if width is None else _fit(text, width, size)
+        tooltip = f"<title>{escape(text)}</title>" if shown != text else ""
         self.parts.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size:g}" '
-                          f'text-anchor="{anchor}"{extra}>{escape(text)}</text>')
+                          f'text-anchor="{anchor}"{extra}>{tooltip}{escape(shown)}</text>')
 
     def svg(self) -> str:
         head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" '
@@ -288,7 +291,7 @@ def latency_plot(title: str, rows: Sequence[Distribution], *, plot_id: str,
             top = y - row_height / 2
             canvas.parts.append(f'<line x1="4" x2="{right:.1f}" y1="{top:.1f}" y2="{top:.1f}" '
                                 'stroke="#bbb"/>')
-        canvas.text(left - 8, y + 4, _fit(row.label, left - 12, 12), size=12, anchor="end",
+        canvas.text(left - 8, y + 4, row.label, width=left - 12, size=12, anchor="end",
                     extra=f' data-variant="{escape(row.key)}"')
         if stat is None:
             canvas.text(left + 6, y + 4, "no samples")
@@ -570,7 +573,7 @@ def bar_plot(title: str, rows: Sequence[BarRow], *, plot_id: str, axis: str,
     _x_axis(canvas, scale, height - _BOTTOM, _TOP, axis, label)
     for index, row in enumerate(rows):
         y_top = _TOP + 8 + row_height * index + 6
-        canvas.text(left - 8, y_top + bar * per_row / 2 + 4, _fit(row.label, left - 12, 12),
+        canvas.text(left - 8, y_top + bar * per_row / 2 + 4, row.label, width=left - 12,
                     size=12, anchor="end")
         for number, (value, text) in enumerate(row.bars):
             y = y_top + bar * number
