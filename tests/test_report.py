@@ -10,18 +10,19 @@ import pytest
 from click.testing import CliRunner
 
 from toolkit.cli import main
-from toolkit.report import render_html, render_markdown, report_plots
+from toolkit.report import render_html, render_markdown, report_plots, report_rows
 from toolkit.store import ResultsStore
-from toolkit.svgplot import pareto_front
+from toolkit.svgplot import Point, pareto_front, tradeoff_plot
 
 from .chromium import Chromium, chromium_binary
 from .records import BOARD, make_run, record
+from .report_cases import CASES, failed_variant_run
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
 PI = dict(BOARD, hostname="pi", machine="aarch64", cpu_model="Cortex-A76",
           board_model="Raspberry Pi 5 Model B Rev 1.0")
-ALL_PLOTS = ["plot-latency", "plot-pareto", "plot-energy", "plot-memory", "plot-boards"]
+ALL_PLOTS = ["plot-latency", "plot-tradeoff", "plot-size", "plot-energy"]
 PROBE = """JSON.stringify([...document.querySelectorAll('svg.plot')].map(s => {
   const box = s.getBoundingClientRect();
   return {id: s.id, width: box.width, height: box.height,
@@ -52,7 +53,7 @@ def test_every_chart_is_made_when_the_data_supports_it() -> None:
     assert [p.plot_id for p in report_plots(two_board_run())] == ALL_PLOTS
     one_board_no_energy = make_run("r", [record("fp32"), record("int8", size=30_000)])
     assert [p.plot_id for p in report_plots(one_board_no_energy)] == [
-        "plot-latency", "plot-pareto", "plot-memory"]
+        "plot-latency", "plot-tradeoff", "plot-size"]
     assert "Energy per inference: not measured" in render_html(one_board_no_energy)
 
 
@@ -103,10 +104,6 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
 
 def test_a_thread_sweep_keeps_the_size_against_fp32() -> None:
     """Swept variants are named fp32-t1, int8-t2, ...: the fp32 recipe is still the reference."""
-    from toolkit.report import report_rows
-
-    from .records import make_run, record
-
     results = []
     for threads in (1, 2):
         for recipe, size in (("fp32", 100_000), ("int8", 30_000)):
@@ -125,3 +122,110 @@ def test_a_variant_measured_again_says_why_in_the_report() -> None:
         "latency_ms": {"p50": 1.0}, "runs": 400}]}
     text = render_markdown(make_run("r", [again]))
     assert "measured again: attempt 1 was INVALID (coefficient of variation 0.110" in text
+
+
+# Everything a reader sees in each chart, as the browser laid it out: text boxes that
+# leave their chart or cover each other, point labels over another variant's marker,
+# and the size of every variant's marks.
+GEOMETRY = """JSON.stringify([...document.querySelectorAll('svg.plot')].map(svg => {
+  const frame = svg.getBoundingClientRect();
+  const texts = [...svg.querySelectorAll('text')].map(t => ({text: t.textContent,
+    box: t.getBoundingClientRect(), variant: t.dataset.variant || '',
+    point: t.classList.contains('point-label')}));
+  const cover = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1
+    && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
+  const clipped = texts.filter(t => t.box.left < frame.left - 0.5 || t.box.right > frame.right
+    + 0.5 || t.box.top < frame.top - 0.5 || t.box.bottom > frame.bottom + 0.5).map(t => t.text);
+  const overlapping = [];
+  texts.forEach((a, i) => texts.slice(i + 1).forEach(b => {
+    if (cover(a.box, b.box)) overlapping.push([a.text, b.text]); }));
+  const marks = [...svg.querySelectorAll('.mark')].map(m => {
+    const box = m.getBoundingClientRect();
+    return {variant: m.dataset.variant, width: box.width, height: box.height, box: box,
+            box_plot: m.classList.contains('box')}; });
+  const covered = [];
+  texts.filter(t => t.point).forEach(t => marks.forEach(m => {
+    if (m.variant !== t.variant && cover(t.box, m.box)) covered.push([t.text, m.variant]); }));
+  return {id: svg.id, clipped, overlapping, covered, ticks: texts.map(t => t.text),
+          marks: marks.map(({box, ...rest}) => rest)};
+}))"""
+
+
+@pytest.mark.skipif(chromium_binary() is None, reason="needs Debian's chromium "
+                    "(scripts/install-dev.sh installs it; CI always has it)")
+def test_charts_are_readable_as_chromium_lays_them_out(tmp_path: Path) -> None:
+    """No label clipped or covering another, no point label over another variant's marker,
+    a visible mark per measured variant, and boxes of microsecond models wide enough to
+    read beside a 15 ms hiccup (on the old linear axis they were a fraction of a pixel)."""
+    laid_out = {}
+    with Chromium(tmp_path / "profile") as browser:
+        for name, make in CASES.items():
+            run = make()
+            path = tmp_path / f"{name}.html"
+            path.write_text(render_html(run), encoding="utf-8")
+            page = browser.open(path, probe=GEOMETRY)
+            assert page.errors == [], name
+            laid_out[name] = (run, {p["id"]: p for p in json.loads(page.probe)})
+    for name, (run, plots) in laid_out.items():
+        for plot in plots.values():
+            where = (name, plot["id"])
+            assert plot["clipped"] == [], where
+            assert plot["overlapping"] == [], where
+            assert plot["covered"] == [], where
+            assert all(m["width"] > 0 and m["height"] > 0 for m in plot["marks"]), where
+        measured = [r for r in run.results if r.ok]
+        shown = {m["variant"] for m in plots["plot-latency"]["marks"]}
+        assert shown == {f"{r.target}/{r.variant}" for r in measured}, name
+        in_tradeoff = {m["variant"] for m in plots["plot-tradeoff"]["marks"]}
+        recipes = {f"{r.target}/{r.variant}": (r.target, r.recipe) for r in measured}
+        assert {recipes[v] for v in in_tradeoff} == {(r.target, r.recipe) for r in measured}
+        assert len(in_tradeoff) == len({(r.target, r.recipe) for r in measured}), name
+        for target in {r.target for r in measured if r.swept}:
+            plot_id = "plot-threads" + (f"-{target}" if len({r.target for r in run.results})
+                                         > 1 else "")
+            assert len(plots[plot_id]["marks"]) == sum(
+                r.swept and r.target == target for r in measured), name
+        boxes = [m["width"] for m in plots["plot-latency"]["marks"] if m["box_plot"]]
+        assert min(boxes) > 8, (name, boxes)
+        assert any(tick.endswith(" us") for tick in plots["plot-latency"]["ticks"]), name
+    hiccup = laid_out["failed-variant"][1]["plot-latency"]["ticks"]
+    assert "1 run: 15.2 ms" not in hiccup and "2 runs \u2264 15.2 ms" in hiccup
+    assert "plot-threads-local" in laid_out["everything"][1]
+    assert "plot-threads-rpi5" in laid_out["everything"][1]
+
+
+def test_a_microsecond_model_beside_a_15_ms_hiccup_keeps_readable_boxes() -> None:
+    """On the old linear axis out to the slowest run the boxes were a fraction of a pixel."""
+    plot = next(p for p in report_plots(failed_variant_run()) if p.plot_id == "plot-latency")
+    widths = [float(w) for w in re.findall(r'class="box mark"[^>]* width="([\d.]+)"', plot.svg)]
+    assert len(widths) == 3 and min(widths) > 8
+    ticks = re.findall(r'text-anchor="middle">([^<]+ (?:us|ms))</text>', plot.svg)
+    assert "10 us" in ticks and "2 runs \u2264 15.2 ms" in plot.svg
+
+
+def test_the_accuracy_axis_never_passes_100_percent() -> None:
+    svg = tradeoff_plot("t", [Point("a", 0.01, 100.0, 10), Point("b", 0.02, 99.2, 5)],
+                        plot_id="p")
+    ticks = [float(t) for t in re.findall(r'text-anchor="end">([\d.]+)</text>', svg)]
+    assert ticks and max(ticks) <= 100
+
+
+def test_the_verdict_column_gives_reasons_and_the_output_check_as_a_pass_mark() -> None:
+    rows = {row.variant: row for row in report_rows(failed_variant_run())}
+    assert rows["int8"].verdict == "VALID"
+    assert rows["int8"].output_check == "\u2713 outputs match on the board (within 2 output steps)"
+    assert rows["int8"].outputs_match is True
+    assert rows["int8-dynamic"].verdict.startswith("failed (compress): not built: ")
+    assert rows["int8-dynamic"].output_check == "" and rows["int8-dynamic"].outputs_match is None
+    html = render_html(failed_variant_run())
+    assert 'class="verified">\u2713 outputs match on the board (within 2 output steps)' in html
+    assert 'class="invalid">failed (compress): not built: ' in html
+    assert "| VALID; \u2713 outputs match on the board (within 2 output steps) |" in \
+        render_markdown(failed_variant_run())
+    wrong = make_run("r", [{**record("int8"), "output_check": {
+        "ok": False, "rule": "", "summary": "neither rule held: top-1 0.41"}}])
+    assert report_rows(wrong)[0].output_check == (
+        "\u2717 outputs differ from the host's on the board: neither rule held: top-1 0.41")
+    assert 'class="mismatch">\u2717 outputs differ' in render_html(wrong)
+    invalid = render_html(two_board_run())
+    assert 'class="invalid">INVALID: throttled during the runs' in invalid

@@ -169,7 +169,8 @@ def test_a_run_stored_by_schema_2_edge_loads_and_is_shown_exported_and_checked(
     assert by_key[("pi", "fp32")].error_class == "infrastructure"
     rows = {(row.target, row.variant): row for row in report_rows(old)}
     assert rows[("local", "int8")].size_ratio == "0.30x"
-    assert rows[("pi", "fp32")].status == "error" and rows[("pi", "fp32")].note == "pi unreachable"
+    assert rows[("pi", "fp32")].status == "error"
+    assert rows[("pi", "fp32")].verdict == "error: pi unreachable"
 
     shown = invoke("runs", "show", "r-old", "--store", str(path))
     assert shown.exit_code == 0 and "| local | int8 |" in shown.stdout

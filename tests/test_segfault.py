@@ -131,7 +131,8 @@ def test_a_segfaulting_variant_fails_alone_and_the_others_are_measured(
     table = {row[1]: dict(zip(header, row, strict=True)) for row in rows}
     assert list(table) == ["fp32", "segfaults", "int8"]
     assert table["segfaults"]["p50"] == ""
-    assert table["segfaults"]["note"].startswith("killed by signal SIGSEGV in " + runtime)
+    assert table["segfaults"]["verdict"].startswith(
+        "failed (measure): killed by signal SIGSEGV in " + runtime)
     for variant in ("fp32", "int8"):
         value, unit = table[variant]["p50"].split()  # adaptive units: "15.2 us", "0.684 ms"
         assert float(value) > 0 and unit in ("ns", "us", "ms", "s")

@@ -1,10 +1,13 @@
 """Stage 7: a stored run as a report people read: one offline HTML file, short Markdown, JSON.
 
 The HTML report is a single file with its charts drawn inline as SVG
-(:mod:`toolkit.svgplot`): latency distribution per variant, accuracy against
-latency with size as the marker and the Pareto front, energy per inference,
-peak memory, and a cross-board comparison when the run spans boards.  The
-Markdown report fits a pull-request comment: a table per target, with deltas
+(:mod:`toolkit.svgplot`): latency distributions on a log axis (grouped per variant
+across boards when the run spans several), accuracy against latency with size as
+the marker area and the Pareto front, latency against threads for a ``--threads``
+sweep, file size against fp32, and energy per inference; :func:`report_plots` says
+which question each answers.  Every row carries a verdict: why it was not measured,
+the board's VALID/INVALID with reasons, and the on-board output check as a pass mark.
+The Markdown report fits a pull-request comment: a table per target, with deltas
 against a baseline run when one is given.
 
 Optional measurements (``power``, ``thermal``, ``verdict`` in a record) are
@@ -18,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +61,24 @@ class ReportRow:
     peak_memory: str
     energy: str
     runtime: str
+    #: failed: reason / VALID / INVALID: reasons, and the measured-again notes
+    verdict: str
+    #: "\u2713 outputs match on the board (rule)", "\u2717 outputs differ ...", or ""
+    output_check: str
+    #: True when the board's outputs matched the host's, False when they did not, else None
+    outputs_match: bool | None
     note: str
     delta: str  # against the baseline, "" without one
+
+    @property
+    def trusted(self) -> bool:
+        """Measured, and not judged INVALID by the board."""
+        return self.status == "ok" and not self.verdict.startswith("INVALID")
+
+    @property
+    def judgement(self) -> str:
+        """The verdict and the output check in one cell (Markdown)."""
+        return "; ".join(filter(None, [self.verdict, self.output_check]))
 
 
 @dataclass(frozen=True)
@@ -84,7 +104,7 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             target=result.target,
             variant=result.variant,
             status=result.status.value,
-            size=f"{size / 1024:.1f} KiB" if size is not None else "",
+            size=_size(size),
             size_ratio=f"{size / base:.2f}x" if base and size is not None else "",
             accuracy=_percent(result.accuracy),
             p50=_ms(result.latency("p50")),
@@ -93,8 +113,11 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             peak_memory=_mib(result.peak_rss_bytes),
             energy=_mj(result.energy_per_inference_mj),
             runtime=result.runtime,
-            note="; ".join(filter(None, [result.chosen or "", result.error or "",
-                                         _conditions(result), _shared_machine(result)])),
+            verdict=_verdict(result),
+            output_check=_output_check(result),
+            outputs_match=_outputs_match(result),
+            note="; ".join(filter(None, [result.chosen or "", _conditions(result),
+                                         _shared_machine(result)])),
             delta=_delta(before.get(result.key), result),
         ))
     return rows
@@ -129,7 +152,8 @@ def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
     rows = report_rows(run, baseline)
     return _TEMPLATES.get_template("report.html.j2").render(
         run=run, baseline=baseline, rows=rows, boards=_boards(run), plots=report_plots(run),
-        has_energy=any(r.energy for r in rows), cross_board=_cross_board(run))
+        has_energy=any(r.energy for r in rows), has_notes=any(r.note for r in rows),
+        runtimes=sorted({r.runtime for r in rows if r.runtime}), cross_board=_cross_board(run))
 
 
 def write_report(run: StoredRun, out_dir: Path) -> dict[str, Path]:
@@ -140,56 +164,158 @@ def write_report(run: StoredRun, out_dir: Path) -> dict[str, Path]:
 
 
 def report_plots(run: StoredRun) -> list[Plot]:
-    """Every chart the run's data supports, in reading order."""
+    """The charts that answer a question faster than the table, in reading order.
+
+    - latency: how fast is each variant, how steady, and on which board (log axis);
+    - trade-off: which variants are worth shipping (faster, more accurate, smaller);
+    - threads (a ``--threads`` sweep): does a recipe get faster with more threads;
+    - size: how much smaller than fp32 is each file, on disk and gzipped;
+    - energy (when a board measured it): what one inference costs.
+
+    Peak memory stays in the table: the runtime dominates it, and a chart of nearly
+    equal bars answers nothing the column does not.
+    """
     ok = [r for r in run.results if r.ok]
+    targets = sorted({r.target for r in run.results})
     many_targets = len({r.target for r in ok}) > 1
+    order = {variant: index for index, variant in
+             enumerate(dict.fromkeys(r.variant for r in run.results))}
 
     def label(r: ResultRecord) -> str:
-        return f"{r.target}/{r.variant}" if many_targets else r.variant
+        return f"{r.variant} @ {r.target}" if many_targets else r.variant
 
+    def key(r: ResultRecord) -> str:
+        return f"{r.target}/{r.variant}"
+
+    board_legend = [(targets.index(t), t) for t in targets if any(r.target == t for r in ok)] \
+        if many_targets else []
+    not_measured = _not_measured(run)
     plots = []
-    with_samples = [r for r in ok if r.latency_samples_ms]
-    if with_samples:
-        plots.append(Plot("plot-latency", "Latency per inference", svgplot.box_plot(
-            "Latency per inference", [(label(r), r.latency_samples_ms) for r in with_samples],
-            unit="ms", plot_id="plot-latency"),
-            "Box: 25th to 75th percentile, black line: median, whiskers: 5th to 95th "
-            "percentile, dots: the slowest and fastest runs."))
-    scored = [(r, r.p50_ms, r.accuracy) for r in ok
-              if r.accuracy is not None and r.p50_ms is not None]
-    if scored:
-        fronts = [svgplot.pareto_front([(label(r), p50, accuracy)
-                                        for r, p50, accuracy in scored if r.target == target])
-                  for target in sorted({r.target for r, _, _ in scored})]
-        plots.append(Plot("plot-pareto", "Accuracy against latency", svgplot.scatter_plot(
-            "Accuracy against latency (marker area: file size)",
-            [(label(r), p50, 100 * accuracy, r.size_bytes or 0)
-             for r, p50, accuracy in scored], x_unit="median latency (ms)",
-            y_unit="accuracy (%)",
-            plot_id="plot-pareto", fronts=fronts, size_label="bytes"),
-            "Red outline and dashed line: the Pareto front of each board (no other variant on "
-            "that board is both faster and more accurate)."))
-    energy = [(label(r), e) for r in ok if (e := r.energy_per_inference_mj) is not None]
+    ordered = sorted(ok, key=lambda r: (order[r.variant], r.target))
+    timed = [r for r in ordered if r.latency_samples_ms]
+    if timed:
+        rows = [svgplot.Distribution(label(r) + (" (INVALID)" if r.verdict == "INVALID" else ""),
+                                     r.latency_samples_ms, key=key(r),
+                                     color=targets.index(r.target) if many_targets else i)
+                for i, r in enumerate(timed)]
+        separators = [i for i in range(1, len(timed))
+                      if timed[i].variant != timed[i - 1].variant] if many_targets else []
+        plots.append(Plot("plot-latency", "Latency per inference", svgplot.latency_plot(
+            "Latency per inference" + (" per variant across boards" if many_targets else ""),
+            rows, plot_id="plot-latency", legend=board_legend, separators=separators),
+            "How fast is each variant, and how steady? Log axis. Box: 25th to 75th "
+            "percentile; black bar: median (value above it); whiskers: 5th to 95th "
+            "percentile; red diamond: 99th percentile; dots: runs beyond the whiskers; an "
+            "arrow at the right edge counts runs slower than the axis (their slowest is "
+            "written)." + not_measured))
+    points = _tradeoff_points(ok, label, key, targets if many_targets else [])
+    if points:
+        plots.append(Plot("plot-tradeoff", "Accuracy against latency", svgplot.tradeoff_plot(
+            "Accuracy against median latency (marker area: file size)", points,
+            plot_id="plot-tradeoff", legend=board_legend),
+            "Which variants are worth shipping? Up and to the left is better. Dark outline "
+            "and dashed line: the Pareto front of each board (no other variant on that "
+            "board is both faster and at least as accurate)." + (
+                " In a thread sweep each recipe is shown at its fastest thread count."
+                if any(r.swept for r in ok) else "") + not_measured))
+    for target in targets:
+        series = _thread_series(r for r in ok if r.target == target)
+        if series:
+            suffix = f" on {target}" if len(targets) > 1 else ""
+            plot_id = "plot-threads" + (f"-{_slug(target)}" if len(targets) > 1 else "")
+            plots.append(Plot(plot_id, "Latency against threads" + suffix, svgplot.threads_plot(
+                "Median latency against threads" + suffix, series, plot_id=plot_id),
+                "Do more threads make a recipe faster? Dot: median; bar up to the tick: 99th "
+                "percentile (log axis). The legend gives each recipe's fastest thread count "
+                "and its speed-up over the fewest threads."))
+    sizes, unit = _size_rows(run.results)
+    if sizes:
+        plots.append(Plot("plot-size", "File size", svgplot.bar_plot(
+            "File size per variant", sizes, plot_id="plot-size", axis=f"size ({unit})",
+            label=lambda v: f"{v:g}",
+            legend=[(0, "file"), (1, "gzip -9")] if any(len(r.bars) > 1 for r in sizes) else []),
+            "How much smaller than fp32 is each file? The .tflite file as deployed and "
+            "gzipped (what sparsity saves on the wire), with its ratio to fp32."))
+    energy = [(r, e) for r in ordered if (e := r.energy_per_inference_mj) is not None]
     if energy:
-        plots.append(Plot("plot-energy", "Energy per inference", svgplot.bar_chart(
-            "Energy per inference", energy, unit="mJ", plot_id="plot-energy"),
-            "Energy measured on the board's own power sensor; rails it cannot see (PMIC "
-            "losses, USB load) are not included."))
-    memory = [(label(r), peak / 2**20) for r in ok if (peak := r.peak_rss_bytes)]
-    if memory:
-        plots.append(Plot("plot-memory", "Peak memory", svgplot.bar_chart(
-            "Peak resident memory", memory, unit="MiB", plot_id="plot-memory"),
-            "VmHWM of the process that loaded and ran the variant, runtime included."))
-    if many_targets:
-        targets = sorted({r.target for r in ok})
-        timed = sorted((r for r in ok if r.p50_ms is not None),
-                       key=lambda r: (r.variant, r.target))
-        plots.append(Plot("plot-boards", "Median latency across boards", svgplot.bar_chart(
-            "Median latency across boards",
-            [(f"{r.variant} @ {r.target}", r.p50_ms or 0.0) for r in timed],
-            unit="ms", plot_id="plot-boards", colors=[targets.index(r.target) for r in timed]),
-            "One colour per board."))
+        unit, factor = ("mJ", 1.0) if max(e for _, e in energy) >= 1 else ("uJ", 1000.0)
+        plots.append(Plot("plot-energy", "Energy per inference", svgplot.bar_plot(
+            "Energy per inference", [
+                svgplot.BarRow(label(r), [(factor * e, svgplot.format_energy(e))], key=key(r),
+                               color=targets.index(r.target) if many_targets else 0)
+                for r, e in energy], plot_id="plot-energy", axis=f"energy ({unit})",
+            label=lambda v: f"{v:g}", legend=board_legend),
+            "What does one inference cost? Measured on the board's own power sensor; rails "
+            "it cannot see (PMIC losses, USB load) are not included."))
     return plots
+
+
+def _not_measured(run: StoredRun) -> str:
+    missing = [f"{r.variant} on {r.target} ({r.status.value})" for r in run.results if not r.ok]
+    return f" Not measured, so not drawn: {', '.join(missing)}." if missing else ""
+
+
+def _tradeoff_points(ok: list[ResultRecord], label: Callable[[ResultRecord], str],
+                     key: Callable[[ResultRecord], str],
+                     targets: list[str]) -> list[svgplot.Point]:
+    """A point per variant with accuracy and latency; in a sweep, per recipe at its fastest
+    thread count (the threads chart shows the rest)."""
+    best: dict[tuple[str, str], ResultRecord] = {}
+    for r in ok:
+        if r.accuracy is None or r.p50_ms is None:
+            continue
+        slot = (r.target, r.recipe if r.swept else r.variant)
+        if slot not in best or r.p50_ms < (best[slot].p50_ms or 0.0):
+            best[slot] = r
+    chosen = list(best.values())
+    points: list[svgplot.Point] = []
+    for target in sorted({r.target for r in chosen}):
+        here = [r for r in chosen if r.target == target]
+        front = set(svgplot.pareto_front([(key(r), r.p50_ms or 0.0, r.accuracy or 0.0)
+                                          for r in here]))
+        points.extend(svgplot.Point(label(r), r.p50_ms or 0.0, 100 * (r.accuracy or 0.0),
+                                    float(r.size_bytes or 0), key=key(r),
+                                    color=targets.index(target) if targets else 0,
+                                    on_front=key(r) in front) for r in here)
+    return points
+
+
+def _thread_series(records: Iterable[ResultRecord]) -> list[svgplot.Series]:
+    by_recipe: dict[str, list[tuple[int, float, float]]] = {}
+    for r in records:
+        p50, p99 = r.p50_ms, r.latency("p99")
+        if r.swept and r.threads is not None and p50 is not None:
+            by_recipe.setdefault(r.recipe, []).append((r.threads, p50, p99 or p50))
+    if not any(len(points) > 1 for points in by_recipe.values()):
+        return []
+    return [svgplot.Series(recipe, points, color=index)
+            for index, (recipe, points) in enumerate(by_recipe.items())]
+
+
+def _size_rows(results: list[ResultRecord]) -> tuple[list[svgplot.BarRow], str]:
+    """One row per recipe built (size does not depend on the board or thread count), in
+    KiB or MiB so that the axis ticks are round numbers."""
+    first: dict[str, ResultRecord] = {}
+    for r in results:
+        if r.size_bytes is not None:
+            first.setdefault(r.recipe, r)
+    reference = first["fp32"].size_bytes if "fp32" in first else None
+    largest = max((r.size_bytes or 0 for r in first.values()), default=0)
+    unit, factor = ("MiB", 2**20) if largest >= 2**20 else ("KiB", 2**10)
+    rows = []
+    for recipe, r in first.items():
+        size = r.size_bytes or 0
+        ratio = f", {size / reference:.2f}x fp32" if reference else ""
+        bars = [(size / factor, f"{svgplot.format_bytes(size)}{ratio}")]
+        gzipped = r.artifact.get("gzip_bytes")
+        if isinstance(gzipped, int) and not isinstance(gzipped, bool):
+            bars.append((gzipped / factor, f"gzip {svgplot.format_bytes(gzipped)}"))
+        rows.append(svgplot.BarRow(recipe, bars, key=recipe))
+    return rows, unit
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text)
 
 
 def _cross_board(run: StoredRun) -> dict[str, Any] | None:
@@ -228,16 +354,48 @@ def _delta(before: ResultRecord | None, after: ResultRecord) -> str:
     return ", ".join(parts)
 
 
-def _conditions(result: ResultRecord) -> str:
-    """The agent's verdict when not VALID, throttling, and the hottest zone after the runs."""
+def _verdict(result: ResultRecord) -> str:
+    """What a reader must know before trusting the row's figures, in one cell.
+
+    A variant that was not measured says where and why; a measured one gives the board's
+    verdict with its reasons and the earlier attempts measured again.
+    """
+    if not result.ok:
+        stage = f" ({result.stage.value})" if result.stage else ""
+        return f"{result.status.value}{stage}" + (f": {result.error}" if result.error else "")
     parts = []
-    if result.verdict not in (None, "VALID"):
-        reasons = "; ".join(result.verdict_reasons)
-        parts.append(f"{result.verdict}" + (f": {reasons}" if reasons else ""))
+    if result.verdict is not None:
+        reasons = "; ".join(result.verdict_reasons) if result.verdict != "VALID" else ""
+        parts.append(result.verdict + (f": {reasons}" if reasons else ""))
     if str(result.measured.get("inputs", "")).startswith("synthetic"):
         parts.append("timed on synthetic inputs (the host sent no real one)")
     for number, why in enumerate(result.earlier_attempts, start=1):
         parts.append(f"measured again: attempt {number} was INVALID ({why})")
+    return "; ".join(parts)
+
+
+def _output_check(result: ResultRecord) -> str:
+    """The board's outputs against the host's, with the rule that judged them: a pass
+    mark says the deployed file computes what it should there, not only that it ran."""
+    check = result.measured.get("output_check")
+    if not result.ok or not isinstance(check, Mapping):
+        return ""
+    if check.get("ok"):
+        rule = check.get("rule")
+        return "\u2713 outputs match on the board" + (f" ({rule})" if rule else "")
+    summary = check.get("summary")
+    return "\u2717 outputs differ from the host's on the board" + (
+        f": {summary}" if summary else "")
+
+
+def _outputs_match(result: ResultRecord) -> bool | None:
+    check = result.measured.get("output_check")
+    return bool(check.get("ok")) if isinstance(check, Mapping) and result.ok else None
+
+
+def _conditions(result: ResultRecord) -> str:
+    """Throttling, and the hottest zone after the runs."""
+    parts = []
     thermal = result.thermal
     if thermal:
         if thermal.get("throttled"):
@@ -262,9 +420,16 @@ def _ms(value: float | None) -> str:
     return "" if value is None else format_duration(value)
 
 
+def _size(value: int | None) -> str:
+    """KiB with one decimal, MiB from 1 MiB on: a 300 MB model is not 292968.8 KiB."""
+    if value is None:
+        return ""
+    return f"{value / 2**20:.1f} MiB" if value >= 2**20 else f"{value / 1024:.1f} KiB"
+
+
 def _mib(value: int | None) -> str:
     return "" if value is None else f"{value / 2**20:.1f} MiB"
 
 
 def _mj(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f} mJ"
+    return "" if value is None else svgplot.format_energy(value)

@@ -1,0 +1,141 @@
+"""Stored runs a report has to draw well, for the report tests and benchmarks/report_screenshots.py.
+
+Each is shaped like what ``edge deploy`` / ``edge bench`` store: a digits-sized model
+whose medians are microseconds, boards that differ by 3-4x, a ``--threads`` sweep, a
+variant that failed to build, and a shared machine's hiccup (one run of 15 ms among
+runs of a few microseconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from toolkit.store import StoredRun
+
+from .records import BOARD, make_run, record
+
+PI = dict(BOARD, hostname="pi", machine="aarch64", cpu_model="Cortex-A76",
+          board_model="Raspberry Pi 5 Model B Rev 1.0")
+PASSED = {"ok": True, "rule": "within 2 output steps", "samples": 32, "max_abs_diff": 0.0039,
+          "top1_agreement": 1.0, "summary": "within 2 output steps: top-1 1.000"}
+EXACT = dict(PASSED, rule="within atol 0.0001", max_abs_diff=0.0,
+             summary="within atol 0.0001: top-1 1.000")
+#: gzip -9 of the digits CNN's files as edge deploy measured them
+GZIP = {"fp32": 144_700, "int8": 40_300, "fp16": 72_000, "int8-dynamic": 41_000}
+SIZE = {"fp32": 158_400, "int8": 47_300, "fp16": 80_100, "int8-dynamic": 48_000}
+
+
+def measured(variant: str, median_ms: float, *, seed: int, target: str = "local",
+             accuracy: float = 0.9844, spread: float = 0.12, outliers: Sequence[float] = (),
+             board: dict | None = None, energy_mj: float | None = None,
+             threads: int | None = None, n: int = 400) -> dict:
+    """A VALID record whose samples (ms) are lognormal around ``median_ms``, plus
+    ``outliers``; outputs checked on the board; ``threads`` makes it one of a sweep."""
+    recipe = variant
+    name = f"{recipe}-t{threads}" if threads else recipe
+    result = record(name, target=target, size=SIZE.get(recipe, 100_000), accuracy=accuracy,
+                    board=board, energy_mj=energy_mj, seed=seed, n=n)
+    rng = np.random.default_rng(seed)
+    samples = np.concatenate([median_ms * rng.lognormal(0.0, spread, n - len(outliers)),
+                              np.asarray(outliers, dtype=np.float64)])
+    p50, p90, p99 = np.percentile(samples, [50, 90, 99])
+    result.update(
+        recipe=recipe, gzip_bytes=GZIP.get(recipe, 90_000), config={"recipe": recipe},
+        latency_samples_ms=samples.tolist(),
+        latency_ms={"p50": float(p50), "p90": float(p90), "p99": float(p99),
+                    "mean": float(samples.mean()), "std": float(samples.std()),
+                    "min": float(samples.min()), "max": float(samples.max())},
+        verdict={"status": "VALID", "reasons": []},
+        output_check=EXACT if recipe in ("fp32", "fp16") else PASSED)
+    if threads:
+        result["threads"] = threads
+    return result
+
+
+def failed(variant: str, error: str, *, target: str = "local", stage: str = "compress") -> dict:
+    return {"target": target, "variant": variant, "recipe": variant, "status": "failed",
+            "stage": stage, "error": error, "config": {"recipe": variant}}
+
+
+def readme_run() -> StoredRun:
+    """``edge deploy examples/digits_cnn.py --target local``: fp32 and int8 on one board."""
+    return make_run("r-readme", [measured("fp32", 0.0119, seed=1),
+                                 measured("int8", 0.0188, seed=2)])
+
+
+def thread_sweep_run() -> StoredRun:
+    """``--threads 1,2,4``: more threads make a 12 us model slower (thread hand-off costs)."""
+    results = []
+    for threads, (fp32, int8) in zip((1, 2, 4), ((0.0119, 0.0188), (0.0204, 0.0233),
+                                                  (0.031, 0.035)), strict=True):
+        results.append(measured("fp32", fp32, seed=threads, threads=threads))
+        results.append(measured("int8", int8, seed=10 + threads, threads=threads))
+    return make_run("r-sweep", results)
+
+
+def two_board_run() -> StoredRun:
+    """``edge bench`` on the local machine and a Raspberry Pi 5 with a power sensor; the
+    Pi throttled during fp32 and judged it INVALID."""
+    pi_fp32 = measured("fp32", 0.052, seed=3, target="rpi5", board=PI, energy_mj=0.21)
+    pi_fp32.update(
+        thermal={"before": {"zones_c": {"cpu": 48.0}, "cpu_mhz": {}},
+                 "after": {"zones_c": {"cpu": 61.5, "gpu": 55.0}, "cpu_mhz": {}},
+                 "throttled": ["soft temperature limit active"]},
+        verdict={"status": "INVALID", "reasons": ["throttled during the runs"]})
+    return make_run("r-two", [
+        measured("fp32", 0.0119, seed=1, board=BOARD, energy_mj=0.05),
+        measured("int8", 0.0188, seed=2, board=BOARD, energy_mj=0.07),
+        measured("fp16", 0.0131, seed=5, board=BOARD, accuracy=0.9833, energy_mj=0.055),
+        pi_fp32,
+        measured("int8", 0.041, seed=4, target="rpi5", board=PI, energy_mj=0.16),
+        measured("fp16", 0.066, seed=6, target="rpi5", board=PI, accuracy=0.9833,
+                 energy_mj=0.25),
+    ], tags=("main",))
+
+
+def failed_variant_run() -> StoredRun:
+    """One variant not built, one measured with a 15 ms hiccup among microsecond runs."""
+    return make_run("r-failed", [
+        measured("fp32", 0.0119, seed=1, outliers=(15.2, 11.4)),
+        measured("int8", 0.0188, seed=2),
+        measured("fp16", 0.0131, seed=5, accuracy=0.9833),
+        failed("int8-dynamic", "not built: the converted file does not load: FULLY_CONNECTED "
+               "version 12 is not supported by tflite-runtime 2.14"),
+    ])
+
+
+def everything_run() -> StoredRun:
+    """Two boards, a thread sweep on each, a failed variant, microsecond latencies with a
+    15 ms outlier: every chart at once, for the geometry test."""
+    results: list[dict] = []
+    for target, board, factor in (("local", BOARD, 1.0), ("rpi5", PI, 3.6)):
+        for threads in (1, 2, 4):
+            slow = 1 + 0.4 * (threads - 1)
+            outliers = (15.0,) if (target, threads) == ("local", 1) else ()
+            results.append(measured("fp32", 0.0021 * factor * slow, seed=threads,
+                                    target=target, board=board, threads=threads,
+                                    outliers=outliers, energy_mj=0.01 * factor))
+            results.append(measured("int8", 0.0034 * factor * slow, seed=20 + threads,
+                                    target=target, board=board, threads=threads,
+                                    accuracy=0.9811, energy_mj=0.015 * factor))
+        results.append(failed("int8-dynamic", "not built: conversion failed", target=target))
+    return make_run("r-all", results)
+
+
+def crowded_run() -> StoredRun:
+    """Ten recipes within a few microseconds and a few tenths of a point of each other, some
+    with long names: the trade-off chart's labels must still find free places."""
+    names = ("fp32", "int8", "fp16", "int8-dynamic", "prune-channels:0.5+distill+int8",
+             "prune-channels:0.5+distill", "prune:0.5+int8", "int8-per-tensor",
+             "prune:0.3+fp16", "int8-weights-only")
+    return make_run("r-crowded", [
+        measured(name, 0.010 * (1 + 0.05 * index), seed=index,
+                 accuracy=0.984 - 0.001 * (index % 4) - 0.0002 * index)
+        for index, name in enumerate(names)])
+
+
+CASES = {"readme": readme_run, "thread-sweep": thread_sweep_run, "two-boards": two_board_run,
+         "failed-variant": failed_variant_run, "everything": everything_run,
+         "crowded": crowded_run}
