@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 #: Runs a command and returns its standard output; raises OSError when it cannot.
 Runner = Callable[[Sequence[str]], str]
@@ -383,23 +383,30 @@ class PowerSampler:
 
 
 def summarize_power(samples: list[tuple[float, float]], *, idle: tuple[float, float],
-                    active: tuple[float, float], runs: int) -> dict[str, float]:
+                    active: tuple[float, float], runs: int) -> dict[str, Any]:
     """Idle and active average power and energy per inference from timed samples.
 
     ``idle`` and ``active`` are (start, end) on the sampler's clock.  Energy over the
     active window is its average power times its duration; per inference it is that
-    divided by ``runs``, in total and above the idle power.  Empty dict when a window
-    holds no sample (the figures are absent, never zero).
+    divided by ``runs``, in total and above the idle power.  When the active window
+    holds no sample (a sensor slower than the runs: tegrastats gave 0.5 Hz where 20 Hz
+    was asked), only an ``error`` saying so and the rate achieved: the figures are
+    absent, never zero, and never absent without a reason.
     """
     def window(bounds: tuple[float, float]) -> list[float]:
         return [watts for at, watts in samples if bounds[0] <= at <= bounds[1]]
 
     idle_w, active_w = window(idle), window(active)
-    if not active_w or runs < 1:
-        return {}
     duration = active[1] - active[0]
+    if not active_w or runs < 1:
+        span = samples[-1][0] - samples[0][0] if len(samples) > 1 else 0.0
+        achieved = f"{(len(samples) - 1) / span:.2g} Hz" if span > 0 else \
+            f"{len(samples)} sample(s) in all"
+        return {"error": f"no power sample during the {duration:.2f} s of measured runs "
+                         f"(the sensor gave {achieved}): measure longer (--min-seconds) or "
+                         "use a sensor that answers faster"}
     active_avg = sum(active_w) / len(active_w)
-    figures = {
+    figures: dict[str, Any] = {
         "active_power_w": active_avg,
         "energy_per_inference_j": active_avg * duration / runs,
         "sample_rate_hz": len(active_w) / duration if duration > 0 else 0.0,

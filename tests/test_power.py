@@ -208,4 +208,11 @@ def test_energy_per_inference_is_power_times_window_over_runs() -> None:
 
 
 def test_no_samples_means_no_energy_figures_rather_than_zero() -> None:
-    assert summarize_power([], idle=(0, 1), active=(1, 2), runs=10) == {}
+    assert summarize_power([], idle=(0, 1), active=(1, 2), runs=10) == {
+        "error": "no power sample during the 1.00 s of measured runs (the sensor gave 0 "
+                 "sample(s) in all): measure longer (--min-seconds) or use a sensor that "
+                 "answers faster"}
+    # tegrastats at 0.5 Hz where 20 Hz was asked: one sample before the runs, one after.
+    slow = summarize_power([(0.0, 5.0), (2.0, 5.0)], idle=(0.0, 0.5), active=(0.6, 1.6),
+                           runs=100)
+    assert set(slow) == {"error"} and "the sensor gave 0.5 Hz" in slow["error"]

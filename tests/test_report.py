@@ -229,3 +229,12 @@ def test_the_verdict_column_gives_reasons_and_the_output_check_as_a_pass_mark() 
     assert 'class="mismatch">\u2717 outputs differ' in render_html(wrong)
     invalid = render_html(two_board_run())
     assert 'class="invalid">INVALID: throttled during the runs' in invalid
+
+
+def test_energy_missing_for_a_reason_says_the_reason() -> None:
+    slow_sensor = {**record("fp32"), "power": {
+        "sensor": "tegrastats", "rate_hz_asked": 20.0,
+        "error": "no power sample during the 1.00 s of measured runs (the sensor gave "
+                 "0.5 Hz): measure longer (--min-seconds) or use a sensor that answers faster"}}
+    text = render_markdown(make_run("r", [slow_sensor]))
+    assert "energy not measured: no power sample during the 1.00 s of measured runs" in text

@@ -394,8 +394,11 @@ def _outputs_match(result: ResultRecord) -> bool | None:
 
 
 def _conditions(result: ResultRecord) -> str:
-    """Throttling, and the hottest zone after the runs."""
+    """Throttling, the hottest zone after the runs, and why energy is missing if it is."""
     parts = []
+    power = result.measured.get("power")
+    if isinstance(power, Mapping) and power.get("error"):
+        parts.append(f"energy not measured: {power['error']}")
     thermal = result.thermal
     if thermal:
         if thermal.get("throttled"):
