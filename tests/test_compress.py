@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
+from torch import nn
 
 from toolkit.artifact import sha256_file
 from toolkit.cli import main
@@ -530,3 +532,64 @@ def test_a_file_another_runtime_computes_wrongly_is_caught(tflite_runtime_214: P
     wrong = checked["dynamic.tflite"]
     assert wrong["loads"] and not wrong["ok"]
     assert wrong["sqnr_db_vs_host"] < MIN_SQNR_DB and wrong["top1_agreement_with_host"] < 0.5
+
+
+class _Attention(nn.Module):
+    """One head of attention over 3-D tensors: the math path of scaled-dot-product."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.o(nn.functional.scaled_dot_product_attention(self.q(x), self.k(x),
+                                                                 self.v(x)))
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+def test_macs_count_attention_and_every_convolution_by_hand() -> None:
+    from toolkit.compress._build import model_counts
+
+    # 8 tokens of width 16: q, k, v projections 3 x 8 x 16 x 16, scores 8 x 8 x 16,
+    # weighted values 8 x 8 x 16, output projection 8 x 16 x 16 (the old counter saw only
+    # the projections of the first and nothing of nn.MultiheadAttention's fused path).
+    tokens = (torch.randn(1, 8, 16),)
+    by_hand = 3 * 8 * 16 * 16 + 8 * 8 * 16 + 8 * 8 * 16 + 8 * 16 * 16
+    assert model_counts(_Attention(), tokens)["macs"] == by_hand
+    assert model_counts(_SelfAttention(), tokens)["macs"] == by_hand
+    # Conv1d, a transposed and a depthwise convolution (output elements x kernel x in/groups).
+    assert model_counts(nn.Conv1d(4, 8, 3), (torch.randn(1, 4, 10),))["macs"] == 8 * 8 * 4 * 3
+    assert model_counts(nn.Conv2d(8, 8, 3, groups=8), (torch.randn(1, 8, 6, 6),))["macs"] == \
+        8 * 4 * 4 * 9
+    assert model_counts(nn.ConvTranspose2d(2, 3, 3), (torch.randn(1, 2, 4, 4),))["macs"] == \
+        2 * 4 * 4 * 3 * 9  # every input element meets every kernel weight of each output map
+
+
+def test_macs_of_mobilenet_v2_96_match_a_count_layer_by_layer() -> None:
+    from toolkit.compress._build import model_counts
+
+    source = load_model_source(Path(__file__).resolve().parent.parent / "examples"
+                               / "digits_mobilenet96.py")
+    by_hand = 0
+
+    def count(layer: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal by_hand
+        if isinstance(layer, nn.Conv2d):
+            by_hand += output.numel() * layer.weight[0].numel()  # in/groups x kh x kw
+        elif isinstance(layer, nn.Linear):
+            by_hand += output.numel() * layer.in_features
+
+    hooks = [m.register_forward_hook(count) for m in source.module.modules()]
+    with torch.no_grad():
+        source.module.eval()(*source.example_input)
+    for hook in hooks:
+        hook.remove()
+    assert model_counts(source.module, source.example_input)["macs"] == by_hand > 5_000_000

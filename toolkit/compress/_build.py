@@ -161,31 +161,39 @@ def _as_chain(recipe: Chain | ConversionConfig | TransformConfig | str) -> Chain
 
 
 def model_counts(module: Any, example: tuple[Any, ...]) -> dict[str, int]:
-    """Parameters, non-zero parameters and multiply-accumulates of one forward pass."""
+    """Parameters, non-zero parameters and multiply-accumulates of one forward pass.
+
+    MACs are half the FLOPs torch's own ``FlopCounterMode`` counts on the ATen ops that
+    run (matmul, bmm, attention, every convolution kind and grouping), divided by the
+    example's batch: a hook per ``Conv2d`` and ``Linear`` missed attention's matmuls,
+    Conv1d/3d and transposed convolutions.
+    """
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
-    macs = 0
-
-    def count(layer: Any, _inputs: Any, output: Any) -> None:
-        nonlocal macs
-        if isinstance(layer, torch.nn.Conv2d):
-            kernel = layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3]
-            macs += int(output.numel()) * int(kernel)
-        elif isinstance(layer, torch.nn.Linear):
-            macs += int(output.numel()) * int(layer.in_features)
-
-    hooks = [layer.register_forward_hook(count) for layer in module.modules()
-             if isinstance(layer, torch.nn.Conv2d | torch.nn.Linear)]
-    try:
-        with torch.no_grad():
-            module.eval()(*example)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    aten = torch.ops.aten
+    # The CPU kernel of scaled-dot-product attention is not in torch's table (torch 2.13):
+    # without this, a multi-head attention's two matmuls count as nothing.
+    counter = FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops})
+    # Autograd on: in eval under no_grad, nn.MultiheadAttention (and so TransformerEncoder)
+    # takes a fused fast path the counter does not see (it counted 0 MACs there).
+    with torch.enable_grad(), counter:
+        module.eval()(*example)
     parameters = [p.detach() for p in module.parameters()]
+    first = example[0] if example else None
+    batch = int(first.shape[0]) if first is not None and first.ndim else 1
     return {"parameters": sum(int(p.numel()) for p in parameters),
             "nonzero_parameters": sum(int(p.count_nonzero()) for p in parameters),
-            "macs": macs // max(1, int(example[0].shape[0]) if example else 1)}
+            "macs": int(counter.get_total_flops()) // 2 // max(1, batch)}
+
+
+def _attention_flops(query_shape: Any, key_shape: Any, value_shape: Any, *_args: Any,
+                     **_kwargs: Any) -> int:
+    """FLOPs of softmax(Q K^T) V over (batch, heads, length, dim) shapes: two matmuls."""
+    batch, heads, queries, dim = query_shape
+    keys, value_dim = key_shape[-2], value_shape[-1]
+    return 2 * batch * heads * queries * keys * (dim + value_dim)
 
 
 def _fidelity_inputs(source: ModelSource) -> tuple[list[tuple[Any, ...]], str]:
