@@ -2,6 +2,12 @@
 
 Library errors become one line on stderr and the error's exit code; a user
 mistake never shows a traceback.
+
+Every command module imports at its top only click and light modules (errors,
+defaults, the recipe grammar); what a command runs (torch, numpy, paramiko, the
+store, rich) is imported inside the command, so ``edge --help`` and every ``edge
+COMMAND --help`` start about as fast as ``import click``. ``tests/test_cli_startup.py``
+holds them to it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import click
 
 from device_agent.power import POWER_SENSORS
 
-from . import pipeline
+from .cancel import cancel_on_signals
 from .cli_bench import bench_command
 from .cli_check import check
 from .cli_compress import compress
@@ -21,10 +27,9 @@ from .cli_lab import doctor, lab
 from .cli_report import report
 from .cli_runs import runs
 from .cli_targets import targets
-from .compress import BUDGET_CANDIDATES
+from .defaults import BUDGET_CANDIDATES, DEFAULT_OUT_DIR
 from .errors import EdgeError
-from .runner import cancel_on_signals
-from .store import describe_store
+from .project import STORE_ENV
 
 #: Where ``edge deploy`` keeps converted variants, instead of ~/.cache/edge/conversions.
 CONVERSION_CACHE_ENV = "EDGE_CONVERSION_CACHE"
@@ -63,11 +68,11 @@ def main() -> None:
                    "board, the fastest VALID one as measured there (the smaller file when "
                    "the difference is within noise); names every candidate left out.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
-              default=pipeline.DEFAULT_OUT_DIR, show_default=True,
+              default=DEFAULT_OUT_DIR, show_default=True,
               help="Folder for artifacts, reports and the default results store.")
 @click.option("--store", "store_path",
               help="Results store: a SQLite file or a postgresql:// URL "
-                   f"[default: OUT/results.sqlite, or ${pipeline.STORE_ENV}].")
+                   f"[default: OUT/results.sqlite, or ${STORE_ENV}].")
 @click.option("--targets-dir", type=click.Path(path_type=Path),
               help="Folder with your own target files, searched before the built-in ones.")
 @click.option("--lab", "lab_file", type=click.Path(path_type=Path),
@@ -108,6 +113,9 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
 
     Example: edge deploy examples/digits_cnn.py --target local
     """
+    from . import pipeline
+    from .store import describe_store
+
     settings = {key: value for key, value in
                 (("min_runs", min_runs), ("min_seconds", min_seconds),
                  ("cooldown_seconds", cooldown), ("cooldown_to_c", cooldown_to),

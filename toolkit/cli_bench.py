@@ -7,27 +7,30 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.markup import escape
-from rich.table import Table
 
-from .bench import DEFAULT_BUSY_WAIT_SECONDS, BenchEvent, BenchOutcome, bench
-from .doctor import diagnose
-from .lab import load_lab
-from .pipeline import DEFAULT_OUT_DIR, STORE_ENV
-from .targets import Target
-from .units import format_duration
+from .defaults import DEFAULT_BUSY_WAIT_SECONDS, DEFAULT_OUT_DIR
+from .project import STORE_ENV
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .bench import BenchEvent, BenchOutcome
+    from .targets import Target
 
 
 class _Progress:
     """Live board table on a terminal; one plain line per event otherwise (CI logs)."""
 
     def __init__(self, boards: list[str], console: Console) -> None:
+        import threading
+
+        from rich.live import Live
+
         self.console = console
         self.state = {board: ("queued", "") for board in boards}
         self._lock = threading.Lock()
@@ -55,6 +58,8 @@ class _Progress:
                                    highlight=False)
 
     def _table(self) -> Table:
+        from rich.table import Table
+
         table = Table("board", "state", "detail", title="edge bench")
         for board, (what, detail) in self.state.items():
             table.add_row(board, what, detail[:80])
@@ -94,6 +99,11 @@ def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | 
 
     Example: edge bench examples/digits_cnn.py --targets tag:rpi4 --recipe fp32,int8
     """
+    from rich.console import Console
+
+    from .bench import bench
+    from .lab import load_lab
+
     targets = load_lab(lab_file, targets_dir).select(targets_spec)
     settings = {key: value for key, value in (("min_runs", min_runs),
                                               ("min_seconds", min_seconds))
@@ -116,10 +126,17 @@ def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | 
 
 def _health_reason(target: Target) -> str | None:
     """Why edge doctor would leave ``target`` out, or None when it is fit."""
+    from .doctor import diagnose
+
     return diagnose(target).reason or None
 
 
 def _summary(outcome: BenchOutcome) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .units import format_duration
+
     table = Table("model", "board", "variant", "p50", "status", title="edge bench summary")
     for cell in outcome.cells:
         p50 = format_duration(cell.p50_ms) if cell.p50_ms is not None else ""

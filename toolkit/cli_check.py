@@ -13,12 +13,10 @@ from pathlib import Path
 
 import click
 
-from . import pipeline
-from .check import THRESHOLD_HELP, Thresholds, check_runs, load_baseline
 from .cli_runs import write_output
+from .defaults import DEFAULT_OUT_DIR, THRESHOLD_HELP
 from .errors import ExitCode, UsageError
 from .project import find_project_config, resolve_store_path
-from .store import ResultsStore
 
 _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.items())
 
@@ -69,12 +67,15 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
 
     Example: edge check --baseline main latest --junit check.xml
     """
+    from .check import Thresholds, check_runs, load_baseline
+    from .store import ResultsStore
+
     project = find_project_config()
     thresholds = Thresholds.from_mapping(project.table("check"),
                                          where=f"{project.path} [tool.edge.check]")
     thresholds = Thresholds.from_mapping(dict(_split(o) for o in overrides), base=thresholds,
                                          where="--threshold")
-    path = resolve_store_path(store_path, default=pipeline.DEFAULT_OUT_DIR / "results.sqlite",
+    path = resolve_store_path(store_path, default=DEFAULT_OUT_DIR / "results.sqlite",
                               project=project)
     with ResultsStore(path, create=False) as store:
         baselines = [load_baseline(ref, store) for ref in baseline_refs]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .compress import analyze_to_folder, compress_budget_candidates, compress_to_folder
+from .defaults import compress_budget_candidates
 from .errors import UsageError
 
 
@@ -42,6 +42,8 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
 
     Example: edge compress examples/digits_cnn.py --recipe fp32,int8,prune:0.8 -o out
     """
+    from .compress import compress_to_folder
+
     if analyze:
         if recipe or max_accuracy_drop is not None or compat_pythons:
             raise UsageError("--analyze builds no variants: drop --recipe, --max-accuracy-drop "
@@ -84,6 +86,8 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
 
 
 def _analyze(model: Path, out_dir: Path, as_json: bool) -> None:
+    from .compress import analyze_to_folder
+
     table_path = analyze_to_folder(model, out_dir, progress=_progress)
     table = json.loads(table_path.read_text(encoding="utf-8"))
     if as_json:

@@ -5,20 +5,19 @@ Example: edge doctor --targets tag:rpi4 ; edge lab status
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from .doctor import BoardHealth, diagnose
 from .errors import ExitCode, TargetError
-from .lab import BoardStatus, board_status, load_lab
-from .targets import Target
+
+if TYPE_CHECKING:
+    from .doctor import BoardHealth
+    from .lab import BoardStatus
+    from .targets import Target
 
 lab_option = click.option("--lab", "lab_file", type=click.Path(path_type=Path),
                           help="Lab file listing boards and tags "
@@ -29,6 +28,8 @@ targets_dir_option = click.option("--targets-dir", type=click.Path(path_type=Pat
 
 def _chosen(lab_file: Path | None, targets_dir: Path | None, spec: str | None,
             every: bool) -> list[Target]:
+    from .lab import load_lab
+
     lab = load_lab(lab_file, targets_dir)
     if spec:
         return lab.select(spec)
@@ -49,6 +50,13 @@ def doctor(spec: str | None, every: bool, lab_file: Path | None, targets_dir: Pa
 
     Exit status 1 when any board is unhealthy.  Example: edge doctor --all
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .doctor import diagnose
+
     targets = _chosen(lab_file, targets_dir, spec, every)
     with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
         found: list[BoardHealth] = list(pool.map(diagnose, targets))
@@ -88,6 +96,13 @@ def status(spec: str | None, lab_file: Path | None, targets_dir: Path | None,
 
     Example: edge lab status --targets tag:jetson
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .lab import board_status
+
     targets = _chosen(lab_file, targets_dir, spec, every=True)
     with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
         found: list[BoardStatus] = list(pool.map(board_status, targets))
@@ -102,6 +117,8 @@ def status(spec: str | None, lab_file: Path | None, targets_dir: Path | None,
 
 
 def _clock(epoch: int | None) -> str:
+    import datetime as dt
+
     if epoch is None:
         return ""
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import click
 
-from .check import load_baseline
 from .cli_runs import open_store, store_option, write_output
-from .report import FORMATS, render
+from .defaults import FORMATS
 
 
 @click.command()
@@ -28,6 +27,9 @@ def report(run: str, store_path: str | None, fmt: str, output: Path | None,
 
     Example: edge report latest --format html -o report.html
     """
+    from .check import load_baseline
+    from .report import render
+
     with open_store(store_path) as store:
         stored = store.get_run(run)
         baseline = load_baseline(baseline_ref, store) if baseline_ref else None

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from . import pipeline
+from .defaults import DEFAULT_OUT_DIR
 from .project import resolve_store_path
-from .store import ResultsStore, export_csv, export_json
+
+if TYPE_CHECKING:
+    from .store import ResultsStore
 
 store_option = click.option(
     "--store", "store_path",
@@ -22,7 +25,9 @@ store_option = click.option(
 
 def open_store(store_path: str | None) -> ResultsStore:
     """The store the user means; it must already exist (reading never creates one)."""
-    default = pipeline.DEFAULT_OUT_DIR / "results.sqlite"
+    from .store import ResultsStore
+
+    default = DEFAULT_OUT_DIR / "results.sqlite"
     return ResultsStore(resolve_store_path(store_path, default=default), create=False)
 
 
@@ -62,6 +67,7 @@ def list_runs(store_path: str | None, limit: int, model_name: str | None, as_jso
 def show_run(run: str, store_path: str | None, as_json: bool) -> None:
     """Show RUN (a run id, a tag, or latest).  Example: edge runs show latest"""
     from .report import render_markdown
+    from .store import export_json
 
     with open_store(store_path) as store:
         stored = store.get_run(run)
@@ -88,6 +94,8 @@ def tag_run(run: str, name: str, store_path: str | None) -> None:
               help="Write to this file instead of standard output.")
 def export_run(run: str, store_path: str | None, fmt: str, output: Path | None) -> None:
     """Export RUN as JSON or CSV.  Example: edge runs export main -o edge-baseline.json"""
+    from .store import export_csv, export_json
+
     with open_store(store_path) as store:
         stored = store.get_run(run)
     text = export_json(stored) if fmt == "json" else export_csv(stored)

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .bootstrap import setup as setup_board
 from .errors import HostKeyError, TargetError
-from .ssh import Connection, fetch_host_key, fingerprint, known_host_key, record_host_key
-from .targets import SshParams, Target, available_targets, load_target, resolve_ssh
-from .wheelhouse import REQUIREMENTS, download_wheels, probe_platform
+
+if TYPE_CHECKING:
+    from .targets import SshParams, Target
 
 _targets_dir = click.option(
     "--targets-dir", type=click.Path(path_type=Path),
@@ -36,6 +36,8 @@ def targets() -> None:
 @_targets_dir
 def list_targets(targets_dir: Path | None) -> None:
     """List every known target with how it is reached."""
+    from .targets import available_targets, load_target
+
     for name in available_targets(targets_dir):
         try:
             target = load_target(name, targets_dir)
@@ -51,6 +53,8 @@ def list_targets(targets_dir: Path | None) -> None:
 @_targets_dir
 def show(name: str, targets_dir: Path | None) -> None:
     """Show NAME's settings, with the SSH settings resolved through ~/.ssh/config."""
+    from .targets import load_target, resolve_ssh
+
     target = load_target(name, targets_dir)
     document = target.to_dict()
     if target.transport == "ssh":
@@ -75,6 +79,8 @@ def trust(name: str, expected: tuple[str, ...], targets_dir: Path | None) -> Non
 
     Example: edge targets trust rpi4 --fingerprint SHA256:Yx3...
     """
+    from .targets import load_target, resolve_ssh
+
     target = load_target(name, targets_dir)
     hops = resolve_ssh(target).hops()
     for index, hop in enumerate(hops):
@@ -84,6 +90,8 @@ def trust(name: str, expected: tuple[str, ...], targets_dir: Path | None) -> Non
 
 def _trust_hop(target: Target, hop: SshParams, name: str, expected: set[str]) -> None:
     """Trust one host of the route (``name`` in messages); the hosts before it are trusted."""
+    from .ssh import fetch_host_key, fingerprint, known_host_key, record_host_key
+
     key = fetch_host_key(target, hop)
     offered = fingerprint(key)
     recorded = known_host_key(hop, key.get_name())
@@ -122,6 +130,10 @@ def setup(name: str, wheelhouse: Path | None, system_site_packages: bool,
 
     Example: edge targets setup jetson-nano --wheelhouse wheels/aarch64
     """
+    from .bootstrap import setup as setup_board
+    from .ssh import Connection
+    from .targets import load_target
+
     target = load_target(name, targets_dir)
     if target.transport != "ssh":
         raise TargetError(f"target {name} is not a board reached over SSH", target=name)
@@ -144,6 +156,10 @@ def wheelhouse(name: str, output: Path, targets_dir: Path | None) -> None:
 
     Example: edge targets wheelhouse rpi4 -o wheels/rpi4
     """
+    from .ssh import Connection
+    from .targets import load_target
+    from .wheelhouse import REQUIREMENTS, download_wheels, probe_platform
+
     target = load_target(name, targets_dir)
     if target.transport != "ssh":
         raise TargetError(f"target {name} is not a board reached over SSH", target=name)

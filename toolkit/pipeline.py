@@ -27,6 +27,7 @@ from device_agent import protocol
 from .artifact import Artifact, FailedVariant, write_manifest
 from .choose import Choice, choose_fastest, split_by_budget
 from .compress import Chain, build_artifacts, parse_recipes
+from .defaults import DEFAULT_OUT_DIR as DEFAULT_OUT_DIR
 from .errors import (
     CompressError,
     EdgeError,
@@ -46,7 +47,6 @@ from .store import ResultsStore, StoredRun, store_location
 from .targets import Target
 
 _log = logging.getLogger(__name__)
-DEFAULT_OUT_DIR = Path("edge-out")
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,10 @@ from typing import Any
 import jinja2
 
 from . import svgplot
+from .defaults import FORMATS as FORMATS
 from .errors import UsageError
 from .store import StoredRun, energy_per_inference_mj, export_json
 from .units import format_duration
-
-FORMATS = ("html", "md", "json")
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("toolkit", "templates"),
