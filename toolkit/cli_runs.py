@@ -5,6 +5,8 @@ Example: edge runs tag latest baseline && edge runs export baseline -o baseline.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,14 +108,32 @@ def export_run(run: str, store_path: str | None, fmt: str, output: Path | None) 
     click.echo(f"wrote {output}", err=True)
 
 
+#: Write failures that are not the path's fault: the same command may work again later.
+_NOT_THE_PATH = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
 def write_output(path: Path, text: str) -> None:
-    """Write ``text`` whole: to a temporary file first, so a failure leaves nothing half-written."""
-    from .errors import OutputError
+    """Write ``text`` whole, or raise one line and leave nothing behind.
+
+    The text goes to a temporary file beside ``path``, renamed over it once complete, so
+    a failure leaves neither a half-written ``path`` nor the temporary file. A path that
+    cannot be written (read-only file system, no permission, a file where a folder must
+    be) is the user's to change: :class:`OutputError`, exit 2; a full disk or an I/O
+    error is not: :class:`InfrastructureError`, exit 3.
+    """
+    from .errors import InfrastructureError, OutputError
 
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_text(text, encoding="utf-8")
         partial.replace(path)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror}", path=path) from None
+        # Only a partial file that exists is removed: on a read-only file system even
+        # unlinking a file that is not there fails (EROFS), and would hide the real error.
+        if partial.is_file():
+            with contextlib.suppress(OSError):
+                partial.unlink()
+        message = f"cannot write {path}: {exc.strerror or exc}"
+        if exc.errno in _NOT_THE_PATH:
+            raise InfrastructureError(message) from None
+        raise OutputError(message, path=path) from None
