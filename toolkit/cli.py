@@ -24,12 +24,20 @@ from .cli_bench import bench_command
 from .cli_check import check
 from .cli_compress import compress
 from .cli_lab import doctor, lab
+from .cli_options import (
+    lab_option,
+    min_runs_option,
+    min_seconds_option,
+    out_dir_option,
+    store_option,
+    targets_dir_option,
+    targets_option,
+)
 from .cli_report import report
 from .cli_runs import runs
 from .cli_targets import targets
-from .defaults import BUDGET_CANDIDATES, DEFAULT_OUT_DIR
+from .defaults import BUDGET_CANDIDATES
 from .errors import EdgeError
-from .project import STORE_ENV
 
 #: Where ``edge deploy`` keeps converted variants, instead of ~/.cache/edge/conversions.
 CONVERSION_CACHE_ENV = "EDGE_CONVERSION_CACHE"
@@ -56,9 +64,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", "targets", multiple=True, default=("local",), show_default=True,
-              help="Board to run on: a target file's name, or a board or tag:NAME of the lab "
-                   "file; repeat for several boards.")
+@targets_option(default=("local",), show_default=True)
 @click.option("--recipe",
               help="Comma-separated variants to build [default: fp32,int8; with "
                    "--max-accuracy-drop the candidates fp32 and "
@@ -67,19 +73,12 @@ def main() -> None:
               help="Run only variants at most POINTS below fp32's accuracy and pick, per "
                    "board, the fastest VALID one as measured there (the smaller file when "
                    "the difference is within noise); names every candidate left out.")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
-              default=DEFAULT_OUT_DIR, show_default=True,
-              help="Folder for artifacts, reports and the default results store.")
-@click.option("--store", "store_path",
-              help="Results store: a SQLite file or a postgresql:// URL "
-                   f"[default: OUT/results.sqlite, or ${STORE_ENV}].")
-@click.option("--targets-dir", type=click.Path(path_type=Path),
-              help="Folder with your own target files, searched before the built-in ones.")
-@click.option("--lab", "lab_file", type=click.Path(path_type=Path),
-              help="Lab file whose boards and tag:NAME --target may name "
-                   "(default: $EDGE_LAB, else ./lab.toml).")
-@click.option("--min-runs", type=click.IntRange(min=1), help="Measured runs at least.")
-@click.option("--min-seconds", type=click.FloatRange(min=0), help="Measured time at least.")
+@out_dir_option
+@store_option
+@targets_dir_option
+@lab_option
+@min_runs_option
+@min_seconds_option
 @click.option("--threads", "threads", callback=lambda _ctx, _param, value: _thread_counts(value),
               help="Thread counts to sweep, e.g. 1,2,4 [default: the target's setting].")
 @click.option("--cooldown", type=click.FloatRange(min=0),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .cli_options import store_option
 from .cli_runs import write_output
 from .defaults import DEFAULT_OUT_DIR, THRESHOLD_HELP
 from .errors import ExitCode, UsageError
@@ -37,9 +38,7 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
                    "latency intervals, and a regression or improvement must show against "
                    "each, so the spread between runs is not blamed on the code.")
 @click.argument("run", default="latest")
-@click.option("--store", "store_path",
-              help="Results store: a SQLite file or a postgresql:// URL [default: $EDGE_STORE, "
-                   "[tool.edge] store in pyproject.toml, or edge-out/results.sqlite].")
+@store_option
 @click.option("--threshold", "overrides", multiple=True, metavar="NAME=VALUE",
               help=f"Override a limit, e.g. latency_p50=3%. Defaults: latency_p50 5, "
                    f"latency_p99 10, peak_memory 5, size 1, accuracy 0.5, energy 5 "

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from .cli_runs import open_store, store_option, write_output
+from .cli_options import output_file_option, store_option
+from .cli_runs import open_store, write_output
 from .defaults import FORMATS
 
 
@@ -17,8 +18,7 @@ from .defaults import FORMATS
 @click.argument("run", default="latest")
 @store_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="html", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write to this file instead of standard output.")
+@output_file_option
 @click.option("--baseline", "baseline_ref",
               help="Show deltas against this run id, tag or baseline JSON file.")
 def report(run: str, store_path: str | None, fmt: str, output: Path | None,

@@ -13,17 +13,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .cli_options import output_file_option, store_option
 from .defaults import DEFAULT_OUT_DIR
 from .project import resolve_store_path
 
 if TYPE_CHECKING:
     from .store import ResultsStore
-
-store_option = click.option(
-    "--store", "store_path",
-    help="Results store: a SQLite file or a postgresql:// URL [default: $EDGE_STORE, "
-         "[tool.edge] store in pyproject.toml, or edge-out/results.sqlite].")
-
 
 def open_store(store_path: str | None) -> ResultsStore:
     """The store the user means; it must already exist (reading never creates one)."""
@@ -92,8 +87,7 @@ def tag_run(run: str, name: str, store_path: str | None) -> None:
 @store_option
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json",
               show_default=True, help="json keeps raw samples (a baseline for edge check).")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write to this file instead of standard output.")
+@output_file_option
 def export_run(run: str, store_path: str | None, fmt: str, output: Path | None) -> None:
     """Export RUN as JSON or CSV.  Example: edge runs export main -o edge-baseline.json"""
     from .store import export_csv, export_json

@@ -17,15 +17,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .cli_options import targets_dir_option
 from .errors import HostKeyError, TargetError
 
 if TYPE_CHECKING:
     from .targets import SshParams, Target
-
-_targets_dir = click.option(
-    "--targets-dir", type=click.Path(path_type=Path),
-    help="Folder with your own target files, searched before the built-in ones.")
-
 
 @click.group()
 def targets() -> None:
@@ -33,7 +29,7 @@ def targets() -> None:
 
 
 @targets.command("list")
-@_targets_dir
+@targets_dir_option
 def list_targets(targets_dir: Path | None) -> None:
     """List every known target with how it is reached."""
     from .targets import available_targets, load_target
@@ -50,7 +46,7 @@ def list_targets(targets_dir: Path | None) -> None:
 
 @targets.command("show")
 @click.argument("name")
-@_targets_dir
+@targets_dir_option
 def show(name: str, targets_dir: Path | None) -> None:
     """Show NAME's settings, with the SSH settings resolved through ~/.ssh/config."""
     from .targets import load_target, resolve_ssh
@@ -72,7 +68,7 @@ def show(name: str, targets_dir: Path | None) -> None:
 @click.option("--fingerprint", "expected", multiple=True,
               help="Record a key only if it has this SHA256:... fingerprint (for CI); "
                    "repeat it for each jump host on the way.")
-@_targets_dir
+@targets_dir_option
 def trust(name: str, expected: tuple[str, ...], targets_dir: Path | None) -> None:
     """Show the host key fingerprints on the way to NAME (its jump hosts, then the board)
     and record each in known_hosts once confirmed.
@@ -123,7 +119,7 @@ def _trust_hop(target: Target, hop: SshParams, name: str, expected: set[str]) ->
               help="Install from these wheels (pushed to the board), not from the index.")
 @click.option("--system-site-packages", is_flag=True,
               help="Let the venv see the board's own packages (e.g. a vendor numpy).")
-@_targets_dir
+@targets_dir_option
 def setup(name: str, wheelhouse: Path | None, system_site_packages: bool,
           targets_dir: Path | None) -> None:
     """Make a venv in NAME's work folder with numpy and a TFLite runtime, using pip.
@@ -149,7 +145,7 @@ def setup(name: str, wheelhouse: Path | None, system_site_packages: bool,
 @click.argument("name")
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path, file_okay=False),
               required=True, help="Folder to download the wheels into.")
-@_targets_dir
+@targets_dir_option
 def wheelhouse(name: str, output: Path, targets_dir: Path | None) -> None:
     """Download on this machine the wheels NAME needs (its Python, architecture and glibc),
     for `edge targets setup NAME --wheelhouse DIR` on a board without the package index.
