@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .cli_options import output_file_option, store_option
+from .cli_table import echo_table
 from .defaults import DEFAULT_OUT_DIR
 from .project import resolve_store_path
 
@@ -46,15 +47,15 @@ def list_runs(store_path: str | None, limit: int, model_name: str | None, as_jso
     if as_json:
         click.echo(json.dumps([vars(s) for s in summaries], indent=1))
         return
-    click.echo(f"{'run':<23} {'created':<25} {'model':<16} {'commit':<12} "
-               f"{'targets':<14} variants")
+    rows = []
     for s in summaries:
         commit = (s.git_commit or "-")[:10] + ("+" if (s.git_commit or "").endswith("dirty")
                                               else "")
-        extra = (f"  [{', '.join(s.tags)}]" if s.tags else "") + \
-                (f"  ({s.failed} failed)" if s.failed else "")
-        click.echo(f"{s.run_id:<23} {s.created_at:<25} {s.model_name:<16} {commit:<12} "
-                   f"{','.join(s.targets):<14} {','.join(s.variants)}{extra}")
+        notes = " ".join(([f"[{', '.join(s.tags)}]"] if s.tags else [])
+                         + ([f"({s.failed} failed)"] if s.failed else []))
+        rows.append([s.run_id, s.created_at, s.model_name, commit, ",".join(s.targets),
+                     ",".join(s.variants), notes])
+    echo_table(["run", "created", "model", "commit", "targets", "variants", "notes"], rows)
 
 
 @runs.command("show")
