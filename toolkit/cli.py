@@ -33,6 +33,7 @@ from .cli_options import (
     targets_dir_option,
     targets_option,
 )
+from .cli_progress import LiveProgress, one_line_warnings
 from .cli_report import report
 from .cli_runs import runs
 from .cli_targets import targets
@@ -44,12 +45,12 @@ CONVERSION_CACHE_ENV = "EDGE_CONVERSION_CACHE"
 
 
 class _EdgeGroup(click.Group):
-    """Maps every :class:`EdgeError` to one line and its exit code."""
+    """Maps every :class:`EdgeError` to one line and its exit code; warnings are one line too."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             # SIGTERM and a closed terminal clean up (boards, leases, staging) like Ctrl-C.
-            with cancel_on_signals():
+            with cancel_on_signals(), one_line_warnings():
                 return super().invoke(ctx)
         except EdgeError as exc:
             click.echo(f"edge: error: {exc}", err=True)
@@ -94,6 +95,9 @@ def main() -> None:
               help="Folder of converted variants: an unchanged model and recipe is not "
                    "converted again (least recently used evicted above 2 GiB).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No live progress line on a terminal (stage, board, elapsed time); "
+                   "warnings and errors still show. Outside a terminal there is none anyway.")
 def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
@@ -101,7 +105,7 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
            min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
            cooldown_to: float | None,
            power_sensor: str | None, power_command: str | None, conversion_cache: Path,
-           as_json: bool) -> None:
+           as_json: bool, quiet: bool) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
@@ -122,12 +126,13 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
                 if value is not None}
     recipes = recipe or ("fp32," + BUDGET_CANDIDATES if max_accuracy_drop is not None
                          else "fp32,int8")
-    outcome = pipeline.deploy(model, targets=targets, recipes=recipes, out_dir=out_dir,
-                              store_path=store_path, targets_dir=targets_dir,
-                              settings=settings, threads=threads,
-                              max_accuracy_drop=max_accuracy_drop,
-                              conversion_cache=conversion_cache.expanduser(),
-                              lab_file=lab_file)
+    with LiveProgress(enabled=not quiet) as progress:
+        outcome = pipeline.deploy(model, targets=targets, recipes=recipes, out_dir=out_dir,
+                                  store_path=store_path, targets_dir=targets_dir,
+                                  settings=settings, threads=threads,
+                                  max_accuracy_drop=max_accuracy_drop,
+                                  conversion_cache=conversion_cache.expanduser(),
+                                  lab_file=lab_file, progress=progress)
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},
