@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import time
@@ -32,6 +31,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 if TYPE_CHECKING:
+    import logging
+
     from rich.live import Live
     from rich.spinner import Spinner
 
@@ -40,23 +41,22 @@ if TYPE_CHECKING:
 _drawing: list[Live] = []
 
 
-class _OneLineHandler(logging.Handler):
-    """``edge: warning: MESSAGE`` with every line break of the message (or of its
-    exception) folded into a space, on stderr (above the live line when one is drawn)."""
+def _one_line(record: logging.LogRecord) -> str:
+    """``edge: warning: MESSAGE``, every line break of the message (or of its exception)
+    folded into a space."""
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+        text += f": {record.exc_info[1]}"
+    return "edge: warning: " + " ".join(part.strip() for part in text.splitlines()
+                                        if part.strip())
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = record.getMessage()
-            if record.exc_info and record.exc_info[1] is not None:
-                text += f": {record.exc_info[1]}"
-            line = "edge: warning: " + " ".join(part.strip() for part in text.splitlines()
-                                                if part.strip())
-            if _drawing:
-                _drawing[-1].console.print(line, markup=False, highlight=False, soft_wrap=True)
-            else:
-                click.echo(line, err=True)
-        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
-            self.handleError(record)
+
+def _print_warning(line: str) -> None:
+    """On stderr; above the live line when one is drawn."""
+    if _drawing:
+        _drawing[-1].console.print(line, markup=False, highlight=False, soft_wrap=True)
+    else:
+        click.echo(line, err=True)
 
 
 @contextlib.contextmanager
@@ -66,8 +66,17 @@ def one_line_warnings() -> Iterator[None]:
     Not propagated to the root logger: handlers that third-party code leaves there would
     print them a second time, in another format, or into a stream nobody reads.
     """
+    import logging  # here: ``edge --help`` never gets this far, and need not pay for it
+
+    class OneLineHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                _print_warning(_one_line(record))
+            except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+                self.handleError(record)
+
     logger = logging.getLogger("toolkit")
-    handler = _OneLineHandler(logging.WARNING)
+    handler = OneLineHandler(logging.WARNING)
     propagate = logger.propagate
     logger.addHandler(handler)
     logger.propagate = False
