@@ -5,10 +5,15 @@ The stages, one module each: :mod:`~toolkit.model` (load) ->
 (with :mod:`device_agent` on the board) -> :mod:`~toolkit.results` (one typed record
 per target x variant) -> :mod:`~toolkit.store` -> :mod:`~toolkit.report`;
 :func:`deploy` runs them all, and :func:`check_runs` gates a run against a baseline.
+
+Only the errors are imported with the package; every other public name on first use
+(:mod:`toolkit._lazy`), so that ``edge --help`` does not wait for torch.
 """
 
-from .check import CheckOutcome, Thresholds, check_runs
-from .compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_recipes
+import importlib
+from typing import TYPE_CHECKING
+
+from ._lazy import attach
 from .errors import (
     AgentError,
     AuthError,
@@ -28,11 +33,33 @@ from .errors import (
     TransferError,
     UsageError,
 )
-from .model import ModelSource, load_model_source
-from .pipeline import DeployOutcome, deploy
-from .results import ResultRecord, Status
-from .store import ResultsStore, StoredRun
-from .targets import Target, load_target
+
+if TYPE_CHECKING:
+    from .check import CheckOutcome, Thresholds, check_runs
+    from .compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_recipes
+    from .model import ModelSource, load_model_source
+    from .pipeline import DeployOutcome, deploy
+    from .results import ResultRecord, Status
+    from .store import ResultsStore, StoredRun
+    from .targets import Target, load_target
+else:
+    # The subpackage toolkit.compress is light until a variant is built; importing it now,
+    # before anything else does, keeps the name ``compress`` here the function (as the
+    # eager import did): a later first import of the subpackage would bind the module.
+    importlib.import_module(".compress", __name__)
+    del globals()["compress"]
+
+#: The heavy public names (torch, numpy, paramiko behind them), imported on first use.
+__getattr__, __dir__ = attach(__name__, {
+    "CheckOutcome": "check", "Thresholds": "check", "check_runs": "check",
+    "RECIPES": "compress", "Fp32Config": "compress", "Int8StaticConfig": "compress",
+    "compress": "compress", "parse_recipes": "compress",
+    "ModelSource": "model", "load_model_source": "model",
+    "DeployOutcome": "pipeline", "deploy": "pipeline",
+    "ResultRecord": "results", "Status": "results",
+    "ResultsStore": "store", "StoredRun": "store",
+    "Target": "targets", "load_target": "targets",
+}, globals())
 
 __all__ = [
     "AgentError",

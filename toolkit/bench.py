@@ -29,6 +29,7 @@ from typing import Any
 
 from .artifact import Artifact, FailedVariant
 from .compress import parse_recipes
+from .defaults import DEFAULT_BUSY_WAIT_SECONDS as DEFAULT_BUSY_WAIT_SECONDS
 from .errors import (
     AgentError,
     BoardBusyError,
@@ -53,9 +54,6 @@ from .results import ResultRecord, Stage, Status, artifact_facts
 from .runner import allow_jobs, cancel_running_jobs, check_boards
 from .store import ResultsStore, StoredRun, store_location
 from .targets import Target
-
-#: How long a board held by another job is waited for before its cells are given up.
-DEFAULT_BUSY_WAIT_SECONDS = 900.0
 
 
 @dataclass(frozen=True)

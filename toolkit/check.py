@@ -70,20 +70,12 @@ from xml.etree import ElementTree
 
 import numpy as np
 
+from .defaults import THRESHOLD_HELP as THRESHOLD_HELP
 from .errors import CheckRefused, ExitCode, UsageError
 from .results import ResultRecord
 from .store import EarlierLatency, StoredRun
 from .units import format_duration
 
-#: Threshold name -> (what it judges, unit of the threshold).
-THRESHOLD_HELP = {
-    "latency_p50": "latency median, % slower",
-    "latency_p99": "latency 99th percentile, % slower",
-    "peak_memory": "peak resident memory, % more",
-    "size": "artifact size, % larger",
-    "accuracy": "accuracy, points lower",
-    "energy": "energy per inference, % more",
-}
 #: Block length of the bootstrap, as a fraction of a run's samples (see bootstrap_ratio).
 BLOCK_FRACTION = 0.05
 #: Samples of a run the bootstrap resamples at most (see bootstrap_ratios).

@@ -2,6 +2,12 @@
 
 Library errors become one line on stderr and the error's exit code; a user
 mistake never shows a traceback.
+
+Every command module imports at its top only click and light modules (errors,
+defaults, the recipe grammar); what a command runs (torch, numpy, paramiko, the
+store, rich) is imported inside the command, so ``edge --help`` and every ``edge
+COMMAND --help`` start about as fast as ``import click``. ``tests/test_cli_startup.py``
+holds them to it.
 """
 
 from __future__ import annotations
@@ -13,30 +19,38 @@ import click
 
 from device_agent.power import POWER_SENSORS
 
-from . import pipeline
+from .cancel import cancel_on_signals
 from .cli_bench import bench_command
 from .cli_check import check
 from .cli_compress import compress
 from .cli_lab import doctor, lab
+from .cli_options import (
+    lab_option,
+    min_runs_option,
+    min_seconds_option,
+    out_dir_option,
+    store_option,
+    targets_dir_option,
+    targets_option,
+)
+from .cli_progress import LiveProgress, one_line_warnings
 from .cli_report import report
 from .cli_runs import runs
 from .cli_targets import targets
-from .compress import BUDGET_CANDIDATES
+from .defaults import BUDGET_CANDIDATES
 from .errors import EdgeError
-from .runner import cancel_on_signals
-from .store import describe_store
 
 #: Where ``edge deploy`` keeps converted variants, instead of ~/.cache/edge/conversions.
 CONVERSION_CACHE_ENV = "EDGE_CONVERSION_CACHE"
 
 
 class _EdgeGroup(click.Group):
-    """Maps every :class:`EdgeError` to one line and its exit code."""
+    """Maps every :class:`EdgeError` to one line and its exit code; warnings are one line too."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             # SIGTERM and a closed terminal clean up (boards, leases, staging) like Ctrl-C.
-            with cancel_on_signals():
+            with cancel_on_signals(), one_line_warnings():
                 return super().invoke(ctx)
         except EdgeError as exc:
             click.echo(f"edge: error: {exc}", err=True)
@@ -51,9 +65,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", "targets", multiple=True, default=("local",), show_default=True,
-              help="Board to run on: a target file's name, or a board or tag:NAME of the lab "
-                   "file; repeat for several boards.")
+@targets_option(default=("local",), show_default=True)
 @click.option("--recipe",
               help="Comma-separated variants to build [default: fp32,int8; with "
                    "--max-accuracy-drop the candidates fp32 and "
@@ -62,19 +74,12 @@ def main() -> None:
               help="Run only variants at most POINTS below fp32's accuracy and pick, per "
                    "board, the fastest VALID one as measured there (the smaller file when "
                    "the difference is within noise); names every candidate left out.")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
-              default=pipeline.DEFAULT_OUT_DIR, show_default=True,
-              help="Folder for artifacts, reports and the default results store.")
-@click.option("--store", "store_path",
-              help="Results store: a SQLite file or a postgresql:// URL "
-                   f"[default: OUT/results.sqlite, or ${pipeline.STORE_ENV}].")
-@click.option("--targets-dir", type=click.Path(path_type=Path),
-              help="Folder with your own target files, searched before the built-in ones.")
-@click.option("--lab", "lab_file", type=click.Path(path_type=Path),
-              help="Lab file whose boards and tag:NAME --target may name "
-                   "(default: $EDGE_LAB, else ./lab.toml).")
-@click.option("--min-runs", type=click.IntRange(min=1), help="Measured runs at least.")
-@click.option("--min-seconds", type=click.FloatRange(min=0), help="Measured time at least.")
+@out_dir_option
+@store_option
+@targets_dir_option
+@lab_option
+@min_runs_option
+@min_seconds_option
 @click.option("--threads", "threads", callback=lambda _ctx, _param, value: _thread_counts(value),
               help="Thread counts to sweep, e.g. 1,2,4 [default: the target's setting].")
 @click.option("--cooldown", type=click.FloatRange(min=0),
@@ -90,6 +95,9 @@ def main() -> None:
               help="Folder of converted variants: an unchanged model and recipe is not "
                    "converted again (least recently used evicted above 2 GiB).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No live progress line on a terminal (stage, board, elapsed time); "
+                   "warnings and errors still show. Outside a terminal there is none anyway.")
 def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
@@ -97,7 +105,7 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
            min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
            cooldown_to: float | None,
            power_sensor: str | None, power_command: str | None, conversion_cache: Path,
-           as_json: bool) -> None:
+           as_json: bool, quiet: bool) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
@@ -108,6 +116,9 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
 
     Example: edge deploy examples/digits_cnn.py --target local
     """
+    from . import pipeline
+    from .store import describe_store
+
     settings = {key: value for key, value in
                 (("min_runs", min_runs), ("min_seconds", min_seconds),
                  ("cooldown_seconds", cooldown), ("cooldown_to_c", cooldown_to),
@@ -115,12 +126,13 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
                 if value is not None}
     recipes = recipe or ("fp32," + BUDGET_CANDIDATES if max_accuracy_drop is not None
                          else "fp32,int8")
-    outcome = pipeline.deploy(model, targets=targets, recipes=recipes, out_dir=out_dir,
-                              store_path=store_path, targets_dir=targets_dir,
-                              settings=settings, threads=threads,
-                              max_accuracy_drop=max_accuracy_drop,
-                              conversion_cache=conversion_cache.expanduser(),
-                              lab_file=lab_file)
+    with LiveProgress(enabled=not quiet) as progress:
+        outcome = pipeline.deploy(model, targets=targets, recipes=recipes, out_dir=out_dir,
+                                  store_path=store_path, targets_dir=targets_dir,
+                                  settings=settings, threads=threads,
+                                  max_accuracy_drop=max_accuracy_drop,
+                                  conversion_cache=conversion_cache.expanduser(),
+                                  lab_file=lab_file, progress=progress)
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},

@@ -7,27 +7,38 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.markup import escape
-from rich.table import Table
 
-from .bench import DEFAULT_BUSY_WAIT_SECONDS, BenchEvent, BenchOutcome, bench
-from .doctor import diagnose
-from .lab import load_lab
-from .pipeline import DEFAULT_OUT_DIR, STORE_ENV
-from .targets import Target
-from .units import format_duration
+from .cli_options import (
+    lab_option,
+    min_runs_option,
+    min_seconds_option,
+    out_dir_option,
+    store_option,
+    targets_dir_option,
+    targets_option,
+)
+from .defaults import DEFAULT_BUSY_WAIT_SECONDS
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .bench import BenchEvent, BenchOutcome
+    from .targets import Target
 
 
 class _Progress:
     """Live board table on a terminal; one plain line per event otherwise (CI logs)."""
 
     def __init__(self, boards: list[str], console: Console) -> None:
+        import threading
+
+        from rich.live import Live
+
         self.console = console
         self.state = {board: ("queued", "") for board in boards}
         self._lock = threading.Lock()
@@ -55,6 +66,8 @@ class _Progress:
                                    highlight=False)
 
     def _table(self) -> Table:
+        from rich.table import Table
+
         table = Table("board", "state", "detail", title="edge bench")
         for board, (what, detail) in self.state.items():
             table.add_row(board, what, detail[:80])
@@ -63,26 +76,21 @@ class _Progress:
 
 @click.command(name="bench")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--targets", "targets_spec", required=True,
-              help="Boards: names and tag:NAME, comma-separated (e.g. tag:rpi4,jetson-01).")
-@click.option("--lab", "lab_file", type=click.Path(path_type=Path),
-              help="Lab file listing boards and tags (default: $EDGE_LAB, else ./lab.toml).")
-@click.option("--targets-dir", type=click.Path(path_type=Path),
-              help="Folder of your own target files, searched before the built-in ones.")
+@targets_option(required=True)
+@lab_option
+@targets_dir_option
 @click.option("--recipe", default="fp32,int8", show_default=True,
               help="Comma-separated recipes, as for edge deploy.")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
-              default=DEFAULT_OUT_DIR, show_default=True, help="Folder for runs and reports.")
-@click.option("--store", "store_path",
-              help=f"Results store (default: ${STORE_ENV}, else OUT/results.sqlite).")
-@click.option("--min-runs", type=click.IntRange(min=1), help="Measured runs at least.")
-@click.option("--min-seconds", type=click.FloatRange(min=0), help="Measured time at least.")
+@out_dir_option
+@store_option
+@min_runs_option
+@min_seconds_option
 @click.option("--busy-wait", type=click.FloatRange(min=0), default=DEFAULT_BUSY_WAIT_SECONDS,
               show_default=True, help="Seconds to wait for a board another job holds.")
 @click.option("--health-check/--no-health-check", default=True, show_default=True,
               help="Run edge doctor's checks first and leave failing boards out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON document.")
-def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | None,
+def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: Path | None,
                   targets_dir: Path | None, recipe: str, out_dir: Path,
                   store_path: str | None, min_runs: int | None, min_seconds: float | None,
                   busy_wait: float, health_check: bool, as_json: bool) -> None:
@@ -94,13 +102,18 @@ def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | 
 
     Example: edge bench examples/digits_cnn.py --targets tag:rpi4 --recipe fp32,int8
     """
-    targets = load_lab(lab_file, targets_dir).select(targets_spec)
+    from rich.console import Console
+
+    from .bench import bench
+    from .lab import load_lab
+
+    boards = load_lab(lab_file, targets_dir).select(targets)
     settings = {key: value for key, value in (("min_runs", min_runs),
                                               ("min_seconds", min_seconds))
                 if value is not None}
     console = Console(stderr=True)
-    with _Progress([t.name for t in targets], console) as progress:
-        outcome = bench(list(models), targets=targets, recipes=recipe, out_dir=out_dir,
+    with _Progress([t.name for t in boards], console) as progress:
+        outcome = bench(list(models), targets=boards, recipes=recipe, out_dir=out_dir,
                         store_path=store_path, settings=settings, busy_wait_seconds=busy_wait,
                         health=_health_reason if health_check else None, on_event=progress)
     if as_json:
@@ -116,10 +129,17 @@ def bench_command(models: tuple[Path, ...], targets_spec: str, lab_file: Path | 
 
 def _health_reason(target: Target) -> str | None:
     """Why edge doctor would leave ``target`` out, or None when it is fit."""
+    from .doctor import diagnose
+
     return diagnose(target).reason or None
 
 
 def _summary(outcome: BenchOutcome) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .units import format_duration
+
     table = Table("model", "board", "variant", "p50", "status", title="edge bench summary")
     for cell in outcome.cells:
         p50 = format_duration(cell.p50_ms) if cell.p50_ms is not None else ""

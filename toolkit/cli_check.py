@@ -13,12 +13,11 @@ from pathlib import Path
 
 import click
 
-from . import pipeline
-from .check import THRESHOLD_HELP, Thresholds, check_runs, load_baseline
+from .cli_options import store_option
 from .cli_runs import write_output
+from .defaults import DEFAULT_OUT_DIR, THRESHOLD_HELP
 from .errors import ExitCode, UsageError
 from .project import find_project_config, resolve_store_path
-from .store import ResultsStore
 
 _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.items())
 
@@ -39,9 +38,7 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
                    "latency intervals, and a regression or improvement must show against "
                    "each, so the spread between runs is not blamed on the code.")
 @click.argument("run", default="latest")
-@click.option("--store", "store_path",
-              help="Results store: a SQLite file or a postgresql:// URL [default: $EDGE_STORE, "
-                   "[tool.edge] store in pyproject.toml, or edge-out/results.sqlite].")
+@store_option
 @click.option("--threshold", "overrides", multiple=True, metavar="NAME=VALUE",
               help=f"Override a limit, e.g. latency_p50=3%. Defaults: latency_p50 5, "
                    f"latency_p99 10, peak_memory 5, size 1, accuracy 0.5, energy 5 "
@@ -69,12 +66,15 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
 
     Example: edge check --baseline main latest --junit check.xml
     """
+    from .check import Thresholds, check_runs, load_baseline
+    from .store import ResultsStore
+
     project = find_project_config()
     thresholds = Thresholds.from_mapping(project.table("check"),
                                          where=f"{project.path} [tool.edge.check]")
     thresholds = Thresholds.from_mapping(dict(_split(o) for o in overrides), base=thresholds,
                                          where="--threshold")
-    path = resolve_store_path(store_path, default=pipeline.DEFAULT_OUT_DIR / "results.sqlite",
+    path = resolve_store_path(store_path, default=DEFAULT_OUT_DIR / "results.sqlite",
                               project=project)
     with ResultsStore(path, create=False) as store:
         baselines = [load_baseline(ref, store) for ref in baseline_refs]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .compress import analyze_to_folder, compress_budget_candidates, compress_to_folder
+from .cli_table import echo_table
+from .defaults import compress_budget_candidates
 from .errors import UsageError
 
 
@@ -42,6 +43,8 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
 
     Example: edge compress examples/digits_cnn.py --recipe fp32,int8,prune:0.8 -o out
     """
+    from .compress import compress_to_folder
+
     if analyze:
         if recipe or max_accuracy_drop is not None or compat_pythons:
             raise UsageError("--analyze builds no variants: drop --recipe, --max-accuracy-drop "
@@ -57,33 +60,35 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
-    click.echo(f"{'recipe':<34} {'size':>9} {'gzip':>9} {'accuracy':>8} {'agree':>6} "
-               f"{'SQNR dB':>7} {'MACs':>10}  runtimes")
+    rows = []
     for v in manifest["variants"]:
         fidelity = v.get("fidelity") or {}
-        accuracy = "-" if v.get("accuracy") is None else f"{v['accuracy']:.4f}"
-        agree = fidelity.get("top1_agreement")
-        sqnr = fidelity.get("sqnr_db")
-        click.echo(f"{v['recipe']:<34} {v['size_bytes']:>9} {v['gzip_bytes']:>9} "
-                   f"{accuracy:>8} {'-' if agree is None else f'{agree:.3f}':>6} "
-                   f"{'-' if sqnr is None else f'{sqnr:.1f}':>7} {v.get('macs') or 0:>10}  "
-                   + ", ".join(f"{r['name']} {r['version']} {'ok' if r['ok'] else 'FAILS'}"
-                               for r in v.get("runtime_compat", [])))
+        agree, sqnr = fidelity.get("top1_agreement"), fidelity.get("sqnr_db")
+        rows.append([v["recipe"], str(v["size_bytes"]), str(v["gzip_bytes"]),
+                     "-" if v.get("accuracy") is None else f"{v['accuracy']:.4f}",
+                     "-" if agree is None else f"{agree:.3f}",
+                     "-" if sqnr is None else f"{sqnr:.1f}", str(v.get("macs") or 0),
+                     ", ".join(f"{r['name']} {r['version']} {'ok' if r['ok'] else 'FAILS'}"
+                               for r in v.get("runtime_compat", []))])
+    echo_table(["recipe", "size", "gzip", "accuracy", "agree", "SQNR dB", "MACs", "runtimes"],
+               rows, numeric={"size", "gzip", "accuracy", "agree", "SQNR dB", "MACs"})
     selection = manifest.get("selection")
     if selection:
         click.echo(f"\ntried within a budget of {selection['max_accuracy_drop_points']:g} "
                    f"points (fp32 accuracy {selection['baseline_accuracy']:.4f}):")
-        for t in selection["tried"]:
-            verdict = (t["skipped"] if "skipped" in t else
-                       f"{t['size_ratio']:.2f}x fp32 size, accuracy {t['accuracy']:.4f}, drop "
-                       f"{t['drop_points']:.2f} points: "
-                       f"{'within budget' if t['within_budget'] else 'over budget'}")
-            click.echo(f"  {t['recipe']:<34} {verdict}")
+        echo_table(["recipe", "outcome"], [
+            [t["recipe"], t["skipped"] if "skipped" in t else
+             f"{t['size_ratio']:.2f}x fp32 size, accuracy {t['accuracy']:.4f}, drop "
+             f"{t['drop_points']:.2f} points: "
+             f"{'within budget' if t['within_budget'] else 'over budget'}"]
+            for t in selection["tried"]])
         click.echo(f"chosen: {selection['chosen']}")
     click.echo(f"manifest: {manifest_path}")
 
 
 def _analyze(model: Path, out_dir: Path, as_json: bool) -> None:
+    from .compress import analyze_to_folder
+
     table_path = analyze_to_folder(model, out_dir, progress=_progress)
     table = json.loads(table_path.read_text(encoding="utf-8"))
     if as_json:
@@ -92,9 +97,9 @@ def _analyze(model: Path, out_dir: Path, as_json: bool) -> None:
     metric = table["metric"]
     click.echo(f"{metric}: fp32 {table['fp32']:.2f}, every layer int8 {table['int8']:.2f} "
                f"(SQNR {table['int8_sqnr_db']} dB); each layer quantized alone:")
-    click.echo(f"{'layer':<28} {'type':<8} {'drop (points)':>13} {'SQNR dB':>8}")
-    for row in table["layers"]:
-        sqnr = "-" if row["sqnr_db"] is None else f"{row['sqnr_db']:.1f}"
-        click.echo(f"{row['layer']:<28} {row['type']:<8} {row['drop_points']:>13.2f} "
-                   f"{sqnr:>8}")
+    echo_table(["layer", "type", "drop (points)", "SQNR dB"],
+               [[row["layer"], row["type"], f"{row['drop_points']:.2f}",
+                 "-" if row["sqnr_db"] is None else f"{row['sqnr_db']:.1f}"]
+                for row in table["layers"]],
+               numeric={"drop (points)", "SQNR dB"})
     click.echo(f"table: {table_path}")

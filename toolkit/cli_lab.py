@@ -5,53 +5,55 @@ Example: edge doctor --targets tag:rpi4 ; edge lab status
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from .doctor import BoardHealth, diagnose
+from .cli_options import lab_option, targets_dir_option, targets_option
 from .errors import ExitCode, TargetError
-from .lab import BoardStatus, board_status, load_lab
-from .targets import Target
 
-lab_option = click.option("--lab", "lab_file", type=click.Path(path_type=Path),
-                          help="Lab file listing boards and tags "
-                               "(default: $EDGE_LAB, else ./lab.toml).")
-targets_dir_option = click.option("--targets-dir", type=click.Path(path_type=Path),
-                                  help="Folder of your own target files.")
+if TYPE_CHECKING:
+    from .doctor import BoardHealth
+    from .lab import BoardStatus
+    from .targets import Target
 
-
-def _chosen(lab_file: Path | None, targets_dir: Path | None, spec: str | None,
+def _chosen(lab_file: Path | None, targets_dir: Path | None, targets: tuple[str, ...],
             every: bool) -> list[Target]:
+    from .lab import load_lab
+
     lab = load_lab(lab_file, targets_dir)
-    if spec:
-        return lab.select(spec)
+    if targets:
+        return lab.select(targets)
     if every and lab.boards:
         return lab.all()
     raise TargetError("name the boards: --targets NAMES/tag:TAG, or --all with a lab file")
 
 
 @click.command()
-@click.option("--targets", "--target", "spec", help="Boards: names and tag:NAME, comma-separated.")
+@targets_option()
 @click.option("--all", "every", is_flag=True, help="Every board of the lab file.")
 @lab_option
 @targets_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def doctor(spec: str | None, every: bool, lab_file: Path | None, targets_dir: Path | None,
+def doctor(targets: tuple[str, ...], every: bool, lab_file: Path | None, targets_dir: Path | None,
            as_json: bool) -> None:
     """Check each board: reachable, host key, Python/numpy/runtime, disk, heat, power, clock.
 
     Exit status 1 when any board is unhealthy.  Example: edge doctor --all
     """
-    targets = _chosen(lab_file, targets_dir, spec, every)
-    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
-        found: list[BoardHealth] = list(pool.map(diagnose, targets))
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .doctor import diagnose
+
+    boards = _chosen(lab_file, targets_dir, targets, every)
+    with ThreadPoolExecutor(max_workers=min(16, len(boards))) as pool:
+        found: list[BoardHealth] = list(pool.map(diagnose, boards))
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in found], indent=2))
     else:
@@ -78,19 +80,26 @@ def lab() -> None:
 
 
 @lab.command()
-@click.option("--targets", "spec", help="Boards (default: every board of the lab file).")
+@targets_option()
 @lab_option
 @targets_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def status(spec: str | None, lab_file: Path | None, targets_dir: Path | None,
+def status(targets: tuple[str, ...], lab_file: Path | None, targets_dir: Path | None,
            as_json: bool) -> None:
     """Each board: free, held (by whom, since and until when) or unreachable (why).
 
     Example: edge lab status --targets tag:jetson
     """
-    targets = _chosen(lab_file, targets_dir, spec, every=True)
-    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
-        found: list[BoardStatus] = list(pool.map(board_status, targets))
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .lab import board_status
+
+    boards = _chosen(lab_file, targets_dir, targets, every=True)
+    with ThreadPoolExecutor(max_workers=min(16, len(boards))) as pool:
+        found: list[BoardStatus] = list(pool.map(board_status, boards))
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in found], indent=2))
         return
@@ -102,6 +111,8 @@ def status(spec: str | None, lab_file: Path | None, targets_dir: Path | None,
 
 
 def _clock(epoch: int | None) -> str:
+    import datetime as dt
+
     if epoch is None:
         return ""
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

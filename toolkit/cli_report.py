@@ -9,17 +9,16 @@ from pathlib import Path
 
 import click
 
-from .check import load_baseline
-from .cli_runs import open_store, store_option, write_output
-from .report import FORMATS, render
+from .cli_options import output_file_option, store_option
+from .cli_runs import open_store, write_output
+from .defaults import FORMATS
 
 
 @click.command()
 @click.argument("run", default="latest")
 @store_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="html", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write to this file instead of standard output.")
+@output_file_option
 @click.option("--baseline", "baseline_ref",
               help="Show deltas against this run id, tag or baseline JSON file.")
 def report(run: str, store_path: str | None, fmt: str, output: Path | None,
@@ -28,6 +27,9 @@ def report(run: str, store_path: str | None, fmt: str, output: Path | None,
 
     Example: edge report latest --format html -o report.html
     """
+    from .check import load_baseline
+    from .report import render
+
     with open_store(store_path) as store:
         stored = store.get_run(run)
         baseline = load_baseline(baseline_ref, store) if baseline_ref else None

@@ -5,24 +5,27 @@ Example: edge runs tag latest baseline && edge runs export baseline -o baseline.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from . import pipeline
+from .cli_options import output_file_option, store_option
+from .cli_table import echo_table
+from .defaults import DEFAULT_OUT_DIR
 from .project import resolve_store_path
-from .store import ResultsStore, export_csv, export_json
 
-store_option = click.option(
-    "--store", "store_path",
-    help="Results store: a SQLite file or a postgresql:// URL [default: $EDGE_STORE, "
-         "[tool.edge] store in pyproject.toml, or edge-out/results.sqlite].")
-
+if TYPE_CHECKING:
+    from .store import ResultsStore
 
 def open_store(store_path: str | None) -> ResultsStore:
     """The store the user means; it must already exist (reading never creates one)."""
-    default = pipeline.DEFAULT_OUT_DIR / "results.sqlite"
+    from .store import ResultsStore
+
+    default = DEFAULT_OUT_DIR / "results.sqlite"
     return ResultsStore(resolve_store_path(store_path, default=default), create=False)
 
 
@@ -44,15 +47,15 @@ def list_runs(store_path: str | None, limit: int, model_name: str | None, as_jso
     if as_json:
         click.echo(json.dumps([vars(s) for s in summaries], indent=1))
         return
-    click.echo(f"{'run':<23} {'created':<25} {'model':<16} {'commit':<12} "
-               f"{'targets':<14} variants")
+    rows = []
     for s in summaries:
         commit = (s.git_commit or "-")[:10] + ("+" if (s.git_commit or "").endswith("dirty")
                                               else "")
-        extra = (f"  [{', '.join(s.tags)}]" if s.tags else "") + \
-                (f"  ({s.failed} failed)" if s.failed else "")
-        click.echo(f"{s.run_id:<23} {s.created_at:<25} {s.model_name:<16} {commit:<12} "
-                   f"{','.join(s.targets):<14} {','.join(s.variants)}{extra}")
+        notes = " ".join(([f"[{', '.join(s.tags)}]"] if s.tags else [])
+                         + ([f"({s.failed} failed)"] if s.failed else []))
+        rows.append([s.run_id, s.created_at, s.model_name, commit, ",".join(s.targets),
+                     ",".join(s.variants), notes])
+    echo_table(["run", "created", "model", "commit", "targets", "variants", "notes"], rows)
 
 
 @runs.command("show")
@@ -62,6 +65,7 @@ def list_runs(store_path: str | None, limit: int, model_name: str | None, as_jso
 def show_run(run: str, store_path: str | None, as_json: bool) -> None:
     """Show RUN (a run id, a tag, or latest).  Example: edge runs show latest"""
     from .report import render_markdown
+    from .store import export_json
 
     with open_store(store_path) as store:
         stored = store.get_run(run)
@@ -84,10 +88,11 @@ def tag_run(run: str, name: str, store_path: str | None) -> None:
 @store_option
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json",
               show_default=True, help="json keeps raw samples (a baseline for edge check).")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write to this file instead of standard output.")
+@output_file_option
 def export_run(run: str, store_path: str | None, fmt: str, output: Path | None) -> None:
     """Export RUN as JSON or CSV.  Example: edge runs export main -o edge-baseline.json"""
+    from .store import export_csv, export_json
+
     with open_store(store_path) as store:
         stored = store.get_run(run)
     text = export_json(stored) if fmt == "json" else export_csv(stored)
@@ -98,14 +103,32 @@ def export_run(run: str, store_path: str | None, fmt: str, output: Path | None) 
     click.echo(f"wrote {output}", err=True)
 
 
+#: Write failures that are not the path's fault: the same command may work again later.
+_NOT_THE_PATH = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
 def write_output(path: Path, text: str) -> None:
-    """Write ``text`` whole: to a temporary file first, so a failure leaves nothing half-written."""
-    from .errors import OutputError
+    """Write ``text`` whole, or raise one line and leave nothing behind.
+
+    The text goes to a temporary file beside ``path``, renamed over it once complete, so
+    a failure leaves neither a half-written ``path`` nor the temporary file. A path that
+    cannot be written (read-only file system, no permission, a file where a folder must
+    be) is the user's to change: :class:`OutputError`, exit 2; a full disk or an I/O
+    error is not: :class:`InfrastructureError`, exit 3.
+    """
+    from .errors import InfrastructureError, OutputError
 
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_text(text, encoding="utf-8")
         partial.replace(path)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror}", path=path) from None
+        # Only a partial file that exists is removed: on a read-only file system even
+        # unlinking a file that is not there fails (EROFS), and would hide the real error.
+        if partial.is_file():
+            with contextlib.suppress(OSError):
+                partial.unlink()
+        message = f"cannot write {path}: {exc.strerror or exc}"
+        if exc.errno in _NOT_THE_PATH:
+            raise InfrastructureError(message) from None
+        raise OutputError(message, path=path) from None

@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .bootstrap import setup as setup_board
+from .cli_options import targets_dir_option
 from .errors import HostKeyError, TargetError
-from .ssh import Connection, fetch_host_key, fingerprint, known_host_key, record_host_key
-from .targets import SshParams, Target, available_targets, load_target, resolve_ssh
-from .wheelhouse import REQUIREMENTS, download_wheels, probe_platform
 
-_targets_dir = click.option(
-    "--targets-dir", type=click.Path(path_type=Path),
-    help="Folder with your own target files, searched before the built-in ones.")
-
+if TYPE_CHECKING:
+    from .targets import SshParams, Target
 
 @click.group()
 def targets() -> None:
@@ -33,9 +29,11 @@ def targets() -> None:
 
 
 @targets.command("list")
-@_targets_dir
+@targets_dir_option
 def list_targets(targets_dir: Path | None) -> None:
     """List every known target with how it is reached."""
+    from .targets import available_targets, load_target
+
     for name in available_targets(targets_dir):
         try:
             target = load_target(name, targets_dir)
@@ -48,9 +46,11 @@ def list_targets(targets_dir: Path | None) -> None:
 
 @targets.command("show")
 @click.argument("name")
-@_targets_dir
+@targets_dir_option
 def show(name: str, targets_dir: Path | None) -> None:
     """Show NAME's settings, with the SSH settings resolved through ~/.ssh/config."""
+    from .targets import load_target, resolve_ssh
+
     target = load_target(name, targets_dir)
     document = target.to_dict()
     if target.transport == "ssh":
@@ -68,13 +68,15 @@ def show(name: str, targets_dir: Path | None) -> None:
 @click.option("--fingerprint", "expected", multiple=True,
               help="Record a key only if it has this SHA256:... fingerprint (for CI); "
                    "repeat it for each jump host on the way.")
-@_targets_dir
+@targets_dir_option
 def trust(name: str, expected: tuple[str, ...], targets_dir: Path | None) -> None:
     """Show the host key fingerprints on the way to NAME (its jump hosts, then the board)
     and record each in known_hosts once confirmed.
 
     Example: edge targets trust rpi4 --fingerprint SHA256:Yx3...
     """
+    from .targets import load_target, resolve_ssh
+
     target = load_target(name, targets_dir)
     hops = resolve_ssh(target).hops()
     for index, hop in enumerate(hops):
@@ -84,6 +86,8 @@ def trust(name: str, expected: tuple[str, ...], targets_dir: Path | None) -> Non
 
 def _trust_hop(target: Target, hop: SshParams, name: str, expected: set[str]) -> None:
     """Trust one host of the route (``name`` in messages); the hosts before it are trusted."""
+    from .ssh import fetch_host_key, fingerprint, known_host_key, record_host_key
+
     key = fetch_host_key(target, hop)
     offered = fingerprint(key)
     recorded = known_host_key(hop, key.get_name())
@@ -115,13 +119,17 @@ def _trust_hop(target: Target, hop: SshParams, name: str, expected: set[str]) ->
               help="Install from these wheels (pushed to the board), not from the index.")
 @click.option("--system-site-packages", is_flag=True,
               help="Let the venv see the board's own packages (e.g. a vendor numpy).")
-@_targets_dir
+@targets_dir_option
 def setup(name: str, wheelhouse: Path | None, system_site_packages: bool,
           targets_dir: Path | None) -> None:
     """Make a venv in NAME's work folder with numpy and a TFLite runtime, using pip.
 
     Example: edge targets setup jetson-nano --wheelhouse wheels/aarch64
     """
+    from .bootstrap import setup as setup_board
+    from .ssh import Connection
+    from .targets import load_target
+
     target = load_target(name, targets_dir)
     if target.transport != "ssh":
         raise TargetError(f"target {name} is not a board reached over SSH", target=name)
@@ -137,13 +145,17 @@ def setup(name: str, wheelhouse: Path | None, system_site_packages: bool,
 @click.argument("name")
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path, file_okay=False),
               required=True, help="Folder to download the wheels into.")
-@_targets_dir
+@targets_dir_option
 def wheelhouse(name: str, output: Path, targets_dir: Path | None) -> None:
     """Download on this machine the wheels NAME needs (its Python, architecture and glibc),
     for `edge targets setup NAME --wheelhouse DIR` on a board without the package index.
 
     Example: edge targets wheelhouse rpi4 -o wheels/rpi4
     """
+    from .ssh import Connection
+    from .targets import load_target
+    from .wheelhouse import REQUIREMENTS, download_wheels, probe_platform
+
     target = load_target(name, targets_dir)
     if target.transport != "ssh":
         raise TargetError(f"target {name} is not a board reached over SSH", target=name)

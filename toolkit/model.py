@@ -21,7 +21,7 @@ import os
 import sys
 import sysconfig
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,11 +80,10 @@ def load_model_source(path: str | Path) -> ModelSource:
     if not isinstance(example, tuple):
         example = (example,)
     _check_accepts(module.eval(), example, path)
+    data_functions = {name: _data_function(namespace, name, path)
+                      for name in ("calibration_data", "eval_data", "train_data")}
     return ModelSource(
-        path=path, sha256=digest, module=module, example_input=example,
-        calibration_data=_callable(namespace, "calibration_data", path, required=False),
-        eval_data=_callable(namespace, "eval_data", path, required=False),
-        train_data=_callable(namespace, "train_data", path, required=False),
+        path=path, sha256=digest, module=module, example_input=example, **data_functions,
         loaded_files=tuple((file, hashlib.sha256(file.read_bytes()).hexdigest())
                            for file in sorted(read - {path.resolve()})),
     )
@@ -201,6 +200,59 @@ def _callable(namespace: Any, name: str, path: Path, *, required: bool) -> Any:
     if not callable(value):
         raise ModelError(f"{path}: {name} must be a function", path=path)
     return value
+
+
+#: What every data function must yield, for the message that says so.
+SAMPLE_FORM = ("(inputs, label) pairs, inputs a tuple of tensors as example_input() returns "
+               "and label an int or None, e.g. `yield (image,), label`")
+
+
+def _data_function(namespace: Any, name: str,
+                   path: Path) -> Callable[[], Iterator[LabelledSample]] | None:
+    """``name`` from the model file, each sample checked for the ``(inputs, label)`` form.
+
+    Its first sample is read now, so that a data function yielding something else (a
+    bare tensor, say) is refused in one line before anything is built; every consumer
+    (calibration, accuracy, the conversion cache's key) then gets well-formed samples.
+    """
+    function = _callable(namespace, name, path, required=False)
+    if function is None:
+        return None
+
+    @functools.wraps(function)
+    def samples() -> Generator[LabelledSample, None, None]:
+        for sample in function():
+            if not isinstance(sample, tuple | list) or len(sample) != 2:
+                problem = _describe(sample)
+            elif not isinstance(sample[0], tuple | list):
+                problem = f"a pair whose inputs are {_describe(sample[0])}, not a tuple"
+            else:
+                yield tuple(sample[0]), sample[1]
+                continue
+            raise ModelError(f"{path}: {name}() yielded {problem}; it must yield {SAMPLE_FORM}",
+                             path=path)
+
+    first = samples()
+    try:
+        next(first, None)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{path}: {name}() failed: {_one_line(exc)}", path=path) from exc
+    finally:
+        first.close()
+    return samples
+
+
+def _describe(value: Any) -> str:
+    """``a Tensor of shape (1, 1, 8, 8)``, ``a tuple of 3 items``, ``an int``."""
+    kind = type(value).__name__
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
+    if hasattr(value, "shape"):
+        return f"{article} {kind} of shape {tuple(value.shape)}"
+    if isinstance(value, tuple | list):
+        return f"{article} {kind} of {len(value)} items"
+    return f"{article} {kind}"
 
 
 def _call(function: Callable[[], Any], path: Path, what: str) -> Any:

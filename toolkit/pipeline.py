@@ -17,7 +17,7 @@ import json
 import logging
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from device_agent import protocol
 from .artifact import Artifact, FailedVariant, write_manifest
 from .choose import Choice, choose_fastest, split_by_budget
 from .compress import Chain, build_artifacts, parse_recipes
+from .defaults import DEFAULT_OUT_DIR as DEFAULT_OUT_DIR
 from .errors import (
     CompressError,
     EdgeError,
@@ -47,7 +48,6 @@ from .store import ResultsStore, StoredRun, store_location
 from .targets import Target
 
 _log = logging.getLogger(__name__)
-DEFAULT_OUT_DIR = Path("edge-out")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            tags: Iterable[str] = (),
            max_accuracy_drop: float | None = None,
            conversion_cache: str | Path | None = None,
-           lab_file: str | Path | None = None) -> DeployOutcome:
+           lab_file: str | Path | None = None,
+           progress: Callable[[str], None] | None = None) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report.
 
     ``threads`` sweeps thread counts (each target's own setting if None): every
@@ -119,7 +120,10 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     (:mod:`toolkit.compress._cache`); None converts every variant.
     ``targets`` are resolved as ``edge bench`` resolves them: boards and ``tag:NAME`` of
     the lab file (``lab_file``, else ``$EDGE_LAB``, else ``./lab.toml``), else target files.
+    ``progress`` is told each stage as it starts, in one line (``"local: measuring fp32,
+    int8"``), for a live display; the messages are for people, not for parsing.
     """
+    say = progress or _silent
     # Cheap checks first, so a typo fails in milliseconds, not after a conversion.
     names = [name for name in targets if name.strip()]
     if not names:
@@ -130,9 +134,11 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
         configs = [*parse_recipes("fp32"), *configs]  # the accuracy reference
     out_dir = Path(out_dir)
     store_path = store_location(store_path) if store_path else default_store_path(out_dir)
+    say(f"loading {Path(model_path).name}")
     source = load_model_source(model_path)
     # Every board is checked before anything is converted or uploaded: a bad host key or a
     # missing runtime is known in seconds, not after the compression.
+    say(f"checking {', '.join(t.name for t in chosen)}")
     for problem in check_boards(chosen, threads).values():
         if isinstance(problem, EdgeError):
             raise problem
@@ -142,7 +148,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     try:
         with ResultsStore(store_path) as store:
             artifacts, failed, references = prepare_model(source, configs, staging,
-                                                          cache_dir=conversion_cache)
+                                                          cache_dir=conversion_cache,
+                                                          progress=say)
             over: list[tuple[str, str]] = []
             if max_accuracy_drop is not None:
                 for failure in failed:
@@ -152,11 +159,13 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                             f"{failure.error}", recipe="fp32")
                 artifacts, over = split_by_budget(artifacts, max_accuracy_drop)
             # A variant that failed to build stays in the run as a failed record per target.
-            per_target = {target.name: [*(run_on_target(target, run_id, artifacts, settings,
-                                                        threads, references)
-                                          if artifacts else []),
-                                        *(f.record(target.name) for f in failed)]
-                          for target in chosen}
+            per_target: dict[str, list[dict[str, Any]]] = {}
+            for target in chosen:
+                say(f"{target.name}: measuring {', '.join(a.variant for a in artifacts)}")
+                per_target[target.name] = [*(run_on_target(target, run_id, artifacts, settings,
+                                                           threads, references)
+                                             if artifacts else []),
+                                           *(f.record(target.name) for f in failed)]
             choices = ([choose_fastest(name, records, left_out=over)
                         for name, records in per_target.items()]
                        if max_accuracy_drop is not None else [])
@@ -164,6 +173,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
             results = [record.replace(chosen=picked[record.key]) if record.key in picked
                        else record for records in per_target.values() for record in records]
             run = new_run(run_id, source, final_dir, results, tags)
+            say("storing the run and writing its report")
             publish_run(store, run, staging, final_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -174,18 +184,27 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
 
 
 def prepare_model(source: ModelSource, configs: list[Chain], staging: Path, *,
-                  cache_dir: str | Path | None = None
+                  cache_dir: str | Path | None = None,
+                  progress: Callable[[str], None] | None = None
                   ) -> tuple[list[Artifact], list[FailedVariant], dict[str, Path]]:
     """Compress ``source`` into ``staging/artifacts`` (with its manifest) and its references.
 
     A variant that cannot be built is returned among the failed, with its reason; the
-    others are built all the same.  ``cache_dir``: the conversion cache, if any.
+    others are built all the same.  ``cache_dir``: the conversion cache, if any;
+    ``progress``: told each step, as :func:`deploy`'s is.
     """
+    say = progress or _silent
     failed: list[FailedVariant] = []
     artifacts = build_artifacts(source, configs, staging / "artifacts",
-                                cache_dir=Path(cache_dir) if cache_dir else None, failed=failed)
+                                cache_dir=Path(cache_dir) if cache_dir else None, failed=failed,
+                                progress=lambda message: say(f"compress {message}"))
     write_manifest(staging / "artifacts", source, artifacts, failed)
+    say("reference outputs on this machine")
     return artifacts, failed, _build_references(source, artifacts, staging / "references")
+
+
+def _silent(_message: str) -> None:
+    """The progress callback when nobody watches."""
 
 
 def new_run(run_id: str, source: ModelSource, final_dir: Path,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ class ProjectConfig:
 
 def find_project_config(start: Path | None = None) -> ProjectConfig:
     """Read ``[tool.edge]`` from the nearest pyproject.toml at or above ``start``."""
+    import tomllib  # here, not above: every help screen imports this module for STORE_ENV
+
     folder = (start or Path.cwd()).resolve()
     for candidate in (folder, *folder.parents):
         path = candidate / "pyproject.toml"

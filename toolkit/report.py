@@ -29,12 +29,11 @@ from typing import Any
 import jinja2
 
 from . import svgplot
+from .defaults import FORMATS as FORMATS
 from .errors import UsageError
 from .results import ResultRecord
 from .store import StoredRun, export_json
 from .units import format_duration
-
-FORMATS = ("html", "md", "json")
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("toolkit", "templates"),

@@ -12,7 +12,8 @@ board and for SSH boards alike (:mod:`toolkit.board`):
    ``job.pid``, so its whole process group and session can be killed;
 5. wait until the agent answers, the **deadline** (:func:`job_budget_seconds`)
    passes, or the job is **cancelled** (Ctrl-C, SIGTERM, SIGHUP: see
-   :func:`cancel_on_signals`; a bench's other boards: :func:`cancel_running_jobs`);
+   :func:`toolkit.cancel.cancel_on_signals`; a bench's other boards:
+   :func:`toolkit.cancel.cancel_running_jobs`);
 6. on any way out, **kill the job's group and session and wait until they are gone,
    before the lease is released**.
 
@@ -23,18 +24,15 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
 import shlex
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from device_agent import protocol
@@ -42,6 +40,7 @@ from device_agent import protocol
 from .agent_package import build_agent_package
 from .board import Board, open_board
 from .bootstrap import BoardPython, probe
+from .cancel import allow_jobs, cancel_on_signals, cancel_requested, cancel_running_jobs
 from .errors import AgentError, EdgeError, InfrastructureError
 from .lock import JOB_FUNCTIONS, board_lock, job_pid_file
 from .ssh import Result
@@ -54,8 +53,6 @@ log = logging.getLogger(__name__)
 AGENT_OVERHEAD_SECONDS = 60.0
 #: After SIGTERM, how long the agent's group has to end before it is killed.
 STOP_GRACE_SECONDS = 2.0
-
-_cancelled = threading.Event()
 
 #: Puts the calling process in a session (and process group) of its own, writes its id to
 #: argv[1] and becomes argv[2:]: the job's whole process tree can then be killed as a group.
@@ -70,40 +67,6 @@ def job_budget_seconds(job: dict[str, Any]) -> float:
     (``protocol.job_budget_seconds``, cool-down waits included) plus the agent's start-up
     and answer on top, so the agent's deadline is always the first to strike."""
     return AGENT_OVERHEAD_SECONDS + protocol.job_budget_seconds(job)
-
-
-def cancel_running_jobs() -> None:
-    """Make every job running in this process stop: its group killed, its lease released."""
-    _cancelled.set()
-
-
-def allow_jobs() -> None:
-    """Let jobs run again after :func:`cancel_running_jobs` (for the next command in-process)."""
-    _cancelled.clear()
-
-
-@contextlib.contextmanager
-def cancel_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a closed terminal) cancel like Ctrl-C does, while in the block.
-
-    Python raises KeyboardInterrupt for SIGINT only; a service manager's SIGTERM or a
-    closed terminal would otherwise end the process with no clean-up at all (staging
-    folders left, the board's job running on under a lease that expires).
-    """
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        cancel_running_jobs()
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        allow_jobs()
 
 
 def check_board(target: Target, threads: Sequence[int] | None = None) -> BoardPython:
@@ -242,7 +205,7 @@ class JobRunner:
         return result
 
     def _raise_if_cancelled(self) -> None:
-        if _cancelled.is_set():
+        if cancel_requested():
             raise KeyboardInterrupt(f"job on {self.target.name} cancelled")
 
 

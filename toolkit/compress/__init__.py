@@ -14,31 +14,47 @@ Example::
     table = analyze_to_folder("examples/digits_cnn.py", Path("out"))  # out/sensitivity.json
 """
 
-from ._build import (
-    BUDGET_CANDIDATES,
-    CompressedVariant,
-    build_artifacts,
-    compress,
-    compress_budget_candidates,
-    compress_to_folder,
-    model_counts,
-)
-from ._mixed import LayerSensitivity, Sensitivity, analyze_sensitivity, analyze_to_folder
-from ._recipes import (
-    RECIPES,
-    Chain,
-    ChannelPruneConfig,
-    DistillConfig,
-    Fp16Config,
-    Fp32Config,
-    Int8DynamicConfig,
-    Int8MixedConfig,
-    Int8StaticConfig,
-    PruneConfig,
-    QatConfig,
-    parse_chain,
-    parse_recipes,
-)
+from typing import TYPE_CHECKING
+
+from .._lazy import attach
+from ..defaults import BUDGET_CANDIDATES, compress_budget_candidates
+
+if TYPE_CHECKING:
+    from ._build import (
+        CompressedVariant,
+        build_artifacts,
+        compress,
+        compress_to_folder,
+        model_counts,
+    )
+    from ._mixed import LayerSensitivity, Sensitivity, analyze_sensitivity, analyze_to_folder
+    from ._recipes import (
+        RECIPES,
+        Chain,
+        ChannelPruneConfig,
+        DistillConfig,
+        Fp16Config,
+        Fp32Config,
+        Int8DynamicConfig,
+        Int8MixedConfig,
+        Int8StaticConfig,
+        PruneConfig,
+        QatConfig,
+        parse_chain,
+        parse_recipes,
+    )
+
+#: Every name is imported on first use: converting needs torch and litert-torch, and
+#: ``import toolkit`` (every ``edge`` command, ``--help`` too) imports this package.
+__getattr__, __dir__ = attach(__name__, {
+    **dict.fromkeys(("CompressedVariant", "build_artifacts", "compress", "compress_to_folder",
+                     "model_counts"), "_build"),
+    **dict.fromkeys(("LayerSensitivity", "Sensitivity", "analyze_sensitivity",
+                     "analyze_to_folder"), "_mixed"),
+    **dict.fromkeys(("RECIPES", "Chain", "ChannelPruneConfig", "DistillConfig", "Fp16Config",
+                     "Fp32Config", "Int8DynamicConfig", "Int8MixedConfig", "Int8StaticConfig",
+                     "PruneConfig", "QatConfig", "parse_chain", "parse_recipes"), "_recipes"),
+}, globals())
 
 __all__ = [
     "BUDGET_CANDIDATES",

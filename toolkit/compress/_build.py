@@ -311,23 +311,6 @@ def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
     return artifact
 
 
-#: What ``--max-accuracy-drop`` tries, most expected gain (size and speed) first.
-BUDGET_CANDIDATES = ("prune-channels:0.5+distill+int8,int8,prune-channels:0.5+distill,"
-                     "int8-dynamic,fp16")
-
-
-def compress_budget_candidates(max_drop: float) -> str:
-    """``edge compress --max-accuracy-drop``'s candidates, in order of expected gain.
-
-    Beside :data:`BUDGET_CANDIDATES` (which ``edge deploy`` builds all of), a full-integer
-    model that failed the budget gets two more chances before float activations: ``qat``,
-    then ``int8-mixed`` held to the same budget.  Compress stops at the first that fits, so
-    their cost (fine-tuning; a conversion per layer) is paid only when int8 fell short.
-    """
-    first, _, rest = BUDGET_CANDIDATES.partition(",int8,")
-    return f"{first},int8,qat,int8-mixed:{max_drop:g},{rest}"
-
-
 def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path, *,
                        progress: Progress = _quiet, compat_pythons: Sequence[Path] = (),
                        max_accuracy_drop: float | None = None) -> Path:

@@ -1,0 +1,74 @@
+"""Options several ``edge`` commands share, each declared once: one spelling, one help text.
+
+``--store`` used to be declared four times with three help texts, and boards were
+``--target`` to ``edge deploy`` but ``--targets`` to ``edge bench``. Each command now
+takes these decorators; ``--target`` and ``--targets`` are two spellings of one option
+everywhere, repeated or comma-separated. ``tests/test_cli_options.py`` holds every
+command to the same help text.
+
+Example::
+
+    @click.command()
+    @targets_option(required=True)
+    @store_option
+    def bench(targets: tuple[str, ...], store_path: str | None) -> None: ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from device_agent.protocol import DEFAULT_SETTINGS
+
+from .defaults import DEFAULT_OUT_DIR
+from .project import STORE_ENV
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+store_option = click.option(
+    "--store", "store_path", metavar="FILE|URL",
+    help=f"Results store: a SQLite file or a postgresql:// URL [default: ${STORE_ENV}, else "
+         "[tool.edge] store in pyproject.toml, else results.sqlite in the output folder "
+         f"(deploy and bench: -o OUT; other commands: {DEFAULT_OUT_DIR}/)].")
+
+lab_option = click.option(
+    "--lab", "lab_file", type=click.Path(path_type=Path),
+    help="Lab file listing boards and their tags [default: $EDGE_LAB, else ./lab.toml].")
+
+targets_dir_option = click.option(
+    "--targets-dir", type=click.Path(path_type=Path),
+    help="Folder of your own target files, searched before the built-in ones "
+         "[default: $EDGE_TARGETS_DIR].")
+
+out_dir_option = click.option(
+    "-o", "--out", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT_DIR,
+    show_default=True, help="Folder for runs (artifacts and reports) and the default store.")
+
+min_runs_option = click.option(
+    "--min-runs", type=click.IntRange(min=1),
+    help=f"Measured runs at least [default: {DEFAULT_SETTINGS['min_runs']}].")
+
+min_seconds_option = click.option(
+    "--min-seconds", type=click.FloatRange(min=0),
+    help=f"Measured seconds at least [default: {DEFAULT_SETTINGS['min_seconds']:g}].")
+
+output_file_option = click.option(
+    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+    help="Write to this file (whole, or not at all) instead of standard output.")
+
+#: ``--target`` and ``--targets``: the help text every command shows.
+TARGETS_HELP = ("Boards: target file names, boards of the lab file, or tag:NAME (every board "
+                "with that tag); comma-separated or repeated.")
+
+
+def targets_option(**settings: Any) -> Callable[[F], F]:
+    """``--target``/``--targets`` into the parameter ``targets`` (a tuple of specs).
+
+    ``settings`` are what differs between commands: a ``default`` or ``required``.
+    """
+    return click.option("--target", "--targets", "targets", multiple=True, metavar="BOARDS",
+                        help=TARGETS_HELP, **settings)
