@@ -22,3 +22,10 @@ def test_ruff_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_package_the_code_imports_is_declared() -> None:
+    # torchao and ai-edge-quantizer were imported but arrived only through litert-torch:
+    # a release of it that dropped them would have broken edge with no pin to say why.
+    result = run("deptry", "toolkit", "device_agent")
+    assert result.returncode == 0, result.stdout + result.stderr

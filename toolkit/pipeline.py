@@ -159,7 +159,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                             f"{failure.error}", recipe="fp32")
                 artifacts, over = split_by_budget(artifacts, max_accuracy_drop)
             # A variant that failed to build stays in the run as a failed record per target.
-            per_target: dict[str, list[dict[str, Any]]] = {}
+            per_target: dict[str, list[ResultRecord]] = {}
             for target in chosen:
                 say(f"{target.name}: measuring {', '.join(a.variant for a in artifacts)}")
                 per_target[target.name] = [*(run_on_target(target, run_id, artifacts, settings,
