@@ -234,3 +234,19 @@ def test_a_postgres_store_from_a_newer_edge_is_refused(postgres_store: str) -> N
         conn.execute(sqlalchemy.text("INSERT INTO edge_schema VALUES (99)"))
     with pytest.raises(StoreError, match="has schema 99, newer than this edge"):
         ResultsStore(postgres_store)
+
+
+def test_the_readme_trend_query_reads_p50_over_time_from_jsonb(postgres_store: str) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    query = readme.split("```sql\n", 1)[1].split("```", 1)[0]
+    earlier, later = record("int8", target="rpi4", median_ms=3.0), record("int8", target="rpi4")
+    with ResultsStore(postgres_store) as store:
+        store.add_run(make_run("t2", [later], created_at="2026-11-23T00:00:00+00:00"))
+        store.add_run(make_run("t1", [earlier, record("fp32", target="rpi4")],
+                               created_at="2026-11-22T00:00:00+00:00"))
+    import sqlalchemy
+
+    with connection(postgres_store) as conn:
+        trend = [tuple(row) for row in conn.execute(sqlalchemy.text(query))]
+    assert trend == [("2026-11-22T00:00:00+00:00", "c0ffee", earlier["latency_ms"]["p50"]),
+                     ("2026-11-23T00:00:00+00:00", "c0ffee", later["latency_ms"]["p50"])]

@@ -36,8 +36,6 @@ from typing import Any
 from .errors import OutputError, StoreError, UsageError
 from .results import STORED_PATHS, ResultRecord
 
-SCHEMA_VERSION = 3
-
 
 @dataclass(frozen=True)
 class Migration:
@@ -107,6 +105,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX runs_by_model ON runs(model_name, created_at);
     """, prepare=_finite_records),
 )
+#: The schema this edge writes: every step applied.  An older store is upgraded on opening, a
+#: newer one refused.
+SCHEMA_VERSION = len(MIGRATIONS)
 
 #: What each dialect writes for the ``{names}`` in :data:`MIGRATIONS`.  PostgreSQL has no
 #: ``rowid``: its ``seq`` columns keep insertion order.
@@ -465,10 +466,11 @@ class ResultsStore:
             with db.migration() as tx:
                 version = db.stored_version(tx)  # another writer may have upgraded meanwhile
                 self._refuse_newer(version)
-                for step in MIGRATIONS[version:]:
-                    if step.prepare:
-                        step.prepare(tx)
-                    for statement in _statements(step.sql.format(**DIALECTS[db.dialect])):
+                for step in range(version, SCHEMA_VERSION):
+                    prepare = MIGRATIONS[step].prepare
+                    if prepare:
+                        prepare(tx)
+                    for statement in _statements(migration_sql(step, db.dialect)):
                         tx.execute(statement)
                 if version != SCHEMA_VERSION:
                     db.set_version(tx, SCHEMA_VERSION)
