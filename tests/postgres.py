@@ -58,3 +58,38 @@ def postgres_server() -> Iterator[str]:
         subprocess.run(["runuser", "-u", "postgres", "--", str(bin_dir / "pg_ctl"), "-D",
                         str(data), "-m", "immediate", "stop"], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+#: The PostgreSQL schema exactly as schema-2 edge created it (``POSTGRES_SCHEMA`` in
+#: toolkit/store.py before migrations came to PostgreSQL), with its version table: databases
+#: in labs look like this, and the current code must carry them forward.
+SCHEMA_2_DDL = """
+    CREATE TABLE edge_schema (version INTEGER NOT NULL);
+    INSERT INTO edge_schema VALUES (2);
+    CREATE TABLE runs (
+        seq          BIGSERIAL UNIQUE,
+        run_id       TEXT PRIMARY KEY,
+        created_at   TEXT NOT NULL,
+        model_name   TEXT NOT NULL,
+        model_path   TEXT NOT NULL,
+        model_sha256 TEXT NOT NULL,
+        report_dir   TEXT NOT NULL,
+        git_commit   TEXT
+    );
+    CREATE TABLE results (
+        seq      BIGSERIAL,
+        run_id   TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        target   TEXT NOT NULL,
+        variant  TEXT NOT NULL,
+        status   TEXT NOT NULL,
+        record   TEXT NOT NULL,
+        PRIMARY KEY (run_id, target, variant)
+    );
+    CREATE TABLE tags (
+        name       TEXT PRIMARY KEY,
+        run_id     TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL
+            DEFAULT to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS+00:00')
+    );
+    CREATE INDEX runs_by_time ON runs(created_at, run_id);
+"""

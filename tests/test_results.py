@@ -22,7 +22,7 @@ from toolkit.results import (
     Stage,
     Status,
 )
-from toolkit.store import MIGRATIONS, ResultsStore
+from toolkit.store import ResultsStore, migration_sql
 
 from .records import BOARD, record
 
@@ -139,8 +139,8 @@ def schema_2_store(path: Path) -> None:
             "r-new": [record("fp32", seed=3), record("int8", seed=4, size=30_000),
                       failed_build, unreachable, skipped]}
     with sqlite3.connect(path) as db:
-        db.executescript(MIGRATIONS[0])
-        db.executescript(MIGRATIONS[1])
+        db.executescript(migration_sql(0, "sqlite"))
+        db.executescript(migration_sql(1, "sqlite"))
         for day, (run_id, results) in enumerate(runs.items(), start=1):
             db.execute("INSERT INTO runs VALUES (?, ?, 'digits_cnn', '/m.py', ?, ?, 'abc')",
                        (run_id, f"2026-01-0{day}T00:00:00+00:00", "f" * 64,

@@ -15,7 +15,7 @@ from toolkit.cli import main
 from toolkit.errors import StoreError, UsageError
 from toolkit.project import resolve_store_path
 from toolkit.results import ResultRecord
-from toolkit.store import MIGRATIONS, SCHEMA_VERSION, ResultsStore, load_export
+from toolkit.store import SCHEMA_VERSION, ResultsStore, load_export, migration_sql
 
 from .records import make_run, record
 
@@ -28,7 +28,7 @@ def test_a_schema_1_store_written_by_the_spine_is_upgraded_in_place(tmp_path: Pa
     path = tmp_path / "old.sqlite"
     old = record("fp32")
     with sqlite3.connect(path) as db:  # exactly what the spine (schema 1) wrote
-        db.executescript(MIGRATIONS[0])
+        db.executescript(migration_sql(0, "sqlite"))
         db.execute("INSERT INTO runs VALUES ('r1', '2026-01-01T00:00:00+00:00', 'digits_cnn', "
                    "'/m.py', 'abc', 'edge-out/runs/r1')")
         db.execute("INSERT INTO results VALUES ('r1', 'local', 'fp32', 'ok', ?)",
@@ -36,7 +36,7 @@ def test_a_schema_1_store_written_by_the_spine_is_upgraded_in_place(tmp_path: Pa
         db.execute("PRAGMA user_version = 1")
     db.close()
     with ResultsStore(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         run = store.get_run("r1")
         assert run.git_commit is None and run.tags == ()
         assert run.results == [ResultRecord.from_dict(old)]

@@ -81,18 +81,27 @@ for index in range(count):
 """
 
 
-def test_two_processes_writing_at_once_lose_and_duplicate_nothing(postgres_store: str) -> None:
+@pytest.mark.parametrize("start", [0, 2])
+def test_two_processes_writing_at_once_lose_and_duplicate_nothing(postgres_store: str,
+                                                                  start: int) -> None:
+    from .test_store_migrations import RUNS, old_postgres
+
+    old_postgres(postgres_store, start)  # empty, or a schema-2 database holding two runs
+    old_runs = 0 if start == 0 else len(RUNS)
+    old_results = 0 if start == 0 else sum(len(results) for _, _, results in RUNS)
     count = 40
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(REPO), postgres_store, who,
                                  str(count)], stderr=subprocess.PIPE, text=True)
-               for who in ("ci-a", "ci-b")]  # both also race to create the schema
+               for who in ("ci-a", "ci-b")]  # both also race to create or upgrade the schema
     for writer in writers:
         _, err = writer.communicate(timeout=300)
         assert writer.returncode == 0, err
     with ResultsStore(postgres_store) as store:
+        assert store.schema_version == SCHEMA_VERSION
         ids = store.run_ids()
-        assert len(ids) == len(set(ids)) == 2 * count
-        assert sum(len(store.get_run(run_id).results) for run_id in ids) == 4 * count
+        assert len(ids) == len(set(ids)) == 2 * count + old_runs
+        assert sum(len(store.get_run(run_id).results) for run_id in ids) == (
+            4 * count + old_results)
 
 
 def test_latency_history_reads_only_sound_earlier_runs_on_postgres(postgres_store: str) -> None:

@@ -1,4 +1,4 @@
-"""Stage 6: the results store, one SQLite file with a versioned schema.
+"""Stage 6: the results store, a SQLite file or a PostgreSQL database, with a versioned schema.
 
 A run is stored only once its agent answers have been validated, in one
 transaction, so the store never holds half a run.  Each result record
@@ -6,8 +6,11 @@ transaction, so the store never holds half a run.  Each result record
 facts, variant, recipe, metrics and raw latency samples; the run keeps its id,
 time, model hash and the user's git commit.
 
-The schema version lives in ``PRAGMA user_version``; opening an older file
-migrates it forward step by step in one transaction (:data:`MIGRATIONS`).
+The schema is defined once, as steps (:data:`MIGRATIONS`) written for both dialects;
+its version lives in ``PRAGMA user_version`` (SQLite) or the ``edge_schema`` table
+(PostgreSQL, where records are JSONB, open to SQL).  Opening an older store migrates it
+forward step by step in one transaction (on PostgreSQL under an advisory lock, since
+several controllers may open it at once); a store from a newer edge is refused.
 
 Example::
 
@@ -22,9 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +36,42 @@ from typing import Any
 from .errors import OutputError, StoreError, UsageError
 from .results import STORED_PATHS, ResultRecord
 
-SCHEMA_VERSION = 2
 
-#: ``MIGRATIONS[n]`` takes a store from schema ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, str] = {
-    0: """
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema, from version ``n`` to ``n + 1``, for both dialects.
+
+    ``sql`` is written once; the few words the dialects spell differently are ``{names}``
+    from :data:`DIALECTS`.  ``prepare`` runs first in the same transaction, for rewrites
+    SQL alone cannot do safely.
+    """
+
+    sql: str
+    prepare: Callable[[_Writer], None] | None = None
+
+
+def _finite_records(tx: _Writer) -> None:
+    """Rewrite stored records that hold ``NaN``/``Infinity``: Python's JSON writes them, but
+    they are not JSON (PostgreSQL's JSONB and SQLite's json_extract reject the whole record)."""
+    rows = tx.rows("SELECT run_id, target, variant, record FROM results "
+                   "WHERE record LIKE '%NaN%' OR record LIKE '%Infinity%'")
+    for run_id, target, variant, text in rows:
+        try:
+            fixed = record_json(json.loads(text))
+        except ValueError:  # not JSON at all: left as it is, reported when read
+            continue
+        if fixed != text:
+            tx.execute("UPDATE results SET record = :record WHERE run_id = :run_id "
+                       "AND target = :target AND variant = :variant",
+                       {"record": fixed, "run_id": run_id, "target": target,
+                        "variant": variant})
+
+
+#: ``MIGRATIONS[n]`` takes a store from schema ``n`` to ``n + 1``, on SQLite and PostgreSQL.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("""
         CREATE TABLE runs (
+            {seq_unique}
             run_id       TEXT PRIMARY KEY,
             created_at   TEXT NOT NULL,
             model_name   TEXT NOT NULL,
@@ -46,6 +80,7 @@ MIGRATIONS: dict[int, str] = {
             report_dir   TEXT NOT NULL
         );
         CREATE TABLE results (
+            {seq}
             run_id   TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
             target   TEXT NOT NULL,
             variant  TEXT NOT NULL,
@@ -53,17 +88,61 @@ MIGRATIONS: dict[int, str] = {
             record   TEXT NOT NULL,  -- JSON: artifact facts, board facts, measurements
             PRIMARY KEY (run_id, target, variant)
         );
-    """,
-    1: """
+    """),
+    Migration("""
         ALTER TABLE runs ADD COLUMN git_commit TEXT;
         CREATE TABLE tags (
             name       TEXT PRIMARY KEY,
             run_id     TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now'))
+            created_at TEXT NOT NULL DEFAULT {utc_now}
         );
         CREATE INDEX runs_by_time ON runs(created_at, run_id);
-    """,
+    """),
+    # Records become JSONB on PostgreSQL, so that labs can query trends in SQL; the index
+    # serves latency_history (one model's runs up to a time).
+    Migration("""
+        {record_to_jsonb}
+        CREATE INDEX runs_by_model ON runs(model_name, created_at);
+    """, prepare=_finite_records),
+)
+#: The schema this edge writes: every step applied.  An older store is upgraded on opening, a
+#: newer one refused.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+#: What each dialect writes for the ``{names}`` in :data:`MIGRATIONS`.  PostgreSQL has no
+#: ``rowid``: its ``seq`` columns keep insertion order.
+DIALECTS: dict[str, dict[str, str]] = {
+    "sqlite": {"seq_unique": "", "seq": "",
+               "utc_now": "(strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now'))",
+               "record_to_jsonb": ""},
+    "postgresql": {"seq_unique": "seq BIGSERIAL UNIQUE,", "seq": "seq BIGSERIAL,",
+                   "utc_now": "to_char(now() AT TIME ZONE 'utc', "
+                              "'YYYY-MM-DD\"T\"HH24:MI:SS+00:00')",
+                   "record_to_jsonb": "ALTER TABLE results ALTER COLUMN record TYPE JSONB "
+                                      "USING record::jsonb;"},
 }
+
+
+def migration_sql(step: int, dialect: str) -> str:
+    """The SQL of ``MIGRATIONS[step]`` as ``dialect`` (``sqlite`` or ``postgresql``) runs it."""
+    return MIGRATIONS[step].sql.format(**DIALECTS[dialect])
+
+
+def record_json(record: dict[str, Any]) -> str:
+    """``record`` as strict JSON: a non-finite float (an SQNR of ``inf``) is stored as null,
+    the same on both dialects, since JSON has no such number."""
+    return json.dumps(_finite(record), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
 
 #: Rows :meth:`ResultsStore.latency_history` reads at most (newest first).
 HISTORY_ROWS = 2_000
@@ -140,36 +219,6 @@ class RunSummary:
     tags: tuple[str, ...]
 
 
-#: PostgreSQL schema at :data:`SCHEMA_VERSION` (a new database starts there; ``seq`` keeps
-#: insertion order, which SQLite's ``rowid`` gives for free).
-POSTGRES_SCHEMA = """
-    CREATE TABLE runs (
-        seq          BIGSERIAL UNIQUE,
-        run_id       TEXT PRIMARY KEY,
-        created_at   TEXT NOT NULL,
-        model_name   TEXT NOT NULL,
-        model_path   TEXT NOT NULL,
-        model_sha256 TEXT NOT NULL,
-        report_dir   TEXT NOT NULL,
-        git_commit   TEXT
-    );
-    CREATE TABLE results (
-        seq      BIGSERIAL,
-        run_id   TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-        target   TEXT NOT NULL,
-        variant  TEXT NOT NULL,
-        status   TEXT NOT NULL,
-        record   TEXT NOT NULL,
-        PRIMARY KEY (run_id, target, variant)
-    );
-    CREATE TABLE tags (
-        name       TEXT PRIMARY KEY,
-        run_id     TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-        created_at TEXT NOT NULL
-            DEFAULT to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS+00:00')
-    );
-    CREATE INDEX runs_by_time ON runs(created_at, run_id);
-"""
 _URL = re.compile(r"^postgres(ql)?(\+\w+)?://")
 
 
@@ -190,6 +239,7 @@ def describe_store(location: Path | str) -> str:
 class _Database:
     """The few things the store asks of a database, with ``:name`` parameters."""
 
+    dialect = ""  # a key of DIALECTS
     order_column = "rowid"
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -198,24 +248,48 @@ class _Database:
     def transaction(self) -> contextlib.AbstractContextManager[_Writer]:
         raise NotImplementedError
 
+    def migration(self) -> contextlib.AbstractContextManager[_Writer]:
+        """One transaction that no other writer's migration runs beside."""
+        raise NotImplementedError
+
+    def stored_version(self, tx: _Writer | None = None) -> int:
+        """The schema version (0 for an empty database), read in ``tx`` when given."""
+        raise NotImplementedError
+
+    def set_version(self, tx: _Writer, version: int) -> None:
+        raise NotImplementedError
+
     def agg(self, column: str) -> str:
         """Comma-joined distinct values of ``column`` in a group."""
         raise NotImplementedError
 
     def json_text(self, column: str, *path: str) -> str:
-        """The value at ``path`` in the JSON text ``column``, as SQL (NULL when absent)."""
+        """The value at ``path`` in the JSON ``column``, as SQL text (NULL when absent)."""
         raise NotImplementedError
+
+    def json_param(self, name: str) -> str:
+        """The bound JSON text ``:name`` as the record column takes it."""
+        return f":{name}"
 
     def close(self) -> None:
         raise NotImplementedError
 
 
 class _Writer:
-    def __init__(self, execute: Any) -> None:
-        self.execute = execute  # (sql, params | list of params) -> None
+    def __init__(self, execute: Callable[..., Any]) -> None:
+        self._execute = execute  # (sql, params | list of params) -> cursor or result
+
+    def execute(self, sql: str, params: dict[str, Any] | list[dict[str, Any]] | None = None
+                ) -> None:
+        self._execute(sql, params)
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._execute(sql, params).fetchall()]
 
 
 class _Sqlite(_Database):
+    dialect = "sqlite"
+
     def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(path)
         self.db.execute("PRAGMA foreign_keys = ON")
@@ -223,15 +297,38 @@ class _Sqlite(_Database):
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return list(self.db.execute(sql, params or {}).fetchall())
 
+    def _execute(self, sql: str, params: Any = None) -> sqlite3.Cursor:
+        if isinstance(params, list):
+            return self.db.executemany(sql, params)
+        return self.db.execute(sql, params or {})
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Writer]:
-        def execute(sql: str, params: Any = None) -> None:
-            if isinstance(params, list):
-                self.db.executemany(sql, params)
-            else:
-                self.db.execute(sql, params or {})
         with self.db:
-            yield _Writer(execute)
+            yield _Writer(self._execute)
+
+    @contextlib.contextmanager
+    def migration(self) -> Iterator[_Writer]:
+        # executescript() commits first; run the steps as one explicit transaction instead,
+        # so an interrupted upgrade leaves the file at its old version, intact.  IMMEDIATE
+        # takes the write lock at once: a second opener waits, then finds the new version.
+        previous = self.db.isolation_level
+        self.db.isolation_level = None
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield _Writer(self._execute)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        finally:
+            self.db.isolation_level = previous
+
+    def stored_version(self, tx: _Writer | None = None) -> int:
+        return int(self.rows("PRAGMA user_version")[0][0])
+
+    def set_version(self, tx: _Writer, version: int) -> None:
+        tx.execute(f"PRAGMA user_version = {int(version)}")
 
     def agg(self, column: str) -> str:
         return f"group_concat(DISTINCT {column})"
@@ -244,6 +341,7 @@ class _Sqlite(_Database):
 
 
 class _Postgres(_Database):
+    dialect = "postgresql"
     order_column = "seq"
 
     def __init__(self, url: str) -> None:
@@ -264,11 +362,34 @@ class _Postgres(_Database):
             yield _Writer(lambda sql, params=None: connection.execute(self.sql.text(sql),
                                                                        params or {}))
 
+    @contextlib.contextmanager
+    def migration(self) -> Iterator[_Writer]:
+        with self.transaction() as tx:
+            # Held to the end of the transaction: two controllers opening an old (or empty)
+            # database at once upgrade it once; the second then finds the new version.
+            tx.execute("SELECT pg_advisory_xact_lock(7141)")  # 7141: edge's schema lock
+            tx.execute("CREATE TABLE IF NOT EXISTS edge_schema (version INTEGER NOT NULL)")
+            yield tx
+
+    def stored_version(self, tx: _Writer | None = None) -> int:
+        read = tx.rows if tx else self.rows
+        if read("SELECT to_regclass('edge_schema')")[0][0] is None:
+            return 0
+        found = read("SELECT version FROM edge_schema")
+        return int(found[0][0]) if found else 0
+
+    def set_version(self, tx: _Writer, version: int) -> None:
+        tx.execute("DELETE FROM edge_schema")
+        tx.execute("INSERT INTO edge_schema VALUES (:v)", {"v": version})
+
     def agg(self, column: str) -> str:
         return f"string_agg(DISTINCT {column}, ',')"
 
     def json_text(self, column: str, *path: str) -> str:
-        return f"({column}::json #>> '{{{','.join(path)}}}')"
+        return f"({column} #>> '{{{','.join(path)}}}')"
+
+    def json_param(self, name: str) -> str:
+        return f"CAST(:{name} AS JSONB)"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -332,62 +453,33 @@ class ResultsStore:
 
     @property
     def schema_version(self) -> int:
-        if isinstance(self._db, _Sqlite):
-            return int(self._db.rows("PRAGMA user_version")[0][0])
-        found = self._db.rows("SELECT version FROM edge_schema")
-        return int(found[0][0]) if found else 0
+        return self._db.stored_version()
 
     def _migrate(self) -> None:
-        if isinstance(self._db, _Postgres):
-            self._migrate_postgres()
-            return
+        """Bring the schema to :data:`SCHEMA_VERSION`, step by step in one transaction."""
         db = self._db
-        assert isinstance(db, _Sqlite)
         try:
-            version = self.schema_version
+            version = db.stored_version()
             self._refuse_newer(version)
             if version == SCHEMA_VERSION:
                 return
-            # executescript() commits first; run the steps as one explicit transaction instead,
-            # so an interrupted upgrade leaves the file at its old version, intact.
-            previous = db.db.isolation_level
-            db.db.isolation_level = None
-            db.db.execute("BEGIN IMMEDIATE")
-            try:
+            with db.migration() as tx:
+                version = db.stored_version(tx)  # another writer may have upgraded meanwhile
+                self._refuse_newer(version)
                 for step in range(version, SCHEMA_VERSION):
-                    for statement in _statements(MIGRATIONS[step]):
-                        db.db.execute(statement)
-                db.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                db.db.execute("COMMIT")
-            except BaseException:
-                db.db.execute("ROLLBACK")
-                raise
-            finally:
-                db.db.isolation_level = previous
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"results store {self.name} is not a usable SQLite file: {exc}") from None
-
-    def _migrate_postgres(self) -> None:
-        """Create the schema once; an advisory lock keeps two first writers from racing."""
-        try:
-            with self._db.transaction() as tx:
-                tx.execute("SELECT pg_advisory_xact_lock(7141)")  # 7141: edge's schema lock
-                tx.execute("CREATE TABLE IF NOT EXISTS edge_schema (version INTEGER NOT NULL)")
-            version = self.schema_version
-            self._refuse_newer(version)
-            if version == SCHEMA_VERSION:
-                return
-            with self._db.transaction() as tx:
-                tx.execute("SELECT pg_advisory_xact_lock(7141)")
-                if self.schema_version == 0:  # not made meanwhile by another writer
-                    for statement in _statements(POSTGRES_SCHEMA):
+                    prepare = MIGRATIONS[step].prepare
+                    if prepare:
+                        prepare(tx)
+                    for statement in _statements(migration_sql(step, db.dialect)):
                         tx.execute(statement)
-                    tx.execute("INSERT INTO edge_schema VALUES (:v)", {"v": SCHEMA_VERSION})
+                if version != SCHEMA_VERSION:
+                    db.set_version(tx, SCHEMA_VERSION)
         except Exception as exc:
             if not _is_database_error(exc):
                 raise
-            raise StoreError(f"results store {self.name}: schema not usable: "
+            what = (" is not a usable SQLite file" if isinstance(db, _Sqlite)
+                    else ": schema not usable")
+            raise StoreError(f"results store {self.name}{what}: "
                              f"{str(exc).splitlines()[0]}") from None
 
     def _refuse_newer(self, version: int) -> None:
@@ -411,9 +503,10 @@ class ResultsStore:
                 if run.results:
                     tx.execute(
                         "INSERT INTO results (run_id, target, variant, status, record) "
-                        "VALUES (:run_id, :target, :variant, :status, :record)",
+                        f"VALUES (:run_id, :target, :variant, :status, "
+                        f"{self._db.json_param('record')})",
                         [{"run_id": run.run_id, "target": r.target, "variant": r.variant,
-                          "status": r.status.value, "record": json.dumps(r.to_dict())}
+                          "status": r.status.value, "record": record_json(r.to_dict())}
                          for r in run.results])
                 for tag in run.tags:
                     tx.execute(_UPSERT_TAG, {"name": tag, "run_id": run.run_id})
@@ -448,7 +541,10 @@ class ResultsStore:
             f"SELECT record FROM results WHERE run_id = :id "
             f"ORDER BY target, {self._db.order_column}", {"id": run_id})
         try:
-            results = [ResultRecord.from_dict(json.loads(record)) for (record,) in records]
+            # PostgreSQL's driver hands JSONB over already parsed; SQLite gives the text.
+            results = [ResultRecord.from_dict(record if isinstance(record, dict)
+                                              else json.loads(record))
+                       for (record,) in records]
         except (ValueError, TypeError, AttributeError) as exc:  # json's errors are ValueErrors
             raise StoreError(f"results store {self.name}: run {run_id} has an unreadable "
                              f"result record: {exc}") from None
