@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -593,3 +595,55 @@ def test_macs_of_mobilenet_v2_96_match_a_count_layer_by_layer() -> None:
     for hook in hooks:
         hook.remove()
     assert model_counts(source.module, source.example_input)["macs"] == by_hand > 5_000_000
+
+
+def test_kmeans_finds_the_clusters_of_one_dimensional_weights() -> None:
+    from toolkit.compress._transform import kmeans_1d
+
+    values = torch.cat([torch.full((50,), -1.0), torch.full((30,), 0.25), torch.full((5,), 3.0)])
+    values = values + 0.01 * torch.randn(values.shape, generator=torch.Generator().manual_seed(0))
+    centroids, index = kmeans_1d(values, 3)
+    assert torch.allclose(centroids, torch.tensor([-1.0, 0.25, 3.0]), atol=0.01)
+    assert index.tolist() == [0] * 50 + [1] * 30 + [2] * 5
+
+
+def test_clustering_leaves_k_values_per_layer_and_pruned_weights_zero() -> None:
+    from toolkit.compress import ClusterConfig
+    from toolkit.compress._transform import TransformContext, apply_transform
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    with torch.no_grad():
+        model[2].weight[:, :100] = 0.0  # as pruning leaves it
+    context = TransformContext(teacher=model, example=(torch.randn(1, 1, 8, 8),),
+                               train_data=None, progress=lambda _line: None)
+    messages: list[str] = []
+    clustered = apply_transform(copy.deepcopy(model), ClusterConfig(clusters=4),
+                                dataclasses.replace(context, progress=messages.append))
+    assert torch.unique(clustered[0].weight).numel() == 4
+    assert torch.unique(clustered[2].weight).numel() == 5  # four clusters and the zeros
+    assert bool((clustered[2].weight[:, :100] == 0).all())
+    assert not hasattr(clustered[0], "parametrizations")  # a plain weight again
+    assert messages == ["cluster: centroids not fine-tuned (the model file defines no "
+                        "train_data())"]
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("cluster", "needs a number of clusters"), ("cluster:1", "from 2 to 256"),
+    ("cluster:16.5", "whole number"), ("cluster:300", "from 2 to 256")])
+def test_cluster_recipes_are_checked(recipe: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_recipes(recipe)
+
+
+@pytest.mark.slow
+def test_cluster_16_keeps_accuracy_and_compresses(digits_source, tmp_path: Path) -> None:
+    from toolkit.compress import build_artifacts
+
+    fp32, clustered, pruned = build_artifacts(
+        digits_source, parse_recipes("fp32,cluster:16,prune:0.5+cluster:16+int8"), tmp_path)
+    assert fp32.accuracy - clustered.accuracy <= 0.01
+    assert clustered.gzip_bytes <= 0.35 * fp32.gzip_bytes
+    assert pruned.gzip_bytes <= 0.20 * fp32.gzip_bytes
+    assert clustered.details["clustering"]["clusters"] == 16
+    assert set(clustered.details["clustering"]["unique_weights_per_layer"].values()) == {16}

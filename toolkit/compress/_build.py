@@ -35,6 +35,7 @@ from ._convert import check_sample, compress_failure, convert
 from ._mixed import int8_mixed, require_measuring_data
 from ._recipes import (
     Chain,
+    ClusterConfig,
     ConversionConfig,
     Int8MixedConfig,
     QatConfig,
@@ -110,11 +111,26 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
         raise CompressError(f"{chain.recipe}: converter wrote no file; its log ended with: "
                             f"{log[-1] if log else '(nothing)'}", recipe=chain.recipe)
     _check_loads(target, chain.recipe)
+    details = {**details, **_clustering_details(chain, float_module)}
     # After qat the module is a PT2E graph: counts come from the float module it was made
     # from, the same architecture.
     return CompressedVariant(name=chain.recipe, path=target, config=chain.to_dict(),
                              seconds=time.perf_counter() - started, details=details,
                              module=float_module)
+
+
+def _clustering_details(chain: Chain, module: Any) -> dict[str, Any]:
+    """For a chain that clusters: K, and the distinct weight values each layer holds."""
+    steps = [step for step in chain.transforms if isinstance(step, ClusterConfig)]
+    if not steps:
+        return {}
+    import torch
+
+    unique = {name: int(torch.unique(layer.weight.detach()).numel())
+              for name, layer in module.named_modules()
+              if isinstance(getattr(layer, "weight", None), torch.Tensor)
+              and layer.weight.dim() > 1}
+    return {"clustering": {"clusters": steps[-1].clusters, "unique_weights_per_layer": unique}}
 
 
 @contextlib.contextmanager

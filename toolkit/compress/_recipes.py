@@ -128,6 +128,29 @@ class DistillConfig(FineTune):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ClusterConfig(FineTune):
+    """Weight clustering, TF-MOT's ``cluster_weights``: each Conv and Linear layer's weights
+    become ``clusters`` shared values (1-D k-means from a linear initialisation), with
+    weights that are exactly zero (pruned) kept zero; then, when the model file defines
+    ``train_data()``, the centroids are fine-tuned with the assignments fixed.
+
+    The file stays as large (float32, or int8 after ``+int8``) but compresses: a layer
+    holds at most ``clusters`` distinct values (plus zero).
+    """
+
+    recipe: str = "cluster"
+    clusters: int = 16
+    epochs: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.clusters, bool) or not isinstance(self.clusters, int) \
+                or not 2 <= self.clusters <= 256:
+            raise UsageError(f"cluster:{self.clusters}: the number of clusters must be a whole "
+                             "number from 2 to 256, for example cluster:16")
+
+
+@dataclass(frozen=True, kw_only=True)
 class QatConfig(FineTune):
     """Quantization-aware fine-tuning (PT2E fake quantization), then full-integer int8.
 
@@ -173,7 +196,7 @@ class Int8MixedConfig(_Config):
 
 ConversionConfig = (Fp32Config | Fp16Config | Int8DynamicConfig | Int8StaticConfig | QatConfig
                     | Int8MixedConfig)
-TransformConfig = PruneConfig | ChannelPruneConfig | DistillConfig
+TransformConfig = PruneConfig | ChannelPruneConfig | DistillConfig | ClusterConfig
 RecipeConfig = ConversionConfig | TransformConfig
 
 
@@ -187,6 +210,16 @@ def _ratio(name: str, argument: str | None) -> float:
                          f"for example {name}:0.5") from None
 
 
+def _count(name: str, argument: str | None) -> int:
+    if argument is None:
+        raise UsageError(f"{name} needs a number of clusters, for example {name}:16")
+    try:
+        return int(argument)
+    except ValueError:
+        raise UsageError(f"{name}:{argument}: the number of clusters must be a whole number, "
+                         f"for example {name}:16") from None
+
+
 RECIPES: dict[str, Callable[[str | None], RecipeConfig]] = {
     "fp32": lambda _: Fp32Config(),
     "fp16": lambda _: Fp16Config(),
@@ -195,6 +228,7 @@ RECIPES: dict[str, Callable[[str | None], RecipeConfig]] = {
     "prune": lambda arg: PruneConfig(sparsity=_ratio("prune", arg)),
     "prune-channels": lambda arg: ChannelPruneConfig(ratio=_ratio("prune-channels", arg)),
     "distill": lambda _: DistillConfig(),
+    "cluster": lambda arg: ClusterConfig(clusters=_count("cluster", arg)),
     "qat": lambda _: QatConfig(),
     "int8-mixed": lambda arg: Int8MixedConfig(
         max_drop=Int8MixedConfig.max_drop if arg is None else _ratio("int8-mixed", arg)),

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from ..errors import CompressError, ModelError
 from ._convert import check_sample, qat_quantizer
 from ._recipes import (
     ChannelPruneConfig,
+    ClusterConfig,
     DistillConfig,
     FineTune,
     PruneConfig,
@@ -42,6 +44,8 @@ class TransformContext:
 
 def apply_transform(module: Any, config: TransformConfig, context: TransformContext) -> Any:
     """Return the transformed module (``module`` itself may be changed in place)."""
+    if isinstance(config, ClusterConfig):
+        return _cluster(module, config, context)
     _require_train_data(config, context)
     if isinstance(config, PruneConfig):
         return _prune_unstructured(module, config, context)
@@ -128,6 +132,78 @@ def _prune_channels(module: Any, config: ChannelPruneConfig, context: TransformC
         pruning_ratio=config.ratio, ignored_layers=[last])
     pruner.step()
     return _fine_tune(module, config, context, teacher=None)
+
+
+def _cluster(module: Any, config: ClusterConfig, context: TransformContext) -> Any:
+    import torch
+    from torch.nn.utils import parametrize
+
+    layers = [layer for layer in module.modules()
+              if isinstance(layer, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d
+                            | torch.nn.ConvTranspose2d | torch.nn.Linear)]
+    if not layers:
+        raise CompressError("cluster: the model has no convolution or Linear layer to cluster",
+                            recipe=config.recipe)
+    clustered_weight = _clustered_class()
+    clustered = []
+    for layer in layers:
+        weight = layer.weight.detach()
+        kept = weight != 0
+        if not bool(kept.any()):
+            continue  # pruned away entirely: zero is its one value already
+        centroids, index = kmeans_1d(weight[kept], config.clusters)
+        full_index = torch.zeros(weight.shape, dtype=torch.long)
+        full_index[kept] = index
+        parametrize.register_parametrization(layer, "weight",
+                                             clustered_weight(centroids, full_index, kept))
+        clustered.append(layer)
+    if context.train_data is not None and config.epochs > 0:
+        _fine_tune(module, config, context, teacher=None)
+    else:
+        context.progress(f"{config.recipe}: centroids not fine-tuned (the model file defines "
+                         "no train_data())")
+    for layer in clustered:
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    return module
+
+
+def kmeans_1d(values: Any, clusters: int, *, iterations: int = 30) -> tuple[Any, Any]:
+    """Lloyd's k-means on a 1-D tensor from centroids spread evenly between its extremes
+    (TF-MOT's ``LINEAR`` initialisation, which keeps the rare large weights their own
+    clusters): ``(centroids, index of each value's centroid)``."""
+    import torch
+
+    centroids = torch.linspace(float(values.min()), float(values.max()), clusters)
+    for _ in range(iterations):
+        index = torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
+        sums = torch.zeros(clusters).index_add_(0, index, values)
+        counts = torch.bincount(index, minlength=clusters)
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+    return centroids, torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
+
+
+@functools.cache
+def _clustered_class() -> Any:
+    """The parametrization class, made on first use: torch is imported only when needed."""
+    import torch
+
+    class Clustered(torch.nn.Module):
+        """weight = centroids[index] where the weight was non-zero, else 0; only the
+        centroids train."""
+
+        def __init__(self, centroids: Any, index: Any, kept: Any) -> None:
+            super().__init__()
+            self.centroids = torch.nn.Parameter(centroids.clone())
+            self.index: torch.Tensor
+            self.kept: torch.Tensor
+            self.register_buffer("index", index)
+            self.register_buffer("kept", kept)
+
+        def forward(self, _original: Any) -> Any:
+            return torch.where(self.kept, self.centroids[self.index],
+                               torch.zeros((), dtype=self.centroids.dtype))
+
+    return Clustered
 
 
 def _batches(context: TransformContext, size: int) -> list[tuple[tuple[Any, ...], Any]]:
