@@ -117,11 +117,21 @@ def board_home_and_lease(board: LocalBoard | SshBoard) -> tuple[Path, Path]:
     return home, home / lease_dir(board)
 
 
+#: Run Python with SIGINT's default disposition whatever this process inherited: a suite
+#: started with ``pytest &`` by a non-interactive shell ignores SIGINT, its children inherit
+#: that, and Python leaves an ignored SIGINT ignored (as edge must: ``edge deploy &`` asks
+#: for it), so Ctrl-C would never reach the deploy under test.
+WITH_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                       "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
 def start_deploy(model: Path, tmp_path: Path, target: str) -> subprocess.Popen[bytes]:
+    """``edge deploy`` as started from a terminal, where Ctrl-C interrupts it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "toolkit", "deploy", str(model), "--target", target,
-         "--targets-dir", str(tmp_path / "targets"), "--recipe", "fp32", "--min-seconds", "25",
-         "-o", str(tmp_path / "out")], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+        [sys.executable, "-c", WITH_DEFAULT_SIGINT, "-m", "toolkit", "deploy", str(model),
+         "--target", target, "--targets-dir", str(tmp_path / "targets"), "--recipe", "fp32",
+         "--min-seconds", "25", "-o", str(tmp_path / "out")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
