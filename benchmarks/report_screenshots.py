@@ -1,10 +1,14 @@
 """Screenshots of the HTML report for four runs, taken by a real headless Chromium.
 
-The README example and a thread sweep are real ``edge deploy`` runs of
-examples/digits_cnn.py on ``--target local`` (short settings); the 2-board bench and
-the run with a failed variant are stored-shape records (tests/report_cases.py), since
-one machine has one board.  ``--from-records`` takes all four from records (seconds,
-no conversion).  Each report is written as NAME.html beside NAME.png.
+All four are real runs, with short settings: the README example and a thread sweep
+are ``edge deploy examples/digits_cnn.py --target local``; the 2-board bench is
+``edge bench`` on ``local`` and a second board reached over SSH (a real OpenSSH server
+on loopback, started here as the tests start it: both are this machine, so the report
+notes they were measured side by side); the failed variant is a deploy of
+tests/models/embedding_bag.py whose int8-dynamic file the runtime refuses
+(EMBEDDING_LOOKUP's zero point).  ``--from-records`` takes all four from stored-shape
+records instead (tests/report_cases.py: seconds, no conversion, no sshd).  Each report
+is written as NAME.html beside NAME.png.
 
 Usage::
 
@@ -25,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.chromium import Chromium, chromium_binary  # noqa: E402
+from tests.lab import Sshd  # noqa: E402
 from tests.report_cases import failed_variant_run, readme_run, thread_sweep_run, two_board_run  # noqa: E402
 from toolkit.report import render_html  # noqa: E402
 from toolkit.store import ResultsStore, StoredRun  # noqa: E402
@@ -35,15 +40,43 @@ SHORT = ("--target", "local", "--min-runs", "200", "--min-seconds", "0.5", "--co
 
 def deployed(out: Path, *extra: str) -> StoredRun:
     """The run a real ``edge deploy examples/digits_cnn.py`` stores under ``out``."""
-    command = [sys.executable, "-m", "toolkit", "deploy", str(REPO / "examples" / "digits_cnn.py"),
-               *SHORT, *extra, "-o", str(out)]
+    edge("deploy", str(REPO / "examples" / "digits_cnn.py"), *SHORT, *extra, "-o", str(out))
+    with ResultsStore(out / "results.sqlite") as store:
+        return store.get_run("latest")
+
+
+def edge(*arguments: str, accept: tuple[int, ...] = (0,)) -> None:
+    """Run the edge command line; stop with its last line if it fails."""
     started = time.monotonic()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
+    done = subprocess.run([sys.executable, "-m", "toolkit", *arguments], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    if done.returncode not in accept:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SystemExit(f"edge deploy {' '.join(extra)} failed ({done.returncode}): {tail}; "
+        raise SystemExit(f"edge {arguments[0]} failed ({done.returncode}): {tail}; "
                          "use --from-records to take every report from records")
-    print(f"deployed {' '.join(extra) or 'fp32,int8'} in {time.monotonic() - started:.0f} s")
+    print(f"edge {' '.join(arguments[:2])} in {time.monotonic() - started:.0f} s")
+
+
+def benched_on_two_boards(work: Path) -> StoredRun:
+    """``edge bench`` of the digits CNN on local and on a loopback SSH board."""
+    sshd = Sshd.create(work / "sshd")
+    try:
+        sshd.write_target(work / "targets", "lab-ssh", work / "ssh-board")
+        edge("bench", str(REPO / "examples" / "digits_cnn.py"), "--targets", "local,lab-ssh",
+             "--targets-dir", str(work / "targets"), "--recipe", "fp32,int8",
+             "--min-runs", "200", "--min-seconds", "0.5", "-o", str(work / "bench"),
+             "--store", str(work / "bench.sqlite"))
+    finally:
+        sshd.kill()
+    with ResultsStore(work / "bench.sqlite") as store:
+        return store.get_run("latest")
+
+
+def deployed_with_a_failed_variant(work: Path) -> StoredRun:
+    """A real deploy where one variant cannot be built: it exits 3 and stores the rest."""
+    out = work / "failed"
+    edge("deploy", str(REPO / "tests" / "models" / "embedding_bag.py"), *SHORT,
+         "--recipe", "fp32,fp16,int8-dynamic", "-o", str(out), accept=(3,))
     with ResultsStore(out / "results.sqlite") as store:
         return store.get_run("latest")
 
@@ -60,11 +93,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edge-screenshots-") as scratch:
         work = Path(scratch)
         if args.from_records:
-            runs = {"readme-example": readme_run(), "thread-sweep": thread_sweep_run()}
+            runs = {"readme-example": readme_run(), "thread-sweep": thread_sweep_run(),
+                    "two-boards": two_board_run(), "failed-variant": failed_variant_run()}
         else:
             runs = {"readme-example": deployed(work / "readme"),
-                    "thread-sweep": deployed(work / "sweep", "--threads", "1,2,4")}
-        runs.update({"two-boards": two_board_run(), "failed-variant": failed_variant_run()})
+                    "thread-sweep": deployed(work / "sweep", "--threads", "1,2,4"),
+                    "two-boards": benched_on_two_boards(work),
+                    "failed-variant": deployed_with_a_failed_variant(work)}
         with Chromium(work / "profile") as browser:
             for name, run in runs.items():
                 started = time.monotonic()
