@@ -146,3 +146,20 @@ def test_deploy_with_a_budget_on_a_tflite_runtime_214_board(
     else:
         assert choice.variant in valid and records[choice.variant].chosen
         assert "picked" in (outcome.run_dir / "report.md").read_text()
+
+
+def test_an_over_budget_variant_that_fine_tuned_says_how_to_train_it_longer() -> None:
+    from toolkit.artifact import Artifact
+    from toolkit.choose import split_by_budget
+
+    def made(variant: str, accuracy: float, steps: list[dict]) -> Artifact:
+        return Artifact(variant=variant, path=Path(f"/tmp/{variant}.tflite"), sha256="0" * 64,
+                        size_bytes=1, config={"recipe": variant, "steps": steps},
+                        accuracy=accuracy, eval_samples=100)
+
+    _, over = split_by_budget([
+        made("fp32", 0.98, [{"recipe": "fp32"}]),
+        made("prune:0.8", 0.40, [{"recipe": "prune", "epochs": 4}, {"recipe": "fp32"}])], 1.0)
+    assert over == [("prune:0.8", "over the accuracy budget: 58.00 points below fp32 (budget 1); "
+                                  "its prune step fine-tuned 4 epoch(s): more may recover it "
+                                  "(add :epochs=8 to that step)")]

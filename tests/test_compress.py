@@ -647,3 +647,23 @@ def test_cluster_16_keeps_accuracy_and_compresses(digits_source, tmp_path: Path)
     assert pruned.gzip_bytes <= 0.20 * fp32.gzip_bytes
     assert clustered.details["clustering"]["clusters"] == 16
     assert set(clustered.details["clustering"]["unique_weights_per_layer"].values()) == {16}
+
+
+def test_a_step_takes_fine_tuning_options_after_its_value() -> None:
+    [chain] = parse_recipes("prune:0.8:epochs=12:lr=5e-4+distill:epochs=20:temperature=2+int8")
+    prune, distill = chain.transforms
+    assert (prune.sparsity, prune.epochs, prune.learning_rate) == (0.8, 12, 5e-4)
+    assert (distill.epochs, distill.temperature) == (20, 2.0)
+    assert chain.file_stem == "prune-0.8-epochs-12-lr-5e-4+distill-epochs-20-temperature-2+int8"
+    assert parse_recipes("cluster:16:epochs=0")[0].transforms[0].epochs == 0
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("int8:epochs=3", "unknown option 'epochs'; it takes no options"),
+    ("distill:speed=2", "unknown option 'speed'; it takes epochs, lr, batch, temperature, alpha"),
+    ("prune:epochs=3:0.8", "one value first, then KEY=VALUE options"),
+    ("prune:0.8:epochs=x", "epochs must be a whole number, got 'x'"),
+    ("distill:epochs=-1", "epochs >= 0")])
+def test_step_options_are_checked(recipe: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_recipes(recipe)

@@ -52,13 +52,25 @@ def split_by_budget(artifacts: Sequence[Artifact],
         elif 100 * (reference - artifact.accuracy) > max_drop:
             over.append((artifact.variant,
                          f"over the accuracy budget: {100 * (reference - artifact.accuracy):.2f}"
-                         f" points below fp32 (budget {max_drop:g})"))
+                         f" points below fp32 (budget {max_drop:g})"
+                         + _fine_tune_hint(artifact.config)))
         elif wrong:
             over.append((artifact.variant,
                          "not correct on every runtime: " + "; ".join(_compat(c) for c in wrong)))
         else:
             within.append(artifact)
     return within, over
+
+
+def _fine_tune_hint(config: dict[str, Any]) -> str:
+    """For a chain that fine-tunes, how to give it more training (the recipe grammar's
+    options), since its fixed default epochs may be what lost the accuracy."""
+    tuned = [step for step in config.get("steps") or () if step.get("epochs")]
+    if not tuned:
+        return ""
+    step = tuned[-1]
+    return (f"; its {step['recipe']} step fine-tuned {step['epochs']} epoch(s): more may "
+            f"recover it (add :epochs={2 * int(step['epochs'])} to that step)")
 
 
 def _compat(check: dict[str, Any]) -> str:

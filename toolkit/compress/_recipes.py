@@ -247,7 +247,7 @@ class Chain:
 
     @property
     def file_stem(self) -> str:
-        return self.recipe.replace(":", "-")
+        return self.recipe.replace(":", "-").replace("=", "-")
 
     @property
     def needs_training_data(self) -> bool:
@@ -262,15 +262,46 @@ class Chain:
                 "steps": [step.to_dict() for step in (*self.transforms, self.conversion)]}
 
 
+#: Options a step takes after its value (``prune:0.8:epochs=12:lr=5e-4``): the name in a
+#: recipe -> the config field, for the steps that fine-tune.
+STEP_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "batch": "batch_size",
+                "temperature": "temperature", "alpha": "alpha"}
+
+
+def parse_step(part: str, text: str) -> RecipeConfig:
+    """``"prune:0.8:epochs=12"`` -> its config: a name, at most one value, then options."""
+    name, *tokens = part.strip().split(":")
+    if name not in RECIPES:
+        raise UsageError(f"unknown recipe {name!r} in {text!r}; known recipes: "
+                         f"{', '.join(RECIPES)} (chain them with +)")
+    values = [token for token in tokens if "=" not in token]
+    if len(values) > 1 or (values and tokens[0] != values[0]):
+        raise UsageError(f"{part!r}: a step takes one value first, then KEY=VALUE options, "
+                         "e.g. prune:0.8:epochs=12")
+    config = RECIPES[name](values[0] if values and values[0] else None)
+    options: dict[str, Any] = {}
+    known = [key for key, field in STEP_OPTIONS.items()
+             if field in {f.name for f in dataclasses.fields(config)}]
+    for token in tokens:
+        if "=" not in token:
+            continue
+        key, _, raw = token.partition("=")
+        if key not in known:
+            allowed = f"it takes {', '.join(known)}" if known else "it takes no options"
+            raise UsageError(f"{part!r}: unknown option {key!r}; {allowed}")
+        field = STEP_OPTIONS[key]
+        whole = isinstance(getattr(config, field), int)
+        try:
+            options[field] = int(raw) if whole else float(raw)
+        except ValueError:
+            raise UsageError(f"{part!r}: {key} must be a {'whole ' if whole else ''}number, "
+                             f"got {raw!r}") from None
+    return dataclasses.replace(config, **options) if options else config
+
+
 def parse_chain(text: str) -> Chain:
-    """``"prune-channels:0.5+distill+int8"`` -> a :class:`Chain`."""
-    steps: list[RecipeConfig] = []
-    for part in text.split("+"):
-        name, _, argument = part.strip().partition(":")
-        if name not in RECIPES:
-            raise UsageError(f"unknown recipe {name!r} in {text!r}; known recipes: "
-                             f"{', '.join(RECIPES)} (chain them with +)")
-        steps.append(RECIPES[name](argument or None))
+    """``"prune-channels:0.5+distill:epochs=20+int8"`` -> a :class:`Chain`."""
+    steps: list[RecipeConfig] = [parse_step(part, text) for part in text.split("+")]
     conversions = [step for step in steps if isinstance(step, _CONVERSIONS)]
     if len(conversions) > 1 or (conversions and steps[-1] is not conversions[0]):
         raise UsageError(f"{text!r}: a chain ends with at most one of fp32, fp16, "
