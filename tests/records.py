@@ -61,8 +61,7 @@ def earlier_runs(run: StoredRun, *, factors: tuple[float, ...] = (1.0, 1.004, 0.
     check: one per factor, each record's median and p99 scaled by it (a steady board)."""
     return [EarlierLatency(run_id=f"{run.run_id}-earlier-{index}", created_at=run.created_at,
                            target=r.target, variant=r.variant, sha256=r.sha256 or "",
-                           board=tuple(str((r.board or {}).get(k, ""))
-                                       for k in ("machine", "cpu_model", "board_model")),
+                           board=r.board_identity,
                            p50_ms=factor * float(np.median(r.latency_samples_ms)),
                            p99_ms=factor * float(np.quantile(r.latency_samples_ms, 0.99)))
             for index, factor in enumerate(factors) for r in run.results]

@@ -72,7 +72,7 @@ import numpy as np
 
 from .defaults import THRESHOLD_HELP as THRESHOLD_HELP
 from .errors import CheckRefused, ExitCode, UsageError
-from .results import ResultRecord
+from .results import BOARD_IDENTITY, ResultRecord
 from .store import EarlierLatency, StoredRun
 from .units import format_duration
 
@@ -80,8 +80,6 @@ from .units import format_duration
 BLOCK_FRACTION = 0.05
 #: Samples of a run the bootstrap resamples at most (see bootstrap_ratios).
 BOOTSTRAP_SAMPLES = 5_000
-#: Board facts that must agree for two results of one target to be comparable.
-BOARD_IDENTITY = ("machine", "cpu_model", "board_model")
 #: Metrics that follow timing noise: an INVALID measurement cannot judge them.
 TIMING_METRICS = ("latency_p50", "latency_p99", "energy")
 #: Runs (baselines and earlier runs of their files) the spread between runs is taken from.
@@ -342,21 +340,18 @@ def between_run_spread(baselines: Sequence[StoredRun], history: Sequence[Earlier
     board's recent behaviour).  Only keys with at least two such runs get a spread:
     ``k - 1`` degrees of freedom.
     """
-    quantiles = {"latency_p50": 0.5, "latency_p99": 0.99}
     observed: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
     files: dict[tuple[str, str], set[tuple[str, tuple[str, ...]]]] = {}
     for stored in baselines:
         for r in stored.results:
             values = np.asarray(r.latency_samples_ms, dtype=np.float64)
-            if not r.ok or _invalid_reasons(r) is not None \
+            if not r.ok or r.invalid_reasons is not None \
                     or values.size < 2 or values.min() <= 0:
                 continue
             key = r.key
             observed.setdefault(key, {})[stored.run_id] = (
                 float(np.quantile(values, 0.5)), float(np.quantile(values, 0.99)))
-            board = r.board or {}
-            files.setdefault(key, set()).add(
-                (r.sha256 or "", tuple(str(board.get(k, "")) for k in BOARD_IDENTITY)))
+            files.setdefault(key, set()).add((r.sha256 or "", r.board_identity))
     for earlier in history:
         key = (earlier.target, earlier.variant)
         runs = observed.get(key)
@@ -369,7 +364,7 @@ def between_run_spread(baselines: Sequence[StoredRun], history: Sequence[Earlier
     for (target, variant), runs in observed.items():
         if len(runs) < 2:
             continue
-        for column, metric in enumerate(quantiles):
+        for column, metric in enumerate(("latency_p50", "latency_p99")):
             logs = np.log([values[column] for values in runs.values()])
             spread[(target, variant, metric)] = (float(np.std(logs, ddof=1)), len(runs))
     return spread
@@ -392,11 +387,6 @@ def student_t(confidence: float, df: int) -> float:
              (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384,
              (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160)
     return z + sum(term / df ** power for power, term in enumerate(terms, start=1))
-
-
-def _invalid_reasons(record: ResultRecord) -> list[str] | None:
-    """The board's reasons when it judged this measurement INVALID, else None."""
-    return record.invalid_reasons
 
 
 def _advice(reasons: list[str]) -> str:
@@ -433,7 +423,7 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
         notes.append(f"Target {target} has no baseline; not checked.")
     for label, stored in (("baseline", baseline), ("run", run)):
         for r in stored.results:
-            reasons = _invalid_reasons(r)
+            reasons = r.invalid_reasons
             if reasons is not None:
                 notes.append(f"The {label}'s {r.target}/{r.variant} measurement is "
                              f"INVALID on the board: {'; '.join(reasons)}.")
@@ -566,8 +556,8 @@ def _compare_records(base: ResultRecord, new: ResultRecord, t: Thresholds,
     if base_energy is not None or new_energy is not None:
         checks.append(_relative_check("energy", base_energy, new_energy, t.energy, where))
     unsound = [f"{side} run INVALID ({'; '.join(reasons)})"
-               for side, reasons in (("baseline", _invalid_reasons(base)),
-                                     ("new", _invalid_reasons(new))) if reasons is not None]
+               for side, reasons in (("baseline", base.invalid_reasons),
+                                     ("new", new.invalid_reasons)) if reasons is not None]
     if not unsound:
         return checks
     detail = f"{', '.join(unsound)}: {_advice(unsound)}"

@@ -80,10 +80,12 @@ ARTIFACT_KEYS = frozenset({
     "calibration", "runtime_compat", "ops", "oldest_runtime"})
 #: Where the stored JSON keeps the figures a store query reads without loading whole records
 #: (``ResultsStore.latency_history``); :meth:`ResultRecord.to_dict` writes them there.
+#: Board facts that must agree for two results of one target to come from one board.
+BOARD_IDENTITY = ("machine", "cpu_model", "board_model")
 STORED_PATHS: dict[str, tuple[str, ...]] = {
-    "sha256": ("sha256",), "machine": ("board", "machine"), "cpu_model": ("board", "cpu_model"),
-    "board_model": ("board", "board_model"), "p50_ms": ("latency_ms", "p50"),
-    "p99_ms": ("latency_ms", "p99"), "verdict": ("verdict", "status")}
+    "sha256": ("sha256",), **{fact: ("board", fact) for fact in BOARD_IDENTITY},
+    "p50_ms": ("latency_ms", "p50"), "p99_ms": ("latency_ms", "p99"),
+    "verdict": ("verdict", "status")}
 #: Keys of the record itself; every other key is the artifact's or a measurement.
 _OWN_KEYS = frozenset({"record_version", "target", "variant", "recipe", "threads", "status",
                        "stage", "error", "error_class", "board", "chosen", "measured_beside"})
@@ -164,6 +166,12 @@ class ResultRecord:
     @property
     def accuracy(self) -> float | None:
         return _number(self.artifact.get("accuracy"))
+
+    @property
+    def board_identity(self) -> tuple[str, ...]:
+        """The :data:`BOARD_IDENTITY` facts of the board it ran on ("" where unknown)."""
+        board = self.board or {}
+        return tuple(str(board.get(fact, "")) for fact in BOARD_IDENTITY)
 
     @property
     def sha256(self) -> str | None:

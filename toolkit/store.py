@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputError, StoreError, UsageError
-from .results import STORED_PATHS, ResultRecord
+from .results import BOARD_IDENTITY, STORED_PATHS, ResultRecord
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ class EarlierLatency:
     target: str
     variant: str
     sha256: str
-    board: tuple[str, ...]  # machine, cpu_model, board_model (check.BOARD_IDENTITY)
+    board: tuple[str, ...]  # the results.BOARD_IDENTITY facts, in that order
     p50_ms: float
     p99_ms: float
 
@@ -594,7 +594,7 @@ class ResultsStore:
 
         rows = self._db.rows(
             f"""SELECT s.run_id, r.created_at, s.target, s.variant, {field("sha256")},
-                       {field("machine")}, {field("cpu_model")}, {field("board_model")},
+                       {", ".join(field(fact) for fact in BOARD_IDENTITY)},
                        {field("p50_ms")}, {field("p99_ms")}
                 FROM results s JOIN runs r ON r.run_id = s.run_id
                 WHERE r.model_name = :model AND r.created_at <= :until AND s.status = 'ok'
