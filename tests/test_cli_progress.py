@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.cli_progress import one_line_warnings
+from toolkit.cli_progress import LiveProgress, one_line_warnings
 from toolkit.pipeline import deploy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,3 +123,21 @@ def test_without_a_terminal_or_with_quiet_only_the_warning_shows(
     assert stderr.strip().splitlines() == [
         f"edge: warning: local: {too_many} threads on a board with {too_many - 1} cores: "
         f"latency figures will suffer; set threads <= {too_many - 1}"]
+
+
+def test_a_stage_shorter_than_one_redraw_is_still_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    controller, terminal_side = pty.openpty()
+
+    class TerminalStderr(io.StringIO):
+        def fileno(self) -> int:
+            return terminal_side
+
+    monkeypatch.setattr(sys, "stderr", TerminalStderr())
+    monkeypatch.setenv("COLUMNS", "120")
+    with LiveProgress(enabled=True) as progress:
+        for stage in ("loading", "checking local", "measuring"):
+            progress(stage)  # back to back: far quicker than the 8 Hz redraw
+    os.close(terminal_side)
+    drawn = os.read(controller, 65536).decode("utf-8", "replace")
+    os.close(controller)
+    assert "checking local" in ESCAPES.sub("", drawn)

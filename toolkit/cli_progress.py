@@ -137,6 +137,8 @@ class LiveProgress:
     def __call__(self, message: str) -> None:
         self.message = message
         self._stage_started = time.monotonic()
+        if self._live is not None:  # draw now: a stage shorter than a refresh still shows
+            self._live.refresh()
 
     def _render(self) -> Spinner:
         from rich.text import Text
