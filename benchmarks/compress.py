@@ -1,9 +1,19 @@
-"""Issue 3's compression figures: what each recipe buys in size, accuracy and latency.
+"""Compression figures (issues 3 and 16): what each recipe buys in size, accuracy and latency.
 
 Prints one table and the floors; it is not a test.  Run it from the repository root on a
 quiet machine, pinned to one CPU (timing on a shared machine is noisy):
 
     python benchmarks/compress.py [--models ...] [--recipes ...] [--rounds 5] [--cpu 1]
+
+Issue 16's figures (the BERT-style encoder; clustering of the two CNNs):
+
+    python benchmarks/compress.py --models examples/text_encoder.py \
+        --recipes fp32,fp16,int8-dynamic,int4-weight
+    python benchmarks/compress.py --recipes fp32,cluster:16,prune:0.5+cluster:16+int8
+
+A model without labels (the encoder) has no accuracy: its column shows the cosine
+similarity of its outputs with the float torch model's instead.  Token-id inputs are
+timed on the model's own ``example_input()``, never random integers.
 
 Per model x variant: file size and ratio to fp32, gzip size and ratio, accuracy on the eval
 split through the TFLite interpreter and its drop against fp32 (points), median latency on
@@ -38,7 +48,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
+
 from toolkit.compress import BUDGET_CANDIDATES, compress_to_folder  # noqa: E402
+from toolkit.model import load_model_source  # noqa: E402
 
 MODELS = ("examples/digits_cnn.py", "examples/digits_mobilenet96.py")
 RECIPES_MEASURED = ("fp32,int8,prune-channels:0.5+distill,prune-channels:0.5+distill+int8,"
@@ -55,12 +68,17 @@ TIMING = textwrap.dedent('''
     from device_agent.runtime import find_runtime
     job = json.loads(sys.argv[2])
     runtime = find_runtime()
+    import numpy as np
+    example = np.load(job["example"])
     interpreters = []
     for path in job["files"]:
         interpreter = runtime.interpreter_class(model_path=path, num_threads=job["threads"])
         interpreter.allocate_tensors()
-        for detail, tensor in zip(interpreter.get_input_details(),
-                                  _random_inputs(interpreter)):
+        details = interpreter.get_input_details()
+        for n, (detail, tensor) in enumerate(zip(details, _random_inputs(interpreter))):
+            given = example[f"input_{n}"]
+            if np.issubdtype(given.dtype, np.integer) and not detail["quantization"][0]:
+                tensor = given.astype(detail["dtype"]).reshape(detail["shape"])  # token ids
             interpreter.set_tensor(detail["index"], tensor)
         interpreters.append(interpreter)
     rounds = [[] for _ in interpreters]
@@ -78,17 +96,26 @@ TIMING = textwrap.dedent('''
 
 @dataclass(frozen=True)
 class Floor:
-    """``metric`` of ``recipe``'s row must be at most ``limit``."""
+    """``metric`` of ``recipe``'s row must be at most ``limit`` (at least, for cosine)."""
 
     recipe: str
     metric: str
     limit: float
 
+    @property
+    def at_least(self) -> bool:
+        return self.metric == "cosine"
+
     def describe(self) -> str:
         what = {"size": "file", "gzip": "gzip size", "latency": "latency (ai-edge-litert)",
-                "drop": "accuracy drop", "drop_vs_int8": "accuracy drop against int8"}
-        unit = " points" if self.metric.startswith("drop") else "x fp32"
-        return f"{what[self.metric]} <= {self.limit:g}{unit}"
+                "drop": "accuracy drop", "drop_vs_int8": "accuracy drop against int8",
+                "cosine": "cosine with float"}
+        unit = (" points" if self.metric.startswith("drop") else "" if self.at_least
+                else "x fp32")
+        return f"{what[self.metric]} {'>=' if self.at_least else '<='} {self.limit:g}{unit}"
+
+    def met(self, value: float) -> bool:
+        return value >= self.limit - 1e-9 if self.at_least else value <= self.limit + 1e-9
 
 
 FLOORS = (
@@ -100,14 +127,21 @@ FLOORS = (
     Floor("prune-channels:0.5+distill+int8", "drop", 1.5),
     Floor("prune:0.8", "gzip", 0.35), Floor("prune:0.8", "drop", 1.0),
     Floor("int8-mixed", "drop_vs_int8", 0.0),
+    # Issue 16: weights beyond int8, and models beyond CNNs.
+    Floor("cluster:16", "drop", 1.0), Floor("cluster:16", "gzip", 0.35),
+    Floor("prune:0.5+cluster:16+int8", "gzip", 0.15),
+    Floor("int8-dynamic", "size", 0.30), Floor("int8-dynamic", "cosine", 0.99),
+    Floor("int4-weight", "size", 0.20),
 )
 log = logging.getLogger("benchmarks.compress")
 
 
-def time_variants(python: Path, files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+def time_variants(python: Path, files: list[Path], example: Path,
+                  args: argparse.Namespace) -> dict[str, Any]:
     """Per-round median latencies (ms) of ``files`` under ``python``'s TFLite runtime."""
     job = {"files": [str(f) for f in files], "threads": 1, "rounds": args.rounds,
-           "seconds": args.seconds, "warmup_seconds": 0.2, "min_runs": 20}
+           "seconds": args.seconds, "warmup_seconds": 0.2, "min_runs": 20,
+           "example": str(example)}
     done = subprocess.run([str(python), "-c", TIMING, str(REPO), json.dumps(job)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -125,18 +159,23 @@ def measure_model(model: str, recipes: str, out: Path,
                                        progress=lambda line: log.info("%s: %s", name, line))
     variants = json.loads(manifest_path.read_text())["variants"]
     files = [manifest_path.parent / v["file"] for v in variants]
+    example = out / f"{name}-example.npz"
+    source = load_model_source(REPO / model)
+    np.savez(example, **{f"input_{n}": tensor.numpy()
+                         for n, tensor in enumerate(source.example_input)})
     log.info("%s: timing %d variants on ai-edge-litert", name, len(files))
-    litert = time_variants(Path(sys.executable), files, args)
+    litert = time_variants(Path(sys.executable), files, example, args)
     old: dict[str, Any] | None = None
     if compat:
         log.info("%s: timing %d variants on tflite-runtime 2.14", name, len(files))
-        old = time_variants(args.tflite214_python, files, args)
+        old = time_variants(args.tflite214_python, files, example, args)
     rows = []
     for n, variant in enumerate(variants):
         on_old = {c["name"]: c for c in variant["runtime_compat"]}.get("tflite-runtime", {})
         rows.append({
             "model": name, "recipe": variant["recipe"], "size": variant["size_bytes"],
             "gzip": variant["gzip_bytes"], "accuracy": variant["accuracy"],
+            "cosine": variant["fidelity"]["cosine_similarity"],
             "latency": statistics.median(litert["rounds_ms"][n]),
             "rounds": litert["rounds_ms"][n], "runtime": litert["runtime"],
             "latency_214": statistics.median(old["rounds_ms"][n]) if old else None,
@@ -149,7 +188,8 @@ def measure_model(model: str, recipes: str, out: Path,
     for row in rows:
         row["size_ratio"] = row["size"] / base["size"]
         row["gzip_ratio"] = row["gzip"] / base["gzip"]
-        row["drop"] = 100 * (base["accuracy"] - row["accuracy"])
+        row["drop"] = (100 * (base["accuracy"] - row["accuracy"])
+                       if row["accuracy"] is not None else None)
         row["latency_ratio"] = row["latency"] / base["latency"]
         row["latency_214_ratio"] = (row["latency_214"] / base["latency_214"]
                                     if row["latency_214"] is not None else None)
@@ -172,8 +212,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                    f"{row['latency_214_ratio']:>5.2f}{mark or 'x'}")
         print(f"{row['model']:<20} {row['recipe']:<32} {row['size'] / 1e3:>8.1f} "
               f"{row['size_ratio']:>5.3f}x {row['gzip'] / 1e3:>8.1f} {row['gzip_ratio']:>5.3f}x "
-              f"{100 * row['accuracy']:>6.2f} {row['drop']:>+5.2f} {1e3 * row['latency']:>9.1f} "
+              f"{_quality(row)} {1e3 * row['latency']:>9.1f} "
               f"{row['latency_ratio']:>5.3f}x {old}")
+
+
+def _quality(row: dict[str, Any]) -> str:
+    """Accuracy and its drop, or (no labels) the cosine similarity with the float model."""
+    if row["accuracy"] is None:
+        return f"cos {row['cosine']:.4f}".rjust(12)
+    return f"{100 * row['accuracy']:>6.2f} {row['drop']:>+5.2f}"
 
 
 def check_floors(rows: list[dict[str, Any]]) -> list[tuple[str, Floor, float, bool]]:
@@ -190,9 +237,12 @@ def check_floors(rows: list[dict[str, Any]]) -> list[tuple[str, Floor, float, bo
                 if int8 is None:
                     continue
                 value = 100 * (int8["accuracy"] - row["accuracy"])
+            elif floor.metric in ("drop", "cosine"):
+                value = row[floor.metric]
             else:
-                value = row[floor.metric if floor.metric == "drop" else f"{floor.metric}_ratio"]
-            checked.append((model, floor, value, value <= floor.limit + 1e-9))
+                value = row[f"{floor.metric}_ratio"]
+            if value is not None:  # no accuracy drop without labels
+                checked.append((model, floor, value, floor.met(value)))
     return checked
 
 

@@ -5,8 +5,8 @@ are ``edge deploy examples/digits_cnn.py --target local``; the 2-board bench is
 ``edge bench`` on ``local`` and a second board reached over SSH (a real OpenSSH server
 on loopback, started here as the tests start it: both are this machine, so the report
 notes they were measured side by side); the failed variant is a deploy of
-tests/models/embedding_bag.py whose int8-dynamic file the runtime refuses
-(EMBEDDING_LOOKUP's zero point).  ``--from-records`` takes all four from stored-shape
+tests/models/embedding_bag.py whose int8 cannot be built (the model file has no
+calibration data).  ``--from-records`` takes all four from stored-shape
 records instead (tests/report_cases.py: seconds, no conversion, no sshd).  Each report
 is written as NAME.html beside NAME.png.
 
@@ -76,7 +76,7 @@ def deployed_with_a_failed_variant(work: Path) -> StoredRun:
     """A real deploy where one variant cannot be built: it exits 3 and stores the rest."""
     out = work / "failed"
     edge("deploy", str(REPO / "tests" / "models" / "embedding_bag.py"), *SHORT,
-         "--recipe", "fp32,fp16,int8-dynamic", "-o", str(out), accept=(3,))
+         "--recipe", "fp32,fp16,int8", "-o", str(out), accept=(3,))
     with ResultsStore(out / "results.sqlite") as store:
         return store.get_run("latest")
 

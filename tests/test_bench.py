@@ -195,14 +195,14 @@ def test_the_summary_shows_invalid_cells_with_their_reasons() -> None:
 def test_a_variant_that_cannot_be_built_is_a_failed_cell_and_the_rest_is_measured(
         tmp_path: Path) -> None:
     outcome = bench([REPO / "tests" / "models" / "embedding_bag.py"],
-                    targets=[load_target("local")], recipes="fp32,int8-dynamic",
+                    targets=[load_target("local")], recipes="fp32,int8",
                     out_dir=tmp_path / "out", settings=FAST)
     cells = {c.variant: c for c in outcome.cells}
     assert cells["fp32"].status == "ok" and cells["fp32"].p50_ms
-    assert cells["int8-dynamic"].status == "failed"
-    assert cells["int8-dynamic"].shown_status.startswith(
-        "failed: not built: the converted file does not run: ")
+    assert cells["int8"].status == "failed"
+    assert cells["int8"].shown_status.startswith(
+        "failed: not built: the model file defines no calibration_data()")
     incomplete = outcome.incomplete()
     assert incomplete is not None and incomplete.exit_code == 3
     assert str(incomplete) == ("matrix incomplete: 1 of 2 cells failed "
-                               "(embedding_bag/local/int8-dynamic)")
+                               "(embedding_bag/local/int8)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -63,10 +64,10 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
     rows = []
     for v in manifest["variants"]:
         fidelity = v.get("fidelity") or {}
-        agree, sqnr = fidelity.get("top1_agreement"), fidelity.get("sqnr_db")
+        sqnr = fidelity.get("sqnr_db")
         rows.append([v["recipe"], str(v["size_bytes"]), str(v["gzip_bytes"]),
                      "-" if v.get("accuracy") is None else f"{v['accuracy']:.4f}",
-                     "-" if agree is None else f"{agree:.3f}",
+                     _agreement(fidelity),
                      "-" if sqnr is None else f"{sqnr:.1f}", str(v.get("macs") or 0),
                      ", ".join(f"{r['name']} {r['version']} {'ok' if r['ok'] else 'FAILS'}"
                                for r in v.get("runtime_compat", []))])
@@ -84,6 +85,16 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
             for t in selection["tried"]])
         click.echo(f"chosen: {selection['chosen']}")
     click.echo(f"manifest: {manifest_path}")
+
+
+def _agreement(fidelity: dict[str, Any]) -> str:
+    """Agreement with the float model by the metric that fits the output: ``0.996`` (top-1
+    of logits) or ``cos 0.9999`` (embeddings, for a model without labels)."""
+    if fidelity.get("agreement_metric") == "cosine":
+        cosine = fidelity.get("cosine_similarity")
+        return "-" if cosine is None else f"cos {cosine:.4f}"
+    agree = fidelity.get("top1_agreement")
+    return "-" if agree is None else f"{agree:.3f}"
 
 
 def _analyze(model: Path, out_dir: Path, as_json: bool) -> None:

@@ -69,13 +69,15 @@ def tflite_accuracy(model_path: Path,
 
 def tflite_fidelity(model_path: Path, reference: Any,
                     inputs: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """Top-1 agreement (first output) and SQNR in dB (all outputs) of the file vs ``reference``.
+    """Agreement of the file with ``reference`` (the float torch module) on ``inputs``.
 
-    ``reference`` is the float torch module; SQNR = 10 log10(|ref|^2 / |ref - out|^2).
+    Top-1 agreement of the first output (for logits), the mean cosine similarity of the
+    first output per sample (for embeddings, where the argmax means nothing) and SQNR
+    in dB over all outputs, 10 log10(|ref|^2 / |ref - out|^2).
     """
     import torch
 
-    signal = noise = 0.0
+    signal = noise = cosine = 0.0
     agree = 0
     with torch.no_grad():
         for sample, outputs in zip(inputs, tflite_outputs(model_path, inputs), strict=True):
@@ -86,11 +88,22 @@ def tflite_fidelity(model_path: Path, reference: Any,
                 got_np = got.astype(np.float64).reshape(-1)
                 signal += float(np.sum(want_np ** 2))
                 noise += float(np.sum((want_np - got_np) ** 2))
-            agree += int(np.argmax(_as_numpy(expected[0]).reshape(-1))
-                         == np.argmax(outputs[0].reshape(-1)))
+            first_want = _as_numpy(expected[0]).astype(np.float64).reshape(-1)
+            first_got = outputs[0].astype(np.float64).reshape(-1)
+            agree += int(np.argmax(first_want) == np.argmax(first_got))
+            cosine += _cosine(first_want, first_got)
     return {"top1_agreement": agree / len(inputs) if inputs else None,
+            "cosine_similarity": round(cosine / len(inputs), 6) if inputs else None,
             "sqnr_db": sqnr_db(signal, noise),
             "fidelity_samples": len(inputs)}
+
+
+def _cosine(want: np.ndarray, got: np.ndarray) -> float:
+    """cos(want, got); 1.0 when both are zero (identical), 0.0 when only one is."""
+    norms = float(np.linalg.norm(want) * np.linalg.norm(got))
+    if norms == 0.0:
+        return 1.0 if not want.any() and not got.any() else 0.0
+    return float(np.dot(want, got)) / norms
 
 
 def _as_numpy(value: Any) -> np.ndarray:

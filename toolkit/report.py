@@ -105,7 +105,7 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             status=result.status.value,
             size=_size(size),
             size_ratio=f"{size / base:.2f}x" if base and size is not None else "",
-            accuracy=_percent(result.accuracy),
+            accuracy=_quality(result),
             p50=_ms(result.latency("p50")),
             p90=_ms(result.latency("p90")),
             p99=_ms(result.latency("p99")),
@@ -411,6 +411,14 @@ def _conditions(result: ResultRecord) -> str:
 
 def _boards(run: StoredRun) -> dict[str, dict[str, Any]]:
     return {r.target: dict(r.board) for r in run.results if r.board}
+
+
+def _quality(result: ResultRecord) -> str:
+    """Accuracy with labels; without, the cosine similarity with the float model."""
+    cosine = result.cosine_with_float
+    if result.accuracy is None and cosine is not None:
+        return f"cos {cosine:.4f}"
+    return _percent(result.accuracy)
 
 
 def _percent(value: float | None) -> str:

@@ -168,6 +168,15 @@ class ResultRecord:
         return _number(self.artifact.get("accuracy"))
 
     @property
+    def cosine_with_float(self) -> float | None:
+        """Mean cosine similarity of the file's outputs with the float model's, for a model
+        judged that way (no labels: an embedding); None for a classifier."""
+        fidelity = self.artifact.get("fidelity")
+        if not isinstance(fidelity, Mapping) or fidelity.get("agreement_metric") != "cosine":
+            return None
+        return _number(fidelity.get("cosine_similarity"))
+
+    @property
     def board_identity(self) -> tuple[str, ...]:
         """The :data:`BOARD_IDENTITY` facts of the board it ran on ("" where unknown)."""
         board = self.board or {}

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         DistillConfig,
         Fp16Config,
         Fp32Config,
+        Int4WeightConfig,
         Int8DynamicConfig,
         Int8MixedConfig,
         Int8StaticConfig,
@@ -53,8 +54,8 @@ __getattr__, __dir__ = attach(__name__, {
     **dict.fromkeys(("LayerSensitivity", "Sensitivity", "analyze_sensitivity",
                      "analyze_to_folder"), "_mixed"),
     **dict.fromkeys(("RECIPES", "Chain", "ChannelPruneConfig", "ClusterConfig",
-                     "DistillConfig", "Fp16Config",
-                     "Fp32Config", "Int8DynamicConfig", "Int8MixedConfig", "Int8StaticConfig",
+                     "DistillConfig", "Fp16Config", "Fp32Config", "Int4WeightConfig",
+                     "Int8DynamicConfig", "Int8MixedConfig", "Int8StaticConfig",
                      "PruneConfig", "QatConfig", "parse_chain", "parse_recipes"), "_recipes"),
 }, globals())
 
@@ -68,6 +69,7 @@ __all__ = [
     "DistillConfig",
     "Fp16Config",
     "Fp32Config",
+    "Int4WeightConfig",
     "Int8DynamicConfig",
     "Int8MixedConfig",
     "Int8StaticConfig",

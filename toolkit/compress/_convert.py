@@ -8,8 +8,10 @@ Example::
 from __future__ import annotations
 
 import itertools
+import re
 import traceback
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +19,7 @@ from ..errors import CompressError, ModelError
 from ._recipes import (
     ConversionConfig,
     Fp16Config,
+    Int4WeightConfig,
     Int8DynamicConfig,
     Int8MixedConfig,
     Int8StaticConfig,
@@ -44,6 +47,8 @@ def convert(module: Any, example: tuple[Any, ...], config: ConversionConfig,
         return _int8_static(module, example, config, calibration_data, target)
     if isinstance(config, Int8DynamicConfig):
         return _int8_dynamic(module, example, target)
+    if isinstance(config, Int4WeightConfig):
+        return _int4_weight(module, example, config, target)
     if isinstance(config, Fp16Config):
         return _fp16(module, example, target)
     _fp32(module, example, target)
@@ -86,28 +91,66 @@ def _fp32(module: Any, example: tuple[Any, ...], target: Path) -> None:
 
 
 def _fp16(module: Any, example: tuple[Any, ...], target: Path) -> dict[str, Any]:
-    from ai_edge_quantizer import qtyping, quantizer
+    from ai_edge_quantizer import qtyping
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
-    from ai_edge_quantizer.recipe_manager import RecipeManager
 
     # litert-torch has no float16 option: cast the weights of the fp32 file.
+    _requantized(module, example, target, lambda _: [Rule(
+        qtyping.TFLOperationName.ALL_SUPPORTED, qtyping.OpQuantizationConfig(
+            weight_tensor_config=qtyping.TensorQuantizationConfig(
+                num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+            compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True),
+        algorithm=AlgorithmName.FLOAT_CASTING)])
+    return {"weights": "float16", "tool": "ai-edge-quantizer float casting"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How ai-edge-quantizer rewrites one TFLite operation's weights: everywhere, or in the
+    ops whose output tensor names match ``scope`` (a later rule wins where both match)."""
+
+    operation: Any
+    op_config: Any
+    scope: str = ".*"
+    algorithm: str = "min_max_uniform_quantize"
+
+
+def _requantized(module: Any, example: tuple[Any, ...], target: Path,
+                 rules: Callable[[Path], list[Rule]]) -> None:
+    """The fp32 file of ``module`` with its weights rewritten by ai-edge-quantizer.
+
+    ``rules`` reads the fp32 file and says how; operations no rule names keep float weights.
+    """
+    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer.recipe_manager import RecipeManager
+
     float_path = target.with_suffix(".fp32-tmp.tflite")
     _fp32(module, example, float_path)
     try:
         recipe = RecipeManager()
-        recipe.add_quantization_config(
-            regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-            op_config=qtyping.OpQuantizationConfig(
-                weight_tensor_config=qtyping.TensorQuantizationConfig(
-                    num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
-                compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True),
-            algorithm_key=AlgorithmName.FLOAT_CASTING)
-        casting = quantizer.Quantizer(str(float_path))
-        casting.load_quantization_recipe(recipe.get_quantization_recipe())
-        casting.quantize().export_model(str(target), overwrite=True)
+        for rule in rules(float_path):
+            recipe.add_quantization_config(regex=rule.scope, operation_name=rule.operation,
+                                           op_config=rule.op_config,
+                                           algorithm_key=rule.algorithm)
+        rewriting = quantizer.Quantizer(str(float_path))
+        rewriting.load_quantization_recipe(recipe.get_quantization_recipe())
+        rewriting.quantize().export_model(str(target), overwrite=True)
     finally:
         float_path.unlink(missing_ok=True)
-    return {"weights": "float16", "tool": "ai-edge-quantizer float casting"}
+
+
+def _integer_weights(bits: int, granularity: str, *, dequantize_at_load: bool = False) -> Any:
+    """Symmetric integer weights; float activations, quantized at run time unless the
+    weights are dequantized at load (then the op computes in float)."""
+    from ai_edge_quantizer import qtyping
+
+    return qtyping.OpQuantizationConfig(
+        weight_tensor_config=qtyping.TensorQuantizationConfig(
+            num_bits=bits, symmetric=True,
+            granularity=qtyping.QuantGranularity(granularity)),
+        compute_precision=(qtyping.ComputePrecision.FLOAT if dequantize_at_load
+                           else qtyping.ComputePrecision.INTEGER),
+        explicit_dequantize=dequantize_at_load)
 
 
 def _pt2e(module: Any, example: tuple[Any, ...], quantizer: Any,
@@ -163,25 +206,71 @@ def static_quantizer(per_channel: bool) -> Any:
 
 
 def _int8_dynamic(module: Any, example: tuple[Any, ...], target: Path) -> dict[str, Any]:
-    from litert_torch.quantize.pt2e_quantizer import (
-        PT2EQuantizer,
-        get_symmetric_quantization_config,
-    )
+    """Dynamic range through ai-edge-quantizer, with the rules that make the file run
+    right on tflite-runtime 2.14 too (each one a refusal or a wrong result seen there):
+    per-tensor Linear (per-channel emits FULLY_CONNECTED v12, which 2.14 cannot load),
+    per-channel convolutions (per-tensor depthwise computes garbage), and embedding tables
+    per channel, dequantized at load (2.14's hybrid EMBEDDING_LOOKUP applies one scale to
+    every row; the converter's own asymmetric table is refused for its zero point)."""
+    from ai_edge_quantizer import qtyping
 
-    quantizer = PT2EQuantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
-    # The string form: set_module_type(nn.Linear, ...) is silently ignored under torch 2.13.
-    quantizer.set_module_type("torch.nn.modules.linear.Linear",  # type: ignore[arg-type]
-                              get_symmetric_quantization_config(is_per_channel=False,
-                                                                is_dynamic=True))
+    operation = qtyping.TFLOperationName
+    _requantized(module, example, target, lambda _: [
+        Rule(operation.FULLY_CONNECTED, _integer_weights(8, "TENSORWISE")),
+        Rule(operation.CONV_2D, _integer_weights(8, "CHANNELWISE")),
+        Rule(operation.DEPTHWISE_CONV_2D, _integer_weights(8, "CHANNELWISE")),
+        Rule(operation.EMBEDDING_LOOKUP,
+             _integer_weights(8, "CHANNELWISE", dequantize_at_load=True)),
+    ])
+    return {"weights": "int8 (linear per-tensor, convolutions per-channel, embedding tables "
+                       "per-channel dequantized at load)",
+            "activations": "float, quantized at run time", "tool": "ai-edge-quantizer"}
 
-    def feed(prepared: Any) -> int:
-        prepared(*example)
-        return 0
 
-    _pt2e(module, example, quantizer, feed, target)
-    return {"weights": "int8 (conv per-channel, linear per-tensor)",
-            "activations": "float, quantized at run time"}
+def _int4_weight(module: Any, example: tuple[Any, ...], config: Int4WeightConfig,
+                 target: Path) -> dict[str, Any]:
+    """Blockwise int4 Linear weights (activations float, quantized at run time), int4
+    embedding tables per channel; convolutions keep float weights.  A Linear layer whose
+    input size is not a multiple of the block gets one scale per output channel."""
+    from ai_edge_quantizer import qtyping
+
+    operation = qtyping.TFLOperationName
+    per_channel: list[str] = []
+
+    def rules(float_path: Path) -> list[Rule]:
+        per_channel.extend(_linear_outputs_not_in_blocks(float_path, config.block_size))
+        return [Rule(operation.FULLY_CONNECTED,
+                     _integer_weights(4, f"BLOCKWISE_{config.block_size}")),
+                *(Rule(operation.FULLY_CONNECTED, _integer_weights(4, "CHANNELWISE"),
+                       scope=re.escape(name)) for name in per_channel),
+                Rule(operation.EMBEDDING_LOOKUP,
+                     _integer_weights(4, "CHANNELWISE", dequantize_at_load=True))]
+
+    _requantized(module, example, target, rules)
+    details: dict[str, Any] = {
+        "weights": f"int4 (linear blockwise, {config.block_size} per block; embedding tables "
+                   "per-channel); convolutions float",
+        "activations": "float, quantized at run time", "tool": "ai-edge-quantizer"}
+    if per_channel:
+        details["per_channel_linear"] = len(per_channel)
+    return details
+
+
+def _linear_outputs_not_in_blocks(path: Path, block_size: int) -> list[str]:
+    """Output tensor names of the FULLY_CONNECTED ops whose weights' input size is not a
+    multiple of ``block_size`` (blockwise quantization refuses them)."""
+    from device_agent.runtime import find_runtime
+
+    interpreter = find_runtime().interpreter_class(model_path=str(path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    names: list[str] = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] != "FULLY_CONNECTED" or len(op["inputs"]) < 2:
+            continue
+        weights = tensors.get(int(op["inputs"][1]))
+        if weights is not None and int(weights["shape"][-1]) % block_size:
+            names.extend(tensors[int(index)]["name"] for index in op["outputs"])
+    return names
 
 
 def _int8_static(module: Any, example: tuple[Any, ...], config: Int8StaticConfig,
