@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .lab import Sshd, free_port
 
@@ -176,3 +177,94 @@ def shared_kind(folder: Path, kind: str, boards: Mapping[str, Sshd], work_root: 
     path = folder / f"{kind}.toml"
     path.write_text("".join(f"{key_} = {_toml(value)}\n" for key_, value in fields.items()))
     return path
+
+
+def lease_job(target: object, hold_seconds: float) -> dict[str, object]:
+    """A light job that still takes the board's edge lease: ``sleep`` on the board under it.
+
+    The start and end are taken inside the lease, on the board's clock (this machine's).
+    """
+    from toolkit.board import open_board
+    from toolkit.lock import board_lock
+    from toolkit.targets import Target
+
+    assert isinstance(target, Target)
+    with open_board(target) as board, board_lock(board):
+        answer = board.run(f'date +%s.%N; echo "$SSH_CONNECTION"; sleep {hold_seconds}; '
+                           "date +%s.%N")
+    start, connection, end = answer.stdout.decode().split("\n")[:3]
+    return {"place": target.name, "start": float(start), "end": float(end),
+            "server_port": int(connection.split()[3])}
+
+
+def controller(coordinator: str, targets_dir: str, selector: str, priority: int, jobs: int,
+               parallel: int, hold_seconds: float, name: str, out: str) -> None:
+    """One controller process: ``jobs`` jobs through the scheduler, ``parallel`` at a time;
+    one JSON line per job (place, times, queue positions, what happened) into ``out``."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from toolkit.scheduling import ScheduledTarget, SchedulerStatus, run_scheduled
+
+    slot = ScheduledTarget.resolve(selector, coordinator=coordinator, priority=priority,
+                                   targets_dir=targets_dir)
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        statuses: list[str] = []
+        record: dict[str, object] = {"controller": name, "job": f"{name}-{index}",
+                                     "priority": priority, "asked": time.time()}
+
+        def status(update: SchedulerStatus) -> None:
+            statuses.append(str(update))
+            if update.allocation is not None:  # the last allocation is the one that ran
+                record.update(created=update.allocation.created,
+                              allocated=update.allocation.allocated)
+
+        try:
+            record.update(run_scheduled(slot, lambda target: lease_job(target, hold_seconds),
+                                        on_status=status, wait_seconds=300))
+            record["done"] = True
+        except Exception as exc:  # noqa: BLE001  (recorded: the figures count failed jobs)
+            record.update(done=False, error=f"{type(exc).__name__}: {exc}")
+        record["statuses"] = statuses
+        with lock, open(out, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(one, range(jobs)))
+
+
+def overlaps(records: list[dict[str, Any]]) -> int:
+    """Pairs of jobs whose time under one board's lease intersected."""
+    count = 0
+    done = [r for r in records if r.get("done")]
+    for index, first in enumerate(done):
+        for second in done[index + 1:]:
+            if first["place"] == second["place"] and first["start"] < second["end"] and \
+                    second["start"] < first["end"]:
+                count += 1
+    return count
+
+
+def order_inversions(records: list[dict[str, Any]], slack: float = 0.3) -> int:
+    """Jobs given a board while one ranked before them (higher priority, else older
+    reservation) was already waiting for the same boards: labgrid's order broken."""
+    done = [r for r in records if r.get("done")]
+    count = 0
+    for got in done:
+        for other in done:
+            waiting = (other["created"] < got["allocated"] - slack
+                       and other["allocated"] > got["allocated"] + slack)
+            ahead = (-other["priority"], other["created"]) < (-got["priority"], got["created"])
+            if waiting and ahead:
+                count += 1
+    return count
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "controller":
+        coordinator_, targets_dir_, selector_, priority_, jobs_, parallel_, hold_, name_, out_ = \
+            sys.argv[2:]
+        controller(coordinator_, targets_dir_, selector_, int(priority_), int(jobs_),
+                   int(parallel_), float(hold_), name_, out_)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import itertools
 import logging
 import os
 import queue
@@ -172,6 +173,8 @@ class SchedulerStatus:
     place: str = ""
     position: int | None = None
     waiting: int | None = None
+    #: With "acquired": the place, its reservation's creation and when it came.
+    allocation: Allocation | None = None
 
     def __str__(self) -> str:
         return self.message
@@ -246,10 +249,14 @@ def _tags_text(tags: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(tags.items())) or "no tags"
 
 
+_holds = itertools.count(1)
+
+
 def _client_name() -> str:
-    """``host/user.edgePID``: labgrid's ``host/user`` owner, one per process, so that a
-    release after a coordinator restart frees only this process's own lock."""
-    return f"{socket.gethostname()}/{getpass.getuser()}.edge{os.getpid()}"
+    """``host/user.edgePID-N``: labgrid's ``host/user`` owner, one per job, so that the
+    coordinator tells a process's jobs apart: a place reserved for one cannot be taken by
+    another, and a release after a coordinator restart frees only the job's own lock."""
+    return f"{socket.gethostname()}/{getpass.getuser()}.edge{os.getpid()}-{next(_holds)}"
 
 
 def _sleep_unless_cancelled(seconds: float) -> None:
@@ -437,7 +444,10 @@ class _Hold:
                 res = self._poll()
                 if res.state == _ALLOCATED:
                     place = next(iter(res.allocations.values()))
-                    return self._take(place, created)
+                    held = self._take(place, created)
+                    if held is not None:
+                        return held
+                    continue
                 if res.state in (_EXPIRED, _INVALID):  # e.g. its place was deleted
                     self.token = ""
                     continue
@@ -498,14 +508,25 @@ class _Hold:
         position = tokens.index(self.token) + 1 if self.token in tokens else len(tokens) + 1
         return position, max(len(tokens), position)
 
-    def _take(self, place: str, created: float) -> Allocation:
+    def _take(self, place: str, created: float) -> Allocation | None:
+        """Acquire the allotted ``place``; None when someone took it first (queue again)."""
         assert self.session is not None
         pb = self.session._pb
         try:
             self.session.call("AcquirePlace", pb.AcquirePlaceRequest(placename=place))
         except self.session._grpc.RpcError as exc:
-            raise InfrastructureError(f"labgrid place {place} was allotted but could not be "
-                                      f"acquired: {_describe(exc)}") from None
+            if exc.code() != self.session._grpc.StatusCode.FAILED_PRECONDITION:
+                raise InfrastructureError(f"labgrid place {place} was allotted but could not "
+                                          f"be acquired: {_describe(exc)}") from None
+            # Taken outside the queue meanwhile (labgrid-client acquire, or a job taking its
+            # place back after a coordinator restart): reserve again.
+            log.info("labgrid place %s was taken first (%s); reserving again", place,
+                     _describe(exc))
+            with contextlib.suppress(_Lost, self.session._grpc.RpcError):
+                self.session.call("CancelReservation",
+                                  pb.CancelReservationRequest(token=self.token))
+            self.token = ""
+            return None
         allocated = time.time()
         try:
             target = self.slot.target(place, self._network_service(place))
@@ -515,7 +536,8 @@ class _Hold:
         self.held = Allocation(place=place, target=target, token=self.token,
                                priority=self.slot.priority, created=created,
                                allocated=allocated)
-        self.notify(SchedulerStatus("acquired", f"acquired {place}", place=place))
+        self.notify(SchedulerStatus("acquired", f"acquired {place}", place=place,
+                                    allocation=self.held))
         self._watcher = threading.Thread(target=self._watch, name=f"labgrid-{place}",
                                          daemon=True)
         self._watcher.start()
