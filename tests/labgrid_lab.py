@@ -142,6 +142,18 @@ def add_places(address: str, places: Mapping[str, Mapping[str, str]],
                               timeout=10)
 
 
+def acquired_places(address: str) -> dict[str, str]:
+    """Place -> holder, as ``labgrid-client who`` would say."""
+    import grpc
+    from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+    from labgrid.remote.generated import labgrid_coordinator_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        places = pb_grpc.CoordinatorStub(channel).GetPlaces(pb.GetPlacesRequest(),
+                                                            timeout=10).places
+    return {p.name: p.acquired for p in places if p.acquired}
+
+
 def wait_for_resources(address: str, boards: int, timeout: float = 30) -> None:
     """Until the exporter has announced ``boards`` NetworkServices to the coordinator."""
     out = ""
@@ -212,11 +224,13 @@ def controller(coordinator: str, targets_dir: str, selector: str, priority: int,
 
     def one(index: int) -> None:
         statuses: list[str] = []
+        states: list[str] = []
         record: dict[str, object] = {"controller": name, "job": f"{name}-{index}",
                                      "priority": priority, "asked": time.time()}
 
         def status(update: SchedulerStatus) -> None:
             statuses.append(str(update))
+            states.append(update.state)
             if update.allocation is not None:  # the last allocation is the one that ran
                 record.update(created=update.allocation.created,
                               allocated=update.allocation.allocated)
@@ -227,7 +241,7 @@ def controller(coordinator: str, targets_dir: str, selector: str, priority: int,
             record["done"] = True
         except Exception as exc:  # noqa: BLE001  (recorded: the figures count failed jobs)
             record.update(done=False, error=f"{type(exc).__name__}: {exc}")
-        record["statuses"] = statuses
+        record.update(statuses=statuses, states=states)
         with lock, open(out, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 

@@ -38,6 +38,7 @@ from .labgrid_lab import (
     BIN,
     Coordinator,
     Exporter,
+    acquired_places,
     add_places,
     lease_job,
     order_inversions,
@@ -63,15 +64,7 @@ class Lab:
                                        priority=priority, targets_dir=self.targets_dir)
 
     def acquired(self) -> dict[str, str]:
-        """Place -> holder, as ``labgrid-client who`` would say."""
-        import grpc
-        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
-        from labgrid.remote.generated import labgrid_coordinator_pb2_grpc as pb_grpc
-
-        with grpc.insecure_channel(self.coordinator.address) as channel:
-            places = pb_grpc.CoordinatorStub(channel).GetPlaces(pb.GetPlacesRequest(),
-                                                                timeout=10).places
-        return {p.name: p.acquired for p in places if p.acquired}
+        return acquired_places(self.coordinator.address)
 
 
 @pytest.fixture(scope="module")

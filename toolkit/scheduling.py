@@ -63,6 +63,8 @@ T = TypeVar("T")
 DEFAULT_PORT = 20408
 #: How long a coordinator may stay away before a waiting job gives up.
 RECONNECT_SECONDS = 30.0
+#: How long a finished job tries to reach a lost coordinator to give its place back.
+RELEASE_RECONNECT_SECONDS = 5.0
 #: How long one call to the coordinator may take.
 CALL_TIMEOUT_SECONDS = 10.0
 #: The tag whose value names the board kind (its target file).
@@ -434,7 +436,10 @@ class _Hold:
     # -- waiting ------------------------------------------------------------------------
     def acquire(self, wait_seconds: float) -> Allocation:
         deadline = time.monotonic() + wait_seconds
-        self.session = _Session.open(self.slot.coordinator, self.name, CALL_TIMEOUT_SECONDS)
+        try:
+            self.session = _Session.open(self.slot.coordinator, self.name, CALL_TIMEOUT_SECONDS)
+        except InfrastructureError as exc:  # e.g. restarting: give it reconnect_seconds
+            self._reconnect(str(exc).rpartition("(")[2].rstrip(")"), "waiting")
         last: tuple[int, int] | None = None
         created = 0.0
         while True:
@@ -461,6 +466,7 @@ class _Hold:
                     raise BoardBusyError(f"no board for {self.slot.selector} within "
                                          f"{wait_seconds:g} s (queue position {position} of "
                                          f"{waiting} on {self.slot.coordinator})")
+                assert self.session is not None
                 self.session.changed.wait(1.0)
                 self.session.changed.clear()
                 if cancel_requested():
@@ -531,7 +537,8 @@ class _Hold:
         try:
             target = self.slot.target(place, self._network_service(place))
         except BaseException:
-            self._release_place(place)
+            with contextlib.suppress(_Lost):
+                self._release_place(place)
             raise
         self.held = Allocation(place=place, target=target, token=self.token,
                                priority=self.slot.priority, created=created,
@@ -627,7 +634,11 @@ class _Hold:
 
     # -- releasing ----------------------------------------------------------------------
     def release(self) -> None:
-        """Cancel the reservation, then free the place (so the next in line gets it)."""
+        """Cancel the reservation, then free the place (so the next in line gets it).
+
+        A coordinator that went away is given ``RELEASE_RECONNECT_SECONDS`` to come back;
+        one that restarted forgot both anyway.
+        """
         self._released.set()
         if self._watcher is not None:
             self._watcher.join(5.0)
@@ -635,20 +646,34 @@ class _Hold:
             session = self.session
         if session is None:
             return
-        if session.lost.is_set():  # reconnect once, briefly, to give the place back
-            with contextlib.suppress(InfrastructureError):
-                session = _Session.open(self.slot.coordinator, self.name, 2.0)
-        pb = session._pb
-        if self.token:
-            with contextlib.suppress(_Lost, session._grpc.RpcError):
-                session.call("CancelReservation", pb.CancelReservationRequest(token=self.token))
-        if self.held is not None:
-            self._release_place(self.held.place, session)
-        session.close()
-        if self.session is not session and self.session is not None:
-            self.session.close()
+        opened = [session]
+        end = time.monotonic() + RELEASE_RECONNECT_SECONDS
+        while True:
+            try:
+                if session.lost.is_set():
+                    session = _Session.open(self.slot.coordinator, self.name, 2.0)
+                    opened.append(session)
+                pb = session._pb
+                if self.token:
+                    with contextlib.suppress(session._grpc.RpcError):  # forgot it: fine
+                        session.call("CancelReservation",
+                                     pb.CancelReservationRequest(token=self.token))
+                if self.held is not None:
+                    self._release_place(self.held.place, session)
+                break
+            except (_Lost, InfrastructureError) as exc:
+                if time.monotonic() >= end:
+                    if self.held is not None:
+                        log.warning("could not give labgrid place %s back (%s); a coordinator "
+                                    "restart frees it, or: labgrid-client -p %s release "
+                                    "--kick", self.held.place, _describe(exc), self.held.place)
+                    break
+                time.sleep(0.5)
+        for each in opened:
+            each.close()
 
     def _release_place(self, place: str, session: _Session | None = None) -> None:
+        """Release our own lock on ``place``; a broken link is :class:`_Lost` (retried)."""
         session = session or self.session
         assert session is not None
         pb = session._pb
@@ -656,10 +681,8 @@ class _Hold:
             # fromuser: only our own lock; after a restart the place may be someone else's.
             session.call("ReleasePlace", pb.ReleasePlaceRequest(placename=place,
                                                                  fromuser=self.name))
-        except (_Lost, session._grpc.RpcError) as exc:
-            log.warning("could not release labgrid place %s (%s); the coordinator frees it "
-                        "when it restarts, or: labgrid-client -p %s release --kick", place,
-                        _describe(exc), place)
+        except session._grpc.RpcError as exc:
+            log.warning("could not release labgrid place %s (%s)", place, _describe(exc))
 
 
 __all__ = ["DEFAULT_PORT", "KIND_TAG", "RECONNECT_SECONDS", "Allocation", "ScheduledTarget",
