@@ -429,6 +429,9 @@ class _Hold:
         self.session: _Session | None = None
         self.token = ""
         self.held: Allocation | None = None
+        #: Every place this job acquired (an acquire whose answer was lost included):
+        #: each is released with ``fromuser``, so only a lock still ours is freed.
+        self.taken: list[str] = []
         self._released = threading.Event()
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -534,12 +537,8 @@ class _Hold:
             self.token = ""
             return None
         allocated = time.time()
-        try:
-            target = self.slot.target(place, self._network_service(place))
-        except BaseException:
-            with contextlib.suppress(_Lost):
-                self._release_place(place)
-            raise
+        self.taken.append(place)
+        target = self.slot.target(place, self._network_service(place))
         self.held = Allocation(place=place, target=target, token=self.token,
                                priority=self.slot.priority, created=created,
                                allocated=allocated)
@@ -568,7 +567,9 @@ class _Hold:
                      and matcher.hasmatch((exporter, group, "NetworkService", name))]
             if len(found) == 1:
                 return dict(found[0])
-            if len(found) > 1 or time.monotonic() >= deadline or self.session.lost.is_set():
+            if self.session.lost.is_set():
+                raise _Lost(self.session.error)
+            if len(found) > 1 or time.monotonic() >= deadline:
                 raise InfrastructureError(
                     f"labgrid place {place} has {len(found)} NetworkService resources; edge "
                     "needs exactly one (the board's SSH address; is its exporter running?)")
@@ -658,24 +659,22 @@ class _Hold:
                     with contextlib.suppress(session._grpc.RpcError):  # forgot it: fine
                         session.call("CancelReservation",
                                      pb.CancelReservationRequest(token=self.token))
-                if self.held is not None:
-                    self._release_place(self.held.place, session)
+                for place in dict.fromkeys(self.taken):
+                    self._release_place(place, session)
                 break
             except (_Lost, InfrastructureError) as exc:
                 if time.monotonic() >= end:
-                    if self.held is not None:
+                    for place in dict.fromkeys(self.taken):
                         log.warning("could not give labgrid place %s back (%s); a coordinator "
                                     "restart frees it, or: labgrid-client -p %s release "
-                                    "--kick", self.held.place, _describe(exc), self.held.place)
+                                    "--kick", place, _describe(exc), place)
                     break
                 time.sleep(0.5)
         for each in opened:
             each.close()
 
-    def _release_place(self, place: str, session: _Session | None = None) -> None:
+    def _release_place(self, place: str, session: _Session) -> None:
         """Release our own lock on ``place``; a broken link is :class:`_Lost` (retried)."""
-        session = session or self.session
-        assert session is not None
         pb = session._pb
         try:
             # fromuser: only our own lock; after a restart the place may be someone else's.
