@@ -151,9 +151,7 @@ def main() -> None:
             report(records, total, wall, detail=False)
             said: Counter[str] = Counter()
             for record in records:
-                for state, status in zip(record["states"], record["statuses"], strict=True):
-                    said[state if state != "reacquired" or status.startswith("re-")
-                         else "not-reacquired"] += 1
+                said.update(record["states"])
             print("  what edge did (status events over all jobs):")
             for state, meaning in WHAT_EDGE_DID.items():
                 print(f"    {said[state]:>3} x {meaning}")

@@ -170,7 +170,9 @@ class ScheduledTarget:
 class SchedulerStatus:
     """What a job waiting for (or holding) a board is doing, for a progress display."""
 
-    state: str  # "queued", "acquired", "lease-busy", "reconnecting", "reacquired", "lost"
+    #: "queued", "acquired", "lease-busy" (the board's lease is held: waiting for it),
+    #: "reconnecting", "lost" (while running), "reacquired", "not-reacquired"
+    state: str
     message: str
     place: str = ""
     position: int | None = None
@@ -182,7 +184,7 @@ class SchedulerStatus:
         return self.message
 
 
-@dataclass
+@dataclass(frozen=True)
 class Allocation:
     """A held place: which, the reservation behind it, and when it came (for lab figures)."""
 
@@ -192,7 +194,6 @@ class Allocation:
     priority: int
     created: float  # the reservation's creation, coordinator clock (epoch seconds)
     allocated: float  # when this process saw the allocation (epoch seconds)
-    events: list[str] = field(default_factory=list)
 
 
 def run_scheduled(slot: ScheduledTarget, job: Callable[[Target], T], *,
@@ -590,7 +591,6 @@ class _Hold:
             self.notify(SchedulerStatus("lost", f"lost the coordinator while {held.place} "
                                         "runs; the board's lease keeps other jobs off it",
                                         place=held.place))
-            held.events.append("coordinator lost while running")
             self._reconnect(session.error, "running")
             if self._released.is_set():
                 return
@@ -600,12 +600,13 @@ class _Hold:
                 try:
                     current.call("AcquirePlace",
                                  current._pb.AcquirePlaceRequest(placename=held.place))
-                    event = f"re-acquired {held.place} after the coordinator came back"
+                    back = SchedulerStatus("reacquired", f"re-acquired {held.place} after the "
+                                           "coordinator came back", place=held.place)
                 except (_Lost, current._grpc.RpcError) as exc:
-                    event = (f"could not re-acquire {held.place} ({_describe(exc)}); its "
-                             "lease still keeps other jobs off the board")
-            held.events.append(event)
-            self.notify(SchedulerStatus("reacquired", event, place=held.place))
+                    back = SchedulerStatus("not-reacquired", f"could not re-acquire "
+                                           f"{held.place} ({_describe(exc)}); its lease still "
+                                           "keeps other jobs off the board", place=held.place)
+            self.notify(back)
 
     def _reconnect(self, reason: str, doing: str) -> None:
         """A new session within ``reconnect_seconds``, else one line and exit 3."""
