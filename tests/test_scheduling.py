@@ -197,6 +197,34 @@ def test_edge_bench_measures_on_the_allotted_place_and_names_it(
 
 
 @pytest.mark.slow
+def test_edge_deploy_shows_its_queue_position_then_measures_on_the_place(
+        lab: Lab, digits_fp32_tflite: Path, tmp_path: Path) -> None:
+    from toolkit.pipeline import deploy
+
+    stages: list[str] = []
+    holding = threading.Event()
+
+    def someone_else() -> None:  # has the only rpi5 for a moment
+        with hold_board(lab.slot("tag:board=rpi5")):
+            holding.set()
+            time.sleep(2.0)
+
+    other = threading.Thread(target=someone_else)
+    other.start()
+    assert holding.wait(15)
+    outcome = deploy(digits_fp32_tflite, targets=["tag:board=rpi5"],
+                     out_dir=tmp_path / "out", targets_dir=lab.targets_dir,
+                     settings={"min_runs": 20, "min_seconds": 0.0},
+                     coordinator=lab.coordinator.address, progress=stages.append)
+    other.join()
+    assert stages.index("tag:board=rpi5: reserving a board") < \
+        stages.index("tag:board=rpi5: queue position 1 of 1 for board=rpi5") < \
+        stages.index("tag:board=rpi5: acquired pi-05; measuring tflite"), stages
+    assert [(r.target, r.ok) for r in outcome.run.results] == [("pi-05", True)]
+    assert lab.acquired() == {}
+
+
+@pytest.mark.slow
 def test_two_controller_processes_never_share_a_board(lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "jobs.jsonl"
     processes = [subprocess.Popen(

@@ -170,7 +170,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
             # A variant that failed to build stays in the run as a failed record per target.
             per_target: dict[str, list[ResultRecord]] = {}
             for target in chosen:
-                say(f"{target.name}: measuring {', '.join(a.variant for a in artifacts)}")
+                say(f"{target.name}: measuring {', '.join(a.variant for a in artifacts)}"
+                    if isinstance(target, Target) else f"{target.name}: reserving a board")
                 measured = (_run_anywhere(target, run_id, artifacts, settings, threads,
                                           references, say) if artifacts else [])
                 name = measured[0].target if measured else target.name
