@@ -154,6 +154,18 @@ def acquired_places(address: str) -> dict[str, str]:
     return {p.name: p.acquired for p in places if p.acquired}
 
 
+def reservations(address: str) -> list[str]:
+    """``owner state`` of every reservation the coordinator keeps."""
+    import grpc
+    from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+    from labgrid.remote.generated import labgrid_coordinator_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        found = pb_grpc.CoordinatorStub(channel).GetReservations(
+            pb.GetReservationsRequest(), timeout=10).reservations
+    return [f"{r.owner} {r.state}" for r in found]
+
+
 def wait_for_resources(address: str, boards: int, timeout: float = 30) -> None:
     """Until the exporter has announced ``boards`` NetworkServices to the coordinator."""
     out = ""

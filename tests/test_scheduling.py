@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from toolkit.cancel import allow_jobs, cancel_running_jobs
 from toolkit.cli import main
-from toolkit.errors import InfrastructureError, TargetError, UsageError
+from toolkit.errors import AgentError, InfrastructureError, TargetError, UsageError
 from toolkit.lab import load_lab
 from toolkit.scheduling import (
     ScheduledTarget,
@@ -43,6 +44,7 @@ from .labgrid_lab import (
     lease_job,
     order_inversions,
     overlaps,
+    reservations,
     shared_kind,
     wait_for_resources,
 )
@@ -63,8 +65,10 @@ class Lab:
         return ScheduledTarget.resolve(selector, coordinator=self.coordinator.address,
                                        priority=priority, targets_dir=self.targets_dir)
 
-    def acquired(self) -> dict[str, str]:
-        return acquired_places(self.coordinator.address)
+    def idle(self) -> bool:
+        """No place locked and no reservation left: every job gave everything back."""
+        return (acquired_places(self.coordinator.address) == {}
+                and reservations(self.coordinator.address) == [])
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +130,7 @@ def test_a_job_reaches_the_board_of_the_place_it_was_given_and_gives_it_back(
     # The sshd that answered is the rpi5 board's: the address came from its NetworkService.
     assert answer["server_port"] == lab.boards["pi-05"].port
     assert [s.state for s in statuses] == ["acquired"]
-    assert lab.acquired() == {}
+    assert lab.idle()
 
 
 def test_jobs_are_served_by_priority_then_age_with_their_queue_positions(lab: Lab) -> None:
@@ -153,7 +157,39 @@ def test_jobs_are_served_by_priority_then_age_with_their_queue_positions(lab: La
     assert order == ["urgent", "old", "young"]
     assert positions["old"][0] == (1, 1) and positions["young"][0] == (2, 2)
     assert positions["urgent"][0] == (1, 3)  # it overtook both on arrival
-    assert lab.acquired() == {}
+    assert lab.idle()
+
+
+def test_a_failing_job_and_a_cancelled_wait_give_everything_back(lab: Lab) -> None:
+    def fails(target: object) -> None:
+        raise AgentError("agent on pi-05 failed: boom")
+
+    with pytest.raises(AgentError, match="boom"):
+        run_scheduled(lab.slot("tag:board=rpi5"), fails)
+    assert lab.idle()
+
+    outcome: list[BaseException] = []
+    queued = threading.Event()
+
+    def wait() -> None:
+        try:
+            run_scheduled(lab.slot("tag:board=rpi5"), lambda t: None,
+                          on_status=lambda s: queued.set() if s.state == "queued" else None)
+        except BaseException as exc:  # noqa: BLE001  (the test looks at what came out)
+            outcome.append(exc)
+
+    with hold_board(lab.slot("tag:board=rpi5")):
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        assert queued.wait(15)
+        cancel_running_jobs()  # what Ctrl-C, SIGTERM or SIGHUP do
+        try:
+            waiter.join(15)
+        finally:
+            allow_jobs()
+        assert [type(e) for e in outcome] == [KeyboardInterrupt]
+        assert len(reservations(lab.coordinator.address)) == 1  # only the holder's
+    assert lab.idle()
 
 
 def test_an_unreachable_coordinator_is_one_line_and_exit_3(lab: Lab, tmp_path: Path,
@@ -193,7 +229,7 @@ def test_edge_bench_measures_on_the_allotted_place_and_names_it(
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
     assert [(c["target"], c["status"]) for c in outcome["cells"]] == [("pi-05", "ok")]
-    assert lab.acquired() == {}
+    assert lab.idle()
 
 
 @pytest.mark.slow
@@ -221,7 +257,7 @@ def test_edge_deploy_shows_its_queue_position_then_measures_on_the_place(
         stages.index("tag:board=rpi5: queue position 1 of 1 for board=rpi5") < \
         stages.index("tag:board=rpi5: acquired pi-05; measuring tflite"), stages
     assert [(r.target, r.ok) for r in outcome.run.results] == [("pi-05", True)]
-    assert lab.acquired() == {}
+    assert lab.idle()
 
 
 @pytest.mark.slow
@@ -240,7 +276,7 @@ def test_two_controller_processes_never_share_a_board(lab: Lab, tmp_path: Path) 
     assert order_inversions(records) == 0
     # Four jobs at once for three boards: someone waited in the queue, and said so.
     assert any(s.startswith("queue position") for r in records for s in r["statuses"])
-    assert lab.acquired() == {}
+    assert lab.idle()
 
 
 @pytest.mark.slow
@@ -274,7 +310,7 @@ def test_a_coordinator_restart_mid_run_keeps_jobs_apart_and_every_job_done(
         assert "lease-busy" in states, states
     assert lab.exporter.restarts >= 1
     wait_for_resources(lab.coordinator.address, len(PLACES))
-    assert lab.acquired() == {}
+    assert lab.idle()
 
 
 @pytest.mark.slow
