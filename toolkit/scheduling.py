@@ -274,6 +274,14 @@ class _Lost(Exception):
     """The connection to the coordinator broke (it stopped, restarted or is unreachable)."""
 
 
+class _Unreachable(InfrastructureError):
+    """The coordinator could not be reached; ``reason`` is the short why."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"labgrid coordinator {address} is unreachable ({reason})")
+        self.reason = reason
+
+
 def _labgrid() -> tuple[Any, Any, Any]:
     try:
         import grpc
@@ -341,8 +349,7 @@ class _Session:
             if session.lost.is_set() or time.monotonic() > deadline:
                 reason = session.error or f"no answer within {timeout:g} s"
                 session.close()
-                raise InfrastructureError(f"labgrid coordinator {address} is unreachable "
-                                          f"({reason})")
+                raise _Unreachable(address, reason)
             session._synced.wait(0.05)
         return session
 
@@ -442,8 +449,8 @@ class _Hold:
         deadline = time.monotonic() + wait_seconds
         try:
             self.session = _Session.open(self.slot.coordinator, self.name, CALL_TIMEOUT_SECONDS)
-        except InfrastructureError as exc:  # e.g. restarting: give it reconnect_seconds
-            self._reconnect(str(exc).rpartition("(")[2].rstrip(")"), "waiting")
+        except _Unreachable as exc:  # e.g. restarting: give it reconnect_seconds
+            self._reconnect(exc.reason, "waiting")
         last: tuple[int, int] | None = None
         created = 0.0
         while True:
@@ -626,7 +633,7 @@ class _Hold:
                     self.session = _Session.open(self.slot.coordinator, self.name,
                                                  min(CALL_TIMEOUT_SECONDS, 2.0))
                 return
-            except InfrastructureError:
+            except _Unreachable:
                 if time.monotonic() >= end and doing == "waiting":
                     raise InfrastructureError(
                         f"labgrid coordinator {self.slot.coordinator} unreachable for "
@@ -663,12 +670,13 @@ class _Hold:
                 for place in dict.fromkeys(self.taken):
                     self._release_place(place, session)
                 break
-            except (_Lost, InfrastructureError) as exc:
+            except (_Lost, _Unreachable) as exc:
                 if time.monotonic() >= end:
+                    why = exc.reason if isinstance(exc, _Unreachable) else _describe(exc)
                     for place in dict.fromkeys(self.taken):
                         log.warning("could not give labgrid place %s back (%s); a coordinator "
                                     "restart frees it, or: labgrid-client -p %s release "
-                                    "--kick", place, _describe(exc), place)
+                                    "--kick", place, why, place)
                     break
                 time.sleep(0.5)
         for each in opened:
