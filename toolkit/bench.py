@@ -9,6 +9,11 @@ still fails (unreachable, link lost, disk full) marks its cells with the error
 class and the other boards finish.  Each model becomes one stored run holding
 every board's results, so the report compares boards side by side.
 
+A board entry can also be a labgrid selector (``tag:board=rpi4``, a
+:class:`~toolkit.scheduling.ScheduledTarget`): each of its jobs then waits in the
+coordinator's queue for a matching place, runs there (under the board's lease too)
+and gives the place back; its results are named by the place that ran them.
+
 Example::
 
     outcome = bench(["examples/digits_cnn.py"], targets=load_lab().select("tag:rpi4"),
@@ -25,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .artifact import Artifact, FailedVariant
 from .compress import parse_recipes
@@ -54,6 +59,9 @@ from .results import ResultRecord, Stage, Status, artifact_facts
 from .runner import allow_jobs, cancel_running_jobs, check_boards
 from .store import ResultsStore, StoredRun, store_location
 from .targets import Target
+
+if TYPE_CHECKING:
+    from .scheduling import ScheduledTarget, SchedulerStatus
 
 
 @dataclass(frozen=True)
@@ -130,12 +138,13 @@ class _Prepared:
     failed: list[FailedVariant]
     references: dict[str, Path]
 
-    def failed_records(self, target: Target) -> list[ResultRecord]:
+    def failed_records(self, target: Target | ScheduledTarget) -> list[ResultRecord]:
         """The variants that were not built, as failed cells of ``target``."""
         return [failure.record(target.name) for failure in self.failed]
 
 
-def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: str = "fp32,int8",
+def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledTarget],
+          recipes: str = "fp32,int8",
           out_dir: str | Path = DEFAULT_OUT_DIR, store_path: str | Path | None = None,
           settings: dict[str, Any] | None = None,
           health: Callable[[Target], str | None] | None = None,
@@ -144,7 +153,8 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
           tags: Iterable[str] = ()) -> BenchOutcome:
     """Run every model's ``recipes`` on every target; store one run per model.
 
-    ``health(target)`` returns why a board must be left out (None: healthy).
+    ``health(target)`` returns why a board must be left out (None: healthy); a board the
+    coordinator allots is checked when it is acquired instead.
     """
     if not targets:
         raise UsageError("no target given; use for example --targets local")
@@ -156,17 +166,19 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
     store_path = store_location(store_path) if store_path else default_store_path(out_dir)
     notify = on_event or (lambda event: None)
 
+    boards = [t for t in targets if isinstance(t, Target)]
+    _check_coordinators([t for t in targets if not isinstance(t, Target)])
     left_out: dict[str, str] = {}
-    if health is not None:
-        with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="health") as pool:
-            reasons = list(pool.map(health, targets))
-        for target, reason in zip(targets, reasons, strict=True):
+    if health is not None and boards:
+        with ThreadPoolExecutor(max_workers=len(boards), thread_name_prefix="health") as pool:
+            reasons = list(pool.map(health, boards))
+        for board, reason in zip(boards, reasons, strict=True):
             if reason:
-                left_out[target.name] = reason
-                notify(BenchEvent(target.name, "", "skipped", reason))
+                left_out[board.name] = reason
+                notify(BenchEvent(board.name, "", "skipped", reason))
     # The board check (connect, host key, Python, numpy, runtime) before any compression.
     failed_check: dict[str, EdgeError] = {}
-    for name, answer in check_boards([t for t in targets if t.name not in left_out]).items():
+    for name, answer in check_boards([t for t in boards if t.name not in left_out]).items():
         if isinstance(answer, EdgeError):
             failed_check[name] = answer
             notify(BenchEvent(name, "", "failed", f"{error_class(answer)}: {answer}"))
@@ -212,11 +224,19 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target], recipes: s
     return BenchOutcome(runs=runs, cells=cells, left_out=left_out, store_path=store_path)
 
 
-def _run_matrix(targets: Sequence[Target], prepared: list[_Prepared],
+def _check_coordinators(slots: Sequence[ScheduledTarget]) -> None:
+    """Each coordinator reachable, with a place for each selector, before any work."""
+    from .scheduling import check_coordinator
+
+    for slot in slots:
+        check_coordinator(slot)
+
+
+def _run_matrix(targets: Sequence[Target | ScheduledTarget], prepared: list[_Prepared],
                 settings: dict[str, Any] | None, busy_wait_seconds: float,
                 notify: Callable[[BenchEvent], None]) -> dict[str, list[list[ResultRecord]]]:
     """One thread per board; each board runs the models one after the other."""
-    def board_jobs(target: Target) -> list[list[ResultRecord]]:
+    def board_jobs(target: Target | ScheduledTarget) -> list[list[ResultRecord]]:
         done = []
         for model in prepared:
             done.append(_one_job(target, model, settings, busy_wait_seconds, notify))
@@ -236,14 +256,16 @@ def _run_matrix(targets: Sequence[Target], prepared: list[_Prepared],
         allow_jobs()
 
 
-def _one_job(target: Target, model: _Prepared, settings: dict[str, Any] | None,
-             busy_wait_seconds: float,
+def _one_job(target: Target | ScheduledTarget, model: _Prepared,
+             settings: dict[str, Any] | None, busy_wait_seconds: float,
              notify: Callable[[BenchEvent], None]) -> list[ResultRecord]:
     """Run one model's variants on one board; a board failure becomes failed records."""
     deadline = time.monotonic() + busy_wait_seconds
     name = model.source.name
     if not model.artifacts:  # every variant failed to build: nothing to send
         return []
+    if not isinstance(target, Target):
+        return _one_scheduled_job(target, model, settings, busy_wait_seconds, notify)
     while True:
         notify(BenchEvent(target.name, name, "running"))
         try:
@@ -264,7 +286,35 @@ def _one_job(target: Target, model: _Prepared, settings: dict[str, Any] | None,
         return records
 
 
-def _give_up(target: Target, model: _Prepared, exc: EdgeError,
+def _one_scheduled_job(slot: ScheduledTarget, model: _Prepared,
+                       settings: dict[str, Any] | None, busy_wait_seconds: float,
+                       notify: Callable[[BenchEvent], None]) -> list[ResultRecord]:
+    """Wait in the coordinator's queue, run on the place it allots, give the place back."""
+    from .scheduling import run_scheduled
+
+    name = model.source.name
+
+    def status(update: SchedulerStatus) -> None:
+        state = "running" if update.state in ("acquired", "reacquired") else "waiting"
+        notify(BenchEvent(slot.name, name, state, str(update)))
+
+    def job(target: Target) -> list[ResultRecord]:
+        return run_on_target(target, f"{model.run_id}-{name}", model.artifacts, settings, None,
+                             model.references)
+
+    notify(BenchEvent(slot.name, name, "waiting", f"reserving {slot.selector}"))
+    try:
+        records = run_scheduled(slot, job, on_status=status, wait_seconds=busy_wait_seconds)
+    except EdgeError as exc:
+        return _give_up(slot, model, exc, notify)
+    failed = sum(not r.ok for r in records)
+    notify(BenchEvent(slot.name, name, "ok" if not failed else "failed",
+                      f"on {records[0].target}" + (f", {failed} variant(s) failed" if failed
+                                                   else "") if records else ""))
+    return records
+
+
+def _give_up(target: Target | ScheduledTarget, model: _Prepared, exc: EdgeError,
              notify: Callable[[BenchEvent], None]) -> list[ResultRecord]:
     kind = error_class(exc)
     notify(BenchEvent(target.name, model.source.name, "failed", f"{kind}: {exc}"))
@@ -280,8 +330,8 @@ def error_class(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _failed_records(target: Target, artifacts: list[Artifact], kind: str, message: str, *,
-                    status: Status = Status.ERROR) -> list[ResultRecord]:
+def _failed_records(target: Target | ScheduledTarget, artifacts: list[Artifact], kind: str,
+                    message: str, *, status: Status = Status.ERROR) -> list[ResultRecord]:
     return [ResultRecord(target=target.name, recipe=a.variant, status=status,
                          stage=Stage.BOARD, error_class=kind, error=message,
                          artifact=artifact_facts(a)) for a in artifacts]

@@ -25,10 +25,12 @@ from .cli_check import check
 from .cli_compress import compress
 from .cli_lab import doctor, lab
 from .cli_options import (
+    coordinator_option,
     lab_option,
     min_runs_option,
     min_seconds_option,
     out_dir_option,
+    priority_option,
     store_option,
     targets_dir_option,
     targets_option,
@@ -78,6 +80,8 @@ def main() -> None:
 @store_option
 @targets_dir_option
 @lab_option
+@coordinator_option
+@priority_option
 @min_runs_option
 @min_seconds_option
 @click.option("--threads", "threads", callback=lambda _ctx, _param, value: _thread_counts(value),
@@ -101,7 +105,7 @@ def main() -> None:
 def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
-           min_runs: int | None,
+           coordinator: str | None, priority: int, min_runs: int | None,
            min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
            cooldown_to: float | None,
            power_sensor: str | None, power_command: str | None, conversion_cache: Path,
@@ -132,7 +136,8 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
                                   settings=settings, threads=threads,
                                   max_accuracy_drop=max_accuracy_drop,
                                   conversion_cache=conversion_cache.expanduser(),
-                                  lab_file=lab_file, progress=progress)
+                                  lab_file=lab_file, progress=progress,
+                                  coordinator=coordinator, priority=priority)
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 import click
 
 from .cli_options import (
+    coordinator_option,
     lab_option,
     min_runs_option,
     min_seconds_option,
     out_dir_option,
+    priority_option,
     store_option,
     targets_dir_option,
     targets_option,
@@ -79,6 +81,8 @@ class _Progress:
 @targets_option(required=True)
 @lab_option
 @targets_dir_option
+@coordinator_option
+@priority_option
 @click.option("--recipe", default="fp32,int8", show_default=True,
               help="Comma-separated recipes, as for edge deploy.")
 @out_dir_option
@@ -91,7 +95,8 @@ class _Progress:
               help="Run edge doctor's checks first and leave failing boards out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON document.")
 def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: Path | None,
-                  targets_dir: Path | None, recipe: str, out_dir: Path,
+                  targets_dir: Path | None, coordinator: str | None, priority: int,
+                  recipe: str, out_dir: Path,
                   store_path: str | None, min_runs: int | None, min_seconds: float | None,
                   busy_wait: float, health_check: bool, as_json: bool) -> None:
     """Run every MODEL's recipes on every board at once; one stored run per model.
@@ -100,6 +105,10 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
     name the error class) or a variant failed to build or to run on a board (the
     cell shows why); everything measured is stored.
 
+    A board entry tag:board=KIND (with --coordinator) is a board the labgrid
+    coordinator allots per model: each job waits in its queue (priority, then age),
+    runs on the place it gets, and gives the place back.
+
     Example: edge bench examples/digits_cnn.py --targets tag:rpi4 --recipe fp32,int8
     """
     from rich.console import Console
@@ -107,7 +116,8 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
     from .bench import bench
     from .lab import load_lab
 
-    boards = load_lab(lab_file, targets_dir).select(targets)
+    boards = load_lab(lab_file, targets_dir).select_jobs(targets, coordinator=coordinator,
+                                                         priority=priority)
     settings = {key: value for key, value in (("min_runs", min_runs),
                                               ("min_seconds", min_seconds))
                 if value is not None}

@@ -62,7 +62,8 @@ output_file_option = click.option(
 
 #: ``--target`` and ``--targets``: the help text every command shows.
 TARGETS_HELP = ("Boards: target file names, boards of the lab file, or tag:NAME (every board "
-                "with that tag); comma-separated or repeated.")
+                "with that tag); comma-separated or repeated. bench and deploy also take "
+                "tag:board=KIND, a board the labgrid coordinator allots per job.")
 
 
 def targets_option(**settings: Any) -> Callable[[F], F]:
@@ -72,3 +73,14 @@ def targets_option(**settings: Any) -> Callable[[F], F]:
     """
     return click.option("--target", "--targets", "targets", multiple=True, metavar="BOARDS",
                         help=TARGETS_HELP, **settings)
+
+coordinator_option = click.option(
+    "--coordinator", metavar="HOST:PORT", envvar="LG_COORDINATOR",
+    help="labgrid coordinator that allots boards to selectors such as tag:board=rpi4 (a "
+         "place tag; the tag value names the board kind's target file) [default: "
+         "$LG_COORDINATOR, else coordinator in the lab file].")
+
+priority_option = click.option(
+    "--priority", type=int, default=0, show_default=True,
+    help="Priority of this command's reservations on the labgrid coordinator: higher "
+         "first, equal ones by age.")

@@ -14,6 +14,11 @@ say ``--targets tag:rpi4`` instead of naming every Raspberry Pi on the shelf::
 The lab file is ``--lab FILE``, else ``$EDGE_LAB``, else ``lab.toml`` in the
 current folder; without one, names are plain target files.
 
+A lab whose boards are places on a labgrid coordinator names it once
+(``coordinator = "lab-server:20408"`` at the top of the file); ``edge bench`` and
+``edge deploy`` then take selectors such as ``tag:board=rpi4`` (a ``KEY=VALUE`` place
+tag, where ``tag:rpi4`` is a tag of this file): see :mod:`toolkit.scheduling`.
+
 Example::
 
     targets = load_lab(None).select("tag:rpi4,local")
@@ -25,7 +30,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import TargetError
 from .targets import (
@@ -36,6 +41,9 @@ from .targets import (
     target_file,
     target_from_mapping,
 )
+
+if TYPE_CHECKING:
+    from .scheduling import ScheduledTarget
 
 LAB_ENV = "EDGE_LAB"
 DEFAULT_LAB_FILE = Path("lab.toml")
@@ -50,18 +58,33 @@ class Lab:
     tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
     path: Path | None = None
     targets_dir: str | Path | None = None
+    #: The labgrid coordinator (``HOST:PORT``) that selectors such as ``tag:board=rpi4`` ask.
+    coordinator: str | None = None
 
     def select(self, spec: str | Iterable[str]) -> list[Target]:
         """``"pi-01,tag:jetson"`` -> those boards, in order, each once.
 
         A name that is not a lab board is looked up as a plain target file.
         """
-        parts = [spec] if isinstance(spec, str) else list(spec)
-        names = [name.strip() for part in parts for name in part.split(",") if name.strip()]
-        if not names:
-            raise TargetError("no target given; use for example --targets local")
         chosen: dict[str, Target] = {}
-        for name in names:
+        for name in _names(spec):
+            for target in self._resolve(name):
+                chosen.setdefault(target.name, target)
+        return list(chosen.values())
+
+    def select_jobs(self, spec: str | Iterable[str], *, coordinator: str | None = None,
+                    priority: int = 0) -> list[Target | ScheduledTarget]:
+        """:meth:`select`, where a selector (``tag:board=rpi4``) is a board the labgrid
+        coordinator chooses per job: ``coordinator`` (else this file's) and ``priority``."""
+        from .scheduling import ScheduledTarget, is_selector
+
+        chosen: dict[str, Target | ScheduledTarget] = {}
+        for name in _names(spec):
+            if is_selector(name):
+                chosen.setdefault(name, ScheduledTarget.resolve(
+                    name, coordinator=coordinator or self.coordinator, priority=priority,
+                    targets_dir=self.targets_dir))
+                continue
             for target in self._resolve(name):
                 chosen.setdefault(target.name, target)
         return list(chosen.values())
@@ -71,6 +94,9 @@ class Lab:
         return list(self.boards.values())
 
     def _resolve(self, name: str) -> list[Target]:
+        if "=" in name and name.startswith(TAG_PREFIX):
+            raise TargetError(f"{name} is a labgrid place selector: only edge bench and edge "
+                              "deploy take it (with --coordinator)")
         if name.startswith(TAG_PREFIX):
             tag = name[len(TAG_PREFIX):]
             matched = [self.boards[board] for board, tags in self.tags.items() if tag in tags]
@@ -81,6 +107,14 @@ class Lab:
         if name in self.boards:
             return [self.boards[name]]
         return [load_target(name, self.targets_dir)]
+
+
+def _names(spec: str | Iterable[str]) -> list[str]:
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    names = [name.strip() for part in parts for name in part.split(",") if name.strip()]
+    if not names:
+        raise TargetError("no target given; use for example --targets local")
+    return names
 
 
 def lab_path(explicit: str | Path | None = None) -> Path | None:
@@ -101,9 +135,13 @@ def load_lab(path: str | Path | None = None,
     if not chosen.is_file():
         raise TargetError(f"lab file {chosen} does not exist")
     data = read_target_file("lab", chosen)
-    unknown = sorted(set(data) - {"boards"})
+    unknown = sorted(set(data) - {"boards", "coordinator"})
     if unknown:
-        raise TargetError(f"lab file {chosen}: unknown key {unknown[0]!r} (only [boards.NAME])")
+        raise TargetError(f"lab file {chosen}: unknown key {unknown[0]!r} (only coordinator "
+                          "and [boards.NAME])")
+    coordinator = data.get("coordinator")
+    if coordinator is not None and (not isinstance(coordinator, str) or not coordinator.strip()):
+        raise TargetError(f"lab file {chosen}: coordinator must be \"HOST:PORT\"")
     boards: dict[str, Target] = {}
     tags: dict[str, tuple[str, ...]] = {}
     for name, entry in (data.get("boards") or {}).items():
@@ -111,7 +149,8 @@ def load_lab(path: str | Path | None = None,
         if not isinstance(entry, dict):
             raise TargetError(f"lab file {chosen}: boards.{name} must be a table")
         boards[name], tags[name] = _board(name, dict(entry), chosen, targets_dir)
-    return Lab(boards=boards, tags=tags, path=chosen, targets_dir=targets_dir)
+    return Lab(boards=boards, tags=tags, path=chosen, targets_dir=targets_dir,
+               coordinator=coordinator)
 
 
 def _board(name: str, entry: dict[str, Any], lab: Path,

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device_agent import protocol
 
@@ -46,6 +46,9 @@ from .results import ResultRecord, Stage
 from .runner import JobRunner, check_boards
 from .store import ResultsStore, StoredRun, store_location
 from .targets import Target
+
+if TYPE_CHECKING:
+    from .scheduling import ScheduledTarget
 
 _log = logging.getLogger(__name__)
 
@@ -108,7 +111,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            max_accuracy_drop: float | None = None,
            conversion_cache: str | Path | None = None,
            lab_file: str | Path | None = None,
-           progress: Callable[[str], None] | None = None) -> DeployOutcome:
+           progress: Callable[[str], None] | None = None,
+           coordinator: str | None = None, priority: int = 0) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report.
 
     ``threads`` sweeps thread counts (each target's own setting if None): every
@@ -122,13 +126,17 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     the lab file (``lab_file``, else ``$EDGE_LAB``, else ``./lab.toml``), else target files.
     ``progress`` is told each stage as it starts, in one line (``"local: measuring fp32,
     int8"``), for a live display; the messages are for people, not for parsing.
+    A target ``tag:board=KIND`` is a board the labgrid ``coordinator`` (else the lab
+    file's) allots, reserved with ``priority`` (:mod:`toolkit.scheduling`); its results
+    are named by the place that ran them.
     """
     say = progress or _silent
     # Cheap checks first, so a typo fails in milliseconds, not after a conversion.
     names = [name for name in targets if name.strip()]
     if not names:
         raise UsageError("no target given; use for example --target local")
-    chosen = load_lab(lab_file, targets_dir).select(names)
+    chosen = load_lab(lab_file, targets_dir).select_jobs(names, coordinator=coordinator,
+                                                         priority=priority)
     configs = parse_recipes(recipes)
     if max_accuracy_drop is not None and "fp32" not in [c.recipe for c in configs]:
         configs = [*parse_recipes("fp32"), *configs]  # the accuracy reference
@@ -139,7 +147,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     # Every board is checked before anything is converted or uploaded: a bad host key or a
     # missing runtime is known in seconds, not after the compression.
     say(f"checking {', '.join(t.name for t in chosen)}")
-    for problem in check_boards(chosen, threads).values():
+    _check_coordinators([t for t in chosen if not isinstance(t, Target)])
+    for problem in check_boards([t for t in chosen if isinstance(t, Target)], threads).values():
         if isinstance(problem, EdgeError):
             raise problem
     run_id = new_run_id()
@@ -161,11 +170,12 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
             # A variant that failed to build stays in the run as a failed record per target.
             per_target: dict[str, list[ResultRecord]] = {}
             for target in chosen:
-                say(f"{target.name}: measuring {', '.join(a.variant for a in artifacts)}")
-                per_target[target.name] = [*(run_on_target(target, run_id, artifacts, settings,
-                                                           threads, references)
-                                             if artifacts else []),
-                                           *(f.record(target.name) for f in failed)]
+                say(f"{target.name}: measuring {', '.join(a.variant for a in artifacts)}"
+                    if isinstance(target, Target) else f"{target.name}: reserving a board")
+                measured = (_run_anywhere(target, run_id, artifacts, settings, threads,
+                                          references, say) if artifacts else [])
+                name = measured[0].target if measured else target.name
+                per_target[name] = [*measured, *(f.record(name) for f in failed)]
             choices = ([choose_fastest(name, records, left_out=over)
                         for name, records in per_target.items()]
                        if max_accuracy_drop is not None else [])
@@ -261,6 +271,31 @@ def _build_references(source: ModelSource, artifacts: list[Artifact],
             _log.warning("no output check for %s: the host interpreter could not run it (%s)",
                          artifact.variant, answer)
     return references
+
+
+def _check_coordinators(slots: list[ScheduledTarget]) -> None:
+    from .scheduling import check_coordinator
+
+    for slot in slots:
+        check_coordinator(slot)
+
+
+def _run_anywhere(target: Target | ScheduledTarget, run_id: str, artifacts: list[Artifact],
+                  settings: dict[str, Any] | None, threads: Sequence[int] | None,
+                  references: dict[str, Path],
+                  say: Callable[[str], None]) -> list[ResultRecord]:
+    """:func:`run_on_target` on a board, or on the one the labgrid coordinator allots."""
+    if isinstance(target, Target):
+        return run_on_target(target, run_id, artifacts, settings, threads, references)
+    from .scheduling import run_scheduled
+
+    variants = ", ".join(a.variant for a in artifacts)
+    return run_scheduled(
+        target, lambda board: run_on_target(board, run_id, artifacts, settings, threads,
+                                            references),
+        on_status=lambda status: say(f"{target.name}: {status}"
+                                     + (f"; measuring {variants}"
+                                        if status.state == "acquired" else "")))
 
 
 def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
