@@ -336,8 +336,8 @@ def _measure(job_path: Path, name: str) -> int:
                                   reference=reference,
                                   thermal=lambda: thermal_state(zones=zones))
     except AcceleratorError as exc:  # already one line naming what is missing
-        print(f"accelerator {settings['accelerator']} (api {settings['api']}): {exc}",
-              file=sys.stderr)
+        api = "compiled" if settings["accelerator"].startswith("gpu") else settings["api"]
+        print(f"accelerator {settings['accelerator']} (api {api}): {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # the runtime's own message is the useful part
         print(f"{runtime.name} {runtime.version} could not run {variant['file']}: "

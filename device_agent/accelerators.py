@@ -80,6 +80,8 @@ PROBE_MODEL = base64.b64decode(
     "AAAAAAAABwAWAAAAAAAAASwAAAABAAAACAAAACwAAAAWAAAAc2VydmluZ19kZWZhdWx0X2FyZ3NfMAAAAgAAAAEA"
     "AAAEAAAA/P///wQABAAEAAAA")
 
+#: Whether :func:`_native_output_to` has sent this process's native output to a log.
+_redirected = {"done": False}
 _ADAPTER = re.compile(r"Selected adapter: (?P<name>.*?), arch=(?P<arch>[^,]*), "
                       r"vendor=(?P<vendor>[^,]*), backend=(?P<backend>[^,]*), "
                       r"adapterType=(?P<type>.*)$", re.MULTILINE)
@@ -605,6 +607,9 @@ def _native_output_to(log: Any) -> None:
     """Send native output (LiteRT and Dawn log freely on both, also at exit) to ``log``, and
     Python's ``sys.stdout``/``sys.stderr`` on to the real ones, so that the measuring
     child's last lines stay its own: the result and its one-line error."""
+    if _redirected["done"]:  # a second model in one process: already done
+        return
+    _redirected["done"] = True
     for fd, name in ((1, "stdout"), (2, "stderr")):
         getattr(sys, name).flush()
         saved = os.dup(fd)

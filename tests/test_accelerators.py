@@ -154,7 +154,7 @@ def test_without_vulkan_gpu_fails_in_one_line_and_only_gpu_cpu_falls_back(
     gpu, either = result["variants"]
     assert gpu["status"] == "failed"
     assert "\n" not in gpu["error"]
-    assert gpu["error"].startswith("accelerator gpu (api interpreter): no Vulkan adapter "
+    assert gpu["error"].startswith("accelerator gpu (api compiled): no Vulkan adapter "
                                    "LiteRT's GPU accelerator accepts (VK_DRIVER_FILES=")
     assert "No adapters found" in gpu["error"]
     # Asked for a fallback: it ran on the CPU, and says so and why.
@@ -224,3 +224,78 @@ def test_the_digits_cnn_runs_on_the_gpu_accelerator_named_a_software_adapter(
     # fp16 on the GPU: within the rule's 2 % of the output range, argmax unchanged.
     assert measured["output_check"]["ok"], measured["output_check"]["summary"]
     assert measured["output_check"]["top1_agreement"] == 1.0
+
+
+# --- host side: target files, the --accelerator sweep, doctor, the report ----------------
+
+
+def _edge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "toolkit", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def _local_target(folder: Path, name: str, **settings: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.toml").write_text('transport = "local"\nthreads = 1\n' + "".join(
+        f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))
+    return folder
+
+
+def test_target_files_check_accelerator_api_and_delegate(tmp_path: Path) -> None:
+    from toolkit.errors import TargetError
+    from toolkit.targets import load_target
+
+    folder = _local_target(tmp_path / "t", "gpu", accelerator="gpu", api="compiled")
+    target = load_target("gpu", folder)
+    assert (target.accelerator, target.api) == ("gpu", "compiled")
+    (folder / "opts.toml").write_text('transport = "local"\naccelerator = "delegate"\n'
+                                      'delegate = "/usr/lib/libedgetpu.so.1"\n'
+                                      '[delegate_options]\ndevice = "usb"\n')
+    assert load_target("opts", folder).to_dict()["delegate_options"] == {"device": "usb"}
+    _local_target(folder, "npu", accelerator="npu")
+    with pytest.raises(TargetError, match="accelerator 'npu' is not one of cpu, xnnpack-off"):
+        load_target("npu", folder)
+    _local_target(folder, "nolib", accelerator="delegate")
+    with pytest.raises(TargetError, match='needs delegate = "/path'):
+        load_target("nolib", folder)
+
+
+def test_deploy_sweeps_accelerators_and_the_report_names_each(tflite_copy: Path,
+                                                                tmp_path: Path) -> None:
+    done = _edge("deploy", str(tflite_copy), "--target", "local", "--accelerator",
+                 "cpu,xnnpack-off", "--api", "interpreter", "--min-runs", "10",
+                 "--min-seconds", "0.05", "--out", str(tmp_path / "out"), "--json", "-q")
+    assert done.returncode == 0, done.stderr
+    results = {r["variant"]: r for r in json.loads(done.stdout)["results"]}
+    assert set(results) == {"tflite@cpu", "tflite@xnnpack-off"}
+    assert results["tflite@xnnpack-off"]["accelerator"]["used"] == "xnnpack-off"
+    assert results["tflite@cpu"]["accelerator"]["requested"] == "cpu"
+    report = next((tmp_path / "out" / "runs").glob("*/report.md")).read_text()
+    assert "| tflite@xnnpack-off (xnnpack-off, Interpreter) |" in report
+    assert "| tflite@cpu |" in report and "unless the variant names its accelerator" in report
+
+
+def test_deploy_with_a_library_that_is_not_a_delegate_exits_2_in_one_line(
+        tflite_copy: Path, tmp_path: Path) -> None:
+    library = _compile(tmp_path, "not_a_delegate", "int answer(void) { return 42; }\n")
+    folder = _local_target(tmp_path / "targets", "coral", delegate=str(library))
+    done = _edge("deploy", str(tflite_copy), "--target", "coral", "--targets-dir", str(folder),
+                 "--accelerator", "delegate", "--out", str(tmp_path / "out"), "-q")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"edge: error: target coral: {library} is not a TFLite delegate: it does not export "
+        "tflite_plugin_create_delegate or tflite_plugin_destroy_delegate"]
+
+
+def test_doctor_says_gpu_has_no_vulkan_in_under_5_seconds(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.doctor import diagnose
+    from toolkit.targets import load_target
+
+    monkeypatch.setenv("VK_DRIVER_FILES", NO_VULKAN["VK_DRIVER_FILES"])
+    target = load_target("gpu", _local_target(tmp_path / "t", "gpu", accelerator="gpu"))
+    started = time.monotonic()
+    health = diagnose(target)
+    assert time.monotonic() - started < 5.0
+    assert health.reason.startswith("accelerator gpu: no Vulkan adapter LiteRT's GPU "
+                                    "accelerator accepts (VK_DRIVER_FILES=")

@@ -101,7 +101,7 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
         size = result.size_bytes  # a variant that failed to build has no file
         rows.append(ReportRow(
             target=result.target,
-            variant=result.variant,
+            variant=result.variant + _accelerator_label(result),
             status=result.status.value,
             size=_size(size),
             size_ratio=f"{size / base:.2f}x" if base and size is not None else "",
@@ -120,6 +120,34 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             delta=_delta(before.get(result.key), result),
         ))
     return rows
+
+
+def _accelerator_label(result: ResultRecord) -> str:
+    """`` (gpu: software Vulkan llvmpipe ..., CompiledModel)``: what ran, when it was not the
+    CPU through the Interpreter (the report's footnote says so for unlabelled cells).
+
+    A software Vulkan adapter is named as one, never as a GPU; a fallback and a model
+    only partly accelerated are said."""
+    facts = result.measured.get("accelerator")
+    if not isinstance(facts, dict):
+        return ""
+    requested, used = facts.get("requested", "cpu"), facts.get("used", "cpu")
+    api = "CompiledModel" if facts.get("api") == "compiled" else "Interpreter"
+    if (requested, api) == ("cpu", "Interpreter"):
+        return ""
+    ran = requested
+    if used == "software-vulkan":
+        ran = f"{requested}: software Vulkan {facts.get('adapter', '')}, not a GPU"
+    elif used == "gpu":
+        ran = f"{requested}: {facts.get('adapter', 'GPU')}"
+    elif facts.get("fallback"):
+        ran = f"{requested}: fell back to the CPU"
+    elif used == "delegate":
+        ran = f"delegate {str(facts.get('delegate', '')).rsplit('/', 1)[-1]}"
+    if facts.get("fully_accelerated") is False and requested not in ("cpu", "xnnpack-off"):
+        ran += ", partly on the CPU" if facts.get("delegate_partitions") != 0 else \
+            ", took no operator"
+    return f" ({ran}, {api})"
 
 
 def _shared_machine(result: ResultRecord) -> str:
