@@ -5,9 +5,10 @@ for an ``--accelerator`` sweep):
 
 - ``accelerator``: ``cpu`` (the runtime's default kernels: XNNPACK where it applies),
   ``xnnpack-off`` (builtin kernels only: separates kernel effects from the model),
-  ``gpu`` (LiteRT's CompiledModel GPU accelerator: WebGPU over Vulkan), ``gpu|cpu``
-  (the same, with the CPU for operators the GPU lacks and, when no GPU is usable, the
-  whole model on the CPU: a fallback only when asked, and said), or ``delegate`` (an
+  ``gpu`` (LiteRT's CompiledModel GPU accelerator: WebGPU over Vulkan), ``gpu+cpu``
+  (LiteRT's ``GPU|CPU``: the CPU takes the operators the GPU lacks and, when no GPU is
+  usable, the whole model: a fallback only when asked, and said; spelt with ``+`` so that
+  a shell and a Markdown table take it as it is), or ``delegate`` (an
   external delegate library, the ``delegate`` setting's path with ``delegate_options``,
   through ``load_delegate``: Coral, vendor NPUs).
 - ``api``: ``interpreter`` (``Interpreter.invoke``) or ``compiled`` (LiteRT's
@@ -129,7 +130,7 @@ def plan_model(runtime: Runtime, model_path: Path, settings: dict[str, Any]) -> 
     """How to open ``model_path`` with the ``accelerator`` and ``api`` of ``settings``.
 
     Raises :class:`AcceleratorError` (one line) when that combination cannot run here;
-    falls back to the CPU only for ``gpu|cpu``, saying so in the facts.
+    falls back to the CPU only for ``gpu+cpu``, saying so in the facts.
     """
     accelerator = str(settings.get("accelerator", "cpu"))
     api = str(settings.get("api", "interpreter"))
@@ -139,7 +140,7 @@ def plan_model(runtime: Runtime, model_path: Path, settings: dict[str, Any]) -> 
                                + ", ".join(ACCELERATORS))
     if api not in APIS:
         raise AcceleratorError(f"unknown api {api!r}; one of " + ", ".join(APIS))
-    if accelerator in ("gpu", "gpu|cpu") or api == "compiled":
+    if accelerator in ("gpu", "gpu+cpu") or api == "compiled":
         return _open_compiled(runtime, model_path, accelerator, threads)
     return _open_interpreter(runtime, model_path, accelerator, threads, settings)
 
@@ -243,7 +244,7 @@ def _open_compiled(runtime: Runtime, model_path: Path, accelerator: str,
         probe = probe_compiled(str(model_path), hardware, threads,
                                builtin_kernels=accelerator == "xnnpack-off")
     except AcceleratorError as exc:
-        if accelerator != "gpu|cpu":
+        if accelerator != "gpu+cpu":
             raise
         # Asked for: the whole model on the CPU when no GPU is usable, and said so.
         facts["fallback"] = f"whole model on the CPU: {exc}"
@@ -380,7 +381,7 @@ def _create_compiled(model_path: str, hardware: str, threads: int, *, builtin_ke
     from ai_edge_litert.options import CpuOptions, Options
 
     flags = {"cpu": HardwareAccelerator.CPU, "gpu": HardwareAccelerator.GPU,
-             "gpu|cpu": HardwareAccelerator.GPU | HardwareAccelerator.CPU}[hardware]
+             "gpu+cpu": HardwareAccelerator.GPU | HardwareAccelerator.CPU}[hardware]
     cpu = CpuOptions(num_threads=threads)
     if builtin_kernels:
         from ai_edge_litert.cpu_kernel_mode import CpuKernelMode
@@ -484,7 +485,7 @@ def preflight(runtime: Runtime | None, accelerators: list[str], api: str, delega
             ok, detail, warning = _preflight_one(runtime, name, delegate, delegate_options)
         except AcceleratorError as exc:
             ok, detail, warning = False, str(exc), False
-        if not ok and name == "gpu|cpu":  # asked for: it runs, on the CPU
+        if not ok and name == "gpu+cpu":  # asked for: it runs, on the CPU
             ok, detail, warning = True, f"runs on the CPU (fallback): {detail}", True
         checks.append({"name": name, "ok": ok, "detail": detail, "warning": warning})
     return checks

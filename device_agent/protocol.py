@@ -95,7 +95,7 @@ TEXT_SETTINGS: dict[str, str] = {"power_sensor": "auto", "power_rail": "", "powe
 #: Values of the ``accelerator`` setting (also per variant: an ``--accelerator`` sweep) and of
 #: ``api``; see :mod:`device_agent.accelerators`.  ``delegate`` is the external delegate's
 #: path on the board, and the dict setting ``delegate_options`` its options.
-ACCELERATORS = ("cpu", "xnnpack-off", "gpu", "gpu|cpu", "delegate")
+ACCELERATORS = ("cpu", "xnnpack-off", "gpu", "gpu+cpu", "delegate")
 APIS = ("interpreter", "compiled")
 #: Values of the ``runtime`` setting: ``auto`` takes ai-edge-litert if it imports, else
 #: tflite-runtime; a distribution name takes that one or fails the variants saying so.

@@ -149,7 +149,7 @@ def test_without_vulkan_gpu_fails_in_one_line_and_only_gpu_cpu_falls_back(
         digits_with_reference: Path) -> None:
     model = digits_with_reference
     result = run_agent(model.parent, [_variant(model, "gpu", accelerator="gpu"),
-                                      _variant(model, "either", accelerator="gpu|cpu")],
+                                      _variant(model, "either", accelerator="gpu+cpu")],
                        env=NO_VULKAN)
     gpu, either = result["variants"]
     assert gpu["status"] == "failed"
@@ -299,3 +299,31 @@ def test_doctor_says_gpu_has_no_vulkan_in_under_5_seconds(tmp_path: Path,
     assert time.monotonic() - started < 5.0
     assert health.reason.startswith("accelerator gpu: no Vulkan adapter LiteRT's GPU "
                                     "accelerator accepts (VK_DRIVER_FILES=")
+
+
+def test_report_cells_name_a_software_adapter_a_fallback_and_the_api() -> None:
+    from toolkit.report import render_markdown
+
+    from .records import make_run, record
+
+    lavapipe = {"requested": "gpu", "used": "software-vulkan", "api": "compiled",
+                "adapter": "llvmpipe (LLVM 15.0.6, 256 bits)", "software": True,
+                "fully_accelerated": True, "first_run_ms": 95_000.0}
+    fallback = {"requested": "gpu+cpu", "used": "cpu", "api": "compiled",
+                "fallback": "whole model on the CPU: no Vulkan adapter", "fully_accelerated": True}
+    partial = {**lavapipe, "fully_accelerated": False}
+    cells = [{**record("fp32@gpu"), "accelerator": lavapipe},
+             {**record("fp32@gpu+cpu"), "accelerator": fallback},
+             {**record("int8@gpu"), "accelerator": partial},
+             {**record("fp32@cpu"), "accelerator": {"requested": "cpu", "used": "cpu",
+                                                    "api": "compiled"}},
+             {**record("fp32"), "accelerator": {"requested": "cpu", "used": "cpu",
+                                                "api": "interpreter"}}]
+    report = render_markdown(make_run("r1", cells))
+    assert ("| fp32@gpu (gpu: software Vulkan llvmpipe (LLVM 15.0.6, 256 bits), not a GPU, "
+            "CompiledModel) |") in report
+    assert "first run 95.0 s (compiles the GPU's shaders; not in the latency)" in report
+    assert "| fp32@gpu+cpu (gpu+cpu: fell back to the CPU, CompiledModel) |" in report
+    assert "not a GPU, partly on the CPU, CompiledModel) |" in report
+    assert "| fp32@cpu (cpu, CompiledModel) |" in report
+    assert "| fp32 |" in report

@@ -116,7 +116,7 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             output_check=_output_check(result),
             outputs_match=_outputs_match(result),
             note="; ".join(filter(None, [result.chosen or "", _conditions(result),
-                                         _shared_machine(result)])),
+                                         _shared_machine(result), _first_gpu_run(result)])),
             delta=_delta(before.get(result.key), result),
         ))
     return rows
@@ -148,6 +148,17 @@ def _accelerator_label(result: ResultRecord) -> str:
         ran += ", partly on the CPU" if facts.get("delegate_partitions") != 0 else \
             ", took no operator"
     return f" ({ran}, {api})"
+
+
+def _first_gpu_run(result: ResultRecord) -> str:
+    """The GPU's first run compiles its shaders (minutes on a software adapter): said apart
+    from the steady-state latency the figures give."""
+    facts = result.measured.get("accelerator")
+    if not isinstance(facts, dict) or facts.get("used") not in ("gpu", "software-vulkan") \
+            or not isinstance(facts.get("first_run_ms"), int | float):
+        return ""
+    return (f"first run {_ms(float(facts['first_run_ms']))} (compiles the GPU's shaders; "
+            "not in the latency)")
 
 
 def _shared_machine(result: ResultRecord) -> str:

@@ -60,7 +60,7 @@ class Target:
     python: str = "python3"
     runtime: str = "auto"
     #: How the agent runs the models (see :mod:`device_agent.accelerators`): ``cpu``,
-    #: ``xnnpack-off``, ``gpu``, ``gpu|cpu`` or ``delegate`` (the ``delegate`` library with
+    #: ``xnnpack-off``, ``gpu``, ``gpu+cpu`` or ``delegate`` (the ``delegate`` library with
     #: ``delegate_options``), through the ``interpreter`` or the ``compiled`` API.
     accelerator: str = "cpu"
     api: str = "interpreter"
