@@ -10,8 +10,8 @@ same file.  This script measures, alternated round by round on one pinned core (
   at least 50 runs and 1 s, p50, in a forked child);
 - ``edge interpreter``: the same with ``api = "interpreter"`` (the default);
 - ``bare``: both APIs in one plain loop (``Interpreter.invoke`` and
-  ``CompiledModel.run_by_index``, same input, 1000 runs each): the APIs' own difference,
-  without anything of edge's method around it.
+  ``CompiledModel.run_by_index``, same input, 1000 runs each, interleaved run by run so that
+  both see the same interference): the APIs' own difference, without edge's method.
 
 It prints each round, then the medians over rounds, whether edge's compiled p50 is
 within 3 % of the tool's median, and the Interpreter-vs-CompiledModel difference split into
@@ -61,17 +61,18 @@ model = CompiledModel.from_file(path, options=Options(
 inputs, outputs = model.create_input_buffers(0), model.create_output_buffers(0)
 inputs[0].write(data)
 
-def median_ms(call):
-    for _ in range(50):
+calls = (interpreter.invoke, lambda: model.run_by_index(0, inputs, outputs))
+for _ in range(50):
+    for call in calls:
         call()
-    times = []
-    for _ in range(runs):
+# Interleaved run by run: both APIs see the same interference from the rest of the machine.
+times = ([], [])
+for _ in range(runs):
+    for call, kept in zip(calls, times):
         started = time.perf_counter_ns()
         call()
-        times.append(time.perf_counter_ns() - started)
-    return float(np.median(times)) / 1e6
-
-print(median_ms(interpreter.invoke), median_ms(lambda: model.run_by_index(0, inputs, outputs)))
+        kept.append(time.perf_counter_ns() - started)
+print(*(float(np.median(kept)) / 1e6 for kept in times))
 """
 
 
@@ -158,16 +159,24 @@ def main() -> None:
     print("\nmedian over rounds (ms) and run-to-run CV:")
     for name, values in figures.items():
         print(f"  {name:17} {median[name]:.3f}  CV {cv(values):5.1%}")
+    # Paired per round (each pair measured minutes apart at most): the machine's drift
+    # between rounds cancels; the spread of the ratios says what the 3 % can resolve.
+    print("\npaired, per round (median [min, max] of the ratio - 1):")
+    compared = (("edge compiled", "tool", "edge compiled p50 vs benchmark_litert_model.py median"),
+                ("edge interpreter", "edge compiled", "Interpreter vs CompiledModel through edge"),
+                ("bare interpreter", "bare compiled", "Interpreter vs CompiledModel, bare loop"),
+                ("edge interpreter", "bare interpreter", "edge's method over a bare loop, "
+                                                         "Interpreter"),
+                ("edge compiled", "bare compiled", "edge's method over a bare loop, "
+                                                   "CompiledModel"))
+    for first, second, title in compared:
+        ratios = [a / b - 1 for a, b in zip(figures[first], figures[second], strict=True)]
+        print(f"  {title}: {statistics.median(ratios):+.1%} "
+              f"[{min(ratios):+.1%}, {max(ratios):+.1%}]")
     ratio = median["edge compiled"] / median["tool"] - 1
     verdict = "within" if abs(ratio) <= TOLERANCE else "NOT within"
-    print(f"\nedge compiled p50 vs benchmark_litert_model.py median: {ratio:+.1%} "
+    print(f"\nedge compiled p50 vs the tool's median, medians over rounds: {ratio:+.1%} "
           f"({verdict} {TOLERANCE:.0%})")
-    api = median["edge interpreter"] / median["edge compiled"] - 1
-    bare = median["bare interpreter"] / median["bare compiled"] - 1
-    print(f"Interpreter vs CompiledModel through edge: {api:+.1%}; in a bare loop: {bare:+.1%} "
-          f"(the APIs' own difference); edge's method over a bare loop: interpreter "
-          f"{median['edge interpreter'] / median['bare interpreter'] - 1:+.1%}, compiled "
-          f"{median['edge compiled'] / median['bare compiled'] - 1:+.1%}")
 
 
 if __name__ == "__main__":

@@ -251,10 +251,8 @@ def _open_compiled(runtime: Runtime, model_path: Path, accelerator: str,
         hardware = "cpu"
         probe = probe_compiled(str(model_path), hardware, threads, builtin_kernels=False)
     facts.update(_used(hardware, probe))
-    facts["kernels"] = ("builtin (kernel_mode builtin: XNNPACK off)"
-                        if accelerator == "xnnpack-off" else facts.get("kernels", ""))
-    if not facts["kernels"]:
-        del facts["kernels"]
+    if accelerator == "xnnpack-off":
+        facts["kernels"] = "builtin (kernel_mode builtin: XNNPACK off)"
     facts["probe_seconds"] = probe["seconds"]
     # On the GPU a run returns before it is done: time it through the output read.
     sync = hardware != "cpu"

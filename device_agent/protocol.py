@@ -303,6 +303,10 @@ def _validate_optional_figures(variant: dict[str, Any], where: str) -> None:
             _require_type(check["rule"], str, f"{where}.output_check.rule")
     if "runtime_choice" in variant:
         _require_type(variant["runtime_choice"], str, f"{where}.runtime_choice")
+    if "accelerator" in variant:
+        accelerator = _require_dict(variant["accelerator"], f"{where}.accelerator")
+        for key in ("requested", "used", "api"):
+            _require_type(accelerator.get(key), str, f"{where}.accelerator.{key}")
     if "earlier_attempts" in variant:
         _require_type(variant["earlier_attempts"], list, f"{where}.earlier_attempts")
         for index, attempt in enumerate(variant["earlier_attempts"]):
