@@ -86,6 +86,10 @@ _redirected = {"done": False}
 _ADAPTER = re.compile(r"Selected adapter: (?P<name>.*?), arch=(?P<arch>[^,]*), "
                       r"vendor=(?P<vendor>[^,]*), backend=(?P<backend>[^,]*), "
                       r"adapterType=(?P<type>.*)$", re.MULTILINE)
+#: Dawn's reason for turning an adapter down ("Vulkan shaderUniform*ArrayDynamicIndexing
+#: required." from Mesa 22.3's lavapipe), followed by "- While initializing adapter".
+_ADAPTER_REJECTED = re.compile(r"^Warning: (.*?)\.?\s*\n\s*- While initializing adapter",
+                               re.MULTILINE)
 _WEBGPU_FAILED = re.compile(r"Failed to initialize WebGPU environment: (?:[A-Z_]+: )?(.*)$",
                             re.MULTILINE)
 
@@ -545,10 +549,19 @@ def _creation_failure(hardware: str, native: str, error: Any) -> str:
     if webgpu is None:
         return f"the GPU accelerator could not create the model: {_one_line(error)}"
     said = webgpu.group(1).strip()
+    rejected = _ADAPTER_REJECTED.findall(native)
+    if rejected:  # Dawn saw an adapter and turned it down, saying for what
+        return (f"the Vulkan adapter here lacks what LiteRT's GPU accelerator needs "
+                f"({'; '.join(dict.fromkeys(r.strip() for r in rejected))}){_driver_hint()}: "
+                f"a newer Vulkan driver may have it (Debian 12's lavapipe, Mesa 22.3, lacks it; "
+                f"Mesa 25 from bookworm-backports works) (it said: {said})")
     if not vulkan_loader_present():
         return (f"no Vulkan loader ({VULKAN_LOADER}) on this board: LiteRT's GPU accelerator "
                 f"(WebGPU) runs over Vulkan only; install libvulkan1 and the GPU's Vulkan "
                 f"driver (it said: {said})")
+    if "Found no drivers" in native:
+        return (f"no Vulkan driver{_driver_hint()}: LiteRT's GPU accelerator (WebGPU) runs "
+                f"over Vulkan only; install the GPU's Vulkan driver (it said: {said})")
     return (f"no Vulkan adapter LiteRT's GPU accelerator accepts{_driver_hint()}: install "
             f"the GPU's Vulkan driver (Debian 12's lavapipe, Mesa 22.3, is rejected; Mesa 25 "
             f"from bookworm-backports works) (it said: {said})")
