@@ -328,3 +328,7 @@ def test_report_cells_name_a_software_adapter_a_fallback_and_the_api() -> None:
     assert "not a GPU, partly on the CPU, CompiledModel) |" in report
     assert "| fp32@cpu (cpu, CompiledModel) |" in report
     assert "| fp32 |" in report
+    # The fp32 recipe stays the size reference in an accelerator sweep.
+    swept = render_markdown(make_run("r2", [record("fp32@cpu"),
+                                            record("int8@cpu", size=25_000)]))
+    assert "| int8@cpu | 24.4 KiB | 0.25x |" in swept

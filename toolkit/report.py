@@ -91,9 +91,10 @@ class Plot:
 
 
 def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[ReportRow]:
-    # The fp32 recipe is the reference whatever its name in results (fp32-t1 in a sweep).
+    # The fp32 recipe is the reference whatever its name in results (fp32-t1 in a sweep;
+    # fp32@gpu in an --accelerator sweep, whose records' recipe carries the accelerator).
     baseline_size = {r.target: r.size_bytes for r in run.results
-                     if r.recipe == "fp32" and r.size_bytes is not None}
+                     if r.recipe.partition("@")[0] == "fp32" and r.size_bytes is not None}
     before = {r.key: r for r in (baseline.results if baseline else []) if r.ok}
     rows = []
     for result in run.results:
