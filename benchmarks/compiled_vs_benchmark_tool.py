@@ -12,6 +12,8 @@ same file.  This script measures, alternated round by round on one pinned core (
 - ``bare``: both APIs in one plain loop (``Interpreter.invoke`` and
   ``CompiledModel.run_by_index``, same input, 1000 runs each, interleaved run by run so that
   both see the same interference): the APIs' own difference, without edge's method.
+  Two models' weights alternating in one cache make both slower than either alone: compare
+  the two bare figures with each other, not with the others.
 
 It prints each round, then the medians over rounds, whether edge's compiled p50 is
 within 3 % of the tool's median, and the Interpreter-vs-CompiledModel difference split into

@@ -598,7 +598,7 @@ def _crash_message(signum: int) -> str:
         hint = ("; this CPU lacks lse/dotprod (a Cortex-A72 or A57), which ai-edge-litert's "
                 "aarch64 accelerator library needs: use the Interpreter (api interpreter, "
                 "accelerator cpu) here")
-    return f"LiteRT's accelerator library crashed the probe process ({name}){hint}"
+    return f"creating the CompiledModel killed the probe process ({name}){hint}"
 
 
 def _cpu_features() -> set[str] | None:
