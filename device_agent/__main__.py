@@ -13,9 +13,10 @@ it on exit.
 ``measure JOB NAME``: one variant's figures, in this process (a debugging aid;
 ``run`` forks its children, see :mod:`device_agent.proc`).
 
-``facts [SENSOR] [--runtime RUNTIME]``: what ``edge doctor`` asks of a board: board
-facts, the runtime the setting chooses and why, thermal and throttle state, the
-power sensor found, free disk here and the clock.
+``facts [SENSOR] [--runtime RUNTIME] [--accelerator LIST ...]``: what ``edge doctor``
+asks of a board: board facts, the runtime the setting chooses and why, thermal and
+throttle state, the power sensor found, free disk here, the clock, and whether each
+accelerator asked for can run here.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from .board import board_facts
 from .proc import Zygote
 
 USAGE = ("usage: agent run JOB.json [--pid-file PATH] | agent measure JOB.json VARIANT"
-         " | agent facts [SENSOR] [--runtime RUNTIME]")
+         " | agent facts [SENSOR] [--runtime RUNTIME] [--accelerator LIST] [--api API]"
+         " [--delegate PATH] [--delegate-options JSON]")
 #: The child's first stderr line names its runtime, so a crash can still say which one died.
 RUNTIME_MARK = "edge-agent runtime: "
 #: Signals that stop a job the way Ctrl-C does: the host's kill, a closed terminal, Ctrl-C.
@@ -42,16 +44,18 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    options, args = _options(args, ("--pid-file", "--runtime"))
+    options, args = _options(args, ("--pid-file", "--runtime", "--accelerator", "--api",
+                                    "--delegate", "--delegate-options"))
     if options is None:
         print(USAGE, file=sys.stderr)
         return 2
-    if len(args) == 2 and args[0] == "run" and "--runtime" not in options:
+    if len(args) == 2 and args[0] == "run" and set(options) <= {"--pid-file"}:
         return _run(Path(args[1]), options.get("--pid-file"))
     if len(args) == 3 and args[0] == "measure" and not options:
         return _measure(Path(args[1]), args[2])
     if 1 <= len(args) <= 2 and args[0] == "facts" and "--pid-file" not in options:
-        return _facts(args[1] if len(args) == 2 else "auto", options.get("--runtime", "auto"))
+        return _facts(args[1] if len(args) == 2 else "auto", options.get("--runtime", "auto"),
+                      options)
     print(USAGE, file=sys.stderr)
     return 2
 
@@ -72,8 +76,11 @@ def _options(args: list[str], known: tuple[str, ...]) -> tuple[dict[str, str] | 
     return options, rest
 
 
-def _facts(sensor: str, runtime_preference: str) -> int:
-    """One JSON line of board health facts; a missing part is reported, never fatal."""
+def _facts(sensor: str, runtime_preference: str, options: dict[str, str]) -> int:
+    """One JSON line of board health facts; a missing part is reported, never fatal.
+
+    ``--accelerator cpu,gpu`` (``--api``, ``--delegate PATH``, ``--delegate-options JSON``):
+    whether each can run here (:func:`device_agent.accelerators.preflight`)."""
     import shutil
 
     from .power import SensorUnavailable, open_power_reader
@@ -82,12 +89,20 @@ def _facts(sensor: str, runtime_preference: str) -> int:
 
     facts: dict[str, Any] = {"board": board_facts(), "thermal": thermal_state(),
                              "cwd": os.getcwd(), "free_bytes": shutil.disk_usage(".").free}
+    runtime = None
     try:
         runtime = find_runtime(runtime_preference)
         facts["runtime"] = runtime.describe()
         facts["runtime_choice"] = runtime.choice
     except RuntimeNotFound as exc:
         facts["runtime_error"] = str(exc)
+    if "--accelerator" in options or "--api" in options:
+        from .accelerators import preflight
+
+        facts["accelerators"] = preflight(
+            runtime, [a for a in options.get("--accelerator", "cpu").split(",") if a],
+            options.get("--api", "interpreter"), options.get("--delegate", ""),
+            json.loads(options.get("--delegate-options", "{}")))
     try:
         reader = open_power_reader(sensor)
         facts["power_sensor"] = reader.describe() if reader else None
@@ -275,6 +290,7 @@ def _measure_in_child(zygote: Zygote, name: str, timeout: float, left: float,
 
 
 def _measure(job_path: Path, name: str) -> int:
+    from .accelerators import AcceleratorError
     from .measure import measure_variant
     from .outputs import load_reference
     from .power import SensorUnavailable, open_power_reader
@@ -298,6 +314,8 @@ def _measure(job_path: Path, name: str) -> int:
         return 1
     if "threads" in variant:
         settings["threads"] = variant["threads"]
+    if "accelerator" in variant:
+        settings["accelerator"] = variant["accelerator"]
     try:
         reader = open_power_reader(settings["power_sensor"], rail=settings["power_rail"],
                                    command=settings["power_command"])
@@ -317,6 +335,10 @@ def _measure(job_path: Path, name: str) -> int:
         figures = measure_variant(runtime, model_path, settings, power_reader=reader,
                                   reference=reference,
                                   thermal=lambda: thermal_state(zones=zones))
+    except AcceleratorError as exc:  # already one line naming what is missing
+        api = "compiled" if settings["accelerator"].startswith("gpu") else settings["api"]
+        print(f"accelerator {settings['accelerator']} (api {api}): {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # the runtime's own message is the useful part
         print(f"{runtime.name} {runtime.version} could not run {variant['file']}: "
               f"{type(exc).__name__}: {_first_line(str(exc))}", file=sys.stderr)

@@ -30,9 +30,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .accelerators import plan_model
 from .outputs import check_outputs
 from .power import PowerReader, PowerSampler, summarize_power
-from .protocol import MAX_RAW_SAMPLES, OPTIONAL_SETTINGS
+from .protocol import MAX_RAW_SAMPLES, OPTIONAL_SETTINGS, TEXT_SETTINGS
 from .runtime import Runtime
 from .thermal import thermal_state, was_throttled
 from .verdict import judge
@@ -48,13 +49,15 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
     an idle window before the runs and through the measured runs; ``reference``
     (``{"inputs": [...], "outputs": [...]}`` from the host) is checked after them.
     """
-    settings = {**OPTIONAL_SETTINGS, **settings}
+    settings = {**OPTIONAL_SETTINGS, **TEXT_SETTINGS, **settings}
     threads = int(settings["threads"])
+    # The accelerator and API asked for, probed in a child before anything is timed.
+    plan = plan_model(runtime, model_path, settings)
     before = thermal()
     rss_before = _status_bytes("VmRSS")
     started = time.perf_counter_ns()
-    interpreter = runtime.interpreter_class(
-        model_path=str(model_path), num_threads=threads if threads > 0 else None)
+    opened = plan.open()
+    interpreter = opened.model
     loaded_ns = time.perf_counter_ns() - started
     interpreter.allocate_tensors()
     load_ns = time.perf_counter_ns() - started
@@ -102,6 +105,7 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
         "peak_rss_bytes": peak_rss,
         "load_rss_growth_bytes": max(0, rss_loaded - rss_before),
         "thermal": {"before": before, "after": after, "throttled": was_throttled(before, after)},
+        "accelerator": opened.facts(),
     }
     if power_reader is not None:
         figures["power"] = _energy_pass(interpreter, power_reader, settings, floors)

@@ -27,7 +27,10 @@ agent does not send them, an older host's job does not set them):
   (true when the spread of the runs was the only reason for INVALID), ``earlier_attempts``
   (the verdicts and latency summaries of measurements of this variant that were INVALID only
   for their spread and were measured again, setting ``attempts``; the variant's figures are
-  its last attempt's).
+  its last attempt's), ``accelerator`` (what ran: requested and used accelerator, API,
+  adapter, fully accelerated or not; see :mod:`device_agent.accelerators`).
+- job: per-variant ``accelerator`` (an ``--accelerator`` sweep); settings ``accelerator``,
+  ``api``, ``delegate`` and ``delegate_options``.
 
 The whole job has one deadline, :func:`job_budget_seconds`: the host waits that long
 (plus its own transfer time) and the agent enforces it too.
@@ -87,7 +90,13 @@ OPTIONAL_SETTINGS: dict[str, Any] = {
 #: this board (comma-separated folder names such as ``thermal_zone0``; empty: every zone),
 #: and which TFLite runtime runs the models (one of :data:`RUNTIMES`).
 TEXT_SETTINGS: dict[str, str] = {"power_sensor": "auto", "power_rail": "", "power_command": "",
-                                 "thermal_zones": "", "runtime": "auto"}
+                                 "thermal_zones": "", "runtime": "auto",
+                                 "accelerator": "cpu", "api": "interpreter", "delegate": ""}
+#: Values of the ``accelerator`` setting (also per variant: an ``--accelerator`` sweep) and of
+#: ``api``; see :mod:`device_agent.accelerators`.  ``delegate`` is the external delegate's
+#: path on the board, and the dict setting ``delegate_options`` its options.
+ACCELERATORS = ("cpu", "xnnpack-off", "gpu", "gpu+cpu", "delegate")
+APIS = ("interpreter", "compiled")
 #: Values of the ``runtime`` setting: ``auto`` takes ai-edge-litert if it imports, else
 #: tflite-runtime; a distribution name takes that one or fails the variants saying so.
 RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
@@ -164,6 +173,8 @@ def validate_job(job: Any) -> dict[str, Any]:
             _require_number(variant["threads"], f"{where}.threads", minimum=0)
         if "reference" in variant:
             _require_type(variant["reference"], str, f"{where}.reference")
+        if "accelerator" in variant:  # per-variant override: how an --accelerator sweep travels
+            _require_choice(variant["accelerator"], ACCELERATORS, f"{where}.accelerator")
         if variant["name"] in names:
             raise ProtocolError(f"{where}.name {variant['name']!r} is repeated")
         names.add(variant["name"])
@@ -180,7 +191,20 @@ def validate_job(job: Any) -> dict[str, Any]:
     if settings.get("runtime", "auto") not in RUNTIMES:
         raise ProtocolError(f"job.settings.runtime must be one of {RUNTIMES}, "
                             f"got {settings['runtime']!r}")
+    _require_choice(settings.get("accelerator", "cpu"), ACCELERATORS, "job.settings.accelerator")
+    _require_choice(settings.get("api", "interpreter"), APIS, "job.settings.api")
+    if "delegate_options" in settings:
+        options = _require_dict(settings["delegate_options"], "job.settings.delegate_options")
+        for key, value in options.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise ProtocolError(f"job.settings.delegate_options.{key} must be a string, "
+                                    f"number or boolean")
     return job
+
+
+def _require_choice(value: Any, choices: tuple[str, ...], where: str) -> None:
+    if value not in choices:
+        raise ProtocolError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def parse_result(raw: bytes, job: dict[str, Any]) -> dict[str, Any]:
@@ -279,6 +303,10 @@ def _validate_optional_figures(variant: dict[str, Any], where: str) -> None:
             _require_type(check["rule"], str, f"{where}.output_check.rule")
     if "runtime_choice" in variant:
         _require_type(variant["runtime_choice"], str, f"{where}.runtime_choice")
+    if "accelerator" in variant:
+        accelerator = _require_dict(variant["accelerator"], f"{where}.accelerator")
+        for key in ("requested", "used", "api"):
+            _require_type(accelerator.get(key), str, f"{where}.accelerator.{key}")
     if "earlier_attempts" in variant:
         _require_type(variant["earlier_attempts"], list, f"{where}.earlier_attempts")
         for index, attempt in enumerate(variant["earlier_attempts"]):

@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # openssh-server: tests start private sshd instances on loopback (tests/lab.py).
 # chromium: tests render the HTML report headless.
 # postgresql: tests start a private server for the shared results store (tests/postgres.py).
-SYSTEM_PACKAGES=(openssh-server chromium postgresql)
+# gcc: tests build a tiny TFLite delegate library (tests/test_accelerators.py).
+SYSTEM_PACKAGES=(openssh-server chromium postgresql gcc)
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -18,6 +19,30 @@ done
 if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# Mesa's lavapipe (a software Vulkan driver) for the GPU accelerator test: LiteRT's WebGPU
+# accelerator rejects Debian 12's Mesa 22.3 ("No adapters found"), and Mesa 25 from
+# bookworm-backports works.  Later releases carry a new enough Mesa themselves.
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+if [ "$codename" = bookworm ]; then
+    if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        cat > /etc/apt/sources.list.d/bookworm-backports.sources <<'SOURCE'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCE
+    fi
+    if ! dpkg-query -W -f '${Version}' mesa-vulkan-drivers 2>/dev/null | grep -q bpo; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports \
+            mesa-vulkan-drivers
+    fi
+elif ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -47,6 +47,7 @@ from .errors import (
 from .model import ModelSource, load_model_source
 from .pipeline import (
     DEFAULT_OUT_DIR,
+    check_accelerators,
     default_store_path,
     make_staging_dir,
     new_run,
@@ -150,23 +151,26 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
           health: Callable[[Target], str | None] | None = None,
           busy_wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS,
           on_event: Callable[[BenchEvent], None] | None = None,
-          tags: Iterable[str] = ()) -> BenchOutcome:
+          tags: Iterable[str] = (),
+          accelerators: Sequence[str] | None = None) -> BenchOutcome:
     """Run every model's ``recipes`` on every target; store one run per model.
 
     ``health(target)`` returns why a board must be left out (None: healthy); a board the
     coordinator allots is checked when it is acquired instead.
+    ``accelerators`` sweeps accelerators as :func:`toolkit.pipeline.deploy` does.
     """
     if not targets:
         raise UsageError("no target given; use for example --targets local")
     if not models:
         raise UsageError("no model given")
+    boards = [t for t in targets if isinstance(t, Target)]  # the rest: allotted later
+    check_accelerators(boards, accelerators)
     configs = parse_recipes(recipes)
     sources = [load_model_source(model) for model in models]  # typos fail before any work
     out_dir = Path(out_dir)
     store_path = store_location(store_path) if store_path else default_store_path(out_dir)
     notify = on_event or (lambda event: None)
 
-    boards = [t for t in targets if isinstance(t, Target)]
     _check_coordinators([t for t in targets if not isinstance(t, Target)])
     left_out: dict[str, str] = {}
     if health is not None and boards:
@@ -192,7 +196,8 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
                 staging = make_staging_dir(out_dir, run_id)
                 prepared.append(_Prepared(source, run_id, staging, out_dir / "runs" / run_id,
                                           *prepare_model(source, configs, staging)))
-            by_target = _run_matrix(healthy, prepared, settings, busy_wait_seconds, notify)
+            by_target = _run_matrix(healthy, prepared, settings, busy_wait_seconds, notify,
+                                    accelerators)
             runs = []
             for index, model in enumerate(prepared):
                 results: list[ResultRecord] = []
@@ -234,12 +239,15 @@ def _check_coordinators(slots: Sequence[ScheduledTarget]) -> None:
 
 def _run_matrix(targets: Sequence[Target | ScheduledTarget], prepared: list[_Prepared],
                 settings: dict[str, Any] | None, busy_wait_seconds: float,
-                notify: Callable[[BenchEvent], None]) -> dict[str, list[list[ResultRecord]]]:
+                notify: Callable[[BenchEvent], None],
+                accelerators: Sequence[str] | None = None
+                ) -> dict[str, list[list[ResultRecord]]]:
     """One thread per board; each board runs the models one after the other."""
     def board_jobs(target: Target | ScheduledTarget) -> list[list[ResultRecord]]:
         done = []
         for model in prepared:
-            done.append(_one_job(target, model, settings, busy_wait_seconds, notify))
+            done.append(_one_job(target, model, settings, busy_wait_seconds, notify,
+                                 accelerators))
         return done
 
     if not targets:
@@ -258,7 +266,8 @@ def _run_matrix(targets: Sequence[Target | ScheduledTarget], prepared: list[_Pre
 
 def _one_job(target: Target | ScheduledTarget, model: _Prepared,
              settings: dict[str, Any] | None, busy_wait_seconds: float,
-             notify: Callable[[BenchEvent], None]) -> list[ResultRecord]:
+             notify: Callable[[BenchEvent], None],
+             accelerators: Sequence[str] | None = None) -> list[ResultRecord]:
     """Run one model's variants on one board; a board failure becomes failed records."""
     deadline = time.monotonic() + busy_wait_seconds
     name = model.source.name
@@ -270,7 +279,7 @@ def _one_job(target: Target | ScheduledTarget, model: _Prepared,
         notify(BenchEvent(target.name, name, "running"))
         try:
             records = run_on_target(target, f"{model.run_id}-{name}", model.artifacts, settings,
-                                    None, model.references)
+                                    None, model.references, accelerators=accelerators)
         except BoardBusyError as exc:
             if time.monotonic() >= deadline:
                 return _give_up(target, model, exc, notify)

@@ -25,6 +25,8 @@ from .cli_check import check
 from .cli_compress import compress
 from .cli_lab import doctor, lab
 from .cli_options import (
+    accelerator_option,
+    api_option,
     coordinator_option,
     lab_option,
     min_runs_option,
@@ -86,6 +88,8 @@ def main() -> None:
 @min_seconds_option
 @click.option("--threads", "threads", callback=lambda _ctx, _param, value: _thread_counts(value),
               help="Thread counts to sweep, e.g. 1,2,4 [default: the target's setting].")
+@accelerator_option
+@api_option
 @click.option("--cooldown", type=click.FloatRange(min=0),
               help="Seconds to pause between variants on the board [default: 1].")
 @click.option("--cooldown-to", type=click.FloatRange(min=1),
@@ -106,7 +110,8 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
            coordinator: str | None, priority: int, min_runs: int | None,
-           min_seconds: float | None, threads: list[int] | None, cooldown: float | None,
+           min_seconds: float | None, threads: list[int] | None,
+           accelerators: list[str] | None, api: str | None, cooldown: float | None,
            cooldown_to: float | None,
            power_sensor: str | None, power_command: str | None, conversion_cache: Path,
            as_json: bool, quiet: bool) -> None:
@@ -126,7 +131,8 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
     settings = {key: value for key, value in
                 (("min_runs", min_runs), ("min_seconds", min_seconds),
                  ("cooldown_seconds", cooldown), ("cooldown_to_c", cooldown_to),
-                 ("power_sensor", power_sensor), ("power_command", power_command))
+                 ("power_sensor", power_sensor), ("power_command", power_command),
+                 ("api", api))
                 if value is not None}
     recipes = recipe or ("fp32," + BUDGET_CANDIDATES if max_accuracy_drop is not None
                          else "fp32,int8")
@@ -134,6 +140,7 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
         outcome = pipeline.deploy(model, targets=targets, recipes=recipes, out_dir=out_dir,
                                   store_path=store_path, targets_dir=targets_dir,
                                   settings=settings, threads=threads,
+                                  accelerators=accelerators,
                                   max_accuracy_drop=max_accuracy_drop,
                                   conversion_cache=conversion_cache.expanduser(),
                                   lab_file=lab_file, progress=progress,

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import click
 
 from .cli_options import (
+    accelerator_option,
+    api_option,
     coordinator_option,
     lab_option,
     min_runs_option,
@@ -89,6 +91,8 @@ class _Progress:
 @store_option
 @min_runs_option
 @min_seconds_option
+@accelerator_option
+@api_option
 @click.option("--busy-wait", type=click.FloatRange(min=0), default=DEFAULT_BUSY_WAIT_SECONDS,
               show_default=True, help="Seconds to wait for a board another job holds.")
 @click.option("--health-check/--no-health-check", default=True, show_default=True,
@@ -98,6 +102,7 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
                   targets_dir: Path | None, coordinator: str | None, priority: int,
                   recipe: str, out_dir: Path,
                   store_path: str | None, min_runs: int | None, min_seconds: float | None,
+                  accelerators: list[str] | None, api: str | None,
                   busy_wait: float, health_check: bool, as_json: bool) -> None:
     """Run every MODEL's recipes on every board at once; one stored run per model.
 
@@ -119,12 +124,13 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
     boards = load_lab(lab_file, targets_dir).select_jobs(targets, coordinator=coordinator,
                                                          priority=priority)
     settings = {key: value for key, value in (("min_runs", min_runs),
-                                              ("min_seconds", min_seconds))
+                                              ("min_seconds", min_seconds), ("api", api))
                 if value is not None}
     console = Console(stderr=True)
     with _Progress([t.name for t in boards], console) as progress:
         outcome = bench(list(models), targets=boards, recipes=recipe, out_dir=out_dir,
                         store_path=store_path, settings=settings, busy_wait_seconds=busy_wait,
+                        accelerators=accelerators,
                         health=_health_reason if health_check else None, on_event=progress)
     if as_json:
         click.echo(json.dumps(_as_json(outcome), indent=2))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_options import lab_option, targets_dir_option, targets_option
+from .cli_options import accelerator_option, lab_option, targets_dir_option, targets_option
 from .errors import ExitCode, TargetError
 
 if TYPE_CHECKING:
@@ -37,9 +37,10 @@ def _chosen(lab_file: Path | None, targets_dir: Path | None, targets: tuple[str,
 @click.option("--all", "every", is_flag=True, help="Every board of the lab file.")
 @lab_option
 @targets_dir_option
+@accelerator_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def doctor(targets: tuple[str, ...], every: bool, lab_file: Path | None, targets_dir: Path | None,
-           as_json: bool) -> None:
+           accelerators: list[str] | None, as_json: bool) -> None:
     """Check each board: reachable, host key, Python/numpy/runtime, disk, heat, power, clock.
 
     Exit status 1 when any board is unhealthy.  Example: edge doctor --all
@@ -53,7 +54,8 @@ def doctor(targets: tuple[str, ...], every: bool, lab_file: Path | None, targets
 
     boards = _chosen(lab_file, targets_dir, targets, every)
     with ThreadPoolExecutor(max_workers=min(16, len(boards))) as pool:
-        found: list[BoardHealth] = list(pool.map(diagnose, boards))
+        found: list[BoardHealth] = list(pool.map(
+            lambda board: diagnose(board, accelerators), boards))
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in found], indent=2))
     else:

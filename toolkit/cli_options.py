@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from device_agent.protocol import DEFAULT_SETTINGS
+from device_agent.protocol import ACCELERATORS, APIS, DEFAULT_SETTINGS
 
 from .defaults import DEFAULT_OUT_DIR
 from .project import STORE_ENV
@@ -84,3 +84,28 @@ priority_option = click.option(
     "--priority", type=int, default=0, show_default=True,
     help="Priority of this command's reservations on the labgrid coordinator: higher "
          "first, equal ones by age.")
+
+
+def _accelerator_list(_ctx: click.Context, _param: click.Parameter,
+                      value: str | None) -> list[str] | None:
+    """``"cpu,gpu"`` -> ["cpu", "gpu"]; an unknown name is a usage error naming the option."""
+    if value is None:
+        return None
+    kinds = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [kind for kind in kinds if kind not in ACCELERATORS]
+    if not kinds or unknown or len(set(kinds)) != len(kinds):
+        raise click.BadParameter(f"{value!r}: give distinct accelerators from "
+                                 f"{', '.join(ACCELERATORS)}, e.g. cpu,gpu",
+                                 param_hint="--accelerator")
+    return kinds
+
+
+accelerator_option = click.option(
+    "--accelerator", "accelerators", callback=_accelerator_list, metavar="LIST",
+    help="Accelerators to sweep, e.g. cpu,gpu: " + ", ".join(ACCELERATORS)
+         + " (delegate: the target's delegate library) [default: the target's setting].")
+
+api_option = click.option(
+    "--api", type=click.Choice(APIS),
+    help="The API the app will use: the Interpreter or LiteRT's CompiledModel (gpu always "
+         "uses CompiledModel) [default: the target's setting, else interpreter].")

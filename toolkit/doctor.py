@@ -3,8 +3,10 @@
 Per board, in order (a failed step says why and stops the ones that need it):
 reachable, host key known, login, Python >= 3.9 with numpy and a TFLite runtime,
 then the agent's own ``facts`` (so the board is read by the code that measures):
-free disk in the work folder, temperature and throttling, the power sensor the
-target names, and the clock's offset to the host.  As in LAVA's health checks, a
+free disk in the work folder, the accelerators and API the target asks for (GPU:
+Vulkan present, the adapter and whether it is software, the library loads),
+temperature and throttling, the power sensor the target names, and the clock's
+offset to the host.  As in LAVA's health checks, a
 board that fails is left out of a bench with the reason shown.
 
 Example::
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -68,10 +71,15 @@ class BoardHealth:
                 "warnings": self.warnings, "checks": [asdict(c) for c in self.checks]}
 
 
-def diagnose(target: Target) -> BoardHealth:
+def diagnose(target: Target, accelerators: Sequence[str] | None = None) -> BoardHealth:
     """Every check of the module docstring on ``target``; never raises for a sick board.
 
     The local board and SSH boards go through the same code (:mod:`toolkit.board`).
+    ``accelerators`` (besides the target's own ``accelerator`` and ``api`` when they are
+    not the CPU through the Interpreter) get a check each: for ``gpu``, the Vulkan loader,
+    the adapter LiteRT selects (a software one is a warning, named as software) and the
+    accelerator library, probed in a child on the board (see
+    :func:`device_agent.accelerators.preflight`).
     """
     checks: list[Check] = []
     try:
@@ -95,7 +103,8 @@ def diagnose(target: Target) -> BoardHealth:
             started = time.time()
             answer = board.run(f"cd {shlex.quote(work)} && {shlex.quote(python.python_in(work))} "
                                f"{shlex.quote(agent.name)} facts "
-                               f"{shlex.quote(target.power_sensor)}{_runtime_option(target)}")
+                               f"{shlex.quote(target.power_sensor)}{_runtime_option(target)}"
+                               f"{_accelerator_options(target, accelerators)}")
             ended = time.time()
             if not answer.ok:
                 checks.append(Check("agent", False, _last_line(answer.stderr)))
@@ -117,6 +126,25 @@ def diagnose(target: Target) -> BoardHealth:
 def _runtime_option(target: Target) -> str:
     """`` --runtime NAME``: the agent then reads the board with the runtime the target chooses."""
     return f" --runtime {shlex.quote(target.runtime)}"
+
+
+def _accelerator_options(target: Target, accelerators: Sequence[str] | None) -> str:
+    """`` --accelerator gpu --api compiled ...`` when anything but the default is asked for."""
+    kinds = list(dict.fromkeys([*([target.accelerator] if target.accelerator != "cpu" else []),
+                                *(accelerators or [])]))
+    if not kinds and target.api == "interpreter":
+        return ""
+    options = f" --accelerator {shlex.quote(','.join(kinds) or 'cpu')}" \
+              f" --api {shlex.quote(target.api)}"
+    if target.delegate:
+        options += (f" --delegate {shlex.quote(target.delegate)} --delegate-options "
+                    f"{shlex.quote(json.dumps(dict(target.delegate_options)))}")
+    return options
+
+
+def _accelerator_checks(facts: dict[str, Any]) -> list[Check]:
+    return [Check(f"accelerator {c['name']}", bool(c["ok"]), str(c["detail"]),
+                  warning=bool(c.get("warning"))) for c in facts.get("accelerators", [])]
 
 
 def _runtime_check(target: Target, facts: dict[str, Any]) -> Check:
@@ -155,6 +183,7 @@ def _fact_checks(target: Target, facts: dict[str, Any], started: float,
                         + ("" if free >= MIN_FREE_BYTES else
                            f" (less than {MIN_FREE_BYTES / 2**20:.0f} MiB)")))
     checks.append(_runtime_check(target, facts))
+    checks += _accelerator_checks(facts)
     thermal = facts.get("thermal") or {}
     zones = thermal.get("zones_c") or {}
     hottest = max(zones.values()) if zones else None

@@ -107,6 +107,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            store_path: str | Path | None = None, targets_dir: str | Path | None = None,
            settings: dict[str, Any] | None = None,
            threads: Sequence[int] | None = None,
+           accelerators: Sequence[str] | None = None,
            tags: Iterable[str] = (),
            max_accuracy_drop: float | None = None,
            conversion_cache: str | Path | None = None,
@@ -117,6 +118,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
 
     ``threads`` sweeps thread counts (each target's own setting if None): every
     variant runs once per count, named ``VARIANT-tN`` in results when sweeping.
+    ``accelerators`` sweeps accelerators (each target's own ``accelerator`` if None) the
+    same way: ``VARIANT@gpu`` (``VARIANT@gpu-t2`` with threads) when sweeping.
     ``max_accuracy_drop`` (points against fp32): only variants within it run, and each
     target's fastest VALID one, by its own measured latency beyond noise, is picked
     (:mod:`toolkit.choose`); every candidate left out is named in the choice with why.
@@ -137,6 +140,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
         raise UsageError("no target given; use for example --target local")
     chosen = load_lab(lab_file, targets_dir).select_jobs(names, coordinator=coordinator,
                                                          priority=priority)
+    boards = [t for t in chosen if isinstance(t, Target)]  # the rest: allotted later
+    check_accelerators(boards, accelerators)
     configs = parse_recipes(recipes)
     if max_accuracy_drop is not None and "fp32" not in [c.recipe for c in configs]:
         configs = [*parse_recipes("fp32"), *configs]  # the accuracy reference
@@ -148,9 +153,10 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     # missing runtime is known in seconds, not after the compression.
     say(f"checking {', '.join(t.name for t in chosen)}")
     _check_coordinators([t for t in chosen if not isinstance(t, Target)])
-    for problem in check_boards([t for t in chosen if isinstance(t, Target)], threads).values():
+    for problem in check_boards(boards, threads).values():
         if isinstance(problem, EdgeError):
             raise problem
+    check_delegates(boards, accelerators)
     run_id = new_run_id()
     staging = make_staging_dir(out_dir, run_id)
     final_dir = out_dir / "runs" / run_id
@@ -173,7 +179,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                 say(f"{target.name}: measuring {', '.join(a.variant for a in artifacts)}"
                     if isinstance(target, Target) else f"{target.name}: reserving a board")
                 measured = (_run_anywhere(target, run_id, artifacts, settings, threads,
-                                          references, say) if artifacts else [])
+                                          references, say, accelerators) if artifacts else [])
                 name = measured[0].target if measured else target.name
                 per_target[name] = [*measured, *(f.record(name) for f in failed)]
             choices = ([choose_fastest(name, records, left_out=over)
@@ -282,33 +288,41 @@ def _check_coordinators(slots: list[ScheduledTarget]) -> None:
 
 def _run_anywhere(target: Target | ScheduledTarget, run_id: str, artifacts: list[Artifact],
                   settings: dict[str, Any] | None, threads: Sequence[int] | None,
-                  references: dict[str, Path],
-                  say: Callable[[str], None]) -> list[ResultRecord]:
+                  references: dict[str, Path], say: Callable[[str], None],
+                  accelerators: Sequence[str] | None) -> list[ResultRecord]:
     """:func:`run_on_target` on a board, or on the one the labgrid coordinator allots."""
     if isinstance(target, Target):
-        return run_on_target(target, run_id, artifacts, settings, threads, references)
+        return run_on_target(target, run_id, artifacts, settings, threads, references,
+                             accelerators=accelerators)
     from .scheduling import run_scheduled
 
     variants = ", ".join(a.variant for a in artifacts)
     return run_scheduled(
         target, lambda board: run_on_target(board, run_id, artifacts, settings, threads,
-                                            references),
+                                            references, accelerators=accelerators),
         on_status=lambda status: say(f"{target.name}: {status}"
                                      + (f"; measuring {variants}"
                                         if status.state == "acquired" else "")))
 
 
 def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
-                   settings: dict[str, Any] | None, threads: Sequence[int] | None,
-                   references: dict[str, Path]) -> list[ResultRecord]:
+                  settings: dict[str, Any] | None, threads: Sequence[int] | None,
+                  references: dict[str, Path], *,
+                  accelerators: Sequence[str] | None = None) -> list[ResultRecord]:
     counts = list(threads) if threads else [target.threads]
     sweeping = len(counts) > 1
-    planned = [(artifact, count) for artifact in artifacts for count in counts]
+    kinds = list(accelerators) if accelerators else [target.accelerator]
+    # An --accelerator sweep names each cell VARIANT@ACCELERATOR: the record's recipe
+    # carries it, so that names stay apart in the store and round-trip unchanged.
+    planned = [(artifact, count, kind) for artifact in artifacts for kind in kinds
+               for count in counts]
     variants = []
     files = {a.board_name: a.path for a in artifacts}
-    for artifact, count in planned:
-        variant = {"name": f"{artifact.variant}-t{count}" if sweeping else artifact.variant,
-                   "file": artifact.board_name, "sha256": artifact.sha256, "threads": count}
+    for artifact, count, kind in planned:
+        name = artifact.variant + (f"@{kind}" if len(kinds) > 1 else "")
+        variant = {"name": f"{name}-t{count}" if sweeping else name,
+                   "file": artifact.board_name, "sha256": artifact.sha256, "threads": count,
+                   "accelerator": kind}
         if artifact.board_name in references:
             reference = references[artifact.board_name]
             variant["reference"] = reference.name
@@ -316,6 +330,7 @@ def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
         variants.append(variant)
     job = protocol.make_job(job_id=f"{run_id}-{target.name}", variants=variants,
                             settings={"threads": target.threads, "runtime": target.runtime,
+                                      **_target_accelerator(target),
                                       **_target_sensors(target, settings), **(settings or {})})
     raw = JobRunner(target).run_job(job, files)
     try:
@@ -323,9 +338,46 @@ def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
     except protocol.ProtocolError as exc:
         raise ResultError(f"agent on {target.name} answered an invalid result: {exc}",
                           target=target.name) from None
-    return [ResultRecord.measured_on(target.name, artifact, measured, board=result["board"],
-                                     threads=count, swept=sweeping)
-            for (artifact, count), measured in zip(planned, result["variants"], strict=True)]
+    records = []
+    for (artifact, count, kind), measured in zip(planned, result["variants"], strict=True):
+        record = ResultRecord.measured_on(target.name, artifact, measured,
+                                          board=result["board"], threads=count, swept=sweeping)
+        records.append(record.replace(recipe=f"{artifact.variant}@{kind}") if len(kinds) > 1
+                       else record)
+    return records
+
+
+def check_accelerators(targets: Sequence[Target], accelerators: Sequence[str] | None) -> None:
+    """A usage error, before any work, for an accelerator no target can be asked for."""
+    for kind in accelerators or ():
+        if kind not in protocol.ACCELERATORS:
+            raise UsageError(f"unknown accelerator {kind!r}; one of "
+                             f"{', '.join(protocol.ACCELERATORS)}")
+        for target in targets:
+            if kind == "delegate" and not target.delegate:
+                raise UsageError(f"target {target.name} names no delegate library: set "
+                                 f'delegate = "/path/on/the/board/lib.so" in its target file')
+
+
+def check_delegates(targets: Sequence[Target], accelerators: Sequence[str] | None) -> None:
+    """A usage error when a target's delegate library does not load as a delegate on its
+    board: the target file names a wrong path, and every variant would fail for it."""
+    from .doctor import diagnose
+
+    for target in targets:
+        if "delegate" not in (accelerators or [target.accelerator]):
+            continue
+        checks = diagnose(target, ["delegate"]).checks
+        failed = next((c for c in checks if c.name == "accelerator delegate" and not c.ok), None)
+        if failed is not None:
+            raise UsageError(f"target {target.name}: {failed.detail}")
+
+
+def _target_accelerator(target: Target) -> dict[str, Any]:
+    """The target file's accelerator, API and external delegate, as job settings."""
+    return {"accelerator": target.accelerator, "api": target.api,
+            "delegate": target.delegate or "",
+            "delegate_options": dict(target.delegate_options)}
 
 
 def _target_sensors(target: Target, settings: dict[str, Any] | None) -> dict[str, str]:

@@ -91,9 +91,10 @@ class Plot:
 
 
 def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[ReportRow]:
-    # The fp32 recipe is the reference whatever its name in results (fp32-t1 in a sweep).
+    # The fp32 recipe is the reference whatever its name in results (fp32-t1 in a sweep;
+    # fp32@gpu in an --accelerator sweep, whose records' recipe carries the accelerator).
     baseline_size = {r.target: r.size_bytes for r in run.results
-                     if r.recipe == "fp32" and r.size_bytes is not None}
+                     if r.recipe.partition("@")[0] == "fp32" and r.size_bytes is not None}
     before = {r.key: r for r in (baseline.results if baseline else []) if r.ok}
     rows = []
     for result in run.results:
@@ -101,7 +102,7 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
         size = result.size_bytes  # a variant that failed to build has no file
         rows.append(ReportRow(
             target=result.target,
-            variant=result.variant,
+            variant=result.variant + _accelerator_label(result),
             status=result.status.value,
             size=_size(size),
             size_ratio=f"{size / base:.2f}x" if base and size is not None else "",
@@ -116,10 +117,49 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             output_check=_output_check(result),
             outputs_match=_outputs_match(result),
             note="; ".join(filter(None, [result.chosen or "", _conditions(result),
-                                         _shared_machine(result)])),
+                                         _shared_machine(result), _first_gpu_run(result)])),
             delta=_delta(before.get(result.key), result),
         ))
     return rows
+
+
+def _accelerator_label(result: ResultRecord) -> str:
+    """`` (gpu: software Vulkan llvmpipe ..., CompiledModel)``: what ran, when it was not the
+    CPU through the Interpreter (the report's footnote says so for unlabelled cells).
+
+    A software Vulkan adapter is named as one, never as a GPU; a fallback and a model
+    only partly accelerated are said."""
+    facts = result.measured.get("accelerator")
+    if not isinstance(facts, dict):
+        return ""
+    requested, used = facts.get("requested", "cpu"), facts.get("used", "cpu")
+    api = "CompiledModel" if facts.get("api") == "compiled" else "Interpreter"
+    if (requested, api) == ("cpu", "Interpreter"):
+        return ""
+    ran = requested
+    if used == "software-vulkan":
+        ran = f"{requested}: software Vulkan {facts.get('adapter', '')}, not a GPU"
+    elif used == "gpu":
+        ran = f"{requested}: {facts.get('adapter', 'GPU')}"
+    elif facts.get("fallback"):
+        ran = f"{requested}: fell back to the CPU"
+    elif used == "delegate":
+        ran = f"delegate {str(facts.get('delegate', '')).rsplit('/', 1)[-1]}"
+    if facts.get("fully_accelerated") is False and requested not in ("cpu", "xnnpack-off"):
+        ran += ", partly on the CPU" if facts.get("delegate_partitions") != 0 else \
+            ", took no operator"
+    return f" ({ran}, {api})"
+
+
+def _first_gpu_run(result: ResultRecord) -> str:
+    """The GPU's first run compiles its shaders (minutes on a software adapter): said apart
+    from the steady-state latency the figures give."""
+    facts = result.measured.get("accelerator")
+    if not isinstance(facts, dict) or facts.get("used") not in ("gpu", "software-vulkan") \
+            or not isinstance(facts.get("first_run_ms"), int | float):
+        return ""
+    return (f"first run {_ms(float(facts['first_run_ms']))} (compiles the GPU's shaders; "
+            "not in the latency)")
 
 
 def _shared_machine(result: ResultRecord) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 import paramiko
 
 from device_agent.power import POWER_SENSORS
-from device_agent.protocol import RUNTIMES
+from device_agent.protocol import ACCELERATORS, APIS, RUNTIMES
 
 from .errors import TargetError
 
@@ -59,6 +59,13 @@ class Target:
     ssh_agent: bool = False
     python: str = "python3"
     runtime: str = "auto"
+    #: How the agent runs the models (see :mod:`device_agent.accelerators`): ``cpu``,
+    #: ``xnnpack-off``, ``gpu``, ``gpu+cpu`` or ``delegate`` (the ``delegate`` library with
+    #: ``delegate_options``), through the ``interpreter`` or the ``compiled`` API.
+    accelerator: str = "cpu"
+    api: str = "interpreter"
+    delegate: str | None = None
+    delegate_options: tuple[tuple[str, str | int | float | bool], ...] = ()
     threads: int = 1
     power_sensor: str = "none"
     thermal_zones: tuple[str, ...] = ()
@@ -83,6 +90,17 @@ class Target:
             raise bad("an ssh target needs a host (a name, an address or an ~/.ssh/config alias)")
         if self.runtime not in RUNTIMES:
             raise bad(f"runtime {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.accelerator not in ACCELERATORS:
+            raise bad(f"accelerator {self.accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+        if self.api not in APIS:
+            raise bad(f"api {self.api!r} is not one of {', '.join(APIS)}")
+        if self.accelerator == "delegate" and not self.delegate:
+            raise bad('accelerator "delegate" needs delegate = "/path/on/the/board/lib.so"')
+        if not isinstance(self.delegate_options, tuple) or not all(
+                isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
+                and isinstance(pair[1], str | int | float | bool)
+                for pair in self.delegate_options):
+            raise bad("delegate_options must be a table of strings, numbers or booleans")
         if self.power_sensor not in POWER_SENSORS:
             raise bad(f"power_sensor {self.power_sensor!r} is not one of "
                       f"{', '.join(POWER_SENSORS)}")
@@ -99,7 +117,8 @@ class Target:
                 raise bad(f"{key} must be a number of seconds > 0")
         if not isinstance(self.ssh_agent, bool):
             raise bad("ssh_agent must be true or false")
-        for key in ("host", "user", "identity", "known_hosts", "jump", "python", "work_dir"):
+        for key in ("host", "user", "identity", "known_hosts", "jump", "python", "work_dir",
+                    "delegate"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()
                                       or "\n" in value or "\x00" in value):
@@ -111,6 +130,7 @@ class Target:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["thermal_zones"] = list(self.thermal_zones)
+        data["delegate_options"] = dict(self.delegate_options)
         data["source"] = str(self.source) if self.source else None
         return data
 
@@ -307,6 +327,8 @@ def target_from_mapping(name: str, data: dict[str, Any], path: Path) -> Target:
     data = dict(data)
     if isinstance(data.get("thermal_zones"), list):
         data["thermal_zones"] = tuple(data["thermal_zones"])
+    if isinstance(data.get("delegate_options"), dict):
+        data["delegate_options"] = tuple(data["delegate_options"].items())
     return Target(name=name, source=path, **data)
 
 
