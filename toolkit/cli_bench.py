@@ -17,6 +17,7 @@ from .cli_options import (
     min_runs_option,
     min_seconds_option,
     out_dir_option,
+    profile_option,
     store_option,
     targets_dir_option,
     targets_option,
@@ -85,6 +86,7 @@ class _Progress:
 @store_option
 @min_runs_option
 @min_seconds_option
+@profile_option
 @click.option("--busy-wait", type=click.FloatRange(min=0), default=DEFAULT_BUSY_WAIT_SECONDS,
               show_default=True, help="Seconds to wait for a board another job holds.")
 @click.option("--health-check/--no-health-check", default=True, show_default=True,
@@ -93,7 +95,7 @@ class _Progress:
 def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: Path | None,
                   targets_dir: Path | None, recipe: str, out_dir: Path,
                   store_path: str | None, min_runs: int | None, min_seconds: float | None,
-                  busy_wait: float, health_check: bool, as_json: bool) -> None:
+                  profile: bool, busy_wait: float, health_check: bool, as_json: bool) -> None:
     """Run every MODEL's recipes on every board at once; one stored run per model.
 
     Exit status 0 when every cell was measured, 3 when a board failed (its cells
@@ -109,7 +111,8 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
 
     boards = load_lab(lab_file, targets_dir).select(targets)
     settings = {key: value for key, value in (("min_runs", min_runs),
-                                              ("min_seconds", min_seconds))
+                                              ("min_seconds", min_seconds),
+                                              ("profile", 1 if profile else None))
                 if value is not None}
     console = Console(stderr=True)
     with _Progress([t.name for t in boards], console) as progress:
