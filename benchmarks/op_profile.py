@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from toolkit.pipeline import deploy  # noqa: E402
-from toolkit.report_profile import profile_comparisons  # noqa: E402
+from toolkit.report_profile import heaviest, profile_comparisons  # noqa: E402
 from toolkit.results import ResultRecord  # noqa: E402
 from toolkit.units import format_duration  # noqa: E402
 
@@ -48,9 +48,8 @@ def floor_target(folder: Path, python: Path) -> Path:
 
 
 def top3(record: ResultRecord) -> tuple[str, ...]:
-    profile = record.profile or {}
-    rows = sorted(profile.get("ops", []), key=lambda row: -float(row["mean_us"]))[:3]
-    return tuple(f"#{row['index']} {row['op']}" for row in rows)
+    rows = heaviest(record.profile or {})[:3]
+    return tuple(f"#{row['index']} {row.get('node_op') or row['op']}" for row in rows)
 
 
 def line(model: str, repeat: int, record: ResultRecord) -> str:
@@ -78,7 +77,7 @@ def main() -> int:
                      "V/bin/pip install tflite-runtime==2.14.0 'numpy<2')")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     table = ["| model | runtime | variant | repeat | unprofiled p50 | profiled total p50 | "
-             "overhead | ops sum / total | three heaviest ops (mean) |",
+             "overhead | ops sum / total | three heaviest ops (p50) |",
              "|---|---|---|---:|---:|---:|---:|---|---|"]
     rankings: dict[tuple[str, str, str], list[tuple[str, ...]]] = {}
     slower: list[str] = []
@@ -102,8 +101,10 @@ def main() -> int:
     print("\n".join(table))
     print("\nThree heaviest operators, same ranking in every repeat?")
     for (model, runtime, variant), seen in rankings.items():
-        stable = "stable" if len(set(seen)) == 1 else "CHANGED: " + " / ".join(
-            ", ".join(ranking) for ranking in dict.fromkeys(seen))
+        stable = "same order every time" if len(set(seen)) == 1 else (
+            "same three, order changed" if len({frozenset(r) for r in seen}) == 1
+            else "CHANGED") + ": " + " / ".join(", ".join(ranking)
+                                               for ranking in dict.fromkeys(seen))
         if not any(seen):
             stable = "no profile"
         print(f"- {model}, {runtime}, {variant}: {stable}")

@@ -67,7 +67,8 @@ XNNPACK_FAMILIES: dict[str, tuple[str, ...]] = {
     "Convolution": ("CONV_2D", "DEPTHWISE_CONV_2D"),
     "Depthwise Convolution": ("DEPTHWISE_CONV_2D",),
     "Deconvolution": ("TRANSPOSE_CONV",),
-    "Fully Connected": ("FULLY_CONNECTED", "BATCH_MATMUL"),
+    # XNNPACK runs a 1x1 convolution as a fully connected operator.
+    "Fully Connected": ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D"),
     "Batch Matrix Multiply": ("BATCH_MATMUL",),
     "Max Pooling": ("MAX_POOL_2D",), "Average Pooling": ("AVERAGE_POOL_2D",),
     "Global Average Pooling": ("MEAN", "AVERAGE_POOL_2D"), "Mean": ("MEAN",),
@@ -80,6 +81,8 @@ XNNPACK_FAMILIES: dict[str, tuple[str, ...]] = {
     "Leaky ReLU": ("LEAKY_RELU",), "Resize Bilinear": ("RESIZE_BILINEAR",),
     "Slice": ("SLICE", "STRIDED_SLICE"), "Square Root": ("SQRT",),
 }
+#: Nodes XNNPACK may fold into the operator after them (a PAD into a convolution's padding).
+XNNPACK_FOLDED = ("PAD", "PADV2")
 
 
 def unavailable(runtime: Runtime) -> str | None:
@@ -250,8 +253,9 @@ def _op_type(tag: str, kind: int) -> str:
 def _map_nodes(events: list[tuple[str, int, int, float]],
                nodes: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Row -> TFLite node: nodes by index for the interpreter's own rows; XNNPACK rows in
-    order onto the nodes that did not run as themselves, only when the counts agree and
-    every pair fits :data:`XNNPACK_FAMILIES`."""
+    order onto the nodes that did not run as themselves, only when every pair fits
+    :data:`XNNPACK_FAMILIES` (a node of :data:`XNNPACK_FOLDED` may have been folded into
+    the next operator) and every node is accounted for; else XNNPACK rows stay unmapped."""
     by_index = {node["index"]: node for node in nodes}
     mapped = {column: by_index[meta] for column, (_tag, kind, meta, _t) in enumerate(events)
               if kind == OPERATOR_EVENT and meta in by_index}
@@ -259,25 +263,38 @@ def _map_nodes(events: list[tuple[str, int, int, float]],
     delegated = [node for node in nodes if node["index"] not in own
                  and not node["op"].startswith("DELEGATE")]
     xnn = [column for column, event in enumerate(events) if event[1] == DELEGATE_PROFILED_EVENT]
-    if xnn and len(xnn) == len(delegated) and all(
-            node["op"] in XNNPACK_FAMILIES.get(_op_type(events[column][0],
-                                                        DELEGATE_PROFILED_EVENT), ())
-            for column, node in zip(xnn, delegated)):
-        mapped.update(zip(xnn, delegated))
+    aligned: dict[int, dict[str, Any]] = {}
+    at = 0
+    for column in xnn:
+        family = XNNPACK_FAMILIES.get(_op_type(events[column][0], DELEGATE_PROFILED_EVENT), ())
+        while at < len(delegated) and delegated[at]["op"] not in family \
+                and delegated[at]["op"] in XNNPACK_FOLDED:
+            at += 1
+        if at == len(delegated) or delegated[at]["op"] not in family:
+            return mapped
+        aligned[column] = delegated[at]
+        at += 1
+    if all(node["op"] in XNNPACK_FOLDED for node in delegated[at:]):
+        mapped.update(aligned)
     return mapped
 
 
-def _split_runs(events: list[tuple[str, int, int, float]]
+def _split_runs(events: list[tuple[str, int, int, int, float]]
                 ) -> list[tuple[float, list[tuple[str, int, int, float]]]]:
-    """Cut a stream of events into runs at each interpreter "Invoke" event.
+    """Cut a stream of (tag, type, metadata1, subgraph, elapsed us) events into runs at
+    each "Invoke" event of the main subgraph.
 
     The "Invoke" event is recorded when the run begins (begin/end events are stored at
     their begin) and its elapsed time is the run's total; operator events follow it.
+    Only the main subgraph's events count: a control-flow node's time already holds its
+    body subgraphs', whose node indices are not the main subgraph's.
     XNNPACK reports its operators itself (no event for its delegate node), so node events
     of a delegate are dropped when its operators are there, or they would count twice.
     """
     runs: list[tuple[float, list[tuple[str, int, int, float]]]] = []
-    for tag, kind, meta, elapsed in events:
+    for tag, kind, meta, subgraph, elapsed in events:
+        if subgraph != 0:
+            continue
         if kind == DEFAULT_EVENT and tag == "Invoke":
             runs.append((elapsed, []))
         elif runs and kind in (OPERATOR_EVENT, DELEGATE_PROFILED_EVENT):
@@ -493,14 +510,15 @@ class _LiteRtCalls:
         self.call("LiteRtResetProfiler", self.profiler)
         self.call("LiteRtStartProfiler", self.profiler)
 
-    def events(self) -> list[tuple[str, int, int, float]]:
+    def events(self) -> list[tuple[str, int, int, int, float]]:
         self.call("LiteRtStopProfiler", self.profiler)
         count = ctypes.c_int()
         self.call("LiteRtGetNumProfilerEvents", self.profiler, ctypes.byref(count))
         raw = (_ProfiledEventData * count.value)()
         self.call("LiteRtGetProfilerEvents", self.profiler, count, raw)
         return [((event.tag or b"").decode("utf-8", "replace"), int(event.event_type),
-                 int(event.event_metadata1), float(event.elapsed_time_us)) for event in raw]
+                 int(event.event_metadata1), int(event.event_metadata2),
+                 float(event.elapsed_time_us)) for event in raw]
 
 
 # --- tflite-runtime 2.14: Interpreter::SetProfiler -------------------------------------------
@@ -526,7 +544,8 @@ class _Recorder:
     """A ``tflite::Profiler`` whose methods are Python: events timed with perf_counter_ns.
 
     Events are kept in begin order (as the runtime's own buffer keeps them) as
-    [tag, type, metadata1, elapsed us]; a begun event's elapsed time is filled at its end.
+    [tag, type, metadata1, metadata2 (the subgraph), elapsed us]; a begun event's elapsed
+    time is filled at its end.
     """
 
     def __init__(self) -> None:
@@ -535,26 +554,27 @@ class _Recorder:
         self.recording = False
         clock = time.perf_counter_ns
 
-        def begin(_self: int, tag: bytes | None, kind: int, meta1: int, _meta2: int) -> int:
+        def begin(_self: int, tag: bytes | None, kind: int, meta1: int, meta2: int) -> int:
             if not self.recording:
                 return 0
-            self.events.append([(tag or b"").decode("utf-8", "replace"), kind, meta1, 0.0])
+            self.events.append([(tag or b"").decode("utf-8", "replace"), kind, meta1, meta2,
+                                0.0])
             self.started.append(clock())
             return len(self.events)
 
         def end(_self: int, handle: int) -> None:
             now = clock()
             if handle and handle <= len(self.events):
-                self.events[handle - 1][3] = (now - self.started[handle - 1]) / 1e3
+                self.events[handle - 1][4] = (now - self.started[handle - 1]) / 1e3
 
         def end_with_metadata(_self: int, handle: int, _meta1: int, _meta2: int) -> None:
             end(_self, handle)
 
         def add(_self: int, tag: bytes | None, kind: int, metric: int, meta1: int,
-                _meta2: int) -> None:
+                meta2: int) -> None:
             if self.recording:  # XNNPACK's operators: elapsed whole microseconds
                 self.events.append([(tag or b"").decode("utf-8", "replace"), kind, meta1,
-                                    float(metric)])
+                                    meta2, float(metric)])
                 self.started.append(0)
 
         def nothing(*_args: Any) -> None:
@@ -600,7 +620,8 @@ def _tflite_runtime_events(runtime: Runtime, model_path: Path, threads: int,
         recorder.recording = False
     finally:
         set_profiler(native, None)
-    events = [(tag, kind, meta, elapsed) for tag, kind, meta, elapsed in recorder.events]
+    events = [(tag, kind, meta1, meta2, elapsed)
+              for tag, kind, meta1, meta2, elapsed in recorder.events]
     method = (f"tflite::Interpreter::SetProfiler with a ctypes profiler, "
               f"{threads or 'default'} thread(s)")
     return method, _split_runs(events)

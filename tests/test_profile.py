@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from device_agent.profiler import operator_versions
+from device_agent.profiler import DELEGATE_PROFILED_EVENT, operator_versions, summarize
 from toolkit.report import render_html, render_markdown
 
 from .conftest import DIGITS_MODEL
@@ -116,6 +116,23 @@ def test_tflite_runtime_214_profiles_its_own_nodes(digits_pair: Path,
     assert {row["source"] for row in fp32["profile"]["ops"]} == {"xnnpack"}
     assert [row["node_op"] for row in fp32["profile"]["ops"]] == model_ops(
         digits_pair / "fp32.tflite")
+
+
+def test_xnnpack_rows_map_to_nodes_across_a_folded_pad() -> None:
+    """MobileNetV2-96's shape: XNNPACK folds each PAD into the depthwise convolution after
+    it and runs 1x1 convolutions as fully connected operators; its rows still name their
+    nodes.  An operator that fits no node leaves every XNNPACK row unmapped."""
+    nodes = [{"index": i, "op": op} for i, op in enumerate(
+        ["PAD", "DEPTHWISE_CONV_2D", "CONV_2D", "MEAN", "FULLY_CONNECTED"])]
+    xnn = ["Convolution (NHWC, F32) DWConv", "Fully Connected (NC, F32) GEMM",
+           "Global Average Pooling (NWC, F32)", "Fully Connected (NC, F32) GEMM"]
+    runs = [(10.0, [(tag, DELEGATE_PROFILED_EVENT, i, 2.0) for i, tag in enumerate(xnn)])] * 3
+    profile = summarize(runs, nodes)
+    assert [row["node"] for row in profile["ops"]] == [1, 2, 3, 4]
+    assert profile["coverage"] == pytest.approx(0.8)
+    odd = [(10.0, [(tag, DELEGATE_PROFILED_EVENT, i, 2.0)
+                   for i, tag in enumerate(["Softmax (NC, F32)", *xnn])])]
+    assert all("node" not in row for row in summarize(odd, nodes)["ops"])
 
 
 def stand_in_runtime(tmp_path: Path, version: str) -> dict[str, str]:

@@ -73,7 +73,7 @@ def profile_sections(run: StoredRun) -> list[ProfileSection]:
                                            error=str(profile["error"])))
             continue
         plot_id = f"plot-profile-{_slug(result.target)}-{_slug(result.variant)}"
-        top = sorted(profile.get("ops", []), key=lambda row: -float(row["mean_us"]))[:TOP_OPS]
+        top = heaviest(profile)[:TOP_OPS]
         bars = [svgplot.BarRow(_op_label(row), [(float(row["mean_us"]),
                                                  f"{_us(row['mean_us'])} ({_share(row)})")],
                                key=f"{result.target}/{result.variant}") for row in top]
@@ -91,6 +91,13 @@ def profile_sections(run: StoredRun) -> list[ProfileSection]:
                        "time": _us(row["mean_us"]), "share": _share(row)} for row in top),
             svg=svg, plot_id=plot_id))
     return sections
+
+
+def heaviest(profile: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The profile's rows, heaviest first: by p50 (robust to a shared machine's stalls),
+    then by mean (XNNPACK's whole microseconds tie small operators' p50)."""
+    return sorted(profile.get("ops", []), key=lambda row: (
+        -float(row.get("p50_us", row["mean_us"])), -float(row["mean_us"])))
 
 
 def profile_summary(result: ResultRecord, profile: Mapping[str, Any]) -> str:
@@ -123,10 +130,23 @@ def profile_comparisons(run: StoredRun) -> list[ProfileComparison]:
     return comparisons
 
 
+def _by_node_type(profile: Mapping[str, Any]) -> dict[str, float]:
+    """Mean time per run by op type, typed by the TFLite node where a row names one.
+
+    Two variants' rows may come from different kernels (XNNPACK's operators for fp32, the
+    interpreter's own nodes for int8 on tflite-runtime 2.14): the node's op is the name
+    both share, XNNPACK's operator family the fallback where no node is known.
+    """
+    totals: dict[str, float] = {}
+    for row in profile.get("ops", []):
+        key = str(row.get("node_op") or row["op"])
+        totals[key] = totals.get(key, 0.0) + float(row["mean_us"])
+    return totals
+
+
 def _compare(target: str, variant: str, fp32: Mapping[str, Any],
              quantized: Mapping[str, Any]) -> ProfileComparison:
-    before = {str(e["op"]): float(e["mean_us"]) for e in fp32.get("by_type", [])}
-    after = {str(e["op"]): float(e["mean_us"]) for e in quantized.get("by_type", [])}
+    before, after = _by_node_type(fp32), _by_node_type(quantized)
     types = sorted(set(before) | set(after), key=lambda op: -max(before.get(op, 0.0),
                                                                   after.get(op, 0.0)))
     floor = SLOWER_SHARE * float(fp32.get("ops_sum_us", 0.0))
@@ -145,6 +165,9 @@ def _compare(target: str, variant: str, fp32: Mapping[str, Any],
     slower.sort(reverse=True)
     sentence = (f"{variant} is slower than fp32 in: " + "; ".join(text for _d, text in slower)
                 if slower else f"no op type is slower in {variant} than in fp32")
+    if not set(before) & set(after):
+        sentence = (f"not comparable per op type: fp32 and {variant} ran different kernels "
+                    "whose operators could not be matched to the model's nodes")
     plot_id = f"plot-profile-compare-{_slug(target)}-{_slug(variant)}"
     bars = [svgplot.BarRow(op, [(before.get(op, 0.0), _us(before.get(op, 0.0))),
                                 (after.get(op, 0.0), _us(after.get(op, 0.0)))], key=op)
