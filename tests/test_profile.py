@@ -192,3 +192,13 @@ def test_edge_deploy_profile_stores_the_profile_with_the_run(tmp_path: Path) -> 
     assert profile is not None and profile["ops"], profile
     report = (tmp_path / "out" / "runs" / run_id / "report.md").read_text()
     assert "Per-operator profile" in report and "profiling cost" in report
+
+
+def test_deploy_and_bench_both_take_profile() -> None:
+    from click.testing import CliRunner
+
+    from toolkit.cli import main
+
+    for command in ("deploy", "bench"):
+        shown = CliRunner().invoke(main, [command, "--help"], catch_exceptions=False).output
+        assert "--profile" in shown and "operator by operator" in shown, command
