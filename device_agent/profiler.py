@@ -231,7 +231,9 @@ def summarize(runs: list[tuple[float, list[tuple[str, int, int, float]]]],
         ops.append(row)
     by_type: dict[str, dict[str, Any]] = {}
     for row in ops:
-        entry = by_type.setdefault(row["op"], {"op": row["op"], "count": 0, "mean_us": 0.0})
+        # Typed by the model's node where the row names one: CONV_2D, not XNNPACK's family.
+        kind_of = row.get("node_op") or row["op"]
+        entry = by_type.setdefault(kind_of, {"op": kind_of, "count": 0, "mean_us": 0.0})
         entry["count"] += 1
         entry["mean_us"] += row["mean_us"]
     summary = sorted(by_type.values(), key=lambda entry: -entry["mean_us"])

@@ -164,7 +164,8 @@ def digits_profile(int8: bool) -> dict:
                     "output_shape": shape, "share": mean / total})
     by_type: dict[str, dict] = {}
     for row in ops:
-        entry = by_type.setdefault(row["op"], {"op": row["op"], "count": 0, "mean_us": 0.0})
+        entry = by_type.setdefault(row["node_op"], {"op": row["node_op"], "count": 0,
+                                                    "mean_us": 0.0})
         entry["count"] += 1
         entry["mean_us"] += row["mean_us"]
     summed = sum(row["mean_us"] for row in ops)
