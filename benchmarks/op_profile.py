@@ -80,6 +80,7 @@ def main() -> int:
              "overhead | ops sum / total | three heaviest ops (p50) |",
              "|---|---|---|---:|---:|---:|---:|---|---|"]
     rankings: dict[tuple[str, str, str], list[tuple[str, ...]]] = {}
+    gaps: dict[tuple[str, str, str], list[float]] = {}
     slower: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edge-profile-") as scratch:
         folder = Path(scratch)
@@ -92,8 +93,13 @@ def main() -> int:
                                      settings=SETTINGS, conversion_cache=folder / "cache")
                     for record in outcome.run.results:
                         table.append(line(model, repeat, record))
-                        rankings.setdefault((model, record.runtime, record.variant),
-                                            []).append(top3(record))
+                        key = (model, record.runtime, record.variant)
+                        rankings.setdefault(key, []).append(top3(record))
+                        profile = record.profile or {}
+                        if profile.get("ops"):
+                            gaps.setdefault(key, []).append(
+                                (profile["total_us"]["mean"] - profile["ops_sum_us"])
+                                / len(profile["ops"]))
                     if model == "MobileNetV2-96":
                         runtime = outcome.run.results[0].runtime
                         slower += [f"- {runtime}, repeat {repeat}: {c.slower}"
@@ -108,6 +114,10 @@ def main() -> int:
         if not any(seen):
             stable = "no profile"
         print(f"- {model}, {runtime}, {variant}: {stable}")
+    print("\nTime of the profiled run outside the operators, per operator row (the "
+          "interpreter between operators and the profiler's own bookkeeping):")
+    for (model, runtime, variant), per_op in gaps.items():
+        print(f"- {model}, {runtime}, {variant}: {sum(per_op) / len(per_op):.2f} us")
     print("\nMobileNetV2-96, fp32 against int8 per op type on this CPU:")
     print("\n".join(slower))
     return 0
