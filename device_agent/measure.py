@@ -115,6 +115,8 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
             min_top1=float(settings["output_min_top1"]))
     if every > 1:
         figures["latency_samples_every"] = every
+    if float(settings["profile"]) > 0:
+        figures["profile"] = _profile_pass(runtime, model_path, threads, inputs, figures)
     figures["verdict"] = judge(figures, settings)
     return figures
 
@@ -148,6 +150,16 @@ def _energy_pass(interpreter: Any, reader: PowerReader, settings: dict[str, Any]
     else:
         power.update(summarize_power(raw, idle=idle, active=active, runs=power["runs"]))
     return power
+
+
+def _profile_pass(runtime: Runtime, model_path: Path, threads: int, inputs: list[np.ndarray],
+                  figures: dict[str, Any]) -> dict[str, Any]:
+    """The per-operator profile, in a pass (and a child process) of its own, after every
+    figure above: profiling slows the runs, so whole-model latency never comes from it."""
+    from .profiler import profile_in_child  # only jobs that ask for it load the ctypes code
+
+    return profile_in_child(runtime, model_path, threads=threads, inputs=inputs,
+                            baseline_ms=float(figures["latency_ms"]["p50"]))
 
 
 def _measuring_inputs(interpreter: Any, reference: dict[str, list[np.ndarray]] | None

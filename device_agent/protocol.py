@@ -28,7 +28,9 @@ agent does not send them, an older host's job does not set them):
   (the verdicts and latency summaries of measurements of this variant that were INVALID only
   for their spread and were measured again, setting ``attempts``; the variant's figures are
   its last attempt's), ``accelerator`` (what ran: requested and used accelerator, API,
-  adapter, fully accelerated or not; see :mod:`device_agent.accelerators`).
+  adapter, fully accelerated or not; see :mod:`device_agent.accelerators`), ``profile``
+  (setting ``profile``: the per-operator profile of :mod:`device_agent.profiler`, or
+  ``{"error": ...}`` saying why there is none).
 - job: per-variant ``accelerator`` (an ``--accelerator`` sweep); settings ``accelerator``,
   ``api``, ``delegate`` and ``delegate_options``.
 
@@ -84,6 +86,7 @@ OPTIONAL_SETTINGS: dict[str, Any] = {
     "output_min_top1": 0.99,     # top-1 agreement required against the host's outputs
     "job_timeout_seconds": 0.0,  # the whole job's deadline (0: job_budget_seconds computes it)
     "attempts": 2,               # measurements at most of a variant INVALID only for its spread
+    "profile": 0,                # 1: a per-operator profile in a pass of its own (profiler)
 }
 #: Text settings: which power sensor (see device_agent.power.POWER_SENSORS), which rail,
 #: a command that prints watts (an external meter), and the thermal zones that matter on
@@ -307,10 +310,33 @@ def _validate_optional_figures(variant: dict[str, Any], where: str) -> None:
         accelerator = _require_dict(variant["accelerator"], f"{where}.accelerator")
         for key in ("requested", "used", "api"):
             _require_type(accelerator.get(key), str, f"{where}.accelerator.{key}")
+    if "profile" in variant:
+        _validate_profile(variant["profile"], f"{where}.profile")
     if "earlier_attempts" in variant:
         _require_type(variant["earlier_attempts"], list, f"{where}.earlier_attempts")
         for index, attempt in enumerate(variant["earlier_attempts"]):
             _require_dict(attempt, f"{where}.earlier_attempts[{index}]")
+
+
+def _validate_profile(profile: Any, where: str) -> None:
+    """A per-operator profile: one error line, or rows, a by-type summary and totals."""
+    profile = _require_dict(profile, where)
+    if "error" in profile:
+        _require_type(profile["error"], str, f"{where}.error")
+        return
+    for key in ("ops", "by_type"):
+        for index, entry in enumerate(_require_list(profile.get(key), f"{where}.{key}")):
+            row = _require_dict(entry, f"{where}.{key}[{index}]")
+            _require_type(row.get("op"), str, f"{where}.{key}[{index}].op")
+            _require_number(row.get("mean_us"), f"{where}.{key}[{index}].mean_us", minimum=0)
+    total = _require_dict(profile.get("total_us"), f"{where}.total_us")
+    _require_number(total.get("p50"), f"{where}.total_us.p50", minimum=0)
+    _require_number(profile.get("ops_sum_us"), f"{where}.ops_sum_us", minimum=0)
+
+
+def _require_list(value: Any, where: str) -> list[Any]:
+    _require_type(value, list, where)
+    return value  # type: ignore[no-any-return]
 
 
 def _check_version(document: dict[str, Any], where: str) -> None:

@@ -136,6 +136,55 @@ def crowded_run() -> StoredRun:
         for index, name in enumerate(names)])
 
 
+#: The digits CNN's XNNPACK operators (op, kernel, node op, output shape) as ai-edge-litert 2.3
+#: profiled them on this machine, with fp32 and int8 mean times per run (us).
+DIGITS_OPS = (
+    ("Static Reshape", "Static Reshape (NC)", "RESHAPE", [1, 8, 8, 1], 0.065, 0.067),
+    ("Convolution", "Convolution (NHWC, {}) IGEMM", "DEPTHWISE_CONV_2D", [1, 8, 8, 16],
+     0.463, 3.64),
+    ("Convolution", "Convolution (NHWC, {}) IGEMM", "CONV_2D", [1, 8, 8, 32], 17.1, 20.6),
+    ("Max Pooling", "Max Pooling (NHWC, {})", "MAX_POOL_2D", [1, 4, 4, 32], 0.115, 0.069),
+    ("Transpose", "Transpose (ND, {}) Transpose", "TRANSPOSE", [1, 32, 4, 4], 0.041, 0.083),
+    ("Static Reshape", "Static Reshape (NC)", "RESHAPE", [1, 512], 0.0, 0.0),
+    ("Fully Connected", "Fully Connected (NC, {}) GEMM", "FULLY_CONNECTED", [1, 64], 3.87, 1.26),
+    ("Fully Connected", "Fully Connected (NC, {}) GEMM", "FULLY_CONNECTED", [1, 10], 0.026,
+     0.001),
+)
+
+
+def digits_profile(int8: bool) -> dict:
+    """A per-operator profile of the digits CNN shaped like the agent's (``--profile``)."""
+    total = 47.0 if int8 else 41.0
+    ops = []
+    for index, (op, kernel, node_op, shape, fp32_us, int8_us) in enumerate(DIGITS_OPS):
+        mean = int8_us if int8 else fp32_us
+        ops.append({"index": index, "op": op, "kernel": kernel.format("QC8" if int8 else "F32"),
+                    "source": "xnnpack", "p50_us": float(round(mean)), "mean_us": mean,
+                    "node": index, "node_op": node_op, "version": 3 if int8 else 1,
+                    "output_shape": shape, "share": mean / total})
+    by_type: dict[str, dict] = {}
+    for row in ops:
+        entry = by_type.setdefault(row["node_op"], {"op": row["node_op"], "count": 0,
+                                                    "mean_us": 0.0})
+        entry["count"] += 1
+        entry["mean_us"] += row["mean_us"]
+    summed = sum(row["mean_us"] for row in ops)
+    return {"method": "LiteRT C API profiler (CompiledModel, CPU, XNNPACK, 1 thread(s))",
+            "runs": 1000, "ops": ops,
+            "by_type": [dict(e, share=e["mean_us"] / total) for e in
+                        sorted(by_type.values(), key=lambda e: -e["mean_us"])],
+            "total_us": {"p50": total, "mean": total}, "ops_sum_us": summed,
+            "coverage": summed / total, "overhead": total / (18.2 if int8 else 11.5) - 1}
+
+
+def profiled_run() -> StoredRun:
+    """fp32 and int8 of the digits CNN with per-operator profiles (edge deploy --profile)."""
+    fp32 = measured("fp32", 0.0115, seed=1)
+    int8 = measured("int8", 0.0182, seed=2)
+    fp32["profile"], int8["profile"] = digits_profile(False), digits_profile(True)
+    return make_run("r-profile", [fp32, int8])
+
+
 CASES = {"readme": readme_run, "thread-sweep": thread_sweep_run, "two-boards": two_board_run,
          "failed-variant": failed_variant_run, "everything": everything_run,
-         "crowded": crowded_run}
+         "crowded": crowded_run, "profile": profiled_run}

@@ -33,6 +33,7 @@ from .cli_options import (
     min_seconds_option,
     out_dir_option,
     priority_option,
+    profile_option,
     store_option,
     targets_dir_option,
     targets_option,
@@ -86,6 +87,7 @@ def main() -> None:
 @priority_option
 @min_runs_option
 @min_seconds_option
+@profile_option
 @click.option("--threads", "threads", callback=lambda _ctx, _param, value: _thread_counts(value),
               help="Thread counts to sweep, e.g. 1,2,4 [default: the target's setting].")
 @accelerator_option
@@ -110,7 +112,7 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
            coordinator: str | None, priority: int, min_runs: int | None,
-           min_seconds: float | None, threads: list[int] | None,
+           min_seconds: float | None, profile: bool, threads: list[int] | None,
            accelerators: list[str] | None, api: str | None, cooldown: float | None,
            cooldown_to: float | None,
            power_sensor: str | None, power_command: str | None, conversion_cache: Path,
@@ -132,7 +134,7 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
                 (("min_runs", min_runs), ("min_seconds", min_seconds),
                  ("cooldown_seconds", cooldown), ("cooldown_to_c", cooldown_to),
                  ("power_sensor", power_sensor), ("power_command", power_command),
-                 ("api", api))
+                 ("api", api), ("profile", 1 if profile else None))
                 if value is not None}
     recipes = recipe or ("fp32," + BUDGET_CANDIDATES if max_accuracy_drop is not None
                          else "fp32,int8")

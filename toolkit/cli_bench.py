@@ -21,6 +21,7 @@ from .cli_options import (
     min_seconds_option,
     out_dir_option,
     priority_option,
+    profile_option,
     store_option,
     targets_dir_option,
     targets_option,
@@ -93,6 +94,7 @@ class _Progress:
 @min_seconds_option
 @accelerator_option
 @api_option
+@profile_option
 @click.option("--busy-wait", type=click.FloatRange(min=0), default=DEFAULT_BUSY_WAIT_SECONDS,
               show_default=True, help="Seconds to wait for a board another job holds.")
 @click.option("--health-check/--no-health-check", default=True, show_default=True,
@@ -102,7 +104,7 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
                   targets_dir: Path | None, coordinator: str | None, priority: int,
                   recipe: str, out_dir: Path,
                   store_path: str | None, min_runs: int | None, min_seconds: float | None,
-                  accelerators: list[str] | None, api: str | None,
+                  accelerators: list[str] | None, api: str | None, profile: bool,
                   busy_wait: float, health_check: bool, as_json: bool) -> None:
     """Run every MODEL's recipes on every board at once; one stored run per model.
 
@@ -124,7 +126,8 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
     boards = load_lab(lab_file, targets_dir).select_jobs(targets, coordinator=coordinator,
                                                          priority=priority)
     settings = {key: value for key, value in (("min_runs", min_runs),
-                                              ("min_seconds", min_seconds), ("api", api))
+                                              ("min_seconds", min_seconds), ("api", api),
+                                              ("profile", 1 if profile else None))
                 if value is not None}
     console = Console(stderr=True)
     with _Progress([t.name for t in boards], console) as progress:

@@ -56,6 +56,11 @@ min_seconds_option = click.option(
     "--min-seconds", type=click.FloatRange(min=0),
     help=f"Measured seconds at least [default: {DEFAULT_SETTINGS['min_seconds']:g}].")
 
+profile_option = click.option(
+    "--profile", is_flag=True,
+    help="Also profile each variant operator by operator on the board, in a pass of its own "
+         "(whole-model latency still comes from the unprofiled runs); shown in the report.")
+
 output_file_option = click.option(
     "-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
     help="Write to this file (whole, or not at all) instead of standard output.")

@@ -31,6 +31,7 @@ import jinja2
 from . import svgplot
 from .defaults import FORMATS as FORMATS
 from .errors import UsageError
+from .report_profile import profile_comparisons, profile_sections
 from .results import ResultRecord
 from .store import StoredRun, export_json
 from .units import format_duration
@@ -184,7 +185,8 @@ def render_markdown(run: StoredRun, *, baseline: StoredRun | None = None) -> str
     rows = report_rows(run, baseline)
     return _TEMPLATES.get_template("report.md.j2").render(
         run=run, baseline=baseline, by_target=_by_target(rows), boards=_boards(run),
-        has_energy=any(r.energy for r in rows))
+        has_energy=any(r.energy for r in rows), profiles=profile_sections(run),
+        comparisons=profile_comparisons(run))
 
 
 def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
@@ -192,7 +194,8 @@ def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
     return _TEMPLATES.get_template("report.html.j2").render(
         run=run, baseline=baseline, rows=rows, boards=_boards(run), plots=report_plots(run),
         has_energy=any(r.energy for r in rows), has_notes=any(r.note for r in rows),
-        runtimes=sorted({r.runtime for r in rows if r.runtime}), cross_board=_cross_board(run))
+        runtimes=sorted({r.runtime for r in rows if r.runtime}), cross_board=_cross_board(run),
+        profiles=profile_sections(run), comparisons=profile_comparisons(run))
 
 
 def write_report(run: StoredRun, out_dir: Path) -> dict[str, Path]:

@@ -265,6 +265,14 @@ class ResultRecord:
         return None if value is None else 1000.0 * value
 
     @property
+    def profile(self) -> Mapping[str, Any] | None:
+        """The board's per-operator profile (``--profile``): rows in run order (``ops``), a
+        summary by op type (``by_type``), the profiled pass's total and overhead, or
+        ``{"error": ...}``; None when no profile was asked for."""
+        profile = self.measured.get("profile")
+        return profile if isinstance(profile, Mapping) else None
+
+    @property
     def thermal(self) -> Mapping[str, Any]:
         thermal = self.measured.get("thermal")
         return thermal if isinstance(thermal, Mapping) else {}

@@ -1,0 +1,204 @@
+"""The per-operator profile (setting ``profile``, ``--profile``) on the real digits CNN, on both
+runtimes: rows in run order that are the model's own operators, a total they account for,
+the overhead stated, and one clean error line (the variant still measured) where no route
+works."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device_agent.profiler import DELEGATE_PROFILED_EVENT, operator_versions, summarize
+from toolkit.report import render_html, render_markdown
+
+from .conftest import DIGITS_MODEL
+from .records import make_run, record
+from .test_agent import run_agent
+
+#: Quick runs: the profile is the subject; no limit on the spread of a busy test machine.
+SETTINGS = {"profile": 1, "max_cv": 0.0, "cooldown_seconds": 0, "min_seconds": 0.05}
+
+
+@pytest.fixture(scope="module")
+def digits_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the digits CNN as fp32.tflite and int8.tflite (full-integer static)."""
+    from toolkit.compress import Fp32Config, Int8StaticConfig, compress
+    from toolkit.model import load_model_source
+
+    folder = tmp_path_factory.mktemp("digits-pair")
+    source = load_model_source(DIGITS_MODEL)
+    for config in (Fp32Config(), Int8StaticConfig()):
+        compress(source, config, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def litert_profiles(digits_pair: Path) -> dict[str, dict[str, Any]]:
+    """fp32 and int8 measured with ``profile`` by the agent on ai-edge-litert (this venv)."""
+    result = run_agent(digits_pair, [{"name": n, "file": f"{n}.tflite"} for n in ("fp32", "int8")],
+                       {**SETTINGS, "runtime": "ai-edge-litert"})
+    return {variant["name"]: variant for variant in result["variants"]}
+
+
+def model_ops(path: Path) -> list[str]:
+    """The model's operators in node order, as the interpreter reads the file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [op["op_name"] for op in Interpreter(model_path=str(path))._get_ops_details()]
+
+
+def test_litert_rows_are_the_models_operators_in_run_order(
+        litert_profiles: dict[str, dict[str, Any]], digits_pair: Path) -> None:
+    for name, measured in litert_profiles.items():
+        assert measured["status"] == "ok" and measured["latency_ms"]["p50"] > 0
+        profile = measured["profile"]
+        assert "error" not in profile, profile
+        ops = model_ops(digits_pair / f"{name}.tflite")
+        rows = profile["ops"]
+        assert [row["index"] for row in rows] == list(range(len(rows)))
+        # XNNPACK ran one operator per node: each row names its node, in node order.
+        assert [row["node"] for row in rows] == list(range(len(ops)))
+        assert [row["node_op"] for row in rows] == ops
+        assert all(row["source"] == "xnnpack" and row["p50_us"] >= 0 for row in rows)
+        assert rows[2]["output_shape"] == [1, 8, 8, 32]  # the second convolution
+        assert [row["version"] for row in rows] == operator_versions(
+            (digits_pair / f"{name}.tflite").read_bytes())
+        assert {entry["op"] for entry in profile["by_type"]} == set(ops)
+        assert profile["ops_sum_us"] == pytest.approx(
+            sum(row["mean_us"] for row in rows), rel=1e-6)
+        assert 0 < profile["ops_sum_us"] <= profile["total_us"]["mean"]
+        # Overhead is stated against the unprofiled p50, which stays the latency figure.
+        assert profile["overhead"] == pytest.approx(
+            profile["total_us"]["p50"] / (measured["latency_ms"]["p50"] * 1e3) - 1)
+        assert profile["runtime"] == measured["runtime"]
+
+
+def test_the_report_shows_profiles_and_names_what_int8_loses_in(
+        litert_profiles: dict[str, dict[str, Any]]) -> None:
+    results = []
+    for name, measured in litert_profiles.items():
+        stored = record(name)
+        stored["profile"] = measured["profile"]
+        results.append(stored)
+    run = make_run("r1", results)
+    markdown, html = render_markdown(run), render_html(run)
+    for text in (markdown, html):
+        assert "Per-operator profile" in text
+        assert "fp32 against int8 on local" in text
+        assert "profiling cost" in text
+        assert "Convolution (NHWC, QC8) IGEMM" in text
+        assert "node 2 CONV_2D v3" in text  # the int8 node's version
+    assert 'id="plot-profile-local-fp32"' in html
+    assert 'id="plot-profile-compare-local-int8"' in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<script" not in html and "<link" not in html
+
+
+def test_tflite_runtime_214_profiles_its_own_nodes(digits_pair: Path,
+                                                   tflite_runtime_214: Path) -> None:
+    result = run_agent(digits_pair, [{"name": n, "file": f"{n}.tflite"} for n in ("int8", "fp32")],
+                       SETTINGS, python=str(tflite_runtime_214))
+    int8, fp32 = result["variants"]
+    assert int8["runtime"] == {"name": "tflite-runtime", "version": "2.14.0"}
+    # 2.14 runs int8 with its own kernels on x86: one row per TFLite node, in node order.
+    rows = int8["profile"]["ops"]
+    assert [row["op"] for row in rows] == model_ops(digits_pair / "int8.tflite")
+    assert all(row["source"] == "tflite" and row["node"] == row["index"] for row in rows)
+    profile = int8["profile"]
+    assert profile["ops_sum_us"] == pytest.approx(profile["total_us"]["mean"], rel=0.15)
+    assert profile["method"].startswith("tflite::Interpreter::SetProfiler")
+    # fp32 goes through XNNPACK, which reports its own operators to the same profiler.
+    assert {row["source"] for row in fp32["profile"]["ops"]} == {"xnnpack"}
+    assert [row["node_op"] for row in fp32["profile"]["ops"]] == model_ops(
+        digits_pair / "fp32.tflite")
+
+
+def test_xnnpack_rows_map_to_nodes_across_a_folded_pad() -> None:
+    """MobileNetV2-96's shape: XNNPACK folds each PAD into the depthwise convolution after
+    it and runs 1x1 convolutions as fully connected operators; its rows still name their
+    nodes.  An operator that fits no node leaves every XNNPACK row unmapped."""
+    nodes = [{"index": i, "op": op} for i, op in enumerate(
+        ["PAD", "DEPTHWISE_CONV_2D", "CONV_2D", "MEAN", "FULLY_CONNECTED"])]
+    xnn = ["Convolution (NHWC, F32) DWConv", "Fully Connected (NC, F32) GEMM",
+           "Global Average Pooling (NWC, F32)", "Fully Connected (NC, F32) GEMM"]
+    runs = [(10.0, [(tag, DELEGATE_PROFILED_EVENT, i, 2.0) for i, tag in enumerate(xnn)])] * 3
+    profile = summarize(runs, nodes)
+    assert [row["node"] for row in profile["ops"]] == [1, 2, 3, 4]
+    assert profile["coverage"] == pytest.approx(0.8)
+    odd = [(10.0, [(tag, DELEGATE_PROFILED_EVENT, i, 2.0)
+                   for i, tag in enumerate(["Softmax (NC, F32)", *xnn])])]
+    assert all("node" not in row for row in summarize(odd, nodes)["ops"])
+
+
+def stand_in_runtime(tmp_path: Path, version: str) -> dict[str, str]:
+    """A ``tflite-runtime`` of ``version`` whose Interpreter is ai-edge-litert's: a runtime
+    whose native library has no ``Interpreter::SetProfiler`` (ai-edge-litert's wrapper does
+    not export it), which is all the agent can tell."""
+    site = tmp_path / f"site-{version}"
+    (site / "tflite_runtime").mkdir(parents=True)
+    (site / "tflite_runtime" / "__init__.py").write_text("")
+    (site / "tflite_runtime" / "interpreter.py").write_text(
+        "from ai_edge_litert.interpreter import Interpreter  # noqa: F401\n")
+    (site / f"tflite_runtime-{version}.dist-info").mkdir()
+    (site / f"tflite_runtime-{version}.dist-info" / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: tflite-runtime\nVersion: {version}\n")
+    return {**os.environ, "PYTHONPATH": str(site)}
+
+
+@pytest.mark.parametrize(("version", "reason"), [
+    ("2.14.0", "Interpreter::SetProfiler is not exported"),
+    ("2.13.0", "the native profiler's layout is checked for ai-edge-litert 2.3, "
+               "tflite-runtime 2.14 only"),
+])
+def test_no_route_is_one_error_line_and_the_variant_is_still_measured(
+        tflite_copy: Path, tmp_path: Path, version: str, reason: str) -> None:
+    result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
+                       {**SETTINGS, "runtime": "tflite-runtime"},
+                       env=stand_in_runtime(tmp_path, version))
+    measured = result["variants"][0]
+    assert measured["status"] == "ok" and measured["runs"] >= 1
+    assert measured["verdict"]["status"] == "VALID"
+    error = measured["profile"]["error"]
+    assert error.startswith(f"per-op profile not available on tflite-runtime {version}: {reason}")
+    assert "\n" not in error and list(measured["profile"]) == ["error"]
+
+
+def test_without_the_setting_there_is_no_profile(tflite_copy: Path) -> None:
+    measured = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
+                         {"max_cv": 0.0})["variants"][0]
+    assert "profile" not in measured
+
+
+def test_edge_deploy_profile_stores_the_profile_with_the_run(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from toolkit.cli import main
+    from toolkit.store import ResultsStore
+
+    outcome = CliRunner().invoke(main, [
+        "deploy", str(DIGITS_MODEL), "--target", "local", "--recipe", "fp32", "--profile",
+        "--min-seconds", "0.05", "-q", "--json", "-o", str(tmp_path / "out")],
+        catch_exceptions=False)
+    assert outcome.exit_code in (0, 3), outcome.output
+    run_id = json.loads(outcome.stdout)["run_id"]
+    with ResultsStore(tmp_path / "out" / "results.sqlite") as store:
+        stored = store.get_run(run_id)
+    profile = stored.results[0].profile
+    assert profile is not None and profile["ops"], profile
+    report = (tmp_path / "out" / "runs" / run_id / "report.md").read_text()
+    assert "Per-operator profile" in report and "profiling cost" in report
+
+
+def test_deploy_and_bench_both_take_profile() -> None:
+    from click.testing import CliRunner
+
+    from toolkit.cli import main
+
+    for command in ("deploy", "bench"):
+        shown = CliRunner().invoke(main, [command, "--help"], catch_exceptions=False).output
+        assert "--profile" in shown and "operator by operator" in shown, command
