@@ -37,3 +37,19 @@ def test_mobilenet96_converts_without_transpose(tmp_path: Path) -> None:
     ops = {op["op"] for op in op_versions(variant.path)}
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= ops
     assert "TRANSPOSE" not in ops
+
+
+def test_what_a_model_files_imports_print_stays_off_the_terminal(
+        tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    # transformers imports torchao, which reports on descriptor 2 the CUDA kernels it cannot
+    # load, on every run; a model file's imports are the converters' business.
+    model = tmp_path / "chatty.py"
+    model.write_text("import os, sys\n"
+                     "os.write(2, b'Failed to load _C_mxfp8.so\\n')\n"
+                     "print('W1201 _pytree.py:630] register_constant', file=sys.stderr)\n"
+                     "import torch\n"
+                     "def build_model():\n    return torch.nn.Linear(2, 2).eval()\n"
+                     "def example_input():\n    return (torch.zeros(1, 2),)\n")
+    load_model_source(model)
+    shown = capfd.readouterr()
+    assert "_C_mxfp8" not in shown.err + shown.out and "_pytree" not in shown.err + shown.out

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._quiet import captured_native_output
 from .errors import ModelError
 
 LabelledSample = tuple[tuple[Any, ...], Any]
@@ -183,7 +184,10 @@ def _import_file(path: Path, digest: str) -> Any:
     namespace = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = namespace  # dataclasses and pickling look modules up here
     try:
-        spec.loader.exec_module(namespace)
+        # What its imports print goes (transformers imports torchao, which reports the
+        # CUDA kernels it cannot load, on every run): the converters' chatter, not the user's.
+        with captured_native_output():
+            spec.loader.exec_module(namespace)
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise ModelError(f"{path} failed to import: {_one_line(exc)}", path=path) from exc
