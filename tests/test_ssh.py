@@ -159,8 +159,11 @@ def test_deploy_over_ssh_gives_the_local_report_fields(sshd: Sshd, tmp_path: Pat
         documents[name] = json.loads(result.stdout)
     remote, local = documents["lab"]["results"], documents["local"]["results"]
     assert [r["variant"] for r in remote] == [r["variant"] for r in local] == ["tflite"]
+    # earlier_attempts is there only when a run was INVALID for its spread and measured
+    # again, which a loaded machine decides, not the transport.
+    retried = {"earlier_attempts"}
     for ssh_record, local_record in zip(remote, local, strict=True):
-        assert set(ssh_record) == set(local_record)
+        assert set(ssh_record) - retried == set(local_record) - retried
         assert ssh_record["status"] == "ok" and ssh_record["target"] == "lab"
         assert ssh_record["latency_ms"]["p50"] > 0
     # Only the verified artifacts and their output-check references stay in the cache:
