@@ -70,10 +70,16 @@ TIMING = textwrap.dedent('''
     runtime = find_runtime()
     import numpy as np
     example = np.load(job["example"])
-    interpreters = []
+    interpreters, refused = [], {}
     for path in job["files"]:
-        interpreter = runtime.interpreter_class(model_path=path, num_threads=job["threads"])
-        interpreter.allocate_tensors()
+        try:  # a file this runtime cannot run (int4 on 2.14) is named, not timed
+            interpreter = runtime.interpreter_class(model_path=path,
+                                                    num_threads=job["threads"])
+            interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            refused[path] = " ".join(str(exc).split())[:160]
+            interpreters.append(None)
+            continue
         details = interpreter.get_input_details()
         for n, (detail, tensor) in enumerate(zip(details, _random_inputs(interpreter))):
             given = example[f"input_{n}"]
@@ -86,11 +92,13 @@ TIMING = textwrap.dedent('''
         for step in range(len(interpreters)):
             index = (round_ + step) % len(interpreters)
             interpreter = interpreters[index]
+            if interpreter is None:
+                continue
             _warm_up(interpreter, runs=5, seconds=job["warmup_seconds"])
             samples = _measured_runs(interpreter, min_runs=job["min_runs"], max_runs=10**7,
                                      min_seconds=job["seconds"], max_seconds=600.0)
             rounds[index].append(statistics.median(samples) / 1e6)
-    print(json.dumps({"runtime": runtime.describe(), "rounds_ms": rounds}))
+    print(json.dumps({"runtime": runtime.describe(), "rounds_ms": rounds, "refused": refused}))
 ''')
 
 
@@ -174,11 +182,13 @@ def measure_model(model: str, recipes: str, out: Path,
         on_old = {c["name"]: c for c in variant["runtime_compat"]}.get("tflite-runtime", {})
         rows.append({
             "model": name, "recipe": variant["recipe"], "size": variant["size_bytes"],
-            "gzip": variant["gzip_bytes"], "accuracy": variant["accuracy"],
+            "gzip": variant["gzip_bytes"], "accuracy": variant.get("accuracy"),
             "cosine": variant["fidelity"]["cosine_similarity"],
             "latency": statistics.median(litert["rounds_ms"][n]),
             "rounds": litert["rounds_ms"][n], "runtime": litert["runtime"],
-            "latency_214": statistics.median(old["rounds_ms"][n]) if old else None,
+            "latency_214": (statistics.median(old["rounds_ms"][n])
+                            if old and old["rounds_ms"][n] else None),
+            "refused_214": old["refused"].get(str(files[n])) if old else None,
             "runtime_214": old["runtime"] if old else None,
             "correct_214": on_old.get("ok"),
             "agreement_214": on_old.get("top1_agreement_with_host"),
@@ -203,7 +213,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(header)
     print("-" * len(header))
     for row in rows:
-        if row["latency_214"] is None:
+        if row["refused_214"]:
+            old = f"{'refused':>8} {'-':>6}"
+        elif row["latency_214"] is None:
             old = f"{'-':>8} {'-':>6}"
         else:
             # A file 2.14 runs but computes wrongly: its time is no use to anyone.
@@ -312,7 +324,10 @@ def main() -> None:
     print()
     print_table(rows)
     for row in rows:
-        if row["correct_214"] is False:
+        if row["refused_214"]:
+            print(f"- {row['model']} {row['recipe']}: tflite-runtime 2.14 refuses the file: "
+                  f"{row['refused_214']}")
+        elif row["correct_214"] is False:
             print(f"! {row['model']} {row['recipe']}: tflite-runtime 2.14's outputs differ from "
                   f"ai-edge-litert's beyond toolkit.compat's tolerance (top-1 agreement "
                   f"{row['agreement_214']}, max relative error {row['error_214']})")
