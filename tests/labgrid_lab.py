@@ -88,7 +88,8 @@ class PowerSwitch:
     ``GET /relay/N/value`` answers ``1`` or ``0``, ``PUT`` with ``0`` or ``1`` switches port
     N.  Port N feeds a board: off kills its sshd (and every session, as a power cut does),
     on starts it again, unless the board is in ``dead`` (it stays silent, as a board that
-    does not boot).  ``log`` holds ``(N, "off"|"on")`` in order.
+    does not boot), and answers 500 for a port in ``broken``.  ``log`` holds
+    ``(N, "off"|"on")`` in order.
     """
 
     def __init__(self, boards: Mapping[int, Sshd]) -> None:
@@ -96,6 +97,7 @@ class PowerSwitch:
 
         self.boards = dict(boards)
         self.dead: set[int] = set()
+        self.broken: set[int] = set()
         self.log: list[tuple[int, str]] = []
         switch = self
 
@@ -110,6 +112,11 @@ class PowerSwitch:
             def do_PUT(self) -> None:
                 index = self._index()
                 value = self.rfile.read(int(self.headers["Content-Length"])).strip()
+                if index in switch.broken:
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 board = switch.boards[index]
                 switch.log.append((index, "on" if value == b"1" else "off"))
                 if value == b"0":

@@ -101,6 +101,7 @@ def fresh(lab: Lab) -> Iterator[Lab]:
     tests clear their own marks: this only keeps one failure from spreading)."""
     lab.switch.log.clear()
     lab.switch.dead.clear()
+    lab.switch.broken.clear()
     yield lab
     for board in lab.boards.values():
         if board.process is None:
@@ -141,6 +142,38 @@ def test_a_board_that_answers_keeps_its_error_and_is_not_switched(fresh: Lab) ->
     with pytest.raises(InfrastructureError, match="No space left on device"):
         run_scheduled(fresh.slot("tag:board=pwr+unit=1"), disk_full, **FAST)
     assert fresh.switch.log == []
+
+
+def test_a_board_that_goes_silent_again_after_its_cycle_is_marked_bad(fresh: Lab) -> None:
+    lab = fresh
+    statuses: list[SchedulerStatus] = []
+
+    def crashes_the_board(target: object) -> None:  # every run takes the board down
+        lab.boards["pw-01"].kill()
+        lease_job(target, 0)
+
+    with pytest.raises(InfrastructureError, match=r"^labgrid place pw-01 stopped answering "
+                       r"again after a power cycle \(cannot reach .*\): marked bad on "):
+        run_scheduled(lab.slot("tag:board=pwr+unit=1"), crashes_the_board,
+                      on_status=statuses.append, **FAST)
+    assert lab.switch.log == [(1, "off"), (1, "on")]  # one cycle, not one per try
+    assert [s.state for s in statuses] == ["acquired", "power-cycling", "power-cycled",
+                                           "marked-bad"]
+    assert places(lab.address)["pw-01"]["tags"]["edge_health"] == "bad"
+    mark_good(lab.address, "pw-01")
+
+
+def test_a_power_switch_that_fails_marks_the_place_bad_with_its_error(fresh: Lab) -> None:
+    lab = fresh
+    lab.switch.broken.add(1)
+    lab.boards["pw-01"].kill()
+    with pytest.raises(InfrastructureError) as caught:
+        run_scheduled(lab.slot("tag:board=pwr+unit=1"), lambda t: lease_job(t, 0), **FAST)
+    message = str(caught.value)
+    assert "; power cycle of pw-01 through its NetworkPowerPort (rest http://127.0.0.1:" in message
+    assert "failed: HTTPError: 500 Server Error" in message and "\n" not in message
+    assert message.endswith("(edge lab mark-good pw-01 clears it)")
+    mark_good(lab.address, "pw-01")
 
 
 def test_a_place_without_power_control_is_marked_bad_with_one_line(fresh: Lab) -> None:
