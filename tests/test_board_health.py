@@ -286,3 +286,19 @@ def test_a_board_dead_after_its_power_cycle_is_left_out_and_doctor_says_so(
     assert mark_good(lab.address, "pw-02").startswith(f"pw-02 marked good on {lab.address}")
     assert run_scheduled(lab.slot("tag:board=pwr+unit=2"), lambda t: lease_job(t, 0))["place"] \
         == "pw-02"
+
+
+@pytest.mark.slow
+def test_edge_bench_power_cycles_a_silent_board_and_measures_on_it(
+        fresh: Lab, digits_fp32_tflite: Path, tmp_path: Path) -> None:
+    lab = fresh
+    lab.boards["pw-01"].kill()
+    result = CliRunner().invoke(main, [
+        "bench", str(digits_fp32_tflite), "--targets", "tag:board=pwr+unit=1",
+        "--coordinator", lab.address, "--targets-dir", str(lab.targets_dir), "--recipe",
+        "fp32", "--min-runs", "20", "--min-seconds", "0", "-o", str(tmp_path / "out"),
+        "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    cells = json.loads(result.stdout)["cells"]
+    assert [(c["target"], c["status"]) for c in cells] == [("pw-01", "ok")]
+    assert lab.switch.log == [(1, "off"), (1, "on")]
