@@ -3,7 +3,8 @@
 The coordinator and the exporter are labgrid's own programs (``labgrid-coordinator``,
 ``labgrid-exporter``), started as its own tests start them: the coordinator in a
 working folder of its own on a free loopback port, the exporter with one
-``NetworkService`` per board.  The exporter exits when its coordinator goes away
+``NetworkService`` per board (and a ``NetworkPowerPort`` for boards on a
+:class:`PowerSwitch`).  The exporter exits when its coordinator goes away
 (labgrid leaves restarting it to systemd); :class:`Exporter` restarts it the same way.
 Places are made through the coordinator's gRPC API, as ``labgrid-client create``,
 ``add-match`` and ``set-tags`` do, without a client start-up per command.
@@ -81,17 +82,84 @@ class Coordinator:
         raise RuntimeError("the coordinator did not save its places within the timeout")
 
 
+class PowerSwitch:
+    """A network power switch on loopback that speaks labgrid's ``rest`` model.
+
+    ``GET /relay/N/value`` answers ``1`` or ``0``, ``PUT`` with ``0`` or ``1`` switches port
+    N.  Port N feeds a board: off kills its sshd (and every session, as a power cut does),
+    on starts it again, unless the board is in ``dead`` (it stays silent, as a board that
+    does not boot), and answers 500 for a port in ``broken``.  ``log`` holds
+    ``(N, "off"|"on")`` in order.
+    """
+
+    def __init__(self, boards: Mapping[int, Sshd]) -> None:
+        import http.server
+
+        self.boards = dict(boards)
+        self.dead: set[int] = set()
+        self.broken: set[int] = set()
+        self.log: list[tuple[int, str]] = []
+        switch = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _index(self) -> int:
+                return int(self.path.split("/")[2])
+
+            def do_GET(self) -> None:
+                board = switch.boards[self._index()]
+                self._answer(b"1" if board.process is not None else b"0")
+
+            def do_PUT(self) -> None:
+                index = self._index()
+                value = self.rfile.read(int(self.headers["Content-Length"])).strip()
+                if index in switch.broken:
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                board = switch.boards[index]
+                switch.log.append((index, "on" if value == b"1" else "off"))
+                if value == b"0":
+                    board.kill()
+                elif board.process is None and index not in switch.dead:
+                    board.start()
+                self._answer(b"")
+
+            def _answer(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/relay/{{index}}/value"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Exporter:
-    """``labgrid-exporter`` with one NetworkService per board, restarted when it exits."""
+    """``labgrid-exporter`` with one NetworkService per board, restarted when it exits;
+    boards in ``power`` (board -> port N of ``switch``) get a ``NetworkPowerPort`` too."""
 
     def __init__(self, folder: Path, coordinator: str, boards: Mapping[str, Sshd],
-                 name: str = "lab-host") -> None:
+                 name: str = "lab-host", switch: PowerSwitch | None = None,
+                 power: Mapping[str, int] | None = None) -> None:
         self.name, self.coordinator = name, coordinator
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "exports.yaml"
+        power = power or {}
         self.config.write_text("".join(
             f"{board}:\n  NetworkService:\n    address: {sshd.address}\n"
             f"    username: {sshd.user}\n    port: {sshd.port}\n"
+            + (f"  NetworkPowerPort:\n    model: rest\n    host: '{switch.url}'\n"
+               f"    index: {power[board]}\n" if switch is not None and board in power else "")
             for board, sshd in boards.items()))
         self.log = folder / "exporter.log"
         self.restarts = 0
@@ -152,6 +220,30 @@ def acquired_places(address: str) -> dict[str, str]:
         places = pb_grpc.CoordinatorStub(channel).GetPlaces(pb.GetPlacesRequest(),
                                                             timeout=10).places
     return {p.name: p.acquired for p in places if p.acquired}
+
+
+def places(address: str) -> dict[str, dict[str, Any]]:
+    """Place -> its tags, comment and holder, as ``labgrid-client show`` would say."""
+    import grpc
+    from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+    from labgrid.remote.generated import labgrid_coordinator_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        found = pb_grpc.CoordinatorStub(channel).GetPlaces(pb.GetPlacesRequest(),
+                                                           timeout=10).places
+    return {p.name: {"tags": dict(p.tags), "comment": p.comment, "acquired": p.acquired}
+            for p in found}
+
+
+def set_comment(address: str, place: str, comment: str) -> None:
+    """``labgrid-client -p PLACE set-comment COMMENT``."""
+    import grpc
+    from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+    from labgrid.remote.generated import labgrid_coordinator_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        pb_grpc.CoordinatorStub(channel).SetPlaceComment(
+            pb.SetPlaceCommentRequest(placename=place, comment=comment), timeout=10)
 
 
 def reservations(address: str) -> list[str]:

@@ -109,7 +109,7 @@ def test_a_selector_names_tags_and_the_kind_whose_target_file_applies(tmp_path: 
         coordinator_address("lab:port")
 
 
-def test_the_lab_file_names_the_coordinator_and_doctor_refuses_a_selector(
+def test_the_lab_file_names_the_coordinator_and_a_plain_board_list_refuses_a_selector(
         tmp_path: Path) -> None:
     lab_file = tmp_path / "lab.toml"
     lab_file.write_text('coordinator = "lab-server:7777"\n[boards.a]\nkind = "local"\n')

@@ -1,19 +1,28 @@
-"""``edge doctor`` and ``edge lab status``: is each board fit, and who holds it now.
+"""``edge doctor``, ``edge lab status`` and ``edge lab mark-good``: is each board fit, who
+holds it now, and giving a labgrid place edge marked bad back to the lab.
 
-Example: edge doctor --targets tag:rpi4 ; edge lab status
+Example: edge doctor --targets tag:rpi4 ; edge lab status ; edge lab mark-good pi-02
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from .cli_options import accelerator_option, lab_option, targets_dir_option, targets_option
-from .errors import ExitCode, TargetError
+from .cli_options import (
+    accelerator_option,
+    coordinator_option,
+    lab_option,
+    targets_dir_option,
+    targets_option,
+)
+from .errors import ExitCode, TargetError, UsageError
 
 if TYPE_CHECKING:
     from .doctor import BoardHealth
@@ -32,30 +41,56 @@ def _chosen(lab_file: Path | None, targets_dir: Path | None, targets: tuple[str,
     raise TargetError("name the boards: --targets NAMES/tag:TAG, or --all with a lab file")
 
 
+def _checks(lab_file: Path | None, targets_dir: Path | None, targets: tuple[str, ...],
+            every: bool, coordinator: str | None,
+            accelerators: list[str] | None) -> list[Callable[[], BoardHealth]]:
+    """One check per board; a labgrid selector (tag:board=KIND) gives one per place."""
+    from .board_health import place_health
+    from .doctor import diagnose, diagnose_place
+    from .lab import load_lab
+    from .scheduling import ScheduledTarget, is_selector
+
+    specs = [name.strip() for spec in targets for name in spec.split(",") if name.strip()]
+    selectors = [spec for spec in specs if is_selector(spec)]
+    names = tuple(spec for spec in specs if not is_selector(spec))
+    checks: list[Callable[[], BoardHealth]] = []
+    if names or not selectors:
+        checks += [partial(diagnose, board, accelerators)
+                   for board in _chosen(lab_file, targets_dir, names, every)]
+    lab = load_lab(lab_file, targets_dir)
+    for spec in dict.fromkeys(selectors):
+        slot = ScheduledTarget.resolve(spec, coordinator=coordinator or lab.coordinator,
+                                       targets_dir=targets_dir)
+        checks += [partial(diagnose_place, place, accelerators)
+                   for place in place_health(slot)]
+    return checks
+
+
 @click.command()
 @targets_option()
 @click.option("--all", "every", is_flag=True, help="Every board of the lab file.")
 @lab_option
 @targets_dir_option
+@coordinator_option
 @accelerator_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def doctor(targets: tuple[str, ...], every: bool, lab_file: Path | None, targets_dir: Path | None,
-           accelerators: list[str] | None, as_json: bool) -> None:
+           coordinator: str | None, accelerators: list[str] | None, as_json: bool) -> None:
     """Check each board: reachable, host key, Python/numpy/runtime, disk, heat, power, clock.
 
-    Exit status 1 when any board is unhealthy.  Example: edge doctor --all
+    A labgrid selector (tag:board=KIND) checks every place with that tag: first whether
+    edge marked it bad (a board that stopped answering; edge lab mark-good PLACE clears
+    it), then its board.  Exit status 1 when any board is unhealthy.
+    Example: edge doctor --all ; edge doctor --targets tag:board=rpi4 --coordinator lab:20408
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from rich.console import Console
     from rich.table import Table
 
-    from .doctor import diagnose
-
-    boards = _chosen(lab_file, targets_dir, targets, every)
-    with ThreadPoolExecutor(max_workers=min(16, len(boards))) as pool:
-        found: list[BoardHealth] = list(pool.map(
-            lambda board: diagnose(board, accelerators), boards))
+    checks = _checks(lab_file, targets_dir, targets, every, coordinator, accelerators)
+    with ThreadPoolExecutor(max_workers=min(16, len(checks))) as pool:
+        found: list[BoardHealth] = list(pool.map(lambda check: check(), checks))
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in found], indent=2))
     else:
@@ -110,6 +145,27 @@ def status(targets: tuple[str, ...], lab_file: Path | None, targets_dir: Path | 
         table.add_row(board.target, board.state, board.owner, _clock(board.since),
                       _clock(board.until), board.detail)
     Console(file=sys.stdout).print(table)
+
+
+@lab.command("mark-good")
+@click.argument("place")
+@lab_option
+@coordinator_option
+def mark_good(place: str, lab_file: Path | None, coordinator: str | None) -> None:
+    """Give a labgrid place edge marked bad back to the lab, once its board is fixed.
+
+    Removes the place tag edge_health=bad and edge's reason from the place comment, and
+    frees the lock edge kept on the place so that no job got it.  Check the board first:
+    edge doctor --targets tag:board=KIND.  Example: edge lab mark-good pi-02
+    """
+    from .board_health import mark_good as clear
+    from .lab import load_lab
+
+    address = coordinator or load_lab(lab_file).coordinator
+    if not address:
+        raise UsageError("give --coordinator HOST:PORT (or coordinator = \"HOST:PORT\" in "
+                         "lab.toml)")
+    click.echo(clear(address, place))
 
 
 def _clock(epoch: int | None) -> str:

@@ -9,6 +9,11 @@ temperature and throttling, the power sensor the target names, and the clock's
 offset to the host.  As in LAVA's health checks, a
 board that fails is left out of a bench with the reason shown.
 
+A labgrid selector (``tag:board=rpi4``) is checked place by place
+(:func:`diagnose_place`): first the place's health on the coordinator (edge marks a
+place bad when its board stopped answering, see :mod:`toolkit.board_health`), then
+the board at its NetworkService's address, so one sees whether a bad board is back.
+
 Example::
 
     health = diagnose(load_target("rpi4"))
@@ -22,7 +27,7 @@ import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .agent_package import build_agent_package
 from .board import open_board
@@ -30,6 +35,9 @@ from .bootstrap import BoardPython, probe
 from .errors import AuthError, BoardSetupError, HostKeyError, InfrastructureError
 from .targets import Target
 from .transfer import upload_all
+
+if TYPE_CHECKING:
+    from .board_health import PlaceHealth
 
 #: Less free space than this in the work folder fails the disk check.
 MIN_FREE_BYTES = 100 * 1024 * 1024
@@ -121,6 +129,15 @@ def diagnose(target: Target, accelerators: Sequence[str] | None = None) -> Board
     except (ValueError, IndexError):
         checks.append(Check("agent", False, "the agent's facts were not readable"))
     return BoardHealth(target.name, checks)
+
+
+def diagnose_place(place: PlaceHealth,
+                   accelerators: Sequence[str] | None = None) -> BoardHealth:
+    """The place's edge health on the coordinator, then :func:`diagnose` on its board."""
+    checks = [Check("labgrid place", not place.bad, place.detail)]
+    if place.target is None:
+        return BoardHealth(place.place, [*checks, Check("reachable", False, place.problem)])
+    return BoardHealth(place.place, [*checks, *diagnose(place.target, accelerators).checks])
 
 
 def _runtime_option(target: Target) -> str:

@@ -50,6 +50,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .board_health import (
+    BAD,
+    BOOT_SECONDS,
+    HEALTH_TAG,
+    POWER_OFF_SECONDS,
+    POWER_RESOURCE,
+    bad_comment,
+    bad_reason,
+    board_silent,
+    cycle_power,
+    good_comment,
+    is_bad,
+    wait_answering,
+)
 from .cancel import cancel_requested
 from .defaults import DEFAULT_BUSY_WAIT_SECONDS
 from .errors import BoardBusyError, InfrastructureError, TargetError, UsageError
@@ -171,7 +185,9 @@ class SchedulerStatus:
     """What a job waiting for (or holding) a board is doing, for a progress display."""
 
     #: "queued", "acquired", "lease-busy" (the board's lease is held: waiting for it),
-    #: "reconnecting", "lost" (while running), "reacquired", "not-reacquired"
+    #: "reconnecting", "lost" (while running), "reacquired", "not-reacquired";
+    #: a board that stopped answering: "power-cycling", "power-cycled", "marked-bad";
+    #: "skipped-bad" (given a place marked bad: kept locked, another one asked for)
     state: str
     message: str
     place: str = ""
@@ -199,17 +215,24 @@ class Allocation:
 def run_scheduled(slot: ScheduledTarget, job: Callable[[Target], T], *,
                   on_status: Callable[[SchedulerStatus], None] | None = None,
                   wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS,
-                  reconnect_seconds: float = RECONNECT_SECONDS) -> T:
+                  reconnect_seconds: float = RECONNECT_SECONDS,
+                  boot_seconds: float = BOOT_SECONDS,
+                  power_off_seconds: float = POWER_OFF_SECONDS) -> T:
     """Run ``job(target)`` on a board the coordinator allots to ``slot``; always release.
 
     While the board's own lease is held by another job (one the coordinator forgot
     in a restart), the place is kept and the job is tried again until
-    ``wait_seconds`` have passed since the reservation.
+    ``wait_seconds`` have passed since the reservation.  A board that stopped
+    answering is power-cycled once (when its place has power control) and given
+    ``boot_seconds`` to answer SSH, then the job runs again; otherwise its place is
+    marked bad (see :mod:`toolkit.board_health`).
     """
     notify = on_status or (lambda status: None)
     deadline = time.monotonic() + wait_seconds
-    with hold_board(slot, on_status=notify, wait_seconds=wait_seconds,
-                    reconnect_seconds=reconnect_seconds) as held:
+    hold = _Hold(slot, notify, reconnect_seconds)
+    try:
+        held = hold.acquire(wait_seconds)
+        cycled = False
         while True:
             try:
                 return job(held.target)
@@ -220,6 +243,13 @@ def run_scheduled(slot: ScheduledTarget, job: Callable[[Target], T], *,
                                        f"held by another job: {exc}", place=held.place))
                 _sleep_unless_cancelled(min(2.0, max(0.0, deadline - time.monotonic()))
                                         * random.uniform(0.5, 1))
+            except InfrastructureError as exc:
+                if not hold.recover(held, exc, cycled=cycled, boot_seconds=boot_seconds,
+                                    off_seconds=power_off_seconds):
+                    raise
+                cycled = True
+    finally:
+        hold.release()
 
 
 @contextlib.contextmanager
@@ -242,7 +272,13 @@ def check_coordinator(slot: ScheduledTarget, timeout: float = CALL_TIMEOUT_SECON
         places = session.places()
     finally:
         session.close()
-    if not any(slot.selector.matches(tags) for tags in places.values()):
+    matching = {name: tags for name, tags in places.items() if slot.selector.matches(tags)}
+    if matching and all(is_bad(tags) for tags in matching.values()):
+        raise InfrastructureError(
+            f"every labgrid place tagged {slot.selector} on {slot.coordinator} is marked bad "
+            f"by edge ({', '.join(sorted(matching))}): fix the boards, then edge lab "
+            "mark-good PLACE (edge doctor shows why)")
+    if not matching:
         tagged = "; ".join(f"{name}: {_tags_text(tags)}" for name, tags in sorted(places.items()))
         raise TargetError(f"no labgrid place on {slot.coordinator} is tagged {slot.selector} "
                           f"(places: {tagged or 'none'})")
@@ -421,6 +457,17 @@ class _Session:
         self._reader.join(2.0)
 
 
+def matching_resources(session: _Session, place: str, cls: str) -> list[dict[str, Any]]:
+    """The parameters of ``place``'s available resources of class ``cls`` (by its matches)."""
+    from labgrid.remote.common import Place
+
+    matcher = Place.from_pb2(session.place(place))
+    return [dict(entry["params"]) for (exporter, group, name), entry
+            in list(session.resources.items())
+            if entry.get("cls") == cls and entry.get("avail")
+            and matcher.hasmatch((exporter, group, cls, name))]
+
+
 def _labgrid_version() -> str:
     from labgrid.util import labgrid_version
 
@@ -440,6 +487,9 @@ class _Hold:
         #: Every place this job acquired (an acquire whose answer was lost included):
         #: each is released with ``fromuser``, so only a lock still ours is freed.
         self.taken: list[str] = []
+        #: Places marked bad that this job keeps locked, so that no reservation gets them:
+        #: never released (``edge lab mark-good`` frees them).
+        self.kept: set[str] = set()
         self._released = threading.Event()
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -546,6 +596,18 @@ class _Hold:
             return None
         allocated = time.time()
         self.taken.append(place)
+        found = self.session.place(place)
+        if is_bad(dict(found.tags)):
+            # Given again after a coordinator restart forgot its lock: lock it again.
+            self.kept.add(place)
+            with contextlib.suppress(_Lost, self.session._grpc.RpcError):
+                self.session.call("CancelReservation",
+                                  pb.CancelReservationRequest(token=self.token))
+            self.token = ""
+            self.notify(SchedulerStatus(
+                "skipped-bad", f"{place} is marked bad ({bad_reason(found.comment) or 'by edge'})"
+                               f"; kept locked, asking for another place", place=place))
+            return None
         target = self.slot.target(place, self._network_service(place))
         self.held = Allocation(place=place, target=target, token=self.token,
                                priority=self.slot.priority, created=created,
@@ -560,21 +622,15 @@ class _Hold:
     def _network_service(self, place: str) -> dict[str, Any]:
         """The SSH address of the place's board, from its (one) NetworkService resource.
 
-        Found by the place's matches among the exporters' resources, waited for up to
-        ``reconnect_seconds``: after a coordinator restart, its exporters come back later.
+        Waited for up to ``reconnect_seconds``: after a coordinator restart, its
+        exporters come back later.
         """
-        from labgrid.remote.common import Place
-
-        assert self.session is not None
-        matcher = Place.from_pb2(self.session.place(place))
         deadline = time.monotonic() + self.reconnect_seconds
         while True:
-            found = [entry["params"] for (exporter, group, name), entry
-                     in list(self.session.resources.items())
-                     if entry.get("cls") == "NetworkService" and entry.get("avail")
-                     and matcher.hasmatch((exporter, group, "NetworkService", name))]
+            found = self._resources(place, "NetworkService")
             if len(found) == 1:
-                return dict(found[0])
+                return found[0]
+            assert self.session is not None
             if self.session.lost.is_set():
                 raise _Lost(self.session.error)
             if len(found) > 1 or time.monotonic() >= deadline:
@@ -583,6 +639,73 @@ class _Hold:
                     "needs exactly one (the board's SSH address; is its exporter running?)")
             self.session.changed.wait(0.5)
             self.session.changed.clear()
+
+    def _resources(self, place: str, cls: str) -> list[dict[str, Any]]:
+        """The parameters of the place's available resources of class ``cls``."""
+        assert self.session is not None
+        return matching_resources(self.session, place, cls)
+
+    # -- a board that stopped answering ---------------------------------------------
+    def recover(self, held: Allocation, failure: InfrastructureError, *, cycled: bool,
+                boot_seconds: float, off_seconds: float) -> bool:
+        """After ``failure``: True when the board answers again after a power cycle (run
+        the job again); False when it answers anyway (``failure`` stands).  Else the place
+        is marked bad and the error saying so is raised."""
+        place = held.place
+        silent = board_silent(held.target)
+        if silent is None:
+            return False
+        if cycled:
+            raise self._mark_bad(place, f"stopped answering again after a power cycle "
+                                        f"({silent})") from failure
+        try:
+            ports = self._resources(place, POWER_RESOURCE)
+        except _Lost as lost:
+            raise InfrastructureError(f"labgrid place {place} stopped answering ({silent}); "
+                                      f"lost the coordinator before power-cycling it ({lost})",
+                                      target=place) from failure
+        if len(ports) != 1:
+            why = ("no power control in labgrid (no NetworkPowerPort)" if not ports else
+                   f"{len(ports)} NetworkPowerPorts (edge switches only one)")
+            raise self._mark_bad(place, f"stopped answering ({silent}); {why}") from failure
+        self.notify(SchedulerStatus("power-cycling", f"{place} stopped answering ({silent}); "
+                                    "power-cycling it through labgrid", place=place))
+        try:
+            cycle_power(ports[0], place, off_seconds)
+        except InfrastructureError as power:
+            raise self._mark_bad(place, f"stopped answering ({silent}); {power}") from failure
+        still = wait_answering(held.target, boot_seconds)
+        if still is not None:
+            raise self._mark_bad(place, f"still silent {boot_seconds:g} s after a power "
+                                        f"cycle ({still})") from failure
+        self.notify(SchedulerStatus("power-cycled", f"{place} answers again after a power "
+                                    "cycle; running the job again", place=place))
+        return True
+
+    def _mark_bad(self, place: str, reason: str) -> InfrastructureError:
+        """Tag the place bad with the reason in its comment, and keep its lock."""
+        coordinator = self.slot.coordinator
+        with self._lock:
+            session = self.session
+        assert session is not None  # a job ran: its place was acquired through a session
+        try:
+            pb = session._pb
+            comment = good_comment(session.place(place).comment)
+            session.call("SetPlaceTags",
+                         pb.SetPlaceTagsRequest(placename=place, tags={HEALTH_TAG: BAD}))
+            session.call("SetPlaceComment", pb.SetPlaceCommentRequest(
+                placename=place, comment=bad_comment(reason, comment)))
+        except (_Lost, InfrastructureError) as exc:
+            return InfrastructureError(f"labgrid place {place} {reason}; could not mark it bad "
+                                       f"on {coordinator} ({exc})", target=place)
+        except session._grpc.RpcError as exc:
+            return InfrastructureError(f"labgrid place {place} {reason}; could not mark it bad "
+                                       f"on {coordinator} ({_describe(exc)})", target=place)
+        self.kept.add(place)
+        self.notify(SchedulerStatus("marked-bad", f"{place} marked bad: {reason}", place=place))
+        return InfrastructureError(f"labgrid place {place} {reason}: marked bad on {coordinator} "
+                                   f"and kept locked so no job gets it (edge lab mark-good "
+                                   f"{place} clears it)", target=place)
 
     # -- holding ------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -668,12 +791,13 @@ class _Hold:
                         session.call("CancelReservation",
                                      pb.CancelReservationRequest(token=self.token))
                 for place in dict.fromkeys(self.taken):
-                    self._release_place(place, session)
+                    if place not in self.kept:
+                        self._release_place(place, session)
                 break
             except (_Lost, _Unreachable) as exc:
                 if time.monotonic() >= end:
                     why = exc.reason if isinstance(exc, _Unreachable) else _describe(exc)
-                    for place in dict.fromkeys(self.taken):
+                    for place in [p for p in dict.fromkeys(self.taken) if p not in self.kept]:
                         log.warning("could not give labgrid place %s back (%s); a coordinator "
                                     "restart frees it, or: labgrid-client -p %s release "
                                     "--kick", place, why, place)
