@@ -117,7 +117,7 @@ def test_the_lab_file_names_the_coordinator_and_a_plain_board_list_refuses_a_sel
     [slot, local] = lab.select_jobs("tag:board=rpi4,a", priority=3)
     assert isinstance(slot, ScheduledTarget)
     assert (slot.coordinator, slot.priority, local.name) == ("lab-server:7777", 3, "a")
-    with pytest.raises(TargetError, match="only edge bench and edge deploy"):
+    with pytest.raises(TargetError, match="only edge bench, edge deploy and edge doctor"):
         lab.select("tag:board=rpi4")
 
 

@@ -67,8 +67,8 @@ output_file_option = click.option(
 
 #: ``--target`` and ``--targets``: the help text every command shows.
 TARGETS_HELP = ("Boards: target file names, boards of the lab file, or tag:NAME (every board "
-                "with that tag); comma-separated or repeated. bench and deploy also take "
-                "tag:board=KIND, a board the labgrid coordinator allots per job.")
+                "with that tag); comma-separated or repeated. bench, deploy and doctor also "
+                "take tag:board=KIND, a board the labgrid coordinator allots per job.")
 
 
 def targets_option(**settings: Any) -> Callable[[F], F]:

@@ -95,8 +95,8 @@ class Lab:
 
     def _resolve(self, name: str) -> list[Target]:
         if "=" in name and name.startswith(TAG_PREFIX):
-            raise TargetError(f"{name} is a labgrid place selector: only edge bench and edge "
-                              "deploy take it (with --coordinator)")
+            raise TargetError(f"{name} is a labgrid place selector: only edge bench, edge deploy "
+                              "and edge doctor take it (with --coordinator)")
         if name.startswith(TAG_PREFIX):
             tag = name[len(TAG_PREFIX):]
             matched = [self.boards[board] for board, tags in self.tags.items() if tag in tags]
