@@ -633,6 +633,27 @@ def test_clustering_leaves_k_values_per_layer_and_pruned_weights_zero() -> None:
                         "train_data())"]
 
 
+def test_clustering_folds_batch_norms_first_so_the_file_keeps_k_values() -> None:
+    from toolkit.compress import ClusterConfig
+    from toolkit.compress._transform import TransformContext, apply_transform
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    with torch.no_grad():  # statistics a trained model has: a different factor per channel
+        model[1].running_var.copy_(torch.tensor([0.5, 2.0, 4.0, 9.0]))
+        model[1].weight.copy_(torch.tensor([1.0, 0.3, 2.0, 0.7]))
+    example = torch.randn(2, 1, 8, 8)
+    expected = model(example)
+    context = TransformContext(teacher=model, example=(example,), train_data=None,
+                               progress=lambda _line: None)
+    clustered = apply_transform(copy.deepcopy(model), ClusterConfig(clusters=4), context)
+    # Folded after clustering, the converter would scale each channel's 4 values apart.
+    assert isinstance(clustered[1], nn.Identity)
+    assert torch.unique(clustered[0].weight).numel() == 4
+    assert torch.nn.functional.cosine_similarity(
+        clustered(example).flatten(), expected.flatten(), dim=0) > 0.9
+
+
 @pytest.mark.parametrize("recipe, message", [
     ("cluster", "needs a number of clusters"), ("cluster:1", "from 2 to 256"),
     ("cluster:16.5", "whole number"), ("cluster:300", "from 2 to 256")])

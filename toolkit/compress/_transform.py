@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -138,6 +139,7 @@ def _cluster(module: Any, config: ClusterConfig, context: TransformContext) -> A
     import torch
     from torch.nn.utils import parametrize
 
+    _fold_batch_norms(module)
     layers = [layer for layer in module.modules()
               if isinstance(layer, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d
                             | torch.nn.ConvTranspose2d | torch.nn.Linear)]
@@ -165,6 +167,27 @@ def _cluster(module: Any, config: ClusterConfig, context: TransformContext) -> A
     for layer in clustered:
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
     return module
+
+
+def _fold_batch_norms(module: Any) -> None:
+    """Fold each batch norm that follows a convolution in a Sequential into its weights.
+
+    The converter folds them anyway, scaling every output channel by its own factor: done
+    after clustering, that would turn a layer's K shared values into K per channel.  Folded
+    first, the clustered weights are the weights the file holds.
+    """
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for parent in module.modules():
+        if not isinstance(parent, torch.nn.Sequential):
+            continue
+        children = list(parent.named_children())
+        for (name, layer), (next_name, following) in itertools.pairwise(children):
+            if isinstance(layer, torch.nn.Conv2d) and isinstance(following,
+                                                                 torch.nn.BatchNorm2d):
+                setattr(parent, name, fuse_conv_bn_eval(layer.eval(), following.eval()))
+                setattr(parent, next_name, torch.nn.Identity())
 
 
 def kmeans_1d(values: Any, clusters: int, *, iterations: int = 30) -> tuple[Any, Any]:
