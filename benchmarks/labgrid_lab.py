@@ -39,16 +39,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.lab import Sshd, free_port  # noqa: E402
+from tests.lab import free_port  # noqa: E402
 from tests.labgrid_lab import (  # noqa: E402
     Coordinator,
-    Exporter,
     acquired_places,
-    add_places,
     order_inversions,
     overlaps,
-    shared_kind,
-    wait_for_resources,
+    running_lab,
 )
 
 PLACES = {f"pi-0{i}": {"board": "rpi4"} for i in range(1, 5)}
@@ -121,13 +118,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="edge-labgrid-") as tmp:
         root = Path(tmp)
-        boards = {name: Sshd.create(root / name) for name in PLACES}
-        coordinator = Coordinator(root / "coordinator")
-        exporter = Exporter(root / "exporter", coordinator.address, boards)
-        try:
-            add_places(coordinator.address, PLACES)
-            wait_for_resources(coordinator.address, len(PLACES))
-            shared_kind(root / "targets", "rpi4", boards, root)
+        with running_lab(root, PLACES) as lab:
+            coordinator, exporter, boards = lab.coordinator, lab.exporter, lab.boards
             print(f"labgrid 26 coordinator {coordinator.address}, exporter with "
                   f"{len(boards)} NetworkServices (loopback sshd boards), places "
                   f"{', '.join(PLACES)} tagged board=rpi4")
@@ -157,11 +149,6 @@ def main() -> None:
                 print(f"    {said[state]:>3} x {meaning}")
             print(f"  exporter restarted (as systemd would): "
                   f"{exporter.restarts - restarts_before} time(s)")
-        finally:
-            exporter.stop()
-            coordinator.kill()
-            for board in boards.values():
-                board.kill()
 
         print("\n3. edge bench against a coordinator that is not running")
         address = f"127.0.0.1:{free_port()}"

@@ -12,11 +12,13 @@ Places are made through the coordinator's gRPC API, as ``labgrid-client create``
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +295,43 @@ def shared_kind(folder: Path, kind: str, boards: Mapping[str, Sshd], work_root: 
     path = folder / f"{kind}.toml"
     path.write_text("".join(f"{key_} = {_toml(value)}\n" for key_, value in fields.items()))
     return path
+
+
+@dataclass(frozen=True)
+class RunningLab:
+    coordinator: Coordinator
+    exporter: Exporter
+    boards: dict[str, Sshd]
+    targets_dir: Path
+    switch: PowerSwitch | None = None
+
+
+@contextlib.contextmanager
+def running_lab(root: Path, places: Mapping[str, Mapping[str, str]],
+                power: Mapping[str, int] | None = None) -> Iterator[RunningLab]:
+    """A loopback sshd board per place, the coordinator, the exporter (and a power switch
+    for the boards in ``power``), the places with their tags, and one target file per board
+    kind (each place's ``board`` tag) in ``root/targets``; everything stopped afterwards."""
+    boards = {name: Sshd.create(root / name) for name in places}
+    switch = (PowerSwitch({index: boards[name] for name, index in power.items()})
+              if power else None)
+    coordinator = Coordinator(root / "coordinator")
+    exporter = Exporter(root / "exporter", coordinator.address, boards, switch=switch,
+                        power=power)
+    try:
+        add_places(coordinator.address, places)
+        wait_for_resources(coordinator.address, len(places))
+        for kind in dict.fromkeys(tags["board"] for tags in places.values()):
+            shared_kind(root / "targets", kind,
+                        {n: b for n, b in boards.items() if places[n]["board"] == kind}, root)
+        yield RunningLab(coordinator, exporter, boards, root / "targets", switch)
+    finally:
+        exporter.stop()
+        coordinator.kill()
+        if switch is not None:
+            switch.stop()
+        for board in boards.values():
+            board.kill()
 
 
 def lease_job(target: object, hold_seconds: float) -> dict[str, object]:

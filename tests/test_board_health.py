@@ -37,12 +37,11 @@ from .labgrid_lab import (
     Exporter,
     PowerSwitch,
     acquired_places,
-    add_places,
     lease_job,
     places,
     reservations,
+    running_lab,
     set_comment,
-    shared_kind,
     wait_for_resources,
 )
 
@@ -74,25 +73,10 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    root = tmp_path_factory.mktemp("power")
-    boards = {name: Sshd.create(root / name) for name in PLACES}
-    switch = PowerSwitch({index: boards[name] for name, index in POWER.items()})
-    coordinator = Coordinator(root / "coordinator")
-    exporter = Exporter(root / "exporter", coordinator.address, boards, switch=switch,
-                        power=POWER)
-    try:
-        add_places(coordinator.address, PLACES)
-        wait_for_resources(coordinator.address, len(PLACES))
-        for kind in ("pwr", "nopw"):
-            shared_kind(root / "targets", kind,
-                        {n: b for n, b in boards.items() if PLACES[n]["board"] == kind}, root)
-        yield Lab(coordinator, exporter, switch, boards, root / "targets")
-    finally:
-        exporter.stop()
-        coordinator.kill()
-        switch.stop()
-        for board in boards.values():
-            board.kill()
+    with running_lab(tmp_path_factory.mktemp("power"), PLACES, power=POWER) as running:
+        assert running.switch is not None
+        yield Lab(running.coordinator, running.exporter, running.switch, running.boards,
+                  running.targets_dir)
 
 
 @pytest.fixture

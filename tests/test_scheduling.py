@@ -45,7 +45,7 @@ from .labgrid_lab import (
     order_inversions,
     overlaps,
     reservations,
-    shared_kind,
+    running_lab,
     wait_for_resources,
 )
 
@@ -73,22 +73,8 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    root = tmp_path_factory.mktemp("labgrid")
-    boards = {name: Sshd.create(root / name) for name in PLACES}
-    coordinator = Coordinator(root / "coordinator")
-    exporter = Exporter(root / "exporter", coordinator.address, boards)
-    try:
-        add_places(coordinator.address, PLACES)
-        wait_for_resources(coordinator.address, len(PLACES))
-        for kind in ("rpi4", "rpi5"):
-            shared_kind(root / "targets", kind,
-                        {n: b for n, b in boards.items() if PLACES[n]["board"] == kind}, root)
-        yield Lab(coordinator, exporter, boards, root / "targets")
-    finally:
-        exporter.stop()
-        coordinator.kill()
-        for board in boards.values():
-            board.kill()
+    with running_lab(tmp_path_factory.mktemp("labgrid"), PLACES) as running:
+        yield Lab(running.coordinator, running.exporter, running.boards, running.targets_dir)
 
 
 def test_a_selector_names_tags_and_the_kind_whose_target_file_applies(tmp_path: Path) -> None:
