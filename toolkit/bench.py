@@ -48,6 +48,7 @@ from .model import ModelSource, load_model_source
 from .pipeline import (
     DEFAULT_OUT_DIR,
     check_accelerators,
+    check_coordinators,
     default_store_path,
     make_staging_dir,
     new_run,
@@ -171,7 +172,7 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
     store_path = store_location(store_path) if store_path else default_store_path(out_dir)
     notify = on_event or (lambda event: None)
 
-    _check_coordinators([t for t in targets if not isinstance(t, Target)])
+    check_coordinators([t for t in targets if not isinstance(t, Target)])
     left_out: dict[str, str] = {}
     if health is not None and boards:
         with ThreadPoolExecutor(max_workers=len(boards), thread_name_prefix="health") as pool:
@@ -227,14 +228,6 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
                        verdict_reasons=r.verdict_reasons)
              for run in runs for r in run.results]
     return BenchOutcome(runs=runs, cells=cells, left_out=left_out, store_path=store_path)
-
-
-def _check_coordinators(slots: Sequence[ScheduledTarget]) -> None:
-    """Each coordinator reachable, with a place for each selector, before any work."""
-    from .scheduling import check_coordinator
-
-    for slot in slots:
-        check_coordinator(slot)
 
 
 def _run_matrix(targets: Sequence[Target | ScheduledTarget], prepared: list[_Prepared],

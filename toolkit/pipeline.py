@@ -152,7 +152,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     # Every board is checked before anything is converted or uploaded: a bad host key or a
     # missing runtime is known in seconds, not after the compression.
     say(f"checking {', '.join(t.name for t in chosen)}")
-    _check_coordinators([t for t in chosen if not isinstance(t, Target)])
+    check_coordinators([t for t in chosen if not isinstance(t, Target)])
     for problem in check_boards(boards, threads).values():
         if isinstance(problem, EdgeError):
             raise problem
@@ -279,7 +279,8 @@ def _build_references(source: ModelSource, artifacts: list[Artifact],
     return references
 
 
-def _check_coordinators(slots: list[ScheduledTarget]) -> None:
+def check_coordinators(slots: Sequence[ScheduledTarget]) -> None:
+    """Each coordinator reachable, with a place for each selector, before any work."""
     from .scheduling import check_coordinator
 
     for slot in slots:
