@@ -2,8 +2,8 @@
 
 Quantized inputs and outputs are converted with the tensor's own scale and
 zero point, exactly as an application on the board would do.  Accuracy needs
-labels; fidelity (top-1 agreement and SQNR against the float torch model) does
-not, so models without labels are measured too.
+labels; fidelity (top-1 agreement, cosine similarity and SQNR against the float
+torch model) does not, so models without labels are measured too.
 
 Example::
 
