@@ -168,6 +168,24 @@ def test_no_route_is_one_error_line_and_the_variant_is_still_measured(
     assert "\n" not in error and list(measured["profile"]) == ["error"]
 
 
+def test_the_litert_profiled_loop_opens_nothing_and_gets_its_descriptors_back(
+        tmp_path: Path) -> None:
+    """LiteRT's profile buffer reads /proc/self/status at every run's events; inside the
+    profiled loop that read fails at once, and afterwards files open again."""
+    import errno
+    import resource
+
+    from device_agent.native_profilers import no_new_file_descriptors
+
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with no_new_file_descriptors():
+        with pytest.raises(OSError) as refused:
+            open("/proc/self/status").close()
+        assert refused.value.errno == errno.EMFILE
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == before
+    (tmp_path / "after").write_text("opens again")
+
+
 def test_without_the_setting_there_is_no_profile(tflite_copy: Path) -> None:
     measured = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
                          {"max_cv": 0.0})["variants"][0]
