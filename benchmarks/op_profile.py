@@ -52,6 +52,16 @@ def top3(record: ResultRecord) -> tuple[str, ...]:
     return tuple(f"#{row['index']} {row.get('node_op') or row['op']}" for row in rows)
 
 
+def next_gaps(record: ResultRecord) -> str:
+    """How far apart the 2nd, 3rd and 4th heaviest operators were (p50): an order that
+    changes between operators a few per cent apart is the runs' noise, not the model."""
+    rows = heaviest(record.profile or {})[:4]
+    times = [float(row.get("p50_us", row["mean_us"])) for row in rows]
+    return ", ".join(f"#{rows[at]['index']} {times[at]:.1f} us vs "
+                     f"#{rows[at + 1]['index']} {times[at + 1]:.1f} us"
+                     for at in range(1, len(rows) - 1))
+
+
 def line(model: str, repeat: int, record: ResultRecord) -> str:
     profile: dict[str, Any] = dict(record.profile or {})
     if not record.ok or "error" in profile or not profile:
@@ -80,6 +90,7 @@ def main() -> int:
              "overhead | ops sum / total | three heaviest ops (p50) |",
              "|---|---|---|---:|---:|---:|---:|---|---|"]
     rankings: dict[tuple[str, str, str], list[tuple[str, ...]]] = {}
+    gaps_between: dict[tuple[str, str, str], list[str]] = {}
     gaps: dict[tuple[str, str, str], list[float]] = {}
     slower: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edge-profile-") as scratch:
@@ -95,6 +106,7 @@ def main() -> int:
                         table.append(line(model, repeat, record))
                         key = (model, record.runtime, record.variant)
                         rankings.setdefault(key, []).append(top3(record))
+                        gaps_between.setdefault(key, []).append(next_gaps(record))
                         profile = record.profile or {}
                         if profile.get("ops"):
                             gaps.setdefault(key, []).append(
@@ -114,6 +126,9 @@ def main() -> int:
         if not any(seen):
             stable = "no profile"
         print(f"- {model}, {runtime}, {variant}: {stable}")
+        if len(set(seen)) > 1:
+            for repeat, between in enumerate(gaps_between[(model, runtime, variant)], 1):
+                print(f"    repeat {repeat}: {between}")
     print("\nTime of the profiled run outside the operators, per operator row (the "
           "interpreter between operators and the profiler's own bookkeeping):")
     for (model, runtime, variant), per_op in gaps.items():

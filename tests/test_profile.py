@@ -99,6 +99,22 @@ def test_the_report_shows_profiles_and_names_what_int8_loses_in(
     assert "<script" not in html and "<link" not in html
 
 
+def test_operators_tied_within_the_profiles_resolution_keep_run_order() -> None:
+    """Two equal convolutions 1 us apart rank the same in either order; a sub-microsecond
+    pair too; an operator 5 % lighter ranks below."""
+    from toolkit.report_profile import heaviest
+
+    def rows(*times: tuple[int, float, float]) -> dict[str, Any]:
+        return {"ops": [{"index": index, "op": "CONV_2D", "p50_us": p50, "mean_us": mean}
+                        for index, p50, mean in times]}
+
+    for first, second in ((265.0, 264.0), (264.0, 265.0)):
+        profile = rows((10, first, first), (12, second, second), (16, 210.0, 210.0),
+                       (1, 1.0, 0.7), (3, 0.0, 0.1), (17, 400.0, 400.0))
+        assert [row["index"] for row in heaviest(profile)] == [17, 10, 12, 16, 1, 3]
+    assert [row["index"] for row in heaviest(rows((4, 100.0, 100.0), (2, 95.0, 95.0)))] == [4, 2]
+
+
 def test_tflite_runtime_214_profiles_its_own_nodes(digits_pair: Path,
                                                    tflite_runtime_214: Path) -> None:
     result = run_agent(digits_pair, [{"name": n, "file": f"{n}.tflite"} for n in ("int8", "fp32")],

@@ -32,6 +32,10 @@ TOP_LAYERS = 10
 #: A quantized op type counts as slower above this ratio to fp32 and by at least this share
 #: of fp32's operator time: below either, the difference is the profiler's noise.
 SLOWER_RATIO, SLOWER_SHARE = 1.05, 0.01
+#: Operators whose p50 differ by less than this share, or than XNNPACK's whole microsecond,
+#: are a tie: MobileNetV2-96's two 1x1 convolutions of the same cost came 1 us apart in
+#: either order from one profile to the next.
+TIE_SHARE, TIE_US = 0.02, 1.0
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,23 @@ def profile_sections(run: StoredRun) -> list[ProfileSection]:
 
 
 def heaviest(profile: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The profile's rows, heaviest first: by p50 (robust to a shared machine's stalls),
-    then by mean (XNNPACK's whole microseconds tie small operators' p50)."""
-    return sorted(profile.get("ops", []), key=lambda row: (
-        -float(row.get("p50_us", row["mean_us"])), -float(row["mean_us"])))
+    """The profile's rows, heaviest first by p50 (robust to a shared machine's stalls).
+
+    Operators tied within :data:`TIE_SHARE` or :data:`TIE_US` of the heaviest of their
+    group keep run order among themselves: ranking them by a difference the profile cannot
+    resolve would reorder them from one profile to the next.
+    """
+    def p50(row: Mapping[str, Any]) -> float:
+        return float(row.get("p50_us", row["mean_us"]))
+
+    ranked: list[Mapping[str, Any]] = []
+    tied: list[Mapping[str, Any]] = []
+    for row in sorted(profile.get("ops", []), key=lambda row: (-p50(row), -float(row["mean_us"]))):
+        if tied and p50(tied[0]) - p50(row) > max(TIE_SHARE * p50(tied[0]), TIE_US):
+            ranked += sorted(tied, key=lambda row: int(row.get("index", 0)))
+            tied = []
+        tied.append(row)
+    return ranked + sorted(tied, key=lambda row: int(row.get("index", 0)))
 
 
 def profile_summary(result: ResultRecord, profile: Mapping[str, Any]) -> str:
