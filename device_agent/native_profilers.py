@@ -126,7 +126,7 @@ def no_new_file_descriptors() -> Iterator[None]:
     non-operator event, three per run, and each sample reads ``/proc/self/status``: about
     30 us a read on the machine this was measured on, six per run, plus the caches that
     the kernel's formatting evicts.  That made a profiled run of the 12 us digits CNN take
-    200 us and its operators a quarter longer; without the reads, 50 us.  edge does not
+    200 us and its operators a third longer; without the reads, 50 us.  edge does not
     use those samples.  Descriptors already open stay usable, and the profiled loop opens
     nothing else, so the soft limit is lowered to the lowest free descriptor and restored.
     """
