@@ -32,10 +32,10 @@ TOP_LAYERS = 10
 #: A quantized op type counts as slower above this ratio to fp32 and by at least this share
 #: of fp32's operator time: below either, the difference is the profiler's noise.
 SLOWER_RATIO, SLOWER_SHARE = 1.05, 0.01
-#: Operators whose p50 differ by less than this share, or than XNNPACK's whole microsecond,
-#: are a tie: MobileNetV2-96's two 1x1 convolutions of the same cost came 1 us apart in
+#: Operators whose p50 and mean both differ by less than this share are a tie:
+#: MobileNetV2-96's two 1x1 convolutions of the same cost came 1 us apart (0.4 %) in
 #: either order from one profile to the next.
-TIE_SHARE, TIE_US = 0.02, 1.0
+TIE_SHARE = 0.02
 
 
 @dataclass(frozen=True)
@@ -98,19 +98,25 @@ def profile_sections(run: StoredRun) -> list[ProfileSection]:
 
 
 def heaviest(profile: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The profile's rows, heaviest first by p50 (robust to a shared machine's stalls).
+    """The profile's rows, heaviest first: by p50 (robust to a shared machine's stalls),
+    then by mean (XNNPACK's whole microseconds tie small operators' p50; their mean over
+    the profiled runs still tells them apart).
 
-    Operators tied within :data:`TIE_SHARE` or :data:`TIE_US` of the heaviest of their
-    group keep run order among themselves: ranking them by a difference the profile cannot
+    Operators within :data:`TIE_SHARE` of the heaviest of their group in both p50 and mean
+    keep run order among themselves: ranking them by a difference the profile cannot
     resolve would reorder them from one profile to the next.
     """
-    def p50(row: Mapping[str, Any]) -> float:
-        return float(row.get("p50_us", row["mean_us"]))
+    def times(row: Mapping[str, Any]) -> tuple[float, float]:
+        return float(row.get("p50_us", row["mean_us"])), float(row["mean_us"])
+
+    def tie(first: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+        return all(abs(a - b) <= TIE_SHARE * max(a, b)
+                   for a, b in zip(times(first), times(other), strict=True))
 
     ranked: list[Mapping[str, Any]] = []
     tied: list[Mapping[str, Any]] = []
-    for row in sorted(profile.get("ops", []), key=lambda row: (-p50(row), -float(row["mean_us"]))):
-        if tied and p50(tied[0]) - p50(row) > max(TIE_SHARE * p50(tied[0]), TIE_US):
+    for row in sorted(profile.get("ops", []), key=lambda row: tuple(-t for t in times(row))):
+        if tied and not tie(tied[0], row):
             ranked += sorted(tied, key=lambda row: int(row.get("index", 0)))
             tied = []
         tied.append(row)
