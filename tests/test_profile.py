@@ -117,6 +117,21 @@ def test_operators_tied_within_the_profiles_resolution_keep_run_order() -> None:
     assert [row["index"] for row in heaviest(rows((4, 100.0, 100.0), (2, 95.0, 95.0)))] == [4, 2]
 
 
+def test_a_profiled_pass_faster_than_the_timed_one_is_not_a_negative_cost() -> None:
+    from toolkit.report_profile import profile_summary
+    from toolkit.results import ResultRecord
+
+    stored = record("fp32")
+    stored["profile"] = {"method": "m", "runs": 50, "total_us": {"p50": 1020.0},
+                         "overhead": 1020.0 / 1240.0 - 1, "coverage": 0.97}
+    summary = profile_summary(ResultRecord.from_dict(stored), stored["profile"])
+    assert "-18%" not in summary
+    assert "less than the machine's drift" in summary and "ran 18% faster" in summary
+    stored["profile"]["overhead"] = 0.25
+    assert "profiling cost +25%" in profile_summary(ResultRecord.from_dict(stored),
+                                                    stored["profile"])
+
+
 def test_tflite_runtime_214_profiles_its_own_nodes(digits_pair: Path,
                                                    tflite_runtime_214: Path) -> None:
     result = run_agent(digits_pair, [{"name": n, "file": f"{n}.tflite"} for n in ("int8", "fp32")],

@@ -130,8 +130,14 @@ def profile_summary(result: ResultRecord, profile: Mapping[str, Any]) -> str:
             f"{_us(total.get('p50', 0))} per run under the profiler (p50)")
     overhead = profile.get("overhead")
     if isinstance(overhead, (int, float)) and result.p50_ms is not None:
-        text += (f", against {format_duration(result.p50_ms)} unprofiled: profiling cost "
-                 f"{overhead:+.0%}")
+        unprofiled = format_duration(result.p50_ms)
+        # The passes run one after the other: a machine that sped up in between makes the
+        # profiled pass faster, and a negative cost would read as profiling speeding it up.
+        text += (f", against {unprofiled} unprofiled: profiling cost {overhead:+.0%}"
+                 if overhead >= 0 else
+                 f", against {unprofiled} unprofiled: profiling cost less than the "
+                 f"machine's drift between the two passes (the profiled pass ran "
+                 f"{-overhead:.0%} faster)")
     coverage = profile.get("coverage")
     if isinstance(coverage, (int, float)):
         text += (f"; the operators account for {coverage:.0%} of the profiled run (the rest is "
