@@ -192,6 +192,23 @@ def test_an_unreachable_coordinator_is_one_line_and_exit_3(lab: Lab, tmp_path: P
     assert time.monotonic() - started < 15
 
 
+@pytest.mark.parametrize("command", ["deploy", "bench"])
+def test_an_unreachable_coordinator_is_named_before_the_model_is_loaded(
+        lab: Lab, tmp_path: Path, command: str) -> None:
+    """Loading a model imports torch (seconds); the coordinator is asked first."""
+    model = tmp_path / "model.py"
+    model.write_text("raise SystemExit('the model file was imported')\n")
+    address = f"127.0.0.1:{free_port()}"
+    targets_option = "--target" if command == "deploy" else "--targets"
+    result = CliRunner().invoke(main, [command, str(model), targets_option, "tag:board=rpi4",
+                                       "--coordinator", address,
+                                       "--targets-dir", str(lab.targets_dir),
+                                       "-o", str(tmp_path / "out")],
+                                catch_exceptions=False)
+    assert result.exit_code == 3, result.output
+    assert "unreachable" in result.stderr and "imported" not in result.output
+
+
 def test_a_selector_no_place_matches_is_named_before_any_work(lab: Lab,
                                                               digits_fp32_tflite: Path) -> None:
     (lab.targets_dir / "rpi9.toml").write_text((lab.targets_dir / "rpi5.toml").read_text())

@@ -167,12 +167,13 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
     boards = [t for t in targets if isinstance(t, Target)]  # the rest: allotted later
     check_accelerators(boards, accelerators)
     configs = parse_recipes(recipes)
+    # The coordinator answers in a second; loading the models imports torch first (4-8 s).
+    check_coordinators([t for t in targets if not isinstance(t, Target)])
     sources = [load_model_source(model) for model in models]  # typos fail before any work
     out_dir = Path(out_dir)
     store_path = store_location(store_path) if store_path else default_store_path(out_dir)
     notify = on_event or (lambda event: None)
 
-    check_coordinators([t for t in targets if not isinstance(t, Target)])
     left_out: dict[str, str] = {}
     if health is not None and boards:
         with ThreadPoolExecutor(max_workers=len(boards), thread_name_prefix="health") as pool:

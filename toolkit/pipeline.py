@@ -147,12 +147,13 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
         configs = [*parse_recipes("fp32"), *configs]  # the accuracy reference
     out_dir = Path(out_dir)
     store_path = store_location(store_path) if store_path else default_store_path(out_dir)
+    # The coordinator answers in a second; loading the model imports torch first (4-8 s).
+    check_coordinators([t for t in chosen if not isinstance(t, Target)])
     say(f"loading {Path(model_path).name}")
     source = load_model_source(model_path)
     # Every board is checked before anything is converted or uploaded: a bad host key or a
     # missing runtime is known in seconds, not after the compression.
     say(f"checking {', '.join(t.name for t in chosen)}")
-    check_coordinators([t for t in chosen if not isinstance(t, Target)])
     for problem in check_boards(boards, threads).values():
         if isinstance(problem, EdgeError):
             raise problem
