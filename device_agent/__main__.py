@@ -312,6 +312,11 @@ def _measure(job_path: Path, name: str) -> int:
         print(f"{variant['file']} does not match its sha256 {variant['sha256']}; not run",
               file=sys.stderr)
         return 1
+    refusal = _unsupported(runtime, model_path)
+    if refusal:
+        print(f"{runtime.name} {runtime.version} cannot run {variant['file']}: {refusal}",
+              file=sys.stderr)
+        return 1
     if "threads" in variant:
         settings["threads"] = variant["threads"]
     if "accelerator" in variant:
@@ -346,6 +351,23 @@ def _measure(job_path: Path, name: str) -> int:
     figures["runtime_choice"] = runtime.choice
     print(json.dumps(figures))
     return 0
+
+
+def _unsupported(runtime: Any, model_path: Path) -> str:
+    """Why ``runtime`` must not be given this file at all ("" if it may).
+
+    tflite-runtime has no int4 kernels, and does not always say so: on an int4 file it
+    refused a DEQUANTIZE node, crashed with SIGSEGV, or ran and computed garbage, from one
+    run to the next.  The file's own tensor types decide before anything runs.
+    """
+    from .tflite_file import int4_tensors
+
+    if runtime.name != "tflite-runtime":
+        return ""
+    count = int4_tensors(model_path.read_bytes())
+    return (f"the file holds {count} int4 tensors and tflite-runtime has no int4 kernels "
+            "(it crashes or computes garbage on them); int4 weights need ai-edge-litert "
+            "(the target's runtime setting)") if count else ""
 
 
 def _failed(name: str, error: str, runtime: dict[str, str] | None = None) -> dict[str, Any]:

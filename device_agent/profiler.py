@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ import numpy as np
 
 from .native_profilers import NotAvailable, litert_events, tflite_runtime_events
 from .runtime import Runtime
+from .tflite_file import operator_versions
 
 #: Runtime versions whose native layouts this module was checked against.
 LITERT_VERSIONS = ("2.3.",)
@@ -313,46 +313,3 @@ def _model_nodes(runtime: Runtime, model_path: Path) -> list[dict[str, Any]]:
             node["version"] = versions[node["index"]]
         nodes.append(node)
     return nodes
-
-
-def operator_versions(data: bytes) -> list[int]:
-    """The op version of each operator of subgraph 0, read from the flatbuffer itself.
-
-    Model: table with operator_codes (field 1) and subgraphs (field 2); OperatorCode.version
-    is field 2 (default 1); SubGraph.operators is field 3; Operator.opcode_index field 0.
-    """
-    def table(position: int) -> tuple[int, int, int]:
-        vtable = position - struct.unpack_from("<i", data, position)[0]
-        vtable_size = struct.unpack_from("<H", data, vtable)[0]
-        return position, vtable, vtable_size
-
-    def field(tab: tuple[int, int, int], number: int) -> int | None:
-        position, vtable, size = tab
-        slot = 4 + 2 * number
-        if slot >= size:
-            return None
-        offset = struct.unpack_from("<H", data, vtable + slot)[0]
-        return position + offset if offset else None
-
-    def vector(tab: tuple[int, int, int], number: int) -> list[tuple[int, int, int]]:
-        at = field(tab, number)
-        if at is None:
-            return []
-        start = at + struct.unpack_from("<I", data, at)[0]
-        count = struct.unpack_from("<I", data, start)[0]
-        return [table(start + 4 + 4 * i + struct.unpack_from("<I", data, start + 4 + 4 * i)[0])
-                for i in range(count)]
-
-    model = table(struct.unpack_from("<I", data, 0)[0])
-    codes = []
-    for code in vector(model, 1):
-        at = field(code, 2)
-        codes.append(struct.unpack_from("<i", data, at)[0] if at is not None else 1)
-    subgraphs = vector(model, 2)
-    if not subgraphs:
-        return []
-    versions = []
-    for operator in vector(subgraphs[0], 3):
-        at = field(operator, 0)
-        versions.append(codes[struct.unpack_from("<I", data, at)[0] if at is not None else 0])
-    return versions

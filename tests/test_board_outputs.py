@@ -76,3 +76,28 @@ def test_a_file_tflite_runtime_214_computes_wrongly_is_invalid_on_the_board(
     assert wrong["verdict"]["status"] == "INVALID"
     assert any(r.startswith("outputs mismatched: ") and "SQNR" in r
                for r in wrong["verdict"]["reasons"])
+
+
+@pytest.mark.slow
+def test_int4_weights_are_refused_by_tflite_runtime_before_they_run(
+        tflite_runtime_214: Path, tmp_path: Path) -> None:
+    """tflite-runtime 2.14 has no int4 kernels: on the digits CNN's int4 file it crashed with
+    SIGSEGV in some runs and computed garbage in others. The agent reads the file's tensor
+    types and refuses it in one line; ai-edge-litert runs the same file."""
+    from device_agent.tflite_file import int4_tensors
+
+    manifest = json.loads(compress_to_folder(DIGITS_MODEL, "fp32,int4-weight",
+                                             tmp_path / "out").read_text())
+    folder = tmp_path / "out"
+    files = {variant["recipe"]: variant["file"] for variant in manifest["variants"]}
+    assert int4_tensors((folder / files["fp32"]).read_bytes()) == 0
+    assert int4_tensors((folder / files["int4-weight"]).read_bytes()) > 0
+    variants = [{"name": "int4-weight", "file": files["int4-weight"]}]
+    refused = run_agent(folder, variants, SETTINGS, python=str(tflite_runtime_214))
+    failed = refused["variants"][0]
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith(f"tflite-runtime 2.14.0 cannot run {files['int4-weight']}: "
+                                      "the file holds ")
+    assert "int4 weights need ai-edge-litert" in failed["error"]
+    assert "\n" not in failed["error"]
+    assert run_agent(folder, variants, SETTINGS)["variants"][0]["status"] == "ok"

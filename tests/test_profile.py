@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from device_agent.profiler import DELEGATE_PROFILED_EVENT, operator_versions, summarize
+from device_agent.profiler import DELEGATE_PROFILED_EVENT, summarize
+from device_agent.tflite_file import operator_versions
 from toolkit.report import render_html, render_markdown
 
 from .conftest import DIGITS_MODEL
