@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 import struct
-from typing import List, Optional, Tuple
+from typing import Tuple
 
 #: schema.fbs TensorType.INT4.
 INT4 = 17
@@ -24,7 +24,7 @@ INT4 = 17
 _Table = Tuple[int, int, int]  # position, vtable, vtable size
 
 
-def operator_versions(data: bytes) -> List[int]:
+def operator_versions(data: bytes) -> list[int]:
     """The op version of each operator of subgraph 0, in node order."""
     model = _root(data)
     codes = []
@@ -60,7 +60,7 @@ def _table(data: bytes, position: int) -> _Table:
     return position, vtable, struct.unpack_from("<H", data, vtable)[0]
 
 
-def _field(data: bytes, table: _Table, number: int) -> Optional[int]:
+def _field(data: bytes, table: _Table, number: int) -> int | None:
     position, vtable, size = table
     slot = 4 + 2 * number
     if slot >= size:
@@ -69,7 +69,7 @@ def _field(data: bytes, table: _Table, number: int) -> Optional[int]:
     return position + offset if offset else None
 
 
-def _vector(data: bytes, table: _Table, number: int) -> List[_Table]:
+def _vector(data: bytes, table: _Table, number: int) -> list[_Table]:
     at = _field(data, table, number)
     if at is None:
         return []

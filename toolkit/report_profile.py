@@ -113,14 +113,17 @@ def heaviest(profile: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         return all(abs(a - b) <= TIE_SHARE * max(a, b)
                    for a, b in zip(times(first), times(other), strict=True))
 
+    def run_order(row: Mapping[str, Any]) -> int:
+        return int(row.get("index", 0))
+
     ranked: list[Mapping[str, Any]] = []
     tied: list[Mapping[str, Any]] = []
     for row in sorted(profile.get("ops", []), key=lambda row: tuple(-t for t in times(row))):
         if tied and not tie(tied[0], row):
-            ranked += sorted(tied, key=lambda row: int(row.get("index", 0)))
+            ranked += sorted(tied, key=run_order)
             tied = []
         tied.append(row)
-    return ranked + sorted(tied, key=lambda row: int(row.get("index", 0)))
+    return ranked + sorted(tied, key=run_order)
 
 
 def profile_summary(result: ResultRecord, profile: Mapping[str, Any]) -> str:
@@ -130,14 +133,12 @@ def profile_summary(result: ResultRecord, profile: Mapping[str, Any]) -> str:
             f"{_us(total.get('p50', 0))} per run under the profiler (p50)")
     overhead = profile.get("overhead")
     if isinstance(overhead, (int, float)) and result.p50_ms is not None:
-        unprofiled = format_duration(result.p50_ms)
         # The passes run one after the other: a machine that sped up in between makes the
         # profiled pass faster, and a negative cost would read as profiling speeding it up.
-        text += (f", against {unprofiled} unprofiled: profiling cost {overhead:+.0%}"
-                 if overhead >= 0 else
-                 f", against {unprofiled} unprofiled: profiling cost less than the "
-                 f"machine's drift between the two passes (the profiled pass ran "
-                 f"{-overhead:.0%} faster)")
+        cost = (f"{overhead:+.0%}" if overhead >= 0 else
+                "less than the machine's drift between the two passes (the profiled pass "
+                f"ran {-overhead:.0%} faster)")
+        text += f", against {format_duration(result.p50_ms)} unprofiled: profiling cost {cost}"
     coverage = profile.get("coverage")
     if isinstance(coverage, (int, float)):
         text += (f"; the operators account for {coverage:.0%} of the profiled run (the rest is "
