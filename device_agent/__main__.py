@@ -27,11 +27,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .board import board_facts
 from .proc import Zygote
+
+if TYPE_CHECKING:  # at run time _measure imports it where it is used
+    from .runtime import Runtime
 
 USAGE = ("usage: agent run JOB.json [--pid-file PATH] | agent measure JOB.json VARIANT"
          " | agent facts [SENSOR] [--runtime RUNTIME] [--accelerator LIST] [--api API]"
@@ -353,7 +356,7 @@ def _measure(job_path: Path, name: str) -> int:
     return 0
 
 
-def _unsupported(runtime: Any, model_path: Path) -> str:
+def _unsupported(runtime: Runtime, model_path: Path) -> str:
     """Why ``runtime`` must not be given this file at all ("" if it may).
 
     tflite-runtime has no int4 kernels, and does not always say so: on an int4 file it
