@@ -10,6 +10,10 @@ signal's number, printing no result.  ``--pid-file`` writes the agent's pid
 (atomically) for the host, which starts it in a session of its own, and removes
 it on exit.
 
+A job with ``pairs`` is a paired job (:mod:`device_agent.paired`): each pair's baseline and
+candidate files are measured interleaved in one child, and the result carries ``pairs``
+instead of ``variants``.
+
 ``measure JOB NAME``: one variant's figures, in this process (a debugging aid;
 ``run`` forks its children, see :mod:`device_agent.proc`).
 
@@ -174,6 +178,13 @@ def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, A
     _preload(settings["runtime"])
     # Forked before anything else grows this process: every child starts from this image.
     zygote = Zygote(lambda name: _measure(job_path, name))
+    if job.get("pairs"):
+        try:
+            return {"schema_version": protocol.SCHEMA_VERSION, "job_id": job["job_id"],
+                    "board": board_facts(), "variants": [],
+                    "pairs": _run_pairs(zygote, job, settings, deadline, budget)}
+        finally:
+            zygote.close()
     try:
         variants = []
         for index, variant in enumerate(job["variants"]):
@@ -207,6 +218,22 @@ def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, A
         "board": board_facts(),
         "variants": variants,
     }
+
+
+def _run_pairs(zygote: Zygote, job: dict[str, Any], settings: dict[str, Any], deadline: float,
+               budget: float) -> list[dict[str, Any]]:
+    """Each pair in a child of its own: a crash of one file fails that pair only."""
+    timeout = float(settings["variant_timeout_seconds"])
+    pairs = []
+    for index, pair in enumerate(job["pairs"]):
+        if time.monotonic() >= deadline:
+            pairs.append(_failed(pair["name"], f"not started: the job's deadline ({budget:g} s) "
+                                               "had passed"))
+            continue
+        _cool_down(settings, first=index == 0, deadline=deadline)
+        left = deadline - time.monotonic()
+        pairs.append(_measure_in_child(zygote, pair["name"], timeout, left, budget))
+    return pairs
 
 
 def _unsteady_only(measured: dict[str, Any]) -> bool:
@@ -301,6 +328,9 @@ def _measure(job_path: Path, name: str) -> int:
     from .thermal import parse_zones, thermal_state
 
     job = _load_job(job_path)
+    pair = next((p for p in job.get("pairs") or () if p["name"] == name), None)
+    if pair is not None:
+        return _measure_pair(job_path, job, pair)
     variant = next(v for v in job["variants"] if v["name"] == name)
     settings = {**protocol.TEXT_SETTINGS, **job["settings"]}
     try:
@@ -352,6 +382,62 @@ def _measure(job_path: Path, name: str) -> int:
               f"{type(exc).__name__}: {_first_line(str(exc))}", file=sys.stderr)
         return 1
     figures["runtime_choice"] = runtime.choice
+    print(json.dumps(figures))
+    return 0
+
+
+def _measure_pair(job_path: Path, job: dict[str, Any], pair: dict[str, Any]) -> int:
+    """A pair's baseline, control and candidate in this child (see device_agent.paired)."""
+    from .measure import _measuring_inputs
+    from .outputs import load_reference
+    from .paired import PairedSettings, measure_pair, open_models
+    from .runtime import RuntimeNotFound, find_runtime
+
+    files = {v["name"]: v for v in job["variants"]}
+    settings = {**protocol.DEFAULT_SETTINGS, **protocol.OPTIONAL_SETTINGS,
+                **protocol.TEXT_SETTINGS, **job["settings"]}
+    try:
+        runtime = find_runtime(settings["runtime"])
+    except RuntimeNotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(RUNTIME_MARK + json.dumps(runtime.describe()), file=sys.stderr, flush=True)
+    paths = {}
+    for side, variant in (("baseline", files[pair["baseline"]]),
+                          ("candidate", files[pair["candidate"]])):
+        path = job_path.parent / variant["file"]
+        if protocol.sha256_file(path) != variant["sha256"]:
+            print(f"{variant['file']} does not match its sha256 {variant['sha256']}; not run",
+                  file=sys.stderr)
+            return 1
+        refusal = _unsupported(runtime, path)
+        if refusal:
+            print(f"{runtime.name} {runtime.version} cannot run {variant['file']}: {refusal}",
+                  file=sys.stderr)
+            return 1
+        paths[side] = path
+    paths["control"] = paths["baseline"]
+    candidate = files[pair["candidate"]]
+    for key in ("threads", "accelerator"):  # one sweep cell: both sides measured in it
+        if key in candidate:
+            settings[key] = candidate[key]
+    reference = None
+    if "reference" in candidate:  # both sides are fed the candidate's real input
+        try:
+            reference = load_reference(job_path.parent / candidate["reference"])
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"reference {candidate['reference']} is unreadable: {exc}", file=sys.stderr)
+            return 1
+    try:
+        models = open_models(runtime, paths, settings,
+                             lambda interpreter: _measuring_inputs(interpreter, reference)[0])
+        figures = measure_pair(models, PairedSettings.from_dict(job.get("paired")))
+    except Exception as exc:  # the runtime's own message is the useful part
+        print(f"{runtime.name} {runtime.version} could not run the pair {pair['name']}: "
+              f"{type(exc).__name__}: {_first_line(str(exc))}", file=sys.stderr)
+        return 1
+    figures.update(status="ok", runtime=runtime.describe(), threads=int(settings["threads"]),
+                   accelerator=settings["accelerator"])
     print(json.dumps(figures))
     return 0
 

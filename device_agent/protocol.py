@@ -33,6 +33,11 @@ agent does not send them, an older host's job does not set them):
   ``{"error": ...}`` saying why there is none).
 - job: per-variant ``accelerator`` (an ``--accelerator`` sweep); settings ``accelerator``,
   ``api``, ``delegate`` and ``delegate_options``.
+- job: ``pairs`` (a paired job, :mod:`device_agent.paired`): each ``{"name", "baseline",
+  "candidate"}`` names two of the job's variants (files) measured interleaved in one child;
+  ``paired`` holds its :class:`~device_agent.paired.PairedSettings`.  The result then has
+  ``pairs`` (one per pair, in order: block medians and 90th percentiles per side, the
+  board's verdict, or ``status: failed`` with its ``error``) and an empty ``variants``.
 
 The whole job has one deadline, :func:`job_budget_seconds`: the host waits that long
 (plus its own transfer time) and the agent enforces it too.
@@ -50,7 +55,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 SCHEMA_VERSION = 1
 
@@ -107,6 +112,12 @@ RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
 #: the runtime (seconds on a small board), forking, and printing the answer.
 JOB_STARTUP_SECONDS = 60.0
 
+#: Fewest triples a paired comparison judges: below six pairs the signed-rank interval at
+#: the confidences used has no finite ends.
+MIN_TRIPLES = 6
+#: The three models of a paired job's pair (device_agent.paired), in the order reported.
+SIDES = ("baseline", "control", "candidate")
+
 VARIANT_STATUSES = ("ok", "failed")
 VERDICTS = ("VALID", "INVALID")
 LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
@@ -119,6 +130,56 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class PairedSettings:
+    """How a pair is measured and when measuring stops (the job's ``paired`` section)."""
+
+    FIELDS: ClassVar[dict[str, float]] = {
+        "limit": 0.05,            # the limit on the block medians judged while measuring (5 %)
+        "tail_limit": 0.10,       # and on the blocks' 90th percentiles (10 %)
+        "confidence": 0.99,       # over all rounds together: each round is 1 - (1 - c) / rounds
+        "block_seconds": 0.02,    # one block of one model lasts about this long
+        "min_block_runs": 15,     # and holds at least this many invocations (its median)
+        "max_block_runs": 20_000,
+        "round_triples": 16,      # triples per round: 16 is the fewest that can decide in one
+        "max_rounds": 8,
+        "max_seconds": 20.0,      # measuring time of a pair at most (warm-up excluded)
+    }
+
+    def __init__(self, **values: float) -> None:
+        unknown = sorted(set(values) - set(self.FIELDS))
+        if unknown:
+            raise ValueError(f"unknown paired setting {unknown[0]!r}; known: "
+                             + ", ".join(sorted(self.FIELDS)))
+        merged = dict(self.FIELDS, **values)
+        for key, value in merged.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"paired setting {key} must be a number > 0, got {value!r}")
+        if not 0.5 <= merged["confidence"] < 1:
+            raise ValueError(f"paired setting confidence must be in [0.5, 1), got "
+                             f"{merged['confidence']!r}")
+        for key in ("limit", "tail_limit"):
+            if merged[key] >= 1:
+                raise ValueError(f"paired setting {key} is a fraction below 1, got "
+                                 f"{merged[key]!r}")
+        self.limit = float(merged["limit"])
+        self.tail_limit = float(merged["tail_limit"])
+        self.confidence = float(merged["confidence"])
+        self.block_seconds = float(merged["block_seconds"])
+        self.min_block_runs = int(merged["min_block_runs"])
+        self.max_block_runs = max(self.min_block_runs, int(merged["max_block_runs"]))
+        self.round_triples = max(MIN_TRIPLES, int(merged["round_triples"]))
+        self.max_rounds = int(merged["max_rounds"])
+        self.max_seconds = float(merged["max_seconds"])
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> PairedSettings:
+        return cls(**(values or {}))
+
+    def to_dict(self) -> dict[str, float]:
+        return {key: getattr(self, key) for key in self.FIELDS}
 
 
 class ProtocolError(ValueError):
@@ -181,6 +242,8 @@ def validate_job(job: Any) -> dict[str, Any]:
         if variant["name"] in names:
             raise ProtocolError(f"{where}.name {variant['name']!r} is repeated")
         names.add(variant["name"])
+    if "pairs" in job:
+        _validate_pairs(job, names)
     settings = job.get("settings")
     _require_type(settings, dict, "job.settings")
     for key in DEFAULT_SETTINGS:
@@ -203,6 +266,28 @@ def validate_job(job: Any) -> dict[str, Any]:
                 raise ProtocolError(f"job.settings.delegate_options.{key} must be a string, "
                                     f"number or boolean")
     return job
+
+
+def _validate_pairs(job: dict[str, Any], files: set[str]) -> None:
+    pairs = _require_list(job["pairs"], "job.pairs")
+    if not pairs:
+        raise ProtocolError("job.pairs is empty")
+    seen = set()
+    for index, pair in enumerate(pairs):
+        where = f"job.pairs[{index}]"
+        _require_dict(pair, where)
+        for key in ("name", "baseline", "candidate"):
+            _require_type(pair.get(key), str, f"{where}.{key}")
+        for key in ("baseline", "candidate"):
+            if pair[key] not in files:
+                raise ProtocolError(f"{where}.{key} {pair[key]!r} is not a variant of the job")
+        if pair["name"] in seen or pair["name"] in files:
+            raise ProtocolError(f"{where}.name {pair['name']!r} is repeated")
+        seen.add(pair["name"])
+    try:
+        PairedSettings.from_dict(_require_dict(job.get("paired", {}), "job.paired"))
+    except ValueError as exc:
+        raise ProtocolError(f"job.paired: {exc}") from None
 
 
 def _require_choice(value: Any, choices: tuple[str, ...], where: str) -> None:
@@ -235,13 +320,58 @@ def validate_result(result: Any, job: dict[str, Any]) -> dict[str, Any]:
         _require_type(board.get(key), str, f"result.board.{key}")
     variants = result.get("variants")
     _require_type(variants, list, "result.variants")
-    expected = [v["name"] for v in job["variants"]]
+    expected = [] if job.get("pairs") else [v["name"] for v in job["variants"]]
     got = [v.get("name") if isinstance(v, dict) else None for v in variants]
     if got != expected:
         raise ProtocolError(f"result.variants are {got}, expected {expected}")
     for index, variant in enumerate(variants):
         _validate_variant(variant, f"result.variants[{index}]")
+    if job.get("pairs"):
+        _validate_pair_results(result.get("pairs"), [p["name"] for p in job["pairs"]])
     return result
+
+
+def _validate_pair_results(pairs: Any, expected: list[str]) -> None:
+    """A paired job's answer: per pair, equal numbers of blocks on every side, each figure a
+    finite number above zero, or the reason it failed."""
+    pairs = _require_list(pairs, "result.pairs")
+    got = [p.get("name") if isinstance(p, dict) else None for p in pairs]
+    if got != expected:
+        raise ProtocolError(f"result.pairs are {got}, expected {expected}")
+    for index, pair in enumerate(pairs):
+        where = f"result.pairs[{index}]"
+        if pair.get("status") not in VARIANT_STATUSES:
+            raise ProtocolError(f"{where}.status must be one of {VARIANT_STATUSES}, "
+                                f"got {pair.get('status')!r}")
+        if pair["status"] == "failed":
+            _require_type(pair.get("error"), str, f"{where}.error")
+            continue
+        _require_number(pair.get("block_runs"), f"{where}.block_runs", minimum=1)
+        _require_number(pair.get("seconds"), f"{where}.seconds", minimum=0)
+        counts = set()
+        for figure in ("block_median_ms", "block_p90_ms"):
+            blocks = _require_dict(pair.get(figure), f"{where}.{figure}")
+            for side in SIDES:
+                values = _require_list(blocks.get(side), f"{where}.{figure}.{side}")
+                if len(values) > MAX_RAW_SAMPLES:
+                    raise ProtocolError(f"{where}.{figure}.{side} has {len(values)} blocks, "
+                                        f"over {MAX_RAW_SAMPLES}")
+                for value in values:
+                    _require_number(value, f"{where}.{figure}.{side}[]", minimum=0)
+                    if value <= 0:
+                        raise ProtocolError(f"{where}.{figure}.{side}[] must be above 0")
+                counts.add(len(values))
+        if len(counts) != 1:
+            raise ProtocolError(f"{where} has unequal numbers of blocks per side")
+        runtime = _require_dict(pair.get("runtime"), f"{where}.runtime")
+        for key in ("name", "version"):
+            _require_type(runtime.get(key), str, f"{where}.runtime.{key}")
+        latency = _require_dict(pair.get("latency_ms"), f"{where}.latency_ms")
+        for side in SIDES:
+            summary = _require_dict(latency.get(side), f"{where}.latency_ms.{side}")
+            for key in LATENCY_KEYS:
+                _require_number(summary.get(key), f"{where}.latency_ms.{side}.{key}",
+                                minimum=0)
 
 
 def _validate_variant(variant: dict[str, Any], where: str) -> None:

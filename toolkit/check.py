@@ -99,6 +99,7 @@ class Thresholds:
 
     latency_p50: float = 5.0
     latency_p99: float = 10.0
+    latency_tail: float = 10.0
     peak_memory: float = 5.0
     size: float = 1.0
     accuracy: float = 0.5

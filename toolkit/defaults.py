@@ -20,6 +20,7 @@ FORMATS = ("html", "md", "json")
 THRESHOLD_HELP = {
     "latency_p50": "latency median, % slower",
     "latency_p99": "latency 99th percentile, % slower",
+    "latency_tail": "latency tail (90th percentile of each block; paired checks), % slower",
     "peak_memory": "peak resident memory, % more",
     "size": "artifact size, % larger",
     "accuracy": "accuracy, points lower",

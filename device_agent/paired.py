@@ -1,0 +1,261 @@
+"""Baseline and candidate measured side by side, in one process, and judged by their ratio.
+
+Why: on a shared machine the median of a 15 us model moved by up to 17 % between two
+processes seconds apart, while two interpreters interleaved in one process compared within
+0.6 %.  No statistics on two separate runs see through that; measuring both files in one
+process, in short interleaved blocks, cancels it (what Chromium's Pinpoint and Google
+Benchmark's random interleaving do).
+
+One measuring child per pair holds three models: the baseline (``A``), the baseline opened a
+second time (the *control*, ``A'``), and the candidate (``B``), with the same runtime,
+threads and accelerator.  A *round* is a number of *triples*: in each, one block of
+``block_runs`` invocations of each model, in an order drawn at random.  Per triple, the log
+ratio of block medians ``log(med B / med A)`` is the candidate's figure, and
+``log(med A' / med A)`` the control's: what two copies of one file differ by in this
+process on this board now (memory placement, a core's state), the floor no comparison of
+two files can go below.
+
+Statistics (:func:`judge`): the median of the log ratios with the distribution-free
+interval of the sign test (:func:`median_interval`), widened on each side by the
+floor (how far the control's estimate lies from 1, at least :data:`MIN_FLOOR`).  A
+regression when the whole widened interval lies above ``log(1 + limit)``, a pass when it
+lies below it (improved when below ``log(1 - limit)``), else ``inconclusive``.  Sequential:
+while the answer is ``inconclusive``, another round is measured, up to ``max_rounds`` and
+``max_seconds``; the error rate is spent evenly across the rounds that may be looked at
+(Bonferroni), so looking again does not raise it.  When the control alone lies beyond the
+limit the board is too noisy to judge, and the answer says so with the figure.
+
+The host receives every block median and judges again with this same code: the board's
+verdict only decides when to stop measuring.
+
+Standard library and numpy only, Python 3.8 syntax (the board's Python).
+
+Example::
+
+    figures = measure_pair(runtime, Path("base.tflite"), Path("new.tflite"), settings,
+                           PairedSettings.from_dict(job["paired"]))
+    judge(figures["log_ratios"]["candidate"], figures["log_ratios"]["control"],
+          limit=0.05, confidence=0.99, looks=8)["verdict"]
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from array import array
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence
+
+import numpy as np
+
+from .protocol import MIN_TRIPLES, SIDES, PairedSettings
+
+#: The smallest floor a comparison is widened by, as a log ratio: two copies of one file
+#: interleaved in one process differed by up to 0.6 % between processes on a loaded 2-vCPU
+#: machine (0.9944-1.0024 in 10 trials, shared/notes/toolchain.md); 1 % covers that with a
+#: margin, and is a fifth of the default 5 % limit.
+MIN_FLOOR = math.log(1.01)
+VERDICTS = ("pass", "regression", "improved", "inconclusive")
+#: How an ``inconclusive`` that more rounds cannot change begins its reason.
+TOO_NOISY = "the board is too noisy to judge"
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def median_interval(values: Sequence[float], confidence: float) -> Dict[str, float]:
+    """The median of ``values`` and its distribution-free interval (the sign test's).
+
+    The interval's ends are the ``k``-th smallest and largest values, ``k`` the largest
+    rank with ``P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2``: it holds for any
+    distribution, and a wild block (a preemption landing in one side's block) moves it by
+    one rank, not by its size.  (A signed-rank interval is narrower on clean data, but one
+    wild block in 16 carried 16 of its Walsh averages and blew it open.)  Ends are
+    infinite when there are too few values for ``confidence``.
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    n = int(x.size)
+    if n == 0:
+        return {"estimate": math.nan, "low": -math.inf, "high": math.inf, "n": 0}
+    tail = (1.0 - confidence) / 2.0
+    k, below = 0, 0.0  # below: P(Binomial(n, 1/2) < k + 1)
+    while True:
+        below += math.comb(n, k) / 2.0 ** n
+        if below > tail:
+            break
+        k += 1
+    estimate = float(np.median(x))
+    if k < 1:
+        return {"estimate": estimate, "low": -math.inf, "high": math.inf, "n": n}
+    return {"estimate": estimate, "low": float(x[k - 1]), "high": float(x[n - k]), "n": n}
+
+
+def round_confidence(confidence: float, looks: int) -> float:
+    """The confidence of each of ``looks`` looks so that all of them together keep
+    ``confidence`` (the error rate spent evenly: Bonferroni)."""
+    return 1.0 - (1.0 - confidence) / max(1, looks)
+
+
+def judge(candidate: Sequence[float], control: Sequence[float], *, limit: float,
+          confidence: float, looks: int) -> Dict[str, Any]:
+    """The verdict on log ratios of block medians (candidate / baseline), given the control's.
+
+    Returns the verdict, the ratio ``exp(estimate)``, the widened interval as ratios, the
+    floor (as a ratio above 1) and the control's ratio; ``reason`` says why it could not
+    tell, when it could not.
+    """
+    each = round_confidence(confidence, looks)
+    new = median_interval(candidate, each)
+    same = median_interval(control, each)
+    upper, lower = math.log1p(limit), math.log1p(-limit)
+    answer: Dict[str, Any] = {
+        "ratio": _exp(new["estimate"]), "control_ratio": _exp(same["estimate"]),
+        "triples": new["n"], "confidence_each_look": each}
+    if new["n"] < MIN_TRIPLES or not math.isfinite(new["low"]) \
+            or not math.isfinite(same["low"]):
+        answer.update(verdict="inconclusive", floor=math.nan, interval=[0.0, math.inf],
+                      reason=f"{new['n']} triples; at least {MIN_TRIPLES} are needed")
+        return answer
+    # The control's estimate is how far two copies of one file sit apart in this process;
+    # its own sampling noise is already in the candidate's interval.
+    floor = max(MIN_FLOOR, abs(same["estimate"]))
+    low, high = new["low"] - floor, new["high"] + floor
+    answer.update(floor=_exp(floor), interval=[_exp(low), _exp(high)])
+    if abs(same["estimate"]) > upper:
+        answer.update(verdict="inconclusive",
+                      reason=f"{TOO_NOISY}: the baseline against itself "
+                             f"measured {_percent(same['estimate'])}, beyond the "
+                             f"{limit * 100:g} % limit")
+    elif low > upper:
+        answer["verdict"] = "regression"
+    elif high < lower:
+        answer["verdict"] = "improved"
+    elif high < upper:
+        answer["verdict"] = "pass"
+    else:
+        answer.update(verdict="inconclusive",
+                      reason=f"the interval reaches past the {limit * 100:g} % limit from "
+                             f"below it")
+    return answer
+
+
+def _exp(value: float) -> float:
+    return math.exp(value) if math.isfinite(value) else value
+
+
+def _percent(log_ratio: float) -> str:
+    return f"{(math.exp(log_ratio) - 1) * 100:+.2f} %"
+
+
+# --- measurement --------------------------------------------------------------------------
+
+
+def measure_pair(models: Dict[str, Any], settings: PairedSettings, *,
+                 rng: random.Random | None = None,
+                 clock: Any = time.perf_counter_ns) -> Dict[str, Any]:
+    """Interleave blocks of the three ``models`` (``SIDES`` -> an allocated interpreter with
+    its inputs set, warmed up) until the verdict is known or the caps are reached.
+
+    Returns the block medians and 90th percentiles per side (ms), the log ratios, the
+    rounds, the block size, the time measured, every side's latency summary, and the
+    board's verdicts on the medians and the 90th percentiles (:func:`judge`).  Measuring
+    stops when both are decided.
+    """
+    rng = rng or random.Random()
+    block_runs = _block_runs([models[side] for side in SIDES], settings, clock)
+    medians: Dict[str, List[float]] = {side: [] for side in SIDES}
+    p90s: Dict[str, List[float]] = {side: [] for side in SIDES}
+    pooled: Dict[str, array] = {side: array("q") for side in SIDES}
+    started = time.monotonic()
+    rounds = 0
+    verdicts: Dict[str, Any] = {}
+    order = list(SIDES)
+    while True:
+        rounds += 1
+        for _ in range(settings.round_triples):
+            rng.shuffle(order)
+            for side in order:
+                block = _block(models[side], block_runs, clock)
+                pooled[side].extend(block)
+                values = np.frombuffer(block, dtype=np.int64) / 1e6
+                median, p90 = np.percentile(values, [50, 90])
+                medians[side].append(float(median))
+                p90s[side].append(float(p90))
+        verdicts = {}
+        for figure, blocks, limit in (("median", medians, settings.limit),
+                                      ("p90", p90s, settings.tail_limit)):
+            ratios = log_ratios(blocks)
+            verdicts[figure] = judge(ratios["candidate"], ratios["control"], limit=limit,
+                                     confidence=settings.confidence, looks=settings.max_rounds)
+        undecided = [v for v in verdicts.values() if v["verdict"] == "inconclusive"
+                     and not v.get("reason", "").startswith(TOO_NOISY)]
+        if not undecided or rounds >= settings.max_rounds \
+                or time.monotonic() - started >= settings.max_seconds:
+            break
+    from .measure import latency_summary
+
+    return {
+        "block_runs": block_runs,
+        "rounds": rounds,
+        "seconds": time.monotonic() - started,
+        "block_median_ms": medians,
+        "block_p90_ms": p90s,
+        "latency_ms": {side: latency_summary(np.frombuffer(pooled[side], dtype=np.int64) / 1e6)
+                       for side in SIDES},
+        "board_verdicts": verdicts,
+    }
+
+
+def log_ratios(medians: Mapping[str, Sequence[float]]) -> Dict[str, List[float]]:
+    """Per triple, log(candidate / baseline) and log(control / baseline)."""
+    base = np.asarray(medians["baseline"], dtype=float)
+    return {side: np.log(np.asarray(medians[side], dtype=float) / base).tolist()
+            for side in ("candidate", "control")}
+
+
+def _block_runs(models: List[Any], settings: PairedSettings, clock: Any) -> int:
+    """Invocations per block: enough for ``block_seconds`` of the slowest model, within the
+    bounds; every side gets the same count, so a block's median is comparable."""
+    slowest = 0
+    for model in models:
+        start = clock()
+        for _ in range(settings.min_block_runs):
+            model.invoke()
+        slowest = max(slowest, (clock() - start) // settings.min_block_runs)
+    wanted = int(settings.block_seconds * 1e9 / max(1, slowest))
+    return max(settings.min_block_runs, min(settings.max_block_runs, wanted))
+
+
+def _block(model: Any, runs: int, clock: Any) -> array:
+    samples = array("q")
+    for _ in range(runs):
+        start = clock()
+        model.invoke()
+        samples.append(clock() - start)
+    return samples
+
+
+def open_models(runtime: Any, paths: Dict[str, Path], settings: Dict[str, Any],
+                inputs_for: Any) -> Dict[str, Any]:
+    """Open and allocate each side's model with the same accelerator, API and threads, set
+    its inputs (``inputs_for(interpreter)``) and warm it up; ``paths``: side -> file."""
+    from .accelerators import plan_model
+    from .measure import _warm_up
+
+    models = {}
+    for side in SIDES:
+        interpreter = plan_model(runtime, paths[side], settings).open().model
+        interpreter.allocate_tensors()
+        for detail, tensor in zip(interpreter.get_input_details(), inputs_for(interpreter)):
+            interpreter.set_tensor(detail["index"], tensor)
+        models[side] = interpreter
+    for side in SIDES:
+        _warm_up(models[side], runs=int(settings["warmup_runs"]),
+                 seconds=float(settings["warmup_seconds"]))
+    return models
+
+
+__all__ = ["MIN_FLOOR", "MIN_TRIPLES", "SIDES", "VERDICTS", "PairedSettings", "judge",
+           "log_ratios", "measure_pair", "open_models", "round_confidence",
+           "median_interval"]

@@ -1,0 +1,189 @@
+"""The paired gate: the job it sends, the answers it accepts, and the verdicts it draws.
+
+Unit tests answer the job in-process (``run_job``) with constructed blocks; the last tests
+run the real agent zipapp on a real converted model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from device_agent import protocol
+from toolkit.check import Thresholds
+from toolkit.errors import ExitCode, UsageError
+from toolkit.gate.paired import PairSpec, check_paired, paired_job
+from toolkit.targets import load_target
+
+from .test_agent import write_job
+
+
+def spec(tmp_path: Path, variant: str = "fp32") -> PairSpec:
+    base, new = tmp_path / f"{variant}-base.tflite", tmp_path / f"{variant}-new.tflite"
+    base.write_bytes(b"base" + variant.encode())
+    new.write_bytes(b"new" + variant.encode())
+    return PairSpec(variant=variant, baseline_file=base, baseline_sha256=protocol.sha256_file(base),
+                    candidate_file=new, candidate_sha256=protocol.sha256_file(new), threads=2)
+
+
+def answer(job: dict[str, Any], ratios: dict[str, float], *, control: float = 1.0,
+           failed: dict[str, str] | None = None, seed: int = 0) -> bytes:
+    """An agent's answer to a paired ``job``: 32 blocks a side, the candidate's median
+    ``ratios[name]`` times the baseline's, with 0.5 % noise per block."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for pair in job["pairs"]:
+        name = pair["name"]
+        if failed and name in failed:
+            pairs.append({"name": name, "status": "failed", "error": failed[name]})
+            continue
+        base = 0.010 * np.exp(rng.normal(0, 0.005, 32))
+        blocks = {"baseline": base.tolist(),
+                  "control": (base * control * np.exp(rng.normal(0, 0.005, 32))).tolist(),
+                  "candidate": (base * ratios[name] * np.exp(rng.normal(0, 0.005, 32))).tolist()}
+        summary = {key: 0.01 for key in protocol.LATENCY_KEYS}
+        pairs.append({"name": name, "status": "ok", "block_runs": 2000, "rounds": 2,
+                      "seconds": 1.5, "block_median_ms": blocks,
+                      "block_p90_ms": {side: [v * 1.02 for v in values]
+                                       for side, values in blocks.items()},
+                      "latency_ms": {side: summary for side in protocol.SIDES},
+                      "runtime": {"name": "ai-edge-litert", "version": "2.3.0"},
+                      "threads": 2, "accelerator": "cpu"})
+    return json.dumps({"schema_version": protocol.SCHEMA_VERSION, "job_id": job["job_id"],
+                       "board": {"hostname": "h", "machine": "x86_64", "system": "Linux",
+                                 "python": "3.11"},
+                       "variants": [], "pairs": pairs}).encode()
+
+
+def test_the_job_pairs_each_variants_files_and_carries_the_limits(tmp_path: Path) -> None:
+    specs = [spec(tmp_path, "fp32"), spec(tmp_path, "int8")]
+    job, files = paired_job(specs, load_target("local"), Thresholds(latency_p50=3.0), "j")
+    assert [p["name"] for p in job["pairs"]] == ["fp32", "int8"]
+    assert job["paired"] == {"limit": 0.03, "tail_limit": 0.10}
+    by_name = {v["name"]: v for v in job["variants"]}
+    assert by_name["fp32~candidate"]["threads"] == 2
+    assert files[by_name["fp32~baseline"]["file"]] == specs[0].baseline_file
+    assert files[by_name["int8~candidate"]["file"]] == specs[1].candidate_file
+
+
+def test_a_file_gone_from_a_run_folder_is_one_usage_line(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"the baseline.s file .* is gone; deploy the baseline"):
+        PairSpec(variant="fp32", baseline_file=tmp_path / "nope.tflite", baseline_sha256="x",
+                 candidate_file=tmp_path / "nope2.tflite", candidate_sha256="y")
+
+
+@pytest.mark.parametrize(("ratio", "verdict", "code"), [
+    (1.0, "pass", ExitCode.OK), (1.02, "pass", ExitCode.OK),
+    (1.08, "regression", ExitCode.FAILED), (1.15, "regression", ExitCode.FAILED),
+    (0.8, "improved", ExitCode.OK), (1.05, "inconclusive", ExitCode.INCOMPLETE)])
+def test_verdicts_and_exit_codes_follow_the_ratio(tmp_path: Path, ratio: float, verdict: str,
+                                                  code: ExitCode) -> None:
+    outcome = check_paired(load_target("local"), [spec(tmp_path)], Thresholds(),
+                           run_job=lambda _t, job, _f: answer(job, {"fp32": ratio}))
+    median = next(c for c in outcome.checks if c.metric == "latency_p50")
+    assert median.verdict == verdict and outcome.exit_code == code
+    assert median.ratio == pytest.approx(ratio, rel=0.01)
+    if verdict != "inconclusive":
+        assert median.interval is not None
+        assert median.interval[0] <= median.ratio <= median.interval[1]
+
+
+def test_a_noisy_board_is_named_with_its_figure(tmp_path: Path) -> None:
+    outcome = check_paired(load_target("local"), [spec(tmp_path)], Thresholds(),
+                           run_job=lambda _t, job, _f: answer(job, {"fp32": 1.2}, control=1.12))
+    assert outcome.exit_code == ExitCode.INCOMPLETE
+    assert "too noisy to judge" in outcome.summary and "+12." in outcome.summary
+
+
+def test_a_crashed_pair_fails_alone(tmp_path: Path) -> None:
+    outcome = check_paired(
+        load_target("local"), [spec(tmp_path, "fp32"), spec(tmp_path, "int8")], Thresholds(),
+        run_job=lambda _t, job, _f: answer(job, {"fp32": 1.0},
+                                           failed={"int8": "killed by signal SIGSEGV"}))
+    verdicts = {(c.variant, c.metric): c.verdict for c in outcome.checks}
+    assert verdicts[("fp32", "latency_p50")] == "pass"
+    assert verdicts[("int8", "latency_p50")] == "inconclusive"
+    assert outcome.exit_code == ExitCode.INCOMPLETE
+    assert "SIGSEGV" in outcome.to_markdown() and "SIGSEGV" in outcome.to_junit()
+
+
+def test_the_output_shows_units_intervals_and_the_control(tmp_path: Path) -> None:
+    outcome = check_paired(load_target("local"), [spec(tmp_path)], Thresholds(),
+                           run_job=lambda _t, job, _f: answer(job, {"fp32": 1.08}),
+                           baseline="main-run", candidate="new-run")
+    text = outcome.to_markdown()
+    assert "**REGRESSION**" in text and "+8." in text
+    assert re.search(r"\| \d+\.\d+ us \| \d+\.\d+ us \|", text)  # units as deploy shows them
+    assert "the baseline against itself" in text and "`main-run`" in text
+    assert "2000 runs" in text
+    junit = outcome.to_junit()
+    assert 'failures="1"' in junit
+    assert outcome.to_dict()["kind"] == "paired"
+
+
+@pytest.mark.parametrize("broken", [
+    {"block_median_ms": {"baseline": [1.0], "control": [1.0], "candidate": []}},
+    {"block_median_ms": {"baseline": [1.0], "control": [1.0], "candidate": [0.0]}},
+    {"block_median_ms": {"baseline": [1.0], "control": [1.0], "candidate": ["x"]}},
+    {"runtime": "litert"},
+    {"block_runs": -1},
+])
+def test_malformed_paired_answers_are_refused(tmp_path: Path, broken: dict[str, Any]) -> None:
+    job, _ = paired_job([spec(tmp_path)], load_target("local"), Thresholds(), "j")
+    document = json.loads(answer(job, {"fp32": 1.0}))
+    document["pairs"][0].update(broken)
+    if "block_median_ms" in broken:
+        document["pairs"][0]["block_p90_ms"] = broken["block_median_ms"]
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse_result(json.dumps(document).encode(), job)
+
+
+def test_a_paired_job_naming_a_file_it_does_not_carry_is_refused(tmp_path: Path) -> None:
+    job, _ = paired_job([spec(tmp_path)], load_target("local"), Thresholds(), "j")
+    job["pairs"][0]["baseline"] = "nowhere"
+    with pytest.raises(protocol.ProtocolError, match="not a variant of the job"):
+        protocol.validate_job(job)
+    job["pairs"][0]["baseline"] = "fp32~baseline"
+    job["paired"] = {"limt": 0.05}
+    with pytest.raises(protocol.ProtocolError, match="unknown paired setting 'limt'"):
+        protocol.validate_job(job)
+
+
+# --- the real agent on a real model -------------------------------------------------------
+
+
+def run_paired(folder: Path, pairs: list[tuple[str, str, str]]) -> dict[str, Any]:
+    files = sorted({f for _, base, new in pairs for f in (base, new)})
+    command, job = write_job(folder, [{"name": f, "file": f} for f in files])
+    job["pairs"] = [{"name": name, "baseline": base, "candidate": new}
+                    for name, base, new in pairs]
+    job["paired"] = {"max_seconds": 5.0, "block_seconds": 0.005}
+    protocol.validate_job(job)
+    (folder / "job.json").write_text(json.dumps(job))
+    completed = subprocess.run([sys.executable, *command[1:]], capture_output=True, check=True)
+    return protocol.parse_result(completed.stdout, job)
+
+
+def test_the_agent_measures_a_file_against_itself_and_a_crash_fails_its_pair_alone(
+        tflite_copy: Path) -> None:
+    broken = tflite_copy.parent / "broken.tflite"
+    broken.write_bytes(b"\x00" * 64)
+    result = run_paired(tflite_copy.parent, [("same", tflite_copy.name, tflite_copy.name),
+                                             ("bad", tflite_copy.name, broken.name)])
+    same, bad = result["pairs"]
+    assert result["variants"] == []
+    assert same["status"] == "ok" and bad["status"] == "failed" and bad["error"]
+    counts = {len(v) for v in same["block_median_ms"].values()}
+    assert len(counts) == 1 and counts.pop() >= 16
+    assert same["block_runs"] >= protocol.PairedSettings().min_block_runs
+    assert same["runtime"]["name"] in ("ai-edge-litert", "tflite-runtime")
+    assert set(same["latency_ms"]) == set(protocol.SIDES)
+    assert all(math.isfinite(v) and v > 0 for v in same["block_median_ms"]["candidate"])

@@ -1,0 +1,351 @@
+"""The paired gate: baseline and candidate files measured side by side on one board.
+
+Two runs measured seconds apart in two processes differ by up to 17 % on a shared machine,
+so comparing stored runs can rarely decide.  Here one board job holds both sides' files;
+the agent measures each pair interleaved in one child, with a baseline-against-itself
+control (:mod:`device_agent.paired`), and sends every block median back.  This module
+builds that job from two sets of records, runs it on the target, and judges each pair
+again from the blocks with the agent's own statistics (the board's verdict only decided
+when to stop measuring):
+
+- ``latency_p50``: the ratio of block medians, against ``Thresholds.latency_p50``;
+- ``latency_tail``: the ratio of each block's 90th percentile, against
+  ``Thresholds.latency_tail`` (a p99 needs more runs than a block holds).
+
+Both sides are measured with the same runtime, threads and accelerator, so what differs is
+the files.  A pair that crashed fails that pair only (``inconclusive``, with the error).
+
+Example::
+
+    specs = pair_records(baseline_run, candidate_run)
+    outcome = check_paired(load_target("local"), specs, Thresholds())
+    outcome.exit_code, outcome.to_markdown()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+from device_agent import protocol
+from device_agent.paired import judge, log_ratios
+
+from ..check import Thresholds
+from ..errors import ExitCode, ResultError, UsageError
+from ..results import ResultRecord
+from ..store import StoredRun
+from ..targets import Target
+from ..units import format_duration
+
+#: The metrics a paired check judges, with the block figure each is judged on.
+PAIRED_METRICS = {"latency_p50": "block_median_ms", "latency_tail": "block_p90_ms"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairSpec:
+    """One variant to measure paired: its name, and each side's file and record."""
+
+    variant: str
+    baseline_file: Path
+    baseline_sha256: str
+    candidate_file: Path
+    candidate_sha256: str
+    threads: int | None = None
+    accelerator: str | None = None
+    reference: Path | None = None
+
+    def __post_init__(self) -> None:
+        for side, path in (("baseline", self.baseline_file), ("candidate", self.candidate_file)):
+            if not path.is_file():
+                raise UsageError(f"{self.variant}: the {side}'s file {path} is gone; "
+                                 f"deploy the {side} again to measure it")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairedMetric:
+    """One metric of one variant, judged on the paired blocks."""
+
+    target: str
+    variant: str
+    metric: str
+    verdict: str  # pass, regression, improved, inconclusive
+    limit: float  # percent
+    ratio: float | None = None
+    interval: tuple[float, float] | None = None  # of the ratio, widened by the floor
+    floor: float | None = None  # the control's reach, as a ratio above 1
+    control_ratio: float | None = None
+    baseline_ms: float | None = None
+    candidate_ms: float | None = None
+    triples: int = 0
+    detail: str = ""
+
+    @property
+    def change(self) -> float | None:
+        """Percent slower (negative: faster)."""
+        return None if self.ratio is None else (self.ratio - 1) * 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairedOutcome:
+    """Every paired metric, the measurement facts, and the exit code they come to."""
+
+    target: str
+    checks: list[PairedMetric] = field(default_factory=list)
+    #: Per variant: block size, rounds, seconds measured, runtime, threads, accelerator.
+    measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baseline: str = ""
+    candidate: str = ""
+
+    @property
+    def regressions(self) -> list[PairedMetric]:
+        return [c for c in self.checks if c.verdict == "regression"]
+
+    @property
+    def inconclusive(self) -> list[PairedMetric]:
+        return [c for c in self.checks if c.verdict == "inconclusive"]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.regressions:
+            return ExitCode.FAILED
+        return ExitCode.INCOMPLETE if self.inconclusive or not self.checks else ExitCode.OK
+
+    @property
+    def summary(self) -> str:
+        if self.regressions:
+            worst = max(self.regressions, key=lambda c: c.ratio or 0)
+            return (f"{len(self.regressions)} regression(s), e.g. {worst.variant} "
+                    f"{worst.metric} {_percent(worst.ratio)} (limit +{worst.limit:g} %)")
+        if self.inconclusive:
+            first = self.inconclusive[0]
+            return (f"cannot tell: {len(self.inconclusive)} metric(s), e.g. {first.variant} "
+                    f"{first.metric}: {first.detail}")
+        if not self.checks:
+            return "cannot tell: no variant was measured on both sides"
+        return "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "paired", "exit_code": int(self.exit_code), "summary": self.summary,
+                "target": self.target, "baseline": self.baseline, "candidate": self.candidate,
+                "checks": [dataclasses.asdict(c) for c in self.checks],
+                "measurements": self.measurements}
+
+    def to_markdown(self) -> str:
+        lines = [f"### edge check (paired on {self.target}): {self.summary}", "",
+                 f"Candidate `{self.candidate}` and baseline `{self.baseline}` measured side by "
+                 "side on the board, interleaved in one process, with the baseline against "
+                 "itself as a control.", "",
+                 "| variant | metric | baseline | candidate | change | interval | limit | "
+                 "verdict |",
+                 "|---|---|---:|---:|---:|---|---:|---|"]
+        for c in self.checks:
+            verdict = {"regression": "**REGRESSION**",
+                       "inconclusive": f"cannot tell: {c.detail}"}.get(c.verdict, c.verdict)
+            lines.append(f"| {c.variant} | {c.metric} | {_duration(c.baseline_ms)} | "
+                         f"{_duration(c.candidate_ms)} | {_percent(c.ratio)} | "
+                         f"{_interval(c.interval)} | +{c.limit:g} % | {verdict} |")
+        lines.append("")
+        for name, facts in self.measurements.items():
+            if "error" in facts:
+                lines.append(f"- {name}: not measured: {facts['error']}")
+                continue
+            lines.append(f"- {name}: {facts['triples']} blocks a side of {facts['block_runs']} "
+                         f"runs in {facts['rounds']} round(s), {facts['seconds']:.1f} s; "
+                         f"{facts['runtime']}, {facts['threads']} thread(s), "
+                         f"{facts['accelerator']}; the baseline against itself: "
+                         f"{_percent(facts['control_ratio'])}")
+        lines.append("- The interval is the signed-rank interval of the ratio of block "
+                     "figures, widened by the control's offset (at least 1 %); a regression "
+                     "needs all of it past the limit, a pass all of it below.")
+        return "\n".join(lines) + "\n"
+
+    def to_junit(self) -> str:
+        suite = ElementTree.Element("testsuite", {
+            "name": "edge check (paired)", "tests": str(len(self.checks)),
+            "failures": str(len(self.regressions)), "errors": str(len(self.inconclusive))})
+        for c in self.checks:
+            case = ElementTree.SubElement(suite, "testcase", {
+                "classname": f"edge.{c.target}.{c.variant}", "name": c.metric})
+            text = (f"{c.variant} {c.metric}: {c.verdict}, {_percent(c.ratio)} "
+                    f"{_interval(c.interval)} against +{c.limit:g} %"
+                    + (f"; {c.detail}" if c.detail else ""))
+            tag = {"regression": "failure", "inconclusive": "error"}.get(c.verdict)
+            if tag:
+                ElementTree.SubElement(case, tag, {"message": text}).text = text
+            else:
+                ElementTree.SubElement(case, "system-out").text = text
+        ElementTree.indent(suite)
+        return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def pair_records(baseline: StoredRun, candidate: StoredRun, *,
+                 target: str | None = None) -> tuple[str, list[PairSpec]]:
+    """The variants both runs measured well on one target, with each side's file.
+
+    ``target`` (default: the candidate's only target) picks one when the runs hold several.
+    """
+    targets = sorted({r.target for r in candidate.results})
+    if target is None:
+        if len(targets) != 1:
+            raise UsageError(f"run {candidate.run_id} holds targets {', '.join(targets)}; "
+                             "name one with --target")
+        target = targets[0]
+    base = {r.variant: r for r in baseline.results if r.target == target and r.ok}
+    specs = []
+    for record in candidate.results:
+        if record.target != target or not record.ok or record.variant not in base:
+            continue
+        specs.append(_spec(record.variant, base[record.variant], baseline, record, candidate))
+    if not specs:
+        raise UsageError(f"runs {baseline.run_id} and {candidate.run_id} have no variant "
+                         f"measured on {target} in both")
+    return target, specs
+
+
+def _spec(variant: str, base: ResultRecord, base_run: StoredRun, new: ResultRecord,
+          new_run: StoredRun) -> PairSpec:
+    accelerator = new.measured.get("accelerator")
+    return PairSpec(variant=variant,
+                    baseline_file=_artifact_file(base_run, base),
+                    baseline_sha256=base.sha256 or "",
+                    candidate_file=_artifact_file(new_run, new),
+                    candidate_sha256=new.sha256 or "",
+                    threads=new.threads,
+                    accelerator=(str(accelerator.get("requested"))
+                                 if isinstance(accelerator, dict) else None))
+
+
+def _artifact_file(run: StoredRun, record: ResultRecord) -> Path:
+    name = record.artifact.get("file")
+    if not isinstance(name, str) or not record.sha256:
+        raise UsageError(f"run {run.run_id} holds no file for {record.variant}; "
+                         "deploy it again to measure it paired")
+    return Path(run.report_dir) / "artifacts" / name
+
+
+def paired_job(specs: Sequence[PairSpec], target: Target, thresholds: Thresholds,
+               job_id: str) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The board job measuring ``specs`` paired, and the files it needs by board name."""
+    variants: list[dict[str, Any]] = []
+    pairs = []
+    files: dict[str, Path] = {}
+    for spec in specs:
+        base_name, new_name = f"{spec.baseline_sha256}.tflite", f"{spec.candidate_sha256}.tflite"
+        files[base_name], files[new_name] = spec.baseline_file, spec.candidate_file
+        candidate: dict[str, Any] = {"name": f"{spec.variant}~candidate", "file": new_name,
+                                     "sha256": spec.candidate_sha256}
+        if spec.threads is not None:
+            candidate["threads"] = spec.threads
+        if spec.accelerator in protocol.ACCELERATORS:
+            candidate["accelerator"] = spec.accelerator
+        if spec.reference is not None:
+            candidate["reference"] = spec.reference.name
+            files[spec.reference.name] = spec.reference
+        variants += [{"name": f"{spec.variant}~baseline", "file": base_name,
+                      "sha256": spec.baseline_sha256}, candidate]
+        pairs.append({"name": spec.variant, "baseline": f"{spec.variant}~baseline",
+                      "candidate": f"{spec.variant}~candidate"})
+    job = protocol.make_job(job_id=job_id, variants=variants, settings={
+        "threads": target.threads, "runtime": target.runtime, "accelerator": target.accelerator,
+        "api": target.api, "delegate": target.delegate or "",
+        "delegate_options": dict(target.delegate_options), "power_sensor": "none",
+        "thermal_zones": ",".join(target.thermal_zones)})
+    job["pairs"] = pairs
+    job["paired"] = {"limit": thresholds.latency_p50 / 100,
+                     "tail_limit": thresholds.latency_tail / 100}
+    protocol.validate_job(job)
+    return job, files
+
+
+def check_paired(target: Target, specs: Sequence[PairSpec], thresholds: Thresholds, *,
+                 baseline: str = "", candidate: str = "",
+                 run_job: Callable[[Target, dict[str, Any], dict[str, Path]], bytes] | None = None
+                 ) -> PairedOutcome:
+    """Measure ``specs`` paired on ``target`` and judge each pair."""
+    from ..runner import JobRunner
+
+    job, files = paired_job(specs, target, thresholds, f"paired-{uuid.uuid4().hex[:12]}")
+    raw = (run_job or (lambda t, j, f: JobRunner(t).run_job(j, f)))(target, job, files)
+    try:
+        result = protocol.parse_result(raw, job)
+    except protocol.ProtocolError as exc:
+        raise ResultError(f"agent on {target.name} answered an invalid result: {exc}",
+                          target=target.name) from None
+    checks: list[PairedMetric] = []
+    measurements: dict[str, dict[str, Any]] = {}
+    for pair in result["pairs"]:
+        checks += judge_pair(target.name, pair, thresholds)
+        measurements[pair["name"]] = _facts(pair)
+    return PairedOutcome(target=target.name, checks=checks, measurements=measurements,
+                         baseline=baseline, candidate=candidate)
+
+
+def judge_pair(target: str, pair: dict[str, Any], thresholds: Thresholds) -> list[PairedMetric]:
+    """Each paired metric of one pair's answer, judged from its blocks."""
+    limits = {"latency_p50": thresholds.latency_p50, "latency_tail": thresholds.latency_tail}
+    if pair["status"] != "ok":
+        return [PairedMetric(target=target, variant=pair["name"], metric=metric,
+                             verdict="inconclusive", limit=limits[metric],
+                             detail=f"not measured: {pair['error']}")
+                for metric in PAIRED_METRICS]
+    looks = int(protocol.PairedSettings.FIELDS["max_rounds"])
+    checks = []
+    for metric, figure in PAIRED_METRICS.items():
+        blocks = pair[figure]
+        ratios = log_ratios(blocks)
+        judged = judge(ratios["candidate"], ratios["control"], limit=limits[metric] / 100,
+                       confidence=protocol.PairedSettings.FIELDS["confidence"], looks=looks)
+        low, high = judged["interval"]
+        checks.append(PairedMetric(
+            target=target, variant=pair["name"], metric=metric, verdict=judged["verdict"],
+            limit=limits[metric], ratio=judged["ratio"],
+            interval=(low, high) if math.isfinite(high) and low > 0 else None,
+            floor=judged["floor"] if math.isfinite(judged["floor"]) else None,
+            control_ratio=judged["control_ratio"],
+            baseline_ms=_median(blocks["baseline"]), candidate_ms=_median(blocks["candidate"]),
+            triples=judged["triples"], detail=judged.get("reason", "")))
+    return checks
+
+
+def _facts(pair: dict[str, Any]) -> dict[str, Any]:
+    if pair["status"] != "ok":
+        return {"error": pair["error"]}
+    ratios = log_ratios(pair["block_median_ms"])
+    control = sorted(ratios["control"])[len(ratios["control"]) // 2]
+    runtime = pair["runtime"]
+    return {"triples": len(pair["block_median_ms"]["baseline"]),
+            "block_runs": pair["block_runs"], "rounds": pair.get("rounds", 1),
+            "seconds": pair["seconds"], "runtime": f"{runtime['name']} {runtime['version']}",
+            "threads": pair.get("threads"), "accelerator": pair.get("accelerator", "cpu"),
+            "control_ratio": math.exp(control)}
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _percent(ratio: float | None) -> str:
+    return "" if ratio is None or not math.isfinite(ratio) else f"{(ratio - 1) * 100:+.2f} %"
+
+
+def _interval(interval: tuple[float, float] | None) -> str:
+    """The widened interval as percentages; "spread unknown" when it has no finite ends."""
+    if interval is None:
+        return "spread unknown"
+    return f"[{(interval[0] - 1) * 100:+.2f}, {(interval[1] - 1) * 100:+.2f}] %"
+
+
+def _duration(ms: float | None) -> str:
+    return "" if ms is None else format_duration(ms)
+
+
+__all__ = ["PAIRED_METRICS", "PairSpec", "PairedMetric", "PairedOutcome", "check_paired",
+           "judge_pair", "pair_records", "paired_job"]
