@@ -112,8 +112,8 @@ RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
 #: the runtime (seconds on a small board), forking, and printing the answer.
 JOB_STARTUP_SECONDS = 60.0
 
-#: Fewest triples a paired comparison judges: below six pairs the signed-rank interval at
-#: the confidences used has no finite ends.
+#: Fewest triples a paired comparison judges: below six, the sign test's interval has no
+#: finite ends at 95 % or more.
 MIN_TRIPLES = 6
 #: The three models of a paired job's pair (device_agent.paired), in the order reported.
 SIDES = ("baseline", "control", "candidate")

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .cli_options import store_option
+from .cli_options import store_option, targets_dir_option
 from .cli_runs import write_output
 from .defaults import DEFAULT_OUT_DIR, THRESHOLD_HELP
 from .errors import ExitCode, UsageError
 from .project import find_project_config, resolve_store_path
+
+if TYPE_CHECKING:
+    from .check import CheckOutcome, Thresholds
+    from .gate import PairedOutcome
+    from .store import StoredRun
 
 _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.items())
 
@@ -49,10 +55,20 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
 @click.option("--markdown", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the Markdown summary here (for a pull-request comment).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.option("--paired", is_flag=True,
+              help="Measure the baseline's and RUN's files again, side by side on the board "
+                   "(interleaved in one process, with the baseline against itself as a "
+                   "control), and judge latency on that: decisive where two stored runs "
+                   "differ by the machine's drift. Needs one --baseline whose files are "
+                   "still in its run folder.")
+@click.option("--target", "target_name", metavar="NAME",
+              help="With --paired: the target to measure on, when the runs hold several.")
+@targets_dir_option
 @click.pass_context
 def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_path: str | None,
           overrides: tuple[str, ...], junit: Path | None, markdown: Path | None,
-          as_json: bool) -> None:
+          as_json: bool, paired: bool, target_name: str | None,
+          targets_dir: Path | None) -> None:
     """Judge RUN (a run id, a tag, default latest) against the baseline, metric by metric.
 
     Latency is judged on the raw samples (bootstrap interval of the ratio of
@@ -64,7 +80,11 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
     board on either side cannot prove anything: inconclusive too, and the check
     says what to do.
 
+    With --paired, both runs' files are measured again side by side on the board
+    and latency is judged on the ratio of interleaved blocks (see --paired).
+
     Example: edge check --baseline main latest --junit check.xml
+    Example: edge check --baseline main latest --paired
     """
     from .check import Thresholds, check_runs, load_baseline
     from .store import ResultsStore
@@ -76,11 +96,20 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
                                          where="--threshold")
     path = resolve_store_path(store_path, default=DEFAULT_OUT_DIR / "results.sqlite",
                               project=project)
+    if target_name and not paired:
+        raise UsageError("--target chooses where --paired measures; add --paired")
+    if paired and len(baseline_refs) != 1:
+        raise UsageError("--paired measures against one --baseline run; give exactly one")
     with ResultsStore(path, create=False) as store:
         baselines = [load_baseline(ref, store) for ref in baseline_refs]
         judged = store.get_run(run)
-        outcome = check_runs(baselines, judged, thresholds, history=store.latency_history(
-            judged.model_name, until=judged.created_at))
+        outcome: CheckOutcome | PairedOutcome
+        if paired:
+            outcome = _paired(baselines[0], judged, thresholds, target_name, targets_dir)
+        else:
+            outcome = check_runs(baselines, judged, thresholds,
+                                 history=store.latency_history(judged.model_name,
+                                                               until=judged.created_at))
     if junit:
         write_output(junit, outcome.to_junit())
     if markdown:
@@ -89,6 +118,19 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
     if outcome.exit_code == ExitCode.INCOMPLETE:
         click.echo(f"edge: check {outcome.summary}", err=True)
     ctx.exit(outcome.exit_code)
+
+
+def _paired(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
+            target_name: str | None, targets_dir: Path | None) -> PairedOutcome:
+    from .gate import check_paired, pair_records
+    from .targets import load_target
+
+    if baseline.model_name != run.model_name:
+        raise UsageError(f"baseline {baseline.run_id} is model {baseline.model_name!r}, run "
+                         f"{run.run_id} is {run.model_name!r}: not the same model")
+    name, specs = pair_records(baseline, run, target=target_name)
+    return check_paired(load_target(name, targets_dir), specs, thresholds,
+                        baseline=baseline.run_id, candidate=run.run_id)
 
 
 def _split(override: str) -> tuple[str, str]:

@@ -160,7 +160,7 @@ class PairedOutcome:
                          f"{facts['runtime']}, {facts['threads']} thread(s), "
                          f"{facts['accelerator']}; the baseline against itself: "
                          f"{_percent(facts['control_ratio'])}")
-        lines.append("- The interval is the signed-rank interval of the ratio of block "
+        lines.append("- The interval is the sign-test interval of the median ratio of block "
                      "figures, widened by the control's offset (at least 1 %); a regression "
                      "needs all of it past the limit, a pass all of it below.")
         return "\n".join(lines) + "\n"
