@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +37,37 @@ from .results import ResultRecord
 from .store import StoredRun, export_json
 from .units import format_duration
 
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("toolkit", "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+#: Every character Markdown (CommonMark with GitHub's tables) gives a meaning in running text,
+#: and ``&`` (entities): a backslash makes each one literal, ``<`` included, so no string
+#: from a board or a model file can open an HTML element, a link or a new table cell.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|&])")
+
+
+def markdown_text(value: Any) -> Any:
+    """``value`` shown as itself in Markdown: its special characters escaped and its line
+    breaks made spaces (a line break would end the table row it is in).
+
+    The Markdown template passes every ``{{ }}`` through this (``finalize``): each one is
+    data (names and figures), and the template's own markup is written around them.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", str(value))
+    return " ".join(text.splitlines())
+
+
+def _environment(**options: Any) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("toolkit", "templates"),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, **options)
+
+
+# Escaping is chosen by what a template renders, not by its file name: select_autoescape
+# matched "report.html.j2" against ".html" and escaped nothing, so a board's hostname could
+# carry a script into the report.  The charts are inserted with |safe: svgplot escapes every
+# text and attribute value it writes (the hostile-string tests go through the charts too).
+_HTML = _environment(autoescape=True)
+_MARKDOWN = _environment(autoescape=False, finalize=markdown_text)
 
 
 @dataclass(frozen=True)
@@ -183,7 +208,7 @@ def render(run: StoredRun, fmt: str, *, baseline: StoredRun | None = None) -> st
 
 def render_markdown(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
     rows = report_rows(run, baseline)
-    return _TEMPLATES.get_template("report.md.j2").render(
+    return _MARKDOWN.get_template("report.md.j2").render(
         run=run, baseline=baseline, by_target=_by_target(rows), boards=_boards(run),
         has_energy=any(r.energy for r in rows), profiles=profile_sections(run),
         comparisons=profile_comparisons(run))
@@ -191,7 +216,7 @@ def render_markdown(run: StoredRun, *, baseline: StoredRun | None = None) -> str
 
 def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
     rows = report_rows(run, baseline)
-    return _TEMPLATES.get_template("report.html.j2").render(
+    return _HTML.get_template("report.html.j2").render(
         run=run, baseline=baseline, rows=rows, boards=_boards(run), plots=report_plots(run),
         has_energy=any(r.energy for r in rows), has_notes=any(r.note for r in rows),
         runtimes=sorted({r.runtime for r in rows if r.runtime}), cross_board=_cross_board(run),
