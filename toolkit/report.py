@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,26 +33,9 @@ from .defaults import FORMATS as FORMATS
 from .errors import UsageError
 from .report_profile import profile_comparisons, profile_sections
 from .results import ResultRecord
+from .safe_text import markdown_text
 from .store import StoredRun, export_json
 from .units import format_duration
-
-#: Every character Markdown (CommonMark with GitHub's tables) gives a meaning in running text,
-#: and ``&`` (entities): a backslash makes each one literal, ``<`` included, so no string
-#: from a board or a model file can open an HTML element, a link or a new table cell.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|&])")
-
-
-def markdown_text(value: Any) -> Any:
-    """``value`` shown as itself in Markdown: its special characters escaped and its line
-    breaks made spaces (a line break would end the table row it is in).
-
-    The Markdown template passes every ``{{ }}`` through this (``finalize``): each one is
-    data (names and figures), and the template's own markup is written around them.
-    """
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    text = _MARKDOWN_SPECIAL.sub(r"\\\1", str(value))
-    return " ".join(text.splitlines())
 
 
 def _environment(**options: Any) -> jinja2.Environment:
