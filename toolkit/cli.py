@@ -160,9 +160,10 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
     else:
         for choice in outcome.choices:
             click.echo("\n".join(printable(line) for line in choice.lines()))
-        click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
-        click.echo(f"report: {outcome.report['html']}")
-        click.echo(f"        {outcome.report['markdown']}")
+        if outcome.report:  # none when the stored run's report could not be written
+            click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
+            click.echo(f"report: {outcome.report['html']}")
+            click.echo(f"        {outcome.report['markdown']}")
         click.echo(f"stored as run {outcome.run.run_id} in {describe_store(outcome.store_path)}")
     for line in outcome.failures:
         click.echo(one_line(line), err=True)

@@ -452,15 +452,37 @@ def _conditions(result: ResultRecord) -> str:
     if thermal:
         if thermal.get("throttled"):
             parts.append("throttled: " + ", ".join(str(t) for t in thermal["throttled"]))
-        zones = (thermal.get("after") or {}).get("zones_c") or {}
-        temperatures = [t for t in zones.values() if isinstance(t, int | float)]
+        after = thermal.get("after")
+        zones = after.get("zones_c") if isinstance(after, Mapping) else None
+        temperatures = [t for t in zones.values() if isinstance(t, int | float)] \
+            if isinstance(zones, Mapping) else []
         if temperatures:
             parts.append(f"hottest {max(temperatures):.1f} C after the runs")
     return "; ".join(parts)
 
 
-def _boards(run: StoredRun) -> dict[str, dict[str, Any]]:
-    return {r.target: dict(r.board) for r in run.results if r.board}
+@dataclass(frozen=True)
+class BoardLine:
+    """What the report says about one board: the protocol requires only its hostname,
+    machine, system and Python, so every other fact reads "not reported" when absent."""
+
+    cpu: str
+    description: str
+
+
+def _boards(run: StoredRun) -> dict[str, BoardLine]:
+    lines = {}
+    for r in run.results:
+        if not r.board:
+            continue
+        facts = {key: str(value) for key, value in r.board.items()
+                 if isinstance(value, str) and value}
+        cpu = facts.get("cpu_model") or facts.get("machine") or "CPU not reported"
+        system = " ".join(filter(None, [facts.get("system"), facts.get("release")]))
+        lines[r.target] = BoardLine(cpu, ", ".join(filter(None, [
+            cpu, system or "system not reported",
+            f"Python {facts.get('python', 'not reported')}", facts.get("board_model")])))
+    return lines
 
 
 def _quality(result: ResultRecord) -> str:
