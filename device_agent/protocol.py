@@ -117,6 +117,11 @@ JOB_STARTUP_SECONDS = 60.0
 MIN_TRIPLES = 6
 #: The three models of a paired job's pair (device_agent.paired), in the order reported.
 SIDES = ("baseline", "control", "candidate")
+#: Board facts besides the required ones: text when an agent sends them (reports show them).
+OPTIONAL_BOARD_TEXT = ("release", "cpu_model", "board_model")
+#: Figures of a measured variant besides the required ones: numbers >= 0 when sent.
+OPTIONAL_FIGURES = ("model_load_ms", "allocate_ms", "warmup_runs_done", "wall_seconds",
+                    "load_rss_growth_bytes")
 
 VARIANT_STATUSES = ("ok", "failed")
 VERDICTS = ("VALID", "INVALID")
@@ -304,6 +309,8 @@ def parse_result(raw: bytes, job: dict[str, Any]) -> dict[str, Any]:
         result = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"agent answer is not JSON: {exc}") from None
+    except RecursionError:  # the decoder recurses per level: 200,000 "[" exhaust the stack
+        raise ProtocolError("agent answer is nested too deep to be a result") from None
     return validate_result(result, job)
 
 
@@ -318,6 +325,11 @@ def validate_result(result: Any, job: dict[str, Any]) -> dict[str, Any]:
     _require_type(board, dict, "result.board")
     for key in ("hostname", "machine", "system", "python"):
         _require_type(board.get(key), str, f"result.board.{key}")
+    for key in OPTIONAL_BOARD_TEXT:
+        if key in board:
+            _require_type(board[key], str, f"result.board.{key}")
+    if "cpu_count" in board:
+        _require_number(board["cpu_count"], "result.board.cpu_count", minimum=0)
     variants = result.get("variants")
     _require_type(variants, list, "result.variants")
     expected = [] if job.get("pairs") else [v["name"] for v in job["variants"]]
@@ -394,6 +406,9 @@ def _validate_variant(variant: dict[str, Any], where: str) -> None:
         _require_number(latency.get(key), f"{where}.latency_ms.{key}", minimum=0)
     samples: list[Any] = variant.get("latency_samples_ms")  # type: ignore[assignment]
     _require_type(samples, list, f"{where}.latency_samples_ms")
+    if len(samples) > MAX_RAW_SAMPLES:
+        raise ProtocolError(f"{where}.latency_samples_ms has {len(samples)} samples, over the "
+                            f"{MAX_RAW_SAMPLES} an agent ships at most")
     every = variant.get("latency_samples_every", 1)
     _require_number(every, f"{where}.latency_samples_every", minimum=1)
     expected = -(-int(variant["runs"]) // int(every))  # runs 0, k, 2k, ...
@@ -413,18 +428,33 @@ def _validate_optional_figures(variant: dict[str, Any], where: str) -> None:
     for key in ("cv", "robust_cv"):
         if key in variant["latency_ms"]:
             _require_number(variant["latency_ms"][key], f"{where}.latency_ms.{key}", minimum=0)
+    for key in OPTIONAL_FIGURES:
+        if key in variant:
+            _require_number(variant[key], f"{where}.{key}", minimum=0)
+    for key in ("runtime_choice", "inputs"):
+        if key in variant:
+            _require_type(variant[key], str, f"{where}.{key}")
     if "verdict" in variant:
         verdict = _require_dict(variant["verdict"], f"{where}.verdict")
         if verdict.get("status") not in VERDICTS:
             raise ProtocolError(f"{where}.verdict.status must be one of {VERDICTS}, "
                                 f"got {verdict.get('status')!r}")
-        _require_type(verdict.get("reasons"), list, f"{where}.verdict.reasons")
+        _require_texts(verdict.get("reasons"), f"{where}.verdict.reasons")
+    if "thermal" in variant:
+        thermal = _require_dict(variant["thermal"], f"{where}.thermal")
+        for key in ("before", "after"):
+            if key in thermal:
+                _require_dict(thermal[key], f"{where}.thermal.{key}")
+        if "throttled" in thermal:
+            _require_texts(thermal["throttled"], f"{where}.thermal.throttled")
     if "power" in variant:
         power = _require_dict(variant["power"], f"{where}.power")
         for key in ("idle_power_w", "active_power_w", "energy_per_inference_j",
                     "sample_rate_hz"):
             if key in power:
                 _require_number(power[key], f"{where}.power.{key}", minimum=0)
+        if "error" in power:
+            _require_type(power["error"], str, f"{where}.power.error")
     if "output_check" in variant:
         check = _require_dict(variant["output_check"], f"{where}.output_check")
         _require_type(check.get("ok"), bool, f"{where}.output_check.ok")
@@ -432,14 +462,19 @@ def _validate_optional_figures(variant: dict[str, Any], where: str) -> None:
                         minimum=0)
         _require_number(check.get("top1_agreement"), f"{where}.output_check.top1_agreement",
                         minimum=0)
-        if "rule" in check:
-            _require_type(check["rule"], str, f"{where}.output_check.rule")
-    if "runtime_choice" in variant:
-        _require_type(variant["runtime_choice"], str, f"{where}.runtime_choice")
+        for key in ("rule", "summary"):
+            if key in check:
+                _require_type(check[key], str, f"{where}.output_check.{key}")
     if "accelerator" in variant:
         accelerator = _require_dict(variant["accelerator"], f"{where}.accelerator")
         for key in ("requested", "used", "api"):
             _require_type(accelerator.get(key), str, f"{where}.accelerator.{key}")
+        for key in ("adapter", "delegate"):
+            if key in accelerator:
+                _require_type(accelerator[key], str, f"{where}.accelerator.{key}")
+        if "first_run_ms" in accelerator:
+            _require_number(accelerator["first_run_ms"], f"{where}.accelerator.first_run_ms",
+                            minimum=0)
     if "profile" in variant:
         _validate_profile(variant["profile"], f"{where}.profile")
     if "earlier_attempts" in variant:
@@ -459,6 +494,9 @@ def _validate_profile(profile: Any, where: str) -> None:
             row = _require_dict(entry, f"{where}.{key}[{index}]")
             _require_type(row.get("op"), str, f"{where}.{key}[{index}].op")
             _require_number(row.get("mean_us"), f"{where}.{key}[{index}].mean_us", minimum=0)
+            for figure in ("p50_us", "index", "share", "count"):
+                if figure in row:
+                    _require_number(row[figure], f"{where}.{key}[{index}].{figure}", minimum=0)
     total = _require_dict(profile.get("total_us"), f"{where}.total_us")
     _require_number(total.get("p50"), f"{where}.total_us.p50", minimum=0)
     _require_number(profile.get("ops_sum_us"), f"{where}.ops_sum_us", minimum=0)
@@ -467,6 +505,11 @@ def _validate_profile(profile: Any, where: str) -> None:
 def _require_list(value: Any, where: str) -> list[Any]:
     _require_type(value, list, where)
     return value  # type: ignore[no-any-return]
+
+
+def _require_texts(value: Any, where: str) -> None:
+    for index, text in enumerate(_require_list(value, where)):
+        _require_type(text, str, f"{where}[{index}]")
 
 
 def _check_version(document: dict[str, Any], where: str) -> None:

@@ -8,7 +8,10 @@ read-only mount), and so is a full disk (a tiny tmpfs).
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,3 +154,39 @@ def test_an_output_on_a_full_disk_is_one_line_exit_3_and_leaves_nothing(
     line = one_error_line(invoke(*writing("runs export", output, store_file)), 3)
     assert line == f"edge: error: cannot write {output}: No space left on device"
     assert list(full_folder.iterdir()) == []  # the partial file is gone too
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a character device needs root")
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_onto_a_character_device_leaves_it_a_device(command: str, tmp_path: Path,
+                                                               store_file: Path) -> None:
+    # A null device of the test's own: renaming over the real /dev/null breaks the machine.
+    null = tmp_path / "null"
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    result = invoke(*writing(command, null, store_file))
+    assert result.exit_code in (0, 1), result.output  # check: a regression or not
+    assert stat.S_ISCHR(null.stat().st_mode) and null.stat().st_rdev == os.makedev(1, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null", "results.sqlite"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_onto_a_fifo_is_written_into_it(command: str, tmp_path: Path,
+                                                  store_file: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = invoke(*writing(command, fifo, store_file))
+    reader.join(timeout=30)
+    assert result.exit_code in (0, 1), result.output
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert received and len(received[0]) > 100
+
+
+def test_an_output_onto_a_folder_is_one_line_exit_2(tmp_path: Path) -> None:
+    from toolkit.cli_runs import write_output
+    from toolkit.errors import OutputError
+
+    with pytest.raises(OutputError, match="it is a folder"):
+        write_output(tmp_path, "text")

@@ -15,6 +15,7 @@ from toolkit.store import ResultsStore
 from toolkit.svgplot import Point, pareto_front, tradeoff_plot
 
 from .chromium import Chromium, chromium_binary
+from .hostile import Elements, hostile, hostile_run
 from .records import BOARD, make_run, record
 from .report_cases import CASES, failed_variant_run
 
@@ -238,3 +239,33 @@ def test_energy_missing_for_a_reason_says_the_reason() -> None:
                  "0.5 Hz): measure longer (--min-seconds) or use a sensor that answers faster"}}
     text = render_markdown(make_run("r", [slow_sensor]))
     assert "energy not measured: no power sample during the 1.00 s of measured runs" in text
+
+
+#: The fields of :func:`hostile_run` a report shows (the hostname and the file name are not).
+SHOWN = ("model", "tag", "target", "int8", "broken", "error", "cpu_model", "board_model",
+         "system", "release", "python", "other-cpu", "other-board", "runtime", "version",
+         "reason", "requested", "adapter", "rule", "summary", "power", "throttled", "op",
+         "kernel", "node-op", "method")
+
+
+def test_hostile_strings_from_a_board_are_text_in_the_html_report() -> None:
+    html = render_html(hostile_run())
+    assert Elements(html).injected() == []
+    missing = [field for field in SHOWN if f"{field}&lt;script&gt;alert(1)" not in html]
+    assert missing == []
+
+
+def test_hostile_strings_from_a_board_are_text_in_the_markdown_report() -> None:
+    from markdown_it import MarkdownIt
+
+    text = render_markdown(hostile_run())
+    html = MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
+    assert Elements(html).injected() == []
+    shown = set(SHOWN) - {"tag", "board_model", "system", "release", "python", "other-board"}
+    missing = [field for field in shown if f"{field}&lt;script&gt;alert(1)" not in html]
+    assert missing == []
+    for table in re.findall(r"<table>.*?</table>", html, re.S):
+        widths = {row.count("<td") + row.count("<th") for row in re.findall(
+            r"<tr>.*?</tr>", table, re.S)}
+        assert len(widths) == 1, "a string from the board split or merged a table cell"
+    assert hostile("x").count("|") == 1 and "a | b c" in html

@@ -73,6 +73,7 @@ import numpy as np
 from .defaults import THRESHOLD_HELP as THRESHOLD_HELP
 from .errors import CheckRefused, ExitCode, UsageError
 from .results import BOARD_IDENTITY, ResultRecord
+from .safe_text import markdown_text
 from .store import EarlierLatency, StoredRun
 from .units import format_duration
 
@@ -221,7 +222,7 @@ class CheckOutcome:
                  f"Run `{self.run.run_id}` ({_commit(self.run)}) against baseline "
                  f"`{self.baseline.run_id}` ({_commit(self.baseline)})"
                  + "".join(f", `{b.run_id}`" for b in self.more_baselines)
-                 + f", model `{self.run.model_name}`."
+                 + f", model {markdown_text(self.run.model_name)}."
                  + (" A regression or an improvement must show against each baseline run; "
                     "each metric is shown against the run it is closest to."
                     if self.more_baselines else ""),
@@ -235,15 +236,18 @@ class CheckOutcome:
             limit = "" if c.threshold is None else \
                 (f"-{c.threshold:g} pt" if c.metric == "accuracy" else f"+{c.threshold:g} %")
             mark = {"regression": "**REGRESSION**",
-                    "inconclusive": f"inconclusive: {c.detail}"}.get(c.verdict, c.verdict)
-            lines.append(f"| {c.target} | {c.variant} | {c.metric} | {c.shown(c.baseline)} | "
-                         f"{c.shown(c.value)} | {change} | {limit} | {mark} |")
+                    "inconclusive": f"inconclusive: {markdown_text(c.detail)}"}.get(
+                        c.verdict, c.verdict)
+            # Targets, variants and details name what the boards and the model file named.
+            lines.append(f"| {markdown_text(c.target)} | {markdown_text(c.variant)} | "
+                         f"{c.metric} | {c.shown(c.baseline)} | {c.shown(c.value)} | {change} "
+                         f"| {limit} | {mark} |")
         lines.append("")
         lines.append(f"Latency changes show a {self.thresholds.confidence:.0%} bootstrap "
                      "interval (widened by the spread between runs of the baselines' files on "
                      "the board, when known); a latency regression needs the whole interval "
                      "past the limit, a pass the whole interval below it.")
-        lines.extend(f"- {note}" for note in self.notes)
+        lines.extend(f"- {markdown_text(note)}" for note in self.notes)
         return "\n".join(lines) + "\n"
 
     def to_junit(self) -> str:

@@ -44,6 +44,7 @@ from .cli_runs import runs
 from .cli_targets import targets
 from .defaults import BUDGET_CANDIDATES
 from .errors import EdgeError
+from .safe_text import one_line, printable
 
 #: Where ``edge deploy`` keeps converted variants, instead of ~/.cache/edge/conversions.
 CONVERSION_CACHE_ENV = "EDGE_CONVERSION_CACHE"
@@ -58,7 +59,7 @@ class _EdgeGroup(click.Group):
             with cancel_on_signals(), one_line_warnings():
                 return super().invoke(ctx)
         except EdgeError as exc:
-            click.echo(f"edge: error: {exc}", err=True)
+            click.echo(f"edge: error: {one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -158,13 +159,14 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
                                "results": outcome.run.to_dict()["results"]}, indent=2))
     else:
         for choice in outcome.choices:
-            click.echo("\n".join(choice.lines()))
-        click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
-        click.echo(f"report: {outcome.report['html']}")
-        click.echo(f"        {outcome.report['markdown']}")
+            click.echo("\n".join(printable(line) for line in choice.lines()))
+        if outcome.report:  # none when the stored run's report could not be written
+            click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
+            click.echo(f"report: {outcome.report['html']}")
+            click.echo(f"        {outcome.report['markdown']}")
         click.echo(f"stored as run {outcome.run.run_id} in {describe_store(outcome.store_path)}")
     for line in outcome.failures:
-        click.echo(line, err=True)
+        click.echo(one_line(line), err=True)
     incomplete = outcome.incomplete()
     if incomplete is not None:
         raise incomplete

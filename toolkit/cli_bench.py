@@ -27,6 +27,7 @@ from .cli_options import (
     targets_option,
 )
 from .defaults import DEFAULT_BUSY_WAIT_SECONDS
+from .safe_text import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -67,15 +68,16 @@ class _Progress:
                 self.live.update(self._table())
             else:
                 detail = f" ({event.detail})" if event.detail else ""
-                self.console.print(f"{event.target}: {what}{detail}", markup=False,
+                self.console.print(printable(f"{event.target}: {what}{detail}"), markup=False,
                                    highlight=False)
 
     def _table(self) -> Table:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table("board", "state", "detail", title="edge bench")
         for board, (what, detail) in self.state.items():
-            table.add_row(board, what, detail[:80])
+            table.add_row(*(Text(printable(text)) for text in (board, what, detail[:80])))
         return table
 
 
@@ -140,7 +142,8 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
     else:
         Console(file=sys.stdout).print(_summary(outcome))
         for run in outcome.runs:
-            click.echo(f"stored {run.model_name} as run {run.run_id}: {run.report_dir}")
+            click.echo(f"stored {printable(run.model_name)} as run {run.run_id}: "
+                       f"{printable(run.report_dir)}")
     incomplete = outcome.incomplete()
     if incomplete is not None:
         raise incomplete
@@ -154,15 +157,16 @@ def _health_reason(target: Target) -> str | None:
 
 
 def _summary(outcome: BenchOutcome) -> Table:
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from .units import format_duration
 
     table = Table("model", "board", "variant", "p50", "status", title="edge bench summary")
     for cell in outcome.cells:
         p50 = format_duration(cell.p50_ms) if cell.p50_ms is not None else ""
-        table.add_row(cell.model, cell.target, cell.variant, p50, escape(cell.shown_status))
+        table.add_row(*(Text(printable(text)) for text in (cell.model, cell.target, cell.variant,
+                                                           p50, cell.shown_status)))
     return table
 
 

@@ -23,8 +23,11 @@ from .cli_options import (
     targets_option,
 )
 from .errors import ExitCode, TargetError, UsageError
+from .safe_text import one_line, printable
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from .doctor import BoardHealth
     from .lab import BoardStatus
     from .targets import Target
@@ -97,16 +100,16 @@ def doctor(targets: tuple[str, ...], every: bool, lab_file: Path | None, targets
         table = Table("board", "check", "ok", "detail", title="edge doctor")
         for health in found:
             for check in health.checks:
-                table.add_row(health.target, check.name,
-                              "NO" if not check.ok else "warn" if check.warning else "yes",
-                              check.detail)
+                table.add_row(*_cells(health.target, check.name, "NO" if not check.ok else
+                                      "warn" if check.warning else "yes", check.detail))
         Console(file=sys.stdout).print(table)
     for health in found:
         for warning in health.warnings:
-            click.echo(f"edge: warning: {warning}", err=True)
+            click.echo(f"edge: warning: {one_line(warning)}", err=True)
     sick = [h for h in found if not h.healthy]
     for health in sick:
-        click.echo(f"edge: {health.target} is unhealthy: {health.reason}", err=True)
+        click.echo(f"edge: {one_line(health.target)} is unhealthy: {one_line(health.reason)}",
+                   err=True)
     if sick:
         sys.exit(ExitCode.FAILED)
 
@@ -142,8 +145,8 @@ def status(targets: tuple[str, ...], lab_file: Path | None, targets_dir: Path | 
         return
     table = Table("board", "state", "held by", "since", "until", "detail", title="edge lab")
     for board in found:
-        table.add_row(board.target, board.state, board.owner, _clock(board.since),
-                      _clock(board.until), board.detail)
+        table.add_row(*_cells(board.target, board.state, board.owner, _clock(board.since),
+                              _clock(board.until), board.detail))
     Console(file=sys.stdout).print(table)
 
 
@@ -166,6 +169,14 @@ def mark_good(place: str, lab_file: Path | None, coordinator: str | None) -> Non
         raise UsageError("give --coordinator HOST:PORT (or coordinator = \"HOST:PORT\" in "
                          "lab.toml)")
     click.echo(clear(address, place))
+
+
+def _cells(*texts: str) -> list[Text]:
+    """Table cells of text a board or a lab file gave: not rich markup ("[main]" stays
+    itself), and control characters shown escaped."""
+    from rich.text import Text
+
+    return [Text(printable(text)) for text in texts]
 
 
 def _clock(epoch: int | None) -> str:

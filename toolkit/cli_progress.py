@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from .safe_text import one_line, printable
+
 if TYPE_CHECKING:
     import logging
 
@@ -43,12 +45,11 @@ _drawing: list[Live] = []
 
 def _one_line(record: logging.LogRecord) -> str:
     """``edge: warning: MESSAGE``, every line break of the message (or of its exception)
-    folded into a space."""
+    folded into a space and its control characters escaped (it may quote a board)."""
     text = record.getMessage()
     if record.exc_info and record.exc_info[1] is not None:
         text += f": {record.exc_info[1]}"
-    return "edge: warning: " + " ".join(part.strip() for part in text.splitlines()
-                                        if part.strip())
+    return "edge: warning: " + one_line(text)
 
 
 def _print_warning(line: str) -> None:
@@ -135,7 +136,7 @@ class LiveProgress:
             self._stream = None
 
     def __call__(self, message: str) -> None:
-        self.message = message
+        self.message = printable(message)  # it names targets and variants
         self._stage_started = time.monotonic()
         if self._live is not None:  # draw now: a stage shorter than a refresh still shows
             self._live.refresh()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,7 +112,11 @@ def write_output(path: Path, text: str) -> None:
     """Write ``text`` whole, or raise one line and leave nothing behind.
 
     The text goes to a temporary file beside ``path``, renamed over it once complete, so
-    a failure leaves neither a half-written ``path`` nor the temporary file. A path that
+    a failure leaves neither a half-written ``path`` nor the temporary file.  A ``path``
+    that exists and is not a regular file (``/dev/null``, a FIFO a reader waits on) is
+    written in place instead: renamed over, a device would become a regular file, and
+    as root ``-o /dev/null`` broke every later shell command on the machine.  A folder is
+    refused.  A path that
     cannot be written (read-only file system, no permission, a file where a folder must
     be) is the user's to change: :class:`OutputError`, exit 2; a full disk or an I/O
     error is not: :class:`InfrastructureError`, exit 3.
@@ -120,6 +125,16 @@ def write_output(path: Path, text: str) -> None:
 
     partial = path.with_name(f".{path.name}.partial")
     try:
+        kind = path.stat().st_mode
+    except OSError:  # a new path (or one stat cannot see: the write will say why)
+        kind = stat.S_IFREG
+    if stat.S_ISDIR(kind):
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name", path=path)
+    try:
+        if not stat.S_ISREG(kind):
+            with open(path, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            return
         partial.write_text(text, encoding="utf-8")
         partial.replace(path)
     except OSError as exc:

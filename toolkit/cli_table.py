@@ -19,6 +19,8 @@ from collections.abc import Collection, Iterable, Sequence
 
 import click
 
+from .safe_text import printable
+
 
 def echo_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
                numeric: Collection[str] = ()) -> None:
@@ -36,7 +38,8 @@ def echo_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
         table.add_column(header, justify="right" if header in numeric else "left",
                          overflow="fold")
     for row in rows:
-        table.add_row(*(Text(cell) for cell in row))  # a name like "[main]" is not markup
+        # A name like "[main]" is not markup; a board's control characters are shown escaped.
+        table.add_row(*(Text(printable(cell)) for cell in row))
     if terminal.is_terminal:
         terminal.print(table)
         return

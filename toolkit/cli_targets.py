@@ -19,6 +19,7 @@ import click
 
 from .cli_options import targets_dir_option
 from .errors import HostKeyError, TargetError
+from .safe_text import one_line, printable
 
 if TYPE_CHECKING:
     from .targets import SshParams, Target
@@ -38,10 +39,10 @@ def list_targets(targets_dir: Path | None) -> None:
         try:
             target = load_target(name, targets_dir)
         except TargetError as exc:
-            click.echo(f"{name:20} (broken: {exc})")
+            click.echo(printable(f"{name:20} (broken: {one_line(exc)})"))
             continue
         where = "this machine" if target.transport == "local" else f"ssh {target.host}"
-        click.echo(f"{name:20} {where:28} {target.description}")
+        click.echo(printable(f"{name:20} {where:28} {target.description}"))
 
 
 @targets.command("show")
@@ -137,8 +138,8 @@ def setup(name: str, wheelhouse: Path | None, system_site_packages: bool,
         facts = setup_board(board, wheelhouse=wheelhouse,
                             system_site_packages=system_site_packages)
     runtimes = ", ".join(f"{k} {v}" for k, v in facts.runtimes.items())
-    click.echo(f"{name}: {facts.python} (Python {'.'.join(map(str, facts.version))}), "
-               f"numpy {facts.numpy}, {runtimes}")
+    click.echo(printable(f"{name}: {facts.python} (Python {'.'.join(map(str, facts.version))}), "
+                         f"numpy {facts.numpy}, {runtimes}"))
 
 
 @targets.command("wheelhouse")
@@ -161,8 +162,8 @@ def wheelhouse(name: str, output: Path, targets_dir: Path | None) -> None:
         raise TargetError(f"target {name} is not a board reached over SSH", target=name)
     with Connection(target) as board:
         platform = probe_platform(board)
-    click.echo(f"{name}: {platform.describe()}; wheels for "
-               f"{' '.join(REQUIREMENTS[target.runtime])}")
+    click.echo(printable(f"{name}: {platform.describe()}; wheels for "
+                         f"{' '.join(REQUIREMENTS[target.runtime])}"))
     wheels = download_wheels(target, platform, output)
     for wheel in wheels:
         click.echo(f"  {wheel.name}")

@@ -191,13 +191,12 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                        else record for records in per_target.values() for record in records]
             run = new_run(run_id, source, final_dir, results, tags)
             say("storing the run and writing its report")
-            publish_run(store, run, staging, final_dir)
+            reports = publish_run(store, run, staging, final_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return DeployOutcome(run=run, run_dir=final_dir, store_path=store_path,
-                         report={"markdown": final_dir / "report.md",
-                                 "html": final_dir / "report.html"}, choices=choices)
+                         report=reports, choices=choices)
 
 
 def prepare_model(source: ModelSource, configs: list[Chain], staging: Path, *,
@@ -232,14 +231,18 @@ def new_run(run_id: str, source: ModelSource, final_dir: Path,
                      tags=tuple(tags), results=results)
 
 
-def publish_run(store: ResultsStore, run: StoredRun, staging: Path, final_dir: Path) -> None:
-    """Write results and report into ``staging``, move it to ``final_dir``, then store the run.
+def publish_run(store: ResultsStore, run: StoredRun, staging: Path,
+                final_dir: Path) -> dict[str, Path]:
+    """Write results into ``staging``, move it to ``final_dir``, store the run, then write
+    its reports there; returns the reports written.
 
     The folder appears whole or not at all, and is removed again if the store refuses the run.
+    The run is stored before any report is rendered: a report that cannot be written is
+    one warning naming the run (``edge report RUN`` renders it again from the store), never
+    a lost measurement.
     """
     (staging / "results.json").write_text(json.dumps(run.to_dict()["results"], indent=2)
                                           + "\n", encoding="utf-8")
-    write_report(run, staging)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(final_dir)
     try:
@@ -247,6 +250,13 @@ def publish_run(store: ResultsStore, run: StoredRun, staging: Path, final_dir: P
     except Exception:
         shutil.rmtree(final_dir, ignore_errors=True)
         raise
+    try:
+        return write_report(run, final_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure: the run is stored, nothing is lost
+        _log.warning("run %s is stored, but its report could not be written (%s: %s); "
+                     "`edge report %s` renders it again", run.run_id, type(exc).__name__, exc,
+                     run.run_id)
+        return {}
 
 
 def make_staging_dir(out_dir: Path, run_id: str) -> Path:

@@ -33,16 +33,23 @@ from .defaults import FORMATS as FORMATS
 from .errors import UsageError
 from .report_profile import profile_comparisons, profile_sections
 from .results import ResultRecord
+from .safe_text import markdown_text
 from .store import StoredRun, export_json
 from .units import format_duration
 
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("toolkit", "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+
+def _environment(**options: Any) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("toolkit", "templates"),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, **options)
+
+
+# Escaping is chosen by what a template renders, not by its file name: select_autoescape
+# matched "report.html.j2" against ".html" and escaped nothing, so a board's hostname could
+# carry a script into the report.  The charts are inserted with |safe: svgplot escapes every
+# text and attribute value it writes (the hostile-string tests go through the charts too).
+_HTML = _environment(autoescape=True)
+_MARKDOWN = _environment(autoescape=False, finalize=markdown_text)
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,7 @@ def render(run: StoredRun, fmt: str, *, baseline: StoredRun | None = None) -> st
 
 def render_markdown(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
     rows = report_rows(run, baseline)
-    return _TEMPLATES.get_template("report.md.j2").render(
+    return _MARKDOWN.get_template("report.md.j2").render(
         run=run, baseline=baseline, by_target=_by_target(rows), boards=_boards(run),
         has_energy=any(r.energy for r in rows), profiles=profile_sections(run),
         comparisons=profile_comparisons(run))
@@ -191,7 +198,7 @@ def render_markdown(run: StoredRun, *, baseline: StoredRun | None = None) -> str
 
 def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
     rows = report_rows(run, baseline)
-    return _TEMPLATES.get_template("report.html.j2").render(
+    return _HTML.get_template("report.html.j2").render(
         run=run, baseline=baseline, rows=rows, boards=_boards(run), plots=report_plots(run),
         has_energy=any(r.energy for r in rows), has_notes=any(r.note for r in rows),
         runtimes=sorted({r.runtime for r in rows if r.runtime}), cross_board=_cross_board(run),
@@ -445,15 +452,37 @@ def _conditions(result: ResultRecord) -> str:
     if thermal:
         if thermal.get("throttled"):
             parts.append("throttled: " + ", ".join(str(t) for t in thermal["throttled"]))
-        zones = (thermal.get("after") or {}).get("zones_c") or {}
-        temperatures = [t for t in zones.values() if isinstance(t, int | float)]
+        after = thermal.get("after")
+        zones = after.get("zones_c") if isinstance(after, Mapping) else None
+        temperatures = [t for t in zones.values() if isinstance(t, int | float)] \
+            if isinstance(zones, Mapping) else []
         if temperatures:
             parts.append(f"hottest {max(temperatures):.1f} C after the runs")
     return "; ".join(parts)
 
 
-def _boards(run: StoredRun) -> dict[str, dict[str, Any]]:
-    return {r.target: dict(r.board) for r in run.results if r.board}
+@dataclass(frozen=True)
+class BoardLine:
+    """What the report says about one board: the protocol requires only its hostname,
+    machine, system and Python, so every other fact reads "not reported" when absent."""
+
+    cpu: str
+    description: str
+
+
+def _boards(run: StoredRun) -> dict[str, BoardLine]:
+    lines = {}
+    for r in run.results:
+        if not r.board:
+            continue
+        facts = {key: str(value) for key, value in r.board.items()
+                 if isinstance(value, str) and value}
+        cpu = facts.get("cpu_model") or facts.get("machine") or "CPU not reported"
+        system = " ".join(filter(None, [facts.get("system"), facts.get("release")]))
+        lines[r.target] = BoardLine(cpu, ", ".join(filter(None, [
+            cpu, system or "system not reported",
+            f"Python {facts.get('python', 'not reported')}", facts.get("board_model")])))
+    return lines
 
 
 def _quality(result: ResultRecord) -> str:
