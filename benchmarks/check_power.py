@@ -57,7 +57,8 @@ from toolkit.check import Thresholds, check_runs
 from toolkit.compress import parse_recipes
 from toolkit.errors import ExitCode
 from toolkit.model import load_model_source
-from toolkit.pipeline import new_run, new_run_id, prepare_model, run_on_target
+from toolkit.run.execute import new_run, new_run_id, prepare_model, run_on_target
+from toolkit.run.plan import Sweep
 from toolkit.store import EarlierLatency, ResultsStore, StoredRun
 from toolkit.targets import load_target
 from toolkit.units import format_duration
@@ -101,7 +102,7 @@ def measure(model: str, work: Path, pairs: int, baselines: int,
     def one_run() -> StoredRun:
         run_id = new_run_id()
         run = new_run(run_id, source, work / model / run_id,
-                      run_on_target(target, run_id, artifacts, settings, None, references))
+                      run_on_target(target, run_id, artifacts, settings, Sweep(), references))
         store.add_run(run)
         return run
 

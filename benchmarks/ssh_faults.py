@@ -440,11 +440,12 @@ def fail_fast(root: Path) -> None:
     from tests.test_runner import FAULTS, fault_target
     from toolkit import pipeline
     from toolkit.model import load_model_source
+    from toolkit.run import execute
 
     repo = Path(__file__).resolve().parent.parent
     model = repo / "examples" / "digits_cnn.py"
     load_model_source(model)  # imports paid once, outside the timings
-    real_prepare = pipeline.prepare_model
+    real_prepare = execute.prepare_model
     for fault, expected in FAULTS.items():
         folder = root / f"fail-{fault.replace(' ', '-')}"
         folder.mkdir()
@@ -453,11 +454,12 @@ def fail_fast(root: Path) -> None:
             target = fault_target(fault, sshd, folder)
             compressed: list[bool] = []
 
-            def spy(*args: object, compressed: list[bool] = compressed) -> object:
+            def spy(*args: object, compressed: list[bool] = compressed,
+                    **kwargs: object) -> object:
                 compressed.append(True)
-                return real_prepare(*args)  # type: ignore[arg-type]
+                return real_prepare(*args, **kwargs)  # type: ignore[arg-type]
 
-            pipeline.prepare_model = spy  # type: ignore[assignment]
+            execute.prepare_model = spy  # type: ignore[assignment]
             started = time.monotonic()
             try:
                 pipeline.deploy(model, targets=[target.name], recipes="fp32",
@@ -467,7 +469,7 @@ def fail_fast(root: Path) -> None:
                 outcome = type(exc).__name__ + ("" if isinstance(exc, expected) else " (!)")
             seconds = time.monotonic() - started
         finally:
-            pipeline.prepare_model = real_prepare  # type: ignore[assignment]
+            execute.prepare_model = real_prepare  # type: ignore[assignment]
             sshd.kill()
         board = folder / "board"
         placed = sum(p.stat().st_size for p in files_under(board)) if board.exists() else 0

@@ -170,8 +170,7 @@ def _run(job_path: Path, pid_file: str | None) -> int:
 
 def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, Any]:
     """Every variant in the zygote's children, within the job's deadline."""
-    settings = {**protocol.DEFAULT_SETTINGS, **protocol.OPTIONAL_SETTINGS,
-                **protocol.TEXT_SETTINGS, **job["settings"]}
+    settings = protocol.job_settings(job)
     budget = protocol.job_budget_seconds(job)
     deadline = started + budget
     timeout = float(settings["variant_timeout_seconds"])
@@ -332,7 +331,7 @@ def _measure(job_path: Path, name: str) -> int:
     if pair is not None:
         return _measure_pair(job_path, job, pair)
     variant = next(v for v in job["variants"] if v["name"] == name)
-    settings = {**protocol.TEXT_SETTINGS, **job["settings"]}
+    settings = protocol.job_settings(job)
     try:
         runtime = find_runtime(settings["runtime"])
     except RuntimeNotFound as exc:
@@ -394,8 +393,7 @@ def _measure_pair(job_path: Path, job: dict[str, Any], pair: dict[str, Any]) -> 
     from .runtime import RuntimeNotFound, find_runtime
 
     files = {v["name"]: v for v in job["variants"]}
-    settings = {**protocol.DEFAULT_SETTINGS, **protocol.OPTIONAL_SETTINGS,
-                **protocol.TEXT_SETTINGS, **job["settings"]}
+    settings = protocol.job_settings(job)
     try:
         runtime = find_runtime(settings["runtime"])
     except RuntimeNotFound as exc:

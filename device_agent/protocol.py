@@ -13,8 +13,8 @@ Fields added since version 1 first shipped are optional on both sides (an older
 agent does not send them, an older host's job does not set them):
 
 - job: per-variant ``threads`` (a ``--threads`` sweep) and ``reference`` (an
-  ``.npz`` of host inputs and outputs beside the model); settings in
-  :data:`OPTIONAL_SETTINGS` and :data:`TEXT_SETTINGS`.
+  ``.npz`` of host inputs and outputs beside the model); the settings of
+  :class:`JobSettings` not in :data:`DEFAULT_SETTINGS`.
 - result variant: ``latency_ms.cv`` and ``.robust_cv``, ``verdict`` (``VALID``/``INVALID`` with
   ``reasons``), ``thermal`` (``before``, ``after``, ``throttled``), ``power``
   (absent without a sensor), ``output_check`` (``ok``, and the ``rule`` of
@@ -51,11 +51,13 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 SCHEMA_VERSION = 1
 
@@ -67,39 +69,140 @@ MAX_RESULT_BYTES = 32 * 1024 * 1024
 #: and an evenly spaced subset this large is plenty for plots and the bootstrap of edge check.
 MAX_RAW_SAMPLES = 50_000
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "warmup_runs": 5,
-    "min_runs": 50,
-    "max_runs": 1_000_000,   # 8 MB of samples on the board at most
-    "min_seconds": 1.0,
-    "max_seconds": 30.0,
-    "threads": 1,
-    "variant_timeout_seconds": 300.0,
-}
+def _setting(default: Any, *, since_v1: bool = False) -> Any:
+    """A field of :class:`JobSettings`; ``since_v1``: required in every job (the first
+    schema had it), else optional on the wire and defaulted when absent."""
+    return field(default=default, metadata={"since_v1": since_v1})
 
-#: Settings added after version 1 first shipped: optional in a job, these defaults if absent,
-#: so an older host's job still runs on a newer agent.
-OPTIONAL_SETTINGS: dict[str, Any] = {
-    "warmup_seconds": 0.2,       # warm-up lasts at least this long, as well as warmup_runs
-    "max_cv": 0.10,              # robust CV (MAD / median) above this makes the verdict INVALID
-    "cooldown_seconds": 1.0,     # pause before each variant after the first
-    "cooldown_to_c": 0.0,        # wait until the hottest thermal zone is at most this (0: off)
-    "cooldown_max_seconds": 300.0,
-    "idle_seconds": 1.0,         # idle window sampled for idle power (only with a sensor)
-    "power_rate_hz": 20.0,
-    "output_atol": 1e-4,         # max abs diff allowed against the host's outputs
-    "output_min_top1": 0.99,     # top-1 agreement required against the host's outputs
-    "job_timeout_seconds": 0.0,  # the whole job's deadline (0: job_budget_seconds computes it)
-    "attempts": 2,               # measurements at most of a variant INVALID only for its spread
-    "profile": 0,                # 1: a per-operator profile in a pass of its own (profiler)
-}
-#: Text settings: which power sensor (see device_agent.power.POWER_SENSORS), which rail,
-#: a command that prints watts (an external meter), and the thermal zones that matter on
-#: this board (comma-separated folder names such as ``thermal_zone0``; empty: every zone),
-#: and which TFLite runtime runs the models (one of :data:`RUNTIMES`).
-TEXT_SETTINGS: dict[str, str] = {"power_sensor": "auto", "power_rail": "", "power_command": "",
-                                 "thermal_zones": "", "runtime": "auto",
-                                 "accelerator": "cpu", "api": "interpreter", "delegate": ""}
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How the agent measures: the one place where every job setting and its default live.
+
+    The host fills one from a target file and the command line
+    (:mod:`toolkit.run.plan`); the job document carries :meth:`to_dict`, and the agent
+    reads missing keys as these defaults, so an older host's job still runs.  A key no
+    field has is refused with the nearest known name: a misspelt ``therads`` would
+    otherwise measure with the default thread count and say nothing.
+
+    ``power_sensor`` defaults to ``none``: reading a sensor costs an idle window per
+    variant, so it is asked for (``auto`` probes every kind; a named kind fails the
+    variant when absent), and ``power_command`` with no sensor named implies ``command``.
+
+    Example::
+
+        settings = JobSettings.from_dict({"threads": 2, "min_runs": 10})
+        settings.to_dict()["max_cv"]   # 0.1
+    """
+
+    warmup_runs: int = _setting(5, since_v1=True)
+    min_runs: int = _setting(50, since_v1=True)
+    max_runs: int = _setting(1_000_000, since_v1=True)   # 8 MB of samples on the board at most
+    min_seconds: float = _setting(1.0, since_v1=True)
+    max_seconds: float = _setting(30.0, since_v1=True)
+    threads: int = _setting(1, since_v1=True)
+    variant_timeout_seconds: float = _setting(300.0, since_v1=True)
+    #: Warm-up lasts at least this long, as well as ``warmup_runs``.
+    warmup_seconds: float = _setting(0.2)
+    #: Robust CV (MAD / median) above this makes the verdict INVALID.
+    max_cv: float = _setting(0.10)
+    #: Pause before each variant after the first.
+    cooldown_seconds: float = _setting(1.0)
+    #: Wait until the hottest thermal zone is at most this (0: off).
+    cooldown_to_c: float = _setting(0.0)
+    cooldown_max_seconds: float = _setting(300.0)
+    #: Idle window sampled for idle power (only with a sensor).
+    idle_seconds: float = _setting(1.0)
+    power_rate_hz: float = _setting(20.0)
+    #: Max abs diff allowed against the host's outputs.
+    output_atol: float = _setting(1e-4)
+    #: Top-1 agreement required against the host's outputs.
+    output_min_top1: float = _setting(0.99)
+    #: The whole job's deadline (0: :func:`job_budget_seconds` computes it).
+    job_timeout_seconds: float = _setting(0.0)
+    #: Measurements at most of a variant INVALID only for its spread.
+    attempts: int = _setting(2)
+    #: 1: a per-operator profile in a pass of its own (:mod:`device_agent.profiler`).
+    profile: int = _setting(0)
+    #: Which power sensor (see ``device_agent.power.POWER_SENSORS``), which rail, and a
+    #: command that prints watts (an external meter).
+    power_sensor: str = _setting("none")
+    power_rail: str = _setting("")
+    power_command: str = _setting("")
+    #: The thermal zones that matter on this board, comma-separated folder names such as
+    #: ``thermal_zone0`` (empty: every zone).
+    thermal_zones: str = _setting("")
+    #: Which TFLite runtime runs the models (one of :data:`RUNTIMES`).
+    runtime: str = _setting("auto")
+    #: One of :data:`ACCELERATORS`, through one of :data:`APIS`.
+    accelerator: str = _setting("cpu")
+    api: str = _setting("interpreter")
+    #: The external delegate's path on the board, and its options.
+    delegate: str = _setting("")
+    delegate_options: Mapping[str, Any] = field(default_factory=dict,
+                                                metadata={"since_v1": False})
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            where = f"job.settings.{item.name}"
+            if item.name == "delegate_options":
+                options = _require_dict(value, where)
+                for key, option in options.items():
+                    if not isinstance(option, (str, int, float, bool)):
+                        raise ProtocolError(f"{where}.{key} must be a string, number or "
+                                            "boolean")
+            elif isinstance(item.default, str):
+                _require_type(value, str, where)
+            else:
+                _require_number(value, where, minimum=0)
+        _require_choice(self.runtime, RUNTIMES, "job.settings.runtime")
+        _require_choice(self.accelerator, ACCELERATORS, "job.settings.accelerator")
+        _require_choice(self.api, APIS, "job.settings.api")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "job.settings") -> JobSettings:
+        """Settings from a mapping; an unknown key is refused with the nearest known name."""
+        check_setting_names(data, where=where)
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job document's ``settings``: every key, plain JSON values."""
+        data = {item.name: getattr(self, item.name) for item in fields(self)}
+        data["delegate_options"] = dict(self.delegate_options)
+        return data
+
+    def replace(self, **changes: Any) -> JobSettings:
+        """A copy with ``changes``, checked as :meth:`from_dict` checks."""
+        check_setting_names(changes)
+        return replace(self, **changes)
+
+
+SETTING_NAMES = tuple(item.name for item in fields(JobSettings))
+
+
+def check_setting_names(data: Mapping[str, Any], *, where: str = "job.settings") -> None:
+    """Refuse a key that names no setting, in one line with the nearest known name."""
+    for key in data:
+        if key not in SETTING_NAMES:
+            near = difflib.get_close_matches(str(key), SETTING_NAMES, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ProtocolError(f"{where}: unknown setting {key!r}{hint}")
+
+
+def _defaults(*, since_v1: bool, text: bool) -> dict[str, Any]:
+    return {item.name: item.default for item in fields(JobSettings)
+            if item.name != "delegate_options" and item.metadata["since_v1"] == since_v1
+            and isinstance(item.default, str) == text}
+
+
+#: Views of :class:`JobSettings`' defaults by kind, for code that reads a job's dict:
+#: settings every job carries (the first schema's) ...
+DEFAULT_SETTINGS: dict[str, Any] = _defaults(since_v1=True, text=False)
+#: ... numbers added since (optional in a job: an older host's job still runs) ...
+OPTIONAL_SETTINGS: dict[str, Any] = _defaults(since_v1=False, text=False)
+#: ... and text settings (also optional).
+TEXT_SETTINGS: dict[str, str] = _defaults(since_v1=False, text=True)
 #: Values of the ``accelerator`` setting (also per variant: an ``--accelerator`` sweep) and of
 #: ``api``; see :mod:`device_agent.accelerators`.  ``delegate`` is the external delegate's
 #: path on the board, and the dict setting ``delegate_options`` its options.
@@ -191,6 +294,11 @@ class ProtocolError(ValueError):
     """A job or result document does not follow the schema."""
 
 
+def job_settings(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's settings with every default filled in (an older host's job lacks the newer)."""
+    return JobSettings.from_dict(job["settings"]).to_dict()
+
+
 def job_budget_seconds(job: dict[str, Any]) -> float:
     """The whole job's time limit on the board, in seconds, from its settings.
 
@@ -202,7 +310,7 @@ def job_budget_seconds(job: dict[str, Any]) -> float:
     stops at this deadline; the host adds its own transfer time and kills the agent's
     process group if it is still running after that.
     """
-    settings = {**DEFAULT_SETTINGS, **OPTIONAL_SETTINGS, **job["settings"]}
+    settings = job_settings(job)
     if float(settings["job_timeout_seconds"]) > 0:
         return float(settings["job_timeout_seconds"])
     count = len(job["variants"]) * max(1, int(settings["attempts"]))
@@ -213,12 +321,15 @@ def job_budget_seconds(job: dict[str, Any]) -> float:
 
 
 def make_job(*, job_id: str, variants: list[dict[str, Any]],
-             settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Build a job document; settings not given take :data:`DEFAULT_SETTINGS`."""
-    merged = {**DEFAULT_SETTINGS, **OPTIONAL_SETTINGS, **TEXT_SETTINGS}
-    merged.update(settings or {})
+             settings: JobSettings | Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Build a job document; settings not given take :class:`JobSettings`' defaults.
+
+    A mapping naming a setting that does not exist is a :class:`ProtocolError`.
+    """
+    if not isinstance(settings, JobSettings):
+        settings = JobSettings.from_dict(settings or {})
     job = {"schema_version": SCHEMA_VERSION, "job_id": job_id,
-           "variants": variants, "settings": merged}
+           "variants": variants, "settings": settings.to_dict()}
     validate_job(job)
     return job
 
@@ -253,23 +364,7 @@ def validate_job(job: Any) -> dict[str, Any]:
     _require_type(settings, dict, "job.settings")
     for key in DEFAULT_SETTINGS:
         _require_number(settings.get(key), f"job.settings.{key}", minimum=0)
-    for key in OPTIONAL_SETTINGS:
-        if key in settings:
-            _require_number(settings[key], f"job.settings.{key}", minimum=0)
-    for key in TEXT_SETTINGS:
-        if key in settings:
-            _require_type(settings[key], str, f"job.settings.{key}")
-    if settings.get("runtime", "auto") not in RUNTIMES:
-        raise ProtocolError(f"job.settings.runtime must be one of {RUNTIMES}, "
-                            f"got {settings['runtime']!r}")
-    _require_choice(settings.get("accelerator", "cpu"), ACCELERATORS, "job.settings.accelerator")
-    _require_choice(settings.get("api", "interpreter"), APIS, "job.settings.api")
-    if "delegate_options" in settings:
-        options = _require_dict(settings["delegate_options"], "job.settings.delegate_options")
-        for key, value in options.items():
-            if not isinstance(value, (str, int, float, bool)):
-                raise ProtocolError(f"job.settings.delegate_options.{key} must be a string, "
-                                    f"number or boolean")
+    JobSettings.from_dict(settings)  # the optional ones default; a misspelt one is refused
     return job
 
 

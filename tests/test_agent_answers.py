@@ -108,7 +108,7 @@ def test_every_agent_answer_ends_in_one_line_and_no_traceback(
         def run_job(self, job: dict, files: dict) -> bytes:
             return make(job)
 
-    monkeypatch.setattr("toolkit.pipeline.JobRunner", lambda target: Board())
+    monkeypatch.setattr("toolkit.run.execute.JobRunner", lambda target: Board())
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["deploy", str(tflite_copy), "-o", str(out), "--quiet"])
     assert result.exception is None or isinstance(result.exception, SystemExit), \
@@ -139,8 +139,8 @@ def test_a_report_that_cannot_be_rendered_loses_no_run(
     def broken(*_args: object) -> None:
         raise TypeError("a template bug")
 
-    monkeypatch.setattr("toolkit.pipeline.JobRunner", lambda target: Board())
-    monkeypatch.setattr("toolkit.pipeline.write_report", broken)
+    monkeypatch.setattr("toolkit.run.execute.JobRunner", lambda target: Board())
+    monkeypatch.setattr("toolkit.run.execute.write_report", broken)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["deploy", str(tflite_copy), "-o", str(out), "--quiet"])
     assert result.exception is None, repr(result.exception)

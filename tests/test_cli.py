@@ -148,7 +148,7 @@ def test_an_invalid_agent_answer_is_never_stored(tflite_copy: Path, tmp_path: Pa
         def run_job(self, job: dict, files: dict) -> bytes:
             return json.dumps({"schema_version": 1, "job_id": job["job_id"]}).encode()
 
-    monkeypatch.setattr("toolkit.pipeline.JobRunner", lambda target: LyingTransport())
+    monkeypatch.setattr("toolkit.run.execute.JobRunner", lambda target: LyingTransport())
     out = tmp_path / "out"
     result = invoke("deploy", str(tflite_copy), "-o", str(out))
     assert result.exit_code == 1

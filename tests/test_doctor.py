@@ -62,13 +62,14 @@ def test_lab_status_shows_free_held_and_unreachable(own_sshd: Sshd, tmp_path: Pa
     assert gone.state == "unreachable" and gone.detail
 
 
-def test_edge_doctor_exits_1_naming_the_sick_board(own_sshd: Sshd, tmp_path: Path) -> None:
+def test_edge_doctor_exits_3_for_an_unreachable_board_as_deploy_does(own_sshd: Sshd,
+                                                                     tmp_path: Path) -> None:
     board(own_sshd, tmp_path, connect_timeout=2.0)
     own_sshd.kill()
     done = subprocess.run([sys.executable, "-m", "toolkit", "doctor", "--targets", "lab",
                            "--targets-dir", str(tmp_path / "targets")], cwd=REPO,
                           capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 1
+    assert done.returncode == 3  # ExitCode.INCOMPLETE: infrastructure, as edge deploy exits
     assert done.stderr.strip().splitlines() == [
         next(line for line in done.stderr.splitlines() if line.startswith("edge: lab is "
                                                                          "unhealthy: reachable: "))]

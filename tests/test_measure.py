@@ -189,13 +189,13 @@ def test_a_model_the_host_cannot_run_is_deployed_without_an_output_check(
         tflite_copy: Path, tmp_path: Path) -> None:
     from toolkit.artifact import describe_artifact
     from toolkit.model import load_model_source
-    from toolkit.pipeline import _build_references
+    from toolkit.run.execute import build_references
 
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"\x00" * 64)
     artifacts = [describe_artifact("good", tflite_copy, config={}),
                  describe_artifact("broken", broken, config={})]
-    references = _build_references(load_model_source(tflite_copy), artifacts, tmp_path / "refs")
+    references = build_references(load_model_source(tflite_copy), artifacts, tmp_path / "refs")
     assert list(references) == [artifacts[0].board_name]
     assert load_reference(references[artifacts[0].board_name])["outputs"][0].shape[0] == 32
 

@@ -231,7 +231,7 @@ def test_a_board_fault_is_reported_before_compression_and_nothing_is_uploaded(
     target = fault_target(fault, own_sshd, tmp_path)
     load_model_source(DIGITS_MODEL)  # the model's imports, paid before the clock starts
     compressed: list[object] = []
-    monkeypatch.setattr(pipeline, "prepare_model",
+    monkeypatch.setattr("toolkit.run.execute.prepare_model",
                         lambda *args: compressed.append(args))  # never reached
     started = time.monotonic()
     with pytest.raises(FAULTS[fault]):

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from toolkit.artifact import Artifact, describe_artifact
-from toolkit.pipeline import run_on_target
 from toolkit.report import write_report
+from toolkit.run.execute import run_on_target
+from toolkit.run.plan import Sweep
 from toolkit.store import ResultsStore, StoredRun
 from toolkit.targets import load_target
 
@@ -82,7 +83,7 @@ def deploy_three(target_name: str, targets_dir: Path | None, healthy: list[Path]
         describe_artifact("int8", healthy[1], config={"recipe": "int8"})]
     run_id = f"segv-{target_name}"
     results = run_on_target(load_target(target_name, targets_dir), run_id, artifacts,
-                             FAST, None, {})
+                             FAST, Sweep(), {})
     run = StoredRun(run_id=run_id, created_at="2026-01-01T00:00:00Z", model_name="three",
                     model_path=str(segfaulting), model_sha256=artifacts[1].sha256,
                     report_dir=str(out), results=results)

@@ -102,16 +102,20 @@ def test_targets_list_and_show() -> None:
 
 def test_every_builtin_target_names_a_power_sensor_the_agent_knows() -> None:
     from device_agent.power import POWER_SENSORS
-    from toolkit.pipeline import _target_sensors
+    from toolkit.run.plan import job_settings
 
     for name in available_targets():
         target = load_target(name)
         zones = ",".join(target.thermal_zones)
         assert target.power_sensor in POWER_SENSORS, name
-        assert _target_sensors(target, None) == {"power_sensor": target.power_sensor,
-                                                 "thermal_zones": zones}
+        own = job_settings(target, {})
+        assert (own.power_sensor, own.thermal_zones) == (target.power_sensor, zones)
         # A sensor or meter chosen on the command line wins; the zones still come along.
-        assert _target_sensors(target, {"power_command": "meter"}) == {"thermal_zones": zones}
+        metered = job_settings(target, {"power_command": "meter"})
+        assert (metered.power_sensor, metered.power_command, metered.thermal_zones) == (
+            "command", "meter", zones)
+        named = job_settings(target, {"power_sensor": "rapl"})
+        assert (named.power_sensor, named.thermal_zones) == ("rapl", zones)
 
 
 def test_a_jump_list_resolves_each_hop_through_the_ssh_config(

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
-
-from device_agent.power import POWER_SENSORS
 
 from .cancel import cancel_on_signals
 from .cli_bench import bench_command
@@ -25,15 +24,14 @@ from .cli_check import check
 from .cli_compress import compress
 from .cli_lab import doctor, lab
 from .cli_options import (
-    accelerator_option,
-    api_option,
+    busy_wait_option,
+    conversion_cache_option,
     coordinator_option,
+    job_options,
+    job_settings,
     lab_option,
-    min_runs_option,
-    min_seconds_option,
     out_dir_option,
     priority_option,
-    profile_option,
     store_option,
     targets_dir_option,
     targets_option,
@@ -45,9 +43,6 @@ from .cli_targets import targets
 from .defaults import BUDGET_CANDIDATES
 from .errors import EdgeError
 from .safe_text import one_line, printable
-
-#: Where ``edge deploy`` keeps converted variants, instead of ~/.cache/edge/conversions.
-CONVERSION_CACHE_ENV = "EDGE_CONVERSION_CACHE"
 
 
 class _EdgeGroup(click.Group):
@@ -86,25 +81,9 @@ def main() -> None:
 @lab_option
 @coordinator_option
 @priority_option
-@min_runs_option
-@min_seconds_option
-@profile_option
-@click.option("--threads", "threads", callback=lambda _ctx, _param, value: _thread_counts(value),
-              help="Thread counts to sweep, e.g. 1,2,4 [default: the target's setting].")
-@accelerator_option
-@api_option
-@click.option("--cooldown", type=click.FloatRange(min=0),
-              help="Seconds to pause between variants on the board [default: 1].")
-@click.option("--cooldown-to", type=click.FloatRange(min=1),
-              help="Before each variant, wait until the board's hottest zone is this cool (C).")
-@click.option("--power-sensor", type=click.Choice(POWER_SENSORS),
-              help="Power sensor on the board [default: auto-detect].")
-@click.option("--power-command",
-              help="Command on the board that prints watts (an external meter); implies it.")
-@click.option("--conversion-cache", type=click.Path(path_type=Path), envvar=CONVERSION_CACHE_ENV,
-              default=Path("~/.cache/edge/conversions"), show_default=True, show_envvar=True,
-              help="Folder of converted variants: an unchanged model and recipe is not "
-                   "converted again (least recently used evicted above 2 GiB).")
+@job_options
+@busy_wait_option
+@conversion_cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No live progress line on a terminal (stage, board, elapsed time); "
@@ -112,12 +91,8 @@ def main() -> None:
 def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
-           coordinator: str | None, priority: int, min_runs: int | None,
-           min_seconds: float | None, profile: bool, threads: list[int] | None,
-           accelerators: list[str] | None, api: str | None, cooldown: float | None,
-           cooldown_to: float | None,
-           power_sensor: str | None, power_command: str | None, conversion_cache: Path,
-           as_json: bool, quiet: bool) -> None:
+           coordinator: str | None, priority: int, busy_wait: float, conversion_cache: Path,
+           as_json: bool, quiet: bool, **job: Any) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
@@ -131,19 +106,14 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
     from . import pipeline
     from .store import describe_store
 
-    settings = {key: value for key, value in
-                (("min_runs", min_runs), ("min_seconds", min_seconds),
-                 ("cooldown_seconds", cooldown), ("cooldown_to_c", cooldown_to),
-                 ("power_sensor", power_sensor), ("power_command", power_command),
-                 ("api", api), ("profile", 1 if profile else None))
-                if value is not None}
     recipes = recipe or ("fp32," + BUDGET_CANDIDATES if max_accuracy_drop is not None
                          else "fp32,int8")
     with LiveProgress(enabled=not quiet) as progress:
         outcome = pipeline.deploy(model, targets=targets, recipes=recipes, out_dir=out_dir,
                                   store_path=store_path, targets_dir=targets_dir,
-                                  settings=settings, threads=threads,
-                                  accelerators=accelerators,
+                                  settings=job_settings(job), threads=job["threads"],
+                                  accelerators=job["accelerators"],
+                                  busy_wait_seconds=busy_wait,
                                   max_accuracy_drop=max_accuracy_drop,
                                   conversion_cache=conversion_cache.expanduser(),
                                   lab_file=lab_file, progress=progress,
@@ -170,21 +140,6 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
     incomplete = outcome.incomplete()
     if incomplete is not None:
         raise incomplete
-
-
-def _thread_counts(value: str | None) -> list[int] | None:
-    """``"1,2,4"`` -> [1, 2, 4]; a bad list is a usage error naming the option."""
-    if value is None:
-        return None
-    try:
-        counts = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of whole numbers",
-                                 param_hint="--threads") from None
-    if not counts or any(count < 0 for count in counts) or len(set(counts)) != len(counts):
-        raise click.BadParameter(f"{value!r}: give distinct thread counts >= 0, e.g. 1,2,4",
-                                 param_hint="--threads")
-    return counts
 
 
 main.add_command(runs)

@@ -8,25 +8,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .cli_options import (
-    accelerator_option,
-    api_option,
+    busy_wait_option,
+    conversion_cache_option,
     coordinator_option,
+    job_options,
+    job_settings,
     lab_option,
-    min_runs_option,
-    min_seconds_option,
     out_dir_option,
     priority_option,
-    profile_option,
     store_option,
     targets_dir_option,
     targets_option,
 )
-from .defaults import DEFAULT_BUSY_WAIT_SECONDS
 from .safe_text import printable
 
 if TYPE_CHECKING:
@@ -92,22 +90,17 @@ class _Progress:
               help="Comma-separated recipes, as for edge deploy.")
 @out_dir_option
 @store_option
-@min_runs_option
-@min_seconds_option
-@accelerator_option
-@api_option
-@profile_option
-@click.option("--busy-wait", type=click.FloatRange(min=0), default=DEFAULT_BUSY_WAIT_SECONDS,
-              show_default=True, help="Seconds to wait for a board another job holds.")
+@job_options
+@busy_wait_option
+@conversion_cache_option
 @click.option("--health-check/--no-health-check", default=True, show_default=True,
               help="Run edge doctor's checks first and leave failing boards out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON document.")
 def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: Path | None,
                   targets_dir: Path | None, coordinator: str | None, priority: int,
-                  recipe: str, out_dir: Path,
-                  store_path: str | None, min_runs: int | None, min_seconds: float | None,
-                  accelerators: list[str] | None, api: str | None, profile: bool,
-                  busy_wait: float, health_check: bool, as_json: bool) -> None:
+                  recipe: str, out_dir: Path, store_path: str | None, busy_wait: float,
+                  conversion_cache: Path, health_check: bool, as_json: bool,
+                  **job: Any) -> None:
     """Run every MODEL's recipes on every board at once; one stored run per model.
 
     Exit status 0 when every cell was measured, 3 when a board failed (its cells
@@ -127,15 +120,13 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
 
     boards = load_lab(lab_file, targets_dir).select_jobs(targets, coordinator=coordinator,
                                                          priority=priority)
-    settings = {key: value for key, value in (("min_runs", min_runs),
-                                              ("min_seconds", min_seconds), ("api", api),
-                                              ("profile", 1 if profile else None))
-                if value is not None}
     console = Console(stderr=True)
     with _Progress([t.name for t in boards], console) as progress:
         outcome = bench(list(models), targets=boards, recipes=recipe, out_dir=out_dir,
-                        store_path=store_path, settings=settings, busy_wait_seconds=busy_wait,
-                        accelerators=accelerators,
+                        store_path=store_path, settings=job_settings(job),
+                        busy_wait_seconds=busy_wait, threads=job["threads"],
+                        accelerators=job["accelerators"],
+                        conversion_cache=conversion_cache.expanduser(),
                         health=_health_reason if health_check else None, on_event=progress)
     if as_json:
         click.echo(json.dumps(_as_json(outcome), indent=2))

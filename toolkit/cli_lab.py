@@ -22,7 +22,7 @@ from .cli_options import (
     targets_dir_option,
     targets_option,
 )
-from .errors import ExitCode, TargetError, UsageError
+from .errors import TargetError, UsageError
 from .safe_text import one_line, printable
 
 if TYPE_CHECKING:
@@ -83,7 +83,8 @@ def doctor(targets: tuple[str, ...], every: bool, lab_file: Path | None, targets
 
     A labgrid selector (tag:board=KIND) checks every place with that tag: first whether
     edge marked it bad (a board that stopped answering; edge lab mark-good PLACE clears
-    it), then its board.  Exit status 1 when any board is unhealthy.
+    it), then its board.  Exit status when a board is unhealthy: 3 when one is unreachable
+    (as edge deploy), 2 for a host key, login or Python to fix, else 1.
     Example: edge doctor --all ; edge doctor --targets tag:board=rpi4 --coordinator lab:20408
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -111,7 +112,7 @@ def doctor(targets: tuple[str, ...], every: bool, lab_file: Path | None, targets
         click.echo(f"edge: {one_line(health.target)} is unhealthy: {one_line(health.reason)}",
                    err=True)
     if sick:
-        sys.exit(ExitCode.FAILED)
+        sys.exit(max(health.exit_code for health in sick))
 
 
 @click.group()

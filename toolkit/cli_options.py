@@ -22,12 +22,18 @@ from typing import Any, TypeVar
 
 import click
 
-from device_agent.protocol import ACCELERATORS, APIS, DEFAULT_SETTINGS
+from device_agent.power import POWER_SENSORS
+from device_agent.protocol import ACCELERATORS, APIS, JobSettings
 
-from .defaults import DEFAULT_OUT_DIR
+from .defaults import DEFAULT_BUSY_WAIT_SECONDS, DEFAULT_OUT_DIR
 from .project import STORE_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: The job settings' defaults, shown in help texts (they live in JobSettings only).
+_JOB = JobSettings()
+#: Where ``edge deploy`` and ``edge bench`` keep converted variants, instead of
+#: ~/.cache/edge/conversions.
+CONVERSION_CACHE_ENV = "EDGE_CONVERSION_CACHE"
 
 store_option = click.option(
     "--store", "store_path", metavar="FILE|URL",
@@ -50,11 +56,11 @@ out_dir_option = click.option(
 
 min_runs_option = click.option(
     "--min-runs", type=click.IntRange(min=1),
-    help=f"Measured runs at least [default: {DEFAULT_SETTINGS['min_runs']}].")
+    help=f"Measured runs at least [default: {_JOB.min_runs}].")
 
 min_seconds_option = click.option(
     "--min-seconds", type=click.FloatRange(min=0),
-    help=f"Measured seconds at least [default: {DEFAULT_SETTINGS['min_seconds']:g}].")
+    help=f"Measured seconds at least [default: {_JOB.min_seconds:g}].")
 
 profile_option = click.option(
     "--profile", is_flag=True,
@@ -114,3 +120,75 @@ api_option = click.option(
     "--api", type=click.Choice(APIS),
     help="The API the app will use: the Interpreter or LiteRT's CompiledModel (gpu always "
          "uses CompiledModel) [default: the target's setting, else interpreter].")
+
+
+def _thread_counts(_ctx: click.Context, _param: click.Parameter,
+                   value: str | None) -> list[int] | None:
+    """``"1,2,4"`` -> [1, 2, 4]; a bad list is a usage error naming the option."""
+    if value is None:
+        return None
+    try:
+        counts = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of whole numbers",
+                                 param_hint="--threads") from None
+    if not counts or any(count < 0 for count in counts) or len(set(counts)) != len(counts):
+        raise click.BadParameter(f"{value!r}: give distinct thread counts >= 0, e.g. 1,2,4",
+                                 param_hint="--threads")
+    return counts
+
+
+threads_option = click.option(
+    "--threads", "threads", callback=_thread_counts, metavar="LIST",
+    help="Thread counts to sweep, e.g. 1,2,4 [default: the target's setting].")
+
+cooldown_option = click.option(
+    "--cooldown", type=click.FloatRange(min=0),
+    help=f"Seconds to pause between variants on the board [default: "
+         f"{_JOB.cooldown_seconds:g}].")
+
+cooldown_to_option = click.option(
+    "--cooldown-to", type=click.FloatRange(min=1),
+    help="Before each variant, wait until the board's hottest zone is this cool (C).")
+
+power_sensor_option = click.option(
+    "--power-sensor", type=click.Choice(POWER_SENSORS),
+    help=f"Power sensor on the board (auto: detect one) [default: the target's power_sensor, "
+         f"else {_JOB.power_sensor}].")
+
+power_command_option = click.option(
+    "--power-command",
+    help="Command on the board that prints watts (an external meter); implies "
+         "--power-sensor command.")
+
+busy_wait_option = click.option(
+    "--busy-wait", type=click.FloatRange(min=0), default=DEFAULT_BUSY_WAIT_SECONDS,
+    show_default=True,
+    help="Seconds to wait for a board another job holds, saying who holds it (0: fail at "
+         "once, before compressing).")
+
+conversion_cache_option = click.option(
+    "--conversion-cache", type=click.Path(path_type=Path), envvar=CONVERSION_CACHE_ENV,
+    default=Path("~/.cache/edge/conversions"), show_default=True, show_envvar=True,
+    help="Folder of converted variants: an unchanged model and recipe is not "
+         "converted again (least recently used evicted above 2 GiB).")
+
+
+def job_options(function: F) -> F:
+    """The job-setting options ``edge deploy`` and ``edge bench`` share, in one decorator:
+    ``--min-runs``, ``--min-seconds``, ``--profile``, ``--threads``, ``--accelerator``,
+    ``--api``, ``--cooldown``, ``--cooldown-to``, ``--power-sensor``, ``--power-command``."""
+    for option in reversed((min_runs_option, min_seconds_option, profile_option,
+                            threads_option, accelerator_option, api_option, cooldown_option,
+                            cooldown_to_option, power_sensor_option, power_command_option)):
+        function = option(function)
+    return function
+
+
+def job_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The job settings (``JobSettings`` names) that :func:`job_options` were given."""
+    named = {"min_runs": options["min_runs"], "min_seconds": options["min_seconds"],
+             "cooldown_seconds": options["cooldown"], "cooldown_to_c": options["cooldown_to"],
+             "power_sensor": options["power_sensor"], "power_command": options["power_command"],
+             "api": options["api"], "profile": 1 if options["profile"] else None}
+    return {key: value for key, value in named.items() if value is not None}

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .agent_package import build_agent_package
 from .board import open_board
 from .bootstrap import BoardPython, probe
-from .errors import AuthError, BoardSetupError, HostKeyError, InfrastructureError
+from .errors import AuthError, BoardSetupError, ExitCode, HostKeyError, InfrastructureError
 from .targets import Target
 from .transfer import upload_all
 
@@ -54,6 +54,11 @@ class Check:
     warning: bool = False
 
 
+#: A failed check -> the exit code of the error ``edge deploy`` raises for it.
+_EXIT_CODES = {"reachable": ExitCode.INCOMPLETE, "labgrid place": ExitCode.INCOMPLETE,
+               "host key": ExitCode.USAGE, "login": ExitCode.USAGE, "python": ExitCode.USAGE}
+
+
 @dataclass(frozen=True)
 class BoardHealth:
     target: str
@@ -68,6 +73,16 @@ class BoardHealth:
         """The first failed check as one line; empty when healthy."""
         failed = next((c for c in self.checks if not c.ok), None)
         return f"{failed.name}: {failed.detail}" if failed else ""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """What ``edge doctor`` exits with for this board: what ``edge deploy`` exits with
+        for the same failure (an unreachable board is infrastructure, 3; a host key, login
+        or Python to fix is usage, 2; any other failed check, 1); OK when healthy."""
+        failed = next((c for c in self.checks if not c.ok), None)
+        if failed is None:
+            return ExitCode.OK
+        return _EXIT_CODES.get(failed.name, ExitCode.FAILED)
 
     @property
     def warnings(self) -> list[str]:

@@ -41,7 +41,7 @@ from .agent_package import build_agent_package
 from .board import Board, open_board
 from .bootstrap import BoardPython, probe
 from .cancel import allow_jobs, cancel_on_signals, cancel_requested, cancel_running_jobs
-from .errors import AgentError, EdgeError, InfrastructureError
+from .errors import AgentError, BoardBusyError, EdgeError, InfrastructureError
 from .lock import JOB_FUNCTIONS, board_lock, job_pid_file
 from .ssh import Result
 from .targets import Target, check_name
@@ -123,6 +123,8 @@ class JobRunner:
             board = self._open_board(self.target)
             try:
                 return self._run_once(board, job, files)
+            except BoardBusyError:
+                raise  # waiting for a held board is the caller's policy (--busy-wait)
             except InfrastructureError as exc:
                 if attempt == self.target.retries:
                     raise

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -30,13 +31,15 @@ from typing import Any
 import paramiko
 
 from device_agent.power import POWER_SENSORS
-from device_agent.protocol import ACCELERATORS, APIS, RUNTIMES
+from device_agent.protocol import ACCELERATORS, APIS, RUNTIMES, JobSettings
 
 from .errors import TargetError
 
 TRANSPORTS = ("local", "ssh")
 SSH_CONFIG_ENV = "EDGE_SSH_CONFIG"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: The job settings' defaults: a target file that leaves one out gets the agent's own.
+_JOB = JobSettings()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,16 +61,16 @@ class Target:
     jump: str | None = None
     ssh_agent: bool = False
     python: str = "python3"
-    runtime: str = "auto"
+    runtime: str = _JOB.runtime
     #: How the agent runs the models (see :mod:`device_agent.accelerators`): ``cpu``,
     #: ``xnnpack-off``, ``gpu``, ``gpu+cpu`` or ``delegate`` (the ``delegate`` library with
     #: ``delegate_options``), through the ``interpreter`` or the ``compiled`` API.
-    accelerator: str = "cpu"
-    api: str = "interpreter"
+    accelerator: str = _JOB.accelerator
+    api: str = _JOB.api
     delegate: str | None = None
     delegate_options: tuple[tuple[str, str | int | float | bool], ...] = ()
-    threads: int = 1
-    power_sensor: str = "none"
+    threads: int = _JOB.threads
+    power_sensor: str = _JOB.power_sensor
     thermal_zones: tuple[str, ...] = ()
     work_dir: str = ".edge"
     #: The size cap of ``work_dir/cache`` (uploaded models, references): least recently
@@ -321,7 +324,10 @@ def target_from_mapping(name: str, data: dict[str, Any], path: Path) -> Target:
     """Validate the keys of a target file (``path`` names it in errors) into a Target."""
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
-        raise TargetError(f"{path}: target {name}: unknown key {unknown[0]!r}", target=name)
+        near = difflib.get_close_matches(unknown[0], sorted(_FIELDS), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise TargetError(f"{path}: target {name}: unknown key {unknown[0]!r}{hint}",
+                          target=name)
     if "transport" not in data:
         raise TargetError(f"{path}: target {name} needs a transport key", target=name)
     data = dict(data)

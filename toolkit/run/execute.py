@@ -1,0 +1,534 @@
+"""The one flow: check the plan, compress each model, run it on every board, store, report.
+
+``edge deploy`` (:func:`toolkit.pipeline.deploy`) and ``edge bench``
+(:func:`toolkit.bench.bench`) are presets over :func:`execute`; each step below is
+written once::
+
+    check   names, accelerators, coordinators, the model files, every board (and its
+            lease with --busy-wait 0), delegates: all before the first conversion
+    build   per model, in a staging folder: variants, manifest, reference outputs;
+            with an accuracy budget, only the variants within it go on
+    run     per board (one after the other, or all at once), per model: the plan's
+            board steps on the held board (:data:`BoardStep`; the first measures)
+    store   per model, one run: every board's records, the budget's pick per board;
+            the staging folder moves into place whole, then the store takes the run
+
+Example::
+
+    done = execute(plan, progress=print)
+    done.runs[0].run.run_id
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from device_agent import protocol
+
+from ..artifact import Artifact, FailedVariant, write_manifest
+from ..cancel import allow_jobs, cancel_running_jobs
+from ..choose import Choice, choose_fastest, split_by_budget
+from ..errors import (
+    AgentError,
+    BoardBusyError,
+    CompressError,
+    EdgeError,
+    InfrastructureError,
+    OutputError,
+    ResultError,
+    UsageError,
+)
+from ..model import ModelSource, load_model_source
+from ..project import git_commit, resolve_store_path
+from ..reference import compute_references, source_inputs
+from ..report import write_report
+from ..results import ResultRecord, Stage, Status, artifact_facts
+from ..runner import JobRunner, check_boards
+from ..store import ResultsStore, StoredRun, store_location
+from .boards import BoardSource, LabgridBoard
+from .plan import RunPlan, Sweep, job_settings
+
+if TYPE_CHECKING:
+    from ..compress import Chain
+    from ..targets import Target
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BoardEvent:
+    """What a board is doing now, for a progress display."""
+
+    target: str
+    model: str
+    state: str  # "waiting" (board busy or queued), "running", "ok", "failed", "skipped"
+    detail: str = ""
+
+
+@dataclass
+class PreparedModel:
+    """One model, built: its variants (those within the budget), references, staging."""
+
+    source: ModelSource
+    run_id: str
+    staging: Path
+    final_dir: Path
+    artifacts: list[Artifact]
+    failed: list[FailedVariant]
+    references: dict[str, Path]
+    #: Variants the accuracy budget left out before running, with why.
+    over_budget: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BoardJob:
+    """One model on one held board, as a :data:`BoardStep` sees it."""
+
+    target: Target
+    model: PreparedModel
+    plan: RunPlan
+
+
+#: A job on a held board, after the ones before it in ``execute(steps=...)``: the records
+#: it adds to the run.  :func:`measure` is the first; a preset may add its own after it.
+BoardStep = Callable[[BoardJob], list[ResultRecord]]
+
+
+@dataclass(frozen=True)
+class ExecutedRun:
+    """One model's stored run, with a budget each board's pick, and the reports written
+    (none when rendering failed: the run is stored all the same)."""
+
+    run: StoredRun
+    choices: list[Choice]
+    reports: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Execution:
+    runs: list[ExecutedRun]
+    left_out: dict[str, str]  # board -> why it was not used
+    store_path: Path | str
+
+
+def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
+            on_event: Callable[[BoardEvent], None] | None = None,
+            steps: Sequence[BoardStep] | None = None) -> Execution:
+    """Run ``plan``: check it whole, build each model, run ``steps`` on every board, store.
+
+    ``progress`` is told each stage in one line, for people (``"local: measuring fp32,
+    int8"``); ``on_event`` gets each board's state.  ``steps`` (default: :func:`measure`)
+    run one after the other on each held board, per model.
+    """
+    say = progress or _silent
+    notify = on_event or _silent
+    board_steps = list(steps or [measure])
+    named = [b.known for b in plan.boards if b.known is not None]
+    for kind in plan.sweep.accelerators:
+        for target in named:
+            if kind == "delegate" and not target.delegate:
+                raise UsageError(f"target {target.name} names no delegate library: set "
+                                 f'delegate = "/path/on/the/board/lib.so" in its target file')
+    # The coordinator answers in a second; loading a model imports torch first (4-8 s).
+    for board in plan.boards:
+        if isinstance(board, LabgridBoard):
+            board.check()
+    sources = []
+    for path in plan.models:
+        say(f"loading {path.name}")
+        sources.append(load_model_source(path))
+        plan.check_model(sources[-1])
+    store_path = (store_location(plan.store_path) if plan.store_path
+                  else default_store_path(plan.out_dir))
+    left_out = _health(plan, named, notify)
+    checking = [t for t in named if t.name not in left_out]
+    say(f"checking {', '.join(b.name for b in plan.boards if b.name not in left_out)}")
+    failed_check = _check_boards(plan, checking, notify)
+    ready = [b for b in plan.boards if b.name not in left_out and b.name not in failed_check]
+    check_delegates([b.known for b in ready if b.known is not None], plan.sweep.accelerators)
+
+    # The output folder is tried before the store is opened in it: "not writable" says it.
+    staging: list[tuple[str, Path]] = []
+    prepared: list[PreparedModel] = []
+    try:
+        for _ in sources:
+            run_id = new_run_id()
+            staging.append((run_id, make_staging_dir(plan.out_dir, run_id)))
+        with ResultsStore(store_path) as store:
+            for source, (run_id, folder) in zip(sources, staging, strict=True):
+                prepared.append(_prepare(plan, source, run_id, folder, say))
+            done = _run_boards(plan, ready, prepared, board_steps, say, notify)
+            runs = []
+            for index, model in enumerate(prepared):
+                per_board: dict[str, list[ResultRecord]] = {}
+                for board in plan.boards:
+                    if board.name in left_out:
+                        records = failed_records(board.name, model.artifacts, "unhealthy",
+                                                 left_out[board.name], status=Status.SKIPPED)
+                    elif board.name in failed_check:
+                        problem = failed_check[board.name]
+                        records = failed_records(board.name, model.artifacts,
+                                                 error_class(problem), str(problem))
+                    else:
+                        records = done[board.name][index]
+                    name = records[0].target if records else board.name
+                    per_board[name] = [*records, *(f.record(name) for f in model.failed)]
+                runs.append(_store(plan, store, model, per_board, say=say,
+                                   concurrent=plan.policy.parallel and len(ready) > 1))
+    except BaseException:
+        for _, folder in staging:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return Execution(runs=runs, left_out=left_out, store_path=store_path)
+
+
+def _health(plan: RunPlan, named: list[Target],
+            notify: Callable[[BoardEvent], None]) -> dict[str, str]:
+    """Boards the policy's health check leaves out, with why."""
+    health = plan.policy.health
+    if health is None or not named:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(named), thread_name_prefix="health") as pool:
+        reasons = list(pool.map(health, named))
+    left_out = {}
+    for board, reason in zip(named, reasons, strict=True):
+        if reason:
+            left_out[board.name] = reason
+            notify(BoardEvent(board.name, "", "skipped", reason))
+    return left_out
+
+
+def _check_boards(plan: RunPlan, targets: list[Target],
+                  notify: Callable[[BoardEvent], None]) -> dict[str, EdgeError]:
+    """Connection, host key, Python, numpy, runtime (and, with ``--busy-wait 0``, the
+    lease) of every board, before any compression: failed boards and why, or raise."""
+    failed: dict[str, EdgeError] = {}
+    for name, answer in check_boards(targets, plan.sweep.threads or None).items():
+        if isinstance(answer, EdgeError):
+            failed[name] = answer
+    if plan.policy.busy_wait_seconds == 0:
+        from ..lab import board_status
+
+        for target in targets:
+            if target.name in failed:
+                continue
+            status = board_status(target)
+            if status.state == "held":
+                failed[target.name] = BoardBusyError(
+                    f"{target.name} is busy: locked by {status.owner} (--busy-wait 0: not "
+                    "waiting)", target=target.name)
+    for name, problem in failed.items():
+        if not plan.policy.keep_going:
+            raise problem
+        notify(BoardEvent(name, "", "failed", f"{error_class(problem)}: {problem}"))
+    return failed
+
+
+def _prepare(plan: RunPlan, source: ModelSource, run_id: str, staging: Path,
+             say: Callable[[str], None]) -> PreparedModel:
+    artifacts, failed, references = prepare_model(source, list(plan.chains), staging,
+                                                  cache_dir=plan.policy.conversion_cache,
+                                                  progress=say)
+    model = PreparedModel(source, run_id, staging, plan.out_dir / "runs" / run_id,
+                          artifacts, failed, references)
+    budget = plan.policy.max_accuracy_drop
+    if budget is not None:
+        for failure in failed:
+            if failure.variant == "fp32":
+                raise CompressError(f"fp32, the accuracy reference of --max-accuracy-drop, "
+                                    f"was not built: {failure.error}", recipe="fp32")
+        model.artifacts, model.over_budget = split_by_budget(artifacts, budget)
+    return model
+
+
+def _run_boards(plan: RunPlan, boards: list[BoardSource], prepared: list[PreparedModel],
+                steps: list[BoardStep], say: Callable[[str], None],
+                notify: Callable[[BoardEvent], None]) -> dict[str, list[list[ResultRecord]]]:
+    """Per board, every model's records: one thread per board with ``policy.parallel``."""
+    def one_board(board: BoardSource) -> list[list[ResultRecord]]:
+        return [_one_job(plan, board, model, steps, say, notify) for model in prepared]
+
+    if not plan.policy.parallel or len(boards) < 2:
+        return {board.name: one_board(board) for board in boards}
+    pool = ThreadPoolExecutor(max_workers=len(boards), thread_name_prefix="board")
+    try:
+        futures = {board.name: pool.submit(one_board, board) for board in boards}
+        return {name: future.result() for name, future in futures.items()}
+    except BaseException:
+        cancel_running_jobs()  # Ctrl-C: every board's job is stopped, then its lease released
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        allow_jobs()
+
+
+def _one_job(plan: RunPlan, board: BoardSource, model: PreparedModel, steps: list[BoardStep],
+             say: Callable[[str], None], notify: Callable[[BoardEvent], None]
+             ) -> list[ResultRecord]:
+    """``steps`` for one model on one board, held once; a board failure becomes failed
+    records when the policy keeps going, else it fails the run."""
+    name = model.source.name
+    if not model.artifacts:  # nothing built (or nothing within the budget): nothing to send
+        return []
+    variants = ", ".join(a.variant for a in model.artifacts)
+
+    def status(message: str, ready: bool) -> None:
+        say(f"{board.name}: " + "; ".join(part for part in
+                                          (message, f"measuring {variants}" if ready else "")
+                                          if part))
+        notify(BoardEvent(board.name, name, "running" if ready else "waiting", message))
+
+    def on_board(target: Target) -> list[ResultRecord]:
+        job = BoardJob(target, model, plan)
+        return [record for step in steps for record in step(job)]
+
+    try:
+        records = board.run(on_board, busy_wait_seconds=plan.policy.busy_wait_seconds,
+                            on_status=status)
+    except EdgeError as exc:
+        if not plan.policy.keep_going:
+            raise
+        kind = error_class(exc)
+        notify(BoardEvent(board.name, name, "failed", f"{kind}: {exc}"))
+        return failed_records(board.name, model.artifacts, kind, str(exc))
+    failed = sum(not r.ok for r in records)
+    where = f"on {records[0].target}" if records and records[0].target != board.name else ""
+    notify(BoardEvent(board.name, name, "failed" if failed else "ok",
+                      ", ".join(p for p in (where, f"{failed} variant(s) failed" if failed
+                                            else "") if p)))
+    return records
+
+
+def measure(job: BoardJob) -> list[ResultRecord]:
+    """The first board step: every variant x the sweep, in one agent job."""
+    return run_on_target(job.target, job.model.run_id, job.model.artifacts, job.plan.settings,
+                         job.plan.sweep, job.model.references)
+
+
+def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
+                  settings: Mapping[str, Any] | None, sweep: Sweep,
+                  references: dict[str, Path]) -> list[ResultRecord]:
+    """Every artifact x thread count x accelerator of ``sweep`` on ``target``, one job.
+
+    ``settings``: the command line's job settings, over the target file's.
+    """
+    counts = list(sweep.threads) or [target.threads]
+    sweeping = len(counts) > 1
+    kinds = list(sweep.accelerators) or [target.accelerator]
+    # An --accelerator sweep names each cell VARIANT@ACCELERATOR: the record's recipe
+    # carries it, so that names stay apart in the store and round-trip unchanged.
+    planned = [(artifact, count, kind) for artifact in artifacts for kind in kinds
+               for count in counts]
+    variants = []
+    files = {a.board_name: a.path for a in artifacts}
+    for artifact, count, kind in planned:
+        name = artifact.variant + (f"@{kind}" if len(kinds) > 1 else "")
+        variant: dict[str, Any] = {
+            "name": f"{name}-t{count}" if sweeping else name, "file": artifact.board_name,
+            "sha256": artifact.sha256, "threads": count, "accelerator": kind}
+        if artifact.board_name in references:
+            reference = references[artifact.board_name]
+            variant["reference"] = reference.name
+            files[reference.name] = reference
+        variants.append(variant)
+    job = protocol.make_job(job_id=f"{run_id}-{target.name}", variants=variants,
+                            settings=job_settings(target, settings or {}))
+    raw = JobRunner(target).run_job(job, files)
+    try:
+        result = protocol.parse_result(raw, job)
+    except protocol.ProtocolError as exc:
+        raise ResultError(f"agent on {target.name} answered an invalid result: {exc}",
+                          target=target.name) from None
+    records = []
+    for (artifact, count, kind), measured in zip(planned, result["variants"], strict=True):
+        record = ResultRecord.measured_on(target.name, artifact, measured,
+                                          board=result["board"], threads=count, swept=sweeping)
+        records.append(record.replace(recipe=f"{artifact.variant}@{kind}") if len(kinds) > 1
+                       else record)
+    return records
+
+
+def _store(plan: RunPlan, store: ResultsStore, model: PreparedModel,
+           per_board: dict[str, list[ResultRecord]], *, concurrent: bool,
+           say: Callable[[str], None]) -> ExecutedRun:
+    """One model's records, with the budget's pick per board, published and stored."""
+    choices = ([choose_fastest(name, records, left_out=model.over_budget)
+                for name, records in per_board.items()]
+               if plan.policy.max_accuracy_drop is not None else [])
+    picked = {(choice.target, choice.variant): choice.message for choice in choices}
+    results = [record.replace(chosen=picked[record.key]) if record.key in picked else record
+               for records in per_board.values() for record in records]
+    if concurrent:
+        results = mark_shared_machines(results)
+    run = new_run(model.run_id, model.source, model.final_dir, results, plan.tags)
+    say("storing the run and writing its report")
+    reports = publish_run(store, run, model.staging, model.final_dir)
+    return ExecutedRun(run=run, choices=choices, reports=reports)
+
+
+def prepare_model(source: ModelSource, configs: list[Chain], staging: Path, *,
+                  cache_dir: str | Path | None = None,
+                  progress: Callable[[str], None] | None = None
+                  ) -> tuple[list[Artifact], list[FailedVariant], dict[str, Path]]:
+    """Compress ``source`` into ``staging/artifacts`` (with its manifest) and its references.
+
+    A variant that cannot be built is returned among the failed, with its reason; the
+    others are built all the same.  ``cache_dir``: the conversion cache, if any;
+    ``progress``: told each step, as :func:`execute`'s is.
+    """
+    from ..compress import build_artifacts
+
+    say = progress or _silent
+    failed: list[FailedVariant] = []
+    artifacts = build_artifacts(source, configs, staging / "artifacts",
+                                cache_dir=Path(cache_dir) if cache_dir else None, failed=failed,
+                                progress=lambda message: say(f"compress {message}"))
+    write_manifest(staging / "artifacts", source, artifacts, failed)
+    say("reference outputs on this machine")
+    return artifacts, failed, build_references(source, artifacts, staging / "references")
+
+
+def build_references(source: ModelSource, artifacts: list[Artifact],
+                     folder: Path) -> dict[str, Path]:
+    """Host interpreter outputs on real inputs, per artifact, for the board's output check.
+
+    Computed in a child Python: a model that crashes the runtime costs its output
+    check, not the run (the board then reports the crash as that variant's failure).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    made = compute_references([(a.path, folder / f"{a.sha256}.ref.npz") for a in artifacts],
+                              source_inputs(source))
+    references = {}
+    for artifact in artifacts:
+        answer = made[artifact.path]
+        if isinstance(answer, Path):
+            references[artifact.board_name] = answer
+        else:  # e.g. a custom op the host lacks, or a crash: deploy it all the same
+            _log.warning("no output check for %s: the host interpreter could not run it (%s)",
+                         artifact.variant, answer)
+    return references
+
+
+def check_delegates(targets: Sequence[Target], accelerators: Sequence[str]) -> None:
+    """A usage error when a target's delegate library does not load as a delegate on its
+    board: the target file names a wrong path, and every variant would fail for it."""
+    from ..doctor import diagnose
+
+    for target in targets:
+        if "delegate" not in (accelerators or [target.accelerator]):
+            continue
+        checks = diagnose(target, ["delegate"]).checks
+        failed = next((c for c in checks if c.name == "accelerator delegate" and not c.ok), None)
+        if failed is not None:
+            raise UsageError(f"target {target.name}: {failed.detail}")
+
+
+def error_class(exc: BaseException) -> str:
+    """The failure kinds of :mod:`toolkit.errors`, as a report column says them."""
+    for cls, name in ((InfrastructureError, "infrastructure"), (AgentError, "job"),
+                      (ResultError, "result"), (UsageError, "usage")):
+        if isinstance(exc, cls):
+            return name
+    return type(exc).__name__
+
+
+def failed_records(target: str, artifacts: list[Artifact], kind: str, message: str, *,
+                   status: Status = Status.ERROR) -> list[ResultRecord]:
+    """Every variant of a board that did not run, with the error's class and message."""
+    return [ResultRecord(target=target, recipe=a.variant, status=status,
+                         stage=Stage.BOARD, error_class=kind, error=message,
+                         artifact=artifact_facts(a)) for a in artifacts]
+
+
+def mark_shared_machines(results: list[ResultRecord]) -> list[ResultRecord]:
+    """Note, on each record, the other boards that ran on the same kernel at the same time."""
+    by_boot: dict[str, set[str]] = {}
+    for record in results:
+        boot = (record.board or {}).get("boot_id")
+        if boot:
+            by_boot.setdefault(boot, set()).add(record.target)
+    marked = []
+    for record in results:
+        boot = (record.board or {}).get("boot_id")
+        others = tuple(sorted(by_boot.get(boot, set()) - {record.target})) if boot else ()
+        marked.append(record.replace(measured_beside=others) if others else record)
+    return marked
+
+
+def default_store_path(out_dir: Path) -> Path | str:
+    """``$EDGE_STORE``, else ``[tool.edge] store`` in pyproject.toml, else OUT/results.sqlite."""
+    return resolve_store_path(None, default=out_dir / "results.sqlite")
+
+
+def new_run(run_id: str, source: ModelSource, final_dir: Path,
+            results: list[ResultRecord], tags: Iterable[str] = ()) -> StoredRun:
+    return StoredRun(run_id=run_id, created_at=_now(), model_name=source.name,
+                     model_path=str(source.path), model_sha256=source.sha256,
+                     report_dir=str(final_dir), git_commit=git_commit(source.path),
+                     tags=tuple(tags), results=results)
+
+
+def publish_run(store: ResultsStore, run: StoredRun, staging: Path,
+                final_dir: Path) -> dict[str, Path]:
+    """Write results into ``staging``, move it to ``final_dir``, store the run, then write
+    its reports there; returns the reports written.
+
+    The folder appears whole or not at all, and is removed again if the store refuses the run.
+    The run is stored before any report is rendered: a report that cannot be written is
+    one warning naming the run (``edge report RUN`` renders it again from the store), never
+    a lost measurement.
+    """
+    (staging / "results.json").write_text(json.dumps(run.to_dict()["results"], indent=2)
+                                          + "\n", encoding="utf-8")
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(final_dir)
+    try:
+        store.add_run(run)
+    except Exception:
+        shutil.rmtree(final_dir, ignore_errors=True)
+        raise
+    try:
+        return write_report(run, final_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure: the run is stored, nothing is lost
+        _log.warning("run %s is stored, but its report could not be written (%s: %s); "
+                     "`edge report %s` renders it again", run.run_id, type(exc).__name__, exc,
+                     run.run_id)
+        return {}
+
+
+def make_staging_dir(out_dir: Path, run_id: str) -> Path:
+    staging = out_dir / f".staging-{run_id}"
+    try:
+        (staging / "artifacts").mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror}",
+                          path=out_dir) from None
+    return staging
+
+
+def new_run_id() -> str:
+    return f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _silent(_message: object) -> None:
+    """The progress callback when nobody watches."""
+
+
+__all__ = ["BoardEvent", "BoardJob", "BoardStep", "Execution", "ExecutedRun",
+           "PreparedModel", "build_references", "check_delegates", "default_store_path",
+           "error_class", "execute", "failed_records", "make_staging_dir",
+           "mark_shared_machines", "measure", "new_run", "new_run_id", "prepare_model",
+           "publish_run", "run_on_target"]
