@@ -46,13 +46,13 @@ from toolkit.targets import Target, load_target
 REPO = Path(__file__).resolve().parent.parent
 EDGE = [sys.executable, "-m", "toolkit"]
 #: name -> (model file, recipes, ladder of extra layers: ("head", k) is k identity 10x10
-#: linear layers on the logits, ("conv", C) two C-channel convolutions on the input)
+#: linear layers on the logits, ("conv", C) two C-channel convolutions on the input,
+#: ("conv1", C) one)
 MODELS = {"cnn": (REPO / "examples" / "digits_cnn.py", "fp32,int8",
-                  (("head", 1), ("head", 2), ("head", 3), ("head", 4), ("head", 6),
-                   ("head", 8), ("conv", 2))),
+                  (*(("head", k) for k in (2, 3, 4, 6, 8, 10, 12, 16, 20, 24)), ("conv", 2))),
           "mobilenet": (REPO / "examples" / "digits_mobilenet96.py", "fp32",
-                        (("conv", 2), ("conv", 3), ("conv", 4), ("conv", 6), ("conv", 8),
-                         ("conv", 12)))}
+                        (("conv1", 1), ("conv1", 2), ("conv1", 3), ("conv1", 4),
+                         ("conv1", 6), ("conv", 2)))}
 BANDS = {"1.01-1.03": (1.01, 1.03), "1.07-1.10": (1.07, 1.10), "1.10-1.20": (1.10, 1.20)}
 
 SLOWER = '''\
@@ -71,9 +71,10 @@ _spec.loader.exec_module(_inner)
 
 
 class Slower(nn.Module):
-    """``head``: ``size`` identity 10x10 linear layers after the logits; ``conv``: two
-    ``size``-channel convolutions on the input, pooled into a zero-weighted linear layer
-    added to the logits.  The outputs are unchanged; the work is real."""
+    """``head``: ``size`` identity 10x10 linear layers after the logits; ``conv`` (two) and
+    ``conv1`` (one): ``size``-channel convolutions on the input, pooled into a
+    zero-weighted linear layer added to the logits.  The outputs are unchanged; the work
+    is real."""
 
     def __init__(self, inner: nn.Module, kind: str, size: int) -> None:
         super().__init__()
@@ -85,8 +86,10 @@ class Slower(nn.Module):
                 nn.init.eye_(layer.weight)
                 nn.init.zeros_(layer.bias)
             return
-        self.extra = nn.Sequential(nn.Conv2d(1, size, 3, padding=1), nn.ReLU(),
-                                   nn.Conv2d(size, size, 3, padding=1), nn.ReLU())
+        layers = [nn.Conv2d(1, size, 3, padding=1), nn.ReLU()]
+        if kind == "conv":
+            layers += [nn.Conv2d(size, size, 3, padding=1), nn.ReLU()]
+        self.extra = nn.Sequential(*layers)
         for layer in self.extra:
             if isinstance(layer, nn.Conv2d):
                 nn.init.normal_(layer.weight, std=0.3)

@@ -160,7 +160,7 @@ def measure_pair(models: Dict[str, Any], settings: PairedSettings, *,
     Returns the block medians and 90th percentiles per side (ms), the log ratios, the
     rounds, the block size, the time measured, every side's latency summary, and the
     board's verdicts on the medians and the 90th percentiles (:func:`judge`).  Measuring
-    stops when both are decided.
+    stops when both are decided, or the medians regressed.
     """
     rng = rng or random.Random()
     block_runs = _block_runs([models[side] for side in SIDES], settings, clock)
@@ -188,9 +188,7 @@ def measure_pair(models: Dict[str, Any], settings: PairedSettings, *,
             ratios = log_ratios(blocks)
             verdicts[figure] = judge(ratios["candidate"], ratios["control"], limit=limit,
                                      confidence=settings.confidence, looks=settings.max_rounds)
-        undecided = [v for v in verdicts.values() if v["verdict"] == "inconclusive"
-                     and not v.get("reason", "").startswith(TOO_NOISY)]
-        if not undecided or rounds >= settings.max_rounds \
+        if _decided(verdicts) or rounds >= settings.max_rounds \
                 or time.monotonic() - started >= settings.max_seconds:
             break
     from .measure import latency_summary
@@ -205,6 +203,18 @@ def measure_pair(models: Dict[str, Any], settings: PairedSettings, *,
                        for side in SIDES},
         "board_verdicts": verdicts,
     }
+
+
+def _decided(verdicts: Dict[str, Dict[str, Any]]) -> bool:
+    """Whether more rounds can change nothing that matters: the medians are decided (or the
+    board is too noisy for more rounds to help), and so is the tail, unless the medians
+    already regressed (the gate fails either way)."""
+    def settled(verdict: Dict[str, Any]) -> bool:
+        return verdict["verdict"] != "inconclusive" \
+            or verdict.get("reason", "").startswith(TOO_NOISY)
+
+    median = verdicts["median"]
+    return settled(median) and (settled(verdicts["p90"]) or median["verdict"] == "regression")
 
 
 def log_ratios(medians: Mapping[str, Sequence[float]]) -> Dict[str, List[float]]:

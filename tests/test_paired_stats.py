@@ -214,3 +214,14 @@ def test_paired_settings_refuse_unknown_and_bad_values() -> None:
         protocol.PairedSettings(limit=5)
     with pytest.raises(ValueError, match="must be a number > 0"):
         protocol.PairedSettings(max_seconds=-1)
+
+
+def test_a_regressed_median_ends_the_measuring_whatever_the_tail() -> None:
+    """8 % slower against a tail limit of 8 %: the tail cannot be told from its limit, but the
+    median already failed the gate, so no further round is measured."""
+    models, clock = fake_pair(10_800)
+    settings = protocol.PairedSettings(block_seconds=0.001, tail_limit=0.08, max_rounds=4)
+    found = measure_pair(models, settings, rng=random.Random(0), clock=clock)
+    assert found["board_verdicts"]["median"]["verdict"] == "regression"
+    assert found["board_verdicts"]["p90"]["verdict"] == "inconclusive"
+    assert found["rounds"] == 1
