@@ -187,3 +187,49 @@ def test_the_agent_measures_a_file_against_itself_and_a_crash_fails_its_pair_alo
     assert same["runtime"]["name"] in ("ai-edge-litert", "tflite-runtime")
     assert set(same["latency_ms"]) == set(protocol.SIDES)
     assert all(math.isfinite(v) and v > 0 for v in same["block_median_ms"]["candidate"])
+
+
+# --- edge deploy --against and edge check --paired ------------------------------------------
+
+
+def edge(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from toolkit.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_against_a_run_in_no_store_fails_at_once(tmp_path: Path) -> None:
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"not read: the baseline is looked up first")
+    found = edge("deploy", str(model), "-o", str(tmp_path / "out"), "--against", "main")
+    assert found.exit_code == ExitCode.USAGE
+    assert "no results store" in found.stderr and "Traceback" not in found.output
+
+
+def test_deploy_against_a_tagged_run_measures_side_by_side_and_stores_the_figures(
+        tflite_copy: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    fast = ["--min-runs", "20", "--min-seconds", "0.1"]
+    assert edge("deploy", str(tflite_copy), "-o", out, *fast).exit_code == 0
+    assert edge("runs", "tag", "latest", "main", "--store",
+                str(tmp_path / "out" / "results.sqlite")).exit_code == 0
+    unknown = edge("deploy", str(tflite_copy), "-o", out, "--against", "nosuch", *fast)
+    assert unknown.exit_code == ExitCode.USAGE and "nosuch" in unknown.stderr
+    found = edge("deploy", str(tflite_copy), "-o", out, "--against", "main", "--json", *fast)
+    assert found.exit_code in (ExitCode.OK, ExitCode.INCOMPLETE), found.output
+    document = json.loads(found.stdout)
+    [paired] = document["paired"]
+    assert paired["kind"] == "paired" and paired["target"] == "local"
+    assert {c["metric"] for c in paired["checks"]} == {"latency_p50", "latency_tail"}
+    # The same file on both sides: never a regression.
+    assert all(c["verdict"] != "regression" for c in paired["checks"])
+    [record] = document["results"]
+    assert record["paired"]["baseline_run"] == paired["baseline"]
+    assert record["paired"]["measurement"]["block_runs"] >= 15
+
+    again = edge("check", "--baseline", "main", "latest", "--paired", "--store",
+                 str(tmp_path / "out" / "results.sqlite"))
+    assert again.exit_code in (ExitCode.OK, ExitCode.INCOMPLETE), again.output
+    assert "edge check (paired on local)" in again.stdout

@@ -41,7 +41,7 @@ from .cli_report import report
 from .cli_runs import runs
 from .cli_targets import targets
 from .defaults import BUDGET_CANDIDATES
-from .errors import EdgeError
+from .errors import EdgeError, ExitCode
 from .safe_text import one_line, printable
 
 
@@ -84,15 +84,22 @@ def main() -> None:
 @job_options
 @busy_wait_option
 @conversion_cache_option
+@click.option("--against", metavar="RUN",
+              help="The regression gate for CI: after measuring, measure every variant side "
+                   "by side with RUN's file of the same variant (a run id or tag in the "
+                   "store, e.g. main), interleaved in one process on the board, and judge "
+                   "latency against [tool.edge.check]'s limits (default 5 %). Exit 1 on a "
+                   "regression, 3 when it cannot tell, else 0.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No live progress line on a terminal (stage, board, elapsed time); "
                    "warnings and errors still show. Outside a terminal there is none anyway.")
-def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
+@click.pass_context
+def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: str | None,
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
            coordinator: str | None, priority: int, busy_wait: float, conversion_cache: Path,
-           as_json: bool, quiet: bool, **job: Any) -> None:
+           against: str | None, as_json: bool, quiet: bool, **job: Any) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
@@ -101,10 +108,23 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
     Exit status 0 when every variant was measured; 3 when one failed to build or to
     run (each is named on stderr; the measured ones are stored and reported).
 
+    With --against RUN, the exit status is the gate's: 1 when a variant got slower
+    beyond the limit (measured side by side with RUN's file on the board), 3 when it
+    cannot tell (or a variant was not measured), else 0.
+
     Example: edge deploy examples/digits_cnn.py --target local
+    Example: edge deploy model.py --target rpi4 --against main
     """
     from . import pipeline
+    from .check import Thresholds
+    from .project import find_project_config
     from .store import describe_store
+
+    thresholds = None
+    if against is not None:
+        project = find_project_config()
+        thresholds = Thresholds.from_mapping(project.table("check"),
+                                             where=f"{project.path} [tool.edge.check]")
 
     recipes = recipe or ("fp32," + BUDGET_CANDIDATES if max_accuracy_drop is not None
                          else "fp32,int8")
@@ -117,7 +137,8 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
                                   max_accuracy_drop=max_accuracy_drop,
                                   conversion_cache=conversion_cache.expanduser(),
                                   lab_file=lab_file, progress=progress,
-                                  coordinator=coordinator, priority=priority)
+                                  coordinator=coordinator, priority=priority,
+                                  against=against, thresholds=thresholds)
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},
@@ -126,7 +147,9 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
                                             "left_out": [{"variant": v, "reason": why}
                                                          for v, why in c.left_out]}
                                            for c in outcome.choices],
-                               "results": outcome.run.to_dict()["results"]}, indent=2))
+                               "results": outcome.run.to_dict()["results"],
+                               **({"paired": [p.to_dict() for p in outcome.paired]}
+                                  if against is not None else {})}, indent=2))
     else:
         for choice in outcome.choices:
             click.echo("\n".join(printable(line) for line in choice.lines()))
@@ -135,9 +158,22 @@ def deploy(model: Path, targets: tuple[str, ...], recipe: str | None,
             click.echo(f"report: {outcome.report['html']}")
             click.echo(f"        {outcome.report['markdown']}")
         click.echo(f"stored as run {outcome.run.run_id} in {describe_store(outcome.store_path)}")
+        for paired in outcome.paired:
+            click.echo(paired.to_markdown())  # board strings in it are escaped
     for line in outcome.failures:
         click.echo(one_line(line), err=True)
     incomplete = outcome.incomplete()
+    if against is not None:
+        codes = {p.exit_code for p in outcome.paired} or {ExitCode.INCOMPLETE}
+        for paired in outcome.paired:
+            if paired.exit_code != ExitCode.OK:
+                click.echo(f"edge: check {one_line(paired.summary)}", err=True)
+        if incomplete is not None:
+            click.echo(f"edge: error: {one_line(str(incomplete))}", err=True)
+            codes.add(ExitCode.INCOMPLETE)
+        # A regression fails the gate whatever else happened; then "cannot tell".
+        ctx.exit(next(code for code in (ExitCode.FAILED, ExitCode.INCOMPLETE, ExitCode.OK)
+                      if code in codes))
     if incomplete is not None:
         raise incomplete
 

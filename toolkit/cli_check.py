@@ -19,6 +19,7 @@ from .cli_runs import write_output
 from .defaults import DEFAULT_OUT_DIR, THRESHOLD_HELP
 from .errors import ExitCode, UsageError
 from .project import find_project_config, resolve_store_path
+from .safe_text import one_line
 
 if TYPE_CHECKING:
     from .check import CheckOutcome, Thresholds
@@ -116,7 +117,7 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
         write_output(markdown, outcome.to_markdown())
     click.echo(json.dumps(outcome.to_dict(), indent=1) if as_json else outcome.to_markdown())
     if outcome.exit_code == ExitCode.INCOMPLETE:
-        click.echo(f"edge: check {outcome.summary}", err=True)
+        click.echo(f"edge: check {one_line(outcome.summary)}", err=True)
     ctx.exit(outcome.exit_code)
 
 

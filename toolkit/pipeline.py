@@ -19,17 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .check import Thresholds
 from .choose import Choice
 from .defaults import DEFAULT_BUSY_WAIT_SECONDS
 from .defaults import DEFAULT_OUT_DIR as DEFAULT_OUT_DIR
 from .errors import MatrixIncomplete, UsageError
+from .gate.paired import PairedOutcome, PairSpec
 from .lab import load_lab
 from .project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
 from .results import ResultRecord, Stage
 from .run.boards import board_sources
-from .run.execute import execute
+from .run.execute import BoardJob, BoardStep, execute, measure
 from .run.plan import Policy, RunPlan, Sweep
-from .store import StoredRun
+from .store import ResultsStore, StoredRun, store_location
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class DeployOutcome:
     store_path: Path | str
     #: With an accuracy budget: per target, the variant picked by measured latency, and why.
     choices: list[Choice] = field(default_factory=list)
+    #: With ``against``: per target, the candidate measured side by side with the baseline.
+    paired: list[PairedOutcome] = field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
@@ -88,7 +92,9 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            lab_file: str | Path | None = None,
            progress: Callable[[str], None] | None = None,
            coordinator: str | None = None, priority: int = 0,
-           busy_wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS) -> DeployOutcome:
+           busy_wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS,
+           against: str | None = None,
+           thresholds: Thresholds | None = None) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report.
 
     The preset of :func:`toolkit.run.execute.execute` for one model: boards one after the
@@ -112,6 +118,10 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     file's) allots, reserved with ``priority`` (:mod:`toolkit.scheduling`); its results
     are named by the place that ran them.  A board another job holds is waited for up to
     ``busy_wait_seconds`` (0: the deploy fails at once, before compressing).
+    ``against`` (a run id or tag in the store): after the measurement, each target measures
+    every variant's new file side by side with that run's file of the same variant
+    (:mod:`toolkit.gate.paired`), judged against ``thresholds``; the figures go into the
+    stored records (``measured["paired"]``) and the verdicts into :attr:`DeployOutcome.paired`.
     """
     from .compress import parse_recipes
 
@@ -130,8 +140,69 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                  conversion_cache=Path(conversion_cache) if conversion_cache
                                  else None),
                    out_dir=Path(out_dir), store_path=store_path, tags=tuple(tags))
-    execution = execute(plan, progress=progress)
+    paired: list[PairedOutcome] = []
+    steps = None
+    if against is not None:
+        if threads or accelerators:
+            raise UsageError("--against measures with each target's own threads and "
+                             "accelerator; drop --threads and --accelerator")
+        baseline = _baseline_run(against, plan)
+        steps = [_measure_against(baseline, thresholds or Thresholds(), paired, progress)]
+    execution = execute(plan, progress=progress, steps=steps)
     [done] = execution.runs
     final_dir = Path(done.run.report_dir)
     return DeployOutcome(run=done.run, run_dir=final_dir, store_path=execution.store_path,
-                         report=done.reports, choices=done.choices)
+                         report=done.reports, choices=done.choices, paired=paired)
+
+
+def _baseline_run(ref: str, plan: RunPlan) -> StoredRun:
+    """The ``--against`` run, looked up before anything is built: a typo fails at once."""
+    from .check import load_baseline
+    from .run.execute import default_store_path
+
+    location = store_location(plan.store_path) if plan.store_path \
+        else default_store_path(plan.out_dir)
+    if isinstance(location, Path) and not location.exists():
+        raise UsageError(f"--against {ref}: there is no results store at {location} yet; "
+                         "deploy the baseline first (and tag it: edge runs tag latest main)")
+    with ResultsStore(location, create=False) as store:
+        return load_baseline(ref, store)
+
+
+def _measure_against(baseline: StoredRun, thresholds: Thresholds,
+                     outcomes: list[PairedOutcome],
+                     progress: Callable[[str], None] | None) -> BoardStep:
+    """The board step of ``--against``: measure as usual, then every variant the baseline
+    also holds side by side with its file, on the same held board."""
+    from .gate import check_paired
+
+    files = {r.recipe: r for r in baseline.results if r.ok and r.sha256}
+
+    def step(job: BoardJob) -> list[ResultRecord]:
+        records = measure(job)
+        specs = [PairSpec(variant=a.variant, baseline_file=_stored_file(baseline, files[a.variant]),
+                          baseline_sha256=files[a.variant].sha256 or "",
+                          candidate_file=a.path, candidate_sha256=a.sha256,
+                          reference=job.model.references.get(a.board_name))
+                 for a in job.model.artifacts if a.variant in files]
+        if not specs:
+            outcomes.append(PairedOutcome(target=job.target.name, baseline=baseline.run_id,
+                                          candidate=job.model.run_id))
+            return records
+        if progress:
+            progress(f"{job.target.name}: measuring {', '.join(s.variant for s in specs)} "
+                     f"side by side with run {baseline.run_id}")
+        outcome = check_paired(job.target, specs, thresholds, baseline=baseline.run_id,
+                               candidate=job.model.run_id)
+        outcomes.append(outcome)
+        return [record.replace(measured={**record.measured,
+                                         "paired": outcome.for_variant(record.variant)})
+                if record.ok and record.variant in outcome.measurements else record
+                for record in records]
+
+    return step
+
+
+def _stored_file(run: StoredRun, record: ResultRecord) -> Path:
+    name = record.artifact.get("file")
+    return Path(run.report_dir) / "artifacts" / str(name)

@@ -39,6 +39,7 @@ from device_agent.paired import judge, log_ratios
 from ..check import Thresholds
 from ..errors import ExitCode, ResultError, UsageError
 from ..results import ResultRecord
+from ..safe_text import markdown_text
 from ..store import StoredRun
 from ..targets import Target
 from ..units import format_duration
@@ -130,6 +131,13 @@ class PairedOutcome:
             return "cannot tell: no variant was measured on both sides"
         return "passed"
 
+    def for_variant(self, variant: str) -> dict[str, Any]:
+        """What a stored record keeps of its pair: the baseline run, each metric's verdict and
+        figures, and how it was measured."""
+        return {"baseline_run": self.baseline, "target": self.target,
+                "checks": [dataclasses.asdict(c) for c in self.checks if c.variant == variant],
+                "measurement": self.measurements.get(variant, {})}
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "paired", "exit_code": int(self.exit_code), "summary": self.summary,
                 "target": self.target, "baseline": self.baseline, "candidate": self.candidate,
@@ -137,7 +145,8 @@ class PairedOutcome:
                 "measurements": self.measurements}
 
     def to_markdown(self) -> str:
-        lines = [f"### edge check (paired on {self.target}): {self.summary}", "",
+        lines = [f"### edge check (paired on {markdown_text(self.target)}): "
+                 f"{markdown_text(self.summary)}", "",
                  f"Candidate `{self.candidate}` and baseline `{self.baseline}` measured side by "
                  "side on the board, interleaved in one process, with the baseline against "
                  "itself as a control.", "",
@@ -146,19 +155,21 @@ class PairedOutcome:
                  "|---|---|---:|---:|---:|---|---:|---|"]
         for c in self.checks:
             verdict = {"regression": "**REGRESSION**",
-                       "inconclusive": f"cannot tell: {c.detail}"}.get(c.verdict, c.verdict)
-            lines.append(f"| {c.variant} | {c.metric} | {_duration(c.baseline_ms)} | "
-                         f"{_duration(c.candidate_ms)} | {_percent(c.ratio)} | "
+                       "inconclusive": f"cannot tell: {markdown_text(c.detail)}"
+                       }.get(c.verdict, c.verdict)
+            lines.append(f"| {markdown_text(c.variant)} | {c.metric} | "
+                         f"{_duration(c.baseline_ms)} | {_duration(c.candidate_ms)} | {_percent(c.ratio)} | "
                          f"{_interval(c.interval)} | +{c.limit:g} % | {verdict} |")
         lines.append("")
-        for name, facts in self.measurements.items():
+        for variant, facts in self.measurements.items():
+            name = markdown_text(variant)
             if "error" in facts:
-                lines.append(f"- {name}: not measured: {facts['error']}")
+                lines.append(f"- {name}: not measured: {markdown_text(facts['error'])}")
                 continue
             lines.append(f"- {name}: {facts['triples']} blocks a side of {facts['block_runs']} "
                          f"runs in {facts['rounds']} round(s), {facts['seconds']:.1f} s; "
-                         f"{facts['runtime']}, {facts['threads']} thread(s), "
-                         f"{facts['accelerator']}; the baseline against itself: "
+                         f"{markdown_text(facts['runtime'])}, {facts['threads']} thread(s), "
+                         f"{markdown_text(facts['accelerator'])}; the baseline against itself: "
                          f"{_percent(facts['control_ratio'])}")
         lines.append("- The interval is the sign-test interval of the median ratio of block "
                      "figures, widened by the control's offset (at least 1 %); a regression "
