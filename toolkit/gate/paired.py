@@ -158,8 +158,9 @@ class PairedOutcome:
                        "inconclusive": f"cannot tell: {markdown_text(c.detail)}"
                        }.get(c.verdict, c.verdict)
             lines.append(f"| {markdown_text(c.variant)} | {c.metric} | "
-                         f"{_duration(c.baseline_ms)} | {_duration(c.candidate_ms)} | {_percent(c.ratio)} | "
-                         f"{_interval(c.interval)} | +{c.limit:g} % | {verdict} |")
+                         f"{_duration(c.baseline_ms)} | {_duration(c.candidate_ms)} | "
+                         f"{_percent(c.ratio)} | {_interval(c.interval)} | +{c.limit:g} % | "
+                         f"{verdict} |")
         lines.append("")
         for variant, facts in self.measurements.items():
             name = markdown_text(variant)
