@@ -16,8 +16,13 @@ time, so each check meets its own process offsets):
   limit, 1.07-1.10 and 1.10-1.20 above it), and ``--slow-pairs`` checks (default 20) are run
   on the first rung in each band.
 
+- **the README flow**: deploy the README model, ``edge runs tag latest main``, then
+  ``--readme-flow`` times (default 20) ``edge deploy examples/digits_cnn.py --target local
+  --against main`` as CI runs it, a whole process each: exit codes and seconds.
+
 Usage: python benchmarks/paired_gate.py [--pairs 60] [--slow-pairs 20] [--models cnn,mobilenet]
-       [--ssh]  (also time a paired check over a loopback sshd; needs root and openssh-server)
+       [--readme-flow 20] [--ssh]  (--ssh: also time a paired check over a loopback sshd;
+       needs root and openssh-server)
 """
 
 from __future__ import annotations
@@ -225,12 +230,41 @@ def time_over_ssh(work: Path) -> None:
         sshd.kill()
 
 
+def readme_flow(work: Path, tries: int) -> None:
+    """The README's CI recipe, as a user runs it: a whole ``edge`` process per step."""
+    out = work / "readme"
+    env = {**os.environ, "EDGE_CONVERSION_CACHE": str(work / "conversions"),
+           "EDGE_STORE": str(out / "results.sqlite")}
+    model = str(REPO / "examples" / "digits_cnn.py")
+    subprocess.run([*EDGE, "deploy", model, "--target", "local", "-o", str(out), "-q"],
+                   check=True, capture_output=True, env=env)
+    subprocess.run([*EDGE, "runs", "tag", "latest", "main"], check=True, capture_output=True,
+                   env=env)
+    codes: Counter[int] = Counter()
+    seconds = []
+    for _ in range(tries):
+        started = time.perf_counter()
+        done = subprocess.run([*EDGE, "deploy", model, "--target", "local", "-o", str(out),
+                               "-q", "--against", "main"], check=False, capture_output=True,
+                              env=env)
+        seconds.append(time.perf_counter() - started)
+        codes[done.returncode] += 1
+        if done.returncode:
+            print("  not 0:", done.stderr.decode(errors="replace").strip().splitlines()[-1:])
+    print(f"\n## README flow (deploy, tag main, then deploy --against main), load "
+          f"{os.getloadavg()[0]:.1f}: exit 0 in {codes[0]} of {tries}, exit 1 in {codes[1]}, "
+          f"exit 3 in {codes[3]}; seconds per CI command (model loading, a cached conversion, "
+          f"the usual measurement and the paired one): median {np.median(seconds):.1f}, max "
+          f"{np.max(seconds):.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=60)
     parser.add_argument("--slow-pairs", type=int, default=20)
     parser.add_argument("--calibration-rounds", type=int, default=3)
     parser.add_argument("--models", default="cnn,mobilenet")
+    parser.add_argument("--readme-flow", type=int, default=20)
     parser.add_argument("--ssh", action="store_true")
     args = parser.parse_args()
     target = load_target("local")
@@ -238,7 +272,9 @@ def main() -> None:
           f"{json.dumps(protocol.PairedSettings().to_dict())}")
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        for name in args.models.split(","):
+        if args.readme_flow:
+            readme_flow(work, args.readme_flow)
+        for name in [m for m in args.models.split(",") if m]:
             run_model(name, work, args, target)
         if args.ssh:
             time_over_ssh(work)
