@@ -33,7 +33,7 @@ import numpy as np
 from .accelerators import plan_model
 from .outputs import check_outputs
 from .power import PowerReader, PowerSampler, summarize_power
-from .protocol import MAX_RAW_SAMPLES, OPTIONAL_SETTINGS, TEXT_SETTINGS
+from .protocol import MAX_RAW_SAMPLES, JobSettings
 from .runtime import Runtime
 from .thermal import thermal_state, was_throttled
 from .verdict import judge
@@ -49,7 +49,7 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
     an idle window before the runs and through the measured runs; ``reference``
     (``{"inputs": [...], "outputs": [...]}`` from the host) is checked after them.
     """
-    settings = {**OPTIONAL_SETTINGS, **TEXT_SETTINGS, **settings}
+    settings = JobSettings.from_dict(settings).to_dict()  # the one place defaults live
     threads = int(settings["threads"])
     # The accelerator and API asked for, probed in a child before anything is timed.
     plan = plan_model(runtime, model_path, settings)
