@@ -525,3 +525,17 @@ def test_cli_help_shows_the_exit_codes() -> None:
     for line in ("0  no regression", "1  a regression", "2  usage error",
                  "3  the store cannot be reached or read"):
         assert line in text
+
+
+def test_sizes_memory_and_energy_print_in_deploys_units() -> None:
+    base = make_run("b", [record("fp32", seed=1, peak_rss=36_962_304, energy_mj=9.247)])
+    new = make_run("n", [record("fp32", seed=2, peak_rss=36_962_304, size=30_000,
+                                energy_mj=0.0153)])
+    outcome = check_runs(base, new)
+    table = outcome.to_markdown()
+    assert "| peak_memory | 35.2 MiB | 35.2 MiB |" in table
+    assert "| size | 97.7 KiB | 29.3 KiB |" in table
+    assert "| energy | 9.25 mJ | 15.3 uJ |" in table
+    assert "36,962,304" not in table and "100,000" not in table
+    cases = ET.fromstring(outcome.to_junit().split("\n", 1)[1])
+    assert any("35.2 MiB -> 35.2 MiB" in (out.text or "") for out in cases.iter("system-out"))

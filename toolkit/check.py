@@ -75,7 +75,7 @@ from .errors import CheckRefused, ExitCode, UsageError
 from .results import BOARD_IDENTITY, ResultRecord
 from .safe_text import markdown_text
 from .store import EarlierLatency, StoredRun
-from .units import format_duration
+from .units import format_duration, format_energy, format_memory, format_size
 
 #: Block length of the bootstrap, as a fraction of a run's samples (see bootstrap_ratio).
 BLOCK_FRACTION = 0.05
@@ -158,10 +158,11 @@ class MetricCheck:
         return "pt" if self.metric == "accuracy" else "%"
 
     def shown(self, value: float | None) -> str:
-        """``value`` (the baseline or the new figure) as the table shows it."""
-        if value is not None and self.metric.startswith("latency"):
-            return format_duration(value)
-        return _fmt(value)
+        """``value`` (the baseline or the new figure) as deploy's report shows it."""
+        if value is None:
+            return ""
+        formatter = _SHOWN.get(self.metric)
+        return formatter(value) if formatter else _fmt(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -670,6 +671,11 @@ def _describe(c: MetricCheck) -> str:
             text += f", interval {c.interval[0]:+.1f} .. {c.interval[1]:+.1f} {c.unit}"
         text += f", limit {c.threshold:g} {c.unit})"
     return text + (f"; {c.detail}" if c.detail else "")
+
+
+#: How each metric's figures print: in deploy's units (a size in KiB or MiB, not bytes).
+_SHOWN = {"latency_p50": format_duration, "latency_p99": format_duration,
+          "size": format_size, "peak_memory": format_memory, "energy": format_energy}
 
 
 def _commit(run: StoredRun) -> str:
