@@ -19,10 +19,12 @@ from toolkit.check import (
     block_indices,
     bootstrap_ratio,
     check_runs,
+    latency_figure,
     student_t,
 )
 from toolkit.cli import main
 from toolkit.errors import CheckRefused, ExitCode, UsageError
+from toolkit.results import ResultRecord
 from toolkit.store import ResultsStore, StoredRun
 
 from .records import BOARD, changed, earlier_runs, make_run, record
@@ -539,3 +541,34 @@ def test_sizes_memory_and_energy_print_in_deploys_units() -> None:
     assert "36,962,304" not in table and "100,000" not in table
     cases = ET.fromstring(outcome.to_junit().split("\n", 1)[1])
     assert any("35.2 MiB -> 35.2 MiB" in (out.text or "") for out in cases.iter("system-out"))
+
+
+def thinned_run(run_id: str, seed: int, median_ms: float = 0.015) -> StoredRun:
+    """A run as the agent stores a microsecond model: the summary over all 150,000 runs,
+    every third sample kept (the agent keeps at most 50,000)."""
+    from device_agent.measure import latency_summary
+
+    every = np.random.default_rng(seed).lognormal(0.0, 0.05, 150_000) * median_ms
+    result = record("fp32", seed=seed)
+    result.update(latency_ms=latency_summary(every), runs=every.size,
+                  latency_samples_ms=every[::3].tolist(), latency_samples_every=3)
+    return make_run(run_id, [result])
+
+
+def test_the_checks_p50_and_p99_are_the_ones_deploy_printed() -> None:
+    base, new = thinned_run("base", seed=1), thinned_run("new", seed=2, median_ms=0.0151)
+    outcome = check_runs(base, new)
+    for metric, key in (("latency_p50", "p50"), ("latency_p99", "p99")):
+        shown = check_of(outcome, metric)
+        assert shown.baseline == base.results[0].latency(key)
+        assert shown.value == new.results[0].latency(key)
+        assert shown.change == pytest.approx(
+            100 * (new.results[0].latency(key) / base.results[0].latency(key) - 1))
+    # Stored samples alone (an older record without a summary): the agent's definition.
+    from device_agent.measure import latency_summary
+
+    samples = np.random.default_rng(5).lognormal(0.0, 0.3, 777)
+    bare = changed(ResultRecord.from_dict(record("fp32")), latency_ms={},
+                   latency_samples_ms=samples.tolist())
+    assert latency_figure(bare, "p99", samples) == latency_summary(samples)["p99"]
+    assert latency_figure(bare, "p50", samples) == latency_summary(samples)["p50"]

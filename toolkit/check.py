@@ -65,7 +65,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Final
 from xml.etree import ElementTree
 
 import numpy as np
@@ -87,6 +87,9 @@ TIMING_METRICS = ("latency_p50", "latency_p99", "energy")
 HISTORY_RUNS = 30
 #: How a latency check starts its detail when it could not judge for want of a spread.
 UNKNOWN_SPREAD = "one sound run of the baseline file on this board"
+#: ``np.percentile``'s method for a p50 or p99 computed here, the one the agent's
+#: ``latency_summary`` (device_agent.measure) uses: check and deploy print one p99 for a run.
+PERCENTILE_METHOD: Final = "linear"
 #: Verdicts of one metric, from the gate's point of view.
 VERDICTS = ("pass", "regression", "improved", "inconclusive", "skipped")
 
@@ -356,7 +359,7 @@ def between_run_spread(baselines: Sequence[StoredRun], history: Sequence[Earlier
                 continue
             key = r.key
             observed.setdefault(key, {})[stored.run_id] = (
-                float(np.quantile(values, 0.5)), float(np.quantile(values, 0.99)))
+                latency_figure(r, "p50", values), latency_figure(r, "p99", values))
             files.setdefault(key, set()).add((r.sha256 or "", r.board_identity))
     for earlier in history:
         key = (earlier.target, earlier.variant)
@@ -534,10 +537,12 @@ def _compare_records(base: ResultRecord, new: ResultRecord, t: Thresholds,
     if base_samples.size >= 2 and new_samples.size >= 2 and base_samples.min() > 0:
         p50, p99 = bootstrap_ratios(base_samples, new_samples, quantiles=(0.5, 0.99),
                                     resamples=t.resamples, confidence=t.confidence)
-        latency = [_latency_check(base_samples, new_samples, metric, q, key, t, where,
-                                  found, spread.get((*where, metric)))
-                   for metric, q, key, found in (("latency_p50", 0.5, "p50", p50),
-                                                 ("latency_p99", 0.99, "p99", p99))]
+        latency = [_latency_check(base_samples, new_samples, metric, key, t, where, found,
+                                  (latency_figure(base, key, base_samples),
+                                   latency_figure(new, key, new_samples)),
+                                  spread.get((*where, metric)))
+                   for metric, key, found in (("latency_p50", "p50", p50),
+                                              ("latency_p99", "p99", p99))]
     else:
         latency = [dataclasses.replace(
             _relative_check(metric, base.latency(key), new.latency(key), getattr(t, metric),
@@ -571,12 +576,31 @@ def _compare_records(base: ResultRecord, new: ResultRecord, t: Thresholds,
             if c.metric in TIMING_METRICS and c.verdict != "skipped" else c for c in checks]
 
 
+def latency_figure(record: ResultRecord, key: str, samples: np.ndarray) -> float:
+    """The p50 or p99 (``key``) of ``record`` as deploy prints it.
+
+    The agent's own summary, computed over every run: the stored samples are thinned to
+    at most 50,000 (every k-th) and older versions rounded them to 1 us, so a p99 computed
+    from them differs from deploy's in the last digits.  Computed from ``samples`` with the
+    agent's definition (:data:`PERCENTILE_METHOD`) only when the record has no summary.
+    """
+    stored = record.latency(key)
+    if stored is not None and stored > 0:
+        return stored
+    return float(np.percentile(samples, float(key.removeprefix("p")),
+                               method=PERCENTILE_METHOD))
+
+
 def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: str,
-                   quantile: float, summary_key: str, t: Thresholds, where: tuple[str, str],
-                   found: tuple[float, float, float],
+                   summary_key: str, t: Thresholds, where: tuple[str, str],
+                   found: tuple[float, float, float], shown: tuple[float, float],
                    spread: tuple[float, int] | None) -> MetricCheck:
     limit = getattr(t, metric)
+    # The interval comes from the stored samples; the figures and the change shown are
+    # deploy's (latency_figure), which is what a reader compares them with.
     ratio, low, high = found
+    base_value, new_value = shown
+    change = 100 * (new_value / base_value - 1)
     detail = f"{base_samples.size} vs {new_samples.size} samples"
     if spread is not None:
         # Each run has its own offset: the two runs' offsets differ by sqrt(2) * spread,
@@ -588,8 +612,6 @@ def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: st
         high = math.exp(centre + math.hypot(math.log(high) - centre, widen))
         detail += (f"; interval widened by the spread between {runs} runs of the baseline's "
                    f"file ({100 * deviation:.1f} %)")
-    base_value = float(np.quantile(base_samples, quantile))
-    new_value = float(np.quantile(new_samples, quantile))
     step = max(_resolution(base_samples), _resolution(new_samples))
     coarse = step > min(base_value, new_value) * limit / 200
     verdict = "inconclusive" if coarse else "regression" if low > 1 + limit / 100 else \
@@ -600,7 +622,7 @@ def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: st
         # board differ by more (measured: 10x more on a shared machine), and by how much
         # is unknown until the baseline's file has been measured twice.
         verdict = "inconclusive"
-        detail = (f"{UNKNOWN_SPREAD}: {100 * (ratio - 1):+.1f} % is beyond the noise within "
+        detail = (f"{UNKNOWN_SPREAD}: {change:+.1f} % is beyond the noise within "
                   "the two runs, but how much two runs differ here is unknown; give "
                   f"--baseline two or three times, or keep earlier runs in the store; {detail}")
     elif verdict == "inconclusive" and not coarse:
@@ -612,7 +634,7 @@ def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: st
                   f"{format_duration(base_value)} {summary_key} and a {limit:g} % limit: "
                   "measure both runs again with this version of edge (ns resolution)")
     return _at(where, metric=metric, verdict=verdict, baseline=base_value, value=new_value,
-               change=100 * (ratio - 1), threshold=limit,
+               change=change, threshold=limit,
                interval=(100 * (low - 1), 100 * (high - 1)), detail=detail)
 
 
