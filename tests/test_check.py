@@ -572,3 +572,26 @@ def test_the_checks_p50_and_p99_are_the_ones_deploy_printed() -> None:
                    latency_samples_ms=samples.tolist())
     assert latency_figure(bare, "p99", samples) == latency_summary(samples)["p99"]
     assert latency_figure(bare, "p50", samples) == latency_summary(samples)["p50"]
+
+
+def test_an_interval_wider_than_the_data_allows_prints_as_spread_unknown() -> None:
+    # Two baseline runs 7 % apart: Student's t with 1 degree of freedom (12.7) gives an
+    # interval like [-99.8, +22601.7]; printed, it reads as a bug.
+    main_a = make_run("main-a", [record("fp32", seed=1)])
+    main_b = make_run("main-b", [record("fp32", seed=2, median_ms=1.07)])
+    outcome = check_runs([main_a, main_b], make_run("new", [record("fp32", seed=3,
+                                                                     median_ms=1.3)]))
+    p50 = check_of(outcome, "latency_p50")
+    low, high = p50.interval
+    assert (1 + high / 100) / (1 + low / 100) > 2 and p50.verdict == "inconclusive"
+    assert p50.interval_shown == "[spread unknown]"
+    row = next(line for line in outcome.to_markdown().splitlines()
+               if line.startswith("| local | fp32 | latency_p50"))
+    assert "[spread unknown]" in row and f"{high:+.1f}" not in row
+    assert "interval [spread unknown]" in outcome.to_junit()
+    # A narrow interval prints as one; a regression on a wide one keeps the end that decided.
+    assert dataclasses.replace(p50, interval=(-1.25, 3.4)).interval_shown == "[-1.2, +3.4]"
+    assert dataclasses.replace(p50, verdict="regression", interval=(180.0, 900.0)
+                               ).interval_shown == "[> +180.0, spread unknown]"
+    assert dataclasses.replace(p50, verdict="improved", interval=(-95.0, -60.0)
+                               ).interval_shown == "[< -60.0, spread unknown]"

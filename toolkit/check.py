@@ -90,6 +90,11 @@ UNKNOWN_SPREAD = "one sound run of the baseline file on this board"
 #: ``np.percentile``'s method for a p50 or p99 computed here, the one the agent's
 #: ``latency_summary`` (device_agent.measure) uses: check and deploy print one p99 for a run.
 PERCENTILE_METHOD: Final = "linear"
+#: An interval is printed only while its upper end (as a ratio new / baseline) is at most
+#: this many times its lower end: Student's t with 1 or 2 degrees of freedom (two or three
+#: runs of the baseline's file) gives intervals like [-99.8 %, +22601.7 %] that say only
+#: that the spread between runs is unknown, and they are printed as that.
+WIDEST_SHOWN = 2.0
 #: Verdicts of one metric, from the gate's point of view.
 VERDICTS = ("pass", "regression", "improved", "inconclusive", "skipped")
 
@@ -159,6 +164,22 @@ class MetricCheck:
     @property
     def unit(self) -> str:
         return "pt" if self.metric == "accuracy" else "%"
+
+    @property
+    def interval_shown(self) -> str:
+        """The interval as printed: ``[-1.2, +3.4]``, or ``[spread unknown]`` when it is
+        wider than the data allows (:data:`WIDEST_SHOWN`); a regression or an improvement
+        so judged keeps the end that decided it (``[> +180.0, spread unknown]``)."""
+        if self.interval is None:
+            return ""
+        low, high = self.interval
+        if 1 + low / 100 > 0 and (1 + high / 100) / (1 + low / 100) <= WIDEST_SHOWN:
+            return f"[{low:+.1f}, {high:+.1f}]"
+        if self.verdict == "regression":
+            return f"[> {low:+.1f}, spread unknown]"
+        if self.verdict == "improved":
+            return f"[< {high:+.1f}, spread unknown]"
+        return "[spread unknown]"
 
     def shown(self, value: float | None) -> str:
         """``value`` (the baseline or the new figure) as deploy's report shows it."""
@@ -236,7 +257,7 @@ class CheckOutcome:
         for c in self.checks:
             change = "" if c.change is None else f"{c.change:+.2f} {c.unit}"
             if c.interval is not None:
-                change += f" [{c.interval[0]:+.1f}, {c.interval[1]:+.1f}]"
+                change += f" {c.interval_shown}"
             limit = "" if c.threshold is None else \
                 (f"-{c.threshold:g} pt" if c.metric == "accuracy" else f"+{c.threshold:g} %")
             mark = {"regression": "**REGRESSION**",
@@ -250,7 +271,9 @@ class CheckOutcome:
         lines.append(f"Latency changes show a {self.thresholds.confidence:.0%} bootstrap "
                      "interval (widened by the spread between runs of the baselines' files on "
                      "the board, when known); a latency regression needs the whole interval "
-                     "past the limit, a pass the whole interval below it.")
+                     "past the limit, a pass the whole interval below it; one whose ends "
+                     f"differ by more than {WIDEST_SHOWN:g}x (too few runs of the baseline's "
+                     "file to know the spread) shows as [spread unknown].")
         lines.extend(f"- {markdown_text(note)}" for note in self.notes)
         return "\n".join(lines) + "\n"
 
@@ -690,7 +713,7 @@ def _describe(c: MetricCheck) -> str:
     if c.change is not None:
         text += f", {c.shown(c.baseline)} -> {c.shown(c.value)} ({c.change:+.2f} {c.unit}"
         if c.interval is not None:
-            text += f", interval {c.interval[0]:+.1f} .. {c.interval[1]:+.1f} {c.unit}"
+            text += f", interval {c.interval_shown}"
         text += f", limit {c.threshold:g} {c.unit})"
     return text + (f"; {c.detail}" if c.detail else "")
 
