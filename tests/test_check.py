@@ -105,14 +105,53 @@ def test_each_metric_has_its_limit(change: dict, metric: str) -> None:
     assert [c.metric for c in outcome.regressions] == [metric]
 
 
+def energy_runs(*figures: float) -> list[StoredRun]:
+    return [make_run(f"main-{i}", [record("fp32", seed=1 + i, energy_mj=mj)])
+            for i, mj in enumerate(figures)]
+
+
 def test_energy_is_checked_when_both_runs_measured_it() -> None:
-    base = make_run("b", [record("fp32", seed=1, energy_mj=2.0)])
-    assert verdicts(check_runs(base, make_run("n", [record("fp32", seed=2, energy_mj=2.04)]))
-                    )["energy"] == "pass"
-    assert verdicts(check_runs(base, make_run("n", [record("fp32", seed=2, energy_mj=2.2)]))
-                    )["energy"] == "regression"
+    # Three baseline runs close together: the spread of energy between runs is known.
+    close = energy_runs(2.0, 2.01, 1.99)
+    for mj, verdict in ((2.04, "pass"), (2.2, "regression"), (1.7, "improved")):
+        energy = check_of(check_runs(close, make_run("n", [record("fp32", seed=9,
+                                                                  energy_mj=mj)])), "energy")
+        assert energy.verdict == verdict
+        assert energy.interval[0] < energy.change < energy.interval[1]
+        assert "spread of energy per inference between 3 runs" in energy.detail
     without = make_run("n", [record("fp32", seed=2)])
-    assert verdicts(check_runs(base, without))["energy"] == "skipped"
+    assert verdicts(check_runs(close[0], without))["energy"] == "skipped"
+
+
+def test_energy_on_one_baseline_run_is_never_a_verdict() -> None:
+    # Two runs of the same files, constant power rail: the energy pass's latency noise
+    # moved energy per inference by +12.5 %, and the old check said REGRESSION (exit 1).
+    base = energy_runs(9.247)[0]
+    for mj in (10.4, 8.2, 9.25):  # +12.5 %, -11 %, and no change at all
+        outcome = check_runs(base, make_run("n", [record("fp32", seed=2, energy_mj=mj)]))
+        energy = check_of(outcome, "energy")
+        assert energy.verdict == "inconclusive" and energy.interval is None
+        assert energy.detail.startswith("spread unknown: ")
+        assert outcome.exit_code == ExitCode.INCOMPLETE
+        assert any("Energy per inference is one figure per run" in n for n in outcome.notes)
+    # Baseline runs as far apart as that noise: the interval is wide, no verdict either way.
+    noisy = check_runs(energy_runs(9.247, 10.4, 9.6),
+                       make_run("n", [record("fp32", seed=2, energy_mj=10.4)]))
+    assert check_of(noisy, "energy").verdict == "inconclusive"
+    assert "cannot tell" in check_of(noisy, "energy").detail
+
+
+def test_energy_detail_says_what_it_changed_with() -> None:
+    base, new = energy_runs(2.0, 2.2)
+    for run, wall in ((base, 1.0), (new, 1.1)):
+        run.results[0] = changed(run.results[0], power={
+            **run.results[0].measured["power"], "runs": 1000, "wall_seconds": wall})
+    energy = check_of(check_runs(base, new), "energy")
+    assert "energy pass 2 W vs 2 W, 1.00 ms vs 1.10 ms per inference" in energy.detail
+    lost = changed(new.results[0], power={"error": "sensor stopped answering"})
+    skipped = check_of(check_runs(base, make_run("n", [lost])), "energy")
+    assert skipped.verdict == "skipped"
+    assert skipped.detail == "not measured in both runs (new: sensor stopped answering)"
 
 
 def test_a_failed_or_missing_variant_is_inconclusive_not_a_regression() -> None:

@@ -38,6 +38,15 @@ Latency (p50, p99) is judged on the raw samples:
    runs, a regression (improvement) must be one against each; a pass against any
    makes a pass; otherwise the metric is inconclusive.
 
+Energy per inference is one figure per run (the sensor's average power over the
+energy pass, times its duration, over its runs): nothing to resample, and it moves with
+that pass's latency (identical files differed by 12.5 % on a constant power rail).  It
+is judged like latency on an interval, ``t * sqrt(2) * s`` wide on the log scale each
+side, ``s`` the SD of its log over the sound baseline runs (:func:`energy_spread`);
+with fewer than two such runs it is ``inconclusive`` ("spread unknown"), never a pass,
+a regression or an improvement on a bare difference.  Size, peak memory and accuracy
+are compared directly (deterministic, or nearly).
+
 A metric cannot prove anything when its measurement on either side is not sound:
 a variant INVALID on the board (unstable, too short, throttled, wrong outputs)
 makes its timing metrics (latency, energy) ``inconclusive``, with what to do;
@@ -62,7 +71,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Final
@@ -95,6 +104,8 @@ PERCENTILE_METHOD: Final = "linear"
 #: runs of the baseline's file) gives intervals like [-99.8 %, +22601.7 %] that say only
 #: that the spread between runs is unknown, and they are printed as that.
 WIDEST_SHOWN = 2.0
+#: How an energy check starts its detail when it could not judge for want of a spread.
+UNKNOWN_ENERGY_SPREAD = "spread unknown"
 #: Verdicts of one metric, from the gate's point of view.
 VERDICTS = ("pass", "regression", "improved", "inconclusive", "skipped")
 
@@ -315,9 +326,10 @@ def check_runs(baseline: StoredRun | Sequence[StoredRun], run: StoredRun,
     if not baselines:
         raise UsageError("no baseline run given")
     spread = between_run_spread(baselines, history, exclude=run.run_id)
+    runs_seen = sorted({runs for _, runs in spread.values()})
+    spread.update(energy_spread(baselines))
     outcomes = [_check_one(one, run, thresholds, spread) for one in baselines]
     notes = list(dict.fromkeys(note for outcome in outcomes for note in outcome.notes))
-    runs_seen = sorted({runs for _, runs in spread.values()})
     if runs_seen:
         notes.append(f"The spread between runs comes from {'/'.join(map(str, runs_seen))} "
                      "sound runs of the baselines' files on the same board (the baseline "
@@ -334,6 +346,14 @@ def check_runs(baseline: StoredRun | Sequence[StoredRun], run: StoredRun,
                      "15 us model moved by up to 40 % between runs seconds apart), so a "
                      "latency change cannot be called a regression or an improvement. Give "
                      "--baseline two or three times, or keep earlier runs in the store.")
+    if any(c.verdict == "inconclusive" and c.detail.startswith(UNKNOWN_ENERGY_SPREAD)
+           for c in checks):
+        notes.append("Energy per inference is one figure per run (power averaged over the "
+                     "energy pass, divided over its runs), and it moves with that pass's "
+                     "latency: without the spread of that figure between runs of the "
+                     "baseline, a change is not called a pass, a regression or an "
+                     "improvement. Give --baseline two or three times (runs measured with "
+                     "the power sensor).")
     return CheckOutcome(baseline=baselines[0], run=run, thresholds=thresholds,
                         checks=checks, notes=notes, more_baselines=tuple(baselines[1:]))
 
@@ -400,6 +420,25 @@ def between_run_spread(baselines: Sequence[StoredRun], history: Sequence[Earlier
             logs = np.log([values[column] for values in runs.values()])
             spread[(target, variant, metric)] = (float(np.std(logs, ddof=1)), len(runs))
     return spread
+
+
+def energy_spread(baselines: Sequence[StoredRun]) -> dict[tuple[str, str, str], tuple[float, int]]:
+    """(target, variant, ``"energy"``) -> (spread of energy per inference between the
+    baseline runs, as an SD of its log; how many runs it comes from).
+
+    Energy per inference is one figure per run: the power sensor's average over the energy
+    pass times that pass's duration, over its runs.  No samples are stored to resample, so
+    its noise is learnt only from several runs of the baseline: each sound one (ok, not
+    INVALID) with a figure counts; keys with fewer than two get no spread.
+    """
+    observed: dict[tuple[str, str], dict[str, float]] = {}
+    for stored in baselines:
+        for r in stored.results:
+            energy = r.energy_per_inference_mj
+            if r.ok and r.invalid_reasons is None and energy is not None and energy > 0:
+                observed.setdefault(r.key, {})[stored.run_id] = energy
+    return {(*key, "energy"): (float(np.std(np.log(list(runs.values())), ddof=1)), len(runs))
+            for key, runs in observed.items() if len(runs) >= 2}
 
 
 def student_t(confidence: float, df: int) -> float:
@@ -586,9 +625,8 @@ def _compare_records(base: ResultRecord, new: ResultRecord, t: Thresholds,
     else:
         checks.append(_at(where, metric="accuracy", verdict="skipped",
                           detail="no accuracy in one of the runs"))
-    base_energy, new_energy = base.energy_per_inference_mj, new.energy_per_inference_mj
-    if base_energy is not None or new_energy is not None:
-        checks.append(_relative_check("energy", base_energy, new_energy, t.energy, where))
+    if base.energy_per_inference_mj is not None or new.energy_per_inference_mj is not None:
+        checks.append(_energy_check(base, new, t, spread.get((*where, "energy"))))
     unsound = [f"{side} run INVALID ({'; '.join(reasons)})"
                for side, reasons in (("baseline", base.invalid_reasons),
                                      ("new", new.invalid_reasons)) if reasons is not None]
@@ -659,6 +697,73 @@ def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: st
     return _at(where, metric=metric, verdict=verdict, baseline=base_value, value=new_value,
                change=change, threshold=limit,
                interval=(100 * (low - 1), 100 * (high - 1)), detail=detail)
+
+
+def _energy_check(base: ResultRecord, new: ResultRecord, t: Thresholds,
+                  spread: tuple[float, int] | None) -> MetricCheck:
+    """Energy per inference, judged on an interval from its spread between baseline runs.
+
+    Never a verdict on the bare difference: two runs of the same files on a board with a
+    constant power rail differed by 12.5 % (the energy pass's latency noise), so without a
+    spread the check is ``inconclusive``.
+    """
+    where = new.key
+    before, after = base.energy_per_inference_mj, new.energy_per_inference_mj
+    if before is None or after is None or before <= 0 or after <= 0:
+        why = "; ".join(f"{side}: {error}" for side, error in (
+            ("baseline", _power_error(base)), ("new", _power_error(new))) if error)
+        return _at(where, metric="energy", verdict="skipped", baseline=before, value=after,
+                   detail="not measured in both runs" + (f" ({why})" if why else ""))
+    limit, ratio = t.energy, after / before
+    change = 100 * (ratio - 1)
+    how = _energy_pass(base, new)
+    if spread is None:
+        detail = (f"{UNKNOWN_ENERGY_SPREAD}: {change:+.1f} % on one figure per run, and how "
+                  "much it differs between runs of the baseline here is unknown (no samples "
+                  "to resample); give --baseline two or three times")
+        return _at(where, metric="energy", verdict="inconclusive", baseline=before,
+                   value=after, change=change, threshold=limit,
+                   detail="; ".join(filter(None, [detail, how])))
+    # As for latency: each run carries its own offset, sqrt(2) * spread between two runs,
+    # with Student's t of runs - 1 degrees of freedom.
+    deviation, runs = spread
+    half = student_t(t.confidence, runs - 1) * math.sqrt(2) * deviation
+    low, high = math.exp(math.log(ratio) - half), math.exp(math.log(ratio) + half)
+    verdict = "regression" if low > 1 + limit / 100 else \
+        "improved" if high < 1 - limit / 100 else "pass" if high <= 1 + limit / 100 else \
+        "inconclusive"
+    detail = (f"interval from the spread of energy per inference between {runs} runs of "
+              f"the baseline ({100 * deviation:.1f} %)")
+    if verdict == "inconclusive":
+        detail = (f"the interval reaches past the +{limit:g} % limit without lying past it, "
+                  "so it cannot tell: give more baseline runs (--baseline repeated); "
+                  + detail)
+    return _at(where, metric="energy", verdict=verdict, baseline=before, value=after,
+               change=change, threshold=limit, interval=(100 * (low - 1), 100 * (high - 1)),
+               detail="; ".join(filter(None, [detail, how])))
+
+
+def _power_error(record: ResultRecord) -> str:
+    power = record.measured.get("power")
+    return str(power.get("error") or "") if isinstance(power, Mapping) else ""
+
+
+def _energy_pass(base: ResultRecord, new: ResultRecord) -> str:
+    """What the energy changed with: the energy pass's power and time per inference."""
+    sides = []
+    for record in (base, new):
+        power = record.measured.get("power")
+        power = power if isinstance(power, Mapping) else {}
+        figures = [v for v in (power.get(key) for key in ("active_power_w", "runs",
+                                                          "wall_seconds"))
+                   if isinstance(v, int | float) and not isinstance(v, bool) and v > 0]
+        if len(figures) < 3:
+            return ""
+        watts, runs, wall = (float(v) for v in figures)
+        sides.append((watts, 1000 * wall / runs))
+    (w0, ms0), (w1, ms1) = sides
+    return (f"energy pass {w0:.3g} W vs {w1:.3g} W, {format_duration(ms0)} vs "
+            f"{format_duration(ms1)} per inference")
 
 
 def _resolution(samples: np.ndarray) -> float:
