@@ -22,6 +22,7 @@ from toolkit.check import (
     latency_figure,
     student_t,
 )
+from toolkit.check_conditions import condition_differences
 from toolkit.cli import main
 from toolkit.errors import CheckRefused, ExitCode, UsageError
 from toolkit.results import ResultRecord
@@ -634,3 +635,79 @@ def test_an_interval_wider_than_the_data_allows_prints_as_spread_unknown() -> No
                                ).interval_shown == "[> +180.0, spread unknown]"
     assert dataclasses.replace(p50, verdict="improved", interval=(-95.0, -60.0)
                                ).interval_shown == "[< -60.0, spread unknown]"
+
+
+def measured_under(run: StoredRun, variants: tuple[str, ...] = ("fp32", "int8"),
+                   **keys: object) -> StoredRun:
+    """``run`` with its ``variants`` measured under other conditions (stored ``keys``)."""
+    run.results[:] = [changed(r, **keys) if r.variant in variants else r for r in run.results]
+    return run
+
+
+OTHER_RUNTIME = {"name": "tflite-runtime", "version": "2.14.0"}
+
+
+def test_a_run_with_other_threads_and_runtime_says_so_beside_each_verdict() -> None:
+    base, new = pair(median_ms=1.10)
+    outcome = steady(base, measured_under(new, threads=4, runtime=OTHER_RUNTIME))
+    differ = "runtime ai-edge-litert 2.3.0 vs tflite-runtime 2.14.0; threads 1 vs 4"
+    # One note for the target: both variants differ alike.
+    assert [n for n in outcome.notes if n.startswith("Conditions differ")] == [
+        f"Conditions differ on local (baseline base vs run new): {differ}: a latency change "
+        "may come from these, not the model (edge check --paired measures both files under "
+        "the same ones)."]
+    # A regression is still one, with the conditions beside it.
+    p50 = check_of(outcome, "latency_p50")
+    assert p50.verdict == "regression" and p50.conditions == differ
+    assert p50.detail.endswith(f"; conditions differ: {differ}")
+    assert outcome.summary.startswith("1 regression(s)")
+    assert outcome.summary.endswith(" (measured under different conditions: see the notes)")
+    row = next(line for line in outcome.to_markdown().splitlines()
+               if line.startswith("| local | fp32 | latency_p50"))
+    assert row.endswith(f"**REGRESSION** (conditions differ: {differ}) |")
+    assert f"conditions differ: {differ}" in outcome.to_junit()
+    # Size and accuracy do not depend on how the file was run.
+    assert check_of(outcome, "size").conditions == check_of(outcome, "accuracy").conditions \
+        == ""
+    assert outcome.to_dict()["checks"][0]["conditions"] == differ
+    # Alike conditions: no note, nothing beside the verdicts.
+    alike = steady(*pair(median_ms=1.10))
+    assert not any(n.startswith("Conditions differ") for n in alike.notes)
+    assert not any(c.conditions for c in alike.checks)
+
+
+def test_conditions_of_one_variant_get_a_note_of_their_own() -> None:
+    base, new = pair()
+    base = measured_under(base, accelerator={"requested": "gpu", "used": "gpu",
+                                             "api": "compiled"})
+    new = measured_under(new, ("fp32",), accelerator={"requested": "gpu",
+                                                      "used": "software-vulkan",
+                                                      "api": "compiled"})
+    new = measured_under(new, ("int8",), accelerator={"requested": "cpu", "used": "cpu",
+                                                      "api": "interpreter"})
+    notes = [n for n in check_runs(base, new).notes if n.startswith("Conditions differ")]
+    assert [n.split(":")[0] for n in notes] == [
+        "Conditions differ on local/fp32 (baseline base vs run new)",
+        "Conditions differ on local/int8 (baseline base vs run new)"]
+    assert "accelerator used gpu vs software-vulkan" in notes[0]
+    assert "accelerator asked gpu vs cpu; accelerator used gpu vs cpu; API compiled vs " \
+           "interpreter" in notes[1]
+
+
+def test_board_governor_and_clocks_are_conditions_too() -> None:
+    def clocked(mhz: float) -> dict:
+        return {"before": {"cpu_mhz": {"cpu0": 600.0, "cpu1": mhz}},
+                "after": {"cpu_mhz": {"cpu0": mhz, "cpu1": mhz}}, "throttled": []}
+
+    base = make_run("base", [record("fp32", board=dict(BOARD, cpu_governor="performance"))])
+    base = measured_under(base, thermal=clocked(1500.0))
+    new = make_run("new", [record("fp32", seed=2, board=dict(
+        BOARD, hostname="lab-2", release="6.6", cpu_governor="ondemand"))])
+    assert condition_differences(base.results[0], measured_under(
+        new, thermal=clocked(1450.0)).results[0]) == [
+        "hostname lab-1 vs lab-2", "kernel 6.1 vs 6.6", "governor performance vs ondemand"]
+    assert condition_differences(base.results[0], measured_under(
+        new, thermal=clocked(1000.0)).results[0])[-1] == "CPU clock up to 1500 vs 1000 MHz"
+    # Facts a record does not have (older versions) are not differences.
+    bare = changed(base.results[0], board={"hostname": "lab-2"}, runtime=None, threads=None)
+    assert condition_differences(bare, new.results[0]) == ["CPU clock up to 1500 vs 1000 MHz"]

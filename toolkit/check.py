@@ -79,6 +79,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
+from .check_conditions import condition_differences, conditions_note
 from .defaults import THRESHOLD_HELP as THRESHOLD_HELP
 from .errors import CheckRefused, ExitCode, UsageError
 from .results import BOARD_IDENTITY, ResultRecord
@@ -92,6 +93,9 @@ BLOCK_FRACTION = 0.05
 BOOTSTRAP_SAMPLES = 5_000
 #: Metrics that follow timing noise: an INVALID measurement cannot judge them.
 TIMING_METRICS = ("latency_p50", "latency_p99", "energy")
+#: Metrics the conditions of a measurement (runtime, threads, accelerator, board, clocks)
+#: move: their verdicts say so when the two runs' conditions differ.
+CONDITION_METRICS = (*TIMING_METRICS, "peak_memory")
 #: Runs (baselines and earlier runs of their files) the spread between runs is taken from.
 HISTORY_RUNS = 30
 #: How a latency check starts its detail when it could not judge for want of a spread.
@@ -171,6 +175,8 @@ class MetricCheck:
     threshold: float | None = None
     interval: tuple[float, float] | None = None  # bootstrap CI of the change, percent
     detail: str = ""
+    #: How the two runs' conditions differed (``threads 1 vs 4; ...``), "" when alike.
+    conditions: str = ""
 
     @property
     def unit(self) -> str:
@@ -238,7 +244,9 @@ class CheckOutcome:
         if self.regressions:
             return f"{len(self.regressions)} regression(s)" + (
                 f", {len(self.inconclusive)} metric(s) inconclusive" if self.inconclusive
-                else "")
+                else "") + (
+                " (measured under different conditions: see the notes)"
+                if any(c.conditions for c in self.regressions) else "")
         if self.inconclusive:
             first = self.inconclusive[0]
             return (f"inconclusive: {len(self.inconclusive)} metric(s) could not be judged, "
@@ -274,6 +282,10 @@ class CheckOutcome:
             mark = {"regression": "**REGRESSION**",
                     "inconclusive": f"inconclusive: {markdown_text(c.detail)}"}.get(
                         c.verdict, c.verdict)
+            if c.conditions and c.verdict in ("regression", "improved"):
+                mark += f" (conditions differ: {markdown_text(c.conditions)})"
+            elif c.conditions and c.verdict == "pass":  # inconclusive: its detail says it
+                mark += " (conditions differ: see the notes)"
             # Targets, variants and details name what the boards and the model file named.
             lines.append(f"| {markdown_text(c.target)} | {markdown_text(c.variant)} | "
                          f"{c.metric} | {c.shown(c.baseline)} | {c.shown(c.value)} | {change} "
@@ -501,6 +513,7 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
     base_records = {r.key: r for r in baseline.results}
     new_records = {r.key: r for r in run.results}
     checks: list[MetricCheck] = []
+    differing: dict[tuple[str, str], list[str]] = {}
     for key in sorted(set(base_records) | set(new_records)):
         target, variant = key
         if target not in shared:
@@ -522,9 +535,41 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
             checks.append(unmeasured(f"failed in baseline {baseline.run_id}, nothing to "
                                      "compare with: re-measure the baseline"))
         else:
-            checks.extend(_compare_records(base, new, thresholds, spread))
+            found = _compare_records(base, new, thresholds, spread)
+            differences = condition_differences(base, new)
+            differing[key] = differences
+            checks.extend(_with_conditions(found, "; ".join(differences)))
+    notes.extend(_conditions_notes(differing, baseline.run_id, run.run_id))
     return CheckOutcome(baseline=baseline, run=run, thresholds=thresholds, checks=checks,
                         notes=notes)
+
+
+def _with_conditions(checks: list[MetricCheck], conditions: str) -> list[MetricCheck]:
+    """``checks`` with ``conditions`` beside each verdict the conditions move."""
+    if not conditions:
+        return checks
+    return [dataclasses.replace(
+        c, conditions=conditions,
+        detail="; ".join(filter(None, [c.detail, f"conditions differ: {conditions}"])))
+        if c.metric in CONDITION_METRICS and c.verdict != "skipped" else c for c in checks]
+
+
+def _conditions_notes(differing: dict[tuple[str, str], list[str]], baseline: str,
+                      run: str) -> list[str]:
+    """One note per target when all its compared variants differ alike, else per variant."""
+    notes = []
+    for target in sorted({target for target, _ in differing}):
+        variants = {variant: found for (where, variant), found in differing.items()
+                    if where == target}
+        shared = {tuple(found) for found in variants.values()}
+        if len(shared) == 1 and len(variants) > 1:
+            found = list(next(iter(shared)))
+            if found:
+                notes.append(conditions_note(target, found, baseline, run))
+            continue
+        notes.extend(conditions_note(f"{target}/{variant}", found, baseline, run)
+                     for variant, found in sorted(variants.items()) if found)
+    return notes
 
 
 def bootstrap_ratio(base: np.ndarray, new: np.ndarray, *, quantile: float, resamples: int,
