@@ -711,3 +711,15 @@ def test_board_governor_and_clocks_are_conditions_too() -> None:
     # Facts a record does not have (older versions) are not differences.
     bare = changed(base.results[0], board={"hostname": "lab-2"}, runtime=None, threads=None)
     assert condition_differences(bare, new.results[0]) == ["CPU clock up to 1500 vs 1000 MHz"]
+
+
+@pytest.mark.parametrize("run, code, verdict", [
+    ("r-same", ExitCode.OK, "passed"), ("r-slow", ExitCode.FAILED, "1 regression(s)"),
+    ("r-invalid", ExitCode.INCOMPLETE, "inconclusive: ")])
+def test_cli_prints_the_verdict_once_on_stdout_at_most_once_on_stderr(
+        store_file: Path, run: str, code: ExitCode, verdict: str) -> None:
+    result = invoke("check", "--baseline", "main", run, "--store", str(store_file))
+    assert result.exit_code == code
+    assert result.stdout.count("### edge check:") == 1
+    assert result.stdout.startswith(f"### edge check: {verdict}")
+    assert result.stderr.count("edge: check") <= 1 and result.stderr.count("\n") <= 1
