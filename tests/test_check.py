@@ -19,10 +19,13 @@ from toolkit.check import (
     block_indices,
     bootstrap_ratio,
     check_runs,
+    latency_figure,
     student_t,
 )
+from toolkit.check_conditions import condition_differences
 from toolkit.cli import main
 from toolkit.errors import CheckRefused, ExitCode, UsageError
+from toolkit.results import ResultRecord
 from toolkit.store import ResultsStore, StoredRun
 
 from .records import BOARD, changed, earlier_runs, make_run, record
@@ -103,14 +106,53 @@ def test_each_metric_has_its_limit(change: dict, metric: str) -> None:
     assert [c.metric for c in outcome.regressions] == [metric]
 
 
+def energy_runs(*figures: float) -> list[StoredRun]:
+    return [make_run(f"main-{i}", [record("fp32", seed=1 + i, energy_mj=mj)])
+            for i, mj in enumerate(figures)]
+
+
 def test_energy_is_checked_when_both_runs_measured_it() -> None:
-    base = make_run("b", [record("fp32", seed=1, energy_mj=2.0)])
-    assert verdicts(check_runs(base, make_run("n", [record("fp32", seed=2, energy_mj=2.04)]))
-                    )["energy"] == "pass"
-    assert verdicts(check_runs(base, make_run("n", [record("fp32", seed=2, energy_mj=2.2)]))
-                    )["energy"] == "regression"
+    # Three baseline runs close together: the spread of energy between runs is known.
+    close = energy_runs(2.0, 2.01, 1.99)
+    for mj, verdict in ((2.04, "pass"), (2.2, "regression"), (1.7, "improved")):
+        energy = check_of(check_runs(close, make_run("n", [record("fp32", seed=9,
+                                                                  energy_mj=mj)])), "energy")
+        assert energy.verdict == verdict
+        assert energy.interval[0] < energy.change < energy.interval[1]
+        assert "spread of energy per inference between 3 runs" in energy.detail
     without = make_run("n", [record("fp32", seed=2)])
-    assert verdicts(check_runs(base, without))["energy"] == "skipped"
+    assert verdicts(check_runs(close[0], without))["energy"] == "skipped"
+
+
+def test_energy_on_one_baseline_run_is_never_a_verdict() -> None:
+    # Two runs of the same files, constant power rail: the energy pass's latency noise
+    # moved energy per inference by +12.5 %, and the old check said REGRESSION (exit 1).
+    base = energy_runs(9.247)[0]
+    for mj in (10.4, 8.2, 9.25):  # +12.5 %, -11 %, and no change at all
+        outcome = check_runs(base, make_run("n", [record("fp32", seed=2, energy_mj=mj)]))
+        energy = check_of(outcome, "energy")
+        assert energy.verdict == "inconclusive" and energy.interval is None
+        assert energy.detail.startswith("spread unknown: ")
+        assert outcome.exit_code == ExitCode.INCOMPLETE
+        assert any("Energy per inference is one figure per run" in n for n in outcome.notes)
+    # Baseline runs as far apart as that noise: the interval is wide, no verdict either way.
+    noisy = check_runs(energy_runs(9.247, 10.4, 9.6),
+                       make_run("n", [record("fp32", seed=2, energy_mj=10.4)]))
+    assert check_of(noisy, "energy").verdict == "inconclusive"
+    assert "cannot tell" in check_of(noisy, "energy").detail
+
+
+def test_energy_detail_says_what_it_changed_with() -> None:
+    base, new = energy_runs(2.0, 2.2)
+    for run, wall in ((base, 1.0), (new, 1.1)):
+        run.results[0] = changed(run.results[0], power={
+            **run.results[0].measured["power"], "runs": 1000, "wall_seconds": wall})
+    energy = check_of(check_runs(base, new), "energy")
+    assert "energy pass 2 W vs 2 W, 1.00 ms vs 1.10 ms per inference" in energy.detail
+    lost = changed(new.results[0], power={"error": "sensor stopped answering"})
+    skipped = check_of(check_runs(base, make_run("n", [lost])), "energy")
+    assert skipped.verdict == "skipped"
+    assert skipped.detail == "not measured in both runs (new: sensor stopped answering)"
 
 
 def test_a_failed_or_missing_variant_is_inconclusive_not_a_regression() -> None:
@@ -525,3 +567,159 @@ def test_cli_help_shows_the_exit_codes() -> None:
     for line in ("0  no regression", "1  a regression", "2  usage error",
                  "3  the store cannot be reached or read"):
         assert line in text
+
+
+def test_sizes_memory_and_energy_print_in_deploys_units() -> None:
+    base = make_run("b", [record("fp32", seed=1, peak_rss=36_962_304, energy_mj=9.247)])
+    new = make_run("n", [record("fp32", seed=2, peak_rss=36_962_304, size=30_000,
+                                energy_mj=0.0153)])
+    outcome = check_runs(base, new)
+    table = outcome.to_markdown()
+    assert "| peak_memory | 35.2 MiB | 35.2 MiB |" in table
+    assert "| size | 97.7 KiB | 29.3 KiB |" in table
+    assert "| energy | 9.25 mJ | 15.3 uJ |" in table
+    assert "36,962,304" not in table and "100,000" not in table
+    cases = ET.fromstring(outcome.to_junit().split("\n", 1)[1])
+    assert any("35.2 MiB -> 35.2 MiB" in (out.text or "") for out in cases.iter("system-out"))
+
+
+def thinned_run(run_id: str, seed: int, median_ms: float = 0.015) -> StoredRun:
+    """A run as the agent stores a microsecond model: the summary over all 150,000 runs,
+    every third sample kept (the agent keeps at most 50,000)."""
+    from device_agent.measure import latency_summary
+
+    every = np.random.default_rng(seed).lognormal(0.0, 0.05, 150_000) * median_ms
+    result = record("fp32", seed=seed)
+    result.update(latency_ms=latency_summary(every), runs=every.size,
+                  latency_samples_ms=every[::3].tolist(), latency_samples_every=3)
+    return make_run(run_id, [result])
+
+
+def test_the_checks_p50_and_p99_are_the_ones_deploy_printed() -> None:
+    base, new = thinned_run("base", seed=1), thinned_run("new", seed=2, median_ms=0.0151)
+    outcome = check_runs(base, new)
+    for metric, key in (("latency_p50", "p50"), ("latency_p99", "p99")):
+        shown = check_of(outcome, metric)
+        assert shown.baseline == base.results[0].latency(key)
+        assert shown.value == new.results[0].latency(key)
+        assert shown.change == pytest.approx(
+            100 * (new.results[0].latency(key) / base.results[0].latency(key) - 1))
+    # Stored samples alone (an older record without a summary): the agent's definition.
+    from device_agent.measure import latency_summary
+
+    samples = np.random.default_rng(5).lognormal(0.0, 0.3, 777)
+    bare = changed(ResultRecord.from_dict(record("fp32")), latency_ms={},
+                   latency_samples_ms=samples.tolist())
+    assert latency_figure(bare, "p99", samples) == latency_summary(samples)["p99"]
+    assert latency_figure(bare, "p50", samples) == latency_summary(samples)["p50"]
+
+
+def test_an_interval_wider_than_the_data_allows_prints_as_spread_unknown() -> None:
+    # Two baseline runs 7 % apart: Student's t with 1 degree of freedom (12.7) gives an
+    # interval like [-99.8, +22601.7]; printed, it reads as a bug.
+    main_a = make_run("main-a", [record("fp32", seed=1)])
+    main_b = make_run("main-b", [record("fp32", seed=2, median_ms=1.07)])
+    outcome = check_runs([main_a, main_b], make_run("new", [record("fp32", seed=3,
+                                                                     median_ms=1.3)]))
+    p50 = check_of(outcome, "latency_p50")
+    low, high = p50.interval
+    assert (1 + high / 100) / (1 + low / 100) > 2 and p50.verdict == "inconclusive"
+    assert p50.interval_shown == "[spread unknown]"
+    row = next(line for line in outcome.to_markdown().splitlines()
+               if line.startswith("| local | fp32 | latency_p50"))
+    assert "[spread unknown]" in row and f"{high:+.1f}" not in row
+    assert "interval [spread unknown]" in outcome.to_junit()
+    # A narrow interval prints as one; a regression on a wide one keeps the end that decided.
+    assert dataclasses.replace(p50, interval=(-1.25, 3.4)).interval_shown == "[-1.2, +3.4]"
+    assert dataclasses.replace(p50, verdict="regression", interval=(180.0, 900.0)
+                               ).interval_shown == "[> +180.0, spread unknown]"
+    assert dataclasses.replace(p50, verdict="improved", interval=(-95.0, -60.0)
+                               ).interval_shown == "[< -60.0, spread unknown]"
+
+
+def measured_under(run: StoredRun, variants: tuple[str, ...] = ("fp32", "int8"),
+                   **keys: object) -> StoredRun:
+    """``run`` with its ``variants`` measured under other conditions (stored ``keys``)."""
+    run.results[:] = [changed(r, **keys) if r.variant in variants else r for r in run.results]
+    return run
+
+
+OTHER_RUNTIME = {"name": "tflite-runtime", "version": "2.14.0"}
+
+
+def test_a_run_with_other_threads_and_runtime_says_so_beside_each_verdict() -> None:
+    base, new = pair(median_ms=1.10)
+    outcome = steady(base, measured_under(new, threads=4, runtime=OTHER_RUNTIME))
+    differ = "runtime ai-edge-litert 2.3.0 vs tflite-runtime 2.14.0; threads 1 vs 4"
+    # One note for the target: both variants differ alike.
+    assert [n for n in outcome.notes if n.startswith("Conditions differ")] == [
+        f"Conditions differ on local (baseline base vs run new): {differ}: a latency change "
+        "may come from these, not the model (edge check --paired measures both files under "
+        "the same ones)."]
+    # A regression is still one, with the conditions beside it.
+    p50 = check_of(outcome, "latency_p50")
+    assert p50.verdict == "regression" and p50.conditions == differ
+    assert p50.detail.endswith(f"; conditions differ: {differ}")
+    assert outcome.summary.startswith("1 regression(s)")
+    assert outcome.summary.endswith(" (measured under different conditions: see the notes)")
+    row = next(line for line in outcome.to_markdown().splitlines()
+               if line.startswith("| local | fp32 | latency_p50"))
+    assert row.endswith(f"**REGRESSION** (conditions differ: {differ}) |")
+    assert f"conditions differ: {differ}" in outcome.to_junit()
+    # Size and accuracy do not depend on how the file was run.
+    assert check_of(outcome, "size").conditions == check_of(outcome, "accuracy").conditions \
+        == ""
+    assert outcome.to_dict()["checks"][0]["conditions"] == differ
+    # Alike conditions: no note, nothing beside the verdicts.
+    alike = steady(*pair(median_ms=1.10))
+    assert not any(n.startswith("Conditions differ") for n in alike.notes)
+    assert not any(c.conditions for c in alike.checks)
+
+
+def test_conditions_of_one_variant_get_a_note_of_their_own() -> None:
+    base, new = pair()
+    base = measured_under(base, accelerator={"requested": "gpu", "used": "gpu",
+                                             "api": "compiled"})
+    new = measured_under(new, ("fp32",), accelerator={"requested": "gpu",
+                                                      "used": "software-vulkan",
+                                                      "api": "compiled"})
+    new = measured_under(new, ("int8",), accelerator={"requested": "cpu", "used": "cpu",
+                                                      "api": "interpreter"})
+    notes = [n for n in check_runs(base, new).notes if n.startswith("Conditions differ")]
+    assert [n.split(":")[0] for n in notes] == [
+        "Conditions differ on local/fp32 (baseline base vs run new)",
+        "Conditions differ on local/int8 (baseline base vs run new)"]
+    assert "accelerator used gpu vs software-vulkan" in notes[0]
+    assert "accelerator asked gpu vs cpu; accelerator used gpu vs cpu; API compiled vs " \
+           "interpreter" in notes[1]
+
+
+def test_board_governor_and_clocks_are_conditions_too() -> None:
+    def clocked(mhz: float) -> dict:
+        return {"before": {"cpu_mhz": {"cpu0": 600.0, "cpu1": mhz}},
+                "after": {"cpu_mhz": {"cpu0": mhz, "cpu1": mhz}}, "throttled": []}
+
+    base = make_run("base", [record("fp32", board=dict(BOARD, cpu_governor="performance"))])
+    base = measured_under(base, thermal=clocked(1500.0))
+    new = make_run("new", [record("fp32", seed=2, board=dict(
+        BOARD, hostname="lab-2", release="6.6", cpu_governor="ondemand"))])
+    assert condition_differences(base.results[0], measured_under(
+        new, thermal=clocked(1450.0)).results[0]) == [
+        "hostname lab-1 vs lab-2", "kernel 6.1 vs 6.6", "governor performance vs ondemand"]
+    assert condition_differences(base.results[0], measured_under(
+        new, thermal=clocked(1000.0)).results[0])[-1] == "CPU clock up to 1500 vs 1000 MHz"
+    # Facts a record does not have (older versions) are not differences.
+    bare = changed(base.results[0], board={"hostname": "lab-2"}, runtime=None, threads=None)
+    assert condition_differences(bare, new.results[0]) == ["CPU clock up to 1500 vs 1000 MHz"]
+
+
+@pytest.mark.parametrize("run, code, verdict", [
+    ("r-same", ExitCode.OK, "passed"), ("r-slow", ExitCode.FAILED, "1 regression(s)"),
+    ("r-invalid", ExitCode.INCOMPLETE, "inconclusive: ")])
+def test_cli_prints_the_verdict_once_on_stdout_at_most_once_on_stderr(
+        store_file: Path, run: str, code: ExitCode, verdict: str) -> None:
+    result = invoke("check", "--baseline", "main", run, "--store", str(store_file))
+    assert result.exit_code == code
+    assert result.stdout.count("### edge check:") == 1
+    assert result.stdout.startswith(f"### edge check: {verdict}")
+    assert result.stderr.count("edge: check") <= 1 and result.stderr.count("\n") <= 1

@@ -38,6 +38,15 @@ Latency (p50, p99) is judged on the raw samples:
    runs, a regression (improvement) must be one against each; a pass against any
    makes a pass; otherwise the metric is inconclusive.
 
+Energy per inference is one figure per run (the sensor's average power over the
+energy pass, times its duration, over its runs): nothing to resample, and it moves with
+that pass's latency (identical files differed by 12.5 % on a constant power rail).  It
+is judged like latency on an interval, ``t * sqrt(2) * s`` wide on the log scale each
+side, ``s`` the SD of its log over the sound baseline runs (:func:`energy_spread`);
+with fewer than two such runs it is ``inconclusive`` ("spread unknown"), never a pass,
+a regression or an improvement on a bare difference.  Size, peak memory and accuracy
+are compared directly (deterministic, or nearly).
+
 A metric cannot prove anything when its measurement on either side is not sound:
 a variant INVALID on the board (unstable, too short, throttled, wrong outputs)
 makes its timing metrics (latency, energy) ``inconclusive``, with what to do;
@@ -62,20 +71,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Final
 from xml.etree import ElementTree
 
 import numpy as np
 
+from .check_conditions import condition_differences, conditions_note
 from .defaults import THRESHOLD_HELP as THRESHOLD_HELP
 from .errors import CheckRefused, ExitCode, UsageError
 from .results import BOARD_IDENTITY, ResultRecord
 from .safe_text import markdown_text
 from .store import EarlierLatency, StoredRun
-from .units import format_duration
+from .units import format_duration, format_energy, format_memory, format_size
 
 #: Block length of the bootstrap, as a fraction of a run's samples (see bootstrap_ratio).
 BLOCK_FRACTION = 0.05
@@ -83,10 +93,23 @@ BLOCK_FRACTION = 0.05
 BOOTSTRAP_SAMPLES = 5_000
 #: Metrics that follow timing noise: an INVALID measurement cannot judge them.
 TIMING_METRICS = ("latency_p50", "latency_p99", "energy")
+#: Metrics the conditions of a measurement (runtime, threads, accelerator, board, clocks)
+#: move: their verdicts say so when the two runs' conditions differ.
+CONDITION_METRICS = (*TIMING_METRICS, "peak_memory")
 #: Runs (baselines and earlier runs of their files) the spread between runs is taken from.
 HISTORY_RUNS = 30
 #: How a latency check starts its detail when it could not judge for want of a spread.
 UNKNOWN_SPREAD = "one sound run of the baseline file on this board"
+#: ``np.percentile``'s method for a p50 or p99 computed here, the one the agent's
+#: ``latency_summary`` (device_agent.measure) uses: check and deploy print one p99 for a run.
+PERCENTILE_METHOD: Final = "linear"
+#: An interval is printed only while its upper end (as a ratio new / baseline) is at most
+#: this many times its lower end: Student's t with 1 or 2 degrees of freedom (two or three
+#: runs of the baseline's file) gives intervals like [-99.8 %, +22601.7 %] that say only
+#: that the spread between runs is unknown, and they are printed as that.
+WIDEST_SHOWN = 2.0
+#: How an energy check starts its detail when it could not judge for want of a spread.
+UNKNOWN_ENERGY_SPREAD = "spread unknown"
 #: Verdicts of one metric, from the gate's point of view.
 VERDICTS = ("pass", "regression", "improved", "inconclusive", "skipped")
 
@@ -152,16 +175,35 @@ class MetricCheck:
     threshold: float | None = None
     interval: tuple[float, float] | None = None  # bootstrap CI of the change, percent
     detail: str = ""
+    #: How the two runs' conditions differed (``threads 1 vs 4; ...``), "" when alike.
+    conditions: str = ""
 
     @property
     def unit(self) -> str:
         return "pt" if self.metric == "accuracy" else "%"
 
+    @property
+    def interval_shown(self) -> str:
+        """The interval as printed: ``[-1.2, +3.4]``, or ``[spread unknown]`` when it is
+        wider than the data allows (:data:`WIDEST_SHOWN`); a regression or an improvement
+        so judged keeps the end that decided it (``[> +180.0, spread unknown]``)."""
+        if self.interval is None:
+            return ""
+        low, high = self.interval
+        if 1 + low / 100 > 0 and (1 + high / 100) / (1 + low / 100) <= WIDEST_SHOWN:
+            return f"[{low:+.1f}, {high:+.1f}]"
+        if self.verdict == "regression":
+            return f"[> {low:+.1f}, spread unknown]"
+        if self.verdict == "improved":
+            return f"[< {high:+.1f}, spread unknown]"
+        return "[spread unknown]"
+
     def shown(self, value: float | None) -> str:
-        """``value`` (the baseline or the new figure) as the table shows it."""
-        if value is not None and self.metric.startswith("latency"):
-            return format_duration(value)
-        return _fmt(value)
+        """``value`` (the baseline or the new figure) as deploy's report shows it."""
+        if value is None:
+            return ""
+        formatter = _SHOWN.get(self.metric)
+        return formatter(value) if formatter else _fmt(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,7 +244,9 @@ class CheckOutcome:
         if self.regressions:
             return f"{len(self.regressions)} regression(s)" + (
                 f", {len(self.inconclusive)} metric(s) inconclusive" if self.inconclusive
-                else "")
+                else "") + (
+                " (measured under different conditions: see the notes)"
+                if any(c.conditions for c in self.regressions) else "")
         if self.inconclusive:
             first = self.inconclusive[0]
             return (f"inconclusive: {len(self.inconclusive)} metric(s) could not be judged, "
@@ -232,12 +276,16 @@ class CheckOutcome:
         for c in self.checks:
             change = "" if c.change is None else f"{c.change:+.2f} {c.unit}"
             if c.interval is not None:
-                change += f" [{c.interval[0]:+.1f}, {c.interval[1]:+.1f}]"
+                change += f" {c.interval_shown}"
             limit = "" if c.threshold is None else \
                 (f"-{c.threshold:g} pt" if c.metric == "accuracy" else f"+{c.threshold:g} %")
             mark = {"regression": "**REGRESSION**",
                     "inconclusive": f"inconclusive: {markdown_text(c.detail)}"}.get(
                         c.verdict, c.verdict)
+            if c.conditions and c.verdict in ("regression", "improved"):
+                mark += f" (conditions differ: {markdown_text(c.conditions)})"
+            elif c.conditions and c.verdict == "pass":  # inconclusive: its detail says it
+                mark += " (conditions differ: see the notes)"
             # Targets, variants and details name what the boards and the model file named.
             lines.append(f"| {markdown_text(c.target)} | {markdown_text(c.variant)} | "
                          f"{c.metric} | {c.shown(c.baseline)} | {c.shown(c.value)} | {change} "
@@ -246,7 +294,9 @@ class CheckOutcome:
         lines.append(f"Latency changes show a {self.thresholds.confidence:.0%} bootstrap "
                      "interval (widened by the spread between runs of the baselines' files on "
                      "the board, when known); a latency regression needs the whole interval "
-                     "past the limit, a pass the whole interval below it.")
+                     "past the limit, a pass the whole interval below it; one whose ends "
+                     f"differ by more than {WIDEST_SHOWN:g}x (too few runs of the baseline's "
+                     "file to know the spread) shows as [spread unknown].")
         lines.extend(f"- {markdown_text(note)}" for note in self.notes)
         return "\n".join(lines) + "\n"
 
@@ -288,9 +338,10 @@ def check_runs(baseline: StoredRun | Sequence[StoredRun], run: StoredRun,
     if not baselines:
         raise UsageError("no baseline run given")
     spread = between_run_spread(baselines, history, exclude=run.run_id)
+    runs_seen = sorted({runs for _, runs in spread.values()})
+    spread.update(energy_spread(baselines))
     outcomes = [_check_one(one, run, thresholds, spread) for one in baselines]
     notes = list(dict.fromkeys(note for outcome in outcomes for note in outcome.notes))
-    runs_seen = sorted({runs for _, runs in spread.values()})
     if runs_seen:
         notes.append(f"The spread between runs comes from {'/'.join(map(str, runs_seen))} "
                      "sound runs of the baselines' files on the same board (the baseline "
@@ -307,6 +358,14 @@ def check_runs(baseline: StoredRun | Sequence[StoredRun], run: StoredRun,
                      "15 us model moved by up to 40 % between runs seconds apart), so a "
                      "latency change cannot be called a regression or an improvement. Give "
                      "--baseline two or three times, or keep earlier runs in the store.")
+    if any(c.verdict == "inconclusive" and c.detail.startswith(UNKNOWN_ENERGY_SPREAD)
+           for c in checks):
+        notes.append("Energy per inference is one figure per run (power averaged over the "
+                     "energy pass, divided over its runs), and it moves with that pass's "
+                     "latency: without the spread of that figure between runs of the "
+                     "baseline, a change is not called a pass, a regression or an "
+                     "improvement. Give --baseline two or three times (runs measured with "
+                     "the power sensor).")
     return CheckOutcome(baseline=baselines[0], run=run, thresholds=thresholds,
                         checks=checks, notes=notes, more_baselines=tuple(baselines[1:]))
 
@@ -355,7 +414,7 @@ def between_run_spread(baselines: Sequence[StoredRun], history: Sequence[Earlier
                 continue
             key = r.key
             observed.setdefault(key, {})[stored.run_id] = (
-                float(np.quantile(values, 0.5)), float(np.quantile(values, 0.99)))
+                latency_figure(r, "p50", values), latency_figure(r, "p99", values))
             files.setdefault(key, set()).add((r.sha256 or "", r.board_identity))
     for earlier in history:
         key = (earlier.target, earlier.variant)
@@ -373,6 +432,25 @@ def between_run_spread(baselines: Sequence[StoredRun], history: Sequence[Earlier
             logs = np.log([values[column] for values in runs.values()])
             spread[(target, variant, metric)] = (float(np.std(logs, ddof=1)), len(runs))
     return spread
+
+
+def energy_spread(baselines: Sequence[StoredRun]) -> dict[tuple[str, str, str], tuple[float, int]]:
+    """(target, variant, ``"energy"``) -> (spread of energy per inference between the
+    baseline runs, as an SD of its log; how many runs it comes from).
+
+    Energy per inference is one figure per run: the power sensor's average over the energy
+    pass times that pass's duration, over its runs.  No samples are stored to resample, so
+    its noise is learnt only from several runs of the baseline: each sound one (ok, not
+    INVALID) with a figure counts; keys with fewer than two get no spread.
+    """
+    observed: dict[tuple[str, str], dict[str, float]] = {}
+    for stored in baselines:
+        for r in stored.results:
+            energy = r.energy_per_inference_mj
+            if r.ok and r.invalid_reasons is None and energy is not None and energy > 0:
+                observed.setdefault(r.key, {})[stored.run_id] = energy
+    return {(*key, "energy"): (float(np.std(np.log(list(runs.values())), ddof=1)), len(runs))
+            for key, runs in observed.items() if len(runs) >= 2}
 
 
 def student_t(confidence: float, df: int) -> float:
@@ -435,6 +513,7 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
     base_records = {r.key: r for r in baseline.results}
     new_records = {r.key: r for r in run.results}
     checks: list[MetricCheck] = []
+    differing: dict[tuple[str, str], list[str]] = {}
     for key in sorted(set(base_records) | set(new_records)):
         target, variant = key
         if target not in shared:
@@ -456,9 +535,41 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
             checks.append(unmeasured(f"failed in baseline {baseline.run_id}, nothing to "
                                      "compare with: re-measure the baseline"))
         else:
-            checks.extend(_compare_records(base, new, thresholds, spread))
+            found = _compare_records(base, new, thresholds, spread)
+            differences = condition_differences(base, new)
+            differing[key] = differences
+            checks.extend(_with_conditions(found, "; ".join(differences)))
+    notes.extend(_conditions_notes(differing, baseline.run_id, run.run_id))
     return CheckOutcome(baseline=baseline, run=run, thresholds=thresholds, checks=checks,
                         notes=notes)
+
+
+def _with_conditions(checks: list[MetricCheck], conditions: str) -> list[MetricCheck]:
+    """``checks`` with ``conditions`` beside each verdict the conditions move."""
+    if not conditions:
+        return checks
+    return [dataclasses.replace(
+        c, conditions=conditions,
+        detail="; ".join(filter(None, [c.detail, f"conditions differ: {conditions}"])))
+        if c.metric in CONDITION_METRICS and c.verdict != "skipped" else c for c in checks]
+
+
+def _conditions_notes(differing: dict[tuple[str, str], list[str]], baseline: str,
+                      run: str) -> list[str]:
+    """One note per target when all its compared variants differ alike, else per variant."""
+    notes = []
+    for target in sorted({target for target, _ in differing}):
+        variants = {variant: found for (where, variant), found in differing.items()
+                    if where == target}
+        shared = {tuple(found) for found in variants.values()}
+        if len(shared) == 1 and len(variants) > 1:
+            found = list(next(iter(shared)))
+            if found:
+                notes.append(conditions_note(target, found, baseline, run))
+            continue
+        notes.extend(conditions_note(f"{target}/{variant}", found, baseline, run)
+                     for variant, found in sorted(variants.items()) if found)
+    return notes
 
 
 def bootstrap_ratio(base: np.ndarray, new: np.ndarray, *, quantile: float, resamples: int,
@@ -533,10 +644,12 @@ def _compare_records(base: ResultRecord, new: ResultRecord, t: Thresholds,
     if base_samples.size >= 2 and new_samples.size >= 2 and base_samples.min() > 0:
         p50, p99 = bootstrap_ratios(base_samples, new_samples, quantiles=(0.5, 0.99),
                                     resamples=t.resamples, confidence=t.confidence)
-        latency = [_latency_check(base_samples, new_samples, metric, q, key, t, where,
-                                  found, spread.get((*where, metric)))
-                   for metric, q, key, found in (("latency_p50", 0.5, "p50", p50),
-                                                 ("latency_p99", 0.99, "p99", p99))]
+        latency = [_latency_check(base_samples, new_samples, metric, key, t, where, found,
+                                  (latency_figure(base, key, base_samples),
+                                   latency_figure(new, key, new_samples)),
+                                  spread.get((*where, metric)))
+                   for metric, key, found in (("latency_p50", "p50", p50),
+                                              ("latency_p99", "p99", p99))]
     else:
         latency = [dataclasses.replace(
             _relative_check(metric, base.latency(key), new.latency(key), getattr(t, metric),
@@ -557,9 +670,8 @@ def _compare_records(base: ResultRecord, new: ResultRecord, t: Thresholds,
     else:
         checks.append(_at(where, metric="accuracy", verdict="skipped",
                           detail="no accuracy in one of the runs"))
-    base_energy, new_energy = base.energy_per_inference_mj, new.energy_per_inference_mj
-    if base_energy is not None or new_energy is not None:
-        checks.append(_relative_check("energy", base_energy, new_energy, t.energy, where))
+    if base.energy_per_inference_mj is not None or new.energy_per_inference_mj is not None:
+        checks.append(_energy_check(base, new, t, spread.get((*where, "energy"))))
     unsound = [f"{side} run INVALID ({'; '.join(reasons)})"
                for side, reasons in (("baseline", base.invalid_reasons),
                                      ("new", new.invalid_reasons)) if reasons is not None]
@@ -570,12 +682,31 @@ def _compare_records(base: ResultRecord, new: ResultRecord, t: Thresholds,
             if c.metric in TIMING_METRICS and c.verdict != "skipped" else c for c in checks]
 
 
+def latency_figure(record: ResultRecord, key: str, samples: np.ndarray) -> float:
+    """The p50 or p99 (``key``) of ``record`` as deploy prints it.
+
+    The agent's own summary, computed over every run: the stored samples are thinned to
+    at most 50,000 (every k-th) and older versions rounded them to 1 us, so a p99 computed
+    from them differs from deploy's in the last digits.  Computed from ``samples`` with the
+    agent's definition (:data:`PERCENTILE_METHOD`) only when the record has no summary.
+    """
+    stored = record.latency(key)
+    if stored is not None and stored > 0:
+        return stored
+    return float(np.percentile(samples, float(key.removeprefix("p")),
+                               method=PERCENTILE_METHOD))
+
+
 def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: str,
-                   quantile: float, summary_key: str, t: Thresholds, where: tuple[str, str],
-                   found: tuple[float, float, float],
+                   summary_key: str, t: Thresholds, where: tuple[str, str],
+                   found: tuple[float, float, float], shown: tuple[float, float],
                    spread: tuple[float, int] | None) -> MetricCheck:
     limit = getattr(t, metric)
+    # The interval comes from the stored samples; the figures and the change shown are
+    # deploy's (latency_figure), which is what a reader compares them with.
     ratio, low, high = found
+    base_value, new_value = shown
+    change = 100 * (new_value / base_value - 1)
     detail = f"{base_samples.size} vs {new_samples.size} samples"
     if spread is not None:
         # Each run has its own offset: the two runs' offsets differ by sqrt(2) * spread,
@@ -587,8 +718,6 @@ def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: st
         high = math.exp(centre + math.hypot(math.log(high) - centre, widen))
         detail += (f"; interval widened by the spread between {runs} runs of the baseline's "
                    f"file ({100 * deviation:.1f} %)")
-    base_value = float(np.quantile(base_samples, quantile))
-    new_value = float(np.quantile(new_samples, quantile))
     step = max(_resolution(base_samples), _resolution(new_samples))
     coarse = step > min(base_value, new_value) * limit / 200
     verdict = "inconclusive" if coarse else "regression" if low > 1 + limit / 100 else \
@@ -599,7 +728,7 @@ def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: st
         # board differ by more (measured: 10x more on a shared machine), and by how much
         # is unknown until the baseline's file has been measured twice.
         verdict = "inconclusive"
-        detail = (f"{UNKNOWN_SPREAD}: {100 * (ratio - 1):+.1f} % is beyond the noise within "
+        detail = (f"{UNKNOWN_SPREAD}: {change:+.1f} % is beyond the noise within "
                   "the two runs, but how much two runs differ here is unknown; give "
                   f"--baseline two or three times, or keep earlier runs in the store; {detail}")
     elif verdict == "inconclusive" and not coarse:
@@ -611,8 +740,75 @@ def _latency_check(base_samples: np.ndarray, new_samples: np.ndarray, metric: st
                   f"{format_duration(base_value)} {summary_key} and a {limit:g} % limit: "
                   "measure both runs again with this version of edge (ns resolution)")
     return _at(where, metric=metric, verdict=verdict, baseline=base_value, value=new_value,
-               change=100 * (ratio - 1), threshold=limit,
+               change=change, threshold=limit,
                interval=(100 * (low - 1), 100 * (high - 1)), detail=detail)
+
+
+def _energy_check(base: ResultRecord, new: ResultRecord, t: Thresholds,
+                  spread: tuple[float, int] | None) -> MetricCheck:
+    """Energy per inference, judged on an interval from its spread between baseline runs.
+
+    Never a verdict on the bare difference: two runs of the same files on a board with a
+    constant power rail differed by 12.5 % (the energy pass's latency noise), so without a
+    spread the check is ``inconclusive``.
+    """
+    where = new.key
+    before, after = base.energy_per_inference_mj, new.energy_per_inference_mj
+    if before is None or after is None or before <= 0 or after <= 0:
+        why = "; ".join(f"{side}: {error}" for side, error in (
+            ("baseline", _power_error(base)), ("new", _power_error(new))) if error)
+        return _at(where, metric="energy", verdict="skipped", baseline=before, value=after,
+                   detail="not measured in both runs" + (f" ({why})" if why else ""))
+    limit, ratio = t.energy, after / before
+    change = 100 * (ratio - 1)
+    how = _energy_pass(base, new)
+    if spread is None:
+        detail = (f"{UNKNOWN_ENERGY_SPREAD}: {change:+.1f} % on one figure per run, and how "
+                  "much it differs between runs of the baseline here is unknown (no samples "
+                  "to resample); give --baseline two or three times")
+        return _at(where, metric="energy", verdict="inconclusive", baseline=before,
+                   value=after, change=change, threshold=limit,
+                   detail="; ".join(filter(None, [detail, how])))
+    # As for latency: each run carries its own offset, sqrt(2) * spread between two runs,
+    # with Student's t of runs - 1 degrees of freedom.
+    deviation, runs = spread
+    half = student_t(t.confidence, runs - 1) * math.sqrt(2) * deviation
+    low, high = math.exp(math.log(ratio) - half), math.exp(math.log(ratio) + half)
+    verdict = "regression" if low > 1 + limit / 100 else \
+        "improved" if high < 1 - limit / 100 else "pass" if high <= 1 + limit / 100 else \
+        "inconclusive"
+    detail = (f"interval from the spread of energy per inference between {runs} runs of "
+              f"the baseline ({100 * deviation:.1f} %)")
+    if verdict == "inconclusive":
+        detail = (f"the interval reaches past the +{limit:g} % limit without lying past it, "
+                  "so it cannot tell: give more baseline runs (--baseline repeated); "
+                  + detail)
+    return _at(where, metric="energy", verdict=verdict, baseline=before, value=after,
+               change=change, threshold=limit, interval=(100 * (low - 1), 100 * (high - 1)),
+               detail="; ".join(filter(None, [detail, how])))
+
+
+def _power_error(record: ResultRecord) -> str:
+    power = record.measured.get("power")
+    return str(power.get("error") or "") if isinstance(power, Mapping) else ""
+
+
+def _energy_pass(base: ResultRecord, new: ResultRecord) -> str:
+    """What the energy changed with: the energy pass's power and time per inference."""
+    sides = []
+    for record in (base, new):
+        power = record.measured.get("power")
+        power = power if isinstance(power, Mapping) else {}
+        figures = [v for v in (power.get(key) for key in ("active_power_w", "runs",
+                                                          "wall_seconds"))
+                   if isinstance(v, int | float) and not isinstance(v, bool) and v > 0]
+        if len(figures) < 3:
+            return ""
+        watts, runs, wall = (float(v) for v in figures)
+        sides.append((watts, 1000 * wall / runs))
+    (w0, ms0), (w1, ms1) = sides
+    return (f"energy pass {w0:.3g} W vs {w1:.3g} W, {format_duration(ms0)} vs "
+            f"{format_duration(ms1)} per inference")
 
 
 def _resolution(samples: np.ndarray) -> float:
@@ -667,9 +863,14 @@ def _describe(c: MetricCheck) -> str:
     if c.change is not None:
         text += f", {c.shown(c.baseline)} -> {c.shown(c.value)} ({c.change:+.2f} {c.unit}"
         if c.interval is not None:
-            text += f", interval {c.interval[0]:+.1f} .. {c.interval[1]:+.1f} {c.unit}"
+            text += f", interval {c.interval_shown}"
         text += f", limit {c.threshold:g} {c.unit})"
     return text + (f"; {c.detail}" if c.detail else "")
+
+
+#: How each metric's figures print: in deploy's units (a size in KiB or MiB, not bytes).
+_SHOWN = {"latency_p50": format_duration, "latency_p99": format_duration,
+          "size": format_size, "peak_memory": format_memory, "energy": format_energy}
 
 
 def _commit(run: StoredRun) -> str:

@@ -37,8 +37,9 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
                       "     or boards)\n"
                       "  3  the store cannot be reached or read (unreachable, corrupt), or\n"
                       "     the check is inconclusive: nothing regressed, but a measurement\n"
-                      "     was INVALID, failed or missing, or a latency interval reaches\n"
-                      "     across its limit (what to do is printed)")
+                      "     was INVALID, failed or missing, a latency or energy interval\n"
+                      "     reaches across its limit, or energy was measured against one\n"
+                      "     baseline run (spread unknown; what to do is printed)")
 @click.option("--baseline", "baseline_refs", required=True, multiple=True,
               help="A run id, a tag, or a baseline JSON file written by edge runs export. "
                    "Repeat it for several runs of the baseline: their spread widens the "
@@ -79,7 +80,10 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
     inconclusive; with a single run of the baseline's file the spread is unknown
     and a change past the limit is inconclusive. A latency that was INVALID on the
     board on either side cannot prove anything: inconclusive too, and the check
-    says what to do.
+    says what to do. Energy per inference is judged on its spread between the
+    --baseline runs: with one, it is inconclusive (spread unknown). A difference
+    in how the runs were measured (runtime, threads, accelerator, board, clocks)
+    is noted beside the verdicts it can move.
 
     With --paired, both runs' files are measured again side by side on the board
     and latency is judged on the ratio of interleaved blocks (see --paired).
