@@ -45,7 +45,7 @@ def test_a_shared_option_has_one_help_text(option: str) -> None:
 
 def test_target_and_targets_are_one_option_wherever_boards_are_named() -> None:
     assert helps("--target").keys() == helps("--targets").keys() == {
-        "deploy", "bench", "doctor", "lab status"}
+        "deploy", "bench", "doctor", "lab status", "check"}
 
 
 @pytest.mark.parametrize("spelling", ["--target", "--targets"])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_options import store_option, targets_dir_option
+from .cli_options import store_option, targets_dir_option, targets_option
 from .cli_runs import write_output
 from .defaults import DEFAULT_OUT_DIR, THRESHOLD_HELP
 from .errors import ExitCode, UsageError
@@ -63,13 +63,12 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
                    "control), and judge latency on that: decisive where two stored runs "
                    "differ by the machine's drift. Needs one --baseline whose files are "
                    "still in its run folder.")
-@click.option("--target", "target_name", metavar="NAME",
-              help="With --paired: the target to measure on, when the runs hold several.")
+@targets_option()
 @targets_dir_option
 @click.pass_context
 def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_path: str | None,
           overrides: tuple[str, ...], junit: Path | None, markdown: Path | None,
-          as_json: bool, paired: bool, target_name: str | None,
+          as_json: bool, paired: bool, targets: tuple[str, ...],
           targets_dir: Path | None) -> None:
     """Judge RUN (a run id, a tag, default latest) against the baseline, metric by metric.
 
@@ -101,8 +100,12 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
                                          where="--threshold")
     path = resolve_store_path(store_path, default=DEFAULT_OUT_DIR / "results.sqlite",
                               project=project)
-    if target_name and not paired:
-        raise UsageError("--target chooses where --paired measures; add --paired")
+    names = [name.strip() for spec in targets for name in spec.split(",") if name.strip()]
+    if names and not paired:
+        raise UsageError("--target chooses the board --paired measures on; add --paired")
+    if len(names) > 1:
+        raise UsageError("--paired measures on one board at a time; give one --target")
+    target_name = names[0] if names else None
     if paired and len(baseline_refs) != 1:
         raise UsageError("--paired measures against one --baseline run; give exactly one")
     with ResultsStore(path, create=False) as store:
