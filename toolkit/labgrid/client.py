@@ -101,11 +101,14 @@ class Session:
     The coordinator knows a client by the stream's peer: reservations and locks
     can only be asked for on a channel whose stream said who it is.  The stream also
     brings every resource (the boards' NetworkService addresses) and place change.
+
+    ``pb`` is labgrid's coordinator protobuf module (to build requests) and ``grpc``
+    the grpc module (``grpc.RpcError``, ``grpc.StatusCode``), imported on first use.
     """
 
     def __init__(self, address: str, name: str) -> None:
         grpc, pb, pb_grpc = _labgrid()
-        self.address, self.name, self._pb, self._grpc = address, name, pb, grpc
+        self.address, self.name, self.pb, self.grpc = address, name, pb, grpc
         # labgrid's own client keepalive: a dead coordinator is noticed within seconds.
         # A subchannel of its own: gRPC shares one connection between a process's channels
         # to one address, and the coordinator knows a client by its connection.
@@ -129,7 +132,7 @@ class Session:
     def open(cls, address: str, name: str, timeout: float) -> Session:
         """Connected and introduced, or :class:`InfrastructureError` in one line."""
         session = cls(address, name)
-        pb = session._pb
+        pb = session.pb
         for message in (pb.ClientInMessage(startup=pb.StartupDone(version=_labgrid_version(),
                                                                   name=name)),
                         pb.ClientInMessage(subscribe=pb.Subscribe(all_places=True)),
@@ -171,7 +174,7 @@ class Session:
                 if message.HasField("sync"):
                     self._synced.set()
                 self.changed.set()
-        except self._grpc.RpcError as exc:
+        except self.grpc.RpcError as exc:
             self.error = describe(exc)
         finally:
             if not self._closing:
@@ -185,21 +188,22 @@ class Session:
             raise Lost(self.error)
         try:
             return getattr(self._stub, method)(request, timeout=CALL_TIMEOUT_SECONDS)
-        except self._grpc.RpcError as exc:
+        except self.grpc.RpcError as exc:
             code = exc.code()
-            if code in (self._grpc.StatusCode.UNAVAILABLE,
-                        self._grpc.StatusCode.DEADLINE_EXCEEDED,
-                        self._grpc.StatusCode.CANCELLED):
+            if code in (self.grpc.StatusCode.UNAVAILABLE,
+                        self.grpc.StatusCode.DEADLINE_EXCEEDED,
+                        self.grpc.StatusCode.CANCELLED):
                 raise Lost(describe(exc)) from None
             raise
 
     def places(self) -> dict[str, dict[str, str]]:
         """Every place's tags."""
-        answer = self.call("GetPlaces", self._pb.GetPlacesRequest())
+        answer = self.call("GetPlaces", self.pb.GetPlacesRequest())
         return {place.name: dict(place.tags) for place in answer.places}
 
     def place(self, name: str) -> Any:
-        for place in self.call("GetPlaces", self._pb.GetPlacesRequest()).places:
+        """The place ``name`` as the coordinator has it (tags, comment, who acquired it)."""
+        for place in self.call("GetPlaces", self.pb.GetPlacesRequest()).places:
             if place.name == name:
                 return place
         raise InfrastructureError(f"labgrid place {name} was deleted on {self.address}")

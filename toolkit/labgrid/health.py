@@ -170,7 +170,7 @@ def place_health(slot: ScheduledTarget, timeout: float = 10.0) -> list[PlaceHeal
     """
     session = Session.open(slot.coordinator, client_name(), timeout)
     try:
-        places = [p for p in session.call("GetPlaces", session._pb.GetPlacesRequest()).places
+        places = [p for p in session.call("GetPlaces", session.pb.GetPlacesRequest()).places
                   if slot.selector.matches(dict(p.tags))]
         if not places:
             raise TargetError(f"no labgrid place on {slot.coordinator} is tagged {slot.selector}")
@@ -213,7 +213,7 @@ def mark_good(coordinator: str, place: str, timeout: float = 10.0) -> str:
     address = coordinator_address(coordinator)
     session = Session.open(address, client_name(), timeout)
     try:
-        pb = session._pb
+        pb = session.pb
         found = {p.name: p for p in
                  session.call("GetPlaces", pb.GetPlacesRequest()).places}
         if place not in found:
@@ -232,7 +232,7 @@ def mark_good(coordinator: str, place: str, timeout: float = 10.0) -> str:
                 session.call("ReleasePlace", pb.ReleasePlaceRequest(placename=place,
                                                                     fromuser=holder))
                 return f"{place} marked good on {address}; freed the lock edge kept ({holder})"
-        except session._grpc.RpcError as exc:
+        except session.grpc.RpcError as exc:
             raise InfrastructureError(f"could not mark {place} good on {address}: "
                                       f"{describe(exc)}") from None
         kept = f"; its lock stays with {holder}" if holder else ""

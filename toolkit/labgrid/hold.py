@@ -265,7 +265,7 @@ class _Hold:
 
     def _reserve(self) -> float:
         assert self.session is not None
-        pb = self.session._pb
+        pb = self.session.pb
         request = pb.CreateReservationRequest(
             filters={"main": pb.Reservation.Filter(filter=dict(self.slot.selector.tags))},
             prio=float(self.slot.priority))
@@ -275,11 +275,11 @@ class _Hold:
 
     def _poll(self) -> Any:
         assert self.session is not None
-        pb = self.session._pb
+        pb = self.session.pb
         try:
             return self.session.call("PollReservation",
                                      pb.PollReservationRequest(token=self.token)).reservation
-        except self.session._grpc.RpcError as exc:  # not ours any more (expired, restart)
+        except self.session.grpc.RpcError as exc:  # not ours any more (expired, restart)
             log.info("reservation %s is gone (%s); reserving again", self.token, describe(exc))
             self.token = ""
             return pb.Reservation(state=_EXPIRED)
@@ -287,7 +287,7 @@ class _Hold:
     def _position(self) -> tuple[int, int]:
         """Our place in the queue among waiting reservations that want the same boards."""
         assert self.session is not None
-        answer = self.session.call("GetReservations", self.session._pb.GetReservationsRequest())
+        answer = self.session.call("GetReservations", self.session.pb.GetReservationsRequest())
         ours = set(self.slot.selector.tags)
         rivals = []
         for res in answer.reservations:
@@ -304,18 +304,18 @@ class _Hold:
     def _take(self, place: str, created: float) -> Allocation | None:
         """Acquire the allotted ``place``; None when someone took it first (queue again)."""
         assert self.session is not None
-        pb = self.session._pb
+        pb = self.session.pb
         try:
             self.session.call("AcquirePlace", pb.AcquirePlaceRequest(placename=place))
-        except self.session._grpc.RpcError as exc:
-            if exc.code() != self.session._grpc.StatusCode.FAILED_PRECONDITION:
+        except self.session.grpc.RpcError as exc:
+            if exc.code() != self.session.grpc.StatusCode.FAILED_PRECONDITION:
                 raise InfrastructureError(f"labgrid place {place} was allotted but could not "
                                           f"be acquired: {describe(exc)}") from None
             # Taken outside the queue meanwhile (labgrid-client acquire, or a job taking its
             # place back after a coordinator restart): reserve again.
             log.info("labgrid place %s was taken first (%s); reserving again", place,
                      describe(exc))
-            with contextlib.suppress(Lost, self.session._grpc.RpcError):
+            with contextlib.suppress(Lost, self.session.grpc.RpcError):
                 self.session.call("CancelReservation",
                                   pb.CancelReservationRequest(token=self.token))
             self.token = ""
@@ -326,7 +326,7 @@ class _Hold:
         if is_bad(dict(found.tags)):
             # Given again after a coordinator restart forgot its lock: lock it again.
             self.kept.add(place)
-            with contextlib.suppress(Lost, self.session._grpc.RpcError):
+            with contextlib.suppress(Lost, self.session.grpc.RpcError):
                 self.session.call("CancelReservation",
                                   pb.CancelReservationRequest(token=self.token))
             self.token = ""
@@ -415,7 +415,7 @@ class _Hold:
             session = self.session
         assert session is not None  # a job ran: its place was acquired through a session
         try:
-            pb = session._pb
+            pb = session.pb
             comment = good_comment(session.place(place).comment)
             session.call("SetPlaceTags",
                          pb.SetPlaceTagsRequest(placename=place, tags={HEALTH_TAG: BAD}))
@@ -424,7 +424,7 @@ class _Hold:
         except (Lost, InfrastructureError) as exc:
             return InfrastructureError(f"labgrid place {place} {reason}; could not mark it bad "
                                        f"on {coordinator} ({exc})", target=place)
-        except session._grpc.RpcError as exc:
+        except session.grpc.RpcError as exc:
             return InfrastructureError(f"labgrid place {place} {reason}; could not mark it bad "
                                        f"on {coordinator} ({describe(exc)})", target=place)
         self.kept.add(place)
@@ -455,10 +455,10 @@ class _Hold:
                 assert current is not None
                 try:
                     current.call("AcquirePlace",
-                                 current._pb.AcquirePlaceRequest(placename=held.place))
+                                 current.pb.AcquirePlaceRequest(placename=held.place))
                     back = SchedulerStatus("reacquired", f"re-acquired {held.place} after the "
                                            "coordinator came back", place=held.place)
-                except (Lost, current._grpc.RpcError) as exc:
+                except (Lost, current.grpc.RpcError) as exc:
                     back = SchedulerStatus("not-reacquired", f"could not re-acquire "
                                            f"{held.place} ({describe(exc)}); its lease still "
                                            "keeps other jobs off the board", place=held.place)
@@ -511,9 +511,9 @@ class _Hold:
                 if session.lost.is_set():
                     session = Session.open(self.slot.coordinator, self.name, 2.0)
                     opened.append(session)
-                pb = session._pb
+                pb = session.pb
                 if self.token:
-                    with contextlib.suppress(session._grpc.RpcError):  # forgot it: fine
+                    with contextlib.suppress(session.grpc.RpcError):  # forgot it: fine
                         session.call("CancelReservation",
                                      pb.CancelReservationRequest(token=self.token))
                 for place in dict.fromkeys(self.taken):
@@ -534,12 +534,12 @@ class _Hold:
 
     def _release_place(self, place: str, session: Session) -> None:
         """Release our own lock on ``place``; a broken link is :class:`Lost` (retried)."""
-        pb = session._pb
+        pb = session.pb
         try:
             # fromuser: only our own lock; after a restart the place may be someone else's.
             session.call("ReleasePlace", pb.ReleasePlaceRequest(placename=place,
                                                                  fromuser=self.name))
-        except session._grpc.RpcError as exc:
+        except session.grpc.RpcError as exc:
             log.warning("could not release labgrid place %s (%s)", place, describe(exc))
 
 
