@@ -5,7 +5,7 @@ boards (real OpenSSH servers on loopback, tests/lab.py) as places pi-01..pi-04 t
 ``board=rpi4``.  Three controller processes each run ``--jobs`` jobs for
 ``tag:board=rpi4``, ``--parallel`` at a time (more demand than boards, so jobs queue);
 controller ``ci`` asks with priority 10, ``alice`` and ``bob`` with 0.  Each job goes
-through :func:`toolkit.scheduling.run_scheduled` (reserve, queue, acquire, NetworkService
+through :func:`toolkit.labgrid.hold.run_scheduled` (reserve, queue, acquire, NetworkService
 address, release) and is a light job that still takes edge's board lease: SSH to the
 board, take the lease (toolkit.lock), ``sleep --hold`` on the board under it; its start
 and end are read on the board inside the lease.

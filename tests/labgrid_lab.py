@@ -359,7 +359,8 @@ def controller(coordinator: str, targets_dir: str, selector: str, priority: int,
     import json
     from concurrent.futures import ThreadPoolExecutor
 
-    from toolkit.scheduling import ScheduledTarget, SchedulerStatus, run_scheduled
+    from toolkit.labgrid.hold import SchedulerStatus, run_scheduled
+    from toolkit.labgrid.selector import ScheduledTarget
 
     slot = ScheduledTarget.resolve(selector, coordinator=coordinator, priority=priority,
                                    targets_dir=targets_dir)

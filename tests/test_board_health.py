@@ -20,16 +20,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.board_health import bad_comment, bad_reason, good_comment, mark_good
 from toolkit.cli import main
 from toolkit.errors import InfrastructureError
-from toolkit.scheduling import (
-    ScheduledTarget,
-    SchedulerStatus,
-    check_coordinator,
-    hold_board,
-    run_scheduled,
-)
+from toolkit.labgrid.health import bad_comment, bad_reason, good_comment, mark_good
+from toolkit.labgrid.hold import SchedulerStatus, check_coordinator, hold_board, run_scheduled
+from toolkit.labgrid.selector import ScheduledTarget
 
 from .lab import Sshd
 from .labgrid_lab import (

@@ -20,9 +20,9 @@ from toolkit.bench import bench
 from toolkit.board import open_board
 from toolkit.cli import main
 from toolkit.errors import BoardBusyError, ModelError, TargetError
+from toolkit.labgrid.selector import ScheduledTarget
 from toolkit.lock import board_lock
 from toolkit.pipeline import deploy
-from toolkit.scheduling import ScheduledTarget
 from toolkit.targets import Target, load_target
 
 FAST = {"min_runs": 5, "min_seconds": 0.05, "warmup_runs": 1, "warmup_seconds": 0.0,
@@ -66,8 +66,8 @@ def test_bench_has_every_job_option_deploy_has() -> None:
 @pytest.fixture
 def allotted(monkeypatch: pytest.MonkeyPatch) -> ScheduledTarget:
     """A labgrid selector whose coordinator allots this machine's local board."""
-    monkeypatch.setattr("toolkit.scheduling.check_coordinator", lambda slot: None)
-    monkeypatch.setattr("toolkit.scheduling.run_scheduled",
+    monkeypatch.setattr("toolkit.labgrid.hold.check_coordinator", lambda slot: None)
+    monkeypatch.setattr("toolkit.labgrid.hold.run_scheduled",
                         lambda slot, job, **_: job(load_target("local")))
     return ScheduledTarget.resolve("tag:board=local", coordinator="127.0.0.1:20408")
 

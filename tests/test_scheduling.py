@@ -25,14 +25,9 @@ from toolkit.cancel import allow_jobs, cancel_running_jobs
 from toolkit.cli import main
 from toolkit.errors import AgentError, InfrastructureError, TargetError, UsageError
 from toolkit.lab import load_lab
-from toolkit.scheduling import (
-    ScheduledTarget,
-    SchedulerStatus,
-    Selector,
-    coordinator_address,
-    hold_board,
-    run_scheduled,
-)
+from toolkit.labgrid.client import coordinator_address
+from toolkit.labgrid.hold import SchedulerStatus, hold_board, run_scheduled
+from toolkit.labgrid.selector import ScheduledTarget, Selector
 
 from .lab import Sshd, free_port
 from .labgrid_lab import (

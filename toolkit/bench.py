@@ -13,7 +13,7 @@ class and the other boards finish.  Each model becomes one stored run holding
 every board's results, so the report compares boards side by side.
 
 A board entry can also be a labgrid selector (``tag:board=rpi4``, a
-:class:`~toolkit.scheduling.ScheduledTarget`): each of its jobs then waits in the
+:class:`~toolkit.labgrid.selector.ScheduledTarget`): each of its jobs then waits in the
 coordinator's queue for a matching place, runs there (under the board's lease too)
 and gives the place back; its results are named by the place that ran them.
 
@@ -42,7 +42,7 @@ from .run.plan import Policy, RunPlan, Sweep
 from .store import StoredRun
 
 if TYPE_CHECKING:
-    from .scheduling import ScheduledTarget
+    from .labgrid.selector import ScheduledTarget
     from .targets import Target
 
 

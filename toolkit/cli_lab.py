@@ -48,10 +48,10 @@ def _checks(lab_file: Path | None, targets_dir: Path | None, targets: tuple[str,
             every: bool, coordinator: str | None,
             accelerators: list[str] | None) -> list[Callable[[], BoardHealth]]:
     """One check per board; a labgrid selector (tag:board=KIND) gives one per place."""
-    from .board_health import place_health
     from .doctor import diagnose, diagnose_place
     from .lab import load_lab
-    from .scheduling import ScheduledTarget, is_selector
+    from .labgrid.health import place_health
+    from .labgrid.selector import ScheduledTarget, is_selector
 
     specs = [name.strip() for spec in targets for name in spec.split(",") if name.strip()]
     selectors = [spec for spec in specs if is_selector(spec)]
@@ -162,8 +162,8 @@ def mark_good(place: str, lab_file: Path | None, coordinator: str | None) -> Non
     frees the lock edge kept on the place so that no job got it.  Check the board first:
     edge doctor --targets tag:board=KIND.  Example: edge lab mark-good pi-02
     """
-    from .board_health import mark_good as clear
     from .lab import load_lab
+    from .labgrid.health import mark_good as clear
 
     address = coordinator or load_lab(lab_file).coordinator
     if not address:

@@ -11,7 +11,7 @@ board that fails is left out of a bench with the reason shown.
 
 A labgrid selector (``tag:board=rpi4``) is checked place by place
 (:func:`diagnose_place`): first the place's health on the coordinator (edge marks a
-place bad when its board stopped answering, see :mod:`toolkit.board_health`), then
+place bad when its board stopped answering, see :mod:`toolkit.labgrid.health`), then
 the board at its NetworkService's address, so one sees whether a bad board is back.
 
 Example::
@@ -37,7 +37,7 @@ from .targets import Target
 from .transfer import upload_all
 
 if TYPE_CHECKING:
-    from .board_health import PlaceHealth
+    from .labgrid.health import PlaceHealth
 
 #: Less free space than this in the work folder fails the disk check.
 MIN_FREE_BYTES = 100 * 1024 * 1024

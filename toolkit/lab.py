@@ -17,7 +17,7 @@ current folder; without one, names are plain target files.
 A lab whose boards are places on a labgrid coordinator names it once
 (``coordinator = "lab-server:20408"`` at the top of the file); ``edge bench`` and
 ``edge deploy`` then take selectors such as ``tag:board=rpi4`` (a ``KEY=VALUE`` place
-tag, where ``tag:rpi4`` is a tag of this file): see :mod:`toolkit.scheduling`.
+tag, where ``tag:rpi4`` is a tag of this file): see :mod:`toolkit.labgrid`.
 
 Example::
 
@@ -43,7 +43,7 @@ from .targets import (
 )
 
 if TYPE_CHECKING:
-    from .scheduling import ScheduledTarget
+    from .labgrid.selector import ScheduledTarget
 
 LAB_ENV = "EDGE_LAB"
 DEFAULT_LAB_FILE = Path("lab.toml")
@@ -76,7 +76,7 @@ class Lab:
                     priority: int = 0) -> list[Target | ScheduledTarget]:
         """:meth:`select`, where a selector (``tag:board=rpi4``) is a board the labgrid
         coordinator chooses per job: ``coordinator`` (else this file's) and ``priority``."""
-        from .scheduling import ScheduledTarget, is_selector
+        from .labgrid.selector import ScheduledTarget, is_selector
 
         chosen: dict[str, Target | ScheduledTarget] = {}
         for name in _names(spec):

@@ -115,7 +115,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     ``progress`` is told each stage as it starts, in one line (``"local: measuring fp32,
     int8"``), for a live display; the messages are for people, not for parsing.
     A target ``tag:board=KIND`` is a board the labgrid ``coordinator`` (else the lab
-    file's) allots, reserved with ``priority`` (:mod:`toolkit.scheduling`); its results
+    file's) allots, reserved with ``priority`` (:mod:`toolkit.labgrid.hold`); its results
     are named by the place that ran them.  A board another job holds is waited for up to
     ``busy_wait_seconds`` (0: the deploy fails at once, before compressing).
     ``against`` (a run id or tag in the store): after the measurement, each target measures

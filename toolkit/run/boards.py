@@ -3,11 +3,11 @@
 A :class:`BoardSource` hides which: :meth:`BoardSource.run` runs a job on the board
 and gives it back, waiting while another job holds it (the *busy-wait* policy).
 This is the one place that tells :class:`~toolkit.targets.Target` (a target file or a
-lab board) from :class:`~toolkit.scheduling.ScheduledTarget` (a labgrid selector).
+lab board) from :class:`~toolkit.labgrid.selector.ScheduledTarget` (a labgrid selector).
 
 The job is a callable given the :class:`Target` to run on, rather than a context
 manager yielding one, because a labgrid place that stopped answering is
-power-cycled and the job run again *inside* the same hold (:mod:`toolkit.scheduling`),
+power-cycled and the job run again *inside* the same hold (:mod:`toolkit.labgrid.hold`),
 and the board's own lease is taken per job by :class:`~toolkit.runner.JobRunner`.
 
 Example::
@@ -30,7 +30,8 @@ from ..errors import BoardBusyError
 from ..targets import Target
 
 if TYPE_CHECKING:
-    from ..scheduling import ScheduledTarget, SchedulerStatus
+    from ..labgrid.hold import SchedulerStatus
+    from ..labgrid.selector import ScheduledTarget
 
 T = TypeVar("T")
 
@@ -88,21 +89,21 @@ class LabgridBoard:
 
     def check(self) -> None:
         """The coordinator reachable, with a place for the selector, before any work."""
-        from ..scheduling import check_coordinator
+        from ..labgrid import hold
 
-        check_coordinator(self.slot)
+        hold.check_coordinator(self.slot)
 
     def run(self, job: Callable[[Target], T], *, busy_wait_seconds: float,
             on_status: StatusCallback) -> T:
         """Reserve, wait in the coordinator's queue, acquire, ``job(target)``, release."""
-        from .. import scheduling
+        from ..labgrid import hold
 
         def status(update: SchedulerStatus) -> None:
             on_status(str(update), update.state in ("acquired", "reacquired"))
 
         on_status("reserving a board", False)
-        return scheduling.run_scheduled(self.slot, job, on_status=status,
-                                        wait_seconds=busy_wait_seconds)
+        return hold.run_scheduled(self.slot, job, on_status=status,
+                                  wait_seconds=busy_wait_seconds)
 
 
 BoardSource = NamedBoard | LabgridBoard

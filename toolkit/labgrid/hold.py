@@ -1,17 +1,16 @@
-"""Boards from a labgrid coordinator: reserve, wait in the queue, acquire, run, release.
+"""Holding a labgrid place while a job runs: reserve, wait in the queue, acquire, release.
 
 A lab that shares boards between people and CI runs labgrid's coordinator: places
-with tags, reservations served by priority then age, place locks.  A board entry
-``tag:board=rpi4`` (a :class:`Selector`) asks the coordinator for any place tagged
-``board=rpi4``; the place's ``NetworkService`` resource gives the SSH address
-(host, port, username), and the board kind's target file (``targets/rpi4.toml``)
-gives everything else (Python, runtime, threads, identity, known_hosts...).
+with tags, reservations served by priority then age, place locks.  A
+:class:`~toolkit.labgrid.selector.ScheduledTarget` says which places a job may get
+(:mod:`toolkit.labgrid.selector`); :mod:`toolkit.labgrid.client` speaks to the
+coordinator.
 
+:func:`check_coordinator` finds, before any work, a place the job can get.
 :func:`run_scheduled` reserves (``reserve --wait`` semantics), reports the queue
 position while it waits, acquires the place, runs the job on it and always
-releases, also on errors and Ctrl-C.  It speaks labgrid's gRPC API through the
-stubs labgrid ships (``labgrid.remote.generated``): labgrid's ``ClientSession``
-mixes that protocol with its command line (argparse arguments, prints).
+releases, also on errors and Ctrl-C.  A board that stopped answering is
+power-cycled or its place marked bad (:mod:`toolkit.labgrid.health`).
 
 The coordinator cannot be the only fence: its place locks never expire, and a
 restart forgets every lock and reservation.  Each job therefore still takes the
@@ -35,22 +34,28 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import getpass
-import itertools
 import logging
-import os
-import queue
 import random
-import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .board_health import (
+from ..cancel import cancel_requested
+from ..defaults import DEFAULT_BUSY_WAIT_SECONDS
+from ..errors import BoardBusyError, InfrastructureError, TargetError
+from ..targets import Target
+from .client import (
+    CALL_TIMEOUT_SECONDS,
+    Lost,
+    Session,
+    Unreachable,
+    client_name,
+    describe,
+    matching_resources,
+)
+from .health import (
     BAD,
     BOOT_SECONDS,
     HEALTH_TAG,
@@ -64,120 +69,18 @@ from .board_health import (
     is_bad,
     wait_answering,
 )
-from .cancel import cancel_requested
-from .defaults import DEFAULT_BUSY_WAIT_SECONDS
-from .errors import BoardBusyError, InfrastructureError, TargetError, UsageError
-from .targets import Target, check_name, read_target_file, target_file, target_from_mapping
+from .selector import ScheduledTarget
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: labgrid's default coordinator port, taken when an address gives none.
-DEFAULT_PORT = 20408
 #: How long a coordinator may stay away before a waiting job gives up.
 RECONNECT_SECONDS = 30.0
 #: How long a finished job tries to reach a lost coordinator to give its place back.
 RELEASE_RECONNECT_SECONDS = 5.0
-#: How long one call to the coordinator may take.
-CALL_TIMEOUT_SECONDS = 10.0
-#: The tag whose value names the board kind (its target file).
-KIND_TAG = "board"
-_TAG_KEY = re.compile(r"^[a-z][a-z0-9_]+$")
-_TAG_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # labgrid's ReservationState values.
 _WAITING, _ALLOCATED, _ACQUIRED, _EXPIRED, _INVALID = range(5)
-
-
-def is_selector(spec: str) -> bool:
-    """``tag:board=rpi4`` (a coordinator's place tags) rather than ``tag:rpi4`` (a lab tag)."""
-    return spec.startswith("tag:") and "=" in spec
-
-
-def coordinator_address(address: str) -> str:
-    """``HOST[:PORT]`` checked, with labgrid's default port added when none is given."""
-    text = address.strip()
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, str(DEFAULT_PORT)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(
-            c.isspace() for c in text):
-        raise UsageError(f"coordinator {address!r} is not HOST:PORT (e.g. lab-server:20408)")
-    return f"{host}:{port}"
-
-
-@dataclass(frozen=True)
-class Selector:
-    """Place tags a board must have: ``tag:board=rpi4+pool=ci`` -> board=rpi4, pool=ci."""
-
-    tags: tuple[tuple[str, str], ...]
-
-    @classmethod
-    def parse(cls, spec: str) -> Selector:
-        body = spec.removeprefix("tag:")
-        pairs: dict[str, str] = {}
-        for part in body.split("+"):
-            key, sep, value = part.partition("=")
-            if not sep or not _TAG_KEY.match(key) or not _TAG_VALUE.match(value):
-                raise TargetError(f"board selector {spec!r} is not tag:KEY=VALUE[+KEY=VALUE] "
-                                  f"(e.g. tag:{KIND_TAG}=rpi4)")
-            pairs[key] = value
-        if KIND_TAG not in pairs:
-            raise TargetError(f"board selector {spec!r} names no {KIND_TAG}=KIND: the kind "
-                              f"names the target file the board's settings come from "
-                              f"(e.g. tag:{KIND_TAG}=rpi4 for targets/rpi4.toml)")
-        return cls(tuple(sorted(pairs.items())))
-
-    @property
-    def kind(self) -> str:
-        return dict(self.tags)[KIND_TAG]
-
-    def __str__(self) -> str:
-        return "+".join(f"{key}={value}" for key, value in self.tags)
-
-    def matches(self, tags: Mapping[str, str]) -> bool:
-        return all(tags.get(key) == value for key, value in self.tags)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScheduledTarget:
-    """A board the coordinator chooses: a selector, its kind's settings, a priority.
-
-    ``name`` is the entry as the user wrote it; the results of a job are named by
-    the place that ran it.
-    """
-
-    name: str
-    selector: Selector
-    coordinator: str
-    priority: int = 0
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    source: Path | None = None
-
-    @classmethod
-    def resolve(cls, spec: str, *, coordinator: str | None, priority: int = 0,
-                targets_dir: str | Path | None = None) -> ScheduledTarget:
-        """Check the selector and read its kind's target file now, before any work."""
-        selector = Selector.parse(spec)
-        if not coordinator:
-            raise UsageError(f"{spec} is a labgrid place selector: give --coordinator "
-                             "HOST:PORT (or coordinator = \"HOST:PORT\" in lab.toml)")
-        path = target_file(selector.kind, targets_dir)
-        settings = read_target_file(selector.kind, path)
-        # Validated once with a stand-in address: a bad key fails here, not on a board.
-        target_from_mapping(selector.kind, {**settings, "transport": "ssh", "host": "x"}, path)
-        return cls(name=spec, selector=selector, coordinator=coordinator_address(coordinator),
-                   priority=priority, settings=settings, source=path)
-
-    def target(self, place: str, service: Mapping[str, Any]) -> Target:
-        """The place's board: the kind's settings with the NetworkService's address."""
-        check_name(place, "labgrid place name")
-        address = {"transport": "ssh", "host": str(service["address"]),
-                   "port": int(service.get("port") or 22)}
-        if service.get("username"):
-            address["user"] = str(service["username"])
-        return target_from_mapping(place, {**self.settings, **address},
-                                   self.source or Path(f"{self.selector.kind}.toml"))
 
 
 @dataclass(frozen=True)
@@ -225,7 +128,7 @@ def run_scheduled(slot: ScheduledTarget, job: Callable[[Target], T], *,
     ``wait_seconds`` have passed since the reservation.  A board that stopped
     answering is power-cycled once (when its place has power control) and given
     ``boot_seconds`` to answer SSH, then the job runs again; otherwise its place is
-    marked bad (see :mod:`toolkit.board_health`).
+    marked bad (see :mod:`toolkit.labgrid.health`).
     """
     notify = on_status or (lambda status: None)
     deadline = time.monotonic() + wait_seconds
@@ -267,7 +170,7 @@ def hold_board(slot: ScheduledTarget, *,
 
 def check_coordinator(slot: ScheduledTarget, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
     """Reach the coordinator and find a place ``slot`` can get, before any work is done."""
-    session = _Session.open(slot.coordinator, _client_name(), timeout)
+    session = Session.open(slot.coordinator, client_name(), timeout)
     try:
         places = session.places()
     finally:
@@ -288,16 +191,6 @@ def _tags_text(tags: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(tags.items())) or "no tags"
 
 
-_holds = itertools.count(1)
-
-
-def _client_name() -> str:
-    """``host/user.edgePID-N``: labgrid's ``host/user`` owner, one per job, so that the
-    coordinator tells a process's jobs apart: a place reserved for one cannot be taken by
-    another, and a release after a coordinator restart frees only the job's own lock."""
-    return f"{socket.gethostname()}/{getpass.getuser()}.edge{os.getpid()}-{next(_holds)}"
-
-
 def _sleep_unless_cancelled(seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -306,173 +199,6 @@ def _sleep_unless_cancelled(seconds: float) -> None:
         time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
 
-class _Lost(Exception):
-    """The connection to the coordinator broke (it stopped, restarted or is unreachable)."""
-
-
-class _Unreachable(InfrastructureError):
-    """The coordinator could not be reached; ``reason`` is the short why."""
-
-    def __init__(self, address: str, reason: str) -> None:
-        super().__init__(f"labgrid coordinator {address} is unreachable ({reason})")
-        self.reason = reason
-
-
-def _labgrid() -> tuple[Any, Any, Any]:
-    try:
-        import grpc
-        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
-        from labgrid.remote.generated import labgrid_coordinator_pb2_grpc as pb_grpc
-    except ImportError:
-        raise UsageError("a labgrid coordinator needs labgrid: pip install 'edge[labgrid]'") \
-            from None
-    return grpc, pb, pb_grpc
-
-
-def _describe(exc: Exception) -> str:
-    """One short line for a gRPC failure: 'connection refused', 'deadline exceeded'..."""
-    details = str(getattr(exc, "details", lambda: "")() or exc)
-    for known in ("Connection refused", "Deadline Exceeded", "Socket closed",
-                  "Connection reset", "No route to host", "Name or service not known"):
-        if known.lower() in details.lower():
-            return known.lower()
-    return details.splitlines()[0][:120] if details else type(exc).__name__
-
-
-class _Session:
-    """One gRPC channel with the client stream labgrid ties a caller's identity to.
-
-    The coordinator knows a client by the stream's peer: reservations and locks
-    can only be asked for on a channel whose stream said who it is.  The stream also
-    brings every resource (the boards' NetworkService addresses) and place change.
-    """
-
-    def __init__(self, address: str, name: str) -> None:
-        grpc, pb, pb_grpc = _labgrid()
-        self.address, self.name, self._pb, self._grpc = address, name, pb, grpc
-        # labgrid's own client keepalive: a dead coordinator is noticed within seconds.
-        # A subchannel of its own: gRPC shares one connection between a process's channels
-        # to one address, and the coordinator knows a client by its connection.
-        self._channel = grpc.insecure_channel(address, options=[
-            ("grpc.use_local_subchannel_pool", 1),
-            ("grpc.keepalive_time_ms", 7500), ("grpc.keepalive_timeout_ms", 10000),
-            ("grpc.http2.ping_timeout_ms", 10000), ("grpc.http2.max_pings_without_data", 0)])
-        self._stub = pb_grpc.CoordinatorStub(self._channel)
-        self._out: queue.Queue[Any] = queue.Queue()
-        self.resources: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.changed = threading.Event()
-        self.lost = threading.Event()
-        self.error = ""
-        self._synced = threading.Event()
-        self._closing = False
-        self._responses = self._stub.ClientStream(self._requests())
-        self._reader = threading.Thread(target=self._read, name="labgrid-stream", daemon=True)
-        self._reader.start()
-
-    @classmethod
-    def open(cls, address: str, name: str, timeout: float) -> _Session:
-        """Connected and introduced, or :class:`InfrastructureError` in one line."""
-        session = cls(address, name)
-        pb = session._pb
-        for message in (pb.ClientInMessage(startup=pb.StartupDone(version=_labgrid_version(),
-                                                                  name=name)),
-                        pb.ClientInMessage(subscribe=pb.Subscribe(all_places=True)),
-                        pb.ClientInMessage(subscribe=pb.Subscribe(all_resources=True)),
-                        pb.ClientInMessage(sync=pb.Sync(id=1))):
-            session._out.put(message)
-        deadline = time.monotonic() + timeout
-        while not session._synced.is_set():
-            if session.lost.is_set() or time.monotonic() > deadline:
-                reason = session.error or f"no answer within {timeout:g} s"
-                session.close()
-                raise _Unreachable(address, reason)
-            session._synced.wait(0.05)
-        return session
-
-    def _requests(self) -> Iterator[Any]:
-        while True:
-            message = self._out.get()
-            if message is None:
-                return
-            yield message
-
-    def _read(self) -> None:
-        from labgrid.remote.common import ResourceEntry
-
-        try:
-            for message in self._responses:
-                for update in message.updates:
-                    kind = update.WhichOneof("kind")
-                    if kind == "resource":
-                        path = update.resource.path
-                        self.resources[(path.exporter_name, path.group_name,
-                                        path.resource_name)] = \
-                            ResourceEntry.data_from_pb2(update.resource)
-                    elif kind == "del_resource":
-                        path = update.del_resource
-                        self.resources.pop((path.exporter_name, path.group_name,
-                                            path.resource_name), None)
-                if message.HasField("sync"):
-                    self._synced.set()
-                self.changed.set()
-        except self._grpc.RpcError as exc:
-            self.error = _describe(exc)
-        finally:
-            if not self._closing:
-                self.error = self.error or "the coordinator closed the connection"
-            self.lost.set()
-            self.changed.set()
-
-    def call(self, method: str, request: Any) -> Any:
-        """One unary call; a broken link or a dead coordinator is :class:`_Lost`."""
-        if self.lost.is_set():
-            raise _Lost(self.error)
-        try:
-            return getattr(self._stub, method)(request, timeout=CALL_TIMEOUT_SECONDS)
-        except self._grpc.RpcError as exc:
-            code = exc.code()
-            if code in (self._grpc.StatusCode.UNAVAILABLE,
-                        self._grpc.StatusCode.DEADLINE_EXCEEDED,
-                        self._grpc.StatusCode.CANCELLED):
-                raise _Lost(_describe(exc)) from None
-            raise
-
-    def places(self) -> dict[str, dict[str, str]]:
-        """Every place's tags."""
-        answer = self.call("GetPlaces", self._pb.GetPlacesRequest())
-        return {place.name: dict(place.tags) for place in answer.places}
-
-    def place(self, name: str) -> Any:
-        for place in self.call("GetPlaces", self._pb.GetPlacesRequest()).places:
-            if place.name == name:
-                return place
-        raise InfrastructureError(f"labgrid place {name} was deleted on {self.address}")
-
-    def close(self) -> None:
-        self._closing = True
-        self._out.put(None)
-        with contextlib.suppress(Exception):
-            self._responses.cancel()
-        self._channel.close()
-        self._reader.join(2.0)
-
-
-def matching_resources(session: _Session, place: str, cls: str) -> list[dict[str, Any]]:
-    """The parameters of ``place``'s available resources of class ``cls`` (by its matches)."""
-    from labgrid.remote.common import Place
-
-    matcher = Place.from_pb2(session.place(place))
-    return [dict(entry["params"]) for (exporter, group, name), entry
-            in list(session.resources.items())
-            if entry.get("cls") == cls and entry.get("avail")
-            and matcher.hasmatch((exporter, group, cls, name))]
-
-
-def _labgrid_version() -> str:
-    from labgrid.util import labgrid_version
-
-    return str(labgrid_version())
-
 
 class _Hold:
     """One job's reservation and place, kept through coordinator restarts."""
@@ -480,8 +206,8 @@ class _Hold:
     def __init__(self, slot: ScheduledTarget, notify: Callable[[SchedulerStatus], None],
                  reconnect_seconds: float) -> None:
         self.slot, self.notify, self.reconnect_seconds = slot, notify, reconnect_seconds
-        self.name = _client_name()
-        self.session: _Session | None = None
+        self.name = client_name()
+        self.session: Session | None = None
         self.token = ""
         self.held: Allocation | None = None
         #: Every place this job acquired (an acquire whose answer was lost included):
@@ -498,8 +224,8 @@ class _Hold:
     def acquire(self, wait_seconds: float) -> Allocation:
         deadline = time.monotonic() + wait_seconds
         try:
-            self.session = _Session.open(self.slot.coordinator, self.name, CALL_TIMEOUT_SECONDS)
-        except _Unreachable as exc:  # e.g. restarting: give it reconnect_seconds
+            self.session = Session.open(self.slot.coordinator, self.name, CALL_TIMEOUT_SECONDS)
+        except Unreachable as exc:  # e.g. restarting: give it reconnect_seconds
             self._reconnect(exc.reason, "waiting")
         last: tuple[int, int] | None = None
         created = 0.0
@@ -532,14 +258,14 @@ class _Hold:
                 self.session.changed.clear()
                 if cancel_requested():
                     raise KeyboardInterrupt("cancelled while waiting for a board")
-            except _Lost as exc:
+            except Lost as exc:
                 self.token = ""  # a restarted coordinator forgot every reservation
                 last = None
                 self._reconnect(str(exc), "waiting")
 
     def _reserve(self) -> float:
         assert self.session is not None
-        pb = self.session._pb
+        pb = self.session.pb
         request = pb.CreateReservationRequest(
             filters={"main": pb.Reservation.Filter(filter=dict(self.slot.selector.tags))},
             prio=float(self.slot.priority))
@@ -549,19 +275,19 @@ class _Hold:
 
     def _poll(self) -> Any:
         assert self.session is not None
-        pb = self.session._pb
+        pb = self.session.pb
         try:
             return self.session.call("PollReservation",
                                      pb.PollReservationRequest(token=self.token)).reservation
-        except self.session._grpc.RpcError as exc:  # not ours any more (expired, restart)
-            log.info("reservation %s is gone (%s); reserving again", self.token, _describe(exc))
+        except self.session.grpc.RpcError as exc:  # not ours any more (expired, restart)
+            log.info("reservation %s is gone (%s); reserving again", self.token, describe(exc))
             self.token = ""
             return pb.Reservation(state=_EXPIRED)
 
     def _position(self) -> tuple[int, int]:
         """Our place in the queue among waiting reservations that want the same boards."""
         assert self.session is not None
-        answer = self.session.call("GetReservations", self.session._pb.GetReservationsRequest())
+        answer = self.session.call("GetReservations", self.session.pb.GetReservationsRequest())
         ours = set(self.slot.selector.tags)
         rivals = []
         for res in answer.reservations:
@@ -578,18 +304,18 @@ class _Hold:
     def _take(self, place: str, created: float) -> Allocation | None:
         """Acquire the allotted ``place``; None when someone took it first (queue again)."""
         assert self.session is not None
-        pb = self.session._pb
+        pb = self.session.pb
         try:
             self.session.call("AcquirePlace", pb.AcquirePlaceRequest(placename=place))
-        except self.session._grpc.RpcError as exc:
-            if exc.code() != self.session._grpc.StatusCode.FAILED_PRECONDITION:
+        except self.session.grpc.RpcError as exc:
+            if exc.code() != self.session.grpc.StatusCode.FAILED_PRECONDITION:
                 raise InfrastructureError(f"labgrid place {place} was allotted but could not "
-                                          f"be acquired: {_describe(exc)}") from None
+                                          f"be acquired: {describe(exc)}") from None
             # Taken outside the queue meanwhile (labgrid-client acquire, or a job taking its
             # place back after a coordinator restart): reserve again.
             log.info("labgrid place %s was taken first (%s); reserving again", place,
-                     _describe(exc))
-            with contextlib.suppress(_Lost, self.session._grpc.RpcError):
+                     describe(exc))
+            with contextlib.suppress(Lost, self.session.grpc.RpcError):
                 self.session.call("CancelReservation",
                                   pb.CancelReservationRequest(token=self.token))
             self.token = ""
@@ -600,7 +326,7 @@ class _Hold:
         if is_bad(dict(found.tags)):
             # Given again after a coordinator restart forgot its lock: lock it again.
             self.kept.add(place)
-            with contextlib.suppress(_Lost, self.session._grpc.RpcError):
+            with contextlib.suppress(Lost, self.session.grpc.RpcError):
                 self.session.call("CancelReservation",
                                   pb.CancelReservationRequest(token=self.token))
             self.token = ""
@@ -632,7 +358,7 @@ class _Hold:
                 return found[0]
             assert self.session is not None
             if self.session.lost.is_set():
-                raise _Lost(self.session.error)
+                raise Lost(self.session.error)
             if len(found) > 1 or time.monotonic() >= deadline:
                 raise InfrastructureError(
                     f"labgrid place {place} has {len(found)} NetworkService resources; edge "
@@ -660,7 +386,7 @@ class _Hold:
                                         f"({silent})") from failure
         try:
             ports = self._resources(place, POWER_RESOURCE)
-        except _Lost as lost:
+        except Lost as lost:
             raise InfrastructureError(f"labgrid place {place} stopped answering ({silent}); "
                                       f"lost the coordinator before power-cycling it ({lost})",
                                       target=place) from failure
@@ -689,18 +415,18 @@ class _Hold:
             session = self.session
         assert session is not None  # a job ran: its place was acquired through a session
         try:
-            pb = session._pb
+            pb = session.pb
             comment = good_comment(session.place(place).comment)
             session.call("SetPlaceTags",
                          pb.SetPlaceTagsRequest(placename=place, tags={HEALTH_TAG: BAD}))
             session.call("SetPlaceComment", pb.SetPlaceCommentRequest(
                 placename=place, comment=bad_comment(reason, comment)))
-        except (_Lost, InfrastructureError) as exc:
+        except (Lost, InfrastructureError) as exc:
             return InfrastructureError(f"labgrid place {place} {reason}; could not mark it bad "
                                        f"on {coordinator} ({exc})", target=place)
-        except session._grpc.RpcError as exc:
+        except session.grpc.RpcError as exc:
             return InfrastructureError(f"labgrid place {place} {reason}; could not mark it bad "
-                                       f"on {coordinator} ({_describe(exc)})", target=place)
+                                       f"on {coordinator} ({describe(exc)})", target=place)
         self.kept.add(place)
         self.notify(SchedulerStatus("marked-bad", f"{place} marked bad: {reason}", place=place))
         return InfrastructureError(f"labgrid place {place} {reason}: marked bad on {coordinator} "
@@ -729,12 +455,12 @@ class _Hold:
                 assert current is not None
                 try:
                     current.call("AcquirePlace",
-                                 current._pb.AcquirePlaceRequest(placename=held.place))
+                                 current.pb.AcquirePlaceRequest(placename=held.place))
                     back = SchedulerStatus("reacquired", f"re-acquired {held.place} after the "
                                            "coordinator came back", place=held.place)
-                except (_Lost, current._grpc.RpcError) as exc:
+                except (Lost, current.grpc.RpcError) as exc:
                     back = SchedulerStatus("not-reacquired", f"could not re-acquire "
-                                           f"{held.place} ({_describe(exc)}); its lease still "
+                                           f"{held.place} ({describe(exc)}); its lease still "
                                            "keeps other jobs off the board", place=held.place)
             self.notify(back)
 
@@ -753,10 +479,10 @@ class _Hold:
                 raise KeyboardInterrupt("cancelled while waiting for a board")
             try:
                 with self._lock:
-                    self.session = _Session.open(self.slot.coordinator, self.name,
+                    self.session = Session.open(self.slot.coordinator, self.name,
                                                  min(CALL_TIMEOUT_SECONDS, 2.0))
                 return
-            except _Unreachable:
+            except Unreachable:
                 if time.monotonic() >= end and doing == "waiting":
                     raise InfrastructureError(
                         f"labgrid coordinator {self.slot.coordinator} unreachable for "
@@ -783,20 +509,20 @@ class _Hold:
         while True:
             try:
                 if session.lost.is_set():
-                    session = _Session.open(self.slot.coordinator, self.name, 2.0)
+                    session = Session.open(self.slot.coordinator, self.name, 2.0)
                     opened.append(session)
-                pb = session._pb
+                pb = session.pb
                 if self.token:
-                    with contextlib.suppress(session._grpc.RpcError):  # forgot it: fine
+                    with contextlib.suppress(session.grpc.RpcError):  # forgot it: fine
                         session.call("CancelReservation",
                                      pb.CancelReservationRequest(token=self.token))
                 for place in dict.fromkeys(self.taken):
                     if place not in self.kept:
                         self._release_place(place, session)
                 break
-            except (_Lost, _Unreachable) as exc:
+            except (Lost, Unreachable) as exc:
                 if time.monotonic() >= end:
-                    why = exc.reason if isinstance(exc, _Unreachable) else _describe(exc)
+                    why = exc.reason if isinstance(exc, Unreachable) else describe(exc)
                     for place in [p for p in dict.fromkeys(self.taken) if p not in self.kept]:
                         log.warning("could not give labgrid place %s back (%s); a coordinator "
                                     "restart frees it, or: labgrid-client -p %s release "
@@ -806,17 +532,16 @@ class _Hold:
         for each in opened:
             each.close()
 
-    def _release_place(self, place: str, session: _Session) -> None:
-        """Release our own lock on ``place``; a broken link is :class:`_Lost` (retried)."""
-        pb = session._pb
+    def _release_place(self, place: str, session: Session) -> None:
+        """Release our own lock on ``place``; a broken link is :class:`Lost` (retried)."""
+        pb = session.pb
         try:
             # fromuser: only our own lock; after a restart the place may be someone else's.
             session.call("ReleasePlace", pb.ReleasePlaceRequest(placename=place,
                                                                  fromuser=self.name))
-        except session._grpc.RpcError as exc:
-            log.warning("could not release labgrid place %s (%s)", place, _describe(exc))
+        except session.grpc.RpcError as exc:
+            log.warning("could not release labgrid place %s (%s)", place, describe(exc))
 
 
-__all__ = ["DEFAULT_PORT", "KIND_TAG", "RECONNECT_SECONDS", "Allocation", "ScheduledTarget",
-           "SchedulerStatus", "Selector", "check_coordinator", "coordinator_address",
-           "hold_board", "is_selector", "run_scheduled"]
+__all__ = ["RECONNECT_SECONDS", "Allocation", "SchedulerStatus", "check_coordinator",
+           "hold_board", "run_scheduled"]

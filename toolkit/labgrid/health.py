@@ -36,13 +36,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .board import open_board
-from .cancel import cancel_requested
-from .errors import EdgeError, InfrastructureError, TargetError
-from .targets import Target
+from ..board import open_board
+from ..cancel import cancel_requested
+from ..errors import EdgeError, InfrastructureError, TargetError
+from ..targets import Target
+from .client import Lost, Session, client_name, coordinator_address, describe, matching_resources
 
 if TYPE_CHECKING:
-    from .scheduling import ScheduledTarget
+    from .selector import ScheduledTarget
 
 #: The place tag that holds edge's health state (labgrid tag keys: ``[a-z][a-z0-9_]+``).
 HEALTH_TAG = "edge_health"
@@ -55,7 +56,7 @@ BOOT_SECONDS = 120.0
 POWER_OFF_SECONDS = 2.0
 _COMMENT_START = "edge: bad since "
 _COMMENT_JOIN = " | "
-#: The owner name of an edge job (``host/user.edgePID-N``, see toolkit.scheduling).
+#: The owner name of an edge job (``host/user.edgePID-N``, see toolkit.labgrid.client).
 _EDGE_HOLDER = re.compile(r"\.edge\d+-\d+$")
 
 
@@ -167,11 +168,9 @@ def place_health(slot: ScheduledTarget, timeout: float = 10.0) -> list[PlaceHeal
 
     Nothing is reserved or locked: this only reads what the coordinator knows.
     """
-    from .scheduling import _client_name, _Lost, _Session, matching_resources
-
-    session = _Session.open(slot.coordinator, _client_name(), timeout)
+    session = Session.open(slot.coordinator, client_name(), timeout)
     try:
-        places = [p for p in session.call("GetPlaces", session._pb.GetPlacesRequest()).places
+        places = [p for p in session.call("GetPlaces", session.pb.GetPlacesRequest()).places
                   if slot.selector.matches(dict(p.tags))]
         if not places:
             raise TargetError(f"no labgrid place on {slot.coordinator} is tagged {slot.selector}")
@@ -189,17 +188,15 @@ def place_health(slot: ScheduledTarget, timeout: float = 10.0) -> list[PlaceHeal
                                      reason=bad_reason(place.comment),
                                      holder=place.acquired, target=target, problem=problem))
         return found
-    except _Lost as exc:
+    except Lost as exc:
         raise InfrastructureError(f"lost the labgrid coordinator {slot.coordinator} ({exc})") \
             from None
     finally:
         session.close()
 
 
-def _wait_for_resources(session: Any, places: list[str], timeout: float) -> None:
+def _wait_for_resources(session: Session, places: list[str], timeout: float) -> None:
     """Until each place has a NetworkService, or ``timeout`` (its exporter may be down)."""
-    from .scheduling import matching_resources
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not all(
             matching_resources(session, place, "NetworkService") for place in places):
@@ -213,12 +210,10 @@ def mark_good(coordinator: str, place: str, timeout: float = 10.0) -> str:
     Only a lock an edge job holds is freed (its owner ends ``.edgePID-N``); a lock someone
     else took stays.  Returns what was done, one line.
     """
-    from .scheduling import _client_name, _describe, _Lost, _Session, coordinator_address
-
     address = coordinator_address(coordinator)
-    session = _Session.open(address, _client_name(), timeout)
+    session = Session.open(address, client_name(), timeout)
     try:
-        pb = session._pb
+        pb = session.pb
         found = {p.name: p for p in
                  session.call("GetPlaces", pb.GetPlacesRequest()).places}
         if place not in found:
@@ -237,12 +232,12 @@ def mark_good(coordinator: str, place: str, timeout: float = 10.0) -> str:
                 session.call("ReleasePlace", pb.ReleasePlaceRequest(placename=place,
                                                                     fromuser=holder))
                 return f"{place} marked good on {address}; freed the lock edge kept ({holder})"
-        except session._grpc.RpcError as exc:
+        except session.grpc.RpcError as exc:
             raise InfrastructureError(f"could not mark {place} good on {address}: "
-                                      f"{_describe(exc)}") from None
+                                      f"{describe(exc)}") from None
         kept = f"; its lock stays with {holder}" if holder else ""
         return f"{place} marked good on {address}{kept}"
-    except _Lost as exc:
+    except Lost as exc:
         raise InfrastructureError(f"lost the labgrid coordinator {address} ({exc})") from None
     finally:
         session.close()
