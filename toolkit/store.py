@@ -12,6 +12,11 @@ its version lives in ``PRAGMA user_version`` (SQLite) or the ``edge_schema`` tab
 forward step by step in one transaction (on PostgreSQL under an advisory lock, since
 several controllers may open it at once); a store from a newer edge is refused.
 
+SQLite waits for other writers instead of giving up: the file is in WAL mode (readers and
+the writer do not block each other), each connection waits up to :data:`BUSY_TIMEOUT_S`
+for the write lock, and a write still refused as locked (or busy) is retried a bounded
+number of times (:data:`LOCK_RETRIES`), so concurrent deploys into one file all land.
+
 Example::
 
     with ResultsStore(path) as store:
@@ -26,8 +31,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +243,23 @@ def describe_store(location: Path | str) -> str:
     return re.sub(r"^([^:/]+://[^:@/]*):[^@/]*@", r"\1:***@", location)
 
 
+#: Seconds one SQLite connection waits for another writer's lock before SQLite says "locked".
+BUSY_TIMEOUT_S = 30.0
+#: Times a SQLite write refused as locked or busy is tried again (after the wait above),
+#: with a growing, jittered pause: SQLite answers some conflicts at once, without waiting.
+LOCK_RETRIES = 5
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): another connection holds the lock."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 class _Database:
     """The few things the store asks of a database, with ``:name`` parameters."""
 
@@ -271,6 +295,13 @@ class _Database:
         """The bound JSON text ``:name`` as the record column takes it."""
         return f":{name}"
 
+    def open(self) -> None:
+        """Settings that read or change the file; run where its errors are reported."""
+
+    def retrying(self, write: Callable[[], None]) -> None:
+        """Call ``write`` (one whole transaction), again while the database says it is busy."""
+        write()
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -291,8 +322,32 @@ class _Sqlite(_Database):
     dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path)
+        # isolation_level None: transactions are begun explicitly (BEGIN IMMEDIATE, below).
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self.db.execute("PRAGMA foreign_keys = ON")
+
+    def open(self) -> None:
+        # WAL is a property of the file, set once by the first opener.  A file SQLite cannot
+        # switch (read-only, or another process holds it past every retry) stays in its
+        # journal mode: slower under contention, still correct.
+        def wal() -> None:
+            self.db.execute("PRAGMA journal_mode = WAL").fetchall()
+
+        try:
+            self.retrying(wal)
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc) and not _is_locked(exc):
+                raise
+
+    def retrying(self, write: Callable[[], None]) -> None:
+        for attempt in range(LOCK_RETRIES + 1):
+            try:
+                write()
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or attempt == LOCK_RETRIES:
+                    raise
+            time.sleep(min(0.1 * 2 ** attempt, 2.0) * random.uniform(0.5, 1.5))
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return list(self.db.execute(sql, params or {}).fetchall())
@@ -304,25 +359,24 @@ class _Sqlite(_Database):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Writer]:
-        with self.db:
-            yield _Writer(self._execute)
-
-    @contextlib.contextmanager
-    def migration(self) -> Iterator[_Writer]:
-        # executescript() commits first; run the steps as one explicit transaction instead,
-        # so an interrupted upgrade leaves the file at its old version, intact.  IMMEDIATE
-        # takes the write lock at once: a second opener waits, then finds the new version.
-        previous = self.db.isolation_level
-        self.db.isolation_level = None
+        # IMMEDIATE takes the write lock at once, waiting (busy timeout) for another writer;
+        # a read that later became a write could be refused at once instead (SQLITE_BUSY).
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield _Writer(self._execute)
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        finally:
-            self.db.isolation_level = previous
+
+    @contextlib.contextmanager
+    def migration(self) -> Iterator[_Writer]:
+        # executescript() commits first; the steps run as one explicit transaction instead,
+        # so an interrupted upgrade leaves the file at its old version, intact.  A second
+        # opener waits for the write lock, then finds the new version.
+        with self.transaction() as tx:
+            yield tx
 
     def stored_version(self, tx: _Writer | None = None) -> int:
         return int(self.rows("PRAGMA user_version")[0][0])
@@ -458,11 +512,8 @@ class ResultsStore:
     def _migrate(self) -> None:
         """Bring the schema to :data:`SCHEMA_VERSION`, step by step in one transaction."""
         db = self._db
-        try:
-            version = db.stored_version()
-            self._refuse_newer(version)
-            if version == SCHEMA_VERSION:
-                return
+
+        def upgrade() -> None:
             with db.migration() as tx:
                 version = db.stored_version(tx)  # another writer may have upgraded meanwhile
                 self._refuse_newer(version)
@@ -474,9 +525,21 @@ class ResultsStore:
                         tx.execute(statement)
                 if version != SCHEMA_VERSION:
                     db.set_version(tx, SCHEMA_VERSION)
+
+        try:
+            db.open()
+            version = db.stored_version()
+            self._refuse_newer(version)
+            if version == SCHEMA_VERSION:
+                return
+            db.retrying(upgrade)
         except Exception as exc:
             if not _is_database_error(exc):
                 raise
+            if _is_locked(exc):
+                raise StoreError(f"results store {self.name} stayed locked by other writers "
+                                 f"through {LOCK_RETRIES + 1} waits of {BUSY_TIMEOUT_S:g} s"
+                                 ) from None
             what = (" is not a usable SQLite file" if isinstance(db, _Sqlite)
                     else ": schema not usable")
             raise StoreError(f"results store {self.name}{what}: "
@@ -491,7 +554,11 @@ class ResultsStore:
         """Store ``run`` whole in one transaction; a run id already stored is refused."""
         for tag in run.tags:
             _check_tag_name(tag)
-        try:
+        records = [{"run_id": run.run_id, "target": r.target, "variant": r.variant,
+                    "status": r.status.value, "record": record_json(r.to_dict())}
+                   for r in run.results]
+
+        def write() -> None:
             with self._db.transaction() as tx:
                 tx.execute(
                     f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (:run_id, :created_at, "
@@ -500,16 +567,16 @@ class ResultsStore:
                      "model_name": run.model_name, "model_path": run.model_path,
                      "model_sha256": run.model_sha256, "report_dir": run.report_dir,
                      "git_commit": run.git_commit})
-                if run.results:
+                if records:
                     tx.execute(
                         "INSERT INTO results (run_id, target, variant, status, record) "
                         f"VALUES (:run_id, :target, :variant, :status, "
-                        f"{self._db.json_param('record')})",
-                        [{"run_id": run.run_id, "target": r.target, "variant": r.variant,
-                          "status": r.status.value, "record": record_json(r.to_dict())}
-                         for r in run.results])
+                        f"{self._db.json_param('record')})", records)
                 for tag in run.tags:
                     tx.execute(_UPSERT_TAG, {"name": tag, "run_id": run.run_id})
+
+        try:
+            self._db.retrying(write)
         except Exception as exc:  # sqlite3.Error or the PostgreSQL driver's errors
             if not _is_database_error(exc):
                 raise
@@ -615,9 +682,12 @@ class ResultsStore:
         run_id = self.resolve(ref)
         if self._db.rows("SELECT 1 FROM runs WHERE run_id = :name", {"name": name}):
             raise UsageError(f"tag {name!r} would hide a run id; choose another name")
-        try:
+        def write() -> None:
             with self._db.transaction() as tx:
                 tx.execute(_UPSERT_TAG, {"name": name, "run_id": run_id})
+
+        try:
+            self._db.retrying(write)
         except Exception as exc:
             if not _is_database_error(exc):
                 raise
