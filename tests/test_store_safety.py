@@ -4,8 +4,10 @@ take stays in its folder, importable later (issue 26, item 11)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -19,6 +21,7 @@ from toolkit import store as store_module
 from toolkit.cli import main
 from toolkit.errors import StoreError
 from toolkit.run.execute import make_staging_dir, publish_run
+from toolkit.run.staging import sweep_staging
 from toolkit.store import ResultsStore, StoredRun, load_run_folder
 
 from .records import make_run, record
@@ -157,6 +160,7 @@ def test_a_run_a_damaged_store_refuses_is_kept_and_importable(damaged_store: Pat
         f"`edge runs import {final}`")
     assert (final / "artifacts" / "fp32.tflite").read_bytes() == b"model"
     assert not list(out.glob(".staging-*"))
+    assert sorted(p.name for p in final.iterdir()) == ["artifacts", "results.json", "run.json"]
 
     fresh = tmp_path / "fresh.sqlite"
     result = invoke("runs", "import", str(final), "--store", str(fresh))
@@ -238,3 +242,61 @@ def test_a_deploy_into_a_damaged_store_keeps_its_measurement(
     with ResultsStore(fresh) as store:
         assert {r.status.value for r in store.get_run("latest").results} == {"ok"}
 
+
+HOLDER = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from toolkit.run.execute import make_staging_dir
+make_staging_dir(Path(sys.argv[2]), sys.argv[3])
+print("held", flush=True)
+if sys.argv[4] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(60)
+"""
+
+
+def staging_of(out: Path, run_id: str, how: str) -> subprocess.Popen:
+    """A deploy's process that made ``.staging-RUN`` and was SIGKILLed (``kill``) or runs."""
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(Path.cwd()), str(out),
+                                run_id, how], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "held\n"
+    process.stdout.close()
+    if how == "kill":
+        process.wait()
+    return process
+
+
+def aged(folder: Path, hours: float) -> Path:
+    then = time.time() - hours * 3600
+    os.utime(folder, (then, then))
+    return folder
+
+
+def test_a_new_deploy_sweeps_staging_folders_of_killed_deploys(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    staging_of(out, "killed", "kill")
+    killed = aged(out / ".staging-killed", 2)
+    staging_of(out, "just-killed", "kill")
+    fresh_kill = out / ".staging-just-killed"
+    running = staging_of(out, "running", "run")
+    try:
+        aged(out / ".staging-running", 5)
+        old_edge = aged(make_dir(out / ".staging-old-edge"), 4 * 24)
+        recent_old_edge = aged(make_dir(out / ".staging-recent-old-edge"), 2 * 24)
+        mine = make_staging_dir(out, "new")
+        assert not killed.exists() and not old_edge.exists()
+        assert fresh_kill.exists()  # killed a minute ago: swept an hour later
+        assert (out / ".staging-running").exists() and recent_old_edge.exists()
+        assert mine.is_dir()
+        assert sweep_staging(out, now=time.time() + 7200) == [fresh_kill]
+    finally:
+        running.kill()
+        running.wait()
+    assert sweep_staging(out, now=time.time() + 7200) == [out / ".staging-running"]
+    assert mine.is_dir()  # this process's own, however old
+
+
+def make_dir(folder: Path) -> Path:
+    (folder / "artifacts").mkdir(parents=True)
+    return folder

@@ -57,6 +57,7 @@ from ..runner import JobRunner, check_boards
 from ..store import ResultsStore, StoredRun, run_folder_files, store_location
 from .boards import BoardSource, LabgridBoard
 from .plan import RunPlan, Sweep, job_settings
+from .staging import hold, release, sweep_staging
 
 if TYPE_CHECKING:
     from ..compress import Chain
@@ -499,6 +500,7 @@ def publish_run(store: ResultsStore, run: StoredRun, staging: Path,
         for name, text in files.items():
             (staging / name).write_text(text, encoding="utf-8")
         final_dir.parent.mkdir(parents=True, exist_ok=True)
+        release(staging)  # its owner file does not go with it
         staging.rename(final_dir)
     except OSError as exc:  # a full disk, most often
         not_written, kept = exc, None
@@ -545,12 +547,19 @@ def _spare_copy(run_id: str, files: dict[str, str]) -> Path | None:
 
 
 def make_staging_dir(out_dir: Path, run_id: str) -> Path:
+    """A new ``OUT/.staging-RUN`` with ``artifacts/``, held by this process until published.
+
+    Stale staging folders, left by deploys that were killed (SIGKILL, OOM, a CI timeout),
+    are swept first (:func:`sweep_staging`).
+    """
+    sweep_staging(out_dir)
     staging = out_dir / f".staging-{run_id}"
     try:
         (staging / "artifacts").mkdir(parents=True)
     except OSError as exc:
         raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror}",
                           path=out_dir) from None
+    hold(staging)
     return staging
 
 
