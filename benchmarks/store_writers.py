@@ -1,4 +1,5 @@
-"""Issue 18's store figures: a PostgreSQL store upgraded in place, then written by 2 controllers.
+"""Store figures: a PostgreSQL store upgraded in place and written by 2 controllers (issue 18);
+SQLite written by 8 (issue 26).
 
 Prints:
 
@@ -11,10 +12,17 @@ Prints:
    expected, duplicates, old rows intact, wall time.
 3. The same race on an empty database (both create the schema).
 
+With ``--sqlite``, instead: ``--writers`` processes (default 8) store ``--runs`` runs each
+(default 60) into one SQLite file at once, each run protocol-sized (2 records of
+``MAX_RAW_SAMPLES`` raw latency samples, as big as an agent answer may make them), each
+process opening the store per run as ``edge deploy`` does: runs lost (``add_run`` refused
+them) out of the total, runs present, wall time.
+
 A private PostgreSQL server is started as in tests/postgres.py (needs root and Debian's
 postgresql package), unless ``--url`` names a server whose user may create databases.
 
     python benchmarks/store_writers.py [--runs 200] [--writers 2] [--url postgresql://...]
+    python benchmarks/store_writers.py --sqlite [--runs 60] [--writers 8]
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -54,6 +63,60 @@ for index in range(count):
                                created_at=f"2026-12-01T{index // 3600 % 24:02d}:"
                                           f"{index // 60 % 60:02d}:{index % 60:02d}+00:00"))
 """
+
+#: One SQLite writer: stores its runs, counting (not stopping at) the ones the store refuses.
+SQLITE_WRITER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from device_agent.protocol import MAX_RAW_SAMPLES
+from tests.records import make_run, record
+from toolkit.errors import StoreError
+from toolkit.store import ResultsStore
+from pathlib import Path
+path, who, count, start = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+runs = [make_run(f"{who}-{index:04d}",
+                 [record("fp32", seed=index, n=MAX_RAW_SAMPLES),
+                  record("int8", seed=index + 1, n=MAX_RAW_SAMPLES)])
+        for index in range(count)]
+time.sleep(max(0.0, start - time.time()))
+lost = []
+for run in runs:
+    try:
+        with ResultsStore(path) as store:
+            store.add_run(run)
+    except StoreError as exc:
+        lost.append(str(exc))
+print(len(lost))
+for line in sorted(set(lost))[:3]:
+    print(line, file=sys.stderr)
+"""
+
+
+def sqlite_race(path: Path, writers: int, runs: int) -> str:
+    names = [f"w{n}" for n in range(writers)]
+    start = time.time() + 8.0 + 0.2 * runs  # every process has built its runs and waits
+    processes = [subprocess.Popen([sys.executable, "-c", SQLITE_WRITER, str(REPO), str(path),
+                                   name, str(runs), str(start)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for name in names]
+    lost, crashed, messages = 0, 0, set()
+    for process in processes:
+        out, err = process.communicate(timeout=3600)
+        if process.returncode:
+            crashed += 1
+            messages.add(err.strip().splitlines()[-1] if err.strip() else "no message")
+        else:
+            lost += int(out.split()[0])
+            messages.update(line for line in err.splitlines() if line.strip())
+    wall = time.time() - start
+    expected = {f"{name}-{index:04d}" for name in names for index in range(runs)}
+    with ResultsStore(path) as store:
+        present = len(expected & set(store.run_ids()))
+    total = len(expected)
+    return (f"{total - present}/{total} runs lost ({lost} refused by the store, {crashed} "
+            f"writers crashed), {present}/{total} present, file "
+            f"{path.stat().st_size / 1e6:.0f} MB, wall {wall:.1f} s"
+            + (f"; e.g. {sorted(messages)[0]}" if messages else ""))
 
 
 def old_runs() -> list[StoredRun]:
@@ -168,10 +231,23 @@ def race(url: str, writers: int, runs: int, old: list[StoredRun]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=200, help="runs per controller")
-    parser.add_argument("--writers", type=int, default=2, help="controller processes")
+    parser.add_argument("--runs", type=int, help="runs per controller (200; --sqlite 60)")
+    parser.add_argument("--writers", type=int,
+                        help="controller processes (2; --sqlite 8)")
     parser.add_argument("--url", help="an existing server (postgresql://user@host:port/db)")
+    parser.add_argument("--sqlite", action="store_true",
+                        help="race --writers (8) x --runs (60) into one SQLite file instead")
     args = parser.parse_args()
+    if args.sqlite:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            writers, runs = args.writers or 8, args.runs or 60
+            found = sqlite_race(Path(folder) / "results.sqlite", writers, runs)
+            print(f"SQLite {sqlite3.sqlite_version}: {writers} writers x {runs} protocol-sized "
+                  f"runs into one file: {found}")
+        return
+    args.writers, args.runs = args.writers or 2, args.runs or 200
     with contextlib.ExitStack() as stack:
         if args.url:
             server = args.url

@@ -1,4 +1,4 @@
-"""``edge runs list|show|tag|export``: the results store from the command line.
+"""``edge runs list|show|tag|export|import``: the results store from the command line.
 
 Example: edge runs tag latest baseline && edge runs export baseline -o baseline.json
 """
@@ -32,7 +32,7 @@ def open_store(store_path: str | None) -> ResultsStore:
 
 @click.group()
 def runs() -> None:
-    """List, show, tag and export stored runs."""
+    """List, show, tag, export and import stored runs."""
 
 
 @runs.command("list")
@@ -102,6 +102,25 @@ def export_run(run: str, store_path: str | None, fmt: str, output: Path | None) 
         return
     write_output(output, text)
     click.echo(f"wrote {output}", err=True)
+
+
+@runs.command("import")
+@click.argument("folder", type=click.Path(path_type=Path))
+@store_option
+def import_run(folder: Path, store_path: str | None) -> None:
+    """Store the run kept in FOLDER when the store could not take it (a damaged store, a
+    full disk); importing it twice changes nothing.
+
+    Example: edge runs import edge-out/runs/20261201-101500-ab12cd --store fixed.sqlite
+    """
+    from .store import ResultsStore, import_run_folder
+
+    default = DEFAULT_OUT_DIR / "results.sqlite"
+    with ResultsStore(resolve_store_path(store_path, default=default)) as store:
+        run, added = import_run_folder(store, folder)
+        name = store.name
+    click.echo(f"{'imported' if added else 'already stored:'} run {run.run_id} "
+               f"({len(run.results)} results) {'into' if added else 'in'} {name}")
 
 
 #: Write failures that are not the path's fault: the same command may work again later.

@@ -12,6 +12,11 @@ its version lives in ``PRAGMA user_version`` (SQLite) or the ``edge_schema`` tab
 forward step by step in one transaction (on PostgreSQL under an advisory lock, since
 several controllers may open it at once); a store from a newer edge is refused.
 
+SQLite waits for other writers instead of giving up: the file is in WAL mode (readers and
+the writer do not block each other), each connection waits up to :data:`BUSY_TIMEOUT_S`
+for the write lock, and a write still refused as locked (or busy) is retried a bounded
+number of times (:data:`LOCK_RETRIES`), so concurrent deploys into one file all land.
+
 Example::
 
     with ResultsStore(path) as store:
@@ -26,12 +31,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import OutputError, StoreError, UsageError
 from .results import BOARD_IDENTITY, STORED_PATHS, ResultRecord
@@ -236,6 +243,39 @@ def describe_store(location: Path | str) -> str:
     return re.sub(r"^([^:/]+://[^:@/]*):[^@/]*@", r"\1:***@", location)
 
 
+_T = TypeVar("_T")
+
+#: Seconds one SQLite connection waits for another writer's lock before SQLite says "locked".
+BUSY_TIMEOUT_S = 30.0
+#: Times a SQLite write refused as locked or busy is tried again (after the wait above),
+#: with a growing, jittered pause: SQLite answers some conflicts at once, without waiting.
+LOCK_RETRIES = 5
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): another connection holds the lock."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _is_damaged(exc: BaseException) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB: the file's pages are not what SQLite wrote."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and code is not None \
+        and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _is_full_or_io(exc: BaseException) -> bool:
+    """SQLITE_FULL, SQLITE_IOERR or SQLITE_CANTOPEN: the disk, not the file, is at fault."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in (
+        sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)
+
+
 class _Database:
     """The few things the store asks of a database, with ``:name`` parameters."""
 
@@ -271,6 +311,13 @@ class _Database:
         """The bound JSON text ``:name`` as the record column takes it."""
         return f":{name}"
 
+    def open(self) -> None:
+        """Settings that read or change the file; run where its errors are reported."""
+
+    def retrying(self, work: Callable[[], _T]) -> _T:
+        """Call ``work`` (one whole transaction), again while the database says it is busy."""
+        return work()
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -291,8 +338,32 @@ class _Sqlite(_Database):
     dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path)
+        # isolation_level None: transactions are begun explicitly (BEGIN IMMEDIATE, below).
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self.db.execute("PRAGMA foreign_keys = ON")
+
+    def open(self) -> None:
+        # WAL is a property of the file, set once by the first opener.  A file SQLite cannot
+        # switch (read-only, or another process holds it past every retry) stays in its
+        # journal mode: slower under contention, still correct.
+        def wal() -> None:
+            self.db.execute("PRAGMA journal_mode = WAL").fetchall()
+
+        try:
+            self.retrying(wal)
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc) and not _is_locked(exc):
+                raise
+
+    def retrying(self, work: Callable[[], _T]) -> _T:
+        for attempt in range(LOCK_RETRIES):
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc):
+                    raise
+            time.sleep(min(0.1 * 2 ** attempt, 2.0) * random.uniform(0.5, 1.5))
+        return work()
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return list(self.db.execute(sql, params or {}).fetchall())
@@ -304,25 +375,24 @@ class _Sqlite(_Database):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Writer]:
-        with self.db:
-            yield _Writer(self._execute)
-
-    @contextlib.contextmanager
-    def migration(self) -> Iterator[_Writer]:
-        # executescript() commits first; run the steps as one explicit transaction instead,
-        # so an interrupted upgrade leaves the file at its old version, intact.  IMMEDIATE
-        # takes the write lock at once: a second opener waits, then finds the new version.
-        previous = self.db.isolation_level
-        self.db.isolation_level = None
+        # IMMEDIATE takes the write lock at once, waiting (busy timeout) for another writer;
+        # a read that later became a write could be refused at once instead (SQLITE_BUSY).
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield _Writer(self._execute)
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        finally:
-            self.db.isolation_level = previous
+
+    @contextlib.contextmanager
+    def migration(self) -> Iterator[_Writer]:
+        # executescript() commits first; the steps run as one explicit transaction instead,
+        # so an interrupted upgrade leaves the file at its old version, intact.  A second
+        # opener waits for the write lock, then finds the new version.
+        with self.transaction() as tx:
+            yield tx
 
     def stored_version(self, tx: _Writer | None = None) -> int:
         return int(self.rows("PRAGMA user_version")[0][0])
@@ -458,11 +528,8 @@ class ResultsStore:
     def _migrate(self) -> None:
         """Bring the schema to :data:`SCHEMA_VERSION`, step by step in one transaction."""
         db = self._db
-        try:
-            version = db.stored_version()
-            self._refuse_newer(version)
-            if version == SCHEMA_VERSION:
-                return
+
+        def upgrade() -> None:
             with db.migration() as tx:
                 version = db.stored_version(tx)  # another writer may have upgraded meanwhile
                 self._refuse_newer(version)
@@ -474,9 +541,23 @@ class ResultsStore:
                         tx.execute(statement)
                 if version != SCHEMA_VERSION:
                     db.set_version(tx, SCHEMA_VERSION)
+
+        try:
+            db.open()
+            version = db.stored_version()
+            self._refuse_newer(version)
+            if version == SCHEMA_VERSION:
+                return
+            db.retrying(upgrade)
         except Exception as exc:
             if not _is_database_error(exc):
                 raise
+            if _is_locked(exc):
+                raise StoreError(f"results store {self.name} stayed locked by other writers "
+                                 f"through {LOCK_RETRIES + 1} waits of {BUSY_TIMEOUT_S:g} s"
+                                 ) from None
+            if _is_full_or_io(exc):
+                raise StoreError(self._failed(exc, "cannot be opened")) from None
             what = (" is not a usable SQLite file" if isinstance(db, _Sqlite)
                     else ": schema not usable")
             raise StoreError(f"results store {self.name}{what}: "
@@ -491,7 +572,11 @@ class ResultsStore:
         """Store ``run`` whole in one transaction; a run id already stored is refused."""
         for tag in run.tags:
             _check_tag_name(tag)
-        try:
+        records = [{"run_id": run.run_id, "target": r.target, "variant": r.variant,
+                    "status": r.status.value, "record": record_json(r.to_dict())}
+                   for r in run.results]
+
+        def write() -> None:
             with self._db.transaction() as tx:
                 tx.execute(
                     f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (:run_id, :created_at, "
@@ -500,34 +585,33 @@ class ResultsStore:
                      "model_name": run.model_name, "model_path": run.model_path,
                      "model_sha256": run.model_sha256, "report_dir": run.report_dir,
                      "git_commit": run.git_commit})
-                if run.results:
+                if records:
                     tx.execute(
                         "INSERT INTO results (run_id, target, variant, status, record) "
                         f"VALUES (:run_id, :target, :variant, :status, "
-                        f"{self._db.json_param('record')})",
-                        [{"run_id": run.run_id, "target": r.target, "variant": r.variant,
-                          "status": r.status.value, "record": record_json(r.to_dict())}
-                         for r in run.results])
+                        f"{self._db.json_param('record')})", records)
                 for tag in run.tags:
                     tx.execute(_UPSERT_TAG, {"name": tag, "run_id": run.run_id})
+
+        try:
+            self._db.retrying(write)
         except Exception as exc:  # sqlite3.Error or the PostgreSQL driver's errors
             if not _is_database_error(exc):
                 raise
-            raise StoreError(f"results store {self.name}: run {run.run_id} not stored: "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise StoreError(self._failed(exc, f"run {run.run_id} not stored")) from None
 
     def resolve(self, ref: str) -> str:
         """A run id, a tag, or ``latest`` -> the run id; a :class:`UsageError` when unknown."""
         order = self._db.order_column
         if ref == "latest":
-            rows = self._db.rows(
+            rows = self._rows(
                 f"SELECT run_id FROM runs ORDER BY created_at DESC, {order} DESC LIMIT 1")
             if not rows:
                 raise UsageError(f"results store {self.name} holds no runs yet")
             return str(rows[0][0])
-        rows = self._db.rows("SELECT run_id FROM runs WHERE run_id = :ref", {"ref": ref})
+        rows = self._rows("SELECT run_id FROM runs WHERE run_id = :ref", {"ref": ref})
         if not rows:
-            rows = self._db.rows("SELECT run_id FROM tags WHERE name = :ref", {"ref": ref})
+            rows = self._rows("SELECT run_id FROM tags WHERE name = :ref", {"ref": ref})
         if not rows:
             raise UsageError(f"no run or tag {ref!r} in {self.name}; see edge runs list")
         return str(rows[0][0])
@@ -535,9 +619,9 @@ class ResultsStore:
     def get_run(self, ref: str) -> StoredRun:
         """The run named by ``ref`` (id, tag or ``latest``) with all its records."""
         run_id = self.resolve(ref)
-        row = self._db.rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = :id",
+        row = self._rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = :id",
                             {"id": run_id})[0]
-        records = self._db.rows(
+        records = self._rows(
             f"SELECT record FROM results WHERE run_id = :id "
             f"ORDER BY target, {self._db.order_column}", {"id": run_id})
         try:
@@ -552,8 +636,11 @@ class ResultsStore:
                          model_sha256=row[4], report_dir=row[5], git_commit=row[6],
                          tags=self._tags_of(run_id), results=results)
 
+    def has_run(self, run_id: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM runs WHERE run_id = :id", {"id": run_id}))
+
     def run_ids(self) -> list[str]:
-        return [row[0] for row in self._db.rows(
+        return [row[0] for row in self._rows(
             f"SELECT run_id FROM runs ORDER BY created_at, {self._db.order_column}")]
 
     def list_runs(self, *, limit: int | None = None,
@@ -562,7 +649,7 @@ class ResultsStore:
         where, params = ("WHERE r.model_name = :model", {"model": model_name}) if model_name \
             else ("", {})
         agg, order = self._db.agg, self._db.order_column
-        rows = self._db.rows(
+        rows = self._rows(
             f"""SELECT r.run_id, r.created_at, r.model_name, r.model_sha256, r.git_commit,
                        (SELECT {agg("target")} FROM results s WHERE s.run_id = r.run_id),
                        (SELECT {agg("variant")} FROM results s WHERE s.run_id = r.run_id),
@@ -592,7 +679,7 @@ class ResultsStore:
         def field(name: str) -> str:
             return self._db.json_text("s.record", *STORED_PATHS[name])
 
-        rows = self._db.rows(
+        rows = self._rows(
             f"""SELECT s.run_id, r.created_at, s.target, s.variant, {field("sha256")},
                        {", ".join(field(fact) for fact in BOARD_IDENTITY)},
                        {field("p50_ms")}, {field("p99_ms")}
@@ -613,20 +700,39 @@ class ResultsStore:
         """Point tag ``name`` at the run ``ref`` (moving it if it exists); return the run id."""
         _check_tag_name(name)
         run_id = self.resolve(ref)
-        if self._db.rows("SELECT 1 FROM runs WHERE run_id = :name", {"name": name}):
+        if self._rows("SELECT 1 FROM runs WHERE run_id = :name", {"name": name}):
             raise UsageError(f"tag {name!r} would hide a run id; choose another name")
-        try:
+        def write() -> None:
             with self._db.transaction() as tx:
                 tx.execute(_UPSERT_TAG, {"name": name, "run_id": run_id})
+
+        try:
+            self._db.retrying(write)
         except Exception as exc:
             if not _is_database_error(exc):
                 raise
-            raise StoreError(f"results store {self.name}: tag {name} not written: "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise StoreError(self._failed(exc, f"tag {name} not written")) from None
         return run_id
 
+    def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """``rows``, waiting out writers; a database error is one line (:class:`StoreError`)."""
+        try:
+            return self._db.retrying(lambda: self._db.rows(sql, params))
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            raise StoreError(self._failed(exc, "cannot be read")) from None
+
+    def _failed(self, exc: Exception, what: str) -> str:
+        """One line: ``results store X is damaged (why): what`` or ``results store X: what:
+        why`` (``database or disk is full``)."""
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if _is_damaged(exc):
+            return f"results store {self.name} is damaged ({reason}): {what}"
+        return f"results store {self.name}: {what}: {reason}"
+
     def _tags_of(self, run_id: str) -> tuple[str, ...]:
-        return tuple(row[0] for row in self._db.rows(
+        return tuple(row[0] for row in self._rows(
             "SELECT name FROM tags WHERE run_id = :id ORDER BY name", {"id": run_id}))
 
 
@@ -654,6 +760,65 @@ def _check_tag_name(name: str) -> None:
 def _statements(script: str) -> list[str]:
     """Split a migration into statements (none of ours contains a ``;`` inside a literal)."""
     return [part.strip() for part in script.split(";") if part.strip()]
+
+
+#: ``run.json`` in a run folder: the run without its records (those are ``results.json``),
+#: so that a run the store could not take can be imported later (``edge runs import DIR``).
+RUN_FOLDER_FORMAT = "edge-run-folder"
+RUN_FOLDER_VERSION = 1
+
+
+def run_folder_files(run: StoredRun) -> dict[str, str]:
+    """The files that make ``run`` importable from its folder: ``run.json`` and
+    ``results.json`` (the records, as the store keeps them), by name."""
+    meta = {key: value for key, value in run.to_dict().items() if key != "results"}
+    document = {"format": RUN_FOLDER_FORMAT, "version": RUN_FOLDER_VERSION, "run": meta}
+    return {"run.json": json.dumps(document, indent=1) + "\n",
+            "results.json": json.dumps([r.to_dict() for r in run.results], indent=2) + "\n"}
+
+
+def load_run_folder(folder: Path) -> StoredRun:
+    """The run a run folder holds (``run.json`` and ``results.json``), its ``report_dir``
+    that folder; a :class:`UsageError` naming the file when it is missing or malformed.
+
+    Example: ``store.add_run(load_run_folder(Path("edge-out/runs/20261201-101500-ab12cd")))``
+    """
+    documents = []
+    for name in ("run.json", "results.json"):
+        path = folder / name
+        try:
+            documents.append(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            hint = (" (written by edge since the store keeps runs it could not store)"
+                    if name == "run.json" else "")
+            raise UsageError(f"{folder} is not an edge run folder: no {name}{hint}") from None
+        except OSError as exc:
+            raise UsageError(f"{path} cannot be read: {exc.strerror or exc}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path} is not JSON: {exc}") from None
+    document, results = documents
+    if not isinstance(document, dict) or document.get("format") != RUN_FOLDER_FORMAT:
+        raise UsageError(f"{folder / 'run.json'} is not an edge run description")
+    if document.get("version") != RUN_FOLDER_VERSION:
+        raise UsageError(f"{folder / 'run.json'} has version {document.get('version')!r}; "
+                         f"this edge reads {RUN_FOLDER_VERSION}")
+    try:
+        return StoredRun.from_dict({**document["run"], "report_dir": str(folder),
+                                    "results": results})
+    except KeyError as exc:
+        raise UsageError(f"{folder / 'run.json'} is missing {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{folder} holds a malformed run: {exc}") from None
+
+
+def import_run_folder(store: ResultsStore, folder: Path) -> tuple[StoredRun, bool]:
+    """Store the run in ``folder`` (see :func:`load_run_folder`); ``False`` when ``store``
+    already holds it (importing twice changes nothing)."""
+    run = load_run_folder(folder)
+    if store.has_run(run.run_id):
+        return run, False
+    store.add_run(run)
+    return run, True
 
 
 EXPORT_FORMAT = "edge-run"

@@ -22,9 +22,9 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +45,7 @@ from ..errors import (
     InfrastructureError,
     OutputError,
     ResultError,
+    StoreError,
     UsageError,
 )
 from ..model import ModelSource, load_model_source
@@ -53,9 +54,10 @@ from ..reference import compute_references, source_inputs
 from ..report import write_report
 from ..results import ResultRecord, Stage, Status, artifact_facts
 from ..runner import JobRunner, check_boards
-from ..store import ResultsStore, StoredRun, store_location
+from ..store import ResultsStore, StoredRun, run_folder_files, store_location
 from .boards import BoardSource, LabgridBoard
 from .plan import RunPlan, Sweep, job_settings
+from .staging import hold, release, sweep_staging
 
 if TYPE_CHECKING:
     from ..compress import Chain
@@ -479,23 +481,48 @@ def new_run(run_id: str, source: ModelSource, final_dir: Path,
 
 def publish_run(store: ResultsStore, run: StoredRun, staging: Path,
                 final_dir: Path) -> dict[str, Path]:
-    """Write results into ``staging``, move it to ``final_dir``, store the run, then write
-    its reports there; returns the reports written.
+    """Write the run's files into ``staging``, move it to ``final_dir``, store the run, then
+    write its reports there; returns the reports written.
 
-    The folder appears whole or not at all, and is removed again if the store refuses the run.
-    The run is stored before any report is rendered: a report that cannot be written is
-    one warning naming the run (``edge report RUN`` renders it again from the store), never
-    a lost measurement.
+    The folder appears whole or not at all.  A measured run is never thrown away: its
+    folder holds ``results.json`` and ``run.json`` before the store is asked, and stays
+    when the store refuses the run (damaged, full, unreachable); the :class:`StoreError`
+    then says where it is and how to store it later (``edge runs import DIR``).  When the
+    folder cannot be written (a full disk) the two files go to the system's temporary
+    folder instead, unless the store takes the run.  The run is stored before any report
+    is rendered: a report that cannot be written is one warning naming the run (``edge
+    report RUN`` renders it again from the store), never a lost measurement.
     """
-    (staging / "results.json").write_text(json.dumps(run.to_dict()["results"], indent=2)
-                                          + "\n", encoding="utf-8")
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(final_dir)
+    files = run_folder_files(run)
+    kept: Path | None = final_dir
+    not_written: OSError | None = None
     try:
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        release(staging)  # its owner file does not go with it
+        staging.rename(final_dir)
+    except OSError as exc:  # a full disk, most often
+        not_written, kept = exc, None
+    try:
+        if not_written is not None:
+            kept = _spare_copy(run.run_id, files)
         store.add_run(run)
-    except Exception:
-        shutil.rmtree(final_dir, ignore_errors=True)
-        raise
+    except StoreError as exc:
+        if kept is None:
+            raise StoreError(f"{exc}, and its folder {final_dir} could not be written "
+                             f"({not_written.strerror if not_written else 'no room'}): the "
+                             f"measurement is lost") from None
+        raise StoreError(f"{exc}; its results are kept in {kept}: store them later with "
+                         f"`edge runs import {kept}`") from None
+    if not_written is not None:
+        shutil.rmtree(staging, ignore_errors=True)  # the run is stored; free the room
+        if kept is not None:
+            shutil.rmtree(kept, ignore_errors=True)
+        _log.warning("run %s is stored, but its folder %s could not be written (%s); "
+                     "`edge report %s` renders its report", run.run_id, final_dir,
+                     not_written.strerror or not_written, run.run_id)
+        return {}
     try:
         return write_report(run, final_dir)
     except Exception as exc:  # noqa: BLE001 - any failure: the run is stored, nothing is lost
@@ -505,13 +532,34 @@ def publish_run(store: ResultsStore, run: StoredRun, staging: Path,
         return {}
 
 
+def _spare_copy(run_id: str, files: dict[str, str]) -> Path | None:
+    """``files`` in a folder of the system's temporary folder (another disk, often), or
+    ``None`` when that cannot be written either."""
+    folder = Path(tempfile.gettempdir()) / f"edge-run-{run_id}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(text, encoding="utf-8")
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return folder
+
+
 def make_staging_dir(out_dir: Path, run_id: str) -> Path:
+    """A new ``OUT/.staging-RUN`` with ``artifacts/``, held by this process until published.
+
+    Stale staging folders, left by deploys that were killed (SIGKILL, OOM, a CI timeout),
+    are swept first (:func:`sweep_staging`).
+    """
+    sweep_staging(out_dir)
     staging = out_dir / f".staging-{run_id}"
     try:
         (staging / "artifacts").mkdir(parents=True)
     except OSError as exc:
         raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror}",
                           path=out_dir) from None
+    hold(staging)
     return staging
 
 
