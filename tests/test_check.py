@@ -12,19 +12,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from toolkit.check import (
-    CheckOutcome,
-    Thresholds,
-    between_run_spread,
-    block_indices,
-    bootstrap_ratio,
-    check_runs,
-    latency_figure,
-    student_t,
-)
+from toolkit.check import CheckOutcome, Thresholds, check_runs
 from toolkit.check_conditions import condition_differences
 from toolkit.cli import main
 from toolkit.errors import CheckRefused, ExitCode, UsageError
+from toolkit.gate.spread import (
+    between_run_spread,
+    block_indices,
+    bootstrap_ratio,
+    latency_figure,
+    student_t,
+)
 from toolkit.results import ResultRecord
 from toolkit.store import ResultsStore, StoredRun
 
@@ -202,7 +200,7 @@ def test_a_burst_of_disturbance_widens_the_tail_interval_a_steady_slowdown_does_
     burst[2000:2160] *= 1.6
     _, low, _ = bootstrap_ratio(base, burst, quantile=0.99, resamples=1000, confidence=0.95)
     assert low < 1.10  # not a regression past the default p99 limit
-    monkeypatch.setattr("toolkit.check.BLOCK_FRACTION", 0.0)  # blocks of one sample
+    monkeypatch.setattr("toolkit.gate.spread.BLOCK_FRACTION", 0.0)  # blocks of one sample
     _, low, _ = bootstrap_ratio(base, burst, quantile=0.99, resamples=1000, confidence=0.95)
     assert low > 1.10
     # A slowdown through the whole run stays certain.

@@ -23,7 +23,7 @@ from .safe_text import one_line
 
 if TYPE_CHECKING:
     from .check import CheckOutcome, Thresholds
-    from .gate import PairedOutcome
+    from .gate.paired import PairedOutcome
     from .store import StoredRun
 
 _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.items())
@@ -130,7 +130,7 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
 
 def _paired(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
             target_name: str | None, targets_dir: Path | None) -> PairedOutcome:
-    from .gate import check_paired, pair_records
+    from .gate.paired import check_paired, pair_records
     from .targets import load_target
 
     if baseline.model_name != run.model_name:

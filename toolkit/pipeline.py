@@ -174,7 +174,7 @@ def _measure_against(baseline: StoredRun, thresholds: Thresholds,
                      progress: Callable[[str], None] | None) -> BoardStep:
     """The board step of ``--against``: measure as usual, then every variant the baseline
     also holds side by side with its file, on the same held board."""
-    from .gate import check_paired
+    from .gate.paired import check_paired
 
     files = {r.recipe: r for r in baseline.results if r.ok and r.sha256}
 
