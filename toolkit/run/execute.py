@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from device_agent import protocol
 
 from ..artifact import Artifact, FailedVariant, write_manifest
-from ..cancel import allow_jobs, cancel_running_jobs
+from ..cancel import allow_jobs, cancel_running_jobs, interrupts_deferred, raise_if_interrupted
 from ..choose import Choice, choose_fastest, split_by_budget
 from ..errors import (
     AgentError,
@@ -166,6 +166,7 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
         with ResultsStore(store_path) as store:
             for source, (run_id, folder) in zip(sources, staging, strict=True):
                 prepared.append(_prepare(plan, source, run_id, folder, say))
+            raise_if_interrupted()  # one a library swallowed: nothing is measured
             done = _run_boards(plan, ready, prepared, board_steps, say, notify)
             runs = []
             for index, model in enumerate(prepared):
@@ -487,15 +488,19 @@ def publish_run(store: ResultsStore, run: StoredRun, staging: Path,
     one warning naming the run (``edge report RUN`` renders it again from the store), never
     a lost measurement.
     """
+    raise_if_interrupted()  # one a library swallowed: nothing is stored
     (staging / "results.json").write_text(json.dumps(run.to_dict()["results"], indent=2)
                                           + "\n", encoding="utf-8")
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(final_dir)
-    try:
-        store.add_run(run)
-    except Exception:
-        shutil.rmtree(final_dir, ignore_errors=True)
-        raise
+    # Ctrl-C from here waits until the run is both in place and stored (then it is raised):
+    # between the two, it left a run folder that no stored run names.
+    with interrupts_deferred():
+        staging.rename(final_dir)
+        try:
+            store.add_run(run)
+        except Exception:
+            shutil.rmtree(final_dir, ignore_errors=True)
+            raise
     try:
         return write_report(run, final_dir)
     except Exception as exc:  # noqa: BLE001 - any failure: the run is stored, nothing is lost
