@@ -8,7 +8,8 @@ by then fail with that reason and a running one is killed.  SIGTERM, SIGHUP or
 SIGINT kill the running child's process group and end the agent with 128 + the
 signal's number, printing no result.  ``--pid-file`` writes the agent's pid
 (atomically) for the host, which starts it in a session of its own, and removes
-it on exit.
+it on exit.  While the job runs the agent rewrites ``JOB.alive`` every few seconds
+(:class:`device_agent.proc.Heartbeat`): a host that sees it stop changing ends the job.
 
 A job with ``pairs`` is a paired job (:mod:`device_agent.paired`): each pair's baseline and
 candidate files are measured interleaved in one child, and the result carries ``pairs``
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .board import board_facts
-from .proc import Zygote
+from .proc import Heartbeat, Zygote, heartbeat_file
 
 if TYPE_CHECKING:  # at run time _measure imports it where it is used
     from .runtime import Runtime
@@ -145,6 +146,7 @@ def _raise_stopped(signum: int, _frame: Any) -> None:
 def _run(job_path: Path, pid_file: str | None) -> int:
     started = time.monotonic()
     previous = {number: signal.signal(number, _raise_stopped) for number in STOP_SIGNALS}
+    heartbeat = Heartbeat(heartbeat_file(str(job_path)))
     try:
         if pid_file:
             _write_pid_file(Path(pid_file))
@@ -153,7 +155,8 @@ def _run(job_path: Path, pid_file: str | None) -> int:
         except (OSError, ValueError) as exc:
             print(f"agent: bad job {job_path}: {exc}", file=sys.stderr)
             return 2
-        result = _run_job(job_path, job, started)
+        with heartbeat:  # beats while the job runs; the host watches it
+            result = _run_job(job_path, job, started)
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
         return 0

@@ -30,11 +30,74 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Callable
 
 #: How long the agent waits for the zygote to answer once the child's group is killed.
 _REAP_SECONDS = 10.0
+#: How often a running agent rewrites its heartbeat file; the host gives up on a job
+#: whose heartbeat has not changed for ``toolkit.runner.HEARTBEAT_TIMEOUT_SECONDS``.
+HEARTBEAT_SECONDS = 5.0
+#: Beside the job file ``cache/job-ID.json``: ``cache/job-ID.json.alive``.
+HEARTBEAT_SUFFIX = ".alive"
+
+
+def heartbeat_file(job_path: str) -> str:
+    """Where the agent running ``job_path`` beats (the host reads it there)."""
+    return job_path + HEARTBEAT_SUFFIX
+
+
+class Heartbeat:
+    """Rewrites ``path`` with a growing count every ``every`` seconds, from a thread.
+
+    The host reads the file over its own connection while it waits for the answer: a
+    count that stops changing means the agent is gone or its board is stuck (an agent
+    killed while a process it started holds the output open, a frozen board), and the
+    host ends the job long before the job's whole budget.  A thread, so that it beats
+    through imports, cool-down waits and a variant child's whole measurement; it proves
+    the agent process lives, and the job's deadline still bounds what it does.  Forked
+    children (the zygote, measuring children) do not inherit the thread.
+
+    Example::
+
+        with Heartbeat("cache/job-1.json.alive"):
+            run_the_job()
+    """
+
+    def __init__(self, path: str, every: float = HEARTBEAT_SECONDS) -> None:
+        self.path, self.every = path, every
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self.beat()  # at once: the host's first look finds it
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.every + 1)
+        for path in (self.path, self.path + ".tmp"):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+    def beat(self) -> None:
+        """One beat: the new count replaces the old whole (a reader never sees half)."""
+        self.count += 1
+        try:
+            with open(self.path + ".tmp", "w") as handle:
+                handle.write("{} {}\n".format(self.count, os.getpid()))
+            os.replace(self.path + ".tmp", self.path)
+        except OSError:
+            pass  # a full disk: the host hears nothing and says so; the job goes on
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.beat()
 
 
 class Ended:

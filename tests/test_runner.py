@@ -8,6 +8,8 @@ converted or uploaded.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import random
 import signal
@@ -21,6 +23,7 @@ import pytest
 
 from toolkit import pipeline, runner
 from toolkit.board import LocalBoard, SshBoard, local_board_home
+from toolkit.cancel import allow_jobs, cancel_running_jobs
 from toolkit.errors import AgentError, BoardSetupError, HostKeyError, InfrastructureError
 from toolkit.lock import board_lock, lease_dir
 from toolkit.model import load_model_source
@@ -283,3 +286,64 @@ def test_sigterm_mid_bench_stops_every_boards_job_before_its_lease_is_released(
         watchers[kind].stop()
         assert releases(lease / "lock.log")[-1] >= watchers[kind].last_seen, kind
     assert not list((tmp_path / "out").glob(".staging-*"))
+
+
+def silent_agent_python(tmp_path: Path) -> Path:
+    """A board ``python`` that answers the board check like a real one, but as the agent
+    closes its output and sleeps: it never answers, never exits, never beats."""
+    script = tmp_path / "silent-python"
+    script.write_text("#!/bin/sh\n"
+                      'case "$1" in *.pyz) exec >&- 2>&- </dev/null; exec sleep 900;; esac\n'
+                      f'exec {sys.executable} "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.slow
+def test_a_silent_agent_is_given_up_within_the_heartbeat_bound_not_the_budget(
+        tflite_copy: Path, tmp_path: Path) -> None:
+    target = dataclasses.replace(load_target("local"), python=str(silent_agent_python(tmp_path)),
+                                 retries=0)
+    job, files = job_for(tflite_copy, "silent", seconds=900)
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            JobRunner(target).run_job(job, files)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            outcome["error"] = exc
+
+    started = time.monotonic()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    limit = runner.HEARTBEAT_TIMEOUT_SECONDS + runner.HEARTBEAT_CHECK_SECONDS + 20
+    assert job_budget_seconds(job) > 10 * limit
+    worker.join(limit)
+    if worker.is_alive():  # the old host: waiting out the budget
+        cancel_running_jobs()
+        worker.join(30)
+        allow_jobs()
+        pytest.fail(f"still waiting after {limit:g} s (the budget is "
+                    f"{job_budget_seconds(job):g} s)")
+    took = time.monotonic() - started
+    error = outcome.get("error")
+    assert isinstance(error, InfrastructureError), repr(error)
+    assert "went silent: no heartbeat for" in str(error)
+    assert runner.HEARTBEAT_TIMEOUT_SECONDS <= took < limit
+    time.sleep(1)
+    left = processes_in(local_board_home() / ".edge")
+    assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
+
+
+@pytest.mark.slow
+def test_a_variant_measuring_longer_than_the_heartbeat_bound_is_not_stopped(
+        tflite_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "HEARTBEAT_TIMEOUT_SECONDS", 12.0)  # agent: every 5 s
+    job, files = job_for(tflite_copy, "slow", seconds=40)
+    job["settings"]["max_runs"] = 1_000_000_000  # a run of this model takes microseconds
+    started = time.monotonic()
+    raw = JobRunner(load_target("local")).run_job(job, files)
+    assert time.monotonic() - started > 2 * runner.HEARTBEAT_TIMEOUT_SECONDS
+    [variant] = json.loads(raw)["variants"]
+    assert variant["status"] == "ok", variant
+    assert not list((local_board_home() / ".edge" / "cache").glob("*.alive*"))

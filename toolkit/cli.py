@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .cancel import cancel_on_signals
+from .cancel import cancel_on_signals, exit_status, interrupted_by
 from .cli_bench import bench_command
 from .cli_check import check
 from .cli_compress import compress
@@ -52,10 +52,27 @@ class _EdgeGroup(click.Group):
         try:
             # SIGTERM and a closed terminal clean up (boards, leases, staging) like Ctrl-C.
             with cancel_on_signals(), one_line_warnings():
-                return super().invoke(ctx)
+                try:
+                    outcome = super().invoke(ctx)
+                except (KeyboardInterrupt, EdgeError) as exc:
+                    # An error caused by the interrupt (a board command cut short) is the
+                    # interrupt.  Read before the block ends: it forgets the signal.
+                    if isinstance(exc, EdgeError) and interrupted_by() is None:
+                        raise
+                    status = exit_status(interrupted_by())
+                else:
+                    if interrupted_by() is None:
+                        return outcome
+                    # A library swallowed the interrupt and the command went on to its end.
+                    status = exit_status(interrupted_by())
         except EdgeError as exc:
             click.echo(f"edge: error: {one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
+        # Everything was cleaned up on the way here (jobs, leases, staging folders); the
+        # shell's convention rather than click's "Aborted!" and exit 1: 130, or 143 for
+        # SIGTERM, so a script can tell an interrupt from a failed stage.
+        click.echo("edge: interrupted", err=True)
+        ctx.exit(status)
 
 
 @click.group(cls=_EdgeGroup)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from device_agent import protocol
+from device_agent.proc import HEARTBEAT_SECONDS, heartbeat_file
 
 from .agent_package import build_agent_package
 from .board import Board, open_board
@@ -53,6 +54,14 @@ log = logging.getLogger(__name__)
 AGENT_OVERHEAD_SECONDS = 60.0
 #: After SIGTERM, how long the agent's group has to end before it is killed.
 STOP_GRACE_SECONDS = 2.0
+#: How long the host waits without a new heartbeat from the agent before it ends the job
+#: as an infrastructure failure: six of the agent's beats
+#: (:data:`device_agent.proc.HEARTBEAT_SECONDS`), so a loaded board that misses a few is
+#: not given up on, while an agent that died with its output held open (or a frozen
+#: board) costs tens of seconds, not the job's budget (1,323 s for two variants).
+HEARTBEAT_TIMEOUT_SECONDS = 30.0
+#: How often the host reads the heartbeat: one small command on the open connection.
+HEARTBEAT_CHECK_SECONDS = 5.0
 
 #: Puts the calling process in a session (and process group) of its own, writes its id to
 #: argv[1] and becomes argv[2:]: the job's whole process tree can then be killed as a group.
@@ -162,7 +171,8 @@ class JobRunner:
                        'if [ "$pid" -gt 1 ] 2>/dev/null; then signal_job KILL; fi; '
                        'rm -f -- "$pid_file"; '
                        "exit $status; }")
-            result = self._wait(board, command, pid_file, job_budget_seconds(job))
+            result = self._wait(board, command, pid_file, job_budget_seconds(job),
+                                heartbeat=f"{work}/{heartbeat_file(f'cache/{job_name}')}")
         if not result.ok:
             lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
             reason = lines[-1] if lines else f"exit status {result.exit_status}"
@@ -170,12 +180,15 @@ class JobRunner:
                              target=self.target.name)
         return result.stdout
 
-    def _wait(self, board: Board, command: str, pid_file: str, budget: float) -> Result:
-        """Run ``command`` until it ends, the budget is spent or the job is cancelled.
+    def _wait(self, board: Board, command: str, pid_file: str, budget: float, *,
+              heartbeat: str | None = None) -> Result:
+        """Run ``command`` until it ends, the budget is spent, the job is cancelled, or
+        the agent's ``heartbeat`` file (a path on the board) goes unchanged for
+        :data:`HEARTBEAT_TIMEOUT_SECONDS`.
 
-        It runs in a thread of its own so that this one can watch the clock and the
-        cancellation; on any way out but a normal end, the job's group is killed here,
-        before the caller releases the lease.
+        It runs in a thread of its own so that this one can watch the clock, the
+        cancellation and the heartbeat; on any way out but a normal end, the job's group
+        is killed here, before the caller releases the lease.
         """
         answer: dict[str, Any] = {}
 
@@ -188,6 +201,7 @@ class JobRunner:
 
         runner = threading.Thread(target=work, name=f"job-{self.target.name}", daemon=True)
         deadline = time.monotonic() + budget
+        pulse = _Pulse(board, heartbeat) if heartbeat else None
         runner.start()
         try:
             while runner.is_alive():
@@ -196,6 +210,13 @@ class JobRunner:
                 if runner.is_alive() and time.monotonic() > deadline:
                     raise AgentError(f"agent on {self.target.name} did not finish within "
                                      f"{budget:g} s", target=self.target.name)
+                if pulse is not None and runner.is_alive():
+                    silent = pulse.silent_for()
+                    if silent > HEARTBEAT_TIMEOUT_SECONDS:
+                        raise InfrastructureError(
+                            f"agent on {self.target.name} went silent: no heartbeat for "
+                            f"{silent:.0f} s (it beats every {HEARTBEAT_SECONDS:g} s); "
+                            "the job was stopped", target=self.target.name)
         except BaseException:
             stop_job(board, pid_file)
             runner.join(STOP_GRACE_SECONDS + 5)
@@ -209,6 +230,30 @@ class JobRunner:
     def _raise_if_cancelled(self) -> None:
         if cancel_requested():
             raise KeyboardInterrupt(f"job on {self.target.name} cancelled")
+
+
+class _Pulse:
+    """The agent's heartbeat as the host hears it: read every
+    :data:`HEARTBEAT_CHECK_SECONDS`, timed on this host's monotonic clock (the board's
+    clock may differ or step: only whether the count changed matters)."""
+
+    def __init__(self, board: Board, path: str) -> None:
+        self._board, self._command = board, f"cat -- {shlex.quote(path)} 2>/dev/null"
+        self._last: bytes | None = None
+        self._heard = self._checked = time.monotonic()  # the start counts as heard
+
+    def silent_for(self) -> float:
+        """Seconds since the count last changed (reads the board when a check is due)."""
+        now = time.monotonic()
+        if now - self._checked >= HEARTBEAT_CHECK_SECONDS:
+            self._checked = now
+            try:
+                beat = self._board.run(self._command, timeout=HEARTBEAT_CHECK_SECONDS).stdout
+            except InfrastructureError:
+                beat = b""  # not heard; the job's own command notices a dead link
+            if beat.strip() and beat != self._last:
+                self._last, self._heard = beat, now
+        return now - self._heard
 
 
 def stop_job(board: Board, pid_file: str) -> None:
@@ -234,6 +279,7 @@ def stop_job(board: Board, pid_file: str) -> None:
                     exc)
 
 
-__all__ = ["AGENT_OVERHEAD_SECONDS", "JobRunner", "allow_jobs", "cancel_on_signals",
+__all__ = ["AGENT_OVERHEAD_SECONDS", "HEARTBEAT_CHECK_SECONDS", "HEARTBEAT_TIMEOUT_SECONDS",
+           "JobRunner", "allow_jobs", "cancel_on_signals",
            "cancel_running_jobs", "check_board", "check_boards", "job_budget_seconds",
            "stop_job"]

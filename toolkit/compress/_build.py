@@ -26,6 +26,7 @@ from device_agent.runtime import find_runtime
 
 from .._quiet import captured_native_output, silence_library_logging
 from ..artifact import Artifact, FailedVariant, describe_artifact, write_manifest
+from ..cancel import interrupts_deferred, raise_if_interrupted
 from ..compat import runtime_compat
 from ..errors import CompressError, ModelError, OutputError, UsageError
 from ..evaluate import tflite_accuracy, tflite_fidelity
@@ -99,18 +100,25 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
                 progress(f"{chain.recipe}: quantization-aware fine-tuning")
                 module = quantization_aware_training(module, chain.conversion, context)
             progress(f"{chain.recipe}: converting ({chain.conversion.recipe})")
+            # Ctrl-C is held until the converter returns: raised inside it, it was either
+            # swallowed (the deploy measured and stored on) or aborted the process from a
+            # native callback (SIGABRT, staging left behind).
             if isinstance(chain.conversion, Int8MixedConfig):
                 # Measures between conversions and captures each one itself.
-                details = int8_mixed(module, source, chain.conversion, target,
-                                     progress=progress)
+                with interrupts_deferred():
+                    details = int8_mixed(module, source, chain.conversion, target,
+                                         progress=progress)
             else:
-                with captured_native_output() as log:
+                with interrupts_deferred(), captured_native_output() as log:
                     details = convert(module, source.example_input, chain.conversion,
                                       source.calibration_data, target)
     except (UsageError, CompressError):
+        raise_if_interrupted()
         raise
     except Exception as exc:
+        raise_if_interrupted()  # a library that turned the interrupt into its own error
         raise compress_failure(chain.recipe, exc, source.path) from exc
+    raise_if_interrupted()  # one swallowed during fine-tuning
     if not target.is_file():
         raise CompressError(f"{chain.recipe}: converter wrote no file; its log ended with: "
                             f"{log[-1] if log else '(nothing)'}", recipe=chain.recipe)
@@ -270,6 +278,7 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
     inputs = _fidelity_inputs(source)
     artifacts = []
     for chain in chains:
+        raise_if_interrupted()
         try:
             artifacts.append(_cached_or_built(source, chain, folder, progress, inputs, cache,
                                               keys))

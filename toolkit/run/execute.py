@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from device_agent import protocol
 
 from ..artifact import Artifact, FailedVariant, write_manifest
-from ..cancel import allow_jobs, cancel_running_jobs
+from ..cancel import allow_jobs, cancel_running_jobs, interrupts_deferred, raise_if_interrupted
 from ..choose import Choice, choose_fastest, split_by_budget
 from ..errors import (
     AgentError,
@@ -168,6 +168,7 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
         with ResultsStore(store_path) as store:
             for source, (run_id, folder) in zip(sources, staging, strict=True):
                 prepared.append(_prepare(plan, source, run_id, folder, say))
+            raise_if_interrupted()  # one a library swallowed: nothing is measured
             done = _run_boards(plan, ready, prepared, board_steps, say, notify)
             runs = []
             for index, model in enumerate(prepared):
@@ -493,28 +494,32 @@ def publish_run(store: ResultsStore, run: StoredRun, staging: Path,
     is rendered: a report that cannot be written is one warning naming the run (``edge
     report RUN`` renders it again from the store), never a lost measurement.
     """
+    raise_if_interrupted()  # one a library swallowed: nothing is stored
     files = run_folder_files(run)
     kept: Path | None = final_dir
     not_written: OSError | None = None
-    try:
-        for name, text in files.items():
-            (staging / name).write_text(text, encoding="utf-8")
-        final_dir.parent.mkdir(parents=True, exist_ok=True)
-        release(staging)  # its owner file does not go with it
-        staging.rename(final_dir)
-    except OSError as exc:  # a full disk, most often
-        not_written, kept = exc, None
-    try:
-        if not_written is not None:
-            kept = _spare_copy(run.run_id, files)
-        store.add_run(run)
-    except StoreError as exc:
-        if kept is None:
-            raise StoreError(f"{exc}, and its folder {final_dir} could not be written "
-                             f"({not_written.strerror if not_written else 'no room'}): the "
-                             f"measurement is lost") from None
-        raise StoreError(f"{exc}; its results are kept in {kept}: store them later with "
-                         f"`edge runs import {kept}`") from None
+    # Ctrl-C from here waits until the run is both in place and stored (then it is raised):
+    # between the two, it left a run folder that no stored run names.
+    with interrupts_deferred():
+        try:
+            for name, text in files.items():
+                (staging / name).write_text(text, encoding="utf-8")
+            final_dir.parent.mkdir(parents=True, exist_ok=True)
+            release(staging)  # its owner file does not go with it
+            staging.rename(final_dir)
+        except OSError as exc:  # a full disk, most often
+            not_written, kept = exc, None
+        try:
+            if not_written is not None:
+                kept = _spare_copy(run.run_id, files)
+            store.add_run(run)
+        except StoreError as exc:
+            if kept is None:
+                raise StoreError(f"{exc}, and its folder {final_dir} could not be written "
+                                 f"({not_written.strerror if not_written else 'no room'}): "
+                                 "the measurement is lost") from None
+            raise StoreError(f"{exc}; its results are kept in {kept}: store them later with "
+                             f"`edge runs import {kept}`") from None
     if not_written is not None:
         shutil.rmtree(staging, ignore_errors=True)  # the run is stored; free the room
         if kept is not None:
