@@ -153,18 +153,18 @@ class EchoInterpreter:
 def test_the_board_judges_by_the_metric_the_host_wrote_into_the_reference(tmp_path) -> None:
     want, got = embeddings_with_flipped_argmax()
     path = tmp_path / "ref.npz"
-    arrays = {"input_0": np.zeros((32, 3), np.float32),
-              "output_0": np.stack([w[0] for w in want]).astype(np.float32)}
-    np.savez(path, **arrays)
+    inputs = np.zeros((32, 3), np.float32)
+    outputs = np.stack([w[0] for w in want]).astype(np.float32)
+    np.savez(path, input_0=inputs, output_0=outputs)
     assert load_reference(path)["metric"] == "top1"  # an older host: argmax, as before
     board = [g[0].astype(np.float32) for g in got]
     assert not check_outputs(EchoInterpreter(board), load_reference(path), atol=1e-4,
                              min_top1=0.99)["ok"]
-    np.savez(path, **arrays, agreement_metric=np.array("cosine"))
+    np.savez(path, input_0=inputs, output_0=outputs, agreement_metric=np.array("cosine"))
     check = check_outputs(EchoInterpreter(board), load_reference(path), atol=1e-4, min_top1=0.99)
     assert check["ok"] and check["metric"] == "cosine"
-    zeros_on_both = {"input_0": arrays["input_0"], "output_0": np.zeros((32, 64), np.float32)}
-    np.savez(path, **zeros_on_both, agreement_metric=np.array("cosine"))
+    np.savez(path, input_0=inputs, output_0=np.zeros((32, 64), np.float32),
+             agreement_metric=np.array("cosine"))
     check = check_outputs(EchoInterpreter([np.zeros(64, np.float32)] * 32), load_reference(path),
                           atol=1e-4, min_top1=0.99)
     assert not check["ok"] and check["degenerate"] == (
