@@ -267,3 +267,20 @@ def test_degenerate_outputs_make_the_verdict_invalid_and_are_named() -> None:
     assert verdict["status"] == "INVALID"
     assert verdict["reasons"] == ["outputs degenerate: the host's outputs are all zero; "
                                   "the board's outputs are all zero"]
+
+
+def test_the_reference_tells_the_board_to_judge_a_model_without_labels_by_cosine(
+        tflite_copy: Path, tmp_path: Path) -> None:
+    from toolkit.artifact import describe_artifact
+    from toolkit.model import load_model_source
+    from toolkit.run.execute import build_references
+
+    source = load_model_source(tflite_copy)
+    for fidelity, metric in (({"agreement_metric": "cosine"}, "cosine"), (None, "top1")):
+        artifact = describe_artifact("fp32", tflite_copy, config={}, fidelity=fidelity)
+        made = build_references(source, [artifact], tmp_path / metric)
+        reference = load_reference(made[artifact.board_name])
+        assert reference["metric"] == metric
+        figures = measure_variant(find_runtime(), tflite_copy, FAST, reference=reference,
+                                  thermal=lambda: NO_THERMAL)
+        assert figures["output_check"]["ok"] and figures["output_check"]["metric"] == metric
