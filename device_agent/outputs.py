@@ -20,7 +20,18 @@ computes a file wrongly is far off (ai-edge-quantizer's dynamic MLP on 2.14:
 - the signal-to-noise ratio of all outputs is at least 30 dB and the argmax agrees
   on 95 % of the samples (only near-ties flipped).
 
-The result names the rule that judged it (``rule``), or why neither held.
+A model without labels (an encoder) is judged by cosine instead (``metric="cosine"``,
+which the host writes into the reference as ``agreement_metric``): the argmax of an
+embedding means nothing, and a correct quantized encoder flips it at cosine 0.999.  Its
+outputs agree when every output is within the tolerance above, or when every sample's
+outputs have a cosine similarity of at least ``MIN_COSINE`` (0.99) with the host's.
+
+Degenerate outputs never agree: NaN or inf in any output, or outputs that are all zero or
+constant (every output one value over every sample and element) on either side.  A file
+that computes only zeros computes them on the host too, and agreement about outputs that
+carry no signal proves nothing; ``degenerate`` names what was found.
+
+The result names the rule that judged it (``rule``), or why none held.
 
 The reference travels as one ``.npz`` file beside the model: ``input_0..`` and
 ``output_0..`` arrays (raw tensors, in the model's own dtypes), each with the
@@ -36,7 +47,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -49,6 +60,38 @@ MAX_RELATIVE_ERROR = 0.02
 #: The second rule: at least this SQNR (dB) over all outputs, with this argmax agreement.
 MIN_SQNR_DB = 30.0
 MIN_AGREEMENT_AT_SQNR = 0.95
+#: The cosine rule (models without labels): every sample's cosine with the reference.
+MIN_COSINE = 0.99
+#: How outputs are judged: ``top1`` (a classifier's logits) or ``cosine`` (an embedding).
+METRICS = ("top1", "cosine")
+
+
+def degenerate(outputs: Sequence[np.ndarray]) -> str:
+    """Why ``outputs`` (one array per output, every sample in it) carry no signal, or "".
+
+    NaN or inf in any output; or every output a single value over all its samples and
+    elements ("all zero", or "constant (every value 0.5)").  A single number is never
+    called constant: there is nothing to compare it with.
+    """
+    arrays = [np.asarray(values, dtype=np.float64).reshape(-1) for values in outputs]
+    for index, values in enumerate(arrays):
+        for name, found in (("NaN", np.isnan(values)), ("inf", np.isinf(values))):
+            if found.any():
+                where = f" in output {index}" if len(arrays) > 1 else ""
+                return f"{name}{where} ({int(found.sum())} of {values.size} values)"
+    if sum(values.size for values in arrays) < 2 or not all(values.size for values in arrays):
+        return ""
+    if not all(bool(np.all(values == values[0])) for values in arrays):
+        return ""
+    if all(values[0] == 0 for values in arrays):
+        return "all zero"
+    return "constant (every value " + ", ".join(f"{values[0]:.4g}" for values in arrays) + ")"
+
+
+def cosine(want: np.ndarray, got: np.ndarray) -> float:
+    """cos(want, got) of two flat arrays; 0.0 when either is all zero (no direction)."""
+    norms = float(np.linalg.norm(want) * np.linalg.norm(got))
+    return float(np.dot(want, got)) / norms if norms else 0.0
 
 
 def sqnr_db(signal: float, noise: float) -> float | None:
@@ -73,16 +116,25 @@ def dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 def compare_outputs(expected: Sequence[Sequence[np.ndarray]],
                     got: Sequence[Sequence[np.ndarray]], steps: Sequence[float], *,
-                    atol: float = 0.0, min_agreement: float = MIN_AGREEMENT) -> dict[str, Any]:
+                    atol: float = 0.0, min_agreement: float = MIN_AGREEMENT,
+                    metric: str = "top1",
+                    sides: tuple[str, str] = ("the reference's", "the runtime's")
+                    ) -> dict[str, Any]:
     """Judge ``got`` against ``expected`` (per sample, per output, in real units).
 
     ``steps`` gives each output's quantization step (0 for a float output, which
-    is allowed ``atol`` instead).  Returns ``ok``, the ``rule`` that judged it, and
-    the figures: ``samples``, ``max_abs_diff``, ``max_steps`` (worst error in steps of
-    a quantized output, None without one), ``max_relative_error``, ``sqnr_db`` (None:
-    identical) and ``top1_agreement``; ``summary`` says it in one line.
+    is allowed ``atol`` instead); ``metric`` is ``top1`` or ``cosine`` (see the module
+    docstring); ``sides`` name ``expected`` and ``got`` in the summary.  Returns ``ok``,
+    the ``rule`` that judged it, and the figures: ``samples``, ``max_abs_diff``,
+    ``max_steps`` (worst error in steps of a quantized output, None without one),
+    ``max_relative_error``, ``sqnr_db`` (None: identical), ``top1_agreement``,
+    ``min_cosine`` (the lowest sample's), ``metric`` and ``degenerate`` ("" or what
+    made the outputs meaningless); ``summary`` says it in one line.
     """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     agree = 0
+    cosines = []
     max_diff = worst_relative = 0.0
     worst_steps: float | None = None
     signal = noise = 0.0
@@ -106,50 +158,91 @@ def compare_outputs(expected: Sequence[Sequence[np.ndarray]],
         if want_outputs:
             agree += int(np.argmax(np.asarray(got_outputs[0]).reshape(-1))
                          == np.argmax(np.asarray(want_outputs[0]).reshape(-1)))
+            cosines.append(cosine(_flat(want_outputs), _flat(got_outputs)))
     samples = len(expected)
     agreement = agree / samples if samples else 1.0
+    lowest_cosine = min(cosines) if cosines else 1.0
     sqnr = sqnr_db(signal, noise)
+    problems = [f"{side} outputs are {found}" for side, found in zip(
+        sides, (degenerate(_per_output(expected)), degenerate(_per_output(got)))) if found]
     quantized = any(steps)
     tight = (f"within {MAX_STEPS} output steps" if quantized and all(steps)
              else f"within atol {atol:g}" if not quantized
              else f"within {MAX_STEPS} output steps (quantized) or atol {atol:g} (float)")
     rule = ""
-    if agreement >= min_agreement and within_steps:
+    # The cosine metric drops the argmax condition (it means nothing for an embedding).
+    argmax_holds = metric == "cosine" or agreement >= min_agreement
+    if problems:
+        pass  # agreement about outputs without a signal proves nothing
+    elif argmax_holds and within_steps:
         rule = tight
-    elif agreement >= min_agreement and within_relative:
+    elif argmax_holds and within_relative:
         rule = f"within {MAX_RELATIVE_ERROR:.0%} of the output range"
-    elif agreement >= MIN_AGREEMENT_AT_SQNR and (sqnr is None or sqnr >= MIN_SQNR_DB):
+    elif metric == "cosine" and lowest_cosine >= MIN_COSINE:
+        rule = f"cosine >= {MIN_COSINE:g} in every sample"
+    elif metric == "top1" and agreement >= MIN_AGREEMENT_AT_SQNR and (
+            sqnr is None or sqnr >= MIN_SQNR_DB):
         rule = f"SQNR >= {MIN_SQNR_DB:g} dB with top-1 agreement >= {MIN_AGREEMENT_AT_SQNR:g}"
     figures = (f"max abs diff {max_diff:.3g}"
                + (f" ({worst_steps:.2f} output steps)" if worst_steps is not None else "")
                + f", {worst_relative:.2%} of range, SQNR "
-               + ("inf" if sqnr is None else f"{sqnr:g}") + f" dB, top-1 agreement "
-               f"{agreement:.3f}")
-    summary = (f"{rule}: {figures}" if rule else
-               f"{figures}; neither {tight} or {MAX_RELATIVE_ERROR:.0%} of range with top-1 "
-               f">= {min_agreement:g}, nor SQNR >= {MIN_SQNR_DB:g} dB with top-1 >= "
-               f"{MIN_AGREEMENT_AT_SQNR:g}")
+               + ("inf" if sqnr is None else f"{sqnr:g}") + " dB, "
+               + (f"lowest cosine {lowest_cosine:.4f}" if metric == "cosine" else
+                  f"top-1 agreement {agreement:.3f}"))
+    if problems:
+        summary = "degenerate outputs: " + "; ".join(problems) + f" ({figures})"
+    elif rule:
+        summary = f"{rule}: {figures}"
+    elif metric == "cosine":
+        summary = (f"{figures}; neither {tight} or {MAX_RELATIVE_ERROR:.0%} of range, nor "
+                   f"cosine >= {MIN_COSINE:g} in every sample")
+    else:
+        summary = (f"{figures}; neither {tight} or {MAX_RELATIVE_ERROR:.0%} of range with "
+                   f"top-1 >= {min_agreement:g}, nor SQNR >= {MIN_SQNR_DB:g} dB with top-1 >= "
+                   f"{MIN_AGREEMENT_AT_SQNR:g}")
     return {"ok": bool(rule), "rule": rule, "samples": samples, "max_abs_diff": max_diff,
             "max_steps": None if worst_steps is None else round(worst_steps, 3),
             "max_relative_error": round(worst_relative, 6), "sqnr_db": sqnr,
-            "top1_agreement": agreement, "summary": summary}
+            "top1_agreement": agreement, "min_cosine": round(lowest_cosine, 6),
+            "metric": metric, "degenerate": "; ".join(problems), "summary": summary}
 
 
-def load_reference(path: Path) -> dict[str, list[np.ndarray]]:
-    """Read a reference ``.npz`` into ``{"inputs": [...], "outputs": [...]}``."""
+def _flat(outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """One sample's outputs as one flat float64 vector."""
+    return np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs]) \
+        if len(outputs) else np.zeros(0)
+
+
+def _per_output(samples: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """Per sample, per output -> per output, every sample's values flat."""
+    width = min((len(outputs) for outputs in samples), default=0)
+    return [np.concatenate([np.asarray(outputs[index], dtype=np.float64).reshape(-1)
+                            for outputs in samples]) for index in range(width)]
+
+
+def load_reference(path: Path) -> dict[str, Any]:
+    """Read a reference ``.npz`` into ``{"inputs": [...], "outputs": [...], "metric": ...}``.
+
+    ``metric`` is the file's ``agreement_metric`` (``top1`` or ``cosine``); a reference
+    from a host that wrote none is judged by ``top1``, as it always was.
+    """
     with np.load(path, allow_pickle=False) as data:
         inputs = [data[f"input_{i}"] for i in range(_count(data.files, "input_"))]
         outputs = [data[f"output_{i}"] for i in range(_count(data.files, "output_"))]
-    return {"inputs": inputs, "outputs": outputs}
+        metric = str(data["agreement_metric"]) if "agreement_metric" in data.files else "top1"
+    if metric not in METRICS:
+        raise ValueError(f"agreement_metric must be one of {METRICS}, got {metric!r}")
+    return {"inputs": inputs, "outputs": outputs, "metric": metric}
 
 
 def _count(names: list[str], prefix: str) -> int:
     return sum(1 for name in names if name.startswith(prefix))
 
 
-def check_outputs(interpreter: Any, reference: dict[str, list[np.ndarray]], *, atol: float,
+def check_outputs(interpreter: Any, reference: Mapping[str, Any], *, atol: float,
                   min_top1: float) -> dict[str, Any]:
-    """Run every reference sample on the board and judge with :func:`compare_outputs`."""
+    """Run every reference sample on the board and judge with :func:`compare_outputs`
+    by the reference's ``metric`` (``top1`` when it names none)."""
     in_details = interpreter.get_input_details()
     out_details = interpreter.get_output_details()
     samples = int(reference["inputs"][0].shape[0])
@@ -163,5 +256,6 @@ def check_outputs(interpreter: Any, reference: dict[str, list[np.ndarray]], *, a
         expected.append([dequantize(batch[index], detail)
                          for detail, batch in zip(out_details, reference["outputs"])])
     check = compare_outputs(expected, got, [output_step(d) for d in out_details], atol=atol,
-                            min_agreement=min_top1)
+                            min_agreement=min_top1, metric=str(reference.get("metric", "top1")),
+                            sides=("the host's", "the board's"))
     return {**check, "atol": atol, "min_top1": min_top1}

@@ -1,5 +1,24 @@
 """A verdict per measurement, as MLPerf gives one: VALID, or INVALID with the reasons.
 
+INVALID: too few runs, too short, throttled, the robust spread above ``max_cv``, the
+board's outputs not matching the host's, or outputs that are degenerate (all zero,
+constant, NaN or inf: a latency of a file computing garbage describes no model).
+
+The tail.  The spread is judged robustly (MAD / median), so rare OS stalls do not void a
+steady run; but a run where many runs stall is not steady for the user who meets it (an
+arm64 board: p50 0.44 ms, p99 20.7 ms, more than 10 % of runs ten times the median).
+When more than ``MAX_STALL_SHARE`` (1 %) of the runs take more than ``STALL_MULTIPLE``
+(10) times the median, the verdict carries a named condition beside its status::
+
+    {"status": "VALID", "reasons": [], "conditions": ["stalls: 10.2 % of runs above 10x
+     the median (0.44 ms)"]}
+
+A condition does not make the run INVALID: the median is still measured right, and a
+tail can belong to the variant itself (threads waiting on each other), which measuring
+again would not remove; the reader is told what the median hides.  One 1 ms stall
+among 100,000 runs (0.001 %) stays plain VALID.  The share is counted over the samples
+the board ships (every k-th run when there were many), against the median of all runs.
+
 Example::
 
     judge(figures, settings)  # {"status": "INVALID", "reasons": ["too few runs: 12 < 50"]}
@@ -7,9 +26,25 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 VALID, INVALID = "VALID", "INVALID"
+#: A run slower than this multiple of the median is a stall ...
+STALL_MULTIPLE = 10.0
+#: ... and more than this share of stalled runs is a named condition beside the status.
+MAX_STALL_SHARE = 0.01
+
+
+def stalls(samples_ms: Sequence[float], median_ms: float) -> str:
+    """``"stalls: 10.2 % of runs above 10x the median (0.44 ms)"``, or "" for a steady run."""
+    if not samples_ms or median_ms <= 0:
+        return ""
+    slow = sum(1 for sample in samples_ms if sample > STALL_MULTIPLE * median_ms)
+    share = slow / len(samples_ms)
+    if share <= MAX_STALL_SHARE:
+        return ""
+    return (f"stalls: {100 * share:.1f} % of runs above {STALL_MULTIPLE:g}x the median "
+            f"({median_ms:.3g} ms)")
 
 
 def judge(figures: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
@@ -33,9 +68,15 @@ def judge(figures: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
                         f"limit {max_cv:g}")
         reasons.extend(unsteady)
     check = figures.get("output_check")
-    if check is not None and not check.get("ok", False):
+    if check is not None and check.get("degenerate"):
+        reasons.append("outputs degenerate: " + str(check["degenerate"]))
+    elif check is not None and not check.get("ok", False):
         reasons.append("outputs mismatched: " + str(check.get("summary", "")))
     verdict: dict[str, Any] = {"status": INVALID if reasons else VALID, "reasons": reasons}
+    tail = stalls(figures.get("latency_samples_ms") or [],
+                  float(figures["latency_ms"].get("p50") or 0.0))
+    if tail:
+        verdict["conditions"] = [tail]
     if reasons and reasons == unsteady:
         # Only the spread was wrong: the board's state changed during the runs (another
         # process, a frequency step), which a second attempt may not meet.

@@ -101,3 +101,49 @@ def test_int4_weights_are_refused_by_tflite_runtime_before_they_run(
     assert "int4 weights need ai-edge-litert" in failed["error"]
     assert "\n" not in failed["error"]
     assert run_agent(folder, variants, SETTINGS)["variants"][0]["status"] == "ok"
+
+
+VANISHING = Path(__file__).parent / "models" / "vanishing_logits.py"
+
+
+def test_an_int8_file_computing_only_zeros_is_never_a_match_on_host_board_or_report(
+        tmp_path: Path) -> None:
+    from device_agent.measure import measure_variant
+    from device_agent.outputs import load_reference
+    from device_agent.runtime import find_runtime
+    from toolkit.compress import build_artifacts, parse_recipes
+    from toolkit.model import load_model_source
+    from toolkit.report import report_rows
+    from toolkit.run.execute import build_references
+
+    from .records import make_run
+
+    source = load_model_source(VANISHING)
+    artifacts = {a.variant: a for a in build_artifacts(source, parse_recipes("fp32,int8"),
+                                                       tmp_path)}
+    fp32, int8 = artifacts["fp32"], artifacts["int8"]
+    assert fp32.runtime_compat[0]["ok"] and "degenerate" not in (fp32.fidelity or {})
+    assert (int8.fidelity or {})["degenerate"] == "the file's outputs are all zero"
+    assert int8.runtime_compat[0]["ok"] is False
+    references = build_references(source, [fp32, int8], tmp_path / "refs")
+    settings = {"warmup_runs": 2, "warmup_seconds": 0.0, "min_runs": 10, "min_seconds": 0.05,
+                **SETTINGS}
+    records = []
+    for artifact in (fp32, int8):
+        reference = load_reference(references[artifact.board_name])
+        assert reference["metric"] == "cosine"
+        figures = measure_variant(find_runtime(), artifact.path, settings, reference=reference,
+                                  thermal=lambda: {"zones_c": {}, "cpu_mhz": {}})
+        records.append({"target": "local", "variant": artifact.variant, **artifact.to_dict(),
+                        **figures})
+        if artifact is int8:
+            check = figures["output_check"]
+            assert not check["ok"] and check["degenerate"] == (
+                "the host's outputs are all zero; the board's outputs are all zero")
+            assert figures["verdict"]["status"] == "INVALID"
+            assert figures["verdict"]["reasons"][-1].startswith("outputs degenerate: ")
+        else:
+            assert figures["output_check"]["ok"], figures["output_check"]["summary"]
+    rows = {row.variant: row for row in report_rows(make_run("r", records))}
+    assert rows["fp32"].outputs_match is True
+    assert rows["int8"].outputs_match is False and "\u2713" not in rows["int8"].output_check

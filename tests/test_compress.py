@@ -760,3 +760,20 @@ def test_a_converted_file_the_runtime_cannot_prepare_is_a_failed_variant(
                                             r"EdgeNoSuchOp"):
         _check_loads(model, "int8")
     assert not model.exists()  # nothing half-made is left for the deploy to push
+
+
+ZERO_OUTPUTS = Path(__file__).parent / "models" / "zero_outputs.py"
+
+
+def test_a_model_whose_float_outputs_are_all_zero_is_named_degenerate_never_cos_1(
+        tmp_path: Path) -> None:
+    # Every variant computes the float model's zeros: two sets of zeros "agree" perfectly.
+    source = load_model_source(ZERO_OUTPUTS)
+    for artifact in build_artifacts(source, parse_recipes("fp32,int8"), tmp_path):
+        fidelity = artifact.fidelity or {}
+        assert fidelity["agreement_metric"] == "cosine"
+        assert fidelity["degenerate"] == ("the float model's outputs are all zero; "
+                                          "the file's outputs are all zero"), artifact.variant
+        assert fidelity["cosine_similarity"] != 1.0
+        [host] = artifact.runtime_compat
+        assert host["ok"] is False and host["degenerate"] == fidelity["degenerate"]

@@ -12,7 +12,7 @@ from device_agent.measure import latency_summary, measure_variant
 from device_agent.outputs import load_reference
 from device_agent.power import PowerReader, SensorLost
 from device_agent.runtime import find_runtime
-from device_agent.verdict import judge
+from device_agent.verdict import judge, stalls
 
 FAST = {**protocol.DEFAULT_SETTINGS, "warmup_runs": 2, "warmup_seconds": 0.0, "min_runs": 10,
         "min_seconds": 0.05, "idle_seconds": 0.1, "power_rate_hz": 200.0}
@@ -231,3 +231,56 @@ def test_without_eval_data_the_reference_starts_with_the_models_own_example() ->
     assert np.array_equal(found[0][0], floats.example_input[0].numpy())
     assert found[1][0].shape == found[0][0].shape and not np.array_equal(found[1][0],
                                                                           found[0][0])
+
+
+def test_the_arm_style_tail_is_named_beside_valid_and_a_steady_run_is_plain_valid() -> None:
+    # arm64 board: p50 0.44 ms, 10 % of runs at ten times the median (p99 20.7 ms).
+    rng = np.random.default_rng(0)
+    steady = 0.44 + 0.004 * rng.standard_normal(9_000)
+    stalled = np.concatenate([steady, 4.4 + 16 * rng.random(1_000)])
+    settings = {**FAST, "min_runs": 50, "min_seconds": 0.5, "max_cv": 0.1}
+    for samples, condition in ((stalled, "stalls: 10.0 % of runs above 10x the median"),
+                               (steady, None)):
+        figures = {"runs": samples.size, "measured_seconds": 5.0,
+                   "latency_ms": latency_summary(samples),
+                   "latency_samples_ms": samples.tolist()}
+        verdict = judge(figures, settings)
+        assert verdict["status"] == "VALID" and verdict["reasons"] == []
+        if condition is None:
+            assert "conditions" not in verdict
+        else:
+            [said] = verdict["conditions"]
+            assert said.startswith(condition) and "the median (0.44" in said
+    # 1 % exactly is within the limit; one more stalled run is not.
+    base = [1.0] * 99
+    assert stalls([*base, 11.0], 1.0) == ""
+    assert stalls([*base[:-1], 11.0, 11.0], 1.0).startswith("stalls: 2.0 % of runs")
+
+
+def test_degenerate_outputs_make_the_verdict_invalid_and_are_named() -> None:
+    good = {"runs": 100, "measured_seconds": 2.0, "latency_ms": {"cv": 0.01, "robust_cv": 0.01},
+            "thermal": {"throttled": []}}
+    settings = {**FAST, "min_runs": 50, "min_seconds": 1.0, "max_cv": 0.05}
+    check = {"ok": False, "degenerate": "the host's outputs are all zero; the board's outputs "
+             "are all zero", "summary": "degenerate outputs: ..."}
+    verdict = judge({**good, "output_check": check}, settings)
+    assert verdict["status"] == "INVALID"
+    assert verdict["reasons"] == ["outputs degenerate: the host's outputs are all zero; "
+                                  "the board's outputs are all zero"]
+
+
+def test_the_reference_tells_the_board_to_judge_a_model_without_labels_by_cosine(
+        tflite_copy: Path, tmp_path: Path) -> None:
+    from toolkit.artifact import describe_artifact
+    from toolkit.model import load_model_source
+    from toolkit.run.execute import build_references
+
+    source = load_model_source(tflite_copy)
+    for fidelity, metric in (({"agreement_metric": "cosine"}, "cosine"), (None, "top1")):
+        artifact = describe_artifact("fp32", tflite_copy, config={}, fidelity=fidelity)
+        made = build_references(source, [artifact], tmp_path / metric)
+        reference = load_reference(made[artifact.board_name])
+        assert reference["metric"] == metric
+        figures = measure_variant(find_runtime(), tflite_copy, FAST, reference=reference,
+                                  thermal=lambda: NO_THERMAL)
+        assert figures["output_check"]["ok"] and figures["output_check"]["metric"] == metric

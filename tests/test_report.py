@@ -17,7 +17,7 @@ from toolkit.svgplot import Point, pareto_front, tradeoff_plot
 from .chromium import Chromium, chromium_binary
 from .hostile import Elements, hostile, hostile_run
 from .records import BOARD, make_run, record
-from .report_cases import CASES, failed_variant_run
+from .report_cases import CASES, PASSED, failed_variant_run
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -269,3 +269,60 @@ def test_hostile_strings_from_a_board_are_text_in_the_markdown_report() -> None:
             r"<tr>.*?</tr>", table, re.S)}
         assert len(widths) == 1, "a string from the board split or merged a table cell"
     assert hostile("x").count("|") == 1 and "a | b c" in html
+
+
+def test_a_file_the_host_found_wrong_never_gets_a_green_mark_whatever_the_board_says() -> None:
+    # int8 of a seeded random CNN whose float logits are about 1e-9: it computes only zeros,
+    # on the host and on the board alike, so an older board's check "matched".
+    zeros = "the file's outputs are all zero"
+    garbage = {**record("int8"), "fidelity": {
+        "top1_agreement": 0.0, "cosine_similarity": 0.0, "sqnr_db": 0.0, "degenerate": zeros,
+        "agreement_metric": "cosine"}, "accuracy": None,
+        "runtime_compat": [{"name": "ai-edge-litert", "version": "2.3.0", "loads": True,
+                            "top1_agreement_with_source": 0.0, "cosine_with_source": 0.0,
+                            "degenerate": zeros, "ok": False}],
+        "output_check": {"ok": True, "rule": "within 2 output steps", "samples": 32,
+                         "max_abs_diff": 0.0, "top1_agreement": 1.0, "summary": "ok"}}
+    [row] = report_rows(make_run("r", [garbage]))
+    assert row.outputs_match is False and "\u2713" not in row.output_check
+    assert row.output_check == (
+        "\u2717 disagrees with its source model on the host (cos 0.0000; the file's outputs are "
+        "all zero): the board matching the host's outputs proves nothing")
+    assert row.accuracy == "no signal (degenerate outputs)"
+    html = render_html(make_run("r", [garbage]))
+    assert 'class="mismatch">\u2717 disagrees with its source model' in html
+    assert "class=\"verified\"" not in html
+    # Without the degenerate name: the host's check alone (top-1 below the bar) is enough.
+    wrong = {**record("int8"), "runtime_compat": [{"name": "ai-edge-litert", "loads": True,
+                                                   "top1_agreement_with_source": 0.41,
+                                                   "cosine_with_source": 0.8, "ok": False}],
+             "output_check": PASSED}
+    assert report_rows(make_run("r", [wrong]))[0].output_check.startswith(
+        "\u2717 disagrees with its source model on the host (top-1 agreement 0.410)")
+    # A compat runtime judged against the host (not the source) does not void the board's.
+    other = {**record("int8"), "runtime_compat": [
+        {"name": "ai-edge-litert", "top1_agreement_with_source": 1.0, "ok": True},
+        {"name": "tflite-runtime", "top1_agreement_with_host": 0.02, "ok": False}],
+        "output_check": PASSED}
+    assert report_rows(make_run("r", [other]))[0].outputs_match is True
+
+
+def test_degenerate_outputs_on_the_board_are_named_not_a_match() -> None:
+    check = {"ok": False, "rule": "", "samples": 32, "max_abs_diff": 0.0,
+             "top1_agreement": 1.0, "degenerate": "the host's outputs are all zero; the "
+             "board's outputs are all zero", "summary": "degenerate outputs: ..."}
+    [row] = report_rows(make_run("r", [{**record("int8"), "output_check": check}]))
+    assert row.outputs_match is False
+    assert row.output_check == ("\u2717 degenerate outputs on the board: the host's outputs "
+                                "are all zero; the board's outputs are all zero")
+
+
+def test_stalls_are_named_beside_valid() -> None:
+    stalled = {**record("int8"), "verdict": {"status": "VALID", "reasons": [], "conditions": [
+        "stalls: 10.2 % of runs above 10x the median (0.44 ms)"]}}
+    [row] = report_rows(make_run("r", [stalled]))
+    assert row.verdict == "VALID; stalls: 10.2 % of runs above 10x the median (0.44 ms)"
+    assert row.trusted and row.conditions
+    assert 'class="caveat">VALID; stalls: 10.2 %' in render_html(make_run("r", [stalled]))
+    assert "| VALID; stalls: 10.2 % of runs above 10x the median (0.44 ms)" in \
+        render_markdown(make_run("r", [stalled]))

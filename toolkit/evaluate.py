@@ -3,7 +3,9 @@
 Quantized inputs and outputs are converted with the tensor's own scale and
 zero point, exactly as an application on the board would do.  Accuracy needs
 labels; fidelity (top-1 agreement, cosine similarity and SQNR against the float
-torch model) does not, so models without labels are measured too.
+torch model) does not, so models without labels are measured too.  Outputs that carry
+no signal (all zero, constant, NaN or inf, in the float model or the file) are named
+in ``degenerate``: two sets of zeros agree perfectly and mean nothing.
 
 Example::
 
@@ -19,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.outputs import sqnr_db
+from device_agent.outputs import cosine as _cosine
+from device_agent.outputs import degenerate, sqnr_db
 from device_agent.runtime import find_runtime
 
 from ._quiet import captured_native_output
@@ -72,13 +75,17 @@ def tflite_fidelity(model_path: Path, reference: Any,
     """Agreement of the file with ``reference`` (the float torch module) on ``inputs``.
 
     Top-1 agreement of the first output (for logits), the mean cosine similarity of the
-    first output per sample (for embeddings, where the argmax means nothing) and SQNR
-    in dB over all outputs, 10 log10(|ref|^2 / |ref - out|^2).
+    first output per sample (for embeddings, where the argmax means nothing; 0 for a
+    sample where either side is all zero, which has no direction) and SQNR in dB over
+    all outputs, 10 log10(|ref|^2 / |ref - out|^2).  ``degenerate`` (present only when
+    found) names outputs without a signal on either side: their figures judge nothing.
     """
     import torch
 
     signal = noise = cosine = 0.0
     agree = 0
+    wanted: list[list[np.ndarray]] = []
+    computed: list[list[np.ndarray]] = []
     with torch.no_grad():
         for sample, outputs in zip(inputs, tflite_outputs(model_path, inputs), strict=True):
             expected = reference(*sample)
@@ -88,22 +95,30 @@ def tflite_fidelity(model_path: Path, reference: Any,
                 got_np = got.astype(np.float64).reshape(-1)
                 signal += float(np.sum(want_np ** 2))
                 noise += float(np.sum((want_np - got_np) ** 2))
+            wanted.append([_as_numpy(want) for want in expected])
+            computed.append(list(outputs))
             first_want = _as_numpy(expected[0]).astype(np.float64).reshape(-1)
             first_got = outputs[0].astype(np.float64).reshape(-1)
             agree += int(np.argmax(first_want) == np.argmax(first_got))
             cosine += _cosine(first_want, first_got)
-    return {"top1_agreement": agree / len(inputs) if inputs else None,
-            "cosine_similarity": round(cosine / len(inputs), 6) if inputs else None,
-            "sqnr_db": sqnr_db(signal, noise),
-            "fidelity_samples": len(inputs)}
+    fidelity: dict[str, Any] = {
+        "top1_agreement": agree / len(inputs) if inputs else None,
+        "cosine_similarity": round(cosine / len(inputs), 6) if inputs else None,
+        "sqnr_db": sqnr_db(signal, noise),
+        "fidelity_samples": len(inputs)}
+    problems = [f"{side} outputs are {found}" for side, found in (
+        ("the float model's", degenerate(_per_output(wanted))),
+        ("the file's", degenerate(_per_output(computed)))) if found]
+    if problems:
+        fidelity["degenerate"] = "; ".join(problems)
+    return fidelity
 
 
-def _cosine(want: np.ndarray, got: np.ndarray) -> float:
-    """cos(want, got); 1.0 when both are zero (identical), 0.0 when only one is."""
-    norms = float(np.linalg.norm(want) * np.linalg.norm(got))
-    if norms == 0.0:
-        return 1.0 if not want.any() and not got.any() else 0.0
-    return float(np.dot(want, got)) / norms
+def _per_output(samples: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Per sample, per output -> per output, every sample's values flat."""
+    width = min((len(outputs) for outputs in samples), default=0)
+    return [np.concatenate([np.asarray(outputs[index], dtype=np.float64).reshape(-1)
+                            for outputs in samples]) for index in range(width)]
 
 
 def _as_numpy(value: Any) -> np.ndarray:

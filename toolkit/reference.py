@@ -4,6 +4,8 @@ The host runs a few real inputs through its own TFLite interpreter and saves
 inputs (already in the model's input dtype, quantized if the model is) and raw
 outputs in one ``.npz`` file that travels beside the model; the board runs the
 same inputs and reports how far its outputs are (see ``device_agent.outputs``).
+The file also says how to judge them (``agreement_metric``): ``top1`` for a
+classifier, ``cosine`` for a model without labels, as the host judged its fidelity.
 
 A model the runtime crashes on (a user's ``.tflite`` can be one: see
 ``tests/models/segfaulting_tflite.py``) must not take the host down with it:
@@ -25,15 +27,19 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from device_agent.outputs import METRICS
 from device_agent.runtime import find_runtime
 
 from ._quiet import captured_native_output
 from .evaluate import _as_numpy, _to_tensor
 from .model import ModelSource
+
+if TYPE_CHECKING:  # the reference child imports this module: keep it lean
+    from .artifact import Artifact
 
 #: Inputs plus outputs kept under this size, so the job stays small on slow links.
 MAX_REFERENCE_BYTES = 2 * 1024 * 1024
@@ -50,11 +56,12 @@ if sys.argv[2]:
     with np.load(sys.argv[2]) as saved:
         count, width = (int(n) for n in saved["shape"])
         samples = [tuple(saved[f"{i}_{j}"] for j in range(width)) for i in range(count)]
-pairs = sys.argv[3:]
+metric = sys.argv[3]
+pairs = sys.argv[4:]
 for index in range(0, len(pairs), 2):
     print("start", index // 2, flush=True)
     try:
-        compute_reference(pairs[index], samples, pairs[index + 1])
+        compute_reference(pairs[index], samples, pairs[index + 1], metric=metric)
     except Exception as exc:
         print("error", index // 2, type(exc).__name__ + ": " + " ".join(str(exc).split()),
               flush=True)
@@ -84,9 +91,22 @@ def source_inputs(source: ModelSource, samples: int = MAX_REFERENCE_SAMPLES
                              for value in example) for _ in range(samples - 1))]
 
 
+def reference_metric(artifacts: Iterable[Artifact]) -> str:
+    """How the board judges its outputs: as the host judged the files' fidelity
+    (``cosine`` for a model without labels), ``top1`` when no file says."""
+    for artifact in artifacts:
+        metric = (artifact.fidelity or {}).get("agreement_metric")
+        if metric in METRICS:
+            return str(metric)
+    return "top1"
+
+
 def compute_reference(model_path: Path, samples: Iterable[tuple[Any, ...]] | None,
-                      out: Path) -> Path:
-    """Run ``samples`` (tuples of inputs; None: seeded random inputs) and save the ``.npz``."""
+                      out: Path, *, metric: str = "top1") -> Path:
+    """Run ``samples`` (tuples of inputs; None: seeded random inputs) and save the ``.npz``
+    with ``metric`` (``top1`` or ``cosine``) as its ``agreement_metric``."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     with captured_native_output():  # the runtime announces its delegate on stderr
         interpreter = find_runtime().interpreter_class(model_path=str(model_path))
         interpreter.allocate_tensors()
@@ -108,6 +128,7 @@ def compute_reference(model_path: Path, samples: Iterable[tuple[Any, ...]] | Non
             outputs[index].append(interpreter.get_tensor(detail["index"]).copy())
     arrays: dict[str, Any] = {f"input_{i}": np.stack(batch) for i, batch in enumerate(inputs)}
     arrays.update({f"output_{i}": np.stack(batch) for i, batch in enumerate(outputs)})
+    arrays["agreement_metric"] = np.array(metric)
     with open(out, "wb") as handle:
         np.savez_compressed(handle, **arrays)
     return out
@@ -121,7 +142,7 @@ def _random_samples(details: list[dict[str, Any]], count: int) -> list[tuple[np.
 
 def compute_references(models: Sequence[tuple[Path, Path]],
                        samples: Iterable[tuple[Any, ...]] | None, *,
-                       timeout: float = 600.0) -> dict[Path, Path | str]:
+                       timeout: float = 600.0, metric: str = "top1") -> dict[Path, Path | str]:
     """:func:`compute_reference` for each ``(model, out)`` pair, in a child Python.
 
     Returns, per model, the ``.npz`` written or why there is none: the runtime's
@@ -132,7 +153,7 @@ def compute_references(models: Sequence[tuple[Path, Path]],
         samples_file = _save_samples(samples, Path(scratch)) if samples is not None else ""
         remaining = list(models)
         while remaining:
-            answered, lost = _reference_child(remaining, samples_file, timeout)
+            answered, lost = _reference_child(remaining, samples_file, timeout, metric)
             for (model, out), answer in zip(remaining, answered, strict=False):
                 outcome[model] = out if answer == "done" else answer
             remaining = remaining[len(answered):]
@@ -159,10 +180,10 @@ def _save_samples(samples: Iterable[tuple[Any, ...]], folder: Path) -> str:
 
 
 def _reference_child(models: Sequence[tuple[Path, Path]], samples_file: str,
-                     timeout: float) -> tuple[list[str], str]:
+                     timeout: float, metric: str) -> tuple[list[str], str]:
     """One child over ``models``: the answers it gave in order ("done" or an error),
     and why it stopped on the next one if it died there ("" if it did not)."""
-    command = [sys.executable, "-c", _CHILD, _IMPORT_ROOT, samples_file,
+    command = [sys.executable, "-c", _CHILD, _IMPORT_ROOT, samples_file, metric,
                *(str(part) for pair in models for part in pair)]
     try:
         child = subprocess.run(command, capture_output=True, timeout=timeout, check=False)

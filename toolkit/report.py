@@ -68,14 +68,18 @@ class ReportRow:
     peak_memory: str
     energy: str
     runtime: str
-    #: failed: reason / VALID / INVALID: reasons, and the measured-again notes
+    #: failed: reason / VALID / INVALID: reasons, the board's conditions (stalls) and the
+    #: measured-again notes
     verdict: str
     #: "\u2713 outputs match on the board (rule)", "\u2717 outputs differ ...", or ""
     output_check: str
-    #: True when the board's outputs matched the host's, False when they did not, else None
+    #: True when the board's outputs matched the host's and the file agrees with its source
+    #: model on the host, False when either did not, else None
     outputs_match: bool | None
     note: str
     delta: str  # against the baseline, "" without one
+    #: the board's named conditions beside VALID ("stalls: ..."), "" without one
+    conditions: str = ""
 
     @property
     def trusted(self) -> bool:
@@ -122,6 +126,7 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             energy=_mj(result.energy_per_inference_mj),
             runtime=result.runtime,
             verdict=_verdict(result),
+            conditions="; ".join(_verdict_conditions(result)),
             output_check=_output_check(result),
             outputs_match=_outputs_match(result),
             note="; ".join(filter(None, [result.chosen or "", _conditions(result),
@@ -416,6 +421,7 @@ def _verdict(result: ResultRecord) -> str:
     if result.verdict is not None:
         reasons = "; ".join(result.verdict_reasons) if result.verdict != "VALID" else ""
         parts.append(result.verdict + (f": {reasons}" if reasons else ""))
+        parts.extend(_verdict_conditions(result))
     if str(result.measured.get("inputs", "")).startswith("synthetic"):
         parts.append("timed on synthetic inputs (the host sent no real one)")
     for number, why in enumerate(result.earlier_attempts, start=1):
@@ -423,12 +429,54 @@ def _verdict(result: ResultRecord) -> str:
     return "; ".join(parts)
 
 
+def _verdict_conditions(result: ResultRecord) -> list[str]:
+    """The board's named conditions beside its status (``stalls: ...``)."""
+    verdict = result.measured.get("verdict")
+    conditions = verdict.get("conditions") if isinstance(verdict, Mapping) else None
+    return [str(c) for c in conditions] if isinstance(conditions, list) else []
+
+
+def _host_disagreement(result: ResultRecord) -> str:
+    """Why the file does not compute what its source model computes, by the host's own
+    check (``runtime_compat`` against the source, degenerate fidelity), or ""."""
+    fidelity = result.artifact.get("fidelity")
+    fidelity = fidelity if isinstance(fidelity, Mapping) else {}
+    compat = result.artifact.get("runtime_compat")
+    against_source = [c for c in compat if isinstance(c, Mapping) and (
+        "cosine_with_source" in c or "top1_agreement_with_source" in c)] \
+        if isinstance(compat, list) else []
+    wrong = [c for c in against_source if c.get("ok") is False]
+    if not wrong and not fidelity.get("degenerate"):
+        return ""
+    figures = []
+    for check in wrong[:1]:
+        cosine, top1 = check.get("cosine_with_source"), check.get("top1_agreement_with_source")
+        if fidelity.get("agreement_metric") == "cosine" and isinstance(cosine, int | float):
+            figures.append(f"cos {cosine:.4f}")
+        elif isinstance(top1, int | float):
+            figures.append(f"top-1 agreement {top1:.3f}")
+    if fidelity.get("degenerate"):
+        figures.append(str(fidelity["degenerate"]))
+    return "; ".join(figures) or "outputs differ"
+
+
 def _output_check(result: ResultRecord) -> str:
     """The board's outputs against the host's, with the rule that judged them: a pass
-    mark says the deployed file computes what it should there, not only that it ran."""
-    check = result.measured.get("output_check")
-    if not result.ok or not isinstance(check, Mapping):
+    mark says the deployed file computes what it should there, not only that it ran.
+
+    Never a pass mark for a file the host found wrong against its source model (board
+    and host computing the same zeros agree about garbage) or for degenerate outputs."""
+    if not result.ok:
         return ""
+    host = _host_disagreement(result)
+    if host:
+        return ("\u2717 disagrees with its source model on the host (" + host + "): the "
+                "board matching the host's outputs proves nothing")
+    check = result.measured.get("output_check")
+    if not isinstance(check, Mapping):
+        return ""
+    if check.get("degenerate"):
+        return f"\u2717 degenerate outputs on the board: {check['degenerate']}"
     if check.get("ok"):
         rule = check.get("rule")
         return "\u2713 outputs match on the board" + (f" ({rule})" if rule else "")
@@ -438,8 +486,14 @@ def _output_check(result: ResultRecord) -> str:
 
 
 def _outputs_match(result: ResultRecord) -> bool | None:
+    if not result.ok:
+        return None
+    if _host_disagreement(result):
+        return False
     check = result.measured.get("output_check")
-    return bool(check.get("ok")) if isinstance(check, Mapping) and result.ok else None
+    if not isinstance(check, Mapping):
+        return None
+    return bool(check.get("ok")) and not check.get("degenerate")
 
 
 def _conditions(result: ResultRecord) -> str:
@@ -488,6 +542,9 @@ def _boards(run: StoredRun) -> dict[str, BoardLine]:
 def _quality(result: ResultRecord) -> str:
     """Accuracy with labels; without, the cosine similarity with the float model."""
     cosine = result.cosine_with_float
+    fidelity = result.artifact.get("fidelity")
+    if result.accuracy is None and isinstance(fidelity, Mapping) and fidelity.get("degenerate"):
+        return "no signal (degenerate outputs)"  # never a cosine of two sets of zeros
     if result.accuracy is None and cosine is not None:
         return f"cos {cosine:.4f}"
     return _percent(result.accuracy)

@@ -237,7 +237,10 @@ def _fidelity_inputs(source: ModelSource) -> tuple[list[tuple[Any, ...]], str]:
 
 
 def _agrees(fidelity: dict[str, Any], metric: str) -> bool:
-    """Does the host runtime compute the file as its torch model does (by ``metric``)?"""
+    """Does the host runtime compute the file as its torch model does (by ``metric``)?
+    Never when either side's outputs are degenerate (all zero, constant, NaN)."""
+    if fidelity.get("degenerate"):
+        return False
     if metric == "cosine":
         cosine = fidelity["cosine_similarity"]
         return bool(cosine is None or cosine >= MIN_COSINE)
@@ -342,6 +345,7 @@ def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
     host = {**find_runtime().describe(), "loads": True,
             "top1_agreement_with_source": own["top1_agreement"],
             "cosine_with_source": own["cosine_similarity"],
+            **({"degenerate": own["degenerate"]} if own.get("degenerate") else {}),
             "ok": _agrees(own, metric)}
     artifact = describe_artifact(
         variant.name, variant.path, config=variant.config,

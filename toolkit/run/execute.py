@@ -50,7 +50,7 @@ from ..errors import (
 )
 from ..model import ModelSource, load_model_source
 from ..project import git_commit, resolve_store_path
-from ..reference import compute_references, source_inputs
+from ..reference import compute_references, reference_metric, source_inputs
 from ..report import write_report
 from ..results import ResultRecord, Stage, Status, artifact_facts
 from ..runner import JobRunner, check_boards
@@ -409,7 +409,7 @@ def build_references(source: ModelSource, artifacts: list[Artifact],
     """
     folder.mkdir(parents=True, exist_ok=True)
     made = compute_references([(a.path, folder / f"{a.sha256}.ref.npz") for a in artifacts],
-                              source_inputs(source))
+                              source_inputs(source), metric=reference_metric(artifacts))
     references = {}
     for artifact in artifacts:
         answer = made[artifact.path]
