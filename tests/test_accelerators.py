@@ -100,6 +100,8 @@ def test_xnnpack_off_and_the_compiled_api_compute_what_the_interpreter_does(
     assert compiled["accelerator"]["fully_accelerated"] is True
 
 
+# Converts the digits CNN to int8 and runs it through the agent on both APIs.
+@pytest.mark.integration
 def test_the_compiled_api_dequantizes_an_int8_model_like_the_interpreter(
         tmp_path: Path) -> None:
     from toolkit.compress import Int8StaticConfig, compress

@@ -232,6 +232,8 @@ def test_without_the_setting_there_is_no_profile(tflite_copy: Path) -> None:
     assert "profile" not in measured
 
 
+# A deploy: converts the digits CNN and profiles it through the agent.
+@pytest.mark.integration
 def test_edge_deploy_profile_stores_the_profile_with_the_run(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
