@@ -1,11 +1,25 @@
-"""Shared fixtures: isolated user folders, and one real converted model per session."""
+"""Shared fixtures (isolated user folders, one real converted model per session) and the tiers.
+
+Every test is in exactly one tier, a marker set here at collection:
+
+- ``unit`` (the default ``pytest``): in-process, no sshd, no model conversion, no server;
+- ``integration``: a real sshd on loopback, a real runtime, a converted model, PostgreSQL,
+  labgrid or Chromium; set from the fixtures a test uses (:data:`INTEGRATION_FIXTURES`,
+  their dependencies included) or by an explicit ``@pytest.mark.integration``;
+- ``e2e``: end to end, many conversions; ``@pytest.mark.e2e`` or the older ``slow``.
+
+``pytest -m integration``, ``pytest -m e2e``; every tier: ``pytest -m "unit or integration
+or e2e"`` (what ``scripts/test-all`` and CI run).
+"""
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
@@ -13,6 +27,38 @@ from .lab import Sshd
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS_MODEL = REPO / "examples" / "digits_cnn.py"
+
+TIERS = ("unit", "integration", "e2e")
+#: Fixtures that start or build something heavy: a test using one (directly or through
+#: another fixture) is an integration test.
+INTEGRATION_FIXTURES = frozenset({
+    # real OpenSSH servers on loopback or in network namespaces
+    "sshd", "own_sshd", "jump", "two_boards", "boards", "offline_board",
+    # models converted with litert-torch
+    "digits_fp32_tflite", "digits_pair", "mobilenet_fp32_tflite", "first_build", "digits_run",
+    "digits_bundle", "learned_bundle",
+    # a second Python with tflite-runtime 2.14 (a venv built once per machine)
+    "tflite_runtime_214",
+    # servers: PostgreSQL, a labgrid coordinator with its exporter
+    "postgres_url", "lab",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give each test its one tier marker (see the module docstring)."""
+    for item in items:
+        named = {mark.name for mark in item.iter_markers()}
+        if named & {"e2e", "slow"}:
+            tier = "e2e"
+        elif "integration" in named or INTEGRATION_FIXTURES & set(item.fixturenames):
+            tier = "integration"
+        else:
+            tier = "unit"
+        stray = named & set(TIERS) - {tier}
+        if stray:
+            raise pytest.UsageError(f"{item.nodeid}: marked {sorted(stray)} but its tier is "
+                                    f"{tier}: one tier per test")
+        item.add_marker(tier)
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +76,31 @@ def isolated_user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_nothing_heavy(request: pytest.FixtureRequest,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that converts a model (in this process) or starts an sshd, Chromium or
+    PostgreSQL fails at once, saying which tier it belongs to: the tiers stay honest."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(what: str) -> Any:
+        def refused(*_args: object, **_kwargs: object) -> NoReturn:
+            # pytest.fail is not an Exception: no ``except Exception`` in edge can swallow it.
+            pytest.fail(f"this unit test {what}: mark it integration (tests/conftest.py)")
+        return refused
+
+    from .chromium import Chromium
+
+    # By module object: ``toolkit.compress`` as an attribute is the function, not the package.
+    for module in ("toolkit.compress._build", "toolkit.compress._mixed"):
+        monkeypatch.setattr(importlib.import_module(module), "convert",
+                            refuse("converts a model"))
+    monkeypatch.setattr(Sshd, "create", refuse("starts an sshd"))
+    monkeypatch.setattr(Chromium, "__enter__", refuse("starts Chromium"))
+    monkeypatch.setattr("tests.postgres.postgres_server", refuse("starts PostgreSQL"))
 
 
 @pytest.fixture(scope="module")

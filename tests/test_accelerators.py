@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agent.accelerators import vulkan_loader_present
+from device_agent.accelerators import PROBE_SECONDS, vulkan_loader_present
 
 from .conftest import DIGITS_MODEL
 from .test_agent import run_agent
@@ -100,6 +100,8 @@ def test_xnnpack_off_and_the_compiled_api_compute_what_the_interpreter_does(
     assert compiled["accelerator"]["fully_accelerated"] is True
 
 
+# Converts the digits CNN to int8 and runs it through the agent on both APIs.
+@pytest.mark.integration
 def test_the_compiled_api_dequantizes_an_int8_model_like_the_interpreter(
         tmp_path: Path) -> None:
     from toolkit.compress import Int8StaticConfig, compress
@@ -166,7 +168,7 @@ def test_without_vulkan_gpu_fails_in_one_line_and_only_gpu_cpu_falls_back(
     assert either["output_check"]["ok"]
 
 
-def test_the_agent_preflight_says_no_vulkan_in_under_5_seconds(tmp_path: Path) -> None:
+def test_the_agent_preflight_says_no_vulkan_without_waiting_for_a_probe(tmp_path: Path) -> None:
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "device_agent", "facts", "none",
                            "--accelerator", "cpu,gpu"], cwd=REPO, env=NO_VULKAN,
@@ -175,7 +177,9 @@ def test_the_agent_preflight_says_no_vulkan_in_under_5_seconds(tmp_path: Path) -
     checks = {c["name"]: c for c in json.loads(done.stdout.splitlines()[-1])["accelerators"]}
     assert checks["cpu"]["ok"]
     assert not checks["gpu"]["ok"] and checks["gpu"]["detail"].startswith("no Vulkan driver")
-    assert elapsed < 5.0
+    # A hang guard, not a figure: without a driver the agent must answer at once, not wait
+    # out a CompiledModel probe (PROBE_SECONDS); half of that leaves a loaded machine room.
+    assert elapsed < PROBE_SECONDS / 2
 
 
 def test_the_compiled_api_and_gpu_need_ai_edge_litert(tflite_runtime_214: Path,
@@ -221,8 +225,10 @@ def test_the_digits_cnn_runs_on_the_gpu_accelerator_named_a_software_adapter(
     assert facts["adapter"].startswith("llvmpipe") and "Software" in facts["adapter_type"]
     assert facts["fully_accelerated"] is True
     assert facts["timing"].startswith("run + output read")
-    # The first run (shader compilation) is kept apart from the steady state.
-    assert facts["first_run_ms"] == pytest.approx(measured["first_inference_ms"], rel=0.5)
+    # The first run (shader compilation) is kept apart from the steady state: it is the
+    # run the agent timed as its first inference (the accelerator's clock inside the
+    # agent's), so it is positive and never longer; how close the two come is load's.
+    assert 0 < facts["first_run_ms"] <= measured["first_inference_ms"]
     # fp16 on the GPU: within the rule's 2 % of the output range, argmax unchanged.
     assert measured["output_check"]["ok"], measured["output_check"]["summary"]
     assert measured["output_check"]["top1_agreement"] == 1.0
@@ -289,8 +295,8 @@ def test_deploy_with_a_library_that_is_not_a_delegate_exits_2_in_one_line(
         "tflite_plugin_create_delegate or tflite_plugin_destroy_delegate"]
 
 
-def test_doctor_says_gpu_has_no_vulkan_in_under_5_seconds(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_says_gpu_has_no_vulkan_without_waiting_for_a_probe(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from toolkit.doctor import diagnose
     from toolkit.targets import load_target
 
@@ -298,7 +304,8 @@ def test_doctor_says_gpu_has_no_vulkan_in_under_5_seconds(tmp_path: Path,
     target = load_target("gpu", _local_target(tmp_path / "t", "gpu", accelerator="gpu"))
     started = time.monotonic()
     health = diagnose(target)
-    assert time.monotonic() - started < 5.0
+    # A hang guard: at once, not after a CompiledModel probe's PROBE_SECONDS (half: margin).
+    assert time.monotonic() - started < PROBE_SECONDS / 2
     assert health.reason.startswith("accelerator gpu: no Vulkan driver (VK_DRIVER_FILES=")
 
 

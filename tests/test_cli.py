@@ -221,6 +221,8 @@ def test_compress_refuses_a_broken_tflite_in_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+# A deploy to the local board: the agent in its own process, on the real runtime.
+@pytest.mark.integration
 def test_a_tflite_whose_op_no_runtime_has_is_stored_as_failed_and_exits_3(
         tmp_path: Path) -> None:
     from .models.custom_op_tflite import write_custom_op_tflite

@@ -138,6 +138,17 @@ def test_a_stage_shorter_than_one_redraw_is_still_drawn(monkeypatch: pytest.Monk
         for stage in ("loading", "checking local", "measuring"):
             progress(stage)  # back to back: far quicker than the 8 Hz redraw
     os.close(terminal_side)
-    drawn = os.read(controller, 65536).decode("utf-8", "replace")
+    # Read to the end: the kernel hands what the terminal side wrote to this side in chunks,
+    # from a worker of its own, so one read on a loaded machine can return only the first.
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal side is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
     os.close(controller)
+    drawn = b"".join(chunks).decode("utf-8", "replace")
     assert "checking local" in ESCAPES.sub("", drawn)

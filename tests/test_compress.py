@@ -236,6 +236,7 @@ def test_fine_tuning_without_train_data_is_refused_before_any_work(tmp_path: Pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration  # runs the real converter, which stops early
 def test_calibration_data_of_the_wrong_shape_names_both_shapes(tmp_path: Path) -> None:
     model = tmp_path / "wrong_calibration.py"
     model.write_text(DIGITS_MODEL.read_text().replace(
@@ -274,6 +275,7 @@ def example_input():
 """
 
 
+@pytest.mark.integration  # runs the real converter, which stops early
 def test_a_model_export_cannot_capture_names_the_line_to_change(tmp_path: Path) -> None:
     model = tmp_path / "branchy.py"
     model.write_text(BRANCHY)
@@ -733,6 +735,7 @@ def test_the_bert_style_encoder_in_every_weight_recipe_on_both_runtimes(
     assert not old["loads"] and "DEQUANTIZE" in old["error"]  # no int4 kernels in 2.14
 
 
+@pytest.mark.integration  # converts a model twice (int4-weight and fp32)
 def test_int4_weight_falls_back_to_per_channel_where_a_layer_is_not_whole_blocks(
         tmp_path: Path) -> None:
     source = load_model_source(Path(__file__).parent / "models" / "embedding_bag.py")

@@ -88,7 +88,10 @@ def test_a_fast_model_reaches_the_time_floor_before_the_count_ceiling(
 def test_ceiling_cuts_a_run_short_and_the_verdict_says_why(tflite_copy: Path) -> None:
     settings = {**FAST, "min_runs": 10**9, "min_seconds": 100.0, "max_seconds": 0.05}
     figures = measure_variant(find_runtime(), tflite_copy, settings, thermal=lambda: NO_THERMAL)
-    assert figures["wall_seconds"] < 5
+    # Cut by the ceiling, not run to the floors: a hang guard against the 100 s time floor
+    # (half of it: a loaded machine cannot come near), not a figure.
+    assert figures["wall_seconds"] < settings["min_seconds"] / 2
+    assert figures["runs"] < settings["min_runs"]
     reasons = " ".join(figures["verdict"]["reasons"])
     assert figures["verdict"]["status"] == "INVALID"
     assert "too few runs" in reasons and "too short" in reasons
@@ -206,7 +209,9 @@ def test_microsecond_samples_keep_sub_microsecond_resolution(tflite_copy: Path) 
     figures = measure_variant(find_runtime(), tflite_copy, {**FAST, "min_runs": 200},
                               thermal=lambda: NO_THERMAL)
     samples = np.array(figures["latency_samples_ms"])
-    assert figures["latency_ms"]["p50"] < 0.2  # a microsecond model, even on a busy machine
+    # No bound on the speed itself (a busy machine moves it): the checks below hold for a run
+    # of any length, and fail when the samples are rounded to whole microseconds.
+    assert figures["latency_ms"]["p50"] > 0
     in_us = samples * 1e3
     assert np.any(np.abs(in_us - np.round(in_us)) > 1e-6)  # not all multiples of 0.001 ms
     in_ns = samples * 1e6

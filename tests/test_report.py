@@ -77,6 +77,7 @@ def test_markdown_has_a_table_per_target_with_deltas_against_a_baseline() -> Non
     assert len(text.splitlines()) < 20
 
 
+@pytest.mark.integration  # a real headless Chromium
 @pytest.mark.skipif(chromium_binary() is None, reason="needs Debian's chromium "
                     "(scripts/install-dev.sh installs it; CI always has it)")
 def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
@@ -152,6 +153,7 @@ GEOMETRY = """JSON.stringify([...document.querySelectorAll('svg.plot')].map(svg 
 }))"""
 
 
+@pytest.mark.integration  # a real headless Chromium
 @pytest.mark.skipif(chromium_binary() is None, reason="needs Debian's chromium "
                     "(scripts/install-dev.sh installs it; CI always has it)")
 def test_charts_are_readable_as_chromium_lays_them_out(tmp_path: Path) -> None:

@@ -51,6 +51,9 @@ def segfaulting(tmp_path: Path) -> Path:
     return write_segfaulting_tflite(tmp_path / "segfaults.tflite")
 
 
+# Both real runtimes, 2.14 from its own venv (asked for by name below, so the fixture rule
+# in conftest does not see it).
+@pytest.mark.integration
 @pytest.mark.parametrize("runtime", ["ai-edge-litert", "tflite-runtime-2.14"])
 def test_the_fixture_segfaults_the_real_runtime_at_invoke(
         runtime: str, segfaulting: Path, request: pytest.FixtureRequest) -> None:

@@ -60,8 +60,16 @@ def test_the_target_files_zones_are_the_only_ones_read_and_waited_for(tmp_path: 
     assert zones == ("thermal_zone0",)
     state = thermal_state(tmp_path, runner=lambda command: "", zones=zones)
     assert state["zones_c"] == {"thermal_zone0:cpu-thermal": 48.0}
-    done = wait_until_cool(60.0, root=tmp_path, zones=zones, sleep=lambda s: None)
-    assert done["reached"] is True and done["waited_s"] < 1
+    # A clock of the test's own: zone0 is already cool, so no poll may be slept at all
+    # (zone1's 80 C would make it wait), whatever the machine's load.
+    now, slept = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    done = wait_until_cool(60.0, root=tmp_path, zones=zones, sleep=sleep, clock=lambda: now[0])
+    assert done["reached"] is True and slept == [] and done["waited_s"] == 0
     assert parse_zones("") == ()  # empty: every zone
     assert len(thermal_state(tmp_path, runner=lambda command: "")["zones_c"]) == 2
 
