@@ -106,6 +106,7 @@ def test_int4_weights_are_refused_by_tflite_runtime_before_they_run(
 VANISHING = Path(__file__).parent / "models" / "vanishing_logits.py"
 
 
+@pytest.mark.integration
 def test_an_int8_file_computing_only_zeros_is_never_a_match_on_host_board_or_report(
         tmp_path: Path) -> None:
     from device_agent.measure import measure_variant

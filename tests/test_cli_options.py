@@ -34,7 +34,7 @@ def helps(option: str) -> dict[str, str | None]:
 def test_every_command_with_store_shows_the_same_help() -> None:
     store = helps("--store")
     assert set(store) == {"deploy", "bench", "check", "report", "runs list", "runs show",
-                          "runs tag", "runs export"}
+                          "runs tag", "runs export", "runs import"}
     assert len(set(store.values())) == 1, store
 
 

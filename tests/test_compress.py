@@ -768,6 +768,7 @@ def test_a_converted_file_the_runtime_cannot_prepare_is_a_failed_variant(
 ZERO_OUTPUTS = Path(__file__).parent / "models" / "zero_outputs.py"
 
 
+@pytest.mark.integration
 def test_a_model_whose_float_outputs_are_all_zero_is_named_degenerate_never_cos_1(
         tmp_path: Path) -> None:
     # Every variant computes the float model's zeros: two sets of zeros "agree" perfectly.
