@@ -194,8 +194,8 @@ def run_model(name: str, work: Path, args: argparse.Namespace, target: Target) -
     path, recipes, ladder = MODELS[name]
     print(f"\n## {name}: {path.name} ({recipes}), load {os.getloadavg()[0]:.1f}", flush=True)
     base = compress(path, recipes, work / name / "base")
-    same = specs(base, base)
-    show("identical", trials(target, same, args.pairs))
+    if args.pairs:
+        show("identical", trials(target, specs(base, base), args.pairs))
     rungs: dict[str, tuple[list[PairSpec], dict[str, float]]] = {}
     for kind, size in ladder:
         rung = f"{kind} {size}"
