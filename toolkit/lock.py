@@ -16,6 +16,11 @@ a lease is released, and before an expired one is taken over, that group is
 killed and waited for: a job never outlives its lease, not even one whose host
 died.
 
+Anything the lease cannot read counts as held, never as free: an owner file that
+is not a readable lease, a broken ``/dev/null`` or a missing ``flock(1)`` is an
+error naming what is wrong.  A release that fails is one warning line (the board
+is then busy until the lease expires).
+
 Every acquire, take-over and release appends a line to ``lock.log`` there
 (``<board time> <event> <owner>``): a lab can see who used a board when, and
 check that no two jobs ever overlapped.
@@ -44,12 +49,14 @@ from .errors import BoardBusyError, InfrastructureError
 
 if TYPE_CHECKING:
     from .board import Board
+    from .ssh import Result
 
 log = logging.getLogger(__name__)
 
 _BUSY = 75  # EX_TEMPFAIL
 _NO_GUARD = 74
 _NOT_OURS = 76
+_UNREADABLE = 73
 #: Default lease length; renewed every third of it while held.
 LEASE_SECONDS = 60.0
 #: Where leases live on a board, relative to the login folder.
@@ -100,8 +107,18 @@ def read_lease(board: Board) -> tuple[Lease | None, int]:
 
 
 def _guarded(folder: str, body: str) -> str:
-    """``body`` run while holding ``flock`` on the lease folder's guard file."""
+    """``body`` run while holding ``flock`` on the lease folder's guard file.
+
+    What the lease relies on is checked first, each with its own message: a /dev/null that
+    is not a writable character device (every ``2>/dev/null`` would fail and read as
+    "empty"), then flock(1).
+    """
     return (f"d={shlex.quote(folder)}; "
+            'if [ ! -c /dev/null ]; then echo "/dev/null on the board is not a character '
+            'device: lease commands cannot run (as root: rm /dev/null; mknod -m 666 /dev/null '
+            f'c 1 3)" >&2; exit {_NO_GUARD}; fi; '
+            'if [ ! -w /dev/null ]; then echo "/dev/null on the board is not writable: lease '
+            f'commands cannot run" >&2; exit {_NO_GUARD}; fi; '
             'command -v flock >/dev/null 2>&1 || { echo "flock(1) is not installed on the '
             f'board (util-linux)" >&2; exit {_NO_GUARD}; }}; '
             f'mkdir -p -- "$d" && exec 9>>"$d/guard" && flock -w {GUARD_WAIT_SECONDS} 9 || '
@@ -140,11 +157,19 @@ def board_lock(board: Board, *, seconds: float = LEASE_SECONDS) -> Iterator[str]
 
     write = (f'printf "%s\\n%s\\n%s\\n" {quoted} "$((now + {lease}))" "$since" > '
              '"$d/owner.new" && mv -f -- "$d/owner.new" "$d/owner"')
+    clock = ('now=$(date +%s); case $now in ""|*[!0-9]*) echo "cannot read the board\'s '
+             f'clock" >&2; exit {_UNREADABLE};; esac; ')
+    # Fail closed: an owner file that is there but cannot be read as a lease is a held
+    # board (an error that names it), never a free one.
     acquired = board.run(_guarded(folder, (
-        'now=$(date +%s); since=$now; expiry=$(sed -n 2p "$d/owner" 2>/dev/null); '
-        'if [ -n "$expiry" ] && [ "$expiry" -ge "$now" ] 2>/dev/null; then '
-        f'sed -n 1p "$d/owner"; exit {_BUSY}; fi; '
-        'event=acquire; if [ -f "$d/owner" ]; then event=takeover; fi; '
+        f'{clock}since=$now; event=acquire; '
+        'if [ -e "$d/owner" ] || [ -L "$d/owner" ]; then event=takeover; '
+        'if [ ! -f "$d/owner" ] || ! expiry=$(sed -n 2p -- "$d/owner"); then '
+        f'echo "cannot read the lease file $d/owner" >&2; exit {_UNREADABLE}; fi; '
+        'case $expiry in ""|*[!0-9]*) echo "$d/owner is not a lease (line 2 is not an '
+        'expiry time); if no job holds the board, remove it" >&2; '
+        f'exit {_UNREADABLE};; esac; '
+        f'if [ "$expiry" -ge "$now" ]; then sed -n 1p -- "$d/owner"; exit {_BUSY}; fi; fi; '
         # A job left by a host that died (its lease expired) is ended before ours starts.
         f'{_REAP}{write} && {note("$event")}')))
     if acquired.exit_status == _BUSY:
@@ -152,9 +177,7 @@ def board_lock(board: Board, *, seconds: float = LEASE_SECONDS) -> Iterator[str]
         raise BoardBusyError(f"{board.target.name} is busy: locked by {holder}",
                              target=board.target.name)
     if not acquired.ok:
-        raise InfrastructureError(f"cannot lock {board.target.name}: "
-                                  f"{acquired.stderr.decode('utf-8', 'replace').strip()}",
-                                  target=board.target.name)
+        raise _fail(board, "cannot lock", acquired)
     ours = f'[ "$(sed -n 1p "$d/owner" 2>/dev/null)" = {quoted} ]'
     renew = _guarded(folder, f'{ours} || exit {_NOT_OURS}; now=$(date +%s); '
                              f'since=$(sed -n 3p "$d/owner"); {write}')
@@ -167,12 +190,38 @@ def board_lock(board: Board, *, seconds: float = LEASE_SECONDS) -> Iterator[str]
     finally:
         stop.set()
         renewer.join()
-        if board.is_open:
-            with contextlib.suppress(InfrastructureError):
-                # Only our own lease: an expired one may have been taken over meanwhile.
-                # Whatever our job left running ends before the board is free again.
-                board.run(_guarded(folder, f'if {ours}; then {_REAP}{note("release")}; '
-                                           'rm -f -- "$d/owner"; fi'))
+        # Only our own lease: an expired one may have been taken over meanwhile.
+        # Whatever our job left running ends before the board is free again.
+        _release(board, _guarded(folder, f'{ours} || exit {_NOT_OURS}; {_REAP}'
+                                         f'{note("release")} && rm -f -- "$d/owner"'))
+
+
+def _fail(board: Board, what: str, answer: Result) -> InfrastructureError:
+    reason = answer.stderr.decode("utf-8", "replace").strip().splitlines()
+    return InfrastructureError(f"{what} {board.target.name}: "
+                               f"{reason[-1] if reason else f'exit status {answer.exit_status}'}",
+                               target=board.target.name)
+
+
+def _release(board: Board, command: str) -> None:
+    """Free the board if the lease is still ours; warn (one line) if we cannot: the board
+    then stays busy until the lease expires."""
+    why = ""
+    if not board.is_open:
+        why = "the link is gone"
+    else:
+        try:
+            answer = board.run(command)
+        except InfrastructureError as exc:
+            why = str(exc)
+        else:
+            if answer.exit_status == _NOT_OURS:
+                return  # taken over meanwhile: nothing of ours to free
+            if not answer.ok:
+                why = str(_fail(board, "release on", answer))
+    if why:
+        log.warning("could not release the lease on %s (%s); the board stays busy until it "
+                    "expires", board.target.name, why)
 
 
 def _keep_renewing(board: Board, command: str, stop: threading.Event, every: float) -> None:
