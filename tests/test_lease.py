@@ -1,5 +1,7 @@
-"""The board lease: closed on anything it cannot read.
+"""The board lease: one per physical board, and closed on anything it cannot read.
 
+- one board reached with an rsa-first and an ed25519 known_hosts, and by two logins, is one
+  lease (it was one per negotiated host key and per login's home);
 - an owner file that cannot be read, a broken /dev/null, a missing flock(1) are errors that
   name what is wrong, never a free board; a failed release is one warning line.
 """
@@ -8,17 +10,23 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shlex
 import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from toolkit.board import LocalBoard, SshBoard
-from toolkit.errors import InfrastructureError
+from toolkit.errors import BoardBusyError, InfrastructureError
 from toolkit.lock import board_lock, lease_dir
 from toolkit.ssh import Result
 from toolkit.targets import Target, load_target
+
+from .lab import Sshd
 
 REPO = Path(__file__).resolve().parent.parent
 PEER = "edge-lease-peer"
@@ -33,6 +41,88 @@ def local_target(tmp_path: Path, name: str = "here") -> Target:
 
 def lease_folder(board: LocalBoard | SshBoard) -> Path:
     return Path(board.run("pwd").stdout.decode().strip()) / lease_dir(board)
+
+
+# --- one lease per physical board -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def peer_login() -> Iterator[str | None]:
+    """A second login on this machine (root only: ``useradd``), removed afterwards."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        yield None
+        return
+    made = False
+    try:
+        pwd.getpwnam(PEER)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", PEER],
+                       check=True, capture_output=True)
+        made = True
+    # A new user's password is locked, and sshd (UsePAM no) refuses a locked account.
+    subprocess.run(["usermod", "-p", "*", PEER], check=True, capture_output=True)
+    yield PEER
+    if made:
+        subprocess.run(["userdel", PEER], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def two_key_sshd(peer_login: str | None) -> Iterator[Sshd]:
+    """A server offering ed25519 and rsa host keys, in a folder every login can read."""
+    folder = Path(tempfile.mkdtemp(prefix="edge-lease-", dir="/tmp"))
+    folder.chmod(0o755)
+    server = Sshd.create(folder / "sshd", host_keys=("ed25519", "rsa"),
+                         users=(peer_login,) if peer_login else (),
+                         lease_root=folder / "leases")
+    yield server
+    server.kill()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_one_board_is_one_lease_whichever_host_key_or_login_reaches_it(
+        two_key_sshd: Sshd, peer_login: str | None, tmp_path: Path) -> None:
+    sshd = two_key_sshd
+    ed25519 = sshd.known_hosts.read_text().split()
+    rsa = (sshd.folder / "host_rsa.pub").read_text().split()[:2]
+    # As ssh-keyscan writes it: rsa first, so SSH negotiates rsa.
+    scanned = tmp_path / "known_hosts.scanned"
+    scanned.write_text(f"{ed25519[0]} {' '.join(rsa)}\n{' '.join(ed25519)}\n")
+    sshd.write_target(tmp_path / "targets", "trusted", tmp_path / "w1")
+    sshd.write_target(tmp_path / "targets", "scanned", tmp_path / "w2",
+                      known_hosts=str(scanned))
+    names = ["trusted", "scanned"]
+    if peer_login:
+        sshd.write_target(tmp_path / "targets", "peer", Path("/tmp"), user=peer_login)
+        names.append("peer")
+    boards = [SshBoard(load_target(name, tmp_path / "targets")) for name in names]
+    try:
+        kinds = [b.connection.client.get_transport().get_remote_server_key().get_name()
+                 for b in boards]
+        assert kinds[:2] == ["ssh-ed25519", "ssh-rsa"]
+        assert len({b.identity() for b in boards}) == 1
+        for holder in boards:
+            with board_lock(holder, seconds=60) as owner:
+                for other in boards:
+                    if other is not holder:
+                        with pytest.raises(BoardBusyError, match="locked by"):
+                            with board_lock(other, seconds=60):
+                                pass
+            assert owner
+        if peer_login:  # the peer's edge wrote into the lease folder root's edge made
+            folder = lease_folder(boards[0])
+            assert oct(folder.stat().st_mode & 0o7777) == "0o777"
+            assert oct(folder.parent.stat().st_mode & 0o7777) == "0o1777"
+    finally:
+        for board in boards:
+            board.close()
+
+
+def test_the_local_board_and_an_ssh_login_to_this_machine_share_one_name(
+        sshd: Sshd, tmp_path: Path) -> None:
+    sshd.write_target(tmp_path / "targets", "lab", tmp_path / "board")
+    with SshBoard(load_target("lab", tmp_path / "targets")) as remote:
+        assert remote.identity() == LocalBoard(local_target(tmp_path)).identity()
+        assert remote.lease_root() == str(sshd.lease_root)
 
 
 # --- fail closed -------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_a_job_past_its_deadline_is_killed_before_its_lease_is_released(
     assert processes_in(home / ".edge") == []
     watcher.stop()
     assert watcher.first_seen, "the agent never ran"
-    lock_log = home / ".cache/edge/leases/local/lock.log"
+    lock_log = board_home_and_lease(LocalBoard(load_target("local")))[1] / "lock.log"
     assert releases(lock_log) and releases(lock_log)[-1] >= watcher.last_seen
 
 

@@ -1,10 +1,17 @@
 """One edge job per board at a time: a lease on the board with owner, start and expiry.
 
-The lease belongs to the *board*, not to a target file: it lives in
-``~/.cache/edge/leases/<board identity>/`` of the login the target uses (see
-:meth:`toolkit.board.Board.identity`: the host key's hash over SSH, ``local`` for
-this machine), so two target files naming one board with different work folders
-or runtimes share it.  Every check-and-write of the owner file happens under
+The lease belongs to the *physical board*, not to a target file, a login or a host
+key: it lives in ``<lease root>/<board identity>/`` on the board (see
+:func:`toolkit.board.read_identity`: the board's machine id, hashed; the root is
+``/tmp/edge-leases`` unless the board's environment sets ``$EDGE_LEASE_ROOT``), so
+two target files, two known_hosts files (rsa or ed25519 negotiated) and two logins
+reaching one board share it.  The root is made sticky and world-writable (1777,
+like /tmp: nobody removes another user's board folder), each board folder and
+its files world-writable (0777/0666, no sticky bit: another login's edge must
+replace the owner file and append to the log).  The lease is a cooperative
+protocol between edge processes, not a security boundary against local users.
+
+Every check-and-write of the owner file happens under
 ``flock(1)`` on ``guard`` in that folder, so two hosts taking over one expired
 lease cannot both win.  The owner file says who holds the lease, until when and
 since when (the board's clock); the holder renews the expiry while it works, so
@@ -59,8 +66,6 @@ _NOT_OURS = 76
 _UNREADABLE = 73
 #: Default lease length; renewed every third of it while held.
 LEASE_SECONDS = 60.0
-#: Where leases live on a board, relative to the login folder.
-LEASE_ROOT = ".cache/edge/leases"
 #: How long a lease command waits for another host's check-and-write to finish.
 GUARD_WAIT_SECONDS = 10
 
@@ -71,12 +76,12 @@ def owner_token() -> str:
 
 
 def lease_dir(board: Board) -> str:
-    """The board's lease folder, relative to the login folder."""
-    return f"{LEASE_ROOT}/{board.identity()}"
+    """The board's lease folder (an absolute path on the board), the same for every login."""
+    return f"{board.lease_root()}/{board.identity()}"
 
 
 def job_pid_file(board: Board) -> str:
-    """Where the running job's process-group id is written (relative to the login folder)."""
+    """Where the running job's process-group id is written (absolute)."""
     return f"{lease_dir(board)}/job.pid"
 
 
@@ -111,9 +116,10 @@ def _guarded(folder: str, body: str) -> str:
 
     What the lease relies on is checked first, each with its own message: a /dev/null that
     is not a writable character device (every ``2>/dev/null`` would fail and read as
-    "empty"), then flock(1).
+    "empty"), then flock(1), then the folders.
     """
-    return (f"d={shlex.quote(folder)}; "
+    root = folder.rsplit("/", 1)[0] or "/"
+    return (f"d={shlex.quote(folder)}; r={shlex.quote(root)}; "
             'if [ ! -c /dev/null ]; then echo "/dev/null on the board is not a character '
             'device: lease commands cannot run (as root: rm /dev/null; mknod -m 666 /dev/null '
             f'c 1 3)" >&2; exit {_NO_GUARD}; fi; '
@@ -121,7 +127,14 @@ def _guarded(folder: str, body: str) -> str:
             f'commands cannot run" >&2; exit {_NO_GUARD}; fi; '
             'command -v flock >/dev/null 2>&1 || { echo "flock(1) is not installed on the '
             f'board (util-linux)" >&2; exit {_NO_GUARD}; }}; '
-            f'mkdir -p -- "$d" && exec 9>>"$d/guard" && flock -w {GUARD_WAIT_SECONDS} 9 || '
+            # Every login's edge writes here: files 0666, board folders 0777, the root 1777.
+            'umask 000; if [ ! -d "$r" ]; then mkdir -p -- "${r%/*}" 2>/dev/null; '
+            'mkdir -m 1777 -- "$r" 2>/dev/null; fi; '
+            '[ -d "$d" ] || mkdir -m 0777 -- "$d" 2>/dev/null; '
+            'if [ -L "$r" ] || [ -L "$d" ] || [ ! -d "$d" ] || [ ! -w "$d" ]; then '
+            'echo "cannot use the lease folder $d: $(ls -ld -- "$r" "$d" 2>&1 | tr "\\n" " ")" '
+            f'>&2; exit {_NO_GUARD}; fi; '
+            f'exec 9>>"$d/guard" && flock -w {GUARD_WAIT_SECONDS} 9 || '
             f'{{ echo "cannot lock $d/guard" >&2; exit {_NO_GUARD}; }}; {body}')
 
 

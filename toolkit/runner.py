@@ -150,9 +150,9 @@ class JobRunner:
             prune_cache(board, cache, [*files, job_name], self.target.cache_max_mb * 1024 * 1024)
             job_file = shlex.quote(f"cache/{job_name}")
             pid_file = job_pid_file(board)
-            # The pid file's path is made absolute before the cd; the job file goes in the
-            # same command: no extra round trip, and gone on every exit.
-            command = (f'pid_file="$PWD"/{shlex.quote(pid_file)}; cd {shlex.quote(work)} && '
+            # The job file goes in the same command: no extra round trip, and gone on every
+            # exit. (The pid file's path is absolute: the lease folder is the board's.)
+            command = (f"pid_file={shlex.quote(pid_file)}; cd {shlex.quote(work)} && "
                        f"{{ {shlex.quote(facts.python_in(work))} -c "
                        f'{shlex.quote(_START_IN_SESSION)} "$pid_file" '
                        f"{shlex.quote(facts.python_in(work))} {shlex.quote(agent.name)} run "
