@@ -1,20 +1,28 @@
-"""The board lease: one per physical board, and closed on anything it cannot read.
+"""The board lease: one per physical board, fenced, and closed on anything it cannot read.
 
 - one board reached with an rsa-first and an ed25519 known_hosts, and by two logins, is one
   lease (it was one per negotiated host key and per login's home);
+- a host paused past its lease's expiry stops itself when it resumes and starts no agent
+  (it used to start one over the new holder's job, then kill that job through a shared
+  ``job.pid``); an agent measures only while the lease names its token;
 - an owner file that cannot be read, a broken /dev/null, a missing flock(1) are errors that
   name what is wrong, never a free board; a failed release is one warning line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +31,12 @@ import pytest
 from toolkit.board import LocalBoard, SshBoard
 from toolkit.errors import BoardBusyError, InfrastructureError
 from toolkit.lock import board_lock, lease_dir
+from toolkit.runner import JobRunner
 from toolkit.ssh import Result
 from toolkit.targets import Target, load_target
 
 from .lab import Sshd
+from .test_ssh_netns import job_for
 
 REPO = Path(__file__).resolve().parent.parent
 PEER = "edge-lease-peer"
@@ -209,3 +219,180 @@ def test_a_failed_release_is_one_warning_line(tmp_path: Path,
     assert len(warned) == 1, warned
     assert "could not release the lease on here" in warned[0]
     assert "connection dropped" in warned[0] and "\n" not in warned[0]
+
+
+# --- fencing -----------------------------------------------------------------------------
+
+
+def agent_cmdlines(marker: str) -> list[str]:
+    """Command lines of live processes that mention ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker in line and state != "Z":
+            found.append(line)
+    return found
+
+
+#: A job whose host stops itself (SIGSTOP) at one point of the job, as a paused laptop or
+#: VM would: ``build`` is right after it took the lease, ``prune`` after its uploads. The
+#: lease length is argv[1].
+PAUSED_HOST = """
+import json, os, signal, sys
+from pathlib import Path
+import toolkit.lock as lock, toolkit.runner as runner
+from toolkit.targets import load_target
+lock.LEASE_SECONDS = float(sys.argv[1])
+name = {"build": "build_agent_package", "prune": "prune_cache"}[sys.argv[4]]
+real = getattr(runner, name)
+def paused(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return real(*args, **kwargs)
+setattr(runner, name, paused)
+job = json.loads(sys.argv[2])
+files = {name: Path(path) for name, path in json.loads(sys.argv[3]).items()}
+try:
+    runner.JobRunner(load_target("local")).run_job(job, files)
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    sys.exit(3)
+print("measured")
+"""
+
+
+def stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def paused_host_trial(model: Path, name: str, pause_at: str = "build",
+                      lease_seconds: float = 2.0) -> dict[str, object]:
+    """One paused-host scenario on the local board (``$EDGE_LEASE_ROOT`` and
+    ``$EDGE_LOCAL_BOARD`` name this trial's folders): a job pauses itself at ``pause_at``
+    right after taking a lease of ``lease_seconds``; once the lease is over a second job
+    takes over and measures; the first is resumed while the second measures.
+
+    Returns the paused job's exit status and stderr, ``overlap`` (its agent was ever seen
+    running), ``holder_killed`` (the second job's agent was gone when it should still have
+    run) and ``holder`` (the second job's statuses, or its error).
+    """
+    paused_job, files = job_for(model, f"{name}-paused", seconds=1)
+    job, _ = job_for(model, f"{name}-holder", seconds=4)
+    paused = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_HOST, str(lease_seconds), json.dumps(paused_job),
+         json.dumps({n: str(path) for n, path in files.items()}), pause_at],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    seen: list[str] = []
+    watching = threading.Event()
+
+    def watch() -> None:  # any agent of the paused job, at any time
+        while not watching.is_set():
+            seen.extend(agent_cmdlines(f"run cache/job-{name}-paused.json"))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    answer: dict[str, object] = {}
+
+    def hold() -> None:
+        try:
+            out = JobRunner(load_target("local")).run_job(job, files)
+            answer["holder"] = [v["status"] for v in json.loads(out)["variants"]]
+        except Exception as exc:  # noqa: BLE001  (reported, not raised, in a trial)
+            answer["holder"] = f"{type(exc).__name__}: {exc}"
+
+    holder = threading.Thread(target=hold)
+    try:
+        deadline = time.monotonic() + 60
+        while not stopped(paused.pid):
+            assert paused.poll() is None, paused.communicate()
+            assert time.monotonic() < deadline, "the paused host never took the lease"
+            time.sleep(0.02)
+        time.sleep(int(lease_seconds) + 2.5)  # its lease (one more second on the board) is over
+        holder.start()
+        deadline = time.monotonic() + 60
+        while not agent_cmdlines(f"run cache/job-{name}-holder.json"):
+            assert holder.is_alive() and time.monotonic() < deadline, answer
+            time.sleep(0.02)
+        time.sleep(0.5)
+        os.kill(paused.pid, signal.SIGCONT)
+        _, err = paused.communicate(timeout=60)
+        answer["holder_killed"] = not agent_cmdlines(f"run cache/job-{name}-holder.json")
+        holder.join(120)
+    finally:
+        if paused.poll() is None:
+            os.kill(paused.pid, signal.SIGCONT)
+            paused.kill()
+            paused.wait()
+        watching.set()
+        watcher.join()
+    return {"status": paused.returncode, "stderr": err.decode(errors="replace"),
+            "overlap": bool(seen), **answer}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pause_at", ["build", "prune"])
+def test_a_host_paused_past_its_lease_stops_itself_and_starts_no_agent(
+        tflite_copy: Path, pause_at: str) -> None:
+    outcome = paused_host_trial(tflite_copy, "t", pause_at)
+    assert outcome["status"] == 3, outcome
+    assert "LeaseLostError: the lease on local passed to another job" in str(outcome["stderr"])
+    assert (outcome["overlap"], outcome["holder_killed"], outcome["holder"]) == (
+        False, False, ["ok"])
+    log = (lease_folder(LocalBoard(load_target("local"))) / "lock.log").read_text()
+    assert [line.split(" ", 2)[1] for line in log.splitlines()] == [
+        "acquire", "takeover", "release"]
+
+
+def run_agent(tmp_path: Path, job: dict[str, object], files: dict[str, Path], owner: Path,
+              token: str) -> subprocess.Popen[bytes]:
+    work = tmp_path / "agent"
+    work.mkdir(exist_ok=True)
+    for name, path in files.items():
+        shutil.copyfile(path, work / name)
+    (work / "job.json").write_text(json.dumps(job))
+    return subprocess.Popen([sys.executable, "-m", "device_agent", "run", "job.json",
+                             "--lease-file", str(owner), "--lease-token", token],
+                            cwd=work, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_an_agent_measures_only_while_the_lease_names_its_token(
+        tflite_copy: Path, tmp_path: Path) -> None:
+    owner = tmp_path / "owner"
+    owner.write_text("someone else\n99\n1\nTHEIRS\n")
+    job, files = job_for(tflite_copy, "fenced", seconds=20)
+    agent = run_agent(tmp_path, job, files, owner, "OURS")
+    out, err = agent.communicate(timeout=60)
+    assert (agent.returncode, out) == (76, b""), err
+    assert b"no longer this job's" in err
+    # Taken over while measuring: the agent and its child stop within a second or so.
+    owner.write_text("us\n99\n1\nOURS\n")
+    agent = run_agent(tmp_path, job, files, owner, "OURS")
+    time.sleep(4)  # started, and measuring its 20 s
+    assert agent.poll() is None, agent.communicate()
+    owner.write_text("another job\n99\n1\nTHEIRS\n")
+    taken = time.monotonic()
+    out, err = agent.communicate(timeout=30)
+    assert time.monotonic() - taken < 5
+    assert (agent.returncode, out) == (76, b""), err
+
+
+def test_each_acquire_takes_a_new_token_and_a_pid_file_of_its_own(tmp_path: Path) -> None:
+    from toolkit.lock import hold_lease
+
+    board = LocalBoard(local_target(tmp_path))
+    tokens = []
+    for _ in range(2):
+        with hold_lease(board, seconds=60) as held:
+            owner = (lease_folder(board) / "owner").read_text().splitlines()
+            assert owner[3] == held.token and len(held.token) == 32
+            assert held.pid_file == f"{lease_folder(board)}/job-{held.token}.pid"
+            tokens.append(held.token)
+    assert tokens[0] != tokens[1]
