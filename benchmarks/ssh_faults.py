@@ -26,9 +26,10 @@
 9. Fail fast: unknown and changed host key, sshd down, no numpy, missing runtime: seconds
    from ``deploy`` to its error, whether compression started, bytes placed on the board.
 10. One board, many ways in: ``--identity-pairs`` pairs of hosts taking one loopback board
-   (ed25519, rsa and ecdsa host keys) at once, through a known_hosts written by
-   ``ssh-keyscan`` (rsa first), one as ``edge targets trust`` writes it (ed25519), and (as
-   root) a second login: how many names the board got, overlapping holds.
+   (ed25519, rsa and ecdsa host keys) at once, through known_hosts files written by
+   ``ssh-keyscan`` (all keys, rsa first; rsa only; ecdsa only), one as ``edge targets trust``
+   writes it (ed25519), and (as root) a second login: the key type each negotiated, how many
+   names the board got, overlapping holds.
 11. A paused host: ``--paused-trials`` jobs SIGSTOPped right after taking a 2 s lease (or,
    every other trial, after their uploads), resumed while a second job that took the lease
    over measures: trials where the resumed job's agent ran (overlapping agents), where it did
@@ -516,17 +517,25 @@ def one_board_many_ways(root: Path, pairs: int) -> None:
     sshd = Sshd.create(shared / "sshd", host_keys=("ed25519", "rsa", "ecdsa"),
                        users=(peer,) if peer else (), lease_root=shared / "leases")
     try:
-        scanned = root / "known_hosts.keyscan"
-        keyscan = subprocess.run(["ssh-keyscan", "-p", str(sshd.port), sshd.address],
-                                 capture_output=True, text=True, check=True).stdout
-        scanned.write_text(keyscan)
+        def keyscan(kinds: str) -> Path:
+            scanned = root / f"known_hosts.keyscan-{kinds}"
+            scanned.write_text(subprocess.run(
+                ["ssh-keyscan", "-t", kinds, "-p", str(sshd.port), sshd.address],
+                capture_output=True, text=True, check=True).stdout)
+            return scanned
+
+        # Whatever known_hosts lists, SSH negotiates one of its key types: every type once.
         sshd.write_target(root / "targets", "trusted", root / "w-trusted")
         sshd.write_target(root / "targets", "scanned", root / "w-scanned",
-                          known_hosts=str(scanned))
-        names = ["trusted", "scanned"]
+                          known_hosts=str(keyscan("rsa,ecdsa,ed25519")))
+        sshd.write_target(root / "targets", "rsa", root / "w-rsa",
+                          known_hosts=str(keyscan("rsa")))
+        sshd.write_target(root / "targets", "ecdsa", root / "w-ecdsa",
+                          known_hosts=str(keyscan("ecdsa")))
+        names = ["trusted", "scanned", "rsa", "ecdsa"]
         if peer:
             sshd.write_target(root / "targets", "peer", Path("/tmp"), user=peer,
-                              known_hosts=str(scanned))
+                              known_hosts=str(keyscan("rsa")))
             names.append("peer")
         targets = [load_target(name, root / "targets") for name in names]
         boards = [SshBoard(t) for t in targets]
@@ -582,6 +591,8 @@ def paused_hosts(root: Path, trials: int) -> None:
         os.environ["EDGE_LOCAL_BOARD"] = str(folder / "local-board")
         outcome = paused_host_trial(model, f"p{trial}", ("build", "prune")[trial % 2])
         overlapping += bool(outcome["overlap"])
+        if outcome["overlap"] or outcome["status"] != 3:
+            print(f"  trial {trial}: {outcome}")
         not_stopped += outcome["status"] != 3 or "LeaseLostError" not in str(outcome["stderr"])
         holder_hurt += bool(outcome["holder_killed"]) or outcome["holder"] != ["ok"]
     print(f"paused host: {trials} trials (SIGSTOP after the acquire / after the uploads, a 2 s "

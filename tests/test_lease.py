@@ -240,6 +240,23 @@ def agent_cmdlines(marker: str) -> list[str]:
     return found
 
 
+def agents_of(job_id: str) -> list[str]:
+    """Live agents (argv ``python agent-<hash>.pyz run cache/job-<job_id>.json ...``) of one
+    job, not the shell whose command line would start one once it checked the lease."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and any(
+                word.endswith(".pyz") and argv[i + 1:i + 3] == ["run", f"cache/job-{job_id}.json"]
+                for i, word in enumerate(argv)):
+            found.append(" ".join(argv))
+    return found
+
+
 #: A job whose host stops itself (SIGSTOP) at one point of the job, as a paused laptop or
 #: VM would: ``build`` is right after it took the lease, ``prune`` after its uploads. The
 #: lease length is argv[1].
@@ -293,7 +310,7 @@ def paused_host_trial(model: Path, name: str, pause_at: str = "build",
 
     def watch() -> None:  # any agent of the paused job, at any time
         while not watching.is_set():
-            seen.extend(agent_cmdlines(f"run cache/job-{name}-paused.json"))
+            seen.extend(agents_of(f"{name}-paused"))
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -317,13 +334,13 @@ def paused_host_trial(model: Path, name: str, pause_at: str = "build",
         time.sleep(int(lease_seconds) + 2.5)  # its lease (one more second on the board) is over
         holder.start()
         deadline = time.monotonic() + 60
-        while not agent_cmdlines(f"run cache/job-{name}-holder.json"):
+        while not agents_of(f"{name}-holder"):
             assert holder.is_alive() and time.monotonic() < deadline, answer
             time.sleep(0.02)
         time.sleep(0.5)
         os.kill(paused.pid, signal.SIGCONT)
         _, err = paused.communicate(timeout=60)
-        answer["holder_killed"] = not agent_cmdlines(f"run cache/job-{name}-holder.json")
+        answer["holder_killed"] = not agents_of(f"{name}-holder")
         holder.join(120)
     finally:
         if paused.poll() is None:
@@ -333,7 +350,7 @@ def paused_host_trial(model: Path, name: str, pause_at: str = "build",
         watching.set()
         watcher.join()
     return {"status": paused.returncode, "stderr": err.decode(errors="replace"),
-            "overlap": bool(seen), **answer}
+            "overlap": sorted(set(seen)), **answer}
 
 
 @pytest.mark.slow
@@ -344,7 +361,7 @@ def test_a_host_paused_past_its_lease_stops_itself_and_starts_no_agent(
     assert outcome["status"] == 3, outcome
     assert "LeaseLostError: the lease on local passed to another job" in str(outcome["stderr"])
     assert (outcome["overlap"], outcome["holder_killed"], outcome["holder"]) == (
-        False, False, ["ok"])
+        [], False, ["ok"])
     log = (lease_folder(LocalBoard(load_target("local"))) / "lock.log").read_text()
     assert [line.split(" ", 2)[1] for line in log.splitlines()] == [
         "acquire", "takeover", "release"]
