@@ -25,8 +25,19 @@
    before the job's processes had ended, staging folders left.
 9. Fail fast: unknown and changed host key, sshd down, no numpy, missing runtime: seconds
    from ``deploy`` to its error, whether compression started, bytes placed on the board.
+10. One board, many ways in: ``--identity-pairs`` pairs of hosts taking one loopback board
+   (ed25519, rsa and ecdsa host keys) at once, through known_hosts files written by
+   ``ssh-keyscan`` (all keys, rsa first; rsa only; ecdsa only), one as ``edge targets trust``
+   writes it (ed25519), and (as root) a second login: the key type each negotiated, how many
+   names the board got, overlapping holds.
+11. A paused host: ``--paused-trials`` jobs SIGSTOPped right after taking a 2 s lease (or,
+   every other trial, after their uploads), resumed while a second job that took the lease
+   over measures: trials where the resumed job's agent ran (overlapping agents), where it did
+   not stop itself with ``LeaseLostError``, where the second job's agent was killed or its
+   result was not ok.
 
     python benchmarks/ssh_faults.py --only lease --only stops --only failfast --stop-jobs 20
+    python benchmarks/ssh_faults.py --only identity --only paused --paused-trials 20
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import random
 import sys
 import tempfile
@@ -477,6 +489,118 @@ def fail_fast(root: Path) -> None:
               f"{bool(compressed)}, {placed} bytes placed on the board")
 
 
+def one_board_many_ways(root: Path, pairs: int) -> None:
+    import itertools
+    import pwd
+    import shutil
+    import subprocess
+    import threading
+    import time
+
+    from tests.test_lease import PEER
+    from toolkit.board import SshBoard
+    from toolkit.errors import BoardBusyError
+    from toolkit.lock import board_lock
+
+    peer = made = None
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(PEER)
+        except KeyError:
+            subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", PEER],
+                           check=True, capture_output=True)
+            made = PEER
+        subprocess.run(["usermod", "-p", "*", PEER], check=True, capture_output=True)
+        peer = PEER
+    shared = Path(tempfile.mkdtemp(prefix="edge-identity-", dir="/tmp"))
+    shared.chmod(0o755)
+    sshd = Sshd.create(shared / "sshd", host_keys=("ed25519", "rsa", "ecdsa"),
+                       users=(peer,) if peer else (), lease_root=shared / "leases")
+    try:
+        def keyscan(kinds: str) -> Path:
+            scanned = root / f"known_hosts.keyscan-{kinds}"
+            scanned.write_text(subprocess.run(
+                ["ssh-keyscan", "-t", kinds, "-p", str(sshd.port), sshd.address],
+                capture_output=True, text=True, check=True).stdout)
+            return scanned
+
+        # Whatever known_hosts lists, SSH negotiates one of its key types: every type once.
+        sshd.write_target(root / "targets", "trusted", root / "w-trusted")
+        sshd.write_target(root / "targets", "scanned", root / "w-scanned",
+                          known_hosts=str(keyscan("rsa,ecdsa,ed25519")))
+        sshd.write_target(root / "targets", "rsa", root / "w-rsa",
+                          known_hosts=str(keyscan("rsa")))
+        sshd.write_target(root / "targets", "ecdsa", root / "w-ecdsa",
+                          known_hosts=str(keyscan("ecdsa")))
+        names = ["trusted", "scanned", "rsa", "ecdsa"]
+        if peer:
+            sshd.write_target(root / "targets", "peer", Path("/tmp"), user=peer,
+                              known_hosts=str(keyscan("rsa")))
+            names.append("peer")
+        targets = [load_target(name, root / "targets") for name in names]
+        boards = [SshBoard(t) for t in targets]
+        kinds = {b.target.name: b.connection.client.get_transport()
+                 .get_remote_server_key().get_name() for b in boards}
+        identities = {b.identity() for b in boards}
+        for board in boards:
+            board.close()
+        holds: list[tuple[float, float, str]] = []
+        combos = itertools.cycle(itertools.combinations(targets, 2))
+
+        def take(target: Target, start: threading.Barrier) -> None:
+            with SshBoard(target) as board:
+                board.identity()
+                start.wait()
+                while True:
+                    try:
+                        with board_lock(board, seconds=60):
+                            began = time.monotonic()
+                            time.sleep(0.2)
+                            holds.append((began, time.monotonic(), target.name))
+                            return
+                    except BoardBusyError:
+                        time.sleep(0.05)
+
+        for _ in range(pairs):
+            start = threading.Barrier(2)
+            workers = [threading.Thread(target=take, args=(t, start)) for t in next(combos)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        holds.sort()
+        overlaps = sum(1 for a, b in itertools.pairwise(holds) if b[0] < a[1])
+        print(f"one board, many ways in: {' / '.join(f'{n} ({k})' for n, k in kinds.items())}"
+              f" -> {len(identities)} board name(s); {pairs} concurrent pairs, {len(holds)} "
+              f"holds, {overlaps} overlapping")
+    finally:
+        sshd.kill()
+        shutil.rmtree(shared, ignore_errors=True)
+        if made:
+            subprocess.run(["userdel", made], check=False, capture_output=True)
+
+
+def paused_hosts(root: Path, trials: int) -> None:
+    from tests.test_lease import paused_host_trial
+
+    model = _digits_fp32(root)
+    overlapping = not_stopped = holder_hurt = 0
+    for trial in range(trials):
+        folder = root / f"paused-{trial}"
+        os.environ["EDGE_LEASE_ROOT"] = str(folder / "leases")
+        os.environ["EDGE_LOCAL_BOARD"] = str(folder / "local-board")
+        outcome = paused_host_trial(model, f"p{trial}", ("build", "prune")[trial % 2])
+        overlapping += bool(outcome["overlap"])
+        if outcome["overlap"] or outcome["status"] != 3:
+            print(f"  trial {trial}: {outcome}")
+        not_stopped += outcome["status"] != 3 or "LeaseLostError" not in str(outcome["stderr"])
+        holder_hurt += bool(outcome["holder_killed"]) or outcome["holder"] != ["ok"]
+    print(f"paused host: {trials} trials (SIGSTOP after the acquire / after the uploads, a 2 s "
+          f"lease, taken over, SIGCONT while the new holder measures): {overlapping} with "
+          f"overlapping agents, {not_stopped} where the resumed job did not stop itself, "
+          f"{holder_hurt} where the new holder's job was hurt")
+
+
 def subprocess_ip(*args: str) -> None:
     import subprocess
 
@@ -499,15 +623,20 @@ def main() -> None:
                         help="jobs per target file, two target files naming one board")
     parser.add_argument("--stop-jobs", type=int, default=3,
                         help="deploys stopped by each of Ctrl-C, SIGTERM and the deadline")
+    parser.add_argument("--identity-pairs", type=int, default=20)
+    parser.add_argument("--paused-trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=4)
     every = ["uploads", "keys", "names", "link", "segfault", "lease", "overlap", "stops",
-             "failfast"]
+             "failfast", "identity", "paused"]
     parser.add_argument("--only", choices=every, action="append",
                         help="run only these faults (repeatable)")
     args = parser.parse_args()
     chosen = set(args.only or every)
     with tempfile.TemporaryDirectory(prefix="edge-faults-") as folder:
         root = Path(folder)
+        # The local board's leases stay in this run's folder, not in this machine's
+        # /tmp/edge-leases, where real jobs may hold it.
+        os.environ.setdefault("EDGE_LEASE_ROOT", str(root / "leases"))
         if "uploads" in chosen:
             killed_uploads(root, args.uploads, random.Random(args.seed))
         if "keys" in chosen:
@@ -526,6 +655,10 @@ def main() -> None:
             stops(root, args.stop_jobs, random.Random(args.seed))
         if "failfast" in chosen:
             fail_fast(root)
+        if "identity" in chosen:
+            one_board_many_ways(root, args.identity_pairs)
+        if "paused" in chosen:
+            paused_hosts(root, args.paused_trials)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ signal's number, printing no result.  ``--pid-file`` writes the agent's pid
 (atomically) for the host, which starts it in a session of its own, and removes
 it on exit.  While the job runs the agent rewrites ``JOB.alive`` every few seconds
 (:class:`device_agent.proc.Heartbeat`): a host that sees it stop changing ends the job.
+``--lease-file PATH --lease-token TOKEN`` fence the job: the agent
+measures only while the board's lease file names ``TOKEN`` (its fourth line),
+checked before each variant (or pair) is loaded and every half second meanwhile;
+once it does not (another job took the lease over, or the file cannot be read),
+the running child is killed and the agent exits with :data:`LEASE_LOST_EXIT`,
+printing no result.
 
 A job with ``pairs`` is a paired job (:mod:`device_agent.paired`): each pair's baseline and
 candidate files are measured interleaved in one child, and the result carries ``pairs``
@@ -30,7 +36,9 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,27 +49,38 @@ from .proc import Heartbeat, Zygote, heartbeat_file
 if TYPE_CHECKING:  # at run time _measure imports it where it is used
     from .runtime import Runtime
 
-USAGE = ("usage: agent run JOB.json [--pid-file PATH] | agent measure JOB.json VARIANT"
+USAGE = ("usage: agent run JOB.json [--pid-file PATH] [--lease-file PATH --lease-token TOKEN]"
+         " | agent measure JOB.json VARIANT"
          " | agent facts [SENSOR] [--runtime RUNTIME] [--accelerator LIST] [--api API]"
          " [--delegate PATH] [--delegate-options JSON]")
 #: The child's first stderr line names its runtime, so a crash can still say which one died.
 RUNTIME_MARK = "edge-agent runtime: "
 #: Signals that stop a job the way Ctrl-C does: the host's kill, a closed terminal, Ctrl-C.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+#: Exit status when the board's lease is no longer this job's (the host's lock module
+#: reads it as "lease lost").
+LEASE_LOST_EXIT = 76
+#: How often a running job re-reads the lease file.
+FENCE_SECONDS = 0.5
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     options, args = _options(args, ("--pid-file", "--runtime", "--accelerator", "--api",
-                                    "--delegate", "--delegate-options"))
+                                    "--delegate", "--delegate-options", "--lease-file",
+                                    "--lease-token"))
     if options is None:
         print(USAGE, file=sys.stderr)
         return 2
-    if len(args) == 2 and args[0] == "run" and set(options) <= {"--pid-file"}:
-        return _run(Path(args[1]), options.get("--pid-file"))
+    fenced = {"--lease-file", "--lease-token"}
+    if len(args) == 2 and args[0] == "run" and set(options) <= {"--pid-file", *fenced} \
+            and len(fenced & set(options)) in (0, 2):
+        fence = (_Fence(Path(options["--lease-file"]), options["--lease-token"])
+                 if "--lease-file" in options else None)
+        return _run(Path(args[1]), options.get("--pid-file"), fence)
     if len(args) == 3 and args[0] == "measure" and not options:
         return _measure(Path(args[1]), args[2])
-    if 1 <= len(args) <= 2 and args[0] == "facts" and "--pid-file" not in options:
+    if 1 <= len(args) <= 2 and args[0] == "facts" and not {"--pid-file", *fenced} & set(options):
         return _facts(args[1] if len(args) == 2 else "auto", options.get("--runtime", "auto"),
                       options)
     print(USAGE, file=sys.stderr)
@@ -137,42 +156,101 @@ class _Stopped(BaseException):
         self.signum = signum
 
 
+class _LeaseLost(BaseException):
+    """The board's lease names another job's token (or cannot be read): stop measuring."""
+
+
+class _Fence:
+    """The lease token this job runs under; :meth:`holds` reads the lease file each time."""
+
+    def __init__(self, path: Path, token: str) -> None:
+        self.path, self.token = path, token
+        self.lost = False
+        self._stop = threading.Event()
+
+    def holds(self) -> bool:
+        """True while the lease file's fourth line is our token; unreadable is not ours."""
+        try:
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return False
+        return len(lines) > 3 and lines[3] == self.token
+
+    def check(self) -> None:
+        if not self.holds():
+            self.lost = True
+            raise _LeaseLost()
+
+    def watch(self) -> None:
+        """From now on, a lost lease stops the main thread (as SIGTERM does) within
+        ``FENCE_SECONDS``, also while a child is measuring."""
+        main = threading.main_thread().ident
+
+        def poll() -> None:
+            while not self._stop.wait(FENCE_SECONDS):
+                if not self.holds():
+                    self.lost = True
+                    if main is not None:
+                        signal.pthread_kill(main, signal.SIGTERM)
+                    return
+
+        threading.Thread(target=poll, name="lease-fence", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _lease_lost(fence: _Fence) -> int:
+    print(f"agent: stopped: the board's lease ({fence.path}) is no longer this job's; the "
+          "running variant and everything it started were killed", file=sys.stderr)
+    return LEASE_LOST_EXIT
+
+
 def _raise_stopped(signum: int, _frame: Any) -> None:
     for number in STOP_SIGNALS:  # a second signal must not interrupt the clean-up
         signal.signal(number, signal.SIG_IGN)
     raise _Stopped(signum)
 
 
-def _run(job_path: Path, pid_file: str | None) -> int:
+def _run(job_path: Path, pid_file: str | None, fence: _Fence | None = None) -> int:
     started = time.monotonic()
     previous = {number: signal.signal(number, _raise_stopped) for number in STOP_SIGNALS}
     heartbeat = Heartbeat(heartbeat_file(str(job_path)))
     try:
         if pid_file:
             _write_pid_file(Path(pid_file))
+        if fence:
+            fence.check()
         try:
             job = _load_job(job_path)
         except (OSError, ValueError) as exc:
             print(f"agent: bad job {job_path}: {exc}", file=sys.stderr)
             return 2
         with heartbeat:  # beats while the job runs; the host watches it
-            result = _run_job(job_path, job, started)
+            result = _run_job(job_path, job, started, fence)
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
         return 0
+    except _LeaseLost:
+        return _lease_lost(fence) if fence else LEASE_LOST_EXIT  # only a fence raises it
     except _Stopped as stopped:
+        if fence and fence.lost:
+            return _lease_lost(fence)
         print(f"agent: stopped by {_signal_name(stopped.signum)}; the running variant "
               "and everything it started were killed", file=sys.stderr)
         return 128 + stopped.signum
     finally:
+        if fence:
+            fence.close()
         if pid_file:
             _remove(Path(pid_file))
         for number, handler in previous.items():
             signal.signal(number, handler)
 
 
-def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, Any]:
-    """Every variant in the zygote's children, within the job's deadline."""
+def _run_job(job_path: Path, job: dict[str, Any], started: float,
+             fence: _Fence | None = None) -> dict[str, Any]:
+    """Every variant in the zygote's children, within the job's deadline and its lease."""
     settings = protocol.job_settings(job)
     budget = protocol.job_budget_seconds(job)
     deadline = started + budget
@@ -180,11 +258,16 @@ def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, A
     _preload(settings["runtime"])
     # Forked before anything else grows this process: every child starts from this image.
     zygote = Zygote(lambda name: _measure(job_path, name))
+    # Checked before each child loads its file, and polled while it measures. The poller
+    # starts after the fork: the zygote is forked from a process without threads.
+    check = fence.check if fence else (lambda: None)
+    if fence:
+        fence.watch()
     if job.get("pairs"):
         try:
             return {"schema_version": protocol.SCHEMA_VERSION, "job_id": job["job_id"],
                     "board": board_facts(), "variants": [],
-                    "pairs": _run_pairs(zygote, job, settings, deadline, budget)}
+                    "pairs": _run_pairs(zygote, job, settings, deadline, budget, check)}
         finally:
             zygote.close()
     try:
@@ -199,12 +282,14 @@ def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, A
             if left <= 0:
                 variants.append(_failed(variant["name"], late))
                 continue
+            check()
             measured = _measure_in_child(zygote, variant["name"], timeout, left, budget)
             earlier: list[dict[str, Any]] = []
             while _unsteady_only(measured) and len(earlier) + 1 < int(settings["attempts"]) \
                     and deadline - time.monotonic() > timeout:
                 earlier.append(_attempt_summary(measured))
                 _cool_down(settings, first=False, deadline=deadline)
+                check()
                 measured = _measure_in_child(zygote, variant["name"], timeout,
                                              deadline - time.monotonic(), budget)
             if earlier:
@@ -223,7 +308,7 @@ def _run_job(job_path: Path, job: dict[str, Any], started: float) -> dict[str, A
 
 
 def _run_pairs(zygote: Zygote, job: dict[str, Any], settings: dict[str, Any], deadline: float,
-               budget: float) -> list[dict[str, Any]]:
+               budget: float, check: Callable[[], None]) -> list[dict[str, Any]]:
     """Each pair in a child of its own: a crash of one file fails that pair only."""
     timeout = float(settings["variant_timeout_seconds"])
     pairs = []
@@ -234,6 +319,7 @@ def _run_pairs(zygote: Zygote, job: dict[str, Any], settings: dict[str, Any], de
             continue
         _cool_down(settings, first=index == 0, deadline=deadline)
         left = deadline - time.monotonic()
+        check()
         pairs.append(_measure_in_child(zygote, pair["name"], timeout, left, budget))
     return pairs
 

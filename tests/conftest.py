@@ -72,6 +72,9 @@ def isolated_user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("EDGE_SSH_CONFIG", str(tmp_path / "no-ssh-config"))
     # The local board (its work folder, cache and lease) is the test's own.
     monkeypatch.setenv("EDGE_LOCAL_BOARD", str(tmp_path / "local-board"))
+    # Its leases too: every board on this machine has one machine id, and so one lease
+    # folder in /tmp/edge-leases, unless the board's environment names another.
+    monkeypatch.setenv("EDGE_LEASE_ROOT", str(tmp_path / "leases"))
     # A terminal setting of the user's or the CI's must not box the plain tables tests read.
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     monkeypatch.delenv("TTY_COMPATIBLE", raising=False)

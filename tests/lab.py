@@ -1,8 +1,10 @@
 """A board lab on this machine: a private OpenSSH server on a free loopback port.
 
-Each :class:`Sshd` has its own host key, accepts one client key for the user
-running the tests, and writes the known_hosts line a user would have after
-`edge targets trust`. Nothing of the user's ``~/.ssh`` is read or written.
+Each :class:`Sshd` has its own host key (or keys), accepts one client key for the
+user running the tests, and writes the known_hosts line a user would have after
+`edge targets trust`. Nothing of the user's ``~/.ssh`` is read or written. Every
+server is one machine (one machine id): each gets a lease folder of its own
+(``$EDGE_LEASE_ROOT`` through sshd's ``SetEnv``), as separate boards would have.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def keygen(path: Path) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edge-test", "-f",
+def keygen(path: Path, kind: str = "ed25519") -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "edge-test", "-f",
                     str(path)], check=True, capture_output=True)
     return Path(f"{path}.pub").read_text().strip()
 
@@ -62,6 +64,7 @@ class Sshd:
     client_key: Path
     host_public_key: str
     known_hosts: Path
+    lease_root: Path
     process: subprocess.Popen[bytes] | None = None
     address: str = "127.0.0.1"
     netns: str | None = None
@@ -69,27 +72,40 @@ class Sshd:
 
     @classmethod
     def create(cls, folder: Path, *, address: str = "127.0.0.1", netns: str | None = None,
-               extra_config: tuple[str, ...] = ()) -> Sshd:
+               extra_config: tuple[str, ...] = (), host_keys: tuple[str, ...] = ("ed25519",),
+               users: tuple[str, ...] = (), lease_root: Path | None = None) -> Sshd:
         """``extra_config``: more sshd_config lines, e.g. ``AllowTcpForwarding yes`` for a
-        jump host or ``SetEnv PIP_INDEX_URL=...`` for a board's environment."""
+        jump host or ``SetEnv PIP_INDEX_URL=...`` for a board's environment. ``host_keys``:
+        the kinds offered (the first is the one known_hosts lists); ``users``: more logins
+        allowed besides ours; ``lease_root``: the board's lease folder (default: its own)."""
         folder.mkdir(parents=True, exist_ok=True)
-        host_pub = keygen(folder / "host_ed25519")
+        host_pub = keygen(folder / f"host_{host_keys[0]}", host_keys[0])
+        for kind in host_keys[1:]:
+            keygen(folder / f"host_{kind}", kind)
         client_pub = keygen(folder / "client_ed25519")
         (folder / "authorized_keys").write_text(client_pub + "\n")
         port = free_port()
         user = getpass.getuser()
+        lease_root = lease_root or folder / "leases"
+        # sshd takes the first SetEnv line only: ours joins the caller's.
+        setenv = [line for line in extra_config if line.startswith("SetEnv ")]
+        extra = [line for line in extra_config if not line.startswith("SetEnv ")]
+        setenv_line = " ".join([*(setenv[:1] or ["SetEnv"]), f"EDGE_LEASE_ROOT={lease_root}"])
         # sshd takes the first value of a keyword: the extra lines go first to win.
         (folder / "sshd_config").write_text("\n".join([
-            *extra_config, f"ListenAddress {address}", f"Port {port}",
-            f"HostKey {folder / 'host_ed25519'}", f"PidFile {folder / 'sshd.pid'}",
+            *extra, setenv_line, f"ListenAddress {address}", f"Port {port}",
+            *(f"HostKey {folder / f'host_{kind}'}" for kind in host_keys),
+            f"PidFile {folder / 'sshd.pid'}",
             f"AuthorizedKeysFile {folder / 'authorized_keys'}",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-            "PermitRootLogin prohibit-password", f"AllowUsers {user}", "StrictModes no",
+            "PermitRootLogin prohibit-password", f"AllowUsers {' '.join([user, *users])}",
+            "StrictModes no",
             "Subsystem sftp internal-sftp", "MaxStartups 100", "LogLevel ERROR", ""]))
         known = folder / "known_hosts"
         known.write_text(f"[{address}]:{port} {' '.join(host_pub.split()[:2])}\n")
         sshd = cls(folder=folder, port=port, user=user, client_key=folder / "client_ed25519",
-                   host_public_key=host_pub, known_hosts=known, address=address, netns=netns)
+                   host_public_key=host_pub, known_hosts=known, lease_root=lease_root,
+                   address=address, netns=netns)
         sshd.start()
         return sshd
 

@@ -157,12 +157,13 @@ def test_the_local_target_runs_through_the_lease_the_uploads_and_the_probe(
     # The check before any conversion, and the job's own before its lease: both LocalBoard's.
     assert probed == ["LocalBoard", "LocalBoard"]
     home = local_board_home()
-    log = (home / ".cache/edge/leases/local/lock.log").read_text().splitlines()
+    folder = lease_folder(LocalBoard(load_target("local")))
+    log = (folder / "lock.log").read_text().splitlines()
     assert [line.split(" ", 2)[1] for line in log] == ["acquire", "release"]
     sha = outcome.run.results[0].sha256
     assert (home / ".edge" / "cache" / f"{sha}.tflite").read_bytes() == tflite_copy.read_bytes()
     assert not list((home / ".edge" / "cache").glob("job-*.json"))  # removed after the run
-    assert not (home / ".cache/edge/leases/local/job.pid").exists()
+    assert not list(folder.glob("job*.pid"))
 
 
 def test_threads_beyond_the_boards_cores_are_warned_and_kept_beside_the_figures(

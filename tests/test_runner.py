@@ -54,6 +54,13 @@ def processes_in(folder: Path) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 class Watcher:
     """Polls ``folder``'s processes; ``last_seen`` is the last time (epoch) one was alive."""
 
@@ -106,7 +113,7 @@ def test_a_job_past_its_deadline_is_killed_before_its_lease_is_released(
     assert processes_in(home / ".edge") == []
     watcher.stop()
     assert watcher.first_seen, "the agent never ran"
-    lock_log = home / ".cache/edge/leases/local/lock.log"
+    lock_log = board_home_and_lease(LocalBoard(load_target("local")))[1] / "lock.log"
     assert releases(lock_log) and releases(lock_log)[-1] >= watcher.last_seen
 
 
@@ -184,6 +191,12 @@ def test_the_next_acquire_ends_a_job_whose_host_died(sshd: Sshd, tflite_copy: Pa
     watcher = Watcher(tmp_path / "board")
     try:
         watcher.wait_running()
+        # The agent itself, not the shell that checks the lease token and starts it.
+        deadline = time.monotonic() + 60
+        while not any(b".pyz\0run\0" in cmdline(pid)
+                      for pid in processes_in(tmp_path / "board")):
+            assert time.monotonic() < deadline, "the agent never started"
+            time.sleep(0.02)
     finally:
         edge.kill()  # the host dies: nothing cleans up
         edge.communicate()

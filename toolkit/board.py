@@ -17,7 +17,17 @@ Example::
 
     with open_board(load_target("local")) as board:
         board.run("uname -m").stdout          # b'x86_64\\n'
-        board.identity()                      # 'local'
+        board.identity()                      # 'b-3f0c...' (this machine's id, hashed)
+
+Which board a lease belongs to (:meth:`SshBoard.identity`, :meth:`LocalBoard.identity`)
+is read *from the board*, once per session, never from the SSH connection: the
+board's ``/etc/machine-id`` (else ``/var/lib/dbus/machine-id``), else its hostname
+with every SSH host public key in ``/etc/ssh``, sorted.  So the key type a
+known_hosts file made SSH negotiate (rsa first, as ``ssh-keyscan`` writes it, or
+ed25519) and the login used do not matter: one physical board, one name.  The
+id is hashed before it leaves the board's lease folder name (``machine-id(5)``
+asks that it not be exposed as is).  Two boards that share an id (an SD card
+cloned without a fresh machine id) share a lease: one job waits, none overlap.
 """
 
 from __future__ import annotations
@@ -72,10 +82,44 @@ class Board(Shell, Protocol):
     """What the lease and the job runner need as well: who the board is, and an end."""
 
     def identity(self) -> str:
-        """A name for the board itself, the same whichever target file reaches it."""
+        """A name for the board itself, the same whichever target file or login reaches it."""
+
+    def lease_root(self) -> str:
+        """The board's folder of leases (absolute), shared by every login."""
 
     def close(self) -> None:
         """End the session."""
+
+
+#: Where leases live on a board unless its environment names another folder in
+#: ``$EDGE_LEASE_ROOT`` (for every login alike: sshd's ``SetEnv``; tests and namespace labs
+#: give each server its own). /tmp: every login can write there, and a reboot, which ends
+#: every job, also clears every lease.
+DEFAULT_LEASE_ROOT = "/tmp/edge-leases"
+LEASE_ROOT_ENV = "EDGE_LEASE_ROOT"
+
+#: Prints the lease root, then what names the board: its machine id, else its hostname and
+#: every host public key sorted (not the one this connection negotiated).
+_IDENTITY_SCRIPT = (
+    f'printf "%s\\n" "${{{LEASE_ROOT_ENV}:-{DEFAULT_LEASE_ROOT}}}"; '
+    "for f in /etc/machine-id /var/lib/dbus/machine-id; do "
+    'if [ -r "$f" ] && id=$(cat -- "$f") && [ -n "$id" ]; then '
+    'printf "machine-id %s\\n" "$id"; exit 0; fi; done; '
+    'printf "host %s\\n" "$(uname -n)"; '
+    "for f in /etc/ssh/ssh_host_*_key.pub; do "
+    '[ -r "$f" ] && cut -d " " -f 1,2 -- "$f"; done | sort; exit 0')
+
+
+def read_identity(shell: Shell) -> tuple[str, str]:
+    """``(lease root, board name)`` as the board tells them (see the module's docstring)."""
+    answer = shell.run(_IDENTITY_SCRIPT)
+    root, _, rest = answer.stdout.decode("utf-8", "replace").partition("\n")
+    if not answer.ok or not root.startswith("/") or not rest.strip():
+        reason = answer.stderr.decode("utf-8", "replace").strip() or "no answer"
+        raise InfrastructureError(f"cannot tell which board {shell.where} is (machine id, "
+                                  f"lease folder): {reason}", target=shell.target.name)
+    name = hashlib.sha256(b"edge board\0" + rest.strip().encode()).hexdigest()[:16]
+    return root.rstrip("/") or "/", f"b-{name}"
 
 
 def local_board_home() -> Path:
@@ -97,6 +141,7 @@ class LocalBoard:
         self.target = target
         self.home = home or local_board_home()
         self._open = False
+        self._identity: tuple[str, str] | None = None
 
     def __enter__(self) -> LocalBoard:
         return self
@@ -113,7 +158,15 @@ class LocalBoard:
         return self._open
 
     def identity(self) -> str:
-        return "local"
+        """This machine's board name: the one an SSH login to it gets as well."""
+        if self._identity is None:
+            self._identity = read_identity(self)
+        return self._identity[1]
+
+    def lease_root(self) -> str:
+        if self._identity is None:
+            self._identity = read_identity(self)
+        return self._identity[0]
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
         limit = self.target.command_timeout if timeout is None else timeout
@@ -163,6 +216,7 @@ class SshBoard:
     def __init__(self, target: Target, *, connection: Connection | None = None) -> None:
         self.target = target
         self.connection = connection or Connection(target)
+        self._identity: tuple[str, str] | None = None
 
     def __enter__(self) -> SshBoard:
         return self
@@ -179,18 +233,19 @@ class SshBoard:
         return self.connection.is_open
 
     def identity(self) -> str:
-        """``ssh-`` and 16 hex digits of the board's host key's sha256.
+        """``b-`` and 16 hex digits naming the board itself, read from it once per session.
 
-        The host key is what a board is to SSH: two target files naming one board (by
-        address and by alias, with different work folders or runtimes) get the same name,
-        and two servers sharing one file system (test labs, namespaces) do not.
+        Not the host key this connection negotiated: a known_hosts listing the board's rsa
+        key first gave another name than one with its ed25519 key, and so a second lease.
         """
-        transport = self.connection.client.get_transport()
-        if transport is None:
-            raise InfrastructureError(f"SSH to {self.where}: the connection is closed",
-                                      target=self.target.name)
-        key = transport.get_remote_server_key()
-        return "ssh-" + hashlib.sha256(key.asbytes()).hexdigest()[:16]
+        if self._identity is None:
+            self._identity = read_identity(self)
+        return self._identity[1]
+
+    def lease_root(self) -> str:
+        if self._identity is None:
+            self._identity = read_identity(self)
+        return self._identity[0]
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
         limit = self.target.command_timeout if timeout is None else timeout
@@ -227,5 +282,5 @@ def open_board(target: Target) -> LocalBoard | SshBoard:
                       target=target.name)
 
 
-__all__ = ["Board", "LOCAL_BOARD_ENV", "LocalBoard", "Shell", "SshBoard", "local_board_home",
-           "open_board"]
+__all__ = ["Board", "DEFAULT_LEASE_ROOT", "LEASE_ROOT_ENV", "LOCAL_BOARD_ENV", "LocalBoard",
+           "Shell", "SshBoard", "local_board_home", "open_board", "read_identity"]

@@ -8,8 +8,11 @@ board and for SSH boards alike (:mod:`toolkit.board`):
    runtime; nothing is uploaded before it passes;
 2. **lease** the board (:mod:`toolkit.lock`);
 3. **upload** the agent, the artifacts and the job, content-addressed and verified;
-4. **start** the agent in a session of its own whose id goes to the lease's
-   ``job.pid``, so its whole process group and session can be killed;
+4. **start** the agent in a session of its own whose id goes to the job's pid file in
+   the lease folder, so its whole process group and session can be killed; the agent
+   gets the lease's fencing token and stops by itself once the board's lease is no
+   longer that token's (nothing is uploaded or started once a renewal found the lease
+   taken over: :class:`~toolkit.lock.LeaseLostError`);
 5. wait until the agent answers, the **deadline** (:func:`job_budget_seconds`)
    passes, or the job is **cancelled** (Ctrl-C, SIGTERM, SIGHUP: see
    :func:`toolkit.cancel.cancel_on_signals`; a bench's other boards:
@@ -43,7 +46,7 @@ from .board import Board, open_board
 from .bootstrap import BoardPython, probe
 from .cancel import allow_jobs, cancel_on_signals, cancel_requested, cancel_running_jobs
 from .errors import AgentError, BoardBusyError, EdgeError, InfrastructureError
-from .lock import JOB_FUNCTIONS, board_lock, job_pid_file
+from .lock import JOB_FUNCTIONS, LEASE_LOST_EXIT, Held, LeaseLostError, hold_lease
 from .ssh import Result
 from .targets import Target, check_name
 from .transfer import prune_cache, upload_all
@@ -132,7 +135,7 @@ class JobRunner:
             board = self._open_board(self.target)
             try:
                 return self._run_once(board, job, files)
-            except BoardBusyError:
+            except (BoardBusyError, LeaseLostError):
                 raise  # waiting for a held board is the caller's policy (--busy-wait)
             except InfrastructureError as exc:
                 if attempt == self.target.retries:
@@ -148,31 +151,39 @@ class JobRunner:
     def _run_once(self, board: Board, job: dict[str, Any], files: dict[str, Path]) -> bytes:
         facts = probe(board)
         facts.require()  # before the lease and before any upload
-        with board_lock(board):
+        with hold_lease(board) as held:
             work = self.target.work_dir
             cache = f"{work}/cache"
             agent = build_agent_package()
+            held.confirm()  # a host paused since the acquire uploads nothing
             job_name = f"job-{job['job_id']}.json"
             upload_all(board, [(work, agent.name, agent.data),
                                *((cache, name, path) for name, path in files.items()),
                                (cache, job_name, json.dumps(job).encode())])
             prune_cache(board, cache, [*files, job_name], self.target.cache_max_mb * 1024 * 1024)
             job_file = shlex.quote(f"cache/{job_name}")
-            pid_file = job_pid_file(board)
-            # The pid file's path is made absolute before the cd; the job file goes in the
-            # same command: no extra round trip, and gone on every exit.
-            command = (f'pid_file="$PWD"/{shlex.quote(pid_file)}; cd {shlex.quote(work)} && '
-                       f"{{ {shlex.quote(facts.python_in(work))} -c "
-                       f'{shlex.quote(_START_IN_SESSION)} "$pid_file" '
-                       f"{shlex.quote(facts.python_in(work))} {shlex.quote(agent.name)} run "
-                       f"{job_file}; status=$?; rm -f -- {job_file}; "
+            pid_file = held.pid_file
+            python = shlex.quote(facts.python_in(work))
+            # The job file goes in the same command: no extra round trip, and gone on every
+            # exit. The token is checked on the board right before the agent starts, and by
+            # the agent itself from then on.
+            command = (f"pid_file={shlex.quote(pid_file)}; cd {shlex.quote(work)} && "
+                       f"{{ {held.still_ours()} || {{ echo 'the lease passed to another job; "
+                       f"the agent was not started' >&2; exit {LEASE_LOST_EXIT}; }}; "
+                       f'{python} -c {shlex.quote(_START_IN_SESSION)} "$pid_file" '
+                       f"{python} {shlex.quote(agent.name)} run {job_file} --lease-file "
+                       f"{shlex.quote(held.owner_file)} --lease-token {held.token}; "
+                       f"status=$?; rm -f -- {job_file}; "
                        # Anything the agent left in its group goes with it.
                        f'pid=$(cat "$pid_file" 2>/dev/null); {JOB_FUNCTIONS}'
                        'if [ "$pid" -gt 1 ] 2>/dev/null; then signal_job KILL; fi; '
                        'rm -f -- "$pid_file"; '
                        "exit $status; }")
-            result = self._wait(board, command, pid_file, job_budget_seconds(job),
+            result = self._wait(board, command, pid_file, job_budget_seconds(job), held,
                                 heartbeat=f"{work}/{heartbeat_file(f'cache/{job_name}')}")
+            if result.exit_status == LEASE_LOST_EXIT:
+                held.lost.set()
+                raise held.error()
         if not result.ok:
             lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
             reason = lines[-1] if lines else f"exit status {result.exit_status}"
@@ -180,11 +191,11 @@ class JobRunner:
                              target=self.target.name)
         return result.stdout
 
-    def _wait(self, board: Board, command: str, pid_file: str, budget: float, *,
-              heartbeat: str | None = None) -> Result:
-        """Run ``command`` until it ends, the budget is spent, the job is cancelled, or
-        the agent's ``heartbeat`` file (a path on the board) goes unchanged for
-        :data:`HEARTBEAT_TIMEOUT_SECONDS`.
+    def _wait(self, board: Board, command: str, pid_file: str, budget: float,
+              held: Held, *, heartbeat: str | None = None) -> Result:
+        """Run ``command`` until it ends, the budget is spent, the job is cancelled, the
+        lease is lost (another job's token in it), or the agent's ``heartbeat`` file (a
+        path on the board) goes unchanged for :data:`HEARTBEAT_TIMEOUT_SECONDS`.
 
         It runs in a thread of its own so that this one can watch the clock, the
         cancellation and the heartbeat; on any way out but a normal end, the job's group
@@ -207,6 +218,7 @@ class JobRunner:
             while runner.is_alive():
                 runner.join(0.1)
                 self._raise_if_cancelled()
+                held.raise_if_lost()  # another job's lease now: stop ours at once
                 if runner.is_alive() and time.monotonic() > deadline:
                     raise AgentError(f"agent on {self.target.name} did not finish within "
                                      f"{budget:g} s", target=self.target.name)
