@@ -192,6 +192,9 @@ def show(label: str, found: dict[str, Any], true: dict[str, float] | None = None
 
 def run_model(name: str, work: Path, args: argparse.Namespace, target: Target) -> None:
     path, recipes, ladder = MODELS[name]
+    if args.ladder:  # e.g. wide:18000,wide:20000: rungs between the default ones
+        ladder = tuple((kind, int(size)) for kind, size in
+                       (rung.split(":") for rung in args.ladder.split(",")))
     print(f"\n## {name}: {path.name} ({recipes}), load {os.getloadavg()[0]:.1f}", flush=True)
     base = compress(path, recipes, work / name / "base")
     if args.pairs:
@@ -274,6 +277,8 @@ def main() -> None:
     parser.add_argument("--calibration-rounds", type=int, default=3)
     parser.add_argument("--models", default="cnn,mobilenet")
     parser.add_argument("--readme-flow", type=int, default=20)
+    parser.add_argument("--ladder", default="",
+                        help="rungs instead of each model's default ladder, e.g. wide:20000")
     parser.add_argument("--ssh", action="store_true")
     args = parser.parse_args()
     target = load_target("local")
