@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -117,8 +118,13 @@ def test_wrong_client_key_is_an_auth_error(sshd: Sshd, tmp_path: Path) -> None:
 def test_closed_port_is_an_infrastructure_error(own_sshd: Sshd, tmp_path: Path) -> None:
     target = lab_target(own_sshd, tmp_path)
     own_sshd.kill()
-    with pytest.raises(InfrastructureError, match="cannot reach"):
-        Connection(target).run("true")
+    # Held, bound and never listening: no other test's server can take the freed port (one
+    # did, under parallel suites, and answered with EOF instead of a refusal).
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind((own_sshd.address, own_sshd.port))
+        with pytest.raises(InfrastructureError, match="cannot reach"):
+            Connection(target).run("true")
 
 
 def test_trust_records_the_key_only_when_the_fingerprint_matches(
