@@ -58,7 +58,7 @@ EDGE = [sys.executable, "-m", "toolkit"]
 MODELS = {"cnn": (REPO / "examples" / "digits_cnn.py", "fp32,int8",
                   (*(("head", k) for k in (2, 3, 4, 6, 8, 10, 12, 16, 20, 24)), ("conv", 2))),
           "mobilenet": (REPO / "examples" / "digits_mobilenet96.py", "fp32",
-                        (*(("wide", w) for w in (4_000, 8_000, 16_000, 24_000, 32_000,
+                        (*(("wide", w) for w in (4_000, 8_000, 16_000, 18_000, 24_000, 32_000,
                                                  48_000)), ("conv1", 2)))}
 BANDS = {"1.01-1.03": (1.01, 1.03), "1.07-1.10": (1.07, 1.10), "1.10-1.20": (1.10, 1.20)}
 
