@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid}: marked {sorted(stray)} but its tier is "
                                     f"{tier}: one tier per test")
         item.add_marker(tier)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def interrupts_as_in_a_terminal() -> Iterator[None]:
+    """SIGINT handled as in a terminal, however the suite was started.
+
+    A suite started in the background from a script (``cmd &``, as a CI runner may) inherits
+    SIGINT ignored, and so does every process it starts: the tests of Ctrl-C would then test
+    ``nohup`` instead (edge rightly keeps an ignored SIGINT ignored).
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(autouse=True)

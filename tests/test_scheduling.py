@@ -178,11 +178,11 @@ def test_an_unreachable_coordinator_is_one_line_and_exit_3(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The coordinator is asked with a long call timeout, so that waiting it out instead of
     # reporting the refused connection at once takes far longer than a loaded machine needs.
-    from toolkit import scheduling
+    from toolkit.labgrid import hold
 
     call_timeout = 120.0
-    asked = scheduling.check_coordinator
-    monkeypatch.setattr(scheduling, "check_coordinator",
+    asked = hold.check_coordinator
+    monkeypatch.setattr(hold, "check_coordinator",
                         lambda slot: asked(slot, timeout=call_timeout))
     address = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
