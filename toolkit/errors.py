@@ -22,7 +22,8 @@ Exit codes (:class:`ExitCode`, the same for every command)::
     │   └── CheckRefused                edge check asked to compare different models or boards
     ├── InfrastructureError     exit 3  board unreachable, link dropped, time-out, disk full,
     │   ├── TransferError               upload arrived corrupt (retried a bounded number of times)
-    │   └── BoardBusyError              another edge job holds the board's lock
+    │   ├── BoardBusyError              another edge job holds the board's lock
+    │   └── LeaseLostError              another job took the lease over mid-job (not retried)
     ├── CompressError                   conversion or quantization failed
     ├── AgentError                      the agent could not run, or crashed, on the board
     ├── ResultError                     the agent's answer broke the job protocol
@@ -134,6 +135,13 @@ class TransferError(InfrastructureError):
 
 class BoardBusyError(InfrastructureError):
     """Another job holds the board's lock and it has not expired."""
+
+
+class LeaseLostError(InfrastructureError):
+    """Another job holds the board's lease now (this host was paused or cut off past its
+    expiry): this job was stopped and is not retried, its figures would not be its own."""
+
+    retryable = False
 
 
 class CompressError(EdgeError):

@@ -56,7 +56,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import BoardBusyError, InfrastructureError
+from .errors import BoardBusyError, InfrastructureError, LeaseLostError
 
 if TYPE_CHECKING:
     from .board import Board
@@ -75,13 +75,6 @@ _UNREADABLE = 73
 LEASE_SECONDS = 60.0
 #: How long a lease command waits for another host's check-and-write to finish.
 GUARD_WAIT_SECONDS = 10
-
-
-class LeaseLostError(InfrastructureError):
-    """Another job holds the board's lease now (this host was paused or cut off past its
-    expiry): this job was stopped and is not retried, its figures would not be its own."""
-
-    retryable = False
 
 
 def owner_token() -> str:

@@ -12,7 +12,7 @@ board and for SSH boards alike (:mod:`toolkit.board`):
    the lease folder, so its whole process group and session can be killed; the agent
    gets the lease's fencing token and stops by itself once the board's lease is no
    longer that token's (nothing is uploaded or started once a renewal found the lease
-   taken over: :class:`~toolkit.lock.LeaseLostError`);
+   taken over: :class:`~toolkit.errors.LeaseLostError`);
 5. wait until the agent answers, the **deadline** (:func:`job_budget_seconds`)
    passes, or the job is **cancelled** (Ctrl-C, SIGTERM, SIGHUP: see
    :func:`toolkit.cancel.cancel_on_signals`; a bench's other boards:
@@ -45,8 +45,8 @@ from .agent_package import build_agent_package
 from .board import Board, open_board
 from .bootstrap import BoardPython, probe
 from .cancel import allow_jobs, cancel_on_signals, cancel_requested, cancel_running_jobs
-from .errors import AgentError, BoardBusyError, EdgeError, InfrastructureError
-from .lock import JOB_FUNCTIONS, LEASE_LOST_EXIT, Held, LeaseLostError, hold_lease
+from .errors import AgentError, BoardBusyError, EdgeError, InfrastructureError, LeaseLostError
+from .lock import JOB_FUNCTIONS, LEASE_LOST_EXIT, Held, hold_lease
 from .ssh import Result
 from .targets import Target, check_name
 from .transfer import prune_cache, upload_all
