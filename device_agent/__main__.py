@@ -427,16 +427,8 @@ def _measure(job_path: Path, name: str) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     print(RUNTIME_MARK + json.dumps(runtime.describe()), file=sys.stderr, flush=True)
-    model_path = job_path.parent / variant["file"]
-    # A file that is not byte for byte the one the host built must never be measured.
-    if protocol.sha256_file(model_path) != variant["sha256"]:
-        print(f"{variant['file']} does not match its sha256 {variant['sha256']}; not run",
-              file=sys.stderr)
-        return 1
-    refusal = _unsupported(runtime, model_path)
-    if refusal:
-        print(f"{runtime.name} {runtime.version} cannot run {variant['file']}: {refusal}",
-              file=sys.stderr)
+    model_path = _runnable_file(job_path, variant, runtime)
+    if model_path is None:
         return 1
     if "threads" in variant:
         settings["threads"] = variant["threads"]
@@ -492,15 +484,8 @@ def _measure_pair(job_path: Path, job: dict[str, Any], pair: dict[str, Any]) -> 
     paths = {}
     for side, variant in (("baseline", files[pair["baseline"]]),
                           ("candidate", files[pair["candidate"]])):
-        path = job_path.parent / variant["file"]
-        if protocol.sha256_file(path) != variant["sha256"]:
-            print(f"{variant['file']} does not match its sha256 {variant['sha256']}; not run",
-                  file=sys.stderr)
-            return 1
-        refusal = _unsupported(runtime, path)
-        if refusal:
-            print(f"{runtime.name} {runtime.version} cannot run {variant['file']}: {refusal}",
-                  file=sys.stderr)
+        path = _runnable_file(job_path, variant, runtime)
+        if path is None:
             return 1
         paths[side] = path
     paths["control"] = paths["baseline"]
@@ -527,6 +512,22 @@ def _measure_pair(job_path: Path, job: dict[str, Any], pair: dict[str, Any]) -> 
                    accelerator=settings["accelerator"])
     print(json.dumps(figures))
     return 0
+
+
+def _runnable_file(job_path: Path, variant: dict[str, Any], runtime: Runtime) -> Path | None:
+    """The variant's file beside the job, or None (the reason on stderr) when it must not
+    run: not byte for byte the one the host built, or a file this runtime cannot run."""
+    path = job_path.parent / variant["file"]
+    if protocol.sha256_file(path) != variant["sha256"]:
+        print(f"{variant['file']} does not match its sha256 {variant['sha256']}; not run",
+              file=sys.stderr)
+        return None
+    refusal = _unsupported(runtime, path)
+    if refusal:
+        print(f"{runtime.name} {runtime.version} cannot run {variant['file']}: {refusal}",
+              file=sys.stderr)
+        return None
+    return path
 
 
 def _unsupported(runtime: Runtime, model_path: Path) -> str:
