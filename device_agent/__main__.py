@@ -26,8 +26,9 @@ instead of ``variants``.
 
 ``facts [SENSOR] [--runtime RUNTIME] [--accelerator LIST ...]``: what ``edge doctor``
 asks of a board: board facts, the runtime the setting chooses and why, thermal and
-throttle state, the power sensor found, free disk here, the clock, and whether each
-accelerator asked for can run here.
+throttle state, the power sensor found, free disk here, the clock, whether each
+accelerator asked for can run here, and whether the runtime loads and runs the agent's
+tiny model on each (in a child each: a crash is named, see :mod:`device_agent.load_check`).
 """
 
 from __future__ import annotations
@@ -127,6 +128,13 @@ def _facts(sensor: str, runtime_preference: str, options: dict[str, str]) -> int
         from .accelerators import preflight
 
         facts["accelerators"] = preflight(
+            runtime, [a for a in options.get("--accelerator", "cpu").split(",") if a],
+            options.get("--api", "interpreter"), options.get("--delegate", ""),
+            json.loads(options.get("--delegate-options", "{}")))
+    if runtime is not None:
+        from .load_check import load_checks
+
+        facts["model_loads"] = load_checks(
             runtime, [a for a in options.get("--accelerator", "cpu").split(",") if a],
             options.get("--api", "interpreter"), options.get("--delegate", ""),
             json.loads(options.get("--delegate-options", "{}")))

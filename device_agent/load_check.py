@@ -1,0 +1,114 @@
+"""Does the runtime load and run a model here?  ``edge doctor``'s check, one per accelerator.
+
+Importing a runtime says little: ai-edge-litert imported fine on a board where it then
+crashed (SIGSEGV) on every model.  So ``agent facts`` loads the tiny model the agent
+carries (:data:`device_agent.accelerators.PROBE_MODEL`, y = x + x on float32 [1, 4]),
+runs it once and checks its output, for each accelerator the target names, each in a
+forked child with its native output captured: a crash costs that child only and is
+named in one line ("killed by signal SIGSEGV in ai-edge-litert 2.3.0").
+
+Example::
+
+    load_checks(find_runtime("auto"), ["cpu"], "interpreter", "", {})
+    # [{"accelerator": "cpu", "ok": True, "detail": "ai-edge-litert 2.3.0 ran ..."}]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .accelerators import PROBE_MODEL, PROBE_SECONDS, _kill, _one_line, _read_until_eof
+from .runtime import Runtime
+
+#: What :data:`PROBE_MODEL` is given; it must answer twice this.
+PROBE_INPUT = (1.0, 2.0, 3.0, 4.0)
+
+
+def load_checks(runtime: Runtime, accelerators: list[str], api: str, delegate: str,
+                delegate_options: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{"accelerator", "ok", "detail"}`` for each of ``accelerators``: the probe model
+    loaded, run once and its output checked, in a child process each."""
+    checks = []
+    with tempfile.TemporaryDirectory(prefix="edge-load-check-") as folder:
+        model_path = Path(folder) / "probe.tflite"
+        model_path.write_bytes(PROBE_MODEL)
+        for accelerator in dict.fromkeys(accelerators or ["cpu"]):
+            settings = {"accelerator": accelerator, "api": api, "threads": 1,
+                        "delegate": delegate, "delegate_options": delegate_options}
+            ok, detail = _in_child(runtime, model_path, settings)
+            checks.append({"accelerator": accelerator, "ok": ok, "detail": detail})
+    return checks
+
+
+def _in_child(runtime: Runtime, model_path: Path, settings: dict[str, Any]) -> tuple[bool, str]:
+    named = f"{runtime.name} {runtime.version}"
+    log = tempfile.TemporaryFile()
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: native output into the log, the answer into the pipe
+        code = 1
+        try:
+            os.close(read_fd)
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                answer = {"ok": _load_and_run(runtime, model_path, settings)}
+                code = 0
+            except Exception as exc:  # the runtime's own message is the useful part
+                answer = {"error": _one_line(exc)}
+            os.write(write_fd, json.dumps(answer).encode("utf-8"))
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    raw, timed_out = _read_until_eof(read_fd, started + PROBE_SECONDS)
+    if timed_out:
+        _kill(pid)
+    _, status = os.waitpid(pid, 0)
+    log.close()
+    if timed_out:
+        return False, f"{named} did not load and run the model in {PROBE_SECONDS:g} s"
+    if os.WIFSIGNALED(status):
+        return False, f"killed by signal {_signal_name(os.WTERMSIG(status))} in {named}"
+    try:
+        answer = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return False, f"{named}: the child ended with status {os.WEXITSTATUS(status)}"
+    if "error" in answer:
+        return False, f"{named} could not run the model: {answer['error']}"
+    seconds = time.monotonic() - started
+    return True, f"{named} {answer['ok']} ({seconds:.2f} s)"
+
+
+def _load_and_run(runtime: Runtime, model_path: Path, settings: dict[str, Any]) -> str:
+    """Load, run once, check the output; what ran, or an exception saying what is wrong."""
+    from .accelerators import plan_model
+
+    model = plan_model(runtime, model_path, settings).open().model
+    model.allocate_tensors()
+    given = np.array([PROBE_INPUT], dtype=np.float32)
+    model.set_tensor(model.get_input_details()[0]["index"], given)
+    model.invoke()
+    output = np.asarray(model.get_tensor(model.get_output_details()[0]["index"]))
+    if output.shape != given.shape or not np.allclose(output, given + given):
+        raise ValueError(f"y = x + x gave {output.ravel().tolist()} for "
+                         f"{list(PROBE_INPUT)}")
+    return f"loaded and ran y = x + x on {settings['accelerator']}: output right"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time or platform-specific signal has no name
+        return str(number)

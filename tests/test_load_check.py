@@ -1,0 +1,45 @@
+"""``agent facts`` loads and runs the agent's tiny model, in a child, and names a crash.
+
+The crashing runtime is a stand-in (``tests/models/segfaulting_runtime.py``) whose
+``Interpreter`` reads address 0 when it loads a model: the agent must survive it and
+name the runtime and the signal in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .models.segfaulting_runtime import VERSION, write_segfaulting_runtime
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def agent_facts(*args: str, path: list[Path] | None = None) -> dict:
+    pythonpath = os.pathsep.join(str(p) for p in [*(path or []), REPO])
+    done = subprocess.run([sys.executable, "-m", "device_agent", "facts", *args],
+                          capture_output=True, text=True, timeout=180, check=False,
+                          env={**os.environ, "PYTHONPATH": pythonpath})
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_runtime_that_segfaults_on_load_is_named_in_one_line(tmp_path: Path) -> None:
+    standin = write_segfaulting_runtime(tmp_path / "standin")
+    facts = agent_facts("--runtime", "tflite-runtime", path=[standin])
+    assert facts["runtime"] == {"name": "tflite-runtime", "version": VERSION}
+    assert facts["model_loads"] == [{
+        "accelerator": "cpu", "ok": False,
+        "detail": f"killed by signal SIGSEGV in tflite-runtime {VERSION}"}]
+
+
+def test_the_real_runtime_loads_and_runs_the_model_on_each_accelerator() -> None:
+    facts = agent_facts("--runtime", "ai-edge-litert", "--accelerator", "cpu,xnnpack-off")
+    loads = facts["model_loads"]
+    assert [(c["accelerator"], c["ok"]) for c in loads] == [("cpu", True),
+                                                            ("xnnpack-off", True)], loads
+    assert all("output right" in c["detail"] for c in loads)
