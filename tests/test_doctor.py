@@ -13,6 +13,7 @@ from toolkit.lock import board_lock
 from toolkit.targets import Target, load_target
 
 from .lab import Sshd
+from .models.segfaulting_runtime import VERSION, write_segfaulting_runtime
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,7 @@ def test_a_healthy_board_passes_every_check(sshd: Sshd, tmp_path: Path) -> None:
     assert health.healthy, health.to_dict()
     names = [c.name for c in health.checks]
     assert names == ["reachable", "host key", "login", "python", "threads", "disk", "runtime",
-                     "thermal", "power sensor", "clock"]
+                     "runtime loads a model", "thermal", "power sensor", "clock"]
     clock = next(c for c in health.checks if c.name == "clock").detail
     assert clock.startswith("offset ") and abs(float(clock.split()[1])) < 5
 
@@ -47,6 +48,21 @@ def test_a_board_that_asks_for_a_missing_power_sensor_is_unhealthy(sshd: Sshd,
                                                                   tmp_path: Path) -> None:
     health = diagnose(board(sshd, tmp_path, power_sensor="ina3221-hwmon"))
     assert health.reason.startswith("power sensor: ")
+
+
+def test_a_runtime_that_segfaults_on_load_makes_the_board_unhealthy(sshd: Sshd,
+                                                                      tmp_path: Path) -> None:
+    # The board's Python sees the stand-in first: tflite-runtime that imports, then
+    # crashes (SIGSEGV) on any model it loads.
+    standin = write_segfaulting_runtime(tmp_path / "standin")
+    python = tmp_path / "python-with-standin"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={standin} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    health = diagnose(board(sshd, tmp_path, python=str(python), runtime="tflite-runtime"))
+    assert not health.healthy and health.exit_code == 1
+    assert health.reason == ("runtime loads a model: killed by signal SIGSEGV in "
+                             f"tflite-runtime {VERSION}")
+    assert next(c for c in health.checks if c.name == "runtime").ok  # it imports
 
 
 def test_lab_status_shows_free_held_and_unreachable(own_sshd: Sshd, tmp_path: Path) -> None:

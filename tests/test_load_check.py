@@ -43,3 +43,20 @@ def test_the_real_runtime_loads_and_runs_the_model_on_each_accelerator() -> None
     assert [(c["accelerator"], c["ok"]) for c in loads] == [("cpu", True),
                                                             ("xnnpack-off", True)], loads
     assert all("output right" in c["detail"] for c in loads)
+
+
+def test_doctor_shows_each_model_load_as_a_check_and_a_crash_fails_it() -> None:
+    from toolkit.doctor import _fact_checks
+    from toolkit.targets import load_target
+
+    facts = {"free_bytes": 2**40, "runtime": {"name": "tflite-runtime", "version": VERSION},
+             "model_loads": [
+                 {"accelerator": "cpu", "ok": False,
+                  "detail": f"killed by signal SIGSEGV in tflite-runtime {VERSION}"},
+                 {"accelerator": "gpu", "ok": True, "detail": "ran"}],
+             "thermal": {}, "power_sensor": None, "time": 1.0}
+    checks = {c.name: c for c in _fact_checks(load_target("local"), facts, 1.0, 1.0)}
+    crashed = checks["runtime loads a model"]
+    assert not crashed.ok
+    assert crashed.detail == f"killed by signal SIGSEGV in tflite-runtime {VERSION}"
+    assert checks["runtime loads a model on gpu"].ok

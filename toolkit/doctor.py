@@ -4,7 +4,9 @@ Per board, in order (a failed step says why and stops the ones that need it):
 reachable, host key known, login, Python >= 3.9 with numpy and a TFLite runtime,
 then the agent's own ``facts`` (so the board is read by the code that measures):
 free disk in the work folder, the accelerators and API the target asks for (GPU:
-Vulkan present, the adapter and whether it is software, the library loads),
+Vulkan present, the adapter and whether it is software, the library loads), the
+runtime loading and running a tiny model once per accelerator (in a child on the
+board, so a runtime that crashes on load is named: "killed by signal SIGSEGV in ..."),
 temperature and throttling, the power sensor the target names, and the clock's
 offset to the host.  As in LAVA's health checks, a
 board that fails is left out of a bench with the reason shown.
@@ -179,6 +181,14 @@ def _accelerator_checks(facts: dict[str, Any]) -> list[Check]:
                   warning=bool(c.get("warning"))) for c in facts.get("accelerators", [])]
 
 
+def _model_load_checks(facts: dict[str, Any]) -> list[Check]:
+    """The agent's tiny model loaded and run once per accelerator, each in a child: a
+    runtime that imports but crashes on every model (SIGSEGV) fails here, in one line."""
+    return [Check("runtime loads a model" if c["accelerator"] == "cpu"
+                  else f"runtime loads a model on {c['accelerator']}", bool(c["ok"]),
+                  str(c["detail"])) for c in facts.get("model_loads", [])]
+
+
 def _runtime_check(target: Target, facts: dict[str, Any]) -> Check:
     """The runtime the agent takes on this board, against the one the target file asks for.
 
@@ -216,6 +226,7 @@ def _fact_checks(target: Target, facts: dict[str, Any], started: float,
                            f" (less than {MIN_FREE_BYTES / 2**20:.0f} MiB)")))
     checks.append(_runtime_check(target, facts))
     checks += _accelerator_checks(facts)
+    checks += _model_load_checks(facts)
     thermal = facts.get("thermal") or {}
     zones = thermal.get("zones_c") or {}
     hottest = max(zones.values()) if zones else None
