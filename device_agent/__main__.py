@@ -111,7 +111,7 @@ def _facts(sensor: str, runtime_preference: str, options: dict[str, str]) -> int
     whether each can run here (:func:`device_agent.accelerators.preflight`)."""
     import shutil
 
-    from .power import SensorUnavailable, open_power_reader
+    from .power import SensorLost, SensorUnavailable, open_power_reader
     from .runtime import RuntimeNotFound, find_runtime
     from .thermal import thermal_state
 
@@ -142,9 +142,14 @@ def _facts(sensor: str, runtime_preference: str, options: dict[str, str]) -> int
         reader = open_power_reader(sensor)
         facts["power_sensor"] = reader.describe() if reader else None
         if reader:
-            reader.close()
-    except (SensorUnavailable, OSError) as exc:
-        facts["power_error"] = str(exc)
+            # Read once, as measuring will: a sensor that opens but cannot be read would
+            # otherwise be found only after compression and upload, losing the variant.
+            try:
+                facts["power_watts"] = reader.read_watts()
+            finally:
+                reader.close()
+    except (SensorUnavailable, SensorLost, OSError) as exc:
+        facts["power_error"] = f"{sensor}: {exc}"
     facts["time"] = time.time()
     json.dump(facts, sys.stdout)
     sys.stdout.write("\n")

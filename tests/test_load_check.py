@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .models.segfaulting_runtime import VERSION, write_segfaulting_runtime
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,3 +62,24 @@ def test_doctor_shows_each_model_load_as_a_check_and_a_crash_fails_it() -> None:
     assert not crashed.ok
     assert crashed.detail == f"killed by signal SIGSEGV in tflite-runtime {VERSION}"
     assert checks["runtime loads a model on gpu"].ok
+
+
+def test_facts_read_the_power_sensor_once_and_name_a_failed_read(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import device_agent.power
+    from device_agent.__main__ import _facts
+    from device_agent.power import PowerReader, SensorLost
+
+    class Unreadable(PowerReader):
+        kind = "command"
+        reads = 0
+
+        def read_watts(self) -> float | None:
+            Unreadable.reads += 1
+            raise SensorLost("meter: exited 1")
+
+    monkeypatch.setattr(device_agent.power, "open_power_reader", lambda sensor: Unreadable())
+    assert _facts("command", "auto", {}) == 0
+    facts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert Unreadable.reads == 1
+    assert facts["power_error"] == "command: meter: exited 1"
