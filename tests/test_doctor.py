@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
 from toolkit.board import SshBoard
+from toolkit.bootstrap import probe
+from toolkit.cli import main
 from toolkit.doctor import diagnose
 from toolkit.lab import board_status
 from toolkit.lock import board_lock
@@ -89,3 +95,29 @@ def test_edge_doctor_exits_3_for_an_unreachable_board_as_deploy_does(own_sshd: S
     assert done.stderr.strip().splitlines() == [
         next(line for line in done.stderr.splitlines() if line.startswith("edge: lab is "
                                                                          "unhealthy: reachable: "))]
+
+
+@pytest.mark.integration
+def test_a_login_that_prints_a_banner_breaks_neither_lab_status_nor_the_probe(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """Every answer is read from a marked frame: a login that prints first (a
+    ForceCommand wrapper here; a ``~/.bashrc`` on a real board) is ignored."""
+    chatty = Sshd.create(tmp_path_factory.mktemp("chatty"), extra_config=(
+        'ForceCommand echo "Welcome to the lab board {not: json}"; '
+        'eval "$SSH_ORIGINAL_COMMAND"',))
+    try:
+        target = board(chatty, tmp_path)
+        with SshBoard(target) as shell:
+            assert shell.run("echo hi").stdout == b"hi\n"  # the banner is outside the frame
+            facts = probe(shell)
+        assert facts.numpy and facts.runtimes
+        assert board_status(target).state == "free"
+        with SshBoard(target) as holder, board_lock(holder, seconds=60) as token:
+            held = board_status(target)
+            assert (held.state, held.owner) == ("held", token)
+        result = CliRunner().invoke(main, ["lab", "status", "--targets", "lab", "--targets-dir",
+                                           str(tmp_path / "targets"), "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)[0]["state"] == "free"
+    finally:
+        chatty.kill()

@@ -17,8 +17,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from toolkit.board import SshBoard
+from toolkit.bootstrap import setup
 from toolkit.cli import main
-from toolkit.errors import BoardSetupError
+from toolkit.errors import BoardBusyError, BoardSetupError, ExitCode
+from toolkit.lock import board_lock
+from toolkit.targets import load_target
 from toolkit.wheelhouse import (
     BoardPlatform,
     download_command,
@@ -192,4 +196,43 @@ def test_switching_runtime_under_a_package_that_needs_numpy_2_is_refused(
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and "venv is broken" in message
     assert "edge-needs-numpy2 1.0 has requirement numpy>=2" in message
+    assert not (tmp_path / "board" / "wheelhouse").exists()
+
+
+@pytest.mark.parametrize("busy_wait, gave_up", [("0", "--busy-wait 0: not waiting"),
+                                                ("1", "gave up after waiting 1 s")])
+def test_setup_on_a_board_another_job_holds_says_busy_and_changes_nothing(
+        offline_board: Sshd, tmp_path: Path, busy_wait: str, gave_up: str) -> None:
+    """Setup takes the board's lease as a deploy does: pip beside a measurement skews it,
+    a venv changed under a running agent breaks it."""
+    folder = targets_dir(offline_board, tmp_path, runtime="tflite-runtime")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    local_wheel(wheels, "edge-setup-probe", [])
+    work = tmp_path / "board"
+    work.mkdir(exist_ok=True)
+    before = sorted(work.rglob("*"))
+    with SshBoard(load_target("lab", Path(folder))) as other, \
+            board_lock(other, seconds=60) as owner:
+        result = invoke("targets", "setup", "lab", "--targets-dir", folder, "--busy-wait",
+                        busy_wait, "--wheelhouse", str(wheels))
+    assert result.exit_code == int(ExitCode.INCOMPLETE), result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.output
+    assert f"lab is busy: locked by {owner}" in last and gave_up in last
+    if busy_wait != "0":  # said while it waited, as a deploy says it
+        assert f"lab: waiting: lab is busy: locked by {owner}" in result.stderr
+    assert sorted(work.rglob("*")) == before  # no venv, no pushed wheels
+
+
+def test_setup_itself_takes_the_lease(offline_board: Sshd, tmp_path: Path) -> None:
+    """The library call, not only the command: a held board raises before any change."""
+    target = load_target("lab", Path(targets_dir(offline_board, tmp_path)))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    local_wheel(wheels, "edge-setup-probe", [])
+    with SshBoard(target) as holder, board_lock(holder, seconds=60), SshBoard(target) as board:
+        with pytest.raises(BoardBusyError, match="lab is busy: locked by"):
+            setup(board, wheelhouse=wheels)
+    assert not (tmp_path / "board" / "venv").exists()
     assert not (tmp_path / "board" / "wheelhouse").exists()

@@ -5,6 +5,10 @@ asks the board's Python (the venv in the work folder if ``edge targets setup``
 made one, else the target's ``python``); :func:`setup` makes that venv and
 installs what is missing with pip, from the package index or from wheels the
 host pushes (``wheelhouse``, see :mod:`toolkit.wheelhouse`) for air-gapped labs.
+Setup changes the board, so it holds the board's lease (:func:`toolkit.lock.hold_lease`)
+from before its first change to its end, as a deploy does: a board another job holds
+is :class:`~toolkit.errors.BoardBusyError` and nothing on it is touched (pip running
+beside a measurement skews it, and a venv changed under a running agent breaks it).
 A board that cannot reach the index is named offline within seconds; a venv that
 ``pip check`` finds broken after the install is an error, not a success.
 
@@ -25,13 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import BoardSetupError, InfrastructureError
+from .lock import hold_lease
 from .transfer import upload
 from .wheelhouse import REQUIREMENTS, check_index, offline_cause, offline_error
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from .board import Shell
+    from .board import Board, Shell
+    from .lock import Held
 _PROBE = (
     "import json, os, sys\n"
     "from importlib import metadata\n"
@@ -126,9 +132,18 @@ def probe(board: Shell) -> BoardPython:
                        cores=int(facts.get("cores") or 0))
 
 
-def setup(board: Shell, *, wheelhouse: Path | None = None,
+def setup(board: Board, *, wheelhouse: Path | None = None,
           system_site_packages: bool = False) -> BoardPython:
-    """Make ``WORK/venv`` with the target's Python and pip-install what the agent needs."""
+    """Make ``WORK/venv`` with the target's Python and pip-install what the agent needs,
+    holding the board's lease throughout (busy: :class:`~toolkit.errors.BoardBusyError`,
+    nothing changed)."""
+    with hold_lease(board) as held:
+        return _setup(board, held, wheelhouse=wheelhouse,
+                      system_site_packages=system_site_packages)
+
+
+def _setup(board: Board, held: Held, *, wheelhouse: Path | None,
+           system_site_packages: bool) -> BoardPython:
     target = board.target
     work = target.work_dir
     venv = f"{work}/venv"
@@ -145,6 +160,7 @@ def setup(board: Shell, *, wheelhouse: Path | None = None,
     checked = wheelhouse is not None or check_index(board, python if has_venv
                                                     else target.python)
     flags = " --system-site-packages" if system_site_packages else ""
+    held.confirm()  # a host paused since the acquire changes nothing
     made = board.run(f"mkdir -p -- {shlex.quote(work)} && test -x "
                      f"{shlex.quote(venv + '/bin/python')} || {shlex.quote(target.python)} "
                      f"-m venv{flags} -- {shlex.quote(venv)}", timeout=300)
@@ -164,6 +180,7 @@ def setup(board: Shell, *, wheelhouse: Path | None = None,
             source = ""  # pip's own index configuration
         else:
             source = _push_wheels(board, wheelhouse, remote_wheels)
+        held.confirm()
         _pip_install(board, python, source, REQUIREMENTS[target.runtime])
     finally:
         if wheelhouse is not None:  # the wheels served this install only; the disk is the board's

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_options import targets_dir_option
+from .cli_options import busy_wait_option, targets_dir_option
 from .errors import HostKeyError, TargetError
 from .safe_text import one_line, printable
 
@@ -116,27 +116,41 @@ def _trust_hop(target: Target, hop: SshParams, name: str, expected: set[str]) ->
 
 @targets.command("setup")
 @click.argument("name")
+@busy_wait_option
 @click.option("--wheelhouse", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Install from these wheels (pushed to the board), not from the index.")
 @click.option("--system-site-packages", is_flag=True,
               help="Let the venv see the board's own packages (e.g. a vendor numpy).")
 @targets_dir_option
-def setup(name: str, wheelhouse: Path | None, system_site_packages: bool,
+def setup(name: str, busy_wait: float, wheelhouse: Path | None, system_site_packages: bool,
           targets_dir: Path | None) -> None:
     """Make a venv in NAME's work folder with numpy and a TFLite runtime, using pip.
 
+    Holds the board's lease while it works; a board another job holds is waited for
+    (--busy-wait), as a deploy waits.
+
     Example: edge targets setup jetson-nano --wheelhouse wheels/aarch64
     """
+    from .board import SshBoard
+    from .bootstrap import BoardPython
     from .bootstrap import setup as setup_board
-    from .ssh import Connection
+    from .run.boards import NamedBoard
     from .targets import load_target
 
     target = load_target(name, targets_dir)
     if target.transport != "ssh":
         raise TargetError(f"target {name} is not a board reached over SSH", target=name)
-    with Connection(target) as board:
-        facts = setup_board(board, wheelhouse=wheelhouse,
-                            system_site_packages=system_site_packages)
+
+    def on_board(target: Target) -> BoardPython:
+        with SshBoard(target) as board:
+            return setup_board(board, wheelhouse=wheelhouse,
+                               system_site_packages=system_site_packages)
+
+    def status(message: str, ready: bool) -> None:
+        if message:
+            click.echo(printable(f"{name}: {message}"), err=True)
+
+    facts = NamedBoard(target).run(on_board, busy_wait_seconds=busy_wait, on_status=status)
     runtimes = ", ".join(f"{k} {v}" for k, v in facts.runtimes.items())
     click.echo(printable(f"{name}: {facts.python} (Python {'.'.join(map(str, facts.version))}), "
                          f"numpy {facts.numpy}, {runtimes}"))

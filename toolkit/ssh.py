@@ -33,6 +33,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from typing import IO, cast
 
@@ -51,6 +52,31 @@ MAX_STDERR_BYTES = 1024 * 1024
 # paramiko logs every reset socket at ERROR; without a handler anywhere Python's last-resort
 # handler would print those beside our own one-line error. Propagation to the app's is kept.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+def _framed(command: str, frame: str) -> str:
+    """``command`` with its stdout between two marker lines unique to this run.
+
+    A login shell that prints on stdout (a ``~/.bashrc`` echo, a ForceCommand banner)
+    prints before the frame: :func:`_unframed` drops it, so no board answer is parsed
+    from it. The command runs in a subshell, so its own ``exit`` or ``exec`` still lets
+    the end marker out; the newline before that marker is the frame's, not the command's.
+    """
+    return (f"printf '%s\\n' edge-frame-{frame}-start; (\n{command}\n); "
+            f"edge_status=$?; printf '\\n%s\\n' edge-frame-{frame}-end; exit $edge_status")
+
+
+def _unframed(out: bytes, frame: str) -> bytes:
+    """What the command printed inside its frame (all of ``out`` if no frame was printed:
+    a command that was cut off keeps what it printed after the start marker)."""
+    start = f"edge-frame-{frame}-start\n".encode()
+    end = f"\nedge-frame-{frame}-end\n".encode()
+    at = out.find(start)
+    if at < 0:
+        return out
+    body = out[at + len(start):]
+    stop = body.rfind(end)
+    return body if stop < 0 else body[:stop]
 
 
 @dataclass(frozen=True)
@@ -300,7 +326,8 @@ class Connection:
         out, err = bytearray(), bytearray()
         try:
             channel = transport.open_session(timeout=self.target.connect_timeout)
-            channel.exec_command(command)
+            frame = uuid.uuid4().hex
+            channel.exec_command(_framed(command, frame))
             while True:
                 if channel.recv_ready():
                     out += channel.recv(65536)
@@ -337,7 +364,8 @@ class Connection:
         if status == -1:  # the channel closed without an exit status: the link or sshd died
             raise self._dropped("the command ended without an exit status")
         log.debug("%s: %r -> %d", self.target.name, command, status)
-        return Result(command=command, exit_status=status, stdout=bytes(out), stderr=bytes(err))
+        return Result(command=command, exit_status=status, stdout=_unframed(bytes(out), frame),
+                      stderr=bytes(err))
 
     def put(self, source: IO[bytes], remote_path: str) -> int:
         """Write ``source`` to ``remote_path`` over SFTP; return the bytes sent."""

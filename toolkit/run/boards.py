@@ -64,6 +64,9 @@ class NamedBoard:
             try:
                 return job(self.target)
             except BoardBusyError as exc:
+                if busy_wait_seconds == 0:
+                    raise BoardBusyError(f"{exc} (--busy-wait 0: not waiting)",
+                                         target=self.name) from None
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise BoardBusyError(f"{exc}; gave up after waiting {busy_wait_seconds:g} s "
