@@ -253,6 +253,13 @@ class PairedSettings:
         "round_triples": 16,      # triples per round: 16 is the fewest that can decide in one
         "max_rounds": 8,
         "max_seconds": 20.0,      # measuring time of a pair at most (warm-up excluded)
+        # The energy pass (only with a power sensor), after the latency rounds:
+        "energy_limit": 0.05,     # the limit on energy per inference (5 %)
+        "energy_block_seconds": 0.5,   # one block lasts at least this long
+        "energy_block_samples": 10,    # and long enough for this many sensor samples
+        "energy_round_triples": 12,    # triples per round (10 are the fewest whose interval
+        "energy_max_rounds": 3,        # has finite ends at 99 % spent over 3 looks)
+        "energy_max_seconds": 60.0,    # the energy pass's time at most
     }
 
     def __init__(self, **values: float) -> None:
@@ -268,7 +275,7 @@ class PairedSettings:
         if not 0.5 <= merged["confidence"] < 1:
             raise ValueError(f"paired setting confidence must be in [0.5, 1), got "
                              f"{merged['confidence']!r}")
-        for key in ("limit", "tail_limit"):
+        for key in ("limit", "tail_limit", "energy_limit"):
             if merged[key] >= 1:
                 raise ValueError(f"paired setting {key} is a fraction below 1, got "
                                  f"{merged[key]!r}")
@@ -281,6 +288,17 @@ class PairedSettings:
         self.round_triples = max(MIN_TRIPLES, int(merged["round_triples"]))
         self.max_rounds = int(merged["max_rounds"])
         self.max_seconds = float(merged["max_seconds"])
+        self.energy_limit = float(merged["energy_limit"])
+        self.energy_block_seconds = float(merged["energy_block_seconds"])
+        self.energy_block_samples = int(merged["energy_block_samples"])
+        self.energy_round_triples = max(MIN_TRIPLES, int(merged["energy_round_triples"]))
+        self.energy_max_rounds = int(merged["energy_max_rounds"])
+        self.energy_max_seconds = float(merged["energy_max_seconds"])
+
+    def energy_block(self, rate_hz: float) -> float:
+        """Seconds of one energy block: at least ``energy_block_seconds``, and long enough
+        for ``energy_block_samples`` samples of a sensor read at ``rate_hz``."""
+        return max(self.energy_block_seconds, self.energy_block_samples / max(rate_hz, 1e-9))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> PairedSettings:
