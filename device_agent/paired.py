@@ -234,6 +234,7 @@ def measure_energy(models: Dict[str, Any], sampler: Any, settings: PairedSetting
         facts["error"] = (f"blocks of {block_seconds:g} s (the sensor read at {rate_hz:g} Hz) "
                           f"leave no room for {MIN_TRIPLES} triples in the energy pass's "
                           f"{settings.energy_max_seconds:g} s")
+        sampler.reader.close()
         return facts
     windows: Dict[str, List[Any]] = {side: [] for side in SIDES}  # (start, end, runs)
     verdict: Dict[str, Any] = {}

@@ -38,6 +38,9 @@ agent does not send them, an older host's job does not set them):
   ``paired`` holds its :class:`~device_agent.paired.PairedSettings`.  The result then has
   ``pairs`` (one per pair, in order: block medians and 90th percentiles per side, the
   board's verdict, or ``status: failed`` with its ``error``) and an empty ``variants``.
+  A pair measured with a power sensor has ``energy``: the ``sensor``, and either
+  ``block_energy_mj`` per side (with ``block_seconds``, ``rounds``, ``seconds``) or the
+  ``error`` that left it without a figure; no sensor, no ``energy``.
 
 The whole job has one deadline, :func:`job_budget_seconds`: the host waits that long
 (plus its own transfer time) and the agent enforces it too.
@@ -497,6 +500,35 @@ def _validate_pair_results(pairs: Any, expected: list[str]) -> None:
             for key in LATENCY_KEYS:
                 _require_number(summary.get(key), f"{where}.latency_ms.{side}.{key}",
                                 minimum=0)
+        if "energy" in pair:
+            _validate_pair_energy(pair["energy"], f"{where}.energy")
+
+
+def _validate_pair_energy(energy: Any, where: str) -> None:
+    """A pair's energy pass: the sensor, and either why there is no figure or each side's
+    block energies per inference (mJ, above 0), as many on every side."""
+    energy = _require_dict(energy, where)
+    sensor = _require_dict(energy.get("sensor"), f"{where}.sensor")
+    _require_type(sensor.get("kind"), str, f"{where}.sensor.kind")
+    if "error" in energy:
+        _require_type(energy["error"], str, f"{where}.error")
+        return
+    _require_number(energy.get("block_seconds"), f"{where}.block_seconds", minimum=0)
+    _require_number(energy.get("seconds"), f"{where}.seconds", minimum=0)
+    blocks = _require_dict(energy.get("block_energy_mj"), f"{where}.block_energy_mj")
+    counts = set()
+    for side in SIDES:
+        values = _require_list(blocks.get(side), f"{where}.block_energy_mj.{side}")
+        if len(values) > MAX_RAW_SAMPLES:
+            raise ProtocolError(f"{where}.block_energy_mj.{side} has {len(values)} blocks, "
+                                f"over {MAX_RAW_SAMPLES}")
+        for value in values:
+            _require_number(value, f"{where}.block_energy_mj.{side}[]", minimum=0)
+            if value <= 0:
+                raise ProtocolError(f"{where}.block_energy_mj.{side}[] must be above 0")
+        counts.add(len(values))
+    if len(counts) != 1:
+        raise ProtocolError(f"{where} has unequal numbers of blocks per side")
 
 
 def _validate_variant(variant: dict[str, Any], where: str) -> None:

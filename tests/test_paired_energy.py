@@ -199,6 +199,7 @@ def test_a_sensor_too_slow_for_the_cap_is_not_run() -> None:
                            rng=random.Random(0), clock=clock.seconds)
     assert "20 s" in found["error"] and "60 s" in found["error"]
     assert clock.now == 0 and not sampler.started
+    assert sampler.reader.closed  # type: ignore[attr-defined]
 
 
 def test_a_block_without_a_sample_gives_no_energy_figure() -> None:
