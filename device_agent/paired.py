@@ -25,8 +25,13 @@ while the answer is ``inconclusive``, another round is measured, up to ``max_rou
 (Bonferroni), so looking again does not raise it.  When the control alone lies beyond the
 limit the board is too noisy to judge, and the answer says so with the figure.
 
-The host receives every block median and judges again with this same code: the board's
-verdict only decides when to stop measuring.
+Energy (:func:`measure_energy`, only with a power sensor): after the latency rounds, a pass
+of its own in longer blocks (long enough for the sensor's samples), one sampler running
+through all of it; per triple the log ratio of the blocks' energy per inference, judged by
+the same :func:`judge` with the control, in a few bounded rounds.
+
+The host receives every block median (and block energy) and judges again with this same
+code: the board's verdict only decides when to stop measuring.
 
 Standard library and numpy only, Python 3.8 syntax (the board's Python).
 

@@ -194,7 +194,7 @@ def test_energy_is_judged_from_its_paired_blocks_with_an_interval(
     assert energy.ratio == pytest.approx(ratio, rel=0.01)
     assert energy.baseline_mj == pytest.approx(2.0, rel=0.02) and energy.baseline_ms is None
     if verdict != "inconclusive":
-        assert energy.interval is not None
+        assert energy.interval is not None and energy.ratio is not None
         assert energy.interval[0] <= energy.ratio <= energy.interval[1]
     assert NO_SENSOR not in outcome.notes
     text = outcome.to_markdown()
@@ -266,12 +266,14 @@ def test_malformed_energy_answers_are_refused(tmp_path: Path, broken: dict[str, 
 # --- the real agent on a real model -------------------------------------------------------
 
 
-def run_paired(folder: Path, pairs: list[tuple[str, str, str]]) -> dict[str, Any]:
+def run_paired(folder: Path, pairs: list[tuple[str, str, str]],
+               settings: dict[str, Any] | None = None,
+               paired: dict[str, float] | None = None) -> dict[str, Any]:
     files = sorted({f for _, base, new in pairs for f in (base, new)})
-    command, job = write_job(folder, [{"name": f, "file": f} for f in files])
+    command, job = write_job(folder, [{"name": f, "file": f} for f in files], settings)
     job["pairs"] = [{"name": name, "baseline": base, "candidate": new}
                     for name, base, new in pairs]
-    job["paired"] = {"max_seconds": 5.0, "block_seconds": 0.005}
+    job["paired"] = {"max_seconds": 5.0, "block_seconds": 0.005, **(paired or {})}
     protocol.validate_job(job)
     (folder / "job.json").write_text(json.dumps(job))
     completed = subprocess.run([sys.executable, *command[1:]], capture_output=True, check=True)
@@ -293,6 +295,31 @@ def test_the_agent_measures_a_file_against_itself_and_a_crash_fails_its_pair_alo
     assert same["runtime"]["name"] in ("ai-edge-litert", "tflite-runtime")
     assert set(same["latency_ms"]) == set(protocol.SIDES)
     assert all(math.isfinite(v) and v > 0 for v in same["block_median_ms"]["candidate"])
+    assert "energy" not in same  # the job's power sensor is none
+
+
+def test_the_agent_runs_an_energy_pass_when_the_sensor_opens(tflite_copy: Path) -> None:
+    """A meter command printing a constant 3 W, read by the real sampler thread through the
+    whole pass: the same file on both sides costs the same energy per inference."""
+    result = run_paired(tflite_copy.parent, [("same", tflite_copy.name, tflite_copy.name)],
+                        settings={"power_sensor": "command", "power_command": "echo 3.0",
+                                  "power_rate_hz": 50.0},
+                        paired={"energy_block_seconds": 0.05, "energy_block_samples": 2,
+                                "energy_max_rounds": 1})
+    [same] = result["pairs"]
+    energy = same["energy"]
+    assert energy["sensor"]["kind"] == "command" and "error" not in energy, energy
+    assert energy["block_seconds"] == pytest.approx(0.05) and energy["rounds"] == 1
+    assert {len(v) for v in energy["block_energy_mj"].values()} == {12}
+    [judged] = [c for c in judge_pair("local", same, Thresholds()) if c.metric == "energy"]
+    assert judged.verdict != "regression" and judged.interval is not None
+
+
+def test_a_sensor_that_does_not_open_costs_the_energy_figure_only(tflite_copy: Path) -> None:
+    result = run_paired(tflite_copy.parent, [("same", tflite_copy.name, tflite_copy.name)],
+                        settings={"power_sensor": "command", "power_command": " "})
+    [same] = result["pairs"]
+    assert same["status"] == "ok" and "power_command is empty" in same["energy"]["error"]
 
 
 # --- edge deploy --against and edge check --paired ------------------------------------------
