@@ -513,14 +513,18 @@ def _measure_pair(job_path: Path, job: dict[str, Any], pair: dict[str, Any]) -> 
         except (OSError, ValueError, KeyError) as exc:
             print(f"reference {candidate['reference']} is unreadable: {exc}", file=sys.stderr)
             return 1
+    paired = PairedSettings.from_dict(job.get("paired"))
     try:
         models = open_models(runtime, paths, settings,
                              lambda interpreter: _measuring_inputs(interpreter, reference)[0])
-        figures = measure_pair(models, PairedSettings.from_dict(job.get("paired")))
+        figures = measure_pair(models, paired)
+        energy = _pair_energy(models, settings, paired)
     except Exception as exc:  # the runtime's own message is the useful part
         print(f"{runtime.name} {runtime.version} could not run the pair {pair['name']}: "
               f"{type(exc).__name__}: {_first_line(str(exc))}", file=sys.stderr)
         return 1
+    if energy is not None:
+        figures["energy"] = energy
     figures.update(status="ok", runtime=runtime.describe(), threads=int(settings["threads"]),
                    accelerator=settings["accelerator"])
     print(json.dumps(figures))
@@ -541,6 +545,30 @@ def _runnable_file(job_path: Path, variant: dict[str, Any], runtime: Runtime) ->
               file=sys.stderr)
         return None
     return path
+
+
+def _pair_energy(models: dict[str, Any], settings: dict[str, Any], paired: Any
+                 ) -> dict[str, Any] | None:
+    """The pair's energy pass (device_agent.paired.measure_energy), after its latency rounds,
+    when the job's power sensor opens; None without one.  The sensor is opened only now
+    (tegrastats, a process of its own, must not run beside the latency rounds); a sensor
+    that cannot be opened costs the energy figure, never the latency verdict."""
+    from .paired import measure_energy
+    from .power import PowerSampler, SensorUnavailable, open_power_reader
+
+    sensor = settings["power_sensor"]
+    try:
+        reader = open_power_reader(sensor, rail=settings["power_rail"],
+                                   command=settings["power_command"])
+    except SensorUnavailable as exc:
+        return {"sensor": {"kind": sensor, "misses": ""},
+                "error": f"power sensor {sensor!r} not available: {exc}"}
+    if reader is None:
+        return None
+    rate = float(settings["power_rate_hz"])
+    energy = measure_energy(models, PowerSampler(reader, rate_hz=rate), paired, rate_hz=rate)
+    energy["sensor"] = reader.describe()
+    return energy
 
 
 def _unsupported(runtime: Runtime, model_path: Path) -> str:

@@ -25,8 +25,13 @@ while the answer is ``inconclusive``, another round is measured, up to ``max_rou
 (Bonferroni), so looking again does not raise it.  When the control alone lies beyond the
 limit the board is too noisy to judge, and the answer says so with the figure.
 
-The host receives every block median and judges again with this same code: the board's
-verdict only decides when to stop measuring.
+Energy (:func:`measure_energy`, only with a power sensor): after the latency rounds, a pass
+of its own in longer blocks (long enough for the sensor's samples), one sampler running
+through all of it; per triple the log ratio of the blocks' energy per inference, judged by
+the same :func:`judge` with the control, in a few bounded rounds.
+
+The host receives every block median (and block energy) and judges again with this same
+code: the board's verdict only decides when to stop measuring.
 
 Standard library and numpy only, Python 3.8 syntax (the board's Python).
 
@@ -205,16 +210,135 @@ def measure_pair(models: Dict[str, Any], settings: PairedSettings, *,
     }
 
 
+def measure_energy(models: Dict[str, Any], sampler: Any, settings: PairedSettings, *,
+                   rate_hz: float, rng: random.Random | None = None,
+                   clock: Any = time.monotonic) -> Dict[str, Any]:
+    """Energy per inference of the three ``models``, in interleaved blocks, judged paired.
+
+    ``sampler`` is a :class:`~device_agent.power.PowerSampler` not yet started, reading at
+    ``rate_hz`` on ``clock`` (seconds).  It runs through the whole pass: its thread runs
+    beside every side equally, so the ratio cancels its cost.  A block runs one model until
+    :meth:`PairedSettings.energy_block` seconds have passed (at least one invocation); its
+    energy per inference is the mean power of the samples inside its window, times its wall
+    time, over its runs (total board power: idle included, on every side alike).  The
+    first sample period of a block is left out: a sensor reading then still averages the
+    block before.  Rounds of ``energy_round_triples`` triples, in an order drawn at random
+    within each, until :func:`judge` decides (against ``energy_limit``, the error rate
+    spent over ``energy_max_rounds`` looks), or ``energy_max_rounds`` or
+    ``energy_max_seconds`` is reached; a triple that would end past the cap is not begun.
+
+    Returns ``block_energy_mj`` per side, the block length, rounds, seconds, samples and
+    the board's verdict; or ``error`` alone (with the block length) when the sensor was
+    lost part-way, a block held no sample, or no triple fits in the cap: no energy figure
+    is better than one from a window the sensor did not see.
+    """
+    rng = rng or random.Random()
+    block_seconds = settings.energy_block(rate_hz)
+    facts: Dict[str, Any] = {"block_seconds": block_seconds, "rate_hz_asked": rate_hz}
+    if MIN_TRIPLES * len(SIDES) * block_seconds > settings.energy_max_seconds:
+        facts["error"] = (f"blocks of {block_seconds:g} s (the sensor read at {rate_hz:g} Hz) "
+                          f"leave no room for {MIN_TRIPLES} triples in the energy pass's "
+                          f"{settings.energy_max_seconds:g} s")
+        sampler.reader.close()
+        return facts
+    windows: Dict[str, List[Any]] = {side: [] for side in SIDES}  # (start, end, runs)
+    verdict: Dict[str, Any] = {}
+    order = list(SIDES)
+    rounds = 0
+    sampler.start()
+    started = clock()
+    triple_seconds = len(SIDES) * block_seconds
+    try:
+        while True:
+            rounds += 1
+            capped = False
+            for _ in range(settings.energy_round_triples):
+                if clock() - started + triple_seconds > settings.energy_max_seconds \
+                        or sampler.error:
+                    capped = True
+                    break
+                begun = clock()
+                rng.shuffle(order)
+                for side in order:
+                    windows[side].append(_timed_block(models[side], block_seconds, clock))
+                triple_seconds = max(triple_seconds, clock() - begun)
+            if sampler.error:
+                break
+            samples = list(sampler.samples)
+            energy = _block_energy(windows, samples, sampler.period)
+            if isinstance(energy, str):
+                break
+            ratios = log_ratios(energy)
+            verdict = judge(ratios["candidate"], ratios["control"],
+                            limit=settings.energy_limit, confidence=settings.confidence,
+                            looks=settings.energy_max_rounds)
+            if _settled(verdict) or capped \
+                    or rounds >= settings.energy_max_rounds:
+                break
+    finally:
+        samples = sampler.stop()
+    facts.update(rounds=rounds, seconds=clock() - started)
+    if sampler.error:
+        facts["error"] = sampler.error
+        return facts
+    energy = _block_energy(windows, samples, sampler.period)
+    if isinstance(energy, str):
+        facts["error"] = energy
+        return facts
+    facts.update(block_energy_mj=energy, samples=len(samples), board_verdict=verdict,
+                 runs={side: sum(w[2] for w in windows[side]) for side in SIDES})
+    return facts
+
+
+def _timed_block(model: Any, seconds: float, clock: Any) -> Any:
+    """Invoke ``model`` until ``seconds`` have passed; (start, end, runs) on ``clock``."""
+    start = clock()
+    runs = 0
+    while True:
+        model.invoke()
+        runs += 1
+        end = clock()
+        if end - start >= seconds:
+            return start, end, runs
+
+
+def _block_energy(windows: Mapping[str, Sequence[Any]], samples: Sequence[Any],
+                  settle: float) -> Any:
+    """Per side, each block's energy per inference in mJ; or why a block has none (str)."""
+    times = np.asarray([at for at, _ in samples], dtype=float)
+    watts = np.asarray([w for _, w in samples], dtype=float)
+    energy: Dict[str, List[float]] = {}
+    empty = 0
+    for side in SIDES:
+        energy[side] = []
+        for start, end, runs in windows[side]:
+            inside = watts[(times > start + min(settle, (end - start) / 2)) & (times <= end)]
+            if inside.size == 0 or not np.all(np.isfinite(inside)) or inside.mean() <= 0:
+                empty += 1
+                continue
+            energy[side].append(float(inside.mean()) * (end - start) / runs * 1e3)
+    if empty:
+        blocks = sum(len(w) for w in windows.values())
+        span = float(times[-1] - times[0]) if times.size > 1 else 0.0
+        achieved = f"{(times.size - 1) / span:.2g} Hz" if span > 0 else \
+            f"{times.size} sample(s) in all"
+        return (f"{empty} of {blocks} energy blocks held no positive power sample (the sensor "
+                f"gave {achieved})")
+    return energy
+
+
 def _decided(verdicts: Dict[str, Dict[str, Any]]) -> bool:
     """Whether more rounds can change nothing that matters: the medians are decided (or the
     board is too noisy for more rounds to help), and so is the tail, unless the medians
     already regressed (the gate fails either way)."""
-    def settled(verdict: Dict[str, Any]) -> bool:
-        return verdict["verdict"] != "inconclusive" \
-            or verdict.get("reason", "").startswith(TOO_NOISY)
-
     median = verdicts["median"]
-    return settled(median) and (settled(verdicts["p90"]) or median["verdict"] == "regression")
+    return _settled(median) and (_settled(verdicts["p90"]) or median["verdict"] == "regression")
+
+
+def _settled(verdict: Dict[str, Any]) -> bool:
+    """Decided, or inconclusive for a reason more rounds cannot change (a noisy board)."""
+    return verdict["verdict"] != "inconclusive" \
+        or verdict.get("reason", "").startswith(TOO_NOISY)
 
 
 def log_ratios(medians: Mapping[str, Sequence[float]]) -> Dict[str, List[float]]:
@@ -267,5 +391,5 @@ def open_models(runtime: Any, paths: Dict[str, Path], settings: Dict[str, Any],
 
 
 __all__ = ["MIN_FLOOR", "MIN_TRIPLES", "SIDES", "VERDICTS", "PairedSettings", "judge",
-           "log_ratios", "measure_pair", "open_models", "round_confidence",
+           "log_ratios", "measure_energy", "measure_pair", "open_models", "round_confidence",
            "median_interval"]

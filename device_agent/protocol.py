@@ -38,6 +38,9 @@ agent does not send them, an older host's job does not set them):
   ``paired`` holds its :class:`~device_agent.paired.PairedSettings`.  The result then has
   ``pairs`` (one per pair, in order: block medians and 90th percentiles per side, the
   board's verdict, or ``status: failed`` with its ``error``) and an empty ``variants``.
+  A pair measured with a power sensor has ``energy``: the ``sensor``, and either
+  ``block_energy_mj`` per side (with ``block_seconds``, ``rounds``, ``seconds``) or the
+  ``error`` that left it without a figure; no sensor, no ``energy``.
 
 The whole job has one deadline, :func:`job_budget_seconds`: the host waits that long
 (plus its own transfer time) and the agent enforces it too.
@@ -253,6 +256,13 @@ class PairedSettings:
         "round_triples": 16,      # triples per round: 16 is the fewest that can decide in one
         "max_rounds": 8,
         "max_seconds": 20.0,      # measuring time of a pair at most (warm-up excluded)
+        # The energy pass (only with a power sensor), after the latency rounds:
+        "energy_limit": 0.05,     # the limit on energy per inference (5 %)
+        "energy_block_seconds": 0.5,   # one block lasts at least this long
+        "energy_block_samples": 10,    # and long enough for this many sensor samples
+        "energy_round_triples": 12,    # triples per round (10 are the fewest whose interval
+        "energy_max_rounds": 3,        # has finite ends at 99 % spent over 3 looks)
+        "energy_max_seconds": 60.0,    # the energy pass's time at most
     }
 
     def __init__(self, **values: float) -> None:
@@ -268,7 +278,7 @@ class PairedSettings:
         if not 0.5 <= merged["confidence"] < 1:
             raise ValueError(f"paired setting confidence must be in [0.5, 1), got "
                              f"{merged['confidence']!r}")
-        for key in ("limit", "tail_limit"):
+        for key in ("limit", "tail_limit", "energy_limit"):
             if merged[key] >= 1:
                 raise ValueError(f"paired setting {key} is a fraction below 1, got "
                                  f"{merged[key]!r}")
@@ -281,6 +291,17 @@ class PairedSettings:
         self.round_triples = max(MIN_TRIPLES, int(merged["round_triples"]))
         self.max_rounds = int(merged["max_rounds"])
         self.max_seconds = float(merged["max_seconds"])
+        self.energy_limit = float(merged["energy_limit"])
+        self.energy_block_seconds = float(merged["energy_block_seconds"])
+        self.energy_block_samples = int(merged["energy_block_samples"])
+        self.energy_round_triples = max(MIN_TRIPLES, int(merged["energy_round_triples"]))
+        self.energy_max_rounds = int(merged["energy_max_rounds"])
+        self.energy_max_seconds = float(merged["energy_max_seconds"])
+
+    def energy_block(self, rate_hz: float) -> float:
+        """Seconds of one energy block: at least ``energy_block_seconds``, and long enough
+        for ``energy_block_samples`` samples of a sensor read at ``rate_hz``."""
+        return max(self.energy_block_seconds, self.energy_block_samples / max(rate_hz, 1e-9))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> PairedSettings:
@@ -479,6 +500,35 @@ def _validate_pair_results(pairs: Any, expected: list[str]) -> None:
             for key in LATENCY_KEYS:
                 _require_number(summary.get(key), f"{where}.latency_ms.{side}.{key}",
                                 minimum=0)
+        if "energy" in pair:
+            _validate_pair_energy(pair["energy"], f"{where}.energy")
+
+
+def _validate_pair_energy(energy: Any, where: str) -> None:
+    """A pair's energy pass: the sensor, and either why there is no figure or each side's
+    block energies per inference (mJ, above 0), as many on every side."""
+    energy = _require_dict(energy, where)
+    sensor = _require_dict(energy.get("sensor"), f"{where}.sensor")
+    _require_type(sensor.get("kind"), str, f"{where}.sensor.kind")
+    if "error" in energy:
+        _require_type(energy["error"], str, f"{where}.error")
+        return
+    _require_number(energy.get("block_seconds"), f"{where}.block_seconds", minimum=0)
+    _require_number(energy.get("seconds"), f"{where}.seconds", minimum=0)
+    blocks = _require_dict(energy.get("block_energy_mj"), f"{where}.block_energy_mj")
+    counts = set()
+    for side in SIDES:
+        values = _require_list(blocks.get(side), f"{where}.block_energy_mj.{side}")
+        if len(values) > MAX_RAW_SAMPLES:
+            raise ProtocolError(f"{where}.block_energy_mj.{side} has {len(values)} blocks, "
+                                f"over {MAX_RAW_SAMPLES}")
+        for value in values:
+            _require_number(value, f"{where}.block_energy_mj.{side}[]", minimum=0)
+            if value <= 0:
+                raise ProtocolError(f"{where}.block_energy_mj.{side}[] must be above 0")
+        counts.add(len(values))
+    if len(counts) != 1:
+        raise ProtocolError(f"{where} has unequal numbers of blocks per side")
 
 
 def _validate_variant(variant: dict[str, Any], where: str) -> None:

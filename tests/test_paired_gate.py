@@ -6,6 +6,7 @@ run the real agent zipapp on a real converted model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -20,7 +21,7 @@ import pytest
 from device_agent import protocol
 from toolkit.check import Thresholds
 from toolkit.errors import ExitCode, UsageError
-from toolkit.gate.paired import PairSpec, check_paired, paired_job
+from toolkit.gate.paired import NO_SENSOR, PairSpec, check_paired, judge_pair, paired_job
 from toolkit.targets import load_target
 
 from .test_agent import write_job
@@ -34,10 +35,26 @@ def spec(tmp_path: Path, variant: str = "fp32") -> PairSpec:
                     candidate_file=new, candidate_sha256=protocol.sha256_file(new), threads=2)
 
 
+def energy_blocks(ratio: float, *, control: float = 1.0, n: int = 12, noise: float = 0.005,
+                  seed: int = 0) -> dict[str, Any]:
+    """A pair's energy pass as the agent sends it: ``n`` blocks a side of about 2 mJ an
+    inference, the candidate's ``ratio`` times the baseline's, ``noise`` per block."""
+    rng = np.random.default_rng(seed)
+    base = 2.0 * np.exp(rng.normal(0, noise, n))
+    return {"sensor": {"kind": "ina3221-hwmon", "misses": "losses before the module input"},
+            "block_seconds": 0.5, "rounds": 1, "seconds": 18.2, "rate_hz_asked": 20.0,
+            "block_energy_mj": {
+                "baseline": base.tolist(),
+                "control": (base * control * np.exp(rng.normal(0, noise, n))).tolist(),
+                "candidate": (base * ratio * np.exp(rng.normal(0, noise, n))).tolist()}}
+
+
 def answer(job: dict[str, Any], ratios: dict[str, float], *, control: float = 1.0,
-           failed: dict[str, str] | None = None, seed: int = 0) -> bytes:
+           failed: dict[str, str] | None = None, seed: int = 0,
+           energy: dict[str, dict[str, Any]] | None = None) -> bytes:
     """An agent's answer to a paired ``job``: 32 blocks a side, the candidate's median
-    ``ratios[name]`` times the baseline's, with 0.5 % noise per block."""
+    ``ratios[name]`` times the baseline's, with 0.5 % noise per block; ``energy[name]``
+    its energy pass (none: no power sensor)."""
     rng = np.random.default_rng(seed)
     pairs = []
     for pair in job["pairs"]:
@@ -57,6 +74,8 @@ def answer(job: dict[str, Any], ratios: dict[str, float], *, control: float = 1.
                       "latency_ms": {side: summary for side in protocol.SIDES},
                       "runtime": {"name": "ai-edge-litert", "version": "2.3.0"},
                       "threads": 2, "accelerator": "cpu"})
+        if energy and name in energy:
+            pairs[-1]["energy"] = energy[name]
     return json.dumps({"schema_version": protocol.SCHEMA_VERSION, "job_id": job["job_id"],
                        "board": {"hostname": "h", "machine": "x86_64", "system": "Linux",
                                  "python": "3.11"},
@@ -67,7 +86,10 @@ def test_the_job_pairs_each_variants_files_and_carries_the_limits(tmp_path: Path
     specs = [spec(tmp_path, "fp32"), spec(tmp_path, "int8")]
     job, files = paired_job(specs, load_target("local"), Thresholds(latency_p50=3.0), "j")
     assert [p["name"] for p in job["pairs"]] == ["fp32", "int8"]
-    assert job["paired"] == {"limit": 0.03, "tail_limit": 0.10}
+    assert job["paired"] == {"limit": 0.03, "tail_limit": 0.10, "energy_limit": 0.05}
+    assert job["settings"]["power_sensor"] == "none"  # the local target's
+    board = dataclasses.replace(load_target("local"), power_sensor="rapl")
+    assert paired_job(specs, board, Thresholds(), "j")[0]["settings"]["power_sensor"] == "rapl"
     by_name = {v["name"]: v for v in job["variants"]}
     assert by_name["fp32~candidate"]["threads"] == 2
     assert files[by_name["fp32~baseline"]["file"]] == specs[0].baseline_file
@@ -157,15 +179,101 @@ def test_a_paired_job_naming_a_file_it_does_not_carry_is_refused(tmp_path: Path)
         protocol.validate_job(job)
 
 
+@pytest.mark.parametrize(("ratio", "verdict", "code"), [
+    (1.0, "pass", ExitCode.OK), (1.10, "regression", ExitCode.FAILED),
+    (0.85, "improved", ExitCode.OK), (1.05, "inconclusive", ExitCode.INCOMPLETE)])
+def test_energy_is_judged_from_its_paired_blocks_with_an_interval(
+        tmp_path: Path, ratio: float, verdict: str, code: ExitCode) -> None:
+    outcome = check_paired(
+        load_target("local"), [spec(tmp_path)], Thresholds(),
+        run_job=lambda _t, job, _f: answer(job, {"fp32": 1.0},
+                                           energy={"fp32": energy_blocks(ratio)}))
+    [energy] = [c for c in outcome.checks if c.metric == "energy"]
+    assert energy.verdict == verdict and outcome.exit_code == code
+    assert energy.limit == 5.0 and energy.triples == 12
+    assert energy.ratio == pytest.approx(ratio, rel=0.01)
+    assert energy.baseline_mj == pytest.approx(2.0, rel=0.02) and energy.baseline_ms is None
+    if verdict != "inconclusive":
+        assert energy.interval is not None and energy.ratio is not None
+        assert energy.interval[0] <= energy.ratio <= energy.interval[1]
+    assert NO_SENSOR not in outcome.notes
+    text = outcome.to_markdown()
+    assert re.search(r"\| fp32 \| energy \| [\d.]+ mJ \| [\d.]+ mJ \|", text)
+    assert "fp32 energy: 12 blocks a side of 0.5 s" in text and "ina3221-hwmon" in text
+    assert outcome.for_variant("fp32")["measurement"]["energy"]["triples"] == 12
+
+
+def test_judge_pair_judges_energy_with_the_control(tmp_path: Path) -> None:
+    """The control's offset widens energy's interval as it does latency's, and a control
+    beyond the limit says the board is too noisy to judge energy."""
+    job, _ = paired_job([spec(tmp_path)], load_target("local"), Thresholds(), "j")
+    pair = json.loads(answer(job, {"fp32": 1.0}))["pairs"][0]
+    pair["energy"] = energy_blocks(1.0, control=1.03)
+    energy = next(c for c in judge_pair("local", pair, Thresholds()) if c.metric == "energy")
+    assert energy.floor == pytest.approx(1.03, rel=0.01) and energy.verdict == "pass"
+    pair["energy"] = energy_blocks(1.2, control=1.08)
+    energy = next(c for c in judge_pair("local", pair, Thresholds()) if c.metric == "energy")
+    assert energy.verdict == "inconclusive" and "too noisy" in energy.detail
+    pair["energy"] = energy_blocks(1.2, n=4)  # too few blocks: no interval, no verdict
+    energy = next(c for c in judge_pair("local", pair, Thresholds()) if c.metric == "energy")
+    assert energy.verdict == "inconclusive" and energy.interval is None
+    assert "spread unknown" in check_paired(
+        load_target("local"), [spec(tmp_path)], Thresholds(),
+        run_job=lambda _t, j, _f: answer(j, {"fp32": 1.0}, energy={"fp32": pair["energy"]})
+    ).to_markdown()
+
+
+def test_without_a_sensor_there_is_no_energy_metric_and_one_note(tmp_path: Path) -> None:
+    outcome = check_paired(load_target("local"), [spec(tmp_path, "fp32"), spec(tmp_path, "int8")],
+                           Thresholds(),
+                           run_job=lambda _t, job, _f: answer(job, {"fp32": 1.0, "int8": 1.0}))
+    assert {c.metric for c in outcome.checks} == {"latency_p50", "latency_tail"}
+    assert outcome.notes == [NO_SENSOR] and outcome.exit_code == ExitCode.OK
+    assert outcome.to_markdown().count(NO_SENSOR) == 1
+    assert outcome.to_dict()["notes"] == [NO_SENSOR]
+    assert NO_SENSOR in outcome.to_junit()
+
+
+def test_a_sensor_error_gives_no_energy_verdict_and_names_the_error(tmp_path: Path) -> None:
+    lost = {"sensor": {"kind": "ina3221-hwmon", "misses": ""},
+            "error": "sensor lost at 12.345 s: in1_input: [Errno 5] Input/output error"}
+    outcome = check_paired(
+        load_target("local"), [spec(tmp_path, "fp32"), spec(tmp_path, "int8")], Thresholds(),
+        run_job=lambda _t, job, _f: answer(job, {"fp32": 1.0, "int8": 1.0},
+                                           energy={"fp32": lost, "int8": lost}))
+    assert all(c.metric != "energy" for c in outcome.checks)
+    assert outcome.exit_code == ExitCode.OK
+    assert outcome.notes == [f"energy of fp32, int8: not measured: {lost['error']}"]
+    assert "Input/output error" in outcome.to_markdown()
+
+
+@pytest.mark.parametrize("broken", [
+    {"block_energy_mj": {"baseline": [1.0], "control": [1.0], "candidate": []}},
+    {"block_energy_mj": {"baseline": [1.0], "control": [1.0], "candidate": [0.0]}},
+    {"block_energy_mj": {"baseline": [1.0], "control": [1.0]}},
+    {"sensor": "ina"},
+    {"error": 5},
+])
+def test_malformed_energy_answers_are_refused(tmp_path: Path, broken: dict[str, Any]) -> None:
+    job, _ = paired_job([spec(tmp_path)], load_target("local"), Thresholds(), "j")
+    document = json.loads(answer(job, {"fp32": 1.0}, energy={"fp32": energy_blocks(1.0)}))
+    protocol.parse_result(json.dumps(document).encode(), job)
+    document["pairs"][0]["energy"].update(broken)
+    with pytest.raises(protocol.ProtocolError, match="energy"):
+        protocol.parse_result(json.dumps(document).encode(), job)
+
+
 # --- the real agent on a real model -------------------------------------------------------
 
 
-def run_paired(folder: Path, pairs: list[tuple[str, str, str]]) -> dict[str, Any]:
+def run_paired(folder: Path, pairs: list[tuple[str, str, str]],
+               settings: dict[str, Any] | None = None,
+               paired: dict[str, float] | None = None) -> dict[str, Any]:
     files = sorted({f for _, base, new in pairs for f in (base, new)})
-    command, job = write_job(folder, [{"name": f, "file": f} for f in files])
+    command, job = write_job(folder, [{"name": f, "file": f} for f in files], settings)
     job["pairs"] = [{"name": name, "baseline": base, "candidate": new}
                     for name, base, new in pairs]
-    job["paired"] = {"max_seconds": 5.0, "block_seconds": 0.005}
+    job["paired"] = {"max_seconds": 5.0, "block_seconds": 0.005, **(paired or {})}
     protocol.validate_job(job)
     (folder / "job.json").write_text(json.dumps(job))
     completed = subprocess.run([sys.executable, *command[1:]], capture_output=True, check=True)
@@ -187,6 +295,31 @@ def test_the_agent_measures_a_file_against_itself_and_a_crash_fails_its_pair_alo
     assert same["runtime"]["name"] in ("ai-edge-litert", "tflite-runtime")
     assert set(same["latency_ms"]) == set(protocol.SIDES)
     assert all(math.isfinite(v) and v > 0 for v in same["block_median_ms"]["candidate"])
+    assert "energy" not in same  # the job's power sensor is none
+
+
+def test_the_agent_runs_an_energy_pass_when_the_sensor_opens(tflite_copy: Path) -> None:
+    """A meter command printing a constant 3 W, read by the real sampler thread through the
+    whole pass: the same file on both sides costs the same energy per inference."""
+    result = run_paired(tflite_copy.parent, [("same", tflite_copy.name, tflite_copy.name)],
+                        settings={"power_sensor": "command", "power_command": "echo 3.0",
+                                  "power_rate_hz": 50.0},
+                        paired={"energy_block_seconds": 0.05, "energy_block_samples": 2,
+                                "energy_max_rounds": 1})
+    [same] = result["pairs"]
+    energy = same["energy"]
+    assert energy["sensor"]["kind"] == "command" and "error" not in energy, energy
+    assert energy["block_seconds"] == pytest.approx(0.05) and energy["rounds"] == 1
+    assert {len(v) for v in energy["block_energy_mj"].values()} == {12}
+    [judged] = [c for c in judge_pair("local", same, Thresholds()) if c.metric == "energy"]
+    assert judged.verdict != "regression" and judged.interval is not None
+
+
+def test_a_sensor_that_does_not_open_costs_the_energy_figure_only(tflite_copy: Path) -> None:
+    result = run_paired(tflite_copy.parent, [("same", tflite_copy.name, tflite_copy.name)],
+                        settings={"power_sensor": "command", "power_command": " "})
+    [same] = result["pairs"]
+    assert same["status"] == "ok" and "power_command is empty" in same["energy"]["error"]
 
 
 # --- edge deploy --against and edge check --paired ------------------------------------------

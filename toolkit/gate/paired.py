@@ -10,7 +10,13 @@ when to stop measuring):
 
 - ``latency_p50``: the ratio of block medians, against ``Thresholds.latency_p50``;
 - ``latency_tail``: the ratio of each block's 90th percentile, against
-  ``Thresholds.latency_tail`` (a p99 needs more runs than a block holds).
+  ``Thresholds.latency_tail`` (a p99 needs more runs than a block holds);
+- ``energy``: the ratio of each block's energy per inference, against ``Thresholds.energy``,
+  when the target's ``power_sensor`` opened on the board: after the latency rounds the agent
+  runs an energy pass of its own (longer blocks, one power sampler through all of it;
+  :func:`device_agent.paired.measure_energy`).  Without a sensor, or when the sensor failed,
+  there is no energy metric, and the outcome's notes say why: never an energy verdict without
+  an interval.
 
 Both sides are measured with the same runtime, threads and accelerator, so what differs is
 the files.  A pair that crashed fails that pair only (``inconclusive``, with the error).
@@ -42,10 +48,16 @@ from ..results import ResultRecord
 from ..safe_text import markdown_text
 from ..store import StoredRun
 from ..targets import Target
-from ..units import format_duration
+from ..units import format_duration, format_energy
 
-#: The metrics a paired check judges, with the block figure each is judged on.
-PAIRED_METRICS = {"latency_p50": "block_median_ms", "latency_tail": "block_p90_ms"}
+#: The metrics a paired check judges, with the block figure each is judged on (energy's
+#: blocks are in the pair's ``energy``, present only with a power sensor).
+PAIRED_METRICS = {"latency_p50": "block_median_ms", "latency_tail": "block_p90_ms",
+                  "energy": "block_energy_mj"}
+#: The metrics every measured pair has.
+LATENCY_METRICS = ("latency_p50", "latency_tail")
+#: The note of a check whose board has no power sensor (the target's ``power_sensor``).
+NO_SENSOR = "energy: not measured (no power sensor)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +95,9 @@ class PairedMetric:
     control_ratio: float | None = None
     baseline_ms: float | None = None
     candidate_ms: float | None = None
+    #: Energy per inference, the median of each side's blocks (the ``energy`` metric only).
+    baseline_mj: float | None = None
+    candidate_mj: float | None = None
     triples: int = 0
     detail: str = ""
 
@@ -102,6 +117,8 @@ class PairedOutcome:
     measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
     baseline: str = ""
     candidate: str = ""
+    #: What was not measured, and why (energy without a sensor, a sensor that failed).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[PairedMetric]:
@@ -142,7 +159,7 @@ class PairedOutcome:
         return {"kind": "paired", "exit_code": int(self.exit_code), "summary": self.summary,
                 "target": self.target, "baseline": self.baseline, "candidate": self.candidate,
                 "checks": [dataclasses.asdict(c) for c in self.checks],
-                "measurements": self.measurements}
+                "measurements": self.measurements, "notes": self.notes}
 
     def to_markdown(self) -> str:
         lines = [f"### edge check (paired on {markdown_text(self.target)}): "
@@ -158,7 +175,7 @@ class PairedOutcome:
                        "inconclusive": f"cannot tell: {markdown_text(c.detail)}"
                        }.get(c.verdict, c.verdict)
             lines.append(f"| {markdown_text(c.variant)} | {c.metric} | "
-                         f"{_duration(c.baseline_ms)} | {_duration(c.candidate_ms)} | "
+                         f"{_figure(c, 'baseline')} | {_figure(c, 'candidate')} | "
                          f"{_percent(c.ratio)} | {_interval(c.interval)} | +{c.limit:g} % | "
                          f"{verdict} |")
         lines.append("")
@@ -172,6 +189,14 @@ class PairedOutcome:
                          f"{markdown_text(facts['runtime'])}, {facts['threads']} thread(s), "
                          f"{markdown_text(facts['accelerator'])}; the baseline against itself: "
                          f"{_percent(facts['control_ratio'])}")
+            energy = facts.get("energy")
+            if energy and "error" not in energy:
+                lines.append(f"- {name} energy: {energy['triples']} blocks a side of "
+                             f"{energy['block_seconds']:g} s in {energy['rounds']} round(s), "
+                             f"{energy['seconds']:.1f} s; sensor "
+                             f"{markdown_text(energy['sensor'])}; the baseline against "
+                             f"itself: {_percent(energy['control_ratio'])}")
+        lines.extend(f"- {markdown_text(note)}" for note in self.notes)
         lines.append("- The interval is the sign-test interval of the median ratio of block "
                      "figures, widened by the control's offset (at least 1 %); a regression "
                      "needs all of it past the limit, a pass all of it below.")
@@ -192,6 +217,8 @@ class PairedOutcome:
                 ElementTree.SubElement(case, tag, {"message": text}).text = text
             else:
                 ElementTree.SubElement(case, "system-out").text = text
+        if self.notes:
+            ElementTree.SubElement(suite, "system-out").text = "\n".join(self.notes)
         ElementTree.indent(suite)
         return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -266,11 +293,13 @@ def paired_job(specs: Sequence[PairSpec], target: Target, thresholds: Thresholds
     job = protocol.make_job(job_id=job_id, variants=variants, settings={
         "threads": target.threads, "runtime": target.runtime, "accelerator": target.accelerator,
         "api": target.api, "delegate": target.delegate or "",
-        "delegate_options": dict(target.delegate_options), "power_sensor": "none",
+        "delegate_options": dict(target.delegate_options),
+        "power_sensor": target.power_sensor,
         "thermal_zones": ",".join(target.thermal_zones)})
     job["pairs"] = pairs
     job["paired"] = {"limit": thresholds.latency_p50 / 100,
-                     "tail_limit": thresholds.latency_tail / 100}
+                     "tail_limit": thresholds.latency_tail / 100,
+                     "energy_limit": thresholds.energy / 100}
     protocol.validate_job(job)
     return job, files
 
@@ -295,21 +324,51 @@ def check_paired(target: Target, specs: Sequence[PairSpec], thresholds: Threshol
         checks += judge_pair(target.name, pair, thresholds)
         measurements[pair["name"]] = _facts(pair)
     return PairedOutcome(target=target.name, checks=checks, measurements=measurements,
-                         baseline=baseline, candidate=candidate)
+                         baseline=baseline, candidate=candidate,
+                         notes=energy_notes(result["pairs"]))
+
+
+def energy_notes(pairs: Sequence[dict[str, Any]]) -> list[str]:
+    """Why the measured pairs have no energy metric: :data:`NO_SENSOR` once when the board
+    has no power sensor, and each sensor error once, with the variants it cost."""
+    errors: dict[str, list[str]] = {}
+    notes = []
+    for pair in pairs:
+        if pair["status"] != "ok":
+            continue
+        energy = pair.get("energy")
+        if energy is None:
+            if NO_SENSOR not in notes:
+                notes.append(NO_SENSOR)
+        elif "error" in energy:
+            errors.setdefault(energy["error"], []).append(pair["name"])
+    notes += [f"energy of {', '.join(names)}: not measured: {error}"
+              for error, names in errors.items()]
+    return notes
 
 
 def judge_pair(target: str, pair: dict[str, Any], thresholds: Thresholds) -> list[PairedMetric]:
     """Each paired metric of one pair's answer, judged from its blocks."""
-    limits = {"latency_p50": thresholds.latency_p50, "latency_tail": thresholds.latency_tail}
+    limits = {"latency_p50": thresholds.latency_p50, "latency_tail": thresholds.latency_tail,
+              "energy": thresholds.energy}
     if pair["status"] != "ok":
         return [PairedMetric(target=target, variant=pair["name"], metric=metric,
                              verdict="inconclusive", limit=limits[metric],
                              detail=f"not measured: {pair['error']}")
-                for metric in PAIRED_METRICS]
-    looks = int(protocol.PairedSettings.FIELDS["max_rounds"])
+                for metric in LATENCY_METRICS]
     checks = []
     for metric, figure in PAIRED_METRICS.items():
-        blocks = pair[figure]
+        if metric == "energy":
+            if "block_energy_mj" not in (pair.get("energy") or {}):
+                continue  # no sensor, or it failed: energy_notes says which
+            blocks = pair["energy"][figure]
+            looks = int(protocol.PairedSettings.FIELDS["energy_max_rounds"])
+        else:
+            blocks = pair[figure]
+            looks = int(protocol.PairedSettings.FIELDS["max_rounds"])
+        sides = {"baseline": _median(blocks["baseline"]),
+                 "candidate": _median(blocks["candidate"])}
+        unit = "mj" if metric == "energy" else "ms"
         ratios = log_ratios(blocks)
         judged = judge(ratios["candidate"], ratios["control"], limit=limits[metric] / 100,
                        confidence=protocol.PairedSettings.FIELDS["confidence"], looks=looks)
@@ -320,7 +379,7 @@ def judge_pair(target: str, pair: dict[str, Any], thresholds: Thresholds) -> lis
             interval=(low, high) if math.isfinite(high) and low > 0 else None,
             floor=judged["floor"] if math.isfinite(judged["floor"]) else None,
             control_ratio=judged["control_ratio"],
-            baseline_ms=_median(blocks["baseline"]), candidate_ms=_median(blocks["candidate"]),
+            **{f"{side}_{unit}": value for side, value in sides.items()},
             triples=judged["triples"], detail=judged.get("reason", "")))
     return checks
 
@@ -331,11 +390,26 @@ def _facts(pair: dict[str, Any]) -> dict[str, Any]:
     ratios = log_ratios(pair["block_median_ms"])
     control = sorted(ratios["control"])[len(ratios["control"]) // 2]
     runtime = pair["runtime"]
-    return {"triples": len(pair["block_median_ms"]["baseline"]),
-            "block_runs": pair["block_runs"], "rounds": pair.get("rounds", 1),
-            "seconds": pair["seconds"], "runtime": f"{runtime['name']} {runtime['version']}",
-            "threads": pair.get("threads"), "accelerator": pair.get("accelerator", "cpu"),
-            "control_ratio": math.exp(control)}
+    facts = {"triples": len(pair["block_median_ms"]["baseline"]),
+             "block_runs": pair["block_runs"], "rounds": pair.get("rounds", 1),
+             "seconds": pair["seconds"], "runtime": f"{runtime['name']} {runtime['version']}",
+             "threads": pair.get("threads"), "accelerator": pair.get("accelerator", "cpu"),
+             "control_ratio": math.exp(control)}
+    energy = pair.get("energy")
+    if energy is not None:
+        sensor = energy["sensor"]
+        described = sensor["kind"] + (f" (misses {sensor['misses']})"
+                                      if sensor.get("misses") else "")
+        if "error" in energy:
+            facts["energy"] = {"sensor": described, "error": energy["error"]}
+        else:
+            blocks = energy["block_energy_mj"]
+            facts["energy"] = {
+                "sensor": described, "triples": len(blocks["baseline"]),
+                "block_seconds": energy["block_seconds"], "rounds": energy.get("rounds", 1),
+                "seconds": energy["seconds"],
+                "control_ratio": math.exp(_median(log_ratios(blocks)["control"]))}
+    return facts
 
 
 def _median(values: Sequence[float]) -> float:
@@ -355,9 +429,15 @@ def _interval(interval: tuple[float, float] | None) -> str:
     return f"[{(interval[0] - 1) * 100:+.2f}, {(interval[1] - 1) * 100:+.2f}] %"
 
 
-def _duration(ms: float | None) -> str:
+def _figure(check: PairedMetric, side: str) -> str:
+    """One side's figure in the units deploy prints: a duration, or energy per inference."""
+    mj = getattr(check, f"{side}_mj")
+    if mj is not None:
+        return format_energy(mj)
+    ms = getattr(check, f"{side}_ms")
     return "" if ms is None else format_duration(ms)
 
 
-__all__ = ["PAIRED_METRICS", "PairSpec", "PairedMetric", "PairedOutcome", "check_paired",
-           "judge_pair", "pair_records", "paired_job"]
+__all__ = ["LATENCY_METRICS", "NO_SENSOR", "PAIRED_METRICS", "PairSpec", "PairedMetric",
+           "PairedOutcome", "check_paired", "energy_notes", "judge_pair", "pair_records",
+           "paired_job"]
