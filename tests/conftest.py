@@ -64,17 +64,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True, scope="session")
 def interrupts_as_in_a_terminal() -> Iterator[None]:
-    """SIGINT handled as in a terminal, however the suite was started.
+    """SIGINT and SIGHUP handled as in a terminal, however the suite was started.
 
     A suite started in the background from a script (``cmd &``, as a CI runner may) inherits
-    SIGINT ignored, and so does every process it starts: the tests of Ctrl-C would then test
-    ``nohup`` instead (edge rightly keeps an ignored SIGINT ignored).
+    SIGINT ignored, one started under ``nohup`` SIGHUP, and so does every process it starts:
+    the tests of Ctrl-C and of a closed terminal would then test ``nohup`` instead (edge
+    rightly keeps an ignored signal ignored).
     """
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGHUP)}
+    if previous[signal.SIGINT] is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if previous[signal.SIGHUP] is signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     yield
-    signal.signal(signal.SIGINT, previous)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(autouse=True)
