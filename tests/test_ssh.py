@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -122,7 +124,17 @@ def test_closed_port_is_an_infrastructure_error(own_sshd: Sshd, tmp_path: Path) 
     # did, under parallel suites, and answered with EOF instead of a refusal).
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind((own_sshd.address, own_sshd.port))
+        # The killed server's sessions may hold the port a moment longer (seen beside a CPU
+        # burner: EADDRINUSE): wait until it is free, then hold it.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                holder.bind((own_sshd.address, own_sshd.port))
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         with pytest.raises(InfrastructureError, match="cannot reach"):
             Connection(target).run("true")
 
