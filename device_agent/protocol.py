@@ -476,20 +476,8 @@ def _validate_pair_results(pairs: Any, expected: list[str]) -> None:
             continue
         _require_number(pair.get("block_runs"), f"{where}.block_runs", minimum=1)
         _require_number(pair.get("seconds"), f"{where}.seconds", minimum=0)
-        counts = set()
-        for figure in ("block_median_ms", "block_p90_ms"):
-            blocks = _require_dict(pair.get(figure), f"{where}.{figure}")
-            for side in SIDES:
-                values = _require_list(blocks.get(side), f"{where}.{figure}.{side}")
-                if len(values) > MAX_RAW_SAMPLES:
-                    raise ProtocolError(f"{where}.{figure}.{side} has {len(values)} blocks, "
-                                        f"over {MAX_RAW_SAMPLES}")
-                for value in values:
-                    _require_number(value, f"{where}.{figure}.{side}[]", minimum=0)
-                    if value <= 0:
-                        raise ProtocolError(f"{where}.{figure}.{side}[] must be above 0")
-                counts.add(len(values))
-        if len(counts) != 1:
+        if len({_blocks_per_side(pair.get(figure), f"{where}.{figure}")
+                for figure in ("block_median_ms", "block_p90_ms")}) != 1:
             raise ProtocolError(f"{where} has unequal numbers of blocks per side")
         runtime = _require_dict(pair.get("runtime"), f"{where}.runtime")
         for key in ("name", "version"):
@@ -504,6 +492,26 @@ def _validate_pair_results(pairs: Any, expected: list[str]) -> None:
             _validate_pair_energy(pair["energy"], f"{where}.energy")
 
 
+def _blocks_per_side(blocks: Any, where: str) -> int:
+    """Check one figure's blocks (side -> figures above 0, at most MAX_RAW_SAMPLES, as many
+    on every side) and return how many each side has."""
+    blocks = _require_dict(blocks, where)
+    counts = set()
+    for side in SIDES:
+        values = _require_list(blocks.get(side), f"{where}.{side}")
+        if len(values) > MAX_RAW_SAMPLES:
+            raise ProtocolError(f"{where}.{side} has {len(values)} blocks, "
+                                f"over {MAX_RAW_SAMPLES}")
+        for value in values:
+            _require_number(value, f"{where}.{side}[]", minimum=0)
+            if value <= 0:
+                raise ProtocolError(f"{where}.{side}[] must be above 0")
+        counts.add(len(values))
+    if len(counts) != 1:
+        raise ProtocolError(f"{where} has unequal numbers of blocks per side")
+    return counts.pop()
+
+
 def _validate_pair_energy(energy: Any, where: str) -> None:
     """A pair's energy pass: the sensor, and either why there is no figure or each side's
     block energies per inference (mJ, above 0), as many on every side."""
@@ -515,20 +523,7 @@ def _validate_pair_energy(energy: Any, where: str) -> None:
         return
     _require_number(energy.get("block_seconds"), f"{where}.block_seconds", minimum=0)
     _require_number(energy.get("seconds"), f"{where}.seconds", minimum=0)
-    blocks = _require_dict(energy.get("block_energy_mj"), f"{where}.block_energy_mj")
-    counts = set()
-    for side in SIDES:
-        values = _require_list(blocks.get(side), f"{where}.block_energy_mj.{side}")
-        if len(values) > MAX_RAW_SAMPLES:
-            raise ProtocolError(f"{where}.block_energy_mj.{side} has {len(values)} blocks, "
-                                f"over {MAX_RAW_SAMPLES}")
-        for value in values:
-            _require_number(value, f"{where}.block_energy_mj.{side}[]", minimum=0)
-            if value <= 0:
-                raise ProtocolError(f"{where}.block_energy_mj.{side}[] must be above 0")
-        counts.add(len(values))
-    if len(counts) != 1:
-        raise ProtocolError(f"{where} has unequal numbers of blocks per side")
+    _blocks_per_side(energy.get("block_energy_mj"), f"{where}.block_energy_mj")
 
 
 def _validate_variant(variant: dict[str, Any], where: str) -> None:
