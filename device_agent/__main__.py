@@ -425,7 +425,6 @@ def _measure(job_path: Path, name: str) -> int:
     from .measure import measure_variant
     from .outputs import load_reference
     from .power import SensorUnavailable, open_power_reader
-    from .runtime import RuntimeNotFound, find_runtime
     from .thermal import parse_zones, thermal_state
 
     job = _load_job(job_path)
@@ -434,12 +433,9 @@ def _measure(job_path: Path, name: str) -> int:
         return _measure_pair(job_path, job, pair)
     variant = next(v for v in job["variants"] if v["name"] == name)
     settings = protocol.job_settings(job)
-    try:
-        runtime = find_runtime(settings["runtime"])
-    except RuntimeNotFound as exc:
-        print(str(exc), file=sys.stderr)
+    runtime = _announced_runtime_of(settings)
+    if runtime is None:
         return 1
-    print(RUNTIME_MARK + json.dumps(runtime.describe()), file=sys.stderr, flush=True)
     model_path = _runnable_file(job_path, variant, runtime)
     if model_path is None:
         return 1
@@ -484,16 +480,12 @@ def _measure_pair(job_path: Path, job: dict[str, Any], pair: dict[str, Any]) -> 
     from .measure import _measuring_inputs
     from .outputs import load_reference
     from .paired import PairedSettings, measure_pair, open_models
-    from .runtime import RuntimeNotFound, find_runtime
 
     files = {v["name"]: v for v in job["variants"]}
     settings = protocol.job_settings(job)
-    try:
-        runtime = find_runtime(settings["runtime"])
-    except RuntimeNotFound as exc:
-        print(str(exc), file=sys.stderr)
+    runtime = _announced_runtime_of(settings)
+    if runtime is None:
         return 1
-    print(RUNTIME_MARK + json.dumps(runtime.describe()), file=sys.stderr, flush=True)
     paths = {}
     for side, variant in (("baseline", files[pair["baseline"]]),
                           ("candidate", files[pair["candidate"]])):
@@ -529,6 +521,20 @@ def _measure_pair(job_path: Path, job: dict[str, Any], pair: dict[str, Any]) -> 
                    accelerator=settings["accelerator"])
     print(json.dumps(figures))
     return 0
+
+
+def _announced_runtime_of(settings: dict[str, Any]) -> Runtime | None:
+    """The runtime the settings choose, named on stderr first (RUNTIME_MARK: a crash can
+    still say which one died); None with the reason on stderr when there is none."""
+    from .runtime import RuntimeNotFound, find_runtime
+
+    try:
+        runtime = find_runtime(settings["runtime"])
+    except RuntimeNotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+    print(RUNTIME_MARK + json.dumps(runtime.describe()), file=sys.stderr, flush=True)
+    return runtime
 
 
 def _runnable_file(job_path: Path, variant: dict[str, Any], runtime: Runtime) -> Path | None:
