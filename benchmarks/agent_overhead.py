@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from device_agent import protocol  # noqa: E402
-from toolkit.agent_package import build_agent_package  # noqa: E402
+from toolkit.artifacts.agent_package import build_agent_package  # noqa: E402
 
 #: A convolutional network with enough work for a few milliseconds per inference.
 MODEL_FILE = textwrap.dedent('''
@@ -79,7 +79,7 @@ BARE_LOOP = textwrap.dedent('''
 
 def build_model(folder: Path) -> Path:
     from toolkit.compress import Fp32Config, compress
-    from toolkit.model import load_model_source
+    from toolkit.model.load import load_model_source
 
     source = folder / "bench_cnn.py"
     source.write_text(MODEL_FILE)

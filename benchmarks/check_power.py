@@ -53,14 +53,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from toolkit.check import Thresholds, check_runs
+from toolkit.boards.targets import load_target
 from toolkit.compress import parse_recipes
 from toolkit.errors import ExitCode
-from toolkit.model import load_model_source
+from toolkit.gate.check import Thresholds, check_runs
+from toolkit.model.load import load_model_source
+from toolkit.results.store import EarlierLatency, ResultsStore, StoredRun
 from toolkit.run.execute import new_run, new_run_id, prepare_model, run_on_target
 from toolkit.run.plan import Sweep
-from toolkit.store import EarlierLatency, ResultsStore, StoredRun
-from toolkit.targets import load_target
 from toolkit.units import format_duration
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,7 +190,7 @@ def typical_changes(outcomes: list[Any]) -> str:
 
 def store_speed(template: StoredRun, work: Path, runs: int) -> None:
     """Wall time of edge runs list / report / check on a store of ``runs`` runs."""
-    from toolkit.report import render
+    from toolkit.report.render import render
 
     big = work / "big.sqlite"
     with ResultsStore(big) as store:

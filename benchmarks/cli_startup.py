@@ -7,7 +7,7 @@ Each command runs ``--runs`` times in a fresh process, taking turns with ``impor
 files are in the page cache and the modules' bytecode in ``__pycache__``, as after ``pip
 install``: ``$PYTHONDONTWRITEBYTECODE`` is dropped for these runs); the medians of the wall
 times are printed, and their ratio.
-``edge`` is run as its console script runs it (``from toolkit.cli import main``), from
+``edge`` is run as its console script runs it (``from toolkit.cli.main import main``), from
 this checkout. A help screen that imports torch, numpy or paramiko shows up here as a
 ratio far above 2 (about 15 before the command modules imported them lazily).
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 #: What the ``edge`` console script does, word for word.
-EDGE = [sys.executable, "-c", "import sys; from toolkit.cli import main; sys.exit(main())"]
+EDGE = [sys.executable, "-c", "import sys; from toolkit.cli.main import main; sys.exit(main())"]
 CLICK = [sys.executable, "-c", "import click"]
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     print(f"ratio edge --help / import click: {help_s / click_s:.2f} (goal: <= 2)")
     if args.subcommands:
         sys.path.insert(0, str(REPO))
-        from toolkit.cli import main as edge
+        from toolkit.cli.main import main as edge
 
         for name in sorted(edge.commands):
             click_s, seconds = median_seconds([CLICK, [*EDGE, name, "--help"]], args.runs)

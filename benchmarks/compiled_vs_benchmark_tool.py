@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from device_agent import protocol  # noqa: E402
-from toolkit.agent_package import build_agent_package  # noqa: E402
+from toolkit.artifacts.agent_package import build_agent_package  # noqa: E402
 
 MODEL = REPO / "examples" / "digits_mobilenet96.py"
 TOLERANCE = 0.03
@@ -88,7 +88,7 @@ print(*(float(np.median(kept)) / 1e6 for kept in times))
 def build_model(folder: Path) -> Path:
     """The MobileNetV2-96 example converted to fp32, as ``edge deploy`` builds it."""
     from toolkit.compress import Fp32Config, compress
-    from toolkit.model import load_model_source
+    from toolkit.model.load import load_model_source
 
     return compress(load_model_source(MODEL), Fp32Config(), folder).path
 

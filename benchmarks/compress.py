@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from toolkit.compress import BUDGET_CANDIDATES, compress_to_folder  # noqa: E402
-from toolkit.model import load_model_source  # noqa: E402
+from toolkit.model.load import load_model_source  # noqa: E402
 
 MODELS = ("examples/digits_cnn.py", "examples/digits_mobilenet96.py")
 RECIPES_MEASURED = ("fp32,int8,prune-channels:0.5+distill,prune-channels:0.5+distill+int8,"
@@ -329,7 +329,7 @@ def main() -> None:
                   f"{row['refused_214']}")
         elif row["correct_214"] is False:
             print(f"! {row['model']} {row['recipe']}: tflite-runtime 2.14's outputs differ from "
-                  f"ai-edge-litert's beyond toolkit.compat's tolerance (top-1 agreement "
+                  f"ai-edge-litert's beyond toolkit.compress.compat's tolerance (top-1 agreement "
                   f"{row['agreement_214']}, max relative error {row['error_214']})")
     print("\nfloors:")
     for model, floor, value, met in check_floors(rows):

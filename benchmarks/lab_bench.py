@@ -161,8 +161,8 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, dict[str, object], floa
 
 def timed_bench(model: Path, names: list[str], folder: Path, out: str) -> tuple[float, float, list]:
     """(whole wall time, matrix wall time from the first job started, cells) of one bench."""
-    from toolkit.bench import bench
-    from toolkit.lab import load_lab
+    from toolkit.boards.lab import load_lab
+    from toolkit.run.bench import bench
 
     first_job: list[float] = []
 
@@ -186,7 +186,7 @@ PG_WRITER = textwrap.dedent('''
     import sys
     sys.path.insert(0, sys.argv[1])
     from tests.records import make_run, record
-    from toolkit.store import ResultsStore
+    from toolkit.results.store import ResultsStore
     url, who, count = sys.argv[2], sys.argv[3], int(sys.argv[4])
     for index in range(count):
         with ResultsStore(url) as store:
@@ -196,7 +196,7 @@ PG_WRITER = textwrap.dedent('''
 
 def concurrent_postgres_writes(url: str, count: int) -> str:
     """Part 4: two writer processes at once; what the store holds afterwards."""
-    from toolkit.store import ResultsStore
+    from toolkit.results.store import ResultsStore
 
     with ResultsStore(url) as store:
         before = set(store.run_ids())
@@ -224,10 +224,10 @@ def cpu_ticks() -> tuple[int, int]:
 
 
 def lock_log(targets: Path, name: str) -> Path:
-    """The board's lock log: in its lease folder, under the login's home (toolkit.lock)."""
-    from toolkit.board import SshBoard
-    from toolkit.lock import lease_dir
-    from toolkit.targets import load_target
+    """The board's lock log: in its lease folder, under the login's home (toolkit.boards.lease)."""
+    from toolkit.boards.board import SshBoard
+    from toolkit.boards.lease import lease_dir
+    from toolkit.boards.targets import load_target
 
     with SshBoard(load_target(name, targets)) as board:
         return Path(board.run("pwd").stdout.decode().strip()) / lease_dir(board) / "lock.log"

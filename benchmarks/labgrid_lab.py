@@ -7,7 +7,7 @@ boards (real OpenSSH servers on loopback, tests/lab.py) as places pi-01..pi-04 t
 controller ``ci`` asks with priority 10, ``alice`` and ``bob`` with 0.  Each job goes
 through :func:`toolkit.labgrid.hold.run_scheduled` (reserve, queue, acquire, NetworkService
 address, release) and is a light job that still takes edge's board lease: SSH to the
-board, take the lease (toolkit.lock), ``sleep --hold`` on the board under it; its start
+board, take the lease (toolkit.boards.lease), ``sleep --hold`` on the board under it; its start
 and end are read on the board inside the lease.
 
 Prints:

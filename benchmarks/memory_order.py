@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from device_agent import protocol  # noqa: E402
-from toolkit.agent_package import build_agent_package  # noqa: E402
+from toolkit.artifacts.agent_package import build_agent_package  # noqa: E402
 from toolkit.compress import compress_to_folder  # noqa: E402
 
 

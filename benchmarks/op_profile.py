@@ -27,9 +27,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from toolkit.pipeline import deploy  # noqa: E402
-from toolkit.report_profile import heaviest, profile_comparisons  # noqa: E402
-from toolkit.results import ResultRecord  # noqa: E402
+from toolkit.report.profile import heaviest, profile_comparisons  # noqa: E402
+from toolkit.results.record import ResultRecord  # noqa: E402
+from toolkit.run.deploy import deploy  # noqa: E402
 from toolkit.units import format_duration  # noqa: E402
 
 MODELS = {"digits CNN": REPO / "examples" / "digits_cnn.py",

@@ -43,10 +43,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from device_agent import protocol
-from toolkit.check import Thresholds
+from toolkit.boards.targets import Target, load_target
+from toolkit.gate.check import Thresholds
 from toolkit.gate.paired import PairSpec, check_paired, paired_job
-from toolkit.runner import JobRunner
-from toolkit.targets import Target, load_target
+from toolkit.run.runner import JobRunner
 
 REPO = Path(__file__).resolve().parent.parent
 EDGE = [sys.executable, "-m", "toolkit"]

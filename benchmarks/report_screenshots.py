@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 from tests.chromium import Chromium, chromium_binary  # noqa: E402
 from tests.lab import Sshd  # noqa: E402
 from tests.report_cases import failed_variant_run, readme_run, thread_sweep_run, two_board_run  # noqa: E402
-from toolkit.report import render_html  # noqa: E402
-from toolkit.store import ResultsStore, StoredRun  # noqa: E402
+from toolkit.report.render import render_html  # noqa: E402
+from toolkit.results.store import ResultsStore, StoredRun  # noqa: E402
 
 #: Short enough for a busy 2-core machine, long enough for a few hundred runs per variant.
 SHORT = ("--target", "local", "--min-runs", "200", "--min-seconds", "0.5", "--cooldown", "0")

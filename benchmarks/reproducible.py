@@ -28,8 +28,8 @@ from typing import IO, Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.lab import Sshd
-from toolkit import pipeline
-from toolkit.ssh import Connection
+from toolkit.boards.ssh import Connection
+from toolkit.run import deploy as pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "examples" / "digits_cnn.py"

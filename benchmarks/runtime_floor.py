@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.models.wrongly_computed_mlp import write_wrongly_computed_mlp  # noqa: E402
-from toolkit.pipeline import deploy  # noqa: E402
-from toolkit.results import ResultRecord  # noqa: E402
+from toolkit.results.record import ResultRecord  # noqa: E402
+from toolkit.run.deploy import deploy  # noqa: E402
 
 RECIPES = "int8,int8-dynamic,prune-channels:0.5+int8"
 DEFAULT_PYTHON = Path.home() / ".cache/edge-tests/tflite-runtime-2.14.0/bin/python"

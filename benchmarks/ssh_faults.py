@@ -55,10 +55,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.lab import Sshd, keygen
 from tests.test_ssh_faults import HOSTILE, _KillingConnection
+from toolkit.boards.ssh import Connection
+from toolkit.boards.targets import Target, load_target
+from toolkit.boards.transfer import upload
 from toolkit.errors import EdgeError, HostKeyError, InfrastructureError
-from toolkit.ssh import Connection
-from toolkit.targets import Target, load_target
-from toolkit.transfer import upload
 
 
 def files_under(folder: Path) -> set[Path]:
@@ -163,7 +163,7 @@ def link_down(root: Path, tries: int) -> None:
 
     from device_agent import protocol
     from tests.lab import Board
-    from toolkit.runner import JobRunner
+    from toolkit.run.runner import JobRunner
 
     if os.geteuid() != 0:
         print("link down: skipped (network namespaces need root)")
@@ -175,7 +175,7 @@ def link_down(root: Path, tries: int) -> None:
     wrong = 0
     try:
         from toolkit.compress import Fp32Config, compress
-        from toolkit.model import load_model_source
+        from toolkit.model.load import load_model_source
         repo = Path(__file__).resolve().parent.parent
         variant = compress(load_model_source(repo / "examples" / "digits_cnn.py"),
                            Fp32Config(), root)
@@ -221,8 +221,8 @@ def segfault_among_three(root: Path, tries: int, board_pythons: list[str]) -> No
     from device_agent import protocol
     from tests.models.segfaulting_tflite import write_segfaulting_tflite
     from toolkit.compress import Fp32Config, Int8StaticConfig, compress
-    from toolkit.model import load_model_source
-    from toolkit.runner import JobRunner
+    from toolkit.model.load import load_model_source
+    from toolkit.run.runner import JobRunner
 
     source = load_model_source(Path(__file__).resolve().parent.parent / "examples" /
                                "digits_cnn.py")
@@ -266,9 +266,9 @@ def takeovers(root: Path, trials: int) -> None:
     import threading
     import time
 
-    from toolkit.board import LocalBoard
+    from toolkit.boards.board import LocalBoard
+    from toolkit.boards.lease import board_lock, lease_dir
     from toolkit.errors import BoardBusyError
-    from toolkit.lock import board_lock, lease_dir
 
     (root / "targets").mkdir(exist_ok=True)
     (root / "targets" / "here.toml").write_text('transport = "local"\n')
@@ -311,10 +311,10 @@ def overlapping_jobs(root: Path, jobs: int) -> None:
     import time
 
     from device_agent import protocol
-    from toolkit.board import SshBoard
+    from toolkit.boards.board import SshBoard
+    from toolkit.boards.lease import lease_dir
     from toolkit.errors import BoardBusyError
-    from toolkit.lock import lease_dir
-    from toolkit.runner import JobRunner
+    from toolkit.run.runner import JobRunner
 
     model = _digits_fp32(root)
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
@@ -371,7 +371,7 @@ def overlapping_jobs(root: Path, jobs: int) -> None:
 
 def _digits_fp32(root: Path) -> Path:
     from toolkit.compress import Fp32Config, compress
-    from toolkit.model import load_model_source
+    from toolkit.model.load import load_model_source
 
     made = root / "digits-fp32" / "fp32.tflite"
     if not made.exists():
@@ -388,8 +388,8 @@ def stops(root: Path, jobs: int, rng: random.Random) -> None:
     import time
 
     from tests.test_runner import Watcher, processes_in, releases
-    from toolkit.board import SshBoard
-    from toolkit.lock import lease_dir
+    from toolkit.boards.board import SshBoard
+    from toolkit.boards.lease import lease_dir
 
     model = _digits_fp32(root)
     repo = Path(__file__).resolve().parent.parent
@@ -438,7 +438,7 @@ def stops(root: Path, jobs: int, rng: random.Random) -> None:
 _DEPLOY_WITH_BUDGET = (
     "import os, sys\n"
     "from toolkit import runner\n"
-    "from toolkit.cli import main\n"
+    "from toolkit.cli.main import main\n"
     "budget = os.environ.get('EDGE_TEST_JOB_BUDGET')\n"
     "if budget:\n"
     "    runner.job_budget_seconds = lambda job: float(budget)\n"
@@ -450,8 +450,8 @@ def fail_fast(root: Path) -> None:
     import time
 
     from tests.test_runner import FAULTS, fault_target
-    from toolkit import pipeline
-    from toolkit.model import load_model_source
+    from toolkit.model.load import load_model_source
+    from toolkit.run import deploy as pipeline
     from toolkit.run import execute
 
     repo = Path(__file__).resolve().parent.parent
@@ -498,9 +498,9 @@ def one_board_many_ways(root: Path, pairs: int) -> None:
     import time
 
     from tests.test_lease import PEER
-    from toolkit.board import SshBoard
+    from toolkit.boards.board import SshBoard
+    from toolkit.boards.lease import board_lock
     from toolkit.errors import BoardBusyError
-    from toolkit.lock import board_lock
 
     peer = made = None
     if os.geteuid() == 0:

@@ -45,15 +45,15 @@ sys.path.insert(0, str(REPO))
 from tests.postgres import SCHEMA_2_DDL, postgres_server  # noqa: E402
 from tests.postgres import unavailable as postgres_unavailable  # noqa: E402
 from tests.records import make_run, record  # noqa: E402
-from toolkit.results import ResultRecord  # noqa: E402
-from toolkit.store import ResultsStore, StoredRun, record_json  # noqa: E402
+from toolkit.results.record import ResultRecord  # noqa: E402
+from toolkit.results.store import ResultsStore, StoredRun, record_json  # noqa: E402
 
 #: One controller: waits for the common start, then stores its runs one ``edge deploy`` each.
 WRITER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 from tests.records import make_run, record
-from toolkit.store import ResultsStore
+from toolkit.results.store import ResultsStore
 url, who, count, start = sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 time.sleep(max(0.0, start - time.time()))
 for index in range(count):
@@ -71,7 +71,7 @@ sys.path.insert(0, sys.argv[1])
 from device_agent.protocol import MAX_RAW_SAMPLES
 from tests.records import make_run, record
 from toolkit.errors import StoreError
-from toolkit.store import ResultsStore
+from toolkit.results.store import ResultsStore
 from pathlib import Path
 path, who, count, start = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 runs = [make_run(f"{who}-{index:04d}",

@@ -3,7 +3,7 @@
 A model that loads is not a model that works (tflite-runtime 2.14 computes some
 dynamic-range models wrongly without an error), so the board runs the inputs
 the host ran and compares its outputs with the host interpreter's.  The host's
-``--compat-python`` check (``toolkit.compat``) judges with the same
+``--compat-python`` check (``toolkit.compress.compat``) judges with the same
 :func:`compare_outputs`, so a file is right or wrong the same way in both places.
 
 The rule.  Two correct runtimes do not agree bit for bit: integer kernels round

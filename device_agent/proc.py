@@ -37,7 +37,7 @@ from typing import Callable
 #: How long the agent waits for the zygote to answer once the child's group is killed.
 _REAP_SECONDS = 10.0
 #: How often a running agent rewrites its heartbeat file; the host gives up on a job
-#: whose heartbeat has not changed for ``toolkit.runner.HEARTBEAT_TIMEOUT_SECONDS``.
+#: whose heartbeat has not changed for ``toolkit.run.runner.HEARTBEAT_TIMEOUT_SECONDS``.
 HEARTBEAT_SECONDS = 5.0
 #: Beside the job file ``cache/job-ID.json``: ``cache/job-ID.json.alive``.
 HEARTBEAT_SUFFIX = ".alive"

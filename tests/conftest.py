@@ -146,7 +146,7 @@ def own_sshd(tmp_path: Path) -> Iterator[Sshd]:
 def digits_fp32_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits CNN converted to a real fp32 .tflite, once per session."""
     from toolkit.compress import Fp32Config, compress
-    from toolkit.model import load_model_source
+    from toolkit.model.load import load_model_source
 
     folder = tmp_path_factory.mktemp("digits")
     variant = compress(load_model_source(DIGITS_MODEL), Fp32Config(), folder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from toolkit.store import StoredRun
+from toolkit.results.store import StoredRun
 
 from .records import BOARD, make_run, record
 from .report_cases import digits_profile

@@ -339,9 +339,9 @@ def lease_job(target: object, hold_seconds: float) -> dict[str, object]:
 
     The start and end are taken inside the lease, on the board's clock (this machine's).
     """
-    from toolkit.board import open_board
-    from toolkit.lock import board_lock
-    from toolkit.targets import Target
+    from toolkit.boards.board import open_board
+    from toolkit.boards.lease import board_lock
+    from toolkit.boards.targets import Target
 
     assert isinstance(target, Target)
     with open_board(target) as board, board_lock(board):

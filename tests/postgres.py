@@ -61,7 +61,7 @@ def postgres_server() -> Iterator[str]:
 
 
 #: The PostgreSQL schema exactly as schema-2 edge created it (``POSTGRES_SCHEMA`` in
-#: toolkit/store.py before migrations came to PostgreSQL), with its version table: databases
+#: toolkit/results/store.py before migrations came to PostgreSQL), with its version table: databases
 #: in labs look like this, and the current code must carry them forward.
 SCHEMA_2_DDL = """
     CREATE TABLE edge_schema (version INTEGER NOT NULL);

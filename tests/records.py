@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.results import ResultRecord
-from toolkit.store import EarlierLatency, StoredRun
+from toolkit.results.record import ResultRecord
+from toolkit.results.store import EarlierLatency, StoredRun
 
 BOARD = {"hostname": "lab-1", "system": "Linux", "release": "6.1", "machine": "x86_64",
          "python": "3.11.2", "cpu_count": 2, "cpu_model": "Test CPU", "board_model": ""}

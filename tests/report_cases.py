@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from toolkit.store import StoredRun
+from toolkit.results.store import StoredRun
 
 from .records import BOARD, make_run, record
 

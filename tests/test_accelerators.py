@@ -65,8 +65,8 @@ def _compile(tmp_path: Path, name: str, source: str) -> Path:
 @pytest.fixture
 def digits_with_reference(tflite_copy: Path) -> Path:
     """The digits CNN beside a reference .npz of the host's outputs on real digits."""
-    from toolkit.model import load_model_source
-    from toolkit.reference import compute_reference, source_inputs
+    from toolkit.model.load import load_model_source
+    from toolkit.model.reference import compute_reference, source_inputs
 
     compute_reference(tflite_copy, source_inputs(load_model_source(DIGITS_MODEL)),
                       tflite_copy.parent / "ref.npz")
@@ -105,8 +105,8 @@ def test_xnnpack_off_and_the_compiled_api_compute_what_the_interpreter_does(
 def test_the_compiled_api_dequantizes_an_int8_model_like_the_interpreter(
         tmp_path: Path) -> None:
     from toolkit.compress import Int8StaticConfig, compress
-    from toolkit.model import load_model_source
-    from toolkit.reference import compute_reference, source_inputs
+    from toolkit.model.load import load_model_source
+    from toolkit.model.reference import compute_reference, source_inputs
 
     source = load_model_source(DIGITS_MODEL)
     model = compress(source, Int8StaticConfig(), tmp_path).path
@@ -250,8 +250,8 @@ def _local_target(folder: Path, name: str, **settings: str) -> Path:
 
 
 def test_target_files_check_accelerator_api_and_delegate(tmp_path: Path) -> None:
+    from toolkit.boards.targets import load_target
     from toolkit.errors import TargetError
-    from toolkit.targets import load_target
 
     folder = _local_target(tmp_path / "t", "gpu", accelerator="gpu", api="compiled")
     target = load_target("gpu", folder)
@@ -297,8 +297,8 @@ def test_deploy_with_a_library_that_is_not_a_delegate_exits_2_in_one_line(
 
 def test_doctor_says_gpu_has_no_vulkan_without_waiting_for_a_probe(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from toolkit.doctor import diagnose
-    from toolkit.targets import load_target
+    from toolkit.boards.doctor import diagnose
+    from toolkit.boards.targets import load_target
 
     monkeypatch.setenv("VK_DRIVER_FILES", NO_VULKAN["VK_DRIVER_FILES"])
     target = load_target("gpu", _local_target(tmp_path / "t", "gpu", accelerator="gpu"))
@@ -310,7 +310,7 @@ def test_doctor_says_gpu_has_no_vulkan_without_waiting_for_a_probe(
 
 
 def test_report_cells_name_a_software_adapter_a_fallback_and_the_api() -> None:
-    from toolkit.report import render_markdown
+    from toolkit.report.render import render_markdown
 
     from .records import make_run, record
 

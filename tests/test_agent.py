@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from device_agent import protocol
-from toolkit.agent_package import build_agent_package
+from toolkit.artifacts.agent_package import build_agent_package
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = {"warmup_runs": 2, "min_runs": 10, "min_seconds": 0.05}
@@ -148,7 +148,7 @@ def test_an_unreadable_reference_fails_the_variant_with_the_reason(tflite_copy: 
 def mobilenet_fp32_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bigger model than the digits CNN: the digits MobileNet, fp32."""
     from toolkit.compress import Fp32Config, compress
-    from toolkit.model import load_model_source
+    from toolkit.model.load import load_model_source
 
     folder = tmp_path_factory.mktemp("mobilenet")
     return compress(load_model_source(REPO / "examples" / "digits_mobilenet.py"), Fp32Config(),

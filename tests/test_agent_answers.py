@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from device_agent.protocol import MAX_RAW_SAMPLES
-from toolkit.cli import main
+from toolkit.cli.main import main
 
 MINIMAL_BOARD = {"hostname": "b", "machine": "x86_64", "system": "Linux", "python": "3.8.10"}
 

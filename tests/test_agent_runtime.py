@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.agent_package import build_agent_package
+from toolkit.artifacts.agent_package import build_agent_package
 
 from .test_agent import run_agent
 

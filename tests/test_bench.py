@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.bench import BenchCell, bench
-from toolkit.board import SshBoard
+from toolkit.boards.board import SshBoard
+from toolkit.boards.lab import load_lab
+from toolkit.boards.lease import lease_dir
+from toolkit.boards.targets import load_target
 from toolkit.errors import ModelError, TargetError
-from toolkit.lab import load_lab
-from toolkit.lock import lease_dir
-from toolkit.store import ResultsStore
-from toolkit.targets import load_target
+from toolkit.results.store import ResultsStore
+from toolkit.run.bench import BenchCell, bench
 
 from .lab import Sshd
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import runner
-from toolkit.bench import bench
-from toolkit.board import LocalBoard, SshBoard, local_board_home
-from toolkit.doctor import diagnose
+from toolkit.boards.board import LocalBoard, SshBoard, local_board_home
+from toolkit.boards.doctor import diagnose
+from toolkit.boards.lab import load_lab
+from toolkit.boards.lease import board_lock, lease_dir
+from toolkit.boards.targets import Target, load_target
 from toolkit.errors import BoardBusyError, InfrastructureError
-from toolkit.lab import load_lab
-from toolkit.lock import board_lock, lease_dir
-from toolkit.pipeline import deploy
-from toolkit.targets import Target, load_target
+from toolkit.run import runner
+from toolkit.run.bench import bench
+from toolkit.run.deploy import deploy
 
 from .lab import Sshd
 
@@ -174,7 +174,7 @@ def test_threads_beyond_the_boards_cores_are_warned_and_kept_beside_the_figures(
     health = diagnose(load_target("many", tmp_path / "targets"))
     assert health.healthy, health.to_dict()
     assert len(health.warnings) == 1 and f"with {cores} core" in health.warnings[0]
-    with caplog.at_level(logging.WARNING, logger="toolkit.runner"):
+    with caplog.at_level(logging.WARNING, logger="toolkit.run.runner"):
         outcome = deploy(tflite_copy, targets=["many"], recipes="fp32", out_dir=tmp_path / "out",
                          targets_dir=tmp_path / "targets", settings=FAST)
     warned = [r.getMessage() for r in caplog.records if "core" in r.getMessage()]

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
-from toolkit.ssh import Connection
-from toolkit.transfer import prune_cache, prune_cache_command, upload_all
+from toolkit.boards.ssh import Connection
+from toolkit.boards.transfer import prune_cache, prune_cache_command, upload_all
+from toolkit.cli.main import main
 
 from .lab import Sshd
 from .test_ssh import FAST, lab_target

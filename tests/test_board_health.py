@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
+from toolkit.cli.main import main
 from toolkit.errors import InfrastructureError
 from toolkit.labgrid.health import bad_comment, bad_reason, good_comment, mark_good
 from toolkit.labgrid.hold import SchedulerStatus, check_coordinator, hold_board, run_scheduled

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from toolkit.compress import compress_to_folder
-from toolkit.reference import compute_reference
+from toolkit.model.reference import compute_reference
 
 from .conftest import DIGITS_MODEL
 from .test_agent import run_agent
@@ -113,8 +113,8 @@ def test_an_int8_file_computing_only_zeros_is_never_a_match_on_host_board_or_rep
     from device_agent.outputs import load_reference
     from device_agent.runtime import find_runtime
     from toolkit.compress import build_artifacts, parse_recipes
-    from toolkit.model import load_model_source
-    from toolkit.report import report_rows
+    from toolkit.model.load import load_model_source
+    from toolkit.report.render import report_rows
     from toolkit.run.execute import build_references
 
     from .records import make_run

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.bootstrap import probe
+from toolkit.boards.bootstrap import probe
+from toolkit.boards.ssh import Connection
+from toolkit.boards.targets import load_target
 from toolkit.errors import BoardSetupError
-from toolkit.runner import JobRunner
-from toolkit.ssh import Connection
-from toolkit.targets import load_target
+from toolkit.run.runner import JobRunner
 
 from .lab import Sshd
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from toolkit.check import CheckOutcome, Thresholds, check_runs
-from toolkit.check_conditions import condition_differences
-from toolkit.cli import main
+from toolkit.cli.main import main
 from toolkit.errors import CheckRefused, ExitCode, UsageError
+from toolkit.gate.check import CheckOutcome, Thresholds, check_runs
+from toolkit.gate.conditions import condition_differences
 from toolkit.gate.spread import (
     between_run_spread,
     block_indices,
@@ -23,8 +23,8 @@ from toolkit.gate.spread import (
     latency_figure,
     student_t,
 )
-from toolkit.results import ResultRecord
-from toolkit.store import ResultsStore, StoredRun
+from toolkit.results.record import ResultRecord
+from toolkit.results.store import ResultsStore, StoredRun
 
 from .records import BOARD, changed, earlier_runs, make_run, record
 
@@ -424,7 +424,7 @@ def test_several_baselines_an_improvement_must_hold_against_each(
     # Two baselines 14 % apart: the widened interval cannot tell anything either way.
     assert p50.verdict == "inconclusive" and p50.change == pytest.approx(2.7, abs=1.5)
     # The rule alone, without the widening: a pass against one run makes it a pass.
-    monkeypatch.setattr("toolkit.check.between_run_spread", no_spread)
+    monkeypatch.setattr("toolkit.gate.check.between_run_spread", no_spread)
     outcome = check_runs([first, second], new)
     p50 = check_of(outcome, "latency_p50")
     assert p50.verdict == "pass" and p50.change == pytest.approx(2.7, abs=1.5)
@@ -447,7 +447,7 @@ def test_between_run_spread_widens_the_interval(monkeypatch: pytest.MonkeyPatch)
     assert "widened by the spread between 3 runs" in p50.detail
     # Widened by t * sqrt(2) * 5 %, t of 2 degrees of freedom (4.3, not the normal 1.96).
     assert p50.interval[0] < -15 and p50.interval[1] > 30
-    monkeypatch.setattr("toolkit.check.between_run_spread", no_spread)
+    monkeypatch.setattr("toolkit.gate.check.between_run_spread", no_spread)
     assert check_of(check_runs(bases, new), "latency_p50").verdict == "regression"
     # Earlier runs of the same file in the store count as well: with 30 of them close
     # together, the 5 % spread of the three baselines weighs less (and t is near 2).

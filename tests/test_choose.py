@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.artifact import Artifact
-from toolkit.choose import choose_fastest, split_by_budget, within_noise
-from toolkit.pipeline import deploy
-from toolkit.results import ResultRecord
+from toolkit.artifacts.bundle import Artifact
+from toolkit.results.choose import choose_fastest, split_by_budget, within_noise
+from toolkit.results.record import ResultRecord
+from toolkit.run.deploy import deploy
 
 from .conftest import DIGITS_MODEL
 from .lab import Sshd
@@ -149,8 +149,8 @@ def test_deploy_with_a_budget_on_a_tflite_runtime_214_board(
 
 
 def test_an_over_budget_variant_that_fine_tuned_says_how_to_train_it_longer() -> None:
-    from toolkit.artifact import Artifact
-    from toolkit.choose import split_by_budget
+    from toolkit.artifacts.bundle import Artifact
+    from toolkit.results.choose import split_by_budget
 
     def made(variant: str, accuracy: float, steps: list[dict]) -> Artifact:
         return Artifact(variant=variant, path=Path(f"/tmp/{variant}.tflite"), sha256="0" * 64,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
+from toolkit.cli.main import main
 
 from .conftest import DIGITS_MODEL
 
@@ -244,10 +244,10 @@ def test_a_tflite_whose_op_no_runtime_has_is_stored_as_failed_and_exits_3(
 
 
 def test_a_variant_not_built_is_named_once_whatever_the_number_of_boards() -> None:
-    from toolkit.artifact import FailedVariant
-    from toolkit.pipeline import DeployOutcome
-    from toolkit.results import ResultRecord, Status
-    from toolkit.store import StoredRun
+    from toolkit.artifacts.bundle import FailedVariant
+    from toolkit.results.record import ResultRecord, Status
+    from toolkit.results.store import StoredRun
+    from toolkit.run.deploy import DeployOutcome
 
     not_built = FailedVariant(variant="int8-dynamic", config={"recipe": "int8-dynamic"},
                               stage="compress", error="the converted file does not run: X")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
-from toolkit.store import ResultsStore
+from toolkit.cli.main import main
+from toolkit.results.store import ResultsStore
 
 from .records import make_run, record
 
@@ -185,7 +185,7 @@ def test_an_output_onto_a_fifo_is_written_into_it(command: str, tmp_path: Path,
 
 
 def test_an_output_onto_a_folder_is_one_line_exit_2(tmp_path: Path) -> None:
-    from toolkit.cli_runs import write_output
+    from toolkit.cli.runs import write_output
     from toolkit.errors import OutputError
 
     with pytest.raises(OutputError, match="it is a folder"):

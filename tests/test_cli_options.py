@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
+from toolkit.cli.main import main
 
 #: Options that mean the same thing in every command that has them.
 SHARED = ("--store", "--target", "--targets", "--targets-dir", "--lab", "--min-runs",

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.cli_progress import LiveProgress, one_line_warnings
-from toolkit.pipeline import deploy
+from toolkit.cli.progress import LiveProgress, one_line_warnings
+from toolkit.run.deploy import deploy
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = {"min_runs": 5, "min_seconds": 0.3}
@@ -45,7 +45,7 @@ def test_a_warning_is_one_line_on_stderr_whatever_handlers_the_converters_left(
     logging.getLogger().addHandler(handler)
     try:
         with one_line_warnings():
-            logging.getLogger("toolkit.runner").warning("upload failed:\n  EOFError\n"
+            logging.getLogger("toolkit.run.runner").warning("upload failed:\n  EOFError\n"
                                                         "(attempt 1 of 3); retrying")
     finally:
         logging.getLogger().removeHandler(handler)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.cli import main
+from toolkit.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,12 +22,13 @@ REPO = Path(__file__).resolve().parent.parent
 #: sqlite3) to seconds (torch), and ``edge --help`` must start about as fast as click.
 HEAVY = ("torch", "numpy", "paramiko", "ai_edge_litert", "tflite_runtime", "litert_torch",
          "ai_edge_quantizer", "torchao", "sqlalchemy", "jinja2", "rich", "sqlite3",
-         "toolkit.compress._build", "toolkit.pipeline", "toolkit.bench", "toolkit.runner",
-         "toolkit.store", "toolkit.report", "toolkit.check", "toolkit.ssh", "toolkit.targets")
+         "toolkit.compress._build", "toolkit.run.deploy", "toolkit.run.bench",
+         "toolkit.run.runner", "toolkit.results.store", "toolkit.report.render",
+         "toolkit.gate.check", "toolkit.boards.ssh", "toolkit.boards.targets")
 
 _SHOW_HELP = """
 import json, sys
-from toolkit.cli import main
+from toolkit.cli.main import main
 try:
     main(sys.argv[1:], prog_name="edge")
 except SystemExit as exc:
@@ -72,6 +73,6 @@ def test_import_toolkit_is_light_and_its_public_names_still_load() -> None:
                            text=True, check=True)
     before, after, callable_compress, kind = json.loads(shown.stdout)
     assert heavy_in(set(before)) == []
-    assert {"numpy", "toolkit.check", "toolkit.store"} <= set(after)
+    assert {"numpy", "toolkit.gate.check", "toolkit.results.store"} <= set(after)
     # toolkit.compress is the function, as with the eager imports, not the subpackage.
     assert callable_compress and kind == "function"

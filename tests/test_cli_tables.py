@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
-from toolkit.cli_table import echo_table
-from toolkit.store import ResultsStore
+from toolkit.cli.main import main
+from toolkit.cli.table import echo_table
+from toolkit.results.store import ResultsStore
 
 from .records import make_run, record
 

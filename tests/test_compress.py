@@ -12,8 +12,8 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from toolkit.artifact import sha256_file
-from toolkit.cli import main
+from toolkit.artifacts.bundle import sha256_file
+from toolkit.cli.main import main
 from toolkit.compress import (
     Chain,
     ChannelPruneConfig,
@@ -30,7 +30,7 @@ from toolkit.compress import (
 )
 from toolkit.compress._mixed import weighted_ops
 from toolkit.errors import UsageError
-from toolkit.model import load_model_source
+from toolkit.model.load import load_model_source
 
 from .conftest import DIGITS_MODEL
 
@@ -529,7 +529,7 @@ def test_a_file_another_runtime_computes_wrongly_is_caught(tflite_runtime_214: P
     import torch
 
     from device_agent.outputs import MIN_SQNR_DB
-    from toolkit.compat import runtime_compat
+    from toolkit.compress.compat import runtime_compat
 
     from .models.wrongly_computed_mlp import write_wrongly_computed_mlp
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.board import SshBoard
-from toolkit.bootstrap import probe
-from toolkit.cli import main
-from toolkit.doctor import diagnose
-from toolkit.lab import board_status
-from toolkit.lock import board_lock
-from toolkit.targets import Target, load_target
+from toolkit.boards.board import SshBoard
+from toolkit.boards.bootstrap import probe
+from toolkit.boards.doctor import diagnose
+from toolkit.boards.lab import board_status
+from toolkit.boards.lease import board_lock
+from toolkit.boards.targets import Target, load_target
+from toolkit.cli.main import main
 
 from .lab import Sshd
 from .models.segfaulting_runtime import VERSION, write_segfaulting_runtime

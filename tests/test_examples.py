@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.compress import Fp32Config, compress
-from toolkit.model import load_model_source
+from toolkit.model.load import load_model_source
 
 from .conftest import REPO
 
@@ -31,7 +31,7 @@ def test_mobilenet96_takes_nhwc_and_its_data_matches() -> None:
 
 @pytest.mark.slow
 def test_mobilenet96_converts_without_transpose(tmp_path: Path) -> None:
-    from toolkit.artifact import op_versions
+    from toolkit.artifacts.bundle import op_versions
 
     variant = compress(load_model_source(MOBILENET96), Fp32Config(), tmp_path)
     ops = {op["op"] for op in op_versions(variant.path)}

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit import cancel
-from toolkit.cli import main
+from toolkit.cli.main import main
 from toolkit.compress import _build
+from toolkit.run import cancel
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS_MODEL = REPO / "examples" / "digits_cnn.py"
@@ -122,7 +122,7 @@ def test_sigterm_exits_143_with_one_line(tmp_path: Path,
         time.sleep(1)
         raise AssertionError("SIGTERM did not stop the command")
 
-    monkeypatch.setattr("toolkit.pipeline.deploy", terminated)
+    monkeypatch.setattr("toolkit.run.deploy.deploy", terminated)
     result = CliRunner().invoke(main, ["deploy", str(DIGITS_MODEL), "-o", str(tmp_path / "o"),
                                        "--quiet"])
     assert result.exit_code == 143, result.output

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.board import LocalBoard, SshBoard
+from toolkit.boards.board import LocalBoard, SshBoard
+from toolkit.boards.lease import board_lock, lease_dir
+from toolkit.boards.ssh import Result
+from toolkit.boards.targets import Target, load_target
 from toolkit.errors import BoardBusyError, InfrastructureError
-from toolkit.lock import board_lock, lease_dir
-from toolkit.runner import JobRunner
-from toolkit.ssh import Result
-from toolkit.targets import Target, load_target
+from toolkit.run.runner import JobRunner
 
 from .lab import Sshd
 from .test_ssh_netns import job_for
@@ -212,7 +212,7 @@ def test_a_failed_release_is_one_warning_line(tmp_path: Path,
     def dropped(command: str, *, timeout: float | None = None) -> Result:
         raise InfrastructureError("SSH to here: the connection dropped")
 
-    with caplog.at_level(logging.WARNING, logger="toolkit.lock"):
+    with caplog.at_level(logging.WARNING, logger="toolkit.boards.lease"):
         with board_lock(board, seconds=60):
             board.run = dropped  # type: ignore[method-assign]
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -263,8 +263,8 @@ def agents_of(job_id: str) -> list[str]:
 PAUSED_HOST = """
 import json, os, signal, sys
 from pathlib import Path
-import toolkit.lock as lock, toolkit.runner as runner
-from toolkit.targets import load_target
+import toolkit.boards.lease as lock, toolkit.run.runner as runner
+from toolkit.boards.targets import load_target
 lock.LEASE_SECONDS = float(sys.argv[1])
 name = {"build": "build_agent_package", "prune": "prune_cache"}[sys.argv[4]]
 real = getattr(runner, name)
@@ -402,7 +402,7 @@ def test_an_agent_measures_only_while_the_lease_names_its_token(
 
 
 def test_each_acquire_takes_a_new_token_and_a_pid_file_of_its_own(tmp_path: Path) -> None:
-    from toolkit.lock import hold_lease
+    from toolkit.boards.lease import hold_lease
 
     board = LocalBoard(local_target(tmp_path))
     tokens = []

@@ -48,8 +48,8 @@ def test_the_real_runtime_loads_and_runs_the_model_on_each_accelerator() -> None
 
 
 def test_doctor_shows_each_model_load_as_a_check_and_a_crash_fails_it() -> None:
-    from toolkit.doctor import _fact_checks
-    from toolkit.targets import load_target
+    from toolkit.boards.doctor import _fact_checks
+    from toolkit.boards.targets import load_target
 
     facts = {"free_bytes": 2**40, "runtime": {"name": "tflite-runtime", "version": VERSION},
              "model_loads": [

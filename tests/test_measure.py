@@ -157,7 +157,7 @@ def write_reference(folder: Path, model: Path, *, corrupt: bool = False) -> Path
     """What the host does: run a few real digits through its interpreter, save in and out."""
     from sklearn.datasets import load_digits
 
-    from toolkit.reference import compute_reference
+    from toolkit.model.reference import compute_reference
 
     images = load_digits().images[:8].astype(np.float32) / 16.0
     samples = [(image,) for image in images.reshape(8, 1, 1, 8, 8)]
@@ -190,8 +190,8 @@ def test_mismatched_outputs_are_flagged(tflite_copy: Path) -> None:
 
 def test_a_model_the_host_cannot_run_is_deployed_without_an_output_check(
         tflite_copy: Path, tmp_path: Path) -> None:
-    from toolkit.artifact import describe_artifact
-    from toolkit.model import load_model_source
+    from toolkit.artifacts.bundle import describe_artifact
+    from toolkit.model.load import load_model_source
     from toolkit.run.execute import build_references
 
     broken = tmp_path / "broken.tflite"
@@ -222,8 +222,8 @@ def test_microsecond_samples_keep_sub_microsecond_resolution(tflite_copy: Path) 
 def test_without_eval_data_the_reference_starts_with_the_models_own_example() -> None:
     # The board times the model on the reference's first sample: for token ids that must be
     # the ids the user gave, never random integers (EMBEDDING_LOOKUP fails on those).
-    from toolkit.model import load_model_source
-    from toolkit.reference import source_inputs
+    from toolkit.model.load import load_model_source
+    from toolkit.model.reference import source_inputs
 
     tokens = load_model_source(Path(__file__).parent / "models" / "token_ids.py")
     found = source_inputs(tokens)
@@ -276,8 +276,8 @@ def test_degenerate_outputs_make_the_verdict_invalid_and_are_named() -> None:
 
 def test_the_reference_tells_the_board_to_judge_a_model_without_labels_by_cosine(
         tflite_copy: Path, tmp_path: Path) -> None:
-    from toolkit.artifact import describe_artifact
-    from toolkit.model import load_model_source
+    from toolkit.artifacts.bundle import describe_artifact
+    from toolkit.model.load import load_model_source
     from toolkit.run.execute import build_references
 
     source = load_model_source(tflite_copy)

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from device_agent import protocol
-from toolkit.check import Thresholds
+from toolkit.boards.targets import load_target
 from toolkit.errors import ExitCode, UsageError
+from toolkit.gate.check import Thresholds
 from toolkit.gate.paired import NO_SENSOR, PairSpec, check_paired, judge_pair, paired_job
-from toolkit.targets import load_target
 
 from .test_agent import write_job
 
@@ -328,7 +328,7 @@ def test_a_sensor_that_does_not_open_costs_the_energy_figure_only(tflite_copy: P
 def edge(*args: str) -> Any:
     from click.testing import CliRunner
 
-    from toolkit.cli import main
+    from toolkit.cli.main import main
 
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 

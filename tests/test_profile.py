@@ -15,7 +15,7 @@ import pytest
 
 from device_agent.profiler import DELEGATE_PROFILED_EVENT, summarize
 from device_agent.tflite_file import operator_versions
-from toolkit.report import render_html, render_markdown
+from toolkit.report.render import render_html, render_markdown
 
 from .conftest import DIGITS_MODEL
 from .records import make_run, record
@@ -29,7 +29,7 @@ SETTINGS = {"profile": 1, "max_cv": 0.0, "cooldown_seconds": 0, "min_seconds": 0
 def digits_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the digits CNN as fp32.tflite and int8.tflite (full-integer static)."""
     from toolkit.compress import Fp32Config, Int8StaticConfig, compress
-    from toolkit.model import load_model_source
+    from toolkit.model.load import load_model_source
 
     folder = tmp_path_factory.mktemp("digits-pair")
     source = load_model_source(DIGITS_MODEL)
@@ -104,7 +104,7 @@ def test_operators_tied_within_the_profiles_resolution_keep_run_order() -> None:
     """Two equal convolutions 1 us apart rank the same in either order; a reshape that
     takes nothing stays below a depthwise convolution of 0.7 us although XNNPACK's whole
     microseconds put their p50 1 us apart or equal; an operator 5 % lighter ranks below."""
-    from toolkit.report_profile import heaviest
+    from toolkit.report.profile import heaviest
 
     def rows(*times: tuple[int, float, float]) -> dict[str, Any]:
         return {"ops": [{"index": index, "op": "CONV_2D", "p50_us": p50, "mean_us": mean}
@@ -119,8 +119,8 @@ def test_operators_tied_within_the_profiles_resolution_keep_run_order() -> None:
 
 
 def test_a_profiled_pass_faster_than_the_timed_one_is_not_a_negative_cost() -> None:
-    from toolkit.report_profile import profile_summary
-    from toolkit.results import ResultRecord
+    from toolkit.report.profile import profile_summary
+    from toolkit.results.record import ResultRecord
 
     stored = record("fp32")
     stored["profile"] = {"method": "m", "runs": 50, "total_us": {"p50": 1020.0},
@@ -237,8 +237,8 @@ def test_without_the_setting_there_is_no_profile(tflite_copy: Path) -> None:
 def test_edge_deploy_profile_stores_the_profile_with_the_run(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from toolkit.cli import main
-    from toolkit.store import ResultsStore
+    from toolkit.cli.main import main
+    from toolkit.results.store import ResultsStore
 
     outcome = CliRunner().invoke(main, [
         "deploy", str(DIGITS_MODEL), "--target", "local", "--recipe", "fp32", "--profile",
@@ -257,7 +257,7 @@ def test_edge_deploy_profile_stores_the_profile_with_the_run(tmp_path: Path) -> 
 def test_deploy_and_bench_both_take_profile() -> None:
     from click.testing import CliRunner
 
-    from toolkit.cli import main
+    from toolkit.cli.main import main
 
     for command in ("deploy", "bench"):
         shown = CliRunner().invoke(main, [command, "--help"], catch_exceptions=False).output

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
-from toolkit.report import render_html, render_markdown, report_plots, report_rows
-from toolkit.store import ResultsStore
-from toolkit.svgplot import Point, pareto_front, tradeoff_plot
+from toolkit.cli.main import main
+from toolkit.report.render import render_html, render_markdown, report_plots, report_rows
+from toolkit.report.svgplot import Point, pareto_front, tradeoff_plot
+from toolkit.results.store import ResultsStore
 
 from .chromium import Chromium, chromium_binary
 from .hostile import Elements, hostile, hostile_run

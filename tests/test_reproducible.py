@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.artifact import Artifact
+from toolkit.artifacts.bundle import Artifact
 from toolkit.compress import build_artifacts, compress, parse_chain, parse_recipes
 from toolkit.compress._cache import CacheKeys, ConversionCache
-from toolkit.model import load_model_source
+from toolkit.model.load import load_model_source
 
 from .conftest import DIGITS_MODEL, REPO
 
@@ -61,7 +61,7 @@ IN_A_FRESH_PROCESS = '''
 import json, logging, sys
 from pathlib import Path
 from toolkit.compress import build_artifacts, parse_recipes
-from toolkit.model import load_model_source
+from toolkit.model.load import load_model_source
 
 converted = []
 logging.getLogger("toolkit.compress._build").setLevel(logging.INFO)

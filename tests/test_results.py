@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.artifact import Artifact
-from toolkit.cli import main
+from toolkit.artifacts.bundle import Artifact
+from toolkit.cli.main import main
 from toolkit.errors import ExitCode, StoreError
-from toolkit.pipeline import deploy
-from toolkit.report import report_rows
-from toolkit.results import (
+from toolkit.report.render import report_rows
+from toolkit.results.record import (
     ARTIFACT_KEYS,
     RECORD_VERSION,
     STORED_PATHS,
@@ -22,7 +21,8 @@ from toolkit.results import (
     Stage,
     Status,
 )
-from toolkit.store import ResultsStore, migration_sql
+from toolkit.results.store import ResultsStore, migration_sql
+from toolkit.run.deploy import deploy
 
 from .records import BOARD, record
 

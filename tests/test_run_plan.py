@@ -16,14 +16,14 @@ import pytest
 from click.testing import CliRunner
 
 from device_agent import protocol
-from toolkit.bench import bench
-from toolkit.board import open_board
-from toolkit.cli import main
+from toolkit.boards.board import open_board
+from toolkit.boards.lease import board_lock
+from toolkit.boards.targets import Target, load_target
+from toolkit.cli.main import main
 from toolkit.errors import BoardBusyError, ModelError, TargetError
 from toolkit.labgrid.selector import ScheduledTarget
-from toolkit.lock import board_lock
-from toolkit.pipeline import deploy
-from toolkit.targets import Target, load_target
+from toolkit.run.bench import bench
+from toolkit.run.deploy import deploy
 
 FAST = {"min_runs": 5, "min_seconds": 0.05, "warmup_runs": 1, "warmup_seconds": 0.0,
         "cooldown_seconds": 0.0}

@@ -21,14 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import pipeline, runner
-from toolkit.board import LocalBoard, SshBoard, local_board_home
-from toolkit.cancel import allow_jobs, cancel_running_jobs
+from toolkit.boards.board import LocalBoard, SshBoard, local_board_home
+from toolkit.boards.lease import board_lock, lease_dir
+from toolkit.boards.targets import Target, load_target
 from toolkit.errors import AgentError, BoardSetupError, HostKeyError, InfrastructureError
-from toolkit.lock import board_lock, lease_dir
-from toolkit.model import load_model_source
-from toolkit.runner import JobRunner, job_budget_seconds
-from toolkit.targets import Target, load_target
+from toolkit.model.load import load_model_source
+from toolkit.run import deploy as pipeline
+from toolkit.run import runner
+from toolkit.run.cancel import allow_jobs, cancel_running_jobs
+from toolkit.run.runner import JobRunner, job_budget_seconds
 
 from .lab import Sshd, keygen
 from .test_ssh_netns import job_for

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cancel import allow_jobs, cancel_running_jobs
-from toolkit.cli import main
+from toolkit.boards.lab import load_lab
+from toolkit.cli.main import main
 from toolkit.errors import AgentError, InfrastructureError, TargetError, UsageError
-from toolkit.lab import load_lab
 from toolkit.labgrid.client import coordinator_address
 from toolkit.labgrid.hold import SchedulerStatus, hold_board, run_scheduled
 from toolkit.labgrid.selector import ScheduledTarget, Selector
+from toolkit.run.cancel import allow_jobs, cancel_running_jobs
 
 from .lab import Sshd, free_port
 from .labgrid_lab import (
@@ -243,7 +243,7 @@ def test_edge_bench_measures_on_the_allotted_place_and_names_it(
 @pytest.mark.slow
 def test_edge_deploy_shows_its_queue_position_then_measures_on_the_place(
         lab: Lab, digits_fp32_tflite: Path, tmp_path: Path) -> None:
-    from toolkit.pipeline import deploy
+    from toolkit.run.deploy import deploy
 
     stages: list[str] = []
     holding = threading.Event()

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.artifact import Artifact, describe_artifact
-from toolkit.report import write_report
+from toolkit.artifacts.bundle import Artifact, describe_artifact
+from toolkit.boards.targets import load_target
+from toolkit.report.render import write_report
+from toolkit.results.store import ResultsStore, StoredRun
 from toolkit.run.execute import run_on_target
 from toolkit.run.plan import Sweep
-from toolkit.store import ResultsStore, StoredRun
-from toolkit.targets import load_target
 
 from .lab import Sshd
 from .models.segfaulting_tflite import write_segfaulting_tflite
@@ -70,7 +70,7 @@ def test_the_fixture_segfaults_the_real_runtime_at_invoke(
 def healthy(tmp_path_factory: pytest.TempPathFactory, digits_fp32_tflite: Path) -> list[Path]:
     """Two real, different models: the digits CNN in fp32 and in static int8."""
     from toolkit.compress import Int8StaticConfig, compress
-    from toolkit.model import load_model_source
+    from toolkit.model.load import load_model_source
 
     int8 = compress(load_model_source(REPO / "examples" / "digits_cnn.py"), Int8StaticConfig(),
                     tmp_path_factory.mktemp("int8"))
@@ -145,7 +145,7 @@ def test_a_segfaulting_variant_fails_alone_and_the_others_are_measured(
 
 def test_host_references_survive_a_segfaulting_model(digits_fp32_tflite: Path, segfaulting: Path,
                                                      tmp_path: Path) -> None:
-    from toolkit.reference import compute_references
+    from toolkit.model.reference import compute_references
 
     models = [digits_fp32_tflite, segfaulting, digits_fp32_tflite.with_name("missing.tflite")]
     made = compute_references([(m, tmp_path / f"{i}.npz") for i, m in enumerate(models)], None)

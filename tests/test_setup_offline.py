@@ -17,18 +17,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.board import SshBoard
-from toolkit.bootstrap import setup
-from toolkit.cli import main
-from toolkit.errors import BoardBusyError, BoardSetupError, ExitCode
-from toolkit.lock import board_lock
-from toolkit.targets import load_target
-from toolkit.wheelhouse import (
+from toolkit.boards.board import SshBoard
+from toolkit.boards.bootstrap import setup
+from toolkit.boards.lease import board_lock
+from toolkit.boards.targets import load_target
+from toolkit.boards.wheelhouse import (
     BoardPlatform,
     download_command,
     offline_cause,
     platform_from_facts,
 )
+from toolkit.cli.main import main
+from toolkit.errors import BoardBusyError, BoardSetupError, ExitCode
 
 from .lab import Sshd, free_port
 

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
+from toolkit.boards.ssh import Connection, fingerprint
+from toolkit.boards.targets import Target, load_target
+from toolkit.boards.transfer import upload
+from toolkit.cli.main import main
 from toolkit.errors import (
     AuthError,
     HostKeyError,
@@ -23,9 +26,6 @@ from toolkit.errors import (
     ResultError,
     TransferError,
 )
-from toolkit.ssh import Connection, fingerprint
-from toolkit.targets import Target, load_target
-from toolkit.transfer import upload
 
 from .lab import Sshd, keygen
 
@@ -51,7 +51,7 @@ def test_command_time_limit(sshd: Sshd, tmp_path: Path) -> None:
 
 def test_a_flood_of_output_is_cut_off_not_held_in_memory(
         sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("toolkit.ssh.MAX_STDOUT_BYTES", 100_000)
+    monkeypatch.setattr("toolkit.boards.ssh.MAX_STDOUT_BYTES", 100_000)
     with Connection(lab_target(sshd, tmp_path)) as board, \
             pytest.raises(ResultError, match="printed over 100000 bytes"):
         board.run("yes")

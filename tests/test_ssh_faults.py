@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.board import SshBoard
+from toolkit.boards.board import SshBoard
+from toolkit.boards.lease import board_lock, lease_dir, read_lease
+from toolkit.boards.ssh import Connection
+from toolkit.boards.targets import Target, load_target
+from toolkit.boards.transfer import upload
 from toolkit.errors import AgentError, BoardBusyError, InfrastructureError, TargetError
-from toolkit.lock import board_lock, lease_dir, read_lease
-from toolkit.runner import JobRunner
-from toolkit.ssh import Connection
-from toolkit.targets import Target, load_target
-from toolkit.transfer import upload
+from toolkit.run.runner import JobRunner
 
 from .lab import Sshd
 
@@ -111,7 +111,7 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_an_infrastructure_failure_is_retried_a_bounded_number_of_times(
         own_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         attempts: list[int]) -> None:
-    monkeypatch.setattr("toolkit.runner.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("toolkit.run.runner.time.sleep", lambda seconds: None)
     target = lab_target(own_sshd, tmp_path, retries=2, connect_timeout=2.0)
     own_sshd.kill()
     with pytest.raises(InfrastructureError, match="cannot reach"):

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
+from toolkit.boards.ssh import Connection
+from toolkit.boards.targets import Target, load_target, resolve_ssh
+from toolkit.boards.transfer import upload
+from toolkit.cli.main import main
 from toolkit.errors import AuthError, HostKeyError, InfrastructureError
-from toolkit.ssh import Connection
-from toolkit.targets import Target, load_target, resolve_ssh
-from toolkit.transfer import upload
 
 from .lab import Sshd, free_port
 

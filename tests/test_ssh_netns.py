@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from device_agent import protocol
+from toolkit.boards.targets import load_target
 from toolkit.errors import InfrastructureError
-from toolkit.runner import JobRunner
-from toolkit.targets import load_target
+from toolkit.run.runner import JobRunner
 
 from .lab import Board, Sshd
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit.ssh import Connection
-from toolkit.targets import Target
+from toolkit.boards.ssh import Connection
+from toolkit.boards.targets import Target
 
 
 class _LateChannel:

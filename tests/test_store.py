@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
+from toolkit.cli.main import main
 from toolkit.errors import StoreError, UsageError
-from toolkit.project import resolve_store_path
-from toolkit.results import ResultRecord
-from toolkit.store import SCHEMA_VERSION, ResultsStore, load_export, migration_sql
+from toolkit.model.project import resolve_store_path
+from toolkit.results.record import ResultRecord
+from toolkit.results.store import SCHEMA_VERSION, ResultsStore, load_export, migration_sql
 
 from .records import make_run, record
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
+from toolkit.cli.main import main
 from toolkit.errors import StoreError, UsageError
-from toolkit.project import resolve_store_path
-from toolkit.store import SCHEMA_VERSION, ResultsStore, describe_store, store_location
+from toolkit.model.project import resolve_store_path
+from toolkit.results.store import SCHEMA_VERSION, ResultsStore, describe_store, store_location
 
 from .records import make_run, record
 
@@ -72,7 +72,7 @@ WRITER = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from tests.records import make_run, record
-from toolkit.store import ResultsStore
+from toolkit.results.store import ResultsStore
 url, who, count = sys.argv[2], sys.argv[3], int(sys.argv[4])
 for index in range(count):
     with ResultsStore(url) as store:

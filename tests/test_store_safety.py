@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit import store as store_module
-from toolkit.cli import main
+from toolkit.cli.main import main
 from toolkit.errors import StoreError
+from toolkit.results import store as store_module
+from toolkit.results.store import ResultsStore, StoredRun, load_run_folder
 from toolkit.run.execute import make_staging_dir, publish_run
 from toolkit.run.staging import sweep_staging
-from toolkit.store import ResultsStore, StoredRun, load_run_folder
 
 from .records import make_run, record
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
+from toolkit.boards.targets import available_targets, check_name, load_target, resolve_ssh
+from toolkit.cli.main import main
 from toolkit.errors import TargetError
-from toolkit.targets import available_targets, check_name, load_target, resolve_ssh
 
 BOARDS = ("rpi4", "rpi5", "jetson-nano", "jetson-orin-nano")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
+from toolkit.cli.main import main
+from toolkit.results.store import ResultsStore
 from toolkit.safe_text import markdown_text, one_line, printable
-from toolkit.store import ResultsStore
 
 from .hostile import TERMINAL, hostile, hostile_run
 

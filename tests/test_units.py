@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from toolkit.cli import main
-from toolkit.report import render_html, render_markdown
-from toolkit.store import ResultsStore
+from toolkit.cli.main import main
+from toolkit.report.render import render_html, render_markdown
+from toolkit.results.store import ResultsStore
 from toolkit.units import format_duration, format_energy, format_memory, format_size
 
 from .records import make_run, record
@@ -46,14 +46,14 @@ def test_reports_and_runs_show_show_microseconds(tmp_path: Path) -> None:
 @pytest.mark.parametrize("size, text", [
     (36_962_304, "35.2 MiB"), (30_000, "29.3 KiB"), (2**20, "1.0 MiB"), (512, "0.5 KiB")])
 def test_sizes_print_as_the_report_prints_them(size: int, text: str) -> None:
-    from toolkit.report import _size
+    from toolkit.report.render import _size
 
     assert format_size(size) == text == _size(size)
 
 
 @pytest.mark.parametrize("size", [60_000_000, 36_962_304, 500_000, 0])
 def test_memory_prints_in_mib_as_the_report_prints_it(size: int) -> None:
-    from toolkit.report import _mib
+    from toolkit.report.render import _mib
 
     assert format_memory(size) == _mib(size)
     assert format_memory(36_962_304) == "35.2 MiB"
@@ -68,6 +68,6 @@ def test_energy_prints_in_j_mj_or_uj(mj: float, text: str) -> None:
 
 @pytest.mark.parametrize("mj", [9.247, 10.4, 0.0153, 1.0, 0.5, 999.0])
 def test_energy_below_a_joule_prints_as_the_report_prints_it(mj: float) -> None:
-    from toolkit.svgplot import format_energy as report_energy
+    from toolkit.report.svgplot import format_energy as report_energy
 
     assert format_energy(mj) == report_energy(mj)

@@ -1,9 +1,9 @@
 """edge: compress PyTorch models, run them on boards, report how they really behave.
 
-The stages, one module each: :mod:`~toolkit.model` (load) ->
-:mod:`~toolkit.compress` -> :mod:`~toolkit.artifact` -> :mod:`~toolkit.runner`
-(with :mod:`device_agent` on the board) -> :mod:`~toolkit.results` (one typed record
-per target x variant) -> :mod:`~toolkit.store` -> :mod:`~toolkit.report`;
+The stages, one module each: :mod:`~toolkit.model.load` (load) ->
+:mod:`~toolkit.compress` -> :mod:`~toolkit.artifacts.bundle` -> :mod:`~toolkit.run.runner`
+(with :mod:`device_agent` on the board) -> :mod:`~toolkit.results.record` (one typed record
+per target x variant) -> :mod:`~toolkit.results.store` -> :mod:`~toolkit.report.render`;
 :func:`deploy` runs them all, and :func:`check_runs` gates a run against a baseline.
 
 Only the errors are imported with the package; every other public name on first use
@@ -13,8 +13,8 @@ Only the errors are imported with the package; every other public name on first 
 import importlib
 from typing import TYPE_CHECKING
 
-from ._lazy import attach
-from .errors import (
+from toolkit._lazy import attach
+from toolkit.errors import (
     AgentError,
     AuthError,
     BoardBusyError,
@@ -35,13 +35,13 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .check import CheckOutcome, Thresholds, check_runs
-    from .compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_recipes
-    from .model import ModelSource, load_model_source
-    from .pipeline import DeployOutcome, deploy
-    from .results import ResultRecord, Status
-    from .store import ResultsStore, StoredRun
-    from .targets import Target, load_target
+    from toolkit.boards.targets import Target, load_target
+    from toolkit.compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_recipes
+    from toolkit.gate.check import CheckOutcome, Thresholds, check_runs
+    from toolkit.model.load import ModelSource, load_model_source
+    from toolkit.results.record import ResultRecord, Status
+    from toolkit.results.store import ResultsStore, StoredRun
+    from toolkit.run.deploy import DeployOutcome, deploy
 else:
     # The subpackage toolkit.compress is light until a variant is built; importing it now,
     # before anything else does, keeps the name ``compress`` here the function (as the
@@ -51,14 +51,14 @@ else:
 
 #: The heavy public names (torch, numpy, paramiko behind them), imported on first use.
 __getattr__, __dir__ = attach(__name__, {
-    "CheckOutcome": "check", "Thresholds": "check", "check_runs": "check",
+    "CheckOutcome": "gate.check", "Thresholds": "gate.check", "check_runs": "gate.check",
     "RECIPES": "compress", "Fp32Config": "compress", "Int8StaticConfig": "compress",
     "compress": "compress", "parse_recipes": "compress",
-    "ModelSource": "model", "load_model_source": "model",
-    "DeployOutcome": "pipeline", "deploy": "pipeline",
-    "ResultRecord": "results", "Status": "results",
-    "ResultsStore": "store", "StoredRun": "store",
-    "Target": "targets", "load_target": "targets",
+    "ModelSource": "model.load", "load_model_source": "model.load",
+    "DeployOutcome": "run.deploy", "deploy": "run.deploy",
+    "ResultRecord": "results.record", "Status": "results.record",
+    "ResultsStore": "results.store", "StoredRun": "results.store",
+    "Target": "boards.targets", "load_target": "boards.targets",
 }, globals())
 
 __all__ = [

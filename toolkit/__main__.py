@@ -1,5 +1,5 @@
 """``python -m toolkit`` is the ``edge`` command."""
 
-from .cli import main
+from toolkit.cli.main import main
 
 main(prog_name="edge")

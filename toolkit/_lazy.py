@@ -10,7 +10,7 @@ Example (in a package's ``__init__.py``; type checkers read the ``TYPE_CHECKING`
 imports)::
 
     if TYPE_CHECKING:
-        from .check import check_runs
+        from toolkit.gate.check import check_runs
     __getattr__, __dir__ = attach(__name__, {"check_runs": "check"}, globals())
 """
 

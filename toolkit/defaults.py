@@ -3,7 +3,7 @@
 They live in a module that imports nothing, so that every help screen can show them
 without importing what uses them (the store, numpy, jinja2, torch): ``edge --help``
 then starts about as fast as ``import click``. The modules that use a name import it
-from here and keep exporting it under its old home (``toolkit.report.FORMATS``, ...).
+from here and keep exporting it under its old home (``toolkit.report.render.FORMATS``, ...).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 #: Where ``edge deploy`` and ``edge bench`` put runs, reports and the default store.
 DEFAULT_OUT_DIR = Path("edge-out")
 
-#: What ``edge report`` renders (:func:`toolkit.report.render`).
+#: What ``edge report`` renders (:func:`toolkit.report.render.render`).
 FORMATS = ("html", "md", "json")
 
 #: ``edge check`` threshold name -> what it judges, in the unit of the threshold.

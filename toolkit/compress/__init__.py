@@ -16,19 +16,24 @@ Example::
 
 from typing import TYPE_CHECKING
 
-from .._lazy import attach
-from ..defaults import BUDGET_CANDIDATES, compress_budget_candidates
+from toolkit._lazy import attach
+from toolkit.defaults import BUDGET_CANDIDATES, compress_budget_candidates
 
 if TYPE_CHECKING:
-    from ._build import (
+    from toolkit.compress._build import (
         CompressedVariant,
         build_artifacts,
         compress,
         compress_to_folder,
         model_counts,
     )
-    from ._mixed import LayerSensitivity, Sensitivity, analyze_sensitivity, analyze_to_folder
-    from ._recipes import (
+    from toolkit.compress._mixed import (
+        LayerSensitivity,
+        Sensitivity,
+        analyze_sensitivity,
+        analyze_to_folder,
+    )
+    from toolkit.compress._recipes import (
         RECIPES,
         Chain,
         ChannelPruneConfig,

@@ -23,18 +23,12 @@ from typing import Any
 
 from device_agent.outputs import MIN_AGREEMENT_AT_SQNR
 from device_agent.runtime import find_runtime
-
-from .._quiet import captured_native_output, silence_library_logging
-from ..artifact import Artifact, FailedVariant, describe_artifact, write_manifest
-from ..cancel import interrupts_deferred, raise_if_interrupted
-from ..compat import runtime_compat
-from ..errors import CompressError, ModelError, OutputError, UsageError
-from ..evaluate import tflite_accuracy, tflite_fidelity
-from ..model import ModelSource, load_model_source
-from ._cache import DEFAULT_MAX_BYTES, CacheKeys, ConversionCache
-from ._convert import check_sample, compress_failure, convert
-from ._mixed import int8_mixed, require_measuring_data
-from ._recipes import (
+from toolkit._quiet import captured_native_output, silence_library_logging
+from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact, write_manifest
+from toolkit.compress._cache import DEFAULT_MAX_BYTES, CacheKeys, ConversionCache
+from toolkit.compress._convert import check_sample, compress_failure, convert
+from toolkit.compress._mixed import int8_mixed, require_measuring_data
+from toolkit.compress._recipes import (
     Chain,
     ClusterConfig,
     ConversionConfig,
@@ -44,7 +38,16 @@ from ._recipes import (
     parse_chain,
     parse_recipes,
 )
-from ._transform import TransformContext, apply_transform, quantization_aware_training
+from toolkit.compress._transform import (
+    TransformContext,
+    apply_transform,
+    quantization_aware_training,
+)
+from toolkit.compress.compat import runtime_compat
+from toolkit.compress.evaluate import tflite_accuracy, tflite_fidelity
+from toolkit.errors import CompressError, ModelError, OutputError, UsageError
+from toolkit.model.load import ModelSource, load_model_source
+from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
 
 _log = logging.getLogger(__name__)
 Progress = Callable[[str], None]

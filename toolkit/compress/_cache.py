@@ -46,9 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from device_agent.protocol import sha256_file
-
-from ..model import ModelSource
-from ._recipes import Chain
+from toolkit.compress._recipes import Chain
+from toolkit.model.load import ModelSource
 
 _log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ _STALE_STAGING_SECONDS = 3600
 _TOOLCHAIN = ("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao",
               "torch-pruning", "numpy", "edge")
 #: edge's code that decides a file's bytes or its manifest entry.
-_CODE = ("compress", "model.py", "artifact.py", "evaluate.py", "compat.py", "_quiet.py")
+_CODE = ("compress", "model", "artifacts", "_quiet.py")
 
 
 @functools.cache

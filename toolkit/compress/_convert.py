@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import CompressError, ModelError
-from ._recipes import (
+from toolkit.compress._recipes import (
     ConversionConfig,
     Fp16Config,
     Int4WeightConfig,
@@ -25,6 +24,7 @@ from ._recipes import (
     Int8StaticConfig,
     QatConfig,
 )
+from toolkit.errors import CompressError, ModelError
 
 Samples = Callable[[], Iterable[tuple[tuple[Any, ...], Any]]] | None
 

@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from device_agent.runtime import find_runtime
-
-from .._quiet import captured_native_output, silence_library_logging
-from ..artifact import operator_name
-from ..errors import CompressError, ModelError, OutputError, UsageError
-from ..evaluate import tflite_accuracy, tflite_fidelity
-from ..model import ModelSource, load_model_source
-from ._convert import calibrated_int8, check_sample, compress_failure, convert
-from ._recipes import Fp32Config, Int8MixedConfig
+from toolkit._quiet import captured_native_output, silence_library_logging
+from toolkit.artifacts.bundle import operator_name
+from toolkit.compress._convert import calibrated_int8, check_sample, compress_failure, convert
+from toolkit.compress._recipes import Fp32Config, Int8MixedConfig
+from toolkit.compress.evaluate import tflite_accuracy, tflite_fidelity
+from toolkit.errors import CompressError, ModelError, OutputError, UsageError
+from toolkit.model.load import ModelSource, load_model_source
 
 Progress = Callable[[str], None]
 #: Module classes whose weights int8 quantizes, as torch.export names them.

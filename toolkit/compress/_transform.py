@@ -18,9 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CompressError, ModelError
-from ._convert import check_sample, qat_quantizer
-from ._recipes import (
+from toolkit.compress._convert import check_sample, qat_quantizer
+from toolkit.compress._recipes import (
     ChannelPruneConfig,
     ClusterConfig,
     DistillConfig,
@@ -29,6 +28,7 @@ from ._recipes import (
     QatConfig,
     TransformConfig,
 )
+from toolkit.errors import CompressError, ModelError
 
 Progress = Callable[[str], None]
 

@@ -1,8 +1,8 @@
 """The regression gate: is a candidate slower than its baseline on the board, beyond noise?
 
 :mod:`toolkit.gate.paired` measures both side by side on the board (``edge deploy
---against`` and ``edge check --paired``); :mod:`toolkit.check` compares two stored runs
+--against`` and ``edge check --paired``); :mod:`toolkit.gate.check` compares two stored runs
 when they cannot be measured again, with the noise figures of :mod:`toolkit.gate.spread`.
-Import the module you need: this package imports nothing itself, so that ``toolkit.check``
+Import the module you need: this package imports nothing itself, so that ``toolkit.gate.check``
 and ``toolkit.gate.paired`` can each use the other's parts.
 """

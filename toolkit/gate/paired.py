@@ -41,14 +41,13 @@ from xml.etree import ElementTree
 
 from device_agent import protocol
 from device_agent.paired import judge, log_ratios
-
-from ..check import Thresholds
-from ..errors import ExitCode, ResultError, UsageError
-from ..results import ResultRecord
-from ..safe_text import markdown_text
-from ..store import StoredRun
-from ..targets import Target
-from ..units import format_duration, format_energy
+from toolkit.boards.targets import Target
+from toolkit.errors import ExitCode, ResultError, UsageError
+from toolkit.gate.check import Thresholds
+from toolkit.results.record import ResultRecord
+from toolkit.results.store import StoredRun
+from toolkit.safe_text import markdown_text
+from toolkit.units import format_duration, format_energy
 
 #: The metrics a paired check judges, with the block figure each is judged on (energy's
 #: blocks are in the pair's ``energy``, present only with a power sensor).
@@ -309,7 +308,7 @@ def check_paired(target: Target, specs: Sequence[PairSpec], thresholds: Threshol
                  run_job: Callable[[Target, dict[str, Any], dict[str, Path]], bytes] | None = None
                  ) -> PairedOutcome:
     """Measure ``specs`` paired on ``target`` and judge each pair."""
-    from ..runner import JobRunner
+    from toolkit.run.runner import JobRunner
 
     job, files = paired_job(specs, target, thresholds, f"paired-{uuid.uuid4().hex[:12]}")
     raw = (run_job or (lambda t, j, f: JobRunner(t).run_job(j, f)))(target, job, files)

@@ -1,6 +1,6 @@
 """How noisy latency and energy figures are: what the unpaired ``edge check`` widens by.
 
-Statistics of stored runs (:mod:`toolkit.check` judges with them): a circular
+Statistics of stored runs (:mod:`toolkit.gate.check` judges with them): a circular
 moving-block bootstrap of the ratio of two runs' quantiles (noise within each run), the
 spread between runs of one file on one board learnt from the baselines and the store's
 history (noise between runs), the same for energy, and Student's t for few runs.
@@ -17,8 +17,8 @@ from typing import Final
 
 import numpy as np
 
-from ..results import ResultRecord
-from ..store import EarlierLatency, StoredRun
+from toolkit.results.record import ResultRecord
+from toolkit.results.store import EarlierLatency, StoredRun
 
 #: ``np.percentile``'s method for a p50 or p99 computed here, the one the agent's
 #: ``latency_summary`` (device_agent.measure) uses: check and deploy print one p99 for a run.

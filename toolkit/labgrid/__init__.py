@@ -19,12 +19,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import attach
+from toolkit._lazy import attach
 
 if TYPE_CHECKING:
-    from .health import PlaceHealth, mark_good, place_health
-    from .hold import Allocation, SchedulerStatus, check_coordinator, hold_board, run_scheduled
-    from .selector import ScheduledTarget, Selector, is_selector
+    from toolkit.labgrid.health import PlaceHealth, mark_good, place_health
+    from toolkit.labgrid.hold import (
+        Allocation,
+        SchedulerStatus,
+        check_coordinator,
+        hold_board,
+        run_scheduled,
+    )
+    from toolkit.labgrid.selector import ScheduledTarget, Selector, is_selector
 
 __all__ = ["Allocation", "PlaceHealth", "ScheduledTarget", "SchedulerStatus", "Selector",
            "check_coordinator", "hold_board", "is_selector", "mark_good", "place_health",

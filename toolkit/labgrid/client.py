@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import InfrastructureError, UsageError
+from toolkit.errors import InfrastructureError, UsageError
 
 #: labgrid's default coordinator port, taken when an address gives none.
 DEFAULT_PORT = 20408

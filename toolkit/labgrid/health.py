@@ -36,14 +36,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..board import open_board
-from ..cancel import cancel_requested
-from ..errors import EdgeError, InfrastructureError, TargetError
-from ..targets import Target
-from .client import Lost, Session, client_name, coordinator_address, describe, matching_resources
+from toolkit.boards.board import open_board
+from toolkit.boards.targets import Target
+from toolkit.errors import EdgeError, InfrastructureError, TargetError
+from toolkit.labgrid.client import (
+    Lost,
+    Session,
+    client_name,
+    coordinator_address,
+    describe,
+    matching_resources,
+)
+from toolkit.run.cancel import cancel_requested
 
 if TYPE_CHECKING:
-    from .selector import ScheduledTarget
+    from toolkit.labgrid.selector import ScheduledTarget
 
 #: The place tag that holds edge's health state (labgrid tag keys: ``[a-z][a-z0-9_]+``).
 HEALTH_TAG = "edge_health"

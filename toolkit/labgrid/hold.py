@@ -14,7 +14,7 @@ power-cycled or its place marked bad (:mod:`toolkit.labgrid.health`).
 
 The coordinator cannot be the only fence: its place locks never expire, and a
 restart forgets every lock and reservation.  Each job therefore still takes the
-board's own lease (:mod:`toolkit.lock`) underneath, and a job that finds the lease
+board's own lease (:mod:`toolkit.boards.lease`) underneath, and a job that finds the lease
 held (a job the coordinator forgot) waits for it while keeping the place.  When
 the coordinator goes away, a waiting job reconnects and reserves again; a running
 job goes on under its lease and acquires its place again once the coordinator is
@@ -42,11 +42,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..cancel import cancel_requested
-from ..defaults import DEFAULT_BUSY_WAIT_SECONDS
-from ..errors import BoardBusyError, InfrastructureError, TargetError
-from ..targets import Target
-from .client import (
+from toolkit.boards.targets import Target
+from toolkit.defaults import DEFAULT_BUSY_WAIT_SECONDS
+from toolkit.errors import BoardBusyError, InfrastructureError, TargetError
+from toolkit.labgrid.client import (
     CALL_TIMEOUT_SECONDS,
     Lost,
     Session,
@@ -55,7 +54,7 @@ from .client import (
     describe,
     matching_resources,
 )
-from .health import (
+from toolkit.labgrid.health import (
     BAD,
     BOOT_SECONDS,
     HEALTH_TAG,
@@ -69,7 +68,8 @@ from .health import (
     is_bad,
     wait_answering,
 )
-from .selector import ScheduledTarget
+from toolkit.labgrid.selector import ScheduledTarget
+from toolkit.run.cancel import cancel_requested
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import TargetError, UsageError
-from ..targets import Target, check_name, read_target_file, target_file, target_from_mapping
-from .client import coordinator_address
+from toolkit.boards.targets import (
+    Target,
+    check_name,
+    read_target_file,
+    target_file,
+    target_from_mapping,
+)
+from toolkit.errors import TargetError, UsageError
+from toolkit.labgrid.client import coordinator_address
 
 #: The tag whose value names the board kind (its target file).
 KIND_TAG = "board"

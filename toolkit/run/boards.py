@@ -2,13 +2,13 @@
 
 A :class:`BoardSource` hides which: :meth:`BoardSource.run` runs a job on the board
 and gives it back, waiting while another job holds it (the *busy-wait* policy).
-This is the one place that tells :class:`~toolkit.targets.Target` (a target file or a
+This is the one place that tells :class:`~toolkit.boards.targets.Target` (a target file or a
 lab board) from :class:`~toolkit.labgrid.selector.ScheduledTarget` (a labgrid selector).
 
 The job is a callable given the :class:`Target` to run on, rather than a context
 manager yielding one, because a labgrid place that stopped answering is
 power-cycled and the job run again *inside* the same hold (:mod:`toolkit.labgrid.hold`),
-and the board's own lease is taken per job by :class:`~toolkit.runner.JobRunner`.
+and the board's own lease is taken per job by :class:`~toolkit.run.runner.JobRunner`.
 
 Example::
 
@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from ..cancel import cancel_requested
-from ..errors import BoardBusyError
-from ..targets import Target
+from toolkit.boards.targets import Target
+from toolkit.errors import BoardBusyError
+from toolkit.run.cancel import cancel_requested
 
 if TYPE_CHECKING:
-    from ..labgrid.hold import SchedulerStatus
-    from ..labgrid.selector import ScheduledTarget
+    from toolkit.labgrid.hold import SchedulerStatus
+    from toolkit.labgrid.selector import ScheduledTarget
 
 T = TypeVar("T")
 
@@ -92,14 +92,14 @@ class LabgridBoard:
 
     def check(self) -> None:
         """The coordinator reachable, with a place for the selector, before any work."""
-        from ..labgrid import hold
+        from toolkit.labgrid import hold
 
         hold.check_coordinator(self.slot)
 
     def run(self, job: Callable[[Target], T], *, busy_wait_seconds: float,
             on_status: StatusCallback) -> T:
         """Reserve, wait in the coordinator's queue, acquire, ``job(target)``, release."""
-        from ..labgrid import hold
+        from toolkit.labgrid import hold
 
         def status(update: SchedulerStatus) -> None:
             on_status(str(update), update.state in ("acquired", "reacquired"))
@@ -113,13 +113,13 @@ BoardSource = NamedBoard | LabgridBoard
 
 
 def board_sources(chosen: Sequence[Target | ScheduledTarget]) -> list[BoardSource]:
-    """What :meth:`toolkit.lab.Lab.select_jobs` chose, as board sources."""
+    """What :meth:`toolkit.boards.lab.Lab.select_jobs` chose, as board sources."""
     return [NamedBoard(item) if isinstance(item, Target) else LabgridBoard(item)
             for item in chosen]
 
 
 def _sleep(seconds: float) -> None:
-    """Sleep, waking every 0.2 s to notice Ctrl-C or SIGTERM (:mod:`toolkit.cancel`)."""
+    """Sleep, waking every 0.2 s to notice Ctrl-C or SIGTERM (:mod:`toolkit.run.cancel`)."""
     end = time.monotonic() + seconds
     while time.monotonic() < end and not cancel_requested():
         time.sleep(min(0.2, max(0.0, end - time.monotonic())))

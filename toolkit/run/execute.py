@@ -1,7 +1,7 @@
 """The one flow: check the plan, compress each model, run it on every board, store, report.
 
-``edge deploy`` (:func:`toolkit.pipeline.deploy`) and ``edge bench``
-(:func:`toolkit.bench.bench`) are presets over :func:`execute`; each step below is
+``edge deploy`` (:func:`toolkit.run.deploy.deploy`) and ``edge bench``
+(:func:`toolkit.run.bench.bench`) are presets over :func:`execute`; each step below is
 written once::
 
     check   names, accelerators, coordinators, the model files, every board (and its
@@ -33,11 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device_agent import protocol
-
-from ..artifact import Artifact, FailedVariant, write_manifest
-from ..cancel import allow_jobs, cancel_running_jobs, interrupts_deferred, raise_if_interrupted
-from ..choose import Choice, choose_fastest, split_by_budget
-from ..errors import (
+from toolkit.artifacts.bundle import Artifact, FailedVariant, write_manifest
+from toolkit.errors import (
     AgentError,
     BoardBusyError,
     CompressError,
@@ -48,20 +45,27 @@ from ..errors import (
     StoreError,
     UsageError,
 )
-from ..model import ModelSource, load_model_source
-from ..project import git_commit, resolve_store_path
-from ..reference import compute_references, reference_metric, source_inputs
-from ..report import write_report
-from ..results import ResultRecord, Stage, Status, artifact_facts
-from ..runner import JobRunner, check_boards
-from ..store import ResultsStore, StoredRun, run_folder_files, store_location
-from .boards import BoardSource, LabgridBoard
-from .plan import RunPlan, Sweep, job_settings
-from .staging import hold, release, sweep_staging
+from toolkit.model.load import ModelSource, load_model_source
+from toolkit.model.project import git_commit, resolve_store_path
+from toolkit.model.reference import compute_references, reference_metric, source_inputs
+from toolkit.report.render import write_report
+from toolkit.results.choose import Choice, choose_fastest, split_by_budget
+from toolkit.results.record import ResultRecord, Stage, Status, artifact_facts
+from toolkit.results.store import ResultsStore, StoredRun, run_folder_files, store_location
+from toolkit.run.boards import BoardSource, LabgridBoard
+from toolkit.run.cancel import (
+    allow_jobs,
+    cancel_running_jobs,
+    interrupts_deferred,
+    raise_if_interrupted,
+)
+from toolkit.run.plan import RunPlan, Sweep, job_settings
+from toolkit.run.runner import JobRunner, check_boards
+from toolkit.run.staging import hold, release, sweep_staging
 
 if TYPE_CHECKING:
-    from ..compress import Chain
-    from ..targets import Target
+    from toolkit.boards.targets import Target
+    from toolkit.compress import Chain
 
 _log = logging.getLogger(__name__)
 
@@ -219,7 +223,7 @@ def _check_boards(plan: RunPlan, targets: list[Target],
         if isinstance(answer, EdgeError):
             failed[name] = answer
     if plan.policy.busy_wait_seconds == 0:
-        from ..lab import board_status
+        from toolkit.boards.lab import board_status
 
         for target in targets:
             if target.name in failed:
@@ -388,7 +392,7 @@ def prepare_model(source: ModelSource, configs: list[Chain], staging: Path, *,
     others are built all the same.  ``cache_dir``: the conversion cache, if any;
     ``progress``: told each step, as :func:`execute`'s is.
     """
-    from ..compress import build_artifacts
+    from toolkit.compress import build_artifacts
 
     say = progress or _silent
     failed: list[FailedVariant] = []
@@ -424,7 +428,7 @@ def build_references(source: ModelSource, artifacts: list[Artifact],
 def check_delegates(targets: Sequence[Target], accelerators: Sequence[str]) -> None:
     """A usage error when a target's delegate library does not load as a delegate on its
     board: the target file names a wrong path, and every variant would fail for it."""
-    from ..doctor import diagnose
+    from toolkit.boards.doctor import diagnose
 
     for target in targets:
         if "delegate" not in (accelerators or [target.accelerator]):

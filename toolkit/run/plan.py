@@ -25,15 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device_agent.protocol import ACCELERATORS, JobSettings, ProtocolError, check_setting_names
-
-from ..defaults import DEFAULT_BUSY_WAIT_SECONDS, DEFAULT_OUT_DIR
-from ..errors import ModelError, UsageError
-from .boards import BoardSource
+from toolkit.defaults import DEFAULT_BUSY_WAIT_SECONDS, DEFAULT_OUT_DIR
+from toolkit.errors import ModelError, UsageError
+from toolkit.run.boards import BoardSource
 
 if TYPE_CHECKING:
-    from ..compress import Chain
-    from ..model import ModelSource
-    from ..targets import Target
+    from toolkit.boards.targets import Target
+    from toolkit.compress import Chain
+    from toolkit.model.load import ModelSource
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +114,7 @@ class RunPlan:
         """The recipes to build; with a budget, fp32 too (its accuracy reference)."""
         if self.policy.max_accuracy_drop is None or "fp32" in [c.recipe for c in self.recipes]:
             return self.recipes
-        from ..compress import parse_recipes
+        from toolkit.compress import parse_recipes
 
         return (*parse_recipes("fp32"), *self.recipes)
 
@@ -125,7 +124,7 @@ class RunPlan:
         eval and calibration data.  A budget tries such chains and lets them fail alone."""
         if source.is_tflite:
             return
-        from ..compress._mixed import require_measuring_data
+        from toolkit.compress._mixed import require_measuring_data
 
         if self.policy.max_accuracy_drop is None and source.train_data is None:
             tuned = [c.recipe for c in self.chains if c.needs_training_data]

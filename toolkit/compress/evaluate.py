@@ -1,0 +1,142 @@
+"""Quality of the artifact that ships, computed with the TFLite interpreter on the host.
+
+Quantized inputs and outputs are converted with the tensor's own scale and
+zero point, exactly as an application on the board would do.  Accuracy needs
+labels; fidelity (top-1 agreement, cosine similarity and SQNR against the float
+torch model) does not, so models without labels are measured too.  Outputs that carry
+no signal (all zero, constant, NaN or inf, in the float model or the file) are named
+in ``degenerate``: two sets of zeros agree perfectly and mean nothing.
+
+Example::
+
+    accuracy = tflite_accuracy(Path("int8.tflite"), source.eval_data())
+    fidelity = tflite_fidelity(Path("int8.tflite"), reference_module, inputs)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device_agent.outputs import cosine as _cosine
+from device_agent.outputs import degenerate, sqnr_db
+from device_agent.runtime import find_runtime
+from toolkit._quiet import captured_native_output
+from toolkit.errors import ModelError
+
+
+def tflite_outputs(model_path: Path,
+                   inputs: Iterable[tuple[Any, ...]]) -> Iterator[list[np.ndarray]]:
+    """Run ``model_path`` on each input tuple; yields its outputs, dequantized to float32."""
+    with captured_native_output():  # the runtime announces its delegate on stderr
+        interpreter = find_runtime().interpreter_class(model_path=str(model_path))
+        interpreter.allocate_tensors()
+    details_in, details_out = interpreter.get_input_details(), interpreter.get_output_details()
+    for sample_inputs in inputs:
+        if len(sample_inputs) != len(details_in):
+            raise ModelError(f"the data gives {len(sample_inputs)} inputs; the model takes "
+                             f"{len(details_in)}")
+        for detail, value in zip(details_in, sample_inputs, strict=True):
+            array = _as_numpy(value)
+            if int(np.prod(array.shape)) != int(np.prod(detail["shape"])):
+                raise ModelError(f"a sample has shape {tuple(array.shape)}; the model input "
+                                 f"{detail['name']} has shape {tuple(detail['shape'])}")
+            interpreter.set_tensor(detail["index"], _to_tensor(detail, array))
+        interpreter.invoke()
+        yield [_from_tensor(detail, interpreter.get_tensor(detail["index"]))
+               for detail in details_out]
+
+
+def tflite_accuracy(model_path: Path,
+                    samples: Iterable[tuple[tuple[Any, ...], Any]]) -> dict[str, Any]:
+    """Top-1 accuracy of ``model_path`` (its first output) over labelled ``samples``."""
+    labels: list[int] = []
+
+    def inputs() -> Iterator[tuple[Any, ...]]:
+        for sample_inputs, label in samples:
+            labels.append(int(label))
+            yield tuple(sample_inputs)
+
+    correct = total = 0
+    for outputs in tflite_outputs(model_path, inputs()):
+        correct += int(np.argmax(outputs[0].reshape(-1)) == labels[total])
+        total += 1
+    if total == 0:
+        raise ModelError("eval_data() yielded no samples")
+    return {"accuracy": correct / total, "eval_samples": total}
+
+
+def tflite_fidelity(model_path: Path, reference: Any,
+                    inputs: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Agreement of the file with ``reference`` (the float torch module) on ``inputs``.
+
+    Top-1 agreement of the first output (for logits), the mean cosine similarity of the
+    first output per sample (for embeddings, where the argmax means nothing; 0 for a
+    sample where either side is all zero, which has no direction) and SQNR in dB over
+    all outputs, 10 log10(|ref|^2 / |ref - out|^2).  ``degenerate`` (present only when
+    found) names outputs without a signal on either side: their figures judge nothing.
+    """
+    import torch
+
+    signal = noise = cosine = 0.0
+    agree = 0
+    wanted: list[list[np.ndarray]] = []
+    computed: list[list[np.ndarray]] = []
+    with torch.no_grad():
+        for sample, outputs in zip(inputs, tflite_outputs(model_path, inputs), strict=True):
+            expected = reference(*sample)
+            expected = expected if isinstance(expected, tuple | list) else (expected,)
+            for want, got in zip(expected, outputs, strict=True):
+                want_np = _as_numpy(want).astype(np.float64).reshape(-1)
+                got_np = got.astype(np.float64).reshape(-1)
+                signal += float(np.sum(want_np ** 2))
+                noise += float(np.sum((want_np - got_np) ** 2))
+            wanted.append([_as_numpy(want) for want in expected])
+            computed.append(list(outputs))
+            first_want = _as_numpy(expected[0]).astype(np.float64).reshape(-1)
+            first_got = outputs[0].astype(np.float64).reshape(-1)
+            agree += int(np.argmax(first_want) == np.argmax(first_got))
+            cosine += _cosine(first_want, first_got)
+    fidelity: dict[str, Any] = {
+        "top1_agreement": agree / len(inputs) if inputs else None,
+        "cosine_similarity": round(cosine / len(inputs), 6) if inputs else None,
+        "sqnr_db": sqnr_db(signal, noise),
+        "fidelity_samples": len(inputs)}
+    problems = [f"{side} outputs are {found}" for side, found in (
+        ("the float model's", degenerate(_per_output(wanted))),
+        ("the file's", degenerate(_per_output(computed)))) if found]
+    if problems:
+        fidelity["degenerate"] = "; ".join(problems)
+    return fidelity
+
+
+def _per_output(samples: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Per sample, per output -> per output, every sample's values flat."""
+    width = min((len(outputs) for outputs in samples), default=0)
+    return [np.concatenate([np.asarray(outputs[index], dtype=np.float64).reshape(-1)
+                            for outputs in samples]) for index in range(width)]
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _to_tensor(detail: dict[str, Any], value: np.ndarray) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(dtype, np.integer) and scale and np.issubdtype(value.dtype, np.floating):
+        info = np.iinfo(dtype)
+        value = np.clip(np.round(value / scale) + zero_point, info.min, info.max)
+    return value.astype(dtype).reshape(detail["shape"])
+
+
+def _from_tensor(detail: dict[str, Any], value: np.ndarray) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(value.dtype, np.integer) and scale:
+        return (value.astype(np.float32) - zero_point) * scale
+    return value.astype(np.float32)

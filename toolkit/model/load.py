@@ -1,0 +1,344 @@
+"""Stage 1: load what the user deploys.
+
+Either a Python file following the model protocol (``build_model()``,
+``example_input()``, optionally ``calibration_data()``, ``eval_data()`` and ``train_data()`` for
+recipes that fine-tune; a label may be ``None`` for models without labels), or
+an existing ``.tflite`` file that is deployed as it is.
+
+Example::
+
+    source = load_model_source("examples/digits_cnn.py")
+    source.module, source.example_input
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import os
+import sys
+import sysconfig
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit._quiet import captured_native_output
+from toolkit.errors import ModelError
+
+LabelledSample = tuple[tuple[Any, ...], Any]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A loaded model: a torch module with its example input, or a ready .tflite file."""
+
+    path: Path
+    sha256: str
+    module: Any = None
+    example_input: tuple[Any, ...] = ()
+    calibration_data: Callable[[], Iterable[LabelledSample]] | None = None
+    eval_data: Callable[[], Iterable[LabelledSample]] | None = None
+    train_data: Callable[[], Iterable[LabelledSample]] | None = None
+    #: Files outside the Python installation that loading the model read (its weights,
+    #: a helper module beside it) with their sha256 then: part of the conversion cache key.
+    loaded_files: tuple[tuple[Path, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def is_tflite(self) -> bool:
+        return self.module is None
+
+
+def load_model_source(path: str | Path) -> ModelSource:
+    """Load a model file, checking that its model accepts its own example input."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist", path=path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if path.suffix == ".tflite":
+        check_tflite(path, data)
+        return ModelSource(path=path, sha256=digest)
+    if path.suffix != ".py":
+        raise ModelError(f"model file {path} must be a .py model file or a .tflite file",
+                         path=path)
+    with _reads_recorded() as read:
+        namespace = _import_file(path, digest)
+        build_model = _callable(namespace, "build_model", path, required=True)
+        example_input = _callable(namespace, "example_input", path, required=True)
+        module = _call(build_model, path, "build_model()")
+        if not _is_torch_module(module):
+            raise ModelError(f"{path}: build_model() must return a torch.nn.Module, "
+                             f"got {type(module).__name__}", path=path)
+        example = _call(example_input, path, "example_input()")
+    if not isinstance(example, tuple):
+        example = (example,)
+    _check_accepts(module.eval(), example, path)
+    data_functions = {name: _data_function(namespace, name, path)
+                      for name in ("calibration_data", "eval_data", "train_data")}
+    return ModelSource(
+        path=path, sha256=digest, module=module, example_input=example, **data_functions,
+        loaded_files=tuple((file, hashlib.sha256(file.read_bytes()).hexdigest())
+                           for file in sorted(read - {path.resolve()})),
+    )
+
+
+#: Header of a TFLite flatbuffer: 4 bytes root offset, then the file identifier.
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def check_tflite(path: Path, data: bytes) -> None:
+    """Refuse, in one line, a ``.tflite`` that is empty, truncated or not a TFLite model.
+
+    Checked on the host before anything is built, stored or sent: a broken file is the
+    user's to fix (exit 2), not a variant that "failed on the board".  The flatbuffer is
+    walked in pure Python (every table, vector and buffer the runtime would read), so a
+    malformed file raises here instead of crashing an interpreter.
+    """
+    if not data:
+        raise ModelError(f"{path} is empty (0 bytes): not a TFLite model", path=path)
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+        if len(data) < 8 and TFLITE_IDENTIFIER.startswith(data[4:8]):
+            raise ModelError(f"{path} is truncated: {len(data)} bytes, shorter than a "
+                             "TFLite header", path=path)
+        raise ModelError(f"{path} is not a TFLite model: no {TFLITE_IDENTIFIER.decode()} "
+                         f"flatbuffer identifier at bytes 4..8 (found {data[4:8]!r})", path=path)
+    try:
+        problem = _tflite_structure_problem(data)
+    except Exception:  # noqa: BLE001 - struct, index and numpy errors all mean "past the end"
+        problem = (f"is truncated or corrupt: a table or vector runs past the end of its "
+                   f"{len(data)} bytes")
+    if problem:
+        raise ModelError(f"{path} {problem}", path=path)
+
+
+def _tflite_structure_problem(data: bytes) -> str | None:
+    """What is wrong with the model's structure, or None; raises when a read leaves the file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    size = len(data)
+    root = int.from_bytes(data[:4], "little")
+    if root >= size:
+        return (f"is truncated or corrupt: its root table offset {root} is past the end of "
+                f"its {size} bytes")
+    model = schema.Model.GetRootAs(data, 0)
+    model.Version()
+    codes = model.OperatorCodesLength()
+    for index in range(codes):
+        code = model.OperatorCodes(index)
+        code.BuiltinCode(), code.DeprecatedBuiltinCode(), code.Version(), code.CustomCode()
+    buffers = model.BuffersLength()
+    for index in range(buffers):
+        buffer = model.Buffers(index)
+        if buffer.DataLength():
+            buffer.DataAsNumpy()  # numpy refuses a vector that runs past the end
+        if buffer.Offset() > 1 and buffer.Offset() + buffer.Size() > size:
+            return (f"is truncated: buffer {index} ends at byte "
+                    f"{buffer.Offset() + buffer.Size()} of {size}")
+    if model.SubgraphsLength() == 0:
+        return "is not a usable TFLite model: it has no subgraph"
+    for number in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(number)
+        tensors = graph.TensorsLength()
+        for index in range(tensors):
+            tensor = graph.Tensors(index)
+            tensor.Type(), tensor.Name()
+            if tensor.ShapeLength():
+                tensor.ShapeAsNumpy()
+            if tensor.Buffer() >= max(buffers, 1):
+                return f"is corrupt: tensor {index} names buffer {tensor.Buffer()} of {buffers}"
+        indices = [*_indices(graph.InputsAsNumpy, graph.InputsLength()),
+                   *_indices(graph.OutputsAsNumpy, graph.OutputsLength())]
+        for index in range(graph.OperatorsLength()):
+            operator = graph.Operators(index)
+            if operator.OpcodeIndex() >= codes:
+                return (f"is corrupt: operator {index} names operator code "
+                        f"{operator.OpcodeIndex()} of {codes}")
+            indices += [*_indices(operator.InputsAsNumpy, operator.InputsLength()),
+                        *_indices(operator.OutputsAsNumpy, operator.OutputsLength())]
+        bad = [i for i in indices if i >= tensors or i < -1]
+        if bad:
+            return f"is corrupt: subgraph {number} names tensor {bad[0]} of {tensors}"
+    return None
+
+
+def _indices(read: Callable[[], Any], length: int) -> list[int]:
+    return [int(i) for i in read()] if length else []
+
+
+def _import_file(path: Path, digest: str) -> Any:
+    # The module name ends up in the converted file (tensor names carry the class path), so
+    # it comes from the file's content: the same model gives the same bytes on every deploy.
+    # Loading the same content twice replaces the entry; the first load's objects keep theirs.
+    module_name = f"edge_user_model_{digest[:16]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ModelError(f"model file {path} cannot be imported", path=path)
+    namespace = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = namespace  # dataclasses and pickling look modules up here
+    try:
+        # What its imports print goes (transformers imports torchao, which reports the
+        # CUDA kernels it cannot load, on every run): the converters' chatter, not the user's.
+        with captured_native_output():
+            spec.loader.exec_module(namespace)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise ModelError(f"{path} failed to import: {_one_line(exc)}", path=path) from exc
+    return namespace
+
+
+def _callable(namespace: Any, name: str, path: Path, *, required: bool) -> Any:
+    value = getattr(namespace, name, None)
+    if value is None:
+        if required:
+            raise ModelError(f"{path} defines no {name}(); a model file needs build_model() "
+                             "and example_input()", path=path)
+        return None
+    if not callable(value):
+        raise ModelError(f"{path}: {name} must be a function", path=path)
+    return value
+
+
+#: What every data function must yield, for the message that says so.
+SAMPLE_FORM = ("(inputs, label) pairs, inputs a tuple of tensors as example_input() returns "
+               "and label an int or None, e.g. `yield (image,), label`")
+
+
+def _data_function(namespace: Any, name: str,
+                   path: Path) -> Callable[[], Iterator[LabelledSample]] | None:
+    """``name`` from the model file, each sample checked for the ``(inputs, label)`` form.
+
+    Its first sample is read now, so that a data function yielding something else (a
+    bare tensor, say) is refused in one line before anything is built; every consumer
+    (calibration, accuracy, the conversion cache's key) then gets well-formed samples.
+    """
+    function = _callable(namespace, name, path, required=False)
+    if function is None:
+        return None
+
+    @functools.wraps(function)
+    def samples() -> Generator[LabelledSample, None, None]:
+        for sample in function():
+            if not isinstance(sample, tuple | list) or len(sample) != 2:
+                problem = _describe(sample)
+            elif not isinstance(sample[0], tuple | list):
+                problem = f"a pair whose inputs are {_describe(sample[0])}, not a tuple"
+            else:
+                yield tuple(sample[0]), sample[1]
+                continue
+            raise ModelError(f"{path}: {name}() yielded {problem}; it must yield {SAMPLE_FORM}",
+                             path=path)
+
+    first = samples()
+    try:
+        next(first, None)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{path}: {name}() failed: {_one_line(exc)}", path=path) from exc
+    finally:
+        first.close()
+    return samples
+
+
+def _describe(value: Any) -> str:
+    """``a Tensor of shape (1, 1, 8, 8)``, ``a tuple of 3 items``, ``an int``."""
+    kind = type(value).__name__
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
+    if hasattr(value, "shape"):
+        return f"{article} {kind} of shape {tuple(value.shape)}"
+    if isinstance(value, tuple | list):
+        return f"{article} {kind} of {len(value)} items"
+    return f"{article} {kind}"
+
+
+def _call(function: Callable[[], Any], path: Path, what: str) -> Any:
+    try:
+        return function()
+    except Exception as exc:
+        raise ModelError(f"{path}: {what} failed: {_one_line(exc)}", path=path) from exc
+
+
+def _is_torch_module(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.nn.Module)
+
+
+def _check_accepts(module: Any, example: tuple[Any, ...], path: Path) -> None:
+    import torch
+
+    try:
+        with torch.no_grad():
+            module(*example)
+    except Exception as exc:
+        raise ModelError(f"{path}: the model rejects example_input(): {_one_line(exc)}",
+                         path=path) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+_recording = threading.local()
+#: Reads here are the toolchain's or edge's own (both part of the cache key), not the model's.
+_INSTALLATION = tuple({os.path.realpath(p) + os.sep for p in (
+    sys.prefix, sys.base_prefix, sys.exec_prefix, *sysconfig.get_paths().values(),
+    str(Path(__file__).parents[1]), str(Path(__file__).parents[2] / "device_agent"))})
+_SYSTEM = ("/proc/", "/sys/", "/dev/")
+
+
+def _record_open(event: str, args: tuple[Any, ...]) -> None:
+    files = getattr(_recording, "files", None)
+    if files is None or event != "open":
+        return
+    name, mode = args[0], args[1]
+    if not isinstance(name, str | os.PathLike) or (
+            isinstance(mode, str) and any(flag in mode for flag in "wax+")):
+        return
+    real = os.path.realpath(os.fsdecode(name))
+    if (real.startswith(_INSTALLATION) or real.startswith(_SYSTEM)
+            or real.endswith(".pyc") or not os.path.isfile(real)
+            or (real.endswith(".py") and _on_stack(real))):
+        return
+    files.add(Path(real))
+
+
+def _on_stack(real: str) -> bool:
+    """Whether ``real`` is the source of a running frame: read for a traceback (torch
+    formats the caller's stack when first imported), not loaded by the model."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if os.path.realpath(frame.f_code.co_filename) == real:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+@functools.cache
+def _install_hook() -> None:
+    """Audit hooks cannot be removed: one, installed once, records only while a model loads."""
+    sys.addaudithook(_record_open)
+
+
+@contextlib.contextmanager
+def _reads_recorded() -> Iterator[set[Path]]:
+    """The files this thread opens for reading meanwhile, seen through an audit hook.
+
+    It sees ``open()``, ``io.open_code`` (imports) and ``torch.load``'s opens.
+    """
+    _install_hook()
+    files: set[Path] = set()
+    _recording.files = files
+    try:
+        yield files
+    finally:
+        _recording.files = None

@@ -1,0 +1,255 @@
+"""The per-operator profile in the report: where each variant's time goes, and why int8 is slower.
+
+For each variant profiled on the board (``edge deploy --profile``) the report shows the
+heaviest operators as bars and a table by op type, with what profiling cost (the
+profiled pass's total against the unprofiled p50, which stays the latency figure).
+For a quantized variant beside fp32 on one board it shows both per op type, side by
+side, and names the op types that are slower quantized: the answer to "int8 is slower
+than fp32 on this board, which operator is to blame?".  Where both variants ran the
+same operator sequence, the layers are compared one by one too.
+
+Example::
+
+    sections = profile_sections(run)      # one per profiled target x variant
+    comparisons = profile_comparisons(run)  # fp32 vs each quantized variant, per target
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from toolkit.report import svgplot
+from toolkit.results.record import ResultRecord
+from toolkit.results.store import StoredRun
+from toolkit.units import format_duration
+
+#: Operators drawn per variant (the rest are in the table by op type).
+TOP_OPS = 10
+#: Layers listed in the per-layer comparison.
+TOP_LAYERS = 10
+#: A quantized op type counts as slower above this ratio to fp32 and by at least this share
+#: of fp32's operator time: below either, the difference is the profiler's noise.
+SLOWER_RATIO, SLOWER_SHARE = 1.05, 0.01
+#: Operators whose p50 and mean both differ by less than this share are a tie:
+#: MobileNetV2-96's two 1x1 convolutions of the same cost came 1 us apart (0.4 %) in
+#: either order from one profile to the next.
+TIE_SHARE = 0.02
+
+
+@dataclass(frozen=True)
+class ProfileSection:
+    """One profiled target x variant, formatted; ``error`` set when there is no profile."""
+
+    target: str
+    variant: str
+    error: str = ""
+    summary: str = ""
+    by_type: tuple[dict[str, str], ...] = ()
+    top: tuple[dict[str, str], ...] = ()
+    svg: str = ""
+    plot_id: str = ""
+
+
+@dataclass(frozen=True)
+class ProfileComparison:
+    """fp32 against one quantized variant on one target, per op type and per layer."""
+
+    target: str
+    variant: str
+    by_type: tuple[dict[str, str], ...]
+    layers: tuple[dict[str, str], ...]
+    slower: str
+    svg: str
+    plot_id: str
+
+
+def profile_sections(run: StoredRun) -> list[ProfileSection]:
+    """A section per measured result that carries a profile, in the run's order."""
+    sections = []
+    for result in run.results:
+        profile = result.profile
+        if not result.ok or profile is None:
+            continue
+        if "error" in profile:
+            sections.append(ProfileSection(result.target, result.variant,
+                                           error=str(profile["error"])))
+            continue
+        plot_id = f"plot-profile-{_slug(result.target)}-{_slug(result.variant)}"
+        top = heaviest(profile)[:TOP_OPS]
+        bars = [svgplot.BarRow(_op_label(row), [(float(row["mean_us"]),
+                                                 f"{_us(row['mean_us'])} ({_share(row)})")],
+                               key=f"{result.target}/{result.variant}") for row in top]
+        svg = svgplot.bar_plot(
+            f"Heaviest operators of {result.variant} on {result.target} (mean per run)",
+            bars, plot_id=plot_id, axis="time per run (us)", label=lambda v: f"{v:g}")
+        sections.append(ProfileSection(
+            result.target, result.variant, summary=profile_summary(result, profile),
+            by_type=tuple({"op": str(entry["op"]), "count": str(entry.get("count", "")),
+                           "time": _us(entry["mean_us"]), "share": _share(entry)}
+                          for entry in profile.get("by_type", [])),
+            top=tuple({"index": str(row.get("index", "")), "op": str(row["op"]),
+                       "kernel": str(row.get("kernel", "")), "node": _node(row),
+                       "p50": _us(row.get("p50_us", row["mean_us"])),
+                       "time": _us(row["mean_us"]), "share": _share(row)} for row in top),
+            svg=svg, plot_id=plot_id))
+    return sections
+
+
+def heaviest(profile: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The profile's rows, heaviest first: by p50 (robust to a shared machine's stalls),
+    then by mean (XNNPACK's whole microseconds tie small operators' p50; their mean over
+    the profiled runs still tells them apart).
+
+    Operators within :data:`TIE_SHARE` of the heaviest of their group in both p50 and mean
+    keep run order among themselves: ranking them by a difference the profile cannot
+    resolve would reorder them from one profile to the next.
+    """
+    def times(row: Mapping[str, Any]) -> tuple[float, float]:
+        return float(row.get("p50_us", row["mean_us"])), float(row["mean_us"])
+
+    def tie(first: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+        return all(abs(a - b) <= TIE_SHARE * max(a, b)
+                   for a, b in zip(times(first), times(other), strict=True))
+
+    def run_order(row: Mapping[str, Any]) -> int:
+        return int(row.get("index", 0))
+
+    ranked: list[Mapping[str, Any]] = []
+    tied: list[Mapping[str, Any]] = []
+    for row in sorted(profile.get("ops", []), key=lambda row: tuple(-t for t in times(row))):
+        if tied and not tie(tied[0], row):
+            ranked += sorted(tied, key=run_order)
+            tied = []
+        tied.append(row)
+    return ranked + sorted(tied, key=run_order)
+
+
+def profile_summary(result: ResultRecord, profile: Mapping[str, Any]) -> str:
+    """One sentence: how it was profiled, the total under the profiler, and what that cost."""
+    total = profile.get("total_us", {})
+    text = (f"{profile.get('method', 'profiled')}, {profile.get('runs', '?')} runs: "
+            f"{_us(total.get('p50', 0))} per run under the profiler (p50)")
+    overhead = profile.get("overhead")
+    if isinstance(overhead, (int, float)) and result.p50_ms is not None:
+        # The passes run one after the other: a machine that sped up in between makes the
+        # profiled pass faster, and a negative cost would read as profiling speeding it up.
+        cost = (f"{overhead:+.0%}" if overhead >= 0 else
+                "less than the machine's drift between the two passes (the profiled pass "
+                f"ran {-overhead:.0%} faster)")
+        text += f", against {format_duration(result.p50_ms)} unprofiled: profiling cost {cost}"
+    coverage = profile.get("coverage")
+    if isinstance(coverage, (int, float)):
+        text += (f"; the operators account for {coverage:.0%} of the profiled run (the rest is "
+                 "the interpreter and the profiler's own bookkeeping between operators)")
+    return text + "."
+
+
+def profile_comparisons(run: StoredRun) -> list[ProfileComparison]:
+    """fp32 against each profiled quantized variant (``int8`` in its recipe) per target."""
+    profiled = {(r.target, r.variant): r for r in run.results
+                if r.ok and r.profile is not None and "error" not in r.profile}
+    comparisons = []
+    for (target, variant), quantized in profiled.items():
+        reference = profiled.get((target, "fp32"))
+        if reference is None or "int8" not in quantized.recipe:
+            continue
+        comparisons.append(_compare(target, variant, reference.profile or {},
+                                    quantized.profile or {}))
+    return comparisons
+
+
+def _by_node_type(profile: Mapping[str, Any]) -> dict[str, float]:
+    """Mean time per run by op type, typed by the TFLite node where a row names one.
+
+    Two variants' rows may come from different kernels (XNNPACK's operators for fp32, the
+    interpreter's own nodes for int8 on tflite-runtime 2.14): the node's op is the name
+    both share, XNNPACK's operator family the fallback where no node is known.
+    """
+    totals: dict[str, float] = {}
+    for row in profile.get("ops", []):
+        key = str(row.get("node_op") or row["op"])
+        totals[key] = totals.get(key, 0.0) + float(row["mean_us"])
+    return totals
+
+
+def _compare(target: str, variant: str, fp32: Mapping[str, Any],
+             quantized: Mapping[str, Any]) -> ProfileComparison:
+    before, after = _by_node_type(fp32), _by_node_type(quantized)
+    types = sorted(set(before) | set(after), key=lambda op: -max(before.get(op, 0.0),
+                                                                  after.get(op, 0.0)))
+    floor = SLOWER_SHARE * float(fp32.get("ops_sum_us", 0.0))
+    rows, slower = [], []
+    for op in types:
+        a, b = before.get(op), after.get(op)
+        ratio = b / a if a and b is not None else None
+        worse = a is not None and b is not None and ratio is not None \
+            and ratio > SLOWER_RATIO and b - a >= floor
+        if worse and a is not None and b is not None:
+            slower.append((b - a, f"{op} ({ratio:.2f}x, {_us(b - a, sign=True)} per run)"))
+        rows.append({"op": op, "fp32": _us(a) if a is not None else "",
+                     "quantized": _us(b) if b is not None else "",
+                     "ratio": f"{ratio:.2f}x" if ratio is not None else "",
+                     "slower": "yes" if worse else ""})
+    slower.sort(reverse=True)
+    sentence = (f"{variant} is slower than fp32 in: " + "; ".join(text for _d, text in slower)
+                if slower else f"no op type is slower in {variant} than in fp32")
+    if not set(before) & set(after):
+        sentence = (f"not comparable per op type: fp32 and {variant} ran different kernels "
+                    "whose operators could not be matched to the model's nodes")
+    plot_id = f"plot-profile-compare-{_slug(target)}-{_slug(variant)}"
+    bars = [svgplot.BarRow(op, [(before.get(op, 0.0), _us(before.get(op, 0.0))),
+                                (after.get(op, 0.0), _us(after.get(op, 0.0)))], key=op)
+            for op in types[:TOP_OPS]]
+    svg = svgplot.bar_plot(f"fp32 against {variant} per op type on {target} (mean per run)",
+                           bars, plot_id=plot_id, axis="time per run (us)",
+                           label=lambda v: f"{v:g}", legend=[(0, "fp32"), (1, variant)])
+    return ProfileComparison(target, variant, tuple(rows), _layers(fp32, quantized),
+                             sentence, svg, plot_id)
+
+
+def _layers(fp32: Mapping[str, Any], quantized: Mapping[str, Any]) -> tuple[dict[str, str], ...]:
+    """Layer by layer, where both variants ran the same operator sequence: the layers
+    that lost most in the quantized variant first (none when the sequences differ)."""
+    a, b = list(fp32.get("ops", [])), list(quantized.get("ops", []))
+    if not a or len(a) != len(b) or any(x["op"] != y["op"] for x, y in zip(a, b, strict=True)):
+        return ()
+    pairs = sorted(zip(a, b, strict=True), key=lambda pair: float(pair[0]["mean_us"])
+                   - float(pair[1]["mean_us"]))
+    return tuple({"index": str(x.get("index", "")), "op": str(x["op"]), "node": _node(y),
+                  "fp32": _us(x["mean_us"]), "quantized": _us(y["mean_us"]),
+                  "ratio": (f"{float(y['mean_us']) / float(x['mean_us']):.2f}x"
+                            if float(x["mean_us"]) > 0 else "")}
+                 for x, y in pairs[:TOP_LAYERS])
+
+
+def _op_label(row: Mapping[str, Any]) -> str:
+    node = f" {row['node_op']}" if row.get("node_op") and row["node_op"] != row["op"] else ""
+    return f"#{row.get('index', '?')} {row['op']}{node}"
+
+
+def _node(row: Mapping[str, Any]) -> str:
+    """``node 3 CONV_2D v3 -> 1x8x8x32``, as far as the profile knows it."""
+    if row.get("node") is None:
+        return ""
+    text = f"node {row['node']} {row.get('node_op', row['op'])}"
+    if row.get("version") is not None:
+        text += f" v{row['version']}"
+    if row.get("output_shape"):
+        text += " -> " + "x".join(str(d) for d in row["output_shape"])
+    return text
+
+
+def _us(value: Any, *, sign: bool = False) -> str:
+    text = format_duration(float(value) / 1e3) if float(value) else "0 us"
+    return ("+" + text if sign and float(value) >= 0 else text)
+
+
+def _share(row: Mapping[str, Any]) -> str:
+    share = row.get("share")
+    return f"{float(share):.1%}" if isinstance(share, (int, float)) else ""
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text)
