@@ -221,26 +221,22 @@ def test_compress_refuses_a_broken_tflite_in_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-# A deploy to the local board: the agent in its own process, on the real runtime.
-@pytest.mark.integration
-def test_a_tflite_whose_op_no_runtime_has_is_stored_as_failed_and_exits_3(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["deploy", "compress"])
+def test_a_tflite_with_a_custom_op_no_stock_runtime_has_is_refused_before_anything(
+        tmp_path: Path, command: str) -> None:
+    # The board's runtime would refuse it after the upload ("unresolved custom op"); the op
+    # codes are in the file, so the host says so first, naming the op and what would run it.
     from .models.custom_op_tflite import write_custom_op_tflite
 
     model = write_custom_op_tflite(tmp_path / "custom.tflite")
     out = tmp_path / "out"
-    result = invoke("deploy", str(model), "-o", str(out), "--json", *FAST)
-    assert result.exit_code == 3, result.output
-    document = json.loads(result.stdout)
-    [record] = document["results"]
-    assert record["status"] == "failed" and "unresolved custom op: EdgeNoSuchOp" in record["error"]
-    *_, failure, error = result.stderr.strip().splitlines()
-    assert failure.startswith("tflite on local: ai-edge-litert ") and "EdgeNoSuchOp" in failure
-    assert error == (f"edge: error: 1 of 1 variants not measured (tflite on local); run "
-                     f"{document['run_id']} stores the failures")
-    with sqlite3.connect(out / "results.sqlite") as db:
-        assert db.execute("SELECT run_id, status FROM results").fetchall() == [
-            (document["run_id"], "failed")]
+    result = invoke(command, str(model), "-o", str(out))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"edge: error: {model} uses the custom op 'EdgeNoSuchOp', which no stock TFLite "
+        "runtime registers: it runs only on a runtime built with that op registered (or a "
+        "delegate that implements it), and edge's agent loads the stock runtimes"]
+    assert not out.exists()
 
 
 def test_a_variant_not_built_is_named_once_whatever_the_number_of_boards() -> None:

@@ -2,11 +2,12 @@
 
     python tests/models/custom_op_tflite.py OUT.tflite
 
-One ``CUSTOM`` operator named ``EdgeNoSuchOp`` from a float input ``[1, 4]`` to a float
-output ``[1, 4]``.  The flatbuffer is valid (edge accepts the file), but the runtime
+One ``CUSTOM`` operator (``EdgeNoSuchOp`` unless another name is given) from a float
+input ``[1, 4]`` to a float output ``[1, 4]``.  The flatbuffer is valid, but the runtime
 refuses to build an interpreter for it (``Encountered unresolved custom op``), on the
-host and on every board: a variant that cannot run, not a file the user got wrong.
-Built from the TFLite schema on each use, like ``segfaulting_tflite.py``.
+host and on every board; edge refuses such a file when it loads it
+(:mod:`toolkit.model.tflite_ops`).  Built from the TFLite schema on each use, like
+``segfaulting_tflite.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 CUSTOM_OP = "EdgeNoSuchOp"
 
 
-def custom_op_tflite() -> bytes:
-    """The model's bytes (deterministic)."""
+def custom_op_tflite(op: str = CUSTOM_OP) -> bytes:
+    """The model's bytes (deterministic), its one operator the custom op ``op``."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -30,7 +31,7 @@ def custom_op_tflite() -> bytes:
 
     code = schema.OperatorCodeT()
     code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
-    code.customCode, code.version = CUSTOM_OP, 1
+    code.customCode, code.version = op, 1
     op = schema.OperatorT()
     op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
     graph = schema.SubGraphT()
@@ -39,7 +40,7 @@ def custom_op_tflite() -> bytes:
     graph.operators, graph.inputs, graph.outputs = [op], [0], [1]
     model = schema.ModelT()
     model.version = 3
-    model.description = f"edge test fixture: the custom op {CUSTOM_OP} no runtime has"
+    model.description = f"edge test fixture: the custom op {op}"
     model.operatorCodes, model.subgraphs = [code], [graph]
     model.buffers = [schema.BufferT() for _ in range(3)]
     builder = flatbuffers.Builder(1024)
@@ -47,8 +48,8 @@ def custom_op_tflite() -> bytes:
     return bytes(builder.Output())
 
 
-def write_custom_op_tflite(path: Path) -> Path:
-    path.write_bytes(custom_op_tflite())
+def write_custom_op_tflite(path: Path, op: str = CUSTOM_OP) -> Path:
+    path.write_bytes(custom_op_tflite(op))
     return path
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from toolkit._quiet import captured_native_output
 from toolkit.errors import ModelError
+from toolkit.model.tflite_ops import check_custom_ops
 
 LabelledSample = tuple[tuple[Any, ...], Any]
 
@@ -65,6 +66,7 @@ def load_model_source(path: str | Path) -> ModelSource:
     digest = hashlib.sha256(data).hexdigest()
     if path.suffix == ".tflite":
         check_tflite(path, data)
+        check_custom_ops(path, data)
         return ModelSource(path=path, sha256=digest)
     if path.suffix != ".py":
         raise ModelError(f"model file {path} must be a .py model file or a .tflite file",
