@@ -275,12 +275,12 @@ def test_deploy_sweeps_accelerators_and_the_report_names_each(tflite_copy: Path,
                  "--min-seconds", "0.05", "--out", str(tmp_path / "out"), "--json", "-q")
     assert done.returncode == 0, done.stderr
     results = {r["variant"]: r for r in json.loads(done.stdout)["results"]}
-    assert set(results) == {"tflite@cpu", "tflite@xnnpack-off"}
-    assert results["tflite@xnnpack-off"]["accelerator"]["used"] == "xnnpack-off"
-    assert results["tflite@cpu"]["accelerator"]["requested"] == "cpu"
+    assert set(results) == {"model.tflite@cpu", "model.tflite@xnnpack-off"}
+    assert results["model.tflite@xnnpack-off"]["accelerator"]["used"] == "xnnpack-off"
+    assert results["model.tflite@cpu"]["accelerator"]["requested"] == "cpu"
     report = next((tmp_path / "out" / "runs").glob("*/report.md")).read_text()
-    assert "| tflite@xnnpack-off (xnnpack-off, Interpreter) |" in report
-    assert "| tflite@cpu |" in report and "unless the variant names its accelerator" in report
+    assert "| model.tflite@xnnpack-off (xnnpack-off, Interpreter) |" in report
+    assert "| model.tflite@cpu |" in report and "unless the variant names its accelerator" in report
 
 
 def test_deploy_with_a_library_that_is_not_a_delegate_exits_2_in_one_line(

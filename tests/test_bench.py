@@ -172,7 +172,7 @@ def test_a_failed_cell_exits_3_and_the_summary_shows_why(digits_fp32_tflite: Pat
     # The measured cell shows the agent's verdict, never a bare "ok".
     assert "VALID" in rows[digits_fp32_tflite.stem] and " ok " not in rows[digits_fp32_tflite.stem]
     assert err.strip().splitlines()[-1] == ("edge: error: matrix incomplete: 1 of 2 cells failed "
-                                            "(segfaults/local/tflite)")
+                                            "(segfaults/local/segfaults.tflite)")
     with ResultsStore(tmp_path / "out" / "results.sqlite") as store:
         assert len(store.list_runs()) == 2  # both models' runs are stored
 

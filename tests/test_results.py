@@ -209,10 +209,11 @@ def test_a_thread_sweep_stores_recipe_and_threads_on_every_record(tflite_copy: P
                      settings=FAST)
     records = outcome.run.results
     assert [(r.variant, r.recipe, r.threads, r.swept) for r in records] == [
-        ("tflite-t1", "tflite", 1, True), ("tflite-t2", "tflite", 2, True)]
+        ("model.tflite-t1", "model.tflite", 1, True), ("model.tflite-t2", "model.tflite", 2, True)]
     with ResultsStore(outcome.store_path) as store:
         assert store.get_run(outcome.run.run_id).results == records
     written = json.loads((outcome.run_dir / "results.json").read_text())
     # The recipe is the variant as built (its config still says the file went as it is).
     assert [(r["variant"], r["recipe"], r["threads"], r["config"]["recipe"]) for r in written] \
-        == [("tflite-t1", "tflite", 1, "as-is"), ("tflite-t2", "tflite", 2, "as-is")]
+        == [("model.tflite-t1", "model.tflite", 1, "as-is"),
+            ("model.tflite-t2", "model.tflite", 2, "as-is")]

@@ -78,7 +78,7 @@ def test_bench_sweeps_accelerators_on_an_allotted_board(allotted: ScheduledTarge
     outcome = bench([tflite_copy], targets=[allotted], recipes="fp32", settings=FAST,
                     accelerators=["cpu", "xnnpack-off"], out_dir=tmp_path / "out")
     assert [(c.target, c.variant, c.status) for c in outcome.cells] == [
-        ("local", "tflite@cpu", "ok"), ("local", "tflite@xnnpack-off", "ok")]
+        ("local", "model.tflite@cpu", "ok"), ("local", "model.tflite@xnnpack-off", "ok")]
 
 
 def test_edge_bench_sweeps_threads_and_accelerators(tflite_copy: Path, tmp_path: Path) -> None:
@@ -89,7 +89,8 @@ def test_edge_bench_sweeps_threads_and_accelerators(tflite_copy: Path, tmp_path:
     assert result.exit_code == 0, result.output
     cells = json.loads(result.stdout)["cells"]
     assert [(c["variant"], c["status"]) for c in cells] == [
-        (f"tflite@{kind}-t{count}", "ok") for kind in ("cpu", "xnnpack-off") for count in (1, 2)]
+        (f"model.tflite@{kind}-t{count}", "ok")
+        for kind in ("cpu", "xnnpack-off") for count in (1, 2)]
 
 
 def test_deploy_with_busy_wait_0_fails_at_once_before_compressing(
@@ -124,7 +125,7 @@ def test_deploy_waits_for_a_busy_board_saying_who_holds_it(tflite_copy: Path,
     other.join()
     waiting = [s for s in stages if s.startswith("local: waiting: local is busy: locked by ")]
     assert waiting and stages.index(waiting[0]) < len(stages) - 1 - stages[::-1].index(
-        "local: measuring tflite")
+        "local: measuring model.tflite")
     assert [r.ok for r in outcome.run.results] == [True]
 
 

@@ -176,7 +176,7 @@ def test_deploy_over_ssh_gives_the_local_report_fields(sshd: Sshd, tmp_path: Pat
         assert result.exit_code == 0, result.output
         documents[name] = json.loads(result.stdout)
     remote, local = documents["lab"]["results"], documents["local"]["results"]
-    assert [r["variant"] for r in remote] == [r["variant"] for r in local] == ["tflite"]
+    assert [r["variant"] for r in remote] == [r["variant"] for r in local] == ["model.tflite"]
     # earlier_attempts is there only when a run was INVALID for its spread and measured
     # again, which a loaded machine decides, not the transport.
     retried = {"earlier_attempts"}

@@ -86,8 +86,9 @@ class _Progress:
 @targets_dir_option
 @coordinator_option
 @priority_option
-@click.option("--recipe", default="fp32,int8", show_default=True,
-              help="Comma-separated recipes, as for edge deploy.")
+@click.option("--recipe",
+              help="Comma-separated recipes, as for edge deploy [default: fp32,int8; a "
+                   ".tflite as given].")
 @out_dir_option
 @store_option
 @job_options
@@ -98,7 +99,7 @@ class _Progress:
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON document.")
 def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: Path | None,
                   targets_dir: Path | None, coordinator: str | None, priority: int,
-                  recipe: str, out_dir: Path, store_path: str | None, busy_wait: float,
+                  recipe: str | None, out_dir: Path, store_path: str | None, busy_wait: float,
                   conversion_cache: Path, health_check: bool, as_json: bool,
                   **job: Any) -> None:
     """Run every MODEL's recipes on every board at once; one stored run per model.
@@ -131,7 +132,12 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
     if as_json:
         click.echo(json.dumps(_as_json(outcome), indent=2))
     else:
-        Console(file=sys.stdout).print(_summary(outcome))
+        terminal = Console(file=sys.stdout)
+        # In a pipe or a CI log, one row per line whatever its width: a wrapped cell splits
+        # a failure's reason over lines that grep and the reader take apart.
+        (terminal if terminal.is_terminal else Console(file=sys.stdout, width=1_000_000,
+                                                       color_system=None)
+         ).print(_summary(outcome))
         for run in outcome.runs:
             click.echo(f"stored {printable(run.model_name)} as run {run.run_id}: "
                        f"{printable(run.report_dir)}")

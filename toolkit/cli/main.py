@@ -87,7 +87,8 @@ def main() -> None:
 @click.option("--recipe",
               help="Comma-separated variants to build [default: fp32,int8; with "
                    "--max-accuracy-drop the candidates fp32 and "
-                   f"{BUDGET_CANDIDATES}].")
+                   f"{BUDGET_CANDIDATES}; a .tflite is measured as given, and fp16, "
+                   "int8-dynamic and int4-weight rewrite it].")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="POINTS",
               help="Run only variants at most POINTS below fp32's accuracy and pick, per "
                    "board, the fastest VALID one as measured there (the smaller file when "
@@ -120,7 +121,8 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
-    calibration_data() and eval_data()) or a .tflite file deployed as it is.
+    calibration_data() and eval_data()) or a float .tflite file, measured as given
+    and, with --recipe fp16,int8-dynamic,int4-weight, rewritten by those recipes.
 
     Exit status 0 when every variant was measured; 3 when one failed to build or to
     run (each is named on stderr; the measured ones are stored and reported).
@@ -144,7 +146,7 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
                                              where=f"{project.path} [tool.edge.check]")
 
     recipes = recipe or ("fp32," + BUDGET_CANDIDATES if max_accuracy_drop is not None
-                         else "fp32,int8")
+                         else None)
     with LiveProgress(enabled=not quiet) as progress:
         outcome = pipeline.deploy(model, targets=targets, recipes=recipes, out_dir=out_dir,
                                   store_path=store_path, targets_dir=targets_dir,

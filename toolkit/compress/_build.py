@@ -276,9 +276,9 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
     such failure is raised.
     """
     if source.is_tflite:
-        copied = folder / source.path.name
-        shutil.copyfile(source.path, copied)
-        return [describe_artifact("tflite", copied, config={"recipe": "as-is"})]
+        from toolkit.compress._from_tflite import build_from_tflite
+
+        return build_from_tflite(source, chains, folder, progress=progress, failed=failed)
     cache = ConversionCache(cache_dir, max_bytes=cache_max_bytes) if cache_dir else None
     keys = CacheKeys(source)
     inputs = _fidelity_inputs(source)

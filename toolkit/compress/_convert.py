@@ -45,14 +45,32 @@ def convert(module: Any, example: tuple[Any, ...], config: ConversionConfig,
                             recipe=config.recipe)
     if isinstance(config, Int8StaticConfig):
         return _int8_static(module, example, config, calibration_data, target)
-    if isinstance(config, Int8DynamicConfig):
-        return _int8_dynamic(module, example, target)
-    if isinstance(config, Int4WeightConfig):
-        return _int4_weight(module, example, config, target)
-    if isinstance(config, Fp16Config):
-        return _fp16(module, example, target)
+    if isinstance(config, WEIGHT_ONLY):
+        float_path = target.with_suffix(".fp32-tmp.tflite")
+        _fp32(module, example, float_path)
+        try:
+            return requantize_file(float_path, config, target)
+        finally:
+            float_path.unlink(missing_ok=True)
     _fp32(module, example, target)
     return {}
+
+
+#: Recipes that rewrite only the weights of a float ``.tflite`` (ai-edge-quantizer): built
+#: from the fp32 file of a torch model, or from a float ``.tflite`` a user gives.
+WEIGHT_ONLY = (Fp16Config, Int8DynamicConfig, Int4WeightConfig)
+
+
+def requantize_file(float_path: Path, config: ConversionConfig, target: Path) -> dict[str, Any]:
+    """Write ``target``: the float file ``float_path`` with its weights rewritten as the
+    weight-only ``config`` says; returns the details for the manifest."""
+    if isinstance(config, Int8DynamicConfig):
+        return _int8_dynamic(float_path, target)
+    if isinstance(config, Int4WeightConfig):
+        return _int4_weight(float_path, config, target)
+    if isinstance(config, Fp16Config):
+        return _fp16(float_path, target)
+    raise CompressError(f"{config.recipe} does not rewrite a file's weights", recipe=config.recipe)
 
 
 def compress_failure(what: str, exc: BaseException, model_file: Path) -> CompressError:
@@ -90,12 +108,12 @@ def _fp32(module: Any, example: tuple[Any, ...], target: Path) -> None:
     litert_torch.convert(module.eval(), example).export(str(target))
 
 
-def _fp16(module: Any, example: tuple[Any, ...], target: Path) -> dict[str, Any]:
+def _fp16(float_path: Path, target: Path) -> dict[str, Any]:
     from ai_edge_quantizer import qtyping
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     # litert-torch has no float16 option: cast the weights of the fp32 file.
-    _requantized(module, example, target, lambda _: [Rule(
+    _rewritten(float_path, target, [Rule(
         qtyping.TFLOperationName.ALL_SUPPORTED, qtyping.OpQuantizationConfig(
             weight_tensor_config=qtyping.TensorQuantizationConfig(
                 num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
@@ -115,28 +133,19 @@ class Rule:
     algorithm: str = "min_max_uniform_quantize"
 
 
-def _requantized(module: Any, example: tuple[Any, ...], target: Path,
-                 rules: Callable[[Path], list[Rule]]) -> None:
-    """The fp32 file of ``module`` with its weights rewritten by ai-edge-quantizer.
-
-    ``rules`` reads the fp32 file and says how; operations no rule names keep float weights.
-    """
+def _rewritten(float_path: Path, target: Path, rules: list[Rule]) -> None:
+    """Write ``target``: ``float_path`` with its weights rewritten by ai-edge-quantizer as
+    ``rules`` say; operations no rule names keep float weights."""
     from ai_edge_quantizer import quantizer
     from ai_edge_quantizer.recipe_manager import RecipeManager
 
-    float_path = target.with_suffix(".fp32-tmp.tflite")
-    _fp32(module, example, float_path)
-    try:
-        recipe = RecipeManager()
-        for rule in rules(float_path):
-            recipe.add_quantization_config(regex=rule.scope, operation_name=rule.operation,
-                                           op_config=rule.op_config,
-                                           algorithm_key=rule.algorithm)
-        rewriting = quantizer.Quantizer(str(float_path))
-        rewriting.load_quantization_recipe(recipe.get_quantization_recipe())
-        rewriting.quantize().export_model(str(target), overwrite=True)
-    finally:
-        float_path.unlink(missing_ok=True)
+    recipe = RecipeManager()
+    for rule in rules:
+        recipe.add_quantization_config(regex=rule.scope, operation_name=rule.operation,
+                                       op_config=rule.op_config, algorithm_key=rule.algorithm)
+    rewriting = quantizer.Quantizer(str(float_path))
+    rewriting.load_quantization_recipe(recipe.get_quantization_recipe())
+    rewriting.quantize().export_model(str(target), overwrite=True)
 
 
 def _integer_weights(bits: int, granularity: str, *, dequantize_at_load: bool = False) -> Any:
@@ -205,7 +214,7 @@ def static_quantizer(per_channel: bool) -> Any:
         is_per_channel=per_channel, is_dynamic=False))
 
 
-def _int8_dynamic(module: Any, example: tuple[Any, ...], target: Path) -> dict[str, Any]:
+def _int8_dynamic(float_path: Path, target: Path) -> dict[str, Any]:
     """Dynamic range through ai-edge-quantizer, with the rules that make the file run
     right on tflite-runtime 2.14 too (each one a refusal or a wrong result seen there):
     per-tensor Linear (per-channel emits FULLY_CONNECTED v12, which 2.14 cannot load),
@@ -215,7 +224,7 @@ def _int8_dynamic(module: Any, example: tuple[Any, ...], target: Path) -> dict[s
     from ai_edge_quantizer import qtyping
 
     operation = qtyping.TFLOperationName
-    _requantized(module, example, target, lambda _: [
+    _rewritten(float_path, target, [
         Rule(operation.FULLY_CONNECTED, _integer_weights(8, "TENSORWISE")),
         Rule(operation.CONV_2D, _integer_weights(8, "CHANNELWISE")),
         Rule(operation.DEPTHWISE_CONV_2D, _integer_weights(8, "CHANNELWISE")),
@@ -227,26 +236,20 @@ def _int8_dynamic(module: Any, example: tuple[Any, ...], target: Path) -> dict[s
             "activations": "float, quantized at run time", "tool": "ai-edge-quantizer"}
 
 
-def _int4_weight(module: Any, example: tuple[Any, ...], config: Int4WeightConfig,
-                 target: Path) -> dict[str, Any]:
+def _int4_weight(float_path: Path, config: Int4WeightConfig, target: Path) -> dict[str, Any]:
     """Blockwise int4 Linear weights (activations float, quantized at run time), int4
     embedding tables per channel; convolutions keep float weights.  A Linear layer whose
     input size is not a multiple of the block gets one scale per output channel."""
     from ai_edge_quantizer import qtyping
 
     operation = qtyping.TFLOperationName
-    per_channel: list[str] = []
-
-    def rules(float_path: Path) -> list[Rule]:
-        per_channel.extend(_linear_outputs_not_in_blocks(float_path, config.block_size))
-        return [Rule(operation.FULLY_CONNECTED,
-                     _integer_weights(4, f"BLOCKWISE_{config.block_size}")),
-                *(Rule(operation.FULLY_CONNECTED, _integer_weights(4, "CHANNELWISE"),
-                       scope=re.escape(name)) for name in per_channel),
-                Rule(operation.EMBEDDING_LOOKUP,
-                     _integer_weights(4, "CHANNELWISE", dequantize_at_load=True))]
-
-    _requantized(module, example, target, rules)
+    per_channel = _linear_outputs_not_in_blocks(float_path, config.block_size)
+    _rewritten(float_path, target, [
+        Rule(operation.FULLY_CONNECTED, _integer_weights(4, f"BLOCKWISE_{config.block_size}")),
+        *(Rule(operation.FULLY_CONNECTED, _integer_weights(4, "CHANNELWISE"),
+               scope=re.escape(name)) for name in per_channel),
+        Rule(operation.EMBEDDING_LOOKUP,
+             _integer_weights(4, "CHANNELWISE", dequantize_at_load=True))])
     details: dict[str, Any] = {
         "weights": f"int4 (linear blockwise, {config.block_size} per block; embedding tables "
                    "per-channel); convolutions float",

@@ -81,32 +81,52 @@ def tflite_fidelity(model_path: Path, reference: Any,
     """
     import torch
 
+    def expected() -> Iterator[list[np.ndarray]]:
+        with torch.no_grad():
+            for sample in inputs:
+                outputs = reference(*sample)
+                yield [_as_numpy(want) for want in (
+                    outputs if isinstance(outputs, tuple | list) else (outputs,))]
+
+    return _agreement(expected(), tflite_outputs(model_path, inputs), len(inputs),
+                      reference="float model")
+
+
+def file_fidelity(model_path: Path, reference_path: Path,
+                  inputs: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Agreement of the file with another ``.tflite`` (the float file a user gave) on
+    ``inputs``: the figures of :func:`tflite_fidelity`."""
+    return _agreement(tflite_outputs(reference_path, inputs), tflite_outputs(model_path, inputs),
+                      len(inputs), reference="given file")
+
+
+def _agreement(expected: Iterable[list[np.ndarray]], outputs: Iterable[list[np.ndarray]],
+               count: int, *, reference: str) -> dict[str, Any]:
+    """The figures of :func:`tflite_fidelity` from ``count`` samples' outputs, each side a
+    list of float arrays per sample; ``reference`` names the expected side."""
     signal = noise = cosine = 0.0
     agree = 0
     wanted: list[list[np.ndarray]] = []
     computed: list[list[np.ndarray]] = []
-    with torch.no_grad():
-        for sample, outputs in zip(inputs, tflite_outputs(model_path, inputs), strict=True):
-            expected = reference(*sample)
-            expected = expected if isinstance(expected, tuple | list) else (expected,)
-            for want, got in zip(expected, outputs, strict=True):
-                want_np = _as_numpy(want).astype(np.float64).reshape(-1)
-                got_np = got.astype(np.float64).reshape(-1)
-                signal += float(np.sum(want_np ** 2))
-                noise += float(np.sum((want_np - got_np) ** 2))
-            wanted.append([_as_numpy(want) for want in expected])
-            computed.append(list(outputs))
-            first_want = _as_numpy(expected[0]).astype(np.float64).reshape(-1)
-            first_got = outputs[0].astype(np.float64).reshape(-1)
-            agree += int(np.argmax(first_want) == np.argmax(first_got))
-            cosine += _cosine(first_want, first_got)
+    for want_all, got_all in zip(expected, outputs, strict=True):
+        for want, got in zip(want_all, got_all, strict=True):
+            want_np = want.astype(np.float64).reshape(-1)
+            got_np = got.astype(np.float64).reshape(-1)
+            signal += float(np.sum(want_np ** 2))
+            noise += float(np.sum((want_np - got_np) ** 2))
+        wanted.append(want_all)
+        computed.append(list(got_all))
+        first_want = want_all[0].astype(np.float64).reshape(-1)
+        first_got = got_all[0].astype(np.float64).reshape(-1)
+        agree += int(np.argmax(first_want) == np.argmax(first_got))
+        cosine += _cosine(first_want, first_got)
     fidelity: dict[str, Any] = {
-        "top1_agreement": agree / len(inputs) if inputs else None,
-        "cosine_similarity": round(cosine / len(inputs), 6) if inputs else None,
+        "top1_agreement": agree / count if count else None,
+        "cosine_similarity": round(cosine / count, 6) if count else None,
         "sqnr_db": sqnr_db(signal, noise),
-        "fidelity_samples": len(inputs)}
+        "fidelity_samples": count}
     problems = [f"{side} outputs are {found}" for side, found in (
-        ("the float model's", degenerate(_per_output(wanted))),
+        (f"the {reference}'s", degenerate(_per_output(wanted))),
         ("the file's", degenerate(_per_output(computed)))) if found]
     if problems:
         fidelity["degenerate"] = "; ".join(problems)

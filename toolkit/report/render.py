@@ -103,10 +103,11 @@ class Plot:
 
 
 def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[ReportRow]:
-    # The fp32 recipe is the reference whatever its name in results (fp32-t1 in a sweep;
-    # fp32@gpu in an --accelerator sweep, whose records' recipe carries the accelerator).
+    # The fp32 recipe (or a .tflite as given) is the reference whatever its name in results
+    # (fp32-t1 in a sweep; fp32@gpu in an --accelerator sweep, whose records' recipe
+    # carries the accelerator).
     baseline_size = {r.target: r.size_bytes for r in run.results
-                     if r.recipe.partition("@")[0] == "fp32" and r.size_bytes is not None}
+                     if r.is_float_reference and r.size_bytes is not None}
     before = {r.key: r for r in (baseline.results if baseline else []) if r.ok}
     rows = []
     for result in run.results:
@@ -198,7 +199,7 @@ def render_markdown(run: StoredRun, *, baseline: StoredRun | None = None) -> str
     return _MARKDOWN.get_template("report.md.j2").render(
         run=run, baseline=baseline, by_target=_by_target(rows), boards=_boards(run),
         has_energy=any(r.energy for r in rows), profiles=profile_sections(run),
-        comparisons=profile_comparisons(run))
+        comparisons=profile_comparisons(run), reference=_reference_name(run))
 
 
 def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
@@ -207,7 +208,13 @@ def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
         run=run, baseline=baseline, rows=rows, boards=_boards(run), plots=report_plots(run),
         has_energy=any(r.energy for r in rows), has_notes=any(r.note for r in rows),
         runtimes=sorted({r.runtime for r in rows if r.runtime}), cross_board=_cross_board(run),
-        profiles=profile_sections(run), comparisons=profile_comparisons(run))
+        profiles=profile_sections(run), comparisons=profile_comparisons(run),
+        reference=_reference_name(run))
+
+
+def _reference_name(run: StoredRun) -> str:
+    """What the size column compares with: fp32, or the .tflite as the user gave it."""
+    return next((r.recipe for r in run.results if r.is_float_reference), "fp32")
 
 
 def write_report(run: StoredRun, out_dir: Path) -> dict[str, Path]:
@@ -288,8 +295,7 @@ def report_plots(run: StoredRun) -> list[Plot]:
             "File size per variant", sizes, plot_id="plot-size", axis=f"size ({unit})",
             label=lambda v: f"{v:g}",
             legend=[(0, "file"), (1, "gzip -9")] if any(len(r.bars) > 1 for r in sizes) else []),
-            "How much smaller than fp32 is each file? The .tflite file as deployed and "
-            "gzipped (what sparsity saves on the wire), with its ratio to fp32."))
+            _size_caption(_reference_name(run))))
     energy = [(r, e) for r in ordered if (e := r.energy_per_inference_mj) is not None]
     if energy:
         unit, factor = ("mJ", 1.0) if max(e for _, e in energy) >= 1 else ("uJ", 1000.0)
@@ -353,19 +359,25 @@ def _size_rows(results: list[ResultRecord]) -> tuple[list[svgplot.BarRow], str]:
     for r in results:
         if r.size_bytes is not None:
             first.setdefault(r.recipe, r)
-    reference = first["fp32"].size_bytes if "fp32" in first else None
+    named, reference = next(((recipe, r.size_bytes) for recipe, r in first.items()
+                             if r.is_float_reference), ("", None))
     largest = max((r.size_bytes or 0 for r in first.values()), default=0)
     unit, factor = ("MiB", 2**20) if largest >= 2**20 else ("KiB", 2**10)
     rows = []
     for recipe, r in first.items():
         size = r.size_bytes or 0
-        ratio = f", {size / reference:.2f}x fp32" if reference else ""
+        ratio = f", {size / reference:.2f}x {named}" if reference else ""
         bars = [(size / factor, f"{svgplot.format_bytes(size)}{ratio}")]
         gzipped = r.artifact.get("gzip_bytes")
         if isinstance(gzipped, int) and not isinstance(gzipped, bool):
             bars.append((gzipped / factor, f"gzip {svgplot.format_bytes(gzipped)}"))
         rows.append(svgplot.BarRow(recipe, bars, key=recipe))
     return rows, unit
+
+
+def _size_caption(reference: str) -> str:
+    return (f"How much smaller than {reference} is each file? The .tflite file as deployed "
+            f"and gzipped (what sparsity saves on the wire), with its ratio to {reference}.")
 
 
 def _slug(text: str) -> str:

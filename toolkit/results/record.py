@@ -160,6 +160,12 @@ class ResultRecord:
         return config if isinstance(config, Mapping) else {}
 
     @property
+    def is_float_reference(self) -> bool:
+        """The variant the others are compared with: fp32, or a .tflite as given (its
+        accelerator or thread count aside)."""
+        return self.recipe.partition("@")[0] == "fp32" or self.config.get("recipe") == "as-is"
+
+    @property
     def size_bytes(self) -> int | None:
         return _whole(self.artifact.get("size_bytes"))
 

@@ -101,7 +101,7 @@ class BenchOutcome:
 
 
 def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledTarget],
-          recipes: str = "fp32,int8",
+          recipes: str | None = None,
           out_dir: str | Path = DEFAULT_OUT_DIR, store_path: str | Path | None = None,
           settings: Mapping[str, Any] | None = None,
           health: Callable[[Target], str | None] | None = None,
@@ -112,6 +112,8 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
           accelerators: Sequence[str] | None = None,
           conversion_cache: str | Path | None = None) -> BenchOutcome:
     """Run every model's ``recipes`` on every target; store one run per model.
+
+    ``recipes`` None: each model's default (``fp32,int8``; a ``.tflite`` as given).
 
     The preset of :func:`toolkit.run.execute.execute` for a lab: every board at once,
     and a board that fails marks its cells while the others finish.
@@ -125,7 +127,8 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
     if not targets:
         raise UsageError("no target given; use for example --targets local")
     plan = RunPlan(models=tuple(Path(m) for m in models),
-                   recipes=tuple(parse_recipes(recipes)), boards=tuple(board_sources(targets)),
+                   recipes=tuple(parse_recipes(recipes)) if recipes else (),
+                   boards=tuple(board_sources(targets)),
                    settings=dict(settings or {}),
                    sweep=Sweep(threads=tuple(threads or ()),
                                accelerators=tuple(accelerators or ())),

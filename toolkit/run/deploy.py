@@ -81,7 +81,7 @@ def _failed_name(record: ResultRecord) -> str:
 
 
 def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
-           recipes: str = "fp32,int8", out_dir: str | Path = DEFAULT_OUT_DIR,
+           recipes: str | None = None, out_dir: str | Path = DEFAULT_OUT_DIR,
            store_path: str | Path | None = None, targets_dir: str | Path | None = None,
            settings: Mapping[str, Any] | None = None,
            threads: Sequence[int] | None = None,
@@ -99,6 +99,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
 
     The preset of :func:`toolkit.run.execute.execute` for one model: boards one after the
     other, and a board that fails fails the deploy.
+    ``recipes``: comma-separated chains; by default ``fp32,int8`` for a model file and
+    the file as given for a ``.tflite`` (which is always measured, as the baseline).
     ``threads`` sweeps thread counts (each target's own setting if None): every
     variant runs once per count, named ``VARIANT-tN`` in results when sweeping.
     ``accelerators`` sweeps accelerators (each target's own ``accelerator`` if None) the
@@ -131,7 +133,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
         raise UsageError("no target given; use for example --target local")
     chosen = load_lab(lab_file, targets_dir).select_jobs(names, coordinator=coordinator,
                                                          priority=priority)
-    plan = RunPlan(models=(Path(model_path),), recipes=tuple(parse_recipes(recipes)),
+    plan = RunPlan(models=(Path(model_path),),
+                   recipes=tuple(parse_recipes(recipes)) if recipes else (),
                    boards=tuple(board_sources(chosen)), settings=dict(settings or {}),
                    sweep=Sweep(threads=tuple(threads or ()),
                                accelerators=tuple(accelerators or ())),

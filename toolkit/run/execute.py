@@ -242,7 +242,7 @@ def _check_boards(plan: RunPlan, targets: list[Target],
 
 def _prepare(plan: RunPlan, source: ModelSource, run_id: str, staging: Path,
              say: Callable[[str], None]) -> PreparedModel:
-    artifacts, failed, references = prepare_model(source, list(plan.chains), staging,
+    artifacts, failed, references = prepare_model(source, list(plan.chains(source)), staging,
                                                   cache_dir=plan.policy.conversion_cache,
                                                   progress=say)
     model = PreparedModel(source, run_id, staging, plan.out_dir / "runs" / run_id,

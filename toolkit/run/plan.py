@@ -89,6 +89,8 @@ class RunPlan:
     come from their target files)."""
 
     models: tuple[Path, ...]
+    #: Empty: each model's default, ``fp32,int8`` for a model file, the file as given
+    #: (``fp32``) for a ``.tflite``.
     recipes: tuple[Chain, ...]
     boards: tuple[BoardSource, ...]
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -109,29 +111,38 @@ class RunPlan:
         except ProtocolError as exc:
             raise UsageError(str(exc)) from None
 
-    @property
-    def chains(self) -> tuple[Chain, ...]:
-        """The recipes to build; with a budget, fp32 too (its accuracy reference)."""
-        if self.policy.max_accuracy_drop is None or "fp32" in [c.recipe for c in self.recipes]:
-            return self.recipes
+    def chains(self, source: ModelSource) -> tuple[Chain, ...]:
+        """The recipes to build for ``source``; with a budget, fp32 too (its accuracy
+        reference)."""
         from toolkit.compress import parse_recipes
 
-        return (*parse_recipes("fp32"), *self.recipes)
+        recipes = self.recipes or tuple(parse_recipes("fp32" if source.is_tflite
+                                                      else "fp32,int8"))
+        if self.policy.max_accuracy_drop is None or "fp32" in [c.recipe for c in recipes]:
+            return recipes
+        return (*parse_recipes("fp32"), *recipes)
 
     def check_model(self, source: ModelSource) -> None:
         """The model file has what every recipe needs, before any conversion (as ``edge
         compress`` checks): a chain that fine-tunes needs ``train_data()``, ``int8-mixed``
         eval and calibration data.  A budget tries such chains and lets them fail alone."""
         if source.is_tflite:
+            from toolkit.compress._from_tflite import refusal
+
+            data = source.path.read_bytes()
+            for chain in self.chains(source):
+                reason = refusal(chain, data)
+                if reason:
+                    raise UsageError(f"{chain.recipe} on {source.path.name}: {reason}")
             return
         from toolkit.compress._mixed import require_measuring_data
 
         if self.policy.max_accuracy_drop is None and source.train_data is None:
-            tuned = [c.recipe for c in self.chains if c.needs_training_data]
+            tuned = [c.recipe for c in self.chains(source) if c.needs_training_data]
             if tuned:
                 raise ModelError(f"{tuned[0]} fine-tunes the model: {source.path} must define "
                                  "train_data() yielding (inputs, label)", path=source.path)
-        for chain in self.chains:
+        for chain in self.chains(source):
             if chain.needs_eval_data:
                 require_measuring_data(source, chain.recipe)
 

@@ -1,0 +1,160 @@
+"""Variants of a float ``.tflite`` a user gives, where no PyTorch model exists.
+
+Only recipes that rewrite a float file's weights can start from a ``.tflite``
+(``fp16``, ``int8-dynamic``, ``int4-weight``, through ai-edge-quantizer, the same rules
+as for a torch model's fp32 file); ``fp32`` is the file as given. Pruning, distillation,
+clustering and QAT change the model before conversion, and full-integer ``int8`` needs
+calibration inputs a ``.tflite`` does not carry: they are refused before anything is
+built (:func:`refusal`). The given file is the baseline every variant is judged against,
+on seeded random inputs: a ``.tflite`` has no labels, so agreement is by cosine.
+
+Variants are named after the file: the file as given is ``NAME.tflite``, the others keep
+their recipe names (``fp16``) and are written ``NAME.fp16.tflite`` beside it, so that no
+recipe's file can take the given file's name.
+
+Example::
+
+    refusal(parse_chain("prune:0.5+int8"))  # 'needs the PyTorch model: ...'
+    build_from_tflite(source, parse_recipes("fp32,fp16"), Path("out"))
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit._quiet import captured_native_output
+from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact
+from toolkit.compress._build import _agrees, _check_loads
+from toolkit.compress._convert import WEIGHT_ONLY, requantize_file
+from toolkit.compress._recipes import Chain, Fp32Config, Int8StaticConfig
+from toolkit.errors import CompressError
+from toolkit.model.load import ModelSource
+from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
+
+__all__ = ["AS_GIVEN", "build_from_tflite", "refusal"]
+
+#: The config recipe of the file deployed as given.
+AS_GIVEN = "as-is"
+#: Seeded random inputs the derived files are compared with the given file on.
+FIDELITY_SAMPLES = 32
+
+
+def refusal(chain: Chain, data: bytes) -> str | None:
+    """Why ``chain`` cannot be built from the ``.tflite`` whose bytes are ``data``, or None
+    when it can."""
+    if chain.transforms:
+        return ("needs the PyTorch model: pruning, distillation and clustering change the "
+                "model before it is converted; deploy the .py model file for it")
+    if isinstance(chain.conversion, Int8StaticConfig):
+        return ("needs calibration inputs, which a .tflite does not carry; use int8-dynamic, "
+                "or deploy the .py model file with calibration_data()")
+    if not isinstance(chain.conversion, (Fp32Config, *WEIGHT_ONLY)):
+        return "needs the PyTorch model; deploy the .py model file for it"
+    if isinstance(chain.conversion, WEIGHT_ONLY):
+        quantized = quantized_weights(data)
+        if quantized:
+            return (f"rewrites float weights, and the file's are already quantized "
+                    f"({quantized}); give its float version")
+    return None
+
+
+def quantized_weights(data: bytes) -> str | None:
+    """The types of the file's constant integer tensors that carry a quantization scale
+    (its weights quantized: ``"INT8"``), or None for a float file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {value: name for name, value in vars(schema.TensorType).items()
+             if not name.startswith("_")}
+    model = schema.Model.GetRootAs(data, 0)
+    found: set[str] = set()
+    for number in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(number)
+        for index in range(graph.TensorsLength()):
+            tensor = graph.Tensors(index)
+            quantization = tensor.Quantization()
+            constant = tensor.Buffer() > 0 and model.Buffers(tensor.Buffer()).DataLength() + \
+                model.Buffers(tensor.Buffer()).Size() > 0
+            if constant and quantization is not None and quantization.ScaleLength() and \
+                    names.get(tensor.Type(), "") not in ("FLOAT32", "FLOAT16"):
+                found.add(names.get(tensor.Type(), str(tensor.Type())))
+    # An int8 file's biases are int32 with a scale too: name the weights' type.
+    return ", ".join(sorted(found - {"INT32"} or found)) or None
+
+
+def build_from_tflite(source: ModelSource, chains: list[Chain], folder: Path, *,
+                      progress: Callable[[str], None] = lambda _: None,
+                      failed: list[FailedVariant] | None = None) -> list[Artifact]:
+    """The given file (always, first) and each chain's rewrite of it, in ``folder``.
+
+    ``failed``: as for :func:`toolkit.compress.build_artifacts`, a chain whose rewrite
+    fails is appended there with its reason; without it, the failure is raised.
+    """
+    given = folder / source.path.name
+    shutil.copyfile(source.path, given)
+    artifacts = [describe_artifact(source.path.name, given, config={"recipe": AS_GIVEN})]
+    inputs = _random_inputs(given)
+    for chain in chains:
+        if isinstance(chain.conversion, Fp32Config):
+            continue  # the file as given is the float variant
+        raise_if_interrupted()
+        target = folder / f"{source.path.stem}.{chain.file_stem}.tflite"
+        progress(f"{chain.recipe}: rewriting {source.path.name}'s weights")
+        try:
+            artifacts.append(_rewritten(chain, given, target, inputs))
+        except CompressError as exc:
+            if failed is None:
+                raise
+            reason = str(exc).removeprefix(f"{chain.recipe}: ")
+            failed.append(FailedVariant(variant=chain.recipe, config=chain.to_dict(),
+                                        stage="compress", error=reason))
+            progress(f"{chain.recipe}: failed: {reason}")
+    return artifacts
+
+
+def _rewritten(chain: Chain, given: Path, target: Path,
+               inputs: list[tuple[np.ndarray, ...]]) -> Artifact:
+    from device_agent.runtime import find_runtime
+    from toolkit.compress.evaluate import file_fidelity
+
+    try:
+        # ai-edge-quantizer prints its own summary; Ctrl-C waits until it returns, as
+        # for every conversion (raised inside it, it could be swallowed).
+        with interrupts_deferred(), captured_native_output():
+            details = requantize_file(given, chain.conversion, target)
+    except Exception as exc:  # noqa: BLE001 - the quantizer raises anything on a file it cannot rewrite
+        target.unlink(missing_ok=True)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CompressError(f"{chain.recipe}: ai-edge-quantizer could not rewrite "
+                            f"{given.name}: {first}", recipe=chain.recipe) from None
+    _check_loads(target, chain.recipe)
+    fidelity = file_fidelity(target, given, inputs)
+    host = {**find_runtime().describe(), "loads": True,
+            "top1_agreement_with_source": fidelity["top1_agreement"],
+            "cosine_with_source": fidelity["cosine_similarity"],
+            **({"degenerate": fidelity["degenerate"]} if fidelity.get("degenerate") else {}),
+            "ok": _agrees(fidelity, "cosine")}
+    return describe_artifact(
+        chain.recipe, target, config=chain.to_dict(), details=details,
+        fidelity={**fidelity, "agreement_metric": "cosine",
+                  "inputs_from": "seeded random inputs", "reference": f"given {given.name}"},
+        runtime_compat=[host])
+
+
+def _random_inputs(path: Path) -> list[tuple[np.ndarray, ...]]:
+    """Seeded standard-normal inputs of the file's input shapes (integer inputs zero: a
+    random integer is not a valid token id)."""
+    from device_agent.runtime import find_runtime
+
+    with captured_native_output():
+        details: list[dict[str, Any]] = find_runtime().interpreter_class(
+            model_path=str(path)).get_input_details()
+    rng = np.random.default_rng(0)
+    return [tuple(rng.standard_normal(tuple(d["shape"])).astype(np.float32)
+                  if np.issubdtype(np.dtype(d["dtype"]), np.floating)
+                  or d["quantization"][0] else np.zeros(tuple(d["shape"]), d["dtype"])
+                  for d in details) for _ in range(FIDELITY_SAMPLES)]
