@@ -3,10 +3,15 @@
 Each artifact is named by what it is (``fp32.tflite``) in the bundle and by its
 sha256 on the board, so a board never confuses two builds of one variant.
 
+``manifest.json`` carries ``manifest_version`` (:data:`MANIFEST_VERSION`); a manifest
+written before it had none and reads as version 1.  :func:`read_manifest` refuses a newer
+one in one line, naming the file and the version this edge reads.
+
 Example::
 
     artifact = describe_artifact("int8", path, config={...}, accuracy=0.98)
     write_manifest(bundle_dir, source, [artifact])
+    read_manifest(bundle_dir / "manifest.json")["variants"][0]["sha256"]
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Required, TypedDict
+from typing import Protocol, Required, TypedDict, cast
 
 from device_agent.protocol import sha256_file
+from toolkit.errors import UsageError
 from toolkit.model.load import ModelSource
 from toolkit.results.facts import (
     ArtifactEntry,
@@ -31,6 +37,10 @@ from toolkit.results.facts import (
     runtime_check_of,
 )
 from toolkit.results.record import ResultRecord, Stage, Status
+
+#: The shape of ``manifest.json`` this edge writes and reads (see :class:`Manifest`); one
+#: without ``manifest_version`` was written before the field and is version 1.
+MANIFEST_VERSION = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,6 +253,7 @@ class Manifest(TypedDict, total=False):
     """``manifest.json``: the model, one entry per variant built, the ones that failed, and
     with ``--max-accuracy-drop`` the ``selection``."""
 
+    manifest_version: Required[int]
     model: Required[ManifestModel]
     variants: Required[list[ArtifactEntry]]
     failed: list[FailedEntry]
@@ -257,6 +268,7 @@ def write_manifest(bundle_dir: Path, source: ModelSource, artifacts: list[Artifa
     ``failed``: the variants that could not be built, each with its stage and reason.
     """
     manifest: Manifest = {
+        "manifest_version": MANIFEST_VERSION,
         "model": {"name": source.name, "path": str(source.path), "sha256": source.sha256},
         "variants": [artifact.to_dict() for artifact in artifacts]}
     if failed:
@@ -267,3 +279,26 @@ def write_manifest(bundle_dir: Path, source: ModelSource, artifacts: list[Artifa
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return path
 
+
+def read_manifest(path: Path) -> Manifest:
+    """The manifest at ``path``; a :class:`UsageError` in one line when it cannot be read, is
+    not a manifest, or is of a version newer than :data:`MANIFEST_VERSION`.
+
+    A manifest without ``manifest_version`` (written before the field) reads as version 1.
+    """
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"manifest {path} cannot be read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"manifest {path} is not JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("variants"), list) \
+            or not isinstance(document.get("model"), dict):
+        raise UsageError(f"{path} is not an edge manifest (no model and variants)")
+    version = document.setdefault("manifest_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise UsageError(f"manifest {path} has version {version!r}, not a whole number >= 1")
+    if version > MANIFEST_VERSION:
+        raise UsageError(f"manifest {path} has version {version}; this edge reads version "
+                         f"{MANIFEST_VERSION} and older: upgrade edge")
+    return cast(Manifest, document)
