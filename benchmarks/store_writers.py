@@ -46,7 +46,8 @@ from tests.postgres import SCHEMA_2_DDL, postgres_server  # noqa: E402
 from tests.postgres import unavailable as postgres_unavailable  # noqa: E402
 from tests.records import make_run, record  # noqa: E402
 from toolkit.results.record import ResultRecord  # noqa: E402
-from toolkit.results.store import ResultsStore, StoredRun, record_json  # noqa: E402
+from toolkit.results.schema import record_json  # noqa: E402
+from toolkit.results.store import ResultsStore, StoredRun  # noqa: E402
 
 #: One controller: waits for the common start, then stores its runs one ``edge deploy`` each.
 WRITER = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -21,7 +22,8 @@ from toolkit.results.record import (
     Stage,
     Status,
 )
-from toolkit.results.store import ResultsStore, migration_sql
+from toolkit.results.schema import migration_sql
+from toolkit.results.store import ResultsStore
 from toolkit.run.deploy import deploy
 
 from .records import BOARD, record
@@ -86,6 +88,21 @@ def test_the_paths_store_queries_read_are_where_the_record_writes_them() -> None
 def test_the_record_knows_every_key_an_artifact_writes() -> None:
     written = set(an_artifact().to_dict())
     assert ARTIFACT_KEYS == written - {"variant", "recipe"}
+
+
+def test_replace_may_change_every_field_of_a_record() -> None:
+    from toolkit.results.record import _Changes
+
+    assert set(_Changes.__annotations__) == {f.name for f in dataclasses.fields(ResultRecord)}
+
+
+def test_the_typed_blocks_keep_what_the_agent_sent_and_read_it_back() -> None:
+    record = ResultRecord.measured_on("pi", an_artifact(), AGENT_ANSWER, board=BOARD,
+                                      threads=2, swept=False)
+    assert record.board == BOARD and record.board is not BOARD
+    assert record.latency_ms["robust_cv"] == 0.02 and record.verdict == "INVALID"
+    assert record.to_dict()["a_figure_from_a_newer_agent"] == {"kept": True}  # kept, untyped
+    assert ResultRecord.from_dict(record.to_dict()) == record
 
 
 def test_an_unknown_status_is_refused_with_the_known_ones_named() -> None:

@@ -14,8 +14,10 @@ from click.testing import CliRunner
 from toolkit.cli.main import main
 from toolkit.errors import StoreError, UsageError
 from toolkit.model.project import resolve_store_path
+from toolkit.results.export import load_export
 from toolkit.results.record import ResultRecord
-from toolkit.results.store import SCHEMA_VERSION, ResultsStore, load_export, migration_sql
+from toolkit.results.schema import SCHEMA_VERSION, migration_sql
+from toolkit.results.store import ResultsStore
 
 from .records import make_run, record
 

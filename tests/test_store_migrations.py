@@ -1,7 +1,7 @@
 """Schema migrations: a store of every older schema, SQLite or PostgreSQL, opened by this edge.
 
 Older stores are built the way older edge built them: on SQLite by running the old steps
-(:data:`toolkit.results.store.MIGRATIONS` is history, never edited), on PostgreSQL from the DDL
+(:data:`toolkit.results.schema.MIGRATIONS` is history, never edited), on PostgreSQL from the DDL
 schema-2 edge ran (``tests/postgres.SCHEMA_2_DDL``, a copy of its text).
 """
 
@@ -18,7 +18,8 @@ import pytest
 
 from toolkit.errors import StoreError
 from toolkit.results.record import ResultRecord
-from toolkit.results.store import SCHEMA_VERSION, ResultsStore, migration_sql, record_json
+from toolkit.results.schema import SCHEMA_VERSION, migration_sql, record_json
+from toolkit.results.store import ResultsStore
 
 from .postgres import SCHEMA_2_DDL
 from .records import make_run, record

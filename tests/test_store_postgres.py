@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from toolkit.cli.main import main
 from toolkit.errors import StoreError, UsageError
 from toolkit.model.project import resolve_store_path
-from toolkit.results.store import SCHEMA_VERSION, ResultsStore, describe_store, store_location
+from toolkit.results.schema import SCHEMA_VERSION
+from toolkit.results.store import ResultsStore, describe_store, store_location
 
 from .records import make_run, record
 

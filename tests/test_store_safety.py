@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 from toolkit.cli.main import main
 from toolkit.errors import StoreError
-from toolkit.results import store as store_module
-from toolkit.results.store import ResultsStore, StoredRun, load_run_folder
+from toolkit.results import database
+from toolkit.results.export import load_run_folder
+from toolkit.results.store import ResultsStore, StoredRun
 from toolkit.run.execute import make_staging_dir, publish_run
 from toolkit.run.staging import sweep_staging
 
@@ -82,8 +83,8 @@ def test_a_store_locked_past_every_retry_says_so(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "s.sqlite"
     sqlite3.connect(path).close()
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
-    monkeypatch.setattr(store_module, "LOCK_RETRIES", 1)
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(database, "LOCK_RETRIES", 1)
     holder = hold_write_lock(path, 2.0)
     try:
         with pytest.raises(StoreError) as caught:

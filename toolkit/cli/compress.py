@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from toolkit.cli.table import echo_table
 from toolkit.defaults import compress_budget_candidates
 from toolkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from toolkit.results.facts import Fidelity
 
 
 def _progress(message: str) -> None:
@@ -44,6 +47,7 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
 
     Example: edge compress examples/digits_cnn.py --recipe fp32,int8,prune:0.8 -o out
     """
+    from toolkit.artifacts.bundle import read_manifest
     from toolkit.compress import compress_to_folder
 
     if analyze:
@@ -57,13 +61,13 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
     manifest_path = compress_to_folder(model, recipes, out_dir, progress=_progress,
                                        compat_pythons=compat_pythons,
                                        max_accuracy_drop=max_accuracy_drop)
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = read_manifest(manifest_path)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
     rows = []
     for v in manifest["variants"]:
-        fidelity = v.get("fidelity") or {}
+        fidelity: Fidelity = v.get("fidelity") or {}
         sqnr = fidelity.get("sqnr_db")
         rows.append([v["recipe"], str(v["size_bytes"]), str(v["gzip_bytes"]),
                      "-" if v.get("accuracy") is None else f"{v['accuracy']:.4f}",
@@ -87,7 +91,7 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
     click.echo(f"manifest: {manifest_path}")
 
 
-def _agreement(fidelity: dict[str, Any]) -> str:
+def _agreement(fidelity: Fidelity) -> str:
     """Agreement with the float model by the metric that fits the output: ``0.996`` (top-1
     of logits) or ``cos 0.9999`` (embeddings, for a model without labels)."""
     if fidelity.get("agreement_metric") == "cosine":

@@ -66,7 +66,7 @@ def list_runs(store_path: str | None, limit: int, model_name: str | None, as_jso
 def show_run(run: str, store_path: str | None, as_json: bool) -> None:
     """Show RUN (a run id, a tag, or latest).  Example: edge runs show latest"""
     from toolkit.report.render import render_markdown
-    from toolkit.results.store import export_json
+    from toolkit.results.export import export_json
 
     with open_store(store_path) as store:
         stored = store.get_run(run)
@@ -92,7 +92,7 @@ def tag_run(run: str, name: str, store_path: str | None) -> None:
 @output_file_option
 def export_run(run: str, store_path: str | None, fmt: str, output: Path | None) -> None:
     """Export RUN as JSON or CSV.  Example: edge runs export main -o edge-baseline.json"""
-    from toolkit.results.store import export_csv, export_json
+    from toolkit.results.export import export_csv, export_json
 
     with open_store(store_path) as store:
         stored = store.get_run(run)
@@ -113,7 +113,8 @@ def import_run(folder: Path, store_path: str | None) -> None:
 
     Example: edge runs import edge-out/runs/20261201-101500-ab12cd --store fixed.sqlite
     """
-    from toolkit.results.store import ResultsStore, import_run_folder
+    from toolkit.results.export import import_run_folder
+    from toolkit.results.store import ResultsStore
 
     default = DEFAULT_OUT_DIR / "results.sqlite"
     with ResultsStore(resolve_store_path(store_path, default=default)) as store:

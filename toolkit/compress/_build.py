@@ -47,6 +47,7 @@ from toolkit.compress.compat import runtime_compat
 from toolkit.compress.evaluate import tflite_accuracy, tflite_fidelity
 from toolkit.errors import CompressError, ModelError, OutputError, UsageError
 from toolkit.model.load import ModelSource, load_model_source
+from toolkit.results.facts import runtime_check_of
 from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
 
 _log = logging.getLogger(__name__)
@@ -299,8 +300,8 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
         progress(f"checking every file under {python}")
         checked = runtime_compat(python, [a.path for a in artifacts],
                                  inputs[0][:COMPAT_SAMPLES])
-        artifacts = [dataclasses.replace(a, runtime_compat=[*a.runtime_compat,
-                                                             checked[a.path.name]])
+        artifacts = [dataclasses.replace(a, runtime_compat=[
+                         *a.runtime_compat, runtime_check_of(checked[a.path.name])])
                      for a in artifacts]
     return artifacts
 

@@ -672,9 +672,9 @@ def _at(where: tuple[str, str], **fields: Any) -> MetricCheck:
 
 def _same_board(target: str, baseline: StoredRun, run: StoredRun) -> None:
     def identity(stored: StoredRun) -> dict[str, str]:
-        board = next((r.board for r in stored.results
-                      if r.target == target and r.board), None) or {}
-        return {key: str(board.get(key, "")) for key in BOARD_IDENTITY}
+        board = next((r.board for r in stored.results if r.target == target and r.board),
+                     None)
+        return {key: str(board.get(key, "")) if board else "" for key in BOARD_IDENTITY}
 
     before, after = identity(baseline), identity(run)
     differing = [key for key in BOARD_IDENTITY if before[key] and after[key]
@@ -727,7 +727,7 @@ def load_baseline(ref: str, store: Any) -> StoredRun:
     """BASE as the user gives it: a baseline JSON file (``edge runs export``), a run id or a tag."""
     from pathlib import Path
 
-    from toolkit.results.store import load_export
+    from toolkit.results.export import load_export
 
     path = Path(ref)
     if ref.endswith(".json") or path.is_file():

@@ -16,11 +16,10 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from toolkit.report import svgplot
+from toolkit.results.facts import Profile, ProfileRow
 from toolkit.results.record import ResultRecord
 from toolkit.results.store import StoredRun
 from toolkit.units import format_duration
@@ -97,7 +96,7 @@ def profile_sections(run: StoredRun) -> list[ProfileSection]:
     return sections
 
 
-def heaviest(profile: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def heaviest(profile: Profile) -> list[ProfileRow]:
     """The profile's rows, heaviest first: by p50 (robust to a shared machine's stalls),
     then by mean (XNNPACK's whole microseconds tie small operators' p50; their mean over
     the profiled runs still tells them apart).
@@ -106,18 +105,18 @@ def heaviest(profile: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     keep run order among themselves: ranking them by a difference the profile cannot
     resolve would reorder them from one profile to the next.
     """
-    def times(row: Mapping[str, Any]) -> tuple[float, float]:
+    def times(row: ProfileRow) -> tuple[float, float]:
         return float(row.get("p50_us", row["mean_us"])), float(row["mean_us"])
 
-    def tie(first: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    def tie(first: ProfileRow, other: ProfileRow) -> bool:
         return all(abs(a - b) <= TIE_SHARE * max(a, b)
                    for a, b in zip(times(first), times(other), strict=True))
 
-    def run_order(row: Mapping[str, Any]) -> int:
+    def run_order(row: ProfileRow) -> int:
         return int(row.get("index", 0))
 
-    ranked: list[Mapping[str, Any]] = []
-    tied: list[Mapping[str, Any]] = []
+    ranked: list[ProfileRow] = []
+    tied: list[ProfileRow] = []
     for row in sorted(profile.get("ops", []), key=lambda row: tuple(-t for t in times(row))):
         if tied and not tie(tied[0], row):
             ranked += sorted(tied, key=run_order)
@@ -126,7 +125,7 @@ def heaviest(profile: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return ranked + sorted(tied, key=run_order)
 
 
-def profile_summary(result: ResultRecord, profile: Mapping[str, Any]) -> str:
+def profile_summary(result: ResultRecord, profile: Profile) -> str:
     """One sentence: how it was profiled, the total under the profiler, and what that cost."""
     total = profile.get("total_us", {})
     text = (f"{profile.get('method', 'profiled')}, {profile.get('runs', '?')} runs: "
@@ -155,12 +154,12 @@ def profile_comparisons(run: StoredRun) -> list[ProfileComparison]:
         reference = profiled.get((target, "fp32"))
         if reference is None or "int8" not in quantized.recipe:
             continue
-        comparisons.append(_compare(target, variant, reference.profile or {},
-                                    quantized.profile or {}))
+        comparisons.append(_compare(target, variant, reference.profile or Profile(),
+                                    quantized.profile or Profile()))
     return comparisons
 
 
-def _by_node_type(profile: Mapping[str, Any]) -> dict[str, float]:
+def _by_node_type(profile: Profile) -> dict[str, float]:
     """Mean time per run by op type, typed by the TFLite node where a row names one.
 
     Two variants' rows may come from different kernels (XNNPACK's operators for fp32, the
@@ -174,8 +173,8 @@ def _by_node_type(profile: Mapping[str, Any]) -> dict[str, float]:
     return totals
 
 
-def _compare(target: str, variant: str, fp32: Mapping[str, Any],
-             quantized: Mapping[str, Any]) -> ProfileComparison:
+def _compare(target: str, variant: str, fp32: Profile,
+             quantized: Profile) -> ProfileComparison:
     before, after = _by_node_type(fp32), _by_node_type(quantized)
     types = sorted(set(before) | set(after), key=lambda op: -max(before.get(op, 0.0),
                                                                   after.get(op, 0.0)))
@@ -209,7 +208,7 @@ def _compare(target: str, variant: str, fp32: Mapping[str, Any],
                              sentence, svg, plot_id)
 
 
-def _layers(fp32: Mapping[str, Any], quantized: Mapping[str, Any]) -> tuple[dict[str, str], ...]:
+def _layers(fp32: Profile, quantized: Profile) -> tuple[dict[str, str], ...]:
     """Layer by layer, where both variants ran the same operator sequence: the layers
     that lost most in the quantized variant first (none when the sequences differ)."""
     a, b = list(fp32.get("ops", [])), list(quantized.get("ops", []))
@@ -224,12 +223,12 @@ def _layers(fp32: Mapping[str, Any], quantized: Mapping[str, Any]) -> tuple[dict
                  for x, y in pairs[:TOP_LAYERS])
 
 
-def _op_label(row: Mapping[str, Any]) -> str:
+def _op_label(row: ProfileRow) -> str:
     node = f" {row['node_op']}" if row.get("node_op") and row["node_op"] != row["op"] else ""
     return f"#{row.get('index', '?')} {row['op']}{node}"
 
 
-def _node(row: Mapping[str, Any]) -> str:
+def _node(row: ProfileRow) -> str:
     """``node 3 CONV_2D v3 -> 1x8x8x32``, as far as the profile knows it."""
     if row.get("node") is None:
         return ""
@@ -241,12 +240,12 @@ def _node(row: Mapping[str, Any]) -> str:
     return text
 
 
-def _us(value: Any, *, sign: bool = False) -> str:
+def _us(value: float, *, sign: bool = False) -> str:
     text = format_duration(float(value) / 1e3) if float(value) else "0 us"
     return ("+" + text if sign and float(value) >= 0 else text)
 
 
-def _share(row: Mapping[str, Any]) -> str:
+def _share(row: ProfileRow) -> str:
     share = row.get("share")
     return f"{float(share):.1%}" if isinstance(share, (int, float)) else ""
 

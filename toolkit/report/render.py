@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import jinja2
 
@@ -32,16 +32,18 @@ from toolkit.defaults import FORMATS as FORMATS
 from toolkit.errors import UsageError
 from toolkit.report import svgplot
 from toolkit.report.profile import profile_comparisons, profile_sections
+from toolkit.results.export import export_json
 from toolkit.results.record import ResultRecord
-from toolkit.results.store import StoredRun, export_json
+from toolkit.results.store import StoredRun
 from toolkit.safe_text import markdown_text
 from toolkit.units import format_duration
 
 
-def _environment(**options: Any) -> jinja2.Environment:
+def _environment(*, autoescape: bool,
+                 finalize: Callable[[object], object] | None = None) -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.PackageLoader("toolkit.report", "templates"),
                               undefined=jinja2.StrictUndefined, trim_blocks=True,
-                              lstrip_blocks=True, **options)
+                              lstrip_blocks=True, autoescape=autoescape, finalize=finalize)
 
 
 # Escaping is chosen by what a template renders, not by its file name: select_autoescape
@@ -384,7 +386,14 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text)
 
 
-def _cross_board(run: StoredRun) -> dict[str, Any] | None:
+class CrossBoard(TypedDict):
+    """The report's table across boards: the targets, and per variant its cell per target."""
+
+    targets: list[str]
+    rows: dict[str, dict[str, str]]
+
+
+def _cross_board(run: StoredRun) -> CrossBoard | None:
     """variant -> target -> median ms, when the run spans boards."""
     targets = sorted({r.target for r in run.results})
     if len(targets) < 2:

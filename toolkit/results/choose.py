@@ -20,12 +20,12 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from toolkit.artifacts.bundle import Artifact
 from toolkit.errors import UsageError
+from toolkit.results.facts import RuntimeCheck
 from toolkit.results.record import ResultRecord
 
 #: Two-sided 95 % normal quantile, for the distribution-free interval of a median.
@@ -62,10 +62,12 @@ def split_by_budget(artifacts: Sequence[Artifact],
     return within, over
 
 
-def _fine_tune_hint(config: dict[str, Any]) -> str:
+def _fine_tune_hint(config: Mapping[str, object]) -> str:
     """For a chain that fine-tunes, how to give it more training (the recipe grammar's
     options), since its fixed default epochs may be what lost the accuracy."""
-    tuned = [step for step in config.get("steps") or () if step.get("epochs")]
+    steps = config.get("steps")
+    tuned = [step for step in steps if isinstance(step, Mapping) and step.get("epochs")] \
+        if isinstance(steps, list) else []
     if not tuned:
         return ""
     step = tuned[-1]
@@ -73,7 +75,7 @@ def _fine_tune_hint(config: dict[str, Any]) -> str:
             f"recover it (add :epochs={2 * int(step['epochs'])} to that step)")
 
 
-def _compat(check: dict[str, Any]) -> str:
+def _compat(check: RuntimeCheck) -> str:
     runtime = f"{check.get('name', 'a runtime')} {check.get('version', '')}".strip()
     agreement = check.get("top1_agreement_with_source", check.get("top1_agreement"))
     why = check.get("error") or (f"top-1 agreement {agreement:.3f} with the source"

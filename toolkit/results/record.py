@@ -22,7 +22,9 @@ Stored shapes (``record_version``):
   ``stage`` they happened in.
 
 Keys this version does not know are kept with the measurements and written back
-unchanged (an agent newer than the host adds figures).
+unchanged (an agent newer than the host adds figures).  Each block's shape (the board's
+facts, the artifact's, the agent's figures, the stored record itself) is a ``TypedDict`` of
+:mod:`toolkit.results.facts`.
 
 Example::
 
@@ -35,15 +37,35 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
+
+from toolkit.results.facts import (
+    ARTIFACT_KEYS,
+    RECORD_KEYS,
+    ArtifactFacts,
+    BoardFacts,
+    LatencySummary,
+    Measurements,
+    Profile,
+    StoredRecord,
+    ThermalFacts,
+    artifact_facts_of,
+    board_of,
+    measurements_of,
+)
 
 if TYPE_CHECKING:
     from toolkit.artifacts.bundle import Artifact
 
 #: The shape :meth:`ResultRecord.to_dict` writes; see the module docstring for each version.
 RECORD_VERSION = 2
+#: ARTIFACT_KEYS, the keys :meth:`Artifact.to_dict` writes besides ``variant`` and ``recipe``
+#: (a test holds the two in step), is defined beside the shape it names,
+#: :class:`~toolkit.results.facts.ArtifactFacts`.
+__all__ = ["ARTIFACT_KEYS", "BOARD_IDENTITY", "RECORD_VERSION", "STORED_PATHS", "ResultRecord",
+           "Stage", "Status", "artifact_facts"]
 
 
 class Status(enum.StrEnum):
@@ -55,13 +77,12 @@ class Status(enum.StrEnum):
     SKIPPED = "skipped"  # edge bench: the board was left out (its health check failed)
 
     @classmethod
-    def parse(cls, value: Any, where: str = "result record") -> Status:
+    def parse(cls, value: object, where: str = "result record") -> Status:
         """``value`` as a Status; a ValueError naming the known ones otherwise."""
-        try:
+        if isinstance(value, str) and value in cls.__members__.values():
             return cls(value)
-        except ValueError:
-            known = ", ".join(s.value for s in cls)
-            raise ValueError(f"{where}: status {value!r} is not one of {known}") from None
+        known = ", ".join(s.value for s in cls)
+        raise ValueError(f"{where}: status {value!r} is not one of {known}")
 
 
 class Stage(enum.StrEnum):
@@ -72,12 +93,6 @@ class Stage(enum.StrEnum):
     MEASURE = "measure"    # the agent answered that it could not measure the variant
 
 
-#: The keys :meth:`Artifact.to_dict` writes besides ``variant`` and ``recipe`` (a test
-#: holds the two in step): the facts known about a file before it runs.
-ARTIFACT_KEYS = frozenset({
-    "file", "sha256", "size_bytes", "gzip_bytes", "config", "accuracy", "eval_samples",
-    "compress_seconds", "details", "parameters", "nonzero_parameters", "macs", "fidelity",
-    "calibration", "runtime_compat", "ops", "oldest_runtime"})
 #: Where the stored JSON keeps the figures a store query reads without loading whole records
 #: (``ResultsStore.latency_history``); :meth:`ResultRecord.to_dict` writes them there.
 #: Board facts that must agree for two results of one target to come from one board.
@@ -86,9 +101,6 @@ STORED_PATHS: dict[str, tuple[str, ...]] = {
     "sha256": ("sha256",), **{fact: ("board", fact) for fact in BOARD_IDENTITY},
     "p50_ms": ("latency_ms", "p50"), "p99_ms": ("latency_ms", "p99"),
     "verdict": ("verdict", "status")}
-#: Keys of the record itself; every other key is the artifact's or a measurement.
-_OWN_KEYS = frozenset({"record_version", "target", "variant", "recipe", "threads", "status",
-                       "stage", "error", "error_class", "board", "chosen", "measured_beside"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,11 +122,11 @@ class ResultRecord:
     error: str | None = None
     #: edge bench: the kind of failure (infrastructure, job, result, usage, unhealthy).
     error_class: str | None = None
-    artifact: Mapping[str, Any] = field(default_factory=dict)
-    board: Mapping[str, Any] | None = None
+    artifact: ArtifactFacts = field(default_factory=ArtifactFacts)
+    board: BoardFacts | None = None
     #: The agent's figures (latency_ms, latency_samples_ms, peak_rss_bytes, verdict, ...)
     #: and any key this version does not know.
-    measured: Mapping[str, Any] = field(default_factory=dict)
+    measured: Measurements = field(default_factory=Measurements)
     #: ``--max-accuracy-drop``: why this variant was picked on its target.
     chosen: str | None = None
     #: Other boards measured at the same time on the same machine (same kernel boot id).
@@ -155,7 +167,7 @@ class ResultRecord:
     # --- artifact facts -------------------------------------------------------------
 
     @property
-    def config(self) -> Mapping[str, Any]:
+    def config(self) -> Mapping[str, object]:
         config = self.artifact.get("config")
         return config if isinstance(config, Mapping) else {}
 
@@ -185,8 +197,8 @@ class ResultRecord:
     @property
     def board_identity(self) -> tuple[str, ...]:
         """The :data:`BOARD_IDENTITY` facts of the board it ran on ("" where unknown)."""
-        board = self.board or {}
-        return tuple(str(board.get(fact, "")) for fact in BOARD_IDENTITY)
+        board = self.board
+        return tuple(str(board.get(fact, "")) if board else "" for fact in BOARD_IDENTITY)
 
     @property
     def sha256(self) -> str | None:
@@ -196,10 +208,10 @@ class ResultRecord:
     # --- measurements ---------------------------------------------------------------
 
     @property
-    def latency_ms(self) -> Mapping[str, Any]:
+    def latency_ms(self) -> LatencySummary:
         """The agent's latency summary (p50, p90, p99, mean, ...; cv, robust_cv when sent)."""
         latency = self.measured.get("latency_ms")
-        return latency if isinstance(latency, Mapping) else {}
+        return latency if isinstance(latency, Mapping) else LatencySummary()
 
     def latency(self, key: str) -> float | None:
         """One figure of :attr:`latency_ms` (``"p50"``), None when not measured."""
@@ -271,7 +283,7 @@ class ResultRecord:
         return None if value is None else 1000.0 * value
 
     @property
-    def profile(self) -> Mapping[str, Any] | None:
+    def profile(self) -> Profile | None:
         """The board's per-operator profile (``--profile``): rows in run order (``ops``), a
         summary by op type (``by_type``), the profiled pass's total and overhead, or
         ``{"error": ...}``; None when no profile was asked for."""
@@ -279,44 +291,52 @@ class ResultRecord:
         return profile if isinstance(profile, Mapping) else None
 
     @property
-    def thermal(self) -> Mapping[str, Any]:
+    def thermal(self) -> ThermalFacts:
         thermal = self.measured.get("thermal")
-        return thermal if isinstance(thermal, Mapping) else {}
+        return thermal if isinstance(thermal, Mapping) else ThermalFacts()
 
     # --- building and serialising ---------------------------------------------------
 
     @classmethod
-    def measured_on(cls, target: str, artifact: Artifact, answer: Mapping[str, Any], *,
-                    board: Mapping[str, Any], threads: int, swept: bool) -> ResultRecord:
+    def measured_on(cls, target: str, artifact: Artifact, answer: Mapping[str, object], *,
+                    board: Mapping[str, object], threads: int, swept: bool) -> ResultRecord:
         """The record of ``artifact`` run on ``threads`` threads, from the agent's ``answer``
-        (one validated entry of a result's ``variants``)."""
+        (one validated entry of a result's ``variants``) and its result's ``board``."""
         figures = {k: v for k, v in answer.items() if k not in ("name", "status", "error",
                                                                 "threads")}
         status = Status.parse(answer.get("status"),
                               f"agent answer for {target}/{answer.get('name')}")
         return cls(target=target, recipe=artifact.variant, status=status, threads=threads,
                    swept=swept, stage=None if status is Status.OK else Stage.MEASURE,
-                   error=answer.get("error"), artifact=artifact_facts(artifact),
-                   board=dict(board), measured=figures)
+                   error=_text(answer.get("error")), artifact=artifact_facts(artifact),
+                   board=board_of(board), measured=measurements_of(figures))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> StoredRecord:
         """The JSON the store keeps (see the module docstring); :meth:`from_dict` reads it."""
-        data: dict[str, Any] = {"record_version": RECORD_VERSION, "target": self.target,
-                                "variant": self.variant, "recipe": self.recipe,
-                                **self.artifact}
+        data: StoredRecord = {"record_version": RECORD_VERSION, "target": self.target,
+                              "variant": self.variant, "recipe": self.recipe,
+                              **self.artifact}
         if self.board is not None:
-            data["board"] = dict(self.board)
+            data["board"] = self.board.copy()
         data.update(self.measured)
         data["status"] = self.status.value
-        optional = {"threads": self.threads, "stage": self.stage and self.stage.value,
-                    "error": self.error, "error_class": self.error_class,
-                    "chosen": self.chosen,
-                    "measured_beside": list(self.measured_beside) or None}
-        data.update({key: value for key, value in optional.items() if value is not None})
+        # In this order, and only those set (a stored record has no null of its own).
+        if self.threads is not None:
+            data["threads"] = self.threads
+        if self.stage is not None:
+            data["stage"] = self.stage.value
+        if self.error is not None:
+            data["error"] = self.error
+        if self.error_class is not None:
+            data["error_class"] = self.error_class
+        if self.chosen is not None:
+            data["chosen"] = self.chosen
+        if self.measured_beside:
+            data["measured_beside"] = list(self.measured_beside)
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ResultRecord:
+    def from_dict(cls, data: Mapping[str, object]) -> ResultRecord:
         """A stored record of any version; a ValueError saying what is wrong otherwise."""
         target, variant = data.get("target"), data.get("variant")
         where = f"result record {target}/{variant}"
@@ -332,29 +352,47 @@ class ResultRecord:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
             raise ValueError(f"{where}: threads must be a whole number, got {threads!r}")
         recipe, threads, swept = _variant_key(variant, data, threads)
-        beside = data.get("measured_beside") or ()
+        stage, board = data.get("stage"), data.get("board")
         return cls(target=target, recipe=recipe, threads=threads, swept=swept,
                    status=Status.parse(data.get("status"), where),
-                   stage=None if data.get("stage") is None else _stage(data["stage"], where),
+                   stage=None if stage is None else _stage(stage, where),
                    error=_text(data.get("error")), error_class=_text(data.get("error_class")),
-                   artifact={k: v for k, v in data.items() if k in ARTIFACT_KEYS},
-                   board=data["board"] if isinstance(data.get("board"), Mapping) else None,
-                   measured={k: v for k, v in data.items()
-                             if k not in ARTIFACT_KEYS and k not in _OWN_KEYS},
+                   artifact=artifact_facts_of(data),
+                   board=board_of(board) if isinstance(board, Mapping) else None,
+                   measured=measurements_of({k: v for k, v in data.items()
+                                             if k not in ARTIFACT_KEYS and k not in RECORD_KEYS}),
                    chosen=_text(data.get("chosen")),
-                   measured_beside=tuple(str(b) for b in beside))
+                   measured_beside=_texts(data.get("measured_beside")))
 
-    def replace(self, **changes: Any) -> ResultRecord:
+    def replace(self, **changes: Unpack[_Changes]) -> ResultRecord:
         """A copy with ``changes`` (records are frozen: the host adds facts by copying)."""
         return dataclasses.replace(self, **changes)
 
 
-def artifact_facts(artifact: Artifact) -> dict[str, Any]:
+class _Changes(TypedDict, total=False):
+    """What :meth:`ResultRecord.replace` may change: any field (a test holds the two in step)."""
+
+    target: str
+    recipe: str
+    status: Status
+    threads: int | None
+    swept: bool
+    stage: Stage | None
+    error: str | None
+    error_class: str | None
+    artifact: ArtifactFacts
+    board: BoardFacts | None
+    measured: Measurements
+    chosen: str | None
+    measured_beside: tuple[str, ...]
+
+
+def artifact_facts(artifact: Artifact) -> ArtifactFacts:
     """What a record keeps of ``artifact``: :meth:`Artifact.to_dict` without its name."""
-    return {k: v for k, v in artifact.to_dict().items() if k not in ("variant", "recipe")}
+    return artifact_facts_of(artifact.to_dict())
 
 
-def _variant_key(variant: str, data: Mapping[str, Any],
+def _variant_key(variant: str, data: Mapping[str, object],
                  threads: int | None) -> tuple[str, int | None, bool]:
     """(recipe, threads, swept) of a stored record whose name is ``variant``.
 
@@ -378,23 +416,31 @@ def _variant_key(variant: str, data: Mapping[str, Any],
     return variant, threads, False
 
 
-def _stage(value: Any, where: str) -> Stage:
-    try:
+def _stage(value: object, where: str) -> Stage:
+    if isinstance(value, str) and value in Stage.__members__.values():
         return Stage(value)
-    except ValueError:
-        raise ValueError(f"{where}: stage {value!r} is not one of "
-                         f"{', '.join(s.value for s in Stage)}") from None
+    raise ValueError(f"{where}: stage {value!r} is not one of "
+                     f"{', '.join(s.value for s in Stage)}")
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _number(value: Any) -> float | None:
+def _texts(value: object) -> tuple[str, ...]:
+    """A stored list of names (``measured_beside``) as text; nothing when absent."""
+    if not value:
+        return ()
+    if not isinstance(value, Iterable):
+        raise TypeError(f"{type(value).__name__!r} object is not iterable")
+    return tuple(str(item) for item in value)
+
+
+def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
 
 
-def _whole(value: Any) -> int | None:
+def _whole(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -50,8 +50,9 @@ from toolkit.model.project import git_commit, resolve_store_path
 from toolkit.model.reference import compute_references, reference_metric, source_inputs
 from toolkit.report.render import write_report
 from toolkit.results.choose import Choice, choose_fastest, split_by_budget
+from toolkit.results.export import run_folder_files
 from toolkit.results.record import ResultRecord, Stage, Status, artifact_facts
-from toolkit.results.store import ResultsStore, StoredRun, run_folder_files, store_location
+from toolkit.results.store import ResultsStore, StoredRun, store_location
 from toolkit.run.boards import BoardSource, LabgridBoard
 from toolkit.run.cancel import (
     allow_jobs,
@@ -460,12 +461,12 @@ def mark_shared_machines(results: list[ResultRecord]) -> list[ResultRecord]:
     """Note, on each record, the other boards that ran on the same kernel at the same time."""
     by_boot: dict[str, set[str]] = {}
     for record in results:
-        boot = (record.board or {}).get("boot_id")
+        boot = record.board.get("boot_id") if record.board else None
         if boot:
             by_boot.setdefault(boot, set()).add(record.target)
     marked = []
     for record in results:
-        boot = (record.board or {}).get("boot_id")
+        boot = record.board.get("boot_id") if record.board else None
         others = tuple(sorted(by_boot.get(boot, set()) - {record.target})) if boot else ()
         marked.append(record.replace(measured_beside=others) if others else record)
     return marked
