@@ -132,7 +132,7 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
     Example: edge deploy examples/digits_cnn.py --target local
     Example: edge deploy model.py --target rpi4 --against main
     """
-    from toolkit.gate.check import Thresholds
+    from toolkit.gate.thresholds import Thresholds
     from toolkit.model.project import find_project_config
     from toolkit.results.store import describe_store
     from toolkit.run import deploy as pipeline

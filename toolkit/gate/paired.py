@@ -43,7 +43,7 @@ from device_agent import protocol
 from device_agent.paired import judge, log_ratios
 from toolkit.boards.targets import Target
 from toolkit.errors import ExitCode, ResultError, UsageError
-from toolkit.gate.check import Thresholds
+from toolkit.gate.thresholds import Thresholds
 from toolkit.results.record import ResultRecord
 from toolkit.results.store import StoredRun
 from toolkit.safe_text import markdown_text

@@ -23,8 +23,8 @@ from toolkit.boards.lab import load_lab
 from toolkit.defaults import DEFAULT_BUSY_WAIT_SECONDS
 from toolkit.defaults import DEFAULT_OUT_DIR as DEFAULT_OUT_DIR
 from toolkit.errors import MatrixIncomplete, UsageError
-from toolkit.gate.check import Thresholds
 from toolkit.gate.paired import PairedOutcome, PairSpec
+from toolkit.gate.thresholds import Thresholds
 from toolkit.model.project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
 from toolkit.results.choose import Choice
 from toolkit.results.record import ResultRecord, Stage
