@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -87,7 +87,7 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
     click.echo(f"manifest: {manifest_path}")
 
 
-def _agreement(fidelity: dict[str, Any]) -> str:
+def _agreement(fidelity: Mapping[str, object]) -> str:
     """Agreement with the float model by the metric that fits the output: ``0.996`` (top-1
     of logits) or ``cos 0.9999`` (embeddings, for a model without labels)."""
     if fidelity.get("agreement_metric") == "cosine":
