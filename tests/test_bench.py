@@ -59,6 +59,10 @@ def test_a_bad_lab_file_names_the_board_and_key(tmp_path: Path) -> None:
         load_lab(bad)
     with pytest.raises(TargetError, match=r"lab file .*missing\.toml does not exist"):
         load_lab(tmp_path / "missing.toml")
+    # Boards as a list, not tables: the same one line, not a Python error.
+    (tmp_path / "flat.toml").write_text('boards = ["pi-01"]\n')
+    with pytest.raises(TargetError, match=r"flat\.toml: boards must be tables"):
+        load_lab(tmp_path / "flat.toml")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from toolkit.cli.main import main
+from toolkit.cli.options import JobOptions, job_options
 
 #: Options that mean the same thing in every command that has them.
 SHARED = ("--store", "--target", "--targets", "--targets-dir", "--lab", "--min-runs",
@@ -58,3 +59,12 @@ def test_both_spellings_name_boards_repeated_or_comma_separated(spelling: str,
                                        spelling, "c", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "\"target\": \"a\"" in result.stdout and "\"target\": \"c\"" in result.stdout
+
+
+def test_job_options_passes_what_its_type_names() -> None:
+    # deploy and bench take these as **job: Unpack[JobOptions]; a new option must be typed.
+    @click.command()
+    @job_options
+    def command(**job: object) -> None: ...
+
+    assert {param.name for param in command.params} == JobOptions.__required_keys__

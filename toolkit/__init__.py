@@ -37,7 +37,8 @@ from toolkit.errors import (
 if TYPE_CHECKING:
     from toolkit.boards.targets import Target, load_target
     from toolkit.compress import RECIPES, Fp32Config, Int8StaticConfig, compress, parse_recipes
-    from toolkit.gate.check import CheckOutcome, Thresholds, check_runs
+    from toolkit.gate.check import CheckOutcome, check_runs
+    from toolkit.gate.thresholds import Thresholds
     from toolkit.model.load import ModelSource, load_model_source
     from toolkit.results.record import ResultRecord, Status
     from toolkit.results.store import ResultsStore, StoredRun
@@ -51,7 +52,7 @@ else:
 
 #: The heavy public names (torch, numpy, paramiko behind them), imported on first use.
 __getattr__, __dir__ = attach(__name__, {
-    "CheckOutcome": "gate.check", "Thresholds": "gate.check", "check_runs": "gate.check",
+    "CheckOutcome": "gate.check", "Thresholds": "gate.thresholds", "check_runs": "gate.check",
     "RECIPES": "compress", "Fp32Config": "compress", "Int8StaticConfig": "compress",
     "compress": "compress", "parse_recipes": "compress",
     "ModelSource": "model.load", "load_model_source": "model.load",

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import re
-from typing import Any
 
 #: C0 controls but the tab (line breaks included: a string must not forge a line of its own
 #: such as ``edge: error: ...``), DEL and the C1 controls (0x80-0x9f: 0x9b alone starts a CSI
@@ -46,7 +45,7 @@ def one_line(text: object) -> str:
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|&])")
 
 
-def markdown_text(value: Any) -> Any:
+def markdown_text(value: object) -> str | int | float | None:
     """``value`` shown as itself in Markdown: its special characters escaped, its line
     breaks made spaces (a line break would end the table row it is in) and its control
     characters shown as ``\\xNN`` (``edge deploy`` prints this Markdown on the terminal).

@@ -29,7 +29,7 @@ import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from toolkit.artifacts.agent_package import build_agent_package
 from toolkit.boards.board import open_board
@@ -45,6 +45,67 @@ if TYPE_CHECKING:
 MIN_FREE_BYTES = 100 * 1024 * 1024
 #: A board clock further off than this fails the clock check (lease expiry uses it).
 MAX_CLOCK_OFFSET_SECONDS = 30.0
+
+
+class RuntimeFacts(TypedDict):
+    """The runtime the agent takes on this board (``ai-edge-litert``, ``2.3.0``)."""
+
+    name: str
+    version: str
+
+
+class AcceleratorFacts(TypedDict):
+    """One accelerator's preflight (:func:`device_agent.accelerators.preflight`)."""
+
+    name: str
+    ok: bool
+    detail: str
+    warning: bool
+
+
+class ModelLoadFacts(TypedDict):
+    """The tiny model loaded and run once on one accelerator, in a child on the board."""
+
+    accelerator: str
+    ok: bool
+    detail: str
+
+
+class ThermalFacts(TypedDict, total=False):
+    """Temperatures now (:func:`device_agent.thermal.thermal_state`); the throttle flags
+    only where ``vcgencmd`` answers."""
+
+    zones_c: dict[str, float]
+    cpu_mhz: dict[str, float]
+    throttled_raw: str
+    throttled_flags: list[str]
+    throttled_now: bool
+
+
+class SensorFacts(TypedDict):
+    """The power sensor the agent opened, and what it does not see (``rail VDD_IN only``)."""
+
+    kind: str
+    misses: str
+
+
+class AgentFacts(TypedDict, total=False):
+    """The agent's ``facts`` answer: one JSON line (``device_agent/__main__.py``).  A part
+    the board could not give is missing, or replaced by its ``*_error``."""
+
+    board: dict[str, object]
+    thermal: ThermalFacts
+    cwd: str
+    free_bytes: int
+    runtime: RuntimeFacts
+    runtime_choice: str
+    runtime_error: str
+    accelerators: list[AcceleratorFacts]
+    model_loads: list[ModelLoadFacts]
+    power_sensor: SensorFacts | None
+    power_watts: float
+    power_error: str
+    time: float
 
 
 @dataclass(frozen=True)
@@ -91,7 +152,7 @@ class BoardHealth:
         """Passed checks that need a second look, one line each."""
         return [f"{c.name}: {c.detail}" for c in self.checks if c.warning]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"target": self.target, "healthy": self.healthy, "reason": self.reason,
                 "warnings": self.warnings, "checks": [asdict(c) for c in self.checks]}
 
@@ -134,7 +195,7 @@ def diagnose(target: Target, accelerators: Sequence[str] | None = None) -> Board
             if not answer.ok:
                 checks.append(Check("agent", False, _last_line(answer.stderr)))
                 return BoardHealth(target.name, checks)
-            facts = json.loads(answer.stdout.decode("utf-8").strip().splitlines()[-1])
+            facts: AgentFacts = json.loads(answer.stdout.decode("utf-8").strip().splitlines()[-1])
             return BoardHealth(target.name, checks + _fact_checks(target, facts, started, ended))
     except HostKeyError as exc:
         checks += [Check("reachable", True, ""), Check("host key", False, str(exc))]
@@ -176,12 +237,12 @@ def _accelerator_options(target: Target, accelerators: Sequence[str] | None) -> 
     return options
 
 
-def _accelerator_checks(facts: dict[str, Any]) -> list[Check]:
+def _accelerator_checks(facts: AgentFacts) -> list[Check]:
     return [Check(f"accelerator {c['name']}", bool(c["ok"]), str(c["detail"]),
                   warning=bool(c.get("warning"))) for c in facts.get("accelerators", [])]
 
 
-def _model_load_checks(facts: dict[str, Any]) -> list[Check]:
+def _model_load_checks(facts: AgentFacts) -> list[Check]:
     """The agent's tiny model loaded and run once per accelerator, each in a child: a
     runtime that imports but crashes on every model (SIGSEGV) fails here, in one line."""
     return [Check("runtime loads a model" if c["accelerator"] == "cpu"
@@ -189,7 +250,7 @@ def _model_load_checks(facts: dict[str, Any]) -> list[Check]:
                   str(c["detail"])) for c in facts.get("model_loads", [])]
 
 
-def _runtime_check(target: Target, facts: dict[str, Any]) -> Check:
+def _runtime_check(target: Target, facts: AgentFacts) -> Check:
     """The runtime the agent takes on this board, against the one the target file asks for.
 
     A board with both runtimes installed must run the one the target names: a figure
@@ -216,7 +277,7 @@ def _cores_check(target: Target, python: BoardPython) -> Check:
                  warning=warning is not None)
 
 
-def _fact_checks(target: Target, facts: dict[str, Any], started: float,
+def _fact_checks(target: Target, facts: AgentFacts, started: float,
                  ended: float) -> list[Check]:
     checks = []
     free = int(facts.get("free_bytes", 0))

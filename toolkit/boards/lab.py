@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from toolkit.boards.targets import (
     Target,
@@ -142,9 +142,12 @@ def load_lab(path: str | Path | None = None,
     coordinator = data.get("coordinator")
     if coordinator is not None and (not isinstance(coordinator, str) or not coordinator.strip()):
         raise TargetError(f"lab file {chosen}: coordinator must be \"HOST:PORT\"")
+    tables = data.get("boards") or {}
+    if not isinstance(tables, dict):
+        raise TargetError(f"lab file {chosen}: boards must be tables, [boards.NAME]")
     boards: dict[str, Target] = {}
     tags: dict[str, tuple[str, ...]] = {}
-    for name, entry in (data.get("boards") or {}).items():
+    for name, entry in tables.items():
         check_name(name, f"board name in {chosen}")
         if not isinstance(entry, dict):
             raise TargetError(f"lab file {chosen}: boards.{name} must be a table")
@@ -153,14 +156,14 @@ def load_lab(path: str | Path | None = None,
                coordinator=coordinator)
 
 
-def _board(name: str, entry: dict[str, Any], lab: Path,
+def _board(name: str, entry: dict[str, object], lab: Path,
            targets_dir: str | Path | None) -> tuple[Target, tuple[str, ...]]:
     board_tags = entry.pop("tags", [])
     if not isinstance(board_tags, list) or not all(isinstance(t, str) for t in board_tags):
         raise TargetError(f"lab file {lab}: boards.{name}.tags must be a list of strings",
                           target=name)
     kind = entry.pop("kind", None)
-    base: dict[str, Any] = {}
+    base: dict[str, object] = {}
     if kind is not None:
         if not isinstance(kind, str):
             raise TargetError(f"lab file {lab}: boards.{name}.kind must be a target name",
@@ -182,7 +185,7 @@ class BoardStatus:
     until: int | None = None
     detail: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 
 

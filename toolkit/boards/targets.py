@@ -24,9 +24,10 @@ import difflib
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import paramiko
 
@@ -39,6 +40,19 @@ SSH_CONFIG_ENV = "EDGE_SSH_CONFIG"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: The job settings' defaults: a target file that leaves one out gets the agent's own.
 _JOB = JobSettings()
+
+
+class SshConfigEntry(TypedDict, total=False):
+    """What ``~/.ssh/config`` says of one host, as paramiko's lookup gives it (lower-case
+    keys, every value text but ``identityfile``); only the keys a target reads."""
+
+    hostname: str
+    user: str
+    port: str
+    identityfile: list[str]
+    userknownhostsfile: str
+    proxyjump: str
+    proxycommand: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +143,7 @@ class Target:
                 isinstance(zone, str) for zone in self.thermal_zones):
             raise bad("thermal_zones must be a list of strings")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
         data["thermal_zones"] = list(self.thermal_zones)
         data["delegate_options"] = dict(self.delegate_options)
@@ -202,7 +216,7 @@ def resolve_ssh(target: Target) -> SshParams:
     return board
 
 
-def _proxy_command(target: Target, board: SshParams, looked_up: dict[str, Any]) -> str:
+def _proxy_command(target: Target, board: SshParams, looked_up: SshConfigEntry) -> str:
     """The ProxyCommand with ``%p`` and ``%r`` of the port and user we really use.
 
     paramiko expands the tokens with the config's own values; a port or user set in the
@@ -255,11 +269,11 @@ def _ssh_config(name: str) -> paramiko.SSHConfig | None:
         raise TargetError(f"cannot read {config_path}: {exc}", target=name) from None
 
 
-def _lookup(config: paramiko.SSHConfig | None, host: str) -> dict[str, Any]:
-    return dict(config.lookup(host)) if config is not None else {}
+def _lookup(config: paramiko.SSHConfig | None, host: str) -> SshConfigEntry:
+    return config.lookup(host) if config is not None else {}
 
 
-def _config_port(looked_up: dict[str, Any], target: Target) -> int:
+def _config_port(looked_up: SshConfigEntry, target: Target) -> int:
     try:
         return int(looked_up.get("port", 22))
     except ValueError:
@@ -295,7 +309,7 @@ def available_targets(user_dir: str | Path | None = None) -> list[str]:
     return sorted(names)
 
 
-def check_name(name: str, what: str = "target name") -> str:
+def check_name(name: object, what: str = "target name") -> str:
     """Return ``name`` if it is one safe path component (``rpi4``), else raise."""
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name.endswith("."):
         raise TargetError(f"{what} {name!r} must be a plain name like rpi4 "
@@ -311,7 +325,7 @@ def load_target(name: str, user_dir: str | Path | None = None) -> Target:
 _FIELDS = {f.name for f in dataclasses.fields(Target)} - {"name", "source"}
 
 
-def read_target_file(name: str, path: Path) -> dict[str, Any]:
+def read_target_file(name: str, path: Path) -> dict[str, object]:
     """The raw keys of a target file, for a lab file to build on (see :mod:`toolkit.boards.lab`)."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -319,7 +333,7 @@ def read_target_file(name: str, path: Path) -> dict[str, Any]:
         raise TargetError(f"target file {path} is not valid TOML: {exc}", target=name) from None
 
 
-def target_from_mapping(name: str, data: dict[str, Any], path: Path) -> Target:
+def target_from_mapping(name: str, data: Mapping[str, object], path: Path) -> Target:
     """Validate the keys of a target file (``path`` names it in errors) into a Target."""
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
@@ -329,12 +343,14 @@ def target_from_mapping(name: str, data: dict[str, Any], path: Path) -> Target:
                           target=name)
     if "transport" not in data:
         raise TargetError(f"{path}: target {name} needs a transport key", target=name)
-    data = dict(data)
-    if isinstance(data.get("thermal_zones"), list):
-        data["thermal_zones"] = tuple(data["thermal_zones"])
-    if isinstance(data.get("delegate_options"), dict):
-        data["delegate_options"] = tuple(data["delegate_options"].items())
-    return Target(name=name, source=path, **data)
+    # The values as the file gave them: Target.__post_init__ checks each one's type.
+    settings: dict[str, Any] = dict(data)
+    zones, options = data.get("thermal_zones"), data.get("delegate_options")
+    if isinstance(zones, list):
+        settings["thermal_zones"] = tuple(zones)
+    if isinstance(options, dict):
+        settings["delegate_options"] = tuple(options.items())
+    return Target(name=name, source=path, **settings)
 
 
 def target_file(name: str, user_dir: str | Path | None = None) -> Path:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Unpack
 
 import click
 
 from toolkit.cli.options import (
+    JobOptions,
     busy_wait_option,
     conversion_cache_option,
     coordinator_option,
@@ -101,7 +102,7 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
                   targets_dir: Path | None, coordinator: str | None, priority: int,
                   recipe: str | None, out_dir: Path, store_path: str | None, busy_wait: float,
                   conversion_cache: Path, health_check: bool, as_json: bool,
-                  **job: Any) -> None:
+                  **job: Unpack[JobOptions]) -> None:
     """Run every MODEL's recipes on every board at once; one stored run per model.
 
     Exit status 0 when every cell was measured, 3 when a board failed (its cells

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 import click
 
@@ -23,6 +23,7 @@ from toolkit.cli.check import check
 from toolkit.cli.compress import compress
 from toolkit.cli.lab import doctor, lab
 from toolkit.cli.options import (
+    JobOptions,
     busy_wait_option,
     conversion_cache_option,
     coordinator_option,
@@ -117,7 +118,8 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
            coordinator: str | None, priority: int, busy_wait: float, conversion_cache: Path,
-           against: str | None, as_json: bool, quiet: bool, **job: Any) -> None:
+           against: str | None, as_json: bool, quiet: bool,
+           **job: Unpack[JobOptions]) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
@@ -134,7 +136,7 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
     Example: edge deploy examples/digits_cnn.py --target local
     Example: edge deploy model.py --target rpi4 --against main
     """
-    from toolkit.gate.check import Thresholds
+    from toolkit.gate.thresholds import Thresholds
     from toolkit.model.project import find_project_config
     from toolkit.results.store import describe_store
     from toolkit.run import deploy as pipeline

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import click
 
@@ -76,7 +76,15 @@ TARGETS_HELP = ("Boards: target file names, boards of the lab file, or tag:NAME 
                 "take tag:board=KIND, a board the labgrid coordinator allots per job.")
 
 
-def targets_option(**settings: Any) -> Callable[[F], F]:
+class _TargetsSettings(TypedDict, total=False):
+    """What differs between commands' ``--target`` (click.option's own keywords)."""
+
+    default: tuple[str, ...]
+    show_default: bool
+    required: bool
+
+
+def targets_option(**settings: Unpack[_TargetsSettings]) -> Callable[[F], F]:
     """``--target``/``--targets`` into the parameter ``targets`` (a tuple of specs).
 
     ``settings`` are what differs between commands: a ``default`` or ``required``.
@@ -173,6 +181,21 @@ conversion_cache_option = click.option(
          "converted again (least recently used evicted above 2 GiB).")
 
 
+class JobOptions(TypedDict):
+    """What :func:`job_options` passes a command, by parameter name (None: not given)."""
+
+    min_runs: int | None
+    min_seconds: float | None
+    profile: bool
+    threads: list[int] | None
+    accelerators: list[str] | None
+    api: str | None
+    cooldown: float | None
+    cooldown_to: float | None
+    power_sensor: str | None
+    power_command: str | None
+
+
 def job_options(function: F) -> F:
     """The job-setting options ``edge deploy`` and ``edge bench`` share, in one decorator:
     ``--min-runs``, ``--min-seconds``, ``--profile``, ``--threads``, ``--accelerator``,
@@ -184,7 +207,7 @@ def job_options(function: F) -> F:
     return function
 
 
-def job_settings(options: dict[str, Any]) -> dict[str, Any]:
+def job_settings(options: JobOptions) -> dict[str, str | float]:
     """The job settings (``JobSettings`` names) that :func:`job_options` were given."""
     named = {"min_runs": options["min_runs"], "min_seconds": options["min_seconds"],
              "cooldown_seconds": options["cooldown"], "cooldown_to_c": options["cooldown_to"],

@@ -26,7 +26,8 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TextIO
+from types import TracebackType
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -123,10 +124,11 @@ class LiveProgress:
         _drawing.append(self._live)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         if self._live is not None:
             _drawing.remove(self._live)
-            self._live.__exit__(*exc)
+            self._live.__exit__(kind, error, traceback)
             self._live = None
         self._close_stream()
 

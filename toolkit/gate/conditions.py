@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from toolkit.results.record import ResultRecord
 
@@ -67,7 +66,7 @@ def conditions_note(where: str, differences: list[str], baseline: str, run: str)
             "(edge check --paired measures both files under the same ones).")
 
 
-def _differing(before: Mapping[str, Any], after: Mapping[str, Any],
+def _differing(before: Mapping[str, object], after: Mapping[str, object],
                facts: tuple[tuple[str, str], ...]) -> list[str]:
     found = []
     for key, label in facts:
@@ -77,7 +76,7 @@ def _differing(before: Mapping[str, Any], after: Mapping[str, Any],
     return found
 
 
-def _known(value: Any) -> bool:
+def _known(value: object) -> bool:
     return isinstance(value, str | int | float) and not isinstance(value, bool) \
         and str(value) != ""
 
@@ -92,5 +91,5 @@ def _highest_clock(record: ResultRecord) -> float | None:
     return float(max(clocks)) if clocks else None
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
+def _mapping(value: object) -> Mapping[str, object]:
     return value if isinstance(value, Mapping) else {}

@@ -33,17 +33,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, final
 from xml.etree import ElementTree
 
 from device_agent import protocol
 from device_agent.paired import judge, log_ratios
 from toolkit.boards.targets import Target
 from toolkit.errors import ExitCode, ResultError, UsageError
-from toolkit.gate.check import Thresholds
+from toolkit.gate.thresholds import Thresholds
 from toolkit.results.record import ResultRecord
 from toolkit.results.store import StoredRun
 from toolkit.safe_text import markdown_text
@@ -57,6 +57,49 @@ PAIRED_METRICS = {"latency_p50": "block_median_ms", "latency_tail": "block_p90_m
 LATENCY_METRICS = ("latency_p50", "latency_tail")
 #: The note of a check whose board has no power sensor (the target's ``power_sensor``).
 NO_SENSOR = "energy: not measured (no power sensor)"
+
+
+@final
+class EnergyFacts(TypedDict):
+    """How a pair's energy pass was measured: the sensor, blocks a side, time, the control."""
+
+    sensor: str
+    triples: int
+    block_seconds: float
+    rounds: int
+    seconds: float
+    control_ratio: float
+
+
+@final
+class EnergyError(TypedDict):
+    """A pair's energy pass that gave no figures: the sensor, and why."""
+
+    sensor: str
+    error: str
+
+
+@final
+class PairFacts(TypedDict):
+    """How one pair was measured: blocks a side, rounds, time, runtime, the control."""
+
+    triples: int
+    block_runs: int
+    rounds: int
+    seconds: float
+    runtime: str
+    threads: int | None
+    accelerator: str
+    control_ratio: float
+    #: Only when the target names a power sensor.
+    energy: NotRequired[EnergyFacts | EnergyError]
+
+
+@final
+class PairError(TypedDict):
+    """A pair the agent could not measure, and why."""
+
+    error: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +156,7 @@ class PairedOutcome:
     target: str
     checks: list[PairedMetric] = field(default_factory=list)
     #: Per variant: block size, rounds, seconds measured, runtime, threads, accelerator.
-    measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    measurements: dict[str, PairFacts | PairError] = field(default_factory=dict)
     baseline: str = ""
     candidate: str = ""
     #: What was not measured, and why (energy without a sensor, a sensor that failed).
@@ -147,14 +190,14 @@ class PairedOutcome:
             return "cannot tell: no variant was measured on both sides"
         return "passed"
 
-    def for_variant(self, variant: str) -> dict[str, Any]:
+    def for_variant(self, variant: str) -> dict[str, object]:
         """What a stored record keeps of its pair: the baseline run, each metric's verdict and
         figures, and how it was measured."""
         return {"baseline_run": self.baseline, "target": self.target,
                 "checks": [dataclasses.asdict(c) for c in self.checks if c.variant == variant],
                 "measurement": self.measurements.get(variant, {})}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"kind": "paired", "exit_code": int(self.exit_code), "summary": self.summary,
                 "target": self.target, "baseline": self.baseline, "candidate": self.candidate,
                 "checks": [dataclasses.asdict(c) for c in self.checks],
@@ -268,16 +311,16 @@ def _artifact_file(run: StoredRun, record: ResultRecord) -> Path:
 
 
 def paired_job(specs: Sequence[PairSpec], target: Target, thresholds: Thresholds,
-               job_id: str) -> tuple[dict[str, Any], dict[str, Path]]:
+               job_id: str) -> tuple[dict[str, object], dict[str, Path]]:
     """The board job measuring ``specs`` paired, and the files it needs by board name."""
-    variants: list[dict[str, Any]] = []
+    variants: list[dict[str, object]] = []
     pairs = []
     files: dict[str, Path] = {}
     for spec in specs:
         base_name, new_name = f"{spec.baseline_sha256}.tflite", f"{spec.candidate_sha256}.tflite"
         files[base_name], files[new_name] = spec.baseline_file, spec.candidate_file
-        candidate: dict[str, Any] = {"name": f"{spec.variant}~candidate", "file": new_name,
-                                     "sha256": spec.candidate_sha256}
+        candidate: dict[str, object] = {"name": f"{spec.variant}~candidate", "file": new_name,
+                                        "sha256": spec.candidate_sha256}
         if spec.threads is not None:
             candidate["threads"] = spec.threads
         if spec.accelerator in protocol.ACCELERATORS:
@@ -305,7 +348,8 @@ def paired_job(specs: Sequence[PairSpec], target: Target, thresholds: Thresholds
 
 def check_paired(target: Target, specs: Sequence[PairSpec], thresholds: Thresholds, *,
                  baseline: str = "", candidate: str = "",
-                 run_job: Callable[[Target, dict[str, Any], dict[str, Path]], bytes] | None = None
+                 run_job: Callable[[Target, dict[str, object], dict[str, Path]], bytes]
+                 | None = None
                  ) -> PairedOutcome:
     """Measure ``specs`` paired on ``target`` and judge each pair."""
     from toolkit.run.runner import JobRunner
@@ -318,7 +362,7 @@ def check_paired(target: Target, specs: Sequence[PairSpec], thresholds: Threshol
         raise ResultError(f"agent on {target.name} answered an invalid result: {exc}",
                           target=target.name) from None
     checks: list[PairedMetric] = []
-    measurements: dict[str, dict[str, Any]] = {}
+    measurements: dict[str, PairFacts | PairError] = {}
     for pair in result["pairs"]:
         checks += judge_pair(target.name, pair, thresholds)
         measurements[pair["name"]] = _facts(pair)
@@ -327,7 +371,7 @@ def check_paired(target: Target, specs: Sequence[PairSpec], thresholds: Threshol
                          notes=energy_notes(result["pairs"]))
 
 
-def energy_notes(pairs: Sequence[dict[str, Any]]) -> list[str]:
+def energy_notes(pairs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Why the measured pairs have no energy metric: :data:`NO_SENSOR` once when the board
     has no power sensor, and each sensor error once, with the variants it cost."""
     errors: dict[str, list[str]] = {}
@@ -346,7 +390,8 @@ def energy_notes(pairs: Sequence[dict[str, Any]]) -> list[str]:
     return notes
 
 
-def judge_pair(target: str, pair: dict[str, Any], thresholds: Thresholds) -> list[PairedMetric]:
+def judge_pair(target: str, pair: Mapping[str, Any], thresholds: Thresholds
+               ) -> list[PairedMetric]:
     """Each paired metric of one pair's answer, judged from its blocks."""
     limits = {"latency_p50": thresholds.latency_p50, "latency_tail": thresholds.latency_tail,
               "energy": thresholds.energy}
@@ -383,17 +428,17 @@ def judge_pair(target: str, pair: dict[str, Any], thresholds: Thresholds) -> lis
     return checks
 
 
-def _facts(pair: dict[str, Any]) -> dict[str, Any]:
+def _facts(pair: Mapping[str, Any]) -> PairFacts | PairError:
     if pair["status"] != "ok":
         return {"error": pair["error"]}
     ratios = log_ratios(pair["block_median_ms"])
     control = sorted(ratios["control"])[len(ratios["control"]) // 2]
     runtime = pair["runtime"]
-    facts = {"triples": len(pair["block_median_ms"]["baseline"]),
-             "block_runs": pair["block_runs"], "rounds": pair.get("rounds", 1),
-             "seconds": pair["seconds"], "runtime": f"{runtime['name']} {runtime['version']}",
-             "threads": pair.get("threads"), "accelerator": pair.get("accelerator", "cpu"),
-             "control_ratio": math.exp(control)}
+    facts: PairFacts = {
+        "triples": len(pair["block_median_ms"]["baseline"]), "block_runs": pair["block_runs"],
+        "rounds": pair.get("rounds", 1), "seconds": pair["seconds"],
+        "runtime": f"{runtime['name']} {runtime['version']}", "threads": pair.get("threads"),
+        "accelerator": pair.get("accelerator", "cpu"), "control_ratio": math.exp(control)}
     energy = pair.get("energy")
     if energy is not None:
         sensor = energy["sensor"]
@@ -437,6 +482,6 @@ def _figure(check: PairedMetric, side: str) -> str:
     return "" if ms is None else format_duration(ms)
 
 
-__all__ = ["LATENCY_METRICS", "NO_SENSOR", "PAIRED_METRICS", "PairSpec", "PairedMetric",
-           "PairedOutcome", "check_paired", "energy_notes", "judge_pair", "pair_records",
-           "paired_job"]
+__all__ = ["EnergyError", "EnergyFacts", "LATENCY_METRICS", "NO_SENSOR", "PAIRED_METRICS",
+           "PairError", "PairFacts", "PairSpec", "PairedMetric", "PairedOutcome",
+           "check_paired", "energy_notes", "judge_pair", "pair_records", "paired_job"]

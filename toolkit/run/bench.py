@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from toolkit.defaults import DEFAULT_BUSY_WAIT_SECONDS as DEFAULT_BUSY_WAIT_SECONDS
 from toolkit.defaults import DEFAULT_OUT_DIR
@@ -103,7 +103,7 @@ class BenchOutcome:
 def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledTarget],
           recipes: str | None = None,
           out_dir: str | Path = DEFAULT_OUT_DIR, store_path: str | Path | None = None,
-          settings: Mapping[str, Any] | None = None,
+          settings: Mapping[str, object] | None = None,
           health: Callable[[Target], str | None] | None = None,
           busy_wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS,
           on_event: Callable[[BenchEvent], None] | None = None,

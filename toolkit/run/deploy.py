@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from toolkit.boards.lab import load_lab
 from toolkit.defaults import DEFAULT_BUSY_WAIT_SECONDS
 from toolkit.defaults import DEFAULT_OUT_DIR as DEFAULT_OUT_DIR
 from toolkit.errors import MatrixIncomplete, UsageError
-from toolkit.gate.check import Thresholds
 from toolkit.gate.paired import PairedOutcome, PairSpec
+from toolkit.gate.thresholds import Thresholds
 from toolkit.model.project import STORE_ENV as STORE_ENV  # the CLI names it in --store's help
 from toolkit.results.choose import Choice
 from toolkit.results.record import ResultRecord, Stage
@@ -83,7 +82,7 @@ def _failed_name(record: ResultRecord) -> str:
 def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            recipes: str | None = None, out_dir: str | Path = DEFAULT_OUT_DIR,
            store_path: str | Path | None = None, targets_dir: str | Path | None = None,
-           settings: Mapping[str, Any] | None = None,
+           settings: Mapping[str, object] | None = None,
            threads: Sequence[int] | None = None,
            accelerators: Sequence[str] | None = None,
            tags: Iterable[str] = (),

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from device_agent import protocol
 from toolkit.artifacts.bundle import Artifact, FailedVariant, write_manifest
@@ -323,7 +323,7 @@ def measure(job: BoardJob) -> list[ResultRecord]:
 
 
 def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
-                  settings: Mapping[str, Any] | None, sweep: Sweep,
+                  settings: Mapping[str, object] | None, sweep: Sweep,
                   references: dict[str, Path]) -> list[ResultRecord]:
     """Every artifact x thread count x accelerator of ``sweep`` on ``target``, one job.
 
@@ -340,7 +340,7 @@ def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
     files = {a.board_name: a.path for a in artifacts}
     for artifact, count, kind in planned:
         name = artifact.variant + (f"@{kind}" if len(kinds) > 1 else "")
-        variant: dict[str, Any] = {
+        variant: dict[str, object] = {
             "name": f"{name}-t{count}" if sweeping else name, "file": artifact.board_name,
             "sha256": artifact.sha256, "threads": count, "accelerator": kind}
         if artifact.board_name in references:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from device_agent.protocol import ACCELERATORS, JobSettings, ProtocolError, check_setting_names
 from toolkit.defaults import DEFAULT_BUSY_WAIT_SECONDS, DEFAULT_OUT_DIR
@@ -93,7 +93,7 @@ class RunPlan:
     #: (``fp32``) for a ``.tflite``.
     recipes: tuple[Chain, ...]
     boards: tuple[BoardSource, ...]
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, object] = field(default_factory=dict)
     sweep: Sweep = field(default_factory=Sweep)
     policy: Policy = field(default_factory=Policy)
     out_dir: Path = DEFAULT_OUT_DIR
@@ -147,13 +147,13 @@ class RunPlan:
                 require_measuring_data(source, chain.recipe)
 
 
-def job_settings(target: Target, overrides: Mapping[str, Any]) -> JobSettings:
+def job_settings(target: Target, overrides: Mapping[str, object]) -> JobSettings:
     """The job settings for ``target``: its target file's, then the command line's.
 
     A power meter on the command line (``power_command``) with no sensor named there
     means the ``command`` sensor, whatever the target file names.
     """
-    board: dict[str, Any] = {
+    board: dict[str, object] = {
         "threads": target.threads, "runtime": target.runtime,
         "accelerator": target.accelerator, "api": target.api,
         "delegate": target.delegate or "", "delegate_options": dict(target.delegate_options),

@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from device_agent import protocol
 from device_agent.proc import HEARTBEAT_SECONDS, heartbeat_file
@@ -79,7 +78,7 @@ _START_IN_SESSION = ("import os, sys; os.setsid(); "
                      "os.execv(sys.argv[2], sys.argv[2:])")
 
 
-def job_budget_seconds(job: dict[str, Any]) -> float:
+def job_budget_seconds(job: dict[str, object]) -> float:
     """How long the host waits for the whole job: the agent's own deadline
     (``protocol.job_budget_seconds``, cool-down waits included) plus the agent's start-up
     and answer on top, so the agent's deadline is always the first to strike."""
@@ -129,7 +128,7 @@ class JobRunner:
         self.target = target
         self._open_board = open_board
 
-    def run_job(self, job: dict[str, Any], files: dict[str, Path]) -> bytes:
+    def run_job(self, job: dict[str, object], files: dict[str, Path]) -> bytes:
         """Place ``files`` beside the job on the board, run the agent, return its stdout."""
         # Names first: a hostile name is refused before anything reaches the board.
         for name in files:
@@ -153,7 +152,7 @@ class JobRunner:
                 board.close()
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _run_once(self, board: Board, job: dict[str, Any], files: dict[str, Path]) -> bytes:
+    def _run_once(self, board: Board, job: dict[str, object], files: dict[str, Path]) -> bytes:
         facts = probe(board)
         facts.require()  # before the lease and before any upload
         with hold_lease(board) as held:
@@ -206,14 +205,15 @@ class JobRunner:
         cancellation and the heartbeat; on any way out but a normal end, the job's group
         is killed here, before the caller releases the lease.
         """
-        answer: dict[str, Any] = {}
+        finished: list[Result] = []
+        failed: list[BaseException] = []
 
         def work() -> None:
             try:
                 # The board's own limit is later than ours: our deadline kills the group first.
-                answer["result"] = board.run(command, timeout=budget + 30)
+                finished.append(board.run(command, timeout=budget + 30))
             except BaseException as exc:  # noqa: BLE001  (re-raised by the waiting thread)
-                answer["error"] = exc
+                failed.append(exc)
 
         runner = threading.Thread(target=work, name=f"job-{self.target.name}", daemon=True)
         deadline = time.monotonic() + budget
@@ -238,11 +238,10 @@ class JobRunner:
             stop_job(board, pid_file)
             runner.join(STOP_GRACE_SECONDS + 5)
             raise
-        if "error" in answer:
+        if failed:
             stop_job(board, pid_file)
-            raise answer["error"]
-        result: Result = answer["result"]
-        return result
+            raise failed[0]
+        return finished[0]
 
     def _raise_if_cancelled(self) -> None:
         if cancel_requested():
