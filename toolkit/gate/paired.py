@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from xml.etree import ElementTree
 
 from device_agent import protocol
 from device_agent.paired import judge, log_ratios
+from device_agent.wire import Job, JobPair
 from toolkit.boards.targets import Target
 from toolkit.errors import ExitCode, ResultError, UsageError
 from toolkit.gate.check import Thresholds
@@ -268,10 +269,10 @@ def _artifact_file(run: StoredRun, record: ResultRecord) -> Path:
 
 
 def paired_job(specs: Sequence[PairSpec], target: Target, thresholds: Thresholds,
-               job_id: str) -> tuple[dict[str, Any], dict[str, Path]]:
+               job_id: str) -> tuple[Job, dict[str, Path]]:
     """The board job measuring ``specs`` paired, and the files it needs by board name."""
     variants: list[dict[str, Any]] = []
-    pairs = []
+    pairs: list[JobPair] = []
     files: dict[str, Path] = {}
     for spec in specs:
         base_name, new_name = f"{spec.baseline_sha256}.tflite", f"{spec.candidate_sha256}.tflite"
@@ -305,7 +306,7 @@ def paired_job(specs: Sequence[PairSpec], target: Target, thresholds: Thresholds
 
 def check_paired(target: Target, specs: Sequence[PairSpec], thresholds: Thresholds, *,
                  baseline: str = "", candidate: str = "",
-                 run_job: Callable[[Target, dict[str, Any], dict[str, Path]], bytes] | None = None
+                 run_job: Callable[[Target, Job, dict[str, Path]], bytes] | None = None
                  ) -> PairedOutcome:
     """Measure ``specs`` paired on ``target`` and judge each pair."""
     from toolkit.run.runner import JobRunner
@@ -327,7 +328,7 @@ def check_paired(target: Target, specs: Sequence[PairSpec], thresholds: Threshol
                          notes=energy_notes(result["pairs"]))
 
 
-def energy_notes(pairs: Sequence[dict[str, Any]]) -> list[str]:
+def energy_notes(pairs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Why the measured pairs have no energy metric: :data:`NO_SENSOR` once when the board
     has no power sensor, and each sensor error once, with the variants it cost."""
     errors: dict[str, list[str]] = {}
@@ -346,7 +347,8 @@ def energy_notes(pairs: Sequence[dict[str, Any]]) -> list[str]:
     return notes
 
 
-def judge_pair(target: str, pair: dict[str, Any], thresholds: Thresholds) -> list[PairedMetric]:
+def judge_pair(target: str, pair: Mapping[str, Any], thresholds: Thresholds
+               ) -> list[PairedMetric]:
     """Each paired metric of one pair's answer, judged from its blocks."""
     limits = {"latency_p50": thresholds.latency_p50, "latency_tail": thresholds.latency_tail,
               "energy": thresholds.energy}
@@ -383,7 +385,7 @@ def judge_pair(target: str, pair: dict[str, Any], thresholds: Thresholds) -> lis
     return checks
 
 
-def _facts(pair: dict[str, Any]) -> dict[str, Any]:
+def _facts(pair: Mapping[str, Any]) -> dict[str, Any]:
     if pair["status"] != "ok":
         return {"error": pair["error"]}
     ratios = log_ratios(pair["block_median_ms"])
