@@ -123,10 +123,13 @@ def plan_model(runtime: Runtime, model_path: Path,
     (or is not one of :data:`ACCELERATORS` and :data:`APIS`); falls back to the CPU only
     for ``gpu+cpu``, saying so in the facts.
     """
-    try:
-        settings = JobSettings.of(settings)
-    except ValueError as exc:  # ProtocolError: an unknown accelerator or api, say
-        raise AcceleratorError(str(exc)) from None
+    if not isinstance(settings, JobSettings):  # a JobSettings was checked when it was made
+        for key, default, known in (("accelerator", "cpu", ACCELERATORS),
+                                    ("api", "interpreter", APIS)):
+            value = str(settings.get(key, default))
+            if value not in known:
+                raise AcceleratorError(f"unknown {key} {value!r}; one of " + ", ".join(known))
+        settings = JobSettings.from_dict(settings)
     accelerator, api, threads = settings.accelerator, settings.api, int(settings.threads)
     if accelerator in ("gpu", "gpu+cpu") or api == "compiled":
         return _open_compiled(runtime, model_path, accelerator, threads)
