@@ -167,15 +167,15 @@ def validate_job(job: object) -> Job:
     document = require_dict(job, "job")
     check_version(document, "job", SCHEMA_VERSION)
     require_type(document.get("job_id"), str, "job.job_id")
-    variants = document.get("variants")
-    require_type(variants, list, "job.variants")
+    variants = require_list(document.get("variants"), "job.variants")
     if not variants:
         raise ProtocolError("job.variants is empty")
     names = set()
-    for index, entry in enumerate(require_list(variants, "job.variants")):
+    for index, entry in enumerate(variants):
         where = f"job.variants[{index}]"
         variant = require_dict(entry, where)
-        for key in ("name", "file", "sha256"):
+        name = require_text(variant.get("name"), f"{where}.name")
+        for key in ("file", "sha256"):
             require_type(variant.get(key), str, f"{where}.{key}")
         if "threads" in variant:  # per-variant override: how a --threads sweep travels
             require_number(variant["threads"], f"{where}.threads", minimum=0)
@@ -183,14 +183,12 @@ def validate_job(job: object) -> Job:
             require_type(variant["reference"], str, f"{where}.reference")
         if "accelerator" in variant:  # per-variant override: how an --accelerator sweep travels
             require_choice(variant["accelerator"], ACCELERATORS, f"{where}.accelerator")
-        if variant["name"] in names:
-            raise ProtocolError(f"{where}.name {variant['name']!r} is repeated")
-        names.add(require_text(variant["name"], f"{where}.name"))
+        if name in names:
+            raise ProtocolError(f"{where}.name {name!r} is repeated")
+        names.add(name)
     if "pairs" in document:
         _validate_pairs(document, names)
-    settings = document.get("settings")
-    require_type(settings, dict, "job.settings")
-    settings = require_dict(settings, "job.settings")
+    settings = require_dict(document.get("settings"), "job.settings")
     for key in DEFAULT_SETTINGS:
         require_number(settings.get(key), f"job.settings.{key}", minimum=0)
     JobSettings.from_dict(settings)  # the optional ones default; a misspelt one is refused
