@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Dict, List, TypedDict
+from typing import IO, TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, TypedDict
 
 import numpy as np
 
@@ -95,14 +95,20 @@ _WEBGPU_FAILED = re.compile(r"Failed to initialize WebGPU environment: (?:[A-Z_]
 # --- probing and creating ------------------------------------------------------------------
 
 
-def probe_compiled(model_path: str, hardware: str, threads: int, *,
-                   builtin_kernels: bool = False,
-                   model_content: bytes | None = None) -> ProbeAnswer:
-    """Create the CompiledModel in a forked child; its facts, or AcceleratorError.
+class ChildRun(NamedTuple):
+    """What a child of :func:`run_in_child` left: its answer, and how it ended."""
 
-    Returns ``details`` (the Interpreter's input and output details, with quantization),
-    ``fully_accelerated``, ``adapter`` (GPU: name, type, backend, software) and
-    ``seconds``.  ``model_content`` replaces the file (``doctor`` has no model).
+    raw: bytes            # the JSON it wrote, b"" if it wrote nothing
+    timed_out: bool       # killed after PROBE_SECONDS
+    status: int           # its wait status (os.waitpid)
+    native: str           # everything it and its native libraries printed
+
+
+def run_in_child(work: Callable[[], Mapping[str, object]]) -> ChildRun:
+    """``work()`` in a forked child with its native output captured, killed after
+    :data:`PROBE_SECONDS`: a crash or an abort in a runtime costs that child only.
+
+    The child writes ``work()``'s answer as JSON, or ``{"error": one line}`` when it raised.
     """
     log = tempfile.TemporaryFile()
     read_fd, write_fd = os.pipe()
@@ -110,17 +116,17 @@ def probe_compiled(model_path: str, hardware: str, threads: int, *,
     sys.stderr.flush()
     started = time.monotonic()
     pid = os.fork()
-    if pid == 0:  # the probe: native output into the log, the answer into the pipe
+    if pid == 0:  # the child: native output into the log, the answer into the pipe
         code = 1
         try:
             os.close(read_fd)
             os.dup2(log.fileno(), 1)
             os.dup2(log.fileno(), 2)
-            answer: ProbeAnswer = {}
+            answer: Mapping[str, object] = {}
             try:
-                answer = _probe(model_path, hardware, threads, builtin_kernels, model_content)
+                answer = work()
                 code = 0
-            except Exception as exc:
+            except Exception as exc:  # the runtime's own message is the useful part
                 answer = {"error": _one_line(exc)}
             os.write(write_fd, json.dumps(answer).encode("utf-8"))
         finally:
@@ -130,7 +136,22 @@ def probe_compiled(model_path: str, hardware: str, threads: int, *,
     if timed_out:
         _kill(pid)
     _, status = os.waitpid(pid, 0)
-    native = _read(log)
+    with log:
+        return ChildRun(raw, timed_out, status, _read(log))
+
+
+def probe_compiled(model_path: str, hardware: str, threads: int, *,
+                   builtin_kernels: bool = False,
+                   model_content: bytes | None = None) -> ProbeAnswer:
+    """Create the CompiledModel in a forked child; its facts, or AcceleratorError.
+
+    Returns ``details`` (the Interpreter's input and output details, with quantization),
+    ``fully_accelerated``, ``adapter`` (GPU: name, type, backend, software) and
+    ``seconds``.  ``model_content`` replaces the file (``doctor`` has no model).
+    """
+    started = time.monotonic()
+    raw, timed_out, status, native = run_in_child(
+        lambda: _probe(model_path, hardware, threads, builtin_kernels, model_content))
     if timed_out:
         raise AcceleratorError(f"creating the model for {hardware} did not finish in "
                                f"{PROBE_SECONDS:g} s")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import List, Mapping
 import numpy as np
 
 from .accelerators import PROBE_MODEL
-from .compiled import PROBE_SECONDS, _kill, _one_line, _read_until_eof
+from .compiled import PROBE_SECONDS, run_in_child
 from .runtime import Runtime
 from .wire import DelegateOption, LoadCheck
 
@@ -54,32 +53,9 @@ def load_checks(runtime: Runtime, accelerators: List[str], api: str, delegate: s
 def _in_child(runtime: Runtime, model_path: Path, settings: Mapping[str, object]
               ) -> tuple[bool, str]:
     named = f"{runtime.name} {runtime.version}"
-    log = tempfile.TemporaryFile()
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
     started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # the child: native output into the log, the answer into the pipe
-        code = 1
-        try:
-            os.close(read_fd)
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            try:
-                answer = {"ok": _load_and_run(runtime, model_path, settings)}
-                code = 0
-            except Exception as exc:  # the runtime's own message is the useful part
-                answer = {"error": _one_line(exc)}
-            os.write(write_fd, json.dumps(answer).encode("utf-8"))
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    raw, timed_out = _read_until_eof(read_fd, started + PROBE_SECONDS)
-    if timed_out:
-        _kill(pid)
-    _, status = os.waitpid(pid, 0)
-    log.close()
+    raw, timed_out, status, _native = run_in_child(
+        lambda: {"ok": _load_and_run(runtime, model_path, settings)})
     if timed_out:
         return False, f"{named} did not load and run the model in {PROBE_SECONDS:g} s"
     if os.WIFSIGNALED(status):
