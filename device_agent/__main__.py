@@ -22,7 +22,8 @@ candidate files are measured interleaved in one child, and the result carries ``
 instead of ``variants``.
 
 ``measure JOB NAME``: one variant's figures, in this process (a debugging aid;
-``run`` forks its children, see :mod:`device_agent.proc`).
+``run`` forks its children, see :mod:`device_agent.proc`; each does what
+:mod:`device_agent.child` says).
 
 ``facts [SENSOR] [--runtime RUNTIME] [--accelerator LIST ...]``: what ``edge doctor``
 asks of a board: board facts, the runtime the setting chooses and why, thermal and
@@ -39,23 +40,22 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import cast
 
 from . import protocol
 from .board import board_facts
+from .child import RUNTIME_MARK, load_job, measure
 from .proc import Heartbeat, Zygote, heartbeat_file
-
-if TYPE_CHECKING:  # at run time _measure imports it where it is used
-    from .runtime import Runtime
+from .settings import JobSettings
+from .wire import Answer, BoardHealth, Cooldown, Job, PairAnswer, VariantAnswer
 
 USAGE = ("usage: agent run JOB.json [--pid-file PATH] [--lease-file PATH --lease-token TOKEN]"
          " | agent measure JOB.json VARIANT"
          " | agent facts [SENSOR] [--runtime RUNTIME] [--accelerator LIST] [--api API]"
          " [--delegate PATH] [--delegate-options JSON]")
-#: The child's first stderr line names its runtime, so a crash can still say which one died.
-RUNTIME_MARK = "edge-agent runtime: "
 #: Signals that stop a job the way Ctrl-C does: the host's kill, a closed terminal, Ctrl-C.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 #: Exit status when the board's lease is no longer this job's (the host's lock module
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                  if "--lease-file" in options else None)
         return _run(Path(args[1]), options.get("--pid-file"), fence)
     if len(args) == 3 and args[0] == "measure" and not options:
-        return _measure(Path(args[1]), args[2])
+        return measure(Path(args[1]), args[2])
     if 1 <= len(args) <= 2 and args[0] == "facts" and not {"--pid-file", *fenced} & set(options):
         return _facts(args[1] if len(args) == 2 else "auto", options.get("--runtime", "auto"),
                       options)
@@ -115,7 +115,7 @@ def _facts(sensor: str, runtime_preference: str, options: dict[str, str]) -> int
     from .runtime import RuntimeNotFound, find_runtime
     from .thermal import thermal_state
 
-    facts: dict[str, Any] = {"board": board_facts(), "thermal": thermal_state(),
+    facts: BoardHealth = {"board": board_facts(), "thermal": thermal_state(),
                              "cwd": os.getcwd(), "free_bytes": shutil.disk_usage(".").free}
     runtime = None
     try:
@@ -154,11 +154,6 @@ def _facts(sensor: str, runtime_preference: str, options: dict[str, str]) -> int
     json.dump(facts, sys.stdout)
     sys.stdout.write("\n")
     return 0
-
-
-def _load_job(job_path: Path) -> dict[str, Any]:
-    with open(job_path, encoding="utf-8") as handle:
-        return protocol.validate_job(json.load(handle))
 
 
 class _Stopped(BaseException):
@@ -219,7 +214,7 @@ def _lease_lost(fence: _Fence) -> int:
     return LEASE_LOST_EXIT
 
 
-def _raise_stopped(signum: int, _frame: Any) -> None:
+def _raise_stopped(signum: int, _frame: FrameType | None) -> None:
     for number in STOP_SIGNALS:  # a second signal must not interrupt the clean-up
         signal.signal(number, signal.SIG_IGN)
     raise _Stopped(signum)
@@ -235,7 +230,7 @@ def _run(job_path: Path, pid_file: str | None, fence: _Fence | None = None) -> i
         if fence:
             fence.check()
         try:
-            job = _load_job(job_path)
+            job = load_job(job_path)
         except (OSError, ValueError) as exc:
             print(f"agent: bad job {job_path}: {exc}", file=sys.stderr)
             return 2
@@ -261,16 +256,16 @@ def _run(job_path: Path, pid_file: str | None, fence: _Fence | None = None) -> i
             signal.signal(number, handler)
 
 
-def _run_job(job_path: Path, job: dict[str, Any], started: float,
-             fence: _Fence | None = None) -> dict[str, Any]:
+def _run_job(job_path: Path, job: Job, started: float,
+             fence: _Fence | None = None) -> Answer:
     """Every variant in the zygote's children, within the job's deadline and its lease."""
     settings = protocol.job_settings(job)
     budget = protocol.job_budget_seconds(job)
     deadline = started + budget
-    timeout = float(settings["variant_timeout_seconds"])
-    _preload(settings["runtime"])
+    timeout = float(settings.variant_timeout_seconds)
+    _preload(settings.runtime)
     # Forked before anything else grows this process: every child starts from this image.
-    zygote = Zygote(lambda name: _measure(job_path, name))
+    zygote = Zygote(lambda name: measure(job_path, name))
     # Checked before each child loads its file, and polled while it measures. The poller
     # starts after the fork: the zygote is forked from a process without threads.
     check = fence.check if fence else (lambda: None)
@@ -284,21 +279,21 @@ def _run_job(job_path: Path, job: dict[str, Any], started: float,
         finally:
             zygote.close()
     try:
-        variants = []
+        variants: list[VariantAnswer] = []
         for index, variant in enumerate(job["variants"]):
             late = f"not started: the job's deadline ({budget:g} s) had passed"
             if time.monotonic() >= deadline:
-                variants.append(_failed(variant["name"], late))
+                variants.append(cast(VariantAnswer, _failed(variant["name"], late)))
                 continue
             cooldown = _cool_down(settings, first=index == 0, deadline=deadline)
             left = deadline - time.monotonic()
             if left <= 0:
-                variants.append(_failed(variant["name"], late))
+                variants.append(cast(VariantAnswer, _failed(variant["name"], late)))
                 continue
             check()
             measured = _measure_in_child(zygote, variant["name"], timeout, left, budget)
-            earlier: list[dict[str, Any]] = []
-            while _unsteady_only(measured) and len(earlier) + 1 < int(settings["attempts"]) \
+            earlier: list[dict[str, object]] = []
+            while _unsteady_only(measured) and len(earlier) + 1 < int(settings.attempts) \
                     and deadline - time.monotonic() > timeout:
                 earlier.append(_attempt_summary(measured))
                 _cool_down(settings, first=False, deadline=deadline)
@@ -309,7 +304,8 @@ def _run_job(job_path: Path, job: dict[str, Any], started: float,
                 measured["earlier_attempts"] = earlier
             if cooldown:
                 measured["cooldown"] = cooldown
-            variants.append(measured)
+            # The child's own JSON, relayed: the host checks it (protocol.validate_result).
+            variants.append(cast(VariantAnswer, measured))
     finally:
         zygote.close()
     return {
@@ -320,30 +316,32 @@ def _run_job(job_path: Path, job: dict[str, Any], started: float,
     }
 
 
-def _run_pairs(zygote: Zygote, job: dict[str, Any], settings: dict[str, Any], deadline: float,
-               budget: float, check: Callable[[], None]) -> list[dict[str, Any]]:
+def _run_pairs(zygote: Zygote, job: Job, settings: JobSettings, deadline: float,
+               budget: float, check: Callable[[], None]) -> list[PairAnswer]:
     """Each pair in a child of its own: a crash of one file fails that pair only."""
-    timeout = float(settings["variant_timeout_seconds"])
-    pairs = []
+    timeout = float(settings.variant_timeout_seconds)
+    pairs: list[PairAnswer] = []
     for index, pair in enumerate(job["pairs"]):
         if time.monotonic() >= deadline:
-            pairs.append(_failed(pair["name"], f"not started: the job's deadline ({budget:g} s) "
-                                               "had passed"))
+            pairs.append(cast(PairAnswer, _failed(
+                pair["name"], f"not started: the job's deadline ({budget:g} s) had passed")))
             continue
         _cool_down(settings, first=index == 0, deadline=deadline)
         left = deadline - time.monotonic()
         check()
-        pairs.append(_measure_in_child(zygote, pair["name"], timeout, left, budget))
+        pairs.append(cast(PairAnswer, _measure_in_child(zygote, pair["name"], timeout, left,
+                                                        budget)))
     return pairs
 
 
-def _unsteady_only(measured: dict[str, Any]) -> bool:
+def _unsteady_only(measured: Mapping[str, object]) -> bool:
     """True when a measurement is INVALID for the spread of its runs and nothing else."""
-    verdict = measured.get("verdict") or {}
-    return measured.get("status") == "ok" and bool(verdict.get("unsteady_only"))
+    verdict = measured.get("verdict")
+    return measured.get("status") == "ok" and isinstance(verdict, dict) \
+        and bool(verdict.get("unsteady_only"))
 
 
-def _attempt_summary(measured: dict[str, Any]) -> dict[str, Any]:
+def _attempt_summary(measured: Mapping[str, object]) -> dict[str, object]:
     """What the result keeps of an attempt measured again: its verdict and latency figures."""
     return {"verdict": measured["verdict"], "latency_ms": measured["latency_ms"],
             "runs": measured["runs"], "wall_seconds": measured.get("wall_seconds")}
@@ -374,27 +372,28 @@ def _preload(preference: str) -> None:
         pass  # each child reports it as its variant's failure, with the runtime's message
 
 
-def _cool_down(settings: dict[str, Any], *, first: bool, deadline: float) -> dict[str, Any]:
+def _cool_down(settings: JobSettings, *, first: bool, deadline: float) -> Cooldown:
     """Pause before a variant (not the first) and wait for the board to cool if asked,
     never past the job's deadline."""
     from .thermal import parse_zones, wait_until_cool
 
-    done: dict[str, Any] = {}
-    if not first and settings["cooldown_seconds"] > 0:
-        pause = max(0.0, min(float(settings["cooldown_seconds"]), deadline - time.monotonic()))
+    done: Cooldown = {}
+    if not first and settings.cooldown_seconds > 0:
+        pause = max(0.0, min(float(settings.cooldown_seconds), deadline - time.monotonic()))
         time.sleep(pause)
         done["paused_s"] = pause
-    if settings["cooldown_to_c"] > 0:
-        limit = min(float(settings["cooldown_max_seconds"]), deadline - time.monotonic())
-        done.update(wait_until_cool(float(settings["cooldown_to_c"]),
+    if settings.cooldown_to_c > 0:
+        limit = min(float(settings.cooldown_max_seconds), deadline - time.monotonic())
+        done.update(wait_until_cool(float(settings.cooldown_to_c),
                                     max_seconds=max(0.0, limit),
-                                    zones=parse_zones(settings["thermal_zones"])))
+                                    zones=parse_zones(settings.thermal_zones)))
     return done
 
 
 def _measure_in_child(zygote: Zygote, name: str, timeout: float, left: float,
-                      budget: float) -> dict[str, Any]:
-    """One variant in a child of the zygote, killed after ``timeout`` or at the deadline."""
+                      budget: float) -> dict[str, object]:
+    """One variant (or pair) in a child of the zygote, killed after ``timeout`` or at the
+    deadline: the child's answer with its name, or why there is none."""
     try:
         child = zygote.run(name, min(timeout, left))
     except OSError as exc:
@@ -420,182 +419,9 @@ def _measure_in_child(zygote: Zygote, name: str, timeout: float, left: float,
     return {"name": name, **figures}
 
 
-def _measure(job_path: Path, name: str) -> int:
-    from .accelerators import AcceleratorError
-    from .measure import measure_variant
-    from .outputs import load_reference
-    from .power import SensorUnavailable, open_power_reader
-    from .thermal import parse_zones, thermal_state
-
-    job = _load_job(job_path)
-    pair = next((p for p in job.get("pairs") or () if p["name"] == name), None)
-    if pair is not None:
-        return _measure_pair(job_path, job, pair)
-    variant = next(v for v in job["variants"] if v["name"] == name)
-    settings = protocol.job_settings(job)
-    runtime = _announced_runtime_of(settings)
-    if runtime is None:
-        return 1
-    model_path = _runnable_file(job_path, variant, runtime)
-    if model_path is None:
-        return 1
-    if "threads" in variant:
-        settings["threads"] = variant["threads"]
-    if "accelerator" in variant:
-        settings["accelerator"] = variant["accelerator"]
-    try:
-        reader = open_power_reader(settings["power_sensor"], rail=settings["power_rail"],
-                                   command=settings["power_command"])
-    except SensorUnavailable as exc:
-        print(f"power sensor {settings['power_sensor']!r} not available: {exc}",
-              file=sys.stderr)
-        return 1
-    reference = None
-    if "reference" in variant:
-        try:
-            reference = load_reference(job_path.parent / variant["reference"])
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"reference {variant['reference']} is unreadable: {exc}", file=sys.stderr)
-            return 1
-    zones = parse_zones(settings["thermal_zones"])
-    try:
-        figures = measure_variant(runtime, model_path, settings, power_reader=reader,
-                                  reference=reference,
-                                  thermal=lambda: thermal_state(zones=zones))
-    except AcceleratorError as exc:  # already one line naming what is missing
-        api = "compiled" if settings["accelerator"].startswith("gpu") else settings["api"]
-        print(f"accelerator {settings['accelerator']} (api {api}): {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # the runtime's own message is the useful part
-        print(f"{runtime.name} {runtime.version} could not run {variant['file']}: "
-              f"{type(exc).__name__}: {_first_line(str(exc))}", file=sys.stderr)
-        return 1
-    figures["runtime_choice"] = runtime.choice
-    print(json.dumps(figures))
-    return 0
-
-
-def _measure_pair(job_path: Path, job: dict[str, Any], pair: dict[str, Any]) -> int:
-    """A pair's baseline, control and candidate in this child (see device_agent.paired)."""
-    from .measure import _measuring_inputs
-    from .outputs import load_reference
-    from .paired import PairedSettings, measure_pair, open_models
-
-    files = {v["name"]: v for v in job["variants"]}
-    settings = protocol.job_settings(job)
-    runtime = _announced_runtime_of(settings)
-    if runtime is None:
-        return 1
-    paths = {}
-    for side, variant in (("baseline", files[pair["baseline"]]),
-                          ("candidate", files[pair["candidate"]])):
-        path = _runnable_file(job_path, variant, runtime)
-        if path is None:
-            return 1
-        paths[side] = path
-    paths["control"] = paths["baseline"]
-    candidate = files[pair["candidate"]]
-    for key in ("threads", "accelerator"):  # one sweep cell: both sides measured in it
-        if key in candidate:
-            settings[key] = candidate[key]
-    reference = None
-    if "reference" in candidate:  # both sides are fed the candidate's real input
-        try:
-            reference = load_reference(job_path.parent / candidate["reference"])
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"reference {candidate['reference']} is unreadable: {exc}", file=sys.stderr)
-            return 1
-    paired = PairedSettings.from_dict(job.get("paired"))
-    try:
-        models = open_models(runtime, paths, settings,
-                             lambda interpreter: _measuring_inputs(interpreter, reference)[0])
-        figures = measure_pair(models, paired)
-        energy = _pair_energy(models, settings, paired)
-    except Exception as exc:  # the runtime's own message is the useful part
-        print(f"{runtime.name} {runtime.version} could not run the pair {pair['name']}: "
-              f"{type(exc).__name__}: {_first_line(str(exc))}", file=sys.stderr)
-        return 1
-    if energy is not None:
-        figures["energy"] = energy
-    figures.update(status="ok", runtime=runtime.describe(), threads=int(settings["threads"]),
-                   accelerator=settings["accelerator"])
-    print(json.dumps(figures))
-    return 0
-
-
-def _announced_runtime_of(settings: dict[str, Any]) -> Runtime | None:
-    """The runtime the settings choose, named on stderr first (RUNTIME_MARK: a crash can
-    still say which one died); None with the reason on stderr when there is none."""
-    from .runtime import RuntimeNotFound, find_runtime
-
-    try:
-        runtime = find_runtime(settings["runtime"])
-    except RuntimeNotFound as exc:
-        print(str(exc), file=sys.stderr)
-        return None
-    print(RUNTIME_MARK + json.dumps(runtime.describe()), file=sys.stderr, flush=True)
-    return runtime
-
-
-def _runnable_file(job_path: Path, variant: dict[str, Any], runtime: Runtime) -> Path | None:
-    """The variant's file beside the job, or None (the reason on stderr) when it must not
-    run: not byte for byte the one the host built, or a file this runtime cannot run."""
-    path = job_path.parent / variant["file"]
-    if protocol.sha256_file(path) != variant["sha256"]:
-        print(f"{variant['file']} does not match its sha256 {variant['sha256']}; not run",
-              file=sys.stderr)
-        return None
-    refusal = _unsupported(runtime, path)
-    if refusal:
-        print(f"{runtime.name} {runtime.version} cannot run {variant['file']}: {refusal}",
-              file=sys.stderr)
-        return None
-    return path
-
-
-def _pair_energy(models: dict[str, Any], settings: dict[str, Any], paired: Any
-                 ) -> dict[str, Any] | None:
-    """The pair's energy pass (device_agent.paired.measure_energy), after its latency rounds,
-    when the job's power sensor opens; None without one.  The sensor is opened only now
-    (tegrastats, a process of its own, must not run beside the latency rounds); a sensor
-    that cannot be opened costs the energy figure, never the latency verdict."""
-    from .paired import measure_energy
-    from .power import PowerSampler, SensorUnavailable, open_power_reader
-
-    sensor = settings["power_sensor"]
-    try:
-        reader = open_power_reader(sensor, rail=settings["power_rail"],
-                                   command=settings["power_command"])
-    except SensorUnavailable as exc:
-        return {"sensor": {"kind": sensor, "misses": ""},
-                "error": f"power sensor {sensor!r} not available: {exc}"}
-    if reader is None:
-        return None
-    rate = float(settings["power_rate_hz"])
-    energy = measure_energy(models, PowerSampler(reader, rate_hz=rate), paired, rate_hz=rate)
-    energy["sensor"] = reader.describe()
-    return energy
-
-
-def _unsupported(runtime: Runtime, model_path: Path) -> str:
-    """Why ``runtime`` must not be given this file at all ("" if it may).
-
-    tflite-runtime has no int4 kernels, and does not always say so: on an int4 file it
-    refused a DEQUANTIZE node, crashed with SIGSEGV, or ran and computed garbage, from one
-    run to the next.  The file's own tensor types decide before anything runs.
-    """
-    from .tflite_file import int4_tensors
-
-    if runtime.name != "tflite-runtime":
-        return ""
-    count = int4_tensors(model_path.read_bytes())
-    return (f"the file holds {count} int4 tensors and tflite-runtime has no int4 kernels "
-            "(it crashes or computes garbage on them); int4 weights need ai-edge-litert "
-            "(the target's runtime setting)") if count else ""
-
-
-def _failed(name: str, error: str, runtime: dict[str, str] | None = None) -> dict[str, Any]:
-    failed: dict[str, Any] = {"name": name, "status": "failed", "error": error}
+def _failed(name: str, error: str, runtime: dict[str, str] | None = None
+            ) -> dict[str, object]:
+    failed: dict[str, object] = {"name": name, "status": "failed", "error": error}
     if runtime is not None:
         failed["runtime"] = runtime
     return failed
@@ -622,11 +448,6 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:  # a real-time or platform-specific signal has no name
         return str(number)
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def _last_line(raw: bytes) -> str:

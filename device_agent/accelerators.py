@@ -21,13 +21,8 @@ accelerator selected and whether it is a software one (Mesa's lavapipe: a CPU
 rasteriser, named as such, never as a GPU), the time to create the model, and the
 first run's time on its own (it compiles the GPU's shaders: 90-108 s on lavapipe).
 
-Why a child process probes first: LiteRT's aarch64 accelerator library aborts the
-whole process on cores without ``lse``/``dotprod`` (Cortex-A72, A57), even for a
-CPU-only ``CompiledModel``, because the environment loads it; and the adapter is
-named only in native stderr.  The probe creates the model in a forked child with its
-native output captured, so a crash or a missing Vulkan driver is one line naming the
-cause.  Why the output read is timed on the GPU: ``run`` returns before the GPU has
-finished, so a run is timed through reading its outputs back, as an app must.
+A CompiledModel is probed in a child process before anything is timed, and run behind
+the Interpreter's calls: :mod:`device_agent.compiled` says why.
 
 Example::
 
@@ -42,29 +37,36 @@ from __future__ import annotations
 import base64
 import ctypes
 import importlib
-import json
 import os
-import re
-import select
-import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable, List, Mapping, Tuple
 
-import numpy as np
-
-from .protocol import ACCELERATORS, APIS
+from .compiled import (
+    PROBE_SECONDS,
+    VULKAN_LOADER,
+    CompiledRunner,
+    ProbeAnswer,
+    _create_compiled,
+    _creation_failure,
+    _native_output_to,
+    _one_line,
+    _read,
+    probe_compiled,
+    vulkan_loader_present,
+)
+from .interp import AcceleratorError
 from .runtime import RUNTIME_CANDIDATES, Runtime
+from .settings import ACCELERATORS, APIS, JobSettings
+from .wire import AcceleratorCheck, AcceleratorFacts, DelegateOption
 
-#: How long the probe child may take to create the model (creation is quick; shader
-#: compilation happens at the first run, which the variant's own timeout covers).
-PROBE_SECONDS = 60.0
+if TYPE_CHECKING:
+    from .interp import Model
+
 #: What an external delegate library exports (TFLite's external delegate interface).
 DELEGATE_ENTRY_POINTS = ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate")
-#: The Vulkan loader the WebGPU accelerator (Dawn) opens.
-VULKAN_LOADER = "libvulkan.so.1"
 #: A one-operator model (y = x + x, float32 [1, 4], signature ``serving_default``), made
 #: with litert-torch 0.10: ``doctor`` probes the accelerator with it when it has no model.
 PROBE_MODEL = base64.b64decode(
@@ -81,34 +83,17 @@ PROBE_MODEL = base64.b64decode(
     "AAAAAAAABwAWAAAAAAAAASwAAAABAAAACAAAACwAAAAWAAAAc2VydmluZ19kZWZhdWx0X2FyZ3NfMAAAAgAAAAEA"
     "AAAEAAAA/P///wQABAAEAAAA")
 
-#: Whether :func:`_native_output_to` has sent this process's native output to a log.
-_redirected = {"done": False}
-_ADAPTER = re.compile(r"Selected adapter: (?P<name>.*?), arch=(?P<arch>[^,]*), "
-                      r"vendor=(?P<vendor>[^,]*), backend=(?P<backend>[^,]*), "
-                      r"adapterType=(?P<type>.*)$", re.MULTILINE)
-#: Dawn's reason for turning an adapter down ("Vulkan shaderUniform*ArrayDynamicIndexing
-#: required." from Mesa 22.3's lavapipe), followed by "- While initializing adapter".
-_ADAPTER_REJECTED = re.compile(r"^Warning: (.*?)\.?\s*\n\s*- While initializing adapter",
-                               re.MULTILINE)
-_WEBGPU_FAILED = re.compile(r"Failed to initialize WebGPU environment: (?:[A-Z_]+: )?(.*)$",
-                            re.MULTILINE)
-
-
-class AcceleratorError(RuntimeError):
-    """The accelerator or API asked for cannot run here; one line naming what is missing."""
-
-
 class Opened:
     """A model opened as the settings ask: ``model`` has the Interpreter calls measuring
     uses (allocate_tensors, get_input_details, set_tensor, invoke, get_tensor, ...)."""
 
-    def __init__(self, model: Any, facts: dict[str, Any]) -> None:
+    def __init__(self, model: Model, facts: AcceleratorFacts) -> None:
         self.model = model
         self._facts = facts
 
-    def facts(self) -> dict[str, Any]:
+    def facts(self) -> AcceleratorFacts:
         """What ran, read after the runs (an Interpreter's delegates apply at allocation)."""
-        facts = dict(self._facts)
+        facts = self._facts.copy()
         if isinstance(self.model, CompiledRunner):
             facts.update(self.model.timing_facts())
         else:
@@ -130,20 +115,22 @@ class Plan:
         return self._opener()
 
 
-def plan_model(runtime: Runtime, model_path: Path, settings: dict[str, Any]) -> Plan:
+def plan_model(runtime: Runtime, model_path: Path,
+               settings: JobSettings | Mapping[str, object]) -> Plan:
     """How to open ``model_path`` with the ``accelerator`` and ``api`` of ``settings``.
 
-    Raises :class:`AcceleratorError` (one line) when that combination cannot run here;
-    falls back to the CPU only for ``gpu+cpu``, saying so in the facts.
+    Raises :class:`AcceleratorError` (one line) when that combination cannot run here
+    (or is not one of :data:`ACCELERATORS` and :data:`APIS`); falls back to the CPU only
+    for ``gpu+cpu``, saying so in the facts.
     """
-    accelerator = str(settings.get("accelerator", "cpu"))
-    api = str(settings.get("api", "interpreter"))
-    threads = int(settings.get("threads", 1))
-    if accelerator not in ACCELERATORS:
-        raise AcceleratorError(f"unknown accelerator {accelerator!r}; one of "
-                               + ", ".join(ACCELERATORS))
-    if api not in APIS:
-        raise AcceleratorError(f"unknown api {api!r}; one of " + ", ".join(APIS))
+    if not isinstance(settings, JobSettings):  # a JobSettings was checked when it was made
+        for key, default, known in (("accelerator", "cpu", ACCELERATORS),
+                                    ("api", "interpreter", APIS)):
+            value = str(settings.get(key, default))
+            if value not in known:
+                raise AcceleratorError(f"unknown {key} {value!r}; one of " + ", ".join(known))
+        settings = JobSettings.from_dict(settings)
+    accelerator, api, threads = settings.accelerator, settings.api, int(settings.threads)
     if accelerator in ("gpu", "gpu+cpu") or api == "compiled":
         return _open_compiled(runtime, model_path, accelerator, threads)
     return _open_interpreter(runtime, model_path, accelerator, threads, settings)
@@ -153,18 +140,18 @@ def plan_model(runtime: Runtime, model_path: Path, settings: dict[str, Any]) -> 
 
 
 def _open_interpreter(runtime: Runtime, model_path: Path, accelerator: str, threads: int,
-                      settings: dict[str, Any]) -> Plan:
+                      settings: JobSettings) -> Plan:
     module = importlib.import_module(dict(RUNTIME_CANDIDATES)[runtime.name])
-    kwargs: dict[str, Any] = {"model_path": str(model_path),
-                              "num_threads": threads if threads > 0 else None}
-    facts: dict[str, Any] = {"requested": accelerator, "used": accelerator, "api": "interpreter"}
+    kwargs: dict[str, object] = {"model_path": str(model_path),
+                                 "num_threads": threads if threads > 0 else None}
+    facts: AcceleratorFacts = {"requested": accelerator, "used": accelerator,
+                               "api": "interpreter"}
     if accelerator == "xnnpack-off":
         kwargs["experimental_op_resolver_type"] = \
             module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         facts["kernels"] = "builtin (no default delegate: XNNPACK off)"
     elif accelerator == "delegate":
-        path = str(settings.get("delegate") or "")
-        options = settings.get("delegate_options") or {}
+        path, options = settings.delegate, settings.delegate_options
         kwargs["experimental_delegates"] = [load_external_delegate(module, path, options)]
         facts.update({"used": "delegate", "delegate": path,
                       "delegate_options": {str(k): _option_text(v) for k, v in options.items()}})
@@ -184,7 +171,8 @@ def _open_interpreter(runtime: Runtime, model_path: Path, accelerator: str, thre
     return Plan(create)
 
 
-def load_external_delegate(module: Any, path: str, options: dict[str, Any]) -> Any:
+def load_external_delegate(module: ModuleType, path: str,
+                           options: Mapping[str, DelegateOption]) -> object:
     """``module.load_delegate(path, options)``, its failures as one line naming the cause.
 
     The library's two entry points are looked up first: given a library that is not a
@@ -206,20 +194,22 @@ def load_external_delegate(module: Any, path: str, options: dict[str, Any]) -> A
         raise AcceleratorError(f"{path} is not a TFLite delegate: it does not export "
                                + " or ".join(missing))
     try:
-        return module.load_delegate(path, {str(k): _option_text(v) for k, v in options.items()})
+        delegate: object = module.load_delegate(
+            path, {str(k): _option_text(v) for k, v in options.items()})
+        return delegate
     except Exception as exc:  # the runtime's own reason (a missing dependency, bad options)
         raise AcceleratorError(f"delegate {path} could not be loaded: "
                                f"{_one_line(exc)}") from None
 
 
-def _option_text(value: Any) -> str:
+def _option_text(value: DelegateOption) -> str:
     """Delegate options travel as strings; booleans the way delegates parse them."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _delegate_partitions(interpreter: Any) -> int | None:
+def _delegate_partitions(interpreter: object) -> int | None:
     """How many delegate kernels (partitions of the graph) the interpreter runs, if it says."""
     details = getattr(interpreter, "_get_ops_details", None)
     if details is None:
@@ -242,7 +232,7 @@ def _open_compiled(runtime: Runtime, model_path: Path, accelerator: str,
     if accelerator == "delegate":
         raise AcceleratorError("an external delegate loads only through the Interpreter "
                                "(load_delegate): use api interpreter with it")
-    facts: dict[str, Any] = {"requested": accelerator, "api": "compiled"}
+    facts: AcceleratorFacts = {"requested": accelerator, "api": "compiled"}
     hardware = "cpu" if accelerator in ("cpu", "xnnpack-off") else accelerator
     try:
         probe = probe_compiled(str(model_path), hardware, threads,
@@ -280,16 +270,16 @@ def _open_compiled(runtime: Runtime, model_path: Path, accelerator: str,
     return Plan(create)
 
 
-def _used(hardware: str, probe: dict[str, Any]) -> dict[str, Any]:
+def _used(hardware: str, probe: ProbeAnswer) -> AcceleratorFacts:
     """``used`` and the adapter facts: a software Vulkan adapter is never called a GPU."""
-    facts: dict[str, Any] = {"used": "cpu", "fully_accelerated": probe["fully_accelerated"]}
+    facts: AcceleratorFacts = {"used": "cpu", "fully_accelerated": probe["fully_accelerated"]}
     if hardware == "cpu":
         return facts
-    adapter = probe.get("adapter") or {}
-    facts["adapter"] = adapter.get("name", "not reported")
-    facts["adapter_type"] = adapter.get("type", "not reported")
-    facts["backend"] = adapter.get("backend", "")
-    software = bool(adapter.get("software"))
+    adapter = probe.get("adapter")
+    facts["adapter"] = adapter["name"] if adapter else "not reported"
+    facts["adapter_type"] = adapter["type"] if adapter else "not reported"
+    facts["backend"] = adapter["backend"] if adapter else ""
+    software = bool(adapter and adapter["software"])
     facts["software"] = software
     facts["used"] = "software-vulkan" if software else "gpu"
     if software:
@@ -298,181 +288,11 @@ def _used(hardware: str, probe: dict[str, Any]) -> dict[str, Any]:
     return facts
 
 
-def probe_compiled(model_path: str, hardware: str, threads: int, *,
-                   builtin_kernels: bool = False,
-                   model_content: bytes | None = None) -> dict[str, Any]:
-    """Create the CompiledModel in a forked child; its facts, or AcceleratorError.
-
-    Returns ``details`` (the Interpreter's input and output details, with quantization),
-    ``fully_accelerated``, ``adapter`` (GPU: name, type, backend, software) and
-    ``seconds``.  ``model_content`` replaces the file (``doctor`` has no model).
-    """
-    log = tempfile.TemporaryFile()
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # the probe: native output into the log, the answer into the pipe
-        code = 1
-        try:
-            os.close(read_fd)
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            answer: dict[str, Any] = {}
-            try:
-                answer = _probe(model_path, hardware, threads, builtin_kernels, model_content)
-                code = 0
-            except Exception as exc:
-                answer = {"error": _one_line(exc)}
-            os.write(write_fd, json.dumps(answer).encode("utf-8"))
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    raw, timed_out = _read_until_eof(read_fd, started + PROBE_SECONDS)
-    if timed_out:
-        _kill(pid)
-    _, status = os.waitpid(pid, 0)
-    native = _read(log)
-    if timed_out:
-        raise AcceleratorError(f"creating the model for {hardware} did not finish in "
-                               f"{PROBE_SECONDS:g} s")
-    if os.WIFSIGNALED(status):
-        raise AcceleratorError(_crash_message(os.WTERMSIG(status)))
-    try:
-        answer = json.loads(raw.decode("utf-8"))
-    except ValueError:
-        answer = {"error": f"the probe ended with status {os.WEXITSTATUS(status)}"}
-    if "error" in answer:
-        raise AcceleratorError(_creation_failure(hardware, native, answer["error"]))
-    answer["seconds"] = round(time.monotonic() - started, 3)
-    match = _ADAPTER.search(native)
-    if match:
-        answer["adapter"] = {
-            "name": match["name"], "type": match["type"].strip(), "backend": match["backend"],
-            "software": "software" in (match["arch"] + match["type"]).lower()}
-    return answer
-
-
-def _probe(model_path: str, hardware: str, threads: int, builtin_kernels: bool,
-           model_content: bytes | None) -> dict[str, Any]:
-    details: dict[str, list[dict[str, Any]]] = {}
-    if model_content is None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=model_path)
-        details = {"inputs": [_detail(d) for d in interpreter.get_input_details()],
-                   "outputs": [_detail(d) for d in interpreter.get_output_details()]}
-        del interpreter
-    model = _create_compiled(model_path, hardware, threads, builtin_kernels=builtin_kernels,
-                             model_content=model_content)
-    return {"details": details, "fully_accelerated": bool(model.is_fully_accelerated())}
-
-
-def _detail(detail: dict[str, Any]) -> dict[str, Any]:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    return {"index": int(detail["index"]), "name": str(detail["name"]),
-            "shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name,
-            "quantization": [float(scale), int(zero_point)]}
-
-
-def _create_compiled(model_path: str, hardware: str, threads: int, *, builtin_kernels: bool,
-                     model_content: bytes | None = None) -> Any:
-    from ai_edge_litert.compiled_model import CompiledModel
-    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-    from ai_edge_litert.options import CpuOptions, Options
-
-    flags = {"cpu": HardwareAccelerator.CPU, "gpu": HardwareAccelerator.GPU,
-             "gpu+cpu": HardwareAccelerator.GPU | HardwareAccelerator.CPU}[hardware]
-    cpu = CpuOptions(num_threads=threads)
-    if builtin_kernels:
-        from ai_edge_litert.cpu_kernel_mode import CpuKernelMode
-
-        cpu = CpuOptions(num_threads=threads, kernel_mode=CpuKernelMode.BUILTIN)
-    options = Options(hardware_accelerators=flags, cpu_options=cpu)
-    if model_content is not None:
-        return CompiledModel.from_buffer(model_content, options=options)
-    return CompiledModel.from_file(model_path, options=options)
-
-
-class CompiledRunner:
-    """A CompiledModel behind the Interpreter calls that measuring and the output check use.
-
-    Tensor details (with quantization, which CompiledModel does not report) come from
-    the probe's Interpreter, matched to the signature's buffers by tensor index.
-    ``read_outputs``: every ``invoke`` reads the outputs back (the GPU's run is
-    asynchronous); on the CPU the outputs are read only when asked for.
-    """
-
-    def __init__(self, model: Any, details: dict[str, list[dict[str, Any]]], *,
-                 read_outputs: bool) -> None:
-        self._model = model
-        self._read_outputs = read_outputs
-        signature = next(iter(model.get_signature_list()), None)
-        if signature is None:
-            raise AcceleratorError("CompiledModel needs a signature and the model has none")
-        by_index = {d["index"]: d for d in details["inputs"] + details["outputs"]}
-        self._inputs = [self._with_dtype(by_index[int(d["index"])]) for d in
-                        model.get_input_tensor_details(signature).values()]
-        self._outputs = [self._with_dtype(by_index[int(d["index"])]) for d in
-                         model.get_output_tensor_details(signature).values()]
-        self._in_buffers = model.create_input_buffers(0)
-        self._out_buffers = model.create_output_buffers(0)
-        self._last: dict[int, np.ndarray] = {}
-        self._first_run_ms: float | None = None
-
-    @staticmethod
-    def _with_dtype(detail: dict[str, Any]) -> dict[str, Any]:
-        return {**detail, "dtype": np.dtype(detail["dtype"]).type,
-                "shape": np.array(detail["shape"], dtype=np.int32),
-                "quantization": tuple(detail["quantization"])}
-
-    def allocate_tensors(self) -> None:
-        """Buffers were made with the model: nothing to allocate."""
-
-    def get_input_details(self) -> list[dict[str, Any]]:
-        return list(self._inputs)
-
-    def get_output_details(self) -> list[dict[str, Any]]:
-        return list(self._outputs)
-
-    def set_tensor(self, index: int, value: np.ndarray) -> None:
-        position = next(i for i, d in enumerate(self._inputs) if d["index"] == index)
-        self._in_buffers[position].write(np.ascontiguousarray(value))
-
-    def invoke(self) -> None:
-        started = time.perf_counter_ns() if self._first_run_ms is None else 0
-        self._model.run_by_index(0, self._in_buffers, self._out_buffers)
-        self._last = {}
-        if self._read_outputs:
-            self._last = {d["index"]: self._read(position, d)
-                          for position, d in enumerate(self._outputs)}
-        if self._first_run_ms is None:
-            self._first_run_ms = (time.perf_counter_ns() - started) / 1e6
-
-    def get_tensor(self, index: int) -> np.ndarray:
-        if index not in self._last:
-            position = next(i for i, d in enumerate(self._outputs) if d["index"] == index)
-            self._last[index] = self._read(position, self._outputs[position])
-        return self._last[index]
-
-    def _read(self, position: int, detail: dict[str, Any]) -> np.ndarray:
-        shape = tuple(int(d) for d in detail["shape"])
-        flat = self._out_buffers[position].read(int(np.prod(shape)), detail["dtype"])
-        return np.asarray(flat).reshape(shape)
-
-    def timing_facts(self) -> dict[str, Any]:
-        """The first run on its own: on a GPU it compiles the shaders."""
-        if self._first_run_ms is None:
-            return {}
-        return {"first_run_ms": self._first_run_ms}
-
-
 # --- preflight (edge doctor) --------------------------------------------------------------
 
 
-def preflight(runtime: Runtime | None, accelerators: list[str], api: str, delegate: str,
-              delegate_options: dict[str, Any]) -> list[dict[str, Any]]:
+def preflight(runtime: Runtime | None, accelerators: List[str], api: str, delegate: str,
+              delegate_options: Mapping[str, DelegateOption]) -> List[AcceleratorCheck]:
     """Can each of ``accelerators`` (and ``api``) run here?  One check each, for ``doctor``.
 
     ``{"name", "ok", "detail", "warning"}``: the GPU's checks name the Vulkan loader, the
@@ -480,7 +300,7 @@ def preflight(runtime: Runtime | None, accelerators: list[str], api: str, delega
     measures a CPU) and whether the model of :data:`PROBE_MODEL` is fully accelerated;
     all probing happens in a child, so an accelerator that aborts costs one check.
     """
-    checks = []
+    checks: List[AcceleratorCheck] = []
     wanted = list(accelerators) + (["compiled"] if api == "compiled" else [])
     for name in dict.fromkeys(wanted):
         try:
@@ -494,7 +314,7 @@ def preflight(runtime: Runtime | None, accelerators: list[str], api: str, delega
 
 
 def _preflight_one(runtime: Runtime | None, name: str, delegate: str,
-                   delegate_options: dict[str, Any]) -> tuple[bool, str, bool]:
+                   delegate_options: Mapping[str, DelegateOption]) -> Tuple[bool, str, bool]:
     if name == "cpu":
         return True, "the runtime's default kernels", False
     if runtime is None:
@@ -538,129 +358,8 @@ def _webgpu_library() -> str:
     return found[0].name if found else ""
 
 
-# --- explaining failures ------------------------------------------------------------------
-
-
-def _creation_failure(hardware: str, native: str, error: Any) -> str:
-    """One line: why creating the model failed, naming what is missing when it is Vulkan."""
-    if hardware == "cpu":
-        return f"CompiledModel on the CPU could not be created: {_one_line(error)}"
-    webgpu = _WEBGPU_FAILED.search(native)
-    if webgpu is None:
-        return f"the GPU accelerator could not create the model: {_one_line(error)}"
-    said = webgpu.group(1).strip()
-    rejected = _ADAPTER_REJECTED.findall(native)
-    if rejected:  # Dawn saw an adapter and turned it down, saying for what
-        return (f"the Vulkan adapter here lacks what LiteRT's GPU accelerator needs "
-                f"({'; '.join(dict.fromkeys(r.strip() for r in rejected))}){_driver_hint()}: "
-                f"a newer Vulkan driver may have it (Debian 12's lavapipe, Mesa 22.3, lacks it; "
-                f"Mesa 25 from bookworm-backports works) (it said: {said})")
-    if not vulkan_loader_present():
-        return (f"no Vulkan loader ({VULKAN_LOADER}) on this board: LiteRT's GPU accelerator "
-                f"(WebGPU) runs over Vulkan only; install libvulkan1 and the GPU's Vulkan "
-                f"driver (it said: {said})")
-    if "Found no drivers" in native:
-        return (f"no Vulkan driver{_driver_hint()}: LiteRT's GPU accelerator (WebGPU) runs "
-                f"over Vulkan only; install the GPU's Vulkan driver (it said: {said})")
-    return (f"no Vulkan adapter LiteRT's GPU accelerator accepts{_driver_hint()}: install "
-            f"the GPU's Vulkan driver (Debian 12's lavapipe, Mesa 22.3, is rejected; Mesa 25 "
-            f"from bookworm-backports works) (it said: {said})")
-
-
-def _driver_hint() -> str:
-    """Where the Vulkan loader looked for drivers, when the environment steers it."""
-    for name in ("VK_DRIVER_FILES", "VK_ICD_FILENAMES"):
-        if os.environ.get(name):
-            return f" ({name}={os.environ[name]})"
-    found = [path for folder in ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d")
-             for path in sorted(Path(folder).glob("*.json"))] if sys.platform.startswith(
-                 "linux") else []
-    return f" ({len(found)} Vulkan driver files installed)" if found else \
-        " (no Vulkan driver installed: /usr/share/vulkan/icd.d is empty)"
-
-
-def vulkan_loader_present() -> bool:
-    try:
-        ctypes.CDLL(VULKAN_LOADER)
-    except OSError:
-        return False
-    return True
-
-
-def _crash_message(signum: int) -> str:
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = str(signum)
-    hint = ""
-    features = _cpu_features()
-    if features is not None and not {"atomics", "asimddp"} <= features:
-        hint = ("; this CPU lacks lse/dotprod (a Cortex-A72 or A57), which ai-edge-litert's "
-                "aarch64 accelerator library needs: use the Interpreter (api interpreter, "
-                "accelerator cpu) here")
-    return f"creating the CompiledModel killed the probe process ({name}){hint}"
-
-
-def _cpu_features() -> set[str] | None:
-    """The aarch64 CPU's feature flags (``atomics`` is lse, ``asimddp`` dotprod); None elsewhere."""
-    if os.uname().machine not in ("aarch64", "arm64"):
-        return None
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("Features"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        return None
-    return None
-
-
-def _native_output_to(log: Any) -> None:
-    """Send native output (LiteRT and Dawn log freely on both, also at exit) to ``log``, and
-    Python's ``sys.stdout``/``sys.stderr`` on to the real ones, so that the measuring
-    child's last lines stay its own: the result and its one-line error."""
-    if _redirected["done"]:  # a second model in one process: already done
-        return
-    _redirected["done"] = True
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        getattr(sys, name).flush()
-        saved = os.dup(fd)
-        os.dup2(log.fileno(), fd)
-        setattr(sys, name, os.fdopen(saved, "w", buffering=1))
-
-
-def _read(log: Any) -> str:
-    log.seek(0)
-    return log.read().decode("utf-8", "replace")
-
-
-def _read_until_eof(fd: int, deadline: float) -> tuple[bytes, bool]:
-    """Everything written to pipe ``fd`` until it closes; (data, True) at the deadline."""
-    chunks: list[bytes] = []
-    try:
-        while True:
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                return b"".join(chunks), True
-            ready, _, _ = select.select([fd], [], [], wait)
-            if ready:
-                data = os.read(fd, 65536)
-                if not data:
-                    return b"".join(chunks), False
-                chunks.append(data)
-    finally:
-        os.close(fd)
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _one_line(exc: Any) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, BaseException):
-        text = f"{type(exc).__name__}: {text}"
-    return text
+# AcceleratorError, PROBE_SECONDS and vulkan_loader_present are named here as before; they
+# live in device_agent.interp and device_agent.compiled.
+__all__ = ["ACCELERATORS", "APIS", "DELEGATE_ENTRY_POINTS", "PROBE_MODEL", "PROBE_SECONDS",
+           "VULKAN_LOADER", "AcceleratorError", "Opened", "Plan", "load_external_delegate",
+           "plan_model", "preflight", "vulkan_loader_present"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import Any
+
+from .wire import BoardFacts
 
 
-def board_facts() -> dict[str, Any]:
+def board_facts() -> BoardFacts:
     """Hostname, OS, CPU and board model as the board itself reports them."""
     return {
         "hostname": platform.node(),

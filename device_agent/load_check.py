@@ -18,65 +18,44 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import List, Mapping
 
 import numpy as np
 
-from .accelerators import PROBE_MODEL, PROBE_SECONDS, _kill, _one_line, _read_until_eof
+from .accelerators import PROBE_MODEL
+from .compiled import PROBE_SECONDS, run_in_child
 from .runtime import Runtime
+from .wire import DelegateOption, LoadCheck
 
 #: What :data:`PROBE_MODEL` is given; it must answer twice this.
 PROBE_INPUT = (1.0, 2.0, 3.0, 4.0)
 
 
-def load_checks(runtime: Runtime, accelerators: list[str], api: str, delegate: str,
-                delegate_options: dict[str, Any]) -> list[dict[str, Any]]:
+def load_checks(runtime: Runtime, accelerators: List[str], api: str, delegate: str,
+                delegate_options: Mapping[str, DelegateOption]) -> List[LoadCheck]:
     """``{"accelerator", "ok", "detail"}`` for each of ``accelerators``: the probe model
     loaded, run once and its output checked, in a child process each."""
-    checks = []
+    checks: List[LoadCheck] = []
     with tempfile.TemporaryDirectory(prefix="edge-load-check-") as folder:
         model_path = Path(folder) / "probe.tflite"
         model_path.write_bytes(PROBE_MODEL)
         for accelerator in dict.fromkeys(accelerators or ["cpu"]):
             settings = {"accelerator": accelerator, "api": api, "threads": 1,
-                        "delegate": delegate, "delegate_options": delegate_options}
+                        "delegate": delegate, "delegate_options": dict(delegate_options)}
             ok, detail = _in_child(runtime, model_path, settings)
             checks.append({"accelerator": accelerator, "ok": ok, "detail": detail})
     return checks
 
 
-def _in_child(runtime: Runtime, model_path: Path, settings: dict[str, Any]) -> tuple[bool, str]:
+def _in_child(runtime: Runtime, model_path: Path, settings: Mapping[str, object]
+              ) -> tuple[bool, str]:
     named = f"{runtime.name} {runtime.version}"
-    log = tempfile.TemporaryFile()
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
     started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # the child: native output into the log, the answer into the pipe
-        code = 1
-        try:
-            os.close(read_fd)
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            try:
-                answer = {"ok": _load_and_run(runtime, model_path, settings)}
-                code = 0
-            except Exception as exc:  # the runtime's own message is the useful part
-                answer = {"error": _one_line(exc)}
-            os.write(write_fd, json.dumps(answer).encode("utf-8"))
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    raw, timed_out = _read_until_eof(read_fd, started + PROBE_SECONDS)
-    if timed_out:
-        _kill(pid)
-    _, status = os.waitpid(pid, 0)
-    log.close()
+    raw, timed_out, status, _native = run_in_child(
+        lambda: {"ok": _load_and_run(runtime, model_path, settings)})
     if timed_out:
         return False, f"{named} did not load and run the model in {PROBE_SECONDS:g} s"
     if os.WIFSIGNALED(status):
@@ -91,7 +70,7 @@ def _in_child(runtime: Runtime, model_path: Path, settings: dict[str, Any]) -> t
     return True, f"{named} {answer['ok']} ({seconds:.2f} s)"
 
 
-def _load_and_run(runtime: Runtime, model_path: Path, settings: dict[str, Any]) -> str:
+def _load_and_run(runtime: Runtime, model_path: Path, settings: Mapping[str, object]) -> str:
     """Load, run once, check the output; what ran, or an exception saying what is wrong."""
     from .accelerators import plan_model
 

@@ -26,31 +26,38 @@ from __future__ import annotations
 import time
 from array import array
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from .accelerators import plan_model
-from .outputs import check_outputs
+from .outputs import Reference, check_outputs
 from .power import PowerReader, PowerSampler, summarize_power
 from .protocol import MAX_RAW_SAMPLES, JobSettings
 from .runtime import Runtime
 from .thermal import thermal_state, was_throttled
 from .verdict import judge
+from .wire import LatencySummary, PowerFigures, Profile, ThermalState, VariantFigures
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from .interp import Model
 
 
-def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any], *,
+def measure_variant(runtime: Runtime, model_path: Path,
+                    settings: JobSettings | Mapping[str, object], *,
                     power_reader: PowerReader | None = None,
-                    reference: dict[str, list[np.ndarray]] | None = None,
-                    thermal: Callable[[], dict[str, Any]] = thermal_state) -> dict[str, Any]:
+                    reference: Optional[Reference] = None,
+                    thermal: Callable[[], ThermalState] = thermal_state) -> VariantFigures:
     """Load ``model_path``, time it, and report figures and a verdict.
 
     ``power_reader`` (None: no sensor, energy fields absent) is sampled through
     an idle window before the runs and through the measured runs; ``reference``
     (``{"inputs": [...], "outputs": [...]}`` from the host) is checked after them.
     """
-    settings = JobSettings.from_dict(settings).to_dict()  # the one place defaults live
-    threads = int(settings["threads"])
+    settings = JobSettings.of(settings)  # the one place defaults live
+    threads = int(settings.threads)
     # The accelerator and API asked for, probed in a child before anything is timed.
     plan = plan_model(runtime, model_path, settings)
     before = thermal()
@@ -68,22 +75,18 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
         interpreter.set_tensor(detail["index"], tensor)
 
     first_ns = _timed_invoke(interpreter)
-    warmup_runs = _warm_up(interpreter, runs=int(settings["warmup_runs"]),
-                           seconds=float(settings["warmup_seconds"]))
+    warmup_runs = _warm_up(interpreter, runs=int(settings.warmup_runs),
+                           seconds=float(settings.warmup_seconds))
 
-    floors: dict[str, Any] = {
-              "min_runs": int(settings["min_runs"]), "max_runs": int(settings["max_runs"]),
-              "min_seconds": float(settings["min_seconds"]),
-              "max_seconds": float(settings["max_seconds"])}
     started_s = time.monotonic()
-    samples_ns = _measured_runs(interpreter, **floors)
+    samples_ns = _measured_runs(interpreter, settings)
     wall_seconds = time.monotonic() - started_s
     # Read the peak before the figures below allocate anything: it belongs to the model.
     peak_rss = _status_bytes("VmHWM")
     samples_ms = np.frombuffer(samples_ns, dtype=np.int64) / 1e6
     every = -(-samples_ms.size // MAX_RAW_SAMPLES)  # ceil: 1 until there are too many
     after = thermal()
-    figures: dict[str, Any] = {
+    figures: VariantFigures = {
         "status": "ok",
         "runtime": runtime.describe(),
         "threads": threads,
@@ -108,34 +111,34 @@ def measure_variant(runtime: Runtime, model_path: Path, settings: dict[str, Any]
         "accelerator": opened.facts(),
     }
     if power_reader is not None:
-        figures["power"] = _energy_pass(interpreter, power_reader, settings, floors)
+        figures["power"] = _energy_pass(interpreter, power_reader, settings)
     if reference is not None:
         figures["output_check"] = check_outputs(
-            interpreter, reference, atol=float(settings["output_atol"]),
-            min_top1=float(settings["output_min_top1"]))
+            interpreter, reference, atol=float(settings.output_atol),
+            min_top1=float(settings.output_min_top1))
     if every > 1:
         figures["latency_samples_every"] = every
-    if float(settings["profile"]) > 0:
+    if float(settings.profile) > 0:
         figures["profile"] = _profile_pass(runtime, model_path, threads, inputs, figures)
     figures["verdict"] = judge(figures, settings)
     return figures
 
 
-def _energy_pass(interpreter: Any, reader: PowerReader, settings: dict[str, Any],
-                 floors: dict[str, Any]) -> dict[str, Any]:
+def _energy_pass(interpreter: Model, reader: PowerReader, settings: JobSettings
+                 ) -> PowerFigures:
     """Sample power through an idle window and a second set of measured runs.
 
     A pass of its own, as LiteRT's benchmark_model advises for anything that polls:
     the latency figures above never run beside the sampler thread.  Its own runs
     give the latency the energy is divided over.
     """
-    rate = float(settings["power_rate_hz"])
-    power: dict[str, Any] = {"sensor": reader.describe(), "rate_hz_asked": rate}
+    rate = float(settings.power_rate_hz)
+    power: PowerFigures = {"sensor": reader.describe(), "rate_hz_asked": rate}
     sampler = PowerSampler(reader, rate_hz=rate).start()
     idle_start = time.monotonic()
-    time.sleep(float(settings["idle_seconds"]))
+    time.sleep(float(settings.idle_seconds))
     idle = (idle_start, time.monotonic())
-    samples_ns = _measured_runs(interpreter, **floors)
+    samples_ns = _measured_runs(interpreter, settings)
     active = (idle[1], time.monotonic())
     raw = sampler.stop()
     samples_ms = np.frombuffer(samples_ns, dtype=np.int64) / 1e6
@@ -152,8 +155,8 @@ def _energy_pass(interpreter: Any, reader: PowerReader, settings: dict[str, Any]
     return power
 
 
-def _profile_pass(runtime: Runtime, model_path: Path, threads: int, inputs: list[np.ndarray],
-                  figures: dict[str, Any]) -> dict[str, Any]:
+def _profile_pass(runtime: Runtime, model_path: Path, threads: int,
+                  inputs: List[NDArray[np.generic]], figures: VariantFigures) -> Profile:
     """The per-operator profile, in a pass (and a child process) of its own, after every
     figure above: profiling slows the runs, so whole-model latency never comes from it."""
     from .profiler import profile_in_child  # only jobs that ask for it load the ctypes code
@@ -162,8 +165,8 @@ def _profile_pass(runtime: Runtime, model_path: Path, threads: int, inputs: list
                             baseline_ms=float(figures["latency_ms"]["p50"]))
 
 
-def _measuring_inputs(interpreter: Any, reference: dict[str, list[np.ndarray]] | None
-                      ) -> tuple[list[np.ndarray], str]:
+def _measuring_inputs(interpreter: Model, reference: Optional[Reference]
+                      ) -> Tuple[List[NDArray[np.generic]], str]:
     """What the timed runs feed the model, and where it came from.
 
     The host's first reference sample (a real input: ``eval_data()`` or
@@ -179,7 +182,7 @@ def _measuring_inputs(interpreter: Any, reference: dict[str, list[np.ndarray]] |
     return _random_inputs(interpreter), "synthetic: seeded random values"
 
 
-def _random_inputs(interpreter: Any) -> list[np.ndarray]:
+def _random_inputs(interpreter: Model) -> List[NDArray[np.generic]]:
     """Inputs of the right shape and type, for a model the host sent no real input for."""
     rng = np.random.default_rng(0)
     tensors = []
@@ -195,13 +198,13 @@ def _random_inputs(interpreter: Any) -> list[np.ndarray]:
     return tensors
 
 
-def _timed_invoke(interpreter: Any) -> int:
+def _timed_invoke(interpreter: Model) -> int:
     started = time.perf_counter_ns()
     interpreter.invoke()
     return time.perf_counter_ns() - started
 
 
-def _warm_up(interpreter: Any, *, runs: int, seconds: float) -> int:
+def _warm_up(interpreter: Model, *, runs: int, seconds: float) -> int:
     """Invoke until both ``runs`` and ``seconds`` are reached; return the runs done."""
     done, until = 0, time.perf_counter_ns() + int(seconds * 1e9)
     while done < runs or time.perf_counter_ns() < until:
@@ -210,15 +213,17 @@ def _warm_up(interpreter: Any, *, runs: int, seconds: float) -> int:
     return done
 
 
-def _measured_runs(interpreter: Any, *, min_runs: int, max_runs: int, min_seconds: float,
-                   max_seconds: float) -> array:
-    """Run until both floors are met (MLPerf-style), or a ceiling (count or time) is hit.
+def _measured_runs(interpreter: Model, settings: JobSettings) -> array[int]:
+    """Run until both floors of ``settings`` are met (MLPerf-style), or a ceiling (count or
+    time) is hit.
 
     Nanoseconds in a packed array: 8 bytes a run, where a list of ints would add about
     36, and that would count in the peak memory reported for the model.
     """
     samples = array("q")
-    min_ns, max_ns = int(min_seconds * 1e9), int(max_seconds * 1e9)
+    min_runs, max_runs = int(settings.min_runs), int(settings.max_runs)
+    min_ns = int(float(settings.min_seconds) * 1e9)
+    max_ns = int(float(settings.max_seconds) * 1e9)
     started = time.perf_counter_ns()
     while True:
         samples.append(_timed_invoke(interpreter))
@@ -228,7 +233,7 @@ def _measured_runs(interpreter: Any, *, min_runs: int, max_runs: int, min_second
             return samples
 
 
-def latency_summary(samples_ms: np.ndarray) -> dict[str, float]:
+def latency_summary(samples_ms: NDArray[np.floating]) -> LatencySummary:
     """p50/p90/p99, mean, std, min, max, and two coefficients of variation.
 
     ``cv`` is the classic std / mean.  ``robust_cv`` is 1.4826 * MAD / median (equal to the

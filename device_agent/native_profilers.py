@@ -178,8 +178,8 @@ class _LiteRtCalls:
         self.compiled = ctypes.c_void_p()
         self.profiler = ctypes.c_void_p()
         self.buffers: list[ctypes.c_void_p] = []
-        self.inputs: Any = None
-        self.outputs: Any = None
+        self.inputs: ctypes.Array[ctypes.c_void_p] = (ctypes.c_void_p * 0)()
+        self.outputs: ctypes.Array[ctypes.c_void_p] = (ctypes.c_void_p * 0)()
 
     def __enter__(self) -> _LiteRtCalls:
         return self
@@ -194,7 +194,7 @@ class _LiteRtCalls:
             if handle.value:
                 self.fn[name](handle)
 
-    def call(self, name: str, *args: Any) -> None:
+    def call(self, name: str, *args: object) -> None:
         status = self.fn[name](*args)
         if status != 0:
             raise NotAvailable(f"{name} returned status {status}")
@@ -228,7 +228,7 @@ class _LiteRtCalls:
         if not self.profiler.value:
             raise NotAvailable("the compiled model has no profiler (profiling not enabled)")
 
-    def _buffers(self, signature: ctypes.c_void_p, kind: str) -> Any:
+    def _buffers(self, signature: ctypes.c_void_p, kind: str) -> ctypes.Array[ctypes.c_void_p]:
         count = ctypes.c_size_t()
         self.call(f"LiteRtGetNumSignature{kind}s", signature, ctypes.byref(count))
         made = []
@@ -341,7 +341,7 @@ class _Recorder:
                                     meta2, float(metric)])
                 self.started.append(0)
 
-        def nothing(*_args: Any) -> None:
+        def nothing(*_args: object) -> None:
             return None
 
         # Kept on self: ctypes callbacks must outlive every call the runtime makes.

@@ -47,9 +47,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, List, Sequence, TypedDict
 
 import numpy as np
+
+from .wire import OutputCheck, OutputComparison
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from .interp import Model, TensorDetail
 
 #: Argmax agreement (first output) required with the tolerance rule.
 MIN_AGREEMENT = 0.99
@@ -66,7 +73,15 @@ MIN_COSINE = 0.99
 METRICS = ("top1", "cosine")
 
 
-def degenerate(outputs: Sequence[np.ndarray]) -> str:
+class Reference(TypedDict):
+    """A reference ``.npz`` read back: per model input and output, every sample's values."""
+
+    inputs: List[NDArray[np.generic]]
+    outputs: List[NDArray[np.generic]]
+    metric: str
+
+
+def degenerate(outputs: Sequence[NDArray[np.generic]]) -> str:
     """Why ``outputs`` (one array per output, every sample in it) carry no signal, or "".
 
     NaN or inf in any output; or every output a single value over all its samples and
@@ -88,7 +103,7 @@ def degenerate(outputs: Sequence[np.ndarray]) -> str:
     return "constant (every value " + ", ".join(f"{values[0]:.4g}" for values in arrays) + ")"
 
 
-def cosine(want: np.ndarray, got: np.ndarray) -> float:
+def cosine(want: NDArray[np.floating], got: NDArray[np.floating]) -> float:
     """cos(want, got) of two flat arrays; 0.0 when either is all zero (no direction)."""
     norms = float(np.linalg.norm(want) * np.linalg.norm(got))
     return float(np.dot(want, got)) / norms if norms else 0.0
@@ -99,27 +114,27 @@ def sqnr_db(signal: float, noise: float) -> float | None:
     return round(10 * math.log10(max(signal, 1e-30) / noise), 2) if noise else None
 
 
-def output_step(detail: dict[str, Any]) -> float:
+def output_step(detail: TensorDetail) -> float:
     """One quantization step of an output tensor (its scale), 0.0 for a float output."""
     scale = detail.get("quantization", (0.0, 0))[0]
     return float(scale) if np.issubdtype(np.dtype(detail["dtype"]), np.integer) else 0.0
 
 
-def dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+def dequantize(values: NDArray[np.generic], detail: TensorDetail) -> NDArray[np.float64]:
     """Integer outputs in real units with the tensor's scale and zero point (float64)."""
     scale, zero_point = detail.get("quantization", (0.0, 0))
-    values = np.asarray(values).astype(np.float64)
+    real = np.asarray(values).astype(np.float64)
     if np.issubdtype(np.dtype(detail["dtype"]), np.integer) and scale:
-        return (values - zero_point) * scale
-    return values
+        return (real - zero_point) * scale
+    return real
 
 
-def compare_outputs(expected: Sequence[Sequence[np.ndarray]],
-                    got: Sequence[Sequence[np.ndarray]], steps: Sequence[float], *,
+def compare_outputs(expected: Sequence[Sequence[NDArray[np.generic]]],
+                    got: Sequence[Sequence[NDArray[np.generic]]], steps: Sequence[float], *,
                     atol: float = 0.0, min_agreement: float = MIN_AGREEMENT,
                     metric: str = "top1",
                     sides: tuple[str, str] = ("the reference's", "the runtime's")
-                    ) -> dict[str, Any]:
+                    ) -> OutputComparison:
     """Judge ``got`` against ``expected`` (per sample, per output, in real units).
 
     ``steps`` gives each output's quantization step (0 for a float output, which
@@ -207,20 +222,21 @@ def compare_outputs(expected: Sequence[Sequence[np.ndarray]],
             "metric": metric, "degenerate": "; ".join(problems), "summary": summary}
 
 
-def _flat(outputs: Sequence[np.ndarray]) -> np.ndarray:
+def _flat(outputs: Sequence[NDArray[np.generic]]) -> NDArray[np.float64]:
     """One sample's outputs as one flat float64 vector."""
     return np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs]) \
         if len(outputs) else np.zeros(0)
 
 
-def _per_output(samples: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+def _per_output(samples: Sequence[Sequence[NDArray[np.generic]]]
+                ) -> List[NDArray[np.float64]]:
     """Per sample, per output -> per output, every sample's values flat."""
     width = min((len(outputs) for outputs in samples), default=0)
     return [np.concatenate([np.asarray(outputs[index], dtype=np.float64).reshape(-1)
                             for outputs in samples]) for index in range(width)]
 
 
-def load_reference(path: Path) -> dict[str, Any]:
+def load_reference(path: Path) -> Reference:
     """Read a reference ``.npz`` into ``{"inputs": [...], "outputs": [...], "metric": ...}``.
 
     ``metric`` is the file's ``agreement_metric`` (``top1`` or ``cosine``); a reference
@@ -239,8 +255,8 @@ def _count(names: list[str], prefix: str) -> int:
     return sum(1 for name in names if name.startswith(prefix))
 
 
-def check_outputs(interpreter: Any, reference: Mapping[str, Any], *, atol: float,
-                  min_top1: float) -> dict[str, Any]:
+def check_outputs(interpreter: Model, reference: Reference, *, atol: float,
+                  min_top1: float) -> OutputCheck:
     """Run every reference sample on the board and judge with :func:`compare_outputs`
     by the reference's ``metric`` (``top1`` when it names none)."""
     in_details = interpreter.get_input_details()

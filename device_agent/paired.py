@@ -50,11 +50,32 @@ import random
 import time
 from array import array
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Sequence,
+    Tuple,
+    TypedDict,
+    Union,
+)
 
 import numpy as np
 
-from .protocol import MIN_TRIPLES, SIDES, PairedSettings
+from .settings import MIN_TRIPLES, SIDES, JobSettings, PairedSettings
+from .wire import Judgement, PairEnergy, PairFigures, SideBlocks
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from .interp import Model
+    from .power import PowerSampler
+    from .runtime import Runtime
+
+#: One energy block on its clock: (start, end, runs).
+Window = Tuple[float, float, int]
 
 #: The smallest floor a comparison is widened by, as a log ratio: two copies of one file
 #: interleaved in one process differed by up to 0.6 % between processes on a loaded 2-vCPU
@@ -69,7 +90,16 @@ TOO_NOISY = "the board is too noisy to judge"
 # --- statistics ---------------------------------------------------------------------------
 
 
-def median_interval(values: Sequence[float], confidence: float) -> Dict[str, float]:
+class Interval(TypedDict):
+    """A median and the ends of its interval (infinite when too few values)."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+
+
+def median_interval(values: Sequence[float], confidence: float) -> Interval:
     """The median of ``values`` and its distribution-free interval (the sign test's).
 
     The interval's ends are the ``k``-th smallest and largest values, ``k`` the largest
@@ -103,7 +133,7 @@ def round_confidence(confidence: float, looks: int) -> float:
 
 
 def judge(candidate: Sequence[float], control: Sequence[float], *, limit: float,
-          confidence: float, looks: int) -> Dict[str, Any]:
+          confidence: float, looks: int) -> Judgement:
     """The verdict on log ratios of block medians (candidate / baseline), given the control's.
 
     Returns the verdict, the ratio ``exp(estimate)``, the widened interval as ratios, the
@@ -114,24 +144,25 @@ def judge(candidate: Sequence[float], control: Sequence[float], *, limit: float,
     new = median_interval(candidate, each)
     same = median_interval(control, each)
     upper, lower = math.log1p(limit), math.log1p(-limit)
-    answer: Dict[str, Any] = {
+    answer: Judgement = {
         "ratio": _exp(new["estimate"]), "control_ratio": _exp(same["estimate"]),
         "triples": new["n"], "confidence_each_look": each}
     if new["n"] < MIN_TRIPLES or not math.isfinite(new["low"]) \
             or not math.isfinite(same["low"]):
-        answer.update(verdict="inconclusive", floor=math.nan, interval=[0.0, math.inf],
-                      reason=f"{new['n']} triples; at least {MIN_TRIPLES} are needed")
+        answer.update({"verdict": "inconclusive", "floor": math.nan,
+                       "interval": [0.0, math.inf],
+                       "reason": f"{new['n']} triples; at least {MIN_TRIPLES} are needed"})
         return answer
     # The control's estimate is how far two copies of one file sit apart in this process;
     # its own sampling noise is already in the candidate's interval.
     floor = max(MIN_FLOOR, abs(same["estimate"]))
     low, high = new["low"] - floor, new["high"] + floor
-    answer.update(floor=_exp(floor), interval=[_exp(low), _exp(high)])
+    answer.update({"floor": _exp(floor), "interval": [_exp(low), _exp(high)]})
     if abs(same["estimate"]) > upper:
-        answer.update(verdict="inconclusive",
-                      reason=f"{TOO_NOISY}: the baseline against itself "
-                             f"measured {_percent(same['estimate'])}, beyond the "
-                             f"{limit * 100:g} % limit")
+        answer.update({"verdict": "inconclusive",
+                       "reason": f"{TOO_NOISY}: the baseline against itself "
+                                 f"measured {_percent(same['estimate'])}, beyond the "
+                                 f"{limit * 100:g} % limit"})
     elif low > upper:
         answer["verdict"] = "regression"
     elif high < lower:
@@ -139,9 +170,9 @@ def judge(candidate: Sequence[float], control: Sequence[float], *, limit: float,
     elif high < upper:
         answer["verdict"] = "pass"
     else:
-        answer.update(verdict="inconclusive",
-                      reason=f"the interval reaches past the {limit * 100:g} % limit from "
-                             f"below it")
+        answer.update({"verdict": "inconclusive",
+                       "reason": f"the interval reaches past the {limit * 100:g} % limit "
+                                 f"from below it"})
     return answer
 
 
@@ -156,9 +187,9 @@ def _percent(log_ratio: float) -> str:
 # --- measurement --------------------------------------------------------------------------
 
 
-def measure_pair(models: Dict[str, Any], settings: PairedSettings, *,
+def measure_pair(models: Dict[str, Model], settings: PairedSettings, *,
                  rng: random.Random | None = None,
-                 clock: Any = time.perf_counter_ns) -> Dict[str, Any]:
+                 clock: Callable[[], int] = time.perf_counter_ns) -> PairFigures:
     """Interleave blocks of the three ``models`` (``SIDES`` -> an allocated interpreter with
     its inputs set, warmed up) until the verdict is known or the caps are reached.
 
@@ -171,10 +202,10 @@ def measure_pair(models: Dict[str, Any], settings: PairedSettings, *,
     block_runs = _block_runs([models[side] for side in SIDES], settings, clock)
     medians: Dict[str, List[float]] = {side: [] for side in SIDES}
     p90s: Dict[str, List[float]] = {side: [] for side in SIDES}
-    pooled: Dict[str, array] = {side: array("q") for side in SIDES}
+    pooled: Dict[str, array[int]] = {side: array("q") for side in SIDES}
     started = time.monotonic()
     rounds = 0
-    verdicts: Dict[str, Any] = {}
+    verdicts: Dict[str, Judgement] = {}
     order = list(SIDES)
     while True:
         rounds += 1
@@ -210,9 +241,9 @@ def measure_pair(models: Dict[str, Any], settings: PairedSettings, *,
     }
 
 
-def measure_energy(models: Dict[str, Any], sampler: Any, settings: PairedSettings, *,
+def measure_energy(models: Dict[str, Model], sampler: PowerSampler, settings: PairedSettings, *,
                    rate_hz: float, rng: random.Random | None = None,
-                   clock: Any = time.monotonic) -> Dict[str, Any]:
+                   clock: Callable[[], float] = time.monotonic) -> PairEnergy:
     """Energy per inference of the three ``models``, in interleaved blocks, judged paired.
 
     ``sampler`` is a :class:`~device_agent.power.PowerSampler` not yet started, reading at
@@ -234,15 +265,15 @@ def measure_energy(models: Dict[str, Any], sampler: Any, settings: PairedSetting
     """
     rng = rng or random.Random()
     block_seconds = settings.energy_block(rate_hz)
-    facts: Dict[str, Any] = {"block_seconds": block_seconds, "rate_hz_asked": rate_hz}
+    facts: PairEnergy = {"block_seconds": block_seconds, "rate_hz_asked": rate_hz}
     if MIN_TRIPLES * len(SIDES) * block_seconds > settings.energy_max_seconds:
         facts["error"] = (f"blocks of {block_seconds:g} s (the sensor read at {rate_hz:g} Hz) "
                           f"leave no room for {MIN_TRIPLES} triples in the energy pass's "
                           f"{settings.energy_max_seconds:g} s")
         sampler.reader.close()
         return facts
-    windows: Dict[str, List[Any]] = {side: [] for side in SIDES}  # (start, end, runs)
-    verdict: Dict[str, Any] = {}
+    windows: Dict[str, List[Window]] = {side: [] for side in SIDES}
+    verdict: Judgement = {}
     order = list(SIDES)
     rounds = 0
     sampler.start()
@@ -277,7 +308,7 @@ def measure_energy(models: Dict[str, Any], sampler: Any, settings: PairedSetting
                 break
     finally:
         samples = sampler.stop()
-    facts.update(rounds=rounds, seconds=clock() - started)
+    facts.update({"rounds": rounds, "seconds": clock() - started})
     if sampler.error:
         facts["error"] = sampler.error
         return facts
@@ -285,12 +316,12 @@ def measure_energy(models: Dict[str, Any], sampler: Any, settings: PairedSetting
     if isinstance(energy, str):
         facts["error"] = energy
         return facts
-    facts.update(block_energy_mj=energy, samples=len(samples), board_verdict=verdict,
-                 runs={side: sum(w[2] for w in windows[side]) for side in SIDES})
+    facts.update({"block_energy_mj": energy, "samples": len(samples), "board_verdict": verdict,
+                  "runs": {side: sum(w[2] for w in windows[side]) for side in SIDES}})
     return facts
 
 
-def _timed_block(model: Any, seconds: float, clock: Any) -> Any:
+def _timed_block(model: Model, seconds: float, clock: Callable[[], float]) -> Window:
     """Invoke ``model`` until ``seconds`` have passed; (start, end, runs) on ``clock``."""
     start = clock()
     runs = 0
@@ -302,8 +333,9 @@ def _timed_block(model: Any, seconds: float, clock: Any) -> Any:
             return start, end, runs
 
 
-def _block_energy(windows: Mapping[str, Sequence[Any]], samples: Sequence[Any],
-                  settle: float) -> Any:
+def _block_energy(windows: Mapping[str, Sequence[Window]],
+                  samples: Sequence[Tuple[float, float]], settle: float
+                  ) -> Union[SideBlocks, str]:
     """Per side, each block's energy per inference in mJ; or why a block has none (str)."""
     times = np.asarray([at for at, _ in samples], dtype=float)
     watts = np.asarray([w for _, w in samples], dtype=float)
@@ -327,7 +359,7 @@ def _block_energy(windows: Mapping[str, Sequence[Any]], samples: Sequence[Any],
     return energy
 
 
-def _decided(verdicts: Dict[str, Dict[str, Any]]) -> bool:
+def _decided(verdicts: Dict[str, Judgement]) -> bool:
     """Whether more rounds can change nothing that matters: the medians are decided (or the
     board is too noisy for more rounds to help), and so is the tail, unless the medians
     already regressed (the gate fails either way)."""
@@ -335,7 +367,7 @@ def _decided(verdicts: Dict[str, Dict[str, Any]]) -> bool:
     return _settled(median) and (_settled(verdicts["p90"]) or median["verdict"] == "regression")
 
 
-def _settled(verdict: Dict[str, Any]) -> bool:
+def _settled(verdict: Judgement) -> bool:
     """Decided, or inconclusive for a reason more rounds cannot change (a noisy board)."""
     return verdict["verdict"] != "inconclusive" \
         or verdict.get("reason", "").startswith(TOO_NOISY)
@@ -348,7 +380,8 @@ def log_ratios(medians: Mapping[str, Sequence[float]]) -> Dict[str, List[float]]
             for side in ("candidate", "control")}
 
 
-def _block_runs(models: List[Any], settings: PairedSettings, clock: Any) -> int:
+def _block_runs(models: List[Model], settings: PairedSettings, clock: Callable[[], int]
+                ) -> int:
     """Invocations per block: enough for ``block_seconds`` of the slowest model, within the
     bounds; every side gets the same count, so a block's median is comparable."""
     slowest = 0
@@ -361,7 +394,7 @@ def _block_runs(models: List[Any], settings: PairedSettings, clock: Any) -> int:
     return max(settings.min_block_runs, min(settings.max_block_runs, wanted))
 
 
-def _block(model: Any, runs: int, clock: Any) -> array:
+def _block(model: Model, runs: int, clock: Callable[[], int]) -> array[int]:
     samples = array("q")
     for _ in range(runs):
         start = clock()
@@ -370,14 +403,15 @@ def _block(model: Any, runs: int, clock: Any) -> array:
     return samples
 
 
-def open_models(runtime: Any, paths: Dict[str, Path], settings: Dict[str, Any],
-                inputs_for: Any) -> Dict[str, Any]:
+def open_models(runtime: Runtime, paths: Dict[str, Path], settings: JobSettings,
+                inputs_for: Callable[[Model], List[NDArray[np.generic]]]
+                ) -> Dict[str, Model]:
     """Open and allocate each side's model with the same accelerator, API and threads, set
     its inputs (``inputs_for(interpreter)``) and warm it up; ``paths``: side -> file."""
     from .accelerators import plan_model
     from .measure import _warm_up
 
-    models = {}
+    models: Dict[str, Model] = {}
     for side in SIDES:
         interpreter = plan_model(runtime, paths[side], settings).open().model
         interpreter.allocate_tensors()
@@ -385,8 +419,8 @@ def open_models(runtime: Any, paths: Dict[str, Path], settings: Dict[str, Any],
             interpreter.set_tensor(detail["index"], tensor)
         models[side] = interpreter
     for side in SIDES:
-        _warm_up(models[side], runs=int(settings["warmup_runs"]),
-                 seconds=float(settings["warmup_seconds"]))
+        _warm_up(models[side], runs=int(settings.warmup_runs),
+                 seconds=float(settings.warmup_seconds))
     return models
 
 

@@ -26,7 +26,9 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
+
+from .wire import PowerFigures, SensorFacts
 
 #: Runs a command and returns its standard output; raises OSError when it cannot.
 Runner = Callable[[Sequence[str]], str]
@@ -64,7 +66,7 @@ class PowerReader:
     def read_watts(self) -> float | None:
         raise NotImplementedError
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> SensorFacts:
         return {"kind": self.kind, "misses": self.misses}
 
     def close(self) -> None:
@@ -383,7 +385,7 @@ class PowerSampler:
 
 
 def summarize_power(samples: list[tuple[float, float]], *, idle: tuple[float, float],
-                    active: tuple[float, float], runs: int) -> dict[str, Any]:
+                    active: tuple[float, float], runs: int) -> PowerFigures:
     """Idle and active average power and energy per inference from timed samples.
 
     ``idle`` and ``active`` are (start, end) on the sampler's clock.  Energy over the
@@ -406,7 +408,7 @@ def summarize_power(samples: list[tuple[float, float]], *, idle: tuple[float, fl
                          f"(the sensor gave {achieved}): measure longer (--min-seconds) or "
                          "use a sensor that answers faster"}
     active_avg = sum(active_w) / len(active_w)
-    figures: dict[str, Any] = {
+    figures: PowerFigures = {
         "active_power_w": active_avg,
         "energy_per_inference_j": active_avg * duration / runs,
         "sample_rate_hz": len(active_w) / duration if duration > 0 else 0.0,

@@ -39,13 +39,31 @@ import os
 import select
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Dict, List, Tuple, TypedDict, cast
 
 import numpy as np
 
 from .native_profilers import NotAvailable, litert_events, tflite_runtime_events
 from .runtime import Runtime
 from .tflite_file import operator_versions
+from .wire import Profile, ProfileRow
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+#: One operator event of a run: (tag, event type, metadata1, elapsed us).
+Event = Tuple[str, int, int, float]
+#: One profiled run: its total (us) and its operator events in run order.
+Run = Tuple[float, List[Event]]
+
+
+class ModelNode(TypedDict, total=False):
+    """A TFLite node of the main subgraph: index, op name, version, output shape."""
+
+    index: int
+    op: str
+    version: int
+    shape: List[int]
 
 #: Runtime versions whose native layouts this module was checked against.
 LITERT_VERSIONS = ("2.3.",)
@@ -87,8 +105,8 @@ def unavailable(runtime: Runtime) -> str | None:
 
 
 def profile_in_child(runtime: Runtime, model_path: Path, *, threads: int,
-                     inputs: list[np.ndarray], baseline_ms: float,
-                     timeout: float = 120.0) -> dict[str, Any]:
+                     inputs: List[NDArray[np.generic]], baseline_ms: float,
+                     timeout: float = 120.0) -> Profile:
     """:func:`profile_variant` in a forked child (inline where the OS cannot fork).
 
     A crash in native profiler code (a layout that differs after all) then ends the
@@ -122,7 +140,7 @@ def profile_in_child(runtime: Runtime, model_path: Path, *, threads: int,
     return _collect(runtime, pid, read_end, timeout)
 
 
-def _collect(runtime: Runtime, pid: int, read_end: int, timeout: float) -> dict[str, Any]:
+def _collect(runtime: Runtime, pid: int, read_end: int, timeout: float) -> Profile:
     """The child's answer, or why there is none; the child is always reaped."""
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -146,11 +164,13 @@ def _collect(runtime: Runtime, pid: int, read_end: int, timeout: float) -> dict[
         answer = json.loads(b"".join(chunks).decode("utf-8"))
     except ValueError:
         return _error(runtime, f"the profiled pass ended with status {status} and no answer")
-    return answer if isinstance(answer, dict) else _error(runtime, "malformed answer")
+    # The child's own Profile, relayed: the host checks it (protocol.validate_result).
+    return cast(Profile, answer) if isinstance(answer, dict) else _error(runtime,
+                                                                         "malformed answer")
 
 
 def profile_variant(runtime: Runtime, model_path: Path, *, threads: int,
-                    inputs: list[np.ndarray], baseline_ms: float) -> dict[str, Any]:
+                    inputs: List[NDArray[np.generic]], baseline_ms: float) -> Profile:
     """Profile ``model_path`` in this process: rows, a by-type summary, total and overhead.
 
     ``inputs`` are what the timed pass fed (one array per model input); ``baseline_ms``
@@ -178,15 +198,14 @@ def profile_variant(runtime: Runtime, model_path: Path, *, threads: int,
     return profile
 
 
-def _error(runtime: Runtime, reason: str) -> dict[str, Any]:
+def _error(runtime: Runtime, reason: str) -> Profile:
     return {"error": f"per-op profile not available on {runtime.name} {runtime.version}: "
                      f"{reason}"}
 
 
 # --- one run's events -> rows -------------------------------------------------------------
 
-def summarize(runs: list[tuple[float, list[tuple[str, int, int, float]]]],
-              nodes: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(runs: List[Run], nodes: List[ModelNode]) -> Profile:
     """Rows (run order), by-type summary and totals from the profiled runs' events.
 
     ``runs``: per profiled run, its total (us: the interpreter's "Invoke" event) and its
@@ -205,7 +224,7 @@ def summarize(runs: list[tuple[float, list[tuple[str, int, int, float]]]],
     mapped = _map_nodes(first, nodes)
     ops = []
     for column, (tag, kind, _meta, _elapsed) in enumerate(first):
-        row: dict[str, Any] = {"index": column, "op": _op_type(tag, kind), "kernel": tag,
+        row: ProfileRow = {"index": column, "op": _op_type(tag, kind), "kernel": tag,
                                "source": "xnnpack" if kind == DELEGATE_PROFILED_EVENT
                                else "tflite",
                                "p50_us": float(np.median(times[:, column])),
@@ -216,7 +235,7 @@ def summarize(runs: list[tuple[float, list[tuple[str, int, int, float]]]],
                         "version": node.get("version"), "output_shape": node.get("shape")})
         row["share"] = row["mean_us"] / mean_total if mean_total > 0 else 0.0
         ops.append(row)
-    by_type: dict[str, dict[str, Any]] = {}
+    by_type: Dict[str, ProfileRow] = {}
     for row in ops:
         # Typed by the model's node where the row names one: CONV_2D, not XNNPACK's family.
         kind_of = row.get("node_op") or row["op"]
@@ -239,8 +258,7 @@ def _op_type(tag: str, kind: int) -> str:
     return tag.split(" (", 1)[0].strip() if kind == DELEGATE_PROFILED_EVENT else tag
 
 
-def _map_nodes(events: list[tuple[str, int, int, float]],
-               nodes: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+def _map_nodes(events: List[Event], nodes: List[ModelNode]) -> Dict[int, ModelNode]:
     """Row -> TFLite node: nodes by index for the interpreter's own rows; XNNPACK rows in
     order onto the nodes that did not run as themselves, only when every pair fits
     :data:`XNNPACK_FAMILIES` (a node of :data:`XNNPACK_FOLDED` may have been folded into
@@ -252,7 +270,7 @@ def _map_nodes(events: list[tuple[str, int, int, float]],
     delegated = [node for node in nodes if node["index"] not in own
                  and not node["op"].startswith("DELEGATE")]
     xnn = [column for column, event in enumerate(events) if event[1] == DELEGATE_PROFILED_EVENT]
-    aligned: dict[int, dict[str, Any]] = {}
+    aligned: Dict[int, ModelNode] = {}
     at = 0
     for column in xnn:
         family = XNNPACK_FAMILIES.get(_op_type(events[column][0], DELEGATE_PROFILED_EVENT), ())
@@ -268,8 +286,7 @@ def _map_nodes(events: list[tuple[str, int, int, float]],
     return mapped
 
 
-def _split_runs(events: list[tuple[str, int, int, int, float]]
-                ) -> list[tuple[float, list[tuple[str, int, int, float]]]]:
+def _split_runs(events: List[Tuple[str, int, int, int, float]]) -> List[Run]:
     """Cut a stream of (tag, type, metadata1, subgraph, elapsed us) events into runs at
     each "Invoke" event of the main subgraph.
 
@@ -280,7 +297,7 @@ def _split_runs(events: list[tuple[str, int, int, int, float]]
     XNNPACK reports its operators itself (no event for its delegate node), so node events
     of a delegate are dropped when its operators are there, or they would count twice.
     """
-    runs: list[tuple[float, list[tuple[str, int, int, float]]]] = []
+    runs: List[Run] = []
     for tag, kind, meta, subgraph, elapsed in events:
         if subgraph != 0:
             continue
@@ -296,7 +313,7 @@ def _split_runs(events: list[tuple[str, int, int, int, float]]
 
 # --- the model's nodes: op, version, output shape -------------------------------------------
 
-def _model_nodes(runtime: Runtime, model_path: Path) -> list[dict[str, Any]]:
+def _model_nodes(runtime: Runtime, model_path: Path) -> List[ModelNode]:
     """Each TFLite node of the main subgraph: index, op name, version, output shape."""
     interpreter = runtime.interpreter_class(model_path=str(model_path))
     interpreter.allocate_tensors()
@@ -305,7 +322,7 @@ def _model_nodes(runtime: Runtime, model_path: Path) -> list[dict[str, Any]]:
     versions = operator_versions(model_path.read_bytes())
     nodes = []
     for op in interpreter._get_ops_details():
-        node: dict[str, Any] = {"index": int(op["index"]), "op": str(op["op_name"])}
+        node: ModelNode = {"index": int(op["index"]), "op": str(op["op_name"])}
         outputs = [int(t) for t in op["outputs"]]
         if outputs and outputs[0] in shapes:
             node["shape"] = shapes[outputs[0]]

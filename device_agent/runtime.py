@@ -13,7 +13,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
+
+from .wire import RuntimeFacts
+
+if TYPE_CHECKING:
+    from .interp import Interpreter
 
 #: (distribution name, module that holds ``Interpreter``), in order of preference.
 RUNTIME_CANDIDATES = (
@@ -30,12 +35,12 @@ class RuntimeNotFound(RuntimeError):
 class Runtime:
     name: str
     version: str
-    interpreter_class: Callable[..., Any]
+    interpreter_class: Callable[..., Interpreter]
     #: Why this runtime, e.g. "auto: ai-edge-litert 2.3.0 preferred; tflite-runtime 2.14.0
     #: also installed" or "tflite-runtime 2.14.0, as the target asks".
     choice: str = ""
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> RuntimeFacts:
         return {"name": self.name, "version": self.version}
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import glob
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from .power import Runner, run_command
+from .wire import Cooldown, ThermalState
 
 #: ``vcgencmd get_throttled`` bits (Raspberry Pi firmware documentation).
 THROTTLE_BITS = {
@@ -90,9 +91,9 @@ def parse_zones(text: str) -> tuple[str, ...]:
 
 
 def thermal_state(root: Path = Path("/"), runner: Runner | None = None,
-                  zones: Sequence[str] = ()) -> dict[str, Any]:
+                  zones: Sequence[str] = ()) -> ThermalState:
     """Temperatures, clocks and (where ``vcgencmd`` answers) the throttle flags, now."""
-    state: dict[str, Any] = {"zones_c": zone_temperatures(root, zones),
+    state: ThermalState = {"zones_c": zone_temperatures(root, zones),
                              "cpu_mhz": cpu_frequencies_mhz(root)}
     try:
         value = parse_get_throttled((runner or run_command)(["vcgencmd", "get_throttled"]))
@@ -104,7 +105,7 @@ def thermal_state(root: Path = Path("/"), runner: Runner | None = None,
     return state
 
 
-def was_throttled(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+def was_throttled(before: ThermalState, after: ThermalState) -> list[str]:
     """Reasons to believe the board throttled between two states (empty if none)."""
     reasons = []
     for when, state in (("before", before), ("after", after)):
@@ -119,15 +120,15 @@ def was_throttled(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return reasons
 
 
-def hottest(state: dict[str, Any]) -> float | None:
-    zones = state.get("zones_c") or {}
+def hottest(state: ThermalState) -> float | None:
+    zones: Mapping[str, float] = state.get("zones_c") or {}
     return max(zones.values()) if zones else None
 
 
 def wait_until_cool(target_c: float, *, max_seconds: float = 300.0, poll_seconds: float = 2.0,
                     root: Path = Path("/"), zones: Sequence[str] = (),
                     sleep: Callable[[float], None] = time.sleep,
-                    clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+                    clock: Callable[[], float] = time.monotonic) -> Cooldown:
     """Wait until the hottest zone is at or below ``target_c`` (or ``max_seconds`` passed).
 
     Returns what happened: ``{"target_c", "waited_s", "reached", "start_c", "end_c"}``;

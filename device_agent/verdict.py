@@ -26,7 +26,10 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Mapping, Sequence
+
+from .settings import JobSettings
+from .wire import VariantFigures, Verdict
 
 VALID, INVALID = "VALID", "INVALID"
 #: A run slower than this multiple of the median is a stall ...
@@ -47,21 +50,22 @@ def stalls(samples_ms: Sequence[float], median_ms: float) -> str:
             f"({median_ms:.3g} ms)")
 
 
-def judge(figures: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+def judge(figures: VariantFigures, settings: JobSettings | Mapping[str, object]) -> Verdict:
     """Check one variant's figures against the job's floors and limits."""
+    settings = JobSettings.of(settings)
     reasons = []
-    runs, min_runs = int(figures["runs"]), int(settings["min_runs"])
+    runs, min_runs = int(figures["runs"]), int(settings.min_runs)
     if runs < min_runs:
         reasons.append(f"too few runs: {runs} < {min_runs} (ceiling max_seconds="
-                       f"{settings['max_seconds']:g} or max_runs={settings['max_runs']} hit)")
+                       f"{settings.max_seconds:g} or max_runs={settings.max_runs} hit)")
     # The run loop stops on elapsed wall time, so judge the same clock (not the sum of samples).
     seconds = float(figures.get("wall_seconds", figures["measured_seconds"]))
-    min_seconds = float(settings["min_seconds"])
+    min_seconds = float(settings.min_seconds)
     if seconds < min_seconds:
         reasons.append(f"too short: {seconds:.3f} s < {min_seconds:g} s")
     reasons.extend(figures.get("thermal", {}).get("throttled", []))
     # Robust (MAD / median): rare OS stalls must not void a steady run; see latency_summary.
-    cv, max_cv = figures["latency_ms"].get("robust_cv"), float(settings["max_cv"])
+    cv, max_cv = figures["latency_ms"].get("robust_cv"), float(settings.max_cv)
     unsteady = []
     if cv is not None and max_cv > 0 and cv > max_cv:
         unsteady.append(f"coefficient of variation {cv:.3f} (robust: MAD / median) above the "
@@ -72,7 +76,7 @@ def judge(figures: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         reasons.append("outputs degenerate: " + str(check["degenerate"]))
     elif check is not None and not check.get("ok", False):
         reasons.append("outputs mismatched: " + str(check.get("summary", "")))
-    verdict: dict[str, Any] = {"status": INVALID if reasons else VALID, "reasons": reasons}
+    verdict: Verdict = {"status": INVALID if reasons else VALID, "reasons": reasons}
     tail = stalls(figures.get("latency_samples_ms") or [],
                   float(figures["latency_ms"].get("p50") or 0.0))
     if tail:

@@ -23,10 +23,10 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact
 from toolkit.compress._build import _agrees, _check_loads
@@ -151,7 +151,7 @@ def _random_inputs(path: Path) -> list[tuple[np.ndarray, ...]]:
     from device_agent.runtime import find_runtime
 
     with captured_native_output():
-        details: list[dict[str, Any]] = find_runtime().interpreter_class(
+        details: list[TensorDetail] = find_runtime().interpreter_class(
             model_path=str(path)).get_input_details()
     rng = np.random.default_rng(0)
     return [tuple(rng.standard_normal(tuple(d["shape"])).astype(np.float32)

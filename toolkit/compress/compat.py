@@ -26,6 +26,7 @@ import numpy as np
 import device_agent
 
 # One rule on the host and on the board: the board's own (device_agent.outputs).
+from device_agent.interp import TensorDetail
 from device_agent.outputs import compare_outputs, output_step
 from toolkit._quiet import captured_native_output
 from toolkit.compress.evaluate import _as_numpy, _from_tensor, _to_tensor
@@ -36,7 +37,7 @@ PROBE = Path(__file__).with_name("_compat_probe.py")
 
 def _host_run(path: Path, samples: list[tuple[Any, ...]]) -> tuple[dict[str, np.ndarray],
                                                                       list[list[np.ndarray]],
-                                                                      list[dict[str, Any]]]:
+                                                                      list[TensorDetail]]:
     from device_agent.runtime import find_runtime
 
     with captured_native_output():
@@ -63,7 +64,7 @@ def runtime_compat(python: Path, files: list[Path],
                          "tflite-runtime installed, e.g. venv/bin/python")
     with tempfile.TemporaryDirectory(prefix="edge-compat-") as scratch:
         folder = Path(scratch)
-        host: dict[str, tuple[list[list[np.ndarray]], list[dict[str, Any]]]] = {}
+        host: dict[str, tuple[list[list[np.ndarray]], list[TensorDetail]]] = {}
         models = []
         for n, path in enumerate(files):
             raw_inputs, outputs, details_out = _host_run(path, samples)
@@ -86,7 +87,7 @@ def runtime_compat(python: Path, files: list[Path],
 
 
 def _compare(answer: dict[str, Any], model: dict[str, str], host_outputs: list[list[np.ndarray]],
-             details_out: list[dict[str, Any]]) -> dict[str, Any]:
+             details_out: list[TensorDetail]) -> dict[str, Any]:
     entry: dict[str, Any] = {**answer["runtime"], **answer["results"][model["file"]]}
     if not entry["loads"]:
         return {**entry, "ok": False}

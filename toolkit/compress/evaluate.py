@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from device_agent.interp import TensorDetail
 from device_agent.outputs import cosine as _cosine
 from device_agent.outputs import degenerate, sqnr_db
 from device_agent.runtime import find_runtime
@@ -146,7 +147,7 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _to_tensor(detail: dict[str, Any], value: np.ndarray) -> np.ndarray:
+def _to_tensor(detail: TensorDetail, value: np.ndarray) -> np.ndarray:
     dtype = np.dtype(detail["dtype"])
     scale, zero_point = detail["quantization"]
     if np.issubdtype(dtype, np.integer) and scale and np.issubdtype(value.dtype, np.floating):
@@ -155,7 +156,7 @@ def _to_tensor(detail: dict[str, Any], value: np.ndarray) -> np.ndarray:
     return value.astype(dtype).reshape(detail["shape"])
 
 
-def _from_tensor(detail: dict[str, Any], value: np.ndarray) -> np.ndarray:
+def _from_tensor(detail: TensorDetail, value: np.ndarray) -> np.ndarray:
     scale, zero_point = detail["quantization"]
     if np.issubdtype(value.dtype, np.integer) and scale:
         return (value.astype(np.float32) - zero_point) * scale

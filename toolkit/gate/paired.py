@@ -41,6 +41,7 @@ from xml.etree import ElementTree
 
 from device_agent import protocol
 from device_agent.paired import judge, log_ratios
+from device_agent.wire import Job, JobPair
 from toolkit.boards.targets import Target
 from toolkit.errors import ExitCode, ResultError, UsageError
 from toolkit.gate.thresholds import Thresholds
@@ -311,10 +312,10 @@ def _artifact_file(run: StoredRun, record: ResultRecord) -> Path:
 
 
 def paired_job(specs: Sequence[PairSpec], target: Target, thresholds: Thresholds,
-               job_id: str) -> tuple[dict[str, object], dict[str, Path]]:
+               job_id: str) -> tuple[Job, dict[str, Path]]:
     """The board job measuring ``specs`` paired, and the files it needs by board name."""
-    variants: list[dict[str, object]] = []
-    pairs = []
+    variants: list[dict[str, Any]] = []
+    pairs: list[JobPair] = []
     files: dict[str, Path] = {}
     for spec in specs:
         base_name, new_name = f"{spec.baseline_sha256}.tflite", f"{spec.candidate_sha256}.tflite"
@@ -348,8 +349,7 @@ def paired_job(specs: Sequence[PairSpec], target: Target, thresholds: Thresholds
 
 def check_paired(target: Target, specs: Sequence[PairSpec], thresholds: Thresholds, *,
                  baseline: str = "", candidate: str = "",
-                 run_job: Callable[[Target, dict[str, object], dict[str, Path]], bytes]
-                 | None = None
+                 run_job: Callable[[Target, Job, dict[str, Path]], bytes] | None = None
                  ) -> PairedOutcome:
     """Measure ``specs`` paired on ``target`` and judge each pair."""
     from toolkit.run.runner import JobRunner

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from device_agent.interp import TensorDetail
 from device_agent.outputs import METRICS
 from device_agent.runtime import find_runtime
 from toolkit._quiet import captured_native_output
@@ -133,7 +134,7 @@ def compute_reference(model_path: Path, samples: Iterable[tuple[Any, ...]] | Non
     return out
 
 
-def _random_samples(details: list[dict[str, Any]], count: int) -> list[tuple[np.ndarray, ...]]:
+def _random_samples(details: list[TensorDetail], count: int) -> list[tuple[np.ndarray, ...]]:
     rng = np.random.default_rng(0)
     return [tuple(rng.standard_normal(tuple(d["shape"])).astype(np.float32) for d in details)
             for _ in range(count)]

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from device_agent import protocol
 from device_agent.proc import HEARTBEAT_SECONDS, heartbeat_file
+from device_agent.wire import Job
 from toolkit.artifacts.agent_package import build_agent_package
 from toolkit.boards.board import Board, open_board
 from toolkit.boards.bootstrap import BoardPython, probe
@@ -78,7 +79,7 @@ _START_IN_SESSION = ("import os, sys; os.setsid(); "
                      "os.execv(sys.argv[2], sys.argv[2:])")
 
 
-def job_budget_seconds(job: dict[str, object]) -> float:
+def job_budget_seconds(job: Job) -> float:
     """How long the host waits for the whole job: the agent's own deadline
     (``protocol.job_budget_seconds``, cool-down waits included) plus the agent's start-up
     and answer on top, so the agent's deadline is always the first to strike."""
@@ -128,7 +129,7 @@ class JobRunner:
         self.target = target
         self._open_board = open_board
 
-    def run_job(self, job: dict[str, object], files: dict[str, Path]) -> bytes:
+    def run_job(self, job: Job, files: dict[str, Path]) -> bytes:
         """Place ``files`` beside the job on the board, run the agent, return its stdout."""
         # Names first: a hostile name is refused before anything reaches the board.
         for name in files:
@@ -152,7 +153,7 @@ class JobRunner:
                 board.close()
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _run_once(self, board: Board, job: dict[str, object], files: dict[str, Path]) -> bytes:
+    def _run_once(self, board: Board, job: Job, files: dict[str, Path]) -> bytes:
         facts = probe(board)
         facts.require()  # before the lease and before any upload
         with hold_lease(board) as held:
