@@ -160,6 +160,17 @@ def tflite_copy(digits_fp32_tflite: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.fixture
+def tiny_tflite(tmp_path: Path) -> Path:
+    """A real model no conversion made: the probe model the agent carries (y = x + x on
+    float32 [1, 4]), for unit tests that run jobs on the local board or a fake one."""
+    from device_agent.accelerators import PROBE_MODEL
+
+    path = tmp_path / "tiny.tflite"
+    path.write_bytes(PROBE_MODEL)
+    return path
+
+
 def python_has(module: str) -> bool:
     return module in sys.modules
 

@@ -21,6 +21,7 @@ from toolkit.run import runner
 from toolkit.run.bench import bench
 from toolkit.run.deploy import deploy
 
+from .fakeboard import FakeBoard, fake_target
 from .lab import Sshd
 
 FAST = {"warmup_runs": 1, "min_runs": 5, "min_seconds": 0.05, "cooldown_seconds": 0.0}
@@ -77,17 +78,20 @@ def test_300_concurrent_takeovers_of_an_expired_lease_never_give_two_holders(
     assert double_holds == 0
 
 
-def test_two_target_files_naming_one_board_share_its_lease(sshd: Sshd, tmp_path: Path) -> None:
-    """The lease is the board's, not a work folder's: another work_dir or runtime is no way in."""
-    sshd.write_target(tmp_path / "targets", "one", tmp_path / "work-one")
-    sshd.write_target(tmp_path / "targets", "two", tmp_path / "work-two",
+def test_two_target_files_naming_one_board_share_its_lease(tmp_path: Path) -> None:
+    """The lease is the board's, not a work folder's: another work_dir or runtime is no way in;
+    another board (another identity) has a lease of its own."""
+    one = fake_target(tmp_path, "one", work_dir=str(tmp_path / "work-one"))
+    two = fake_target(tmp_path, "two", work_dir=str(tmp_path / "work-two"),
                       runtime="ai-edge-litert")
-    one, two = (load_target(name, tmp_path / "targets") for name in ("one", "two"))
-    with SshBoard(one) as first, SshBoard(two) as second:
-        assert first.identity() == second.identity()
-        with board_lock(first, seconds=60), pytest.raises(BoardBusyError):
+    first, second = FakeBoard(one, tmp_path / "board"), FakeBoard(two, tmp_path / "board")
+    assert first.identity() == second.identity()
+    with board_lock(first, seconds=60):
+        with pytest.raises(BoardBusyError):
             with board_lock(second, seconds=60):
                 pass
+        with board_lock(FakeBoard(two, tmp_path / "board", identity="b-another"), seconds=60):
+            pass
     here, there = local_target(tmp_path, "a", work_dir="wa"), local_target(tmp_path, "b",
                                                                            work_dir="wb")
     with board_lock(LocalBoard(here), seconds=60), pytest.raises(BoardBusyError):
@@ -119,8 +123,8 @@ def test_jobs_from_two_target_files_of_one_board_never_overlap(
             holder = None
 
 
-@pytest.mark.parametrize("kind", ["local", "ssh"])
-def test_a_timed_out_command_is_killed_on_the_board(kind: str, sshd: Sshd,
+@pytest.mark.parametrize("kind", ["local", pytest.param("ssh", marks=pytest.mark.integration)])
+def test_a_timed_out_command_is_killed_on_the_board(kind: str, request: pytest.FixtureRequest,
                                                     tmp_path: Path) -> None:
     """Cut off at 1 s, ``sleep 4; touch M`` must not go on to create M (it used to)."""
     # The command then sleeps on for a minute: a run() that waited for it instead of returning
@@ -128,6 +132,7 @@ def test_a_timed_out_command_is_killed_on_the_board(kind: str, sshd: Sshd,
     if kind == "local":
         board: LocalBoard | SshBoard = LocalBoard(local_target(tmp_path))
     else:
+        sshd: Sshd = request.getfixturevalue("sshd")
         sshd.write_target(tmp_path / "targets", "lab", tmp_path / "board")
         board = SshBoard(load_target("lab", tmp_path / "targets"))
     marker = tmp_path / "M"
@@ -142,7 +147,7 @@ def test_a_timed_out_command_is_killed_on_the_board(kind: str, sshd: Sshd,
 
 
 def test_the_local_target_runs_through_the_lease_the_uploads_and_the_probe(
-        tflite_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny_tflite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     probed: list[str] = []
     real_probe = runner.probe
 
@@ -151,7 +156,7 @@ def test_the_local_target_runs_through_the_lease_the_uploads_and_the_probe(
         return real_probe(board)  # type: ignore[arg-type]
 
     monkeypatch.setattr(runner, "probe", counting_probe)
-    outcome = deploy(tflite_copy, targets=["local"], recipes="fp32", out_dir=tmp_path / "out",
+    outcome = deploy(tiny_tflite, targets=["local"], recipes="fp32", out_dir=tmp_path / "out",
                      settings=FAST)
     assert [r.status for r in outcome.run.results] == ["ok"]
     # The check before any conversion, and the job's own before its lease: both LocalBoard's.
@@ -161,13 +166,13 @@ def test_the_local_target_runs_through_the_lease_the_uploads_and_the_probe(
     log = (folder / "lock.log").read_text().splitlines()
     assert [line.split(" ", 2)[1] for line in log] == ["acquire", "release"]
     sha = outcome.run.results[0].sha256
-    assert (home / ".edge" / "cache" / f"{sha}.tflite").read_bytes() == tflite_copy.read_bytes()
+    assert (home / ".edge" / "cache" / f"{sha}.tflite").read_bytes() == tiny_tflite.read_bytes()
     assert not list((home / ".edge" / "cache").glob("job-*.json"))  # removed after the run
     assert not list(folder.glob("job*.pid"))
 
 
 def test_threads_beyond_the_boards_cores_are_warned_and_kept_beside_the_figures(
-        tflite_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tiny_tflite: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """On a 2-core board 4 threads took 52.6 ms where 1 took 6.0: say so, do not refuse."""
     cores = os.cpu_count() or 1
     local_target(tmp_path, "many", threads=cores + 1)
@@ -175,7 +180,7 @@ def test_threads_beyond_the_boards_cores_are_warned_and_kept_beside_the_figures(
     assert health.healthy, health.to_dict()
     assert len(health.warnings) == 1 and f"with {cores} core" in health.warnings[0]
     with caplog.at_level(logging.WARNING, logger="toolkit.run.runner"):
-        outcome = deploy(tflite_copy, targets=["many"], recipes="fp32", out_dir=tmp_path / "out",
+        outcome = deploy(tiny_tflite, targets=["many"], recipes="fp32", out_dir=tmp_path / "out",
                          targets_dir=tmp_path / "targets", settings=FAST)
     warned = [r.getMessage() for r in caplog.records if "core" in r.getMessage()]
     assert len(warned) == 1 and f"{cores + 1} threads" in warned[0]

@@ -9,33 +9,30 @@ from pathlib import Path
 import pytest
 
 from toolkit.boards.bootstrap import probe
-from toolkit.boards.ssh import Connection
-from toolkit.boards.targets import load_target
 from toolkit.errors import BoardSetupError
 from toolkit.run.runner import JobRunner
 
-from .lab import Sshd
+from .fakeboard import FakeBoard, fake_target, mount
 
 
-def test_a_board_without_numpy_names_the_setup_command(sshd: Sshd, tmp_path: Path) -> None:
+def test_a_board_without_numpy_names_the_setup_command(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    sshd.write_target(tmp_path / "targets", "lab", tmp_path / "board",
-                      python=str(bare / "bin" / "python"))
-    target = load_target("lab", tmp_path / "targets")
-    with Connection(target) as board:
-        facts = probe(board)
+    board = FakeBoard(fake_target(tmp_path, "lab", python=str(bare / "bin" / "python")),
+                      tmp_path / "board")
+    facts = probe(board)
     assert facts.version >= (3, 9) and facts.numpy is None and facts.runtimes == {}
     with pytest.raises(BoardSetupError, match=r"numpy is missing.*edge targets setup lab"):
         facts.require()
+    mount(monkeypatch, board)
     with pytest.raises(BoardSetupError):
-        JobRunner(target).run_job({"job_id": "j", "variants": [],
-                                      "settings": {"variant_timeout_seconds": 1}}, {})
+        JobRunner(board.target).run_job({"job_id": "j", "variants": [],
+                                         "settings": {"variant_timeout_seconds": 1}}, {})
+    assert board.puts == []  # refused before the lease and any upload
 
 
-def test_the_hosts_python_has_what_the_agent_needs(sshd: Sshd, tmp_path: Path) -> None:
-    sshd.write_target(tmp_path / "targets", "lab", tmp_path / "board")
-    with Connection(load_target("lab", tmp_path / "targets")) as board:
-        facts = probe(board)
+def test_the_hosts_python_has_what_the_agent_needs(tmp_path: Path) -> None:
+    facts = probe(FakeBoard(fake_target(tmp_path, "lab"), tmp_path / "board"))
     facts.require()
     assert facts.numpy and facts.runtimes

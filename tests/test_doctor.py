@@ -1,9 +1,9 @@
-"""`edge doctor` and `edge lab status` against real sshd boards: healthy, dead, unknown, held."""
+"""`edge doctor` and `edge lab status`: healthy, dead, unknown, held (boards in this process,
+tests/fakeboard.py), and a real sshd whose login prints a banner."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,11 +17,11 @@ from toolkit.boards.lab import board_status
 from toolkit.boards.lease import board_lock
 from toolkit.boards.targets import Target, load_target
 from toolkit.cli.main import main
+from toolkit.errors import HostKeyError
 
+from .fakeboard import FakeBoard, fake_target, mount
 from .lab import Sshd
 from .models.segfaulting_runtime import VERSION, write_segfaulting_runtime
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def board(sshd: Sshd, tmp_path: Path, **extra: object) -> Target:
@@ -29,8 +29,16 @@ def board(sshd: Sshd, tmp_path: Path, **extra: object) -> Target:
     return load_target("lab", tmp_path / "targets")
 
 
-def test_a_healthy_board_passes_every_check(sshd: Sshd, tmp_path: Path) -> None:
-    health = diagnose(board(sshd, tmp_path))
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: object) -> FakeBoard:
+    """An SSH board ``lab``, in this process (tests/fakeboard.py), mounted."""
+    found = FakeBoard(fake_target(tmp_path, "lab", **extra), tmp_path / "board")
+    mount(monkeypatch, found)
+    return found
+
+
+def test_a_healthy_board_passes_every_check(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    health = diagnose(fake(tmp_path, monkeypatch).target)
     assert health.healthy, health.to_dict()
     names = [c.name for c in health.checks]
     assert names == ["reachable", "host key", "login", "python", "threads", "disk", "runtime",
@@ -39,59 +47,61 @@ def test_a_healthy_board_passes_every_check(sshd: Sshd, tmp_path: Path) -> None:
     assert clock.startswith("offset ") and abs(float(clock.split()[1])) < 5
 
 
-def test_a_dead_board_and_an_unknown_key_each_give_one_reason(own_sshd: Sshd,
-                                                              tmp_path: Path) -> None:
-    (tmp_path / "empty_known_hosts").write_text("")
-    unknown = diagnose(board(own_sshd, tmp_path, known_hosts=str(tmp_path / "empty_known_hosts")))
+def test_a_dead_board_and_an_unknown_key_each_give_one_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = fake(tmp_path, monkeypatch)
+    lab.script("", error=HostKeyError("lab's host key is not in known_hosts: run "
+                                      "`edge targets trust lab`", target="lab"), times=1)
+    unknown = diagnose(lab.target)
     assert not unknown.healthy and unknown.reason.startswith("host key: ")
-    own_sshd.kill()
-    dead = diagnose(board(own_sshd, tmp_path, connect_timeout=2.0))
+    lab.drop()
+    dead = diagnose(lab.target)
     assert not dead.healthy and dead.reason.startswith("reachable: ")
     assert "\n" not in dead.reason
 
 
-def test_a_board_that_asks_for_a_missing_power_sensor_is_unhealthy(sshd: Sshd,
-                                                                  tmp_path: Path) -> None:
-    health = diagnose(board(sshd, tmp_path, power_sensor="ina3221-hwmon"))
+def test_a_board_that_asks_for_a_missing_power_sensor_is_unhealthy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    health = diagnose(fake(tmp_path, monkeypatch, power_sensor="ina3221-hwmon").target)
     assert health.reason.startswith("power sensor: ")
 
 
-def test_a_runtime_that_segfaults_on_load_makes_the_board_unhealthy(sshd: Sshd,
-                                                                      tmp_path: Path) -> None:
+def test_a_runtime_that_segfaults_on_load_makes_the_board_unhealthy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The board's Python sees the stand-in first: tflite-runtime that imports, then
     # crashes (SIGSEGV) on any model it loads.
     standin = write_segfaulting_runtime(tmp_path / "standin")
     python = tmp_path / "python-with-standin"
     python.write_text(f"#!/bin/sh\nPYTHONPATH={standin} exec {sys.executable} \"$@\"\n")
     python.chmod(0o755)
-    health = diagnose(board(sshd, tmp_path, python=str(python), runtime="tflite-runtime"))
+    health = diagnose(fake(tmp_path, monkeypatch, python=str(python),
+                           runtime="tflite-runtime").target)
     assert not health.healthy and health.exit_code == 1
     assert health.reason == ("runtime loads a model: killed by signal SIGSEGV in "
                              f"tflite-runtime {VERSION}")
     assert next(c for c in health.checks if c.name == "runtime").ok  # it imports
 
 
-def test_lab_status_shows_free_held_and_unreachable(own_sshd: Sshd, tmp_path: Path) -> None:
-    target = board(own_sshd, tmp_path)
-    assert board_status(target).state == "free"
-    with SshBoard(target) as holder, board_lock(holder, seconds=60) as token:
-        held = board_status(target)
+def test_lab_status_shows_free_held_and_unreachable(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = fake(tmp_path, monkeypatch)
+    assert board_status(lab.target).state == "free"
+    with board_lock(lab, seconds=60) as token:
+        held = board_status(lab.target)
         assert (held.state, held.owner) == ("held", token)
         assert held.since is not None and held.until is not None and held.until > held.since
-    assert board_status(target).state == "free"
-    own_sshd.kill()
-    gone = board_status(board(own_sshd, tmp_path, connect_timeout=2.0))
+    assert board_status(lab.target).state == "free"
+    lab.drop()
+    gone = board_status(lab.target)
     assert gone.state == "unreachable" and gone.detail
 
 
-def test_edge_doctor_exits_3_for_an_unreachable_board_as_deploy_does(own_sshd: Sshd,
-                                                                     tmp_path: Path) -> None:
-    board(own_sshd, tmp_path, connect_timeout=2.0)
-    own_sshd.kill()
-    done = subprocess.run([sys.executable, "-m", "toolkit", "doctor", "--targets", "lab",
-                           "--targets-dir", str(tmp_path / "targets")], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 3  # ExitCode.INCOMPLETE: infrastructure, as edge deploy exits
+def test_edge_doctor_exits_3_for_an_unreachable_board_as_deploy_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake(tmp_path, monkeypatch).drop()
+    done = CliRunner().invoke(main, ["doctor", "--targets", "lab", "--targets-dir",
+                                     str(tmp_path / "targets")])
+    assert done.exit_code == 3, done.output  # ExitCode.INCOMPLETE: infrastructure, as deploy
     assert done.stderr.strip().splitlines() == [
         next(line for line in done.stderr.splitlines() if line.startswith("edge: lab is "
                                                                          "unhealthy: reachable: "))]

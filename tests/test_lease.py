@@ -35,6 +35,7 @@ from toolkit.boards.targets import Target, load_target
 from toolkit.errors import BoardBusyError, InfrastructureError
 from toolkit.run.runner import JobRunner
 
+from .fakeboard import FakeBoard
 from .lab import Sshd
 from .test_ssh_netns import job_for
 
@@ -207,14 +208,10 @@ def test_a_board_without_flock_says_so(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_a_failed_release_is_one_warning_line(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
-    board = LocalBoard(local_target(tmp_path))
-
-    def dropped(command: str, *, timeout: float | None = None) -> Result:
-        raise InfrastructureError("SSH to here: the connection dropped")
-
+    board = FakeBoard(local_target(tmp_path), tmp_path / "board")
     with caplog.at_level(logging.WARNING, logger="toolkit.boards.lease"):
         with board_lock(board, seconds=60):
-            board.run = dropped  # type: ignore[method-assign]
+            board.script("", error=InfrastructureError("SSH to here: the connection dropped"))
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 1, warned
     assert "could not release the lease on here" in warned[0]

@@ -31,7 +31,8 @@ from toolkit.run import runner
 from toolkit.run.cancel import allow_jobs, cancel_running_jobs
 from toolkit.run.runner import JobRunner, job_budget_seconds
 
-from .lab import Sshd, keygen
+from .fakeboard import FakeBoard, fake_target, mount
+from .lab import Sshd
 from .test_ssh_netns import job_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,9 +104,10 @@ def test_the_host_budget_counts_cooldown_waits() -> None:
 
 
 def test_a_job_past_its_deadline_is_killed_before_its_lease_is_released(
-        tflite_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny_tflite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "job_budget_seconds", lambda job: 4.0)
-    job, files = job_for(tflite_copy, "late", seconds=25)
+    job, files = job_for(tiny_tflite, "late", seconds=25)
+    job["settings"]["max_runs"] = 1_000_000_000  # a run of this model takes microseconds
     home = local_board_home()
     watcher = Watcher(home / ".edge")
     with pytest.raises(AgentError, match="did not finish within 4 s"):
@@ -217,26 +219,31 @@ def test_the_next_acquire_ends_a_job_whose_host_died(sshd: Sshd, tflite_copy: Pa
 #: failing at once takes far longer than any loaded machine needs to report the fault.
 FAULT_TIMEOUT = 60.0
 
+#: What the Python probe prints on a board whose Python lacks numpy, and on one whose only
+#: runtime is ai-edge-litert (the target asks for tflite-runtime).
+NO_NUMPY = b'python3\n{"version": [3, 11, 2], "numpy": null, "runtimes": {}, "cores": 4}\n'
+OTHER_RUNTIME = (b'python3\n{"version": [3, 11, 2], "numpy": "1.26.4", '
+                 b'"runtimes": {"ai-edge-litert": "2.3.0"}, "cores": 4}\n')
 
-def fault_target(fault: str, sshd: Sshd, tmp_path: Path) -> Target:
-    timeouts = {"connect_timeout": FAULT_TIMEOUT, "command_timeout": FAULT_TIMEOUT}
+
+def fault_board(fault: str, tmp_path: Path) -> FakeBoard:
+    """A board with ``fault``, as the host meets it (the transport's own side of each is
+    tests/test_ssh.py's: a real sshd refusing, closed, or with another key)."""
+    extra = {"runtime": "tflite-runtime"} if fault == "missing runtime" else {}
+    target = fake_target(tmp_path, "lab", connect_timeout=FAULT_TIMEOUT,
+                         command_timeout=FAULT_TIMEOUT, **extra)
+    board = FakeBoard(target, tmp_path / "board")
     if fault == "unknown host key":
-        (tmp_path / "empty").write_text("")
-        return ssh_target(sshd, tmp_path, known_hosts=str(tmp_path / "empty"), **timeouts)
-    if fault == "changed host key":
-        other = keygen(tmp_path / "other").split()
-        (tmp_path / "kh").write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
-        return ssh_target(sshd, tmp_path, known_hosts=str(tmp_path / "kh"), **timeouts)
-    if fault == "sshd down":
-        target = ssh_target(sshd, tmp_path, **timeouts)
-        sshd.kill()
-        return target
-    if fault == "no numpy":
-        bare = tmp_path / "bare"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-        return ssh_target(sshd, tmp_path, python=str(bare / "bin" / "python"), **timeouts)
-    assert fault == "missing runtime"
-    return ssh_target(sshd, tmp_path, runtime="tflite-runtime", **timeouts)
+        board.script("", error=HostKeyError("lab's host key is not in known_hosts: run "
+                                            "`edge targets trust lab`", target="lab"))
+    elif fault == "changed host key":
+        board.script("", error=HostKeyError("the host key of lab has CHANGED", target="lab"))
+    elif fault == "sshd down":
+        board.drop()
+    else:
+        probe_answer = NO_NUMPY if fault == "no numpy" else OTHER_RUNTIME
+        board.script("importlib import metadata", stdout=probe_answer)
+    return board
 
 
 FAULTS = {"unknown host key": HostKeyError, "changed host key": HostKeyError,
@@ -246,32 +253,24 @@ FAULTS = {"unknown host key": HostKeyError, "changed host key": HostKeyError,
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_board_fault_is_reported_before_compression_and_nothing_is_uploaded(
-        fault: str, own_sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if fault == "missing runtime":
-        pytest.importorskip("ai_edge_litert")  # this Python has a runtime, not that one
-        if "tflite_runtime" in sys.modules or _importable("tflite_runtime"):
-            pytest.skip("this Python has tflite-runtime")
-    target = fault_target(fault, own_sshd, tmp_path)
+        fault: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    board = fault_board(fault, tmp_path)
+    mount(monkeypatch, board)
     load_model_source(DIGITS_MODEL)  # the model's imports, paid before the clock starts
     compressed: list[object] = []
     monkeypatch.setattr("toolkit.run.execute.prepare_model",
                         lambda *args: compressed.append(args))  # never reached
     started = time.monotonic()
     with pytest.raises(FAULTS[fault]):
-        pipeline.deploy(DIGITS_MODEL, targets=[target.name], recipes="fp32",
+        pipeline.deploy(DIGITS_MODEL, targets=[board.target.name], recipes="fp32",
                         out_dir=tmp_path / "out", targets_dir=tmp_path / "targets")
     # A hang guard, not a figure: the fault is reported at once, not after waiting out a
     # connect or command timeout (half of one is the bound: room for a loaded machine).
     assert time.monotonic() - started < FAULT_TIMEOUT / 2
     assert compressed == []
-    assert not (tmp_path / "board").exists()  # no agent, no model, no job file, no cache
+    assert board.puts == [] and not any("sha256sum" in c for c in board.commands)
+    assert not (tmp_path / "board").exists() or not list((tmp_path / "board").iterdir())
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 @pytest.mark.slow

@@ -125,8 +125,9 @@ class JobRunner:
     """
 
     def __init__(self, target: Target,
-                 open_board: Callable[[Target], Board] = open_board) -> None:
+                 open_board: Callable[[Target], Board] | None = None) -> None:
         self.target = target
+        #: None: this module's ``open_board``, looked up at each attempt (not bound here).
         self._open_board = open_board
 
     def run_job(self, job: Job, files: dict[str, Path]) -> bytes:
@@ -137,7 +138,7 @@ class JobRunner:
         check_name(job["job_id"], "job id")
         for attempt in range(self.target.retries + 1):
             self._raise_if_cancelled()
-            board = self._open_board(self.target)
+            board = (self._open_board or open_board)(self.target)
             try:
                 return self._run_once(board, job, files)
             except (BoardBusyError, LeaseLostError):
