@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.boards.board import LocalBoard, SshBoard, local_board_home
+from toolkit.boards.lab import board_status
 from toolkit.boards.lease import board_lock, lease_dir
 from toolkit.boards.targets import Target, load_target
 from toolkit.errors import AgentError, BoardSetupError, HostKeyError, InfrastructureError
@@ -271,6 +272,20 @@ def test_a_board_fault_is_reported_before_compression_and_nothing_is_uploaded(
     assert board.puts == [] and not any("sha256sum" in c for c in board.commands)
     assert not (tmp_path / "board").exists() or not list((tmp_path / "board").iterdir())
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_failing_upload_is_retried_a_bounded_number_of_times_and_frees_the_board(
+        tiny_tflite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("toolkit.run.runner.time.sleep", lambda seconds: None)
+    board = FakeBoard(fake_target(tmp_path, "lab", retries=2), tmp_path / "board")
+    board.fail_puts(InfrastructureError("SSH to lab: the upload broke off", target="lab"))
+    mount(monkeypatch, board)
+    job, files = job_for(tiny_tflite, "broken", seconds=1)
+    with pytest.raises(InfrastructureError, match="the upload broke off"):
+        JobRunner(board.target).run_job(job, files)
+    assert len(board.puts) == 3  # one attempt and two retries, each stopped at its first put
+    assert board_status(board.target).state == "free"  # each attempt released its lease
+    assert not [p for p in (tmp_path / "board").rglob("*") if ".part-" in p.name]
 
 
 @pytest.mark.slow
