@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -124,6 +127,44 @@ def test_every_candidate_left_out_before_running_is_named_with_why() -> None:
                             left_out=over)
     assert choice.variant == "int8" and [v for v, _ in choice.left_out] == [
         "int8-dynamic", "fp16", "prune:0.9"]
+
+
+#: fp32's accuracy, the candidate's, whether every runtime computes it right, the budget in
+#: points, and whether the candidate is within.  Accuracy is top-1 for every model edge
+#: evaluates (higher is better): no metric where lower is better to judge the other way.
+BUDGET_EDGES = {
+    "exactly at the budget": (0.95, 0.945, True, 0.5, True),  # 0.5000000000000004 points
+    "just over the budget": (0.95, 0.9449, True, 0.5, False),
+    "no drop, a budget of 0": (0.9, 0.9, True, 0.0, True),
+    "better than fp32": (0.9, 0.95, True, 0.0, True),
+    "NaN accuracy": (0.95, math.nan, True, 5.0, False),
+    "no accuracy figure": (0.95, None, True, 5.0, False),
+    "no accuracy figure, a budget of 100": (0.95, None, True, 100.0, False),
+    "within, but wrong on a runtime": (0.95, 0.95, False, 0.5, False),
+}
+
+
+@pytest.mark.parametrize("case", list(BUDGET_EDGES))
+def test_edge_compress_and_edge_deploy_judge_the_budget_alike(
+        case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``edge compress --max-accuracy-drop`` ships a candidate exactly when ``edge deploy
+    --max-accuracy-drop`` runs it: one rule (``budget_verdict``), at its edges."""
+    from toolkit.compress import _build
+    from toolkit.compress._recipes import parse_recipes
+
+    reference, accuracy, compat_ok, budget, within = BUDGET_EDGES[case]
+    fp32, candidate = artifact("fp32", reference), artifact("int8", accuracy,
+                                                            compat_ok=compat_ok)
+    candidate.path.write_bytes(b"")  # edge compress removes a file it does not ship
+    ran, _ = split_by_budget([fp32, candidate], budget)
+    built = iter([[fp32], [candidate]])  # what the builds of fp32, then int8, give
+    monkeypatch.setattr(_build, "build_artifacts", lambda *args, **kwargs: next(built))
+    source: Any = SimpleNamespace(train_data=None)  # only the builds, given above, read it
+    shipped, selection = _build._within_budget(source, parse_recipes("int8"), budget,
+                                               Path("."), lambda message: None, ())
+    assert ("int8" in [a.variant for a in ran]) == within
+    assert ("int8" in [a.variant for a in shipped]) == within
+    assert selection["tried"][0]["within_budget"] == within
 
 
 @pytest.mark.slow

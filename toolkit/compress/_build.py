@@ -47,6 +47,7 @@ from toolkit.compress.compat import runtime_compat
 from toolkit.compress.evaluate import tflite_accuracy, tflite_fidelity
 from toolkit.errors import CompressError, ModelError, OutputError, UsageError
 from toolkit.model.load import ModelSource, load_model_source
+from toolkit.results.choose import budget_verdict
 from toolkit.results.facts import runtime_check_of
 from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
 
@@ -435,15 +436,17 @@ def _within_budget(source: ModelSource, candidates: list[Chain], max_drop: float
             continue
         [artifact] = build_artifacts(source, [chain], folder, progress=progress,
                                      compat_pythons=compat_pythons)
-        drop = 100 * (baseline.accuracy - (artifact.accuracy or 0.0))
+        # The rule edge deploy's --max-accuracy-drop judges by too.
+        drop, over = budget_verdict(baseline.accuracy, artifact, max_drop)
         runs_everywhere = all(c.get("ok") for c in artifact.runtime_compat)
-        within = drop <= max_drop and runs_everywhere
+        within = over is None
         tried.append({"recipe": chain.recipe, "size_bytes": artifact.size_bytes,
                       "size_ratio": round(artifact.size_bytes / baseline.size_bytes, 4),
-                      "accuracy": artifact.accuracy, "drop_points": round(drop, 3),
+                      "accuracy": artifact.accuracy,
+                      "drop_points": None if drop is None else round(drop, 3),
                       "runs_on_every_runtime": runs_everywhere, "within_budget": within})
-        progress(f"{chain.recipe}: accuracy drop {drop:.2f} points "
-                 f"({'within' if within else 'over'} the {max_drop:g}-point budget)")
+        progress(f"{chain.recipe}: " + (over or f"accuracy drop {drop:.2f} points (within "
+                                                f"the {max_drop:g}-point budget)"))
         if within:
             chosen = artifact
             break

@@ -32,33 +32,52 @@ from toolkit.results.record import ResultRecord
 _Z95 = 1.96
 
 
+#: A drop above the budget by no more than this is the budget itself, in floating point:
+#: 100 * (0.95 - 0.945) is 0.5000000000000004 points, and a variant at the budget is within it.
+_AT_BUDGET_POINTS = 1e-9
+
+
+def budget_verdict(reference: float, artifact: Artifact,
+                   max_drop: float) -> tuple[float | None, str | None]:
+    """The one accuracy-budget rule, for ``edge compress`` and ``edge deploy`` alike:
+    ``(drop, why)``, the accuracy drop in points below ``reference`` (fp32's; None without
+    a figure) and why ``artifact`` is outside ``max_drop`` points, or None when within.
+
+    Outside: no finite accuracy figure (missing, NaN); a drop above ``max_drop`` (one at it
+    is within); a runtime it was checked under computing it wrongly.  Accuracy is top-1,
+    higher is better, for every model edge evaluates: a gain is a negative drop.
+    """
+    accuracy = artifact.accuracy
+    drop = None if accuracy is None else 100 * (reference - accuracy)
+    if drop is None or not math.isfinite(drop):
+        return None, "no accuracy figure to hold to the budget"
+    if drop > max_drop + _AT_BUDGET_POINTS:
+        return drop, (f"over the accuracy budget: {drop:.2f} points below fp32 (budget "
+                      f"{max_drop:g})" + _fine_tune_hint(artifact.config))
+    wrong = [c for c in artifact.runtime_compat if not c.get("ok")]
+    if wrong:
+        return drop, "not correct on every runtime: " + "; ".join(_compat(c) for c in wrong)
+    return drop, None
+
+
 def split_by_budget(artifacts: Sequence[Artifact],
                     max_drop: float) -> tuple[list[Artifact], list[tuple[str, str]]]:
     """(within, left out with why): fp32's accuracy is the reference; drops are in points.
 
-    A candidate is left out when its accuracy drops more than ``max_drop`` points, when it
-    has no accuracy figure, or when a runtime it was checked under computed it wrongly.
+    Each candidate is judged by :func:`budget_verdict`, the rule ``edge compress`` uses too.
     """
     baseline = next((a for a in artifacts if a.variant == "fp32"), None)
-    if baseline is None or baseline.accuracy is None:
+    if baseline is None or baseline.accuracy is None or not math.isfinite(baseline.accuracy):
         raise UsageError("--max-accuracy-drop needs labelled eval data and the fp32 variant "
                          "as the reference")
     reference = baseline.accuracy
     within, over = [], []
     for artifact in artifacts:
-        wrong = [c for c in artifact.runtime_compat if not c.get("ok")]
-        if artifact.accuracy is None:
-            over.append((artifact.variant, "no accuracy figure to hold to the budget"))
-        elif 100 * (reference - artifact.accuracy) > max_drop:
-            over.append((artifact.variant,
-                         f"over the accuracy budget: {100 * (reference - artifact.accuracy):.2f}"
-                         f" points below fp32 (budget {max_drop:g})"
-                         + _fine_tune_hint(artifact.config)))
-        elif wrong:
-            over.append((artifact.variant,
-                         "not correct on every runtime: " + "; ".join(_compat(c) for c in wrong)))
-        else:
+        _, why = budget_verdict(reference, artifact, max_drop)
+        if why is None:
             within.append(artifact)
+        else:
+            over.append((artifact.variant, why))
     return within, over
 
 
