@@ -25,7 +25,7 @@ from toolkit.boards.lab import load_lab
 from toolkit.cli.main import main
 from toolkit.errors import AgentError, InfrastructureError, TargetError, UsageError
 from toolkit.labgrid.client import coordinator_address
-from toolkit.labgrid.hold import SchedulerStatus, hold_board, run_scheduled
+from toolkit.labgrid.hold import SchedulerStatus, busy_now, hold_board, run_scheduled
 from toolkit.labgrid.selector import ScheduledTarget, Selector
 from toolkit.run.cancel import allow_jobs, cancel_running_jobs
 
@@ -224,6 +224,31 @@ def test_a_selector_no_place_matches_is_named_before_any_work(lab: Lab,
     assert result.exit_code == 2
     assert "no labgrid place on" in result.stderr and "is tagged board=rpi9" in result.stderr
     assert "pi-05: board=rpi5" in result.stderr
+
+
+def test_deploy_with_busy_wait_0_and_no_free_place_fails_before_compressing(
+        lab: Lab, tiny_tflite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for a named board: one line, exit 3, nothing converted and nothing reserved."""
+    compressed: list[object] = []
+    monkeypatch.setattr("toolkit.run.execute.prepare_model",
+                        lambda *args, **kwargs: compressed.append(args))  # never reached
+    address = lab.coordinator.address
+    with hold_board(lab.slot("tag:board=rpi5")):  # the only rpi5 is another job's
+        [holder] = acquired_places(address).values()
+        assert busy_now(lab.slot("tag:board=rpi4")) is None  # three free
+        result = CliRunner().invoke(main, ["deploy", str(tiny_tflite), "--target",
+                                           "tag:board=rpi5", "--coordinator", address,
+                                           "--targets-dir", str(lab.targets_dir),
+                                           "--busy-wait", "0", "-o", str(tmp_path / "out")],
+                                    catch_exceptions=False)
+        assert len(reservations(address)) == 1  # the holder's only
+    assert result.exit_code == 3, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"edge: error: no labgrid place tagged board=rpi5 on {address} is free now (pi-05: "
+        f"acquired by {holder}) (--busy-wait 0: not waiting)"]
+    assert compressed == []
+    assert busy_now(lab.slot("tag:board=rpi5")) is None
+    assert lab.idle()
 
 
 @pytest.mark.slow

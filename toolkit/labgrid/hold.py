@@ -6,7 +6,8 @@ with tags, reservations served by priority then age, place locks.  A
 (:mod:`toolkit.labgrid.selector`); :mod:`toolkit.labgrid.client` speaks to the
 coordinator.
 
-:func:`check_coordinator` finds, before any work, a place the job can get.
+:func:`check_coordinator` finds, before any work, a place the job can get;
+:func:`busy_now`, for ``--busy-wait 0``, whether one is free now.
 :func:`run_scheduled` reserves (``reserve --wait`` semantics), reports the queue
 position while it waits, acquires the place, runs the job on it and always
 releases, also on errors and Ctrl-C.  A board that stopped answering is
@@ -185,6 +186,33 @@ def check_coordinator(slot: ScheduledTarget, timeout: float = CALL_TIMEOUT_SECON
         tagged = "; ".join(f"{name}: {_tags_text(tags)}" for name, tags in sorted(places.items()))
         raise TargetError(f"no labgrid place on {slot.coordinator} is tagged {slot.selector} "
                           f"(places: {tagged or 'none'})")
+
+
+def busy_now(slot: ScheduledTarget, timeout: float = CALL_TIMEOUT_SECONDS) -> str | None:
+    """Why ``slot`` cannot have a place now (each matching place acquired, allotted to a
+    reservation or marked bad), or None when one is free: what ``--busy-wait 0`` checks
+    before any work.  Nothing is reserved or held: like a named board's lease, the answer
+    is the coordinator's now, and a place taken meanwhile is still busy at the job."""
+    session = Session.open(slot.coordinator, client_name(), timeout)
+    try:
+        places = session.call("GetPlaces", session.pb.GetPlacesRequest()).places
+    finally:
+        session.close()
+    taken = []
+    for place in sorted(places, key=lambda place: place.name):
+        tags = dict(place.tags)
+        if not slot.selector.matches(tags):
+            continue
+        if is_bad(tags):
+            taken.append(f"{place.name}: marked bad")
+        elif place.acquired:
+            taken.append(f"{place.name}: acquired by {place.acquired}")
+        elif place.reservation:
+            taken.append(f"{place.name}: allotted to another reservation")
+        else:
+            return None
+    return (f"no labgrid place tagged {slot.selector} on {slot.coordinator} is free now "
+            f"({'; '.join(taken) or 'none is tagged so'})")
 
 
 def _tags_text(tags: Mapping[str, str]) -> str:
@@ -543,5 +571,5 @@ class _Hold:
             log.warning("could not release labgrid place %s (%s)", place, describe(exc))
 
 
-__all__ = ["RECONNECT_SECONDS", "Allocation", "SchedulerStatus", "check_coordinator",
+__all__ = ["RECONNECT_SECONDS", "Allocation", "SchedulerStatus", "busy_now", "check_coordinator",
            "hold_board", "run_scheduled"]

@@ -54,6 +54,14 @@ class NamedBoard:
         """The board, known now: checked before anything is converted."""
         return self.target
 
+    def busy_now(self) -> str | None:
+        """Why the board cannot be had now (another job holds its lease), or None."""
+        from toolkit.boards.lab import board_status
+
+        status = board_status(self.target)
+        return f"{self.name} is busy: locked by {status.owner}" if status.state == "held" \
+            else None
+
     def run(self, job: Callable[[Target], T], *, busy_wait_seconds: float,
             on_status: StatusCallback) -> T:
         """``job(target)``; while another job holds the board's lease, wait (with jitter,
@@ -95,6 +103,13 @@ class LabgridBoard:
         from toolkit.labgrid import hold
 
         hold.check_coordinator(self.slot)
+
+    def busy_now(self) -> str | None:
+        """Why no place can be had now (each one acquired, allotted or bad), or None: asked
+        of the coordinator, nothing reserved or held (:func:`toolkit.labgrid.hold.busy_now`)."""
+        from toolkit.labgrid import hold
+
+        return hold.busy_now(self.slot)
 
     def run(self, job: Callable[[Target], T], *, busy_wait_seconds: float,
             on_status: StatusCallback) -> T:

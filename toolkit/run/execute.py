@@ -4,8 +4,9 @@
 (:func:`toolkit.run.bench.bench`) are presets over :func:`execute`; each step below is
 written once::
 
-    check   names, accelerators, coordinators, the model files, every board (and its
-            lease with --busy-wait 0), delegates: all before the first conversion
+    check   names, accelerators, coordinators, the model files, every board (and, with
+            --busy-wait 0, its lease or a free labgrid place), delegates: all before
+            the first conversion
     build   per model, in a staging folder: variants, manifest, reference outputs;
             with an accuracy budget, only the variants within it go on
     run     per board (one after the other, or all at once), per model: the plan's
@@ -157,8 +158,8 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
     store_path = (store_location(plan.store_path) if plan.store_path
                   else default_store_path(plan.out_dir))
     left_out = _health(plan, named, notify)
-    checking = [t for t in named if t.name not in left_out]
-    say(f"checking {', '.join(b.name for b in plan.boards if b.name not in left_out)}")
+    checking = [b for b in plan.boards if b.name not in left_out]
+    say(f"checking {', '.join(b.name for b in checking)}")
     failed_check = _check_boards(plan, checking, notify)
     ready = [b for b in plan.boards if b.name not in left_out and b.name not in failed_check]
     check_delegates([b.known for b in ready if b.known is not None], plan.sweep.accelerators)
@@ -215,25 +216,22 @@ def _health(plan: RunPlan, named: list[Target],
     return left_out
 
 
-def _check_boards(plan: RunPlan, targets: list[Target],
+def _check_boards(plan: RunPlan, boards: list[BoardSource],
                   notify: Callable[[BoardEvent], None]) -> dict[str, EdgeError]:
-    """Connection, host key, Python, numpy, runtime (and, with ``--busy-wait 0``, the
-    lease) of every board, before any compression: failed boards and why, or raise."""
+    """Connection, host key, Python, numpy, runtime of every named board and, with
+    ``--busy-wait 0``, whether each board (a labgrid place too) can be had now, before any
+    compression: failed boards and why, or raise."""
     failed: dict[str, EdgeError] = {}
-    for name, answer in check_boards(targets, plan.sweep.threads or None).items():
+    named = [b.known for b in boards if b.known is not None]
+    for name, answer in check_boards(named, plan.sweep.threads or None).items():
         if isinstance(answer, EdgeError):
             failed[name] = answer
     if plan.policy.busy_wait_seconds == 0:
-        from toolkit.boards.lab import board_status
-
-        for target in targets:
-            if target.name in failed:
-                continue
-            status = board_status(target)
-            if status.state == "held":
-                failed[target.name] = BoardBusyError(
-                    f"{target.name} is busy: locked by {status.owner} (--busy-wait 0: not "
-                    "waiting)", target=target.name)
+        for board in boards:
+            busy = None if board.name in failed else board.busy_now()
+            if busy:
+                failed[board.name] = BoardBusyError(f"{busy} (--busy-wait 0: not waiting)",
+                                                    target=board.name)
     for name, problem in failed.items():
         if not plan.policy.keep_going:
             raise problem
