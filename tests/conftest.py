@@ -34,7 +34,7 @@ TIERS = ("unit", "integration", "e2e")
 #: another fixture) is an integration test.
 INTEGRATION_FIXTURES = frozenset({
     # real OpenSSH servers on loopback or in network namespaces
-    "sshd", "own_sshd", "jump", "two_boards", "boards", "offline_board",
+    "sshd", "own_sshd", "jump", "two_boards", "boards", "offline_board", "two_key_sshd",
     # models converted with litert-torch
     "digits_fp32_tflite", "digits_pair", "mobilenet_fp32_tflite", "first_build", "digits_run",
     "digits_bundle", "learned_bundle",
@@ -101,12 +101,20 @@ def isolated_user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(autouse=True)
-def unit_tests_start_nothing_heavy(request: pytest.FixtureRequest,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+#: The refusals a unit test runs under, set before its first fixture is (see below).
+_REFUSALS = pytest.StashKey[pytest.MonkeyPatch]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
     """A unit test that converts a model (in this process) or starts an sshd, Chromium or
-    PostgreSQL fails at once, saying which tier it belongs to: the tiers stay honest."""
-    if request.node.get_closest_marker("unit") is None:
+    PostgreSQL fails at once, saying which tier it belongs to: the tiers stay honest.
+
+    Set here, before any of the test's fixtures is set up: a module's or a session's fixture
+    made for it (an sshd of a module's own) is refused too, as an autouse fixture of the
+    test's could not (fixtures of wider scope are set up before it).
+    """
+    if item.get_closest_marker("unit") is None:
         return
 
     def refuse(what: str) -> Any:
@@ -117,13 +125,21 @@ def unit_tests_start_nothing_heavy(request: pytest.FixtureRequest,
 
     from .chromium import Chromium
 
+    patch = item.stash[_REFUSALS] = pytest.MonkeyPatch()
     # By module object: ``toolkit.compress`` as an attribute is the function, not the package.
     for module in ("toolkit.compress._build", "toolkit.compress._mixed"):
-        monkeypatch.setattr(importlib.import_module(module), "convert",
-                            refuse("converts a model"))
-    monkeypatch.setattr(Sshd, "create", refuse("starts an sshd"))
-    monkeypatch.setattr(Chromium, "__enter__", refuse("starts Chromium"))
-    monkeypatch.setattr("tests.postgres.postgres_server", refuse("starts PostgreSQL"))
+        patch.setattr(importlib.import_module(module), "convert", refuse("converts a model"))
+    patch.setattr(Sshd, "create", refuse("starts an sshd"))
+    patch.setattr(Chromium, "__enter__", refuse("starts Chromium"))
+    patch.setattr("tests.postgres.postgres_server", refuse("starts PostgreSQL"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """The refusals end with the unit test, after its fixtures (and their patches) did."""
+    patch = item.stash.get(_REFUSALS, None)
+    if patch is not None:
+        patch.undo()
 
 
 @pytest.fixture(scope="module")
