@@ -40,6 +40,7 @@ from toolkit.cli.progress import LiveProgress, one_line_warnings
 from toolkit.cli.report import report
 from toolkit.cli.runs import runs
 from toolkit.cli.targets import targets
+from toolkit.cli.trend import trend_command
 from toolkit.defaults import BUDGET_CANDIDATES
 from toolkit.errors import EdgeError, ExitCode
 from toolkit.run.cancel import cancel_on_signals, exit_status, interrupted_by
@@ -207,3 +208,4 @@ main.add_command(compress)
 main.add_command(bench_command)
 main.add_command(doctor)
 main.add_command(lab)
+main.add_command(trend_command)

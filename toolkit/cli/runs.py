@@ -1,4 +1,4 @@
-"""``edge runs list|show|tag|export|import``: the results store from the command line.
+"""``edge runs list|show|diff|tag|export|import``: the results store from the command line.
 
 Example: edge runs tag latest baseline && edge runs export baseline -o baseline.json
 """
@@ -18,6 +18,7 @@ from toolkit.cli.options import output_file_option, store_option
 from toolkit.cli.table import echo_table
 from toolkit.defaults import DEFAULT_OUT_DIR
 from toolkit.model.project import resolve_store_path
+from toolkit.safe_text import printable
 
 if TYPE_CHECKING:
     from toolkit.results.store import ResultsStore
@@ -71,6 +72,45 @@ def show_run(run: str, store_path: str | None, as_json: bool) -> None:
     with open_store(store_path) as store:
         stored = store.get_run(run)
     click.echo(export_json(stored) if as_json else render_markdown(stored), nl=not as_json)
+
+
+@runs.command("diff")
+@click.argument("base")
+@click.argument("new")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def diff_command(base: str, new: str, store_path: str | None, as_json: bool) -> None:
+    """Show runs BASE and NEW side by side: conditions and figures of each target x variant,
+    differences first.  Example: edge runs diff main latest"""
+    from toolkit.results.diff import diff_runs
+
+    with open_store(store_path) as store:
+        diff = diff_runs(store.get_run(base), store.get_run(new))
+    if as_json:
+        click.echo(json.dumps(diff.to_dict(), indent=1))
+        return
+    click.echo(printable(diff.reading))
+    click.echo()
+    headers = ["", "run", diff.base_run, diff.new_run]
+    echo_table(headers, [["*" if f.differs else "", f.name, _short(f.base), _short(f.new)]
+                         for f in diff.run_facts])
+    for variant in diff.variants:
+        click.echo()
+        where = f"{variant.target}/{variant.variant}"
+        if variant.only_in is not None:
+            click.echo(printable(f"{where}: only in run {variant.only_in}"))
+            continue
+        echo_table(["", where, diff.base_run, diff.new_run, "change"],
+                   [["*" if f.differs else "", f.name, _short(f.base), _short(f.new),
+                     f.change if f.differs else ""] for f in variant.facts],
+                   numeric={"change"})
+
+
+def _short(value: str) -> str:
+    """A sha256 as its first 16 digits (enough to tell two files apart in a table)."""
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:16]
+    return value
 
 
 @runs.command("tag")

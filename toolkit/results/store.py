@@ -130,6 +130,18 @@ class EarlierLatency:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FigurePoint:
+    """One figure of one target x variant in one run (see :meth:`ResultsStore.figure_series`)."""
+
+    run_id: str
+    created_at: str
+    model_name: str
+    sha256: str
+    verdict: str
+    value: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunSummary:
     """One line of ``edge runs list``: a run without its records."""
 
@@ -372,6 +384,31 @@ class ResultsStore:
                                p50_ms=_number(row[8]), p99_ms=_number(row[9]))
                 for row in rows if row[8] is not None and row[9] is not None
                 and _number(row[8]) > 0 and _number(row[9]) > 0]
+
+    def figure_series(self, target: str, variant: str, path: tuple[str, ...], *,
+                      model_name: str | None = None) -> list[FigurePoint]:
+        """The figure at ``path`` in the stored record (``("latency_ms", "p50")``) of every
+        measured ``target``/``variant``, oldest run first; records without it are left out.
+
+        Only the few fields needed are read out of each record (never its raw samples).
+        """
+        def field(*where: str) -> str:
+            return self._db.json_text("s.record", *where)
+
+        params: dict[str, str | int] = {"target": target, "variant": variant}
+        if model_name is not None:
+            params["model"] = model_name
+        rows = self._rows(
+            f"""SELECT s.run_id, r.created_at, r.model_name, {field(*STORED_PATHS["sha256"])},
+                       {field(*STORED_PATHS["verdict"])}, {field(*path)}
+                FROM results s JOIN runs r ON r.run_id = s.run_id
+                WHERE s.target = :target AND s.variant = :variant AND s.status = 'ok'
+                  {"AND r.model_name = :model" if model_name is not None else ""}
+                ORDER BY r.created_at, r.{self._db.order_column}""", params)
+        return [FigurePoint(run_id=str(row[0]), created_at=str(row[1]), model_name=str(row[2]),
+                            sha256=str(row[3] or ""), verdict=str(row[4] or ""),
+                            value=_number(row[5]))
+                for row in rows if row[5] is not None]
 
     def tag(self, name: str, ref: str) -> str:
         """Point tag ``name`` at the run ``ref`` (moving it if it exists); return the run id."""
