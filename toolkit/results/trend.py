@@ -131,7 +131,8 @@ def find_changes(values: list[float]) -> tuple[list[int], str]:
     scaled = ((series - np.median(series)) / noise).reshape(-1, 1)
     ends = ruptures.Pelt(model="l1", min_size=MIN_SEGMENT, jump=1).fit(scaled) \
         .predict(pen=penalty)
-    method = (f"PELT (ruptures {ruptures.__version__.lstrip("v")}, L1 cost, segments >= {MIN_SEGMENT} "
+    version = ruptures.__version__.lstrip("v")
+    method = (f"PELT (ruptures {version}, L1 cost, segments >= {MIN_SEGMENT} "
               f"runs) on the series / its noise ({noise:.3g}), penalty "
               f"{PENALTY_PER_LOG_N:g} ln n = {penalty:.1f}")
     return [int(end) for end in ends[:-1]], method
