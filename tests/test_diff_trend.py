@@ -62,7 +62,7 @@ def test_edge_runs_diff_prints_a_table_per_variant_and_json(tmp_path: Path) -> N
     lines = shown.output.splitlines()
     assert lines[0] == "threads 1 vs 2, hostname lab-1 vs lab-\\x1b[2J: figures not comparable"
     assert "\x1b" not in shown.output
-    table = lines[lines.index(next(l for l in lines if "local/fp32" in l)):]
+    table = lines[lines.index(next(line for line in lines if "local/fp32" in line)):]
     assert [row.split()[:2] for row in table[1:3]] == [["*", "threads"], ["*", "hostname"]]
     document = json.loads(invoke("runs", "diff", "run-a", "run-b", "--store", str(path),
                                  "--json").output)
