@@ -24,7 +24,8 @@ HEAVY = ("torch", "numpy", "paramiko", "ai_edge_litert", "tflite_runtime", "lite
          "ai_edge_quantizer", "torchao", "sqlalchemy", "jinja2", "rich", "sqlite3",
          "toolkit.compress._build", "toolkit.run.deploy", "toolkit.run.bench",
          "toolkit.run.runner", "toolkit.results.store", "toolkit.report.render",
-         "toolkit.gate.check", "toolkit.boards.ssh", "toolkit.boards.targets")
+         "toolkit.gate.check", "toolkit.boards.ssh", "toolkit.boards.targets",
+         "ruptures", "scipy", "toolkit.results.trend", "toolkit.results.diff")
 
 _SHOW_HELP = """
 import json, sys
