@@ -134,3 +134,17 @@ def test_a_trend_of_several_models_or_none_is_one_line(tmp_path: Path) -> None:
 
 def test_the_cli_offers_every_metric_the_library_follows() -> None:
     assert METRIC_NAMES == tuple(METRICS)
+
+
+def test_edge_trend_html_is_one_offline_page_with_the_change_marked(tmp_path: Path) -> None:
+    path, page = tmp_path / "s.sqlite", tmp_path / "trend.html"
+    _series(path, [f * (1.2 if i >= 15 else 1.0) for i, f in enumerate(_noise(2))],
+            model="m<script>")
+    shown = invoke("trend", "--target", "local", "--variant", "int8", "--store", str(path),
+                   "--html", str(page))
+    assert shown.exit_code == 0
+    text = page.read_text()
+    assert text.count("<svg") == 1 and text.count('class="change"') == 2  # the line, the row
+    assert text.count('class="mark"') == 30 and text.count('class="level"') == 2
+    assert "<script>" not in text and "http" not in text.replace("http://www.w3.org", "")
+    assert "Changed at run m&lt;script&gt;-15 (#16)" in text

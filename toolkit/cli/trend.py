@@ -6,6 +6,7 @@ Example: edge trend --target local --variant int8 --metric p50
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -26,8 +27,10 @@ METRIC_NAMES = ("p50", "p90", "p99", "mean", "peak-memory", "size", "accuracy", 
               help="The figure to follow.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.option("--html", type=click.Path(path_type=Path), metavar="FILE",
+              help="Also write the series as one offline HTML page with its chart.")
 def trend_command(target: str, variant: str, model_name: str | None, metric: str,
-                  store_path: str | None, as_json: bool) -> None:
+                  store_path: str | None, as_json: bool, html: Path | None) -> None:
     """Show METRIC of TARGET/VARIANT over the stored runs, oldest first, with the runs it
     moved at marked (change points found by PELT, each with a Mann-Whitney p-value).
 
@@ -36,24 +39,21 @@ def trend_command(target: str, variant: str, model_name: str | None, metric: str
     from toolkit.cli.runs import open_store
     from toolkit.results.trend import trend
     from toolkit.safe_text import printable
-    from toolkit.units import format_duration, format_energy, format_memory, format_size
 
     with open_store(store_path) as store:
         found = trend(store, target=target, variant=variant, metric=metric,
                       model_name=model_name)
+    if html is not None:
+        from toolkit.cli.runs import write_output
+        from toolkit.report.trend_page import render_trend_page
+
+        write_output(html, render_trend_page(found))
+        click.echo(f"wrote {html}", err=True)
     if as_json:
         click.echo(json.dumps(found.to_dict(), indent=1))
         return
 
-    def shown(value: float) -> str:
-        if found.unit == "ms":
-            return format_duration(value)
-        if found.unit == "J":
-            return format_energy(1000 * value)
-        if metric == "size":
-            return format_size(value)
-        return format_memory(value) if found.unit == "bytes" else f"{value:.4f}"
-
+    shown = found.shown
     changes = {c.index: c for c in found.changes}
     rows = []
     for index, point in enumerate(found.points):

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -599,3 +600,42 @@ def pareto_front(points: Sequence[tuple[str, float, float]]) -> list[str]:
         if not dominated:
             front.append(label)
     return front
+
+
+def trend_plot(title: str, values: Sequence[float], changes: Sequence[int], *, plot_id: str,
+               label: Callable[[float], str], caption: str,
+               names: Sequence[str] = ()) -> str:
+    """A figure over runs (x: run number, oldest first), each segment's median drawn as a
+    level and a dashed line before each run in ``changes`` (the first of a new level);
+    ``names`` (one per run) are the points' tooltips."""
+    height = 340.0
+    left, right = 78.0, WIDTH - 20.0
+    top, bottom = float(_TOP), height - _BOTTOM
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = (high - low) * 0.08 or abs(high) * 0.05 or 1.0
+    sx = _Scale(1, max(len(values), 2), left + 12, right - 12)
+    sy = _Scale(low - pad, high + pad, bottom - 6, top + 6)
+    canvas = _Canvas(title, plot_id, height)
+    _y_axis(canvas, sy, left, right, caption, label)
+    _x_axis(canvas, sx, bottom, top, "run (oldest first)", lambda v: f"{v:g}")
+    bounds = [0, *changes, len(values)]
+    for start, end in itertools.pairwise(bounds):
+        level = float(np.median(values[start:end]))
+        canvas.parts.append(f'<line class="level" x1="{sx(start + 1):.1f}" '
+                            f'x2="{sx(end):.1f}" y1="{sy(level):.1f}" y2="{sy(level):.1f}" '
+                            f'stroke="{PALETTE[1]}" stroke-width="2"/>')
+    for index in changes:
+        x = (sx(index) + sx(index + 1)) / 2
+        canvas.parts.append(f'<line class="change" x1="{x:.1f}" x2="{x:.1f}" y1="{top:.1f}" '
+                            f'y2="{bottom:.1f}" stroke="{PALETTE[3]}" stroke-dasharray="5 4"/>')
+        canvas.text(x + 4, top + 12, f"change at run {index + 1}", size=11,
+                    extra=f' fill="{PALETTE[3]}"')
+    path = " ".join(f"{sx(i + 1):.1f},{sy(v):.1f}" for i, v in enumerate(values))
+    canvas.parts.append(f'<polyline points="{path}" fill="none" stroke="{PALETTE[0]}" '
+                        'stroke-opacity="0.5"/>')
+    for i, value in enumerate(values):
+        name = names[i] if i < len(names) else f"run {i + 1}"
+        canvas.parts.append(f'<circle class="mark" cx="{sx(i + 1):.1f}" cy="{sy(value):.1f}" '
+                            f'r="3.5" fill="{PALETTE[0]}"><title>{escape(name)}: '
+                            f'{escape(label(value))}</title></circle>')
+    return canvas.svg()

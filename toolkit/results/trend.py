@@ -77,6 +77,18 @@ class Trend:
     changes: list[Change] = field(default_factory=list)
     method: str = ""
 
+    def shown(self, value: float) -> str:
+        """``value`` of this metric as tables show it (``0.684 ms``, ``35.2 MiB``)."""
+        from toolkit.units import format_duration, format_energy, format_memory, format_size
+
+        if self.unit == "ms":
+            return format_duration(value)
+        if self.unit == "J":
+            return format_energy(1000 * value)
+        if self.metric == "size":
+            return format_size(value)
+        return format_memory(value) if self.unit == "bytes" else f"{value:.4f}"
+
     def to_dict(self) -> dict[str, object]:
         return {"target": self.target, "variant": self.variant, "metric": self.metric,
                 "unit": self.unit, "model": self.model_name, "method": self.method,
