@@ -35,7 +35,7 @@ def helps(option: str) -> dict[str, str | None]:
 def test_every_command_with_store_shows_the_same_help() -> None:
     store = helps("--store")
     assert set(store) == {"deploy", "bench", "check", "report", "runs list", "runs show",
-                          "runs tag", "runs export", "runs import"}
+                          "runs diff", "runs tag", "runs export", "runs import", "trend"}
     assert len(set(store.values())) == 1, store
 
 
@@ -46,7 +46,7 @@ def test_a_shared_option_has_one_help_text(option: str) -> None:
 
 def test_target_and_targets_are_one_option_wherever_boards_are_named() -> None:
     assert helps("--target").keys() == helps("--targets").keys() == {
-        "deploy", "bench", "doctor", "lab status", "check"}
+        "deploy", "bench", "doctor", "lab status", "check", "trend"}
 
 
 @pytest.mark.parametrize("spelling", ["--target", "--targets"])

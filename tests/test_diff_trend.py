@@ -148,3 +148,10 @@ def test_edge_trend_html_is_one_offline_page_with_the_change_marked(tmp_path: Pa
     assert text.count('class="mark"') == 30 and text.count('class="level"') == 2
     assert "<script>" not in text and "http" not in text.replace("http://www.w3.org", "")
     assert "Changed at run m&lt;script&gt;-15 (#16)" in text
+
+
+def test_edge_trend_takes_one_target(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    _series(path, [1.0] * 3)
+    two = invoke("trend", "--target", "local,lab-1", "--variant", "int8", "--store", str(path))
+    assert two.exit_code == 2 and "give one --target" in two.output

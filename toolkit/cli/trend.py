@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli.options import store_option
+from toolkit.cli.options import store_option, targets_option
 from toolkit.cli.table import echo_table
 
 #: The metrics edge trend follows (toolkit.results.trend.METRICS, kept here so that
@@ -19,7 +19,7 @@ METRIC_NAMES = ("p50", "p90", "p99", "mean", "peak-memory", "size", "accuracy", 
 
 
 @click.command("trend")
-@click.option("--target", required=True, help="The target (as in edge runs list).")
+@targets_option(required=True)
 @click.option("--variant", required=True, help="The variant (fp32, int8, fp32-t2, ...).")
 @click.option("--model", "model_name", help="The model (its file name stem), when the store "
               "holds several measured on this target x variant.")
@@ -29,7 +29,7 @@ METRIC_NAMES = ("p50", "p90", "p99", "mean", "peak-memory", "size", "accuracy", 
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.option("--html", type=click.Path(path_type=Path), metavar="FILE",
               help="Also write the series as one offline HTML page with its chart.")
-def trend_command(target: str, variant: str, model_name: str | None, metric: str,
+def trend_command(targets: tuple[str, ...], variant: str, model_name: str | None, metric: str,
                   store_path: str | None, as_json: bool, html: Path | None) -> None:
     """Show METRIC of TARGET/VARIANT over the stored runs, oldest first, with the runs it
     moved at marked (change points found by PELT, each with a Mann-Whitney p-value).
@@ -37,9 +37,14 @@ def trend_command(target: str, variant: str, model_name: str | None, metric: str
     Example: edge trend --target local --variant int8
     """
     from toolkit.cli.runs import open_store
+    from toolkit.errors import UsageError
     from toolkit.results.trend import trend
     from toolkit.safe_text import printable
 
+    names = [name.strip() for spec in targets for name in spec.split(",") if name.strip()]
+    if len(names) != 1:
+        raise UsageError("edge trend follows one target x variant; give one --target")
+    target = names[0]
     with open_store(store_path) as store:
         found = trend(store, target=target, variant=variant, metric=metric,
                       model_name=model_name)
