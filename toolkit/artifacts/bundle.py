@@ -234,7 +234,7 @@ class Candidate(TypedDict, total=False):
     size_bytes: int
     size_ratio: float
     accuracy: float | None
-    drop_points: float
+    drop_points: float | None  # None: the file has no accuracy figure
     runs_on_every_runtime: bool
     within_budget: bool
 
