@@ -4,7 +4,8 @@ A recipe is a chain (``prune-channels:0.5+distill+int8``): transforms of the
 torch module (:mod:`._transform`), then one conversion (:mod:`._convert`;
 ``int8-mixed`` and its per-layer sensitivity analysis in :mod:`._mixed`).
 One frozen config class per step, found through :data:`RECIPES` by the name the
-user writes; every chain serialises to a dict for the manifest.
+user writes; every chain serialises to a dict for the manifest, where each variant's
+entries have the types of :mod:`._manifest`.
 
 Example::
 

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from device_agent.outputs import MIN_AGREEMENT_AT_SQNR
 from device_agent.runtime import find_runtime
@@ -51,6 +51,14 @@ from toolkit.results.choose import budget_verdict
 from toolkit.results.facts import runtime_check_of
 from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
 
+if TYPE_CHECKING:
+    import torch
+
+    from toolkit.artifacts.bundle import Candidate, Selection
+    from toolkit.compress._manifest import Accuracy, ChainDict, ConversionDetails
+    from toolkit.model.load import Inputs
+    from toolkit.results.facts import Fidelity
+
 _log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 FIDELITY_SAMPLES = 256
@@ -73,17 +81,17 @@ class CompressedVariant:
 
     name: str
     path: Path
-    config: dict[str, Any]
+    config: ChainDict
     seconds: float
-    details: dict[str, Any]
-    module: Any = field(default=None, repr=False)
+    details: ConversionDetails
+    module: torch.nn.Module | None = field(default=None, repr=False)
 
 
 def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformConfig | str,
              out_dir: Path, *, progress: Progress = _quiet) -> CompressedVariant:
     """Produce ``out_dir/<recipe>.tflite`` from ``source`` following the recipe chain."""
     chain = _as_chain(recipe)
-    if source.is_tflite:
+    if source.module is None:  # a .tflite file
         raise UsageError(f"{source.path} is already a .tflite file; it is deployed as it is")
     silence_library_logging()
     target = out_dir / f"{chain.file_stem}.tflite"
@@ -136,17 +144,17 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
                              module=float_module)
 
 
-def _clustering_details(chain: Chain, module: Any) -> dict[str, Any]:
+def _clustering_details(chain: Chain, module: torch.nn.Module) -> ConversionDetails:
     """For a chain that clusters: K, and the distinct weight values each layer holds."""
     steps = [step for step in chain.transforms if isinstance(step, ClusterConfig)]
     if not steps:
         return {}
     import torch
 
-    unique = {name: int(torch.unique(layer.weight.detach()).numel())
+    unique = {name: int(torch.unique(weight.detach()).numel())
               for name, layer in module.named_modules()
-              if isinstance(getattr(layer, "weight", None), torch.Tensor)
-              and layer.weight.dim() > 1}
+              if isinstance(weight := getattr(layer, "weight", None), torch.Tensor)
+              and weight.dim() > 1}
     return {"clustering": {"clusters": steps[-1].clusters, "unique_weights_per_layer": unique}}
 
 
@@ -193,7 +201,7 @@ def _as_chain(recipe: Chain | ConversionConfig | TransformConfig | str) -> Chain
     return parse_chain(recipe if isinstance(recipe, str) else recipe.recipe)
 
 
-def model_counts(module: Any, example: tuple[Any, ...]) -> dict[str, int]:
+def model_counts(module: torch.nn.Module, example: Inputs) -> dict[str, int]:
     """Parameters, non-zero parameters and multiply-accumulates of one forward pass.
 
     MACs are half the FLOPs torch's own ``FlopCounterMode`` counts on the ATen ops that
@@ -221,15 +229,15 @@ def model_counts(module: Any, example: tuple[Any, ...]) -> dict[str, int]:
             "macs": int(counter.get_total_flops()) // 2 // max(1, batch)}
 
 
-def _attention_flops(query_shape: Any, key_shape: Any, value_shape: Any, *_args: Any,
-                     **_kwargs: Any) -> int:
+def _attention_flops(query_shape: tuple[int, ...], key_shape: tuple[int, ...],
+                     value_shape: tuple[int, ...], *_args: object, **_kwargs: object) -> int:
     """FLOPs of softmax(Q K^T) V over (batch, heads, length, dim) shapes: two matmuls."""
     batch, heads, queries, dim = query_shape
     keys, value_dim = key_shape[-2], value_shape[-1]
     return 2 * batch * heads * queries * keys * (dim + value_dim)
 
 
-def _fidelity_inputs(source: ModelSource) -> tuple[list[tuple[Any, ...]], str]:
+def _fidelity_inputs(source: ModelSource) -> tuple[list[Inputs], str]:
     for name, data in (("eval_data()", source.eval_data),
                        ("calibration_data()", source.calibration_data)):
         if data is not None:
@@ -241,7 +249,7 @@ def _fidelity_inputs(source: ModelSource) -> tuple[list[tuple[Any, ...]], str]:
     return [source.example_input], "example_input()"
 
 
-def _agrees(fidelity: dict[str, Any], metric: str) -> bool:
+def _agrees(fidelity: Fidelity, metric: str) -> bool:
     """Does the host runtime compute the file as its torch model does (by ``metric``)?
     Never when either side's outputs are degenerate (all zero, constant, NaN)."""
     if fidelity.get("degenerate"):
@@ -308,7 +316,7 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
 
 
 def _cached_or_built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
-                     inputs: tuple[list[tuple[Any, ...]], str], cache: ConversionCache | None,
+                     inputs: tuple[list[Inputs], str], cache: ConversionCache | None,
                      keys: CacheKeys) -> Artifact:
     if cache is None:
         return _built(source, chain, folder, progress, inputs)
@@ -326,17 +334,19 @@ def _cached_or_built(source: ModelSource, chain: Chain, folder: Path, progress: 
 
 
 def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
-           fidelity_inputs: tuple[list[tuple[Any, ...]], str]) -> Artifact:
+           fidelity_inputs: tuple[list[Inputs], str]) -> Artifact:
     """Convert ``chain`` and measure the file: accuracy, fidelity, counts, the host runtime."""
     inputs, inputs_from = fidelity_inputs
     progress(f"{chain.recipe}: start")
     _log.info("%s: converting", chain.recipe)
     variant = compress(source, chain, folder, progress=progress)
     labelled = source.eval_data is not None and _has_labels(source)
-    quality: dict[str, Any] = {}
+    quality: Accuracy | None = None
     if source.eval_data is not None and labelled:
         progress(f"{chain.recipe}: evaluating")
         quality = tflite_accuracy(variant.path, source.eval_data())
+    # compress() refused a source without a torch module and set the variant's.
+    assert source.module is not None and variant.module is not None
     fidelity = tflite_fidelity(variant.path, source.module.eval(), inputs)
     counts = model_counts(variant.module, source.example_input)
     # The host runtime is judged against the torch model this file was converted from
@@ -354,7 +364,8 @@ def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
             "ok": _agrees(own, metric)}
     artifact = describe_artifact(
         variant.name, variant.path, config=variant.config,
-        accuracy=quality.get("accuracy"), eval_samples=quality.get("eval_samples"),
+        accuracy=quality["accuracy"] if quality else None,
+        eval_samples=quality["eval_samples"] if quality else None,
         compress_seconds=round(variant.seconds, 3), details=variant.details,
         calibration=variant.details.get("calibration"),
         fidelity={**fidelity, "agreement_metric": metric, "inputs_from": inputs_from,
@@ -403,14 +414,14 @@ def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path
         raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror}",
                           path=out_dir) from None
     try:
-        extra: dict[str, Any] = {}
+        selection: Selection | None = None
         if max_accuracy_drop is None:
             artifacts = build_artifacts(source, chains, staging, progress=progress,
                                         compat_pythons=compat_pythons)
         else:
-            artifacts, extra["selection"] = _within_budget(
+            artifacts, selection = _within_budget(
                 source, chains, max_accuracy_drop, staging, progress, compat_pythons)
-        write_manifest(staging, source, artifacts, **extra)
+        write_manifest(staging, source, artifacts, selection=selection)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in staging.iterdir():
             item.replace(out_dir / item.name)
@@ -421,12 +432,12 @@ def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path
 
 def _within_budget(source: ModelSource, candidates: list[Chain], max_drop: float,
                    folder: Path, progress: Progress,
-                   compat_pythons: Sequence[Path]) -> tuple[list[Artifact], dict[str, Any]]:
+                   compat_pythons: Sequence[Path]) -> tuple[list[Artifact], Selection]:
     """fp32 and the first candidate whose accuracy drop is at most ``max_drop`` points."""
     [baseline] = build_artifacts(source, parse_recipes("fp32"), folder, progress=progress,
                                  compat_pythons=compat_pythons)
     assert baseline.accuracy is not None  # labelled eval data was checked by the caller
-    tried: list[dict[str, Any]] = []
+    tried: list[Candidate] = []
     chosen = baseline
     for chain in candidates:
         if chain.recipe == "fp32":
@@ -451,6 +462,7 @@ def _within_budget(source: ModelSource, candidates: list[Chain], max_drop: float
             chosen = artifact
             break
         artifact.path.unlink()  # only the chosen file ships
-    selection = {"max_accuracy_drop_points": max_drop, "baseline_accuracy": baseline.accuracy,
-                 "tried": tried, "chosen": chosen.config.get("recipe", chosen.variant)}
+    selection: Selection = {
+        "max_accuracy_drop_points": max_drop, "baseline_accuracy": baseline.accuracy,
+        "tried": tried, "chosen": str(chosen.config.get("recipe", chosen.variant))}
     return ([baseline] if chosen is baseline else [baseline, chosen]), selection

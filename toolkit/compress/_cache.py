@@ -41,13 +41,16 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device_agent.protocol import sha256_file
 from toolkit.compress._recipes import Chain
 from toolkit.model.load import ModelSource
+
+if TYPE_CHECKING:
+    from toolkit.model.load import DataFunction
 
 _log = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ def toolchain() -> dict[str, str]:
     return versions
 
 
-def _digest_value(value: Any, hasher: Any) -> None:
+def _digest_value(value: object, hasher: hashlib._Hash) -> None:
     import numpy as np
     import torch
 
@@ -101,7 +104,7 @@ def _digest_value(value: Any, hasher: Any) -> None:
         hasher.update(f"{type(value).__name__} {value!r}\0".encode())
 
 
-def data_digest(data: Callable[[], Iterable[tuple[tuple[Any, ...], Any]]] | None) -> str:
+def data_digest(data: DataFunction | None) -> str:
     """The sha256 of every ``(inputs, label)`` a data function yields (``"none"`` without one)."""
     if data is None:
         return "none"
@@ -175,7 +178,7 @@ class ConversionCache:
         self.hits += 1
         return record  # type: ignore[no-any-return]
 
-    def store(self, key: str, path: Path, record: dict[str, Any]) -> None:
+    def store(self, key: str, path: Path, record: Mapping[str, object]) -> None:
         """Keep ``path`` and its ``record`` under ``key``, then evict down to the cap."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import itertools
 import re
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from toolkit.compress._recipes import (
     ConversionConfig,
@@ -26,11 +26,17 @@ from toolkit.compress._recipes import (
 )
 from toolkit.errors import CompressError, ModelError
 
-Samples = Callable[[], Iterable[tuple[tuple[Any, ...], Any]]] | None
+if TYPE_CHECKING:
+    import torch
+    from ai_edge_quantizer import qtyping
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    from toolkit.compress._manifest import Calibration, ConversionDetails
+    from toolkit.model.load import DataFunction, Inputs
 
 
-def convert(module: Any, example: tuple[Any, ...], config: ConversionConfig,
-            calibration_data: Samples, target: Path) -> dict[str, Any]:
+def convert(module: torch.nn.Module, example: Inputs, config: ConversionConfig,
+            calibration_data: DataFunction | None, target: Path) -> ConversionDetails:
     """Write ``target`` from ``module``; returns details for the manifest (calibration).
 
     For ``qat`` the module is the fine-tuned PT2E graph from ``quantization_aware_training``;
@@ -61,7 +67,8 @@ def convert(module: Any, example: tuple[Any, ...], config: ConversionConfig,
 WEIGHT_ONLY = (Fp16Config, Int8DynamicConfig, Int4WeightConfig)
 
 
-def requantize_file(float_path: Path, config: ConversionConfig, target: Path) -> dict[str, Any]:
+def requantize_file(float_path: Path, config: ConversionConfig,
+                    target: Path) -> ConversionDetails:
     """Write ``target``: the float file ``float_path`` with its weights rewritten as the
     weight-only ``config`` says; returns the details for the manifest."""
     if isinstance(config, Int8DynamicConfig):
@@ -89,7 +96,7 @@ def compress_failure(what: str, exc: BaseException, model_file: Path) -> Compres
     return CompressError(message, recipe=what)
 
 
-def check_sample(inputs: tuple[Any, ...], example: tuple[Any, ...], what: str) -> None:
+def check_sample(inputs: Sequence[object], example: Inputs, what: str) -> None:
     """A sample must match ``example_input()`` in count, shape and dtype; else name both."""
     if len(inputs) != len(example):
         raise ModelError(f"{what} gives {len(inputs)} inputs; example_input() has {len(example)}")
@@ -102,13 +109,13 @@ def check_sample(inputs: tuple[Any, ...], example: tuple[Any, ...], what: str) -
                 f"shape {tuple(expected.shape)} dtype {expected.dtype}")
 
 
-def _fp32(module: Any, example: tuple[Any, ...], target: Path) -> None:
+def _fp32(module: torch.nn.Module, example: Inputs, target: Path) -> None:
     import litert_torch
 
     litert_torch.convert(module.eval(), example).export(str(target))
 
 
-def _fp16(float_path: Path, target: Path) -> dict[str, Any]:
+def _fp16(float_path: Path, target: Path) -> ConversionDetails:
     from ai_edge_quantizer import qtyping
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -127,8 +134,8 @@ class Rule:
     """How ai-edge-quantizer rewrites one TFLite operation's weights: everywhere, or in the
     ops whose output tensor names match ``scope`` (a later rule wins where both match)."""
 
-    operation: Any
-    op_config: Any
+    operation: qtyping.TFLOperationName
+    op_config: qtyping.OpQuantizationConfig
     scope: str = ".*"
     algorithm: str = "min_max_uniform_quantize"
 
@@ -148,7 +155,8 @@ def _rewritten(float_path: Path, target: Path, rules: list[Rule]) -> None:
     rewriting.quantize().export_model(str(target), overwrite=True)
 
 
-def _integer_weights(bits: int, granularity: str, *, dequantize_at_load: bool = False) -> Any:
+def _integer_weights(bits: int, granularity: str, *,
+                     dequantize_at_load: bool = False) -> qtyping.OpQuantizationConfig:
     """Symmetric integer weights; float activations, quantized at run time unless the
     weights are dequantized at load (then the op computes in float)."""
     from ai_edge_quantizer import qtyping
@@ -162,8 +170,8 @@ def _integer_weights(bits: int, granularity: str, *, dequantize_at_load: bool = 
         explicit_dequantize=dequantize_at_load)
 
 
-def _pt2e(module: Any, example: tuple[Any, ...], quantizer: Any,
-          feed: Callable[[Any], int], target: Path) -> int:
+def _pt2e(module: torch.nn.Module, example: Inputs, quantizer: PT2EQuantizer,
+          feed: Callable[[torch.fx.GraphModule], int], target: Path) -> int:
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
@@ -175,7 +183,7 @@ def _pt2e(module: Any, example: tuple[Any, ...], quantizer: Any,
     return used
 
 
-def pt2e_to_tflite(prepared: Any, example: tuple[Any, ...], quantizer: Any,
+def pt2e_to_tflite(prepared: torch.nn.Module, example: Inputs, quantizer: PT2EQuantizer,
                    target: Path) -> None:
     """Observers (or fake quantizers) of a prepared PT2E graph -> q/dq ops -> int8 ``.tflite``."""
     import litert_torch
@@ -187,7 +195,7 @@ def pt2e_to_tflite(prepared: Any, example: tuple[Any, ...], quantizer: Any,
                          quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(target))
 
 
-def qat_quantizer(config: QatConfig) -> Any:
+def qat_quantizer(config: QatConfig) -> PT2EQuantizer:
     """The PT2E quantizer of ``qat``: fake quantization of int8 weights and activations."""
     from litert_torch.quantize.pt2e_quantizer import (
         PT2EQuantizer,
@@ -203,7 +211,7 @@ def qat_quantizer(config: QatConfig) -> Any:
         is_per_channel=config.per_channel, is_qat=True))
 
 
-def static_quantizer(per_channel: bool) -> Any:
+def static_quantizer(per_channel: bool) -> PT2EQuantizer:
     """The PT2E quantizer of ``int8``: min/max observers, symmetric, per-channel weights."""
     from litert_torch.quantize.pt2e_quantizer import (
         PT2EQuantizer,
@@ -214,7 +222,7 @@ def static_quantizer(per_channel: bool) -> Any:
         is_per_channel=per_channel, is_dynamic=False))
 
 
-def _int8_dynamic(float_path: Path, target: Path) -> dict[str, Any]:
+def _int8_dynamic(float_path: Path, target: Path) -> ConversionDetails:
     """Dynamic range through ai-edge-quantizer, with the rules that make the file run
     right on tflite-runtime 2.14 too (each one a refusal or a wrong result seen there):
     per-tensor Linear (per-channel emits FULLY_CONNECTED v12, which 2.14 cannot load),
@@ -236,7 +244,8 @@ def _int8_dynamic(float_path: Path, target: Path) -> dict[str, Any]:
             "activations": "float, quantized at run time", "tool": "ai-edge-quantizer"}
 
 
-def _int4_weight(float_path: Path, config: Int4WeightConfig, target: Path) -> dict[str, Any]:
+def _int4_weight(float_path: Path, config: Int4WeightConfig,
+                 target: Path) -> ConversionDetails:
     """Blockwise int4 Linear weights (activations float, quantized at run time), int4
     embedding tables per channel; convolutions keep float weights.  A Linear layer whose
     input size is not a multiple of the block gets one scale per output channel."""
@@ -250,7 +259,7 @@ def _int4_weight(float_path: Path, config: Int4WeightConfig, target: Path) -> di
                scope=re.escape(name)) for name in per_channel),
         Rule(operation.EMBEDDING_LOOKUP,
              _integer_weights(4, "CHANNELWISE", dequantize_at_load=True))])
-    details: dict[str, Any] = {
+    details: ConversionDetails = {
         "weights": f"int4 (linear blockwise, {config.block_size} per block; embedding tables "
                    "per-channel); convolutions float",
         "activations": "float, quantized at run time", "tool": "ai-edge-quantizer"}
@@ -276,23 +285,23 @@ def _linear_outputs_not_in_blocks(path: Path, block_size: int) -> list[str]:
     return names
 
 
-def _int8_static(module: Any, example: tuple[Any, ...], config: Int8StaticConfig,
-                 calibration_data: Samples, target: Path) -> dict[str, Any]:
+def _int8_static(module: torch.nn.Module, example: Inputs, config: Int8StaticConfig,
+                 calibration_data: DataFunction | None, target: Path) -> ConversionDetails:
     return {"calibration": calibrated_int8(
         module, example, static_quantizer(config.per_channel), calibration_data,
         config.calibration_samples, target, recipe=config.recipe,
         per_channel=config.per_channel)}
 
 
-def calibrated_int8(module: Any, example: tuple[Any, ...], quantizer: Any,
-                    calibration_data: Samples, samples: int, target: Path, *,
-                    recipe: str, per_channel: bool) -> dict[str, Any]:
+def calibrated_int8(module: torch.nn.Module, example: Inputs, quantizer: PT2EQuantizer,
+                    calibration_data: DataFunction | None, samples: int, target: Path, *,
+                    recipe: str, per_channel: bool) -> Calibration:
     """Static int8 through ``quantizer``, calibrated on ``samples`` samples; the calibration."""
     if calibration_data is None:
         raise ModelError(f"the model file defines no calibration_data(); {recipe} needs "
                          "representative inputs to calibrate activations")
 
-    def feed(prepared: Any) -> int:
+    def feed(prepared: torch.fx.GraphModule) -> int:
         used = 0
         # The exported graph is specialised to the example's batch size: calibrate with it.
         for inputs, _label in itertools.islice(calibration_data(), samples):

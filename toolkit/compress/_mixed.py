@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from device_agent.runtime import find_runtime
 from toolkit._quiet import captured_native_output, silence_library_logging
@@ -36,6 +36,19 @@ from toolkit.compress._recipes import Fp32Config, Int8MixedConfig
 from toolkit.compress.evaluate import tflite_accuracy, tflite_fidelity
 from toolkit.errors import CompressError, ModelError, OutputError, UsageError
 from toolkit.model.load import ModelSource, load_model_source
+
+if TYPE_CHECKING:
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    from toolkit.compress._manifest import (
+        Calibration,
+        ConversionDetails,
+        IoTypes,
+        LayerPrecision,
+        SensitivityTable,
+    )
+    from toolkit.model.load import DataFunction, Inputs, LabelledSample
 
 Progress = Callable[[str], None]
 #: Module classes whose weights int8 quantizes, as torch.export names them.
@@ -76,18 +89,18 @@ class Sensitivity:
         return [row.layer for row in sorted(self.layers, key=lambda row: (
             -row.drop_points, float("inf") if row.sqnr_db is None else row.sqnr_db))]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SensitivityTable:
         return {"metric": self.metric, "units": "points (percent)", "fp32": self.fp32,
                 "int8": self.int8, "int8_sqnr_db": self.int8_sqnr_db,
                 "layers": [asdict(row) for row in self.layers]}
 
 
-def _type_path(kind: Any) -> str:
+def _type_path(kind: str | type) -> str:
     # torch 2.13 records the class as its dotted path; older versions the class itself.
     return kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _layer_of(node: Any) -> str | None:
+def _layer_of(node: torch.fx.Node) -> str | None:
     stack = node.meta.get("nn_module_stack") or {}
     for path, kind in reversed(list(stack.values())):
         if _type_path(kind) in LAYER_TYPES:
@@ -95,7 +108,7 @@ def _layer_of(node: Any) -> str | None:
     return None
 
 
-def _owner(node: Any, owners: dict[Any, str | None]) -> str | None:
+def _owner(node: torch.fx.Node, owners: dict[torch.fx.Node, str | None]) -> str | None:
     """The layer a node computes for: its own, else the one feeding it (its ReLU, its pool)."""
     if node not in owners:
         owner = _layer_of(node)
@@ -106,7 +119,7 @@ def _owner(node: Any, owners: dict[Any, str | None]) -> str | None:
     return owners[node]
 
 
-def quantizable_layers(module: Any, example: tuple[Any, ...]) -> list[tuple[str, str]]:
+def quantizable_layers(module: torch.nn.Module, example: Inputs) -> list[tuple[str, str]]:
     """``[("features.0", "Conv2d"), ...]`` in the order the exported graph computes them."""
     import torch
 
@@ -120,7 +133,7 @@ def quantizable_layers(module: Any, example: tuple[Any, ...]) -> list[tuple[str,
     return list(found.items())
 
 
-def _layer_quantizer(int8_layers: frozenset[str | None], per_channel: bool) -> Any:
+def _layer_quantizer(int8_layers: frozenset[str | None], per_channel: bool) -> PT2EQuantizer:
     """Static int8 for the ops of ``int8_layers`` (``None``: ops of no layer), float elsewhere."""
     from litert_torch.quantize.pt2e_quantizer import (
         PT2EQuantizer,
@@ -128,10 +141,11 @@ def _layer_quantizer(int8_layers: frozenset[str | None], per_channel: bool) -> A
     )
 
     class LayerQuantizer(PT2EQuantizer):  # type: ignore[misc]
-        def _annotate_for_static_quantization_config(self, model: Any) -> Any:
-            owners: dict[Any, str | None] = {}
+        def _annotate_for_static_quantization_config(
+                self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            owners: dict[torch.fx.Node, str | None] = {}
 
-            def chosen(node: Any) -> bool:
+            def chosen(node: torch.fx.Node) -> bool:
                 # Weights and inputs carry no module stack: the op that uses them decides.
                 return node.op != "call_function" or _owner(node, owners) in int8_layers
 
@@ -142,7 +156,7 @@ def _layer_quantizer(int8_layers: frozenset[str | None], per_channel: bool) -> A
         is_per_channel=per_channel, is_dynamic=False))
 
 
-def require_measuring_data(source: ModelSource, recipe: str) -> Callable[[], Iterable[Any]]:
+def require_measuring_data(source: ModelSource, recipe: str) -> DataFunction:
     """int8-mixed and --analyze measure every layer: eval and calibration data, or one line.
 
     Returns ``eval_data``, known to be there.
@@ -159,13 +173,13 @@ def require_measuring_data(source: ModelSource, recipe: str) -> Callable[[], Ite
 class _Bench:
     """Builds files from one module and measures them against it on the model's eval data."""
 
-    def __init__(self, module: Any, source: ModelSource, *, per_channel: bool,
+    def __init__(self, module: torch.nn.Module, source: ModelSource, *, per_channel: bool,
                  calibration_samples: int, recipe: str) -> None:
         eval_data = require_measuring_data(source, recipe)
         self.module, self.example = module.eval(), source.example_input
         self.calibration_data, self.recipe = source.calibration_data, recipe
         self.per_channel, self.calibration_samples = per_channel, calibration_samples
-        self.samples = list(eval_data())
+        self.samples: list[LabelledSample] = list(eval_data())
         if not self.samples:
             raise ModelError("eval_data() yielded no samples", path=source.path)
         check_sample(tuple(self.samples[0][0]), self.example, "eval_data()")
@@ -173,7 +187,7 @@ class _Bench:
         self.metric = "accuracy" if self.labelled else "top1_agreement"
         self.inputs = [tuple(inputs) for inputs, _ in self.samples]
 
-    def int8(self, int8_layers: frozenset[str | None], target: Path) -> dict[str, Any]:
+    def int8(self, int8_layers: frozenset[str | None], target: Path) -> Calibration:
         with captured_native_output(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # converter chatter is not the user's
             return calibrated_int8(self.module, self.example,
@@ -191,6 +205,7 @@ class _Bench:
         fidelity = tflite_fidelity(path, self.module, self.inputs)
         value = (tflite_accuracy(path, self.samples)["accuracy"] if self.labelled
                  else fidelity["top1_agreement"])
+        assert value is not None  # None only without inputs; __init__ refused no samples
         return round(100 * value, 4), fidelity["sqnr_db"]
 
 
@@ -218,7 +233,8 @@ def _analyze(bench: _Bench, folder: Path, progress: Progress) -> Sensitivity:
                        layers=tuple(rows))
 
 
-def analyze_sensitivity(module: Any, source: ModelSource, *, per_channel: bool = True,
+def analyze_sensitivity(module: torch.nn.Module, source: ModelSource, *,
+                        per_channel: bool = True,
                         calibration_samples: int = _CALIBRATION_SAMPLES,
                         progress: Progress = _quiet) -> Sensitivity:
     """Quantize each layer of ``module`` alone and measure it on ``source``'s eval data."""
@@ -233,7 +249,7 @@ def analyze_to_folder(model_path: str | Path, out_dir: str | Path, *,
                       progress: Progress = _quiet) -> Path:
     """Write ``out_dir/sensitivity.json``, the per-layer table of the model file; its path."""
     source = load_model_source(model_path)
-    if source.is_tflite:
+    if source.module is None:  # a .tflite file
         raise UsageError(f"{source.path} is already a .tflite file; --analyze takes a .py model")
     try:
         report = analyze_sensitivity(source.module, source, progress=progress)
@@ -254,8 +270,8 @@ def analyze_to_folder(model_path: str | Path, out_dir: str | Path, *,
     return path
 
 
-def int8_mixed(module: Any, source: ModelSource, config: Int8MixedConfig, target: Path, *,
-               progress: Progress = _quiet) -> dict[str, Any]:
+def int8_mixed(module: torch.nn.Module, source: ModelSource, config: Int8MixedConfig,
+               target: Path, *, progress: Progress = _quiet) -> ConversionDetails:
     """Write ``target``: int8 with the fewest, most sensitive layers float within the budget."""
     bench = _Bench(module, source, per_channel=config.per_channel,
                    calibration_samples=config.calibration_samples, recipe=config.recipe)
@@ -270,7 +286,7 @@ def int8_mixed(module: Any, source: ModelSource, config: Int8MixedConfig, target
     floor = max(report.fp32 - config.max_drop, report.int8)
     float_layers = list(config.keep_float)
     candidates = [name for name in report.most_sensitive_first() if name not in float_layers]
-    tried = []
+    tried: list[dict[str, object]] = []
     while True:
         calibration = bench.int8(frozenset([None, *names]) - frozenset(float_layers), target)
         value, sqnr = bench.measure(target)
@@ -311,14 +327,14 @@ def weighted_ops(path: Path) -> list[dict[str, str]]:
 
 
 def _check_layers(path: Path, layers: list[tuple[str, str, bool]],
-                  recipe: str) -> list[dict[str, Any]]:
+                  recipe: str) -> list[LayerPrecision]:
     """Each layer's intended precision, confirmed by its operator's weights in the file."""
     ops = weighted_ops(path)
     if len(ops) != len(layers):
         # Some layer lowered to other operators: the plan is recorded, unconfirmed.
         return [{"layer": name, "type": kind, "precision": "int8" if int8 else "float",
                  "confirmed": False} for name, kind, int8 in layers]
-    checked = []
+    checked: list[LayerPrecision] = []
     for (name, kind, int8), op in zip(layers, ops, strict=True):
         if (op["weights"] == "INT8") != int8:
             raise CompressError(f"{recipe}: {name} was to be {'int8' if int8 else 'float'} "
@@ -330,12 +346,12 @@ def _check_layers(path: Path, layers: list[tuple[str, str, bool]],
     return checked
 
 
-def _io_types(path: Path) -> dict[str, Any]:
+def _io_types(path: Path) -> IoTypes:
     with captured_native_output():
         interpreter = find_runtime().interpreter_class(model_path=str(path))
     inputs = [str(d["dtype"].__name__) for d in interpreter.get_input_details()]
     outputs = [str(d["dtype"].__name__) for d in interpreter.get_output_details()]
-    io: dict[str, Any] = {"inputs": inputs, "outputs": outputs}
+    io: IoTypes = {"inputs": inputs, "outputs": outputs}
     if any(kind != "int8" for kind in inputs + outputs):
         io["note"] = ("not full-integer I/O: a float first or last layer takes or gives float "
                       "tensors, so the board passes float32 there")

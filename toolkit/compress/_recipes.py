@@ -18,15 +18,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from toolkit.compress._manifest import ChainDict
 
 
 class _Config:
     recipe: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
 
@@ -292,7 +295,7 @@ class Chain:
     def needs_eval_data(self) -> bool:
         return isinstance(self.conversion, Int8MixedConfig)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ChainDict:
         return {"recipe": self.recipe,
                 "steps": [step.to_dict() for step in (*self.transforms, self.conversion)]}
 

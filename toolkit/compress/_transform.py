@@ -14,9 +14,9 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from toolkit.compress._convert import check_sample, qat_quantizer
 from toolkit.compress._recipes import (
@@ -30,20 +30,29 @@ from toolkit.compress._recipes import (
 )
 from toolkit.errors import CompressError, ModelError
 
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.hooks import RemovableHandle
+
+    from toolkit.model.load import DataFunction, Inputs
+
 Progress = Callable[[str], None]
+#: Switches a module between training and evaluation (dropout, fake quantizers).
+SetTraining = Callable[["torch.nn.Module", bool], None]
 
 
 @dataclass(frozen=True)
 class TransformContext:
     """What transforms need besides the module: the teacher, the data, a progress sink."""
 
-    teacher: Any
-    example: tuple[Any, ...]
-    train_data: Callable[[], Iterable[tuple[tuple[Any, ...], Any]]] | None
+    teacher: torch.nn.Module
+    example: Inputs
+    train_data: DataFunction | None
     progress: Progress
 
 
-def apply_transform(module: Any, config: TransformConfig, context: TransformContext) -> Any:
+def apply_transform(module: torch.nn.Module, config: TransformConfig,
+                    context: TransformContext) -> torch.nn.Module:
     """Return the transformed module (``module`` itself may be changed in place)."""
     if isinstance(config, ClusterConfig):
         return _cluster(module, config, context)
@@ -61,8 +70,8 @@ def _require_train_data(config: FineTune, context: TransformContext) -> None:
                          "train_data() yielding (inputs, label)")
 
 
-def quantization_aware_training(module: Any, config: QatConfig,
-                                context: TransformContext) -> Any:
+def quantization_aware_training(module: torch.nn.Module, config: QatConfig,
+                                context: TransformContext) -> torch.nn.Module:
     """The PT2E graph of ``module`` with fake quantizers, fine-tuned; ``convert`` finishes it.
 
     Batch norms are folded into their convolutions first (their statistics stay frozen while
@@ -87,18 +96,19 @@ def quantization_aware_training(module: Any, config: QatConfig,
     _fuse_conv_bn_(exported)
     prepared = prepare_qat_pt2e(exported, qat_quantizer(config))
 
-    def set_training(graph: Any, training: bool) -> None:
+    def set_training(graph: torch.nn.Module, training: bool) -> None:
         # A prepared graph refuses .train()/.eval(); these switch dropout and fake quantizers.
         (move_exported_model_to_train if training else move_exported_model_to_eval)(graph)
 
     return _fine_tune(prepared, config, context, teacher=None, set_training=set_training)
 
 
-def _set_training(module: Any, training: bool) -> None:
+def _set_training(module: torch.nn.Module, training: bool) -> None:
     module.train(training)
 
 
-def _prune_unstructured(module: Any, config: PruneConfig, context: TransformContext) -> Any:
+def _prune_unstructured(module: torch.nn.Module, config: PruneConfig,
+                        context: TransformContext) -> torch.nn.Module:
     import torch
     from torch.nn.utils import prune
 
@@ -116,7 +126,8 @@ def _prune_unstructured(module: Any, config: PruneConfig, context: TransformCont
     return module
 
 
-def _prune_channels(module: Any, config: ChannelPruneConfig, context: TransformContext) -> Any:
+def _prune_channels(module: torch.nn.Module, config: ChannelPruneConfig,
+                    context: TransformContext) -> torch.nn.Module:
     import torch
     import torch_pruning as tp
 
@@ -135,7 +146,8 @@ def _prune_channels(module: Any, config: ChannelPruneConfig, context: TransformC
     return _fine_tune(module, config, context, teacher=None)
 
 
-def _cluster(module: Any, config: ClusterConfig, context: TransformContext) -> Any:
+def _cluster(module: torch.nn.Module, config: ClusterConfig,
+             context: TransformContext) -> torch.nn.Module:
     import torch
     from torch.nn.utils import parametrize
 
@@ -169,7 +181,7 @@ def _cluster(module: Any, config: ClusterConfig, context: TransformContext) -> A
     return module
 
 
-def _fold_batch_norms(module: Any) -> None:
+def _fold_batch_norms(module: torch.nn.Module) -> None:
     """Fold each batch norm that follows a convolution in a Sequential into its weights.
 
     The converter folds them anyway, scaling every output channel by its own factor: done
@@ -190,7 +202,8 @@ def _fold_batch_norms(module: Any) -> None:
                 setattr(parent, next_name, torch.nn.Identity())
 
 
-def kmeans_1d(values: Any, clusters: int, *, iterations: int = 30) -> tuple[Any, Any]:
+def kmeans_1d(values: torch.Tensor, clusters: int, *,
+              iterations: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on a 1-D tensor from centroids spread evenly between its extremes
     (TF-MOT's ``LINEAR`` initialisation, which keeps the rare large weights their own
     clusters): ``(centroids, index of each value's centroid)``."""
@@ -206,7 +219,7 @@ def kmeans_1d(values: Any, clusters: int, *, iterations: int = 30) -> tuple[Any,
 
 
 @functools.cache
-def _clustered_class() -> Any:
+def _clustered_class() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.nn.Module]:
     """The parametrization class, made on first use: torch is imported only when needed."""
     import torch
 
@@ -214,7 +227,8 @@ def _clustered_class() -> Any:
         """weight = centroids[index] where the weight was non-zero, else 0; only the
         centroids train."""
 
-        def __init__(self, centroids: Any, index: Any, kept: Any) -> None:
+        def __init__(self, centroids: torch.Tensor, index: torch.Tensor,
+                     kept: torch.Tensor) -> None:
             super().__init__()
             self.centroids = torch.nn.Parameter(centroids.clone())
             self.index: torch.Tensor
@@ -222,14 +236,14 @@ def _clustered_class() -> Any:
             self.register_buffer("index", index)
             self.register_buffer("kept", kept)
 
-        def forward(self, _original: Any) -> Any:
+        def forward(self, _original: torch.Tensor) -> torch.Tensor:
             return torch.where(self.kept, self.centroids[self.index],
                                torch.zeros((), dtype=self.centroids.dtype))
 
     return Clustered
 
 
-def _batches(context: TransformContext, size: int) -> list[tuple[tuple[Any, ...], Any]]:
+def _batches(context: TransformContext, size: int) -> list[tuple[Inputs, torch.Tensor]]:
     import torch
 
     assert context.train_data is not None  # checked by apply_transform
@@ -243,13 +257,15 @@ def _batches(context: TransformContext, size: int) -> list[tuple[tuple[Any, ...]
         chunk = samples[start:start + size]
         inputs = tuple(torch.cat([sample[0][i] for sample in chunk])
                        for i in range(len(chunk[0][0])))
-        labels = torch.as_tensor([int(sample[1]) for sample in chunk])
+        # train_data() labels every sample: fine-tuning has no other target.
+        labels = torch.as_tensor([int(cast("int", sample[1])) for sample in chunk])
         batches.append((inputs, labels))
     return batches
 
 
-def _fine_tune(module: Any, config: FineTune, context: TransformContext, *,
-               teacher: Any, set_training: Callable[[Any, bool], None] = _set_training) -> Any:
+def _fine_tune(module: torch.nn.Module, config: FineTune, context: TransformContext, *,
+               teacher: torch.nn.Module | None,
+               set_training: SetTraining = _set_training) -> torch.nn.Module:
     if config.epochs == 0:
         return module
     batches = _batches(context, config.batch_size)
@@ -261,7 +277,7 @@ def _fine_tune(module: Any, config: FineTune, context: TransformContext, *,
             hook.remove()
 
 
-def _keep_zero_weights(module: Any) -> list[Any]:
+def _keep_zero_weights(module: torch.nn.Module) -> list[RemovableHandle]:
     """Hold weights that are exactly zero at zero while fine-tuning; the hooks to remove.
 
     Zero weights are pruned ones (``prune:0.8+distill``, ``prune:0.8+qat``): without this
@@ -276,9 +292,9 @@ def _keep_zero_weights(module: Any) -> list[Any]:
     return hooks
 
 
-def _train(module: Any, config: FineTune, context: TransformContext,
-           batches: list[tuple[tuple[Any, ...], Any]], teacher: Any,
-           set_training: Callable[[Any, bool], None]) -> Any:
+def _train(module: torch.nn.Module, config: FineTune, context: TransformContext,
+           batches: list[tuple[Inputs, torch.Tensor]], teacher: torch.nn.Module | None,
+           set_training: SetTraining) -> torch.nn.Module:
     import torch
     from torch.nn import functional
 

@@ -18,8 +18,9 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -32,12 +33,24 @@ from toolkit._quiet import captured_native_output
 from toolkit.compress.evaluate import _as_numpy, _from_tensor, _to_tensor
 from toolkit.errors import CompressError, UsageError
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from toolkit.compress.evaluate import Array
+
 PROBE = Path(__file__).with_name("_compat_probe.py")
 
 
-def _host_run(path: Path, samples: list[tuple[Any, ...]]) -> tuple[dict[str, np.ndarray],
-                                                                      list[list[np.ndarray]],
-                                                                      list[TensorDetail]]:
+class ProbeAnswer(TypedDict):
+    """The probe's one JSON line: its runtime, and per file ``loads`` and any ``error``."""
+
+    runtime: dict[str, str]
+    results: dict[str, dict[str, object]]
+
+
+def _host_run(path: Path, samples: Sequence[Sequence[Array]]
+              ) -> tuple[dict[str, np.ndarray], list[list[NDArray[np.float32]]],
+                         list[TensorDetail]]:
     from device_agent.runtime import find_runtime
 
     with captured_native_output():
@@ -57,14 +70,14 @@ def _host_run(path: Path, samples: list[tuple[Any, ...]]) -> tuple[dict[str, np.
 
 
 def runtime_compat(python: Path, files: list[Path],
-                   samples: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+                   samples: Sequence[Sequence[Array]]) -> dict[str, dict[str, object]]:
     """Run ``files`` under ``python``'s TFLite runtime; compare with the host runtime per file."""
     if not Path(python).is_file():
         raise UsageError(f"--compat-python {python} does not exist; give a Python that has "
                          "tflite-runtime installed, e.g. venv/bin/python")
     with tempfile.TemporaryDirectory(prefix="edge-compat-") as scratch:
         folder = Path(scratch)
-        host: dict[str, tuple[list[list[np.ndarray]], list[TensorDetail]]] = {}
+        host: dict[str, tuple[list[list[NDArray[np.float32]]], list[TensorDetail]]] = {}
         models = []
         for n, path in enumerate(files):
             raw_inputs, outputs, details_out = _host_run(path, samples)
@@ -86,9 +99,10 @@ def runtime_compat(python: Path, files: list[Path],
                 for model in models}
 
 
-def _compare(answer: dict[str, Any], model: dict[str, str], host_outputs: list[list[np.ndarray]],
-             details_out: list[TensorDetail]) -> dict[str, Any]:
-    entry: dict[str, Any] = {**answer["runtime"], **answer["results"][model["file"]]}
+def _compare(answer: ProbeAnswer, model: dict[str, str],
+             host_outputs: list[list[NDArray[np.float32]]],
+             details_out: list[TensorDetail]) -> dict[str, object]:
+    entry = {**answer["runtime"], **answer["results"][model["file"]]}
     if not entry["loads"]:
         return {**entry, "ok": False}
     got = np.load(model["outputs"])

@@ -15,9 +15,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 import numpy as np
 
@@ -28,9 +28,20 @@ from device_agent.runtime import find_runtime
 from toolkit._quiet import captured_native_output
 from toolkit.errors import ModelError
 
+if TYPE_CHECKING:
+    import torch
+    from numpy.typing import NDArray
+
+    from toolkit.compress._manifest import Accuracy
+    from toolkit.model.load import LabelledSample
+    from toolkit.results.facts import Fidelity
+
+#: One input (or output) value on the host: a tensor of the model file, or a numpy array.
+Array: TypeAlias = "torch.Tensor | np.ndarray"
+
 
 def tflite_outputs(model_path: Path,
-                   inputs: Iterable[tuple[Any, ...]]) -> Iterator[list[np.ndarray]]:
+                   inputs: Iterable[Sequence[Array]]) -> Iterator[list[NDArray[np.float32]]]:
     """Run ``model_path`` on each input tuple; yields its outputs, dequantized to float32."""
     with captured_native_output():  # the runtime announces its delegate on stderr
         interpreter = find_runtime().interpreter_class(model_path=str(model_path))
@@ -51,14 +62,13 @@ def tflite_outputs(model_path: Path,
                for detail in details_out]
 
 
-def tflite_accuracy(model_path: Path,
-                    samples: Iterable[tuple[tuple[Any, ...], Any]]) -> dict[str, Any]:
+def tflite_accuracy(model_path: Path, samples: Iterable[LabelledSample]) -> Accuracy:
     """Top-1 accuracy of ``model_path`` (its first output) over labelled ``samples``."""
     labels: list[int] = []
 
-    def inputs() -> Iterator[tuple[Any, ...]]:
+    def inputs() -> Iterator[tuple[Array, ...]]:
         for sample_inputs, label in samples:
-            labels.append(int(label))
+            labels.append(int(cast("int", label)))  # the callers check the data is labelled
             yield tuple(sample_inputs)
 
     correct = total = 0
@@ -70,8 +80,8 @@ def tflite_accuracy(model_path: Path,
     return {"accuracy": correct / total, "eval_samples": total}
 
 
-def tflite_fidelity(model_path: Path, reference: Any,
-                    inputs: list[tuple[Any, ...]]) -> dict[str, Any]:
+def tflite_fidelity(model_path: Path, reference: torch.nn.Module,
+                    inputs: Sequence[Sequence[Array]]) -> Fidelity:
     """Agreement of the file with ``reference`` (the float torch module) on ``inputs``.
 
     Top-1 agreement of the first output (for logits), the mean cosine similarity of the
@@ -94,21 +104,21 @@ def tflite_fidelity(model_path: Path, reference: Any,
 
 
 def file_fidelity(model_path: Path, reference_path: Path,
-                  inputs: list[tuple[Any, ...]]) -> dict[str, Any]:
+                  inputs: Sequence[Sequence[Array]]) -> Fidelity:
     """Agreement of the file with another ``.tflite`` (the float file a user gave) on
     ``inputs``: the figures of :func:`tflite_fidelity`."""
     return _agreement(tflite_outputs(reference_path, inputs), tflite_outputs(model_path, inputs),
                       len(inputs), reference="given file")
 
 
-def _agreement(expected: Iterable[list[np.ndarray]], outputs: Iterable[list[np.ndarray]],
-               count: int, *, reference: str) -> dict[str, Any]:
+def _agreement(expected: Iterable[list[np.ndarray]], outputs: Iterable[list[NDArray[np.float32]]],
+               count: int, *, reference: str) -> Fidelity:
     """The figures of :func:`tflite_fidelity` from ``count`` samples' outputs, each side a
     list of float arrays per sample; ``reference`` names the expected side."""
     signal = noise = cosine = 0.0
     agree = 0
     wanted: list[list[np.ndarray]] = []
-    computed: list[list[np.ndarray]] = []
+    computed: list[list[NDArray[np.float32]]] = []
     for want_all, got_all in zip(expected, outputs, strict=True):
         for want, got in zip(want_all, got_all, strict=True):
             want_np = want.astype(np.float64).reshape(-1)
@@ -121,7 +131,7 @@ def _agreement(expected: Iterable[list[np.ndarray]], outputs: Iterable[list[np.n
         first_got = got_all[0].astype(np.float64).reshape(-1)
         agree += int(np.argmax(first_want) == np.argmax(first_got))
         cosine += _cosine(first_want, first_got)
-    fidelity: dict[str, Any] = {
+    fidelity: Fidelity = {
         "top1_agreement": agree / count if count else None,
         "cosine_similarity": round(cosine / count, 6) if count else None,
         "sqnr_db": sqnr_db(signal, noise),
@@ -134,14 +144,14 @@ def _agreement(expected: Iterable[list[np.ndarray]], outputs: Iterable[list[np.n
     return fidelity
 
 
-def _per_output(samples: list[list[np.ndarray]]) -> list[np.ndarray]:
+def _per_output(samples: Sequence[Sequence[np.ndarray]]) -> list[NDArray[np.float64]]:
     """Per sample, per output -> per output, every sample's values flat."""
     width = min((len(outputs) for outputs in samples), default=0)
     return [np.concatenate([np.asarray(outputs[index], dtype=np.float64).reshape(-1)
                             for outputs in samples]) for index in range(width)]
 
 
-def _as_numpy(value: Any) -> np.ndarray:
+def _as_numpy(value: Array) -> np.ndarray:
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     return np.asarray(value)
@@ -156,7 +166,7 @@ def _to_tensor(detail: TensorDetail, value: np.ndarray) -> np.ndarray:
     return value.astype(dtype).reshape(detail["shape"])
 
 
-def _from_tensor(detail: TensorDetail, value: np.ndarray) -> np.ndarray:
+def _from_tensor(detail: TensorDetail, value: np.ndarray) -> NDArray[np.float32]:
     scale, zero_point = detail["quantization"]
     if np.issubdtype(value.dtype, np.integer) and scale:
         return (value.astype(np.float32) - zero_point) * scale

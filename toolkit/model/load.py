@@ -24,13 +24,26 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, TypeAlias, TypeGuard, TypeVar, cast
 
 from toolkit._quiet import captured_native_output
 from toolkit.errors import ModelError
 from toolkit.model.tflite_ops import check_custom_ops
 
-LabelledSample = tuple[tuple[Any, ...], Any]
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from numpy.typing import NDArray
+
+#: The inputs of one forward pass, as ``example_input()`` gives them: one tensor per
+#: argument of the model's ``forward``.
+Inputs: TypeAlias = "tuple[torch.Tensor, ...]"
+#: What a data function yields: the inputs and a label (an int, or None without labels).
+LabelledSample: TypeAlias = "tuple[Inputs, int | None]"
+#: ``calibration_data``, ``eval_data`` or ``train_data`` of the model file.
+DataFunction: TypeAlias = "Callable[[], Iterable[LabelledSample]]"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -39,11 +52,11 @@ class ModelSource:
 
     path: Path
     sha256: str
-    module: Any = None
-    example_input: tuple[Any, ...] = ()
-    calibration_data: Callable[[], Iterable[LabelledSample]] | None = None
-    eval_data: Callable[[], Iterable[LabelledSample]] | None = None
-    train_data: Callable[[], Iterable[LabelledSample]] | None = None
+    module: torch.nn.Module | None = None
+    example_input: Inputs = ()
+    calibration_data: DataFunction | None = None
+    eval_data: DataFunction | None = None
+    train_data: DataFunction | None = None
     #: Files outside the Python installation that loading the model read (its weights,
     #: a helper module beside it) with their sha256 then: part of the conversion cache key.
     loaded_files: tuple[tuple[Path, str], ...] = ()
@@ -73,15 +86,15 @@ def load_model_source(path: str | Path) -> ModelSource:
                          path=path)
     with _reads_recorded() as read:
         namespace = _import_file(path, digest)
-        build_model = _callable(namespace, "build_model", path, required=True)
-        example_input = _callable(namespace, "example_input", path, required=True)
+        build_model = _required(namespace, "build_model", path)
+        example_input = _required(namespace, "example_input", path)
         module = _call(build_model, path, "build_model()")
         if not _is_torch_module(module):
             raise ModelError(f"{path}: build_model() must return a torch.nn.Module, "
                              f"got {type(module).__name__}", path=path)
-        example = _call(example_input, path, "example_input()")
-    if not isinstance(example, tuple):
-        example = (example,)
+        given = _call(example_input, path, "example_input()")
+    # The protocol's tensors: running the module on them below is their check.
+    example = cast("Inputs", given if isinstance(given, tuple) else (given,))
     _check_accepts(module.eval(), example, path)
     data_functions = {name: _data_function(namespace, name, path)
                       for name in ("calibration_data", "eval_data", "train_data")}
@@ -171,11 +184,11 @@ def _tflite_structure_problem(data: bytes) -> str | None:
     return None
 
 
-def _indices(read: Callable[[], Any], length: int) -> list[int]:
+def _indices(read: Callable[[], NDArray[np.int32]], length: int) -> list[int]:
     return [int(i) for i in read()] if length else []
 
 
-def _import_file(path: Path, digest: str) -> Any:
+def _import_file(path: Path, digest: str) -> ModuleType:
     # The module name ends up in the converted file (tensor names carry the class path), so
     # it comes from the file's content: the same model gives the same bytes on every deploy.
     # Loading the same content twice replaces the entry; the first load's objects keep theirs.
@@ -196,16 +209,22 @@ def _import_file(path: Path, digest: str) -> Any:
     return namespace
 
 
-def _callable(namespace: Any, name: str, path: Path, *, required: bool) -> Any:
+def _callable(namespace: ModuleType, name: str, path: Path) -> Callable[[], object] | None:
+    """The function ``name`` of the model file, None when it defines none."""
     value = getattr(namespace, name, None)
     if value is None:
-        if required:
-            raise ModelError(f"{path} defines no {name}(); a model file needs build_model() "
-                             "and example_input()", path=path)
         return None
     if not callable(value):
         raise ModelError(f"{path}: {name} must be a function", path=path)
     return value
+
+
+def _required(namespace: ModuleType, name: str, path: Path) -> Callable[[], object]:
+    function = _callable(namespace, name, path)
+    if function is None:
+        raise ModelError(f"{path} defines no {name}(); a model file needs build_model() "
+                         "and example_input()", path=path)
+    return function
 
 
 #: What every data function must yield, for the message that says so.
@@ -213,7 +232,7 @@ SAMPLE_FORM = ("(inputs, label) pairs, inputs a tuple of tensors as example_inpu
                "and label an int or None, e.g. `yield (image,), label`")
 
 
-def _data_function(namespace: Any, name: str,
+def _data_function(namespace: ModuleType, name: str,
                    path: Path) -> Callable[[], Iterator[LabelledSample]] | None:
     """``name`` from the model file, each sample checked for the ``(inputs, label)`` form.
 
@@ -221,13 +240,15 @@ def _data_function(namespace: Any, name: str,
     bare tensor, say) is refused in one line before anything is built; every consumer
     (calibration, accuracy, the conversion cache's key) then gets well-formed samples.
     """
-    function = _callable(namespace, name, path, required=False)
+    function = _callable(namespace, name, path)
     if function is None:
         return None
 
     @functools.wraps(function)
     def samples() -> Generator[LabelledSample, None, None]:
-        for sample in function():
+        # Whatever it returns is checked here, sample by sample (a non-iterable fails
+        # as any error of the function does).
+        for sample in cast("Iterable[object]", function()):
             if not isinstance(sample, tuple | list) or len(sample) != 2:
                 problem = _describe(sample)
             elif not isinstance(sample[0], tuple | list):
@@ -250,7 +271,7 @@ def _data_function(namespace: Any, name: str,
     return samples
 
 
-def _describe(value: Any) -> str:
+def _describe(value: object) -> str:
     """``a Tensor of shape (1, 1, 8, 8)``, ``a tuple of 3 items``, ``an int``."""
     kind = type(value).__name__
     article = "an" if kind[:1].lower() in "aeiou" else "a"
@@ -261,20 +282,20 @@ def _describe(value: Any) -> str:
     return f"{article} {kind}"
 
 
-def _call(function: Callable[[], Any], path: Path, what: str) -> Any:
+def _call(function: Callable[[], _T], path: Path, what: str) -> _T:
     try:
         return function()
     except Exception as exc:
         raise ModelError(f"{path}: {what} failed: {_one_line(exc)}", path=path) from exc
 
 
-def _is_torch_module(value: Any) -> bool:
+def _is_torch_module(value: object) -> TypeGuard[torch.nn.Module]:
     import torch
 
     return isinstance(value, torch.nn.Module)
 
 
-def _check_accepts(module: Any, example: tuple[Any, ...], path: Path) -> None:
+def _check_accepts(module: torch.nn.Module, example: Inputs, path: Path) -> None:
     import torch
 
     try:
@@ -298,7 +319,7 @@ _INSTALLATION = tuple({os.path.realpath(p) + os.sep for p in (
 _SYSTEM = ("/proc/", "/sys/", "/dev/")
 
 
-def _record_open(event: str, args: tuple[Any, ...]) -> None:
+def _record_open(event: str, args: tuple[object, ...]) -> None:
     files = getattr(_recording, "files", None)
     if files is None or event != "open":
         return

@@ -21,7 +21,6 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from toolkit.errors import UsageError
 
@@ -33,9 +32,9 @@ class ProjectConfig:
     """The ``[tool.edge]`` table of a pyproject.toml (empty when there is none)."""
 
     path: Path | None = None
-    settings: dict[str, Any] | None = None
+    settings: dict[str, object] | None = None
 
-    def table(self, name: str) -> dict[str, Any]:
+    def table(self, name: str) -> dict[str, object]:
         """A sub-table such as ``check``; ``{}`` when absent."""
         value = (self.settings or {}).get(name, {})
         if not isinstance(value, dict):

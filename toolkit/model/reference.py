@@ -39,7 +39,10 @@ from toolkit.compress.evaluate import _as_numpy, _to_tensor
 from toolkit.model.load import ModelSource
 
 if TYPE_CHECKING:  # the reference child imports this module: keep it lean
+    from numpy.typing import NDArray
+
     from toolkit.artifacts.bundle import Artifact
+    from toolkit.compress.evaluate import Array
 
 #: Inputs plus outputs kept under this size, so the job stays small on slow links.
 MAX_REFERENCE_BYTES = 2 * 1024 * 1024
@@ -71,7 +74,7 @@ for index in range(0, len(pairs), 2):
 
 
 def source_inputs(source: ModelSource, samples: int = MAX_REFERENCE_SAMPLES
-                  ) -> list[tuple[Any, ...]] | None:
+                  ) -> list[tuple[Array, ...]] | None:
     """The first ``samples`` real inputs of ``eval_data()``; without it, ``example_input()``
     first (the board times the model on the first sample), then, for a model whose inputs
     are all floating point, seeded random inputs of its shapes for a wider output check.
@@ -101,7 +104,7 @@ def reference_metric(artifacts: Iterable[Artifact]) -> str:
     return "top1"
 
 
-def compute_reference(model_path: Path, samples: Iterable[tuple[Any, ...]] | None,
+def compute_reference(model_path: Path, samples: Iterable[Sequence[Array]] | None,
                       out: Path, *, metric: str = "top1") -> Path:
     """Run ``samples`` (tuples of inputs; None: seeded random inputs) and save the ``.npz``
     with ``metric`` (``top1`` or ``cosine``) as its ``agreement_metric``."""
@@ -134,14 +137,15 @@ def compute_reference(model_path: Path, samples: Iterable[tuple[Any, ...]] | Non
     return out
 
 
-def _random_samples(details: list[TensorDetail], count: int) -> list[tuple[np.ndarray, ...]]:
+def _random_samples(details: list[TensorDetail],
+                    count: int) -> list[tuple[NDArray[np.float32], ...]]:
     rng = np.random.default_rng(0)
     return [tuple(rng.standard_normal(tuple(d["shape"])).astype(np.float32) for d in details)
             for _ in range(count)]
 
 
 def compute_references(models: Sequence[tuple[Path, Path]],
-                       samples: Iterable[tuple[Any, ...]] | None, *,
+                       samples: Iterable[Sequence[Array]] | None, *,
                        timeout: float = 600.0, metric: str = "top1") -> dict[Path, Path | str]:
     """:func:`compute_reference` for each ``(model, out)`` pair, in a child Python.
 
@@ -167,7 +171,7 @@ def compute_references(models: Sequence[tuple[Path, Path]],
     return outcome
 
 
-def _save_samples(samples: Iterable[tuple[Any, ...]], folder: Path) -> str:
+def _save_samples(samples: Iterable[Sequence[Array]], folder: Path) -> str:
     chosen = [tuple(_as_numpy(value) for value in sample)
               for sample in itertools.islice(samples, MAX_REFERENCE_SAMPLES)]
     width = len(chosen[0]) if chosen else 0
