@@ -753,7 +753,7 @@ def test_int4_weight_takes_a_block_size_and_names_the_ones_it_accepts() -> None:
 
 def test_a_converted_file_the_runtime_cannot_prepare_is_a_failed_variant(
         tmp_path: Path) -> None:
-    from toolkit.compress._build import _check_loads
+    from toolkit.compress._usable import check_loads
     from toolkit.errors import CompressError
 
     from .models.custom_op_tflite import write_custom_op_tflite
@@ -761,7 +761,7 @@ def test_a_converted_file_the_runtime_cannot_prepare_is_a_failed_variant(
     model = write_custom_op_tflite(tmp_path / "custom.tflite")
     with pytest.raises(CompressError, match=r"^int8: the converted file does not run: .*"
                                             r"EdgeNoSuchOp"):
-        _check_loads(model, "int8")
+        check_loads(model, "int8")
     assert not model.exists()  # nothing half-made is left for the deploy to push
 
 

@@ -170,9 +170,10 @@ def test_edge_deploy_of_a_segfaulting_file_reports_it_and_the_host_survives(
     (result,) = document["results"]
     assert result["status"] == "failed"
     assert result["error"].startswith("killed by signal SIGSEGV in ai-edge-litert")
-    assert "no output check for tflite" in ran.stderr and "SIGSEGV" in ran.stderr
+    assert "no output check for segfaults.tflite" in ran.stderr and "SIGSEGV" in ran.stderr
     *_, failure, error = ran.stderr.strip().splitlines()
-    assert failure.startswith("tflite on local: killed by signal SIGSEGV in ai-edge-litert")
-    assert error == (f"edge: error: 1 of 1 variants not measured (tflite on local); "
+    assert failure.startswith("segfaults.tflite on local: killed by signal SIGSEGV in "
+                              "ai-edge-litert")
+    assert error == (f"edge: error: 1 of 1 variants not measured (segfaults.tflite on local); "
                      f"run {document['run_id']} stores the failures")
     assert "Traceback" not in ran.stderr

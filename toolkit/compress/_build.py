@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from device_agent.outputs import MIN_AGREEMENT_AT_SQNR
 from device_agent.runtime import find_runtime
 from toolkit._quiet import captured_native_output, silence_library_logging
 from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact, write_manifest
@@ -43,6 +42,7 @@ from toolkit.compress._transform import (
     apply_transform,
     quantization_aware_training,
 )
+from toolkit.compress._usable import agrees, check_loads
 from toolkit.compress.compat import runtime_compat
 from toolkit.compress.evaluate import tflite_accuracy, tflite_fidelity
 from toolkit.errors import CompressError, ModelError, OutputError, UsageError
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from toolkit.artifacts.bundle import Candidate, Selection
     from toolkit.compress._manifest import Accuracy, ChainDict, ConversionDetails
     from toolkit.model.load import Inputs
-    from toolkit.results.facts import Fidelity
 
 _log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -65,10 +64,7 @@ FIDELITY_SAMPLES = 256
 #: The seed of every chain's random number generators (see ``_seeded``).
 CHAIN_SEED = 0
 COMPAT_SAMPLES = 64
-#: Without labels the host runtime agrees with the torch model at this mean cosine
-#: similarity or more (int4 weights of the BERT-style example: 0.999; a runtime that
-#: read an embedding table with the wrong scales: 0.97).
-MIN_COSINE = 0.99
+
 
 
 def _quiet(_: str) -> None:
@@ -135,7 +131,7 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
     if not target.is_file():
         raise CompressError(f"{chain.recipe}: converter wrote no file; its log ended with: "
                             f"{log[-1] if log else '(nothing)'}", recipe=chain.recipe)
-    _check_loads(target, chain.recipe)
+    check_loads(target, chain.recipe)
     details = {**details, **_clustering_details(chain, float_module)}
     # After qat the module is a PT2E graph: counts come from the float module it was made
     # from, the same architecture.
@@ -181,18 +177,6 @@ def _seeded(seed: int) -> Iterator[None]:
         finally:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
-
-
-def _check_loads(path: Path, recipe: str) -> None:
-    """A file the runtime cannot prepare is a failed conversion; the runtime names the op."""
-    try:
-        with captured_native_output():
-            find_runtime().interpreter_class(model_path=str(path)).allocate_tensors()
-    except (RuntimeError, ValueError) as exc:
-        path.unlink(missing_ok=True)
-        reason = " ".join(str(exc).split())
-        raise CompressError(f"{recipe}: the converted file does not run: {reason}",
-                            recipe=recipe) from None
 
 
 def _as_chain(recipe: Chain | ConversionConfig | TransformConfig | str) -> Chain:
@@ -247,18 +231,6 @@ def _fidelity_inputs(source: ModelSource) -> tuple[list[Inputs], str]:
             if inputs:
                 return inputs, name
     return [source.example_input], "example_input()"
-
-
-def _agrees(fidelity: Fidelity, metric: str) -> bool:
-    """Does the host runtime compute the file as its torch model does (by ``metric``)?
-    Never when either side's outputs are degenerate (all zero, constant, NaN)."""
-    if fidelity.get("degenerate"):
-        return False
-    if metric == "cosine":
-        cosine = fidelity["cosine_similarity"]
-        return bool(cosine is None or cosine >= MIN_COSINE)
-    top1 = fidelity["top1_agreement"]
-    return bool(top1 is None or top1 >= MIN_AGREEMENT_AT_SQNR)
 
 
 def _has_labels(source: ModelSource) -> bool:
@@ -361,7 +333,7 @@ def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
             "top1_agreement_with_source": own["top1_agreement"],
             "cosine_with_source": own["cosine_similarity"],
             **({"degenerate": own["degenerate"]} if own.get("degenerate") else {}),
-            "ok": _agrees(own, metric)}
+            "ok": agrees(own, metric)}
     artifact = describe_artifact(
         variant.name, variant.path, config=variant.config,
         accuracy=quality["accuracy"] if quality else None,

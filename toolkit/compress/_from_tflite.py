@@ -29,9 +29,9 @@ import numpy as np
 from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact
-from toolkit.compress._build import _agrees, _check_loads
 from toolkit.compress._convert import WEIGHT_ONLY, requantize_file
 from toolkit.compress._recipes import Chain, Fp32Config, Int8StaticConfig
+from toolkit.compress._usable import agrees, check_loads
 from toolkit.errors import CompressError
 from toolkit.model.load import ModelSource
 from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
@@ -131,13 +131,13 @@ def _rewritten(chain: Chain, given: Path, target: Path,
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CompressError(f"{chain.recipe}: ai-edge-quantizer could not rewrite "
                             f"{given.name}: {first}", recipe=chain.recipe) from None
-    _check_loads(target, chain.recipe)
+    check_loads(target, chain.recipe)
     fidelity = file_fidelity(target, given, inputs)
     host = {**find_runtime().describe(), "loads": True,
             "top1_agreement_with_source": fidelity["top1_agreement"],
             "cosine_with_source": fidelity["cosine_similarity"],
             **({"degenerate": fidelity["degenerate"]} if fidelity.get("degenerate") else {}),
-            "ok": _agrees(fidelity, "cosine")}
+            "ok": agrees(fidelity, "cosine")}
     return describe_artifact(
         chain.recipe, target, config=chain.to_dict(), details=details,
         fidelity={**fidelity, "agreement_metric": "cosine",
