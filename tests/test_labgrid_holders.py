@@ -31,7 +31,8 @@ from toolkit.boards.lease import board_lock
 from toolkit.boards.targets import Target
 from toolkit.errors import BoardBusyError
 from toolkit.labgrid.client import NetworkService
-from toolkit.labgrid.hold import HOLDER_SILENCE_SECONDS, SchedulerStatus, run_scheduled
+from toolkit.labgrid.hold import SchedulerStatus, run_scheduled
+from toolkit.labgrid.liveness import HOLDER_SILENCE_SECONDS
 from toolkit.labgrid.selector import ScheduledTarget
 
 from .labgrid_lab import BIN, RunningLab, acquired_places, lease_job, reservations, running_lab
@@ -46,11 +47,12 @@ SELECTOR = "tag:board=rpi5"
 HOLDER = """
 import json, sys, time
 import toolkit.labgrid.hold as hold
+import toolkit.labgrid.liveness as liveness
 from toolkit.boards.board import open_board
 from toolkit.boards.lease import board_lock
 from toolkit.labgrid.selector import ScheduledTarget
 coordinator, targets_dir, beat, with_lease, seconds = sys.argv[1:]
-hold.BEAT_SECONDS = float(beat)
+liveness.BEAT_SECONDS = float(beat)
 slot = ScheduledTarget.resolve("tag:board=rpi5", coordinator=coordinator,
                                targets_dir=targets_dir)
 def job(target):

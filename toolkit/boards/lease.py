@@ -150,11 +150,12 @@ class BoardClock:
 
 @dataclass(frozen=True)
 class Lease:
-    """What the owner file of a held board says.
+    """What the owner file of a held board says, and whether it holds now.
 
     ``expires`` and ``since`` are the board's date (epoch seconds), for display;
     ``boot`` and ``until_uptime`` say when it really ends (None: an older edge's lease,
-    which ends at ``expires``).
+    which ends at ``expires``).  ``live`` is the board's own verdict when it was read, by
+    the rule the acquire applies (:data:`_LIVE`).
     """
 
     owner: str
@@ -163,9 +164,14 @@ class Lease:
     token: str = ""
     boot: str = ""
     until_uptime: int | None = None
+    live: bool = False
+
+    @property
+    def expired(self) -> bool:
+        return not self.live
 
     @classmethod
-    def parse(cls, text: str) -> Lease | None:
+    def parse(cls, text: str, *, live: bool = False) -> Lease | None:
         lines = text.splitlines()
         if len(lines) == 5:  # a boot id without its uptime
             return None
@@ -174,15 +180,9 @@ class Lease:
                        since=int(lines[2]) if len(lines) > 2 and lines[2] else None,
                        token=lines[3] if len(lines) > 3 else "",
                        boot=lines[4] if len(lines) > 4 else "",
-                       until_uptime=int(lines[5]) if len(lines) > 5 else None)
+                       until_uptime=int(lines[5]) if len(lines) > 5 else None, live=live)
         except (IndexError, ValueError):
             return None
-
-    def expired(self, clock: BoardClock) -> bool:
-        """Over at ``clock``: on the uptime clock (another boot: over), else the date."""
-        if self.until_uptime is None:
-            return self.expires < clock.wall
-        return self.boot != clock.boot or self.until_uptime < clock.uptime
 
 
 #: Marks the line where a lease reading starts: whatever a chatty login shell printed
@@ -195,21 +195,22 @@ def read_lease(board: Board) -> tuple[Lease | None, BoardClock]:
 
     An owner file that is there but is not a lease is an error, never a free board.
     """
-    owner = shlex.quote(f"{lease_dir(board)}/owner")
-    answer = board.run(f'{_CLOCK}printf "%s %s %s %s\\n" {_FRAME} "$now" "$boot" "$up"; '
-                       f'[ -e {owner} ] || [ -L {owner} ] || exit 0; exec cat -- {owner}')
+    frame = f'printf "%s %s %s %s %s\\n" {_FRAME} "$now" "$boot" "$up" "${{live:-0}}"'
+    answer = board.run(f'd={shlex.quote(lease_dir(board))}; {_CLOCK}'
+                       'if [ -e "$d/owner" ] || [ -L "$d/owner" ]; then '
+                       f'{_LIVE}{frame}; exec cat -- "$d/owner"; fi; {frame}')
     if not answer.ok:
         raise _fail(board, "cannot read the lease on", answer)
     _, framed, reading = answer.stdout.decode("utf-8", "replace").partition(f"{_FRAME} ")
     first, _, text = reading.partition("\n")
     fields = first.split(" ")
-    if not framed or len(fields) != 3 or not fields[0].isdigit() or not fields[2].isdigit():
+    if not framed or len(fields) != 4 or not all(fields[i].isdigit() for i in (0, 2, 3)):
         raise InfrastructureError(f"cannot read the lease on {board.target.name}: its answer "
                                   "was not a lease reading", target=board.target.name)
     clock = BoardClock(wall=int(fields[0]), boot=fields[1], uptime=int(fields[2]))
     if not text:
         return None, clock
-    lease = Lease.parse(text)
+    lease = Lease.parse(text, live=fields[3] == "1")
     if lease is None:
         raise InfrastructureError(f"the lease file {lease_dir(board)}/owner on "
                                   f"{board.target.name} is not a lease",

@@ -21,17 +21,9 @@ job goes on under its lease and acquires its place again once the coordinator is
 back.  A coordinator that stays away longer than ``reconnect_seconds`` ends a
 waiting job with one line (:class:`~toolkit.errors.InfrastructureError`, exit 3).
 
-**A place whose holder died** (SIGKILL by the OOM killer or a CI timeout) stays locked
-forever: labgrid's locks never expire.  So a job that holds a place beats: it rewrites
-the place's tag ``edge_beat`` every :data:`BEAT_SECONDS`.  A job waiting in the queue
-looks at the places its selector matches; one held by an edge job whose beat has not
-changed for :data:`HOLDER_SILENCE_SECONDS` (by the waiting job's own clock: no two
-machines' clocks are compared) *and* whose board's own lease is over (read on the board;
-:mod:`toolkit.boards.lease`) is released for its dead holder (``labgrid-client release
---kick``), with the dead job's reservation, and goes to the queue.  Both must hold: a
-live job beats, and a job that lost the coordinator but still runs holds its board's
-lease.  A board whose lease cannot be read keeps its place locked (fail closed); places
-held by someone other than an edge job, and places marked bad, are never touched.
+A place whose holder died (SIGKILL by the OOM killer or a CI timeout) would stay locked
+forever: a job that holds a place beats, and a waiting job releases a place whose edge
+holder stopped beating and whose board's lease is over (:mod:`toolkit.labgrid.liveness`).
 
 The coordinator has no authentication: anyone who reaches its port can release
 any place.  Run it on a trusted network, or reach it through an SSH tunnel.
@@ -48,18 +40,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from toolkit.boards.board import open_board
-from toolkit.boards.lease import read_lease
 from toolkit.boards.targets import Target
 from toolkit.defaults import DEFAULT_BUSY_WAIT_SECONDS
-from toolkit.errors import BoardBusyError, EdgeError, InfrastructureError, TargetError
+from toolkit.errors import BoardBusyError, InfrastructureError, TargetError
+from toolkit.labgrid import liveness
 from toolkit.labgrid.client import (
     CALL_TIMEOUT_SECONDS,
     Lost,
@@ -69,7 +59,6 @@ from toolkit.labgrid.client import (
     Unreachable,
     client_name,
     describe,
-    is_edge_holder,
     matching_resources,
 )
 from toolkit.labgrid.health import (
@@ -86,11 +75,18 @@ from toolkit.labgrid.health import (
     is_bad,
     wait_answering,
 )
+from toolkit.labgrid.liveness import (
+    BEAT_TAG,
+    DEAD_CHECK_SECONDS,
+    HOLDER_SILENCE_SECONDS,
+    Beat,
+    DeadHolders,
+)
 from toolkit.labgrid.selector import ScheduledTarget
 from toolkit.run.cancel import cancel_requested
 
 if TYPE_CHECKING:
-    from labgrid.remote.generated.labgrid_coordinator_pb2 import Place, Reservation
+    from labgrid.remote.generated.labgrid_coordinator_pb2 import Reservation
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +96,6 @@ T = TypeVar("T")
 RECONNECT_SECONDS = 30.0
 #: How long a finished job tries to reach a lost coordinator to give its place back.
 RELEASE_RECONNECT_SECONDS = 5.0
-#: The place tag a job holding the place rewrites every :data:`BEAT_SECONDS`.
-BEAT_TAG = "edge_beat"
-BEAT_SECONDS = 10.0
-#: A place's edge holder whose beat has not changed for this long is presumed dead, once
-#: its board's lease is over too (several beats: a slow call or a loaded host is not death).
-HOLDER_SILENCE_SECONDS = 45.0
-#: How often a waiting job looks for places held by dead jobs.
-DEAD_CHECK_SECONDS = 5.0
 # labgrid's ReservationState values.
 _WAITING, _ALLOCATED, _ACQUIRED, _EXPIRED, _INVALID = range(5)
 
@@ -242,12 +230,9 @@ class _Hold:
                  reconnect_seconds: float,
                  silence_seconds: float = HOLDER_SILENCE_SECONDS) -> None:
         self.slot, self.notify, self.reconnect_seconds = slot, notify, reconnect_seconds
-        self.silence_seconds = silence_seconds
         self.name = client_name()
-        #: Our beat: a value of its own per hold, and a count.
-        self._beat_id, self._beats = secrets.token_hex(4), 0
-        #: (place, holder, beat) -> when this job first saw that beat (its own clock).
-        self._silent: dict[tuple[str, str, str], float] = {}
+        self._beat_sender = Beat()
+        self._dead = DeadHolders(slot, self.name, silence_seconds)
         self.session: Session | None = None
         self.token = ""
         self.held: Allocation | None = None
@@ -295,10 +280,12 @@ class _Hold:
                     raise BoardBusyError(f"no board for {self.slot.selector} within "
                                          f"{wait_seconds:g} s (queue position {position} of "
                                          f"{waiting} on {self.slot.coordinator})")
+                assert self.session is not None
                 if time.monotonic() >= next_dead_check:
                     next_dead_check = time.monotonic() + DEAD_CHECK_SECONDS
-                    self._free_dead_holders()
-                assert self.session is not None
+                    for released in self._dead.free(self.session):
+                        self.notify(SchedulerStatus("released-dead", str(released),
+                                                    place=released.place))
                 self.session.changed.wait(1.0)
                 self.session.changed.clear()
                 if cancel_requested():
@@ -472,10 +459,10 @@ class _Hold:
         """While the job runs: beat; when the coordinator comes back, take the place again."""
         held = self.held
         assert held is not None
-        next_beat = time.monotonic() + BEAT_SECONDS
+        next_beat = time.monotonic() + liveness.BEAT_SECONDS
         while not self._released.is_set():
             if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + BEAT_SECONDS
+                next_beat = time.monotonic() + liveness.BEAT_SECONDS
                 self._beat(held.place)
             session = self.session
             if session is None or not session.lost.wait(0.2):
@@ -503,85 +490,10 @@ class _Hold:
             next_beat = 0.0
 
     def _beat(self, place: str) -> None:
-        """Rewrite the place's beat tag: this job is alive (a failed beat is only logged;
-        waiting jobs allow several to fail before they look at the board's lease)."""
         with self._lock:
             session = self.session
-        if session is None:
-            return
-        self._beats += 1
-        try:
-            session.set_tags(place, {BEAT_TAG: f"{self._beat_id}_{self._beats}"})
-        except Lost as exc:
-            log.debug("no beat on %s: %s", place, exc)
-        except session.grpc.RpcError as exc:
-            log.debug("no beat on %s: %s", place, describe(exc))
-
-    # -- places whose holder died -------------------------------------------------------
-    def _free_dead_holders(self) -> None:
-        """Release each place for our selector whose edge holder stopped beating
-        ``silence_seconds`` ago (by this job's clock) and whose board's lease is over."""
-        assert self.session is not None
-        now = time.monotonic()
-        seen: dict[tuple[str, str, str], float] = {}
-        for place in self.session.all_places():
-            tags = dict(place.tags)
-            holder = place.acquired
-            if (not holder or holder == self.name or not is_edge_holder(holder)
-                    or is_bad(tags) or not self.slot.selector.matches(tags)):
-                continue
-            key = (place.name, holder, tags.get(BEAT_TAG, ""))
-            since = seen[key] = self._silent.get(key, now)
-            if now - since >= self.silence_seconds:
-                self._release_dead(place, key, now - since)
-        self._silent = seen
-
-    def _release_dead(self, place: Place, key: tuple[str, str, str], silent: float) -> None:
-        """Release ``place`` for its silent holder if its board's lease is over too."""
-        session = self.session
-        assert session is not None
-        name, holder, _ = key
-        busy = self._board_in_use(name)
-        if busy:
-            log.info("labgrid place %s: its holder %s is silent for %.0f s, but %s; kept",
-                     name, holder, silent, busy)
-            return
-        try:
-            current = session.place(name)  # still that holder, still that beat?
-        except InfrastructureError:  # deleted meanwhile
-            return
-        if (current.acquired, dict(current.tags).get(BEAT_TAG, "")) != key[1:]:
-            return
-        try:
-            session.set_tags(name, {BEAT_TAG: ""})
-            session.release(name, holder)
-            # Its reservation would keep the place allotted to the dead job for a minute.
-            if current.reservation and any(r.token == current.reservation and r.owner == holder
-                                           for r in session.reservations()):
-                session.cancel(current.reservation)
-        except session.grpc.RpcError as exc:
-            log.warning("could not release labgrid place %s of the silent %s (%s)", name,
-                        holder, describe(exc))
-            return
-        self.notify(SchedulerStatus(
-            "released-dead", f"released {name}: its holder {holder} stopped beating "
-                             f"{silent:.0f} s ago and the board's lease is over", place=name))
-
-    def _board_in_use(self, place: str) -> str:
-        """Why ``place``'s board may still be in use ("" when its lease is over or free):
-        a board whose lease cannot be read counts as in use."""
-        services = self._resources(place, "NetworkService")
-        if len(services) != 1:
-            return f"it has {len(services)} NetworkService resources"
-        try:
-            target = self.slot.target(place, NetworkService.from_params(place, services[0]))
-            with open_board(target) as board:
-                lease, clock = read_lease(board)
-        except EdgeError as exc:
-            return f"its board's lease cannot be read ({exc})"
-        if lease is not None and not lease.expired(clock):
-            return f"its board's lease is held by {lease.owner}"
-        return ""
+        if session is not None:
+            self._beat_sender.send(session, place)
 
     def _reconnect(self, reason: str, doing: str) -> None:
         """A new session within ``reconnect_seconds``, else one line and exit 3."""
@@ -665,5 +577,5 @@ class _Hold:
             log.warning("could not release labgrid place %s (%s)", place, describe(exc))
 
 
-__all__ = ["BEAT_SECONDS", "BEAT_TAG", "HOLDER_SILENCE_SECONDS", "RECONNECT_SECONDS",
-           "Allocation", "SchedulerStatus", "check_coordinator", "hold_board", "run_scheduled"]
+__all__ = ["RECONNECT_SECONDS", "Allocation", "SchedulerStatus", "check_coordinator",
+           "hold_board", "run_scheduled"]
