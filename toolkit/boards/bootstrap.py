@@ -336,10 +336,15 @@ def _swap_in(board: Shell, fresh: str) -> None:
 
 
 def _remove_candidate(board: Shell, fresh: str) -> None:
-    """The venv that was not swapped in; a board we cannot reach keeps it until the next
-    setup removes it."""
+    """The venv that was not swapped in (a link that broke during the swap may have seen
+    it swapped in: then it stays); a board we cannot reach keeps it until the next setup
+    removes it."""
+    venv = shlex.quote(f"{board.target.work_dir}/venv")
+    quoted = shlex.quote(fresh)
     try:
-        board.run(f"rm -rf -- {shlex.quote(fresh)}", timeout=600)
+        board.run(f'[ "$(cd -P -- {venv} 2>/dev/null && pwd -P)" = '
+                  f'"$(cd -P -- {quoted} 2>/dev/null && pwd -P)" ] || rm -rf -- {quoted}',
+                  timeout=600)
     except InfrastructureError as exc:  # the error that ended setup matters more
         log.warning("%s: an unused venv was left in %s: %s", board.target.name, fresh, exc)
 
