@@ -287,6 +287,16 @@ print("measured")
 """
 
 
+def local_job(job: dict[str, object], files: dict[str, Path]) -> list[str] | str:
+    """The statuses of ``job``'s variants run on the local board, or its error in one line
+    (the tests run it in a thread, beside what they do to the board)."""
+    try:
+        out = JobRunner(load_target("local")).run_job(job, files)
+    except Exception as exc:  # noqa: BLE001  (reported, not raised)
+        return f"{type(exc).__name__}: {exc}"
+    return [v["status"] for v in json.loads(out)["variants"]]
+
+
 def stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
 
@@ -321,14 +331,7 @@ def paused_host_trial(model: Path, name: str, pause_at: str = "build",
     watcher.start()
     answer: dict[str, object] = {}
 
-    def hold() -> None:
-        try:
-            out = JobRunner(load_target("local")).run_job(job, files)
-            answer["holder"] = [v["status"] for v in json.loads(out)["variants"]]
-        except Exception as exc:  # noqa: BLE001  (reported, not raised, in a trial)
-            answer["holder"] = f"{type(exc).__name__}: {exc}"
-
-    holder = threading.Thread(target=hold)
+    holder = threading.Thread(target=lambda: answer.update(holder=local_job(job, files)))
     try:
         deadline = time.monotonic() + 60
         while not stopped(paused.pid):
@@ -557,15 +560,7 @@ def test_a_board_clock_stepped_an_hour_forward_mid_job_does_not_end_the_job(
     stepped = stepping_date(tmp_path, monkeypatch)
     job, files = job_for(tflite_copy, "stepped", seconds=4)
     answer: dict[str, object] = {}
-
-    def measure() -> None:
-        try:
-            out = JobRunner(load_target("local")).run_job(job, files)
-            answer["statuses"] = [v["status"] for v in json.loads(out)["variants"]]
-        except Exception as exc:  # noqa: BLE001  (reported, not raised, in a thread)
-            answer["statuses"] = f"{type(exc).__name__}: {exc}"
-
-    first = threading.Thread(target=measure)
+    first = threading.Thread(target=lambda: answer.update(statuses=local_job(job, files)))
     first.start()
     deadline = time.monotonic() + 60
     while not agents_of("stepped"):
