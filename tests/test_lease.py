@@ -6,7 +6,10 @@
   (it used to start one over the new holder's job, then kill that job through a shared
   ``job.pid``); an agent measures only while the lease names its token;
 - an owner file that cannot be read, a broken /dev/null, a missing flock(1) are errors that
-  name what is wrong, never a free board; a failed release is one warning line.
+  name what is wrong, never a free board; a failed release is one warning line;
+- expiry is measured on the board's uptime and boot id: a board clock stepped an hour
+  forward (NTP on a board without a real-time clock) ends no job (it used to let the next
+  job take the board over), one stepped back keeps no dead host's lease, a reboot frees it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from pathlib import Path
 import pytest
 
 from toolkit.boards.board import LocalBoard, SshBoard
-from toolkit.boards.lease import board_lock, lease_dir
+from toolkit.boards.lab import board_status
+from toolkit.boards.lease import board_lock, hold_lease, lease_dir, read_lease
 from toolkit.boards.ssh import Result
 from toolkit.boards.targets import Target, load_target
 from toolkit.errors import BoardBusyError, InfrastructureError
@@ -280,6 +284,16 @@ print("measured")
 """
 
 
+def local_job(job: dict[str, object], files: dict[str, Path]) -> list[str] | str:
+    """The statuses of ``job``'s variants run on the local board, or its error in one line
+    (the tests run it in a thread, beside what they do to the board)."""
+    try:
+        out = JobRunner(load_target("local")).run_job(job, files)
+    except Exception as exc:  # noqa: BLE001  (reported, not raised)
+        return f"{type(exc).__name__}: {exc}"
+    return [v["status"] for v in json.loads(out)["variants"]]
+
+
 def stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
 
@@ -314,14 +328,7 @@ def paused_host_trial(model: Path, name: str, pause_at: str = "build",
     watcher.start()
     answer: dict[str, object] = {}
 
-    def hold() -> None:
-        try:
-            out = JobRunner(load_target("local")).run_job(job, files)
-            answer["holder"] = [v["status"] for v in json.loads(out)["variants"]]
-        except Exception as exc:  # noqa: BLE001  (reported, not raised, in a trial)
-            answer["holder"] = f"{type(exc).__name__}: {exc}"
-
-    holder = threading.Thread(target=hold)
+    holder = threading.Thread(target=lambda: answer.update(holder=local_job(job, files)))
     try:
         deadline = time.monotonic() + 60
         while not stopped(paused.pid):
@@ -399,8 +406,6 @@ def test_an_agent_measures_only_while_the_lease_names_its_token(
 
 
 def test_each_acquire_takes_a_new_token_and_a_pid_file_of_its_own(tmp_path: Path) -> None:
-    from toolkit.boards.lease import hold_lease
-
     board = LocalBoard(local_target(tmp_path))
     tokens = []
     for _ in range(2):
@@ -410,3 +415,162 @@ def test_each_acquire_takes_a_new_token_and_a_pid_file_of_its_own(tmp_path: Path
             assert held.pid_file == f"{lease_folder(board)}/job-{held.token}.pid"
             tokens.append(held.token)
     assert tokens[0] != tokens[1]
+
+
+# --- expiry on a clock that does not step ---------------------------------------------------
+
+
+def stepping_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put a ``date`` on the local board's PATH that runs an hour ahead once the returned
+    file exists: NTP stepping the clock of a board without a real-time clock."""
+    real = shutil.which("date")
+    assert real is not None
+    tools = tmp_path / "clock-bin"
+    tools.mkdir()
+    stepped = tmp_path / "clock-stepped"
+    (tools / "date").write_text(
+        f'#!/bin/sh\nif [ -e {shlex.quote(str(stepped))} ]; then\n'
+        f'  exec {real} -d "@$(( $({real} +%s) + 3600 ))" "$@"\nfi\nexec {real} "$@"\n')
+    (tools / "date").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    return stepped
+
+
+def board_date(board: LocalBoard) -> int:
+    return int(board.run("date +%s").stdout)
+
+
+def test_a_clock_stepped_an_hour_forward_does_not_end_a_held_lease(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measured on the date, the step made the lease look 59 minutes over, and the next
+    job took the board over."""
+    stepped = stepping_date(tmp_path, monkeypatch)
+    board = LocalBoard(local_target(tmp_path))
+    with hold_lease(board, seconds=60) as held:
+        stepped.touch()
+        assert board_date(board) > time.time() + 3500  # the board's clock is an hour ahead
+        with pytest.raises(BoardBusyError, match=f"locked by {held.owner}"):
+            with board_lock(LocalBoard(local_target(tmp_path)), seconds=60):
+                pass
+        lease, clock = read_lease(board)
+        assert lease is not None and lease.token == held.token and lease.live
+        assert lease.expires < clock.wall  # by the date alone it would be over
+        held.confirm()  # still ours
+    assert not held.lost.is_set()
+    log = (lease_folder(board) / "lock.log").read_text().splitlines()
+    assert [line.split(" ", 2)[1] for line in log] == ["acquire", "release"]
+
+
+def owner_lines(board: LocalBoard, *, until_wall: int, boot: str, until_uptime: int) -> str:
+    return f"someone@elsewhere pid 1\n{until_wall}\n{until_wall - 60}\nTHEIRS\n{boot}\n" \
+           f"{until_uptime}\n"
+
+
+def test_a_lease_ends_by_the_boards_uptime_and_with_its_boot_never_by_its_date(
+        tmp_path: Path) -> None:
+    board = LocalBoard(local_target(tmp_path))
+    folder = lease_folder(board)
+    folder.mkdir(parents=True)
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    uptime = int(float(Path("/proc/uptime").read_text().split()[0]))
+    now = int(time.time())
+    owner = folder / "owner"
+    # The date says it ended an hour ago (a clock stepped forward): uptime says it holds.
+    owner.write_text(owner_lines(board, until_wall=now - 3600, boot=boot,
+                                 until_uptime=uptime + 60))
+    with pytest.raises(BoardBusyError, match="locked by someone@elsewhere"):
+        with board_lock(board, seconds=60):
+            pass
+    assert board_status(local_target(tmp_path)).state == "held"
+    # The date says another hour (a clock stepped back): uptime says it is over.
+    owner.write_text(owner_lines(board, until_wall=now + 3600, boot=boot,
+                                 until_uptime=uptime - 5))
+    assert board_status(local_target(tmp_path)).state == "free"
+    with board_lock(board, seconds=60):
+        pass
+    # From an earlier boot: over, whatever its uptime said (its jobs died with the reboot).
+    owner.write_text(owner_lines(board, until_wall=now + 3600, boot="another-boot",
+                                 until_uptime=uptime + 3600))
+    with board_lock(board, seconds=60) as ours:
+        assert owner.read_text().splitlines()[0] == ours
+    log = (folder / "lock.log").read_text().splitlines()
+    assert [line.split(" ", 2)[1] for line in log] == ["takeover", "release"] * 2
+    # An older edge's lease (four lines) still ends by its date.
+    owner.write_text(f"old edge\n{now + 3600}\n{now}\nOLD\n")
+    with pytest.raises(BoardBusyError, match="locked by old edge"):
+        with board_lock(board, seconds=60):
+            pass
+
+
+@pytest.mark.parametrize("text, message", [
+    ("someone\n{future}\n1\nTOKEN\n{boot}\n", "line 6 is not an uptime"),
+    ("someone\n{future}\n1\nTOKEN\n{boot}\nsoon\n", "line 6 is not an uptime"),
+])
+def test_a_lease_with_a_broken_uptime_line_is_never_a_free_board(
+        tmp_path: Path, text: str, message: str) -> None:
+    board = LocalBoard(local_target(tmp_path))
+    owner = lease_folder(board) / "owner"
+    owner.parent.mkdir(parents=True)
+    written = text.format(future=int(time.time()) - 10,
+                          boot=Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    owner.write_text(written)
+    with pytest.raises(InfrastructureError, match=message):
+        with board_lock(board, seconds=60):
+            pass
+    assert owner.read_text() == written
+    with pytest.raises(InfrastructureError, match="is not a lease"):
+        read_lease(board)
+
+
+def test_a_login_shell_that_prints_does_not_break_the_lease(tmp_path: Path) -> None:
+    """``edge lab status`` read the first line of the answer as the board's clock.
+
+    (The board's identity is read by :mod:`toolkit.boards.board`, quietly here.)"""
+    quiet = LocalBoard(local_target(tmp_path))
+
+    class Chatty(LocalBoard):
+        def identity(self) -> str:
+            return quiet.identity()
+
+        def lease_root(self) -> str:
+            return quiet.lease_root()
+
+        def run(self, command: str, *, timeout: float | None = None) -> Result:
+            return super().run(f"echo 'Welcome to the lab board!'; echo 42; {command}",
+                               timeout=timeout)
+
+    board = Chatty(local_target(tmp_path))
+    assert read_lease(board)[0] is None
+    with board_lock(board, seconds=60) as owner:
+        lease, _ = read_lease(board)
+        assert lease is not None and lease.owner == owner and lease.live
+        with pytest.raises(BoardBusyError, match=f"locked by {owner}$"):
+            with board_lock(Chatty(local_target(tmp_path)), seconds=60):
+                pass
+
+
+@pytest.mark.slow
+def test_a_board_clock_stepped_an_hour_forward_mid_job_does_not_end_the_job(
+        tflite_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deploy measuring on the local board; NTP steps the board's clock an hour forward;
+    the next job that asks for the board is told it is busy, and the first one finishes."""
+    stepped = stepping_date(tmp_path, monkeypatch)
+    job, files = job_for(tflite_copy, "stepped", seconds=4)
+    answer: dict[str, object] = {}
+    first = threading.Thread(target=lambda: answer.update(statuses=local_job(job, files)))
+    first.start()
+    deadline = time.monotonic() + 60
+    while not agents_of("stepped"):
+        assert first.is_alive() and time.monotonic() < deadline, answer
+        time.sleep(0.02)
+    stepped.touch()
+    board = LocalBoard(load_target("local"))
+    assert board_date(board) > time.time() + 3500
+    with pytest.raises(BoardBusyError, match="local is busy"):
+        with board_lock(board, seconds=60):
+            pass
+    assert agents_of("stepped")  # still measuring
+    first.join(120)
+    assert answer["statuses"] == ["ok"]
+    log = (lease_folder(board) / "lock.log").read_text().splitlines()
+    assert [line.split(" ", 2)[1] for line in log] == ["acquire", "release"]

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from toolkit.boards.board import SshBoard
-from toolkit.boards.bootstrap import setup
+from toolkit.boards.bootstrap import VENVS, setup, venv_sharers
 from toolkit.boards.lease import board_lock
 from toolkit.boards.targets import load_target
 from toolkit.boards.wheelhouse import (
@@ -159,6 +159,20 @@ def test_wheelhouse_then_setup_installs_on_the_offline_board(
     assert not (tmp_path / "board" / "wheelhouse").exists()  # removed from the board
 
 
+def venv_numpy(venv: Path) -> str:
+    return subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import importlib.metadata as m; print(m.version('numpy'))"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def leftovers(work: Path) -> list[str]:
+    """Venvs setup built in ``work`` that are not the one in use (none once it is done)."""
+    current = (work / "venv").resolve()
+    built = work / VENVS
+    return sorted(p.name for p in built.iterdir() if p.resolve() != current) \
+        if built.is_dir() else []
+
+
 def local_wheel(folder: Path, name: str, dependencies: list[str]) -> Path:
     """A real wheel of a tiny local project (no index needed to build it)."""
     project = folder / f"src-{name}"
@@ -194,9 +208,13 @@ def test_switching_runtime_under_a_package_that_needs_numpy_2_is_refused(
                     str(board_wheels))
     assert result.exit_code == 2, result.output
     message = result.stderr.strip()
-    assert len(message.splitlines()) == 1 and "venv is broken" in message
+    assert len(message.splitlines()) == 1 and "would leave the venv broken" in message
     assert "edge-needs-numpy2 1.0 has requirement numpy>=2" in message
+    assert message.endswith("nothing was changed")
     assert not (tmp_path / "board" / "wheelhouse").exists()
+    # Nothing was changed: the venv in use still has numpy 2 under the package needing it.
+    assert not venv.is_symlink() and venv_numpy(venv).startswith("2.")
+    assert leftovers(tmp_path / "board") == []
 
 
 @pytest.mark.parametrize("busy_wait, gave_up", [("0", "--busy-wait 0: not waiting"),
@@ -236,3 +254,102 @@ def test_setup_itself_takes_the_lease(offline_board: Sshd, tmp_path: Path) -> No
             setup(board, wheelhouse=wheels)
     assert not (tmp_path / "board" / "venv").exists()
     assert not (tmp_path / "board" / "wheelhouse").exists()
+
+
+# --- a venv shared by two target files -----------------------------------------------------
+
+
+def test_target_files_that_reach_one_venv_are_found_from_their_address_and_folder(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "targets"
+    folder.mkdir()
+
+    def write(name: str, **fields: object) -> None:
+        entries = {"transport": "ssh", "host": "pi.lab", "user": "pi", "work_dir": ".edge",
+                   "runtime": "tflite-runtime", **fields}
+        (folder / f"{name}.toml").write_text("".join(f"{k} = {v!r}\n".replace("'", '"')
+                                                      for k, v in entries.items()))
+
+    write("us")
+    write("same", runtime="ai-edge-litert")
+    write("spelt", work_dir="./.edge/")  # the same folder, written otherwise
+    write("other-login", user="ci")  # a relative folder is in another home
+    write("other-port", port=2222)
+    write("other-folder", work_dir=".edge-litert")
+    write("absolute", work_dir="/srv/edge")
+    write("absolute-ci", work_dir="/srv/edge", user="ci")
+    write("local", transport="local")
+    (folder / "broken.toml").write_text("transport = [\n")
+    found = [t.name for t in venv_sharers(load_target("us", folder), folder)]
+    assert found == ["same", "spelt"]
+    found = [t.name for t in venv_sharers(load_target("absolute", folder), folder)]
+    assert found == ["absolute-ci"]
+
+
+@pytest.mark.slow
+def test_setup_that_would_break_another_target_on_the_same_venv_changes_nothing(
+        offline_board: Sshd, board_wheels: Path, tmp_path: Path) -> None:
+    """tflite-runtime 2.14 needs numpy<2, which pip check cannot see (the wheel asks only
+    numpy>=1.23.2): a target switching the shared venv to a runtime that brings numpy 2
+    would break the tflite-runtime target file at import. Refused, naming it."""
+    work = tmp_path / "board"
+    folder = Path(targets_dir(offline_board, tmp_path, runtime="tflite-runtime"))
+    (folder / "lab.toml").rename(folder / "old.toml")
+    result = invoke("targets", "setup", "old", "--targets-dir", str(folder), "--wheelhouse",
+                    str(board_wheels))
+    assert result.exit_code == 0, result.output
+    venv = work / "venv"
+    assert venv.is_symlink() and venv_numpy(venv).startswith("1.")
+    built = venv.resolve()
+    # Its scripts name the venv's lasting path, not the folder it was built in.
+    pip = venv / "bin" / "pip"
+    assert pip.read_text().startswith(f"#!{work}/venv/bin/python")
+    # A runtime whose wheelhouse brings numpy 2 (a stand-in for ai-edge-litert: a local
+    # wheel of that name that needs numpy>=2), for a second target file on the same venv.
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    local_wheel(newer, "ai-edge-litert", ["numpy>=2"])
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                    "--only-binary=:all:", "-d", str(newer), "numpy>=2,<2.2"], check=True)
+    (folder / "new.toml").write_text((folder / "old.toml").read_text().replace(
+        '"tflite-runtime"', '"ai-edge-litert"'))
+    result = invoke("targets", "setup", "new", "--targets-dir", str(folder), "--wheelhouse",
+                    str(newer))
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in result.output
+    assert message.startswith("edge: error: new: refused: the install would break target "
+                              f"old ({folder / 'old.toml'}), which uses the same venv")
+    assert "numpy 2." in message and "would not satisfy numpy<2" in message
+    assert message.endswith("nothing was changed (give one of them a work_dir of its own)")
+    assert venv.resolve() == built and venv_numpy(venv).startswith("1.")
+    assert leftovers(work) == []
+    # Without the other target file, the same setup goes through and swaps the venv.
+    (folder / "old.toml").unlink()
+    result = invoke("targets", "setup", "new", "--targets-dir", str(folder), "--wheelhouse",
+                    str(newer))
+    assert result.exit_code == 0, result.output
+    assert venv.resolve() != built and not built.exists() and venv_numpy(venv).startswith("2.")
+    assert leftovers(work) == []
+    assert subprocess.run([str(pip), "--version"], check=False,
+                          capture_output=True).returncode == 0
+
+
+def test_setup_that_fails_midway_leaves_the_venv_as_it_was(offline_board: Sshd,
+                                                           tmp_path: Path) -> None:
+    """pip fails (a wheelhouse without numpy): the venv in use is not touched, and the one
+    being built is removed."""
+    folder = targets_dir(offline_board, tmp_path, runtime="tflite-runtime")
+    venv = tmp_path / "board" / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    before = sorted(str(p.relative_to(venv)) for p in venv.rglob("*"))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    local_wheel(wheels, "edge-setup-probe", [])
+    result = invoke("targets", "setup", "lab", "--targets-dir", folder, "--wheelhouse",
+                    str(wheels))
+    assert result.exit_code == 2, result.output
+    assert "pip failed" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not venv.is_symlink()
+    assert sorted(str(p.relative_to(venv)) for p in venv.rglob("*")) == before
+    assert leftovers(tmp_path / "board") == []

@@ -179,9 +179,9 @@ def test_a_held_lease_is_renewed_past_its_length_and_logged(sshd: Sshd, tmp_path
         with board_lock(first, seconds=2) as token:
             first_expiry = int(owner_file.read_text().splitlines()[1])
             time.sleep(4.5)  # over twice the lease: only renewal keeps it ours
-            lease, now = read_lease(second)
-            assert lease is not None and lease.owner == token
-            assert lease.expires > first_expiry and lease.expires >= now
+            lease, clock = read_lease(second)
+            assert lease is not None and lease.owner == token and lease.live
+            assert lease.expires > first_expiry and lease.expires >= clock.wall
             assert lease.since is not None and lease.since <= first_expiry
             with pytest.raises(BoardBusyError):
                 with board_lock(second, seconds=2):

@@ -9,8 +9,21 @@ Setup changes the board, so it holds the board's lease (:func:`toolkit.boards.le
 from before its first change to its end, as a deploy does: a board another job holds
 is :class:`~toolkit.errors.BoardBusyError` and nothing on it is touched (pip running
 beside a measurement skews it, and a venv changed under a running agent breaks it).
-A board that cannot reach the index is named offline within seconds; a venv that
-``pip check`` finds broken after the install is an error, not a success.
+A board that cannot reach the index is named offline within seconds.
+
+**A venv is changed whole or not at all.**  Setup builds the new venv beside the one in
+use (``WORK/venvs/ID``: a copy of it, or a new one), installs into that, and checks it:
+``pip check`` (a runtime switch that downgrades numpy under a package that needs numpy 2),
+the agent's own needs, and those of every *other* target file in the search path whose
+venv this is (same SSH address and route, same work folder): what would break one of
+them (``numpy 2.1.3 would not satisfy numpy<2`` for a tflite-runtime target; pip check
+cannot see that one) is refused in one line naming that target file.  Only a venv that
+passes is put in place, by one rename of the ``WORK/venv`` symlink; a refusal, an error
+or an interrupted setup leaves the venv in use as it was.  Building aside was chosen over
+``pip install --dry-run --report``: the check runs on the installed result itself (pip's
+own ``pip check``, the packages' metadata as installed), and it needs nothing of the
+board's pip (``--dry-run`` and ``--report`` came in pip 22.2; Ubuntu 22.04, JetPack 6,
+ships 22.0.2); it costs a copy of the venv on the board's disk while setup runs.
 
 Example::
 
@@ -23,21 +36,27 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolkit.boards.lease import hold_lease
+from toolkit.boards.targets import Target, available_targets, load_target, resolve_ssh
 from toolkit.boards.transfer import upload
 from toolkit.boards.wheelhouse import REQUIREMENTS, check_index, offline_cause, offline_error
-from toolkit.errors import BoardSetupError, InfrastructureError
+from toolkit.errors import BoardSetupError, InfrastructureError, TargetError
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from toolkit.boards.board import Board, Shell
     from toolkit.boards.lease import Held
+
+#: The folder of ``WORK`` that holds the venvs setup builds; ``WORK/venv`` is a symlink to
+#: the one in use.
+VENVS = "venvs"
 _PROBE = (
     "import json, os, sys\n"
     "from importlib import metadata\n"
@@ -109,12 +128,14 @@ class BoardPython:
                                   f"run `edge targets setup {self.target}`", target=self.target)
 
 
-def probe(board: Shell) -> BoardPython:
-    """What the board's Python has; one command (the venv's Python if setup made one)."""
+def probe(board: Shell, python: str | None = None) -> BoardPython:
+    """What the board's Python has; one command (the venv's Python if setup made one, or
+    ``python`` when given)."""
     venv = shlex.quote(f"{board.target.work_dir}/venv/bin/python")
     plain = shlex.quote(board.target.python)
-    result = board.run(f"if [ -x {venv} ]; then p={venv}; else p={plain}; fi; "
-                       f'printf "%s\\n" "$p"; exec "$p" -c {shlex.quote(_PROBE)}')
+    choose = (f"if [ -x {venv} ]; then p={venv}; else p={plain}; fi; " if python is None
+              else f"p={shlex.quote(python)}; ")
+    result = board.run(f'{choose}printf "%s\\n" "$p"; exec "$p" -c {shlex.quote(_PROBE)}')
     chosen, _, _ = result.stdout.decode("utf-8", "replace").partition("\n")
     python = chosen.strip() or board.target.python
     if not result.ok:
@@ -132,18 +153,57 @@ def probe(board: Shell) -> BoardPython:
                        cores=int(facts.get("cores") or 0))
 
 
-def setup(board: Board, *, wheelhouse: Path | None = None,
-          system_site_packages: bool = False) -> BoardPython:
+def setup(board: Board, *, wheelhouse: Path | None = None, system_site_packages: bool = False,
+          targets_dir: str | Path | None = None) -> BoardPython:
     """Make ``WORK/venv`` with the target's Python and pip-install what the agent needs,
     holding the board's lease throughout (busy: :class:`~toolkit.errors.BoardBusyError`,
-    nothing changed)."""
+    nothing changed).
+
+    The new venv is built beside the one in use and swapped in only when it passes; a
+    refusal changes nothing on the board (see the module's docstring).  ``targets_dir``:
+    the target files searched for others that use the same venv.
+    """
+    sharing = venv_sharers(board.target, targets_dir)
     with hold_lease(board) as held:
         return _setup(board, held, wheelhouse=wheelhouse,
-                      system_site_packages=system_site_packages)
+                      system_site_packages=system_site_packages, sharing=sharing)
+
+
+def venv_sharers(target: Target, targets_dir: str | Path | None = None) -> list[Target]:
+    """The other target files in the search path whose venv is ``target``'s: the same SSH
+    address and route, and the same work folder (a relative one: for the same login)."""
+    ours = _venv_key(target)
+    if ours is None:
+        return []
+    found = []
+    for name in available_targets(targets_dir):
+        if name == target.name:
+            continue
+        try:
+            other = load_target(name, targets_dir)
+        except TargetError:  # a broken target file uses no venv
+            continue
+        if _venv_key(other) == ours:
+            found.append(other)
+    return found
+
+
+def _venv_key(target: Target) -> tuple[object, ...] | None:
+    """What names a target's venv from this machine: where SSH lands, and the folder."""
+    if target.transport != "ssh":
+        return None
+    try:
+        params = resolve_ssh(target)
+    except TargetError:
+        return None
+    work = posixpath.normpath(target.work_dir)
+    route = tuple((hop.hostname, hop.port) for hop in params.jumps)
+    login = "" if work.startswith("/") else params.user  # a relative folder is per home
+    return params.hostname, params.port, route, params.proxy_command, login, work
 
 
 def _setup(board: Board, held: Held, *, wheelhouse: Path | None,
-           system_site_packages: bool) -> BoardPython:
+           system_site_packages: bool, sharing: list[Target]) -> BoardPython:
     target = board.target
     work = target.work_dir
     venv = f"{work}/venv"
@@ -159,36 +219,134 @@ def _setup(board: Board, held: Held, *, wheelhouse: Path | None,
     has_venv = board.run(f"test -x {shlex.quote(python)}").ok
     checked = wheelhouse is not None or check_index(board, python if has_venv
                                                     else target.python)
-    flags = " --system-site-packages" if system_site_packages else ""
     held.confirm()  # a host paused since the acquire changes nothing
-    made = board.run(f"mkdir -p -- {shlex.quote(work)} && test -x "
-                     f"{shlex.quote(venv + '/bin/python')} || {shlex.quote(target.python)} "
-                     f"-m venv{flags} -- {shlex.quote(venv)}", timeout=300)
+    fresh = f"{work}/{VENVS}/{held.token[:12]}"
+    fresh_python = f"{fresh}/bin/python"
+    _make_candidate(board, fresh, system_site_packages=system_site_packages)
+    remote_wheels = f"{work}/wheelhouse"
+    try:
+        tolerated = _pip_problems(board, fresh_python) if system_site_packages else []
+        if tolerated:
+            log.warning("%s: the board's own packages already conflict: %s", target.name,
+                        "; ".join(tolerated))
+        before = {other.name: _runtime_problems(board, fresh_python, other.runtime)
+                  for other in sharing}
+        try:
+            if wheelhouse is None:
+                if not checked:
+                    check_index(board, fresh_python)
+                source = ""  # pip's own index configuration
+            else:
+                source = _push_wheels(board, wheelhouse, remote_wheels)
+            held.confirm()
+            _pip_install(board, fresh_python, source, REQUIREMENTS[target.runtime])
+        finally:
+            if wheelhouse is not None:  # they served this install only; the disk is the board's
+                _remove_wheels(board, remote_wheels)
+        _pip_check(board, fresh_python, tolerated=tolerated, sharing=sharing)
+        for other in sharing:
+            broken = [problem for problem in _runtime_problems(board, fresh_python, other.runtime)
+                      if problem not in before[other.name]]
+            if broken:
+                raise BoardSetupError(
+                    f"{target.name}: refused: the install would break target {other.name} "
+                    f"({other.source}), which uses the same venv {venv} on this board: "
+                    f"{broken[0]}; nothing was changed (give one of them a work_dir of its "
+                    "own)", target=target.name)
+        probe(board, fresh_python).require()
+        held.confirm()  # the swap is the one change: not from a host paused past its lease
+        _swap_in(board, fresh)
+    except BaseException:
+        _remove_candidate(board, fresh)
+        raise
+    return probe(board)
+
+
+def _make_candidate(board: Shell, fresh: str, *, system_site_packages: bool) -> None:
+    """``fresh``: a copy of the venv in use, or a new venv when there is none; copies that
+    earlier setups left (cut off before their swap) are removed first."""
+    target = board.target
+    work = shlex.quote(target.work_dir)
+    flags = " --system-site-packages" if system_site_packages else ""
+    made = board.run(
+        f'w={work}; n={shlex.quote(fresh)}; mkdir -p -- "$w/{VENVS}" && '
+        f'cur=$(cd -P -- "$w/venv" 2>/dev/null && pwd -P); '
+        f'for d in "$w/{VENVS}"/*; do [ -d "$d" ] || continue; '
+        '[ "$(cd -P -- "$d" && pwd -P)" = "$cur" ] || rm -rf -- "$d"; done; '
+        'if [ -n "$cur" ] && [ -x "$w/venv/bin/python" ]; then cp -a -- "$cur" "$n"; '
+        f'else {shlex.quote(target.python)} -m venv{flags} -- "$n"; fi', timeout=600)
     if not made.ok:
         raise BoardSetupError(f"{target.name}: could not make a venv: "
                               f"{made.stderr.decode('utf-8', 'replace').strip()[-200:]}",
                               target=target.name)
-    tolerated = _pip_problems(board, python) if system_site_packages else []
-    if tolerated:
-        log.warning("%s: the board's own packages already conflict: %s", target.name,
-                    "; ".join(tolerated))
-    remote_wheels = f"{work}/wheelhouse"
+
+
+#: Run by the new venv's Python before the swap: its scripts and pyvenv.cfg name the venv's
+#: stable path (WORK/venv), not the folder it was built in, which the next setup removes.
+_RELOCATE = (
+    "import os, sys\n"
+    "final = os.path.join(os.path.dirname(os.path.dirname(sys.prefix)), 'venv')\n"
+    "names = {sys.prefix, os.path.realpath(sys.prefix)}\n"
+    "paths = [os.path.join(sys.prefix, 'pyvenv.cfg')] + [\n"
+    "    os.path.join(sys.prefix, 'bin', f) for f in os.listdir(os.path.join(sys.prefix, 'bin'))]\n"
+    "for path in paths:\n"
+    "    if os.path.islink(path) or not os.path.isfile(path):\n"
+    "        continue\n"
+    "    with open(path, 'rb') as handle:\n"
+    "        data = handle.read()\n"
+    "    if b'\\0' in data[:4096]:\n"
+    "        continue\n"
+    "    new = data\n"
+    "    for name in names:\n"
+    "        new = new.replace(name.encode(), final.encode())\n"
+    "    if new != data:\n"
+    "        with open(path, 'wb') as handle:\n"
+    "            handle.write(new)\n"
+)
+
+#: ``os.replace``: one rename(2) of a symlink over the symlink in use (``mv`` would move
+#: it into the folder the old one points at).
+_REPLACE = "import os, sys; os.replace(sys.argv[1], sys.argv[2])"
+
+
+def _swap_in(board: Shell, fresh: str) -> None:
+    """Make ``WORK/venv`` point at ``fresh`` (a relative symlink) and remove the venv it
+    replaces.  Over a symlink (a venv an earlier setup swapped in) this is one rename;
+    over the folder older versions made, two (the lease keeps every job off meanwhile)."""
+    target = board.target
+    name = fresh.rsplit("/", 1)[1]
+    python = shlex.quote(f"{fresh}/bin/python")
+    aside = f'"$w/{VENVS}/replaced-{name}"'
+    swapped = board.run(
+        f'w={shlex.quote(target.work_dir)}; {python} -c {shlex.quote(_RELOCATE)} || exit 1; '
+        'top=$(cd -P -- "$w" && pwd -P) || exit 1; '
+        'old=$(cd -P -- "$w/venv" 2>/dev/null && pwd -P); '
+        f'rm -f -- "$w/venv.swap" && ln -s -- {VENVS}/{name} "$w/venv.swap" || exit 1; '
+        'if [ -L "$w/venv" ] || [ ! -e "$w/venv" ]; then '
+        f'{python} -c {shlex.quote(_REPLACE)} "$w/venv.swap" "$w/venv" || exit 1; '
+        f'else mv -- "$w/venv" {aside} || exit 1; '
+        f'mv -- "$w/venv.swap" "$w/venv" || {{ mv -- {aside} "$w/venv"; exit 1; }}; fi; '
+        # What it replaced: removed only if edge made it (a venv of the user's stays).
+        f'case $old in "$top"/{VENVS}/*) rm -rf -- "$old";; esac; rm -rf -- {aside}; exit 0',
+        timeout=600)
+    if not swapped.ok:
+        raise BoardSetupError(f"{target.name}: could not put the new venv in place: "
+                              f"{swapped.stderr.decode('utf-8', 'replace').strip()[-200:]}",
+                              target=target.name)
+
+
+def _remove_candidate(board: Shell, fresh: str) -> None:
+    """The venv that was not swapped in (a link that broke during the swap may have seen
+    it swapped in: then it stays); a board we cannot reach keeps it until the next setup
+    removes it."""
+    venv = shlex.quote(f"{board.target.work_dir}/venv")
+    quoted = shlex.quote(fresh)
     try:
-        if wheelhouse is None:
-            if not checked:
-                check_index(board, python)
-            source = ""  # pip's own index configuration
-        else:
-            source = _push_wheels(board, wheelhouse, remote_wheels)
-        held.confirm()
-        _pip_install(board, python, source, REQUIREMENTS[target.runtime])
-    finally:
-        if wheelhouse is not None:  # the wheels served this install only; the disk is the board's
-            _remove_wheels(board, remote_wheels)
-    _pip_check(board, python, tolerated=tolerated)
-    facts = probe(board)
-    facts.require()
-    return facts
+        board.run(f'[ "$(cd -P -- {venv} 2>/dev/null && pwd -P)" = '
+                  f'"$(cd -P -- {quoted} 2>/dev/null && pwd -P)" ] || rm -rf -- {quoted}',
+                  timeout=600)
+    except InfrastructureError as exc:  # the error that ended setup matters more
+        log.warning("%s: an unused venv was left in %s: %s", board.target.name, fresh, exc)
 
 
 def _push_wheels(board: Shell, wheelhouse: Path, remote_wheels: str) -> str:
@@ -235,24 +393,75 @@ def _pip_problems(board: Shell, python: str) -> list[str]:
     return lines or ["pip check failed"]
 
 
-def _pip_check(board: Shell, python: str, *, tolerated: list[str]) -> None:
+def _pip_check(board: Shell, python: str, *, tolerated: list[str],
+               sharing: list[Target]) -> None:
     """Refuse a venv whose installed packages contradict each other.
 
     Switching a board's runtime can downgrade numpy under a package that needs a newer
     one (``ml-dtypes`` of ai-edge-litert under tflite-runtime's ``numpy<2``); pip
     installs it with a warning and the agent would crash later. ``tolerated``: the
     complaints about the board's own packages (``--system-site-packages``) that were
-    there before this install and are not its doing.
+    there before this install and are not its doing; ``sharing``: the other target files
+    that use this venv, named in the refusal.
     """
     target = board.target
     problems = [line for line in _pip_problems(board, python) if line not in tolerated]
     if not problems:
         return
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    shared = "".join(f"; target {other.name} ({other.source}) uses the same venv"
+                     for other in sharing)
     raise BoardSetupError(
-        f"{target.name}: the venv is broken after the install: {problems[0]}{more}; remove "
-        f"{target.work_dir}/venv on the board and run `edge targets setup {target.name}` again",
-        target=target.name)
+        f"{target.name}: refused: the install would leave the venv broken: "
+        f"{problems[0]}{more}{shared}; nothing was changed", target=target.name)
+
+
+#: Run by a venv's Python with a runtime preference and :data:`REQUIREMENTS` (JSON): what
+#: a target with that preference would miss in it, one line each (JSON list). ``auto``
+#: uses ai-edge-litert when it is there, else tflite-runtime, as the agent does.
+_RUNTIME_CHECK = (
+    "import json, re, sys\n"
+    "from importlib import metadata\n"
+    "try:\n"
+    "    from pip._vendor.packaging.requirements import Requirement\n"
+    "except ImportError:\n"
+    "    Requirement = None\n"
+    "def version(name):\n"
+    "    try:\n"
+    "        return metadata.version(name)\n"
+    "    except Exception:\n"
+    "        return None\n"
+    "preference, needs = sys.argv[1], json.loads(sys.argv[2])\n"
+    "if preference == 'auto':\n"
+    "    preference = 'tflite-runtime' if version('tflite-runtime') and not "
+    "version('ai-edge-litert') else 'ai-edge-litert'\n"
+    "problems = []\n"
+    "for text in needs[preference]:\n"
+    "    name = re.match(r'[A-Za-z0-9._-]+', text).group(0)\n"
+    "    have = version(name)\n"
+    "    if have is None:\n"
+    "        problems.append(name + ' would be missing')\n"
+    "    elif Requirement is not None and not Requirement(text).specifier.contains(\n"
+    "            have, prereleases=True):\n"
+    "        problems.append(f'{name} {have} would not satisfy {text}')\n"
+    "print(json.dumps(problems))\n"
+)
+
+
+def _runtime_problems(board: Shell, python: str, runtime: str) -> list[str]:
+    """What a target preferring ``runtime`` would miss in the venv of ``python``."""
+    answer = board.run(f"{shlex.quote(python)} -c {shlex.quote(_RUNTIME_CHECK)} "
+                       f"{shlex.quote(runtime)} {shlex.quote(json.dumps(REQUIREMENTS))}")
+    lines = answer.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        problems = json.loads(lines[-1]) if answer.ok and lines else None
+    except ValueError:
+        problems = None
+    if not isinstance(problems, list):
+        raise BoardSetupError(f"{board.target.name}: cannot check the venv for {runtime}: "
+                              f"{answer.stderr.decode('utf-8', 'replace').strip()[-200:]}",
+                              target=board.target.name)
+    return [str(problem) for problem in problems]
 
 
 def probe_base(board: Shell) -> tuple[int, ...]:

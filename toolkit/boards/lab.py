@@ -197,12 +197,12 @@ def board_status(target: Target) -> BoardStatus:
 
     try:
         with open_board(target) as board:
-            lease, now = read_lease(board)
+            lease, _ = read_lease(board)
     except EdgeError as exc:
         return BoardStatus(target.name, "unreachable", detail=str(exc))
     if lease is None:
         return BoardStatus(target.name, "free")
-    if lease.expires < now:
+    if lease.expired:
         return BoardStatus(target.name, "free", owner=lease.owner, since=lease.since,
                            until=lease.expires, detail="expired lease: the next job takes it")
     return BoardStatus(target.name, "held", owner=lease.owner, since=lease.since,

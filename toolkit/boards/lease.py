@@ -13,19 +13,30 @@ protocol between edge processes, not a security boundary against local users.
 
 Every check-and-write of the owner file happens under ``flock(1)`` on ``guard``
 in that folder, so two hosts taking over one expired lease cannot both win.  The
-owner file says who holds the lease, until when and since when (the board's
-clock), and the lease's **fencing token**, new at every acquire.  The holder
-renews the expiry while it works; a renewal that finds another token marks the
-lease lost (:class:`LeaseLostError`): the runner then stops its job at once, and
-starts no agent.  The agent itself is started with the token and checks it
-against the owner file before each variant and every half second while it
-measures (:mod:`device_agent.__main__`), so an agent whose host was paused past
-its lease stops by itself, even one that another login's edge cannot kill.
+owner file says who holds the lease, until when and since when, and the lease's
+**fencing token**, new at every acquire.  The holder renews the expiry while it
+works; a renewal that finds another token marks the lease lost
+(:class:`LeaseLostError`): the runner then stops its job at once, and starts no
+agent.  The agent itself is started with the token and checks it against the
+owner file before each variant and every half second while it measures
+(:mod:`device_agent.__main__`), so an agent whose host was paused past its lease
+stops by itself, even one that another login's edge cannot kill.
+
+**Expiry is measured on a clock that does not step**: the board's ``/proc/uptime``,
+with its boot id (``/proc/sys/kernel/random/boot_id``).  A board without a real-time
+clock (a Raspberry Pi) boots with a wrong date and steps it when NTP answers; measured
+on the date, a step forward of an hour made a healthy job's lease look expired, and
+the next deploy took the board over and killed the job.  Uptime only moves forward,
+and a lease from an earlier boot (another boot id) is over: its jobs died with the
+reboot.  The wall-clock times in the file (until, since) are for people only.  An
+owner file an older edge wrote (four lines, no uptime) still expires by its wall-clock
+time.  The file's lines: owner, until and since (the date), token, boot id, until
+(uptime seconds).
 
 Anything the lease cannot read counts as held, never as free: an owner file that
-is not a readable lease, a broken ``/dev/null`` or a missing ``flock(1)`` is an
-error naming what is wrong.  A release that fails is one warning line (the board
-is then busy until the lease expires).
+is not a readable lease, a board clock that cannot be read, a broken ``/dev/null`` or a
+missing ``flock(1)`` is an error naming what is wrong.  A release that fails is one
+warning line (the board is then busy until the lease expires).
 
 Each job's process group is named by ``job-<token>.pid`` in the same folder.
 Before a lease is released its job's group is killed and waited for; before an
@@ -92,30 +103,119 @@ def job_pid_file(board: Board, token: str) -> str:
     return f"{lease_dir(board)}/job-{token}.pid"
 
 
+#: Files on the board the lease's clock is read from (Linux): seconds since boot, which no
+#: date change moves, and the id of this boot.
+UPTIME_FILE = "/proc/uptime"
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+#: Sets ``now`` (the board's date, epoch seconds: shown, never compared), ``boot`` and
+#: ``up`` (whole seconds since that boot: what expiry is measured on); an unreadable clock
+#: ends the command with an error, never a guess.
+_CLOCK = (
+    'now=$(date +%s); case $now in ""|*[!0-9]*) echo "cannot read the board\'s date" >&2; '
+    f'exit {_UNREADABLE};; esac; '
+    f'boot=$(cat -- {BOOT_ID_FILE}) && up=$(cut -d " " -f 1 -- {UPTIME_FILE}) || up=; '
+    'up=${up%%.*}; case $up in ""|*[!0-9]*) up=; esac; '
+    'if [ -z "$up" ] || [ -z "$boot" ]; then echo "cannot read the board\'s uptime clock '
+    f'({UPTIME_FILE}, {BOOT_ID_FILE}): its leases cannot expire safely" >&2; '
+    f'exit {_UNREADABLE}; fi; ')
+
+#: With ``$d/owner`` there: ``live`` set to 1 while that lease holds, else empty; an owner
+#: file that cannot be read or is not a lease ends the command with an error (fail closed).
+#: A lease on the uptime clock holds while its boot is this boot and its end is not past;
+#: an older edge's lease (four lines) by its wall-clock expiry.
+_LIVE = (
+    'if [ ! -f "$d/owner" ] || ! text=$(cat -- "$d/owner"); then '
+    f'echo "cannot read the lease file $d/owner" >&2; exit {_UNREADABLE}; fi; '
+    'line() { printf "%s\\n" "$text" | sed -n "$1p"; }; '
+    'expiry=$(line 2); lboot=$(line 5); luntil=$(line 6); '
+    'case $expiry in ""|*[!0-9]*) echo "$d/owner is not a lease (line 2 is not an '
+    'expiry time); if no job holds the board, remove it" >&2; '
+    f'exit {_UNREADABLE};; esac; '
+    'live=; if [ -n "$lboot$luntil" ]; then '
+    'case $luntil in ""|*[!0-9]*) echo "$d/owner is not a lease (line 6 is not an uptime); '
+    f'if no job holds the board, remove it" >&2; exit {_UNREADABLE};; esac; '
+    '[ "$lboot" = "$boot" ] && [ "$luntil" -ge "$up" ] && live=1; '
+    'elif [ "$expiry" -ge "$now" ]; then live=1; fi; ')
+
+
+@dataclass(frozen=True)
+class BoardClock:
+    """The board's clocks at one moment: its date (for people) and where expiry is measured."""
+
+    wall: int  # epoch seconds
+    boot: str  # this boot's id
+    uptime: int  # whole seconds since that boot
+
+
 @dataclass(frozen=True)
 class Lease:
-    """What the owner file of a held board says (times on the board's clock, epoch seconds)."""
+    """What the owner file of a held board says, and whether it holds now.
+
+    ``expires`` and ``since`` are the board's date (epoch seconds), for display;
+    ``boot`` and ``until_uptime`` say when it really ends (None: an older edge's lease,
+    which ends at ``expires``).  ``live`` is the board's own verdict when it was read, by
+    the rule the acquire applies (:data:`_LIVE`).
+    """
 
     owner: str
     expires: int
     since: int | None
+    token: str = ""
+    boot: str = ""
+    until_uptime: int | None = None
+    live: bool = False
+
+    @property
+    def expired(self) -> bool:
+        return not self.live
 
     @classmethod
-    def parse(cls, text: str) -> Lease | None:
+    def parse(cls, text: str, *, live: bool = False) -> Lease | None:
         lines = text.splitlines()
+        if len(lines) == 5:  # a boot id without its uptime
+            return None
         try:
             return cls(owner=lines[0], expires=int(lines[1]),
-                       since=int(lines[2]) if len(lines) > 2 else None)
+                       since=int(lines[2]) if len(lines) > 2 and lines[2] else None,
+                       token=lines[3] if len(lines) > 3 else "",
+                       boot=lines[4] if len(lines) > 4 else "",
+                       until_uptime=int(lines[5]) if len(lines) > 5 else None, live=live)
         except (IndexError, ValueError):
             return None
 
 
-def read_lease(board: Board) -> tuple[Lease | None, int]:
-    """The board's current lease (None when free) and the board's clock now."""
-    owner = shlex.quote(f"{lease_dir(board)}/owner")
-    answer = board.run(f"date +%s; cat -- {owner} 2>/dev/null")
-    now, _, text = answer.stdout.decode("utf-8", "replace").partition("\n")
-    return Lease.parse(text), int(now.strip() or 0)
+#: Marks the line where a lease reading starts: whatever a chatty login shell printed
+#: before it is not the lease.
+_FRAME = "edge-lease-reading"
+
+
+def read_lease(board: Board) -> tuple[Lease | None, BoardClock]:
+    """The board's current lease (None when free) and the board's clocks now.
+
+    An owner file that is there but is not a lease is an error, never a free board.
+    """
+    frame = f'printf "%s %s %s %s %s\\n" {_FRAME} "$now" "$boot" "$up" "${{live:-0}}"'
+    answer = board.run(f'd={shlex.quote(lease_dir(board))}; {_CLOCK}'
+                       'if [ -e "$d/owner" ] || [ -L "$d/owner" ]; then '
+                       f'{_LIVE}{frame}; exec cat -- "$d/owner"; fi; {frame}')
+    if not answer.ok:
+        raise _fail(board, "cannot read the lease on", answer)
+    _, framed, reading = answer.stdout.decode("utf-8", "replace").partition(f"{_FRAME} ")
+    first, _, text = reading.partition("\n")
+    fields = first.split(" ")
+    if not framed or len(fields) != 4 or not all(fields[i].isdigit() for i in (0, 2, 3)):
+        raise InfrastructureError(f"cannot read the lease on {board.target.name}: its answer "
+                                  "was not a lease reading", target=board.target.name)
+    clock = BoardClock(wall=int(fields[0]), boot=fields[1], uptime=int(fields[2]))
+    if not text:
+        return None, clock
+    lease = Lease.parse(text, live=fields[3] == "1")
+    if lease is None:
+        raise InfrastructureError(f"the lease file {lease_dir(board)}/owner on "
+                                  f"{board.target.name} is not a lease",
+                                  target=board.target.name)
+    return lease, clock
 
 
 def _guarded(folder: str, body: str) -> str:
@@ -205,7 +305,7 @@ class Held:
                                 f'{shlex.quote(self.owner_file)} 2>/dev/null; '
                                 f'exit {LEASE_LOST_EXIT}; }}')
         if answer.exit_status == LEASE_LOST_EXIT:
-            self.holder = answer.stdout.decode("utf-8", "replace").strip()
+            self.holder = _holder(answer)
             self.lost.set()
             raise self.error()
         if not answer.ok:
@@ -216,6 +316,12 @@ class Held:
         return LeaseLostError(f"the lease on {self.board.target.name} passed to another "
                               f"job{holder} while this one was paused or cut off; this job "
                               "was stopped", target=self.board.target.name)
+
+
+def _holder(answer: Result) -> str:
+    """The owner line a lease command printed last (a login shell may have printed before)."""
+    lines = answer.stdout.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1].strip() if lines else ""
 
 
 def _fail(board: Board, what: str, answer: Result) -> InfrastructureError:
@@ -245,31 +351,26 @@ def hold_lease(board: Board, *, seconds: float | None = None) -> Iterator[Held]:
     def note(event: str) -> str:
         return f'printf "%s %s %s\\n" "$(date +%s.%N)" {event} {quoted} >> "$d/lock.log"'
 
-    write = (f'printf "%s\\n%s\\n%s\\n%s\\n" {quoted} "$((now + {lease}))" "$since" '
-             f'{held.token} > "$d/owner.new" && mv -f -- "$d/owner.new" "$d/owner"')
-    clock = ('now=$(date +%s); case $now in ""|*[!0-9]*) echo "cannot read the board\'s '
-             f'clock" >&2; exit {_UNREADABLE};; esac; ')
+    # Lines 2-3: the board's date (for people); 4: the token; 5-6: when it really ends.
+    write = (f'printf "%s\\n%s\\n%s\\n%s\\n%s\\n%s\\n" {quoted} "$((now + {lease}))" '
+             f'"$since" {held.token} "$boot" "$((up + {lease}))" > "$d/owner.new" && '
+             'mv -f -- "$d/owner.new" "$d/owner"')
     # Fail closed: an owner file that is there but cannot be read as a lease is a held
     # board (an error that names it), never a free one.
     acquired = board.run(_guarded(folder, (
-        f'{clock}since=$now; event=acquire; '
+        f'{_CLOCK}since=$now; event=acquire; '
         'if [ -e "$d/owner" ] || [ -L "$d/owner" ]; then event=takeover; '
-        'if [ ! -f "$d/owner" ] || ! expiry=$(sed -n 2p -- "$d/owner"); then '
-        f'echo "cannot read the lease file $d/owner" >&2; exit {_UNREADABLE}; fi; '
-        'case $expiry in ""|*[!0-9]*) echo "$d/owner is not a lease (line 2 is not an '
-        'expiry time); if no job holds the board, remove it" >&2; '
-        f'exit {_UNREADABLE};; esac; '
-        f'if [ "$expiry" -ge "$now" ]; then sed -n 1p -- "$d/owner"; exit {_BUSY}; fi; fi; '
+        f'{_LIVE}if [ -n "$live" ]; then sed -n 1p -- "$d/owner"; exit {_BUSY}; fi; fi; '
         # A job left by a host that died (its lease expired) is ended before ours starts.
         f'{_REAP_ALL}{write} && {note("$event")}')))
     if acquired.exit_status == _BUSY:
-        holder = acquired.stdout.decode("utf-8", "replace").strip() or "a job starting up"
+        holder = _holder(acquired) or "a job starting up"
         raise BoardBusyError(f"{board.target.name} is busy: locked by {holder}",
                              target=board.target.name)
     if not acquired.ok:
         raise _fail(board, "cannot lock", acquired)
     renew = _guarded(folder, f'{held.still_ours()} || {{ sed -n 1p -- "$d/owner" 2>/dev/null; '
-                             f'exit {_NOT_OURS}; }}; {clock}'
+                             f'exit {_NOT_OURS}; }}; {_CLOCK}'
                              f'since=$(sed -n 3p "$d/owner"); {write}')
     stop = threading.Event()
     renewer = threading.Thread(target=_keep_renewing, name=f"lease-{board.target.name}",
@@ -324,7 +425,7 @@ def _keep_renewing(held: Held, command: str, stop: threading.Event, every: float
             log.debug("lease renewal on %s failed: %s", board.target.name, exc)
             return
         if answer.exit_status == _NOT_OURS:
-            held.holder = answer.stdout.decode("utf-8", "replace").strip()
+            held.holder = _holder(answer)
             held.lost.set()
             log.warning("the lease on %s passed to another job; stopping this one",
                         board.target.name)

@@ -127,7 +127,9 @@ def setup(name: str, busy_wait: float, wheelhouse: Path | None, system_site_pack
     """Make a venv in NAME's work folder with numpy and a TFLite runtime, using pip.
 
     Holds the board's lease while it works; a board another job holds is waited for
-    (--busy-wait), as a deploy waits.
+    (--busy-wait), as a deploy waits.  The venv is built aside and put in place only if
+    it passes pip check and breaks no other target file (in the search path) that uses
+    it; otherwise nothing changes and one line says why.
 
     Example: edge targets setup jetson-nano --wheelhouse wheels/aarch64
     """
@@ -144,7 +146,8 @@ def setup(name: str, busy_wait: float, wheelhouse: Path | None, system_site_pack
     def on_board(target: Target) -> BoardPython:
         with SshBoard(target) as board:
             return setup_board(board, wheelhouse=wheelhouse,
-                               system_site_packages=system_site_packages)
+                               system_site_packages=system_site_packages,
+                               targets_dir=targets_dir)
 
     def status(message: str, ready: bool) -> None:
         if message:

@@ -7,6 +7,8 @@ The modules, in the order a job goes through them (each imports only those befor
   (:class:`ScheduledTarget`);
 - :mod:`.health`: a board that stopped answering (power cycle, places marked bad,
   ``edge lab mark-good``);
+- :mod:`.liveness`: a holder's beat on its place, and the release of places whose holder
+  died;
 - :mod:`.hold`: reserve, wait in the queue, acquire, run the job, release
   (:func:`run_scheduled`).
 

@@ -3,7 +3,8 @@
 labgrid's coordinator speaks gRPC; edge uses the stubs labgrid ships
 (``labgrid.remote.generated``) rather than labgrid's ``ClientSession``, which mixes
 that protocol with its command line (argparse arguments, prints).  A :class:`Session`
-is one channel with the client stream the coordinator ties a caller's identity to;
+is one channel with the client stream the coordinator ties a caller's identity to,
+and one typed method per call edge makes (places, tags, locks, reservations);
 :func:`client_name` gives each job an identity of its own.  A broken link is
 :class:`Lost`, a coordinator that cannot be reached :class:`Unreachable`.
 
@@ -26,13 +27,27 @@ import getpass
 import itertools
 import os
 import queue
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 from toolkit.errors import InfrastructureError, UsageError
+
+if TYPE_CHECKING:  # labgrid is an optional extra; its messages name the types only
+    from labgrid.remote.generated.labgrid_coordinator_pb2 import (
+        ClientInMessage,
+        CreateReservationResponse,
+        GetPlacesResponse,
+        GetReservationsResponse,
+        Place,
+        PollReservationResponse,
+        Reservation,
+    )
 
 #: labgrid's default coordinator port, taken when an address gives none.
 DEFAULT_PORT = 20408
@@ -62,6 +77,46 @@ def client_name() -> str:
     return f"{socket.gethostname()}/{getpass.getuser()}.edge{os.getpid()}-{next(_holds)}"
 
 
+_EDGE_HOLDER = re.compile(r"\.edge\d+-\d+$")
+
+
+def is_edge_holder(name: str) -> bool:
+    """Whether a place's holder is an edge job (its name is a :func:`client_name`)."""
+    return bool(_EDGE_HOLDER.search(name))
+
+
+#: What a resource's parameters hold, as the exporter announced them.
+ResourceParams = Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class NetworkService:
+    """A board's SSH address, from its place's ``NetworkService`` resource."""
+
+    address: str
+    port: int = 22
+    username: str = ""
+
+    @classmethod
+    def from_params(cls, place: str, params: ResourceParams) -> NetworkService:
+        """Checked: an exporter's config is a file someone wrote."""
+        address, port, user = params.get("address"), params.get("port"), params.get("username")
+        if not isinstance(address, str) or not address:
+            raise InfrastructureError(f"labgrid place {place}: its NetworkService has no "
+                                      "address", target=place)
+        if port in (None, "", 0):
+            port = 22
+        if isinstance(port, str) and port.isdigit():
+            port = int(port)
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise InfrastructureError(f"labgrid place {place}: its NetworkService port "
+                                      f"{port!r} is not a port number", target=place)
+        if user is not None and not isinstance(user, str):
+            raise InfrastructureError(f"labgrid place {place}: its NetworkService username "
+                                      f"{user!r} is not a name", target=place)
+        return cls(address=address, port=port, username=user or "")
+
+
 class Lost(Exception):
     """The connection to the coordinator broke (it stopped, restarted or is unreachable)."""
 
@@ -74,7 +129,7 @@ class Unreachable(InfrastructureError):
         self.reason = reason
 
 
-def _labgrid() -> tuple[Any, Any, Any]:
+def _labgrid() -> tuple[ModuleType, ModuleType, ModuleType]:
     try:
         import grpc
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
@@ -117,8 +172,10 @@ class Session:
             ("grpc.keepalive_time_ms", 7500), ("grpc.keepalive_timeout_ms", 10000),
             ("grpc.http2.ping_timeout_ms", 10000), ("grpc.http2.max_pings_without_data", 0)])
         self._stub = pb_grpc.CoordinatorStub(self._channel)
-        self._out: queue.Queue[Any] = queue.Queue()
-        self.resources: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._out: queue.Queue[ClientInMessage | None] = queue.Queue()
+        #: (exporter, group, resource name) -> what the coordinator says of the resource:
+        #: its ``cls``, ``params`` (:data:`ResourceParams`), ``avail``...
+        self.resources: dict[tuple[str, str, str], dict[str, object]] = {}
         self.changed = threading.Event()
         self.lost = threading.Event()
         self.error = ""
@@ -148,7 +205,7 @@ class Session:
             session._synced.wait(0.05)
         return session
 
-    def _requests(self) -> Iterator[Any]:
+    def _requests(self) -> Iterator[ClientInMessage]:
         while True:
             message = self._out.get()
             if message is None:
@@ -182,12 +239,15 @@ class Session:
             self.lost.set()
             self.changed.set()
 
-    def call(self, method: str, request: Any) -> Any:
-        """One unary call; a broken link or a dead coordinator is :class:`Lost`."""
+    def _call(self, method: str, **fields: object) -> object:
+        """One unary call (``method``'s request made of ``fields``); a broken link or a dead
+        coordinator is :class:`Lost`, any other refusal ``grpc.RpcError``."""
         if self.lost.is_set():
             raise Lost(self.error)
+        request = getattr(self.pb, f"{method}Request")(**fields)
         try:
-            return getattr(self._stub, method)(request, timeout=CALL_TIMEOUT_SECONDS)
+            answer: object = getattr(self._stub, method)(request,
+                                                         timeout=CALL_TIMEOUT_SECONDS)
         except self.grpc.RpcError as exc:
             code = exc.code()
             if code in (self.grpc.StatusCode.UNAVAILABLE,
@@ -195,18 +255,58 @@ class Session:
                         self.grpc.StatusCode.CANCELLED):
                 raise Lost(describe(exc)) from None
             raise
+        return answer
+
+    # -- places -------------------------------------------------------------------------
+    def all_places(self) -> list[Place]:
+        """Every place as the coordinator has it (tags, comment, holder, reservation)."""
+        return list(cast("GetPlacesResponse", self._call("GetPlaces")).places)
 
     def places(self) -> dict[str, dict[str, str]]:
         """Every place's tags."""
-        answer = self.call("GetPlaces", self.pb.GetPlacesRequest())
-        return {place.name: dict(place.tags) for place in answer.places}
+        return {place.name: dict(place.tags) for place in self.all_places()}
 
-    def place(self, name: str) -> Any:
+    def place(self, name: str) -> Place:
         """The place ``name`` as the coordinator has it (tags, comment, who acquired it)."""
-        for place in self.call("GetPlaces", self.pb.GetPlacesRequest()).places:
+        for place in self.all_places():
             if place.name == name:
                 return place
         raise InfrastructureError(f"labgrid place {name} was deleted on {self.address}")
+
+    def acquire(self, place: str) -> None:
+        """Lock ``place`` for this session's name (``labgrid-client acquire``)."""
+        self._call("AcquirePlace", placename=place)
+
+    def release(self, place: str, holder: str) -> None:
+        """Free ``place`` if ``holder`` holds it (``labgrid-client release``; with another
+        holder's name, ``release --kick``); a place someone else holds stays locked."""
+        self._call("ReleasePlace", placename=place, fromuser=holder)
+
+    def set_tags(self, place: str, tags: Mapping[str, str]) -> None:
+        """Set (a value) or remove (``""``) each of ``tags`` on ``place``; others stay."""
+        self._call("SetPlaceTags", placename=place, tags=dict(tags))
+
+    def set_comment(self, place: str, comment: str) -> None:
+        self._call("SetPlaceComment", placename=place, comment=comment)
+
+    # -- reservations -------------------------------------------------------------------
+    def reserve(self, tags: Mapping[str, str], priority: float) -> Reservation:
+        """A reservation for a place whose tags include ``tags`` (``reserve --wait``)."""
+        answer = self._call("CreateReservation", filters={
+            "main": self.pb.Reservation.Filter(filter=dict(tags))}, prio=priority)
+        return cast("CreateReservationResponse", answer).reservation
+
+    def poll(self, token: str) -> Reservation:
+        """The reservation ``token`` now (asking keeps a waiting one from expiring)."""
+        return cast("PollReservationResponse",
+                    self._call("PollReservation", token=token)).reservation
+
+    def cancel(self, token: str) -> None:
+        self._call("CancelReservation", token=token)
+
+    def reservations(self) -> list[Reservation]:
+        """Every reservation the coordinator keeps."""
+        return list(cast("GetReservationsResponse", self._call("GetReservations")).reservations)
 
     def close(self) -> None:
         self._closing = True
@@ -217,15 +317,18 @@ class Session:
         self._reader.join(2.0)
 
 
-def matching_resources(session: Session, place: str, cls: str) -> list[dict[str, Any]]:
+def matching_resources(session: Session, place: str, cls: str) -> list[ResourceParams]:
     """The parameters of ``place``'s available resources of class ``cls`` (by its matches)."""
-    from labgrid.remote.common import Place
+    from labgrid.remote.common import Place as PlaceMatcher
 
-    matcher = Place.from_pb2(session.place(place))
-    return [dict(entry["params"]) for (exporter, group, name), entry
-            in list(session.resources.items())
-            if entry.get("cls") == cls and entry.get("avail")
-            and matcher.hasmatch((exporter, group, cls, name))]
+    matcher = PlaceMatcher.from_pb2(session.place(place))
+    found: list[ResourceParams] = []
+    for (exporter, group, name), entry in list(session.resources.items()):
+        params = entry.get("params")
+        if (entry.get("cls") == cls and entry.get("avail") and isinstance(params, Mapping)
+                and matcher.hasmatch((exporter, group, cls, name))):
+            found.append(dict(params))
+    return found
 
 
 def _labgrid_version() -> str:
@@ -234,5 +337,6 @@ def _labgrid_version() -> str:
     return str(labgrid_version())
 
 
-__all__ = ["CALL_TIMEOUT_SECONDS", "DEFAULT_PORT", "Lost", "Session", "Unreachable",
-           "client_name", "coordinator_address", "describe", "matching_resources"]
+__all__ = ["CALL_TIMEOUT_SECONDS", "DEFAULT_PORT", "Lost", "NetworkService", "ResourceParams",
+           "Session", "Unreachable", "client_name", "coordinator_address", "describe",
+           "is_edge_holder", "matching_resources"]

@@ -30,21 +30,23 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from toolkit.boards.board import open_board
 from toolkit.boards.targets import Target
 from toolkit.errors import EdgeError, InfrastructureError, TargetError
 from toolkit.labgrid.client import (
     Lost,
+    NetworkService,
+    ResourceParams,
     Session,
     client_name,
     coordinator_address,
     describe,
+    is_edge_holder,
     matching_resources,
 )
 from toolkit.run.cancel import cancel_requested
@@ -63,8 +65,6 @@ BOOT_SECONDS = 120.0
 POWER_OFF_SECONDS = 2.0
 _COMMENT_START = "edge: bad since "
 _COMMENT_JOIN = " | "
-#: The owner name of an edge job (``host/user.edgePID-N``, see toolkit.labgrid.client).
-_EDGE_HOLDER = re.compile(r"\.edge\d+-\d+$")
 
 
 def board_silent(target: Target) -> str | None:
@@ -95,7 +95,7 @@ def wait_answering(target: Target, seconds: float) -> str | None:
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
-def cycle_power(params: Mapping[str, Any], place: str,
+def cycle_power(params: ResourceParams, place: str,
                 off_seconds: float = POWER_OFF_SECONDS) -> None:
     """Off, ``off_seconds``, on: labgrid's ``NetworkPowerDriver`` on the exported port.
 
@@ -112,7 +112,8 @@ def cycle_power(params: Mapping[str, Any], place: str,
     target = LabgridTarget(place)
     try:
         port = target_factory.make_resource(target, POWER_RESOURCE, POWER_RESOURCE, args)
-        port.extra = dict(params.get("extra") or {})
+        extra = params.get("extra")
+        port.extra = dict(extra) if isinstance(extra, Mapping) else {}
         driver = NetworkPowerDriver(target, name=None, delay=float(off_seconds))
         target.activate(driver)
         driver.cycle()
@@ -177,8 +178,7 @@ def place_health(slot: ScheduledTarget, timeout: float = 10.0) -> list[PlaceHeal
     """
     session = Session.open(slot.coordinator, client_name(), timeout)
     try:
-        places = [p for p in session.call("GetPlaces", session.pb.GetPlacesRequest()).places
-                  if slot.selector.matches(dict(p.tags))]
+        places = [p for p in session.all_places() if slot.selector.matches(dict(p.tags))]
         if not places:
             raise TargetError(f"no labgrid place on {slot.coordinator} is tagged {slot.selector}")
         _wait_for_resources(session, [p.name for p in places], timeout)
@@ -187,7 +187,11 @@ def place_health(slot: ScheduledTarget, timeout: float = 10.0) -> list[PlaceHeal
             services = matching_resources(session, place.name, "NetworkService")
             target, problem = None, ""
             if len(services) == 1:
-                target = slot.target(place.name, services[0])
+                try:
+                    target = slot.target(place.name,
+                                         NetworkService.from_params(place.name, services[0]))
+                except InfrastructureError as exc:
+                    problem = str(exc)
             else:
                 problem = (f"labgrid place {place.name} has {len(services)} available "
                            "NetworkService resources; edge needs exactly one")
@@ -220,9 +224,7 @@ def mark_good(coordinator: str, place: str, timeout: float = 10.0) -> str:
     address = coordinator_address(coordinator)
     session = Session.open(address, client_name(), timeout)
     try:
-        pb = session.pb
-        found = {p.name: p for p in
-                 session.call("GetPlaces", pb.GetPlacesRequest()).places}
+        found = {p.name: p for p in session.all_places()}
         if place not in found:
             raise TargetError(f"no labgrid place {place} on {address} (places: "
                               f"{', '.join(sorted(found)) or 'none'})")
@@ -230,14 +232,11 @@ def mark_good(coordinator: str, place: str, timeout: float = 10.0) -> str:
         if not is_bad(dict(current.tags)):
             return f"{place} is not marked bad on {address}: nothing to do"
         try:
-            session.call("SetPlaceTags", pb.SetPlaceTagsRequest(placename=place,
-                                                                tags={HEALTH_TAG: ""}))
-            session.call("SetPlaceComment", pb.SetPlaceCommentRequest(
-                placename=place, comment=good_comment(current.comment)))
+            session.set_tags(place, {HEALTH_TAG: ""})
+            session.set_comment(place, good_comment(current.comment))
             holder = current.acquired
-            if holder and _EDGE_HOLDER.search(holder):
-                session.call("ReleasePlace", pb.ReleasePlaceRequest(placename=place,
-                                                                    fromuser=holder))
+            if holder and is_edge_holder(holder):
+                session.release(place, holder)
                 return f"{place} marked good on {address}; freed the lock edge kept ({holder})"
         except session.grpc.RpcError as exc:
             raise InfrastructureError(f"could not mark {place} good on {address}: "

@@ -22,6 +22,10 @@ job goes on under its lease and acquires its place again once the coordinator is
 back.  A coordinator that stays away longer than ``reconnect_seconds`` ends a
 waiting job with one line (:class:`~toolkit.errors.InfrastructureError`, exit 3).
 
+A place whose holder died (SIGKILL by the OOM killer or a CI timeout) would stay locked
+forever: a job that holds a place beats, and a waiting job releases a place whose edge
+holder stopped beating and whose board's lease is over (:mod:`toolkit.labgrid.liveness`).
+
 The coordinator has no authentication: anyone who reaches its port can release
 any place.  Run it on a trusted network, or reach it through an SSH tunnel.
 
@@ -41,14 +45,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from toolkit.boards.targets import Target
 from toolkit.defaults import DEFAULT_BUSY_WAIT_SECONDS
 from toolkit.errors import BoardBusyError, InfrastructureError, TargetError
+from toolkit.labgrid import liveness
 from toolkit.labgrid.client import (
     CALL_TIMEOUT_SECONDS,
     Lost,
+    NetworkService,
+    ResourceParams,
     Session,
     Unreachable,
     client_name,
@@ -69,8 +76,18 @@ from toolkit.labgrid.health import (
     is_bad,
     wait_answering,
 )
+from toolkit.labgrid.liveness import (
+    BEAT_TAG,
+    DEAD_CHECK_SECONDS,
+    HOLDER_SILENCE_SECONDS,
+    Beat,
+    DeadHolders,
+)
 from toolkit.labgrid.selector import ScheduledTarget
 from toolkit.run.cancel import cancel_requested
+
+if TYPE_CHECKING:
+    from labgrid.remote.generated.labgrid_coordinator_pb2 import Reservation
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +107,7 @@ class SchedulerStatus:
 
     #: "queued", "acquired", "lease-busy" (the board's lease is held: waiting for it),
     #: "reconnecting", "lost" (while running), "reacquired", "not-reacquired";
+    #: "released-dead" (a place whose holder died was released for the queue);
     #: a board that stopped answering: "power-cycling", "power-cycled", "marked-bad";
     #: "skipped-bad" (given a place marked bad: kept locked, another one asked for)
     state: str
@@ -121,7 +139,8 @@ def run_scheduled(slot: ScheduledTarget, job: Callable[[Target], T], *,
                   wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS,
                   reconnect_seconds: float = RECONNECT_SECONDS,
                   boot_seconds: float = BOOT_SECONDS,
-                  power_off_seconds: float = POWER_OFF_SECONDS) -> T:
+                  power_off_seconds: float = POWER_OFF_SECONDS,
+                  holder_silence_seconds: float = HOLDER_SILENCE_SECONDS) -> T:
     """Run ``job(target)`` on a board the coordinator allots to ``slot``; always release.
 
     While the board's own lease is held by another job (one the coordinator forgot
@@ -129,11 +148,13 @@ def run_scheduled(slot: ScheduledTarget, job: Callable[[Target], T], *,
     ``wait_seconds`` have passed since the reservation.  A board that stopped
     answering is power-cycled once (when its place has power control) and given
     ``boot_seconds`` to answer SSH, then the job runs again; otherwise its place is
-    marked bad (see :mod:`toolkit.labgrid.health`).
+    marked bad (see :mod:`toolkit.labgrid.health`).  While it waits, a place whose edge
+    holder stopped beating ``holder_silence_seconds`` ago and whose board's lease is over
+    is released (see the module's docstring).
     """
     notify = on_status or (lambda status: None)
     deadline = time.monotonic() + wait_seconds
-    hold = _Hold(slot, notify, reconnect_seconds)
+    hold = _Hold(slot, notify, reconnect_seconds, holder_silence_seconds)
     try:
         held = hold.acquire(wait_seconds)
         cycled = False
@@ -160,9 +181,11 @@ def run_scheduled(slot: ScheduledTarget, job: Callable[[Target], T], *,
 def hold_board(slot: ScheduledTarget, *,
                on_status: Callable[[SchedulerStatus], None] | None = None,
                wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS,
-               reconnect_seconds: float = RECONNECT_SECONDS) -> Iterator[Allocation]:
+               reconnect_seconds: float = RECONNECT_SECONDS,
+               holder_silence_seconds: float = HOLDER_SILENCE_SECONDS) -> Iterator[Allocation]:
     """Reserve a place for ``slot``, wait, acquire it; released on every way out."""
-    hold = _Hold(slot, on_status or (lambda status: None), reconnect_seconds)
+    hold = _Hold(slot, on_status or (lambda status: None), reconnect_seconds,
+                 holder_silence_seconds)
     try:
         yield hold.acquire(wait_seconds)
     finally:
@@ -232,9 +255,12 @@ class _Hold:
     """One job's reservation and place, kept through coordinator restarts."""
 
     def __init__(self, slot: ScheduledTarget, notify: Callable[[SchedulerStatus], None],
-                 reconnect_seconds: float) -> None:
+                 reconnect_seconds: float,
+                 silence_seconds: float = HOLDER_SILENCE_SECONDS) -> None:
         self.slot, self.notify, self.reconnect_seconds = slot, notify, reconnect_seconds
         self.name = client_name()
+        self._beat_sender = Beat()
+        self._dead = DeadHolders(slot, self.name, silence_seconds)
         self.session: Session | None = None
         self.token = ""
         self.held: Allocation | None = None
@@ -257,6 +283,7 @@ class _Hold:
             self._reconnect(exc.reason, "waiting")
         last: tuple[int, int] | None = None
         created = 0.0
+        next_dead_check = 0.0
         while True:
             try:
                 if not self.token:
@@ -282,6 +309,11 @@ class _Hold:
                                          f"{wait_seconds:g} s (queue position {position} of "
                                          f"{waiting} on {self.slot.coordinator})")
                 assert self.session is not None
+                if time.monotonic() >= next_dead_check:
+                    next_dead_check = time.monotonic() + DEAD_CHECK_SECONDS
+                    for released in self._dead.free(self.session):
+                        self.notify(SchedulerStatus("released-dead", str(released),
+                                                    place=released.place))
                 self.session.changed.wait(1.0)
                 self.session.changed.clear()
                 if cancel_requested():
@@ -293,32 +325,26 @@ class _Hold:
 
     def _reserve(self) -> float:
         assert self.session is not None
-        pb = self.session.pb
-        request = pb.CreateReservationRequest(
-            filters={"main": pb.Reservation.Filter(filter=dict(self.slot.selector.tags))},
-            prio=float(self.slot.priority))
-        res = self.session.call("CreateReservation", request).reservation
+        res = self.session.reserve(dict(self.slot.selector.tags), float(self.slot.priority))
         self.token = res.token
         return float(res.created)
 
-    def _poll(self) -> Any:
+    def _poll(self) -> Reservation:
         assert self.session is not None
-        pb = self.session.pb
         try:
-            return self.session.call("PollReservation",
-                                     pb.PollReservationRequest(token=self.token)).reservation
+            return self.session.poll(self.token)
         except self.session.grpc.RpcError as exc:  # not ours any more (expired, restart)
             log.info("reservation %s is gone (%s); reserving again", self.token, describe(exc))
             self.token = ""
-            return pb.Reservation(state=_EXPIRED)
+            expired: Reservation = self.session.pb.Reservation(state=_EXPIRED)
+            return expired
 
     def _position(self) -> tuple[int, int]:
         """Our place in the queue among waiting reservations that want the same boards."""
         assert self.session is not None
-        answer = self.session.call("GetReservations", self.session.pb.GetReservationsRequest())
         ours = set(self.slot.selector.tags)
         rivals = []
-        for res in answer.reservations:
+        for res in self.session.reservations():
             if res.state != _WAITING or "main" not in res.filters:
                 continue
             theirs = set(res.filters["main"].filter.items())
@@ -332,9 +358,8 @@ class _Hold:
     def _take(self, place: str, created: float) -> Allocation | None:
         """Acquire the allotted ``place``; None when someone took it first (queue again)."""
         assert self.session is not None
-        pb = self.session.pb
         try:
-            self.session.call("AcquirePlace", pb.AcquirePlaceRequest(placename=place))
+            self.session.acquire(place)
         except self.session.grpc.RpcError as exc:
             if exc.code() != self.session.grpc.StatusCode.FAILED_PRECONDITION:
                 raise InfrastructureError(f"labgrid place {place} was allotted but could not "
@@ -344,8 +369,7 @@ class _Hold:
             log.info("labgrid place %s was taken first (%s); reserving again", place,
                      describe(exc))
             with contextlib.suppress(Lost, self.session.grpc.RpcError):
-                self.session.call("CancelReservation",
-                                  pb.CancelReservationRequest(token=self.token))
+                self.session.cancel(self.token)
             self.token = ""
             return None
         allocated = time.time()
@@ -355,8 +379,7 @@ class _Hold:
             # Given again after a coordinator restart forgot its lock: lock it again.
             self.kept.add(place)
             with contextlib.suppress(Lost, self.session.grpc.RpcError):
-                self.session.call("CancelReservation",
-                                  pb.CancelReservationRequest(token=self.token))
+                self.session.cancel(self.token)
             self.token = ""
             self.notify(SchedulerStatus(
                 "skipped-bad", f"{place} is marked bad ({bad_reason(found.comment) or 'by edge'})"
@@ -366,6 +389,7 @@ class _Hold:
         self.held = Allocation(place=place, target=target, token=self.token,
                                priority=self.slot.priority, created=created,
                                allocated=allocated)
+        self._beat(place)
         self.notify(SchedulerStatus("acquired", f"acquired {place}", place=place,
                                     allocation=self.held))
         self._watcher = threading.Thread(target=self._watch, name=f"labgrid-{place}",
@@ -373,7 +397,7 @@ class _Hold:
         self._watcher.start()
         return self.held
 
-    def _network_service(self, place: str) -> dict[str, Any]:
+    def _network_service(self, place: str) -> NetworkService:
         """The SSH address of the place's board, from its (one) NetworkService resource.
 
         Waited for up to ``reconnect_seconds``: after a coordinator restart, its
@@ -383,7 +407,7 @@ class _Hold:
         while True:
             found = self._resources(place, "NetworkService")
             if len(found) == 1:
-                return found[0]
+                return NetworkService.from_params(place, found[0])
             assert self.session is not None
             if self.session.lost.is_set():
                 raise Lost(self.session.error)
@@ -394,7 +418,7 @@ class _Hold:
             self.session.changed.wait(0.5)
             self.session.changed.clear()
 
-    def _resources(self, place: str, cls: str) -> list[dict[str, Any]]:
+    def _resources(self, place: str, cls: str) -> list[ResourceParams]:
         """The parameters of the place's available resources of class ``cls``."""
         assert self.session is not None
         return matching_resources(self.session, place, cls)
@@ -443,12 +467,9 @@ class _Hold:
             session = self.session
         assert session is not None  # a job ran: its place was acquired through a session
         try:
-            pb = session.pb
             comment = good_comment(session.place(place).comment)
-            session.call("SetPlaceTags",
-                         pb.SetPlaceTagsRequest(placename=place, tags={HEALTH_TAG: BAD}))
-            session.call("SetPlaceComment", pb.SetPlaceCommentRequest(
-                placename=place, comment=bad_comment(reason, comment)))
+            session.set_tags(place, {HEALTH_TAG: BAD, BEAT_TAG: ""})
+            session.set_comment(place, bad_comment(reason, comment))
         except (Lost, InfrastructureError) as exc:
             return InfrastructureError(f"labgrid place {place} {reason}; could not mark it bad "
                                        f"on {coordinator} ({exc})", target=place)
@@ -463,15 +484,19 @@ class _Hold:
 
     # -- holding ------------------------------------------------------------------------
     def _watch(self) -> None:
-        """While the job runs: when the coordinator comes back, take the place again."""
+        """While the job runs: beat; when the coordinator comes back, take the place again."""
+        held = self.held
+        assert held is not None
+        next_beat = time.monotonic() + liveness.BEAT_SECONDS
         while not self._released.is_set():
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + liveness.BEAT_SECONDS
+                self._beat(held.place)
             session = self.session
             if session is None or not session.lost.wait(0.2):
                 continue
             if self._released.is_set():
                 return
-            held = self.held
-            assert held is not None
             self.notify(SchedulerStatus("lost", f"lost the coordinator while {held.place} "
                                         "runs; the board's lease keeps other jobs off it",
                                         place=held.place))
@@ -482,8 +507,7 @@ class _Hold:
                 current = self.session
                 assert current is not None
                 try:
-                    current.call("AcquirePlace",
-                                 current.pb.AcquirePlaceRequest(placename=held.place))
+                    current.acquire(held.place)
                     back = SchedulerStatus("reacquired", f"re-acquired {held.place} after the "
                                            "coordinator came back", place=held.place)
                 except (Lost, current.grpc.RpcError) as exc:
@@ -491,6 +515,13 @@ class _Hold:
                                            f"{held.place} ({describe(exc)}); its lease still "
                                            "keeps other jobs off the board", place=held.place)
             self.notify(back)
+            next_beat = 0.0
+
+    def _beat(self, place: str) -> None:
+        with self._lock:
+            session = self.session
+        if session is not None:
+            self._beat_sender.send(session, place)
 
     def _reconnect(self, reason: str, doing: str) -> None:
         """A new session within ``reconnect_seconds``, else one line and exit 3."""
@@ -539,11 +570,9 @@ class _Hold:
                 if session.lost.is_set():
                     session = Session.open(self.slot.coordinator, self.name, 2.0)
                     opened.append(session)
-                pb = session.pb
                 if self.token:
                     with contextlib.suppress(session.grpc.RpcError):  # forgot it: fine
-                        session.call("CancelReservation",
-                                     pb.CancelReservationRequest(token=self.token))
+                        session.cancel(self.token)
                 for place in dict.fromkeys(self.taken):
                     if place not in self.kept:
                         self._release_place(place, session)
@@ -561,12 +590,17 @@ class _Hold:
             each.close()
 
     def _release_place(self, place: str, session: Session) -> None:
-        """Release our own lock on ``place``; a broken link is :class:`Lost` (retried)."""
-        pb = session.pb
+        """Release our own lock on ``place`` and clear our beat; a broken link is
+        :class:`Lost` (retried)."""
         try:
-            # fromuser: only our own lock; after a restart the place may be someone else's.
-            session.call("ReleasePlace", pb.ReleasePlaceRequest(placename=place,
-                                                                 fromuser=self.name))
+            ours = session.place(place).acquired == self.name
+        except InfrastructureError:  # the place was deleted: nothing to give back
+            return
+        try:
+            if ours:
+                session.set_tags(place, {BEAT_TAG: ""})
+            # Our own lock only: after a restart the place may be someone else's.
+            session.release(place, self.name)
         except session.grpc.RpcError as exc:
             log.warning("could not release labgrid place %s (%s)", place, describe(exc))
 

@@ -29,7 +29,7 @@ from toolkit.boards.targets import (
     target_from_mapping,
 )
 from toolkit.errors import TargetError, UsageError
-from toolkit.labgrid.client import coordinator_address
+from toolkit.labgrid.client import NetworkService, coordinator_address
 
 #: The tag whose value names the board kind (its target file).
 KIND_TAG = "board"
@@ -105,13 +105,13 @@ class ScheduledTarget:
         return cls(name=spec, selector=selector, coordinator=coordinator_address(coordinator),
                    priority=priority, settings=settings, source=path)
 
-    def target(self, place: str, service: Mapping[str, Any]) -> Target:
+    def target(self, place: str, service: NetworkService) -> Target:
         """The place's board: the kind's settings with the NetworkService's address."""
         check_name(place, "labgrid place name")
-        address = {"transport": "ssh", "host": str(service["address"]),
-                   "port": int(service.get("port") or 22)}
-        if service.get("username"):
-            address["user"] = str(service["username"])
+        address: dict[str, object] = {"transport": "ssh", "host": service.address,
+                                      "port": service.port}
+        if service.username:
+            address["user"] = service.username
         return target_from_mapping(place, {**self.settings, **address},
                                    self.source or Path(f"{self.selector.kind}.toml"))
 
