@@ -218,7 +218,7 @@ def busy_now(slot: ScheduledTarget, timeout: float = CALL_TIMEOUT_SECONDS) -> st
     is the coordinator's now, and a place taken meanwhile is still busy at the job."""
     session = Session.open(slot.coordinator, client_name(), timeout)
     try:
-        places = session.call("GetPlaces", session.pb.GetPlacesRequest()).places
+        places = session.all_places()
     finally:
         session.close()
     taken = []
