@@ -207,24 +207,33 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
 
 
 def echo_results(run: StoredRun) -> None:
-    """The report's rows as a table: boxed and fitted to a terminal (raw Markdown wrapped
-    mid-word in 100 columns), plain aligned columns in a pipe; the profile is in the report."""
-    from toolkit.report.render import reference_name, report_rows
+    """The report's figures as a table, then a line per variant whose verdict or notes need
+    words: boxed and fitted to a terminal (raw Markdown wrapped mid-word in 100 columns),
+    plain aligned columns in a pipe.  The size ratio, p90 and the profile are in the report."""
+    from toolkit.report.render import report_rows
 
     rows = report_rows(run)
     columns: list[tuple[str, Callable[[ReportRow], str]]] = [
         ("target", lambda r: r.target), ("variant", lambda r: r.variant),
-        ("size", lambda r: r.size), ("vs " + reference_name(run), lambda r: r.size_ratio),
-        ("accuracy", lambda r: r.accuracy), ("p50", lambda r: r.p50), ("p90", lambda r: r.p90),
-        ("p99", lambda r: r.p99), ("peak memory", lambda r: r.peak_memory)]
+        ("size", lambda r: r.size), ("accuracy", lambda r: r.accuracy), ("p50", lambda r: r.p50), ("p99", lambda r: r.p99),
+        ("peak memory", lambda r: r.peak_memory)]
     if any(r.energy for r in rows):
         columns.append(("energy", lambda r: r.energy))
-    columns.append(("verdict", lambda r: r.judgement))
-    if any(r.note for r in rows):
-        columns.append(("note", lambda r: r.note))
-    numeric = {name for name, _ in columns} - {"target", "variant", "verdict", "note"}
+    columns.append(("verdict", _short_verdict))
+    numeric = {name for name, _ in columns} - {"target", "variant", "verdict"}
     echo_table([name for name, _ in columns], [[cell(r) for _, cell in columns] for r in rows],
                numeric=numeric)
+    for r in rows:
+        if r.verdict not in ("VALID", "") or r.outputs_match is False or r.note:
+            click.echo(printable(f"{r.target} {r.variant}: "
+                                 + "; ".join(filter(None, [r.judgement, r.note]))))
+
+
+def _short_verdict(row: ReportRow) -> str:
+    """``VALID ✓``: the verdict's first word and the output check's mark."""
+    mark = {True: " ✓", False: " ✗"}.get(row.outputs_match, "") \
+        if row.output_check else ""
+    return row.verdict.split(":", 1)[0] + mark
 
 
 main.add_command(runs)

@@ -201,7 +201,7 @@ def render_markdown(run: StoredRun, *, baseline: StoredRun | None = None) -> str
     return _MARKDOWN.get_template("report.md.j2").render(
         run=run, baseline=baseline, by_target=_by_target(rows), boards=_boards(run),
         has_energy=any(r.energy for r in rows), profiles=profile_sections(run),
-        comparisons=profile_comparisons(run), reference=reference_name(run))
+        comparisons=profile_comparisons(run), reference=_reference_name(run))
 
 
 def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
@@ -211,10 +211,10 @@ def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
         has_energy=any(r.energy for r in rows), has_notes=any(r.note for r in rows),
         runtimes=sorted({r.runtime for r in rows if r.runtime}), cross_board=_cross_board(run),
         profiles=profile_sections(run), comparisons=profile_comparisons(run),
-        reference=reference_name(run))
+        reference=_reference_name(run))
 
 
-def reference_name(run: StoredRun) -> str:
+def _reference_name(run: StoredRun) -> str:
     """What the size column compares with: fp32, or the .tflite as the user gave it."""
     return next((r.recipe for r in run.results if r.is_float_reference), "fp32")
 
@@ -298,7 +298,7 @@ def report_plots(run: StoredRun) -> list[Plot]:
             "File size per variant", sizes, plot_id="plot-size", axis=f"size ({unit})",
             label=lambda v: f"{v:g}",
             legend=[(0, "file"), (1, "gzip -9")] if any(len(r.bars) > 1 for r in sizes) else []),
-            _size_caption(reference_name(run))))
+            _size_caption(_reference_name(run))))
     energy = [(r, e) for r in ordered if (e := r.energy_per_inference_mj) is not None]
     if energy:
         # The axis in the unit format_energy gives the largest bar, so ticks and bar texts agree.
