@@ -315,6 +315,7 @@ def test_the_host_names_each_profiled_node_by_its_output_tensor() -> None:
     profile = {"ops": [{"op": "CONV_2D", "mean_us": 1.0, "node": 0},
                        {"op": "Convolution", "mean_us": 1.0}]}
     named = with_node_names(profile, model)
-    assert named["ops"][0]["node_name"] == "sequential_1/conv2d_1/Relu;sequential_1/conv2d_1/convolution"
+    assert named["ops"][0]["node_name"] == ("sequential_1/conv2d_1/Relu;"
+                                            "sequential_1/conv2d_1/convolution")
     assert named["ops"][1] == profile["ops"][1]
     assert with_node_names(profile, model.with_name("missing.tflite")) == profile

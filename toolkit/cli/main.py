@@ -215,7 +215,8 @@ def echo_results(run: StoredRun) -> None:
     rows = report_rows(run)
     columns: list[tuple[str, Callable[[ReportRow], str]]] = [
         ("target", lambda r: r.target), ("variant", lambda r: r.variant),
-        ("size", lambda r: r.size), ("accuracy", lambda r: r.accuracy), ("p50", lambda r: r.p50), ("p99", lambda r: r.p99),
+        ("size", lambda r: r.size), ("accuracy", lambda r: r.accuracy),
+        ("p50", lambda r: r.p50), ("p99", lambda r: r.p99),
         ("peak memory", lambda r: r.peak_memory)]
     if any(r.energy for r in rows):
         columns.append(("energy", lambda r: r.energy))
@@ -231,8 +232,7 @@ def echo_results(run: StoredRun) -> None:
 
 def _short_verdict(row: ReportRow) -> str:
     """``VALID ✓``: the verdict's first word and the output check's mark."""
-    mark = {True: " ✓", False: " ✗"}.get(row.outputs_match, "") \
-        if row.output_check else ""
+    mark = "" if not row.output_check else " \u2713" if row.outputs_match else " \u2717"
     return row.verdict.split(":", 1)[0] + mark
 
 
