@@ -152,7 +152,8 @@ GEOMETRY = """JSON.stringify([...document.querySelectorAll('svg.plot')].map(svg 
   texts.filter(t => t.point).forEach(t => marks.forEach(m => {
     if (m.variant !== t.variant && cover(t.box, m.box)) covered.push([t.text, m.variant]); }));
   return {id: svg.id, clipped, overlapping, covered, ticks: texts.map(t => t.text),
-          marks: marks.map(({box, ...rest}) => rest)};
+          marks: marks.map(({box, ...rest}) => rest), width: frame.width,
+          page: svg.closest('figure').getBoundingClientRect().width};
 }))"""
 
 
@@ -179,6 +180,7 @@ def test_charts_are_readable_as_chromium_lays_them_out(tmp_path: Path) -> None:
             assert plot["overlapping"] == [], where
             assert plot["covered"] == [], where
             assert all(m["width"] > 0 and m["height"] > 0 for m in plot["marks"]), where
+            assert plot["width"] >= 0.9 * plot["page"], where  # as wide as the page's column
         measured = [r for r in run.results if r.ok]
         shown = {m["variant"] for m in plots["plot-latency"]["marks"]}
         assert shown == {f"{r.target}/{r.variant}" for r in measured}, name
