@@ -250,6 +250,9 @@ def test_edge_deploy_profile_stores_the_profile_with_the_run(tmp_path: Path) -> 
         stored = store.get_run(run_id)
     profile = stored.results[0].profile
     assert profile is not None and profile["ops"], profile
+    # The host named each mapped node by its output tensor, from the deployed file.
+    assert all(row["node_name"] for row in profile["ops"] if "node" in row)
+    assert any("node" in row for row in profile["ops"])
     report = (tmp_path / "out" / "runs" / run_id / "report.md").read_text()
     assert "Per-operator profile" in report and "profiling cost" in report
 
