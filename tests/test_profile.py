@@ -293,15 +293,24 @@ def test_heaviest_operators_are_ranked_drawn_and_shared_by_the_same_p50() -> Non
         "{http://www.w3.org/2000/svg}rect") if rect.get("class") == "mark"]
     assert len(bars) == 3 and bars == sorted(bars, reverse=True)
     assert "(p50 per run)" in section.svg
+    # Operators all under XNNPACK's whole microsecond: every p50 is 0, so the mean ranks,
+    # draws and shares them, and the chart says so.
+    tiny = profile_sections(_profiled([
+        {"index": 0, "op": "Copy", "p50_us": 0.0, "mean_us": 0.2},
+        {"index": 1, "op": "Fully Connected", "p50_us": 0.0, "mean_us": 0.3}], 3.0))[0]
+    assert tiny.statistic == "mean" and "(mean per run)" in tiny.svg
+    assert [row["index"] for row in tiny.top] == ["1", "0"]
+    assert [row["share"] for row in tiny.top] == ["0.1%", "0.0%"]
 
 
 def test_each_profile_table_names_its_statistic_and_an_empty_node_column_is_left_out() -> None:
     run = _profiled([{"index": 0, "op": "Convolution", "p50_us": 90.0, "mean_us": 95.0}], 100.0)
     markdown, html = render_markdown(run), render_html(run)
     assert "| op type | operators | mean per run (summed) | share (mean) |" in markdown
-    assert ("| # | operator | kernel | p50 per run (ranked by) | mean per run | share (p50) |"
+    assert ("| # | operator | kernel | p50 per run | mean per run | share (p50, ranked by) |"
             in markdown)
-    assert "<th>mean per run (summed)</th>" in html and "<th>share (p50)</th>" in html
+    assert "<th>mean per run (summed)</th>" in html
+    assert "<th>share (p50, ranked by)</th>" in html
     assert "<th>node</th>" not in html and "| node |" not in markdown
     named = _profiled([{"index": 0, "op": "Convolution", "p50_us": 90.0, "mean_us": 95.0,
                         "node": 0, "node_op": "CONV_2D", "node_name": "model/conv1/Relu"},

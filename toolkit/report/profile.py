@@ -36,6 +36,8 @@ SLOWER_RATIO, SLOWER_SHARE = 1.05, 0.01
 #: MobileNetV2-96's two 1x1 convolutions of the same cost came 1 us apart (0.4 %) in
 #: either order from one profile to the next.
 TIE_SHARE = 0.02
+#: XNNPACK's timings are whole microseconds: a p50 below this says nothing of an operator.
+RESOLUTION_US = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class ProfileSection:
     plot_id: str = ""
     #: Whether any operator row names its model node (the column is left out otherwise).
     has_node: bool = False
+    #: The figure the heaviest operators are drawn and shared by: ``p50`` or ``mean``.
+    statistic: str = "p50"
 
 
 @dataclass(frozen=True)
@@ -85,25 +89,30 @@ def profile_sections(run: StoredRun) -> list[ProfileSection]:
             continue
         plot_id = f"plot-profile-{_slug(result.target)}-{_slug(result.variant)}"
         top = heaviest(profile)[:TOP_OPS]
-        # Ranked, drawn and shared by one figure, the p50 heaviest() ranks by: bars drawn by
-        # the mean put a stalled operator's long bar below shorter ones.
-        total_p50 = float(profile.get("total_us", {}).get("p50", 0.0))
-        bars = [svgplot.BarRow(_op_label(row), [(_p50(row), f"{_us(_p50(row))} "
-                                                 f"({_p50_share(row, total_p50)})")],
+        # Ranked, drawn and shared by one figure: bars drawn by the mean under a ranking by
+        # p50 put a stalled operator's long bar below shorter ones.
+        statistic = _statistic(profile)
+        totals = profile.get("total_us", {})
+        total = float(totals.get("p50", 0.0) if statistic == "p50" else totals.get("mean", 0.0))
+        bars = [svgplot.BarRow(_op_label(row), [(_figure(row, statistic),
+                                                 f"{_us(_figure(row, statistic))} "
+                                                 f"({_share_of(row, statistic, total)})")],
                                key=f"{result.target}/{result.variant}") for row in top]
         svg = svgplot.bar_plot(
-            f"Heaviest operators of {result.variant} on {result.target} (p50 per run)",
-            bars, plot_id=plot_id, axis="time per run, p50 (us)", label=lambda v: f"{v:g}")
+            f"Heaviest operators of {result.variant} on {result.target} ({statistic} per run)",
+            bars, plot_id=plot_id, axis=f"time per run, {statistic} (us)",
+            label=lambda v: f"{v:g}")
         rows = tuple({"index": str(row.get("index", "")), "op": str(row["op"]),
                       "kernel": str(row.get("kernel", "")), "node": _node(row),
                       "p50": _us(_p50(row)), "time": _us(row["mean_us"]),
-                      "share": _p50_share(row, total_p50)} for row in top)
+                      "share": _share_of(row, statistic, total)} for row in top)
         sections.append(ProfileSection(
             result.target, result.variant, summary=profile_summary(result, profile),
             by_type=tuple({"op": str(entry["op"]), "count": str(entry.get("count", "")),
                            "time": _us(entry["mean_us"]), "share": _share(entry)}
                           for entry in profile.get("by_type", [])),
-            top=rows, svg=svg, plot_id=plot_id, has_node=any(row["node"] for row in rows)))
+            top=rows, svg=svg, plot_id=plot_id, has_node=any(row["node"] for row in rows),
+            statistic=statistic))
     return sections
 
 
@@ -284,9 +293,21 @@ def _p50(row: ProfileRow) -> float:
     return float(row.get("p50_us", row["mean_us"]))
 
 
-def _p50_share(row: ProfileRow, total_p50: float) -> str:
-    """The operator's p50 as a share of the profiled run's p50."""
-    return f"{_p50(row) / total_p50:.1%}" if total_p50 > 0 else ""
+def _statistic(profile: Profile) -> str:
+    """``p50``, the figure :func:`heaviest` ranks by; ``mean`` when no operator's p50
+    reaches the profiler's resolution (XNNPACK's whole microseconds: a model whose
+    operators all take under 1 us has every p50 at 0, and heaviest() ranks by the mean)."""
+    resolved = any(_p50(row) >= RESOLUTION_US for row in profile.get("ops", []))
+    return "p50" if resolved else "mean"
+
+
+def _figure(row: ProfileRow, statistic: str) -> float:
+    return _p50(row) if statistic == "p50" else float(row["mean_us"])
+
+
+def _share_of(row: ProfileRow, statistic: str, total: float) -> str:
+    """The operator's figure as a share of the profiled run's total in the same statistic."""
+    return f"{_figure(row, statistic) / total:.1%}" if total > 0 else ""
 
 
 def _us(value: float, *, sign: bool = False) -> str:
