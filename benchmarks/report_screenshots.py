@@ -1,14 +1,18 @@
-"""Screenshots of the HTML report for four runs, taken by a real headless Chromium.
+"""Screenshots of the HTML report for five runs, taken by a real headless Chromium.
 
-All four are real runs, with short settings: the README example and a thread sweep
+All five are real runs, with short settings: the README example and a thread sweep
 are ``edge deploy examples/digits_cnn.py --target local``; the 2-board bench is
 ``edge bench`` on ``local`` and a second board reached over SSH (a real OpenSSH server
 on loopback, started here as the tests start it: both are this machine, so the report
 notes they were measured side by side); the failed variant is a deploy of
 tests/models/embedding_bag.py whose int8 cannot be built (the model file has no
-calibration data).  ``--from-records`` takes all four from stored-shape
-records instead (tests/report_cases.py: seconds, no conversion, no sshd).  Each report
-is written as NAME.html beside NAME.png.
+calibration data); the multi-output profile is ``edge deploy tests/models/two_heads.py
+--profile`` (two inputs, two outputs, fp32 and int8-dynamic, each profiled operator by
+operator).  ``--from-records`` takes them from stored-shape records instead
+(tests/report_cases.py: seconds, no conversion, no sshd; the profile there is the digits
+CNN's).  Each report is written as NAME.html beside NAME.png, and each page is laid out
+through the geometry probe of tests/test_report.py: a clipped or overlapping label, a
+point label over another variant's marker or a chart narrower than the page stops it.
 
 Usage::
 
@@ -19,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -30,7 +35,14 @@ sys.path.insert(0, str(REPO))
 
 from tests.chromium import Chromium, chromium_binary  # noqa: E402
 from tests.lab import Sshd  # noqa: E402
-from tests.report_cases import failed_variant_run, readme_run, thread_sweep_run, two_board_run  # noqa: E402
+from tests.report_cases import (  # noqa: E402
+    failed_variant_run,
+    profiled_run,
+    readme_run,
+    thread_sweep_run,
+    two_board_run,
+)
+from tests.test_report import GEOMETRY  # noqa: E402
 from toolkit.report.render import render_html  # noqa: E402
 from toolkit.results.store import ResultsStore, StoredRun  # noqa: E402
 
@@ -81,6 +93,28 @@ def deployed_with_a_failed_variant(work: Path) -> StoredRun:
         return store.get_run("latest")
 
 
+def deployed_multi_output_with_profile(work: Path) -> StoredRun:
+    """A real deploy of a two-input, two-output model, each variant profiled per operator."""
+    out = work / "two-heads"
+    edge("deploy", str(REPO / "tests" / "models" / "two_heads.py"), *SHORT, "--profile",
+         "--recipe", "fp32,int8-dynamic", "-o", str(out))
+    with ResultsStore(out / "results.sqlite") as store:
+        return store.get_run("latest")
+
+
+def layout_problems(probe: str) -> list[str]:
+    """What the geometry probe found wrong in each chart of a page, one line each."""
+    problems = []
+    for plot in json.loads(probe):
+        for kind in ("clipped", "overlapping", "covered"):
+            if plot[kind]:
+                problems.append(f"{plot['id']}: {kind} {plot[kind]}")
+        if plot["width"] < 0.9 * plot["page"]:
+            problems.append(f"{plot['id']}: {plot['width']:.0f} px of a {plot['page']:.0f} px "
+                            "page")
+    return problems
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", type=Path, default=Path("report-screenshots"))
@@ -94,24 +128,30 @@ def main() -> None:
         work = Path(scratch)
         if args.from_records:
             runs = {"readme-example": readme_run(), "thread-sweep": thread_sweep_run(),
-                    "two-boards": two_board_run(), "failed-variant": failed_variant_run()}
+                    "two-boards": two_board_run(), "failed-variant": failed_variant_run(),
+                    "profile": profiled_run()}
         else:
             runs = {"readme-example": deployed(work / "readme"),
                     "thread-sweep": deployed(work / "sweep", "--threads", "1,2,4"),
                     "two-boards": benched_on_two_boards(work),
-                    "failed-variant": deployed_with_a_failed_variant(work)}
+                    "failed-variant": deployed_with_a_failed_variant(work),
+                    "multi-output-profile": deployed_multi_output_with_profile(work)}
         with Chromium(work / "profile") as browser:
             for name, run in runs.items():
                 started = time.monotonic()
                 html = args.out_dir / f"{name}.html"
                 html.write_text(render_html(run), encoding="utf-8")
                 rendered = time.monotonic() - started
-                page = browser.open(html, probe="document.querySelectorAll('svg.plot').length")
+                page = browser.open(html, probe=GEOMETRY)
                 if page.errors:
                     raise SystemExit(f"{name}: the browser reported {page.errors}")
                 png = args.out_dir / f"{name}.png"
                 png.write_bytes(page.screenshot_png)
-                print(f"{png}: {page.probe} charts, report rendered in {1000 * rendered:.0f} ms")
+                problems = layout_problems(page.probe)
+                if problems:
+                    raise SystemExit(f"{name}: " + "; ".join(problems))
+                print(f"{png}: {len(json.loads(page.probe))} charts laid out cleanly, report "
+                      f"rendered in {1000 * rendered:.0f} ms")
 
 
 if __name__ == "__main__":

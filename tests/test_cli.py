@@ -77,8 +77,14 @@ def test_deploy_writes_reports_and_stores_the_run(digits_run) -> None:
 def test_deploy_prints_where_the_report_is(tflite_copy: Path, tmp_path: Path) -> None:
     result = invoke("deploy", str(tflite_copy), "-o", str(tmp_path / "out"), *FAST)
     assert result.exit_code == 0, result.output
-    report_line = next(line for line in result.stdout.splitlines() if line.startswith("report:"))
+    lines = result.stdout.splitlines()
+    report_line = next(line for line in lines if line.startswith("report:"))
     assert Path(report_line.split(":", 1)[1].strip()).is_file()
+    # The results as plain columns in a pipe, not the report's Markdown table.
+    assert not any(line.startswith("|") for line in lines)
+    header = lines.index(next(line for line in lines if line.startswith("target ")))
+    assert lines[header].split()[:3] == ["target", "variant", "size"]
+    assert lines[header + 1].split()[:2] == ["local", "model.tflite"]
 
 
 def write(path: Path, text: str) -> Path:

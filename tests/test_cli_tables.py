@@ -7,6 +7,7 @@ line, every column starting where its header starts. In a terminal they are boxe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,27 @@ def test_compress_prints_one_aligned_row_per_variant(tmp_path: Path) -> None:
         right=("size", "gzip", "accuracy", "agree", "SQNR dB", "MACs"))
     assert [line.split()[0] for line in table[1:]] == ["fp32", "fp16"]
     assert manifest == f"manifest: {tmp_path / 'out' / 'manifest.json'}"
+
+
+def test_deploy_shows_its_results_as_a_table_not_raw_markdown(
+        capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a pipe: plain columns, one row per variant; in a terminal: boxed. Never the
+    Markdown table that wrapped mid-word in a 100-column terminal."""
+    from toolkit.cli.main import echo_results
+
+    run = make_run("r1", [record("fp32", energy_mj=3220.0),
+                          record("int8", size=30_000, energy_mj=1900.0)])
+    echo_results(run)
+    lines = capsys.readouterr().out.splitlines()
+    assert not any(line.lstrip().startswith("|") for line in lines)
+    headers = ["target", "variant", "size", "accuracy", "p50", "p99", "energy", "verdict"]
+    assert all(header in lines[0] for header in headers)
+    assert [line.split()[:2] for line in lines[1:]] == [["local", "fp32"], ["local", "int8"]]
+    assert "3.22 J" in lines[1] and len(lines) == 3
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+    echo_results(run)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # rich's bold headers
+    assert BOX & set(shown) and "| local |" not in shown
+    assert all(len(line) <= 100 for line in shown.splitlines())
+    assert "3.22 J" in shown and "97.7 KiB" in shown  # a figure stays on one line

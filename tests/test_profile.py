@@ -250,6 +250,9 @@ def test_edge_deploy_profile_stores_the_profile_with_the_run(tmp_path: Path) -> 
         stored = store.get_run(run_id)
     profile = stored.results[0].profile
     assert profile is not None and profile["ops"], profile
+    # The host named each mapped node by its output tensor, from the deployed file.
+    assert all(row["node_name"] for row in profile["ops"] if "node" in row)
+    assert any("node" in row for row in profile["ops"])
     report = (tmp_path / "out" / "runs" / run_id / "report.md").read_text()
     assert "Per-operator profile" in report and "profiling cost" in report
 
@@ -262,3 +265,69 @@ def test_deploy_and_bench_both_take_profile() -> None:
     for command in ("deploy", "bench"):
         shown = CliRunner().invoke(main, [command, "--help"], catch_exceptions=False).output
         assert "--profile" in shown and "operator by operator" in shown, command
+
+
+def _profiled(ops: list[dict[str, Any]], total_p50: float) -> Any:
+    stored = record("fp32")
+    stored["profile"] = {"method": "m", "runs": 100, "ops": ops,
+                         "by_type": [{"op": "CONV_2D", "count": len(ops),
+                                      "mean_us": sum(o["mean_us"] for o in ops), "share": 0.9}],
+                         "total_us": {"p50": total_p50, "mean": 500.0}, "coverage": 0.9}
+    return make_run("r1", [stored])
+
+
+def test_heaviest_operators_are_ranked_drawn_and_shared_by_the_same_p50() -> None:
+    """An operator that stalled now and then (mean 300 us, p50 90 us) ranks below one of
+    p50 100 us: its bar is shorter too, and its share is of the run's p50, not a mean's."""
+    import xml.etree.ElementTree as ET
+
+    from toolkit.report.profile import profile_sections
+
+    run = _profiled([{"index": 0, "op": "CONV_2D", "p50_us": 90.0, "mean_us": 300.0},
+                     {"index": 1, "op": "CONV_2D", "p50_us": 100.0, "mean_us": 100.0},
+                     {"index": 2, "op": "CONV_2D", "p50_us": 10.0, "mean_us": 10.0}], 200.0)
+    section = profile_sections(run)[0]
+    assert [row["index"] for row in section.top] == ["1", "0", "2"]
+    assert [row["share"] for row in section.top] == ["50.0%", "45.0%", "5.0%"]
+    bars = [float(rect.get("width")) for rect in ET.fromstring(section.svg).iter(
+        "{http://www.w3.org/2000/svg}rect") if rect.get("class") == "mark"]
+    assert len(bars) == 3 and bars == sorted(bars, reverse=True)
+    assert "(p50 per run)" in section.svg
+    # Operators all under XNNPACK's whole microsecond: every p50 is 0, so the mean ranks,
+    # draws and shares them, and the chart says so.
+    tiny = profile_sections(_profiled([
+        {"index": 0, "op": "Copy", "p50_us": 0.0, "mean_us": 0.2},
+        {"index": 1, "op": "Fully Connected", "p50_us": 0.0, "mean_us": 0.3}], 3.0))[0]
+    assert tiny.statistic == "mean" and "(mean per run)" in tiny.svg
+    assert [row["index"] for row in tiny.top] == ["1", "0"]
+    assert [row["share"] for row in tiny.top] == ["0.1%", "0.0%"]
+
+
+def test_each_profile_table_names_its_statistic_and_an_empty_node_column_is_left_out() -> None:
+    run = _profiled([{"index": 0, "op": "Convolution", "p50_us": 90.0, "mean_us": 95.0}], 100.0)
+    markdown, html = render_markdown(run), render_html(run)
+    assert "| op type | operators | mean per run (summed) | share (mean) |" in markdown
+    assert ("| # | operator | kernel | p50 per run | mean per run | share (p50, ranked by) |"
+            in markdown)
+    assert "<th>mean per run (summed)</th>" in html
+    assert "<th>share (p50, ranked by)</th>" in html
+    assert "<th>node</th>" not in html and "| node |" not in markdown
+    named = _profiled([{"index": 0, "op": "Convolution", "p50_us": 90.0, "mean_us": 95.0,
+                        "node": 0, "node_op": "CONV_2D", "node_name": "model/conv1/Relu"},
+                       {"index": 1, "op": "Convolution", "p50_us": 9.0, "mean_us": 9.5}], 100.0)
+    assert "<th>node</th>" in render_html(named)
+    assert "| node 0 CONV_2D model/conv1/Relu |" in render_markdown(named)
+
+
+def test_the_host_names_each_profiled_node_by_its_output_tensor() -> None:
+    """The board sends node indices; the host reads the file's output tensor names."""
+    from toolkit.report.profile import with_node_names
+
+    model = Path(__file__).parent / "data" / "keras_cnn.tflite"
+    profile = {"ops": [{"op": "CONV_2D", "mean_us": 1.0, "node": 0},
+                       {"op": "Convolution", "mean_us": 1.0}]}
+    named = with_node_names(profile, model)
+    assert named["ops"][0]["node_name"] == ("sequential_1/conv2d_1/Relu;"
+                                            "sequential_1/conv2d_1/convolution")
+    assert named["ops"][1] == profile["ops"][1]
+    assert with_node_names(profile, model.with_name("missing.tflite")) == profile

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from toolkit.cli.main import main
 from toolkit.report.render import render_html, render_markdown, report_plots, report_rows
-from toolkit.report.svgplot import Point, pareto_front, tradeoff_plot
+from toolkit.report.svgplot import Distribution, Point, latency_plot, pareto_front, tradeoff_plot
 from toolkit.results.store import ResultsStore
 
 from .chromium import Chromium, chromium_binary
@@ -23,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
 PI = dict(BOARD, hostname="pi", machine="aarch64", cpu_model="Cortex-A76",
           board_model="Raspberry Pi 5 Model B Rev 1.0")
+SVG = "{http://www.w3.org/2000/svg}"
 ALL_PLOTS = ["plot-latency", "plot-tradeoff", "plot-size", "plot-energy"]
 PROBE = """JSON.stringify([...document.querySelectorAll('svg.plot')].map(s => {
   const box = s.getBoundingClientRect();
@@ -149,7 +152,8 @@ GEOMETRY = """JSON.stringify([...document.querySelectorAll('svg.plot')].map(svg 
   texts.filter(t => t.point).forEach(t => marks.forEach(m => {
     if (m.variant !== t.variant && cover(t.box, m.box)) covered.push([t.text, m.variant]); }));
   return {id: svg.id, clipped, overlapping, covered, ticks: texts.map(t => t.text),
-          marks: marks.map(({box, ...rest}) => rest)};
+          marks: marks.map(({box, ...rest}) => rest), width: frame.width,
+          page: svg.closest('figure').getBoundingClientRect().width};
 }))"""
 
 
@@ -176,6 +180,7 @@ def test_charts_are_readable_as_chromium_lays_them_out(tmp_path: Path) -> None:
             assert plot["overlapping"] == [], where
             assert plot["covered"] == [], where
             assert all(m["width"] > 0 and m["height"] > 0 for m in plot["marks"]), where
+            assert plot["width"] >= 0.9 * plot["page"], where  # as wide as the page's column
         measured = [r for r in run.results if r.ok]
         shown = {m["variant"] for m in plots["plot-latency"]["marks"]}
         assert shown == {f"{r.target}/{r.variant}" for r in measured}, name
@@ -328,3 +333,45 @@ def test_stalls_are_named_beside_valid() -> None:
     assert 'class="caveat">VALID; stalls: 10.2 %' in render_html(make_run("r", [stalled]))
     assert "| VALID; stalls: 10.2 % of runs above 10x the median (0.44 ms)" in \
         render_markdown(make_run("r", [stalled]))
+
+
+def _svg(text: str) -> ET.Element:
+    return ET.fromstring(text)
+
+
+def test_a_tight_run_keeps_its_box_beside_thousands_of_runs_beyond_the_whiskers() -> None:
+    """60,000 runs within 1 % of 1 ms and a tail of slow ones: 6,000 runs lie beyond the
+    whiskers.  They are a strip below the box, counted, never marks on the box's line."""
+    rng = np.random.default_rng(0)
+    samples = np.concatenate([rng.normal(1.0, 0.01, 57_000), rng.uniform(1.5, 3.0, 3_000)])
+    svg = _svg(latency_plot("Latency", [Distribution("fp32", samples, key="local/fp32")],
+                            plot_id="plot-latency"))
+    assert not svg.findall(f".//{SVG}circle")  # no dot per run
+    box = next(r for r in svg.iter(f"{SVG}rect") if "box" in r.get("class", ""))
+    top, bottom = float(box.get("y")), float(box.get("y")) + float(box.get("height"))
+    assert float(box.get("width")) > 8  # the real p25-p75 box, visible
+    strip = svg.find(f".//{SVG}g[@class='outliers']")
+    assert strip is not None
+    p5, p95 = np.percentile(samples, [5, 95])
+    beyond = int(((samples < p5) | (samples > p95)).sum())
+    assert strip.findtext(f"{SVG}title").startswith(f"{beyond} runs beyond the whiskers")
+    cells = strip.findall(f"{SVG}rect")
+    assert 0 < len(cells) <= 400
+    for cell in cells:  # all below the box, none over it
+        assert float(cell.get("y")) >= bottom and float(cell.get("y")) > top
+
+
+def test_charts_take_the_width_of_the_page() -> None:
+    """Each chart scales to its column (viewBox, width 100 %), not a fixed 760 px."""
+    for plot in report_plots(two_board_run()):
+        root = _svg(plot.svg)
+        assert root.get("width") == "100%" and root.get("height") is None, plot.plot_id
+        assert len(root.get("viewBox").split()) == 4
+
+
+def test_energy_is_shown_in_the_unit_that_fits_it() -> None:
+    run = make_run("r", [record("fp32", energy_mj=3220.0), record("int8", energy_mj=1900.0)])
+    assert [row.energy for row in report_rows(run)] == ["3.22 J", "1.9 J"]
+    energy = next(p for p in report_plots(run) if p.plot_id == "plot-energy").svg
+    assert "3.22 J" in energy and "energy (J)" in energy and "e+03" not in energy
+    assert "3.22 J" in render_markdown(run) and "e+03" not in render_html(run)

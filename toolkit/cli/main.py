@@ -13,8 +13,9 @@ holds them to it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Unpack
+from typing import TYPE_CHECKING, Unpack
 
 import click
 
@@ -39,12 +40,17 @@ from toolkit.cli.options import (
 from toolkit.cli.progress import LiveProgress, one_line_warnings
 from toolkit.cli.report import report
 from toolkit.cli.runs import runs
+from toolkit.cli.table import echo_table
 from toolkit.cli.targets import targets
 from toolkit.cli.trend import trend_command
 from toolkit.defaults import BUDGET_CANDIDATES
 from toolkit.errors import EdgeError, ExitCode
 from toolkit.run.cancel import cancel_on_signals, exit_status, interrupted_by
 from toolkit.safe_text import one_line, printable
+
+if TYPE_CHECKING:
+    from toolkit.report.render import ReportRow
+    from toolkit.results.store import StoredRun
 
 
 class _EdgeGroup(click.Group):
@@ -176,7 +182,7 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
         for choice in outcome.choices:
             click.echo("\n".join(printable(line) for line in choice.lines()))
         if outcome.report:  # none when the stored run's report could not be written
-            click.echo(outcome.report["markdown"].read_text(encoding="utf-8"))
+            echo_results(outcome.run)
             click.echo(f"report: {outcome.report['html']}")
             click.echo(f"        {outcome.report['markdown']}")
         click.echo(f"stored as run {outcome.run.run_id} in {describe_store(outcome.store_path)}")
@@ -198,6 +204,36 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
                       if code in codes))
     if incomplete is not None:
         raise incomplete
+
+
+def echo_results(run: StoredRun) -> None:
+    """The report's figures as a table, then a line per variant whose verdict or notes need
+    words: boxed and fitted to a terminal (raw Markdown wrapped mid-word in 100 columns),
+    plain aligned columns in a pipe.  The size ratio, p90 and the profile are in the report."""
+    from toolkit.report.render import report_rows
+
+    rows = report_rows(run)
+    columns: list[tuple[str, Callable[[ReportRow], str]]] = [
+        ("target", lambda r: r.target), ("variant", lambda r: r.variant),
+        ("size", lambda r: r.size), ("accuracy", lambda r: r.accuracy),
+        ("p50", lambda r: r.p50), ("p99", lambda r: r.p99),
+        ("peak memory", lambda r: r.peak_memory)]
+    if any(r.energy for r in rows):
+        columns.append(("energy", lambda r: r.energy))
+    columns.append(("verdict", _short_verdict))
+    numeric = {name for name, _ in columns} - {"target", "variant", "verdict"}
+    echo_table([name for name, _ in columns], [[cell(r) for _, cell in columns] for r in rows],
+               numeric=numeric)
+    for r in rows:
+        if r.verdict not in ("VALID", "") or r.outputs_match is False or r.note:
+            click.echo(printable(f"{r.target} {r.variant}: "
+                                 + "; ".join(filter(None, [r.judgement, r.note]))))
+
+
+def _short_verdict(row: ReportRow) -> str:
+    """``VALID ✓``: the verdict's first word and the output check's mark."""
+    mark = "" if not row.output_check else " \u2713" if row.outputs_match else " \u2717"
+    return row.verdict.split(":", 1)[0] + mark
 
 
 main.add_command(runs)

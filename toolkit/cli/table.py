@@ -35,8 +35,9 @@ def echo_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
                   show_edge=terminal.is_terminal, pad_edge=terminal.is_terminal,
                   padding=(0, 1))
     for header in headers:
+        # A figure split over two lines ("97.7" / "KiB") reads as two: text columns wrap.
         table.add_column(header, justify="right" if header in numeric else "left",
-                         overflow="fold")
+                         overflow="fold", no_wrap=header in numeric)
     for row in rows:
         # A name like "[main]" is not markup; a board's control characters are shown escaped.
         table.add_row(*(Text(printable(cell)) for cell in row))

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from toolkit.report import svgplot
 from toolkit.results.facts import Profile, ProfileRow
@@ -35,6 +36,8 @@ SLOWER_RATIO, SLOWER_SHARE = 1.05, 0.01
 #: MobileNetV2-96's two 1x1 convolutions of the same cost came 1 us apart (0.4 %) in
 #: either order from one profile to the next.
 TIE_SHARE = 0.02
+#: XNNPACK's timings are whole microseconds: a p50 below this says nothing of an operator.
+RESOLUTION_US = 1.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class ProfileSection:
     top: tuple[dict[str, str], ...] = ()
     svg: str = ""
     plot_id: str = ""
+    #: Whether any operator row names its model node (the column is left out otherwise).
+    has_node: bool = False
+    #: The figure the heaviest operators are drawn and shared by: ``p50`` or ``mean``.
+    statistic: str = "p50"
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,11 @@ class ProfileComparison:
     slower: str
     svg: str
     plot_id: str
+
+    @property
+    def has_node(self) -> bool:
+        """Whether any compared layer names its model node (the column is left out otherwise)."""
+        return any(layer["node"] for layer in self.layers)
 
 
 def profile_sections(run: StoredRun) -> list[ProfileSection]:
@@ -77,23 +89,56 @@ def profile_sections(run: StoredRun) -> list[ProfileSection]:
             continue
         plot_id = f"plot-profile-{_slug(result.target)}-{_slug(result.variant)}"
         top = heaviest(profile)[:TOP_OPS]
-        bars = [svgplot.BarRow(_op_label(row), [(float(row["mean_us"]),
-                                                 f"{_us(row['mean_us'])} ({_share(row)})")],
+        # Ranked, drawn and shared by one figure: bars drawn by the mean under a ranking by
+        # p50 put a stalled operator's long bar below shorter ones.
+        statistic = _statistic(profile)
+        totals = profile.get("total_us", {})
+        total = float(totals.get("p50", 0.0) if statistic == "p50" else totals.get("mean", 0.0))
+        bars = [svgplot.BarRow(_op_label(row), [(_figure(row, statistic),
+                                                 f"{_us(_figure(row, statistic))} "
+                                                 f"({_share_of(row, statistic, total)})")],
                                key=f"{result.target}/{result.variant}") for row in top]
         svg = svgplot.bar_plot(
-            f"Heaviest operators of {result.variant} on {result.target} (mean per run)",
-            bars, plot_id=plot_id, axis="time per run (us)", label=lambda v: f"{v:g}")
+            f"Heaviest operators of {result.variant} on {result.target} ({statistic} per run)",
+            bars, plot_id=plot_id, axis=f"time per run, {statistic} (us)",
+            label=lambda v: f"{v:g}")
+        rows = tuple({"index": str(row.get("index", "")), "op": str(row["op"]),
+                      "kernel": str(row.get("kernel", "")), "node": _node(row),
+                      "p50": _us(_p50(row)), "time": _us(row["mean_us"]),
+                      "share": _share_of(row, statistic, total)} for row in top)
         sections.append(ProfileSection(
             result.target, result.variant, summary=profile_summary(result, profile),
             by_type=tuple({"op": str(entry["op"]), "count": str(entry.get("count", "")),
                            "time": _us(entry["mean_us"]), "share": _share(entry)}
                           for entry in profile.get("by_type", [])),
-            top=tuple({"index": str(row.get("index", "")), "op": str(row["op"]),
-                       "kernel": str(row.get("kernel", "")), "node": _node(row),
-                       "p50": _us(row.get("p50_us", row["mean_us"])),
-                       "time": _us(row["mean_us"]), "share": _share(row)} for row in top),
-            svg=svg, plot_id=plot_id))
+            top=rows, svg=svg, plot_id=plot_id, has_node=any(row["node"] for row in rows),
+            statistic=statistic))
     return sections
+
+
+def with_node_names(profile: Profile, model_path: Path) -> Profile:
+    """``profile`` with each row that names a model node given that node's output tensor
+    name (``node_name``), read from ``model_path`` by the host's interpreter: the board
+    sends node indices only, and a name says which layer of the user's model it is.
+
+    A file the host cannot read leaves the profile as it was: the names are an extra.
+    """
+    ops = profile.get("ops")
+    if not ops or not any("node" in row for row in ops):
+        return profile
+    from device_agent.runtime import find_runtime
+
+    try:
+        interpreter = find_runtime().interpreter_class(model_path=str(model_path))
+        tensors = {int(t["index"]): str(t["name"]) for t in interpreter.get_tensor_details()}
+        names = {int(op["index"]): tensors[int(op["outputs"][0])]
+                 for op in interpreter._get_ops_details()
+                 if len(op["outputs"]) and int(op["outputs"][0]) in tensors}
+    except Exception:  # noqa: BLE001 - any runtime's refusal means "no names", never a failed run
+        return profile
+    named: list[ProfileRow] = [{**row, "node_name": names[row["node"]]}
+                               if row.get("node") in names else row for row in ops]
+    return {**profile, "ops": named}
 
 
 def heaviest(profile: Profile) -> list[ProfileRow]:
@@ -106,7 +151,7 @@ def heaviest(profile: Profile) -> list[ProfileRow]:
     resolve would reorder them from one profile to the next.
     """
     def times(row: ProfileRow) -> tuple[float, float]:
-        return float(row.get("p50_us", row["mean_us"])), float(row["mean_us"])
+        return _p50(row), float(row["mean_us"])
 
     def tie(first: ProfileRow, other: ProfileRow) -> bool:
         return all(abs(a - b) <= TIE_SHARE * max(a, b)
@@ -229,7 +274,8 @@ def _op_label(row: ProfileRow) -> str:
 
 
 def _node(row: ProfileRow) -> str:
-    """``node 3 CONV_2D v3 -> 1x8x8x32``, as far as the profile knows it."""
+    """``node 3 CONV_2D v3 -> 1x8x8x32 model/conv2/Relu``, as far as the profile knows it
+    (the output tensor's name when the host read it from the file)."""
     if row.get("node") is None:
         return ""
     text = f"node {row['node']} {row.get('node_op', row['op'])}"
@@ -237,7 +283,31 @@ def _node(row: ProfileRow) -> str:
         text += f" v{row['version']}"
     if row.get("output_shape"):
         text += " -> " + "x".join(str(d) for d in row["output_shape"])
+    if row.get("node_name"):
+        text += f" {row['node_name']}"
     return text
+
+
+def _p50(row: ProfileRow) -> float:
+    """The operator's p50 per run (us); its mean where an older profile has no p50."""
+    return float(row.get("p50_us", row["mean_us"]))
+
+
+def _statistic(profile: Profile) -> str:
+    """``p50``, the figure :func:`heaviest` ranks by; ``mean`` when no operator's p50
+    reaches the profiler's resolution (XNNPACK's whole microseconds: a model whose
+    operators all take under 1 us has every p50 at 0, and heaviest() ranks by the mean)."""
+    resolved = any(_p50(row) >= RESOLUTION_US for row in profile.get("ops", []))
+    return "p50" if resolved else "mean"
+
+
+def _figure(row: ProfileRow, statistic: str) -> float:
+    return _p50(row) if statistic == "p50" else float(row["mean_us"])
+
+
+def _share_of(row: ProfileRow, statistic: str, total: float) -> str:
+    """The operator's figure as a share of the profiled run's total in the same statistic."""
+    return f"{_figure(row, statistic) / total:.1%}" if total > 0 else ""
 
 
 def _us(value: float, *, sign: bool = False) -> str:

@@ -36,7 +36,7 @@ from toolkit.results.export import export_json
 from toolkit.results.record import ResultRecord
 from toolkit.results.store import StoredRun
 from toolkit.safe_text import markdown_text
-from toolkit.units import format_duration
+from toolkit.units import format_duration, format_energy
 
 
 def _environment(*, autoescape: bool,
@@ -268,7 +268,8 @@ def report_plots(run: StoredRun) -> list[Plot]:
             rows, plot_id="plot-latency", legend=board_legend, separators=separators),
             "How fast is each variant, and how steady? Log axis. Box: 25th to 75th "
             "percentile; black bar: median (value above it); whiskers: 5th to 95th "
-            "percentile; red diamond: 99th percentile; dots: runs beyond the whiskers; an "
+            "percentile; red diamond: 99th percentile; strip under the box: runs beyond the "
+            "whiskers, darker where more fell; an "
             "arrow at the right edge counts runs slower than the axis (their slowest is "
             "written)." + not_measured))
     points = _tradeoff_points(ok, label, key, targets if many_targets else [])
@@ -300,10 +301,12 @@ def report_plots(run: StoredRun) -> list[Plot]:
             _size_caption(_reference_name(run))))
     energy = [(r, e) for r in ordered if (e := r.energy_per_inference_mj) is not None]
     if energy:
-        unit, factor = ("mJ", 1.0) if max(e for _, e in energy) >= 1 else ("uJ", 1000.0)
+        # The axis in the unit format_energy gives the largest bar, so ticks and bar texts agree.
+        unit = format_energy(max(e for _, e in energy)).rsplit(" ", 1)[-1]
+        factor = {"J": 1e-3, "mJ": 1.0, "uJ": 1e3}[unit]
         plots.append(Plot("plot-energy", "Energy per inference", svgplot.bar_plot(
             "Energy per inference", [
-                svgplot.BarRow(label(r), [(factor * e, svgplot.format_energy(e))], key=key(r),
+                svgplot.BarRow(label(r), [(factor * e, format_energy(e))], key=key(r),
                                color=targets.index(r.target) if many_targets else 0)
                 for r, e in energy], plot_id="plot-energy", axis=f"energy ({unit})",
             label=lambda v: f"{v:g}", legend=board_legend),
@@ -592,4 +595,4 @@ def _mib(value: int | None) -> str:
 
 
 def _mj(value: float | None) -> str:
-    return "" if value is None else svgplot.format_energy(value)
+    return "" if value is None else format_energy(value)

@@ -27,10 +27,13 @@ from html import escape
 import numpy as np
 
 from toolkit.units import format_duration
+from toolkit.units import format_energy as format_energy  # one energy format: the report's
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
-WIDTH = 760
+#: The drawing's own width: the SVG scales to the page's width (``width="100%"``) and keeps
+#: its proportions, so this sets the text's size against the page, not the chart's width.
+WIDTH = 960
 _TOP, _BOTTOM = 40, 46
 #: Width of an average character in em.  Chromium's sans-serif on Debian (DejaVu Sans)
 #: averages about 0.55 em over names and figures; 0.62 leaves room for wide letters.
@@ -58,11 +61,6 @@ def format_bytes(value: float) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.3g} {unit}"
     return f"{value:.0f} B"
-
-
-def format_energy(mj: float) -> str:
-    """Energy in mJ or uJ (3 significant figures)."""
-    return f"{mj:.3g} mJ" if mj >= 1 or mj == 0 else f"{1000 * mj:.3g} uJ"
 
 
 @dataclass(frozen=True)
@@ -144,8 +142,8 @@ class _Canvas:
     def svg(self) -> str:
         head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" '
                 f'id="{escape(self.plot_id)}" role="img" aria-label="{escape(self.title)}" '
-                f'viewBox="0 0 {WIDTH} {self.height:.0f}" width="{WIDTH}" '
-                f'height="{self.height:.0f}" font-family="sans-serif">\n'
+                f'viewBox="0 0 {WIDTH} {self.height:.0f}" width="100%" '
+                'font-family="sans-serif">\n'
                 f'<title>{escape(self.title)}</title>\n'
                 f'<text x="{WIDTH / 2}" y="22" text-anchor="middle" font-size="14" '
                 f'font-weight="bold">{escape(_fit(self.title, WIDTH - 20, 14))}</text>')
@@ -261,7 +259,8 @@ def latency_plot(title: str, rows: Sequence[Distribution], *, plot_id: str,
                  legend: Sequence[tuple[int, str]] = (), separators: Sequence[int] = ()
                  ) -> str:
     """Horizontal box plots on a log axis: box p25..p75, bar at the median (its value above),
-    whiskers p5..p95, a diamond at p99, dots for the runs beyond the whiskers.
+    whiskers p5..p95, a diamond at p99, a density strip under the box for the runs beyond
+    the whiskers.
 
     The axis ends at four times the largest p99: a few runs 1000x slower than the median
     (a shared machine's hiccup) would otherwise squeeze every box to a pixel; they are
@@ -325,11 +324,8 @@ def latency_plot(title: str, rows: Sequence[Distribution], *, plot_id: str,
                                 f'fill="#b00" class="p99"><title>p99 '
                                 f'{escape(format_duration(p99))}</title></path>')
         beyond = values[(values < p5) | (values > p95)]
-        shown = beyond[beyond <= high]
-        if shown.size > 120:  # enough dots to show the tail without bloating the file
-            shown = np.quantile(shown, np.linspace(0, 1, 120))
-        canvas.parts.extend(f'<circle cx="{scale(v):.1f}" cy="{y:.1f}" r="1.6" '
-                            f'fill="{color}" fill-opacity="0.5"/>' for v in shown)
+        canvas.parts.extend(_density_strip(scale, beyond[beyond <= high], y + 11, color,
+                                           row.key))
         off_axis = values[values > high]
         if off_axis.size:
             canvas.parts.append(f'<path d="M{right + 2:.1f} {y - 5:.1f} L{right + 9:.1f} '
@@ -344,6 +340,27 @@ def latency_plot(title: str, rows: Sequence[Distribution], *, plot_id: str,
         _legend(canvas, WIDTH - panel + 8, _TOP + 20,
                 [(PALETTE[c % len(PALETTE)], name) for c, name in legend])
     return canvas.svg()
+
+
+def _density_strip(scale: _Scale, values: np.ndarray, y: float, color: str,
+                   key: str) -> list[str]:
+    """The runs beyond the whiskers as a strip under the box: one cell per few pixels,
+    darker where more runs fell.  Thousands of dots on the box's own line read as the box
+    (a tight run's real box vanished under its tail); a strip below it cannot."""
+    if not values.size:
+        return []
+    cell = 3.0
+    columns = np.floor((np.array([scale(v) for v in values]) - scale.start) / cell)
+    cells, counts = np.unique(columns, return_counts=True)
+    most = int(counts.max())
+    parts = [f'<g class="outliers" data-variant="{escape(key)}"><title>{values.size} '
+             f'run{"s" * (values.size != 1)} beyond the whiskers (the darker, the more '
+             f'runs)</title>']
+    parts.extend(f'<rect x="{scale.start + cell * c:.1f}" y="{y:.1f}" width="{cell:g}" '
+                 f'height="4" fill="{color}" fill-opacity="{0.2 + 0.8 * n / most:.2f}"/>'
+                 for c, n in zip(cells, counts, strict=True))
+    parts.append("</g>")
+    return parts
 
 
 def tradeoff_plot(title: str, points: Sequence[Point], *, plot_id: str,

@@ -233,6 +233,8 @@ class ProfileRow(TypedDict, total=False):
     kernel: str
     node: int
     node_op: str
+    #: The node's output tensor name, read from the file by the host.
+    node_name: str
     version: int
     output_shape: list[int]
 

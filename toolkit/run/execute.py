@@ -49,9 +49,11 @@ from toolkit.errors import (
 from toolkit.model.load import ModelSource, load_model_source
 from toolkit.model.project import git_commit, resolve_store_path
 from toolkit.model.reference import compute_references, reference_metric, source_inputs
+from toolkit.report.profile import with_node_names
 from toolkit.report.render import write_report
 from toolkit.results.choose import Choice, choose_fastest, split_by_budget
 from toolkit.results.export import run_folder_files
+from toolkit.results.facts import Measurements
 from toolkit.results.record import ResultRecord, Stage, Status, artifact_facts
 from toolkit.results.store import ResultsStore, StoredRun, store_location
 from toolkit.run.boards import BoardSource, LabgridBoard
@@ -358,6 +360,10 @@ def run_on_target(target: Target, run_id: str, artifacts: list[Artifact],
     for (artifact, count, kind), measured in zip(planned, result["variants"], strict=True):
         record = ResultRecord.measured_on(target.name, artifact, measured,
                                           board=result["board"], threads=count, swept=sweeping)
+        if record.profile is not None:
+            measured_here: Measurements = {
+                **record.measured, "profile": with_node_names(record.profile, artifact.path)}
+            record = record.replace(measured=measured_here)
         records.append(record.replace(recipe=f"{artifact.variant}@{kind}") if len(kinds) > 1
                        else record)
     return records
