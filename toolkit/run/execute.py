@@ -160,7 +160,8 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
     left_out = _health(plan, named, notify)
     checking = [b for b in plan.boards if b.name not in left_out]
     say(f"checking {', '.join(b.name for b in checking)}")
-    failed_check = _check_boards(plan, checking, notify)
+    failed_check = _check_boards(plan, checking, notify,
+                                 onnx=any(source.is_onnx for source in sources))
     ready = [b for b in plan.boards if b.name not in left_out and b.name not in failed_check]
     check_delegates([b.known for b in ready if b.known is not None], plan.sweep.accelerators)
 
@@ -217,13 +218,16 @@ def _health(plan: RunPlan, named: list[Target],
 
 
 def _check_boards(plan: RunPlan, boards: list[BoardSource],
-                  notify: Callable[[BoardEvent], None]) -> dict[str, EdgeError]:
-    """Connection, host key, Python, numpy, runtime of every named board and, with
-    ``--busy-wait 0``, whether each board (a labgrid place too) can be had now, before any
-    compression: failed boards and why, or raise."""
+                  notify: Callable[[BoardEvent], None], *, onnx: bool = False
+                  ) -> dict[str, EdgeError]:
+    """Connection, host key, Python, numpy, runtime of every named board (with ``onnx``,
+    onnxruntime and the execution providers asked for) and, with ``--busy-wait 0``, whether
+    each board (a labgrid place too) can be had now, before any compression: failed boards
+    and why, or raise."""
     failed: dict[str, EdgeError] = {}
     named = [b.known for b in boards if b.known is not None]
-    for name, answer in check_boards(named, plan.sweep.threads or None).items():
+    providers = list(plan.sweep.accelerators) if onnx else None
+    for name, answer in check_boards(named, plan.sweep.threads or None, providers).items():
         if isinstance(answer, EdgeError):
             failed[name] = answer
     if plan.policy.busy_wait_seconds == 0:
