@@ -103,7 +103,7 @@ def unavailable(runtime: Runtime) -> str | None:
     if runtime.name == "tflite-runtime" and runtime.version.startswith(TFLITE_RUNTIME_VERSIONS):
         return None
     if runtime.name == "onnxruntime":
-        return "no per-operator profile for onnxruntime yet (its own profiler is not wired in)"
+        return "its own profiler (SessionOptions.enable_profiling) is not wired in yet"
     checked = "ai-edge-litert 2.3, tflite-runtime 2.14"
     return f"the native profiler's layout is checked for {checked} only"
 

@@ -1,0 +1,215 @@
+"""An .onnx deployed as given and measured by ONNX Runtime on the board.
+
+The model is made here with ``onnx.helper`` (MatMul + Add, seeded weights): no
+conversion, so the agent-side tests are unit tests; deploys through the local board
+are integration tests (a real agent process, real runtimes).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from device_agent.interp import AcceleratorError
+from device_agent.measure import measure_variant
+from device_agent.ort import providers_for
+from device_agent.outputs import load_reference
+from device_agent.runtime import RuntimeNotFound, find_runtime, runtime_for
+from toolkit.cli.main import main
+from toolkit.errors import ModelError
+from toolkit.model.load import load_model_source
+from toolkit.model.reference import compute_reference
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = {"min_runs": 10, "min_seconds": 0.05, "warmup_runs": 2, "warmup_seconds": 0.0,
+        "cooldown_seconds": 0}
+CLI_FAST = ["--min-runs", "10", "--min-seconds", "0.05"]
+
+
+def tiny_onnx(path: Path) -> Path:
+    """y = x @ W + b, x float32 [1, 16], y [1, 10], weights from a seeded generator."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.standard_normal((16, 10)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
+        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [weights, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # what onnxruntime 1.19 (the last cp38 line) reads
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def ort_targets(folder: Path) -> Path:
+    """A targets folder with ``ort``: this machine as the board, runtime onnxruntime."""
+    folder.mkdir()
+    (folder / "ort.toml").write_text('transport = "local"\nruntime = "onnxruntime"\n'
+                                     "threads = 1\n")
+    return folder
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_the_agent_measures_an_onnx_with_the_same_method_and_checks_its_outputs(
+        tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    reference = load_reference(compute_reference(model, None, tmp_path / "mlp.ref.npz"))
+    runtime = runtime_for("auto", model.name)
+    figures = measure_variant(runtime, model, FAST, reference=reference)
+    assert figures["status"] == "ok" and figures["runtime"]["name"] == "onnxruntime"
+    assert figures["runs"] >= 10 and set(figures["latency_ms"]) >= {"p50", "p90", "p99"}
+    assert figures["peak_rss_bytes"] > 0
+    assert figures["inputs"] == "reference: the host's first input sample"
+    assert figures["accelerator"] == {"requested": "cpu", "used": "cpu", "api": "session",
+                                      "providers": ["CPUExecutionProvider"]}
+    check = figures["output_check"]
+    assert check["ok"] and check["samples"] == 32 and check["max_abs_diff"] == 0.0
+    assert figures["verdict"]["status"] in ("VALID", "INVALID")
+
+
+def test_an_onnx_profile_is_refused_in_one_line_and_the_figures_stand(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    figures = measure_variant(find_runtime("onnxruntime"), model, {**FAST, "profile": 1})
+    assert figures["status"] == "ok"
+    assert figures["profile"]["error"] == (
+        f"per-op profile not available on onnxruntime {figures['runtime']['version']}: its own "
+        "profiler (SessionOptions.enable_profiling) is not wired in yet")
+
+
+def test_the_runtime_is_chosen_by_the_file_and_a_mismatch_is_one_line() -> None:
+    assert runtime_for("auto", "ab12.onnx").name == "onnxruntime"
+    assert runtime_for("onnxruntime", "ab12.onnx").name == "onnxruntime"
+    assert runtime_for("auto", "ab12.tflite").name != "onnxruntime"
+    with pytest.raises(RuntimeNotFound, match=r"^ab12.onnx is an ONNX model and runtime "
+                                              r"ai-edge-litert .* set runtime = \"onnxruntime\""):
+        runtime_for("ai-edge-litert", "ab12.onnx")
+    with pytest.raises(RuntimeNotFound, match=r"^ab12.tflite is a TFLite model and runtime "
+                                              r"onnxruntime .* runs .onnx files"):
+        runtime_for("onnxruntime", "ab12.tflite")
+
+
+def test_a_provider_the_board_lacks_names_those_it_has() -> None:
+    assert providers_for("cpu", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert providers_for("xnnpack", ["XnnpackExecutionProvider", "CPUExecutionProvider"]) == \
+        ["XnnpackExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(AcceleratorError) as raised:
+        providers_for("xnnpack", ["AzureExecutionProvider", "CPUExecutionProvider"])
+    assert str(raised.value) == ("onnxruntime here has no XnnpackExecutionProvider (accelerator "
+                                 "xnnpack); it has AzureExecutionProvider, CPUExecutionProvider")
+    with pytest.raises(AcceleratorError, match="^accelerator gpu is a TFLite one"):
+        providers_for("gpu", ["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty (0 bytes): not an ONNX model"),
+    (b"\x08\x09\x12\xff\xff", "is not an ONNX model: "),
+])
+def test_a_broken_onnx_is_refused_in_one_line(tmp_path: Path, content: bytes,
+                                              message: str) -> None:
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelError) as raised:
+        load_model_source(path)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_an_onnx_the_checker_rejects_fails_the_deploy_before_anything_is_written(
+        tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(tiny_onnx(tmp_path / "mlp.onnx")))
+    model.graph.node[1].input[0] = "nowhere"  # an edge from no node and no input
+    onnx.save(model, str(tmp_path / "cut.onnx"))
+    out = tmp_path / "out"
+    result = invoke("deploy", str(tmp_path / "cut.onnx"), "--target", "local", "-o", str(out))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"edge: error: {tmp_path / 'cut.onnx'} "
+                                                   "fails onnx.checker: ")
+    assert not out.exists()
+
+
+def test_a_recipe_on_an_onnx_is_refused_in_one_line(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    out = tmp_path / "out"
+    result = invoke("deploy", str(model), "--recipe", "int8-dynamic", "--target", "local",
+                    "-o", str(out))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "edge: error: int8-dynamic on mlp.onnx: recipes on an .onnx are not built yet: the "
+        "file is measured as given (fp32); deploy the .py model file for the recipe")
+    assert not out.exists()
+
+
+def test_the_agent_measuring_an_onnx_imports_only_stdlib_numpy_and_onnxruntime(
+        tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    probe = (
+        "import sys, json; sys.path.insert(0, sys.argv[1]);"
+        "from device_agent.measure import measure_variant;"
+        "from device_agent.runtime import runtime_for;"
+        "from device_agent.protocol import DEFAULT_SETTINGS;"
+        "measure_variant(runtime_for('auto', sys.argv[2]), sys.argv[2],"
+        " dict(DEFAULT_SETTINGS, min_runs=1, min_seconds=0));"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", probe, str(REPO), str(model)],
+                                       capture_output=True, check=True, text=True).stdout)
+    at_startup = set(json.loads(subprocess.run(
+        [sys.executable, "-c", "import sys, json; print(json.dumps(list(sys.modules)))"],
+        capture_output=True, check=True, text=True).stdout))
+    stdlib = set(sys.stdlib_module_names) | at_startup | {"cython_runtime"}
+    third_party = {name for name in loaded if name not in stdlib and not name.startswith("_")}
+    assert third_party <= {"device_agent", "numpy", "onnxruntime"}, third_party
+
+
+@pytest.mark.integration
+def test_an_onnx_deploys_to_a_local_board_running_onnxruntime(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    out = tmp_path / "out"
+    result = invoke("deploy", str(model), "--targets-dir", str(ort_targets(tmp_path / "t")),
+                    "--target", "ort", "-o", str(out), "--json", *CLI_FAST)
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(result.stdout)["results"]
+    assert record["status"] == "ok" and record["variant"] == "mlp.onnx"
+    assert record["file"] == "mlp.onnx" and record["config"] == {"recipe": "as-is"}
+    assert record["runtime"]["name"] == "onnxruntime" and record["runtime"]["version"]
+    assert record["runtime_choice"].startswith("onnxruntime ")
+    assert record["accelerator"]["used"] == "cpu"
+    assert record["accelerator"]["providers"] == ["CPUExecutionProvider"]
+    assert set(record["latency_ms"]) >= {"p50", "p90", "p99"} and record["peak_rss_bytes"] > 0
+    assert record["output_check"]["ok"] and record["verdict"]["status"] in ("VALID", "INVALID")
+    assert record["ops"] == [{"op": "MatMul", "version": 17}, {"op": "Add", "version": 17}]
+    # Uploaded and run under its own suffix: the agent chooses its runtime by it.
+    artifacts = next((out / "runs").glob("*/artifacts"))
+    assert (artifacts / "mlp.onnx").read_bytes() == model.read_bytes()
+
+
+@pytest.mark.integration
+def test_a_provider_the_board_lacks_is_one_line_and_nothing_is_stored(tmp_path: Path) -> None:
+    import onnxruntime
+
+    if "XnnpackExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime build has XNNPACK: the board lacks nothing")
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    out = tmp_path / "out"
+    result = invoke("deploy", str(model), "--targets-dir", str(ort_targets(tmp_path / "t")),
+                    "--target", "ort", "--accelerator", "xnnpack", "-o", str(out))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "edge: error: ort: onnxruntime here has no XnnpackExecutionProvider (accelerator "
+        "xnnpack); it has " + ", ".join(onnxruntime.get_available_providers()))
+    assert not out.exists()
