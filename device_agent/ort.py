@@ -105,12 +105,12 @@ class OrtSession:
 def _detail(index: int, arg: object) -> TensorDetail:
     """A TensorDetail of an ORT ``NodeArg``: a symbolic dimension (``batch``) reads as 1,
     the size the host's reference inputs and the random inputs are made with."""
-    shape: Tuple[object, ...] = tuple(getattr(arg, "shape") or ())
-    kind = str(getattr(arg, "type"))
+    shape: Tuple[object, ...] = tuple(arg.shape or ())
+    kind = str(arg.type)
     if kind not in _DTYPES:
-        raise ValueError(f"{getattr(arg, 'name')}: element type {kind} is not one the agent "
+        raise ValueError(f"{arg.name}: element type {kind} is not one the agent "
                          "feeds (" + ", ".join(sorted(_DTYPES)) + ")")
-    return {"index": index, "name": str(getattr(arg, "name")),
+    return {"index": index, "name": str(arg.name),
             "shape": np.array([d if isinstance(d, int) and d > 0 else 1 for d in shape],
                               dtype=np.int32),
             "dtype": _DTYPES[kind], "quantization": (0.0, 0)}

@@ -109,7 +109,7 @@ def test_a_provider_the_board_lacks_names_those_it_has() -> None:
         providers_for("xnnpack", ["AzureExecutionProvider", "CPUExecutionProvider"])
     assert str(raised.value) == ("onnxruntime here has no XnnpackExecutionProvider (accelerator "
                                  "xnnpack); it has AzureExecutionProvider, CPUExecutionProvider")
-    with pytest.raises(AcceleratorError, match="^accelerator gpu is a TFLite one"):
+    with pytest.raises(AcceleratorError, match=r"^accelerator gpu is a TFLite one"):
         providers_for("gpu", ["CPUExecutionProvider"])
 
 
