@@ -19,7 +19,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -38,6 +38,14 @@ _DTYPES = {
     "tensor(uint32)": np.uint32, "tensor(int64)": np.int64, "tensor(uint64)": np.uint64,
     "tensor(bool)": np.bool_,
 }
+
+
+class NodeArg(Protocol):
+    """What the agent reads of ``InferenceSession.get_inputs()`` and ``get_outputs()``."""
+
+    name: str
+    type: str
+    shape: Sequence[object]
 
 
 def providers_for(accelerator: str, available: Sequence[str]) -> List[str]:
@@ -102,7 +110,7 @@ class OrtSession:
         return list(self.session.get_providers())
 
 
-def _detail(index: int, arg: object) -> TensorDetail:
+def _detail(index: int, arg: NodeArg) -> TensorDetail:
     """A TensorDetail of an ORT ``NodeArg``: a symbolic dimension (``batch``) reads as 1,
     the size the host's reference inputs and the random inputs are made with."""
     shape: Tuple[object, ...] = tuple(arg.shape or ())
