@@ -22,6 +22,8 @@ from device_agent.ort import providers_for
 from device_agent.outputs import load_reference
 from device_agent.runtime import RuntimeNotFound, find_runtime, runtime_for
 from toolkit.cli.main import main
+from toolkit.compress._from_onnx import refusal
+from toolkit.compress._recipes import parse_chain
 from toolkit.errors import ModelError
 from toolkit.model.load import load_model_source
 from toolkit.model.reference import compute_reference
@@ -142,15 +144,27 @@ def test_an_onnx_the_checker_rejects_fails_the_deploy_before_anything_is_written
     assert not out.exists()
 
 
-def test_a_recipe_on_an_onnx_is_refused_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe, reason", [
+    ("fp32", None), ("int8-dynamic", None),
+    ("fp16", "not built for an .onnx yet: only the file as given (fp32) and int8-dynamic"),
+    ("int8", "not built for an .onnx yet: only the file as given (fp32) and int8-dynamic"),
+    ("prune:0.5+int8-dynamic", "needs the PyTorch model: pruning, distillation and clustering"),
+])
+def test_recipes_an_onnx_takes_and_those_refused(recipe: str, reason: str | None) -> None:
+    why = refusal(parse_chain(recipe))
+    assert why == reason if reason is None else (why or "").startswith(reason)
+
+
+def test_a_recipe_an_onnx_does_not_take_fails_the_deploy_in_one_line(tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "mlp.onnx")
     out = tmp_path / "out"
-    result = invoke("deploy", str(model), "--recipe", "int8-dynamic", "--target", "local",
+    result = invoke("deploy", str(model), "--recipe", "fp16", "--target", "local",
                     "-o", str(out))
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "edge: error: int8-dynamic on mlp.onnx: recipes on an .onnx are not built yet: the "
-        "file is measured as given (fp32); deploy the .py model file for the recipe")
+        "edge: error: fp16 on mlp.onnx: not built for an .onnx yet: only the file as given "
+        "(fp32) and int8-dynamic (onnxruntime.quantization) are; deploy the .py model file "
+        "for the recipe")
     assert not out.exists()
 
 
@@ -181,9 +195,10 @@ def test_an_onnx_deploys_to_a_local_board_running_onnxruntime(tmp_path: Path) ->
     model = tiny_onnx(tmp_path / "mlp.onnx")
     out = tmp_path / "out"
     result = invoke("deploy", str(model), "--targets-dir", str(ort_targets(tmp_path / "t")),
-                    "--target", "ort", "-o", str(out), "--json", *CLI_FAST)
+                    "--target", "ort", "--recipe", "fp32,int8-dynamic", "-o", str(out),
+                    "--json", *CLI_FAST)
     assert result.exit_code == 0, result.output
-    (record,) = json.loads(result.stdout)["results"]
+    record, int8 = json.loads(result.stdout)["results"]
     assert record["status"] == "ok" and record["variant"] == "mlp.onnx"
     assert record["file"] == "mlp.onnx" and record["config"] == {"recipe": "as-is"}
     assert record["runtime"]["name"] == "onnxruntime" and record["runtime"]["version"]
@@ -196,6 +211,14 @@ def test_an_onnx_deploys_to_a_local_board_running_onnxruntime(tmp_path: Path) ->
     # Uploaded and run under its own suffix: the agent chooses its runtime by it.
     artifacts = next((out / "runs").glob("*/artifacts"))
     assert (artifacts / "mlp.onnx").read_bytes() == model.read_bytes()
+    # int8-dynamic: onnxruntime.quantization's rewrite, judged against the given file.
+    assert int8["variant"] == "int8-dynamic" and int8["file"] == "mlp.int8-dynamic.onnx"
+    assert int8["status"] == "ok" and int8["runtime"]["name"] == "onnxruntime"
+    assert int8["output_check"]["ok"]
+    assert int8["fidelity"]["reference"] == "given mlp.onnx"
+    assert int8["fidelity"]["cosine_similarity"] > 0.99
+    assert int8["details"]["tool"] == "onnxruntime.quantization.quantize_dynamic"
+    assert {"op": "MatMulInteger", "version": 17} in int8["ops"]
 
 
 @pytest.mark.integration

@@ -281,7 +281,7 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
     if source.is_onnx:
         from toolkit.compress._from_onnx import build_from_onnx
 
-        return build_from_onnx(source, chains, folder)
+        return build_from_onnx(source, chains, folder, progress=progress, failed=failed)
     if source.is_tflite:
         from toolkit.compress._from_tflite import build_from_tflite
 
