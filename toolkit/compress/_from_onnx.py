@@ -19,8 +19,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -102,19 +104,29 @@ def build_from_onnx(source: ModelSource, chains: list[Chain], folder: Path, *,
 
 def _int8_dynamic(chain: Chain, given: Path, target: Path,
                   inputs: list[tuple[np.ndarray, ...]]) -> Artifact:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from device_agent.runtime import find_runtime
     from toolkit.compress.evaluate import file_fidelity
 
+    # The quantizer infers every shape again, and refuses a graph whose recorded value_info
+    # disagrees with its inference: torch.onnx.export(dynamo=True) files do (a Gemm's
+    # input recorded as 64 wide where it infers 512).  It gets the graph without them.
+    bare = target.with_name(f".{target.name}.input")
+    model = onnx.load_model(str(given))
+    del model.graph.value_info[:]
+    onnx.save_model(model, str(bare))
     try:
         # Ctrl-C waits until the quantizer returns, as for every conversion.
-        with interrupts_deferred(), captured_native_output():
-            quantize_dynamic(given, target, weight_type=QuantType.QInt8)
+        with interrupts_deferred(), captured_native_output(), _root_logging_muted():
+            quantize_dynamic(bare, target, weight_type=QuantType.QInt8)
     except Exception as exc:  # noqa: BLE001 - the quantizer raises anything on a graph it cannot rewrite
         target.unlink(missing_ok=True)
         raise CompressError(f"{chain.recipe}: onnxruntime.quantization could not rewrite "
                             f"{given.name}: {_one_line(exc)}", recipe=chain.recipe) from None
+    finally:
+        bare.unlink(missing_ok=True)
     fidelity = file_fidelity(target, given, inputs)
     host = {**find_runtime("onnxruntime").describe(), "loads": True,
             "top1_agreement_with_source": fidelity["top1_agreement"],
@@ -136,6 +148,19 @@ def _random_inputs(details: list[TensorDetail]) -> list[tuple[np.ndarray, ...]]:
                   if np.issubdtype(np.dtype(d["dtype"]), np.floating)
                   else np.zeros(tuple(d["shape"]), d["dtype"])
                   for d in details) for _ in range(FIDELITY_SAMPLES)]
+
+
+@contextlib.contextmanager
+def _root_logging_muted() -> Iterator[None]:
+    """The quantizer advises pre-processing through ``logging.warning`` on the root logger,
+    which would install a stderr handler for good (``basicConfig``): a handler that drops
+    records keeps that from happening while it runs."""
+    root, sink = logging.getLogger(), logging.NullHandler()
+    root.addHandler(sink)
+    try:
+        yield
+    finally:
+        root.removeHandler(sink)
 
 
 def _one_line(exc: BaseException) -> str:
