@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
 
 #: The ``accelerator`` setting's values that name an ONNX Runtime execution provider.
 PROVIDERS = {"cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider"}
+#: The probe model of ``edge doctor``'s load check (device_agent.load_check) as an ONNX
+#: graph: y = x + x, float32 [1, 4], opset 13, IR version 7 (every onnxruntime since 1.6).
+PROBE_ONNX = base64.b64decode(
+    "CAcSBGVkZ2U6QQoOCgF4CgF4EgF5IgNBZGQSBXByb2JlWhMKAXgSDgoMCAESCAoCCAEKAggEYhMKAXkSDgoMCAESCAoC"
+    "CAEKAggEQgQKABAN")
 #: ONNX Runtime's element type names, as ``NodeArg.type`` spells them, to numpy's.
 _DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16,

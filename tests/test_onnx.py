@@ -10,21 +10,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from device_agent.accelerators import preflight
 from device_agent.interp import AcceleratorError
+from device_agent.load_check import load_checks
 from device_agent.measure import measure_variant
 from device_agent.ort import providers_for
 from device_agent.outputs import load_reference
 from device_agent.runtime import RuntimeNotFound, find_runtime, runtime_for
+from toolkit.boards.bootstrap import BoardPython
 from toolkit.cli.main import main
 from toolkit.compress._from_onnx import refusal
 from toolkit.compress._recipes import parse_chain
-from toolkit.errors import ModelError
+from toolkit.errors import BoardSetupError, ModelError
 from toolkit.model.load import load_model_source
 from toolkit.model.reference import compute_reference
 
@@ -113,6 +117,42 @@ def test_a_provider_the_board_lacks_names_those_it_has() -> None:
                                  "xnnpack); it has AzureExecutionProvider, CPUExecutionProvider")
     with pytest.raises(AcceleratorError, match=r"^accelerator gpu is a TFLite one"):
         providers_for("gpu", ["CPUExecutionProvider"])
+
+
+def test_the_board_check_refuses_what_an_onnx_cannot_run_on_in_one_line() -> None:
+    board = BoardPython(target="pi", python="python3", version=(3, 11, 2), numpy="1.26.4",
+                        runtimes={"tflite-runtime": "2.14.0"}, runtime_preference="auto")
+    checks = [
+        (board, ["cpu"], "pi: onnxruntime is not installed for python3, and an .onnx runs on "
+                         "it: pip install onnxruntime there"),
+        (replace(board, runtime_preference="tflite-runtime"), ["cpu"],
+         'pi: an .onnx runs on onnxruntime and the target\'s runtime is tflite-runtime; set '
+         'runtime = "auto" or "onnxruntime" in its target file'),
+        (replace(board, runtimes={"onnxruntime": "1.19.2"}, providers=("CPUExecutionProvider",)),
+         ["cpu", "xnnpack"], "pi: onnxruntime here has no XnnpackExecutionProvider (accelerator "
+                             "xnnpack); it has CPUExecutionProvider"),
+    ]
+    for facts, accelerators, message in checks:
+        with pytest.raises(BoardSetupError) as raised:
+            facts.require_providers(accelerators)
+        assert str(raised.value) == message
+    replace(board, runtimes={"onnxruntime": "1.19.2"},
+            providers=("XnnpackExecutionProvider", "CPUExecutionProvider")
+            ).require_providers(["cpu", "xnnpack"])
+
+
+def test_doctor_checks_the_providers_and_loads_the_probe_on_onnxruntime() -> None:
+    import onnxruntime
+
+    runtime = find_runtime("onnxruntime")
+    checks = {c["name"]: c for c in preflight(runtime, ["cpu", "xnnpack"], "interpreter", "", {})}
+    assert checks["cpu"] == {"name": "cpu", "ok": True, "warning": False,
+                             "detail": "onnxruntime's CPUExecutionProvider"}
+    assert checks["xnnpack"]["ok"] == \
+        ("XnnpackExecutionProvider" in onnxruntime.get_available_providers())
+    (loaded,) = load_checks(runtime, ["cpu"], "interpreter", "", {})
+    assert loaded["ok"], loaded
+    assert loaded["detail"].startswith(f"onnxruntime {runtime.version} loaded and ran y = x + x")
 
 
 @pytest.mark.parametrize("content, message", [

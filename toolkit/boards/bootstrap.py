@@ -101,6 +101,11 @@ class BoardPython:
         from device_agent.interp import AcceleratorError
         from device_agent.ort import providers_for
 
+        if self.runtime_preference not in ("auto", "onnxruntime"):
+            raise BoardSetupError(f"{self.target}: an .onnx runs on onnxruntime and the "
+                                  f"target's runtime is {self.runtime_preference}; set runtime = "
+                                  '"auto" or "onnxruntime" in its target file',
+                                  target=self.target)
         if "onnxruntime" not in self.runtimes:
             raise BoardSetupError(f"{self.target}: onnxruntime is not installed for "
                                   f"{self.python}, and an .onnx runs on it: pip install "
