@@ -24,7 +24,9 @@ from device_agent.measure import measure_variant
 from device_agent.ort import providers_for
 from device_agent.outputs import load_reference
 from device_agent.runtime import RuntimeNotFound, find_runtime, runtime_for
+from device_agent.settings import RUNTIMES
 from toolkit.boards.bootstrap import BoardPython
+from toolkit.boards.wheelhouse import REQUIREMENTS
 from toolkit.cli.main import main
 from toolkit.compress._from_onnx import refusal
 from toolkit.compress._recipes import parse_chain
@@ -125,9 +127,6 @@ def test_the_board_check_refuses_what_an_onnx_cannot_run_on_in_one_line() -> Non
     checks = [
         (board, ["cpu"], "pi: onnxruntime is not installed for python3, and an .onnx runs on "
                          "it: pip install onnxruntime there"),
-        (replace(board, runtime_preference="tflite-runtime"), ["cpu"],
-         'pi: an .onnx runs on onnxruntime and the target\'s runtime is tflite-runtime; set '
-         'runtime = "auto" or "onnxruntime" in its target file'),
         (replace(board, runtimes={"onnxruntime": "1.19.2"}, providers=("CPUExecutionProvider",)),
          ["cpu", "xnnpack"], "pi: onnxruntime here has no XnnpackExecutionProvider (accelerator "
                              "xnnpack); it has CPUExecutionProvider"),
@@ -139,6 +138,14 @@ def test_the_board_check_refuses_what_an_onnx_cannot_run_on_in_one_line() -> Non
     replace(board, runtimes={"onnxruntime": "1.19.2"},
             providers=("XnnpackExecutionProvider", "CPUExecutionProvider")
             ).require_providers(["cpu", "xnnpack"])
+
+
+def test_setup_installs_onnxruntime_for_a_target_that_runs_it() -> None:
+    assert set(REQUIREMENTS) == set(RUNTIMES)
+    assert REQUIREMENTS["onnxruntime"] == ["numpy", "onnxruntime"]
+    board = BoardPython(target="pi", python="python3", version=(3, 11, 2), numpy="1.26.4",
+                        runtimes={"ai-edge-litert": "2.3.0"}, runtime_preference="onnxruntime")
+    assert board.missing() == ["onnxruntime is not installed"]
 
 
 def test_doctor_checks_the_providers_and_loads_the_probe_on_onnxruntime() -> None:
@@ -153,6 +160,27 @@ def test_doctor_checks_the_providers_and_loads_the_probe_on_onnxruntime() -> Non
     (loaded,) = load_checks(runtime, ["cpu"], "interpreter", "", {})
     assert loaded["ok"], loaded
     assert loaded["detail"].startswith(f"onnxruntime {runtime.version} loaded and ran y = x + x")
+
+
+def test_a_model_the_target_runtime_cannot_read_is_refused_before_any_work(
+        tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    targets = ort_targets(tmp_path / "t")
+    (targets / "tfl.toml").write_text('transport = "local"\nruntime = "tflite-runtime"\n')
+    keras = REPO / "tests" / "data" / "keras_cnn.tflite"
+    for given, target, message in [
+        (model, "tfl", "mlp.onnx runs on onnxruntime and target tfl's runtime is "
+                       'tflite-runtime; set runtime = "auto" or "onnxruntime" in its target file'),
+        (keras, "ort", "keras_cnn.tflite gives .tflite files and target ort's runtime is "
+                       'onnxruntime (.onnx only); set runtime = "auto" or a TFLite runtime in '
+                       "its target file"),
+    ]:
+        out = tmp_path / f"out-{target}"
+        result = invoke("deploy", str(given), "--targets-dir", str(targets), "--target", target,
+                        "-o", str(out))
+        assert result.exit_code == 2
+        assert result.stderr.strip() == f"edge: error: {message}"
+        assert not out.exists()
 
 
 @pytest.mark.parametrize("content, message", [

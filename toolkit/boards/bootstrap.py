@@ -1,7 +1,8 @@
 """What a bare board needs before the agent can run, checked and (when asked) installed.
 
-The agent needs Python 3.9 or newer, numpy and a TFLite runtime. :func:`probe`
-asks the board's Python (the venv in the work folder if ``edge targets setup``
+The agent needs Python 3.9 or newer, numpy and a TFLite runtime (onnxruntime for ``.onnx``
+files, with the execution providers the deploy asks for: :meth:`BoardPython.require_providers`).
+:func:`probe` asks the board's Python (the venv in the work folder if ``edge targets setup``
 made one, else the target's ``python``); :func:`setup` makes that venv and
 installs what is missing with pip, from the package index or from wheels the
 host pushes (``wheelhouse``, see :mod:`toolkit.boards.wheelhouse`) for air-gapped labs.
@@ -92,7 +93,9 @@ class BoardPython:
         wanted = (list(self.runtimes) if self.runtime_preference == "auto"
                   else [self.runtime_preference])
         if not self.runtimes or not set(wanted) & set(self.runtimes):
-            problems.append(f"no TFLite runtime ({self.runtime_preference}) is installed")
+            problems.append("onnxruntime is not installed"
+                            if self.runtime_preference == "onnxruntime" else
+                            f"no TFLite runtime ({self.runtime_preference}) is installed")
         return problems
 
     def require_providers(self, accelerators: Sequence[str]) -> None:
@@ -101,11 +104,6 @@ class BoardPython:
         from device_agent.interp import AcceleratorError
         from device_agent.ort import providers_for
 
-        if self.runtime_preference not in ("auto", "onnxruntime"):
-            raise BoardSetupError(f"{self.target}: an .onnx runs on onnxruntime and the "
-                                  f"target's runtime is {self.runtime_preference}; set runtime = "
-                                  '"auto" or "onnxruntime" in its target file',
-                                  target=self.target)
         if "onnxruntime" not in self.runtimes:
             raise BoardSetupError(f"{self.target}: onnxruntime is not installed for "
                                   f"{self.python}, and an .onnx runs on it: pip install "
