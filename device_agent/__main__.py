@@ -263,7 +263,7 @@ def _run_job(job_path: Path, job: Job, started: float,
     budget = protocol.job_budget_seconds(job)
     deadline = started + budget
     timeout = float(settings.variant_timeout_seconds)
-    _preload(settings.runtime)
+    _preload(settings.runtime, [variant["file"] for variant in job["variants"]])
     # Forked before anything else grows this process: every child starts from this image.
     zygote = Zygote(lambda name: measure(job_path, name))
     # Checked before each child loads its file, and polled while it measures. The poller
@@ -361,15 +361,18 @@ def _remove(path: Path) -> None:
         pass
 
 
-def _preload(preference: str) -> None:
-    """Import numpy, the runtime and the measuring code once; forked children inherit them."""
+def _preload(preference: str, files: list[str]) -> None:
+    """Import numpy, the runtimes ``files`` need and the measuring code once; forked children
+    inherit them."""
     from . import measure  # noqa: F401 - imported for the children
-    from .runtime import RuntimeNotFound, find_runtime
+    from .runtime import RuntimeNotFound, runtime_for
 
-    try:
-        find_runtime(preference)
-    except RuntimeNotFound:
-        pass  # each child reports it as its variant's failure, with the runtime's message
+    # The runtime depends on the file's suffix alone: one file of each suffix loads each.
+    for name in {Path(name).suffix: name for name in files}.values():
+        try:
+            runtime_for(preference, name)
+        except RuntimeNotFound:
+            pass  # each child reports it as its variant's failure, with the runtime's message
 
 
 def _cool_down(settings: JobSettings, *, first: bool, deadline: float) -> Cooldown:

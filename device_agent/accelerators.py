@@ -58,7 +58,8 @@ from .compiled import (
     vulkan_loader_present,
 )
 from .interp import AcceleratorError
-from .runtime import RUNTIME_CANDIDATES, Runtime
+from .ort import PROVIDERS, OrtSession, providers_for
+from .runtime import ONNX_RUNTIME, RUNTIME_CANDIDATES, Runtime
 from .settings import ACCELERATORS, APIS, JobSettings
 from .wire import AcceleratorCheck, AcceleratorFacts, DelegateOption
 
@@ -96,7 +97,7 @@ class Opened:
         facts = self._facts.copy()
         if isinstance(self.model, CompiledRunner):
             facts.update(self.model.timing_facts())
-        else:
+        elif not isinstance(self.model, OrtSession):
             # The default delegate (XNNPACK) applies at allocation, after any external one.
             partitions = _delegate_partitions(self.model)
             if partitions is not None:
@@ -131,9 +132,38 @@ def plan_model(runtime: Runtime, model_path: Path,
                 raise AcceleratorError(f"unknown {key} {value!r}; one of " + ", ".join(known))
         settings = JobSettings.from_dict(settings)
     accelerator, api, threads = settings.accelerator, settings.api, int(settings.threads)
+    if runtime.name == ONNX_RUNTIME:
+        return _open_session(runtime, model_path, accelerator, threads)
+    if accelerator == "xnnpack":
+        raise AcceleratorError("accelerator xnnpack is onnxruntime's XnnpackExecutionProvider; "
+                               f"{runtime.name} runs XNNPACK as its cpu accelerator")
     if accelerator in ("gpu", "gpu+cpu") or api == "compiled":
         return _open_compiled(runtime, model_path, accelerator, threads)
     return _open_interpreter(runtime, model_path, accelerator, threads, settings)
+
+
+# --- ONNX Runtime -------------------------------------------------------------------------
+
+
+def _open_session(runtime: Runtime, model_path: Path, accelerator: str, threads: int) -> Plan:
+    """An ``.onnx`` on the execution provider ``accelerator`` names (device_agent.ort),
+    checked against the providers this onnxruntime build has before anything is timed."""
+    import onnxruntime
+
+    providers = providers_for(accelerator, onnxruntime.get_available_providers())
+
+    def create() -> Opened:
+        session = OrtSession(model_path=str(model_path), num_threads=threads or None,
+                             providers=providers)
+        registered = session.providers()
+        # What ORT registered, not what was asked: a provider that failed to start is
+        # dropped by ORT with only a log line, and the CPU provider runs everything.
+        used = accelerator if registered[:1] == providers[:1] else "cpu"
+        facts: AcceleratorFacts = {"requested": accelerator, "used": used, "api": "session",
+                                   "providers": registered}
+        return Opened(session, facts)
+
+    return Plan(create)
 
 
 # --- Interpreter --------------------------------------------------------------------------
@@ -288,6 +318,16 @@ def _used(hardware: str, probe: ProbeAnswer) -> AcceleratorFacts:
     return facts
 
 
+def _provider_check(name: str) -> Tuple[bool, str, bool]:
+    """Whether this board's onnxruntime has the execution provider ``name`` names."""
+    try:
+        import onnxruntime
+    except Exception as exc:  # not installed, or a wheel for another numpy
+        return False, f"onnxruntime does not import: {_one_line(exc)}", False
+    providers_for(name, onnxruntime.get_available_providers())  # AcceleratorError: one line
+    return True, f"onnxruntime's {PROVIDERS[name]}", False
+
+
 # --- preflight (edge doctor) --------------------------------------------------------------
 
 
@@ -315,6 +355,8 @@ def preflight(runtime: Runtime | None, accelerators: List[str], api: str, delega
 
 def _preflight_one(runtime: Runtime | None, name: str, delegate: str,
                    delegate_options: Mapping[str, DelegateOption]) -> Tuple[bool, str, bool]:
+    if name == "xnnpack" or (runtime is not None and runtime.name == ONNX_RUNTIME):
+        return _provider_check(name)
     if name == "cpu":
         return True, "the runtime's default kernels", False
     if runtime is None:

@@ -27,13 +27,13 @@ def board_facts() -> BoardFacts:
 
 
 def _installed_runtimes() -> dict[str, str]:
-    """Version of each TFLite runtime distribution installed (without importing it)."""
+    """Version of each runtime distribution installed (without importing it)."""
     from importlib import metadata
 
-    from .runtime import RUNTIME_CANDIDATES
+    from .runtime import ONNX_RUNTIME, RUNTIME_CANDIDATES
 
     found = {}
-    for distribution, _module in RUNTIME_CANDIDATES:
+    for distribution in [*(name for name, _module in RUNTIME_CANDIDATES), ONNX_RUNTIME]:
         try:
             found[distribution] = metadata.version(distribution)
         except metadata.PackageNotFoundError:

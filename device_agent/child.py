@@ -52,7 +52,7 @@ def measure(job_path: Path, name: str) -> int:
         return _measure_pair(job_path, job, pair)
     variant = next(v for v in job["variants"] if v["name"] == name)
     settings = protocol.job_settings(job)
-    runtime = _announced_runtime_of(settings)
+    runtime = _announced_runtime_of(settings, variant["file"])
     if runtime is None:
         return 1
     model_path = _runnable_file(job_path, variant, runtime)
@@ -82,7 +82,8 @@ def measure(job_path: Path, name: str) -> int:
                                   reference=reference,
                                   thermal=lambda: thermal_state(zones=zones))
     except AcceleratorError as exc:  # already one line naming what is missing
-        api = "compiled" if settings.accelerator.startswith("gpu") else settings.api
+        api = ("session" if runtime.name == "onnxruntime" else
+               "compiled" if settings.accelerator.startswith("gpu") else settings.api)
         print(f"accelerator {settings.accelerator} (api {api}): {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # the runtime's own message is the useful part
@@ -102,7 +103,7 @@ def _measure_pair(job_path: Path, job: Job, pair: JobPair) -> int:
 
     files = {v["name"]: v for v in job["variants"]}
     settings = protocol.job_settings(job)
-    runtime = _announced_runtime_of(settings)
+    runtime = _announced_runtime_of(settings, files[pair["baseline"]]["file"])
     if runtime is None:
         return 1
     paths = {}
@@ -149,13 +150,14 @@ def _measure_pair(job_path: Path, job: Job, pair: JobPair) -> int:
     return 0
 
 
-def _announced_runtime_of(settings: JobSettings) -> Optional[Runtime]:
-    """The runtime the settings choose, named on stderr first (RUNTIME_MARK: a crash can
-    still say which one died); None with the reason on stderr when there is none."""
-    from .runtime import RuntimeNotFound, find_runtime
+def _announced_runtime_of(settings: JobSettings, file_name: str) -> Optional[Runtime]:
+    """The runtime the settings choose for ``file_name`` (onnxruntime for an ``.onnx``),
+    named on stderr first (RUNTIME_MARK: a crash can still say which one died); None with
+    the reason on stderr when there is none."""
+    from .runtime import RuntimeNotFound, runtime_for
 
     try:
-        runtime = find_runtime(settings.runtime)
+        runtime = runtime_for(settings.runtime, file_name)
     except RuntimeNotFound as exc:
         print(str(exc), file=sys.stderr)
         return None

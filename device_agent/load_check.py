@@ -2,7 +2,8 @@
 
 Importing a runtime says little: ai-edge-litert imported fine on a board where it then
 crashed (SIGSEGV) on every model.  So ``agent facts`` loads the tiny model the agent
-carries (:data:`device_agent.accelerators.PROBE_MODEL`, y = x + x on float32 [1, 4]),
+carries (:data:`device_agent.accelerators.PROBE_MODEL`, y = x + x on float32 [1, 4]; for
+onnxruntime the same graph in ONNX, :data:`device_agent.ort.PROBE_ONNX`),
 runs it once and checks its output, for each accelerator the target names, each in a
 forked child with its native output captured: a crash costs that child only and is
 named in one line ("killed by signal SIGSEGV in ai-edge-litert 2.3.0").
@@ -27,7 +28,8 @@ import numpy as np
 
 from .accelerators import PROBE_MODEL
 from .compiled import PROBE_SECONDS, run_in_child
-from .runtime import Runtime
+from .ort import PROBE_ONNX
+from .runtime import ONNX_RUNTIME, Runtime
 from .wire import DelegateOption, LoadCheck
 
 #: What :data:`PROBE_MODEL` is given; it must answer twice this.
@@ -40,8 +42,9 @@ def load_checks(runtime: Runtime, accelerators: List[str], api: str, delegate: s
     loaded, run once and its output checked, in a child process each."""
     checks: List[LoadCheck] = []
     with tempfile.TemporaryDirectory(prefix="edge-load-check-") as folder:
-        model_path = Path(folder) / "probe.tflite"
-        model_path.write_bytes(PROBE_MODEL)
+        onnx = runtime.name == ONNX_RUNTIME
+        model_path = Path(folder) / ("probe.onnx" if onnx else "probe.tflite")
+        model_path.write_bytes(PROBE_ONNX if onnx else PROBE_MODEL)
         for accelerator in dict.fromkeys(accelerators or ["cpu"]):
             settings = {"accelerator": accelerator, "api": api, "threads": 1,
                         "delegate": delegate, "delegate_options": dict(delegate_options)}

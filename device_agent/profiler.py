@@ -51,6 +51,8 @@ from .wire import Profile, ProfileRow
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from .interp import Interpreter
+
 #: One operator event of a run: (tag, event type, metadata1, elapsed us).
 Event = Tuple[str, int, int, float]
 #: One profiled run: its total (us) and its operator events in run order.
@@ -100,6 +102,8 @@ def unavailable(runtime: Runtime) -> str | None:
         return None
     if runtime.name == "tflite-runtime" and runtime.version.startswith(TFLITE_RUNTIME_VERSIONS):
         return None
+    if runtime.name == "onnxruntime":
+        return "its own profiler (SessionOptions.enable_profiling) is not wired in yet"
     checked = "ai-edge-litert 2.3, tflite-runtime 2.14"
     return f"the native profiler's layout is checked for {checked} only"
 
@@ -315,7 +319,8 @@ def _split_runs(events: List[Tuple[str, int, int, int, float]]) -> List[Run]:
 
 def _model_nodes(runtime: Runtime, model_path: Path) -> List[ModelNode]:
     """Each TFLite node of the main subgraph: index, op name, version, output shape."""
-    interpreter = runtime.interpreter_class(model_path=str(model_path))
+    # Only TFLite runtimes reach here (see unavailable): theirs is a whole Interpreter.
+    interpreter = cast("Interpreter", runtime.interpreter_class(model_path=str(model_path)))
     interpreter.allocate_tensors()
     shapes = {detail["index"]: [int(d) for d in detail["shape"]]
               for detail in interpreter.get_tensor_details()}

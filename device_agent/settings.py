@@ -27,11 +27,13 @@ _T = TypeVar("_T")
 #: Values of the ``accelerator`` setting (also per variant: an ``--accelerator`` sweep) and of
 #: ``api``; see :mod:`device_agent.accelerators`.  ``delegate`` is the external delegate's
 #: path on the board, and the dict setting ``delegate_options`` its options.
-ACCELERATORS = ("cpu", "xnnpack-off", "gpu", "gpu+cpu", "delegate")
+#: ``xnnpack`` is ONNX Runtime's XnnpackExecutionProvider (TFLite's XNNPACK is its ``cpu``).
+ACCELERATORS = ("cpu", "xnnpack-off", "gpu", "gpu+cpu", "delegate", "xnnpack")
 APIS = ("interpreter", "compiled")
 #: Values of the ``runtime`` setting: ``auto`` takes ai-edge-litert if it imports, else
-#: tflite-runtime; a distribution name takes that one or fails the variants saying so.
-RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
+#: tflite-runtime (and onnxruntime for an ``.onnx``); a distribution name takes that one
+#: or fails the variants saying so.
+RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime", "onnxruntime")
 
 
 def _setting(default: _T, *, since_v1: bool = False) -> _T:
@@ -97,7 +99,7 @@ class JobSettings:
     #: The thermal zones that matter on this board, comma-separated folder names such as
     #: ``thermal_zone0`` (empty: every zone).
     thermal_zones: str = _setting("")
-    #: Which TFLite runtime runs the models (one of :data:`RUNTIMES`).
+    #: Which runtime runs the models (one of :data:`RUNTIMES`).
     runtime: str = _setting("auto")
     #: One of :data:`ACCELERATORS`, through one of :data:`APIS`.
     accelerator: str = _setting("cpu")

@@ -212,6 +212,8 @@ class AcceleratorFacts(TypedDict, total=False):
     precision: str
     create_ms: float
     first_run_ms: float
+    #: ONNX Runtime: the execution providers the session registered, in ORT's order.
+    providers: List[str]
 
 
 class ProfileRow(TypedDict, total=False):

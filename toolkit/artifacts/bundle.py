@@ -45,7 +45,8 @@ MANIFEST_VERSION = 1
 
 @dataclass(frozen=True, kw_only=True)
 class Artifact:
-    """One deployable ``.tflite`` file and what is known about it before it runs."""
+    """One deployable ``.tflite`` (or ``.onnx``) file and what is known about it before it
+    runs."""
 
     variant: str
     path: Path
@@ -82,8 +83,9 @@ class Artifact:
 
     @property
     def board_name(self) -> str:
-        """The file name on the board: content-addressed."""
-        return f"{self.sha256}.tflite"
+        """The file name on the board: content-addressed, with the suffix the agent chooses
+        its runtime by (``.onnx``: onnxruntime)."""
+        return f"{self.sha256}{'.onnx' if self.path.suffix == '.onnx' else '.tflite'}"
 
     def to_dict(self) -> ArtifactEntry:
         """The manifest's entry of this file (a copy: changing it leaves the artifact as it is)."""
@@ -166,7 +168,12 @@ def op_versions(path: Path) -> list[OpVersion]:
     """``[{"op": "CONV_2D", "version": 3}, ...]`` as the file's operator codes say.
 
     Read with the flatbuffer schema ai-edge-litert ships; a file it cannot parse has none.
+    An ``.onnx`` lists its operator types with their opset's version.
     """
+    if path.suffix == ".onnx":
+        from toolkit.model.onnx_file import onnx_op_versions
+
+        return onnx_op_versions(path)
     from ai_edge_litert import schema_py_generated as schema
 
     try:

@@ -1,7 +1,8 @@
 """What a bare board needs before the agent can run, checked and (when asked) installed.
 
-The agent needs Python 3.9 or newer, numpy and a TFLite runtime. :func:`probe`
-asks the board's Python (the venv in the work folder if ``edge targets setup``
+The agent needs Python 3.9 or newer, numpy and a TFLite runtime (onnxruntime for ``.onnx``
+files, with the execution providers the deploy asks for: :meth:`BoardPython.require_providers`).
+:func:`probe` asks the board's Python (the venv in the work folder if ``edge targets setup``
 made one, else the target's ``python``); :func:`setup` makes that venv and
 installs what is missing with pip, from the package index or from wheels the
 host pushes (``wheelhouse``, see :mod:`toolkit.boards.wheelhouse`) for air-gapped labs.
@@ -38,6 +39,7 @@ import json
 import logging
 import posixpath
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,7 +65,7 @@ _PROBE = (
     "facts = {'version': list(sys.version_info[:3]), 'numpy': None, 'runtimes': {},\n"
     "         'cores': os.cpu_count() or 0}\n"
     "for dist, key in (('numpy', None), ('ai-edge-litert', 'ai_edge_litert'),\n"
-    "                  ('tflite-runtime', 'tflite_runtime')):\n"
+    "                  ('tflite-runtime', 'tflite_runtime'), ('onnxruntime', 'onnxruntime')):\n"
     "    try:\n"
     "        version = metadata.version(dist)\n"
     "    except Exception:\n"
@@ -72,6 +74,14 @@ _PROBE = (
     "        facts['numpy'] = version\n"
     "    else:\n"
     "        facts['runtimes'][dist] = version\n"
+    # Only ORT itself knows its execution providers (a build's own list): imported only
+    # when installed, once per deploy, so that a missing one is refused before any work.
+    "if 'onnxruntime' in facts['runtimes']:\n"
+    "    try:\n"
+    "        import onnxruntime\n"
+    "        facts['providers'] = list(onnxruntime.get_available_providers())\n"
+    "    except Exception as exc:\n"
+    "        facts['providers_error'] = ' '.join(str(exc).split())[:200]\n"
     "print(json.dumps(facts))\n"
 )
 
@@ -88,6 +98,10 @@ class BoardPython:
     runtime_preference: str
     #: ``os.cpu_count()`` on the board (0: unknown).
     cores: int = 0
+    #: onnxruntime's ``get_available_providers()`` there (empty: not installed, or see
+    #: ``providers_error``).
+    providers: tuple[str, ...] = ()
+    providers_error: str = ""
 
     def missing(self) -> list[str]:
         problems = []
@@ -98,8 +112,29 @@ class BoardPython:
         wanted = (list(self.runtimes) if self.runtime_preference == "auto"
                   else [self.runtime_preference])
         if not self.runtimes or not set(wanted) & set(self.runtimes):
-            problems.append(f"no TFLite runtime ({self.runtime_preference}) is installed")
+            problems.append("onnxruntime is not installed"
+                            if self.runtime_preference == "onnxruntime" else
+                            f"no TFLite runtime ({self.runtime_preference}) is installed")
         return problems
+
+    def require_providers(self, accelerators: Sequence[str]) -> None:
+        """Raise :class:`BoardSetupError` (one line naming the providers the board has) when
+        its onnxruntime lacks the execution provider one of ``accelerators`` names."""
+        from device_agent.interp import AcceleratorError
+        from device_agent.ort import providers_for
+
+        if "onnxruntime" not in self.runtimes:
+            raise BoardSetupError(f"{self.target}: onnxruntime is not installed for "
+                                  f"{self.python}, and an .onnx runs on it: pip install "
+                                  "onnxruntime there", target=self.target)
+        if self.providers_error:
+            raise BoardSetupError(f"{self.target}: onnxruntime {self.runtimes['onnxruntime']} "
+                                  f"does not import: {self.providers_error}", target=self.target)
+        for accelerator in accelerators:
+            try:
+                providers_for(accelerator, self.providers)
+            except AcceleratorError as exc:
+                raise BoardSetupError(f"{self.target}: {exc}", target=self.target) from None
 
     def python_in(self, work_dir: str) -> str:
         """The Python to run from inside ``work_dir`` (a relative venv path made local to it)."""
@@ -150,7 +185,9 @@ def probe(board: Shell, python: str | None = None) -> BoardPython:
     return BoardPython(target=board.target.name, python=python,
                        version=tuple(facts["version"]), numpy=facts["numpy"],
                        runtimes=facts["runtimes"], runtime_preference=board.target.runtime,
-                       cores=int(facts.get("cores") or 0))
+                       cores=int(facts.get("cores") or 0),
+                       providers=tuple(facts.get("providers") or ()),
+                       providers_error=str(facts.get("providers_error") or ""))
 
 
 def setup(board: Board, *, wheelhouse: Path | None = None, system_site_packages: bool = False,

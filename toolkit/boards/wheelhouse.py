@@ -40,6 +40,8 @@ REQUIREMENTS = {
     "ai-edge-litert": ["numpy", "ai-edge-litert"],
     "tflite-runtime": ["numpy<2", "tflite-runtime"],
     "auto": ["numpy", "ai-edge-litert"],
+    # A target that runs .onnx files only; onnxruntime's last cp38 line is 1.19.
+    "onnxruntime": ["numpy", "onnxruntime"],
 }
 #: The oldest glibc a manylinux wheel may ask for (manylinux2014 = manylinux_2_17).
 OLDEST_GLIBC_MINOR = 17

@@ -87,8 +87,9 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
              out_dir: Path, *, progress: Progress = _quiet) -> CompressedVariant:
     """Produce ``out_dir/<recipe>.tflite`` from ``source`` following the recipe chain."""
     chain = _as_chain(recipe)
-    if source.module is None:  # a .tflite file
-        raise UsageError(f"{source.path} is already a .tflite file; it is deployed as it is")
+    if source.module is None:  # a .tflite or .onnx, deployed as given
+        raise UsageError(f"{source.path} is already a {source.path.suffix} file; it is "
+                         "deployed as it is")
     silence_library_logging()
     target = out_dir / f"{chain.file_stem}.tflite"
     started = time.perf_counter()
@@ -257,6 +258,10 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
     there with its reason and the other chains are still built; without it, the first
     such failure is raised.
     """
+    if source.is_onnx:
+        from toolkit.compress._from_onnx import build_from_onnx
+
+        return build_from_onnx(source, chains, folder, progress=progress, failed=failed)
     if source.is_tflite:
         from toolkit.compress._from_tflite import build_from_tflite
 
@@ -364,8 +369,9 @@ def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path
             raise UsageError(f"--compat-python {python} does not exist; give a Python that "
                              "has tflite-runtime installed, e.g. venv/bin/python")
     source = load_model_source(model_path)
-    if source.is_tflite:
-        raise UsageError(f"{source.path} is already a .tflite file; compress takes a .py model")
+    if source.as_given:
+        raise UsageError(f"{source.path} is already a {source.path.suffix} file; compress takes "
+                         "a .py model")
     if max_accuracy_drop is not None and not _has_labels(source):
         raise UsageError(f"--max-accuracy-drop needs labelled eval data: {source.path} has no "
                          "eval_data() yielding (inputs, label); compare fidelity with "

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from toolkit.compress._recipes import (
     ConversionConfig,
@@ -271,9 +271,11 @@ def _int4_weight(float_path: Path, config: Int4WeightConfig,
 def _linear_outputs_not_in_blocks(path: Path, block_size: int) -> list[str]:
     """Output tensor names of the FULLY_CONNECTED ops whose weights' input size is not a
     multiple of ``block_size`` (blockwise quantization refuses them)."""
+    from device_agent.interp import Interpreter
     from device_agent.runtime import find_runtime
 
-    interpreter = find_runtime().interpreter_class(model_path=str(path))
+    # find_runtime() is a TFLite runtime (onnxruntime only by name): a whole Interpreter.
+    interpreter = cast(Interpreter, find_runtime().interpreter_class(model_path=str(path)))
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     names: list[str] = []
     for op in interpreter._get_ops_details():

@@ -249,8 +249,9 @@ def analyze_to_folder(model_path: str | Path, out_dir: str | Path, *,
                       progress: Progress = _quiet) -> Path:
     """Write ``out_dir/sensitivity.json``, the per-layer table of the model file; its path."""
     source = load_model_source(model_path)
-    if source.module is None:  # a .tflite file
-        raise UsageError(f"{source.path} is already a .tflite file; --analyze takes a .py model")
+    if source.module is None:  # a .tflite or .onnx, deployed as given
+        raise UsageError(f"{source.path} is already a {source.path.suffix} file; --analyze "
+                         "takes a .py model")
     try:
         report = analyze_sensitivity(source.module, source, progress=progress)
     except (UsageError, CompressError):

@@ -24,7 +24,7 @@ import numpy as np
 from device_agent.interp import TensorDetail
 from device_agent.outputs import cosine as _cosine
 from device_agent.outputs import degenerate, sqnr_db
-from device_agent.runtime import find_runtime
+from device_agent.runtime import runtime_for
 from toolkit._quiet import captured_native_output
 from toolkit.errors import ModelError
 
@@ -44,7 +44,9 @@ def tflite_outputs(model_path: Path,
                    inputs: Iterable[Sequence[Array]]) -> Iterator[list[NDArray[np.float32]]]:
     """Run ``model_path`` on each input tuple; yields its outputs, dequantized to float32."""
     with captured_native_output():  # the runtime announces its delegate on stderr
-        interpreter = find_runtime().interpreter_class(model_path=str(model_path))
+        # The runtime the board runs the file with: onnxruntime for an .onnx.
+        interpreter = runtime_for("auto", str(model_path)).interpreter_class(
+            model_path=str(model_path))
         interpreter.allocate_tensors()
     details_in, details_out = interpreter.get_input_details(), interpreter.get_output_details()
     for sample_inputs in inputs:

@@ -3,7 +3,7 @@
 Either a Python file following the model protocol (``build_model()``,
 ``example_input()``, optionally ``calibration_data()``, ``eval_data()`` and ``train_data()`` for
 recipes that fine-tune; a label may be ``None`` for models without labels), or
-an existing ``.tflite`` file that is deployed as it is.
+an existing ``.tflite`` or ``.onnx`` file that is deployed as it is.
 
 Example::
 
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, TypeAlias, TypeGuard, TypeVar, cast
 
 from toolkit._quiet import captured_native_output
 from toolkit.errors import ModelError
+from toolkit.model.onnx_file import check_onnx
 from toolkit.model.tflite_ops import check_custom_ops
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A loaded model: a torch module with its example input, or a ready .tflite file."""
+    """A loaded model: a torch module with its example input, or a ready .tflite or .onnx
+    file."""
 
     path: Path
     sha256: str
@@ -66,8 +68,17 @@ class ModelSource:
         return self.path.stem
 
     @property
-    def is_tflite(self) -> bool:
+    def as_given(self) -> bool:
+        """A ready file (``.tflite`` or ``.onnx``), deployed as it is: no torch module."""
         return self.module is None
+
+    @property
+    def is_tflite(self) -> bool:
+        return self.as_given and self.path.suffix == ".tflite"
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.as_given and self.path.suffix == ".onnx"
 
 
 def load_model_source(path: str | Path) -> ModelSource:
@@ -81,9 +92,12 @@ def load_model_source(path: str | Path) -> ModelSource:
         check_tflite(path, data)
         check_custom_ops(path, data)
         return ModelSource(path=path, sha256=digest)
+    if path.suffix == ".onnx":
+        check_onnx(path, data)
+        return ModelSource(path=path, sha256=digest)
     if path.suffix != ".py":
-        raise ModelError(f"model file {path} must be a .py model file or a .tflite file",
-                         path=path)
+        raise ModelError(f"model file {path} must be a .py model file, a .tflite file or an "
+                         ".onnx file", path=path)
     with _reads_recorded() as read:
         namespace = _import_file(path, digest)
         build_model = _required(namespace, "build_model", path)

@@ -1,6 +1,7 @@
 """Reference inputs and outputs for the on-board output check, computed on the host.
 
-The host runs a few real inputs through its own TFLite interpreter and saves
+The host runs a few real inputs through its own TFLite interpreter (ONNX Runtime for an
+``.onnx``) and saves
 inputs (already in the model's input dtype, quantized if the model is) and raw
 outputs in one ``.npz`` file that travels beside the model; the board runs the
 same inputs and reports how far its outputs are (see ``device_agent.outputs``).
@@ -33,7 +34,7 @@ import numpy as np
 
 from device_agent.interp import TensorDetail
 from device_agent.outputs import METRICS
-from device_agent.runtime import find_runtime
+from device_agent.runtime import runtime_for
 from toolkit._quiet import captured_native_output
 from toolkit.compress.evaluate import _as_numpy, _to_tensor
 from toolkit.model.load import ModelSource
@@ -111,7 +112,9 @@ def compute_reference(model_path: Path, samples: Iterable[Sequence[Array]] | Non
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     with captured_native_output():  # the runtime announces its delegate on stderr
-        interpreter = find_runtime().interpreter_class(model_path=str(model_path))
+        # The board's choice: onnxruntime for an .onnx, else the preferred TFLite runtime.
+        interpreter = runtime_for("auto", str(model_path)).interpreter_class(
+            model_path=str(model_path))
         interpreter.allocate_tensors()
     in_details, out_details = interpreter.get_input_details(), interpreter.get_output_details()
     per_sample = sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from toolkit.report import svgplot
 from toolkit.results.facts import Profile, ProfileRow
@@ -126,10 +127,13 @@ def with_node_names(profile: Profile, model_path: Path) -> Profile:
     ops = profile.get("ops")
     if not ops or not any("node" in row for row in ops):
         return profile
+    from device_agent.interp import Interpreter
     from device_agent.runtime import find_runtime
 
     try:
-        interpreter = find_runtime().interpreter_class(model_path=str(model_path))
+        # A profile with nodes is a TFLite one: find_runtime() is a TFLite runtime here.
+        interpreter = cast(Interpreter,
+                           find_runtime().interpreter_class(model_path=str(model_path)))
         tensors = {int(t["index"]): str(t["name"]) for t in interpreter.get_tensor_details()}
         names = {int(op["index"]): tensors[int(op["outputs"][0])]
                  for op in interpreter._get_ops_details()

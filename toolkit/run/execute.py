@@ -157,12 +157,15 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
         say(f"loading {path.name}")
         sources.append(load_model_source(path))
         plan.check_model(sources[-1])
+        for target in named:
+            check_runtime(target, sources[-1])
     store_path = (store_location(plan.store_path) if plan.store_path
                   else default_store_path(plan.out_dir))
     left_out = _health(plan, named, notify)
     checking = [b for b in plan.boards if b.name not in left_out]
     say(f"checking {', '.join(b.name for b in checking)}")
-    failed_check = _check_boards(plan, checking, notify)
+    failed_check = _check_boards(plan, checking, notify,
+                                 onnx=any(source.is_onnx for source in sources))
     ready = [b for b in plan.boards if b.name not in left_out and b.name not in failed_check]
     check_delegates([b.known for b in ready if b.known is not None], plan.sweep.accelerators)
 
@@ -219,13 +222,16 @@ def _health(plan: RunPlan, named: list[Target],
 
 
 def _check_boards(plan: RunPlan, boards: list[BoardSource],
-                  notify: Callable[[BoardEvent], None]) -> dict[str, EdgeError]:
-    """Connection, host key, Python, numpy, runtime of every named board and, with
-    ``--busy-wait 0``, whether each board (a labgrid place too) can be had now, before any
-    compression: failed boards and why, or raise."""
+                  notify: Callable[[BoardEvent], None], *, onnx: bool = False
+                  ) -> dict[str, EdgeError]:
+    """Connection, host key, Python, numpy, runtime of every named board (with ``onnx``,
+    onnxruntime and the execution providers asked for) and, with ``--busy-wait 0``, whether
+    each board (a labgrid place too) can be had now, before any compression: failed boards
+    and why, or raise."""
     failed: dict[str, EdgeError] = {}
     named = [b.known for b in boards if b.known is not None]
-    for name, answer in check_boards(named, plan.sweep.threads or None).items():
+    providers = list(plan.sweep.accelerators) if onnx else None
+    for name, answer in check_boards(named, plan.sweep.threads or None, providers).items():
         if isinstance(answer, EdgeError):
             failed[name] = answer
     if plan.policy.busy_wait_seconds == 0:
@@ -430,6 +436,19 @@ def build_references(source: ModelSource, artifacts: list[Artifact],
     return references
 
 
+def check_runtime(target: Target, source: ModelSource) -> None:
+    """A usage error, before any work, when the target's ``runtime`` setting cannot read the
+    files ``source`` gives: an ``.onnx`` runs on onnxruntime, everything else on TFLite."""
+    if source.is_onnx and target.runtime not in ("auto", "onnxruntime"):
+        raise UsageError(f"{source.path.name} runs on onnxruntime and target {target.name}'s "
+                         f"runtime is {target.runtime}; set runtime = \"auto\" or "
+                         '"onnxruntime" in its target file')
+    if not source.is_onnx and target.runtime == "onnxruntime":
+        raise UsageError(f"{source.path.name} gives .tflite files and target {target.name}'s "
+                         'runtime is onnxruntime (.onnx only); set runtime = "auto" or a '
+                         "TFLite runtime in its target file")
+
+
 def check_delegates(targets: Sequence[Target], accelerators: Sequence[str]) -> None:
     """A usage error when a target's delegate library does not load as a delegate on its
     board: the target file names a wrong path, and every variant would fail for it."""
@@ -590,7 +609,8 @@ def _silent(_message: object) -> None:
 
 
 __all__ = ["BoardEvent", "BoardJob", "BoardStep", "Execution", "ExecutedRun",
-           "PreparedModel", "build_references", "check_delegates", "default_store_path",
+           "PreparedModel", "build_references", "check_delegates", "check_runtime",
+           "default_store_path",
            "error_class", "execute", "failed_records", "make_staging_dir",
            "mark_shared_machines", "measure", "new_run", "new_run_id", "prepare_model",
            "publish_run", "run_on_target"]

@@ -116,7 +116,7 @@ class RunPlan:
         reference)."""
         from toolkit.compress import parse_recipes
 
-        recipes = self.recipes or tuple(parse_recipes("fp32" if source.is_tflite
+        recipes = self.recipes or tuple(parse_recipes("fp32" if source.as_given
                                                       else "fp32,int8"))
         if self.policy.max_accuracy_drop is None or "fp32" in [c.recipe for c in recipes]:
             return recipes
@@ -126,6 +126,14 @@ class RunPlan:
         """The model file has what every recipe needs, before any conversion (as ``edge
         compress`` checks): a chain that fine-tunes needs ``train_data()``, ``int8-mixed``
         eval and calibration data.  A budget tries such chains and lets them fail alone."""
+        if source.is_onnx:
+            from toolkit.compress._from_onnx import refusal as onnx_refusal
+
+            for chain in self.chains(source):
+                why = onnx_refusal(chain)
+                if why:
+                    raise UsageError(f"{chain.recipe} on {source.path.name}: {why}")
+            return
         if source.is_tflite:
             from toolkit.compress._from_tflite import refusal
 

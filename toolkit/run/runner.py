@@ -86,27 +86,32 @@ def job_budget_seconds(job: Job) -> float:
     return AGENT_OVERHEAD_SECONDS + protocol.job_budget_seconds(job)
 
 
-def check_board(target: Target, threads: Sequence[int] | None = None) -> BoardPython:
+def check_board(target: Target, threads: Sequence[int] | None = None,
+                onnx_accelerators: Sequence[str] | None = None) -> BoardPython:
     """Connect, check the host key and the board's Python; raise what is wrong, upload nothing.
 
     Warns (one line) when the target's thread count, or any of ``threads``, exceeds the
-    board's cores.
+    board's cores.  ``onnx_accelerators`` (None: no ``.onnx`` is deployed; empty: the
+    target's own accelerator): the execution providers the board's onnxruntime must have.
     """
     with open_board(target) as board:
         facts = probe(board)
     facts.require()
+    if onnx_accelerators is not None:
+        facts.require_providers(list(onnx_accelerators) or [target.accelerator])
     warning = facts.thread_warning(max(threads or [target.threads]))
     if warning:
         log.warning("%s", warning)
     return facts
 
 
-def check_boards(targets: Sequence[Target],
-                 threads: Sequence[int] | None = None) -> dict[str, BoardPython | EdgeError]:
+def check_boards(targets: Sequence[Target], threads: Sequence[int] | None = None,
+                 onnx_accelerators: Sequence[str] | None = None
+                 ) -> dict[str, BoardPython | EdgeError]:
     """:func:`check_board` on every target at once: the facts, or the error, per target name."""
     def one(target: Target) -> BoardPython | EdgeError:
         try:
-            return check_board(target, threads)
+            return check_board(target, threads, onnx_accelerators)
         except EdgeError as exc:  # reported per board by the caller
             return exc
 

@@ -1,0 +1,306 @@
+"""An .onnx deployed as given and measured by ONNX Runtime on the board.
+
+The model is made here with ``onnx.helper`` (MatMul + Add, seeded weights): no
+conversion, so the agent-side tests are unit tests; deploys through the local board
+are integration tests (a real agent process, real runtimes).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from device_agent.accelerators import preflight
+from device_agent.interp import AcceleratorError
+from device_agent.load_check import load_checks
+from device_agent.measure import measure_variant
+from device_agent.ort import providers_for
+from device_agent.outputs import load_reference
+from device_agent.runtime import RuntimeNotFound, find_runtime, runtime_for
+from device_agent.settings import RUNTIMES
+from toolkit.boards.bootstrap import BoardPython
+from toolkit.boards.wheelhouse import REQUIREMENTS
+from toolkit.cli.main import main
+from toolkit.compress._from_onnx import refusal
+from toolkit.compress._recipes import parse_chain
+from toolkit.errors import BoardSetupError, ModelError
+from toolkit.model.load import load_model_source
+from toolkit.model.reference import compute_reference
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = {"min_runs": 10, "min_seconds": 0.05, "warmup_runs": 2, "warmup_seconds": 0.0,
+        "cooldown_seconds": 0}
+CLI_FAST = ["--min-runs", "10", "--min-seconds", "0.05"]
+
+
+def tiny_onnx(path: Path) -> Path:
+    """y = x @ W + b, x float32 [1, 16], y [1, 10], weights from a seeded generator."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.standard_normal((16, 10)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
+        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [weights, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # what onnxruntime 1.19 (the last cp38 line) reads
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def ort_targets(folder: Path) -> Path:
+    """A targets folder with ``ort``: this machine as the board, runtime onnxruntime."""
+    folder.mkdir()
+    (folder / "ort.toml").write_text('transport = "local"\nruntime = "onnxruntime"\n'
+                                     "threads = 1\n")
+    return folder
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_the_agent_measures_an_onnx_with_the_same_method_and_checks_its_outputs(
+        tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    reference = load_reference(compute_reference(model, None, tmp_path / "mlp.ref.npz"))
+    runtime = runtime_for("auto", model.name)
+    figures = measure_variant(runtime, model, FAST, reference=reference)
+    assert figures["status"] == "ok" and figures["runtime"]["name"] == "onnxruntime"
+    assert figures["runs"] >= 10 and set(figures["latency_ms"]) >= {"p50", "p90", "p99"}
+    assert figures["peak_rss_bytes"] > 0
+    assert figures["inputs"] == "reference: the host's first input sample"
+    assert figures["accelerator"] == {"requested": "cpu", "used": "cpu", "api": "session",
+                                      "providers": ["CPUExecutionProvider"]}
+    check = figures["output_check"]
+    assert check["ok"] and check["samples"] == 32 and check["max_abs_diff"] == 0.0
+    assert figures["verdict"]["status"] in ("VALID", "INVALID")
+
+
+def test_an_onnx_profile_is_refused_in_one_line_and_the_figures_stand(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    figures = measure_variant(find_runtime("onnxruntime"), model, {**FAST, "profile": 1})
+    assert figures["status"] == "ok"
+    assert figures["profile"]["error"] == (
+        f"per-op profile not available on onnxruntime {figures['runtime']['version']}: its own "
+        "profiler (SessionOptions.enable_profiling) is not wired in yet")
+
+
+def test_the_runtime_is_chosen_by_the_file_and_a_mismatch_is_one_line() -> None:
+    assert runtime_for("auto", "ab12.onnx").name == "onnxruntime"
+    assert runtime_for("onnxruntime", "ab12.onnx").name == "onnxruntime"
+    assert runtime_for("auto", "ab12.tflite").name != "onnxruntime"
+    with pytest.raises(RuntimeNotFound, match=r"^ab12.onnx is an ONNX model and runtime "
+                                              r"ai-edge-litert .* set runtime = \"onnxruntime\""):
+        runtime_for("ai-edge-litert", "ab12.onnx")
+    with pytest.raises(RuntimeNotFound, match=r"^ab12.tflite is a TFLite model and runtime "
+                                              r"onnxruntime .* runs .onnx files"):
+        runtime_for("onnxruntime", "ab12.tflite")
+
+
+def test_a_provider_the_board_lacks_names_those_it_has() -> None:
+    assert providers_for("cpu", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert providers_for("xnnpack", ["XnnpackExecutionProvider", "CPUExecutionProvider"]) == \
+        ["XnnpackExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(AcceleratorError) as raised:
+        providers_for("xnnpack", ["AzureExecutionProvider", "CPUExecutionProvider"])
+    assert str(raised.value) == ("onnxruntime here has no XnnpackExecutionProvider (accelerator "
+                                 "xnnpack); it has AzureExecutionProvider, CPUExecutionProvider")
+    with pytest.raises(AcceleratorError, match=r"^accelerator gpu is a TFLite one"):
+        providers_for("gpu", ["CPUExecutionProvider"])
+
+
+def test_the_board_check_refuses_what_an_onnx_cannot_run_on_in_one_line() -> None:
+    board = BoardPython(target="pi", python="python3", version=(3, 11, 2), numpy="1.26.4",
+                        runtimes={"tflite-runtime": "2.14.0"}, runtime_preference="auto")
+    checks = [
+        (board, ["cpu"], "pi: onnxruntime is not installed for python3, and an .onnx runs on "
+                         "it: pip install onnxruntime there"),
+        (replace(board, runtimes={"onnxruntime": "1.19.2"}, providers=("CPUExecutionProvider",)),
+         ["cpu", "xnnpack"], "pi: onnxruntime here has no XnnpackExecutionProvider (accelerator "
+                             "xnnpack); it has CPUExecutionProvider"),
+    ]
+    for facts, accelerators, message in checks:
+        with pytest.raises(BoardSetupError) as raised:
+            facts.require_providers(accelerators)
+        assert str(raised.value) == message
+    replace(board, runtimes={"onnxruntime": "1.19.2"},
+            providers=("XnnpackExecutionProvider", "CPUExecutionProvider")
+            ).require_providers(["cpu", "xnnpack"])
+
+
+def test_setup_installs_onnxruntime_for_a_target_that_runs_it() -> None:
+    assert set(REQUIREMENTS) == set(RUNTIMES)
+    assert REQUIREMENTS["onnxruntime"] == ["numpy", "onnxruntime"]
+    board = BoardPython(target="pi", python="python3", version=(3, 11, 2), numpy="1.26.4",
+                        runtimes={"ai-edge-litert": "2.3.0"}, runtime_preference="onnxruntime")
+    assert board.missing() == ["onnxruntime is not installed"]
+
+
+def test_doctor_checks_the_providers_and_loads_the_probe_on_onnxruntime() -> None:
+    import onnxruntime
+
+    runtime = find_runtime("onnxruntime")
+    checks = {c["name"]: c for c in preflight(runtime, ["cpu", "xnnpack"], "interpreter", "", {})}
+    assert checks["cpu"] == {"name": "cpu", "ok": True, "warning": False,
+                             "detail": "onnxruntime's CPUExecutionProvider"}
+    assert checks["xnnpack"]["ok"] == \
+        ("XnnpackExecutionProvider" in onnxruntime.get_available_providers())
+    (loaded,) = load_checks(runtime, ["cpu"], "interpreter", "", {})
+    assert loaded["ok"], loaded
+    assert loaded["detail"].startswith(f"onnxruntime {runtime.version} loaded and ran y = x + x")
+
+
+def test_a_model_the_target_runtime_cannot_read_is_refused_before_any_work(
+        tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    targets = ort_targets(tmp_path / "t")
+    (targets / "tfl.toml").write_text('transport = "local"\nruntime = "tflite-runtime"\n')
+    keras = REPO / "tests" / "data" / "keras_cnn.tflite"
+    for given, target, message in [
+        (model, "tfl", "mlp.onnx runs on onnxruntime and target tfl's runtime is "
+                       'tflite-runtime; set runtime = "auto" or "onnxruntime" in its target file'),
+        (keras, "ort", "keras_cnn.tflite gives .tflite files and target ort's runtime is "
+                       'onnxruntime (.onnx only); set runtime = "auto" or a TFLite runtime in '
+                       "its target file"),
+    ]:
+        out = tmp_path / f"out-{target}"
+        result = invoke("deploy", str(given), "--targets-dir", str(targets), "--target", target,
+                        "-o", str(out))
+        assert result.exit_code == 2
+        assert result.stderr.strip() == f"edge: error: {message}"
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty (0 bytes): not an ONNX model"),
+    (b"\x08\x09\x12\xff\xff", "is not an ONNX model: "),
+])
+def test_a_broken_onnx_is_refused_in_one_line(tmp_path: Path, content: bytes,
+                                              message: str) -> None:
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelError) as raised:
+        load_model_source(path)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_an_onnx_the_checker_rejects_fails_the_deploy_before_anything_is_written(
+        tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(tiny_onnx(tmp_path / "mlp.onnx")))
+    model.graph.node[1].input[0] = "nowhere"  # an edge from no node and no input
+    onnx.save(model, str(tmp_path / "cut.onnx"))
+    out = tmp_path / "out"
+    result = invoke("deploy", str(tmp_path / "cut.onnx"), "--target", "local", "-o", str(out))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"edge: error: {tmp_path / 'cut.onnx'} "
+                                                   "fails onnx.checker: ")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("recipe, reason", [
+    ("fp32", None), ("int8-dynamic", None),
+    ("fp16", "not built for an .onnx yet: only the file as given (fp32) and int8-dynamic"),
+    ("int8", "not built for an .onnx yet: only the file as given (fp32) and int8-dynamic"),
+    ("prune:0.5+int8-dynamic", "needs the PyTorch model: pruning, distillation and clustering"),
+])
+def test_recipes_an_onnx_takes_and_those_refused(recipe: str, reason: str | None) -> None:
+    why = refusal(parse_chain(recipe))
+    assert why == reason if reason is None else (why or "").startswith(reason)
+
+
+def test_a_recipe_an_onnx_does_not_take_fails_the_deploy_in_one_line(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    out = tmp_path / "out"
+    result = invoke("deploy", str(model), "--recipe", "fp16", "--target", "local",
+                    "-o", str(out))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "edge: error: fp16 on mlp.onnx: not built for an .onnx yet: only the file as given "
+        "(fp32) and int8-dynamic (onnxruntime.quantization) are; deploy the .py model file "
+        "for the recipe")
+    assert not out.exists()
+
+
+def test_the_agent_measuring_an_onnx_imports_only_stdlib_numpy_and_onnxruntime(
+        tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    probe = (
+        "import sys, json; sys.path.insert(0, sys.argv[1]);"
+        "from device_agent.measure import measure_variant;"
+        "from device_agent.runtime import runtime_for;"
+        "from device_agent.protocol import DEFAULT_SETTINGS;"
+        "measure_variant(runtime_for('auto', sys.argv[2]), sys.argv[2],"
+        " dict(DEFAULT_SETTINGS, min_runs=1, min_seconds=0));"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", probe, str(REPO), str(model)],
+                                       capture_output=True, check=True, text=True).stdout)
+    at_startup = set(json.loads(subprocess.run(
+        [sys.executable, "-c", "import sys, json; print(json.dumps(list(sys.modules)))"],
+        capture_output=True, check=True, text=True).stdout))
+    stdlib = set(sys.stdlib_module_names) | at_startup | {"cython_runtime"}
+    third_party = {name for name in loaded if name not in stdlib and not name.startswith("_")}
+    assert third_party <= {"device_agent", "numpy", "onnxruntime"}, third_party
+
+
+@pytest.mark.integration
+def test_an_onnx_deploys_to_a_local_board_running_onnxruntime(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    out = tmp_path / "out"
+    result = invoke("deploy", str(model), "--targets-dir", str(ort_targets(tmp_path / "t")),
+                    "--target", "ort", "--recipe", "fp32,int8-dynamic", "-o", str(out),
+                    "--json", *CLI_FAST)
+    assert result.exit_code == 0, result.output
+    record, int8 = json.loads(result.stdout)["results"]
+    assert record["status"] == "ok" and record["variant"] == "mlp.onnx"
+    assert record["file"] == "mlp.onnx" and record["config"] == {"recipe": "as-is"}
+    assert record["runtime"]["name"] == "onnxruntime" and record["runtime"]["version"]
+    assert record["runtime_choice"].startswith("onnxruntime ")
+    assert record["accelerator"]["used"] == "cpu"
+    assert record["accelerator"]["providers"] == ["CPUExecutionProvider"]
+    assert set(record["latency_ms"]) >= {"p50", "p90", "p99"} and record["peak_rss_bytes"] > 0
+    assert record["output_check"]["ok"] and record["verdict"]["status"] in ("VALID", "INVALID")
+    assert record["ops"] == [{"op": "MatMul", "version": 17}, {"op": "Add", "version": 17}]
+    # Uploaded and run under its own suffix: the agent chooses its runtime by it.
+    artifacts = next((out / "runs").glob("*/artifacts"))
+    assert (artifacts / "mlp.onnx").read_bytes() == model.read_bytes()
+    # int8-dynamic: onnxruntime.quantization's rewrite, judged against the given file.
+    assert int8["variant"] == "int8-dynamic" and int8["file"] == "mlp.int8-dynamic.onnx"
+    assert int8["status"] == "ok" and int8["runtime"]["name"] == "onnxruntime"
+    assert int8["output_check"]["ok"]
+    assert int8["fidelity"]["reference"] == "given mlp.onnx"
+    assert int8["fidelity"]["cosine_similarity"] > 0.99
+    assert int8["details"]["tool"] == "onnxruntime.quantization.quantize_dynamic"
+    assert {"op": "MatMulInteger", "version": 17} in int8["ops"]
+
+
+@pytest.mark.integration
+def test_a_provider_the_board_lacks_is_one_line_and_nothing_is_stored(tmp_path: Path) -> None:
+    import onnxruntime
+
+    if "XnnpackExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime build has XNNPACK: the board lacks nothing")
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    out = tmp_path / "out"
+    result = invoke("deploy", str(model), "--targets-dir", str(ort_targets(tmp_path / "t")),
+                    "--target", "ort", "--accelerator", "xnnpack", "-o", str(out))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "edge: error: ort: onnxruntime here has no XnnpackExecutionProvider (accelerator "
+        "xnnpack); it has " + ", ".join(onnxruntime.get_available_providers()))
+    assert not out.exists()
