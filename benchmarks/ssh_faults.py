@@ -16,8 +16,9 @@
     python benchmarks/ssh_faults.py --only segfault --segv-tries 10 \
         --board-python python3 --board-python ~/.cache/edge-tests/tflite-runtime-2.14.0/bin/python
 
-6. Lease take-over: ``--takeovers`` trials of two threads taking over one expired lease at
-   once (real ``board_lock`` on the local board): trials where both held the board.
+6. Lease take-over: ``--takeovers`` trials of 2 and of 4 processes (``--takeover-hosts``)
+   taking over one expired lease at once (real ``board_lock`` on the local board, the owner
+   file of a holder that crashed in this boot): trials where more than one held the board.
 7. Two target files naming one loopback board (other work folder, other runtime):
    ``--overlap-jobs`` jobs from each, at once; overlapping holds in the board's lock.log.
 8. Ctrl-C, SIGTERM and the deadline at random moments of ``--stop-jobs`` deploys each
@@ -43,12 +44,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import os
 import random
 import sys
 import tempfile
+import uuid
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -262,13 +267,45 @@ def segfault_among_three(root: Path, tries: int, board_pythons: list[str]) -> No
         sshd.kill()
 
 
-def takeovers(root: Path, trials: int) -> None:
-    import threading
+def _expired_owner() -> str:
+    """An owner file in today's format whose lease ended 5 s ago, in this boot: the
+    crashed holder every take-over trial starts from."""
     import time
 
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    now = int(time.time())
+    return (f"crashed\n{now - 5}\n{now - 65}\n{uuid.uuid4().hex}\n{boot_id}\n"
+            f"{int(uptime) - 5}\n")
+
+
+def _take_over(target: Target, home: Path, start: Barrier, done: Barrier,
+               held: Queue[int]) -> None:
+    """One host's attempt (a process of its own): take the expired lease, hold it until
+    every host has tried, then release it."""
     from toolkit.boards.board import LocalBoard
-    from toolkit.boards.lease import board_lock, lease_dir
+    from toolkit.boards.lease import board_lock
     from toolkit.errors import BoardBusyError
+
+    board = LocalBoard(target, home=home)
+    start.wait()
+    try:
+        with board_lock(board, seconds=60):
+            held.put(os.getpid())
+            done.wait()
+            return
+    except BoardBusyError:
+        pass
+    done.wait()
+
+
+def takeovers(root: Path, trials: int, hosts: int) -> None:
+    """``trials`` races of ``hosts`` processes taking over one expired lease at once."""
+    import multiprocessing
+    import queue
+
+    from toolkit.boards.board import LocalBoard
+    from toolkit.boards.lease import lease_dir
 
     (root / "targets").mkdir(exist_ok=True)
     (root / "targets" / "here.toml").write_text('transport = "local"\n')
@@ -276,34 +313,25 @@ def takeovers(root: Path, trials: int) -> None:
     home = root / "local-board"
     owner = home / lease_dir(LocalBoard(target, home=home)) / "owner"
     owner.parent.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("fork")
     double = nobody = 0
     for _ in range(trials):
-        owner.write_text(f"crashed\n{int(time.time()) - 5}\n{int(time.time()) - 65}\n")
-        tried, done = threading.Barrier(2), threading.Barrier(2)
-        held: list[str] = []
-
-        def take_over(tried: threading.Barrier = tried, done: threading.Barrier = done,
-                      held: list[str] = held) -> None:
-            board = LocalBoard(target, home=home)
-            tried.wait()
-            try:
-                with board_lock(board, seconds=60) as token:
-                    held.append(token)
-                    done.wait()
-                    return
-            except BoardBusyError:
-                pass
-            done.wait()
-
-        workers = [threading.Thread(target=take_over) for _ in range(2)]
+        owner.write_text(_expired_owner())
+        start, done, held = context.Barrier(hosts), context.Barrier(hosts), context.Queue()
+        workers = [context.Process(target=_take_over, args=(target, home, start, done, held))
+                   for _ in range(hosts)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
-        double += len(held) > 1
-        nobody += not held
-    print(f"lease take-over: {trials} trials of two concurrent take-overs of one expired "
-          f"lease, {double} double holds, {nobody} with no holder")
+        holders = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                holders.append(held.get(timeout=0.2))
+        double += len(holders) > 1
+        nobody += not holders
+    print(f"lease take-over: {trials} trials of {hosts} processes taking over one expired "
+          f"lease at once: {double} double holds, {nobody} with no holder")
 
 
 def overlapping_jobs(root: Path, jobs: int) -> None:
@@ -619,6 +647,9 @@ def main() -> None:
                         help="Python the segfault board runs the agent with (repeatable) "
                              "[default: this one]")
     parser.add_argument("--takeovers", type=int, default=300)
+    parser.add_argument("--takeover-hosts", type=int, action="append", metavar="N",
+                        help="processes racing in each take-over trial (repeatable) "
+                             "[default: 2 and 4]")
     parser.add_argument("--overlap-jobs", type=int, default=5,
                         help="jobs per target file, two target files naming one board")
     parser.add_argument("--stop-jobs", type=int, default=3,
@@ -648,7 +679,8 @@ def main() -> None:
         if "segfault" in chosen:
             segfault_among_three(root, args.segv_tries, args.board_python or [sys.executable])
         if "lease" in chosen:
-            takeovers(root, args.takeovers)
+            for hosts in args.takeover_hosts or [2, 4]:
+                takeovers(root, args.takeovers, hosts)
         if "overlap" in chosen:
             overlapping_jobs(root, args.overlap_jobs)
         if "stops" in chosen:
