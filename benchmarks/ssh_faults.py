@@ -480,12 +480,12 @@ def fail_fast(root: Path) -> None:
     from tests.test_runner import FAULTS, fault_target
     from toolkit.model.load import load_model_source
     from toolkit.run import deploy as pipeline
-    from toolkit.run import execute
+    from toolkit.run import prepare
 
     repo = Path(__file__).resolve().parent.parent
     model = repo / "examples" / "digits_cnn.py"
     load_model_source(model)  # imports paid once, outside the timings
-    real_prepare = execute.prepare_model
+    real_prepare = prepare.prepare_model
     for fault, expected in FAULTS.items():
         folder = root / f"fail-{fault.replace(' ', '-')}"
         folder.mkdir()
@@ -499,7 +499,7 @@ def fail_fast(root: Path) -> None:
                 compressed.append(True)
                 return real_prepare(*args, **kwargs)  # type: ignore[arg-type]
 
-            execute.prepare_model = spy  # type: ignore[assignment]
+            prepare.prepare_model = spy  # type: ignore[assignment]
             started = time.monotonic()
             try:
                 pipeline.deploy(model, targets=[target.name], recipes="fp32",
@@ -509,7 +509,7 @@ def fail_fast(root: Path) -> None:
                 outcome = type(exc).__name__ + ("" if isinstance(exc, expected) else " (!)")
             seconds = time.monotonic() - started
         finally:
-            execute.prepare_model = real_prepare  # type: ignore[assignment]
+            prepare.prepare_model = real_prepare  # type: ignore[assignment]
             sshd.kill()
         board = folder / "board"
         placed = sum(p.stat().st_size for p in files_under(board)) if board.exists() else 0

@@ -96,7 +96,7 @@ def test_edge_bench_sweeps_threads_and_accelerators(tflite_copy: Path, tmp_path:
 def test_deploy_with_busy_wait_0_fails_at_once_before_compressing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     compressed: list[object] = []
-    monkeypatch.setattr("toolkit.run.execute.prepare_model",
+    monkeypatch.setattr("toolkit.run.prepare.prepare_model",
                         lambda *args, **kwargs: compressed.append(args))  # never reached
     with open_board(load_target("local")) as board, board_lock(board, seconds=60) as token:
         started = time.monotonic()
@@ -135,7 +135,7 @@ def test_a_recipe_that_fine_tunes_without_train_data_fails_before_any_conversion
     model.write_text("import torch\n\n\ndef build_model():\n    return torch.nn.Linear(4, 2)\n\n\n"
                      "def example_input():\n    return (torch.zeros(1, 4),)\n")
     compressed: list[object] = []
-    monkeypatch.setattr("toolkit.run.execute.prepare_model",
+    monkeypatch.setattr("toolkit.run.prepare.prepare_model",
                         lambda *args, **kwargs: compressed.append(args))  # never reached
     with pytest.raises(ModelError, match=r"prune-channels:0.5 fine-tunes the model: .* must "
                                          r"define train_data\(\)"):

@@ -259,7 +259,7 @@ def test_a_board_fault_is_reported_before_compression_and_nothing_is_uploaded(
     mount(monkeypatch, board)
     load_model_source(DIGITS_MODEL)  # the model's imports, paid before the clock starts
     compressed: list[object] = []
-    monkeypatch.setattr("toolkit.run.execute.prepare_model",
+    monkeypatch.setattr("toolkit.run.prepare.prepare_model",
                         lambda *args: compressed.append(args))  # never reached
     started = time.monotonic()
     with pytest.raises(FAULTS[fault]):

@@ -230,7 +230,7 @@ def test_deploy_with_busy_wait_0_and_no_free_place_fails_before_compressing(
         lab: Lab, tiny_tflite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As for a named board: one line, exit 3, nothing converted and nothing reserved."""
     compressed: list[object] = []
-    monkeypatch.setattr("toolkit.run.execute.prepare_model",
+    monkeypatch.setattr("toolkit.run.prepare.prepare_model",
                         lambda *args, **kwargs: compressed.append(args))  # never reached
     address = lab.coordinator.address
     with hold_board(lab.slot("tag:board=rpi5")):  # the only rpi5 is another job's

@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device_agent import protocol
-from toolkit.artifacts.bundle import Artifact, FailedVariant, write_manifest
+from toolkit.artifacts.bundle import Artifact
 from toolkit.errors import (
     AgentError,
     BoardBusyError,
-    CompressError,
     EdgeError,
     InfrastructureError,
     OutputError,
@@ -48,10 +47,9 @@ from toolkit.errors import (
 )
 from toolkit.model.load import ModelSource, load_model_source
 from toolkit.model.project import git_commit, resolve_store_path
-from toolkit.model.reference import compute_references, reference_metric, source_inputs
 from toolkit.report.profile import with_node_names
 from toolkit.report.render import write_report
-from toolkit.results.choose import Choice, choose_fastest, split_by_budget
+from toolkit.results.choose import Choice, choose_fastest
 from toolkit.results.export import run_folder_files
 from toolkit.results.facts import Measurements
 from toolkit.results.record import ResultRecord, Stage, Status, artifact_facts
@@ -64,12 +62,12 @@ from toolkit.run.cancel import (
     raise_if_interrupted,
 )
 from toolkit.run.plan import RunPlan, Sweep, job_settings
+from toolkit.run.prepare import PreparedModel, build_references, prepare, prepare_model
 from toolkit.run.runner import JobRunner, check_boards
 from toolkit.run.staging import hold, release, sweep_staging
 
 if TYPE_CHECKING:
     from toolkit.boards.targets import Target
-    from toolkit.compress import Chain
 
 _log = logging.getLogger(__name__)
 
@@ -82,21 +80,6 @@ class BoardEvent:
     model: str
     state: str  # "waiting" (board busy or queued), "running", "ok", "failed", "skipped"
     detail: str = ""
-
-
-@dataclass
-class PreparedModel:
-    """One model, built: its variants (those within the budget), references, staging."""
-
-    source: ModelSource
-    run_id: str
-    staging: Path
-    final_dir: Path
-    artifacts: list[Artifact]
-    failed: list[FailedVariant]
-    references: dict[str, Path]
-    #: Variants the accuracy budget left out before running, with why.
-    over_budget: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -178,7 +161,7 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
             staging.append((run_id, make_staging_dir(plan.out_dir, run_id)))
         with ResultsStore(store_path) as store:
             for source, (run_id, folder) in zip(sources, staging, strict=True):
-                prepared.append(_prepare(plan, source, run_id, folder, say))
+                prepared.append(prepare(plan, source, run_id, folder, say))
             raise_if_interrupted()  # one a library swallowed: nothing is measured
             done = _run_boards(plan, ready, prepared, board_steps, say, notify)
             runs = []
@@ -245,23 +228,6 @@ def _check_boards(plan: RunPlan, boards: list[BoardSource],
             raise problem
         notify(BoardEvent(name, "", "failed", f"{error_class(problem)}: {problem}"))
     return failed
-
-
-def _prepare(plan: RunPlan, source: ModelSource, run_id: str, staging: Path,
-             say: Callable[[str], None]) -> PreparedModel:
-    artifacts, failed, references = prepare_model(source, list(plan.chains(source)), staging,
-                                                  cache_dir=plan.policy.conversion_cache,
-                                                  progress=say)
-    model = PreparedModel(source, run_id, staging, plan.out_dir / "runs" / run_id,
-                          artifacts, failed, references)
-    budget = plan.policy.max_accuracy_drop
-    if budget is not None:
-        for failure in failed:
-            if failure.variant == "fp32":
-                raise CompressError(f"fp32, the accuracy reference of --max-accuracy-drop, "
-                                    f"was not built: {failure.error}", recipe="fp32")
-        model.artifacts, model.over_budget = split_by_budget(artifacts, budget)
-    return model
 
 
 def _run_boards(plan: RunPlan, boards: list[BoardSource], prepared: list[PreparedModel],
@@ -391,49 +357,6 @@ def _store(plan: RunPlan, store: ResultsStore, model: PreparedModel,
     say("storing the run and writing its report")
     reports = publish_run(store, run, model.staging, model.final_dir)
     return ExecutedRun(run=run, choices=choices, reports=reports)
-
-
-def prepare_model(source: ModelSource, configs: list[Chain], staging: Path, *,
-                  cache_dir: str | Path | None = None,
-                  progress: Callable[[str], None] | None = None
-                  ) -> tuple[list[Artifact], list[FailedVariant], dict[str, Path]]:
-    """Compress ``source`` into ``staging/artifacts`` (with its manifest) and its references.
-
-    A variant that cannot be built is returned among the failed, with its reason; the
-    others are built all the same.  ``cache_dir``: the conversion cache, if any;
-    ``progress``: told each step, as :func:`execute`'s is.
-    """
-    from toolkit.compress import build_artifacts
-
-    say = progress or _silent
-    failed: list[FailedVariant] = []
-    artifacts = build_artifacts(source, configs, staging / "artifacts",
-                                cache_dir=Path(cache_dir) if cache_dir else None, failed=failed,
-                                progress=lambda message: say(f"compress {message}"))
-    write_manifest(staging / "artifacts", source, artifacts, failed)
-    say("reference outputs on this machine")
-    return artifacts, failed, build_references(source, artifacts, staging / "references")
-
-
-def build_references(source: ModelSource, artifacts: list[Artifact],
-                     folder: Path) -> dict[str, Path]:
-    """Host interpreter outputs on real inputs, per artifact, for the board's output check.
-
-    Computed in a child Python: a model that crashes the runtime costs its output
-    check, not the run (the board then reports the crash as that variant's failure).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    made = compute_references([(a.path, folder / f"{a.sha256}.ref.npz") for a in artifacts],
-                              source_inputs(source), metric=reference_metric(artifacts))
-    references = {}
-    for artifact in artifacts:
-        answer = made[artifact.path]
-        if isinstance(answer, Path):
-            references[artifact.board_name] = answer
-        else:  # e.g. a custom op the host lacks, or a crash: deploy it all the same
-            _log.warning("no output check for %s: the host interpreter could not run it (%s)",
-                         artifact.variant, answer)
-    return references
 
 
 def check_runtime(target: Target, source: ModelSource) -> None:
@@ -608,6 +531,8 @@ def _silent(_message: object) -> None:
     """The progress callback when nobody watches."""
 
 
+# PreparedModel, build_references and prepare_model live in toolkit.run.prepare (the build
+# step); they stay importable from here, where callers have always taken them.
 __all__ = ["BoardEvent", "BoardJob", "BoardStep", "Execution", "ExecutedRun",
            "PreparedModel", "build_references", "check_delegates", "check_runtime",
            "default_store_path",
