@@ -48,6 +48,7 @@ from typing import cast
 from . import protocol
 from .board import board_facts
 from .child import RUNTIME_MARK, load_job, measure
+from .clocks import GovernorChange
 from .proc import Heartbeat, Zygote, heartbeat_file
 from .settings import JobSettings
 from .wire import Answer, BoardHealth, Cooldown, Job, PairAnswer, VariantAnswer
@@ -111,12 +112,14 @@ def _facts(sensor: str, runtime_preference: str, options: dict[str, str]) -> int
     whether each can run here (:func:`device_agent.accelerators.preflight`)."""
     import shutil
 
+    from .clocks import clock_state
     from .power import SensorLost, SensorUnavailable, open_power_reader
     from .runtime import RuntimeNotFound, find_runtime
     from .thermal import thermal_state
 
     facts: BoardHealth = {"board": board_facts(), "thermal": thermal_state(),
-                             "cwd": os.getcwd(), "free_bytes": shutil.disk_usage(".").free}
+                          "clocks": clock_state(),
+                          "cwd": os.getcwd(), "free_bytes": shutil.disk_usage(".").free}
     runtime = None
     try:
         runtime = find_runtime(runtime_preference)
@@ -234,8 +237,15 @@ def _run(job_path: Path, pid_file: str | None, fence: _Fence | None = None) -> i
         except (OSError, ValueError) as exc:
             print(f"agent: bad job {job_path}: {exc}", file=sys.stderr)
             return 2
-        with heartbeat:  # beats while the job runs; the host watches it
-            result = _run_job(job_path, job, started, fence)
+        # Created before it writes anything: an interrupt part-way still restores.
+        change = GovernorChange(protocol.job_settings(job).set_governor)
+        try:
+            if change.asked:
+                change.apply()
+            with heartbeat:  # beats while the job runs; the host watches it
+                result = _run_job(job_path, job, started, fence, change.condition)
+        finally:
+            _restore(change)
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
         return 0
@@ -256,9 +266,22 @@ def _run(job_path: Path, pid_file: str | None, fence: _Fence | None = None) -> i
             signal.signal(number, handler)
 
 
+def _restore(change: GovernorChange) -> None:
+    """Put the governors back; a stop signal waits until they are (it must not leave a
+    board on the job's governor)."""
+    if not change.previous:
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        change.restore()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 def _run_job(job_path: Path, job: Job, started: float,
-             fence: _Fence | None = None) -> Answer:
-    """Every variant in the zygote's children, within the job's deadline and its lease."""
+             fence: _Fence | None = None, condition: str = "") -> Answer:
+    """Every variant in the zygote's children, within the job's deadline and its lease;
+    ``condition`` (the governor could not be set) is named in each measured verdict."""
     settings = protocol.job_settings(job)
     budget = protocol.job_budget_seconds(job)
     deadline = started + budget
@@ -304,6 +327,9 @@ def _run_job(job_path: Path, job: Job, started: float,
                 measured["earlier_attempts"] = earlier
             if cooldown:
                 measured["cooldown"] = cooldown
+            verdict = measured.get("verdict")
+            if condition and isinstance(verdict, dict):
+                verdict["conditions"] = [*verdict.get("conditions", []), condition]
             # The child's own JSON, relayed: the host checks it (protocol.validate_result).
             variants.append(cast(VariantAnswer, measured))
     finally:

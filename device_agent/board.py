@@ -6,11 +6,13 @@ import os
 import platform
 from pathlib import Path
 
+from .clocks import clock_state
 from .wire import BoardFacts
 
 
 def board_facts() -> BoardFacts:
-    """Hostname, OS, CPU and board model as the board itself reports them."""
+    """Hostname, OS, CPU and board model as the board itself reports them, and the CPU
+    governor the agent's CPUs are on now."""
     return {
         "hostname": platform.node(),
         "system": platform.system(),
@@ -23,6 +25,7 @@ def board_facts() -> BoardFacts:
         "runtimes": _installed_runtimes(),
         # One kernel, one boot id: boards that share it share a machine (and its CPUs).
         "boot_id": _read_text(Path("/proc/sys/kernel/random/boot_id")),
+        "cpu_governor": clock_state()["governor"],
     }
 
 

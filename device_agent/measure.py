@@ -31,13 +31,21 @@ from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Tuple
 import numpy as np
 
 from .accelerators import plan_model
+from .clocks import clock_state
 from .outputs import Reference, check_outputs
 from .power import PowerReader, PowerSampler, summarize_power
 from .protocol import MAX_RAW_SAMPLES, JobSettings
 from .runtime import Runtime
 from .thermal import thermal_state, was_throttled
 from .verdict import judge
-from .wire import LatencySummary, PowerFigures, Profile, ThermalState, VariantFigures
+from .wire import (
+    ClockState,
+    LatencySummary,
+    PowerFigures,
+    Profile,
+    ThermalState,
+    VariantFigures,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -49,18 +57,20 @@ def measure_variant(runtime: Runtime, model_path: Path,
                     settings: JobSettings | Mapping[str, object], *,
                     power_reader: PowerReader | None = None,
                     reference: Optional[Reference] = None,
-                    thermal: Callable[[], ThermalState] = thermal_state) -> VariantFigures:
+                    thermal: Callable[[], ThermalState] = thermal_state,
+                    clocks: Callable[[], ClockState] = clock_state) -> VariantFigures:
     """Load ``model_path``, time it, and report figures and a verdict.
 
     ``power_reader`` (None: no sensor, energy fields absent) is sampled through
     an idle window before the runs and through the measured runs; ``reference``
     (``{"inputs": [...], "outputs": [...]}`` from the host) is checked after them.
+    ``thermal`` and ``clocks`` are read just before the model loads and just after the runs.
     """
     settings = JobSettings.of(settings)  # the one place defaults live
     threads = int(settings.threads)
     # The accelerator and API asked for, probed in a child before anything is timed.
     plan = plan_model(runtime, model_path, settings)
-    before = thermal()
+    before, clocks_before = thermal(), clocks()
     rss_before = _status_bytes("VmRSS")
     started = time.perf_counter_ns()
     opened = plan.open()
@@ -85,7 +95,7 @@ def measure_variant(runtime: Runtime, model_path: Path,
     peak_rss = _status_bytes("VmHWM")
     samples_ms = np.frombuffer(samples_ns, dtype=np.int64) / 1e6
     every = -(-samples_ms.size // MAX_RAW_SAMPLES)  # ceil: 1 until there are too many
-    after = thermal()
+    after, clocks_after = thermal(), clocks()
     figures: VariantFigures = {
         "status": "ok",
         "runtime": runtime.describe(),
@@ -108,6 +118,7 @@ def measure_variant(runtime: Runtime, model_path: Path,
         "peak_rss_bytes": peak_rss,
         "load_rss_growth_bytes": max(0, rss_loaded - rss_before),
         "thermal": {"before": before, "after": after, "throttled": was_throttled(before, after)},
+        "clocks": {"before": clocks_before, "after": clocks_after},
         "accelerator": opened.facts(),
     }
     if power_reader is not None:

@@ -30,7 +30,11 @@ agent does not send them, an older host's job does not set them):
   its last attempt's), ``accelerator`` (what ran: requested and used accelerator, API,
   adapter, fully accelerated or not; see :mod:`device_agent.accelerators`), ``profile``
   (setting ``profile``: the per-operator profile of :mod:`device_agent.profiler`, or
-  ``{"error": ...}`` saying why there is none).
+  ``{"error": ...}`` saying why there is none), ``clocks`` (``before`` and ``after``: the
+  governor of the CPUs that ran, each cluster's governor and clocks, a Jetson's power mode;
+  see :mod:`device_agent.clocks`).
+- result board: ``cpu_governor`` (the governor of the clusters the agent runs on, ``mixed``
+  or ``not exposed``); job: setting ``set_governor``.
 - job: per-variant ``accelerator`` (an ``--accelerator`` sweep); settings ``accelerator``,
   ``api``, ``delegate`` and ``delegate_options``.
 - job: ``pairs`` (a paired job, :mod:`device_agent.paired`): each ``{"name", "baseline",
@@ -106,8 +110,10 @@ MAX_RESULT_BYTES = 32 * 1024 * 1024
 JOB_STARTUP_SECONDS = 60.0
 
 #: Board facts besides the required ones: text when an agent sends them (reports show them).
-OPTIONAL_BOARD_TEXT = ("release", "cpu_model", "board_model")
+OPTIONAL_BOARD_TEXT = ("release", "cpu_model", "board_model", "cpu_governor")
 #: Figures of a measured variant besides the required ones: numbers >= 0 when sent.
+#: The clocks (MHz) a cluster of ``clocks`` may carry.
+_CLUSTER_CLOCKS = ("cur_mhz", "min_mhz", "max_mhz", "cpuinfo_max_mhz")
 OPTIONAL_FIGURES = ("model_load_ms", "allocate_ms", "warmup_runs_done", "wall_seconds",
                     "load_rss_growth_bytes")
 
@@ -320,6 +326,11 @@ def _validate_optional_figures(variant: Mapping[str, object], latency: Mapping[s
                 require_dict(thermal[key], f"{where}.thermal.{key}")
         if "throttled" in thermal:
             require_texts(thermal["throttled"], f"{where}.thermal.throttled")
+    if "clocks" in variant:
+        clocks = require_dict(variant["clocks"], f"{where}.clocks")
+        for key in ("before", "after"):
+            if key in clocks:
+                _validate_clock_state(clocks[key], f"{where}.clocks.{key}")
     if "power" in variant:
         power = require_dict(variant["power"], f"{where}.power")
         for key in ("idle_power_w", "active_power_w", "energy_per_inference_j",
@@ -354,6 +365,30 @@ def _validate_optional_figures(variant: Mapping[str, object], latency: Mapping[s
         attempts = require_list(variant["earlier_attempts"], f"{where}.earlier_attempts")
         for index, attempt in enumerate(attempts):
             require_dict(attempt, f"{where}.earlier_attempts[{index}]")
+
+
+def _validate_clock_state(value: object, where: str) -> None:
+    """One reading of :func:`device_agent.clocks.clock_state`: text, CPU numbers, clocks."""
+    state = require_dict(value, where)
+    if "governor" in state:
+        require_type(state["governor"], str, f"{where}.governor")
+    for index, entry in enumerate(require_list(state.get("clusters", []), f"{where}.clusters")):
+        at = f"{where}.clusters[{index}]"
+        cluster = require_dict(entry, at)
+        for cpu in require_list(cluster.get("cpus"), f"{at}.cpus"):
+            require_number(cpu, f"{at}.cpus[]", minimum=0)
+        if "governor" in cluster:
+            require_type(cluster["governor"], str, f"{at}.governor")
+        for key in _CLUSTER_CLOCKS:
+            if key in cluster:
+                require_number(cluster[key], f"{at}.{key}", minimum=0)
+    if "jetson" in state:
+        jetson = require_dict(state["jetson"], f"{where}.jetson")
+        for key in ("nvpmodel", "nvpmodel_source"):
+            if key in jetson:
+                require_type(jetson[key], str, f"{where}.jetson.{key}")
+        if "jetson_clocks" in jetson:
+            require_type(jetson["jetson_clocks"], bool, f"{where}.jetson.jetson_clocks")
 
 
 def _validate_profile(value: object, where: str) -> None:

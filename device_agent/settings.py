@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Dict, Mapping, Optional, TypeVar
 
@@ -34,6 +35,8 @@ APIS = ("interpreter", "compiled")
 #: tflite-runtime (and onnxruntime for an ``.onnx``); a distribution name takes that one
 #: or fails the variants saying so.
 RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime", "onnxruntime")
+#: What a ``set_governor`` value may be (the kernel's governors are such words).
+GOVERNOR_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 def _setting(default: _T, *, since_v1: bool = False) -> _T:
@@ -99,6 +102,10 @@ class JobSettings:
     #: The thermal zones that matter on this board, comma-separated folder names such as
     #: ``thermal_zone0`` (empty: every zone).
     thermal_zones: str = _setting("")
+    #: A CPU governor (``performance``) the agent sets on every cluster for the job where
+    #: the board user may write ``scaling_governor``, and puts back after it (empty: the
+    #: board's governor is left alone); see :mod:`device_agent.clocks`.
+    set_governor: str = _setting("")
     #: Which runtime runs the models (one of :data:`RUNTIMES`).
     runtime: str = _setting("auto")
     #: One of :data:`ACCELERATORS`, through one of :data:`APIS`.
@@ -126,6 +133,10 @@ class JobSettings:
         require_choice(self.runtime, RUNTIMES, "job.settings.runtime")
         require_choice(self.accelerator, ACCELERATORS, "job.settings.accelerator")
         require_choice(self.api, APIS, "job.settings.api")
+        if self.set_governor and not GOVERNOR_NAME.fullmatch(self.set_governor):
+            # Written into sysfs as it is: a governor is one lower-case word.
+            raise ProtocolError(f"job.settings.set_governor {self.set_governor!r} is not a "
+                                "governor name such as 'performance'")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object], *, where: str = "job.settings"

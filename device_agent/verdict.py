@@ -19,6 +19,12 @@ again would not remove; the reader is told what the median hides.  One 1 ms stal
 among 100,000 runs (0.001 %) stays plain VALID.  The share is counted over the samples
 the board ships (every k-th run when there were many), against the median of all runs.
 
+The clock policy.  Clusters that ran on a governor other than ``performance`` (read before
+and after the runs, :mod:`device_agent.clocks`) give a named condition too, never INVALID:
+the figures are right for that governor, and the reader is told they depend on it
+(``governor schedutil: figures depend on the load the governor sees; set performance for
+stable figures``).  A board without cpufreq says nothing.
+
 Example::
 
     judge(figures, settings)  # {"status": "INVALID", "reasons": ["too few runs: 12 < 50"]}
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from .clocks import governor_condition
 from .settings import JobSettings
 from .wire import VariantFigures, Verdict
 
@@ -79,8 +86,12 @@ def judge(figures: VariantFigures, settings: JobSettings | Mapping[str, object])
     verdict: Verdict = {"status": INVALID if reasons else VALID, "reasons": reasons}
     tail = stalls(figures.get("latency_samples_ms") or [],
                   float(figures["latency_ms"].get("p50") or 0.0))
-    if tail:
-        verdict["conditions"] = [tail]
+    clocks = figures.get("clocks", {})
+    governor = governor_condition([state for state in (clocks.get("before"), clocks.get("after"))
+                                   if state is not None])
+    conditions = [condition for condition in (tail, governor) if condition]
+    if conditions:
+        verdict["conditions"] = conditions
     if reasons and reasons == unsteady:
         # Only the spread was wrong: the board's state changed during the runs (another
         # process, a frequency step), which a second attempt may not meet.

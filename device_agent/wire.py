@@ -95,6 +95,9 @@ class BoardFacts(TypedDict, total=False):
     board_model: str
     runtimes: Dict[str, str]
     boot_id: str
+    #: The governor of the CPU clusters the agent runs on, ``mixed`` when they differ,
+    #: ``not exposed`` without cpufreq (:mod:`device_agent.clocks`).
+    cpu_governor: str
 
 
 class _Percentiles(TypedDict):
@@ -125,6 +128,40 @@ class ThermalState(TypedDict, total=False):
     throttled_raw: str
     throttled_flags: List[str]
     throttled_now: bool
+
+
+class ClusterClock(TypedDict, total=False):
+    """One CPU cluster (a cpufreq policy): its CPUs, governor and clocks in MHz; a clock
+    file the kernel does not expose is left out."""
+
+    cpus: List[int]
+    governor: str
+    cur_mhz: float
+    min_mhz: float
+    max_mhz: float
+    cpuinfo_max_mhz: float
+
+
+class JetsonClocks(TypedDict, total=False):
+    """A Jetson's power mode (and where it was read), and whether ``jetson_clocks`` looks
+    applied (every cluster's minimum clock at its maximum)."""
+
+    nvpmodel: str
+    nvpmodel_source: str
+    jetson_clocks: bool
+
+
+class ClockState(TypedDict, total=False):
+    """The clock policy at one moment (:func:`device_agent.clocks.clock_state`)."""
+
+    governor: str
+    clusters: List[ClusterClock]
+    jetson: JetsonClocks
+
+
+class ClockBlock(TypedDict, total=False):
+    before: ClockState
+    after: ClockState
 
 
 class ThermalBlock(TypedDict, total=False):
@@ -283,6 +320,7 @@ class VariantFigures(TypedDict, total=False):
     peak_rss_bytes: int
     load_rss_growth_bytes: int
     thermal: ThermalBlock
+    clocks: ClockBlock
     accelerator: AcceleratorFacts
     power: PowerFigures
     output_check: OutputCheck
@@ -385,6 +423,7 @@ class LoadCheck(TypedDict):
 class BoardHealth(TypedDict, total=False):
     board: BoardFacts
     thermal: ThermalState
+    clocks: ClockState
     cwd: str
     free_bytes: int
     runtime: RuntimeFacts

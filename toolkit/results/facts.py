@@ -11,8 +11,8 @@ was written:
 - :class:`BoardFacts`: the board as the agent reports it (``result.board``).
 - :class:`Measurements`: the agent's figures for one variant (``result.variants[i]`` less
   its name, status, error and thread count): :class:`LatencySummary`, :class:`Verdict`,
-  :class:`ThermalFacts`, :class:`PowerFacts`, :class:`OutputCheck`,
-  :class:`AcceleratorFacts`, :class:`Profile`, ...
+  :class:`ThermalFacts`, the clocks (the wire's ``ClockBlock``), :class:`PowerFacts`,
+  :class:`OutputCheck`, :class:`AcceleratorFacts`, :class:`Profile`, ...
 
 :mod:`device_agent.protocol` defines and validates the wire format on both sides; these are
 the host's types for what it reads of it.  A block is ``total=False`` where the protocol
@@ -38,6 +38,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Required, TypedDict, cast
+
+# The clock block is read as the agent writes it: one definition, the wire's.
+from device_agent.wire import ClockBlock
 
 # --- the artifact's facts -------------------------------------------------------------
 
@@ -286,6 +289,8 @@ class Measurements(TypedDict, total=False):
     inputs: str
     verdict: Verdict
     thermal: ThermalFacts
+    #: The governor and clocks per CPU cluster before and after the runs.
+    clocks: ClockBlock
     power: PowerFacts
     output_check: OutputCheck
     accelerator: AcceleratorFacts
