@@ -65,6 +65,8 @@ def test_users_own_ssh_config_is_not_read_in_tests() -> None:
     ('transport = "ssh"\nhost = "x"\nthreads = -1\n', "threads"),
     ('transport = "ssh"\nhost = "x"\nconnect_timeout = 0\n', "connect_timeout"),
     ('transport = "ssh"\nhost = "x"\nthermal_zones = [1]\n', "thermal_zones"),
+    ('transport = "ssh"\nhost = "x"\nset_governor = "fast; reboot"\n', "set_governor"),
+    ('transport = "ssh"\nhost = "x"\nset_governor = 1\n', "set_governor"),
     ('transport = "ssh"\nhost = "x"\nwork_dir = ""\n', "work_dir"),
     ('transport = "ssh"\nhost = "x"\ncache_max_mb = -1\n', "cache_max_mb"),
     ('transport = "ssh"\nhost = "x"\ncache_max_mb = 0.5\n', "cache_max_mb"),
@@ -135,3 +137,12 @@ def test_a_jump_list_resolves_each_hop_through_the_ssh_config(
     (tmp_path / "pi.toml").write_text('transport = "ssh"\nhost = "x"\njump = "a b"\n')
     with pytest.raises(TargetError, match="jump host 'a b' is not"):
         resolve_ssh(load_target("pi", tmp_path))
+
+
+def test_a_targets_set_governor_travels_in_its_jobs(tmp_path: Path) -> None:
+    from toolkit.run.plan import job_settings
+
+    (tmp_path / "pinned.toml").write_text(
+        'transport = "ssh"\nhost = "x"\nset_governor = "performance"\n')
+    assert job_settings(load_target("pinned", tmp_path), {}).set_governor == "performance"
+    assert job_settings(load_target("rpi4"), {}).set_governor == ""  # opt-in

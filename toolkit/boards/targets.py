@@ -33,6 +33,7 @@ import paramiko
 
 from device_agent.power import POWER_SENSORS
 from device_agent.protocol import ACCELERATORS, APIS, RUNTIMES, JobSettings
+from device_agent.settings import GOVERNOR_NAME
 from toolkit.errors import TargetError
 
 TRANSPORTS = ("local", "ssh")
@@ -85,6 +86,9 @@ class Target:
     threads: int = _JOB.threads
     power_sensor: str = _JOB.power_sensor
     thermal_zones: tuple[str, ...] = ()
+    #: A CPU governor the agent sets for each job where the board user may write
+    #: ``scaling_governor`` (``performance``), restoring the previous ones afterwards.
+    set_governor: str = _JOB.set_governor
     work_dir: str = ".edge"
     #: The size cap of ``work_dir/cache`` (uploaded models, references): least recently
     #: used files are evicted after a job's uploads; the job's own files always stay.
@@ -139,6 +143,10 @@ class Target:
             if value is not None and (not isinstance(value, str) or not value.strip()
                                       or "\n" in value or "\x00" in value):
                 raise bad(f"{key} must be a non-empty one-line string")
+        if not isinstance(self.set_governor, str) or (
+                self.set_governor and not GOVERNOR_NAME.fullmatch(self.set_governor)):
+            raise bad(f"set_governor {self.set_governor!r} is not a governor name such as "
+                      '"performance"')
         if not isinstance(self.thermal_zones, tuple) or not all(
                 isinstance(zone, str) for zone in self.thermal_zones):
             raise bad("thermal_zones must be a list of strings")

@@ -338,7 +338,8 @@ def paired_job(specs: Sequence[PairSpec], target: Target, thresholds: Thresholds
         "api": target.api, "delegate": target.delegate or "",
         "delegate_options": dict(target.delegate_options),
         "power_sensor": target.power_sensor,
-        "thermal_zones": ",".join(target.thermal_zones)})
+        "thermal_zones": ",".join(target.thermal_zones),
+        "set_governor": target.set_governor})
     job["pairs"] = pairs
     job["paired"] = {"limit": thresholds.latency_p50 / 100,
                      "tail_limit": thresholds.latency_tail / 100,

@@ -165,7 +165,8 @@ def job_settings(target: Target, overrides: Mapping[str, object]) -> JobSettings
         "threads": target.threads, "runtime": target.runtime,
         "accelerator": target.accelerator, "api": target.api,
         "delegate": target.delegate or "", "delegate_options": dict(target.delegate_options),
-        "thermal_zones": ",".join(target.thermal_zones), "power_sensor": target.power_sensor}
+        "thermal_zones": ",".join(target.thermal_zones), "power_sensor": target.power_sensor,
+        "set_governor": target.set_governor}
     if overrides.get("power_command") and "power_sensor" not in overrides:
         board["power_sensor"] = "command"
     return JobSettings.from_dict({**board, **overrides})
