@@ -222,12 +222,12 @@ class GovernorChange:
             try:
                 path.write_text(self.asked + "\n")
             except OSError as exc:
-                refused.append(f"CPUs {_cpu_range(cpus)}: {exc.strerror or exc}")
+                refused.append(f"CPUs {cpu_range(cpus)}: {exc.strerror or exc}")
                 continue
             self.previous[path] = before
             now = _read(path)
             if now != self.asked:  # the kernel took the write but kept another governor
-                refused.append(f"CPUs {_cpu_range(cpus)}: the kernel kept {now or 'none'}")
+                refused.append(f"CPUs {cpu_range(cpus)}: the kernel kept {now or 'none'}")
         if refused:
             self.failure = "scaling_governor not written for " + "; ".join(refused)
 
@@ -248,7 +248,7 @@ class GovernorChange:
                 "board's own governor") if self.failure else ""
 
 
-def _cpu_range(cpus: List[int]) -> str:
+def cpu_range(cpus: List[int]) -> str:
     """``[0, 1, 2, 3]`` -> ``0-3``; a list with gaps is named CPU by CPU."""
     if len(cpus) > 1 and cpus == list(range(cpus[0], cpus[-1] + 1)):
         return f"{cpus[0]}-{cpus[-1]}"

@@ -28,6 +28,8 @@ from device_agent.verdict import judge
 from tests.records import make_run, record
 from tests.test_agent import run_agent, wait_for, write_job
 from tests.test_protocol import GOOD_RESULT, JOB, encoded
+from toolkit.boards.doctor import _governor_check
+from toolkit.boards.targets import Target
 from toolkit.cli.main import echo_results
 from toolkit.report.render import render_markdown, report_rows
 
@@ -307,3 +309,18 @@ def test_the_governor_condition_is_shown_in_the_report_and_the_cli_row(
     table = capsys.readouterr().out.splitlines()
     assert table[1].split()[-3:] == ["VALID;", "governor", "schedutil"]
     assert table[2] == f"local int8: VALID; {warning}"
+
+
+def test_doctor_names_the_governor_and_warns_off_performance(tmp_path: Path) -> None:
+    plain = Target(name="b", transport="local")
+    schedutil = clock_state(policy_tree(tmp_path, BIG_LITTLE), cpus=set(range(8)))
+    check = _governor_check(plain, schedutil)
+    assert check.ok and check.warning  # a warning, never a failed board
+    assert check.detail.startswith(
+        "mixed (CPUs 0-3 schedutil up to 1800 MHz, CPUs 4-5 performance up to 2400 MHz, "
+        "CPUs 6-7 performance up to 2400 MHz): figures depend on the load the governor sees")
+    pinned = _governor_check(Target(name="b", transport="local", set_governor="performance"),
+                             schedutil)
+    assert pinned.ok and not pinned.warning and pinned.detail.endswith("jobs set performance")
+    none = _governor_check(plain, {"governor": "not exposed", "clusters": []})
+    assert none.ok and not none.warning and "not exposed" in none.detail

@@ -42,7 +42,7 @@ def test_a_healthy_board_passes_every_check(tmp_path: Path,
     assert health.healthy, health.to_dict()
     names = [c.name for c in health.checks]
     assert names == ["reachable", "host key", "login", "python", "threads", "disk", "runtime",
-                     "runtime loads a model", "thermal", "power sensor", "clock"]
+                     "runtime loads a model", "thermal", "governor", "power sensor", "clock"]
     clock = next(c for c in health.checks if c.name == "clock").detail
     assert clock.startswith("offset ") and abs(float(clock.split()[1])) < 5
 

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, TypedDict
 
+from device_agent.clocks import NOT_EXPOSED, STEADY_GOVERNOR, cpu_range
+from device_agent.wire import ClockState
 from toolkit.artifacts.agent_package import build_agent_package
 from toolkit.boards.board import open_board
 from toolkit.boards.bootstrap import BoardPython, probe
@@ -95,6 +97,7 @@ class AgentFacts(TypedDict, total=False):
 
     board: dict[str, object]
     thermal: ThermalFacts
+    clocks: ClockState
     cwd: str
     free_bytes: int
     runtime: RuntimeFacts
@@ -296,6 +299,8 @@ def _fact_checks(target: Target, facts: AgentFacts, started: float,
                         (f"hottest zone {hottest:.1f} C" if hottest is not None
                          else "no thermal zone") +
                         (f"; throttled: {', '.join(throttled)}" if throttled else "")))
+    if "clocks" in facts:
+        checks.append(_governor_check(target, facts["clocks"]))
     sensor = facts.get("power_sensor")
     wanted = target.power_sensor
     if facts.get("power_error"):
@@ -309,6 +314,32 @@ def _fact_checks(target: Target, facts: AgentFacts, started: float,
     checks.append(Check("clock", abs(offset) <= MAX_CLOCK_OFFSET_SECONDS,
                         f"offset {offset:+.3f} s +- {(ended - started) / 2:.3f} s to this host"))
     return checks
+
+
+def _governor_check(target: Target, clocks: ClockState) -> Check:
+    """The clock policy the board is on: passes whatever it is (figures are still right
+    for it), a warning when jobs would measure on a governor other than ``performance``."""
+    governor = clocks.get("governor", NOT_EXPOSED)
+    if governor == NOT_EXPOSED:
+        return Check("governor", True, "cpufreq not exposed (no governor to read or set)")
+    clusters = ", ".join(
+        f"CPUs {cpu_range(c.get('cpus', []))} {c.get('governor', '?')}"
+        + (f" up to {c['max_mhz']:.0f} MHz" if "max_mhz" in c else "")
+        for c in clocks.get("clusters", []))
+    jetson = clocks.get("jetson", {})
+    detail = f"{governor} ({clusters})"
+    if "nvpmodel" in jetson:
+        detail += f"; nvpmodel {jetson['nvpmodel']}"
+    if "jetson_clocks" in jetson:
+        detail += f"; jetson_clocks {'applied' if jetson['jetson_clocks'] else 'not applied'}"
+    if target.set_governor:
+        return Check("governor", True, f"{detail}; jobs set {target.set_governor}",
+                     warning=target.set_governor != STEADY_GOVERNOR)
+    if governor == STEADY_GOVERNOR:
+        return Check("governor", True, detail)
+    return Check("governor", True, f"{detail}: figures depend on the load the governor sees; "
+                 f'set_governor = "{STEADY_GOVERNOR}" in the target file sets it per job',
+                 warning=True)
 
 
 def _last_line(raw: bytes) -> str:
