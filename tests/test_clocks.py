@@ -25,13 +25,13 @@ from device_agent.clocks import (
 )
 from device_agent.settings import JobSettings
 from device_agent.verdict import judge
-from tests.records import make_run, record
+from tests.records import BOARD, make_run, record
 from tests.test_agent import run_agent, wait_for, write_job
 from tests.test_protocol import GOOD_RESULT, JOB, encoded
 from toolkit.boards.doctor import _governor_check
 from toolkit.boards.targets import Target
 from toolkit.cli.main import echo_results
-from toolkit.report.render import render_markdown, report_rows
+from toolkit.report.render import render_html, render_markdown, report_rows
 
 CPU = "sys/devices/system/cpu"
 #: A big.LITTLE board as an RK3588 shows it: policy0 (little), policy4 and policy6 (big).
@@ -298,13 +298,15 @@ def test_the_real_agent_sets_the_governor_for_the_job_and_restores_it(
 def test_the_governor_condition_is_shown_in_the_report_and_the_cli_row(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     schedutil = clock_state(policy_tree(tmp_path, BIG_LITTLE), cpus={0})
-    measured = {**record("int8"), "clocks": {"before": schedutil, "after": schedutil}}
+    measured = {**record("int8", board={**BOARD, "cpu_governor": "schedutil"}),
+                "clocks": {"before": schedutil, "after": schedutil}}
     measured["verdict"] = judge(measured, {"min_runs": 1, "min_seconds": 0})
     warning = governor_condition([schedutil])
     run = make_run("r", [measured])
     [row] = report_rows(run)
     assert row.verdict == f"VALID; {warning}" and row.trusted
     assert f"| VALID; {warning}" in render_markdown(run)
+    assert "Python 3.11.2, governor schedutil</li>" in render_html(run)  # the board's line
     echo_results(run)
     table = capsys.readouterr().out.splitlines()
     assert table[1].split()[-3:] == ["VALID;", "governor", "schedutil"]

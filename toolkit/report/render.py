@@ -559,7 +559,9 @@ def _boards(run: StoredRun) -> dict[str, BoardLine]:
         system = " ".join(filter(None, [facts.get("system"), facts.get("release")]))
         lines[r.target] = BoardLine(cpu, ", ".join(filter(None, [
             cpu, system or "system not reported",
-            f"Python {facts.get('python', 'not reported')}", facts.get("board_model")])))
+            f"Python {facts.get('python', 'not reported')}", facts.get("board_model"),
+            # The governor the agent ran under (agents since the clock facts send it).
+            f"governor {facts['cpu_governor']}" if "cpu_governor" in facts else ""])))
     return lines
 
 
