@@ -219,6 +219,11 @@ class GovernorChange:
             before = _read(path)
             if before == self.asked:
                 continue
+            offered = _read(folder / "scaling_available_governors").split()
+            if offered and self.asked not in offered:
+                refused.append(f"CPUs {cpu_range(cpus)}: not one of its governors "
+                               f"({' '.join(offered)})")
+                continue
             try:
                 path.write_text(self.asked + "\n")
             except OSError as exc:

@@ -169,6 +169,14 @@ def test_a_cluster_that_cannot_be_set_is_named_and_the_others_still_restored(
         "Permission denied; figures are on the board's own governor")
     change.restore()
     assert governors(tmp_path) == ["schedutil", "ondemand"]
+    # A governor the kernel does not offer is named as such, not as EINVAL.
+    (tmp_path / CPU / "cpufreq/policy0/scaling_available_governors").write_text(
+        "schedutil powersave\n")
+    offered = GovernorChange("performance", tmp_path)
+    offered.apply()
+    assert offered.failure.startswith("scaling_governor not written for CPUs 0-1: not one of "
+                                      "its governors (schedutil powersave); CPUs 2-3: ")
+    offered.restore()
 
 
 def test_the_agent_restores_the_governors_when_the_job_is_interrupted(
