@@ -1,15 +1,20 @@
-"""Model files as real projects write them: helper modules beside the model file, and the
-message for a folder given as the model."""
+"""Model files as real projects write them: outputs in a dict or nested tuples, helper
+modules beside the model file, and the message for a folder given as the model."""
 
 from __future__ import annotations
 
+import copy
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from toolkit.cli.main import main
+from toolkit.compress.evaluate import tflite_outputs
 from toolkit.errors import ModelError
 from toolkit.model.load import load_model_source
 
@@ -60,6 +65,71 @@ def write_model(folder: Path, text: str, **helpers: str) -> Path:
     model = folder / "model.py"
     model.write_text(text)
     return model
+
+
+def nested_model(returns: str) -> str:
+    return f"""
+import torch
+
+
+class Nested(torch.nn.Module):
+    def forward(self, x):
+        a, b, c = x * 1, x * 2, x * 3
+        return {returns}
+
+
+def build_model():
+    return Nested()
+
+
+def example_input():
+    return (torch.ones(1, 3),)
+"""
+
+
+def test_a_dict_of_outputs_is_flattened_in_the_models_order_with_its_names(
+        tmp_path: Path) -> None:
+    source = load_model_source(write_model(tmp_path, DICT_MODEL, layers=LAYERS))
+    assert source.output_names == ("logits", "boxes")
+    assert source.module is not None
+    (sample,) = source.example_input
+    with torch.no_grad():
+        logits, boxes = source.module(sample)
+        wanted = source.module.model(sample)
+    assert torch.equal(logits, wanted["logits"]) and torch.equal(boxes, wanted["boxes"])
+
+
+@pytest.mark.parametrize(("returns", "names", "scales"), [
+    ("((a, b), c)", ("output_0.0", "output_0.1", "output_1"), (1, 2, 3)),
+    ("[c, {'z': a, 'y': (b,)}]", ("output_0", "output_1.z", "output_1.y.0"), (3, 1, 2)),
+    ("{'all': [a, b], 'last': c}", ("all.0", "all.1", "last"), (1, 2, 3)),
+])
+def test_nested_outputs_are_flattened_depth_first(tmp_path: Path, returns: str,
+                                                  names: tuple[str, ...],
+                                                  scales: tuple[int, ...]) -> None:
+    source = load_model_source(write_model(tmp_path, nested_model(returns)))
+    assert source.output_names == names
+    assert source.module is not None
+    outputs = source.module(*source.example_input)
+    assert isinstance(outputs, tuple)
+    assert [float(o[0, 0]) for o in outputs] == [float(s) for s in scales]
+
+
+@pytest.mark.parametrize(("returns", "names"), [
+    ("a", ("output",)), ("(a, b)", ("output_0", "output_1"))])
+def test_a_tensor_or_a_flat_tuple_is_kept_as_the_model_returns_it(
+        tmp_path: Path, returns: str, names: tuple[str, ...]) -> None:
+    source = load_model_source(write_model(tmp_path, nested_model(returns)))
+    assert source.output_names == names
+    assert type(source.module).__name__ == "Nested"  # no wrapper: its file stays as it was
+
+
+def test_an_output_that_is_not_a_tensor_is_refused_in_one_line(tmp_path: Path) -> None:
+    model = write_model(tmp_path, nested_model("{'logits': a, 'loss': None}"))
+    with pytest.raises(ModelError) as caught:
+        load_model_source(model)
+    assert str(caught.value) == (f"{model}: forward returns None as loss; only a tensor, or "
+                                 "tensors in tuples, lists and dicts can be converted")
 
 
 def test_a_module_beside_the_model_file_is_importable_while_it_loads(
@@ -140,3 +210,36 @@ def test_a_folder_without_a_model_file_says_what_one_is(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"{tmp_path} is a folder, not a model file, and has no model file in it (a .py "
         "model file with build_model(), a .tflite file or an .onnx file)")
+
+
+@pytest.mark.integration  # converts the model
+def test_a_model_returning_a_dict_compresses_and_evaluates(tmp_path: Path) -> None:
+    model = write_model(tmp_path / "project", DICT_MODEL, layers=LAYERS)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["compress", str(model), "--recipe", "fp32", "-o",
+                                       str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["outputs"] == ["logits", "boxes"]
+    [fp32] = manifest["variants"]
+    assert fp32["eval_samples"] == 8 and fp32["fidelity"]["top1_agreement"] == 1.0
+    [outputs] = tflite_outputs(out / "fp32.tflite", [(np.zeros((1, 8), np.float32),)])
+    assert [o.shape for o in outputs] == [(1, 4), (1, 2)]
+
+
+def test_distillation_trains_the_first_of_a_dicts_outputs(tmp_path: Path) -> None:
+    from toolkit.compress import DistillConfig
+    from toolkit.compress._transform import TransformContext, apply_transform
+
+    source = load_model_source(write_model(tmp_path, DICT_MODEL + """
+
+def train_data():
+    yield from eval_data()
+""", layers=LAYERS))
+    assert source.module is not None
+    context = TransformContext(teacher=source.module, example=source.example_input,
+                               train_data=source.train_data, progress=lambda _line: None)
+    student = apply_transform(copy.deepcopy(source.module), DistillConfig(epochs=1), context)
+    before, after = (dict(m.named_parameters()) for m in (source.module, student))
+    assert not torch.equal(before["model.cls.weight"], after["model.cls.weight"])
+    assert torch.equal(before["model.box.weight"], after["model.box.weight"])  # no loss on it

@@ -62,6 +62,9 @@ class ModelSource:
     #: Files outside the Python installation that loading the model read (its weights,
     #: a helper module beside it) with their sha256 then: part of the conversion cache key.
     loaded_files: tuple[tuple[Path, str], ...] = ()
+    #: The names of the torch module's outputs in the order it returns them (``logits``,
+    #: ``boxes``; see :mod:`toolkit.model.outputs`); empty for a file deployed as given.
+    output_names: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -111,13 +114,19 @@ def load_model_source(path: str | Path) -> ModelSource:
         given = _call(example_input, path, "example_input()")
     # The protocol's tensors: running the module on them below is their check.
     example = cast("Inputs", given if isinstance(given, tuple) else (given,))
-    _check_accepts(module.eval(), example, path)
+    outputs = _check_accepts(module.eval(), example, path)
+    from toolkit.model.outputs import FlatOutputs, is_flat, output_names
+
+    names = output_names(outputs, path)
+    if not is_flat(outputs):
+        module = FlatOutputs(module).eval()
     data_functions = {name: _data_function(namespace, name, path)
                       for name in ("calibration_data", "eval_data", "train_data")}
     return ModelSource(
         path=path, sha256=digest, module=module, example_input=example, **data_functions,
         loaded_files=tuple((file, hashlib.sha256(file.read_bytes()).hexdigest())
                            for file in sorted((read | helpers) - {path.resolve()})),
+        output_names=names,
     )
 
 
@@ -389,12 +398,13 @@ def _is_torch_module(value: object) -> TypeGuard[torch.nn.Module]:
     return isinstance(value, torch.nn.Module)
 
 
-def _check_accepts(module: torch.nn.Module, example: Inputs, path: Path) -> None:
+def _check_accepts(module: torch.nn.Module, example: Inputs, path: Path) -> object:
+    """What the module returns for ``example``; a :class:`ModelError` when it fails."""
     import torch
 
     try:
         with torch.no_grad():
-            module(*example)
+            return module(*example)
     except Exception as exc:
         raise ModelError(f"{path}: the model rejects example_input(): {_one_line(exc)}",
                          path=path) from exc
