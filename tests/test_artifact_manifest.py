@@ -50,6 +50,13 @@ def test_edge_writes_the_manifest_version_and_reads_its_manifest_back(tmp_path: 
                                    "stage": "compress", "error": "no int4 kernel"}]
 
 
+def test_the_manifest_names_a_torch_models_outputs_in_their_order(tmp_path: Path) -> None:
+    source = ModelSource(path=Path("/src/detector.py"), sha256="f" * 64,
+                         output_names=("logits", "boxes"))
+    manifest = read_manifest(write_manifest(tmp_path, source, [_artifact()]))
+    assert manifest["model"]["outputs"] == ["logits", "boxes"]
+
+
 def test_a_manifest_written_before_the_version_field_reads_as_version_1(tmp_path: Path) -> None:
     path = _written(tmp_path)
     older = json.loads(path.read_text(encoding="utf-8"))

@@ -284,7 +284,9 @@ def test_a_model_export_cannot_capture_names_the_line_to_change(tmp_path: Path) 
     assert result.exit_code == 1
     line = result.stderr.strip().splitlines()[-1]  # after the progress lines
     assert line.startswith("edge: error: fp32: ") and "data-dependent" in line
-    assert line.endswith("at branchy.py:12: if x.sum() > 0:")
+    assert line.endswith("at branchy.py:12: if x.sum() > 0:; forward branches on a tensor's "
+                         "value, which a converted model cannot: express the branch with "
+                         "torch.cond, or move it out of forward")
     assert not (tmp_path / "out").exists()
 
 

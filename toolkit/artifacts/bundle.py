@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Required, TypedDict, cast
+from typing import NotRequired, Protocol, Required, TypedDict, cast
 
 from device_agent.protocol import sha256_file
 from toolkit.errors import UsageError
@@ -217,11 +217,13 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 class ManifestModel(TypedDict):
-    """The model the variants were built from (its stem, path and sha256)."""
+    """The model the variants were built from (its stem, path and sha256) and, for a torch
+    model, the names of its outputs in the order every variant returns them."""
 
     name: str
     path: str
     sha256: str
+    outputs: NotRequired[list[str]]
 
 
 class FailedEntry(TypedDict):
@@ -278,6 +280,8 @@ def write_manifest(bundle_dir: Path, source: ModelSource, artifacts: list[Artifa
         "manifest_version": MANIFEST_VERSION,
         "model": {"name": source.name, "path": str(source.path), "sha256": source.sha256},
         "variants": [artifact.to_dict() for artifact in artifacts]}
+    if source.output_names:
+        manifest["model"]["outputs"] = list(source.output_names)
     if failed:
         manifest["failed"] = [f.to_dict() for f in failed]
     if selection is not None:

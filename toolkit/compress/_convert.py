@@ -93,7 +93,28 @@ def compress_failure(what: str, exc: BaseException, model_file: Path) -> Compres
               if Path(frame.filename).resolve() == model_file.resolve()]
     if frames:
         message += f" at {model_file.name}:{frames[-1].lineno}: {(frames[-1].line or '').strip()}"
+    if _data_dependent(exc):
+        message += f"; {DATA_DEPENDENT_ADVICE}"
     return CompressError(message, recipe=what)
+
+
+#: The way out of torch.export's ``GuardOnDataDependentSymNode``, whose text names a symbol
+#: (``Eq(u0, 1)``) and not the construct the user wrote.
+DATA_DEPENDENT_ADVICE = ("forward branches on a tensor's value, which a converted model "
+                         "cannot: express the branch with torch.cond, or move it out of forward")
+
+
+def _data_dependent(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is torch's failure to export a
+    branch on a value only known when the model runs."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in chain:  # a chain set by hand may loop
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    # By name: torch is not imported to word a failure.
+    return any(kind.__name__ == "GuardOnDataDependentSymNode"
+               for found in chain for kind in type(found).__mro__)
 
 
 def check_sample(inputs: Sequence[object], example: Inputs, what: str) -> None:

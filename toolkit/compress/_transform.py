@@ -308,11 +308,11 @@ def _train(module: torch.nn.Module, config: FineTune, context: TransformContext,
         for index in torch.randperm(len(batches), generator=generator).tolist():
             inputs, labels = batches[index]
             optimizer.zero_grad()
-            logits = module(*inputs)
+            logits = _first(module(*inputs))
             loss = functional.cross_entropy(logits, labels)
             if isinstance(config, DistillConfig) and teacher is not None:
                 with torch.no_grad():
-                    soft = teacher(*inputs) / config.temperature
+                    soft = _first(teacher(*inputs)) / config.temperature
                 kl = functional.kl_div(functional.log_softmax(logits / config.temperature, 1),
                                        functional.log_softmax(soft, 1), log_target=True,
                                        reduction="batchmean")
@@ -325,3 +325,9 @@ def _train(module: torch.nn.Module, config: FineTune, context: TransformContext,
                          f"loss {total / len(batches):.4f}")
     set_training(module, False)
     return module
+
+
+def _first(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The output fine-tuning trains: the first, the one accuracy is read from.  A model of
+    several outputs returns them as a flat tuple (:mod:`toolkit.model.outputs`)."""
+    return outputs[0] if isinstance(outputs, tuple) else outputs

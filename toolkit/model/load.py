@@ -62,6 +62,9 @@ class ModelSource:
     #: Files outside the Python installation that loading the model read (its weights,
     #: a helper module beside it) with their sha256 then: part of the conversion cache key.
     loaded_files: tuple[tuple[Path, str], ...] = ()
+    #: The names of the torch module's outputs in the order it returns them (``logits``,
+    #: ``boxes``; see :mod:`toolkit.model.outputs`); empty for a file deployed as given.
+    output_names: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -84,6 +87,8 @@ class ModelSource:
 def load_model_source(path: str | Path) -> ModelSource:
     """Load a model file, checking that its model accepts its own example input."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(_folder_given(path), path=path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist", path=path)
     data = path.read_bytes()
@@ -98,7 +103,7 @@ def load_model_source(path: str | Path) -> ModelSource:
     if path.suffix != ".py":
         raise ModelError(f"model file {path} must be a .py model file, a .tflite file or an "
                          ".onnx file", path=path)
-    with _reads_recorded() as read:
+    with _reads_recorded() as read, _folder_importable(path) as helpers:
         namespace = _import_file(path, digest)
         build_model = _required(namespace, "build_model", path)
         example_input = _required(namespace, "example_input", path)
@@ -109,14 +114,42 @@ def load_model_source(path: str | Path) -> ModelSource:
         given = _call(example_input, path, "example_input()")
     # The protocol's tensors: running the module on them below is their check.
     example = cast("Inputs", given if isinstance(given, tuple) else (given,))
-    _check_accepts(module.eval(), example, path)
+    outputs = _check_accepts(module.eval(), example, path)
+    from toolkit.model.outputs import FlatOutputs, is_flat, output_names
+
+    names = output_names(outputs, path)
+    if not is_flat(outputs):
+        module = FlatOutputs(module).eval()
     data_functions = {name: _data_function(namespace, name, path)
                       for name in ("calibration_data", "eval_data", "train_data")}
     return ModelSource(
         path=path, sha256=digest, module=module, example_input=example, **data_functions,
         loaded_files=tuple((file, hashlib.sha256(file.read_bytes()).hexdigest())
-                           for file in sorted(read - {path.resolve()})),
+                           for file in sorted((read | helpers) - {path.resolve()})),
+        output_names=names,
     )
+
+
+#: What a folder given as the model is searched for, for the message that names them.
+MODEL_FILE_KINDS = "a .py model file with build_model(), a .tflite file or an .onnx file"
+
+
+def _folder_given(folder: Path) -> str:
+    """The message for a folder given as the model: the model files in it, if any."""
+    found = sorted(str(file) for file in folder.iterdir() if file.is_file() and (
+        file.suffix in (".tflite", ".onnx") or (file.suffix == ".py" and _defines_model(file))))
+    if not found:
+        return (f"{folder} is a folder, not a model file, and has no model file in it "
+                f"({MODEL_FILE_KINDS})")
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    return f"{folder} is a folder, not a model file; the model files in it: {shown}"
+
+
+def _defines_model(file: Path) -> bool:
+    try:
+        return "def build_model(" in file.read_text(encoding="utf-8", errors="replace")
+    except OSError:  # unreadable: not one to suggest
+        return False
 
 
 #: Header of a TFLite flatbuffer: 4 bytes root offset, then the file identifier.
@@ -202,11 +235,51 @@ def _indices(read: Callable[[], NDArray[np.int32]], length: int) -> list[int]:
     return [int(i) for i in read()] if length else []
 
 
+@contextlib.contextmanager
+def _folder_importable(path: Path) -> Iterator[set[Path]]:
+    """The model file's folder first on ``sys.path`` meanwhile, as ``python model.py`` has
+    it: ``from layers import Block`` finds ``layers.py`` beside it.
+
+    Yields a set that, at the end, holds the source files of the modules imported
+    meanwhile from outside the Python installation: they are part of what the model
+    loaded, though the import reads their cached bytecode, not the source, when it can.
+    The modules imported from the folder are then taken out of ``sys.modules`` (the
+    objects made from them keep theirs): another model's ``layers.py`` loaded later in
+    this process must not be answered with this one's.
+    """
+    folder = os.path.dirname(os.path.realpath(path))
+    before = set(sys.modules)
+    helpers: set[Path] = set()
+    sys.path.insert(0, folder)
+    try:
+        yield helpers
+    finally:
+        with contextlib.suppress(ValueError):  # the model file took it off itself
+            sys.path.remove(folder)
+        # A finder lists a folder once: files written beside the model before a later
+        # load in this process must be seen then.
+        sys.path_importer_cache.pop(folder, None)
+        for name in set(sys.modules) - before:
+            file = getattr(sys.modules[name], "__file__", None)
+            if not isinstance(file, str) or name.startswith(_USER_MODEL_PREFIX):
+                continue
+            real = os.path.realpath(file)
+            if real.startswith(_INSTALLATION) or not os.path.isfile(real):
+                continue
+            helpers.add(Path(real))
+            if real.startswith(folder + os.sep):
+                del sys.modules[name]
+
+
+#: The start of the name the model file is imported under (see :func:`_import_file`).
+_USER_MODEL_PREFIX = "edge_user_model_"
+
+
 def _import_file(path: Path, digest: str) -> ModuleType:
     # The module name ends up in the converted file (tensor names carry the class path), so
     # it comes from the file's content: the same model gives the same bytes on every deploy.
     # Loading the same content twice replaces the entry; the first load's objects keep theirs.
-    module_name = f"edge_user_model_{digest[:16]}"
+    module_name = f"{_USER_MODEL_PREFIX}{digest[:16]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ModelError(f"model file {path} cannot be imported", path=path)
@@ -246,6 +319,10 @@ SAMPLE_FORM = ("(inputs, label) pairs, inputs a tuple of tensors as example_inpu
                "and label an int or None, e.g. `yield (image,), label`")
 
 
+#: The end of a data function's samples (``None`` may be one).
+_END = object()
+
+
 def _data_function(namespace: ModuleType, name: str,
                    path: Path) -> Callable[[], Iterator[LabelledSample]] | None:
     """``name`` from the model file, each sample checked for the ``(inputs, label)`` form.
@@ -258,11 +335,23 @@ def _data_function(namespace: ModuleType, name: str,
     if function is None:
         return None
 
+    def produced() -> Iterator[object]:
+        # Each sample is made with the model's folder importable, as at load: a data
+        # function may import a module beside the model file when it runs.
+        with _folder_importable(path):
+            made = iter(cast("Iterable[object]", function()))
+        while True:
+            with _folder_importable(path):
+                sample = next(made, _END)
+            if sample is _END:
+                return
+            yield sample
+
     @functools.wraps(function)
     def samples() -> Generator[LabelledSample, None, None]:
         # Whatever it returns is checked here, sample by sample (a non-iterable fails
         # as any error of the function does).
-        for sample in cast("Iterable[object]", function()):
+        for sample in produced():
             if not isinstance(sample, tuple | list) or len(sample) != 2:
                 problem = _describe(sample)
             elif not isinstance(sample[0], tuple | list):
@@ -309,12 +398,13 @@ def _is_torch_module(value: object) -> TypeGuard[torch.nn.Module]:
     return isinstance(value, torch.nn.Module)
 
 
-def _check_accepts(module: torch.nn.Module, example: Inputs, path: Path) -> None:
+def _check_accepts(module: torch.nn.Module, example: Inputs, path: Path) -> object:
+    """What the module returns for ``example``; a :class:`ModelError` when it fails."""
     import torch
 
     try:
         with torch.no_grad():
-            module(*example)
+            return module(*example)
     except Exception as exc:
         raise ModelError(f"{path}: the model rejects example_input(): {_one_line(exc)}",
                          path=path) from exc
