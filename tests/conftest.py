@@ -41,7 +41,7 @@ INTEGRATION_FIXTURES = frozenset({
     # a second Python with tflite-runtime 2.14 (a venv built once per machine)
     "tflite_runtime_214",
     # a Python 3.8 board (pyenv's 3.8 with the last cp38 runtimes, built once per machine)
-    "python38_board", "agent_python",
+    "python38", "python38_board", "agent_python",
     # servers: PostgreSQL, a labgrid coordinator with its exporter
     "postgres_url", "lab",
 })
@@ -220,20 +220,28 @@ PYTHON38_PACKAGES = ("numpy<1.25", "tflite-runtime==2.14.0", "onnxruntime==1.19.
 
 
 @pytest.fixture(scope="session")
-def python38_board() -> Path:
-    """A board's Python 3.8 (pyenv's, as JetPack 5 has) with numpy 1.24, tflite-runtime 2.14.0
-    and onnxruntime 1.19.2: a venv under the test cache, built once per machine.
+def python38() -> Path:
+    """pyenv's newest Python 3.8, a bare one as JetPack 5 ships.
 
-    Skipped, saying why, only on a machine without pyenv's 3.8 (CI's image has it).
+    Skipped, saying why, only on a machine without it (CI's image has it).
     """
     import os
-    import subprocess
 
     root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     found = sorted(root.glob("versions/3.8.*/bin/python"),
                    key=lambda path: int(path.parent.parent.name.split(".")[2]))
     if not found:
         pytest.skip(f"no Python 3.8 under {root}/versions (pyenv install 3.8)")
+    return found[-1]
+
+
+@pytest.fixture(scope="session")
+def python38_board(python38: Path) -> Path:
+    """A board's Python 3.8 with numpy 1.24, tflite-runtime 2.14.0 and onnxruntime 1.19.2:
+    a venv of :func:`python38` under the test cache, built once per machine."""
+    import os
+    import subprocess
+
     cache = Path(os.environ.get("EDGE_TEST_CACHE") or Path.home() / ".cache" / "edge-tests")
     venv = cache / "python-3.8-tflite-runtime-2.14.0"
     python = venv / "bin" / "python"
@@ -241,7 +249,7 @@ def python38_board() -> Path:
     wanted = " ".join(PYTHON38_PACKAGES) + "\n"
     if not ready.is_file() or ready.read_text() != wanted:
         shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([str(found[-1]), "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python38), "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q",
                         "--disable-pip-version-check", *PYTHON38_PACKAGES], check=True)
         ready.write_text(wanted)

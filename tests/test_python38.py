@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from device_agent.proc import recv_fds, send_fds
-from toolkit.boards.bootstrap import BoardPython
+from toolkit.boards.bootstrap import BoardPython, setup
 from toolkit.boards.targets import Target
 from toolkit.boards.wheelhouse import (
     REQUIREMENTS,
@@ -27,6 +27,7 @@ from toolkit.boards.wheelhouse import (
 from toolkit.cli.main import main
 from toolkit.errors import BoardSetupError
 
+from .fakeboard import FakeBoard, fake_target
 from .test_onnx import tiny_onnx
 
 CLI_FAST = ["--min-runs", "10", "--min-seconds", "0.05"]
@@ -133,3 +134,13 @@ def test_an_onnx_deploys_to_a_board_on_python_38(python38_board: Path, tmp_path:
     assert record["status"] == "ok" and record["board"]["python"].startswith("3.8.")
     assert record["runtime"] == {"name": "onnxruntime", "version": "1.19.2"}
     assert record["output_check"]["ok"]
+
+
+def test_setup_on_a_bare_python_38_board_installs_the_cp38_lines(python38: Path,
+                                                                  tmp_path: Path) -> None:
+    board = FakeBoard(fake_target(tmp_path, "jp5", python=str(python38)), tmp_path / "board")
+    facts = setup(board)
+    facts.require()
+    assert facts.version[:2] == (3, 8) and facts.python.endswith("venv/bin/python")
+    assert facts.numpy is not None and facts.numpy.startswith("1.24.")
+    assert facts.runtimes == {"tflite-runtime": "2.14.0"}
