@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import array
 import os
 import select
 import signal
@@ -129,6 +130,27 @@ def kill_group(pgid: int) -> None:
         pass
 
 
+def send_fds(channel: socket.socket, data: bytes, fds: list[int]) -> None:
+    """Send ``data`` and the file descriptors ``fds`` in one message (``SCM_RIGHTS``).
+
+    What ``socket.send_fds`` does, written out because it came in Python 3.9 and
+    JetPack 5 boards have 3.8; ``sendmsg`` with ancillary data is there since 3.3.
+    """
+    channel.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+
+
+def recv_fds(channel: socket.socket, size: int, most: int) -> tuple[bytes, list[int]]:
+    """One message of at most ``size`` bytes and the (at most ``most``) fds sent with it."""
+    fds = array.array("i")
+    data, ancillary, _flags, _address = channel.recvmsg(
+        size, socket.CMSG_LEN(most * fds.itemsize))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            # A truncated message carries a partial last integer: only whole fds count.
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
+
+
 class Zygote:
     """A process forked now, from which every measuring child is forked later.
 
@@ -172,8 +194,7 @@ class Zygote:
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
-            socket.send_fds(self._socket, [argument.encode("utf-8") + b"\n"],
-                            [out_write, err_write])
+            send_fds(self._socket, argument.encode("utf-8") + b"\n", [out_write, err_write])
         finally:
             os.close(out_write)
             os.close(err_write)
@@ -252,7 +273,7 @@ class Zygote:
     def _serve(self, channel: socket.socket) -> int:
         """The zygote's loop: one request (argument + two fds) -> one child, reported back."""
         while True:
-            message, fds, _flags, _address = socket.recv_fds(channel, 65536, 2)
+            message, fds = recv_fds(channel, 65536, 2)
             if not message:
                 return 0  # the agent closed its end: the job is over
             argument = message.decode("utf-8").rstrip("\n")

@@ -40,6 +40,8 @@ INTEGRATION_FIXTURES = frozenset({
     "digits_bundle", "learned_bundle",
     # a second Python with tflite-runtime 2.14 (a venv built once per machine)
     "tflite_runtime_214",
+    # a Python 3.8 board (pyenv's 3.8 with the last cp38 runtimes, built once per machine)
+    "python38", "python38_board", "agent_python",
     # servers: PostgreSQL, a labgrid coordinator with its exporter
     "postgres_url", "lab",
 })
@@ -211,6 +213,56 @@ def tflite_runtime_214() -> Path:
                         "numpy<2"], check=True)
         ready.write_text("tflite-runtime==2.14.0 numpy<2\n")
     return python
+
+
+#: What a JetPack 5 board's Python 3.8 venv holds: the last lines with cp38 wheels.
+PYTHON38_PACKAGES = ("numpy<1.25", "tflite-runtime==2.14.0", "onnxruntime==1.19.2")
+
+
+@pytest.fixture(scope="session")
+def python38() -> Path:
+    """pyenv's newest Python 3.8, a bare one as JetPack 5 ships.
+
+    Skipped, saying why, only on a machine without it (CI's image has it).
+    """
+    import os
+
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    found = sorted(root.glob("versions/3.8.*/bin/python"),
+                   key=lambda path: int(path.parent.parent.name.split(".")[2]))
+    if not found:
+        pytest.skip(f"no Python 3.8 under {root}/versions (pyenv install 3.8)")
+    return found[-1]
+
+
+@pytest.fixture(scope="session")
+def python38_board(python38: Path) -> Path:
+    """A board's Python 3.8 with numpy 1.24, tflite-runtime 2.14.0 and onnxruntime 1.19.2:
+    a venv of :func:`python38` under the test cache, built once per machine."""
+    import os
+    import subprocess
+
+    cache = Path(os.environ.get("EDGE_TEST_CACHE") or Path.home() / ".cache" / "edge-tests")
+    venv = cache / "python-3.8-tflite-runtime-2.14.0"
+    python = venv / "bin" / "python"
+    ready = venv / ".ready"
+    wanted = " ".join(PYTHON38_PACKAGES) + "\n"
+    if not ready.is_file() or ready.read_text() != wanted:
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([str(python38), "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q",
+                        "--disable-pip-version-check", *PYTHON38_PACKAGES], check=True)
+        ready.write_text(wanted)
+    return python
+
+
+@pytest.fixture(params=["host", "python3.8"])
+def agent_python(request: pytest.FixtureRequest) -> str:
+    """The board's Python for agent tests: this one, then a JetPack 5's 3.8
+    (:func:`python38_board`), so that the agent's own tests run under both."""
+    if request.param == "host":
+        return sys.executable
+    return str(request.getfixturevalue("python38_board"))
 
 
 @pytest.fixture(scope="session")

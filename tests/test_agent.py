@@ -1,4 +1,8 @@
-"""The board agent, run as the zipapp the host ships, on real .tflite files."""
+"""The board agent, run as the zipapp the host ships, on real .tflite files.
+
+Tests taking ``agent_python`` run twice: under this Python and under a JetPack 5 board's 3.8
+(numpy 1.24, tflite-runtime 2.14.0), where the zygote's fd passing has no ``send_fds``.
+"""
 
 from __future__ import annotations
 
@@ -48,8 +52,9 @@ def test_agent_package_is_reproducible() -> None:
     assert build_agent_package() == build_agent_package()
 
 
-def test_agent_measures_a_real_model(tflite_copy: Path) -> None:
-    result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}])
+def test_agent_measures_a_real_model(tflite_copy: Path, agent_python: str) -> None:
+    result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
+                       python=agent_python)
     measured = result["variants"][0]
     assert measured["status"] == "ok"
     assert measured["runs"] >= FAST["min_runs"]
@@ -59,37 +64,39 @@ def test_agent_measures_a_real_model(tflite_copy: Path) -> None:
     assert measured["inputs"] == "synthetic: seeded random values"
 
 
-def test_a_broken_model_fails_alone_with_the_runtimes_message(tflite_copy: Path) -> None:
+def test_a_broken_model_fails_alone_with_the_runtimes_message(tflite_copy: Path,
+                                                             agent_python: str) -> None:
     broken = tflite_copy.parent / "broken.tflite"
     broken.write_bytes(b"\x00" * 64)
     result = run_agent(tflite_copy.parent, [
         {"name": "broken", "file": broken.name},
         {"name": "fp32", "file": tflite_copy.name},
-    ])
+    ], python=agent_python)
     failed, ok = result["variants"]
     assert failed["status"] == "failed"
     assert "could not run broken.tflite" in failed["error"]
     assert ok["status"] == "ok"
 
 
-def test_a_file_that_does_not_match_its_hash_is_never_run(tflite_copy: Path) -> None:
+def test_a_file_that_does_not_match_its_hash_is_never_run(tflite_copy: Path,
+                                                          agent_python: str) -> None:
     result = run_agent(tflite_copy.parent, [
         {"name": "tampered", "file": tflite_copy.name, "sha256": "0" * 64},
         {"name": "fp32", "file": tflite_copy.name},
-    ])
+    ], python=agent_python)
     tampered, ok = result["variants"]
     assert tampered["status"] == "failed" and "does not match its sha256" in tampered["error"]
     assert ok["status"] == "ok"
 
 
 def test_each_variant_over_the_time_limit_is_killed_on_its_own(
-        tflite_copy: Path) -> None:
+        tflite_copy: Path, agent_python: str) -> None:
     slow = {"name": "slow", "file": tflite_copy.name}
     # The limit (2 s) ends runs that ask for 30 s; the second variant gets its own 2 s.
     result = run_agent(tflite_copy.parent, [slow, {"name": "fp32", "file": tflite_copy.name}],
                        settings={"variant_timeout_seconds": 2, "min_seconds": 30,
                                  "max_seconds": 60, "min_runs": 10**9, "max_runs": 10**9,
-                                 "cooldown_seconds": 0})
+                                 "cooldown_seconds": 0}, python=agent_python)
     killed, measured = result["variants"]
     assert killed["status"] == "failed" and killed["error"].startswith("timed out after 2 s")
     assert measured["status"] == "failed" and measured["error"].startswith("timed out after 2 s")
@@ -135,10 +142,11 @@ def test_a_named_power_sensor_that_is_missing_fails_the_variant_with_the_reason(
     assert "power sensor 'ina219-hwmon' not available: no ina219 hwmon device" in failed["error"]
 
 
-def test_an_unreadable_reference_fails_the_variant_with_the_reason(tflite_copy: Path) -> None:
+def test_an_unreadable_reference_fails_the_variant_with_the_reason(tflite_copy: Path,
+                                                                   agent_python: str) -> None:
     (tflite_copy.parent / "ref.npz").write_bytes(b"not a zip")
     result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name,
-                                             "reference": "ref.npz"}])
+                                             "reference": "ref.npz"}], python=agent_python)
     failed = result["variants"][0]
     assert failed["status"] == "failed"
     assert failed["error"].startswith("reference ref.npz is unreadable")
@@ -216,12 +224,13 @@ def wait_for(condition, seconds: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def test_a_timed_out_variant_takes_the_sampler_it_started_with_it(tflite_copy: Path) -> None:
+def test_a_timed_out_variant_takes_the_sampler_it_started_with_it(tflite_copy: Path,
+                                                                  agent_python: str) -> None:
     env, pids = fake_tegrastats(tflite_copy.parent)
     result = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
                        settings={"power_sensor": "tegrastats", "idle_seconds": 60,
                                  "variant_timeout_seconds": 3, "cooldown_seconds": 0},
-                       env=env)
+                       python=agent_python, env=env)
     assert result["variants"][0]["error"].startswith("timed out after 3 s")
     started = [int(line) for line in pids.read_text().split()]
     assert started
@@ -231,14 +240,14 @@ def test_a_timed_out_variant_takes_the_sampler_it_started_with_it(tflite_copy: P
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_signal_kills_the_running_variant_and_all_it_started(
-        tflite_copy: Path, stop: signal.Signals) -> None:
+        tflite_copy: Path, stop: signal.Signals, agent_python: str) -> None:
     env, pids = fake_tegrastats(tflite_copy.parent)
     command, _job = write_job(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
                               settings={"power_sensor": "tegrastats", "idle_seconds": 60,
                                         "cooldown_seconds": 0})
     pid_file = tflite_copy.parent / "agent.pid"
-    agent = subprocess.Popen([*command, "--pid-file", str(pid_file)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    agent = subprocess.Popen([agent_python, *command[1:], "--pid-file", str(pid_file)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(pids.exists)  # the measuring child has started its sampler
         assert int(pid_file.read_text()) == agent.pid
@@ -254,12 +263,13 @@ def test_a_stop_signal_kills_the_running_variant_and_all_it_started(
     assert not [int(pid) for pid in pids.read_text().split() if alive(int(pid))]
 
 
-def test_at_the_jobs_deadline_the_rest_fails_with_the_reason(tflite_copy: Path) -> None:
+def test_at_the_jobs_deadline_the_rest_fails_with_the_reason(tflite_copy: Path,
+                                                             agent_python: str) -> None:
     slow = {"name": "slow", "file": tflite_copy.name}
     result = run_agent(tflite_copy.parent, [slow, {"name": "fp32", "file": tflite_copy.name}],
                        settings={"job_timeout_seconds": 4, "min_seconds": 30,
                                  "max_seconds": 60, "min_runs": 10**9, "max_runs": 10**9,
-                                 "cooldown_seconds": 0})
+                                 "cooldown_seconds": 0}, python=agent_python)
     killed, never = result["variants"]
     assert killed["status"] == "failed"
     assert killed["error"].startswith("killed at the job's deadline (4 s)")

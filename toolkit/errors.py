@@ -17,7 +17,7 @@ Exit codes (:class:`ExitCode`, the same for every command)::
     │   ├── TargetError                 unknown or malformed target file, unsafe name
     │   ├── HostKeyError                board's host key unknown or changed (never auto-added)
     │   ├── AuthError                   the board refused our key
-    │   ├── BoardSetupError             the board lacks Python >= 3.9, numpy or a runtime
+    │   ├── BoardSetupError             the board lacks Python >= 3.8, numpy or a runtime
     │   ├── OutputError                 output folder or store path not writable
     │   └── CheckRefused                edge check asked to compare different models or boards
     ├── InfrastructureError     exit 3  board unreachable, link dropped, time-out, disk full,

@@ -1,6 +1,6 @@
 """What a bare board needs before the agent can run, checked and (when asked) installed.
 
-The agent needs Python 3.9 or newer, numpy and a TFLite runtime (onnxruntime for ``.onnx``
+The agent needs Python 3.8 or newer, numpy and a TFLite runtime (onnxruntime for ``.onnx``
 files, with the execution providers the deploy asks for: :meth:`BoardPython.require_providers`).
 :func:`probe` asks the board's Python (the venv in the work folder if ``edge targets setup``
 made one, else the target's ``python``); :func:`setup` makes that venv and
@@ -44,10 +44,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from device_agent import OLDEST_PYTHON
 from toolkit.boards.lease import hold_lease
 from toolkit.boards.targets import Target, available_targets, load_target, resolve_ssh
 from toolkit.boards.transfer import upload
-from toolkit.boards.wheelhouse import REQUIREMENTS, check_index, offline_cause, offline_error
+from toolkit.boards.wheelhouse import (
+    board_requirements,
+    check_index,
+    offline_cause,
+    offline_error,
+    requirements,
+)
 from toolkit.errors import BoardSetupError, InfrastructureError, TargetError
 
 log = logging.getLogger(__name__)
@@ -105,8 +112,9 @@ class BoardPython:
 
     def missing(self) -> list[str]:
         problems = []
-        if self.version < (3, 9):
-            problems.append(f"Python {'.'.join(map(str, self.version))} is older than 3.9")
+        if self.version[:2] < OLDEST_PYTHON:
+            problems.append(f"Python {'.'.join(map(str, self.version))} is older than "
+                            f"{'.'.join(map(str, OLDEST_PYTHON))}")
         if self.numpy is None:
             problems.append("numpy is missing")
         wanted = (list(self.runtimes) if self.runtime_preference == "auto"
@@ -245,11 +253,7 @@ def _setup(board: Board, held: Held, *, wheelhouse: Path | None,
     work = target.work_dir
     venv = f"{work}/venv"
     base = probe_base(board)
-    if base < (3, 9):
-        raise BoardSetupError(f"{target.name}: {target.python} is Python "
-                              f"{'.'.join(map(str, base))}; the agent needs 3.9 or newer: "
-                              "install one and set python in the target file",
-                              target=target.name)
+    needs = board_requirements(target, base)  # refuses a Python too old, before any change
     python = f"{venv}/bin/python"
     # Before the venv (a minute on a slow board): the base Python's pip, if it has one,
     # knows the same index settings; an existing venv's pip is asked instead.
@@ -266,7 +270,7 @@ def _setup(board: Board, held: Held, *, wheelhouse: Path | None,
         if tolerated:
             log.warning("%s: the board's own packages already conflict: %s", target.name,
                         "; ".join(tolerated))
-        before = {other.name: _runtime_problems(board, fresh_python, other.runtime)
+        before = {other.name: _runtime_problems(board, fresh_python, other.runtime, base)
                   for other in sharing}
         try:
             if wheelhouse is None:
@@ -276,13 +280,14 @@ def _setup(board: Board, held: Held, *, wheelhouse: Path | None,
             else:
                 source = _push_wheels(board, wheelhouse, remote_wheels)
             held.confirm()
-            _pip_install(board, fresh_python, source, REQUIREMENTS[target.runtime])
+            _pip_install(board, fresh_python, source, needs)
         finally:
             if wheelhouse is not None:  # they served this install only; the disk is the board's
                 _remove_wheels(board, remote_wheels)
         _pip_check(board, fresh_python, tolerated=tolerated, sharing=sharing)
         for other in sharing:
-            broken = [problem for problem in _runtime_problems(board, fresh_python, other.runtime)
+            broken = [problem
+                      for problem in _runtime_problems(board, fresh_python, other.runtime, base)
                       if problem not in before[other.name]]
             if broken:
                 raise BoardSetupError(
@@ -453,7 +458,7 @@ def _pip_check(board: Shell, python: str, *, tolerated: list[str],
         f"{problems[0]}{more}{shared}; nothing was changed", target=target.name)
 
 
-#: Run by a venv's Python with a runtime preference and :data:`REQUIREMENTS` (JSON): what
+#: Run by a venv's Python with a runtime preference and :func:`requirements` (JSON): what
 #: a target with that preference would miss in it, one line each (JSON list). ``auto``
 #: uses ai-edge-litert when it is there, else tflite-runtime, as the agent does.
 _RUNTIME_CHECK = (
@@ -485,10 +490,13 @@ _RUNTIME_CHECK = (
 )
 
 
-def _runtime_problems(board: Shell, python: str, runtime: str) -> list[str]:
-    """What a target preferring ``runtime`` would miss in the venv of ``python``."""
+def _runtime_problems(board: Shell, python: str, runtime: str,
+                      version: Sequence[int]) -> list[str]:
+    """What a target preferring ``runtime`` would miss in the venv of ``python`` (Python
+    ``version``)."""
+    needs = json.dumps(requirements(version))
     answer = board.run(f"{shlex.quote(python)} -c {shlex.quote(_RUNTIME_CHECK)} "
-                       f"{shlex.quote(runtime)} {shlex.quote(json.dumps(REQUIREMENTS))}")
+                       f"{shlex.quote(runtime)} {shlex.quote(needs)}")
     lines = answer.stdout.decode("utf-8", "replace").strip().splitlines()
     try:
         problems = json.loads(lines[-1]) if answer.ok and lines else None

@@ -1,7 +1,7 @@
 """Is a board fit to measure on?  ``edge doctor`` and the health gate of ``edge bench``.
 
 Per board, in order (a failed step says why and stops the ones that need it):
-reachable, host key known, login, Python >= 3.9 with numpy and a TFLite runtime,
+reachable, host key known, login, Python >= 3.8 with numpy and a TFLite runtime,
 then the agent's own ``facts`` (so the board is read by the code that measures):
 free disk in the work folder, the accelerators and API the target asks for (GPU:
 Vulkan present, the adapter and whether it is software, the library loads), the

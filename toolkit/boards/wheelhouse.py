@@ -25,23 +25,37 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from device_agent import OLDEST_PYTHON
 from toolkit.boards.targets import Target
 from toolkit.errors import BoardSetupError, InfrastructureError, OutputError
 
 if TYPE_CHECKING:
     from toolkit.boards.board import Shell
 
-#: Packages per runtime preference; tflite-runtime 2.14 fails to import with numpy 2.
+#: Packages per runtime preference on Python 3.9 and newer; tflite-runtime 2.14 fails to
+#: import with numpy 2.
 REQUIREMENTS = {
     "ai-edge-litert": ["numpy", "ai-edge-litert"],
     "tflite-runtime": ["numpy<2", "tflite-runtime"],
     "auto": ["numpy", "ai-edge-litert"],
-    # A target that runs .onnx files only; onnxruntime's last cp38 line is 1.19.
+    # A target that runs .onnx files only.
     "onnxruntime": ["numpy", "onnxruntime"],
+}
+#: The same on Python 3.8 (JetPack 5): bounded by the last lines with cp38 wheels, so that
+#: pip never walks back through releases that lack them.  ``auto`` takes tflite-runtime, as
+#: ai-edge-litert has no cp38 wheel at all (:func:`board_requirements` refuses it by name;
+#: its entry serves the venv check of another target sharing the venv).  ``<=2.14.0``, not
+#: ``==``: an aarch64 glibc older than 2.34 (JetPack 5 has 2.31) only gets 2.13.0.
+REQUIREMENTS_PY38 = {
+    "ai-edge-litert": ["numpy<1.25", "ai-edge-litert"],
+    "tflite-runtime": ["numpy<1.25", "tflite-runtime<=2.14.0"],
+    "auto": ["numpy<1.25", "tflite-runtime<=2.14.0"],
+    "onnxruntime": ["numpy<1.25", "onnxruntime<=1.19.2"],
 }
 #: The oldest glibc a manylinux wheel may ask for (manylinux2014 = manylinux_2_17).
 OLDEST_GLIBC_MINOR = 17
@@ -94,6 +108,32 @@ class BoardPlatform:
     def describe(self) -> str:
         return (f"CPython {self.python[0]}.{self.python[1]}, {self.arch}, "
                 f"glibc {self.glibc[0]}.{self.glibc[1]}")
+
+
+def requirements(python: Sequence[int]) -> dict[str, list[str]]:
+    """The packages per runtime preference for a board whose Python is ``python``.
+
+    >>> requirements((3, 8, 10))["auto"]
+    ['numpy<1.25', 'tflite-runtime<=2.14.0']
+    """
+    return REQUIREMENTS_PY38 if tuple(python[:2]) < (3, 9) else REQUIREMENTS
+
+
+def board_requirements(target: Target, python: Sequence[int]) -> list[str]:
+    """What ``target`` needs installed on a board whose Python is ``python``; a Python the
+    agent or the target's runtime cannot run on is :class:`BoardSetupError`, one line."""
+    version = ".".join(map(str, python))
+    if tuple(python[:2]) < OLDEST_PYTHON:
+        raise BoardSetupError(f"{target.name}: {target.python} is Python {version}; the agent "
+                              f"needs {'.'.join(map(str, OLDEST_PYTHON))} or newer: install "
+                              "one and set python in the target file", target=target.name)
+    if target.runtime == "ai-edge-litert" and tuple(python[:2]) < (3, 9):
+        raise BoardSetupError(f"{target.name}: ai-edge-litert has no wheels for Python "
+                              f"{version} (its oldest is 3.9): set runtime = \"tflite-runtime\" "
+                              f"in {target.source or 'the target file'}, or python to a "
+                              "3.9 or newer",
+                              target=target.name)
+    return requirements(python)[target.runtime]
 
 
 def probe_platform(board: Shell) -> BoardPlatform:
@@ -156,7 +196,7 @@ def download_wheels(target: Target, platform: BoardPlatform, dest: Path) -> list
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot make {dest}: {exc.strerror or exc}", path=dest) from None
-    command = download_command(platform, REQUIREMENTS[target.runtime], dest)
+    command = download_command(platform, board_requirements(target, platform.python), dest)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
@@ -199,6 +239,6 @@ def check_index(board: Shell, python: str) -> bool:
     return "No module named pip" not in said and "unknown command" not in said
 
 
-__all__ = ["REQUIREMENTS", "BoardPlatform", "check_index", "download_command",
-           "download_wheels", "offline_cause", "offline_error", "platform_from_facts",
-           "probe_platform"]
+__all__ = ["REQUIREMENTS", "REQUIREMENTS_PY38", "BoardPlatform", "board_requirements",
+           "check_index", "download_command", "download_wheels", "offline_cause",
+           "offline_error", "platform_from_facts", "probe_platform", "requirements"]

@@ -172,7 +172,7 @@ def wheelhouse(name: str, output: Path, targets_dir: Path | None) -> None:
     """
     from toolkit.boards.ssh import Connection
     from toolkit.boards.targets import load_target
-    from toolkit.boards.wheelhouse import REQUIREMENTS, download_wheels, probe_platform
+    from toolkit.boards.wheelhouse import board_requirements, download_wheels, probe_platform
 
     target = load_target(name, targets_dir)
     if target.transport != "ssh":
@@ -180,7 +180,7 @@ def wheelhouse(name: str, output: Path, targets_dir: Path | None) -> None:
     with Connection(target) as board:
         platform = probe_platform(board)
     click.echo(printable(f"{name}: {platform.describe()}; wheels for "
-                         f"{' '.join(REQUIREMENTS[target.runtime])}"))
+                         f"{' '.join(board_requirements(target, platform.python))}"))
     wheels = download_wheels(target, platform, output)
     for wheel in wheels:
         click.echo(f"  {wheel.name}")

@@ -4,7 +4,7 @@
 board and for SSH boards alike (:mod:`toolkit.boards.board`):
 
 1. **check** (:func:`check_boards`, also run for every target before anything is
-   converted): connect, host key, the board's Python >= 3.9 with numpy and the
+   converted): connect, host key, the board's Python >= 3.8 with numpy and the
    runtime; nothing is uploaded before it passes;
 2. **lease** the board (:mod:`toolkit.boards.lease`);
 3. **upload** the agent, the artifacts and the job, content-addressed and verified;
