@@ -57,6 +57,24 @@ def stalls(samples_ms: Sequence[float], median_ms: float) -> str:
             f"({median_ms:.3g} ms)")
 
 
+#: An energy figure resting on fewer sensor samples than this is named as rough: a 1 Hz
+#: sensor over a 2 s measurement averages two readings of a power that moves every run.
+MIN_POWER_SAMPLES = 10
+
+
+def few_power_samples(figures: VariantFigures) -> str:
+    """The condition of an energy figure from fewer than :data:`MIN_POWER_SAMPLES` sensor
+    samples, or "" (no figure, or enough samples)."""
+    power = figures.get("power", {})
+    samples = power.get("active_samples")
+    if "energy_per_inference_j" not in power or samples is None \
+            or samples >= MIN_POWER_SAMPLES:
+        return ""
+    return (f"energy from {int(samples)} sensor sample{'s' if samples != 1 else ''} (fewer "
+            f"than {MIN_POWER_SAMPLES}): a rough figure; measure longer (--min-seconds) or "
+            "sample faster (power_rate_hz in the target file)")
+
+
 def judge(figures: VariantFigures, settings: JobSettings | Mapping[str, object]) -> Verdict:
     """Check one variant's figures against the job's floors and limits."""
     settings = JobSettings.of(settings)
@@ -89,7 +107,8 @@ def judge(figures: VariantFigures, settings: JobSettings | Mapping[str, object])
     clocks = figures.get("clocks", {})
     governor = governor_condition([state for state in (clocks.get("before"), clocks.get("after"))
                                    if state is not None])
-    conditions = [condition for condition in (tail, governor) if condition]
+    conditions = [condition for condition in (tail, governor, few_power_samples(figures))
+                  if condition]
     if conditions:
         verdict["conditions"] = conditions
     if reasons and reasons == unsteady:

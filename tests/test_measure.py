@@ -262,6 +262,25 @@ def test_the_arm_style_tail_is_named_beside_valid_and_a_steady_run_is_plain_vali
     assert stalls([*base[:-1], 11.0, 11.0], 1.0).startswith("stalls: 2.0 % of runs")
 
 
+def test_an_energy_figure_from_few_sensor_samples_is_named_rough() -> None:
+    samples = np.full(200, 1.0)
+    figures = {"runs": samples.size, "measured_seconds": 1.0,
+               "latency_ms": latency_summary(samples), "latency_samples_ms": samples.tolist()}
+    settings = {**FAST, "min_runs": 50, "min_seconds": 0.5}
+    for active_samples, said in ((3.0, "energy from 3 sensor samples (fewer than 10): a rough "
+                                       "figure"), (10.0, None)):
+        power = {"energy_per_inference_j": 0.001, "active_samples": active_samples}
+        verdict = judge({**figures, "power": power}, settings)
+        assert verdict["status"] == "VALID"
+        if said is None:
+            assert "conditions" not in verdict
+        else:
+            [condition] = verdict["conditions"]
+            assert condition.startswith(said)
+    # A sensor that gave no figure has its own error, not this condition.
+    assert "conditions" not in judge({**figures, "power": {"error": "no sample"}}, settings)
+
+
 def test_degenerate_outputs_make_the_verdict_invalid_and_are_named() -> None:
     good = {"runs": 100, "measured_seconds": 2.0, "latency_ms": {"cv": 0.01, "robust_cv": 0.01},
             "thermal": {"throttled": []}}
