@@ -127,6 +127,13 @@ class FakeBoard(LocalBoard):
             raise self.shared.put_error
         return super().put(source, remote_path)
 
+    def put_file(self, source: Path, remote_path: str) -> int:
+        self.puts.append(remote_path)
+        self._link()
+        if self.shared.put_error is not None:
+            raise self.shared.put_error
+        return super().put_file(source, remote_path)
+
     def _link(self) -> None:
         if self.shared.dropped:
             raise InfrastructureError(f"SSH to {self.target.name}: the connection dropped",

@@ -6,8 +6,8 @@ Exit codes (:class:`ExitCode`, the same for every command)::
     1 FAILED      edge check: a regression; elsewhere: a stage failed (compress, agent)
     2 USAGE       the user must fix an input (a path, a name, a model file, a target)
     3 INCOMPLETE  the answer is not known: infrastructure (board unreachable, store
-                  unreachable or corrupt), a variant or cell not measured, or an
-                  edge check that is inconclusive
+                  unreachable or corrupt, this machine short of disk or memory), a
+                  variant or cell not measured, or an edge check that is inconclusive
 
 ::
 
@@ -23,7 +23,9 @@ Exit codes (:class:`ExitCode`, the same for every command)::
     ├── InfrastructureError     exit 3  board unreachable, link dropped, time-out, disk full,
     │   ├── TransferError               upload arrived corrupt (retried a bounded number of times)
     │   ├── BoardBusyError              another edge job holds the board's lock
-    │   └── LeaseLostError              another job took the lease over mid-job (not retried)
+    │   ├── LeaseLostError              another job took the lease over mid-job (not retried)
+    │   └── HostResourceError           this machine lacks the disk or memory a run needs
+    │                                   (checked before it starts, nothing written)
     ├── CompressError                   conversion or quantization failed
     ├── AgentError                      the agent could not run, or crashed, on the board
     ├── ResultError                     the agent's answer broke the job protocol
@@ -140,6 +142,13 @@ class BoardBusyError(InfrastructureError):
 class LeaseLostError(InfrastructureError):
     """Another job holds the board's lease now (this host was paused or cut off past its
     expiry): this job was stopped and is not retried, its figures would not be its own."""
+
+    retryable = False
+
+
+class HostResourceError(InfrastructureError):
+    """This machine has not the disk or the memory a run will need (an estimate, checked
+    before anything is built or written): what is short, where, and by how much."""
 
     retryable = False
 

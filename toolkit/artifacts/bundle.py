@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import gzip
 import json
+import mmap
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ from toolkit.results.record import ResultRecord, Stage, Status
 #: The shape of ``manifest.json`` this edge writes and reads (see :class:`Manifest`); one
 #: without ``manifest_version`` was written before the field and is version 1.
 MANIFEST_VERSION = 1
+#: Every artifact's permissions: readable by all, executable by none (ai-edge-quantizer
+#: writes its files 0755).
+ARTIFACT_MODE = 0o644
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,8 +157,7 @@ def describe_artifact(variant: str, path: Path, *, config: Mapping[str, object] 
     """
     # gzip size shows what unstructured sparsity saves on the wire and on disk.
     return Artifact(variant=variant, path=path, sha256=sha256_file(path),
-                    size_bytes=path.stat().st_size,
-                    gzip_bytes=len(gzip.compress(path.read_bytes(), compresslevel=9, mtime=0)),
+                    size_bytes=path.stat().st_size, gzip_bytes=gzip_size(path),
                     ops=op_versions(path), config={} if config is None else config,
                     accuracy=accuracy,
                     eval_samples=eval_samples, compress_seconds=compress_seconds,
@@ -164,10 +167,26 @@ def describe_artifact(variant: str, path: Path, *, config: Mapping[str, object] 
                     parameters=parameters, nonzero_parameters=nonzero_parameters, macs=macs)
 
 
+#: gzip's fixed header (10 bytes, no file name) and trailer (CRC-32, length).
+_GZIP_FRAME_BYTES = 18
+
+
+def gzip_size(path: Path) -> int:
+    """The length of ``gzip.compress(data, compresslevel=9, mtime=0)`` of the file, read in
+    blocks: the same deflate stream, never the whole file (a large model) in memory."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    size = _GZIP_FRAME_BYTES
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            size += len(deflate.compress(block))
+    return size + len(deflate.flush())
+
+
 def op_versions(path: Path) -> list[OpVersion]:
     """``[{"op": "CONV_2D", "version": 3}, ...]`` as the file's operator codes say.
 
-    Read with the flatbuffer schema ai-edge-litert ships; a file it cannot parse has none.
+    Read with the flatbuffer schema ai-edge-litert ships, through a read-only map of the
+    file (only the pages holding the codes are read); a file it cannot parse has none.
     An ``.onnx`` lists its operator types with their opset's version.
     """
     if path.suffix == ".onnx":
@@ -177,11 +196,13 @@ def op_versions(path: Path) -> list[OpVersion]:
     from ai_edge_litert import schema_py_generated as schema
 
     try:
-        model = schema.Model.GetRootAs(path.read_bytes(), 0)
-        codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+        with open(path, "rb") as handle, \
+                mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            model = schema.Model.GetRootAs(data, 0)
+            codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+            return [{"op": operator_name(code), "version": code.Version()} for code in codes]
     except Exception:  # noqa: BLE001 - a malformed flatbuffer raises anything from struct to index
         return []
-    return [{"op": operator_name(code), "version": code.Version()} for code in codes]
 
 
 class OperatorCode(Protocol):

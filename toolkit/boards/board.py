@@ -1,6 +1,6 @@
 """One board interface for this machine and for boards reached over SSH.
 
-:class:`LocalBoard` (this machine: ``sh -c`` in subprocesses, files by copy) and
+:class:`LocalBoard` (this machine: ``sh -c`` in subprocesses, files by hard link or copy) and
 :class:`SshBoard` (a :class:`~toolkit.boards.ssh.Connection`) have the same methods, so
 the lease (:mod:`toolkit.boards.lease`), the verified uploads (:mod:`toolkit.boards.transfer`),
 the Python probe (:mod:`toolkit.boards.bootstrap`), the job runner (:mod:`toolkit.run.runner`)
@@ -48,6 +48,7 @@ from typing import IO, Protocol
 from toolkit.boards.ssh import Connection, Result
 from toolkit.boards.targets import Target
 from toolkit.errors import InfrastructureError, TargetError
+from toolkit.links import place
 
 #: The local board's login folder, for tests and for users who want it elsewhere.
 LOCAL_BOARD_ENV = "EDGE_LOCAL_BOARD"
@@ -195,6 +196,25 @@ class LocalBoard:
             with open(path, "wb") as handle:
                 shutil.copyfileobj(source, handle)
                 return handle.tell()
+        except OSError as exc:
+            raise InfrastructureError(f"cannot write {path} on {self.where}: {exc.strerror}",
+                                      target=self.target.name) from None
+
+    def put_file(self, source: Path, remote_path: str) -> int:
+        """Place the file ``source`` at ``remote_path``: a hard link where both are on one
+        file system (this machine's disk holds the bytes once), else a copy; the bytes.
+
+        Safe for the board's cache (:mod:`toolkit.boards.transfer`): its files are named by
+        their sha256 and never written in place there (renamed, touched, hashed, read by
+        the agent, removed), nor in the run folder or conversion cache they come from.
+        """
+        path = self.home / remote_path
+        try:
+            place(source, path)
+            # A link shares the file's mtime, maybe days old: the sweep of stale temporary
+            # uploads (an hour) must not take it for one.
+            os.utime(path)
+            return path.stat().st_size
         except OSError as exc:
             raise InfrastructureError(f"cannot write {path} on {self.where}: {exc.strerror}",
                                       target=self.target.name) from None

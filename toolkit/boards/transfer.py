@@ -5,6 +5,8 @@ Each upload goes to a temporary name beside its destination, the board hashes
 it, and one remote command renames it into place only if the sha256 matches.
 A file already present with the right hash is not sent again. Names are single
 safe path components and every remote command is built with ``shlex.quote``.
+On the local board a file is hard-linked, not copied (:meth:`LocalBoard.put_file`):
+the hash check and the rename are the same, and nothing here writes into a placed file.
 
 The cache folder is bounded: after a job's uploads, :func:`prune_cache` touches the
 job's files (boards often mount ``noatime``, so a use is recorded in the mtime) and
@@ -28,16 +30,13 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from device_agent.protocol import sha256_file
+from toolkit.boards.board import LocalBoard, Shell
 from toolkit.boards.targets import check_name
 from toolkit.errors import InfrastructureError, TransferError
 
 _log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from toolkit.boards.board import Shell
 
 #: Temporary uploads older than this are leftovers of a killed transfer.
 STALE_PART_MINUTES = 60
@@ -111,6 +110,8 @@ def _send(board: Shell, folder: str, name: str, source: Path | bytes,
     try:
         if isinstance(source, bytes):
             board.put(io.BytesIO(source), temporary)
+        elif isinstance(board, LocalBoard):
+            board.put_file(source, temporary)  # a link: the bytes stay on the disk once
         else:
             with open(source, "rb") as handle:
                 board.put(handle, temporary)

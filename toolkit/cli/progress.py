@@ -10,8 +10,10 @@ Progress: :class:`LiveProgress` is the ``progress`` callback of
 :func:`toolkit.run.deploy.deploy`; in a terminal it keeps one transient line with a
 spinner, the time since the start, the current stage (``compress int8: converting``,
 ``rpi5: measuring fp32, int8``) and how long that stage has taken. Elsewhere (a pipe,
-a CI log) and with ``--quiet`` it shows nothing, and stderr holds only warnings,
-failures and errors, as it always did.
+a CI log) it writes the same facts as one line every :data:`LOG_INTERVAL_S` seconds
+(``edge: 2:30 compress fp32: converting (fp32) (1:45)``), so a long conversion is not 11
+silent minutes in a CI log, and a command shorter than that writes none: stderr holds
+only warnings, failures and errors.  ``--quiet`` turns both off.
 
 Example::
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from types import TracebackType
@@ -89,17 +92,25 @@ def one_line_warnings() -> Iterator[None]:
         logger.propagate = propagate
 
 
-class LiveProgress:
-    """A ``progress(message)`` callback drawn as one live line on stderr, when ``enabled``
-    and stderr is a terminal; a no-op otherwise."""
+#: Outside a terminal, one progress line this often (seconds).
+LOG_INTERVAL_S = 30.0
 
-    def __init__(self, *, enabled: bool) -> None:
+
+class LiveProgress:
+    """A ``progress(message)`` callback, when ``enabled``: drawn as one live line on stderr
+    when it is a terminal, else written as one line every ``log_interval`` seconds; a
+    no-op when not ``enabled``."""
+
+    def __init__(self, *, enabled: bool, log_interval: float = LOG_INTERVAL_S) -> None:
         self.enabled = enabled
         self.message = "starting"
+        self.log_interval = log_interval
         self._started = self._stage_started = time.monotonic()
         self._live: Live | None = None
         self._spinner: Spinner | None = None
         self._stream: TextIO | None = None
+        self._logger: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def __enter__(self) -> LiveProgress:
         if not self.enabled:
@@ -111,8 +122,10 @@ class LiveProgress:
         self._stream = _own_stderr()
         console = Console(file=self._stream) if self._stream else Console(stderr=True)
         if not console.is_terminal:
-            self.enabled = False
-            self._close_stream()
+            self._logger = threading.Thread(target=self._log_lines, args=(self._stream or
+                                                                          sys.stderr,),
+                                            name="edge-progress", daemon=True)
+            self._logger.start()
             return self
         self._spinner = Spinner("dots", style="cyan")
         # Transient: the line goes when the command ends. stdout and stderr are left alone
@@ -130,7 +143,23 @@ class LiveProgress:
             _drawing.remove(self._live)
             self._live.__exit__(kind, error, traceback)
             self._live = None
+        if self._logger is not None:
+            self._stop.set()
+            self._logger.join()
+            self._logger = None
         self._close_stream()
+
+    def _log_lines(self, stream: TextIO) -> None:
+        """Every ``log_interval`` seconds until the command ends: the live line's facts."""
+        while not self._stop.wait(self.log_interval):
+            now = time.monotonic()
+            line = (f"edge: {_clock(now - self._started)} {self.message} "
+                    f"({_clock(now - self._stage_started)})")
+            try:
+                stream.write(line + "\n")  # one write: a warning line cannot split it
+                stream.flush()
+            except (OSError, ValueError):  # stderr closed: nobody reads the log any more
+                return
 
     def _close_stream(self) -> None:
         if self._stream is not None:

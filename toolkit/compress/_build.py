@@ -23,15 +23,27 @@ from typing import TYPE_CHECKING
 
 from device_agent.runtime import find_runtime
 from toolkit._quiet import captured_native_output, silence_library_logging
-from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact, write_manifest
+from toolkit.artifacts.bundle import (
+    ARTIFACT_MODE,
+    Artifact,
+    FailedVariant,
+    describe_artifact,
+    write_manifest,
+)
 from toolkit.compress._cache import DEFAULT_MAX_BYTES, CacheKeys, ConversionCache
-from toolkit.compress._convert import check_sample, compress_failure, convert
+from toolkit.compress._convert import (
+    check_sample,
+    compress_failure,
+    convert,
+    forget_last_export,
+)
 from toolkit.compress._mixed import int8_mixed, require_measuring_data
 from toolkit.compress._recipes import (
     Chain,
     ClusterConfig,
     ConversionConfig,
     Int8MixedConfig,
+    Int8StaticConfig,
     QatConfig,
     TransformConfig,
     parse_chain,
@@ -44,7 +56,11 @@ from toolkit.compress._transform import (
 )
 from toolkit.compress._usable import agrees, check_loads
 from toolkit.compress.compat import runtime_compat
-from toolkit.compress.evaluate import tflite_accuracy, tflite_fidelity
+from toolkit.compress.evaluate import (
+    builtin_kernels_only,
+    tflite_accuracy,
+    tflite_fidelity,
+)
 from toolkit.errors import CompressError, ModelError, OutputError, UsageError
 from toolkit.model.load import ModelSource, load_model_source
 from toolkit.results.choose import budget_verdict
@@ -93,7 +109,9 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
     silence_library_logging()
     target = out_dir / f"{chain.file_stem}.tflite"
     started = time.perf_counter()
-    module = copy.deepcopy(source.module).eval()
+    # A copy of the weights (the model's size again in memory) only for the steps that
+    # change them: the fp32-based converters read the module and leave it as it was.
+    module = (copy.deepcopy(source.module) if changes_module(chain) else source.module).eval()
     context = TransformContext(teacher=source.module, example=source.example_input,
                                train_data=source.train_data, progress=progress)
     log: list[str] = []
@@ -128,10 +146,13 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
     except Exception as exc:
         raise_if_interrupted()  # a library that turned the interrupt into its own error
         raise compress_failure(chain.recipe, exc, source.path) from exc
+    finally:
+        forget_last_export()
     raise_if_interrupted()  # one swallowed during fine-tuning
     if not target.is_file():
         raise CompressError(f"{chain.recipe}: converter wrote no file; its log ended with: "
                             f"{log[-1] if log else '(nothing)'}", recipe=chain.recipe)
+    target.chmod(ARTIFACT_MODE)  # ai-edge-quantizer writes its files executable (0755)
     check_loads(target, chain.recipe)
     details = {**details, **_clustering_details(chain, float_module)}
     # After qat the module is a PT2E graph: counts come from the float module it was made
@@ -139,6 +160,13 @@ def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformCo
     return CompressedVariant(name=chain.recipe, path=target, config=chain.to_dict(),
                              seconds=time.perf_counter() - started, details=details,
                              module=float_module)
+
+
+def changes_module(chain: Chain) -> bool:
+    """Whether building ``chain`` changes the torch module it starts from: a transform
+    (pruning, fine-tuning) or a PT2E conversion (int8, qat, int8-mixed) does."""
+    return bool(chain.transforms) or isinstance(
+        chain.conversion, Int8StaticConfig | QatConfig | Int8MixedConfig)
 
 
 def _clustering_details(chain: Chain, module: torch.nn.Module) -> ConversionDetails:
@@ -324,6 +352,7 @@ def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
         quality = tflite_accuracy(variant.path, source.eval_data())
     # compress() refused a source without a torch module and set the variant's.
     assert source.module is not None and variant.module is not None
+    progress(f"{chain.recipe}: comparing the file with the torch model")
     fidelity = tflite_fidelity(variant.path, source.module.eval(), inputs)
     counts = model_counts(variant.module, source.example_input)
     # The host runtime is judged against the torch model this file was converted from
@@ -335,10 +364,13 @@ def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
     own = (tflite_fidelity(variant.path, variant.module.eval(), inputs)
            if chain.transforms else fidelity)
     host = {**find_runtime().describe(), "loads": True,
+            **({"kernels": "built-in, without XNNPACK (a file of 1 GiB or more)"}
+               if builtin_kernels_only(variant.path) else {}),
             "top1_agreement_with_source": own["top1_agreement"],
             "cosine_with_source": own["cosine_similarity"],
             **({"degenerate": own["degenerate"]} if own.get("degenerate") else {}),
             "ok": agrees(own, metric)}
+    progress(f"{chain.recipe}: hashing and compressing the file (sha256, gzip size)")
     artifact = describe_artifact(
         variant.name, variant.path, config=variant.config,
         accuracy=quality["accuracy"] if quality else None,

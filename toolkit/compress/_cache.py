@@ -20,6 +20,11 @@ not among the versions above; delete the cache folder (or give another) after su
 The folder is bounded: after each store, least recently used entries (an entry's folder
 is touched on every use) are removed until the total is at most ``max_bytes``.
 
+An entry's file and the run folder's are one file on disk (a hard link, see
+:mod:`toolkit.links`) where both folders are on one file system: a variant is never
+written in place once converted, and :meth:`ConversionCache.fetch` checks the sha256 of
+what it hands out, so an entry changed through another name is converted again.
+
 Example::
 
     cache = ConversionCache(Path("~/.cache/edge/conversions"))
@@ -47,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from device_agent.protocol import sha256_file
 from toolkit.compress._recipes import Chain
+from toolkit.links import place
 from toolkit.model.load import ModelSource
 
 if TYPE_CHECKING:
@@ -157,11 +163,12 @@ class ConversionCache:
         self.misses = 0
 
     def fetch(self, key: str, destination: Path) -> dict[str, Any] | None:
-        """Copy the entry's file to ``destination`` and return its record, or None."""
+        """Place the entry's file at ``destination`` (a hard link where the file system
+        allows, see :func:`toolkit.links.place`) and return its record, or None."""
         entry = self.root / key
         try:
             record = json.loads((entry / ENTRY_FILE).read_text(encoding="utf-8"))
-            shutil.copyfile(entry / MODEL_FILE, destination)
+            place(entry / MODEL_FILE, destination)
             if sha256_file(destination) != record["sha256"]:
                 raise ValueError("the cached file does not match its recorded sha256")
             os.utime(entry)  # its last use, for the least-recently-used eviction
@@ -184,7 +191,7 @@ class ConversionCache:
             self.root.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
             try:
-                shutil.copyfile(path, staging / MODEL_FILE)
+                place(path, staging / MODEL_FILE)
                 (staging / ENTRY_FILE).write_text(json.dumps(record, indent=1) + "\n",
                                                   encoding="utf-8")
                 staging.rename(self.root / key)

@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,11 +27,12 @@ import numpy as np
 
 from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
-from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact
+from toolkit.artifacts.bundle import ARTIFACT_MODE, Artifact, FailedVariant, describe_artifact
 from toolkit.compress._convert import WEIGHT_ONLY, requantize_file
 from toolkit.compress._recipes import Chain, Fp32Config, Int8StaticConfig
 from toolkit.compress._usable import agrees, check_loads
 from toolkit.errors import CompressError
+from toolkit.links import place
 from toolkit.model.load import ModelSource
 from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
 
@@ -95,7 +95,9 @@ def build_from_tflite(source: ModelSource, chains: list[Chain], folder: Path, *,
     fails is appended there with its reason; without it, the failure is raised.
     """
     given = folder / source.path.name
-    shutil.copyfile(source.path, given)
+    # A copy, never a link: the user may rewrite their file in place; the run keeps what ran.
+    place(source.path, given, link=False)
+    given.chmod(ARTIFACT_MODE)
     artifacts = [describe_artifact(source.path.name, given, config={"recipe": AS_GIVEN})]
     inputs = _random_inputs(given)
     for chain in chains:
@@ -131,6 +133,7 @@ def _rewritten(chain: Chain, given: Path, target: Path,
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CompressError(f"{chain.recipe}: ai-edge-quantizer could not rewrite "
                             f"{given.name}: {first}", recipe=chain.recipe) from None
+    target.chmod(ARTIFACT_MODE)  # ai-edge-quantizer writes its files executable (0755)
     check_loads(target, chain.recipe)
     fidelity = file_fidelity(target, given, inputs)
     host = {**find_runtime().describe(), "loads": True,

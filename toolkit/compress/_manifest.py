@@ -95,6 +95,8 @@ class ConversionDetails(TypedDict, total=False):
     weights: str
     activations: str
     tool: str
+    #: How litert-torch converted: its low-memory mode for models of 1 GiB and more.
+    conversion: str
     #: int4-weight: Linear layers whose input is not a whole number of blocks.
     per_channel_linear: int
     calibration: Calibration

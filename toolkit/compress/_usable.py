@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device_agent.outputs import MIN_AGREEMENT_AT_SQNR
-from device_agent.runtime import find_runtime
-from toolkit._quiet import captured_native_output
+from toolkit.compress.evaluate import host_interpreter
 from toolkit.errors import CompressError
 
 if TYPE_CHECKING:
@@ -25,8 +24,7 @@ MIN_COSINE = 0.99
 def check_loads(path: Path, recipe: str) -> None:
     """A file the runtime cannot prepare is a failed conversion; the runtime names the op."""
     try:
-        with captured_native_output():
-            find_runtime().interpreter_class(model_path=str(path)).allocate_tensors()
+        host_interpreter(path)
     except (RuntimeError, ValueError) as exc:
         path.unlink(missing_ok=True)
         reason = " ".join(str(exc).split())

@@ -15,16 +15,17 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias, cast
 
 import numpy as np
 
-from device_agent.interp import TensorDetail
+from device_agent.interp import Model, TensorDetail
 from device_agent.outputs import cosine as _cosine
 from device_agent.outputs import degenerate, sqnr_db
-from device_agent.runtime import runtime_for
+from device_agent.runtime import RUNTIME_CANDIDATES, runtime_for
 from toolkit._quiet import captured_native_output
 from toolkit.errors import ModelError
 
@@ -40,14 +41,38 @@ if TYPE_CHECKING:
 Array: TypeAlias = "torch.Tensor | np.ndarray"
 
 
+#: Files at least this large run on the host runtime's built-in kernels, without its
+#: default delegate: XNNPACK packs a copy of every weight, the file's size again in memory
+#: beside the mapped file (and the torch model the host holds meanwhile).  The board still
+#: measures them as configured.
+LARGE_FILE_BYTES = 1 << 30
+
+
+def builtin_kernels_only(model_path: Path) -> bool:
+    """Whether the host runs the TFLite file ``model_path`` without XNNPACK (see
+    :data:`LARGE_FILE_BYTES`)."""
+    return model_path.suffix != ".onnx" and model_path.stat().st_size >= LARGE_FILE_BYTES
+
+
+def host_interpreter(model_path: Path) -> Model:
+    """The host runtime's interpreter of ``model_path`` (onnxruntime for an ``.onnx``, as on
+    the board), its tensors allocated."""
+    runtime = runtime_for("auto", str(model_path))
+    options: dict[str, object] = {}
+    if builtin_kernels_only(model_path):
+        module = importlib.import_module(dict(RUNTIME_CANDIDATES)[runtime.name])
+        options["experimental_op_resolver_type"] = \
+            module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with captured_native_output():  # the runtime announces its delegate on stderr
+        interpreter = runtime.interpreter_class(model_path=str(model_path), **options)
+        interpreter.allocate_tensors()
+    return interpreter
+
+
 def tflite_outputs(model_path: Path,
                    inputs: Iterable[Sequence[Array]]) -> Iterator[list[NDArray[np.float32]]]:
     """Run ``model_path`` on each input tuple; yields its outputs, dequantized to float32."""
-    with captured_native_output():  # the runtime announces its delegate on stderr
-        # The runtime the board runs the file with: onnxruntime for an .onnx.
-        interpreter = runtime_for("auto", str(model_path)).interpreter_class(
-            model_path=str(model_path))
-        interpreter.allocate_tensors()
+    interpreter = host_interpreter(model_path)
     details_in, details_out = interpreter.get_input_details(), interpreter.get_output_details()
     for sample_inputs in inputs:
         if len(sample_inputs) != len(details_in):

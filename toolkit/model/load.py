@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -27,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, TypeAlias, TypeGuard, TypeVar, cast
 
+from device_agent.protocol import sha256_file
 from toolkit._quiet import captured_native_output
 from toolkit.errors import ModelError
 from toolkit.model.onnx_file import check_onnx
@@ -72,8 +74,17 @@ class ModelSource:
 
     @property
     def as_given(self) -> bool:
-        """A ready file (``.tflite`` or ``.onnx``), deployed as it is: no torch module."""
-        return self.module is None
+        """A ready file (``.tflite`` or ``.onnx``), deployed as it is: no torch module.
+
+        Told by the file's suffix: a model file's source stays one after
+        :meth:`without_module`."""
+        return self.path.suffix != ".py"
+
+    def without_module(self) -> ModelSource:
+        """This source without its torch module and data functions: what a run needs once
+        its variants are built (names and hashes), without a large model's weights."""
+        return dataclasses.replace(self, module=None, calibration_data=None, eval_data=None,
+                                   train_data=None)
 
     @property
     def is_tflite(self) -> bool:
@@ -124,7 +135,7 @@ def load_model_source(path: str | Path) -> ModelSource:
                       for name in ("calibration_data", "eval_data", "train_data")}
     return ModelSource(
         path=path, sha256=digest, module=module, example_input=example, **data_functions,
-        loaded_files=tuple((file, hashlib.sha256(file.read_bytes()).hexdigest())
+        loaded_files=tuple((file, sha256_file(file))
                            for file in sorted((read | helpers) - {path.resolve()})),
         output_names=names,
     )

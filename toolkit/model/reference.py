@@ -34,9 +34,7 @@ import numpy as np
 
 from device_agent.interp import TensorDetail
 from device_agent.outputs import METRICS
-from device_agent.runtime import runtime_for
-from toolkit._quiet import captured_native_output
-from toolkit.compress.evaluate import _as_numpy, _to_tensor
+from toolkit.compress.evaluate import _as_numpy, _to_tensor, host_interpreter
 from toolkit.model.load import ModelSource
 
 if TYPE_CHECKING:  # the reference child imports this module: keep it lean
@@ -111,11 +109,8 @@ def compute_reference(model_path: Path, samples: Iterable[Sequence[Array]] | Non
     with ``metric`` (``top1`` or ``cosine``) as its ``agreement_metric``."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    with captured_native_output():  # the runtime announces its delegate on stderr
-        # The board's choice: onnxruntime for an .onnx, else the preferred TFLite runtime.
-        interpreter = runtime_for("auto", str(model_path)).interpreter_class(
-            model_path=str(model_path))
-        interpreter.allocate_tensors()
+    # The board's choice: onnxruntime for an .onnx, else the preferred TFLite runtime.
+    interpreter = host_interpreter(Path(model_path))
     in_details, out_details = interpreter.get_input_details(), interpreter.get_output_details()
     per_sample = sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize
                      for d in (*in_details, *out_details))

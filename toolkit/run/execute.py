@@ -22,7 +22,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
+import gc
 import logging
 import shutil
 import tempfile
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from device_agent import protocol
 from toolkit.artifacts.bundle import Artifact
+from toolkit.boards.board import local_board_home
 from toolkit.errors import (
     AgentError,
     BoardBusyError,
@@ -63,6 +67,7 @@ from toolkit.run.cancel import (
 )
 from toolkit.run.plan import RunPlan, Sweep, job_settings
 from toolkit.run.prepare import PreparedModel, build_references, prepare, prepare_model
+from toolkit.run.resources import check_resources
 from toolkit.run.runner import JobRunner, check_boards
 from toolkit.run.staging import hold, release, sweep_staging
 
@@ -142,6 +147,12 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
         plan.check_model(sources[-1])
         for target in named:
             check_runtime(target, sources[-1])
+    # A model too large for this machine's disk or memory stops here, not minutes into a
+    # conversion (or killed by the kernel with no word).
+    check_resources([(source, plan.chains(source)) for source in sources], out_dir=plan.out_dir,
+                    cache_dir=plan.policy.conversion_cache,
+                    board_dirs=[local_board_home()] if any(
+                        t.transport == "local" for t in named) else [])
     store_path = (store_location(plan.store_path) if plan.store_path
                   else default_store_path(plan.out_dir))
     left_out = _health(plan, named, notify)
@@ -156,12 +167,14 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
     staging: list[tuple[str, Path]] = []
     prepared: list[PreparedModel] = []
     try:
-        for _ in sources:
+        for _ in range(len(sources)):  # not the sources: the loop's name would keep one
             run_id = new_run_id()
             staging.append((run_id, make_staging_dir(plan.out_dir, run_id)))
         with ResultsStore(store_path) as store:
-            for source, (run_id, folder) in zip(sources, staging, strict=True):
-                prepared.append(prepare(plan, source, run_id, folder, say))
+            for index, (run_id, folder) in enumerate(staging):
+                prepared.append(prepare(plan, sources[index], run_id, folder, say))
+                sources[index] = prepared[-1].source  # built: its torch module is let go
+            _release_memory()
             raise_if_interrupted()  # one a library swallowed: nothing is measured
             done = _run_boards(plan, ready, prepared, board_steps, say, notify)
             runs = []
@@ -525,6 +538,13 @@ def new_run_id() -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _release_memory() -> None:
+    """Give the memory of what is no longer referenced back to the system, now."""
+    gc.collect()  # a module's reference cycles (hooks, parametrizations) hold its weights
+    with contextlib.suppress(OSError, AttributeError):  # glibc only; elsewhere nothing to do
+        ctypes.CDLL(None).malloc_trim(0)  # freed heap pages otherwise stay with the process
 
 
 def _silent(_message: object) -> None:

@@ -53,8 +53,10 @@ def prepare(plan: RunPlan, source: ModelSource, run_id: str, staging: Path,
     artifacts, failed, references = prepare_model(source, list(plan.chains(source)), staging,
                                                   cache_dir=plan.policy.conversion_cache,
                                                   progress=say)
-    model = PreparedModel(source, run_id, staging, plan.out_dir / "runs" / run_id,
-                          artifacts, failed, references)
+    # Without its torch module: a large model's weights must not stay in memory while the
+    # boards measure (the local board's agent loads the file beside us).
+    model = PreparedModel(source.without_module(), run_id, staging,
+                          plan.out_dir / "runs" / run_id, artifacts, failed, references)
     budget = plan.policy.max_accuracy_drop
     if budget is not None:
         for failure in failed:
