@@ -195,6 +195,40 @@ def test_the_summary_shows_invalid_cells_with_their_reasons() -> None:
     assert gone.shown_status == "error (infrastructure): unreachable"
 
 
+def test_the_summary_shows_stalls_beside_valid_in_amber_as_the_report_does() -> None:
+    import io
+
+    from rich.console import Console
+
+    from toolkit.cli.bench import CAVEAT, _summary
+    from toolkit.results.record import ResultRecord
+    from toolkit.run.bench import BenchOutcome
+
+    from .records import record
+
+    condition = "stalls: 10.2 % of runs above 10x the median (0.44 ms)"
+    stalled = ResultRecord.from_dict({**record("int8", target="pi"), "verdict": {
+        "status": "VALID", "reasons": [], "conditions": [condition]}})
+    assert stalled.verdict_conditions == (condition,)
+    cell = BenchCell(target="pi", model="m", variant="int8", status="ok", p50_ms=1.0,
+                     verdict="VALID", conditions=stalled.verdict_conditions)
+    steady = BenchCell(target="pi", model="m", variant="fp32", status="ok", p50_ms=1.0,
+                       verdict="VALID")
+    assert cell.shown_status == f"VALID; {condition}" and cell.caveat
+    assert steady.shown_status == "VALID" and not steady.caveat
+    invalid = BenchCell(target="pi", model="m", variant="x", status="ok", verdict="INVALID",
+                        verdict_reasons=("too short",), conditions=(condition,))
+    assert invalid.shown_status == "INVALID: too short" and not invalid.caveat
+    outcome = BenchOutcome(runs=[], cells=[cell, steady], left_out={}, store_path="s")
+    terminal = Console(file=io.StringIO(), force_terminal=True, color_system="truecolor",
+                       width=200)
+    terminal.print(_summary(outcome))
+    drawn = terminal.file.getvalue()  # type: ignore[attr-defined]
+    red, green, blue = (int(CAVEAT[i:i + 2], 16) for i in (1, 3, 5))
+    assert f"\x1b[38;2;{red};{green};{blue}mVALID; stalls: 10.2 %" in drawn
+    assert drawn.count(f"38;2;{red};{green};{blue}m") == 1  # the steady cell is not amber
+
+
 @pytest.mark.slow
 def test_a_variant_that_cannot_be_built_is_a_failed_cell_and_the_rest_is_measured(
         tmp_path: Path) -> None:

@@ -28,6 +28,9 @@ from toolkit.cli.options import (
 )
 from toolkit.safe_text import printable
 
+#: The style of a VALID cell with a condition to look at (stalls): the report's amber.
+CAVEAT = "#d08c00"
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
@@ -163,8 +166,11 @@ def _summary(outcome: BenchOutcome) -> Table:
     table = Table("model", "board", "variant", "p50", "status", title="edge bench summary")
     for cell in outcome.cells:
         p50 = format_duration(cell.p50_ms) if cell.p50_ms is not None else ""
+        status = Text(printable(cell.shown_status))
+        if cell.caveat:
+            status.stylize(CAVEAT)
         table.add_row(*(Text(printable(text)) for text in (cell.model, cell.target, cell.variant,
-                                                           p50, cell.shown_status)))
+                                                           p50)), status)
     return table
 
 

@@ -129,7 +129,7 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             energy=_mj(result.energy_per_inference_mj),
             runtime=result.runtime,
             verdict=_verdict(result),
-            conditions="; ".join(_verdict_conditions(result)),
+            conditions="; ".join(result.verdict_conditions),
             output_check=_output_check(result),
             outputs_match=_outputs_match(result),
             note="; ".join(filter(None, [result.chosen or "", _conditions(result),
@@ -447,19 +447,12 @@ def _verdict(result: ResultRecord) -> str:
     if result.verdict is not None:
         reasons = "; ".join(result.verdict_reasons) if result.verdict != "VALID" else ""
         parts.append(result.verdict + (f": {reasons}" if reasons else ""))
-        parts.extend(_verdict_conditions(result))
+        parts.extend(result.verdict_conditions)
     if str(result.measured.get("inputs", "")).startswith("synthetic"):
         parts.append("timed on synthetic inputs (the host sent no real one)")
     for number, why in enumerate(result.earlier_attempts, start=1):
         parts.append(f"measured again: attempt {number} was INVALID ({why})")
     return "; ".join(parts)
-
-
-def _verdict_conditions(result: ResultRecord) -> list[str]:
-    """The board's named conditions beside its status (``stalls: ...``)."""
-    verdict = result.measured.get("verdict")
-    conditions = verdict.get("conditions") if isinstance(verdict, Mapping) else None
-    return [str(c) for c in conditions] if isinstance(conditions, list) else []
 
 
 def _host_disagreement(result: ResultRecord) -> str:

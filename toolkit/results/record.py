@@ -255,6 +255,14 @@ class ResultRecord:
         return tuple(str(reason) for reason in reasons or ())
 
     @property
+    def verdict_conditions(self) -> tuple[str, ...]:
+        """The board's named conditions beside its status (``stalls: 10.2 % of runs above
+        10x the median (0.44 ms)``): a VALID run that a reader should look at twice."""
+        verdict = self.measured.get("verdict")
+        conditions = verdict.get("conditions") if isinstance(verdict, Mapping) else None
+        return tuple(str(c) for c in conditions) if isinstance(conditions, list) else ()
+
+    @property
     def earlier_attempts(self) -> list[str]:
         """Why each earlier measurement of this variant was measured again (the agent's
         ``attempts`` setting: INVALID only for the spread of its runs), oldest first."""

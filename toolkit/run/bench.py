@@ -59,17 +59,25 @@ class BenchCell:
     p50_ms: float | None = None
     verdict: str = ""  # the agent's VALID / INVALID for a measured cell ("" from older agents)
     verdict_reasons: tuple[str, ...] = ()
+    #: the board's named conditions beside VALID (``stalls: ...``), as the report shows them
+    conditions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status.parse(self.status, f"cell {self.variant}"))
 
     @property
+    def caveat(self) -> bool:
+        """Measured and VALID, with a condition the board named (``stalls: ...``)."""
+        return self.status is Status.OK and self.verdict != "INVALID" and bool(self.conditions)
+
+    @property
     def shown_status(self) -> str:
-        """What the summary says: VALID, INVALID with its reasons, or the failure's reason."""
+        """What the summary says: VALID (with the board's conditions, ``VALID; stalls:
+        ...``, as the report says it), INVALID with its reasons, or the failure's reason."""
         if self.status is Status.OK:
             if self.verdict and self.verdict != "VALID":
                 return f"{self.verdict}: {'; '.join(self.verdict_reasons)}".rstrip(": ")
-            return self.verdict or "ok"
+            return "; ".join([self.verdict or "ok", *self.conditions])
         kind = f"{self.status} ({self.error_class})" if self.error_class else self.status
         return f"{kind}: {self.error}" if self.error else kind
 
@@ -142,7 +150,7 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
     cells = [BenchCell(target=r.target, model=run.model_name, variant=r.variant,
                        status=r.status, error_class=r.error_class or "", error=r.error or "",
                        p50_ms=r.p50_ms, verdict=r.verdict or "",
-                       verdict_reasons=r.verdict_reasons)
+                       verdict_reasons=r.verdict_reasons, conditions=r.verdict_conditions)
              for run in runs for r in run.results]
     return BenchOutcome(runs=runs, cells=cells, left_out=execution.left_out,
                         store_path=execution.store_path)
