@@ -74,6 +74,8 @@ class RuntimeCheck(TypedDict, total=False):
     top1_agreement_with_host: float
     cosine_with_source: float
     degenerate: str
+    #: The host ran the file on the runtime's built-in kernels (a file of 1 GiB or more).
+    kernels: str
 
 
 class OpVersion(TypedDict):
