@@ -137,3 +137,26 @@ def test_deploy_shows_its_results_as_a_table_not_raw_markdown(
     assert BOX & set(shown) and "| local |" not in shown
     assert all(len(line) <= 100 for line in shown.splitlines())
     assert "3.22 J" in shown and "97.7 KiB" in shown  # a figure stays on one line
+
+
+def test_deploys_table_names_the_stalls_the_report_names_in_amber(
+        capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report says "VALID; stalls: ..." in amber; the terminal's table said "VALID"."""
+    from toolkit.cli.main import echo_results
+
+    condition = "stalls: 10.2 % of runs above 10x the median (0.44 ms)"
+    run = make_run("r1", [{**record("fp32"), "verdict": {"status": "VALID", "reasons": []}},
+                          {**record("int8"), "verdict": {"status": "VALID", "reasons": [],
+                                                         "conditions": [condition]}}])
+    echo_results(run)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-1] == "VALID" and lines[2].endswith("VALID; stalls")
+    assert lines[3] == f"local int8: VALID; {condition}"  # the words, below the table
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "120")
+    echo_results(run)
+    shown = capsys.readouterr().out
+    # The amber of CAVEAT in the terminal's colours (true colour, else the nearest one).
+    coloured = re.findall(r"\x1b\[(?:3[0-7]|9[0-7]|38;5;\d+|38;2;\d+;\d+;\d+)m(VALID[^\x1b]*)",
+                          shown)
+    assert coloured == ["VALID; stalls"], shown

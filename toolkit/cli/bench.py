@@ -26,10 +26,8 @@ from toolkit.cli.options import (
     targets_dir_option,
     targets_option,
 )
+from toolkit.cli.table import CAVEAT
 from toolkit.safe_text import printable
-
-#: The style of a VALID cell with a condition to look at (stalls): the report's amber.
-CAVEAT = "#d08c00"
 
 if TYPE_CHECKING:
     from rich.console import Console

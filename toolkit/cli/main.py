@@ -40,7 +40,7 @@ from toolkit.cli.options import (
 from toolkit.cli.progress import LiveProgress, one_line_warnings
 from toolkit.cli.report import report
 from toolkit.cli.runs import runs
-from toolkit.cli.table import echo_table
+from toolkit.cli.table import CAVEAT, Styled, echo_table
 from toolkit.cli.targets import targets
 from toolkit.cli.trend import trend_command
 from toolkit.defaults import BUDGET_CANDIDATES
@@ -213,14 +213,14 @@ def echo_results(run: StoredRun) -> None:
     from toolkit.report.render import report_rows
 
     rows = report_rows(run)
-    columns: list[tuple[str, Callable[[ReportRow], str]]] = [
+    columns: list[tuple[str, Callable[[ReportRow], str | Styled]]] = [
         ("target", lambda r: r.target), ("variant", lambda r: r.variant),
         ("size", lambda r: r.size), ("accuracy", lambda r: r.accuracy),
         ("p50", lambda r: r.p50), ("p99", lambda r: r.p99),
         ("peak memory", lambda r: r.peak_memory)]
     if any(r.energy for r in rows):
         columns.append(("energy", lambda r: r.energy))
-    columns.append(("verdict", _short_verdict))
+    columns.append(("verdict", _verdict_cell))
     numeric = {name for name, _ in columns} - {"target", "variant", "verdict"}
     echo_table([name for name, _ in columns], [[cell(r) for _, cell in columns] for r in rows],
                numeric=numeric)
@@ -230,9 +230,18 @@ def echo_results(run: StoredRun) -> None:
                                  + "; ".join(filter(None, [r.judgement, r.note]))))
 
 
+def _verdict_cell(row: ReportRow) -> str | Styled:
+    """:func:`_short_verdict`, amber when a VALID row has a condition, as in the report."""
+    shown = _short_verdict(row)
+    return Styled(shown, CAVEAT) if row.trusted and row.conditions else shown
+
+
 def _short_verdict(row: ReportRow) -> str:
-    """``VALID ✓``: the verdict's first word and the output check's mark."""
+    """``VALID ✓``: the verdict's first word, the names of the board's conditions
+    (``VALID; stalls ✓``, drawn amber as the report draws it) and the output check's mark."""
     mark = "" if not row.output_check else " \u2713" if row.outputs_match else " \u2717"
+    if row.trusted and row.condition_names:
+        return "; ".join([row.verdict.split(";", 1)[0], *row.condition_names]) + mark
     return row.verdict.split(":", 1)[0] + mark
 
 

@@ -16,13 +16,26 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Collection, Iterable, Sequence
+from typing import NamedTuple
 
 import click
 
 from toolkit.safe_text import printable
 
+#: A VALID figure with a condition to look at (``stalls: ...``): amber, as the HTML report
+#: draws it (a lighter amber than the report's, which is set on white).
+CAVEAT = "#d08c00"
 
-def echo_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
+
+class Styled(NamedTuple):
+    """A cell drawn in ``style`` (a rich style, e.g. :data:`CAVEAT`) in a terminal; plain
+    text elsewhere."""
+
+    text: str
+    style: str
+
+
+def echo_table(headers: Sequence[str], rows: Iterable[Sequence[str | Styled]], *,
                numeric: Collection[str] = ()) -> None:
     """Print ``rows`` under ``headers`` on stdout; columns named in ``numeric`` align right."""
     from rich import box
@@ -40,7 +53,8 @@ def echo_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
                          overflow="fold", no_wrap=header in numeric)
     for row in rows:
         # A name like "[main]" is not markup; a board's control characters are shown escaped.
-        table.add_row(*(Text(printable(cell)) for cell in row))
+        table.add_row(*(Text(printable(cell.text), style=cell.style)
+                        if isinstance(cell, Styled) else Text(printable(cell)) for cell in row))
     if terminal.is_terminal:
         terminal.print(table)
         return

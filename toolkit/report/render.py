@@ -82,6 +82,8 @@ class ReportRow:
     delta: str  # against the baseline, "" without one
     #: the board's named conditions beside VALID ("stalls: ..."), "" without one
     conditions: str = ""
+    #: each condition's name, the words before its colon ("stalls", "governor schedutil")
+    condition_names: tuple[str, ...] = ()
 
     @property
     def trusted(self) -> bool:
@@ -130,6 +132,7 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
             runtime=result.runtime,
             verdict=_verdict(result),
             conditions="; ".join(result.verdict_conditions),
+            condition_names=tuple(c.split(":", 1)[0] for c in result.verdict_conditions),
             output_check=_output_check(result),
             outputs_match=_outputs_match(result),
             note="; ".join(filter(None, [result.chosen or "", _conditions(result),
