@@ -34,7 +34,7 @@ def test_deploy_tells_its_progress_callback_each_stage(tflite_copy: Path,
     deploy(tflite_copy, targets=["local"], recipes="fp32", out_dir=tmp_path / "out",
            settings=FAST, progress=told.append)
     assert told == ["loading model.tflite", "checking local",
-                    "reference outputs on this machine", "local: measuring tflite",
+                    "reference outputs on this machine", "local: measuring model.tflite",
                     "storing the run and writing its report"]
 
 
@@ -101,7 +101,7 @@ def test_on_a_terminal_deploy_shows_stage_board_and_time_and_warnings_stay_whole
     assert status == 0, stderr
     assert stdout.lstrip().startswith("{")  # the progress never reaches stdout
     lines = stderr.splitlines()
-    assert any(re.search(r"\d+:\d\d local: measuring tflite +\(\d+:\d\d\)", line)
+    assert any(re.search(r"\d+:\d\d local: measuring model\.tflite +\(\d+:\d\d\)", line)
                for line in lines), stderr
     assert any("checking local" in line for line in lines)
     warnings = [line for line in lines if "edge: warning:" in line]

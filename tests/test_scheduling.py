@@ -288,7 +288,7 @@ def test_edge_deploy_shows_its_queue_position_then_measures_on_the_place(
     other.join()
     assert stages.index("tag:board=rpi5: reserving a board") < \
         stages.index("tag:board=rpi5: queue position 1 of 1 for board=rpi5") < \
-        stages.index("tag:board=rpi5: acquired pi-05; measuring tflite"), stages
+        stages.index("tag:board=rpi5: acquired pi-05; measuring fp32.tflite"), stages
     assert [(r.target, r.ok) for r in outcome.run.results] == [("pi-05", True)]
     assert lab.idle()
 
