@@ -30,11 +30,11 @@ import numpy as np
 from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact
+from toolkit.compress._given import judged_against_given, rewrite_each
 from toolkit.compress._recipes import Chain, Fp32Config, Int8DynamicConfig
-from toolkit.compress._usable import agrees
 from toolkit.errors import CompressError, ModelError
 from toolkit.model.load import ModelSource
-from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
+from toolkit.run.cancel import interrupts_deferred
 
 __all__ = ["AS_GIVEN", "build_from_onnx", "refusal"]
 
@@ -84,22 +84,10 @@ def build_from_onnx(source: ModelSource, chains: list[Chain], folder: Path, *,
     artifacts = [describe_artifact(source.path.name, given, config={"recipe": AS_GIVEN},
                                    runtime_compat=[host])]
     inputs = _random_inputs(session.get_input_details())
-    for chain in chains:
-        if isinstance(chain.conversion, Fp32Config):
-            continue  # the file as given is the float variant
-        raise_if_interrupted()
-        target = folder / f"{source.path.stem}.{chain.file_stem}.onnx"
-        progress(f"{chain.recipe}: quantizing {source.path.name} with onnxruntime")
-        try:
-            artifacts.append(_int8_dynamic(chain, given, target, inputs))
-        except CompressError as exc:
-            if failed is None:
-                raise
-            reason = str(exc).removeprefix(f"{chain.recipe}: ")
-            failed.append(FailedVariant(variant=chain.recipe, config=chain.to_dict(),
-                                        stage="compress", error=reason))
-            progress(f"{chain.recipe}: failed: {reason}")
-    return artifacts
+    return [*artifacts, *rewrite_each(
+        source, chains, folder, doing=f"quantizing {source.path.name} with onnxruntime",
+        rewrite=lambda chain, target: _int8_dynamic(chain, given, target, inputs),
+        progress=progress, failed=failed)]
 
 
 def _int8_dynamic(chain: Chain, given: Path, target: Path,
@@ -108,7 +96,6 @@ def _int8_dynamic(chain: Chain, given: Path, target: Path,
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from device_agent.runtime import find_runtime
-    from toolkit.compress.evaluate import file_fidelity
 
     # The quantizer infers every shape again, and refuses a graph whose recorded value_info
     # disagrees with its inference: torch.onnx.export(dynamo=True) files do (a Gemm's
@@ -127,17 +114,8 @@ def _int8_dynamic(chain: Chain, given: Path, target: Path,
                             f"{given.name}: {_one_line(exc)}", recipe=chain.recipe) from None
     finally:
         bare.unlink(missing_ok=True)
-    fidelity = file_fidelity(target, given, inputs)
-    host = {**find_runtime("onnxruntime").describe(), "loads": True,
-            "top1_agreement_with_source": fidelity["top1_agreement"],
-            "cosine_with_source": fidelity["cosine_similarity"],
-            **({"degenerate": fidelity["degenerate"]} if fidelity.get("degenerate") else {}),
-            "ok": agrees(fidelity, "cosine")}
-    return describe_artifact(
-        chain.recipe, target, config=chain.to_dict(), details=INT8_DYNAMIC_DETAILS,
-        fidelity={**fidelity, "agreement_metric": "cosine",
-                  "inputs_from": "seeded random inputs", "reference": f"given {given.name}"},
-        runtime_compat=[host])
+    return judged_against_given(chain, target, given, inputs, find_runtime("onnxruntime"),
+                                INT8_DYNAMIC_DETAILS)
 
 
 def _random_inputs(details: list[TensorDetail]) -> list[tuple[np.ndarray, ...]]:

@@ -29,12 +29,13 @@ from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import ARTIFACT_MODE, Artifact, FailedVariant, describe_artifact
 from toolkit.compress._convert import WEIGHT_ONLY, requantize_file
+from toolkit.compress._given import judged_against_given, rewrite_each
 from toolkit.compress._recipes import Chain, Fp32Config, Int8StaticConfig
-from toolkit.compress._usable import agrees, check_loads
+from toolkit.compress._usable import check_loads
 from toolkit.errors import CompressError
 from toolkit.links import place
 from toolkit.model.load import ModelSource
-from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
+from toolkit.run.cancel import interrupts_deferred
 
 __all__ = ["AS_GIVEN", "build_from_tflite", "refusal"]
 
@@ -100,28 +101,15 @@ def build_from_tflite(source: ModelSource, chains: list[Chain], folder: Path, *,
     given.chmod(ARTIFACT_MODE)
     artifacts = [describe_artifact(source.path.name, given, config={"recipe": AS_GIVEN})]
     inputs = _random_inputs(given)
-    for chain in chains:
-        if isinstance(chain.conversion, Fp32Config):
-            continue  # the file as given is the float variant
-        raise_if_interrupted()
-        target = folder / f"{source.path.stem}.{chain.file_stem}.tflite"
-        progress(f"{chain.recipe}: rewriting {source.path.name}'s weights")
-        try:
-            artifacts.append(_rewritten(chain, given, target, inputs))
-        except CompressError as exc:
-            if failed is None:
-                raise
-            reason = str(exc).removeprefix(f"{chain.recipe}: ")
-            failed.append(FailedVariant(variant=chain.recipe, config=chain.to_dict(),
-                                        stage="compress", error=reason))
-            progress(f"{chain.recipe}: failed: {reason}")
-    return artifacts
+    return [*artifacts, *rewrite_each(
+        source, chains, folder, doing=f"rewriting {source.path.name}'s weights",
+        rewrite=lambda chain, target: _rewritten(chain, given, target, inputs),
+        progress=progress, failed=failed)]
 
 
 def _rewritten(chain: Chain, given: Path, target: Path,
                inputs: list[tuple[np.ndarray, ...]]) -> Artifact:
     from device_agent.runtime import find_runtime
-    from toolkit.compress.evaluate import file_fidelity
 
     try:
         # ai-edge-quantizer prints its own summary; Ctrl-C waits until it returns, as
@@ -135,17 +123,7 @@ def _rewritten(chain: Chain, given: Path, target: Path,
                             f"{given.name}: {first}", recipe=chain.recipe) from None
     target.chmod(ARTIFACT_MODE)  # ai-edge-quantizer writes its files executable (0755)
     check_loads(target, chain.recipe)
-    fidelity = file_fidelity(target, given, inputs)
-    host = {**find_runtime().describe(), "loads": True,
-            "top1_agreement_with_source": fidelity["top1_agreement"],
-            "cosine_with_source": fidelity["cosine_similarity"],
-            **({"degenerate": fidelity["degenerate"]} if fidelity.get("degenerate") else {}),
-            "ok": agrees(fidelity, "cosine")}
-    return describe_artifact(
-        chain.recipe, target, config=chain.to_dict(), details=details,
-        fidelity={**fidelity, "agreement_metric": "cosine",
-                  "inputs_from": "seeded random inputs", "reference": f"given {given.name}"},
-        runtime_compat=[host])
+    return judged_against_given(chain, target, given, inputs, find_runtime(), details)
 
 
 def _random_inputs(path: Path) -> list[tuple[np.ndarray, ...]]:

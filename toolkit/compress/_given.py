@@ -1,0 +1,65 @@
+"""What the variants of a file a user gives (a ``.tflite`` or an ``.onnx``) share: each
+chain's rewrite of the given file built in turn, a failure recorded beside the others,
+and each rewrite judged against the given file by cosine on seeded random inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from device_agent.runtime import Runtime
+from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact
+from toolkit.compress._recipes import Chain, Fp32Config
+from toolkit.compress._usable import agrees
+from toolkit.errors import CompressError
+from toolkit.model.load import ModelSource
+from toolkit.run.cancel import raise_if_interrupted
+
+
+def rewrite_each(source: ModelSource, chains: list[Chain], folder: Path, *,
+                 doing: str, rewrite: Callable[[Chain, Path], Artifact],
+                 progress: Callable[[str], None],
+                 failed: list[FailedVariant] | None) -> list[Artifact]:
+    """Each chain but fp32 (the file as given) rewritten by ``rewrite(chain, target)`` into
+    ``folder/NAME.RECIPE.SUFFIX``, ``doing`` said as it starts; a chain that fails is
+    appended to ``failed`` with its reason (raised when ``failed`` is None)."""
+    artifacts = []
+    for chain in chains:
+        if isinstance(chain.conversion, Fp32Config):
+            continue  # the file as given is the float variant
+        raise_if_interrupted()
+        target = folder / f"{source.path.stem}.{chain.file_stem}{source.path.suffix}"
+        progress(f"{chain.recipe}: {doing}")
+        try:
+            artifacts.append(rewrite(chain, target))
+        except CompressError as exc:
+            if failed is None:
+                raise
+            reason = str(exc).removeprefix(f"{chain.recipe}: ")
+            failed.append(FailedVariant(variant=chain.recipe, config=chain.to_dict(),
+                                        stage="compress", error=reason))
+            progress(f"{chain.recipe}: failed: {reason}")
+    return artifacts
+
+
+def judged_against_given(chain: Chain, target: Path, given: Path,
+                         inputs: list[tuple[np.ndarray, ...]], runtime: Runtime,
+                         details: Mapping[str, object]) -> Artifact:
+    """``target``, the rewrite of ``given`` by ``chain``, described with its agreement with
+    ``given`` on ``inputs`` as ``runtime`` computes both."""
+    from toolkit.compress.evaluate import file_fidelity
+
+    fidelity = file_fidelity(target, given, inputs)
+    host = {**runtime.describe(), "loads": True,
+            "top1_agreement_with_source": fidelity["top1_agreement"],
+            "cosine_with_source": fidelity["cosine_similarity"],
+            **({"degenerate": fidelity["degenerate"]} if fidelity.get("degenerate") else {}),
+            "ok": agrees(fidelity, "cosine")}
+    return describe_artifact(
+        chain.recipe, target, config=chain.to_dict(), details=details,
+        fidelity={**fidelity, "agreement_metric": "cosine",
+                  "inputs_from": "seeded random inputs", "reference": f"given {given.name}"},
+        runtime_compat=[host])
