@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, cast
 
 from toolkit.boards.ssh import Connection, Result
 from toolkit.boards.targets import Target
@@ -129,7 +129,32 @@ def local_board_home() -> Path:
     return Path(chosen).expanduser() if chosen else Path.home() / ".cache/edge/local-board"
 
 
-class LocalBoard:
+class _IdentityOnce:
+    """The board's name and lease root, read from the board (:func:`read_identity`) once
+    per session, for :class:`LocalBoard` and :class:`SshBoard` alike."""
+
+    _identity: tuple[str, str] | None
+
+    def identity(self) -> str:
+        """``b-`` and 16 hex digits naming the board itself, read from it once per session.
+
+        Not the host key an SSH connection negotiated: a known_hosts listing the board's
+        rsa key first gave another name than one with its ed25519 key, and so a second
+        lease; this machine gets the name an SSH login to it gets as well.
+        """
+        return self._read_once()[1]
+
+    def lease_root(self) -> str:
+        return self._read_once()[0]
+
+    def _read_once(self) -> tuple[str, str]:
+        if self._identity is None:
+            # Mixed into the two Shells only: self runs the board's commands.
+            self._identity = read_identity(cast("Shell", self))
+        return self._identity
+
+
+class LocalBoard(_IdentityOnce):
     """This machine as a board: commands in ``sh -c`` with the board's login folder as cwd.
 
     The target's ``python`` is the board's Python; left at its default (``python3``)
@@ -157,17 +182,6 @@ class LocalBoard:
     @property
     def is_open(self) -> bool:
         return self._open
-
-    def identity(self) -> str:
-        """This machine's board name: the one an SSH login to it gets as well."""
-        if self._identity is None:
-            self._identity = read_identity(self)
-        return self._identity[1]
-
-    def lease_root(self) -> str:
-        if self._identity is None:
-            self._identity = read_identity(self)
-        return self._identity[0]
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
         limit = self.target.command_timeout if timeout is None else timeout
@@ -230,7 +244,7 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-class SshBoard:
+class SshBoard(_IdentityOnce):
     """A board reached over SSH; every command is bounded by ``timeout(1)`` on the board."""
 
     def __init__(self, target: Target, *, connection: Connection | None = None) -> None:
@@ -251,21 +265,6 @@ class SshBoard:
     @property
     def is_open(self) -> bool:
         return self.connection.is_open
-
-    def identity(self) -> str:
-        """``b-`` and 16 hex digits naming the board itself, read from it once per session.
-
-        Not the host key this connection negotiated: a known_hosts listing the board's rsa
-        key first gave another name than one with its ed25519 key, and so a second lease.
-        """
-        if self._identity is None:
-            self._identity = read_identity(self)
-        return self._identity[1]
-
-    def lease_root(self) -> str:
-        if self._identity is None:
-            self._identity = read_identity(self)
-        return self._identity[0]
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
         limit = self.target.command_timeout if timeout is None else timeout
