@@ -58,7 +58,7 @@ from .compiled import (
     vulkan_loader_present,
 )
 from .interp import AcceleratorError
-from .ort import PROVIDERS, OrtSession, providers_for
+from .ort import GPU_PROVIDERS, PROVIDERS, OrtSession, providers_for
 from .runtime import ONNX_RUNTIME, RUNTIME_CANDIDATES, Runtime
 from .settings import ACCELERATORS, APIS, JobSettings
 from .wire import AcceleratorCheck, AcceleratorFacts, DelegateOption
@@ -137,6 +137,10 @@ def plan_model(runtime: Runtime, model_path: Path,
     if accelerator == "xnnpack":
         raise AcceleratorError("accelerator xnnpack is onnxruntime's XnnpackExecutionProvider; "
                                f"{runtime.name} runs XNNPACK as its cpu accelerator")
+    if accelerator in GPU_PROVIDERS:
+        raise AcceleratorError(f"accelerator {accelerator} is onnxruntime's "
+                               f"{PROVIDERS[accelerator]} and runs .onnx files only; "
+                               f"{runtime.name} reaches a GPU as accelerator gpu")
     if accelerator in ("gpu", "gpu+cpu") or api == "compiled":
         return _open_compiled(runtime, model_path, accelerator, threads)
     return _open_interpreter(runtime, model_path, accelerator, threads, settings)
@@ -157,8 +161,10 @@ def _open_session(runtime: Runtime, model_path: Path, accelerator: str, threads:
                              providers=providers)
         registered = session.providers()
         # What ORT registered, not what was asked: a provider that failed to start is
-        # dropped by ORT with only a log line, and the CPU provider runs everything.
-        used = accelerator if registered[:1] == providers[:1] else "cpu"
+        # dropped by ORT with only a log line, and the next one (CUDA under TensorRT, at
+        # last the CPU) runs everything.
+        by_provider = {provider: name for name, provider in PROVIDERS.items()}
+        used = by_provider.get(registered[0], "cpu") if registered else "cpu"
         facts: AcceleratorFacts = {"requested": accelerator, "used": used, "api": "session",
                                    "providers": registered}
         return Opened(session, facts)
@@ -355,7 +361,8 @@ def preflight(runtime: Runtime | None, accelerators: List[str], api: str, delega
 
 def _preflight_one(runtime: Runtime | None, name: str, delegate: str,
                    delegate_options: Mapping[str, DelegateOption]) -> Tuple[bool, str, bool]:
-    if name == "xnnpack" or (runtime is not None and runtime.name == ONNX_RUNTIME):
+    if name == "xnnpack" or name in GPU_PROVIDERS or (runtime is not None
+                                                 and runtime.name == ONNX_RUNTIME):
         return _provider_check(name)
     if name == "cpu":
         return True, "the runtime's default kernels", False

@@ -7,9 +7,11 @@ output check, memory and power are the TFLite path's own code.  Inputs are index
 ``0..n-1`` and outputs ``n..n+m-1``, as a TFLite graph's tensors never share an index.
 
 Execution providers are the accelerators (:data:`PROVIDERS`): ``cpu`` is ORT's
-CPUExecutionProvider, ``xnnpack`` its XnnpackExecutionProvider with the CPU one beside
-it for the nodes XNNPACK lacks.  A provider this build lacks is one line naming those it
-has (``get_available_providers()``), never a silent run on the CPU.
+CPUExecutionProvider; ``xnnpack``, ``cuda`` (onnxruntime-gpu, a Jetson's build) and
+``tensorrt`` come with the CPU one beside them for the nodes they lack (``tensorrt`` with
+CUDA's too where the build has it, as ORT's own documentation orders them).  A provider
+this build lacks is one line naming those it has (``get_available_providers()``), never a
+silent run on the CPU.
 
 Example::
 
@@ -30,7 +32,10 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 #: The ``accelerator`` setting's values that name an ONNX Runtime execution provider.
-PROVIDERS = {"cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider"}
+PROVIDERS = {"cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
+             "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+#: The accelerators that are GPU execution providers (a TFLite runtime's GPU is ``gpu``).
+GPU_PROVIDERS = ("cuda", "tensorrt")
 #: The probe model of ``edge doctor``'s load check (device_agent.load_check) as an ONNX
 #: graph: y = x + x, float32 [1, 4], opset 13, IR version 7 (every onnxruntime since 1.6).
 PROBE_ONNX = base64.b64decode(
@@ -64,8 +69,11 @@ def providers_for(accelerator: str, available: Sequence[str]) -> List[str]:
     if wanted not in available:
         raise AcceleratorError(f"onnxruntime here has no {wanted} (accelerator {accelerator}); "
                                "it has " + ", ".join(available))
-    # The CPU provider takes the nodes another provider has no kernel for, as ORT does.
-    return [wanted] if wanted == PROVIDERS["cpu"] else [wanted, PROVIDERS["cpu"]]
+    # The CPU provider takes the nodes another provider has no kernel for, as ORT does;
+    # TensorRT hands the subgraphs it cannot build an engine for to CUDA first.
+    fallbacks = [PROVIDERS["cuda"]] if accelerator == "tensorrt" else []
+    chain = [wanted] + [p for p in fallbacks if p in available] + [PROVIDERS["cpu"]]
+    return list(dict.fromkeys(chain))
 
 
 class OrtSession:

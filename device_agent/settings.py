@@ -29,7 +29,8 @@ _T = TypeVar("_T")
 #: ``api``; see :mod:`device_agent.accelerators`.  ``delegate`` is the external delegate's
 #: path on the board, and the dict setting ``delegate_options`` its options.
 #: ``xnnpack`` is ONNX Runtime's XnnpackExecutionProvider (TFLite's XNNPACK is its ``cpu``).
-ACCELERATORS = ("cpu", "xnnpack-off", "gpu", "gpu+cpu", "delegate", "xnnpack")
+ACCELERATORS = ("cpu", "xnnpack-off", "gpu", "gpu+cpu", "delegate", "xnnpack", "cuda",
+                "tensorrt")
 APIS = ("interpreter", "compiled")
 #: Values of the ``runtime`` setting: ``auto`` takes ai-edge-litert if it imports, else
 #: tflite-runtime (and onnxruntime for an ``.onnx``); a distribution name takes that one

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from device_agent.accelerators import preflight
+from device_agent.accelerators import plan_model, preflight
 from device_agent.interp import AcceleratorError
 from device_agent.load_check import load_checks
 from device_agent.measure import measure_variant
 from device_agent.ort import providers_for
 from device_agent.outputs import load_reference
-from device_agent.runtime import RuntimeNotFound, find_runtime, runtime_for
+from device_agent.runtime import Runtime, RuntimeNotFound, find_runtime, runtime_for
 from device_agent.settings import RUNTIMES
 from toolkit.boards.bootstrap import BoardPython
 from toolkit.boards.wheelhouse import REQUIREMENTS
@@ -119,6 +119,24 @@ def test_a_provider_the_board_lacks_names_those_it_has() -> None:
                                  "xnnpack); it has AzureExecutionProvider, CPUExecutionProvider")
     with pytest.raises(AcceleratorError, match=r"^accelerator gpu is a TFLite one"):
         providers_for("gpu", ["CPUExecutionProvider"])
+
+
+def test_gpu_providers_fall_back_as_ort_orders_them_and_only_on_onnxruntime() -> None:
+    jetson = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for("cuda", jetson) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for("tensorrt", jetson) == jetson
+    assert providers_for("tensorrt", ["TensorrtExecutionProvider", "CPUExecutionProvider"]) \
+        == ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(AcceleratorError) as raised:
+        providers_for("cuda", ["CPUExecutionProvider"])
+    assert str(raised.value) == ("onnxruntime here has no CUDAExecutionProvider (accelerator "
+                                 "cuda); it has CPUExecutionProvider")
+    litert = Runtime("ai-edge-litert", "2.3.0", object, "")
+    with pytest.raises(AcceleratorError) as raised:
+        plan_model(litert, Path("m.tflite"), {"accelerator": "tensorrt"})
+    assert str(raised.value) == ("accelerator tensorrt is onnxruntime's "
+                                 "TensorrtExecutionProvider and runs .onnx files only; "
+                                 "ai-edge-litert reaches a GPU as accelerator gpu")
 
 
 def test_the_board_check_refuses_what_an_onnx_cannot_run_on_in_one_line() -> None:

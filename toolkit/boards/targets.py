@@ -78,7 +78,8 @@ class Target:
     runtime: str = _JOB.runtime
     #: How the agent runs the models (see :mod:`device_agent.accelerators`): ``cpu``,
     #: ``xnnpack-off``, ``gpu``, ``gpu+cpu`` or ``delegate`` (the ``delegate`` library with
-    #: ``delegate_options``), through the ``interpreter`` or the ``compiled`` API.
+    #: ``delegate_options``), through the ``interpreter`` or the ``compiled`` API; for an
+    #: ``.onnx``, ONNX Runtime's ``cpu``, ``xnnpack``, ``cuda`` or ``tensorrt`` provider.
     accelerator: str = _JOB.accelerator
     api: str = _JOB.api
     delegate: str | None = None
