@@ -96,7 +96,7 @@ def main() -> None:
               help="Comma-separated variants to build [default: fp32,int8; with "
                    "--max-accuracy-drop the candidates fp32 and "
                    f"{BUDGET_CANDIDATES}; a .tflite is measured as given, and fp16, "
-                   "int8-dynamic and int4-weight rewrite it].")
+                   "int8-dynamic, int4-weight and (with --calibration) int8 rewrite it].")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="POINTS",
               help="Run only variants at most POINTS below fp32's accuracy and pick, per "
                    "board, the fastest VALID one as measured there (the smaller file when "
@@ -116,6 +116,11 @@ def main() -> None:
                    "store, e.g. main), interleaved in one process on the board, and judge "
                    "latency against [tool.edge.check]'s limits (default 5 %). Exit 1 on a "
                    "regression, 3 when it cannot tell, else 0.")
+@click.option("--calibration", type=click.Path(path_type=Path), metavar="DIR",
+              help="For a .tflite given: a folder of its inputs, one .npy (or .npz for "
+                   "several inputs, in the model's order) per sample, shaped as the model's "
+                   "inputs; full-integer int8 is calibrated on them, and every rewrite is "
+                   "compared with the given file on them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No live progress line on a terminal (stage, board, elapsed time); "
@@ -125,13 +130,14 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
            coordinator: str | None, priority: int, busy_wait: float, conversion_cache: Path,
-           against: str | None, as_json: bool, quiet: bool,
+           against: str | None, calibration: Path | None, as_json: bool, quiet: bool,
            **job: Unpack[JobOptions]) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
     calibration_data() and eval_data()) or a float .tflite file, measured as given
-    and, with --recipe fp16,int8-dynamic,int4-weight, rewritten by those recipes.
+    and, with --recipe fp16,int8-dynamic,int4-weight, rewritten by those recipes
+    (int8 too, calibrated on --calibration DIR).
 
     Exit status 0 when every variant was measured; 3 when one failed to build or to
     run (each is named on stderr; the measured ones are stored and reported).
@@ -166,7 +172,8 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
                                   conversion_cache=conversion_cache.expanduser(),
                                   lab_file=lab_file, progress=progress,
                                   coordinator=coordinator, priority=priority,
-                                  against=against, thresholds=thresholds)
+                                  against=against, thresholds=thresholds,
+                                  calibration=calibration)
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},

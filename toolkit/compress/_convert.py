@@ -10,10 +10,13 @@ from __future__ import annotations
 import itertools
 import re
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
+
+import numpy as np
 
 from toolkit.compress._recipes import (
     ConversionConfig,
@@ -93,6 +96,41 @@ def requantize_file(float_path: Path, config: ConversionConfig,
     if isinstance(config, Fp16Config):
         return _fp16(float_path, target)
     raise CompressError(f"{config.recipe} does not rewrite a file's weights", recipe=config.recipe)
+
+
+def calibrate_file(float_path: Path, config: Int8StaticConfig,
+                   samples: Iterable[Sequence[np.ndarray]], target: Path) -> ConversionDetails:
+    """Write ``target``: the float file ``float_path`` as full-integer int8 (int8 weights per
+    channel, int8 activations and inputs/outputs) through ai-edge-quantizer's static recipe,
+    its activation ranges calibrated on at most ``config.calibration_samples`` of
+    ``samples`` (each the inputs in the file's input order); returns the manifest details."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    # The host's LiteRT, whose signature runners ai-edge-quantizer calibrates through.
+    interpreter = Interpreter(model_path=str(float_path))
+    signatures = list(interpreter.get_signature_list())
+    if not signatures:
+        raise CompressError(f"{config.recipe}: {float_path.name} has no signature, through "
+                            "which ai-edge-quantizer calibrates", recipe=config.recipe)
+    # ai-edge-quantizer feeds a signature by input name; the samples follow the file's order.
+    named = interpreter.get_signature_runner(signatures[0]).get_input_details()
+    name_of = {detail["index"]: name for name, detail in named.items()}
+    order = [name_of[detail["index"]] for detail in interpreter.get_input_details()]
+    feeds = [dict(zip(order, (np.asarray(value) for value in sample), strict=True))
+             for sample in itertools.islice(samples, config.calibration_samples)]
+    rewriting = quantizer.Quantizer(str(float_path))
+    rewriting.load_quantization_recipe(recipe.static_wi8_ai8())
+    with warnings.catch_warnings():
+        # Calibration keeps every tensor, which LiteRT warns is for debugging only.
+        warnings.simplefilter("ignore", UserWarning)
+        calibration = rewriting.calibrate({signatures[0]: feeds})
+        rewriting.quantize(calibration).export_model(str(target), overwrite=True)
+    return {"weights": "int8, per channel", "activations": "int8, calibrated (min-max)",
+            "tool": "ai-edge-quantizer static_wi8_ai8",
+            "calibration": {"samples_requested": config.calibration_samples,
+                            "samples_used": len(feeds), "source": "--calibration",
+                            "method": "min-max"}}
 
 
 def compress_failure(what: str, exc: BaseException, model_file: Path) -> CompressError:

@@ -2,11 +2,14 @@
 
 Only recipes that rewrite a float file's weights can start from a ``.tflite``
 (``fp16``, ``int8-dynamic``, ``int4-weight``, through ai-edge-quantizer, the same rules
-as for a torch model's fp32 file); ``fp32`` is the file as given. Pruning, distillation,
-clustering and QAT change the model before conversion, and full-integer ``int8`` needs
-calibration inputs a ``.tflite`` does not carry: they are refused before anything is
-built (:func:`refusal`). The given file is the baseline every variant is judged against,
-on seeded random inputs: a ``.tflite`` has no labels, so agreement is by cosine.
+as for a torch model's fp32 file); ``fp32`` is the file as given; full-integer ``int8``
+(ai-edge-quantizer's static recipe) when the user gives calibration inputs
+(``--calibration DIR``, :mod:`toolkit.model.calibration`), since a ``.tflite`` carries none.
+Pruning, distillation, clustering and QAT change the model before conversion: they, and
+``int8`` without calibration inputs, are refused before anything is built
+(:func:`refusal`). The given file is the baseline every variant is judged against, on the
+calibration inputs where given (the user's real inputs; int8 was calibrated on the same),
+else on seeded random inputs: a ``.tflite`` has no labels, so agreement is by cosine.
 
 Variants are named after the file: the file as given is ``NAME.tflite``, the others keep
 their recipe names (``fp16``) and are written ``NAME.fp16.tflite`` beside it, so that no
@@ -28,7 +31,7 @@ import numpy as np
 from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import ARTIFACT_MODE, Artifact, FailedVariant, describe_artifact
-from toolkit.compress._convert import WEIGHT_ONLY, requantize_file
+from toolkit.compress._convert import WEIGHT_ONLY, calibrate_file, requantize_file
 from toolkit.compress._given import judged_against_given, rewrite_each
 from toolkit.compress._recipes import Chain, Fp32Config, Int8StaticConfig
 from toolkit.compress._usable import check_loads
@@ -37,7 +40,7 @@ from toolkit.links import place
 from toolkit.model.load import ModelSource
 from toolkit.run.cancel import interrupts_deferred
 
-__all__ = ["AS_GIVEN", "build_from_tflite", "refusal"]
+__all__ = ["AS_GIVEN", "build_from_tflite", "calibration_samples", "refusal"]
 
 #: The config recipe of the file deployed as given.
 AS_GIVEN = "as-is"
@@ -45,18 +48,19 @@ AS_GIVEN = "as-is"
 FIDELITY_SAMPLES = 32
 
 
-def refusal(chain: Chain, data: bytes) -> str | None:
-    """Why ``chain`` cannot be built from the ``.tflite`` whose bytes are ``data``, or None
-    when it can."""
+def refusal(chain: Chain, data: bytes, *, calibrated: bool = False) -> str | None:
+    """Why ``chain`` cannot be built from the ``.tflite`` whose bytes are ``data`` (with
+    calibration inputs given when ``calibrated``), or None when it can."""
     if chain.transforms:
         return ("needs the PyTorch model: pruning, distillation and clustering change the "
                 "model before it is converted; deploy the .py model file for it")
-    if isinstance(chain.conversion, Int8StaticConfig):
-        return ("needs calibration inputs, which a .tflite does not carry; use int8-dynamic, "
-                "or deploy the .py model file with calibration_data()")
-    if not isinstance(chain.conversion, (Fp32Config, *WEIGHT_ONLY)):
+    if isinstance(chain.conversion, Int8StaticConfig) and not calibrated:
+        return ("needs calibration inputs, which a .tflite does not carry: give a folder of "
+                "them with --calibration DIR (one .npy or .npz per sample), or use "
+                "int8-dynamic")
+    if not isinstance(chain.conversion, (Fp32Config, Int8StaticConfig, *WEIGHT_ONLY)):
         return "needs the PyTorch model; deploy the .py model file for it"
-    if isinstance(chain.conversion, WEIGHT_ONLY):
+    if isinstance(chain.conversion, (Int8StaticConfig, *WEIGHT_ONLY)):
         quantized = quantized_weights(data)
         if quantized:
             return (f"rewrites float weights, and the file's are already quantized "
@@ -100,22 +104,28 @@ def build_from_tflite(source: ModelSource, chains: list[Chain], folder: Path, *,
     place(source.path, given, link=False)
     given.chmod(ARTIFACT_MODE)
     artifacts = [describe_artifact(source.path.name, given, config={"recipe": AS_GIVEN})]
-    inputs = _random_inputs(given)
+    calibration = calibration_samples(source, given)
+    inputs = (calibration[:FIDELITY_SAMPLES], "the --calibration inputs") if calibration \
+        else (_random_inputs(given), "seeded random inputs")
     return [*artifacts, *rewrite_each(
         source, chains, folder, doing=f"rewriting {source.path.name}'s weights",
-        rewrite=lambda chain, target: _rewritten(chain, given, target, inputs),
+        rewrite=lambda chain, target: _rewritten(chain, given, target, inputs, calibration),
         progress=progress, failed=failed)]
 
 
 def _rewritten(chain: Chain, given: Path, target: Path,
-               inputs: list[tuple[np.ndarray, ...]]) -> Artifact:
+               inputs: tuple[list[tuple[np.ndarray, ...]], str],
+               calibration: list[tuple[np.ndarray, ...]]) -> Artifact:
     from device_agent.runtime import find_runtime
 
+    conversion = chain.conversion
     try:
         # ai-edge-quantizer prints its own summary; Ctrl-C waits until it returns, as
         # for every conversion (raised inside it, it could be swallowed).
         with interrupts_deferred(), captured_native_output():
-            details = requantize_file(given, chain.conversion, target)
+            details = calibrate_file(given, conversion, calibration, target) \
+                if isinstance(conversion, Int8StaticConfig) \
+                else requantize_file(given, conversion, target)
     except Exception as exc:  # noqa: BLE001 - the quantizer raises anything on a file it cannot rewrite
         target.unlink(missing_ok=True)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -123,7 +133,29 @@ def _rewritten(chain: Chain, given: Path, target: Path,
                             f"{given.name}: {first}", recipe=chain.recipe) from None
     target.chmod(ARTIFACT_MODE)  # ai-edge-quantizer writes its files executable (0755)
     check_loads(target, chain.recipe)
-    return judged_against_given(chain, target, given, inputs, find_runtime(), details)
+    samples, inputs_from = inputs
+    return judged_against_given(chain, target, given, samples, find_runtime(), details,
+                                inputs_from=inputs_from)
+
+
+def calibration_samples(source: ModelSource, given: Path) -> list[tuple[np.ndarray, ...]]:
+    """The ``--calibration`` samples (none without it), each checked against the inputs of
+    ``given`` (a :class:`UsageError` naming the first that differs)."""
+    from device_agent.runtime import find_runtime
+    from toolkit.model.calibration import check_shapes
+
+    if source.calibration_data is None:
+        return []
+    with captured_native_output():
+        details: list[TensorDetail] = find_runtime().interpreter_class(
+            model_path=str(given)).get_input_details()
+    wanted = [(tuple(int(n) for n in d["shape"]), str(d["name"])) for d in details]
+    samples = []
+    for number, (inputs, _label) in enumerate(source.calibration_data()):
+        arrays = tuple(np.asarray(value) for value in inputs)
+        check_shapes(arrays, wanted, f"--calibration sample {number + 1}")
+        samples.append(arrays)
+    return samples
 
 
 def _random_inputs(path: Path) -> list[tuple[np.ndarray, ...]]:

@@ -1,6 +1,7 @@
 """What the variants of a file a user gives (a ``.tflite`` or an ``.onnx``) share: each
 chain's rewrite of the given file built in turn, a failure recorded beside the others,
-and each rewrite judged against the given file by cosine on seeded random inputs.
+and each rewrite judged against the given file by cosine (on seeded random inputs, or
+the user's calibration inputs where given).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ def rewrite_each(source: ModelSource, chains: list[Chain], folder: Path, *,
 
 def judged_against_given(chain: Chain, target: Path, given: Path,
                          inputs: list[tuple[np.ndarray, ...]], runtime: Runtime,
-                         details: Mapping[str, object]) -> Artifact:
+                         details: Mapping[str, object], *,
+                         inputs_from: str = "seeded random inputs") -> Artifact:
     """``target``, the rewrite of ``given`` by ``chain``, described with its agreement with
-    ``given`` on ``inputs`` as ``runtime`` computes both."""
+    ``given`` on ``inputs`` (``inputs_from`` says what they are) as ``runtime`` computes
+    both."""
     from toolkit.compress.evaluate import file_fidelity
 
     fidelity = file_fidelity(target, given, inputs)
@@ -58,8 +61,10 @@ def judged_against_given(chain: Chain, target: Path, given: Path,
             "cosine_with_source": fidelity["cosine_similarity"],
             **({"degenerate": fidelity["degenerate"]} if fidelity.get("degenerate") else {}),
             "ok": agrees(fidelity, "cosine")}
+    calibration = details.get("calibration")
     return describe_artifact(
         chain.recipe, target, config=chain.to_dict(), details=details,
+        calibration=calibration if isinstance(calibration, Mapping) else None,
         fidelity={**fidelity, "agreement_metric": "cosine",
-                  "inputs_from": "seeded random inputs", "reference": f"given {given.name}"},
+                  "inputs_from": inputs_from, "reference": f"given {given.name}"},
         runtime_compat=[host])

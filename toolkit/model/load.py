@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, TypeAlias, TypeGuard, TypeVar, cast
 
 from device_agent.protocol import sha256_file
 from toolkit._quiet import captured_native_output
-from toolkit.errors import ModelError
+from toolkit.errors import ModelError, UsageError
 from toolkit.model.onnx_file import check_onnx
 from toolkit.model.tflite_ops import check_custom_ops
 
@@ -95,8 +95,11 @@ class ModelSource:
         return self.as_given and self.path.suffix == ".onnx"
 
 
-def load_model_source(path: str | Path) -> ModelSource:
-    """Load a model file, checking that its model accepts its own example input."""
+def load_model_source(path: str | Path, *, calibration: Path | None = None) -> ModelSource:
+    """Load a model file, checking that its model accepts its own example input.
+
+    ``calibration``: a folder of calibration inputs for a ``.tflite`` or ``.onnx``
+    (:mod:`toolkit.model.calibration`); a model file's own ``calibration_data()`` is its."""
     path = Path(path)
     if path.is_dir():
         raise ModelError(_folder_given(path), path=path)
@@ -104,16 +107,22 @@ def load_model_source(path: str | Path) -> ModelSource:
         raise ModelError(f"model file {path} does not exist", path=path)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    if path.suffix == ".tflite":
-        check_tflite(path, data)
-        check_custom_ops(path, data)
-        return ModelSource(path=path, sha256=digest)
-    if path.suffix == ".onnx":
-        check_onnx(path, data)
-        return ModelSource(path=path, sha256=digest)
-    if path.suffix != ".py":
+    if path.suffix not in (".tflite", ".onnx", ".py"):
         raise ModelError(f"model file {path} must be a .py model file, a .tflite file or an "
                          ".onnx file", path=path)
+    if path.suffix == ".py" and calibration is not None:
+        raise UsageError(f"--calibration is for a .tflite or .onnx; {path.name} calibrates "
+                         "with its own calibration_data()")
+    if path.suffix in (".tflite", ".onnx"):
+        if path.suffix == ".tflite":
+            check_tflite(path, data)
+            check_custom_ops(path, data)
+        else:
+            check_onnx(path, data)
+        from toolkit.model.calibration import calibration_inputs
+
+        return ModelSource(path=path, sha256=digest, calibration_data=calibration_inputs(
+            calibration) if calibration is not None else None)
     with _reads_recorded() as read, _folder_importable(path) as helpers:
         namespace = _import_file(path, digest)
         build_model = _required(namespace, "build_model", path)

@@ -93,7 +93,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            coordinator: str | None = None, priority: int = 0,
            busy_wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS,
            against: str | None = None,
-           thresholds: Thresholds | None = None) -> DeployOutcome:
+           thresholds: Thresholds | None = None,
+           calibration: Path | None = None) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report.
 
     The preset of :func:`toolkit.run.execute.execute` for one model: boards one after the
@@ -119,6 +120,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     file's) allots, reserved with ``priority`` (:mod:`toolkit.labgrid.hold`); its results
     are named by the place that ran them.  A board another job holds is waited for up to
     ``busy_wait_seconds`` (0: the deploy fails at once, before compressing).
+    ``calibration``: a folder of calibration inputs (one ``.npy``/``.npz`` per sample) for
+    full-integer ``int8`` of a ``.tflite`` given (:mod:`toolkit.model.calibration`).
     ``against`` (a run id or tag in the store): after the measurement, each target measures
     every variant's new file side by side with that run's file of the same variant
     (:mod:`toolkit.gate.paired`), judged against ``thresholds``; the figures go into the
@@ -141,7 +144,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                  busy_wait_seconds=busy_wait_seconds,
                                  conversion_cache=Path(conversion_cache) if conversion_cache
                                  else None),
-                   out_dir=Path(out_dir), store_path=store_path, tags=tuple(tags))
+                   out_dir=Path(out_dir), store_path=store_path, tags=tuple(tags),
+                   calibration=calibration)
     paired: list[PairedOutcome] = []
     steps = None
     if against is not None:

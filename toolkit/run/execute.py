@@ -143,7 +143,7 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
     sources = []
     for path in plan.models:
         say(f"loading {path.name}")
-        sources.append(load_model_source(path))
+        sources.append(load_model_source(path, calibration=plan.calibration))
         plan.check_model(sources[-1])
         for target in named:
             check_runtime(target, sources[-1])

@@ -99,6 +99,8 @@ class RunPlan:
     out_dir: Path = DEFAULT_OUT_DIR
     store_path: str | Path | None = None
     tags: tuple[str, ...] = ()
+    #: Calibration inputs for a ``.tflite`` or ``.onnx`` given (:mod:`toolkit.model.calibration`).
+    calibration: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.boards:
@@ -135,11 +137,12 @@ class RunPlan:
                     raise UsageError(f"{chain.recipe} on {source.path.name}: {why}")
             return
         if source.is_tflite:
-            from toolkit.compress._from_tflite import refusal
+            from toolkit.compress._from_tflite import calibration_samples, refusal
 
+            calibration_samples(source, source.path)  # each sample fits the file's inputs
             data = source.path.read_bytes()
             for chain in self.chains(source):
-                reason = refusal(chain, data)
+                reason = refusal(chain, data, calibrated=source.calibration_data is not None)
                 if reason:
                     raise UsageError(f"{chain.recipe} on {source.path.name}: {reason}")
             return
