@@ -1,9 +1,12 @@
 """Recipes on float .tflite files from another toolchain: sizes, agreement, latency.
 
     python benchmarks/tflite_recipes.py FILE.tflite [FILE.tflite ...] [--target local]
+        [--calibration DIR]
 
 Each file is deployed with ``edge deploy FILE --recipe fp16,int8-dynamic,int4-weight``
-(one deploy per file, the file as given measured beside its rewrites) and one row per
+(one deploy per file, the file as given measured beside its rewrites; with
+``--calibration DIR``, full-integer ``int8`` calibrated on DIR's inputs too, and every
+rewrite compared with the given file on them) and one row per
 variant is printed: size and its ratio to the given file, cosine with the given file's
 outputs on the host, the board's output check, p50 and p99, peak memory and the verdict.
 Files to try: ``tests/data/keras_cnn.tflite``, or Keras's MobileNetV2 made by
@@ -22,9 +25,11 @@ from pathlib import Path
 RECIPES = "fp16,int8-dynamic,int4-weight"
 
 
-def deploy(model: Path, target: str, out: Path) -> list[dict]:
+def deploy(model: Path, target: str, out: Path, calibration: Path | None) -> list[dict]:
+    extra = ["--recipe", RECIPES + ",int8", "--calibration", str(calibration)] \
+        if calibration else ["--recipe", RECIPES]
     done = subprocess.run([sys.executable, "-m", "toolkit", "deploy", str(model), "--target",
-                           target, "--recipe", RECIPES, "-o", str(out), "--json", "-q"],
+                           target, *extra, "-o", str(out), "--json", "-q"],
                           capture_output=True, text=True, check=False)
     if done.returncode not in (0, 3):
         sys.exit(f"edge deploy {model} failed: {done.stderr.strip().splitlines()[-1]}")
@@ -35,13 +40,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--target", default="local")
+    parser.add_argument("--calibration", type=Path, metavar="DIR",
+                        help="Inputs to calibrate int8 on (one .npy per sample).")
     args = parser.parse_args()
     print("| file | variant | size | vs given | cosine with given | board output check | "
           "p50 ms | p99 ms | peak MiB | verdict |")
     print("|---|---|---:|---:|---:|---|---:|---:|---:|---|")
     for model in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            records = deploy(model, args.target, Path(tmp) / "out")
+            records = deploy(model, args.target, Path(tmp) / "out", args.calibration)
         given = next(r for r in records if r.get("config", {}).get("recipe") == "as-is")
         for r in records:
             if r["status"] != "ok":
