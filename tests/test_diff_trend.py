@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from toolkit.results.diff import diff_runs
 from toolkit.results.store import ResultsStore
 from toolkit.results.trend import METRICS, find_changes, trend
 
+from .hostile import Elements
 from .records import BOARD, make_run, record
 
 
@@ -155,3 +158,26 @@ def test_edge_trend_takes_one_target(tmp_path: Path) -> None:
     _series(path, [1.0] * 3)
     two = invoke("trend", "--target", "local,lab-1", "--variant", "int8", "--store", str(path))
     assert two.exit_code == 2 and "give one --target" in two.output
+
+
+def test_each_point_of_the_trend_page_links_to_its_run_whatever_its_folder(
+        tmp_path: Path) -> None:
+    """A run folder from the store is hostile too: quoted into a relative path, escaped."""
+    path, page = tmp_path / "s.sqlite", tmp_path / "pages" / "trend.html"
+    folders = [str(tmp_path / "out" / "runs" / "r-1"), 'javascript:alert(1)//"><script>x',
+               "edge-out/runs/r 3"]
+    with ResultsStore(path) as store:
+        for index, folder in enumerate(folders):
+            run = make_run(f"r-{index + 1}", [record("int8")],
+                           created_at=f"2026-11-01T0{index}:00:00")
+            store.add_run(dataclasses.replace(run, report_dir=folder))
+    page.parent.mkdir()
+    assert invoke("trend", "--target", "local", "--variant", "int8", "--store", str(path),
+                  "--html", str(page)).exit_code == 0
+    text = page.read_text()
+    assert Elements(text).injected() == [] and "<script>" not in text
+    links = [value or "" for _, name, value in Elements(text).attributes if name == "href"]
+    # each run from the chart, then from the table; each a path from the page's folder
+    assert all(link.startswith("./") and ":" not in link for link in links)
+    assert [(page.parent / unquote(link)).resolve() for link in links] == [
+        Path(folder, "report.html").resolve() for _ in (1, 2) for folder in folders]

@@ -52,7 +52,7 @@ def trend_command(targets: tuple[str, ...], variant: str, model_name: str | None
         from toolkit.cli.runs import write_output
         from toolkit.report.trend_page import render_trend_page
 
-        write_output(html, render_trend_page(found))
+        write_output(html, render_trend_page(found, page_dir=html.parent))
         click.echo(f"wrote {html}", err=True)
     if as_json:
         click.echo(json.dumps(found.to_dict(), indent=1))

@@ -459,10 +459,11 @@ def pareto_front(points: Sequence[tuple[str, float, float]]) -> list[str]:
 
 def trend_plot(title: str, values: Sequence[float], changes: Sequence[int], *, plot_id: str,
                label: Callable[[float], str], caption: str,
-               names: Sequence[str] = ()) -> str:
+               names: Sequence[str] = (), links: Sequence[str] = ()) -> str:
     """A figure over runs (x: run number, oldest first), each segment's median drawn as a
     level and a dashed line before each run in ``changes`` (the first of a new level);
-    ``names`` (one per run) are the points' tooltips."""
+    ``names`` (one per run) are the points' tooltips, ``links`` (one per run, "" for none)
+    the URLs a click on each point opens."""
     height = 340.0
     left, right = 78.0, WIDTH - 20.0
     top, bottom = float(_TOP), height - _BOTTOM
@@ -490,7 +491,9 @@ def trend_plot(title: str, values: Sequence[float], changes: Sequence[int], *, p
                         'stroke-opacity="0.5"/>')
     for i, value in enumerate(values):
         name = names[i] if i < len(names) else f"run {i + 1}"
-        canvas.parts.append(f'<circle class="mark" cx="{sx(i + 1):.1f}" cy="{sy(value):.1f}" '
-                            f'r="3.5" fill="{PALETTE[0]}"><title>{escape(name)}: '
-                            f'{escape(label(value))}</title></circle>')
+        point = (f'<circle class="mark" cx="{sx(i + 1):.1f}" cy="{sy(value):.1f}" r="3.5" '
+                 f'fill="{PALETTE[0]}"><title>{escape(name)}: {escape(label(value))}</title>'
+                 '</circle>')
+        link = links[i] if i < len(links) else ""
+        canvas.parts.append(f'<a href="{escape(link)}">{point}</a>' if link else point)
     return canvas.svg()

@@ -139,6 +139,8 @@ class FigurePoint:
     sha256: str
     verdict: str
     value: float
+    #: The run's folder as stored (its ``report.html`` is there), for a link to the run.
+    report_dir: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -400,14 +402,14 @@ class ResultsStore:
             params["model"] = model_name
         rows = self._rows(
             f"""SELECT s.run_id, r.created_at, r.model_name, {field(*STORED_PATHS["sha256"])},
-                       {field(*STORED_PATHS["verdict"])}, {field(*path)}
+                       {field(*STORED_PATHS["verdict"])}, {field(*path)}, r.report_dir
                 FROM results s JOIN runs r ON r.run_id = s.run_id
                 WHERE s.target = :target AND s.variant = :variant AND s.status = 'ok'
                   {"AND r.model_name = :model" if model_name is not None else ""}
                 ORDER BY r.created_at, r.{self._db.order_column}""", params)
         return [FigurePoint(run_id=str(row[0]), created_at=str(row[1]), model_name=str(row[2]),
                             sha256=str(row[3] or ""), verdict=str(row[4] or ""),
-                            value=_number(row[5]))
+                            value=_number(row[5]), report_dir=str(row[6]))
                 for row in rows if row[5] is not None]
 
     def tag(self, name: str, ref: str) -> str:
