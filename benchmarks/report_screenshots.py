@@ -10,9 +10,15 @@ calibration data); the multi-output profile is ``edge deploy tests/models/two_he
 --profile`` (two inputs, two outputs, fp32 and int8-dynamic, each profiled operator by
 operator).  ``--from-records`` takes them from stored-shape records instead
 (tests/report_cases.py: seconds, no conversion, no sshd; the profile there is the digits
-CNN's).  Each report is written as NAME.html beside NAME.png, and each page is laid out
-through the geometry probe of tests/test_report.py: a clipped or overlapping label, a
-point label over another variant's marker or a chart narrower than the page stops it.
+CNN's).  Two ``edge trend --html`` pages follow: 32 runs of the README model on ``local``
+with a slower file of the same name swapped in from run 17 (``trend-step``), and 30 runs
+without a step (``trend-steady``); real deploys stored by benchmarks/trend.py's
+``store_series`` under OUT_DIR/trend-runs/ (each page's points link to those runs'
+reports), or with ``--from-records`` tests/report_cases.py's ``trend_runs`` (seeded
+noise, a ~15 % slower level from run 17), whose reports are written there too.  Each
+page is written as NAME.html beside NAME.png, and laid out through the geometry probe of
+tests/test_report.py: a clipped or overlapping label, a point label over another
+variant's marker or a chart narrower than the page stops it.
 
 Usage::
 
@@ -23,28 +29,40 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from trend import store_series  # noqa: E402  (a sibling script, not a package)
 
 from tests.chromium import Chromium, chromium_binary  # noqa: E402
 from tests.lab import Sshd  # noqa: E402
 from tests.report_cases import (  # noqa: E402
+    STEP_AT,
     failed_variant_run,
     profiled_run,
     readme_run,
+    stored_trend,
     thread_sweep_run,
+    trend_runs,
     two_board_run,
 )
 from tests.test_report import GEOMETRY  # noqa: E402
-from toolkit.report.render import render_html  # noqa: E402
+from toolkit.report.render import render_html, write_report  # noqa: E402
+from toolkit.report.trend_page import render_trend_page  # noqa: E402
 from toolkit.results.store import ResultsStore, StoredRun  # noqa: E402
+from toolkit.results.trend import Trend, trend  # noqa: E402
 
 #: Short enough for a busy 2-core machine, long enough for a few hundred runs per variant.
 SHORT = ("--target", "local", "--min-runs", "200", "--min-seconds", "0.5", "--cooldown", "0")
@@ -102,6 +120,23 @@ def deployed_multi_output_with_profile(work: Path) -> StoredRun:
         return store.get_run("latest")
 
 
+def deployed_series(folder: Path, runs: int, *, swap: int | None) -> Trend:
+    """The p50 trend of ``runs`` real deploys of the README model kept in ``folder``."""
+    with ResultsStore(store_series(folder, runs, swap=swap)) as store:
+        return trend(store, target="local", variant="fp32")
+
+
+def recorded_series(folder: Path, runs: list[StoredRun]) -> Trend:
+    """The p50 trend of stored-shape ``runs``, each given a folder under ``folder`` with its
+    report, so that the page's links open them."""
+    placed = [dataclasses.replace(run, report_dir=str(folder / "runs" / run.run_id))
+              for run in runs]
+    for run in placed:
+        Path(run.report_dir).mkdir(parents=True, exist_ok=True)
+        write_report(run, Path(run.report_dir))
+    return stored_trend(placed, folder / "results.sqlite")
+
+
 def layout_problems(probe: str) -> list[str]:
     """What the geometry probe found wrong in each chart of a page, one line each."""
     problems = []
@@ -126,21 +161,35 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edge-screenshots-") as scratch:
         work = Path(scratch)
+        series = args.out_dir / "trend-runs"
+        shutil.rmtree(series, ignore_errors=True)  # a series of its own on every call
         if args.from_records:
             runs = {"readme-example": readme_run(), "thread-sweep": thread_sweep_run(),
                     "two-boards": two_board_run(), "failed-variant": failed_variant_run(),
                     "profile": profiled_run()}
+            trends = {"trend-step": recorded_series(series / "step", trend_runs()),
+                      "trend-steady": recorded_series(series / "steady",
+                                                      trend_runs(30, step=False))}
         else:
             runs = {"readme-example": deployed(work / "readme"),
                     "thread-sweep": deployed(work / "sweep", "--threads", "1,2,4"),
                     "two-boards": benched_on_two_boards(work),
                     "failed-variant": deployed_with_a_failed_variant(work),
                     "multi-output-profile": deployed_multi_output_with_profile(work)}
+            trends = {"trend-step": deployed_series(series / "step", 32, swap=STEP_AT),
+                      "trend-steady": deployed_series(series / "steady", 30, swap=None)}
+        pages: dict[str, Callable[[], str]] = {name: partial(render_html, run)
+                                               for name, run in runs.items()}
+        pages.update({name: partial(render_trend_page, found, page_dir=args.out_dir)
+                      for name, found in trends.items()})
+        for name, found in trends.items():
+            print(f"{name}: change points: "
+                  f"{', '.join(f'run {c.index + 1}' for c in found.changes) or 'none'}")
         with Chromium(work / "profile") as browser:
-            for name, run in runs.items():
+            for name, render in pages.items():
                 started = time.monotonic()
                 html = args.out_dir / f"{name}.html"
-                html.write_text(render_html(run), encoding="utf-8")
+                html.write_text(render(), encoding="utf-8")
                 rendered = time.monotonic() - started
                 page = browser.open(html, probe=GEOMETRY)
                 if page.errors:
@@ -150,7 +199,7 @@ def main() -> None:
                 problems = layout_problems(page.probe)
                 if problems:
                     raise SystemExit(f"{name}: " + "; ".join(problems))
-                print(f"{png}: {len(json.loads(page.probe))} charts laid out cleanly, report "
+                print(f"{png}: {len(json.loads(page.probe))} charts laid out cleanly, page "
                       f"rendered in {1000 * rendered:.0f} ms")
 
 

@@ -27,10 +27,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paired_gate import SLOWER  # noqa: E402  (a sibling script, not a package)
 
 
-def deploy(model: Path, work: Path) -> None:
+def deploy(model: Path, out: Path) -> None:
     subprocess.run([*EDGE, "deploy", str(model), "--target", "local", "--recipe", "fp32",
-                    "--min-runs", "50", "--min-seconds", "0.2", "-o", str(work / "out")],
+                    "--min-runs", "50", "--min-seconds", "0.2", "-o", str(out)],
                    check=True, capture_output=True)
+
+
+def store_series(work: Path, runs: int, *, swap: int | None, channels: int = 8) -> Path:
+    """Deploy the README model ``runs`` times into ``work/out`` (the slower file of the same
+    name from run ``swap + 1`` on; None: never) and return the store they are in."""
+    source = REPO / "examples" / "digits_cnn.py"
+    slower = work / "slower" / "digits_cnn.py"  # the same name: the same model's series
+    if swap is not None:
+        slower.parent.mkdir(parents=True, exist_ok=True)
+        slower.write_text(SLOWER.format(name=source.stem, kind="conv", size=channels,
+                                        path=str(source)))
+    for index in range(runs):
+        deploy(source if swap is None or index < swap else slower, work / "out")
+    return work / "out" / "results.sqlite"
 
 
 def main() -> None:
@@ -43,20 +57,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edge-trend-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        source = REPO / "examples" / "digits_cnn.py"
-        slower = work / "slower" / "digits_cnn.py"  # the same name: the same model's series
-        slower.parent.mkdir(exist_ok=True)
-        slower.write_text(SLOWER.format(name=source.stem, kind="conv", size=args.channels,
-                                        path=str(source)))
         swap = args.runs // 2
-        print(f"{args.runs} runs of {source.name} (fp32, local), the slower file from run "
+        print(f"{args.runs} runs of digits_cnn.py (fp32, local), the slower file from run "
               f"#{swap + 1}; load {os.getloadavg()[0]:.1f}", flush=True)
         started = time.monotonic()
-        for index in range(args.runs):
-            deploy(source if index < swap else slower, work)
+        store = store_series(work, args.runs, swap=swap, channels=args.channels)
         print(f"stored in {time.monotonic() - started:.0f} s; load "
               f"{os.getloadavg()[0]:.1f}\n", flush=True)
-        store = work / "out" / "results.sqlite"
         shown = subprocess.run([*EDGE, "trend", "--target", "local", "--variant", "fp32",
                                 "--store", str(store)], check=True, capture_output=True,
                                text=True).stdout

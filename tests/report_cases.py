@@ -3,16 +3,19 @@
 Each is shaped like what ``edge deploy`` / ``edge bench`` store: a digits-sized model
 whose medians are microseconds, boards that differ by 3-4x, a ``--threads`` sweep, a
 variant that failed to build, and a shared machine's hiccup (one run of 15 ms among
-runs of a few microseconds).
+runs of a few microseconds); and series of runs for ``edge trend``'s page.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from toolkit.results.store import StoredRun
+from toolkit.results.store import ResultsStore, StoredRun
+from toolkit.results.trend import Trend, trend
 
 from .records import BOARD, make_run, record
 
@@ -183,6 +186,34 @@ def profiled_run() -> StoredRun:
     int8 = measured("int8", 0.0182, seed=2)
     fp32["profile"], int8["profile"] = digits_profile(False), digits_profile(True)
     return make_run("r-profile", [fp32, int8])
+
+
+#: The first run of the slower level in :func:`trend_runs` with a step (run 17 of 32).
+STEP_AT = 16
+
+
+def trend_runs(count: int = 32, *, step: bool = True, seed: int = 5) -> list[StoredRun]:
+    """``count`` runs of the README model (fp32 on ``local``), one an hour, whose medians
+    wander by 3 % from run to run (seeded); with ``step``, a file about 15 % slower from
+    run ``STEP_AT + 1`` on, as a slower variant swapped in halfway would be."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for index, noise in enumerate(rng.lognormal(0.0, 0.03, count)):
+        slower = step and index >= STEP_AT
+        result = measured("fp32", 0.0119 * (1.15 if slower else 1.0) * noise, seed=100 + index)
+        result["sha256"] = hashlib.sha256(b"slower" if slower else b"fp32").hexdigest()
+        runs.append(make_run(f"r-trend-{index + 1:02d}", [result],
+                             created_at=f"2026-11-{1 + index // 24:02d}T{index % 24:02d}"
+                                        ":00:00+00:00"))
+    return runs
+
+
+def stored_trend(runs: Sequence[StoredRun], store: Path) -> Trend:
+    """The p50 trend of fp32 on ``local`` over ``runs``, stored into a fresh ``store``."""
+    with ResultsStore(store) as opened:
+        for run in runs:
+            opened.add_run(run)
+        return trend(opened, target="local", variant="fp32")
 
 
 CASES = {"readme": readme_run, "thread-sweep": thread_sweep_run, "two-boards": two_board_run,

@@ -14,12 +14,13 @@ from click.testing import CliRunner
 from toolkit.cli.main import main
 from toolkit.report.render import render_html, render_markdown, report_plots, report_rows
 from toolkit.report.svgplot import Distribution, Point, latency_plot, pareto_front, tradeoff_plot
+from toolkit.report.trend_page import render_trend_page
 from toolkit.results.store import ResultsStore
 
 from .chromium import Chromium, chromium_binary
 from .hostile import Elements, hostile, hostile_run
 from .records import BOARD, make_run, record
-from .report_cases import CASES, PASSED, failed_variant_run
+from .report_cases import CASES, PASSED, STEP_AT, failed_variant_run, stored_trend, trend_runs
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -200,6 +201,60 @@ def test_charts_are_readable_as_chromium_lays_them_out(tmp_path: Path) -> None:
     assert "1 run: 15.2 ms" not in hiccup and "2 runs \u2264 15.2 ms" in hiccup
     assert "plot-threads-local" in laid_out["everything"][1]
     assert "plot-threads-rpi5" in laid_out["everything"][1]
+
+
+#: Where the trend page's points, change lines and table rows are, and what they link to.
+TREND = """JSON.stringify({
+  points: [...document.querySelectorAll('#plot-trend circle.mark')].map(c => {
+    const box = c.getBoundingClientRect(), link = c.closest('a');
+    return {x: box.left + box.width / 2,
+            link: link ? new URL(link.href.baseVal, document.baseURI).href : ''}; }),
+  changes: [...document.querySelectorAll('#plot-trend line.change')].map(l => {
+    const box = l.getBoundingClientRect(); return box.left + box.width / 2; }),
+  rows: [...document.querySelectorAll('tbody tr')].map(r => ({
+    change: r.classList.contains('change'), link: r.querySelector('a').href})),
+  said: [...document.querySelectorAll('body > p')].map(p => p.textContent)})"""
+
+
+@pytest.mark.integration  # a real headless Chromium
+@pytest.mark.skipif(chromium_binary() is None, reason="needs Debian's chromium "
+                    "(scripts/install-dev.sh installs it; CI always has it)")
+def test_the_trend_page_marks_the_step_at_its_run_and_links_each_point(tmp_path: Path) -> None:
+    """32 runs of the README model with a slower file from run 17: the chart laid out
+    cleanly, its one change line between runs 16 and 17, that row marked; 30 runs without
+    a step: no change point.  Every point and row opens its own run's report."""
+    pages = {}
+    for name, runs in (("step", trend_runs()), ("steady", trend_runs(30, step=False))):
+        path = tmp_path / f"{name}.html"
+        found = stored_trend(runs, tmp_path / f"{name}.sqlite")
+        path.write_text(render_trend_page(found, page_dir=tmp_path), encoding="utf-8")
+        pages[name] = runs, path
+    laid_out = {}
+    with Chromium(tmp_path / "profile") as browser:
+        for name, (_, path) in pages.items():
+            geometry, shown = (browser.open(path, probe=probe) for probe in (GEOMETRY, TREND))
+            assert geometry.errors == [] and shown.errors == [], name
+            laid_out[name] = json.loads(geometry.probe), json.loads(shown.probe)
+    for name, (runs, _) in pages.items():
+        [plot], shown = laid_out[name]
+        assert (plot["id"], plot["clipped"], plot["overlapping"], plot["covered"]) == (
+            "plot-trend", [], [], []), name
+        assert plot["width"] >= 0.9 * plot["page"], name
+        assert len(plot["marks"]) == len(runs) and all(
+            m["width"] > 0 and m["height"] > 0 for m in plot["marks"]), name
+        reports = [(Path.cwd() / run.report_dir / "report.html").as_uri() for run in runs]
+        assert [point["link"] for point in shown["points"]] == reports, name
+        assert [row["link"] for row in shown["rows"]] == reports, name
+    step = laid_out["step"][1]
+    xs = [point["x"] for point in step["points"]]
+    [change] = step["changes"]
+    assert xs[STEP_AT - 1] < change < xs[STEP_AT]
+    assert "change at run 17" in laid_out["step"][0][0]["ticks"]
+    assert [i for i, row in enumerate(step["rows"]) if row["change"]] == [STEP_AT]
+    assert step["said"][0].startswith(f"Changed at run r-trend-17 (#{STEP_AT + 1}): ")
+    steady = laid_out["steady"][1]
+    assert steady["changes"] == [] and not any(row["change"] for row in steady["rows"])
+    assert "No change point found." in steady["said"]
 
 
 def test_a_microsecond_model_beside_a_15_ms_hiccup_keeps_readable_boxes() -> None:
