@@ -63,3 +63,40 @@ def check_version(document: Mapping[str, object], where: str, version: int) -> N
     if found != version:
         raise ProtocolError(
             f"{where}.schema_version is {found!r}; this side speaks {version}")
+
+
+#: The clocks (MHz) a cluster of a clock reading may carry.
+CLUSTER_CLOCKS = ("cur_mhz", "min_mhz", "max_mhz", "cpuinfo_max_mhz")
+
+
+def validate_clock_block(value: object, where: str) -> None:
+    """The clock facts read before and after the runs (:mod:`device_agent.clocks`), as a
+    measured variant and a measured pair carry them."""
+    clocks = require_dict(value, where)
+    for key in ("before", "after"):
+        if key in clocks:
+            _validate_clock_state(clocks[key], f"{where}.{key}")
+
+
+def _validate_clock_state(value: object, where: str) -> None:
+    """One reading of :func:`device_agent.clocks.clock_state`: text, CPU numbers, clocks."""
+    state = require_dict(value, where)
+    if "governor" in state:
+        require_type(state["governor"], str, f"{where}.governor")
+    for index, entry in enumerate(require_list(state.get("clusters", []), f"{where}.clusters")):
+        at = f"{where}.clusters[{index}]"
+        cluster = require_dict(entry, at)
+        for cpu in require_list(cluster.get("cpus"), f"{at}.cpus"):
+            require_number(cpu, f"{at}.cpus[]", minimum=0)
+        if "governor" in cluster:
+            require_type(cluster["governor"], str, f"{at}.governor")
+        for key in CLUSTER_CLOCKS:
+            if key in cluster:
+                require_number(cluster[key], f"{at}.{key}", minimum=0)
+    if "jetson" in state:
+        jetson = require_dict(state["jetson"], f"{where}.jetson")
+        for key in ("nvpmodel", "nvpmodel_source"):
+            if key in jetson:
+                require_type(jetson[key], str, f"{where}.jetson.{key}")
+        if "jetson_clocks" in jetson:
+            require_type(jetson["jetson_clocks"], bool, f"{where}.jetson.jetson_clocks")

@@ -183,6 +183,30 @@ def governor_condition(states: Sequence[ClockState]) -> str:
     return ""
 
 
+def clock_summary(state: ClockState) -> str:
+    """``state`` in one line, as ``edge doctor`` and the paired gate say it: the governor,
+    each cluster's governor and clock (the current one where it is below the most), and a
+    Jetson's power mode: ``mixed (CPUs 0-3 schedutil at 408 of 1800 MHz, CPUs 4-5
+    performance up to 2400 MHz); nvpmodel MAXN; jetson_clocks applied``."""
+    clusters = []
+    for cluster in state.get("clusters", []):
+        text = f"CPUs {cpu_range(cluster.get('cpus', []))} {cluster.get('governor', '?')}"
+        if "max_mhz" in cluster:
+            cur = cluster.get("cur_mhz")
+            text += (f" at {cur:.0f} of {cluster['max_mhz']:.0f} MHz"
+                     if cur is not None and cur < cluster["max_mhz"]
+                     else f" up to {cluster['max_mhz']:.0f} MHz")
+        clusters.append(text)
+    summary = state.get("governor", NOT_EXPOSED) + (f" ({', '.join(clusters)})"
+                                                    if clusters else "")
+    jetson = state.get("jetson", {})
+    if "nvpmodel" in jetson:
+        summary += f"; nvpmodel {jetson['nvpmodel']}"
+    if "jetson_clocks" in jetson:
+        summary += f"; jetson_clocks {'applied' if jetson['jetson_clocks'] else 'not applied'}"
+    return summary
+
+
 class GovernorChange:
     """Setting every cluster's governor for a job (the ``set_governor`` setting), and
     putting back what each said before.

@@ -73,6 +73,7 @@ from .checks import (
     require_text,
     require_texts,
     require_type,
+    validate_clock_block,
 )
 from .paired_answer import validate_pair_results
 from .settings import (
@@ -112,8 +113,6 @@ JOB_STARTUP_SECONDS = 60.0
 #: Board facts besides the required ones: text when an agent sends them (reports show them).
 OPTIONAL_BOARD_TEXT = ("release", "cpu_model", "board_model", "cpu_governor")
 #: Figures of a measured variant besides the required ones: numbers >= 0 when sent.
-#: The clocks (MHz) a cluster of ``clocks`` may carry.
-_CLUSTER_CLOCKS = ("cur_mhz", "min_mhz", "max_mhz", "cpuinfo_max_mhz")
 OPTIONAL_FIGURES = ("model_load_ms", "allocate_ms", "warmup_runs_done", "wall_seconds",
                     "load_rss_growth_bytes")
 
@@ -327,10 +326,7 @@ def _validate_optional_figures(variant: Mapping[str, object], latency: Mapping[s
         if "throttled" in thermal:
             require_texts(thermal["throttled"], f"{where}.thermal.throttled")
     if "clocks" in variant:
-        clocks = require_dict(variant["clocks"], f"{where}.clocks")
-        for key in ("before", "after"):
-            if key in clocks:
-                _validate_clock_state(clocks[key], f"{where}.clocks.{key}")
+        validate_clock_block(variant["clocks"], f"{where}.clocks")
     if "power" in variant:
         power = require_dict(variant["power"], f"{where}.power")
         for key in ("idle_power_w", "active_power_w", "energy_per_inference_j",
@@ -365,30 +361,6 @@ def _validate_optional_figures(variant: Mapping[str, object], latency: Mapping[s
         attempts = require_list(variant["earlier_attempts"], f"{where}.earlier_attempts")
         for index, attempt in enumerate(attempts):
             require_dict(attempt, f"{where}.earlier_attempts[{index}]")
-
-
-def _validate_clock_state(value: object, where: str) -> None:
-    """One reading of :func:`device_agent.clocks.clock_state`: text, CPU numbers, clocks."""
-    state = require_dict(value, where)
-    if "governor" in state:
-        require_type(state["governor"], str, f"{where}.governor")
-    for index, entry in enumerate(require_list(state.get("clusters", []), f"{where}.clusters")):
-        at = f"{where}.clusters[{index}]"
-        cluster = require_dict(entry, at)
-        for cpu in require_list(cluster.get("cpus"), f"{at}.cpus"):
-            require_number(cpu, f"{at}.cpus[]", minimum=0)
-        if "governor" in cluster:
-            require_type(cluster["governor"], str, f"{at}.governor")
-        for key in _CLUSTER_CLOCKS:
-            if key in cluster:
-                require_number(cluster[key], f"{at}.{key}", minimum=0)
-    if "jetson" in state:
-        jetson = require_dict(state["jetson"], f"{where}.jetson")
-        for key in ("nvpmodel", "nvpmodel_source"):
-            if key in jetson:
-                require_type(jetson[key], str, f"{where}.jetson.{key}")
-        if "jetson_clocks" in jetson:
-            require_type(jetson["jetson_clocks"], bool, f"{where}.jetson.jetson_clocks")
 
 
 def _validate_profile(value: object, where: str) -> None:

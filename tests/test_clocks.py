@@ -20,6 +20,7 @@ from device_agent import protocol
 from device_agent.clocks import (
     GovernorChange,
     clock_state,
+    clock_summary,
     governor_condition,
     parse_cpu_list,
 )
@@ -120,6 +121,18 @@ def test_a_jetsons_power_mode_and_jetson_clocks(tmp_path: Path) -> None:
     assert from_status["jetson"] == {"nvpmodel": "mode 2",
                                      "nvpmodel_source": "/var/lib/nvpmodel/status",
                                      "jetson_clocks": False}
+
+
+def test_the_clock_summary_names_each_cluster_its_clock_and_a_jetsons_mode(
+        tmp_path: Path) -> None:
+    """One line for doctor and the paired gate: a clock below its most is said as such."""
+    state = clock_state(policy_tree(tmp_path, BIG_LITTLE), cpus=set(range(8)))
+    state["clusters"][0]["cur_mhz"] = 408.0
+    state["jetson"] = {"nvpmodel": "MAXN", "jetson_clocks": False}
+    assert clock_summary(state) == (
+        "mixed (CPUs 0-3 schedutil at 408 of 1800 MHz, CPUs 4-5 performance up to 2400 MHz, "
+        "CPUs 6-7 performance up to 2400 MHz); nvpmodel MAXN; jetson_clocks not applied")
+    assert clock_summary({"governor": "not exposed", "clusters": []}) == "not exposed"
 
 
 def test_a_governor_other_than_performance_is_a_named_condition_never_invalid(

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, TypedDict
 
-from device_agent.clocks import NOT_EXPOSED, STEADY_GOVERNOR, cpu_range
+from device_agent.clocks import NOT_EXPOSED, STEADY_GOVERNOR, clock_summary
 from device_agent.wire import ClockState
 from toolkit.artifacts.agent_package import build_agent_package
 from toolkit.boards.board import open_board
@@ -322,16 +322,7 @@ def _governor_check(target: Target, clocks: ClockState) -> Check:
     governor = clocks.get("governor", NOT_EXPOSED)
     if governor == NOT_EXPOSED:
         return Check("governor", True, "cpufreq not exposed (no governor to read or set)")
-    clusters = ", ".join(
-        f"CPUs {cpu_range(c.get('cpus', []))} {c.get('governor', '?')}"
-        + (f" up to {c['max_mhz']:.0f} MHz" if "max_mhz" in c else "")
-        for c in clocks.get("clusters", []))
-    jetson = clocks.get("jetson", {})
-    detail = f"{governor} ({clusters})"
-    if "nvpmodel" in jetson:
-        detail += f"; nvpmodel {jetson['nvpmodel']}"
-    if "jetson_clocks" in jetson:
-        detail += f"; jetson_clocks {'applied' if jetson['jetson_clocks'] else 'not applied'}"
+    detail = clock_summary(clocks)
     if target.set_governor:
         return Check("governor", True, f"{detail}; jobs set {target.set_governor}",
                      warning=target.set_governor != STEADY_GOVERNOR)
