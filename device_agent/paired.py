@@ -64,8 +64,9 @@ from typing import (
 
 import numpy as np
 
+from .clocks import clock_state
 from .settings import MIN_TRIPLES, SIDES, JobSettings, PairedSettings
-from .wire import Judgement, PairEnergy, PairFigures, SideBlocks
+from .wire import ClockState, Judgement, PairEnergy, PairFigures, SideBlocks
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -189,16 +190,20 @@ def _percent(log_ratio: float) -> str:
 
 def measure_pair(models: Dict[str, Model], settings: PairedSettings, *,
                  rng: random.Random | None = None,
-                 clock: Callable[[], int] = time.perf_counter_ns) -> PairFigures:
+                 clock: Callable[[], int] = time.perf_counter_ns,
+                 clocks: Callable[[], ClockState] = clock_state) -> PairFigures:
     """Interleave blocks of the three ``models`` (``SIDES`` -> an allocated interpreter with
     its inputs set, warmed up) until the verdict is known or the caps are reached.
 
     Returns the block medians and 90th percentiles per side (ms), the log ratios, the
-    rounds, the block size, the time measured, every side's latency summary, and the
-    board's verdicts on the medians and the 90th percentiles (:func:`judge`).  Measuring
-    stops when both are decided, or the medians regressed.
+    rounds, the block size, the time measured, every side's latency summary, the
+    board's verdicts on the medians and the 90th percentiles (:func:`judge`), and the
+    clock policy (``clocks``) read before the first block and after the last, as a
+    variant's measurement reads it.  Measuring stops when both are decided, or the
+    medians regressed.
     """
     rng = rng or random.Random()
+    clocks_before = clocks()
     block_runs = _block_runs([models[side] for side in SIDES], settings, clock)
     medians: Dict[str, List[float]] = {side: [] for side in SIDES}
     p90s: Dict[str, List[float]] = {side: [] for side in SIDES}
@@ -227,6 +232,7 @@ def measure_pair(models: Dict[str, Model], settings: PairedSettings, *,
         if _decided(verdicts) or rounds >= settings.max_rounds \
                 or time.monotonic() - started >= settings.max_seconds:
             break
+    clocks_after = clocks()
     from .measure import latency_summary
 
     return {
@@ -238,6 +244,7 @@ def measure_pair(models: Dict[str, Model], settings: PairedSettings, *,
         "latency_ms": {side: latency_summary(np.frombuffer(pooled[side], dtype=np.int64) / 1e6)
                        for side in SIDES},
         "board_verdicts": verdicts,
+        "clocks": {"before": clocks_before, "after": clocks_after},
     }
 
 

@@ -1,5 +1,6 @@
 """The checks of a paired job's answer (:mod:`device_agent.paired`): per pair, equal numbers
-of blocks on every side, each figure a finite number above zero, or the reason it failed.
+of blocks on every side, each figure a finite number above zero, the clock facts when sent,
+or the reason it failed.
 
 Part of :func:`device_agent.protocol.validate_result`, which calls
 :func:`validate_pair_results` for a job with ``pairs``.
@@ -15,6 +16,7 @@ from .checks import (
     require_list,
     require_number,
     require_type,
+    validate_clock_block,
 )
 from .settings import SIDES
 from .wire import LATENCY_KEYS, MAX_RAW_SAMPLES, VARIANT_STATUSES
@@ -22,7 +24,7 @@ from .wire import LATENCY_KEYS, MAX_RAW_SAMPLES, VARIANT_STATUSES
 
 def validate_pair_results(value: object, expected: List[str]) -> None:
     """A paired job's answer: per pair, equal numbers of blocks on every side, each figure a
-    finite number above zero, or the reason it failed."""
+    finite number above zero, the clock facts when sent, or the reason it failed."""
     pairs = require_list(value, "result.pairs")
     got = [p.get("name") if isinstance(p, dict) else None for p in pairs]
     if got != expected:
@@ -50,6 +52,8 @@ def validate_pair_results(value: object, expected: List[str]) -> None:
             for key in LATENCY_KEYS:
                 require_number(summary.get(key), f"{where}.latency_ms.{side}.{key}",
                                minimum=0)
+        if "clocks" in pair:
+            validate_clock_block(pair["clocks"], f"{where}.clocks")
         if "energy" in pair:
             _validate_pair_energy(pair["energy"], f"{where}.energy")
 

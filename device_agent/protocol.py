@@ -44,7 +44,8 @@ agent does not send them, an older host's job does not set them):
   board's verdict, or ``status: failed`` with its ``error``) and an empty ``variants``.
   A pair measured with a power sensor has ``energy``: the ``sensor``, and either
   ``block_energy_mj`` per side (with ``block_seconds``, ``rounds``, ``seconds``) or the
-  ``error`` that left it without a figure; no sensor, no ``energy``.
+  ``error`` that left it without a figure; no sensor, no ``energy``.  A measured pair has
+  ``clocks`` too, as a variant does: ``before`` its first run and ``after`` its last round.
 
 The whole job has one deadline, :func:`job_budget_seconds`: the host waits that long
 (plus its own transfer time) and the agent enforces it too.

@@ -383,6 +383,8 @@ class PairFigures(TypedDict, total=False):
     block_p90_ms: SideBlocks
     latency_ms: Dict[str, LatencySummary]
     board_verdicts: Dict[str, Judgement]
+    #: The clock policy just before the pair's first run and just after its last latency round.
+    clocks: ClockBlock
     energy: PairEnergy
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -24,10 +25,13 @@ from device_agent.clocks import (
     governor_condition,
     parse_cpu_list,
 )
+from device_agent.paired import measure_pair
+from device_agent.paired_answer import validate_pair_results
 from device_agent.settings import JobSettings
 from device_agent.verdict import judge
 from tests.records import BOARD, make_run, record
 from tests.test_agent import run_agent, wait_for, write_job
+from tests.test_paired_stats import fake_pair
 from tests.test_protocol import GOOD_RESULT, JOB, encoded
 from toolkit.boards.doctor import _governor_check
 from toolkit.boards.targets import Target
@@ -133,6 +137,25 @@ def test_the_clock_summary_names_each_cluster_its_clock_and_a_jetsons_mode(
         "mixed (CPUs 0-3 schedutil at 408 of 1800 MHz, CPUs 4-5 performance up to 2400 MHz, "
         "CPUs 6-7 performance up to 2400 MHz); nvpmodel MAXN; jetson_clocks not applied")
     assert clock_summary({"governor": "not exposed", "clusters": []}) == "not exposed"
+
+
+def test_a_pair_reads_the_clocks_before_its_first_block_and_after_its_rounds(
+        tmp_path: Path) -> None:
+    """The same reading as a variant's, around the interleaved rounds: a governor changed
+    while the pair ran is seen, and the answer carrying it passes the protocol's checks."""
+    steady = policy_tree(tmp_path / "a", {0: ([0, 1, 2, 3], "performance", 1800000, 1800000)})
+    later = policy_tree(tmp_path / "b", {0: ([0, 1, 2, 3], "schedutil", 408000, 1800000)})
+    roots = iter([steady, later])
+    models, clock = fake_pair(10_000)
+    found = measure_pair(models, protocol.PairedSettings(block_seconds=0.001, max_rounds=1),
+                         rng=random.Random(0), clock=clock,
+                         clocks=lambda: clock_state(next(roots), cpus={0}))
+    assert [found["clocks"][when]["governor"] for when in ("before", "after")] == [
+        "performance", "schedutil"]
+    assert found["clocks"]["after"]["clusters"][0]["min_mhz"] == 408.0
+    validate_pair_results([{**found, "name": "fp32", "status": "ok", "threads": 1,
+                            "runtime": {"name": "ai-edge-litert", "version": "2.3.0"}}],
+                          ["fp32"])
 
 
 def test_a_governor_other_than_performance_is_a_named_condition_never_invalid(

@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 
 from device_agent import protocol
+from device_agent.clocks import clock_state, governor_condition
 from toolkit.boards.targets import load_target
 from toolkit.errors import ExitCode, UsageError
 from toolkit.gate.check import Thresholds
 from toolkit.gate.paired import NO_SENSOR, PairSpec, check_paired, judge_pair, paired_job
 
 from .test_agent import write_job
+from .test_clocks import BIG_LITTLE, policy_tree
 
 
 def spec(tmp_path: Path, variant: str = "fp32") -> PairSpec:
@@ -51,10 +53,12 @@ def energy_blocks(ratio: float, *, control: float = 1.0, n: int = 12, noise: flo
 
 def answer(job: dict[str, Any], ratios: dict[str, float], *, control: float = 1.0,
            failed: dict[str, str] | None = None, seed: int = 0,
-           energy: dict[str, dict[str, Any]] | None = None) -> bytes:
+           energy: dict[str, dict[str, Any]] | None = None,
+           clocks: dict[str, Any] | None = None) -> bytes:
     """An agent's answer to a paired ``job``: 32 blocks a side, the candidate's median
     ``ratios[name]`` times the baseline's, with 0.5 % noise per block; ``energy[name]``
-    its energy pass (none: no power sensor)."""
+    its energy pass (none: no power sensor); ``clocks`` every pair's clock facts (none: an
+    agent from before them)."""
     rng = np.random.default_rng(seed)
     pairs = []
     for pair in job["pairs"]:
@@ -76,6 +80,8 @@ def answer(job: dict[str, Any], ratios: dict[str, float], *, control: float = 1.
                       "threads": 2, "accelerator": "cpu"})
         if energy and name in energy:
             pairs[-1]["energy"] = energy[name]
+        if clocks is not None:
+            pairs[-1]["clocks"] = clocks
     return json.dumps({"schema_version": protocol.SCHEMA_VERSION, "job_id": job["job_id"],
                        "board": {"hostname": "h", "machine": "x86_64", "system": "Linux",
                                  "python": "3.11"},
@@ -157,6 +163,10 @@ def test_the_output_shows_units_intervals_and_the_control(tmp_path: Path) -> Non
     {"block_median_ms": {"baseline": [1.0], "control": [1.0], "candidate": ["x"]}},
     {"runtime": "litert"},
     {"block_runs": -1},
+    {"clocks": "fast"},
+    {"clocks": {"before": {"governor": 5}}},
+    {"clocks": {"after": {"clusters": [{"cpus": ["x"]}]}}},
+    {"clocks": {"after": {"clusters": [{"cpus": [0], "max_mhz": -1}]}}},
 ])
 def test_malformed_paired_answers_are_refused(tmp_path: Path, broken: dict[str, Any]) -> None:
     job, _ = paired_job([spec(tmp_path)], load_target("local"), Thresholds(), "j")
@@ -247,6 +257,69 @@ def test_a_sensor_error_gives_no_energy_verdict_and_names_the_error(tmp_path: Pa
     assert "Input/output error" in outcome.to_markdown()
 
 
+def test_the_outcome_says_the_clocks_and_the_governor_warning_of_a_variants_verdict(
+        tmp_path: Path) -> None:
+    """A board on schedutil: each pair's clocks said, and the very condition a variant's
+    verdict names, once for the pairs measured under it, in the Markdown and the JSON."""
+    schedutil = clock_state(policy_tree(tmp_path / "board", BIG_LITTLE), cpus={0})
+    clocks = {"before": schedutil, "after": schedutil}
+    outcome = check_paired(
+        load_target("local"), [spec(tmp_path, "fp32"), spec(tmp_path, "int8")], Thresholds(),
+        run_job=lambda _t, job, _f: answer(job, {"fp32": 1.0, "int8": 1.0}, clocks=clocks))
+    warning = governor_condition([schedutil])
+    assert warning.startswith("governor schedutil: figures depend on the load")
+    assert outcome.notes[0] == f"fp32, int8: {warning}"
+    assert outcome.exit_code == ExitCode.OK  # said, never a failed check
+    text = outcome.to_markdown()
+    assert f"- fp32, int8: {warning}" in text
+    assert ("- int8 clocks: schedutil (CPUs 0-3 schedutil up to 1800 MHz, CPUs 4-5 "
+            "performance up to 2400 MHz, CPUs 6-7 performance up to 2400 MHz)") in text
+    document = json.loads(json.dumps(outcome.to_dict()))
+    assert document["measurements"]["fp32"]["clocks"] == clocks
+    assert document["notes"][0] == f"fp32, int8: {warning}"
+    assert outcome.for_variant("fp32")["measurement"]["clocks"] == clocks  # kept in a record
+
+
+def test_clocks_on_performance_give_no_warning_and_a_change_is_said_both_ways(
+        tmp_path: Path) -> None:
+    steady = clock_state(policy_tree(tmp_path / "steady", {0: ([0, 1], "performance",
+                                                               1800000, 1800000)}))
+    outcome = check_paired(load_target("local"), [spec(tmp_path)], Thresholds(),
+                           run_job=lambda _t, job, _f: answer(
+                               job, {"fp32": 1.0}, clocks={"before": steady, "after": steady}))
+    assert outcome.notes == [NO_SENSOR]
+    assert "- fp32 clocks: performance (CPUs 0-1 performance up to 1800 MHz)" in \
+        outcome.to_markdown()
+    # Set to schedutil during the rounds, which left the CPUs at 408 MHz: both said, warned.
+    slowed = policy_tree(tmp_path / "slowed", {0: ([0, 1], "schedutil", 408000, 1800000)})
+    (slowed / "sys/devices/system/cpu/cpufreq/policy0/scaling_cur_freq").write_text("408000\n")
+    after = clock_state(slowed)
+    changed = check_paired(load_target("local"), [spec(tmp_path)], Thresholds(),
+                           run_job=lambda _t, job, _f: answer(
+                               job, {"fp32": 1.0}, clocks={"before": steady, "after": after}))
+    assert changed.notes[0] == f"fp32: {governor_condition([after])}"
+    assert ("- fp32 clocks: before: performance (CPUs 0-1 performance up to 1800 MHz); "
+            "after: schedutil (CPUs 0-1 schedutil at 408 of 1800 MHz)") in changed.to_markdown()
+
+
+def test_an_agent_without_clock_facts_gives_neither_a_line_nor_a_note(tmp_path: Path) -> None:
+    outcome = check_paired(load_target("local"), [spec(tmp_path)], Thresholds(),
+                           run_job=lambda _t, job, _f: answer(job, {"fp32": 1.0}))
+    assert outcome.notes == [NO_SENSOR] and "clocks" not in outcome.to_markdown()
+    assert "clocks" not in outcome.measurements["fp32"]
+
+
+def test_a_governor_from_a_hostile_board_stays_text_in_the_markdown(tmp_path: Path) -> None:
+    hostile = {"governor": "x|y\x1b[2J<b>", "clusters": [
+        {"cpus": [0], "governor": "x|y\x1b[2J<b>", "max_mhz": 1.0}]}
+    outcome = check_paired(load_target("local"), [spec(tmp_path)], Thresholds(),
+                           run_job=lambda _t, job, _f: answer(
+                               job, {"fp32": 1.0}, clocks={"before": hostile}))
+    text = outcome.to_markdown()
+    assert "\x1b" not in text and "<b>" not in text
+    assert "- fp32 clocks: x\\|y" in text  # the pipe escaped, as every board string
+
+
 @pytest.mark.parametrize("broken", [
     {"block_energy_mj": {"baseline": [1.0], "control": [1.0], "candidate": []}},
     {"block_energy_mj": {"baseline": [1.0], "control": [1.0], "candidate": [0.0]}},
@@ -296,6 +369,7 @@ def test_the_agent_measures_a_file_against_itself_and_a_crash_fails_its_pair_alo
     assert set(same["latency_ms"]) == set(protocol.SIDES)
     assert all(math.isfinite(v) and v > 0 for v in same["block_median_ms"]["candidate"])
     assert "energy" not in same  # the job's power sensor is none
+    assert set(same["clocks"]) == {"before", "after"}  # read on the board, as a variant's
 
 
 def test_the_agent_runs_an_energy_pass_when_the_sensor_opens(tflite_copy: Path) -> None:

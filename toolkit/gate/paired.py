@@ -20,6 +20,10 @@ when to stop measuring):
 
 Both sides are measured with the same runtime, threads and accelerator, so what differs is
 the files.  A pair that crashed fails that pair only (``inconclusive``, with the error).
+The board's clock policy, read before and after each pair's latency rounds, is said beside
+how the pair was measured, and a governor other than ``performance`` is noted as it is
+beside a variant's verdict (:func:`device_agent.clocks.governor_condition`): a ratio holds
+for that governor, but may differ under another.
 
 Example::
 
@@ -40,8 +44,9 @@ from typing import Any, NotRequired, TypedDict, final
 from xml.etree import ElementTree
 
 from device_agent import protocol
+from device_agent.clocks import clock_summary, governor_condition
 from device_agent.paired import judge, log_ratios
-from device_agent.wire import Job, JobPair
+from device_agent.wire import ClockBlock, Job, JobPair
 from toolkit.boards.targets import Target
 from toolkit.errors import ExitCode, ResultError, UsageError
 from toolkit.gate.thresholds import Thresholds
@@ -92,6 +97,8 @@ class PairFacts(TypedDict):
     threads: int | None
     accelerator: str
     control_ratio: float
+    #: The clock policy before and after the latency rounds (agents that read it).
+    clocks: NotRequired[ClockBlock]
     #: Only when the target names a power sensor.
     energy: NotRequired[EnergyFacts | EnergyError]
 
@@ -160,7 +167,8 @@ class PairedOutcome:
     measurements: dict[str, PairFacts | PairError] = field(default_factory=dict)
     baseline: str = ""
     candidate: str = ""
-    #: What was not measured, and why (energy without a sensor, a sensor that failed).
+    #: What was not measured, and why (energy without a sensor, a sensor that failed), and
+    #: what the figures depend on (a governor other than ``performance``).
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -232,6 +240,8 @@ class PairedOutcome:
                          f"{markdown_text(facts['runtime'])}, {facts['threads']} thread(s), "
                          f"{markdown_text(facts['accelerator'])}; the baseline against itself: "
                          f"{_percent(facts['control_ratio'])}")
+            if "clocks" in facts:
+                lines.append(f"- {name} clocks: {markdown_text(_clocks_said(facts['clocks']))}")
             energy = facts.get("energy")
             if energy and "error" not in energy:
                 lines.append(f"- {name} energy: {energy['triples']} blocks a side of "
@@ -369,7 +379,21 @@ def check_paired(target: Target, specs: Sequence[PairSpec], thresholds: Threshol
         measurements[pair["name"]] = _facts(pair)
     return PairedOutcome(target=target.name, checks=checks, measurements=measurements,
                          baseline=baseline, candidate=candidate,
-                         notes=energy_notes(result["pairs"]))
+                         notes=clock_notes(result["pairs"]) + energy_notes(result["pairs"]))
+
+
+def clock_notes(pairs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The condition a variant's verdict names when its clusters were not on the
+    ``performance`` governor, once per condition, with the pairs measured under it."""
+    found: dict[str, list[str]] = {}
+    for pair in pairs:
+        clocks = pair.get("clocks") if pair["status"] == "ok" else None
+        if clocks:
+            condition = governor_condition([clocks[when] for when in ("before", "after")
+                                            if when in clocks])
+            if condition:
+                found.setdefault(condition, []).append(pair["name"])
+    return [f"{', '.join(names)}: {condition}" for condition, names in found.items()]
 
 
 def energy_notes(pairs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -440,6 +464,8 @@ def _facts(pair: Mapping[str, Any]) -> PairFacts | PairError:
         "rounds": pair.get("rounds", 1), "seconds": pair["seconds"],
         "runtime": f"{runtime['name']} {runtime['version']}", "threads": pair.get("threads"),
         "accelerator": pair.get("accelerator", "cpu"), "control_ratio": math.exp(control)}
+    if pair.get("clocks"):
+        facts["clocks"] = pair["clocks"]
     energy = pair.get("energy")
     if energy is not None:
         sensor = energy["sensor"]
@@ -455,6 +481,15 @@ def _facts(pair: Mapping[str, Any]) -> PairFacts | PairError:
                 "seconds": energy["seconds"],
                 "control_ratio": math.exp(_median(log_ratios(blocks)["control"]))}
     return facts
+
+
+def _clocks_said(clocks: ClockBlock) -> str:
+    """The clock policy of a pair: once when it held through the rounds, else before and
+    after."""
+    said = {when: clock_summary(clocks[when]) for when in ("before", "after") if when in clocks}
+    if len(set(said.values())) == 1:
+        return next(iter(said.values()))
+    return "; ".join(f"{when}: {text}" for when, text in said.items())
 
 
 def _median(values: Sequence[float]) -> float:
@@ -485,4 +520,5 @@ def _figure(check: PairedMetric, side: str) -> str:
 
 __all__ = ["EnergyError", "EnergyFacts", "LATENCY_METRICS", "NO_SENSOR", "PAIRED_METRICS",
            "PairError", "PairFacts", "PairSpec", "PairedMetric", "PairedOutcome",
-           "check_paired", "energy_notes", "judge_pair", "pair_records", "paired_job"]
+           "check_paired", "clock_notes", "energy_notes", "judge_pair", "pair_records",
+           "paired_job"]
