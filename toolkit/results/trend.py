@@ -26,13 +26,14 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from toolkit.errors import UsageError
 from toolkit.results.store import FigurePoint, ResultsStore
 
 __all__ = ["METRICS", "MIN_SEGMENT", "PENALTY_PER_LOG_N", "Change", "Trend", "find_changes",
-           "trend"]
+           "shown_value", "trend"]
 
 #: The figures a trend follows: the path to each in a stored record, and its unit.
 METRICS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -79,15 +80,7 @@ class Trend:
 
     def shown(self, value: float) -> str:
         """``value`` of this metric as tables show it (``0.684 ms``, ``35.2 MiB``)."""
-        from toolkit.units import format_duration, format_energy, format_memory, format_size
-
-        if self.unit == "ms":
-            return format_duration(value)
-        if self.unit == "J":
-            return format_energy(1000 * value)
-        if self.metric == "size":
-            return format_size(value)
-        return format_memory(value) if self.unit == "bytes" else f"{value:.4f}"
+        return shown_value(self.metric, value)
 
     def to_dict(self) -> dict[str, object]:
         return {"target": self.target, "variant": self.variant, "metric": self.metric,
@@ -114,7 +107,7 @@ def trend(store: ResultsStore, *, target: str, variant: str, metric: str = "p50"
                          + (f" for model {model_name}" if model_name else "")
                          + "; see edge runs list")
     values = [p.value for p in points]
-    indices, method = find_changes(values)
+    indices, method = find_changes(values, shown=lambda value: shown_value(metric, value))
     changes = []
     bounds = [0, *indices, len(values)]
     for k, index in enumerate(indices):
@@ -126,9 +119,26 @@ def trend(store: ResultsStore, *, target: str, variant: str, metric: str = "p50"
                  model_name=models[0], points=points, changes=changes, method=method)
 
 
-def find_changes(values: list[float]) -> tuple[list[int], str]:
+def shown_value(metric: str, value: float) -> str:
+    """``value`` of ``metric`` as tables show it (``0.684 ms``, ``35.2 MiB``, ``3.22 J``)."""
+    from toolkit.units import format_duration, format_energy, format_memory, format_size
+
+    unit = METRICS[metric][1]
+    if unit == "ms":
+        return format_duration(value)
+    if unit == "J":
+        return format_energy(1000 * value)
+    if metric == "size":
+        return format_size(value)
+    return format_memory(value) if unit == "bytes" else f"{value:.4f}"
+
+
+def find_changes(values: list[float], *,
+                 shown: Callable[[float], str] = lambda value: f"{value:.3g}"
+                 ) -> tuple[list[int], str]:
     """The indices where ``values`` move to a new level (each the first of its segment), and
-    the method in words, penalty included (see the module docstring)."""
+    the method in words, penalty included (see the module docstring); ``shown`` writes the
+    noise in the values' unit."""
     import numpy as np
     import ruptures
 
@@ -145,7 +155,7 @@ def find_changes(values: list[float]) -> tuple[list[int], str]:
         .predict(pen=penalty)
     version = ruptures.__version__.lstrip("v")
     method = (f"PELT (ruptures {version}, L1 cost, segments >= {MIN_SEGMENT} "
-              f"runs) on the series / its noise ({noise:.3g}), penalty "
+              f"runs) on the series / its run-to-run noise ({shown(noise)}), penalty "
               f"{PENALTY_PER_LOG_N:g} ln n = {penalty:.1f}")
     return [int(end) for end in ends[:-1]], method
 
