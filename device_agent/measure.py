@@ -173,7 +173,8 @@ def _profile_pass(runtime: Runtime, model_path: Path, threads: int,
     from .profiler import profile_in_child  # only jobs that ask for it load the ctypes code
 
     return profile_in_child(runtime, model_path, threads=threads, inputs=inputs,
-                            baseline_ms=float(figures["latency_ms"]["p50"]))
+                            baseline_ms=float(figures["latency_ms"]["p50"]),
+                            providers=figures["accelerator"].get("providers"))
 
 
 def _measuring_inputs(interpreter: Model, reference: Optional[Reference]

@@ -41,14 +41,14 @@ class NotAvailable(RuntimeError):
     """The route cannot profile here (a symbol missing, a call refused): one line why."""
 
 
-def timed_loop(run_once: Callable[[], None]) -> int:
+def timed_loop(run_once: Callable[[], None], *, max_runs: int = MAX_RUNS) -> int:
     """Run until both floors are met or a ceiling is hit; return the runs done."""
     done, started = 0, time.monotonic()
     while True:
         run_once()
         done += 1
         elapsed = time.monotonic() - started
-        if (done >= MIN_RUNS and elapsed >= MIN_SECONDS) or done >= MAX_RUNS \
+        if (done >= MIN_RUNS and elapsed >= MIN_SECONDS) or done >= max_runs \
                 or elapsed >= MAX_SECONDS:
             return done
 

@@ -80,10 +80,14 @@ class OrtSession:
     """An ``InferenceSession`` with the Interpreter calls measuring makes."""
 
     def __init__(self, model_path: str, num_threads: Optional[int] = None,
-                 providers: Optional[List[str]] = None) -> None:
+                 providers: Optional[List[str]] = None,
+                 profile_prefix: Optional[str] = None) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
+        if profile_prefix is not None:  # the profiled pass (device_agent.ort_profiler)
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         if num_threads:
             options.intra_op_num_threads = int(num_threads)
         # One node at a time, as a TFLite interpreter runs: the thread count is the only

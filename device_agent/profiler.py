@@ -8,6 +8,10 @@ with profiling on, CPU through XNNPACK as the Interpreter runs it), tflite-runti
 through ``tflite::impl::Interpreter::SetProfiler`` with a ``tflite::Profiler`` built in
 ``ctypes``.  This module turns their events into rows.
 
+ONNX Runtime has its own profiler (``SessionOptions.enable_profiling``): its trace is read
+by :mod:`device_agent.ort_profiler`, one row per node of the graph ORT optimised, each
+naming the execution provider that ran it (``provider``), times in whole microseconds.
+
 Any other runtime or version, or a library without the symbols, gives
 ``{"error": "per-op profile not available on RUNTIME VERSION: reason"}``.  The
 profiled pass runs in a forked child where the OS can fork, so a crash inside the
@@ -39,12 +43,16 @@ import os
 import select
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Tuple, TypedDict, cast
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, TypedDict, cast
 
 import numpy as np
 
 from .native_profilers import NotAvailable, litert_events, tflite_runtime_events
-from .runtime import Runtime
+from .ort_profiler import CHECKED as ORT_CHECKED
+from .ort_profiler import Run as OrtRun
+from .ort_profiler import checked as ort_checked
+from .ort_profiler import ort_runs
+from .runtime import ONNX_RUNTIME, Runtime
 from .tflite_file import operator_versions
 from .wire import Profile, ProfileRow
 
@@ -102,15 +110,18 @@ def unavailable(runtime: Runtime) -> str | None:
         return None
     if runtime.name == "tflite-runtime" and runtime.version.startswith(TFLITE_RUNTIME_VERSIONS):
         return None
-    if runtime.name == "onnxruntime":
-        return "its own profiler (SessionOptions.enable_profiling) is not wired in yet"
+    if runtime.name == ONNX_RUNTIME:
+        if ort_checked(runtime.version):
+            return None
+        first, last = (".".join(map(str, line)) for line in ORT_CHECKED)
+        return f"its profiler's trace layout is checked for onnxruntime {first} to {last} only"
     checked = "ai-edge-litert 2.3, tflite-runtime 2.14"
     return f"the native profiler's layout is checked for {checked} only"
 
 
 def profile_in_child(runtime: Runtime, model_path: Path, *, threads: int,
                      inputs: List[NDArray[np.generic]], baseline_ms: float,
-                     timeout: float = 120.0) -> Profile:
+                     providers: Optional[List[str]] = None, timeout: float = 120.0) -> Profile:
     """:func:`profile_variant` in a forked child (inline where the OS cannot fork).
 
     A crash in native profiler code (a layout that differs after all) then ends the
@@ -121,7 +132,7 @@ def profile_in_child(runtime: Runtime, model_path: Path, *, threads: int,
         return _error(runtime, why)
     if not hasattr(os, "fork"):
         return profile_variant(runtime, model_path, threads=threads, inputs=inputs,
-                               baseline_ms=baseline_ms)
+                               baseline_ms=baseline_ms, providers=providers)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: profile, answer through the pipe, never return into the agent
@@ -130,7 +141,7 @@ def profile_in_child(runtime: Runtime, model_path: Path, *, threads: int,
             os.close(read_end)
             try:
                 answer = profile_variant(runtime, model_path, threads=threads, inputs=inputs,
-                                         baseline_ms=baseline_ms)
+                                         baseline_ms=baseline_ms, providers=providers)
             except Exception as exc:  # the runtime's own message is the useful part
                 answer = _error(runtime, f"{type(exc).__name__}: {exc}".splitlines()[0])
             data = json.dumps(answer).encode("utf-8")
@@ -174,23 +185,24 @@ def _collect(runtime: Runtime, pid: int, read_end: int, timeout: float) -> Profi
 
 
 def profile_variant(runtime: Runtime, model_path: Path, *, threads: int,
-                    inputs: List[NDArray[np.generic]], baseline_ms: float) -> Profile:
+                    inputs: List[NDArray[np.generic]], baseline_ms: float,
+                    providers: Optional[List[str]] = None) -> Profile:
     """Profile ``model_path`` in this process: rows, a by-type summary, total and overhead.
 
     ``inputs`` are what the timed pass fed (one array per model input); ``baseline_ms``
-    is the unprofiled pass's p50, the overhead's reference.
+    is the unprofiled pass's p50, the overhead's reference; ``providers`` the execution
+    providers the timed pass's ONNX Runtime session registered (None: the CPU one).
     """
     why = unavailable(runtime)
     if why is not None:
         return _error(runtime, why)
-    route = litert_events if runtime.name == "ai-edge-litert" else tflite_runtime_events
     try:
-        nodes = _model_nodes(runtime, model_path)
-    except Exception:  # node facts are extras: the rows stand without them
-        nodes = []
-    try:
-        method, events = route(runtime, model_path, threads, inputs)
-        profile = summarize(_split_runs(events), nodes)
+        if runtime.name == ONNX_RUNTIME:
+            method, runs = ort_runs(model_path, threads=threads, inputs=inputs,
+                                    providers=providers)
+            profile = summarize_ort(runs)
+        else:
+            method, profile = _tflite_profile(runtime, model_path, threads, inputs)
     except NotAvailable as exc:
         return _error(runtime, str(exc))
     profile["method"] = method
@@ -200,6 +212,18 @@ def profile_variant(runtime: Runtime, model_path: Path, *, threads: int,
     profile["baseline_us"] = baseline_ms * 1e3
     profile["overhead"] = total / (baseline_ms * 1e3) - 1 if baseline_ms > 0 else None
     return profile
+
+
+def _tflite_profile(runtime: Runtime, model_path: Path, threads: int,
+                    inputs: List[NDArray[np.generic]]) -> Tuple[str, Profile]:
+    """A TFLite runtime's route (:mod:`device_agent.native_profilers`): method and profile."""
+    route = litert_events if runtime.name == "ai-edge-litert" else tflite_runtime_events
+    try:
+        nodes = _model_nodes(runtime, model_path)
+    except Exception:  # node facts are extras: the rows stand without them
+        nodes = []
+    method, events = route(runtime, model_path, threads, inputs)
+    return method, summarize(_split_runs(events), nodes)
 
 
 def _error(runtime: Runtime, reason: str) -> Profile:
@@ -222,23 +246,60 @@ def summarize(runs: List[Run], nodes: List[ModelNode]) -> Profile:
         raise NotAvailable(f"runs recorded {sorted(shapes)} operator events each "
                             "(the profiler dropped events)")
     first = runs[0][1]
-    times = np.array([[event[3] for event in events] for _total, events in runs])
-    totals = np.array([total for total, _events in runs])
-    mean_total = float(totals.mean())
     mapped = _map_nodes(first, nodes)
     ops = []
     for column, (tag, kind, _meta, _elapsed) in enumerate(first):
         row: ProfileRow = {"index": column, "op": _op_type(tag, kind), "kernel": tag,
-                               "source": "xnnpack" if kind == DELEGATE_PROFILED_EVENT
-                               else "tflite",
-                               "p50_us": float(np.median(times[:, column])),
-                               "mean_us": float(times[:, column].mean())}
+                           "source": "xnnpack" if kind == DELEGATE_PROFILED_EVENT
+                           else "tflite"}
         node = mapped.get(column)
         if node is not None:
             row.update({"node": node["index"], "node_op": node["op"],
                         "version": node.get("version"), "output_shape": node.get("shape")})
-        row["share"] = row["mean_us"] / mean_total if mean_total > 0 else 0.0
         ops.append(row)
+    profile = _timed(ops, [total for total, _events in runs],
+                     [[event[3] for event in events] for _total, events in runs])
+    profile["nodes_mapped"] = len(mapped)
+    return profile
+
+
+def summarize_ort(runs: List[OrtRun]) -> Profile:
+    """Rows (run order), by-type summary and totals from ONNX Runtime's profiled runs: a
+    row per node as it ran, naming the execution provider that really ran it."""
+    if not runs:
+        raise NotAvailable("the profiler recorded no run")
+    first = runs[0][1]
+    sequences = {tuple((node.name, node.provider) for node in nodes) for _total, nodes in runs}
+    if len(sequences) != 1 or not first:
+        raise NotAvailable(f"runs recorded {sorted({len(s) for s in sequences})} node events "
+                           "each (the profiler dropped events or nodes ran in another order)")
+    ops = []
+    for column, node in enumerate(first):
+        row: ProfileRow = {"index": column, "op": node.op, "kernel": node.name,
+                           "source": ONNX_RUNTIME, "provider": node.provider,
+                           "node_op": node.op}
+        if node.node_index is not None:
+            row["node"] = node.node_index
+        if node.shape is not None:
+            row["output_shape"] = node.shape
+        ops.append(row)
+    profile = _timed(ops, [total for total, _nodes in runs],
+                     [[node.elapsed_us for node in nodes] for _total, nodes in runs])
+    profile["nodes_mapped"] = sum(1 for row in ops if "node" in row)
+    return profile
+
+
+def _timed(ops: List[ProfileRow], run_totals: List[float],
+           run_times: List[List[float]]) -> Profile:
+    """``ops`` with their times (p50 and mean over the runs, share of the mean run), a
+    by-type summary and the totals; ``run_times[run][column]`` is one row's time."""
+    times = np.array(run_times)
+    totals = np.array(run_totals)
+    mean_total = float(totals.mean())
+    for column, row in enumerate(ops):
+        row["p50_us"] = float(np.median(times[:, column]))
+        row["mean_us"] = float(times[:, column].mean())
+        row["share"] = row["mean_us"] / mean_total if mean_total > 0 else 0.0
     by_type: Dict[str, ProfileRow] = {}
     for row in ops:
         # Typed by the model's node where the row names one: CONV_2D, not XNNPACK's family.
@@ -250,11 +311,10 @@ def summarize(runs: List[Run], nodes: List[ModelNode]) -> Profile:
     for entry in summary:
         entry["share"] = entry["mean_us"] / mean_total if mean_total > 0 else 0.0
     ops_sum = float(times.sum(axis=1).mean())
-    return {"runs": len(runs), "ops": ops, "by_type": summary,
+    return {"runs": len(run_totals), "ops": ops, "by_type": summary,
             "total_us": {"p50": float(np.median(totals)), "mean": mean_total},
             "ops_sum_us": ops_sum,
-            "coverage": ops_sum / mean_total if mean_total > 0 else 0.0,
-            "nodes_mapped": len(mapped)}
+            "coverage": ops_sum / mean_total if mean_total > 0 else 0.0}
 
 
 def _op_type(tag: str, kind: int) -> str:

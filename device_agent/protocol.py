@@ -378,6 +378,9 @@ def _validate_profile(value: object, where: str) -> None:
             for figure in ("p50_us", "index", "share", "count"):
                 if figure in row:
                     require_number(row[figure], f"{where}.{key}[{index}].{figure}", minimum=0)
+            for text in ("kernel", "provider"):
+                if text in row:
+                    require_type(row[text], str, f"{where}.{key}[{index}].{text}")
     total = require_dict(profile.get("total_us"), f"{where}.total_us")
     require_number(total.get("p50"), f"{where}.total_us.p50", minimum=0)
     require_number(profile.get("ops_sum_us"), f"{where}.ops_sum_us", minimum=0)

@@ -260,6 +260,8 @@ class ProfileRow(TypedDict, total=False):
     op: str
     kernel: str
     source: str
+    #: ONNX Runtime: the execution provider that really ran the node.
+    provider: str
     p50_us: float
     mean_us: float
     count: int

@@ -21,8 +21,11 @@ from device_agent.accelerators import plan_model, preflight
 from device_agent.interp import AcceleratorError
 from device_agent.load_check import load_checks
 from device_agent.measure import measure_variant
+from device_agent.native_profilers import NotAvailable
 from device_agent.ort import providers_for
+from device_agent.ort_profiler import NodeEvent, trace_runs
 from device_agent.outputs import load_reference
+from device_agent.profiler import unavailable
 from device_agent.runtime import Runtime, RuntimeNotFound, find_runtime, runtime_for
 from device_agent.settings import RUNTIMES
 from toolkit.boards.bootstrap import BoardPython
@@ -33,6 +36,8 @@ from toolkit.compress._recipes import parse_chain
 from toolkit.errors import BoardSetupError, ModelError
 from toolkit.model.load import load_model_source
 from toolkit.model.reference import compute_reference
+
+from .test_agent import run_agent
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = {"min_runs": 10, "min_seconds": 0.05, "warmup_runs": 2, "warmup_seconds": 0.0,
@@ -88,13 +93,116 @@ def test_the_agent_measures_an_onnx_with_the_same_method_and_checks_its_outputs(
     assert figures["verdict"]["status"] in ("VALID", "INVALID")
 
 
-def test_an_onnx_profile_is_refused_in_one_line_and_the_figures_stand(tmp_path: Path) -> None:
+def two_layer_onnx(path: Path) -> Path:
+    """softmax(relu(x @ W1 + b1) @ W2 + b2), x float32 [1, 16], named nodes: ORT fuses it
+    into three (a FusedGemm with the Relu, a Gemm, the Softmax)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w1", (16, 32)), ("b1", (32,)), ("w2", (32, 10)),
+                                   ("b2", (10,)))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="fc1"),
+             helper.make_node("Add", ["h1", "b1"], ["h2"], name="bias1"),
+             helper.make_node("Relu", ["h2"], ["h3"], name="relu"),
+             helper.make_node("MatMul", ["h3", "w2"], ["h4"], name="fc2"),
+             helper.make_node("Add", ["h4", "b2"], ["h5"], name="bias2"),
+             helper.make_node("Softmax", ["h5"], ["y"], name="softmax")]
+    graph = helper.make_graph(
+        nodes, "mlp2", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_agent_profiles_an_onnx_node_by_node_naming_the_provider_of_each(
+        tmp_path: Path, agent_python: str) -> None:
+    model = two_layer_onnx(tmp_path / "mlp2.onnx")
+    result = run_agent(tmp_path, [{"name": "mlp2", "file": model.name}],
+                       {"profile": 1, "max_cv": 0.0, "cooldown_seconds": 0,
+                        "min_seconds": 0.05}, python=agent_python)
+    measured = result["variants"][0]
+    assert measured["status"] == "ok" and measured["runtime"]["name"] == "onnxruntime"
+    profile = measured["profile"]
+    assert "error" not in profile, profile
+    assert profile["runtime"] == measured["runtime"] and profile["runs"] >= 30
+    assert profile["method"].startswith("ONNX Runtime's profiler (SessionOptions.enable_"
+                                        "profiling), CPUExecutionProvider, 1 thread(s)")
+    rows = profile["ops"]
+    # The nodes of the graph ORT optimised, in run order, each with its provider.
+    assert [(row["op"], row["kernel"]) for row in rows] == [
+        ("FusedGemm", "fused fc1/MatMulAddFusion"), ("Gemm", "fc2/MatMulAddFusion"),
+        ("Softmax", "softmax")]
+    assert [row["index"] for row in rows] == [0, 1, 2]
+    assert {row["provider"] for row in rows} == {"CPUExecutionProvider"}
+    assert [row["output_shape"] for row in rows] == [[1, 32], [1, 10], [1, 10]]
+    assert all(row["source"] == "onnxruntime" and isinstance(row["node"], int)
+               and row["p50_us"] >= 0 for row in rows)
+    assert {entry["op"] for entry in profile["by_type"]} == {"FusedGemm", "Gemm", "Softmax"}
+    assert profile["ops_sum_us"] == pytest.approx(sum(row["mean_us"] for row in rows),
+                                                  rel=1e-6)
+    assert 0 < profile["ops_sum_us"] <= profile["total_us"]["mean"]
+    assert profile["overhead"] == pytest.approx(
+        profile["total_us"]["p50"] / (measured["latency_ms"]["p50"] * 1e3) - 1)
+
+
+#: A run of one node as each checked line writes it (trimmed to the keys read, plus
+#: 1.19's fences): onnxruntime 1.19.2 and 1.30.0 on two_layer_onnx's second layer.
+TRACE_119 = [
+    {"cat": "Node", "ts": 10, "dur": 0, "ph": "X", "name": "fc2/MatMulAddFusion/_fence_before",
+     "args": {"op_name": "Gemm"}},
+    {"cat": "Node", "ts": 11, "dur": 2, "ph": "X", "name": "fc2/MatMulAddFusion/_kernel_time",
+     "args": {"op_name": "Gemm", "provider": "CPUExecutionProvider", "node_index": "7",
+              "output_type_shape": [{"float": [1, 10]}]}},
+    {"cat": "Node", "ts": 13, "dur": 0, "ph": "X", "name": "fc2/MatMulAddFusion/_fence_after",
+     "args": {"op_name": "Gemm"}},
+    {"cat": "Session", "ts": 10, "dur": 4, "ph": "X", "name": "SequentialExecutor::Execute"},
+    {"cat": "Session", "ts": 9, "dur": 6, "ph": "X", "name": "model_run", "args": {}},
+]
+TRACE_130 = [
+    {"cat": "Node", "ts": 11, "dur": 2, "ph": "X", "name": "fc2/MatMulAddFusion_kernel_time",
+     "args": {"op_name": "Gemm", "provider": "CPUExecutionProvider", "node_index": "7",
+              "output_type_shape": [{"float": [1, 10]}]}},
+    {"cat": "Session", "ts": 10, "dur": 4, "ph": "X", "name": "SequentialExecutor::Execute"},
+    {"cat": "Session", "ts": 9, "dur": 6, "ph": "X", "name": "model_run", "args": {}},
+]
+
+
+@pytest.mark.parametrize("trace", [TRACE_119, TRACE_130], ids=["1.19", "1.30"])
+def test_both_checked_trace_layouts_read_as_the_same_runs(trace: list[dict]) -> None:
+    warm_up = [{**event, "ts": event["ts"] - 9} for event in trace]  # an earlier run
+    runs = trace_runs(warm_up + trace, skip=1)
+    assert runs == [(6.0, [NodeEvent(name="fc2/MatMulAddFusion", op="Gemm",
+                                     provider="CPUExecutionProvider", node_index=7, shape=[1, 10],
+                                     elapsed_us=2.0)])]
+    assert trace_runs([]) == []
+    with pytest.raises(NotAvailable, match="not a list of events"):
+        trace_runs({"traceEvents": trace})
+
+
+@pytest.mark.parametrize(("version", "reason"), [
+    ("1.18.1", "its profiler's trace layout is checked for onnxruntime 1.19 to 1.30 only"),
+    ("1.31.0", "its profiler's trace layout is checked for onnxruntime 1.19 to 1.30 only"),
+    ("1.19.2", None), ("1.30.0", None),
+])
+def test_the_onnx_profile_is_guarded_by_the_versions_whose_trace_was_read(
+        version: str, reason: str | None) -> None:
+    assert unavailable(replace(find_runtime("onnxruntime"), version=version)) == reason
+
+
+def test_an_onnx_profile_refused_for_its_version_is_one_line_and_the_figures_stand(
+        tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "mlp.onnx")
-    figures = measure_variant(find_runtime("onnxruntime"), model, {**FAST, "profile": 1})
-    assert figures["status"] == "ok"
-    assert figures["profile"]["error"] == (
-        f"per-op profile not available on onnxruntime {figures['runtime']['version']}: its own "
-        "profiler (SessionOptions.enable_profiling) is not wired in yet")
+    runtime = replace(find_runtime("onnxruntime"), version="1.18.1")
+    figures = measure_variant(runtime, model, {**FAST, "profile": 1})
+    assert figures["status"] == "ok" and figures["runs"] >= 10
+    assert figures["profile"] == {"error": (
+        "per-op profile not available on onnxruntime 1.18.1: its profiler's trace layout is "
+        "checked for onnxruntime 1.19 to 1.30 only")}
 
 
 def test_the_runtime_is_chosen_by_the_file_and_a_mismatch_is_one_line() -> None:

@@ -312,11 +312,33 @@ def test_each_profile_table_names_its_statistic_and_an_empty_node_column_is_left
     assert "<th>mean per run (summed)</th>" in html
     assert "<th>share (p50, ranked by)</th>" in html
     assert "<th>node</th>" not in html and "| node |" not in markdown
+    assert "<th>provider</th>" not in html and "| provider |" not in markdown
     named = _profiled([{"index": 0, "op": "Convolution", "p50_us": 90.0, "mean_us": 95.0,
                         "node": 0, "node_op": "CONV_2D", "node_name": "model/conv1/Relu"},
                        {"index": 1, "op": "Convolution", "p50_us": 9.0, "mean_us": 9.5}], 100.0)
     assert "<th>node</th>" in render_html(named)
     assert "| node 0 CONV_2D model/conv1/Relu |" in render_markdown(named)
+
+
+def test_an_onnx_profile_names_the_provider_that_ran_each_node() -> None:
+    """ONNX Runtime says which execution provider ran each node: a column of its own; the
+    node's name is ORT's (the kernel column), never looked up in the file as a TFLite one."""
+    from toolkit.report.profile import with_node_names
+
+    row = {"index": 0, "op": "FusedGemm", "kernel": "fused fc1/MatMulAddFusion",
+           "source": "onnxruntime", "provider": "XnnpackExecutionProvider", "node": 8,
+           "node_op": "FusedGemm", "output_shape": [1, 32], "p50_us": 3.0, "mean_us": 3.2}
+    run = _profiled([row], 10.0)
+    markdown, html = render_markdown(run), render_html(run)
+    assert ("| # | operator | kernel | provider | node | p50 per run | mean per run |"
+            in markdown)
+    assert ("| 0 | FusedGemm | fused fc1/MatMulAddFusion | XnnpackExecutionProvider | "
+            "node 8 FusedGemm -\\> 1x32 |" in markdown)
+    assert "<th>kernel</th><th>provider</th><th>node</th>" in html
+    assert "<td>XnnpackExecutionProvider</td>" in html
+    profile = {"ops": [row], "runtime": {"name": "onnxruntime", "version": "1.30.0"}}
+    assert with_node_names(profile, Path(__file__).parent / "data" / "keras_cnn.tflite") \
+        == profile
 
 
 def test_the_host_names_each_profiled_node_by_its_output_tensor() -> None:

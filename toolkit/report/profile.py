@@ -55,6 +55,8 @@ class ProfileSection:
     plot_id: str = ""
     #: Whether any operator row names its model node (the column is left out otherwise).
     has_node: bool = False
+    #: Whether any operator row names the execution provider that ran it (ONNX Runtime).
+    has_provider: bool = False
     #: The figure the heaviest operators are drawn and shared by: ``p50`` or ``mean``.
     statistic: str = "p50"
 
@@ -104,7 +106,8 @@ def profile_sections(run: StoredRun) -> list[ProfileSection]:
             bars, plot_id=plot_id, axis=f"time per run, {statistic} (us)",
             label=lambda v: f"{v:g}")
         rows = tuple({"index": str(row.get("index", "")), "op": str(row["op"]),
-                      "kernel": str(row.get("kernel", "")), "node": _node(row),
+                      "kernel": str(row.get("kernel", "")),
+                      "provider": str(row.get("provider", "")), "node": _node(row),
                       "p50": _us(_p50(row)), "time": _us(row["mean_us"]),
                       "share": _share_of(row, statistic, total)} for row in top)
         sections.append(ProfileSection(
@@ -113,7 +116,7 @@ def profile_sections(run: StoredRun) -> list[ProfileSection]:
                            "time": _us(entry["mean_us"]), "share": _share(entry)}
                           for entry in profile.get("by_type", [])),
             top=rows, svg=svg, plot_id=plot_id, has_node=any(row["node"] for row in rows),
-            statistic=statistic))
+            has_provider=any(row["provider"] for row in rows), statistic=statistic))
     return sections
 
 
@@ -125,8 +128,9 @@ def with_node_names(profile: Profile, model_path: Path) -> Profile:
     A file the host cannot read leaves the profile as it was: the names are an extra.
     """
     ops = profile.get("ops")
-    if not ops or not any("node" in row for row in ops):
-        return profile
+    if not ops or not any("node" in row for row in ops) \
+            or profile.get("runtime", {}).get("name") == "onnxruntime":
+        return profile  # ONNX Runtime's rows carry the node's own name (``kernel``) already
     from device_agent.interp import Interpreter
     from device_agent.runtime import find_runtime
 

@@ -236,6 +236,8 @@ class ProfileRow(TypedDict, total=False):
     share: float
     count: int
     kernel: str
+    #: ONNX Runtime: the execution provider that really ran the node.
+    provider: str
     node: int
     node_op: str
     #: The node's output tensor name, read from the file by the host.
