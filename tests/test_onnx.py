@@ -390,7 +390,7 @@ def test_an_onnx_deploys_to_a_local_board_running_onnxruntime(tmp_path: Path) ->
     out = tmp_path / "out"
     result = invoke("deploy", str(model), "--targets-dir", str(ort_targets(tmp_path / "t")),
                     "--target", "ort", "--recipe", "fp32,int8-dynamic", "-o", str(out),
-                    "--json", *CLI_FAST)
+                    "--json", "--profile", *CLI_FAST)
     assert result.exit_code == 0, result.output
     record, int8 = json.loads(result.stdout)["results"]
     assert record["status"] == "ok" and record["variant"] == "mlp.onnx"
@@ -413,6 +413,13 @@ def test_an_onnx_deploys_to_a_local_board_running_onnxruntime(tmp_path: Path) ->
     assert int8["fidelity"]["cosine_similarity"] > 0.99
     assert int8["details"]["tool"] == "onnxruntime.quantization.quantize_dynamic"
     assert {"op": "MatMulInteger", "version": 17} in int8["ops"]
+    # --profile: ORT's nodes as they ran, each naming its provider, in the stored run's report.
+    for measured in (record, int8):
+        rows = measured["profile"]["ops"]
+        assert rows and {row["provider"] for row in rows} == {"CPUExecutionProvider"}
+    assert [row["op"] for row in record["profile"]["ops"]] == ["Gemm"]
+    report = next((out / "runs").glob("*/report.md")).read_text()
+    assert "| # | operator | kernel | provider | node |" in report
 
 
 @pytest.mark.integration
