@@ -41,7 +41,7 @@ INTEGRATION_FIXTURES = frozenset({
     # a second Python with tflite-runtime 2.14 (a venv built once per machine)
     "tflite_runtime_214",
     # a Python 3.8 board (pyenv's 3.8 with the last cp38 runtimes, built once per machine)
-    "python38", "python38_board", "agent_python",
+    "python38", "python38_board", "agent_python", "floor_python",
     # servers: PostgreSQL, a labgrid coordinator with its exporter
     "postgres_url", "lab",
 })
@@ -263,6 +263,15 @@ def agent_python(request: pytest.FixtureRequest) -> str:
     if request.param == "host":
         return sys.executable
     return str(request.getfixturevalue("python38_board"))
+
+
+@pytest.fixture(params=["python3.11", "python3.8"])
+def floor_python(request: pytest.FixtureRequest) -> Path:
+    """A board's Python whose only TFLite runtime is tflite-runtime 2.14.0:
+    :func:`tflite_runtime_214`, then a JetPack 5's 3.8 (:func:`python38_board`)."""
+    if request.param == "python3.11":
+        return Path(request.getfixturevalue("tflite_runtime_214"))
+    return Path(request.getfixturevalue("python38_board"))
 
 
 @pytest.fixture(scope="session")

@@ -117,13 +117,14 @@ def test_the_compiled_api_dequantizes_an_int8_model_like_the_interpreter(
 
 
 def test_a_no_op_delegate_loads_from_a_path_with_its_options(
-        digits_with_reference: Path, tmp_path: Path) -> None:
+        digits_with_reference: Path, tmp_path: Path, agent_python: str) -> None:
     library = _compile(tmp_path, "noop_delegate", NOOP_DELEGATE)
     log = tmp_path / "options.txt"
     model = digits_with_reference
     measured = run_agent(model.parent, [_variant(model, "noop", accelerator="delegate")],
                          {"delegate": str(library),
-                          "delegate_options": {"log": str(log), "cache": True}})["variants"][0]
+                          "delegate_options": {"log": str(log), "cache": True}},
+                         python=agent_python)["variants"][0]
     assert measured["status"] == "ok", measured.get("error")
     assert measured["output_check"]["ok"]
     facts = measured["accelerator"]
@@ -135,11 +136,12 @@ def test_a_no_op_delegate_loads_from_a_path_with_its_options(
 
 
 def test_a_library_that_is_not_a_delegate_fails_in_one_line(digits_with_reference: Path,
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path,
+                                                            agent_python: str) -> None:
     library = _compile(tmp_path, "not_a_delegate", "int answer(void) { return 42; }\n")
     model = digits_with_reference
     measured = run_agent(model.parent, [_variant(model, "bad", accelerator="delegate")],
-                         {"delegate": str(library)})["variants"][0]
+                         {"delegate": str(library)}, python=agent_python)["variants"][0]
     assert measured["status"] == "failed"
     assert measured["error"] == (f"accelerator delegate (api interpreter): {library} is not a "
                                  "TFLite delegate: it does not export "

@@ -100,44 +100,41 @@ def test_each_variant_over_the_time_limit_is_killed_on_its_own(
     killed, measured = result["variants"]
     assert killed["status"] == "failed" and killed["error"].startswith("timed out after 2 s")
     assert measured["status"] == "failed" and measured["error"].startswith("timed out after 2 s")
-def test_agent_imports_only_stdlib_numpy_and_a_runtime(tflite_copy: Path) -> None:
-    """Measure a model in a clean interpreter and list every top-level package it loaded."""
+def packages_measuring(model: Path, python: str) -> set[str]:
+    """The top-level packages beyond the standard library that ``python`` loads when the
+    agent measures ``model`` (on the runtime its suffix takes) and reads the board's facts."""
     probe = (
         "import sys, json; sys.path.insert(0, sys.argv[1]);"
         "from device_agent.measure import measure_variant;"
-        "from device_agent.runtime import find_runtime;"
+        "from device_agent.runtime import runtime_for;"
         "from device_agent.__main__ import main; from device_agent.board import board_facts;"
         "from device_agent.protocol import DEFAULT_SETTINGS;"
-        "measure_variant(find_runtime(), sys.argv[2], dict(DEFAULT_SETTINGS, min_runs=1,"
-        " min_seconds=0)); board_facts();"
+        "measure_variant(runtime_for('auto', sys.argv[2]), sys.argv[2],"
+        " dict(DEFAULT_SETTINGS, min_runs=1, min_seconds=0)); board_facts();"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
-    loaded = json.loads(subprocess.run(
-        [sys.executable, "-c", probe, str(REPO), str(tflite_copy)],
-        capture_output=True, check=True, text=True).stdout)
+    loaded = json.loads(subprocess.run([python, "-c", probe, str(REPO), str(model)],
+                                       capture_output=True, check=True, text=True).stdout)
     # Whatever a bare interpreter loads at start-up (site .pth hooks) is not the agent's doing.
     at_startup = set(json.loads(subprocess.run(
-        [sys.executable, "-c", "import sys, json; print(json.dumps(list(sys.modules)))"],
+        [python, "-c", "import sys, json; print(json.dumps(list(sys.modules)))"],
         capture_output=True, check=True, text=True).stdout))
     stdlib = set(sys.stdlib_module_names) | at_startup | {"cython_runtime"}
-    third_party = {name for name in loaded if name not in stdlib and not name.startswith("_")}
+    return {name for name in loaded if name not in stdlib and not name.startswith("_")}
+
+
+def test_agent_imports_only_stdlib_numpy_and_a_runtime(tflite_copy: Path,
+                                                       agent_python: str) -> None:
+    """Measure a model in a clean interpreter and list every top-level package it loaded."""
+    third_party = packages_measuring(tflite_copy, agent_python)
     allowed = {"device_agent", "numpy", "ai_edge_litert", "tflite_runtime"}
     assert third_party <= allowed, third_party - allowed
 
 
 def test_a_named_power_sensor_that_is_missing_fails_the_variant_with_the_reason(
-        tflite_copy: Path) -> None:
-    agent = build_agent_package()
-    (tflite_copy.parent / agent.name).write_bytes(agent.data)
-    job = protocol.make_job(job_id="t", settings={**FAST, "power_sensor": "ina219-hwmon"},
-                            variants=[{"name": "fp32", "file": tflite_copy.name,
-                                       "sha256": hashlib.sha256(tflite_copy.read_bytes())
-                                       .hexdigest()}])
-    (tflite_copy.parent / "job.json").write_text(json.dumps(job))
-    completed = subprocess.run([sys.executable, str(tflite_copy.parent / agent.name), "run",
-                                str(tflite_copy.parent / "job.json")], capture_output=True,
-                               check=True)
-    failed = protocol.parse_result(completed.stdout, job)["variants"][0]
+        tflite_copy: Path, agent_python: str) -> None:
+    failed = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
+                       {"power_sensor": "ina219-hwmon"}, python=agent_python)["variants"][0]
     assert failed["status"] == "failed"
     assert "power sensor 'ina219-hwmon' not available: no ina219 hwmon device" in failed["error"]
 
@@ -279,13 +276,13 @@ def test_at_the_jobs_deadline_the_rest_fails_with_the_reason(tflite_copy: Path,
 
 
 def test_a_variant_invalid_only_for_its_spread_is_measured_again_and_says_so(
-        tflite_copy: Path) -> None:
+        tflite_copy: Path, agent_python: str) -> None:
     # A shared machine changes state mid-run (a 15 us model: 21.1 us, then 24.2 us), which
     # makes the spread too wide; a second attempt may meet a steady board.  A limit no run
     # can meet makes every attempt unsteady, so all of them are taken and all are reported.
     unsteady = {"max_cv": 1e-9, "attempts": 3, "cooldown_seconds": 0.0}
     measured = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
-                         unsteady)["variants"][0]
+                         unsteady, python=agent_python)["variants"][0]
     assert measured["verdict"]["status"] == "INVALID" and measured["verdict"]["unsteady_only"]
     assert len(measured["earlier_attempts"]) == 2
     assert all("coefficient of variation" in attempt["verdict"]["reasons"][0]
@@ -293,13 +290,14 @@ def test_a_variant_invalid_only_for_its_spread_is_measured_again_and_says_so(
     # One attempt asked for: measured once.  Something else wrong too (too few runs): a
     # second attempt cannot mend it, so there is none.
     once = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
-                     {**unsteady, "attempts": 1})["variants"][0]
+                     {**unsteady, "attempts": 1}, python=agent_python)["variants"][0]
     assert "earlier_attempts" not in once
     short = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
-                      {**unsteady, "min_runs": 10**6, "max_seconds": 0.05})["variants"][0]
+                      {**unsteady, "min_runs": 10**6, "max_seconds": 0.05},
+                      python=agent_python)["variants"][0]
     assert "earlier_attempts" not in short and "unsteady_only" not in short["verdict"]
     assert any("too few runs" in reason for reason in short["verdict"]["reasons"])
     # A steady measurement is taken once (the default limit, 2 attempts).
     steady = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
-                       {"max_cv": 10.0})["variants"][0]
+                       {"max_cv": 10.0}, python=agent_python)["variants"][0]
     assert steady["verdict"]["status"] == "VALID" and "earlier_attempts" not in steady

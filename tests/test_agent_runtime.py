@@ -50,19 +50,19 @@ def test_the_runtime_setting_chooses_what_runs(tflite_copy: Path,
 
 
 def test_auto_on_the_board_floor_says_what_it_took(tflite_copy: Path,
-                                                   tflite_runtime_214: Path) -> None:
+                                                   floor_python: Path) -> None:
     measured = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
-                         python=str(tflite_runtime_214))["variants"][0]
+                         python=str(floor_python))["variants"][0]
     assert measured["runtime"] == {"name": "tflite-runtime", "version": "2.14.0"}
     assert measured["runtime_choice"] == ("auto: tflite-runtime 2.14.0 "
                                           "(ai-edge-litert not installed)")
 
 
 def test_a_runtime_that_is_not_installed_fails_the_variants_naming_it(
-        tflite_copy: Path, tflite_runtime_214: Path) -> None:
+        tflite_copy: Path, floor_python: Path) -> None:
     result = run_agent(tflite_copy.parent, [{"name": "a", "file": tflite_copy.name},
                                             {"name": "b", "file": tflite_copy.name}],
-                       {"runtime": "ai-edge-litert"}, python=str(tflite_runtime_214))
+                       {"runtime": "ai-edge-litert"}, python=str(floor_python))
     for failed in result["variants"]:
         assert failed["status"] == "failed"
         assert failed["error"] == ("runtime ai-edge-litert (the target's runtime setting) is "

@@ -11,7 +11,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -267,11 +266,12 @@ def test_clock_facts_are_checked_when_present() -> None:
 
 
 def test_the_local_board_sends_its_clock_facts_and_never_fails_for_them(
-        tiny_tflite: Path) -> None:
+        tiny_tflite: Path, agent_python: str) -> None:
     """This machine, whatever it exposes: no cpufreq gives "not exposed", never a crash, and
     a governor that cannot be set is a named condition of a measured variant."""
     result = run_agent(tiny_tflite.parent, [{"name": "tiny", "file": tiny_tflite.name}],
-                       {"set_governor": "performance", "cooldown_seconds": 0})
+                       {"set_governor": "performance", "cooldown_seconds": 0},
+                       python=agent_python)
     measured = result["variants"][0]
     assert measured["status"] == "ok"
     local = clock_state()
@@ -284,9 +284,9 @@ def test_the_local_board_sends_its_clock_facts_and_never_fails_for_them(
                    for c in measured["verdict"]["conditions"])
 
 
-def test_doctor_facts_carry_the_clock_state() -> None:
+def test_doctor_facts_carry_the_clock_state(agent_python: str) -> None:
     facts = json.loads(subprocess.run(
-        [sys.executable, "-m", "device_agent", "facts", "none"], capture_output=True,
+        [agent_python, "-m", "device_agent", "facts", "none"], capture_output=True,
         check=True, text=True, cwd=Path(__file__).resolve().parent.parent).stdout)
     assert facts["clocks"]["governor"] == facts["board"]["cpu_governor"]
 
@@ -307,13 +307,14 @@ def _can_overlay_cpufreq() -> bool:
 @pytest.mark.integration
 @pytest.mark.skipif(not _can_overlay_cpufreq(), reason="needs root, unshare and a cpufreq folder")
 def test_the_real_agent_sets_the_governor_for_the_job_and_restores_it(
-        tiny_tflite: Path) -> None:
+        tiny_tflite: Path, agent_python: str) -> None:
     board = policy_tree(tiny_tflite.parent / "board", BIG_LITTLE)
     cpufreq = board / CPU / "cpufreq"
     variants = [{"name": "tiny", "file": tiny_tflite.name}]
     command, job = write_job(tiny_tflite.parent, variants,
                              {"set_governor": "performance", "cooldown_seconds": 0})
-    done = subprocess.run(_in_own_cpufreq(cpufreq, command), capture_output=True, check=True)
+    done = subprocess.run(_in_own_cpufreq(cpufreq, [agent_python, *command[1:]]),
+                          capture_output=True, check=True)
     result = protocol.parse_result(done.stdout, job)
     measured = result["variants"][0]
     # Measured on the governor the job set, so no condition names it ...
@@ -327,7 +328,8 @@ def test_the_real_agent_sets_the_governor_for_the_job_and_restores_it(
     command, _job = write_job(tiny_tflite.parent, variants, {
         "set_governor": "performance", "min_seconds": 60, "max_seconds": 60,
         "min_runs": 10**9, "max_runs": 10**9})
-    running = subprocess.Popen(_in_own_cpufreq(cpufreq, command), stdout=subprocess.PIPE,
+    running = subprocess.Popen(_in_own_cpufreq(cpufreq, [agent_python, *command[1:]]),
+                               stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     try:
         wait_for(lambda: governors(board) == ["performance"] * 3)

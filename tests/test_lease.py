@@ -372,30 +372,30 @@ def test_a_host_paused_past_its_lease_stops_itself_and_starts_no_agent(
 
 
 def run_agent(tmp_path: Path, job: dict[str, object], files: dict[str, Path], owner: Path,
-              token: str) -> subprocess.Popen[bytes]:
+              token: str, python: str = sys.executable) -> subprocess.Popen[bytes]:
     work = tmp_path / "agent"
     work.mkdir(exist_ok=True)
     for name, path in files.items():
         shutil.copyfile(path, work / name)
     (work / "job.json").write_text(json.dumps(job))
-    return subprocess.Popen([sys.executable, "-m", "device_agent", "run", "job.json",
+    return subprocess.Popen([python, "-m", "device_agent", "run", "job.json",
                              "--lease-file", str(owner), "--lease-token", token],
                             cwd=work, env={**os.environ, "PYTHONPATH": str(REPO)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def test_an_agent_measures_only_while_the_lease_names_its_token(
-        tflite_copy: Path, tmp_path: Path) -> None:
+        tflite_copy: Path, tmp_path: Path, agent_python: str) -> None:
     owner = tmp_path / "owner"
     owner.write_text("someone else\n99\n1\nTHEIRS\n")
     job, files = job_for(tflite_copy, "fenced", seconds=20)
-    agent = run_agent(tmp_path, job, files, owner, "OURS")
+    agent = run_agent(tmp_path, job, files, owner, "OURS", agent_python)
     out, err = agent.communicate(timeout=60)
     assert (agent.returncode, out) == (76, b""), err
     assert b"no longer this job's" in err
     # Taken over while measuring: the agent and its child stop within a second or so.
     owner.write_text("us\n99\n1\nOURS\n")
-    agent = run_agent(tmp_path, job, files, owner, "OURS")
+    agent = run_agent(tmp_path, job, files, owner, "OURS", agent_python)
     time.sleep(4)  # started, and measuring its 20 s
     assert agent.poll() is None, agent.communicate()
     owner.write_text("another job\n99\n1\nTHEIRS\n")

@@ -20,9 +20,10 @@ from .models.segfaulting_runtime import VERSION, write_segfaulting_runtime
 REPO = Path(__file__).resolve().parent.parent
 
 
-def agent_facts(*args: str, path: list[Path] | None = None) -> dict:
+def agent_facts(*args: str, path: list[Path] | None = None,
+                python: str = sys.executable) -> dict:
     pythonpath = os.pathsep.join(str(p) for p in [*(path or []), REPO])
-    done = subprocess.run([sys.executable, "-m", "device_agent", "facts", *args],
+    done = subprocess.run([python, "-m", "device_agent", "facts", *args],
                           capture_output=True, text=True, timeout=180, check=False,
                           env={**os.environ, "PYTHONPATH": pythonpath})
     assert done.returncode == 0, done.stderr
@@ -30,9 +31,10 @@ def agent_facts(*args: str, path: list[Path] | None = None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_a_runtime_that_segfaults_on_load_is_named_in_one_line(tmp_path: Path) -> None:
+def test_a_runtime_that_segfaults_on_load_is_named_in_one_line(tmp_path: Path,
+                                                               agent_python: str) -> None:
     standin = write_segfaulting_runtime(tmp_path / "standin")
-    facts = agent_facts("--runtime", "tflite-runtime", path=[standin])
+    facts = agent_facts("--runtime", "tflite-runtime", path=[standin], python=agent_python)
     assert facts["runtime"] == {"name": "tflite-runtime", "version": VERSION}
     assert facts["model_loads"] == [{
         "accelerator": "cpu", "ok": False,

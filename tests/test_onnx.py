@@ -8,8 +8,6 @@ are integration tests (a real agent process, real runtimes).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from toolkit.errors import BoardSetupError, ModelError
 from toolkit.model.load import load_model_source
 from toolkit.model.reference import compute_reference
 
-from .test_agent import run_agent
+from .test_agent import packages_measuring, run_agent
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = {"min_runs": 10, "min_seconds": 0.05, "warmup_runs": 2, "warmup_seconds": 0.0,
@@ -363,24 +361,9 @@ def test_a_recipe_an_onnx_does_not_take_fails_the_deploy_in_one_line(tmp_path: P
 
 
 def test_the_agent_measuring_an_onnx_imports_only_stdlib_numpy_and_onnxruntime(
-        tmp_path: Path) -> None:
+        tmp_path: Path, agent_python: str) -> None:
     model = tiny_onnx(tmp_path / "mlp.onnx")
-    probe = (
-        "import sys, json; sys.path.insert(0, sys.argv[1]);"
-        "from device_agent.measure import measure_variant;"
-        "from device_agent.runtime import runtime_for;"
-        "from device_agent.protocol import DEFAULT_SETTINGS;"
-        "measure_variant(runtime_for('auto', sys.argv[2]), sys.argv[2],"
-        " dict(DEFAULT_SETTINGS, min_runs=1, min_seconds=0));"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
-    )
-    loaded = json.loads(subprocess.run([sys.executable, "-c", probe, str(REPO), str(model)],
-                                       capture_output=True, check=True, text=True).stdout)
-    at_startup = set(json.loads(subprocess.run(
-        [sys.executable, "-c", "import sys, json; print(json.dumps(list(sys.modules)))"],
-        capture_output=True, check=True, text=True).stdout))
-    stdlib = set(sys.stdlib_module_names) | at_startup | {"cython_runtime"}
-    third_party = {name for name in loaded if name not in stdlib and not name.startswith("_")}
+    third_party = packages_measuring(model, agent_python)
     assert third_party <= {"device_agent", "numpy", "onnxruntime"}, third_party
 
 

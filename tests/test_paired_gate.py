@@ -341,7 +341,8 @@ def test_malformed_energy_answers_are_refused(tmp_path: Path, broken: dict[str, 
 
 def run_paired(folder: Path, pairs: list[tuple[str, str, str]],
                settings: dict[str, Any] | None = None,
-               paired: dict[str, float] | None = None) -> dict[str, Any]:
+               paired: dict[str, float] | None = None, *,
+               python: str = sys.executable) -> dict[str, Any]:
     files = sorted({f for _, base, new in pairs for f in (base, new)})
     command, job = write_job(folder, [{"name": f, "file": f} for f in files], settings)
     job["pairs"] = [{"name": name, "baseline": base, "candidate": new}
@@ -349,16 +350,17 @@ def run_paired(folder: Path, pairs: list[tuple[str, str, str]],
     job["paired"] = {"max_seconds": 5.0, "block_seconds": 0.005, **(paired or {})}
     protocol.validate_job(job)
     (folder / "job.json").write_text(json.dumps(job))
-    completed = subprocess.run([sys.executable, *command[1:]], capture_output=True, check=True)
+    completed = subprocess.run([python, *command[1:]], capture_output=True, check=True)
     return protocol.parse_result(completed.stdout, job)
 
 
 def test_the_agent_measures_a_file_against_itself_and_a_crash_fails_its_pair_alone(
-        tflite_copy: Path) -> None:
+        tflite_copy: Path, agent_python: str) -> None:
     broken = tflite_copy.parent / "broken.tflite"
     broken.write_bytes(b"\x00" * 64)
     result = run_paired(tflite_copy.parent, [("same", tflite_copy.name, tflite_copy.name),
-                                             ("bad", tflite_copy.name, broken.name)])
+                                             ("bad", tflite_copy.name, broken.name)],
+                        python=agent_python)
     same, bad = result["pairs"]
     assert result["variants"] == []
     assert same["status"] == "ok" and bad["status"] == "failed" and bad["error"]
@@ -372,7 +374,8 @@ def test_the_agent_measures_a_file_against_itself_and_a_crash_fails_its_pair_alo
     assert set(same["clocks"]) == {"before", "after"}  # read on the board, as a variant's
 
 
-def test_the_agent_runs_an_energy_pass_when_the_sensor_opens(tflite_copy: Path) -> None:
+def test_the_agent_runs_an_energy_pass_when_the_sensor_opens(tflite_copy: Path,
+                                                             agent_python: str) -> None:
     """A meter command printing a constant 3 W, read by the real sampler thread through the
     whole pass: the same file on both sides costs the same energy per inference.
 
@@ -382,7 +385,7 @@ def test_the_agent_runs_an_energy_pass_when_the_sensor_opens(tflite_copy: Path) 
                         settings={"power_sensor": "command", "power_command": "echo 3.0",
                                   "power_rate_hz": 50.0},
                         paired={"energy_block_seconds": 0.2, "energy_block_samples": 2,
-                                "energy_max_rounds": 1})
+                                "energy_max_rounds": 1}, python=agent_python)
     [same] = result["pairs"]
     energy = same["energy"]
     assert energy["sensor"]["kind"] == "command" and "error" not in energy, energy
@@ -392,9 +395,11 @@ def test_the_agent_runs_an_energy_pass_when_the_sensor_opens(tflite_copy: Path) 
     assert judged.verdict != "regression" and judged.interval is not None
 
 
-def test_a_sensor_that_does_not_open_costs_the_energy_figure_only(tflite_copy: Path) -> None:
+def test_a_sensor_that_does_not_open_costs_the_energy_figure_only(tflite_copy: Path,
+                                                                  agent_python: str) -> None:
     result = run_paired(tflite_copy.parent, [("same", tflite_copy.name, tflite_copy.name)],
-                        settings={"power_sensor": "command", "power_command": " "})
+                        settings={"power_sensor": "command", "power_command": " "},
+                        python=agent_python)
     [same] = result["pairs"]
     assert same["status"] == "ok" and "power_command is empty" in same["energy"]["error"]
 

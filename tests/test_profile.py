@@ -134,9 +134,9 @@ def test_a_profiled_pass_faster_than_the_timed_one_is_not_a_negative_cost() -> N
 
 
 def test_tflite_runtime_214_profiles_its_own_nodes(digits_pair: Path,
-                                                   tflite_runtime_214: Path) -> None:
+                                                   floor_python: Path) -> None:
     result = run_agent(digits_pair, [{"name": n, "file": f"{n}.tflite"} for n in ("int8", "fp32")],
-                       SETTINGS, python=str(tflite_runtime_214))
+                       SETTINGS, python=str(floor_python))
     int8, fp32 = result["variants"]
     assert int8["runtime"] == {"name": "tflite-runtime", "version": "2.14.0"}
     # 2.14 runs int8 with its own kernels on x86: one row per TFLite node, in node order.
@@ -226,9 +226,9 @@ def test_the_litert_profiled_loop_opens_nothing_and_gets_its_descriptors_back(
     (tmp_path / "after").write_text("opens again")
 
 
-def test_without_the_setting_there_is_no_profile(tflite_copy: Path) -> None:
+def test_without_the_setting_there_is_no_profile(tflite_copy: Path, agent_python: str) -> None:
     measured = run_agent(tflite_copy.parent, [{"name": "fp32", "file": tflite_copy.name}],
-                         {"max_cv": 0.0})["variants"][0]
+                         {"max_cv": 0.0}, python=agent_python)["variants"][0]
     assert "profile" not in measured
 
 
