@@ -111,6 +111,20 @@ def test_newer_figures_are_accepted_and_checked_when_present() -> None:
             protocol.parse_result(encoded(bad), JOB)
 
 
+def test_a_profile_row_has_text_for_its_kernel_and_provider_and_numbers_for_times() -> None:
+    row = {"index": 0, "op": "Gemm", "kernel": "fc2/MatMulAddFusion",
+           "provider": "CPUExecutionProvider", "p50_us": 2.0, "mean_us": 2.1}
+    profile = {"ops": [row], "by_type": [{"op": "Gemm", "count": 1, "mean_us": 2.1}],
+               "total_us": {"p50": 6.0, "mean": 6.2}, "ops_sum_us": 2.1}
+    good = mutated(lambda d: d["variants"][0].update(profile=profile))
+    assert protocol.parse_result(encoded(good), JOB)["variants"][0]["profile"]["ops"] == [row]
+    for key, value in (("provider", 5), ("kernel", ["a"]), ("mean_us", "2")):
+        bad = copy.deepcopy(good)
+        bad["variants"][0]["profile"]["ops"][0][key] = value
+        with pytest.raises(protocol.ProtocolError, match=f"profile.ops\\[0\\].{key}"):
+            protocol.parse_result(encoded(bad), JOB)
+
+
 def test_an_older_hosts_job_without_the_newer_settings_is_valid() -> None:
     old = copy.deepcopy(JOB)
     for key in (*protocol.OPTIONAL_SETTINGS, *protocol.TEXT_SETTINGS):
