@@ -15,7 +15,7 @@ Two kinds of its events are read here:
 
 Nodes are those of the graph ORT optimised (a MatMul and an Add fused into one ``Gemm``
 named ``/MatMulAddFusion``; a provider's fused subgraph as one node), which is what ran.
-The layout was read from onnxruntime 1.19.2 (the last cp38 line) and 1.30.0;
+The layout was read from onnxruntime 1.19.2 (the last cp38 line), 1.30.0 and 1.32.0;
 :data:`CHECKED` bounds the versions :func:`device_agent.profiler.unavailable` lets through.
 
 Example::
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 #: The (major, minor) lines of onnxruntime whose trace layout was read: first and last.
-CHECKED = ((1, 19), (1, 30))
+CHECKED = ((1, 19), (1, 32))
 #: Profiled runs at most: every run adds a JSON event per node (three on 1.19) to the
 #: trace, which ORT writes to disk and this module reads back whole.
 MAX_RUNS = 100

@@ -149,7 +149,8 @@ def test_the_agent_profiles_an_onnx_node_by_node_naming_the_provider_of_each(
 
 
 #: A run of one node as each checked line writes it (trimmed to the keys read, plus
-#: 1.19's fences): onnxruntime 1.19.2 and 1.30.0 on two_layer_onnx's second layer.
+#: 1.19's fences): onnxruntime 1.19.2 and 1.30.0 (1.32.0 writes as 1.30.0) on two_layer_onnx's
+#: second layer.
 TRACE_119 = [
     {"cat": "Node", "ts": 10, "dur": 0, "ph": "X", "name": "fc2/MatMulAddFusion/_fence_before",
      "args": {"op_name": "Gemm"}},
@@ -183,9 +184,9 @@ def test_both_checked_trace_layouts_read_as_the_same_runs(trace: list[dict]) -> 
 
 
 @pytest.mark.parametrize(("version", "reason"), [
-    ("1.18.1", "its profiler's trace layout is checked for onnxruntime 1.19 to 1.30 only"),
-    ("1.31.0", "its profiler's trace layout is checked for onnxruntime 1.19 to 1.30 only"),
-    ("1.19.2", None), ("1.30.0", None),
+    ("1.18.1", "its profiler's trace layout is checked for onnxruntime 1.19 to 1.32 only"),
+    ("1.33.0", "its profiler's trace layout is checked for onnxruntime 1.19 to 1.32 only"),
+    ("1.19.2", None), ("1.30.0", None), ("1.32.0", None),
 ])
 def test_the_onnx_profile_is_guarded_by_the_versions_whose_trace_was_read(
         version: str, reason: str | None) -> None:
@@ -200,7 +201,7 @@ def test_an_onnx_profile_refused_for_its_version_is_one_line_and_the_figures_sta
     assert figures["status"] == "ok" and figures["runs"] >= 10
     assert figures["profile"] == {"error": (
         "per-op profile not available on onnxruntime 1.18.1: its profiler's trace layout is "
-        "checked for onnxruntime 1.19 to 1.30 only")}
+        "checked for onnxruntime 1.19 to 1.32 only")}
 
 
 def test_the_runtime_is_chosen_by_the_file_and_a_mismatch_is_one_line() -> None:
