@@ -37,7 +37,8 @@ SLOWER_RATIO, SLOWER_SHARE = 1.05, 0.01
 #: MobileNetV2-96's two 1x1 convolutions of the same cost came 1 us apart (0.4 %) in
 #: either order from one profile to the next.
 TIE_SHARE = 0.02
-#: XNNPACK's timings are whole microseconds: a p50 below this says nothing of an operator.
+#: XNNPACK's and ONNX Runtime's timings are whole microseconds: a p50 below this says nothing
+#: of an operator.
 RESOLUTION_US = 1.0
 
 
