@@ -70,6 +70,15 @@ def test_a_measured_record_round_trips_through_the_json_the_store_keeps() -> Non
     assert back == made and back.to_dict() == stored
 
 
+def test_a_board_error_names_the_file_by_its_name_not_by_its_hash_on_the_board() -> None:
+    board_path = "/home/pi/.edge/cache/" + "b" * 64 + ".tflite"
+    failed = {"name": "int8", "status": "failed",
+              "error": f"ValueError: Could not open '{board_path}': unsupported op"}
+    made = ResultRecord.measured_on("pi", an_artifact(), failed, board=BOARD, threads=2,
+                                    swept=False)
+    assert made.error == "ValueError: Could not open 'int8.tflite': unsupported op"
+
+
 def test_the_paths_store_queries_read_are_where_the_record_writes_them() -> None:
     # ResultsStore.latency_history reads these inside the stored JSON, in SQL.
     stored = ResultRecord.measured_on("pi", an_artifact(), AGENT_ANSWER, board=BOARD,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict, Unpack
@@ -314,9 +315,14 @@ class ResultRecord:
                                                                 "threads")}
         status = Status.parse(answer.get("status"),
                               f"agent answer for {target}/{answer.get('name')}")
+        error = _text(answer.get("error"))
+        if error:
+            # The board knows the file by its content hash; its user by the name it has here.
+            error = re.sub(rf"[^\s'\"]*{re.escape(artifact.board_name)}", artifact.path.name,
+                           error)
         return cls(target=target, recipe=artifact.variant, status=status, threads=threads,
                    swept=swept, stage=None if status is Status.OK else Stage.MEASURE,
-                   error=_text(answer.get("error")), artifact=artifact_facts(artifact),
+                   error=error, artifact=artifact_facts(artifact),
                    board=board_of(board), measured=measurements_of(figures))
 
     def to_dict(self) -> StoredRecord:
