@@ -438,9 +438,12 @@ def default_store_path(out_dir: Path) -> Path | str:
 
 def new_run(run_id: str, source: ModelSource, final_dir: Path,
             results: list[ResultRecord], tags: Iterable[str] = ()) -> StoredRun:
+    """The run as the store keeps it; its folder absolute, so that ``edge check --paired``
+    finds its files and a trend page links its report from any working directory."""
     return StoredRun(run_id=run_id, created_at=_now(), model_name=source.name,
                      model_path=str(source.path), model_sha256=source.sha256,
-                     report_dir=str(final_dir), git_commit=git_commit(source.path),
+                     report_dir=str(final_dir.resolve()),
+                     git_commit=git_commit(source.path),
                      tags=tuple(tags), results=results)
 
 
