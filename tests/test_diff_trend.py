@@ -104,6 +104,15 @@ def test_noise_alone_has_no_change_point(seed: int) -> None:
     assert find_changes(_noise(seed))[0] == []
 
 
+@pytest.mark.parametrize("after", [3, 5, 8])
+def test_a_figure_that_repeats_exactly_has_any_lasting_step_found(after: int) -> None:
+    # A file's size or accuracy is the same in every run until the file changes: scaled by
+    # the series' own deviation, a step of 5 runs in 30 would be hidden whatever its size.
+    sizes = [100_000.0] * (30 - after) + [100_500.0] * after
+    assert find_changes(sizes)[0] == [30 - after]
+    assert find_changes([100_000.0] * 30)[0] == []
+
+
 def test_too_short_a_series_is_not_searched() -> None:
     changes, method = find_changes([1.0, 2.0, 3.0])
     assert changes == [] and method.startswith("no change looked for")

@@ -5,7 +5,9 @@ points with ruptures' PELT (``ruptures.Pelt``) rather than a hand-written search
 
 - the series is scaled by its run-to-run noise, estimated robustly as the median absolute
   difference between successive runs (x 1.4826 / sqrt 2, a standard deviation for normal
-  noise), so one penalty fits a 15 us model and a 1 s one;
+  noise), so one penalty fits a 15 us model and a 1 s one; a figure most runs repeat
+  exactly (a size, an accuracy) is scaled by its mean difference instead, so that any
+  lasting move of it is a change;
 - the cost is L1 (distance to each segment's median): one slow run on a shared machine is
   not a change, a lasting step is;
 - the penalty per change point is :data:`PENALTY_PER_LOG_N` x ln(n) on that scale, which
@@ -26,14 +28,14 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from toolkit.errors import UsageError
 from toolkit.results.store import FigurePoint, ResultsStore
 
-__all__ = ["METRICS", "MIN_SEGMENT", "PENALTY_PER_LOG_N", "Change", "Trend", "find_changes",
-           "shown_value", "trend"]
+__all__ = ["METRICS", "MIN_RUNS", "MIN_SEGMENT", "PENALTY_PER_LOG_N", "Change", "Trend",
+           "changes_of", "compare_levels", "find_changes", "shown_value", "trend"]
 
 #: The figures a trend follows: the path to each in a stored record, and its unit.
 METRICS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -106,15 +108,7 @@ def trend(store: ResultsStore, *, target: str, variant: str, metric: str = "p50"
         raise UsageError(f"no stored run measured {metric} of {target}/{variant}"
                          + (f" for model {model_name}" if model_name else "")
                          + "; see edge runs list")
-    values = [p.value for p in points]
-    indices, method = find_changes(values, shown=lambda value: shown_value(metric, value))
-    changes = []
-    bounds = [0, *indices, len(values)]
-    for k, index in enumerate(indices):
-        before, after = values[bounds[k]:index], values[index:bounds[k + 2]]
-        changes.append(Change(index=index, run_id=points[index].run_id,
-                              before=_median(before), after=_median(after),
-                              p_value=_mann_whitney(before, after)))
+    changes, method = changes_of(points, metric)
     return Trend(target=target, variant=variant, metric=metric, unit=unit,
                  model_name=models[0], points=points, changes=changes, method=method)
 
@@ -133,6 +127,26 @@ def shown_value(metric: str, value: float) -> str:
     return format_memory(value) if unit == "bytes" else f"{value:.4f}"
 
 
+def changes_of(points: Sequence[FigurePoint], metric: str) -> tuple[list[Change], str]:
+    """The change points of a series of ``metric`` (oldest first), each against the
+    segments either side of it, and the method in words (:func:`find_changes`)."""
+    indices, method = find_changes([p.value for p in points],
+                                   shown=lambda value: shown_value(metric, value))
+    bounds = [0, *indices, len(points)]
+    return [compare_levels(points, range(bounds[k], index), range(index, bounds[k + 2]))
+            for k, index in enumerate(indices)], method
+
+
+def compare_levels(points: Sequence[FigurePoint], before: range, after: range) -> Change:
+    """The runs ``after`` against the runs ``before`` (index ranges of ``points``, each at
+    least one run): the medians of both and the Mann-Whitney p-value, as a change at the
+    first run of ``after``."""
+    old = [points[i].value for i in before]
+    new = [points[i].value for i in after]
+    return Change(index=after.start, run_id=points[after.start].run_id, before=_median(old),
+                  after=_median(new), p_value=_mann_whitney(old, new))
+
+
 def find_changes(values: list[float], *,
                  shown: Callable[[float], str] = lambda value: f"{value:.3g}"
                  ) -> tuple[list[int], str]:
@@ -146,9 +160,14 @@ def find_changes(values: list[float], *,
     if n < MIN_RUNS:
         return [], f"no change looked for: fewer than {MIN_RUNS} runs"
     series = np.asarray(values, dtype=float)
-    noise = 1.4826 * float(np.median(np.abs(np.diff(series)))) / math.sqrt(2)
-    if noise <= 0:  # at least half the runs repeat their predecessor exactly
-        noise = float(np.std(series)) or 1.0
+    steps = np.abs(np.diff(series))
+    noise = 1.4826 * float(np.median(steps)) / math.sqrt(2)
+    if noise <= 0:
+        # At least half the runs repeat their predecessor exactly: a figure that does not
+        # vary between runs (a file's size, its accuracy).  Its noise is the mean move per
+        # run: a lasting step stands far above it.  (The series' own deviation would hold
+        # the step itself, and hide a step of 5 runs in 30 whatever its size.)
+        noise = 1.4826 * float(np.mean(steps)) / math.sqrt(2) or 1.0
     penalty = PENALTY_PER_LOG_N * math.log(n)
     scaled = ((series - np.median(series)) / noise).reshape(-1, 1)
     ends = ruptures.Pelt(model="l1", min_size=MIN_SEGMENT, jump=1).fit(scaled) \
