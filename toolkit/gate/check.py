@@ -35,15 +35,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from toolkit.defaults import THRESHOLD_HELP
-from toolkit.errors import CheckRefused, ExitCode, UsageError
+from toolkit.errors import CheckRefused, UsageError
 from toolkit.gate import render
 from toolkit.gate.conditions import condition_differences, conditions_note
 from toolkit.gate.metrics import (
-    CONDITION_METRICS,
     UNKNOWN_ENERGY_SPREAD,
     UNKNOWN_SPREAD,
+    Judged,
     MetricCheck,
     compare_records,
+    with_conditions,
 )
 from toolkit.gate.spread import between_run_spread, energy_spread
 from toolkit.gate.thresholds import Thresholds
@@ -58,7 +59,7 @@ __all__ = ["THRESHOLD_HELP", "CheckOutcome", "MetricCheck", "Thresholds", "check
 
 
 @dataclass(frozen=True, kw_only=True)
-class CheckOutcome:
+class CheckOutcome(Judged[MetricCheck]):
     """Everything ``edge check`` found; :attr:`exit_code` says what it comes to."""
 
     baseline: StoredRun
@@ -68,26 +69,6 @@ class CheckOutcome:
     notes: list[str] = field(default_factory=list)
     #: Further baseline runs: a regression had to show against each of them too.
     more_baselines: tuple[StoredRun, ...] = ()
-
-    @property
-    def regressions(self) -> list[MetricCheck]:
-        return [c for c in self.checks if c.verdict == "regression"]
-
-    @property
-    def inconclusive(self) -> list[MetricCheck]:
-        return [c for c in self.checks if c.verdict == "inconclusive"]
-
-    @property
-    def exit_code(self) -> ExitCode:
-        """FAILED on any regression, else INCOMPLETE when anything is inconclusive, else OK."""
-        if self.regressions:
-            return ExitCode.FAILED
-        return ExitCode.INCOMPLETE if self.inconclusive else ExitCode.OK
-
-    @property
-    def passed(self) -> bool:
-        """True only when every metric was judged and none regressed."""
-        return self.exit_code == ExitCode.OK
 
     @property
     def summary(self) -> str:
@@ -243,20 +224,10 @@ def _check_one(baseline: StoredRun, run: StoredRun, thresholds: Thresholds,
             found = compare_records(base, new, thresholds, spread)
             differences = condition_differences(base, new)
             differing[key] = differences
-            checks.extend(_with_conditions(found, "; ".join(differences)))
+            checks.extend(with_conditions(found, "; ".join(differences)))
     notes.extend(_conditions_notes(differing, baseline.run_id, run.run_id))
     return CheckOutcome(baseline=baseline, run=run, thresholds=thresholds, checks=checks,
                         notes=notes)
-
-
-def _with_conditions(checks: list[MetricCheck], conditions: str) -> list[MetricCheck]:
-    """``checks`` with ``conditions`` beside each verdict the conditions move."""
-    if not conditions:
-        return checks
-    return [dataclasses.replace(
-        c, conditions=conditions,
-        detail="; ".join(filter(None, [c.detail, f"conditions differ: {conditions}"])))
-        if c.metric in CONDITION_METRICS and c.verdict != "skipped" else c for c in checks]
 
 
 def _conditions_notes(differing: dict[tuple[str, str], list[str]], baseline: str,

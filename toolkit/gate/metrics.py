@@ -64,18 +64,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
+from toolkit.errors import ExitCode
 from toolkit.gate.spread import bootstrap_ratios, latency_figure, student_t
 from toolkit.gate.thresholds import Thresholds
 from toolkit.results.record import ResultRecord
 from toolkit.units import format_duration, format_energy, format_memory, format_size
 
-__all__ = ["CONDITION_METRICS", "MetricCheck", "TIMING_METRICS", "UNKNOWN_ENERGY_SPREAD",
-           "UNKNOWN_SPREAD", "VERDICTS", "WIDEST_SHOWN", "compare_records"]
+__all__ = ["CONDITION_METRICS", "Judged", "MetricCheck", "TIMING_METRICS",
+           "UNKNOWN_ENERGY_SPREAD", "UNKNOWN_SPREAD", "VERDICTS", "WIDEST_SHOWN",
+           "compare_records", "with_conditions"]
 
 #: Metrics that follow timing noise: an INVALID measurement cannot judge them.
 TIMING_METRICS = ("latency_p50", "latency_p99", "energy")
@@ -138,6 +141,47 @@ class MetricCheck:
             return ""
         formatter = _SHOWN.get(self.metric)
         return formatter(value) if formatter else _fmt(value)
+
+
+_Check = TypeVar("_Check", bound=MetricCheck)
+
+
+class Judged(Generic[_Check]):
+    """What a gate's outcome (``edge check`` against a baseline, or ``--history``) says of
+    its :attr:`checks`: the regressions, what could not be judged, and the exit code."""
+
+    checks: Sequence[_Check]
+
+    @property
+    def regressions(self) -> list[_Check]:
+        return [c for c in self.checks if c.verdict == "regression"]
+
+    @property
+    def inconclusive(self) -> list[_Check]:
+        return [c for c in self.checks if c.verdict == "inconclusive"]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """FAILED on any regression, else INCOMPLETE when anything is inconclusive, else OK."""
+        if self.regressions:
+            return ExitCode.FAILED
+        return ExitCode.INCOMPLETE if self.inconclusive else ExitCode.OK
+
+    @property
+    def passed(self) -> bool:
+        """True only when every metric was judged and none regressed."""
+        return self.exit_code == ExitCode.OK
+
+
+def with_conditions(checks: list[_Check], conditions: str) -> list[_Check]:
+    """``checks`` with ``conditions`` (how two measurements' conditions differ, ``"threads
+    1 vs 4"``) beside each verdict the conditions move (:data:`CONDITION_METRICS`)."""
+    if not conditions:
+        return checks
+    return [dataclasses.replace(
+        c, conditions=conditions,
+        detail="; ".join(filter(None, [c.detail, f"conditions differ: {conditions}"])))
+        if c.metric in CONDITION_METRICS and c.verdict != "skipped" else c for c in checks]
 
 
 #: How each metric's figures print: in deploy's units (a size in KiB or MiB, not bytes).
