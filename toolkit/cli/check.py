@@ -1,9 +1,11 @@
-"""``edge check``: judge RUN against the baseline; the exit code says what it comes to.
+"""``edge check``: judge RUN against the baseline, or against its own stored history
+(``--history``); the exit code says what it comes to.
 
 Exit codes (:class:`toolkit.errors.ExitCode`): 0 no regression, 1 a regression, 2 a usage
 error, 3 the store could not be reached or read, or the check is inconclusive.
 
 Example: edge check --baseline edge-baseline.json --junit check.xml --markdown check.md
+Example: edge check --history latest
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from toolkit.safe_text import one_line
 
 if TYPE_CHECKING:
     from toolkit.gate.check import CheckOutcome, Thresholds
+    from toolkit.gate.history import HistoryOutcome
     from toolkit.gate.paired import PairedOutcome
     from toolkit.results.store import StoredRun
 
@@ -39,12 +42,22 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
                       "     the check is inconclusive: nothing regressed, but a measurement\n"
                       "     was INVALID, failed or missing, a latency or energy interval\n"
                       "     reaches across its limit, or energy was measured against one\n"
-                      "     baseline run (spread unknown; what to do is printed)")
-@click.option("--baseline", "baseline_refs", required=True, multiple=True,
+                      "     baseline run (spread unknown; what to do is printed); with\n"
+                      "     --history, a series of fewer than 6 runs")
+@click.option("--baseline", "baseline_refs", multiple=True,
               help="A run id, a tag, or a baseline JSON file written by edge runs export. "
                    "Repeat it for several runs of the baseline: their spread widens the "
                    "latency intervals, and a regression or improvement must show against "
-                   "each, so the spread between runs is not blamed on the code.")
+                   "each, so the spread between runs is not blamed on the code. Required "
+                   "unless --history.")
+@click.option("--history", is_flag=True,
+              help="Judge RUN against its own stored runs instead of a baseline: for each "
+                   "target x variant and metric, the series of the model's runs up to RUN "
+                   "(edge trend's change points). A change point whose new level starts "
+                   "among the newest 10 runs and moves past the limit is a regression (the "
+                   "better way: improved). PELT needs 3 runs at a new level to see a step, "
+                   "so a step is flagged from the 3rd to the 10th run after it, not "
+                   "before; fewer than 6 runs stored is inconclusive (exit 3).")
 @click.argument("run", default="latest")
 @store_option
 @click.option("--threshold", "overrides", multiple=True, metavar="NAME=VALUE",
@@ -66,9 +79,9 @@ _THRESHOLD_LINES = "; ".join(f"{name}: {what}" for name, what in THRESHOLD_HELP.
 @targets_option()
 @targets_dir_option
 @click.pass_context
-def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_path: str | None,
-          overrides: tuple[str, ...], junit: Path | None, markdown: Path | None,
-          as_json: bool, paired: bool, targets: tuple[str, ...],
+def check(ctx: click.Context, baseline_refs: tuple[str, ...], history: bool, run: str,
+          store_path: str | None, overrides: tuple[str, ...], junit: Path | None,
+          markdown: Path | None, as_json: bool, paired: bool, targets: tuple[str, ...],
           targets_dir: Path | None) -> None:
     """Judge RUN (a run id, a tag, default latest) against the baseline, metric by metric.
 
@@ -87,8 +100,12 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
     With --paired, both runs' files are measured again side by side on the board
     and latency is judged on the ratio of interleaved blocks (see --paired).
 
+    With --history, RUN is judged against the model's earlier stored runs, no
+    baseline needed (see --history).
+
     Example: edge check --baseline main latest --junit check.xml
     Example: edge check --baseline main latest --paired
+    Example: edge check --history latest
     """
     from toolkit.gate.check import Thresholds, check_runs, load_baseline
     from toolkit.results.store import ResultsStore
@@ -101,6 +118,12 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
     path = resolve_store_path(store_path, default=DEFAULT_OUT_DIR / "results.sqlite",
                               project=project)
     names = [name.strip() for spec in targets for name in spec.split(",") if name.strip()]
+    if history and (baseline_refs or paired):
+        raise UsageError("--history judges RUN against its own stored runs: leave out "
+                         + ("--baseline" if baseline_refs else "--paired"))
+    if not history and not baseline_refs:
+        raise UsageError("give --baseline BASE (a run id, a tag or an exported file), or "
+                         "--history to judge RUN against its own stored runs")
     if names and not paired:
         raise UsageError("--target chooses the board --paired measures on; add --paired")
     if len(names) > 1:
@@ -111,8 +134,12 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], run: str, store_pa
     with ResultsStore(path, create=False) as store:
         baselines = [load_baseline(ref, store) for ref in baseline_refs]
         judged = store.get_run(run)
-        outcome: CheckOutcome | PairedOutcome
-        if paired:
+        outcome: CheckOutcome | PairedOutcome | HistoryOutcome
+        if history:
+            from toolkit.gate.history import check_history
+
+            outcome = check_history(store, judged, thresholds)
+        elif paired:
             outcome = _paired(baselines[0], judged, thresholds, target_name, targets_dir)
         else:
             outcome = check_runs(baselines, judged, thresholds,

@@ -13,17 +13,18 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
-from toolkit.gate.metrics import WIDEST_SHOWN, MetricCheck
+from toolkit.gate.metrics import WIDEST_SHOWN, Judged, MetricCheck
 from toolkit.safe_text import markdown_text
 
 if TYPE_CHECKING:
     from toolkit.gate.check import CheckOutcome
+    from toolkit.gate.history import HistoryOutcome
     from toolkit.results.store import StoredRun
 
-__all__ = ["describe", "junit", "markdown"]
+__all__ = ["describe", "history_markdown", "junit", "markdown"]
 
 
 def markdown(outcome: CheckOutcome) -> str:
@@ -43,11 +44,8 @@ def markdown(outcome: CheckOutcome) -> str:
         change = "" if c.change is None else f"{c.change:+.2f} {c.unit}"
         if c.interval is not None:
             change += f" {c.interval_shown}"
-        limit = "" if c.threshold is None else \
-            (f"-{c.threshold:g} pt" if c.metric == "accuracy" else f"+{c.threshold:g} %")
-        mark = {"regression": "**REGRESSION**",
-                "inconclusive": f"inconclusive: {markdown_text(c.detail)}"}.get(
-                    c.verdict, c.verdict)
+        limit = _limit(c)
+        mark = _mark(c)
         if c.conditions and c.verdict in ("regression", "improved"):
             mark += f" (conditions differ: {markdown_text(c.conditions)})"
         elif c.conditions and c.verdict == "pass":  # inconclusive: its detail says it
@@ -67,7 +65,45 @@ def markdown(outcome: CheckOutcome) -> str:
     return "\n".join(lines) + "\n"
 
 
-def junit(outcome: CheckOutcome) -> str:
+def history_markdown(outcome: HistoryOutcome) -> str:
+    """``edge check --history``'s summary: each metric's level before the change point
+    that counts and now, and where it moved."""
+    run = outcome.run
+    lines = [f"### edge check --history: {outcome.summary}", "",
+             f"Run `{run.run_id}` ({_commit(run)}) against its own stored history, model "
+             f"{markdown_text(run.model_name)}.", "",
+             "| target | variant | metric | runs | level before | level now | change | "
+             "moved at | limit | verdict |",
+             "|---|---|---|---:|---:|---:|---:|---|---:|---|"]
+    for c in outcome.checks:
+        change = "" if c.change is None else f"{c.change:+.2f} {c.unit}"
+        moved = "" if c.changed_at is None else \
+            f"`{markdown_text(c.changed_at)}` (#{c.changed_at_number})"
+        mark = _mark(c)
+        if c.verdict != "inconclusive" and c.detail:  # where it moved, or why it did not
+            mark += f": {markdown_text(c.detail)}"
+        lines.append(f"| {markdown_text(c.target)} | {markdown_text(c.variant)} | {c.metric} "
+                     f"| {c.runs or ''} | {c.shown(c.baseline)} | {c.shown(c.value)} | "
+                     f"{change} | {moved} | {_limit(c)} | {mark} |")
+    lines.append("")
+    lines.extend(f"- {markdown_text(note)}" for note in outcome.notes)
+    return "\n".join(lines) + "\n"
+
+
+def _limit(c: MetricCheck) -> str:
+    if c.threshold is None:
+        return ""
+    return f"-{c.threshold:g} pt" if c.metric == "accuracy" else f"+{c.threshold:g} %"
+
+
+def _mark(c: MetricCheck) -> str:
+    """The verdict cell: a regression in bold, what could not be judged with why."""
+    return {"regression": "**REGRESSION**",
+            "inconclusive": f"inconclusive: {markdown_text(c.detail)}"}.get(c.verdict,
+                                                                             c.verdict)
+
+
+def junit(outcome: Judged[Any]) -> str:
     """JUnit XML: one test case per target x variant x metric."""
     suite = ElementTree.Element("testsuite", {
         "name": "edge check", "tests": str(len(outcome.checks)),
