@@ -33,15 +33,22 @@ def deploy(model: Path, out: Path) -> None:
                    check=True, capture_output=True)
 
 
+def slower_model(work: Path, channels: int) -> Path:
+    """The README model with two ``channels``-channel convolutions that change nothing but
+    the work, under the README model's name (so both are one model's series)."""
+    source = REPO / "examples" / "digits_cnn.py"
+    slower = work / "slower" / source.name
+    slower.parent.mkdir(parents=True, exist_ok=True)
+    slower.write_text(SLOWER.format(name=source.stem, kind="conv", size=channels,
+                                    path=str(source)))
+    return slower
+
+
 def store_series(work: Path, runs: int, *, swap: int | None, channels: int = 8) -> Path:
     """Deploy the README model ``runs`` times into ``work/out`` (the slower file of the same
     name from run ``swap + 1`` on; None: never) and return the store they are in."""
     source = REPO / "examples" / "digits_cnn.py"
-    slower = work / "slower" / "digits_cnn.py"  # the same name: the same model's series
-    if swap is not None:
-        slower.parent.mkdir(parents=True, exist_ok=True)
-        slower.write_text(SLOWER.format(name=source.stem, kind="conv", size=channels,
-                                        path=str(source)))
+    slower = source if swap is None else slower_model(work, channels)
     for index in range(runs):
         deploy(source if swap is None or index < swap else slower, work / "out")
     return work / "out" / "results.sqlite"
