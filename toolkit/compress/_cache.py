@@ -9,9 +9,9 @@ host runtime's check), stored under a key that hashes what both depend on:
   ``train_data()`` for chains that fine-tune (data that differs on every call, a random
   subset say, changes the key and is converted again, as it should be);
 - the chain's config (:meth:`Chain.to_dict`);
-- the toolchain: versions of torch, litert-torch, ai-edge-litert, ai-edge-quantizer,
-  torchao, torch-pruning and numpy, edge's version and a hash of its compression code,
-  the Python version and the machine.
+- the toolchain: versions of torch, litert-torch, litert-converter, ai-edge-litert,
+  ai-edge-quantizer, torchao, torch-pruning and numpy, edge's version and a hash of its
+  compression code, the Python version and the machine.
 
 Not seen: files the model reads outside its import, ``build_model()`` and
 ``example_input()`` (say inside ``forward``), and changes to a library it imports that is
@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from device_agent.protocol import sha256_file
 from toolkit.compress._recipes import Chain
+from toolkit.compress._toolchain import version
 from toolkit.links import place
 from toolkit.model.load import ModelSource
 
@@ -68,8 +68,10 @@ MODEL_FILE = "model.tflite"
 ENTRY_FILE = "entry.json"
 #: Staging folders older than this belong to a build that was killed.
 _STALE_STAGING_SECONDS = 3600
-_TOOLCHAIN = ("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao",
-              "torch-pruning", "numpy", "edge")
+#: litert-converter lowers litert-torch's graph into the file: another release writes
+#: other bytes.
+_TOOLCHAIN = ("torch", "litert-torch", "litert-converter", "ai-edge-litert",
+              "ai-edge-quantizer", "torchao", "torch-pruning", "numpy", "edge")
 #: edge's code that decides a file's bytes or its manifest entry.
 _CODE = ("compress", "model", "artifacts", "_quiet.py")
 
@@ -77,12 +79,7 @@ _CODE = ("compress", "model", "artifacts", "_quiet.py")
 @functools.cache
 def toolchain() -> dict[str, str]:
     """The versions (and edge's code hash) that a converted file depends on."""
-    versions = {}
-    for name in _TOOLCHAIN:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "absent"
+    versions = {name: version(name) for name in _TOOLCHAIN}
     package = Path(__file__).resolve().parent.parent
     code = hashlib.sha256()
     for part in _CODE:
