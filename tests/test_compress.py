@@ -29,6 +29,7 @@ from toolkit.compress import (
     parse_recipes,
 )
 from toolkit.compress._mixed import weighted_ops
+from toolkit.compress._toolchain import TORCH_TO_TFLITE, version
 from toolkit.errors import UsageError
 from toolkit.model.load import load_model_source
 
@@ -79,6 +80,13 @@ def test_manifest_describes_every_file(digits_bundle) -> None:
         assert variant["compress_seconds"] > 0
         ops = {op["op"]: op["version"] for op in variant["ops"]}
         assert "CONV_2D" in ops and "FULLY_CONNECTED" in ops and min(ops.values()) >= 1
+    # What built each file, as installed: the converter, and what each recipe adds.
+    adds = {"fp32": [], "fp16": ["ai-edge-quantizer"], "int8-dynamic": ["ai-edge-quantizer"],
+            "int8": ["torchao"]}
+    for recipe, variant in by_recipe(manifest).items():
+        assert variant["toolchain"] == {
+            name: version(name) for name in ["edge", *TORCH_TO_TFLITE, *adds[recipe]]}
+        assert all(v[0].isdigit() for v in variant["toolchain"].values()), variant
     assert not list(out.parent.glob(".bundle.staging-*"))
 
 

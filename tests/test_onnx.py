@@ -7,6 +7,7 @@ are integration tests (a real agent process, real runtimes).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -404,6 +405,10 @@ def test_an_onnx_deploys_to_a_local_board_running_onnxruntime(tmp_path: Path) ->
     assert [row["op"] for row in record["profile"]["ops"]] == ["Gemm"]
     report = next((out / "runs").glob("*/report.md")).read_text()
     assert "| # | operator | kernel | provider | node |" in report
+    # Nothing built the file as given; onnxruntime.quantization (on onnx) built int8.
+    assert record["toolchain"] == {"edge": importlib.metadata.version("edge")}
+    assert int8["toolchain"] == {name: importlib.metadata.version(name)
+                                 for name in ("edge", "onnx", "onnxruntime")}
 
 
 @pytest.mark.integration

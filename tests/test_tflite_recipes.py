@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 from pathlib import Path
@@ -77,6 +78,8 @@ def test_weight_only_recipes_rewrite_a_keras_export_and_are_judged_against_it(
         assert artifact["size_bytes"] < given["size_bytes"]
         fidelity = artifact["fidelity"]
         assert fidelity["reference"] == "given keras_cnn.tflite"
+        assert artifact["toolchain"] == {name: importlib.metadata.version(name)
+                                         for name in ("edge", "ai-edge-quantizer")}
         assert fidelity["agreement_metric"] == "cosine" and "degenerate" not in fidelity
     assert records["fp16"]["fidelity"]["cosine_similarity"] > 0.999
     report = next((out / "runs").glob("*/report.md")).read_text()
@@ -173,6 +176,9 @@ def test_full_int8_of_a_keras_export_is_calibrated_on_the_inputs_given(tmp_path:
     assert int8["size_bytes"] < records["keras_cnn.tflite"]["size_bytes"]
     assert int8["fidelity"]["inputs_from"] == "the --calibration inputs"
     assert int8["fidelity"]["cosine_similarity"] > 0.99
+    # ai-edge-quantizer's static recipe built it, not the torch path's PT2E (torchao).
+    assert int8["toolchain"] == {name: importlib.metadata.version(name)
+                                 for name in ("edge", "ai-edge-quantizer")}
     manifest = json.loads(next((out / "runs").glob("*/artifacts/manifest.json")).read_text())
     [entry] = [v for v in manifest["variants"] if v["variant"] == "int8"]
     assert entry["calibration"]["samples_used"] == 24

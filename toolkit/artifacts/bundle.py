@@ -71,6 +71,9 @@ class Artifact:
     runtime_compat: list[RuntimeCheck] = field(default_factory=list)
     #: Every operator code in the file with its version: what decides which runtime can load it.
     ops: list[OpVersion] = field(default_factory=list)
+    #: The version of each package that built the file, and edge's
+    #: (:mod:`toolkit.compress._toolchain`); empty for a file described before it was kept.
+    toolchain: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def oldest_runtime(self) -> str | None:
@@ -113,6 +116,7 @@ class Artifact:
         entry["ops"] = self.ops
         entry["file"] = self.path.name
         entry["oldest_runtime"] = self.oldest_runtime
+        entry["toolchain"] = dict(self.toolchain)
         return copy.deepcopy(entry)
 
 
@@ -148,12 +152,14 @@ def describe_artifact(variant: str, path: Path, *, config: Mapping[str, object] 
                       fidelity: Mapping[str, object] | None = None,
                       runtime_compat: Sequence[Mapping[str, object]] = (),
                       parameters: int | None = None, nonzero_parameters: int | None = None,
-                      macs: int | None = None) -> Artifact:
+                      macs: int | None = None,
+                      toolchain: Mapping[str, str] | None = None) -> Artifact:
     """The file at ``path`` with what it is (hash, sizes, operators) and what is known of it.
 
     ``fidelity`` and ``runtime_compat`` are the host's checks as :mod:`toolkit.compress`
     computed them (:class:`~toolkit.results.facts.Fidelity`,
-    :class:`~toolkit.results.facts.RuntimeCheck`).
+    :class:`~toolkit.results.facts.RuntimeCheck`); ``toolchain`` the versions of what
+    built it (:func:`toolkit.compress._toolchain.built_with`).
     """
     # gzip size shows what unstructured sparsity saves on the wire and on disk.
     return Artifact(variant=variant, path=path, sha256=sha256_file(path),
@@ -164,7 +170,8 @@ def describe_artifact(variant: str, path: Path, *, config: Mapping[str, object] 
                     details={} if details is None else details, calibration=calibration,
                     fidelity=None if fidelity is None else fidelity_of(fidelity),
                     runtime_compat=[runtime_check_of(check) for check in runtime_compat],
-                    parameters=parameters, nonzero_parameters=nonzero_parameters, macs=macs)
+                    parameters=parameters, nonzero_parameters=nonzero_parameters, macs=macs,
+                    toolchain={} if toolchain is None else dict(toolchain))
 
 
 #: gzip's fixed header (10 bytes, no file name) and trailer (CRC-32, length).

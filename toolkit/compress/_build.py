@@ -49,6 +49,7 @@ from toolkit.compress._recipes import (
     parse_chain,
     parse_recipes,
 )
+from toolkit.compress._toolchain import TORCH_TO_TFLITE, built_with
 from toolkit.compress._transform import (
     TransformContext,
     apply_transform,
@@ -379,7 +380,8 @@ def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
         calibration=variant.details.get("calibration"),
         fidelity={**fidelity, "agreement_metric": metric, "inputs_from": inputs_from,
                   "reference": "torch fp32"},
-        runtime_compat=[host], **counts)
+        runtime_compat=[host], toolchain=built_with((*TORCH_TO_TFLITE, *chain.tools)),
+        **counts)
     progress(f"{chain.recipe}: done in {variant.seconds:.1f} s")
     return artifact
 

@@ -29,17 +29,16 @@ import numpy as np
 
 from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
-from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact
-from toolkit.compress._given import judged_against_given, rewrite_each
+from toolkit.artifacts.bundle import Artifact, FailedVariant
+from toolkit.compress._given import AS_GIVEN, as_given, judged_against_given, rewrite_each
 from toolkit.compress._recipes import Chain, Fp32Config, Int8DynamicConfig
+from toolkit.compress._toolchain import ONNX_QUANTIZATION
 from toolkit.errors import CompressError, ModelError
 from toolkit.model.load import ModelSource
 from toolkit.run.cancel import interrupts_deferred
 
 __all__ = ["AS_GIVEN", "build_from_onnx", "refusal"]
 
-#: The config recipe of the file deployed as given (as for a .tflite).
-AS_GIVEN = "as-is"
 #: Seeded random inputs the rewrite is compared with the given file on.
 FIDELITY_SAMPLES = 32
 #: What the int8-dynamic rewrite does, for the manifest and the report.
@@ -81,8 +80,7 @@ def build_from_onnx(source: ModelSource, chains: list[Chain], folder: Path, *,
         raise ModelError(f"{source.path} does not load in onnxruntime {runtime.version}: "
                          f"{_one_line(exc)}", path=source.path) from None
     host = {**runtime.describe(), "loads": True, "ok": True}
-    artifacts = [describe_artifact(source.path.name, given, config={"recipe": AS_GIVEN},
-                                   runtime_compat=[host])]
+    artifacts = [as_given(source, given, runtime_compat=[host])]
     inputs = _random_inputs(session.get_input_details())
     return [*artifacts, *rewrite_each(
         source, chains, folder, doing=f"quantizing {source.path.name} with onnxruntime",
@@ -115,7 +113,7 @@ def _int8_dynamic(chain: Chain, given: Path, target: Path,
     finally:
         bare.unlink(missing_ok=True)
     return judged_against_given(chain, target, given, inputs, find_runtime("onnxruntime"),
-                                INT8_DYNAMIC_DETAILS)
+                                INT8_DYNAMIC_DETAILS, ONNX_QUANTIZATION)
 
 
 def _random_inputs(details: list[TensorDetail]) -> list[tuple[np.ndarray, ...]]:

@@ -30,10 +30,11 @@ import numpy as np
 
 from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
-from toolkit.artifacts.bundle import ARTIFACT_MODE, Artifact, FailedVariant, describe_artifact
+from toolkit.artifacts.bundle import ARTIFACT_MODE, Artifact, FailedVariant
 from toolkit.compress._convert import WEIGHT_ONLY, calibrate_file, requantize_file
-from toolkit.compress._given import judged_against_given, rewrite_each
+from toolkit.compress._given import AS_GIVEN, as_given, judged_against_given, rewrite_each
 from toolkit.compress._recipes import Chain, Fp32Config, Int8StaticConfig
+from toolkit.compress._toolchain import TFLITE_REWRITE
 from toolkit.compress._usable import check_loads
 from toolkit.errors import CompressError
 from toolkit.links import place
@@ -42,8 +43,6 @@ from toolkit.run.cancel import interrupts_deferred
 
 __all__ = ["AS_GIVEN", "build_from_tflite", "calibration_samples", "refusal"]
 
-#: The config recipe of the file deployed as given.
-AS_GIVEN = "as-is"
 #: Seeded random inputs the derived files are compared with the given file on.
 FIDELITY_SAMPLES = 32
 
@@ -103,7 +102,7 @@ def build_from_tflite(source: ModelSource, chains: list[Chain], folder: Path, *,
     # A copy, never a link: the user may rewrite their file in place; the run keeps what ran.
     place(source.path, given, link=False)
     given.chmod(ARTIFACT_MODE)
-    artifacts = [describe_artifact(source.path.name, given, config={"recipe": AS_GIVEN})]
+    artifacts = [as_given(source, given)]
     calibration = calibration_samples(source, given)
     inputs = (calibration[:FIDELITY_SAMPLES], "the --calibration inputs") if calibration \
         else (_random_inputs(given), "seeded random inputs")
@@ -135,7 +134,7 @@ def _rewritten(chain: Chain, given: Path, target: Path,
     check_loads(target, chain.recipe)
     samples, inputs_from = inputs
     return judged_against_given(chain, target, given, samples, find_runtime(), details,
-                                inputs_from=inputs_from)
+                                TFLITE_REWRITE, inputs_from=inputs_from)
 
 
 def calibration_samples(source: ModelSource, given: Path) -> list[tuple[np.ndarray, ...]]:

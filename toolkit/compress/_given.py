@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from device_agent.runtime import Runtime
 from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact
 from toolkit.compress._recipes import Chain, Fp32Config
+from toolkit.compress._toolchain import built_with
 from toolkit.compress._usable import agrees
 from toolkit.errors import CompressError
 from toolkit.model.load import ModelSource
 from toolkit.run.cancel import raise_if_interrupted
+
+#: The config recipe of the file deployed as given (a ``.tflite`` or an ``.onnx``).
+AS_GIVEN = "as-is"
 
 
 def rewrite_each(source: ModelSource, chains: list[Chain], folder: Path, *,
@@ -48,11 +53,11 @@ def rewrite_each(source: ModelSource, chains: list[Chain], folder: Path, *,
 
 def judged_against_given(chain: Chain, target: Path, given: Path,
                          inputs: list[tuple[np.ndarray, ...]], runtime: Runtime,
-                         details: Mapping[str, object], *,
+                         details: Mapping[str, object], tools: tuple[str, ...], *,
                          inputs_from: str = "seeded random inputs") -> Artifact:
-    """``target``, the rewrite of ``given`` by ``chain``, described with its agreement with
-    ``given`` on ``inputs`` (``inputs_from`` says what they are) as ``runtime`` computes
-    both."""
+    """``target``, the rewrite of ``given`` by ``chain`` with the distributions ``tools``,
+    described with its agreement with ``given`` on ``inputs`` (``inputs_from`` says what
+    they are) as ``runtime`` computes both."""
     from toolkit.compress.evaluate import file_fidelity
 
     fidelity = file_fidelity(target, given, inputs)
@@ -67,4 +72,11 @@ def judged_against_given(chain: Chain, target: Path, given: Path,
         calibration=calibration if isinstance(calibration, Mapping) else None,
         fidelity={**fidelity, "agreement_metric": "cosine",
                   "inputs_from": inputs_from, "reference": f"given {given.name}"},
-        runtime_compat=[host])
+        runtime_compat=[host], toolchain=built_with(tools))
+
+
+def as_given(source: ModelSource, given: Path, **facts: Any) -> Artifact:
+    """The file a user gave, copied to ``given``, as its own variant (named after the file):
+    nothing built it but edge's copy."""
+    return describe_artifact(source.path.name, given, config={"recipe": AS_GIVEN},
+                             toolchain=built_with(()), **facts)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.errors import UsageError
 
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 class _Config:
     recipe: str
+    #: The distributions this step uses, building from a PyTorch model, besides the
+    #: converter (``toolkit.compress._toolchain``): what a variant's record names as its
+    #: toolchain.  A ``.tflite`` or an ``.onnx`` given is rewritten by other tools.
+    TOOLS: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -45,6 +49,7 @@ class Fp16Config(_Config):
     """float16 weights, float32 compute (weights are dequantized once at load)."""
 
     recipe: str = "fp16"
+    TOOLS = ("ai-edge-quantizer",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +62,7 @@ class Int8DynamicConfig(_Config):
     """
 
     recipe: str = "int8-dynamic"
+    TOOLS = ("ai-edge-quantizer",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +73,7 @@ class Int4WeightConfig(_Config):
     """
 
     recipe: str = "int4-weight"
+    TOOLS = ("ai-edge-quantizer",)
     block_size: int = 32
 
     def __post_init__(self) -> None:
@@ -84,6 +91,7 @@ class Int8StaticConfig(_Config):
     """Full-integer static PTQ (PT2E): int8 weights per channel, int8 activations and I/O."""
 
     recipe: str = "int8"
+    TOOLS = ("torchao",)
     calibration_samples: int = 128
     per_channel: bool = True
 
@@ -126,6 +134,7 @@ class ChannelPruneConfig(FineTune):
     """Structured, dependency-aware channel pruning (torch-pruning), then fine-tuning."""
 
     recipe: str = "prune-channels"
+    TOOLS = ("torch-pruning",)
     ratio: float = 0.5
 
     def __post_init__(self) -> None:
@@ -187,6 +196,7 @@ class QatConfig(FineTune):
     """
 
     recipe: str = "qat"
+    TOOLS = ("torchao",)
     epochs: int = 3
     learning_rate: float = 1e-4
     per_channel: bool = True
@@ -209,6 +219,7 @@ class Int8MixedConfig(_Config):
     """
 
     recipe: str = "int8-mixed"
+    TOOLS = ("torchao",)
     max_drop: float = 0.5
     calibration_samples: int = 128
     per_channel: bool = True
@@ -294,6 +305,12 @@ class Chain:
     @property
     def needs_eval_data(self) -> bool:
         return isinstance(self.conversion, Int8MixedConfig)
+
+    @property
+    def tools(self) -> tuple[str, ...]:
+        """The distributions the chain's steps use besides the converter, in step order."""
+        return tuple(dict.fromkeys(tool for step in (*self.transforms, self.conversion)
+                                   for tool in step.TOOLS))
 
     def to_dict(self) -> ChainDict:
         return {"recipe": self.recipe,

@@ -8,7 +8,8 @@ that differ) and edge's own:
 - a PyTorch model: :data:`TORCH_TO_TFLITE`, and what each step of the chain adds
   (``Chain.tools``: torchao for PT2E int8, QAT and int8-mixed, torch-pruning for
   ``prune-channels``, ai-edge-quantizer for the weight-only recipes);
-- a ``.tflite`` given: its weight-only rewrites, ai-edge-quantizer; the file as given, none;
+- a ``.tflite`` given: its rewrites (weight-only, or int8 calibrated on ``--calibration``),
+  :data:`TFLITE_REWRITE`; the file as given, none;
 - an ``.onnx`` given: its int8-dynamic rewrite, :data:`ONNX_QUANTIZATION`; the file as
   given, none.
 
@@ -28,12 +29,15 @@ import functools
 import importlib.metadata
 from collections.abc import Iterable
 
-__all__ = ["ABSENT", "ONNX_QUANTIZATION", "TORCH_TO_TFLITE", "built_with", "version"]
+__all__ = ["ABSENT", "ONNX_QUANTIZATION", "TFLITE_REWRITE", "TORCH_TO_TFLITE", "built_with",
+           "version"]
 
 #: What converts a PyTorch model into a ``.tflite``, whatever the chain: litert-torch traces
 #: it with torch, litert-converter lowers the graph, ai-edge-litert holds the schema and the
 #: compiler it calls.
 TORCH_TO_TFLITE = ("torch", "litert-torch", "litert-converter", "ai-edge-litert")
+#: What rewrites a ``.tflite`` a user gives (fp16, int8-dynamic, int4-weight, calibrated int8).
+TFLITE_REWRITE = ("ai-edge-quantizer",)
 #: What rewrites an ``.onnx`` into int8-dynamic (``onnxruntime.quantization`` on ``onnx``).
 ONNX_QUANTIZATION = ("onnx", "onnxruntime")
 #: The version recorded for a distribution that is not installed.

@@ -18,9 +18,14 @@ Compared, where both records have the fact (records of older versions lack some)
   noted when the two differ by more than :data:`CLOCK_TOLERANCE` (clocks move a little
   from one reading to the next).
 
+What built the two files is not a condition of the measurement but of the file:
+:func:`toolchain_differences` names the packages (and edge) whose versions differ
+between the two records (``litert-torch 0.9.0 vs 0.10.0``).
+
 Example::
 
     condition_differences(base_record, new_record)  # ['threads 1 vs 4', ...]
+    toolchain_differences(base_record, new_record)  # ['torch 2.12.0 vs 2.13.0']
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from collections.abc import Mapping
 
 from toolkit.results.record import ResultRecord
 
-__all__ = ["CLOCK_TOLERANCE", "condition_differences", "conditions_note"]
+__all__ = ["CLOCK_TOLERANCE", "condition_differences", "conditions_note",
+           "toolchain_differences"]
 
 #: Highest CPU clocks that differ by less than this fraction are not noted.
 CLOCK_TOLERANCE = 0.10
@@ -57,6 +63,14 @@ def condition_differences(base: ResultRecord, new: ResultRecord) -> list[str]:
     if clocks[0] and clocks[1] and abs(clocks[1] / clocks[0] - 1) > CLOCK_TOLERANCE:
         found.append(f"CPU clock up to {clocks[0]:.0f} vs {clocks[1]:.0f} MHz")
     return found
+
+
+def toolchain_differences(base: ResultRecord, new: ResultRecord) -> list[str]:
+    """Each package (or edge) that built both files, at another version in ``new``:
+    ``"litert-torch 0.9.0 vs 0.10.0"``; empty when a record does not say (older records)."""
+    before, after = base.toolchain, new.toolchain
+    return [f"{name} {before[name]} vs {after[name]}" for name in after
+            if name in before and before[name] != after[name]]
 
 
 def conditions_note(where: str, differences: list[str], baseline: str, run: str) -> str:

@@ -36,8 +36,9 @@ spread from sound runs only; RUN itself INVALID makes its timing metrics inconcl
 A variant RUN failed to measure is inconclusive too.
 
 Beside a change that counts, the check says whether the file changed at that run (its
-sha256) and which conditions differ between the run before and the run at the change
-(runtime, threads, accelerator, board, clocks: :mod:`toolkit.gate.conditions`).
+sha256) and, if so, which packages built it at another version, and which conditions
+differ between the run before and the run at the change (runtime, threads, accelerator,
+board, clocks: :mod:`toolkit.gate.conditions`).
 
 Example::
 
@@ -54,7 +55,7 @@ from statistics import median
 from typing import TYPE_CHECKING
 
 from toolkit.gate import render
-from toolkit.gate.conditions import condition_differences
+from toolkit.gate.conditions import condition_differences, toolchain_differences
 from toolkit.gate.metrics import TIMING_METRICS, Judged, MetricCheck, with_conditions
 from toolkit.gate.thresholds import Thresholds
 from toolkit.results.trend import METRICS, MIN_RUNS, MIN_SEGMENT, changes_of, compare_levels
@@ -179,11 +180,10 @@ def check_history(store: ResultsStore, run: StoredRun,
             found = judge_series(series, target=target, variant=variant, metric=metric,
                                  thresholds=thresholds)
             if found.verdict in ("regression", "improved") and found.changed_at_number:
-                index = found.changed_at_number - 1
-                before = record_of(series[index - 1].run_id, record.key)
-                after = record_of(series[index].run_id, record.key)
-                differences = condition_differences(before, after) if before and after else []
-                found = with_conditions([found], "; ".join(differences))[0]
+                found = _across(found, record_of(series[found.changed_at_number - 2].run_id,
+                                                 record.key),
+                                record_of(series[found.changed_at_number - 1].run_id,
+                                          record.key))
             checks.append(found)
     notes = [f"Each series is the figure over the stored runs of model {run.model_name} on "
              f"its target x variant up to run {run.run_id} (the newest {HISTORY_RUNS} at "
@@ -198,6 +198,19 @@ def check_history(store: ResultsStore, run: StoredRun,
                      "points: it is inconclusive, never a pass. Keep measuring (edge deploy "
                      "stores each run) or judge against a baseline (edge check --baseline).")
     return HistoryOutcome(run=run, thresholds=thresholds, checks=checks, notes=notes)
+
+
+def _across(found: HistoryCheck, before: ResultRecord | None,
+            after: ResultRecord | None) -> HistoryCheck:
+    """``found`` with what differs between the last run before its change and the first
+    after: the conditions of the measurement, and what built a file that changed."""
+    if before is None or after is None:
+        return found
+    built = toolchain_differences(before, after) if before.sha256 != after.sha256 else []
+    if built:
+        found = dataclasses.replace(found, detail=f"{found.detail} (built with "
+                                                  f"{', '.join(built)})")
+    return with_conditions([found], "; ".join(condition_differences(before, after)))[0]
 
 
 def judge_series(series: Sequence[FigurePoint], *, target: str, variant: str, metric: str,

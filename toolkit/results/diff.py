@@ -9,7 +9,11 @@ one-line reading of the whole:
 - conditions that differ (as :func:`toolkit.gate.conditions.condition_differences` names
   them: runtime, threads, accelerator, board, governor, clock): ``"threads 1 vs 4, runtime
   ...: figures not comparable"``;
-- otherwise the latency changes: ``"same conditions: p50 +12.0 % on local/int8"``.
+- otherwise the latency changes: ``"same conditions: p50 +12.0 % on local/int8"``;
+- before either, the packages that built a file at another version, where the two files
+  differ (:func:`toolkit.gate.conditions.toolchain_differences`): ``"built with
+  litert-torch 0.9.0 vs 0.10.0, ..."``; the same bytes from another converter cannot move
+  a figure, and are listed among the conditions only.
 
 Every value is text as tables show it (units of :mod:`toolkit.units`); board strings are
 shown as they were reported, and the terminal and the JSON writer escape them.
@@ -27,7 +31,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from toolkit.gate.conditions import condition_differences
+from toolkit.gate.conditions import condition_differences, toolchain_differences
 from toolkit.results.record import ResultRecord
 from toolkit.results.store import StoredRun
 from toolkit.units import format_duration, format_energy, format_memory, format_size
@@ -68,6 +72,8 @@ class VariantDiff:
     figures: list[Fact] = field(default_factory=list)
     #: condition_differences' wording of the conditions that make the figures incomparable.
     incomparable: list[str] = field(default_factory=list)
+    #: toolchain_differences' wording of what built the two (differing) files differently.
+    built: list[str] = field(default_factory=list)
     only_in: str | None = None
 
     @property
@@ -96,7 +102,7 @@ class RunDiff:
         return {"base_run": self.base_run, "new_run": self.new_run, "reading": self.reading,
                 "run": facts(self.run_facts),
                 "variants": [{"target": v.target, "variant": v.variant, "only_in": v.only_in,
-                              "incomparable": v.incomparable,
+                              "incomparable": v.incomparable, "built": v.built,
                               "conditions": facts(v.conditions), "figures": facts(v.figures)}
                              for v in self.variants]}
 
@@ -118,19 +124,24 @@ def diff_runs(base: StoredRun, new: StoredRun) -> RunDiff:
             continue
         variants.append(VariantDiff(
             target=key[0], variant=key[1], conditions=_conditions(old, now),
-            figures=_figures(old, now), incomparable=condition_differences(old, now)))
+            figures=_figures(old, now), incomparable=condition_differences(old, now),
+            built=toolchain_differences(old, now) if old.sha256 != now.sha256 else []))
     return RunDiff(base_run=base.run_id, new_run=new.run_id,
                    reading=_reading(run_facts, variants), run_facts=run_facts, variants=variants)
 
 
 def _reading(run_facts: list[Fact], variants: list[VariantDiff]) -> str:
-    """One line: what makes the figures incomparable, or else how latency moved."""
+    """One line: what built the files differently, then what makes the figures
+    incomparable, or else how latency moved."""
     incomparable: list[str] = []
+    built: list[str] = []
     for v in variants:
         incomparable.extend(d for d in v.incomparable if d not in incomparable)
-    model = "model changed, " if run_facts[1].differs else ""
+        built.extend(d for d in v.built if d not in built)
+    prefix = ("model changed, " if run_facts[1].differs else "") + (
+        f"built with {', '.join(built)}, " if built else "")
     if incomparable:
-        return f"{model}{', '.join(incomparable)}: figures not comparable"
+        return f"{prefix}{', '.join(incomparable)}: figures not comparable"
     moves = []
     for v in variants:
         p50 = next((f for f in v.figures if f.name == "p50"), None)
@@ -141,7 +152,7 @@ def _reading(run_facts: list[Fact], variants: list[VariantDiff]) -> str:
     said = [text for _, text in sorted(moves, reverse=True)[:3]] + missing
     if len(moves) > 3:
         said.insert(3, f"{len(moves) - 3} more moved")
-    return f"{model}same conditions: {'; '.join(said) if said else 'p50 within 2 %'}"
+    return f"{prefix}same conditions: {'; '.join(said) if said else 'p50 within 2 %'}"
 
 
 def _conditions(old: ResultRecord, new: ResultRecord) -> list[Fact]:
@@ -162,6 +173,10 @@ def _conditions(old: ResultRecord, new: ResultRecord) -> list[Fact]:
     facts.append(_fact("throttled", _throttled(old), _throttled(new)))
     facts.append(_fact("inputs", old.measured.get("inputs"), new.measured.get("inputs")))
     facts.append(_fact("file sha256", old.sha256, new.sha256))
+    # What built each file, edge first: every package either record names.
+    for name in dict.fromkeys([*old.toolchain, *new.toolchain]):
+        facts.append(_fact(f"built with {name}", old.toolchain.get(name),
+                           new.toolchain.get(name)))
     return facts
 
 

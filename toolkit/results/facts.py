@@ -106,6 +106,9 @@ class ArtifactFacts(TypedDict, total=False):
     runtime_compat: list[RuntimeCheck]
     ops: list[OpVersion]
     oldest_runtime: str | None
+    #: The version of each package that built the file, and edge's: ``{"edge": "0.1.0",
+    #: "torch": "2.13.0", "litert-torch": "0.10.0", ...}`` (absent from older records).
+    toolchain: dict[str, str]
 
 
 class ArtifactEntry(ArtifactFacts, total=False):

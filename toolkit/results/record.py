@@ -19,7 +19,10 @@ Stored shapes (``record_version``):
   ``fp32`` recipe on 2 threads only when the record's recipe or thread count says so.
 - 2: ``recipe`` is the variant as built, ``threads`` the thread count it ran with, and
   ``variant`` is ``recipe`` or, in a sweep, ``recipe-tTHREADS``.  Failures carry the
-  ``stage`` they happened in.
+  ``stage`` they happened in.  Keys added since, each optional (a record without one
+  reads as it did, and an older edge keeps it with the measurements and writes it back):
+  ``toolchain``, the versions of the packages that built the file.  Adding a key is not
+  a new version: a new version is refused by every older edge.
 
 Keys this version does not know are kept with the measurements and written back
 unchanged (an agent newer than the host adds figures).  Each block's shape (the board's
@@ -205,6 +208,15 @@ class ResultRecord:
     def sha256(self) -> str | None:
         value = self.artifact.get("sha256")
         return value if isinstance(value, str) else None
+
+    @property
+    def toolchain(self) -> dict[str, str]:
+        """The version of each package that built the file, and edge's (``{"edge": "0.1.0",
+        "litert-torch": "0.10.0", ...}``); empty for a record stored before it was kept."""
+        toolchain = self.artifact.get("toolchain")
+        if not isinstance(toolchain, Mapping):
+            return {}
+        return {str(name): str(version) for name, version in toolchain.items()}
 
     # --- measurements ---------------------------------------------------------------
 
