@@ -26,7 +26,15 @@ def board_facts() -> BoardFacts:
         # One kernel, one boot id: boards that share it share a machine (and its CPUs).
         "boot_id": _read_text(Path("/proc/sys/kernel/random/boot_id")),
         "cpu_governor": clock_state()["governor"],
+        "agent": agent_package(),
     }
+
+
+def agent_package() -> str:
+    """The agent that answers: the zipapp it runs from, named by its content hash
+    (``agent-<sha16>.pyz``), or ``source`` when run from a checkout of edge."""
+    archive = Path(__file__).parent.parent
+    return archive.name if archive.suffix == ".pyz" else "source"
 
 
 def _installed_runtimes() -> dict[str, str]:

@@ -112,7 +112,7 @@ MAX_RESULT_BYTES = 32 * 1024 * 1024
 JOB_STARTUP_SECONDS = 60.0
 
 #: Board facts besides the required ones: text when an agent sends them (reports show them).
-OPTIONAL_BOARD_TEXT = ("release", "cpu_model", "board_model", "cpu_governor")
+OPTIONAL_BOARD_TEXT = ("release", "cpu_model", "board_model", "cpu_governor", "agent")
 #: Figures of a measured variant besides the required ones: numbers >= 0 when sent.
 OPTIONAL_FIGURES = ("model_load_ms", "allocate_ms", "warmup_runs_done", "wall_seconds",
                     "load_rss_growth_bytes")

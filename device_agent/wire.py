@@ -98,6 +98,8 @@ class BoardFacts(TypedDict, total=False):
     #: The governor of the CPU clusters the agent runs on, ``mixed`` when they differ,
     #: ``not exposed`` without cpufreq (:mod:`device_agent.clocks`).
     cpu_governor: str
+    #: The agent's own package, ``agent-<sha16>.pyz`` (its content hash), or ``source``.
+    agent: str
 
 
 class _Percentiles(TypedDict):

@@ -1,5 +1,5 @@
-"""What built each variant (its record's ``toolchain``), kept in the store and named by
-``edge runs diff`` and ``edge check --history``."""
+"""What built each variant (its record's ``toolchain``) and which agent measured it, kept in
+the store and named by ``edge runs diff`` and ``edge check --history``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from toolkit.artifacts.agent_package import build_agent_package
 from toolkit.artifacts.bundle import Artifact
 from toolkit.cli.main import main
 from toolkit.compress._from_tflite import build_from_tflite
@@ -161,3 +162,24 @@ def test_check_history_names_the_converter_a_step_came_with(tmp_path: Path) -> N
     assert p50.verdict == "regression" and p50.changed_at == "r-25"
     assert p50.detail.endswith("the file changed at that run (built with litert-torch 0.9.0 "
                                "vs 0.10.0)")
+
+
+def test_the_agent_names_its_own_package(tmp_path: Path) -> None:
+    agent = build_agent_package()
+    (tmp_path / agent.name).write_bytes(agent.data)
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); "
+             "from device_agent.board import board_facts; print(board_facts()['agent'])")
+    named = [subprocess.run([sys.executable, "-c", probe, str(where)], check=True,
+                            capture_output=True, text=True, cwd=tmp_path).stdout.strip()
+             for where in (tmp_path / agent.name, REPO)]
+    assert named == [agent.name, "source"]
+
+
+def test_runs_diff_lists_the_agent_package() -> None:
+    base = make_run("run-a", [built("int8", NEW)])
+    board = {**base.results[0].to_dict()["board"], "agent": "agent-0123456789abcdef.pyz"}
+    new = make_run("run-b", [{**built("int8", NEW), "board": board}])
+    diff = diff_runs(base, new)
+    agent = next(f for f in diff.variants[0].conditions if f.name == "agent package")
+    assert (agent.base, agent.new, agent.differs) == ("-", "agent-0123456789abcdef.pyz", True)
+    assert diff.reading == "same conditions: p50 within 2 %"

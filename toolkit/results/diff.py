@@ -165,7 +165,8 @@ def _conditions(old: ResultRecord, new: ResultRecord) -> list[Fact]:
     for key, label in (("hostname", "hostname"), ("cpu_model", "CPU"),
                        ("board_model", "board model"), ("machine", "machine"),
                        ("release", "kernel"), ("cpu_count", "CPU count"),
-                       ("cpu_governor", "governor"), ("python", "agent python"),
+                       ("cpu_governor", "governor"), ("agent", "agent package"),
+                       ("python", "agent python"),
                        ("runtimes", "runtimes installed")):
         facts.append(_fact(label, _get(old.board, key), _get(new.board, key)))
     facts.append(_fact("CPU clock (highest, MHz)", _clock(old), _clock(new)))

@@ -137,6 +137,8 @@ class BoardFacts(TypedDict, total=False):
     #: The kernel's boot id: boards that share it share a machine (and its CPUs).
     boot_id: str
     cpu_governor: str
+    #: The agent that measured: ``agent-<sha16>.pyz`` (named by its content), or ``source``.
+    agent: str
 
 
 # --- the agent's measurements ---------------------------------------------------------
