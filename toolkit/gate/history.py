@@ -14,10 +14,11 @@ runs.  PELT finds a step only once :data:`~toolkit.results.trend.MIN_SEGMENT` (3
 sit at its new level, and the more runs there, the surer: a gate that checks every run
 can flag a step from the third run after it to the tenth, and a step in the newest two
 runs is not seen yet.  In simulation (``python benchmarks/check_history.py --simulate``:
-25 runs at one level, 3 % lognormal noise between runs), a 15 % step was found by the
-check of its 3rd, 4th, 5th, 6th and 10th run in 17, 44, 69, 84 and 100 % of 150 series,
-a 10 % step by the 10th run in 76 %, and no series of noise alone had a change point;
-a window of 6 would have missed one 15 % step in six.  The price of the window: a step
+25 runs at one level, 3 % lognormal noise between runs), a 15 % step was flagged at its
+run by the check of its 3rd, 4th, 5th, 6th and 10th run in 17, 44, 69, 84 and 99 % of 150
+series, and by one of the checks up to its 10th run in all of them; a 10 % step by one
+of those in 75 %; 150 series of noise alone were all a pass.  A window of 6 would have
+missed one 15 % step in six.  The price of the window: a step
 stays flagged until its tenth run, unless it is undone.  The level now (the median of
 the runs since the newest change) is compared with the level before the oldest change
 in the window (the median of its segment), so a step that came and went within the
