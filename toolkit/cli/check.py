@@ -103,6 +103,7 @@ def check(ctx: click.Context, baseline_refs: tuple[str, ...], history: bool, run
     With --history, RUN is judged against the model's earlier stored runs, no
     baseline needed (see --history).
 
+    \b
     Example: edge check --baseline main latest --junit check.xml
     Example: edge check --baseline main latest --paired
     Example: edge check --history latest
