@@ -339,9 +339,9 @@ def test_an_onnx_the_checker_rejects_fails_the_deploy_before_anything_is_written
 
 
 @pytest.mark.parametrize("recipe, reason", [
-    ("fp32", None), ("int8-dynamic", None),
-    ("fp16", "not built for an .onnx yet: only the file as given (fp32) and int8-dynamic"),
-    ("int8", "not built for an .onnx yet: only the file as given (fp32) and int8-dynamic"),
+    ("fp32", None), ("int8-dynamic", None), ("fp16", None),
+    ("int8", "static int8 calibrates on representative inputs, which a given .onnx lacks"),
+    ("int4-weight", "the ONNX Runtime recipes are fp32, fp16, int8-dynamic and int8"),
     ("prune:0.5+int8-dynamic", "needs the PyTorch model: pruning, distillation and clustering"),
 ])
 def test_recipes_an_onnx_takes_and_those_refused(recipe: str, reason: str | None) -> None:
@@ -352,13 +352,13 @@ def test_recipes_an_onnx_takes_and_those_refused(recipe: str, reason: str | None
 def test_a_recipe_an_onnx_does_not_take_fails_the_deploy_in_one_line(tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "mlp.onnx")
     out = tmp_path / "out"
-    result = invoke("deploy", str(model), "--recipe", "fp16", "--target", "local",
+    result = invoke("deploy", str(model), "--recipe", "int8", "--target", "local",
                     "-o", str(out))
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "edge: error: fp16 on mlp.onnx: not built for an .onnx yet: only the file as given "
-        "(fp32) and int8-dynamic (onnxruntime.quantization) are; deploy the .py model file "
-        "for the recipe")
+        "edge: error: int8 on mlp.onnx: static int8 calibrates on representative inputs, which "
+        "a given .onnx lacks; deploy the .py model file with --runtime onnxruntime, or "
+        "int8-dynamic")
     assert not out.exists()
 
 

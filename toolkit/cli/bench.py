@@ -22,6 +22,7 @@ from toolkit.cli.options import (
     lab_option,
     out_dir_option,
     priority_option,
+    runtime_option,
     store_option,
     targets_dir_option,
     targets_option,
@@ -93,6 +94,7 @@ class _Progress:
                    ".tflite as given].")
 @out_dir_option
 @store_option
+@runtime_option
 @job_options
 @busy_wait_option
 @conversion_cache_option
@@ -101,7 +103,8 @@ class _Progress:
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON document.")
 def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: Path | None,
                   targets_dir: Path | None, coordinator: str | None, priority: int,
-                  recipe: str | None, out_dir: Path, store_path: str | None, busy_wait: float,
+                  recipe: str | None, out_dir: Path, store_path: str | None,
+                  runtimes: tuple[str, ...], busy_wait: float,
                   conversion_cache: Path, health_check: bool, as_json: bool,
                   **job: Unpack[JobOptions]) -> None:
     """Run every MODEL's recipes on every board at once; one stored run per model.
@@ -129,7 +132,7 @@ def bench_command(models: tuple[Path, ...], targets: tuple[str, ...], lab_file: 
                         store_path=store_path, settings=job_settings(job),
                         busy_wait_seconds=busy_wait, threads=job["threads"],
                         accelerators=job["accelerators"],
-                        conversion_cache=conversion_cache.expanduser(),
+                        conversion_cache=conversion_cache.expanduser(), runtimes=runtimes,
                         health=_health_reason if health_check else None, on_event=progress)
     if as_json:
         click.echo(json.dumps(_as_json(outcome), indent=2))

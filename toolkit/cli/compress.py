@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from toolkit.cli.options import runtime_option
 from toolkit.cli.table import echo_table
 from toolkit.defaults import compress_budget_candidates
 from toolkit.errors import UsageError
@@ -40,27 +41,32 @@ def _progress(message: str) -> None:
 @click.option("--analyze", is_flag=True,
               help="Instead of building variants, quantize each layer alone and write its "
                    "accuracy drop and output SQNR to sensitivity.json (what int8-mixed uses).")
+@runtime_option
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest instead of a table.")
 def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tuple[Path, ...],
-             max_accuracy_drop: float | None, analyze: bool, as_json: bool) -> None:
+             max_accuracy_drop: float | None, analyze: bool, runtimes: tuple[str, ...],
+             as_json: bool) -> None:
     """Compress MODEL into one .tflite per recipe and a manifest.json with their figures.
 
     Example: edge compress examples/digits_cnn.py --recipe fp32,int8,prune:0.8 -o out
+
+    Example: edge compress examples/digits_cnn.py --runtime tflite,onnxruntime -o out
     """
     from toolkit.artifacts.bundle import read_manifest
     from toolkit.compress import compress_to_folder
 
     if analyze:
-        if recipe or max_accuracy_drop is not None or compat_pythons:
-            raise UsageError("--analyze builds no variants: drop --recipe, --max-accuracy-drop "
-                             "and --compat-python")
+        if recipe or max_accuracy_drop is not None or compat_pythons or runtimes:
+            raise UsageError("--analyze builds no variants: drop --recipe, --max-accuracy-drop, "
+                             "--compat-python and --runtime")
         _analyze(model, out_dir, as_json)
         return
     recipes = recipe or (compress_budget_candidates(max_accuracy_drop)
                          if max_accuracy_drop is not None else "fp32,int8")
     manifest_path = compress_to_folder(model, recipes, out_dir, progress=_progress,
                                        compat_pythons=compat_pythons,
-                                       max_accuracy_drop=max_accuracy_drop)
+                                       max_accuracy_drop=max_accuracy_drop,
+                                       runtimes=runtimes)
     manifest = read_manifest(manifest_path)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
@@ -69,7 +75,7 @@ def compress(model: Path, recipe: str | None, out_dir: Path, compat_pythons: tup
     for v in manifest["variants"]:
         fidelity: Fidelity = v.get("fidelity") or {}
         sqnr = fidelity.get("sqnr_db")
-        rows.append([v["recipe"], str(v["size_bytes"]), str(v["gzip_bytes"]),
+        rows.append([v["variant"], str(v["size_bytes"]), str(v["gzip_bytes"]),
                      "-" if v.get("accuracy") is None else f"{v['accuracy']:.4f}",
                      _agreement(fidelity),
                      "-" if sqnr is None else f"{sqnr:.1f}", str(v.get("macs") or 0),

@@ -33,6 +33,7 @@ from toolkit.cli.options import (
     lab_option,
     out_dir_option,
     priority_option,
+    runtime_option,
     store_option,
     targets_dir_option,
     targets_option,
@@ -107,6 +108,7 @@ def main() -> None:
 @lab_option
 @coordinator_option
 @priority_option
+@runtime_option
 @job_options
 @busy_wait_option
 @conversion_cache_option
@@ -129,8 +131,9 @@ def main() -> None:
 def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: str | None,
            max_accuracy_drop: float | None, out_dir: Path,
            store_path: str | None, targets_dir: Path | None, lab_file: Path | None,
-           coordinator: str | None, priority: int, busy_wait: float, conversion_cache: Path,
-           against: str | None, calibration: Path | None, as_json: bool, quiet: bool,
+           coordinator: str | None, priority: int, runtimes: tuple[str, ...],
+           busy_wait: float, conversion_cache: Path, against: str | None,
+           calibration: Path | None, as_json: bool, quiet: bool,
            **job: Unpack[JobOptions]) -> None:
     """Compress MODEL, run every variant on the target boards, store and report.
 
@@ -148,6 +151,8 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
 
     Example: edge deploy examples/digits_cnn.py --target local
     Example: edge deploy model.py --target rpi4 --against main
+
+    Example: edge deploy examples/digits_cnn.py --runtime tflite,onnxruntime
     """
     from toolkit.gate.thresholds import Thresholds
     from toolkit.model.project import find_project_config
@@ -173,7 +178,7 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
                                   lab_file=lab_file, progress=progress,
                                   coordinator=coordinator, priority=priority,
                                   against=against, thresholds=thresholds,
-                                  calibration=calibration)
+                                  calibration=calibration, runtimes=runtimes)
     if as_json:
         click.echo(json.dumps({"run_id": outcome.run.run_id,
                                "report": {k: str(v) for k, v in outcome.report.items()},
@@ -221,14 +226,17 @@ def echo_results(run: StoredRun) -> None:
 
     rows = report_rows(run)
     columns: list[tuple[str, Callable[[ReportRow], str | Styled]]] = [
-        ("target", lambda r: r.target), ("variant", lambda r: r.variant),
+        ("target", lambda r: r.target), ("variant", lambda r: r.variant)]
+    if len({r.runtime for r in rows if r.runtime}) > 1:  # --runtime tflite,onnxruntime
+        columns.append(("runtime", lambda r: r.runtime))
+    columns += [
         ("size", lambda r: r.size), ("accuracy", lambda r: r.accuracy),
         ("p50", lambda r: r.p50), ("p99", lambda r: r.p99),
         ("peak memory", lambda r: r.peak_memory)]
     if any(r.energy for r in rows):
         columns.append(("energy", lambda r: r.energy))
     columns.append(("verdict", _verdict_cell))
-    numeric = {name for name, _ in columns} - {"target", "variant", "verdict"}
+    numeric = {name for name, _ in columns} - {"target", "variant", "runtime", "verdict"}
     echo_table([name for name, _ in columns], [[cell(r) for _, cell in columns] for r in rows],
                numeric=numeric)
     for r in rows:

@@ -24,7 +24,9 @@ import click
 
 from device_agent.power import POWER_SENSORS
 from device_agent.protocol import ACCELERATORS, APIS, JobSettings
+from toolkit.compress._recipes import RUNTIMES, parse_runtimes
 from toolkit.defaults import DEFAULT_BUSY_WAIT_SECONDS, DEFAULT_OUT_DIR
+from toolkit.errors import UsageError
 from toolkit.model.project import STORE_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -144,6 +146,26 @@ def _thread_counts(_ctx: click.Context, _param: click.Parameter,
                                  param_hint="--threads")
     return counts
 
+
+def _runtime_list(_ctx: click.Context, _param: click.Parameter,
+                  value: str | None) -> tuple[str, ...]:
+    """``"tflite,onnxruntime"`` -> the runtimes; a bad list is a usage error naming the
+    option; none given: () (each model's own)."""
+    if value is None:
+        return ()
+    try:
+        return parse_runtimes(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--runtime {value!r}: "),
+                                 param_hint="--runtime") from None
+
+
+runtime_option = click.option(
+    "--runtime", "runtimes", callback=_runtime_list, metavar="LIST",
+    help="Runtimes to build a .py model file's variants for, measured side by side: "
+         f"{', '.join(RUNTIMES)} (an .onnx exported by torch.onnx; its variants are "
+         "named VARIANT-ort and built by onnxruntime.quantization: fp32, fp16, int8-dynamic, "
+         "int8 static QDQ) [default: tflite].")
 
 threads_option = click.option(
     "--threads", "threads", callback=_thread_counts, metavar="LIST",

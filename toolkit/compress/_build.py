@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from device_agent.runtime import find_runtime
+from device_agent.runtime import runtime_for
 from toolkit._quiet import captured_native_output, silence_library_logging
 from toolkit.artifacts.bundle import (
     ARTIFACT_MODE,
@@ -38,7 +38,10 @@ from toolkit.compress._convert import (
     forget_last_export,
 )
 from toolkit.compress._mixed import int8_mixed, require_measuring_data
+from toolkit.compress._ort_recipes import require_ort_recipes
 from toolkit.compress._recipes import (
+    ONNX_RUNTIME,
+    TFLITE,
     Chain,
     ClusterConfig,
     ConversionConfig,
@@ -46,10 +49,12 @@ from toolkit.compress._recipes import (
     Int8StaticConfig,
     QatConfig,
     TransformConfig,
+    for_runtimes,
     parse_chain,
     parse_recipes,
 )
-from toolkit.compress._toolchain import TORCH_TO_TFLITE, built_with
+from toolkit.compress._to_onnx import OnnxExport, compress_onnx
+from toolkit.compress._toolchain import TORCH_TO_ONNX, TORCH_TO_TFLITE, built_with
 from toolkit.compress._transform import (
     TransformContext,
     apply_transform,
@@ -298,62 +303,80 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
     cache = ConversionCache(cache_dir, max_bytes=cache_max_bytes) if cache_dir else None
     keys = CacheKeys(source)
     inputs = _fidelity_inputs(source)
+    build = _Build(source, folder, progress, inputs, OnnxExport(source, folder))
     artifacts = []
-    for chain in chains:
-        raise_if_interrupted()
-        try:
-            artifacts.append(_cached_or_built(source, chain, folder, progress, inputs, cache,
-                                              keys))
-        except (CompressError, ModelError) as exc:
-            if failed is None:
-                raise
-            reason = str(exc).removeprefix(f"{chain.recipe}: ")
-            failed.append(FailedVariant(variant=chain.recipe, config=chain.to_dict(),
-                                        stage="compress", error=reason))
-            progress(f"{chain.recipe}: failed: {reason}")
+    try:
+        for chain in chains:
+            raise_if_interrupted()
+            try:
+                artifacts.append(_cached_or_built(build, chain, cache, keys))
+            except (CompressError, ModelError) as exc:
+                if failed is None:
+                    raise
+                reason = str(exc).removeprefix(f"{chain.recipe}: ")
+                failed.append(FailedVariant(variant=chain.variant, config=chain.to_dict(),
+                                            stage="compress", error=reason))
+                progress(f"{chain.variant}: failed: {reason}")
+    finally:
+        build.export.discard()
+    tflite = [a for a in artifacts if a.path.suffix == ".tflite"]
     for python in compat_pythons:
-        progress(f"checking every file under {python}")
-        checked = runtime_compat(python, [a.path for a in artifacts],
-                                 inputs[0][:COMPAT_SAMPLES])
+        progress(f"checking every .tflite file under {python}")
+        checked = runtime_compat(python, [a.path for a in tflite], inputs[0][:COMPAT_SAMPLES])
         artifacts = [dataclasses.replace(a, runtime_compat=[
                          *a.runtime_compat, runtime_check_of(checked[a.path.name])])
-                     for a in artifacts]
+                     if a in tflite else a for a in artifacts]
     return artifacts
 
 
-def _cached_or_built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
-                     inputs: tuple[list[Inputs], str], cache: ConversionCache | None,
+@dataclass(frozen=True)
+class _Build:
+    """What every chain of one :func:`build_artifacts` call shares."""
+
+    source: ModelSource
+    folder: Path
+    progress: Progress
+    #: The inputs fidelity is measured on, and which data function gave them.
+    inputs: tuple[list[Inputs], str]
+    #: The model's float .onnx, exported once for the ONNX Runtime chains.
+    export: OnnxExport
+
+
+def _cached_or_built(build: _Build, chain: Chain, cache: ConversionCache | None,
                      keys: CacheKeys) -> Artifact:
     if cache is None:
-        return _built(source, chain, folder, progress, inputs)
+        return _built(build, chain)
     key = keys.key(chain)
-    target = folder / f"{chain.file_stem}.tflite"
+    target = build.folder / f"{chain.file_stem}{chain.suffix}"
     record = cache.fetch(key, target)
     if record is not None:
-        _log.info("%s: reused from the conversion cache (%s)", chain.recipe, key[:12])
-        progress(f"{chain.recipe}: reused from the conversion cache")
+        _log.info("%s: reused from the conversion cache (%s)", chain.variant, key[:12])
+        build.progress(f"{chain.variant}: reused from the conversion cache")
         return Artifact(path=target, **record)
-    artifact = _built(source, chain, folder, progress, inputs)
+    artifact = _built(build, chain)
     cache.store(key, artifact.path, {f.name: getattr(artifact, f.name)
                                      for f in dataclasses.fields(Artifact) if f.name != "path"})
     return artifact
 
 
-def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
-           fidelity_inputs: tuple[list[Inputs], str]) -> Artifact:
-    """Convert ``chain`` and measure the file: accuracy, fidelity, counts, the host runtime."""
-    inputs, inputs_from = fidelity_inputs
-    progress(f"{chain.recipe}: start")
-    _log.info("%s: converting", chain.recipe)
-    variant = compress(source, chain, folder, progress=progress)
+def _built(build: _Build, chain: Chain) -> Artifact:
+    """Convert ``chain`` and measure the file: accuracy, fidelity, counts, the host runtime
+    (onnxruntime for an ONNX Runtime chain's ``.onnx``, as on the board)."""
+    source, progress, name = build.source, build.progress, chain.variant
+    inputs, inputs_from = build.inputs
+    progress(f"{name}: start")
+    _log.info("%s: converting", name)
+    variant = (compress_onnx(source, chain, build.folder, build.export, progress=progress)
+               if chain.runtime == ONNX_RUNTIME
+               else compress(source, chain, build.folder, progress=progress))
     labelled = source.eval_data is not None and _has_labels(source)
     quality: Accuracy | None = None
     if source.eval_data is not None and labelled:
-        progress(f"{chain.recipe}: evaluating")
+        progress(f"{name}: evaluating")
         quality = tflite_accuracy(variant.path, source.eval_data())
     # compress() refused a source without a torch module and set the variant's.
     assert source.module is not None and variant.module is not None
-    progress(f"{chain.recipe}: comparing the file with the torch model")
+    progress(f"{name}: comparing the file with the torch model")
     fidelity = tflite_fidelity(variant.path, source.module.eval(), inputs)
     counts = model_counts(variant.module, source.example_input)
     # The host runtime is judged against the torch model this file was converted from
@@ -364,14 +387,14 @@ def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
     metric = "top1" if labelled else "cosine"
     own = (tflite_fidelity(variant.path, variant.module.eval(), inputs)
            if chain.transforms else fidelity)
-    host = {**find_runtime().describe(), "loads": True,
+    host = {**runtime_for("auto", variant.path.name).describe(), "loads": True,
             **({"kernels": "built-in, without XNNPACK (a file of 1 GiB or more)"}
                if builtin_kernels_only(variant.path) else {}),
             "top1_agreement_with_source": own["top1_agreement"],
             "cosine_with_source": own["cosine_similarity"],
             **({"degenerate": own["degenerate"]} if own.get("degenerate") else {}),
             "ok": agrees(own, metric)}
-    progress(f"{chain.recipe}: hashing and compressing the file (sha256, gzip size)")
+    progress(f"{name}: hashing and compressing the file (sha256, gzip size)")
     artifact = describe_artifact(
         variant.name, variant.path, config=variant.config,
         accuracy=quality["accuracy"] if quality else None,
@@ -380,24 +403,29 @@ def _built(source: ModelSource, chain: Chain, folder: Path, progress: Progress,
         calibration=variant.details.get("calibration"),
         fidelity={**fidelity, "agreement_metric": metric, "inputs_from": inputs_from,
                   "reference": "torch fp32"},
-        runtime_compat=[host], toolchain=built_with((*TORCH_TO_TFLITE, *chain.tools)),
+        runtime_compat=[host], toolchain=built_with(
+            TORCH_TO_ONNX if chain.runtime == ONNX_RUNTIME else (*TORCH_TO_TFLITE, *chain.tools)),
         **counts)
-    progress(f"{chain.recipe}: done in {variant.seconds:.1f} s")
+    progress(f"{name}: done in {variant.seconds:.1f} s")
     return artifact
 
 
 def compress_to_folder(model_path: str | Path, recipes: str, out_dir: str | Path, *,
                        progress: Progress = _quiet, compat_pythons: Sequence[Path] = (),
-                       max_accuracy_drop: float | None = None) -> Path:
+                       max_accuracy_drop: float | None = None,
+                       runtimes: Sequence[str] = ()) -> Path:
     """Write each variant's ``.tflite`` and ``manifest.json`` into ``out_dir``; return its path.
 
+    ``runtimes``: the runtimes to build each recipe for (none: TFLite); ONNX Runtime's
+    variants are ``.onnx`` files named ``VARIANT-ort``.
     With ``max_accuracy_drop`` (points of accuracy against fp32), ``recipes`` are candidates
     tried in order until one stays within the budget (as INC and NNCF tune): the folder gets
     fp32 and that one, and the manifest's ``selection`` shows everything tried.
     Built in a staging folder beside ``out_dir`` and moved in only on success,
     so a failure leaves nothing half-written.
     """
-    chains = parse_recipes(recipes)
+    chains = for_runtimes(parse_recipes(recipes), runtimes or (TFLITE,))
+    require_ort_recipes(chains)
     for python in compat_pythons:
         if not Path(python).is_file():
             raise UsageError(f"--compat-python {python} does not exist; give a Python that "

@@ -69,9 +69,10 @@ ENTRY_FILE = "entry.json"
 #: Staging folders older than this belong to a build that was killed.
 _STALE_STAGING_SECONDS = 3600
 #: litert-converter lowers litert-torch's graph into the file: another release writes
-#: other bytes.
+#: other bytes; onnxscript, onnx and onnxruntime write an ONNX Runtime variant's.
 _TOOLCHAIN = ("torch", "litert-torch", "litert-converter", "ai-edge-litert",
-              "ai-edge-quantizer", "torchao", "torch-pruning", "numpy", "edge")
+              "ai-edge-quantizer", "torchao", "torch-pruning", "numpy", "onnx", "onnxscript",
+              "onnxruntime", "edge")
 #: edge's code that decides a file's bytes or its manifest entry.
 _CODE = ("compress", "model", "artifacts", "_quiet.py")
 

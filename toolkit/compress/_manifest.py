@@ -18,10 +18,12 @@ from typing import NotRequired, TypedDict
 
 
 class ChainDict(TypedDict):
-    """A chain as :meth:`Chain.to_dict` writes it: the recipe as given, each step's config."""
+    """A chain as :meth:`Chain.to_dict` writes it: the recipe as given, each step's config,
+    and the runtime when it is not TFLite (``onnxruntime``)."""
 
     recipe: str
     steps: list[dict[str, object]]
+    runtime: NotRequired[str]
 
 
 class Accuracy(TypedDict):
@@ -95,6 +97,10 @@ class ConversionDetails(TypedDict, total=False):
     weights: str
     activations: str
     tool: str
+    #: ONNX Runtime variants of a model file: how the float .onnx was exported (and its
+    #: opset); ``format`` of a static int8 file (QDQ: QuantizeLinear/DequantizeLinear pairs).
+    exporter: str
+    format: str
     #: How litert-torch converted: its low-memory mode for models of 1 GiB and more.
     conversion: str
     #: int4-weight: Linear layers whose input is not a whole number of blocks.

@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -286,17 +286,43 @@ _CONVERSIONS = (Fp32Config, Fp16Config, Int8DynamicConfig, Int4WeightConfig, Int
                 QatConfig, Int8MixedConfig)
 
 
+#: The runtimes a model file's variants are built for (``--runtime``): TFLite (a
+#: ``.tflite``, converted by litert-torch; the default) and ONNX Runtime (an ``.onnx``,
+#: exported by torch.onnx and quantized by onnxruntime.quantization).
+TFLITE, ONNX_RUNTIME = "tflite", "onnxruntime"
+RUNTIMES = (TFLITE, ONNX_RUNTIME)
+#: What an ONNX Runtime variant's name ends with, so one run holds both runtimes' variants
+#: of one recipe apart: ``fp32`` (TFLite) beside ``fp32-ort``.
+ORT_SUFFIX = "-ort"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Chain:
-    """One variant: transforms applied in order, then one conversion."""
+    """One variant: transforms applied in order, then one conversion, for one runtime."""
 
     recipe: str
     transforms: tuple[TransformConfig, ...] = ()
     conversion: ConversionConfig = dataclasses.field(default_factory=Fp32Config)
+    #: The runtime a model file's variant is built for (:data:`RUNTIMES`).
+    runtime: str = TFLITE
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise UsageError(f"unknown runtime {self.runtime!r}; one of {', '.join(RUNTIMES)}")
+
+    @property
+    def variant(self) -> str:
+        """The variant's name in a run: the recipe, ``-ort`` after it for ONNX Runtime."""
+        return self.recipe + (ORT_SUFFIX if self.runtime == ONNX_RUNTIME else "")
+
+    @property
+    def suffix(self) -> str:
+        """The built file's suffix."""
+        return ".onnx" if self.runtime == ONNX_RUNTIME else ".tflite"
 
     @property
     def file_stem(self) -> str:
-        return self.recipe.replace(":", "-").replace("=", "-")
+        return self.variant.replace(":", "-").replace("=", "-")
 
     @property
     def needs_training_data(self) -> bool:
@@ -313,8 +339,11 @@ class Chain:
                                    for tool in step.TOOLS))
 
     def to_dict(self) -> ChainDict:
-        return {"recipe": self.recipe,
-                "steps": [step.to_dict() for step in (*self.transforms, self.conversion)]}
+        chain: ChainDict = {"recipe": self.recipe, "steps": [
+            step.to_dict() for step in (*self.transforms, self.conversion)]}
+        if self.runtime != TFLITE:  # a TFLite chain's dict (and cache key) as before
+            chain["runtime"] = self.runtime
+        return chain
 
 
 #: Options a step takes after its value (``prune:0.8:epochs=12:lr=5e-4``): the name in a
@@ -378,3 +407,20 @@ def parse_recipes(text: str) -> list[Chain]:
     if len(set(names)) != len(names):
         raise UsageError(f"--recipe names a recipe twice: {text}")
     return [parse_chain(name) for name in names]
+
+
+def parse_runtimes(text: str) -> tuple[str, ...]:
+    """``"tflite,onnxruntime"`` -> ``("tflite", "onnxruntime")``: distinct :data:`RUNTIMES`."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in RUNTIMES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise UsageError(f"--runtime {text!r}: give distinct runtimes from "
+                         f"{', '.join(RUNTIMES)}, e.g. tflite,onnxruntime")
+    return names
+
+
+def for_runtimes(chains: Sequence[Chain], runtimes: Sequence[str]) -> list[Chain]:
+    """Each chain once per runtime, runtime by runtime (every TFLite variant, then every
+    ONNX Runtime one, as the tables list them)."""
+    return [dataclasses.replace(chain, runtime=runtime)
+            for runtime in runtimes for chain in chains]

@@ -10,8 +10,8 @@ that differ) and edge's own:
   ``prune-channels``, ai-edge-quantizer for the weight-only recipes);
 - a ``.tflite`` given: its rewrites (weight-only, or int8 calibrated on ``--calibration``),
   :data:`TFLITE_REWRITE`; the file as given, none;
-- an ``.onnx`` given: its int8-dynamic rewrite, :data:`ONNX_QUANTIZATION`; the file as
-  given, none.
+- an ``.onnx`` given: its rewrites, :data:`ONNX_QUANTIZATION`; the file as given, none;
+- a PyTorch model's ONNX Runtime variants: :data:`TORCH_TO_ONNX`.
 
 Versions are read from each distribution's metadata (``importlib.metadata``): reading
 torch's version never imports torch.  The conversion cache keys its entries by the same
@@ -29,8 +29,8 @@ import functools
 import importlib.metadata
 from collections.abc import Iterable
 
-__all__ = ["ABSENT", "ONNX_QUANTIZATION", "TFLITE_REWRITE", "TORCH_TO_TFLITE", "built_with",
-           "version"]
+__all__ = ["ABSENT", "ONNX_QUANTIZATION", "TFLITE_REWRITE", "TORCH_TO_ONNX", "TORCH_TO_TFLITE",
+           "built_with", "version"]
 
 #: What converts a PyTorch model into a ``.tflite``, whatever the chain: litert-torch traces
 #: it with torch, litert-converter lowers the graph, ai-edge-litert holds the schema and the
@@ -38,8 +38,12 @@ __all__ = ["ABSENT", "ONNX_QUANTIZATION", "TFLITE_REWRITE", "TORCH_TO_TFLITE", "
 TORCH_TO_TFLITE = ("torch", "litert-torch", "litert-converter", "ai-edge-litert")
 #: What rewrites a ``.tflite`` a user gives (fp16, int8-dynamic, int4-weight, calibrated int8).
 TFLITE_REWRITE = ("ai-edge-quantizer",)
-#: What rewrites an ``.onnx`` into int8-dynamic (``onnxruntime.quantization`` on ``onnx``).
+#: What rewrites an ``.onnx`` (``onnxruntime.quantization`` and ``onnxruntime.transformers``'
+#: float16 on ``onnx``).
 ONNX_QUANTIZATION = ("onnx", "onnxruntime")
+#: What makes a PyTorch model's ONNX Runtime variants (``--runtime onnxruntime``): torch's
+#: exporter with onnxscript, then the rewrites of :data:`ONNX_QUANTIZATION`.
+TORCH_TO_ONNX = ("torch", "onnxscript", *ONNX_QUANTIZATION)
 #: The version recorded for a distribution that is not installed.
 ABSENT = "absent"
 

@@ -110,12 +110,13 @@ def report_rows(run: StoredRun, baseline: StoredRun | None = None) -> list[Repor
     # The fp32 recipe (or a .tflite as given) is the reference whatever its name in results
     # (fp32-t1 in a sweep; fp32@gpu in an --accelerator sweep, whose records' recipe
     # carries the accelerator).
-    baseline_size = {r.target: r.size_bytes for r in run.results
+    # Per file format: an ONNX Runtime variant is compared with fp32-ort, not the .tflite.
+    baseline_size = {(r.target, r.file_format): r.size_bytes for r in run.results
                      if r.is_float_reference and r.size_bytes is not None}
     before = {r.key: r for r in (baseline.results if baseline else []) if r.ok}
     rows = []
     for result in run.results:
-        base = baseline_size.get(result.target)
+        base = baseline_size.get((result.target, result.file_format))
         size = result.size_bytes  # a variant that failed to build has no file
         rows.append(ReportRow(
             target=result.target,
@@ -220,8 +221,13 @@ def render_html(run: StoredRun, *, baseline: StoredRun | None = None) -> str:
 
 
 def _reference_name(run: StoredRun) -> str:
-    """What the size column compares with: fp32, or the .tflite as the user gave it."""
-    return next((r.recipe for r in run.results if r.is_float_reference), "fp32")
+    """What the size column compares with: fp32, or the file as the user gave it; with both
+    runtimes, each file format's own (``fp32 / fp32-ort``)."""
+    named: dict[str, str] = {}
+    for r in run.results:
+        if r.is_float_reference:
+            named.setdefault(r.file_format, r.recipe)
+    return " / ".join(named.values()) or "fp32"
 
 
 def write_report(run: StoredRun, out_dir: Path) -> dict[str, Path]:
@@ -303,7 +309,7 @@ def report_plots(run: StoredRun) -> list[Plot]:
             "File size per variant", sizes, plot_id="plot-size", axis=f"size ({unit})",
             label=lambda v: f"{v:g}",
             legend=[(0, "file"), (1, "gzip -9")] if any(len(r.bars) > 1 for r in sizes) else []),
-            _size_caption(_reference_name(run))))
+            _size_caption(_reference_name(run), {r.file_format for r in run.results})))
     energy = [(r, e) for r in ordered if (e := r.energy_per_inference_mj) is not None]
     if energy:
         # The axis in the unit format_energy gives the largest bar, so ticks and bar texts agree.
@@ -369,13 +375,17 @@ def _size_rows(results: list[ResultRecord]) -> tuple[list[svgplot.BarRow], str]:
     for r in results:
         if r.size_bytes is not None:
             first.setdefault(r.recipe, r)
-    named, reference = next(((recipe, r.size_bytes) for recipe, r in first.items()
-                             if r.is_float_reference), ("", None))
+    # Each file format's own float reference: fp32 for a .tflite, fp32-ort for an .onnx.
+    references: dict[str, tuple[str, int]] = {}
+    for recipe, r in first.items():
+        if r.is_float_reference and r.size_bytes:
+            references.setdefault(r.file_format, (recipe, r.size_bytes))
     largest = max((r.size_bytes or 0 for r in first.values()), default=0)
     unit, factor = ("MiB", 2**20) if largest >= 2**20 else ("KiB", 2**10)
     rows = []
     for recipe, r in first.items():
         size = r.size_bytes or 0
+        named, reference = references.get(r.file_format, ("", 0))
         ratio = f", {size / reference:.2f}x {named}" if reference else ""
         bars = [(size / factor, f"{svgplot.format_bytes(size)}{ratio}")]
         gzipped = r.artifact.get("gzip_bytes")
@@ -385,8 +395,13 @@ def _size_rows(results: list[ResultRecord]) -> tuple[list[svgplot.BarRow], str]:
     return rows, unit
 
 
-def _size_caption(reference: str) -> str:
-    return (f"How much smaller than {reference} is each file? The .tflite file as deployed "
+def _size_caption(reference: str, formats: set[str]) -> str:
+    if formats == {"tflite", "onnx"}:
+        return ("How much smaller than its runtime's fp32 is each file? The .tflite and "
+                ".onnx files as deployed and gzipped (what sparsity saves on the wire), each "
+                "with its ratio to the fp32 of its own format (fp32, fp32-ort).")
+    kind = ".onnx" if formats == {"onnx"} else ".tflite"
+    return (f"How much smaller than {reference} is each file? The {kind} file as deployed "
             f"and gzipped (what sparsity saves on the wire), with its ratio to {reference}.")
 
 

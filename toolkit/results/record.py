@@ -177,9 +177,15 @@ class ResultRecord:
 
     @property
     def is_float_reference(self) -> bool:
-        """The variant the others are compared with: fp32, or a .tflite as given (its
-        accelerator or thread count aside)."""
-        return self.recipe.partition("@")[0] == "fp32" or self.config.get("recipe") == "as-is"
+        """The variant the others of its file format are compared with: fp32 (``fp32-ort``
+        among ONNX Runtime's), or a file as given (its accelerator or thread count aside)."""
+        return self.recipe.partition("@")[0] == "fp32" \
+            or self.config.get("recipe") in ("as-is", "fp32")
+
+    @property
+    def file_format(self) -> str:
+        """``onnx`` for a variant ONNX Runtime runs (an ``.onnx`` file), else ``tflite``."""
+        return "onnx" if str(self.artifact.get("file", "")).endswith(".onnx") else "tflite"
 
     @property
     def size_bytes(self) -> int | None:

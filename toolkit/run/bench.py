@@ -118,7 +118,8 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
           tags: Iterable[str] = (),
           threads: Sequence[int] | None = None,
           accelerators: Sequence[str] | None = None,
-          conversion_cache: str | Path | None = None) -> BenchOutcome:
+          conversion_cache: str | Path | None = None,
+          runtimes: Sequence[str] = ()) -> BenchOutcome:
     """Run every model's ``recipes`` on every target; store one run per model.
 
     ``recipes`` None: each model's default (``fp32,int8``; a ``.tflite`` as given).
@@ -128,7 +129,7 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
     ``health(target)`` returns why a board must be left out (None: healthy); a board the
     coordinator allots is checked when it is acquired instead.  ``settings``, ``threads``
     and ``accelerators`` are as :func:`toolkit.run.deploy.deploy` takes them, on every
-    board, allotted ones too.
+    board, allotted ones too; so are ``runtimes``, for every model file.
     """
     from toolkit.compress import parse_recipes
 
@@ -144,7 +145,8 @@ def bench(models: Sequence[str | Path], *, targets: Sequence[Target | ScheduledT
                                  keep_going=True, parallel=True,
                                  conversion_cache=Path(conversion_cache) if conversion_cache
                                  else None),
-                   out_dir=Path(out_dir), store_path=store_path, tags=tuple(tags))
+                   out_dir=Path(out_dir), store_path=store_path, tags=tuple(tags),
+                   runtimes=tuple(runtimes))
     execution = execute(plan, on_event=on_event)
     runs = [done.run for done in execution.runs]
     cells = [BenchCell(target=r.target, model=run.model_name, variant=r.variant,

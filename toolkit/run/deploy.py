@@ -94,7 +94,8 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
            busy_wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS,
            against: str | None = None,
            thresholds: Thresholds | None = None,
-           calibration: Path | None = None) -> DeployOutcome:
+           calibration: Path | None = None,
+           runtimes: Sequence[str] = ()) -> DeployOutcome:
     """Compress ``model_path``, run every variant on every target, store and report.
 
     The preset of :func:`toolkit.run.execute.execute` for one model: boards one after the
@@ -126,6 +127,9 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
     every variant's new file side by side with that run's file of the same variant
     (:mod:`toolkit.gate.paired`), judged against ``thresholds``; the figures go into the
     stored records (``measured["paired"]``) and the verdicts into :attr:`DeployOutcome.paired`.
+    ``runtimes`` (``tflite``, ``onnxruntime``; none: TFLite): the runtimes a model file's
+    variants are built for, measured side by side in one run; ONNX Runtime's are named
+    ``VARIANT-ort`` (``fp32-ort``).
     """
     from toolkit.compress import parse_recipes
 
@@ -145,7 +149,7 @@ def deploy(model_path: str | Path, *, targets: Iterable[str] = ("local",),
                                  conversion_cache=Path(conversion_cache) if conversion_cache
                                  else None),
                    out_dir=Path(out_dir), store_path=store_path, tags=tuple(tags),
-                   calibration=calibration)
+                   calibration=calibration, runtimes=tuple(runtimes))
     paired: list[PairedOutcome] = []
     steps = None
     if against is not None:

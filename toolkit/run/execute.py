@@ -146,7 +146,7 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
         sources.append(load_model_source(path, calibration=plan.calibration))
         plan.check_model(sources[-1])
         for target in named:
-            check_runtime(target, sources[-1])
+            check_runtime(target, sources[-1], plan.model_runtimes(sources[-1]))
     # A model too large for this machine's disk or memory stops here, not minutes into a
     # conversion (or killed by the kernel with no word).
     check_resources([(source, plan.chains(source)) for source in sources], out_dir=plan.out_dir,
@@ -159,7 +159,8 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
     checking = [b for b in plan.boards if b.name not in left_out]
     say(f"checking {', '.join(b.name for b in checking)}")
     failed_check = _check_boards(plan, checking, notify,
-                                 onnx=any(source.is_onnx for source in sources))
+                                 onnx=any("onnxruntime" in plan.model_runtimes(source)
+                                          for source in sources))
     ready = [b for b in plan.boards if b.name not in left_out and b.name not in failed_check]
     check_delegates([b.known for b in ready if b.known is not None], plan.sweep.accelerators)
 
@@ -372,17 +373,27 @@ def _store(plan: RunPlan, store: ResultsStore, model: PreparedModel,
     return ExecutedRun(run=run, choices=choices, reports=reports)
 
 
-def check_runtime(target: Target, source: ModelSource) -> None:
+def check_runtime(target: Target, source: ModelSource, runtimes: Sequence[str]) -> None:
     """A usage error, before any work, when the target's ``runtime`` setting cannot read the
-    files ``source`` gives: an ``.onnx`` runs on onnxruntime, everything else on TFLite."""
-    if source.is_onnx and target.runtime not in ("auto", "onnxruntime"):
-        raise UsageError(f"{source.path.name} runs on onnxruntime and target {target.name}'s "
-                         f"runtime is {target.runtime}; set runtime = \"auto\" or "
-                         '"onnxruntime" in its target file')
-    if not source.is_onnx and target.runtime == "onnxruntime":
-        raise UsageError(f"{source.path.name} gives .tflite files and target {target.name}'s "
-                         'runtime is onnxruntime (.onnx only); set runtime = "auto" or a '
-                         "TFLite runtime in its target file")
+    files ``source`` gives on ``runtimes`` (:meth:`RunPlan.model_runtimes`): an ``.onnx``
+    runs on onnxruntime, a ``.tflite`` on a TFLite runtime, ``auto`` on either."""
+    if target.runtime == "auto":
+        return
+    # A model file's variants: the runtimes --runtime named, each a way out.
+    built = "" if source.as_given else f"--runtime {','.join(runtimes)} builds "
+    if "onnxruntime" in runtimes and target.runtime != "onnxruntime":
+        raise UsageError(
+            (f"{built}.onnx files, which run on onnxruntime," if built
+             else f"{source.path.name} runs on onnxruntime")
+            + f" and target {target.name}'s runtime is {target.runtime}; set runtime = "
+            '"auto" or "onnxruntime" in its target file'
+            + (", or drop onnxruntime from --runtime" if built else ""))
+    if "tflite" in runtimes and target.runtime == "onnxruntime":
+        raise UsageError(
+            (f"{built}.tflite files" if built else f"{source.path.name} gives .tflite files")
+            + f" and target {target.name}'s runtime is onnxruntime (.onnx only); set runtime = "
+            '"auto" or a TFLite runtime in its target file'
+            + (", or give --runtime onnxruntime" if built else ""))
 
 
 def check_delegates(targets: Sequence[Target], accelerators: Sequence[str]) -> None:

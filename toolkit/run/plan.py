@@ -101,8 +101,18 @@ class RunPlan:
     tags: tuple[str, ...] = ()
     #: Calibration inputs for a ``.tflite`` or ``.onnx`` given (:mod:`toolkit.model.calibration`).
     calibration: Path | None = None
+    #: The runtimes a model file's variants are built for (``--runtime``, names of
+    #: :data:`toolkit.compress.RUNTIMES`); empty: TFLite only.  A file given as it is runs
+    #: on its own runtime.
+    runtimes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from toolkit.compress._recipes import RUNTIMES
+
+        unknown = [name for name in self.runtimes if name not in RUNTIMES]
+        if unknown or len(set(self.runtimes)) != len(self.runtimes):
+            raise UsageError(f"runtimes {list(self.runtimes)}: give distinct runtimes from "
+                             f"{', '.join(RUNTIMES)}")
         if not self.boards:
             raise UsageError("no target given; use for example --target local")
         if not self.models:
@@ -114,20 +124,39 @@ class RunPlan:
             raise UsageError(str(exc)) from None
 
     def chains(self, source: ModelSource) -> tuple[Chain, ...]:
-        """The recipes to build for ``source``; with a budget, fp32 too (its accuracy
-        reference)."""
+        """The recipes to build for ``source``, once per runtime of a model file; with a
+        budget, fp32 too (its accuracy reference)."""
         from toolkit.compress import parse_recipes
+        from toolkit.compress._recipes import for_runtimes
 
         recipes = self.recipes or tuple(parse_recipes("fp32" if source.as_given
                                                       else "fp32,int8"))
-        if self.policy.max_accuracy_drop is None or "fp32" in [c.recipe for c in recipes]:
+        if self.policy.max_accuracy_drop is not None \
+                and "fp32" not in [c.recipe for c in recipes]:
+            recipes = (*parse_recipes("fp32"), *recipes)
+        if source.as_given:
             return recipes
-        return (*parse_recipes("fp32"), *recipes)
+        return tuple(for_runtimes(recipes, self.model_runtimes(source)))
+
+    def model_runtimes(self, source: ModelSource) -> tuple[str, ...]:
+        """The runtimes ``source``'s files run on: a given file's own, else ``runtimes``
+        (TFLite when none is named)."""
+        from toolkit.compress._recipes import ONNX_RUNTIME, TFLITE
+
+        if source.as_given:
+            return (ONNX_RUNTIME,) if source.is_onnx else (TFLITE,)
+        return self.runtimes or (TFLITE,)
 
     def check_model(self, source: ModelSource) -> None:
         """The model file has what every recipe needs, before any conversion (as ``edge
         compress`` checks): a chain that fine-tunes needs ``train_data()``, ``int8-mixed``
-        eval and calibration data.  A budget tries such chains and lets them fail alone."""
+        eval and calibration data.  A budget tries such chains and lets them fail alone.
+        ``--runtime`` names a runtime of a model file: a file given as it is runs on its
+        own runtime, and a recipe ONNX Runtime has no variant of is refused."""
+        if source.as_given and self.runtimes and self.runtimes != self.model_runtimes(source):
+            raise UsageError(f"--runtime {','.join(self.runtimes)}: {source.path.name} runs "
+                             f"on {self.model_runtimes(source)[0]} as it is given; --runtime "
+                             "chooses the runtimes of a .py model file's variants")
         if source.is_onnx:
             from toolkit.compress._from_onnx import refusal as onnx_refusal
 
@@ -147,7 +176,9 @@ class RunPlan:
                     raise UsageError(f"{chain.recipe} on {source.path.name}: {reason}")
             return
         from toolkit.compress._mixed import require_measuring_data
+        from toolkit.compress._ort_recipes import require_ort_recipes
 
+        require_ort_recipes(self.chains(source))
         if self.policy.max_accuracy_drop is None and source.train_data is None:
             tuned = [c.recipe for c in self.chains(source) if c.needs_training_data]
             if tuned:
