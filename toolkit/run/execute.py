@@ -146,7 +146,8 @@ def execute(plan: RunPlan, *, progress: Callable[[str], None] | None = None,
         sources.append(load_model_source(path, calibration=plan.calibration))
         plan.check_model(sources[-1])
         for target in named:
-            check_runtime(target, sources[-1], plan.model_runtimes(sources[-1]))
+            check_runtime(target, sources[-1], plan.model_runtimes(sources[-1]),
+                          asked=bool(plan.runtimes))
     # A model too large for this machine's disk or memory stops here, not minutes into a
     # conversion (or killed by the kernel with no word).
     check_resources([(source, plan.chains(source)) for source in sources], out_dir=plan.out_dir,
@@ -373,27 +374,29 @@ def _store(plan: RunPlan, store: ResultsStore, model: PreparedModel,
     return ExecutedRun(run=run, choices=choices, reports=reports)
 
 
-def check_runtime(target: Target, source: ModelSource, runtimes: Sequence[str]) -> None:
+def check_runtime(target: Target, source: ModelSource, runtimes: Sequence[str], *,
+                  asked: bool = False) -> None:
     """A usage error, before any work, when the target's ``runtime`` setting cannot read the
-    files ``source`` gives on ``runtimes`` (:meth:`RunPlan.model_runtimes`): an ``.onnx``
-    runs on onnxruntime, a ``.tflite`` on a TFLite runtime, ``auto`` on either."""
+    files ``source`` gives on ``runtimes`` (:meth:`RunPlan.model_runtimes`; ``asked``: named
+    by ``--runtime``): an ``.onnx`` runs on onnxruntime, a ``.tflite`` on a TFLite runtime,
+    ``auto`` on either."""
     if target.runtime == "auto":
         return
-    # A model file's variants: the runtimes --runtime named, each a way out.
-    built = "" if source.as_given else f"--runtime {','.join(runtimes)} builds "
+    built = f"--runtime {','.join(runtimes)} builds " if asked else ""
+    model_file = not source.as_given
     if "onnxruntime" in runtimes and target.runtime != "onnxruntime":
         raise UsageError(
             (f"{built}.onnx files, which run on onnxruntime," if built
              else f"{source.path.name} runs on onnxruntime")
             + f" and target {target.name}'s runtime is {target.runtime}; set runtime = "
             '"auto" or "onnxruntime" in its target file'
-            + (", or drop onnxruntime from --runtime" if built else ""))
+            + (", or drop onnxruntime from --runtime" if model_file else ""))
     if "tflite" in runtimes and target.runtime == "onnxruntime":
         raise UsageError(
             (f"{built}.tflite files" if built else f"{source.path.name} gives .tflite files")
             + f" and target {target.name}'s runtime is onnxruntime (.onnx only); set runtime = "
             '"auto" or a TFLite runtime in its target file'
-            + (", or give --runtime onnxruntime" if built else ""))
+            + (", or give --runtime onnxruntime" if model_file else ""))
 
 
 def check_delegates(targets: Sequence[Target], accelerators: Sequence[str]) -> None:
