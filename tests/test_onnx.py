@@ -412,6 +412,25 @@ def test_an_onnx_deploys_to_a_local_board_running_onnxruntime(tmp_path: Path) ->
 
 
 @pytest.mark.integration
+def test_fp16_of_a_given_onnx_keeps_float32_inputs_and_agrees_with_it(tmp_path: Path) -> None:
+    import onnx
+
+    from toolkit.compress._from_onnx import build_from_onnx
+
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    given, fp16 = build_from_onnx(load_model_source(model), [parse_chain("fp16")], folder)
+    assert (given.variant, fp16.variant, fp16.path.name) == ("mlp.onnx", "fp16", "mlp.fp16.onnx")
+    graph = onnx.load(str(fp16.path)).graph
+    # The board feeds it float32, as the file as given: the casts are inside the graph.
+    assert [i.type.tensor_type.elem_type for i in graph.input] == [onnx.TensorProto.FLOAT]
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
+    assert fp16.fidelity is not None and fp16.fidelity["cosine_similarity"] > 0.99
+    assert fp16.runtime_compat[0]["ok"] and fp16.size_bytes < given.size_bytes
+
+
+@pytest.mark.integration
 def test_a_provider_the_board_lacks_is_one_line_and_nothing_is_stored(tmp_path: Path) -> None:
     import onnxruntime
 
