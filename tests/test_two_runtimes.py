@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from toolkit.cli.main import main
-from toolkit.compress._recipes import for_runtimes, parse_recipes, parse_runtimes
+from toolkit.compress import for_runtimes, parse_recipes, parse_runtimes
 from toolkit.errors import UsageError
-from toolkit.report.render import render_html, report_rows
+from toolkit.report.render import render_html, render_markdown, report_rows
 
 from .conftest import DIGITS_MODEL
 from .records import make_run, record
@@ -141,6 +141,9 @@ def test_the_report_compares_each_runtime_with_its_own_fp32_and_names_both() -> 
                       "int8": ("0.25x", "ai-edge-litert 2.3.0"),
                       "fp32-ort": ("1.00x", "onnxruntime 1.30.0"),
                       "int8-ort": ("0.25x", "onnxruntime 1.30.0")}
+    markdown = render_markdown(run)
+    assert "**local**: Test CPU, ai-edge-litert 2.3.0 and onnxruntime 1.30.0" in markdown
+    assert "| local | int8-ort | onnxruntime 1.30.0 | 48.8 KiB | 0.25x |" in markdown
     html = render_html(run)
     assert "<th>vs fp32 / fp32-ort</th>" in html and "<th>runtime</th>" in html
     assert "ONNX Runtime for an\n<code>.onnx</code>" in html

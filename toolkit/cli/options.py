@@ -24,7 +24,7 @@ import click
 
 from device_agent.power import POWER_SENSORS
 from device_agent.protocol import ACCELERATORS, APIS, JobSettings
-from toolkit.compress._recipes import RUNTIMES, parse_runtimes
+from toolkit.compress import RUNTIMES, parse_runtimes
 from toolkit.defaults import DEFAULT_BUSY_WAIT_SECONDS, DEFAULT_OUT_DIR
 from toolkit.errors import UsageError
 from toolkit.model.project import STORE_ENV

@@ -1,4 +1,5 @@
-"""Stage 2: turn the torch model into deployable ``.tflite`` variants.
+"""Stage 2: turn the torch model into deployable ``.tflite`` variants (and, for
+``--runtime onnxruntime``, ``.onnx`` ones: :mod:`._to_onnx`, :mod:`._ort_recipes`).
 
 A recipe is a chain (``prune-channels:0.5+distill+int8``): transforms of the
 torch module (:mod:`._transform`), then one conversion (:mod:`._convert`;
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     )
     from toolkit.compress._recipes import (
         RECIPES,
+        RUNTIMES,
         Chain,
         ChannelPruneConfig,
         ClusterConfig,
@@ -48,8 +50,10 @@ if TYPE_CHECKING:
         Int8StaticConfig,
         PruneConfig,
         QatConfig,
+        for_runtimes,
         parse_chain,
         parse_recipes,
+        parse_runtimes,
     )
 
 #: Every name is imported on first use: converting needs torch and litert-torch, and
@@ -62,12 +66,14 @@ __getattr__, __dir__ = attach(__name__, {
     **dict.fromkeys(("RECIPES", "Chain", "ChannelPruneConfig", "ClusterConfig",
                      "DistillConfig", "Fp16Config", "Fp32Config", "Int4WeightConfig",
                      "Int8DynamicConfig", "Int8MixedConfig", "Int8StaticConfig",
-                     "PruneConfig", "QatConfig", "parse_chain", "parse_recipes"), "_recipes"),
+                     "PruneConfig", "QatConfig", "RUNTIMES", "for_runtimes", "parse_chain",
+                     "parse_recipes", "parse_runtimes"), "_recipes"),
 }, globals())
 
 __all__ = [
     "BUDGET_CANDIDATES",
     "RECIPES",
+    "RUNTIMES",
     "Chain",
     "ChannelPruneConfig",
     "ClusterConfig",
@@ -89,7 +95,9 @@ __all__ = [
     "compress",
     "compress_budget_candidates",
     "compress_to_folder",
+    "for_runtimes",
     "model_counts",
     "parse_chain",
     "parse_recipes",
+    "parse_runtimes",
 ]

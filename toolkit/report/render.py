@@ -204,6 +204,7 @@ def render_markdown(run: StoredRun, *, baseline: StoredRun | None = None) -> str
     rows = report_rows(run, baseline)
     return _MARKDOWN.get_template("report.md.j2").render(
         run=run, baseline=baseline, by_target=_by_target(rows), boards=_boards(run),
+        runtimes=sorted({r.runtime for r in rows if r.runtime}),
         has_energy=any(r.energy for r in rows), profiles=profile_sections(run),
         comparisons=profile_comparisons(run), reference=_reference_name(run))
 

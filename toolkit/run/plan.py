@@ -107,7 +107,7 @@ class RunPlan:
     runtimes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from toolkit.compress._recipes import RUNTIMES
+        from toolkit.compress import RUNTIMES
 
         unknown = [name for name in self.runtimes if name not in RUNTIMES]
         if unknown or len(set(self.runtimes)) != len(self.runtimes):
@@ -126,8 +126,7 @@ class RunPlan:
     def chains(self, source: ModelSource) -> tuple[Chain, ...]:
         """The recipes to build for ``source``, once per runtime of a model file; with a
         budget, fp32 too (its accuracy reference)."""
-        from toolkit.compress import parse_recipes
-        from toolkit.compress._recipes import for_runtimes
+        from toolkit.compress import for_runtimes, parse_recipes
 
         recipes = self.recipes or tuple(parse_recipes("fp32" if source.as_given
                                                       else "fp32,int8"))
