@@ -10,10 +10,14 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from toolkit.boards.lab import load_lab
 from toolkit.cli.main import main
 from toolkit.compress import for_runtimes, parse_recipes, parse_runtimes
 from toolkit.errors import UsageError
+from toolkit.model.load import ModelSource
 from toolkit.report.render import render_html, render_markdown, report_rows
+from toolkit.run.boards import board_sources
+from toolkit.run.plan import RunPlan
 
 from .conftest import DIGITS_MODEL
 from .records import make_run, record
@@ -52,6 +56,23 @@ def test_onnx_runtime_variants_are_named_apart_and_say_their_runtime() -> None:
     assert "runtime" not in chains[1].to_dict()
     assert chains[4].to_dict() == {"recipe": "int8", "runtime": "onnxruntime",
                                    "steps": chains[1].to_dict()["steps"]}
+
+
+@pytest.mark.parametrize("runtimes, recipes, variants", [
+    ((), "", ["fp32", "int8"]),
+    (("onnxruntime",), "fp16", ["fp16-ort"]),
+    (("tflite", "onnxruntime"), "", ["fp32", "int8", "fp32-ort", "int8-ort"]),
+])
+def test_the_plan_builds_each_recipe_once_per_runtime_of_a_model_file(
+        runtimes: tuple[str, ...], recipes: str, variants: list[str]) -> None:
+    plan = RunPlan(models=(DIGITS_MODEL,), recipes=tuple(parse_recipes(recipes or "fp32,int8")),
+                   boards=tuple(board_sources(load_lab().select_jobs(["local"]))),
+                   runtimes=runtimes)
+    model = ModelSource(path=DIGITS_MODEL, sha256="0" * 64)
+    assert [chain.variant for chain in plan.chains(model)] == variants
+    # A file given as it is runs on its own runtime, once.
+    given = ModelSource(path=KERAS, sha256="0" * 64)
+    assert plan.model_runtimes(given) == ("tflite",)
 
 
 def test_deploy_bench_and_compress_take_runtime_with_one_help() -> None:

@@ -107,12 +107,10 @@ class RunPlan:
     runtimes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from toolkit.compress import RUNTIMES
+        from toolkit.compress import parse_runtimes
 
-        unknown = [name for name in self.runtimes if name not in RUNTIMES]
-        if unknown or len(set(self.runtimes)) != len(self.runtimes):
-            raise UsageError(f"runtimes {list(self.runtimes)}: give distinct runtimes from "
-                             f"{', '.join(RUNTIMES)}")
+        if self.runtimes:  # distinct known names, as --runtime takes them
+            parse_runtimes(",".join(self.runtimes))
         if not self.boards:
             raise UsageError("no target given; use for example --target local")
         if not self.models:
