@@ -340,7 +340,8 @@ def test_an_onnx_the_checker_rejects_fails_the_deploy_before_anything_is_written
 
 @pytest.mark.parametrize("recipe, reason", [
     ("fp32", None), ("int8-dynamic", None), ("fp16", None),
-    ("int8", "static int8 calibrates on representative inputs, which a given .onnx lacks"),
+    ("int8", "static int8 calibrates on representative inputs, which an .onnx does not carry: "
+             "give a folder of them with --calibration DIR"),
     ("int4-weight", "the ONNX Runtime recipes are fp32, fp16, int8-dynamic and int8"),
     ("prune:0.5+int8-dynamic", "needs the PyTorch model: pruning, distillation and clustering"),
 ])
@@ -357,8 +358,8 @@ def test_a_recipe_an_onnx_does_not_take_fails_the_deploy_in_one_line(tmp_path: P
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         "edge: error: int8 on mlp.onnx: static int8 calibrates on representative inputs, which "
-        "a given .onnx lacks; deploy the .py model file with --runtime onnxruntime, or "
-        "int8-dynamic")
+        "an .onnx does not carry: give a folder of them with --calibration DIR (one .npy or "
+        ".npz per sample), or use int8-dynamic")
     assert not out.exists()
 
 
@@ -428,6 +429,32 @@ def test_fp16_of_a_given_onnx_keeps_float32_inputs_and_agrees_with_it(tmp_path: 
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
     assert fp16.fidelity is not None and fp16.fidelity["cosine_similarity"] > 0.99
     assert fp16.runtime_compat[0]["ok"] and fp16.size_bytes < given.size_bytes
+
+
+@pytest.mark.integration
+def test_static_int8_of_a_given_onnx_is_calibrated_on_the_inputs_given(tmp_path: Path) -> None:
+    import onnx
+
+    from toolkit.compress._from_onnx import build_from_onnx
+
+    assert refusal(parse_chain("int8"), calibrated=True) is None
+    model = tiny_onnx(tmp_path / "mlp.onnx")
+    inputs = tmp_path / "calibration"
+    inputs.mkdir()
+    rng = np.random.default_rng(1)
+    for number in range(8):
+        np.save(inputs / f"{number}.npy", rng.standard_normal((1, 16)).astype(np.float32))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    _, int8 = build_from_onnx(load_model_source(model, calibration=inputs),
+                              [parse_chain("int8")], folder)
+    assert (int8.variant, int8.path.name) == ("int8", "mlp.int8.onnx")
+    assert int8.details["format"] == "QDQ" and int8.calibration is not None
+    assert int8.calibration["samples_used"] == 8
+    ops = {node.op_type for node in onnx.load(str(int8.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert int8.fidelity is not None and int8.fidelity["inputs_from"] == "the --calibration inputs"
+    assert int8.fidelity["cosine_similarity"] > 0.99
 
 
 @pytest.mark.integration

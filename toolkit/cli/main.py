@@ -96,8 +96,9 @@ def main() -> None:
 @click.option("--recipe",
               help="Comma-separated variants to build [default: fp32,int8; with "
                    "--max-accuracy-drop the candidates fp32 and "
-                   f"{BUDGET_CANDIDATES}; a .tflite is measured as given, and fp16, "
-                   "int8-dynamic, int4-weight and (with --calibration) int8 rewrite it].")
+                   f"{BUDGET_CANDIDATES}; a .tflite or .onnx is measured as given, and fp16, "
+                   "int8-dynamic, int4-weight (.tflite) and (with --calibration) int8 "
+                   "rewrite it].")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="POINTS",
               help="Run only variants at most POINTS below fp32's accuracy and pick, per "
                    "board, the fastest VALID one as measured there (the smaller file when "
@@ -119,9 +120,9 @@ def main() -> None:
                    "latency against [tool.edge.check]'s limits (default 5 %). Exit 1 on a "
                    "regression, 3 when it cannot tell, else 0.")
 @click.option("--calibration", type=click.Path(path_type=Path), metavar="DIR",
-              help="For a .tflite given: a folder of its inputs, one .npy (or .npz for "
-                   "several inputs, in the model's order) per sample, shaped as the model's "
-                   "inputs; full-integer int8 is calibrated on them, and every rewrite is "
+              help="For a .tflite or .onnx given: a folder of its inputs, one .npy (or .npz "
+                   "for several inputs, in the model's order) per sample, shaped as the "
+                   "model's inputs; int8 is calibrated on them, and every rewrite is "
                    "compared with the given file on them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON document.")
 @click.option("-q", "--quiet", is_flag=True,
@@ -138,9 +139,9 @@ def deploy(ctx: click.Context, model: Path, targets: tuple[str, ...], recipe: st
     """Compress MODEL, run every variant on the target boards, store and report.
 
     MODEL is a Python model file (build_model(), example_input(), optionally
-    calibration_data() and eval_data()) or a float .tflite file, measured as given
-    and, with --recipe fp16,int8-dynamic,int4-weight, rewritten by those recipes
-    (int8 too, calibrated on --calibration DIR).
+    calibration_data() and eval_data()) or a float .tflite or .onnx file, measured as
+    given and, with --recipe fp16,int8-dynamic,int4-weight (.tflite), rewritten by those
+    recipes (int8 too, calibrated on --calibration DIR).
 
     Exit status 0 when every variant was measured; 3 when one failed to build or to
     run (each is named on stderr; the measured ones are stored and reported).

@@ -2,10 +2,11 @@
 
 The file runs on the board under ONNX Runtime (the agent chooses it by the suffix) and is
 checked on the host first: it loads in the host's onnxruntime, whose outputs are the
-board's reference.  ``int8-dynamic`` and ``fp16`` rewrite it (:mod:`._ort_recipes`),
-judged against the given file by cosine on seeded random inputs, as a ``.tflite``'s
-rewrites are.  Static ``int8`` (no calibration data comes with a file) and the recipes that
-need the PyTorch model are refused before anything is built (:func:`refusal`).
+board's reference.  ``int8-dynamic``, ``fp16`` and, calibrated on ``--calibration DIR``,
+static ``int8`` rewrite it (:mod:`._ort_recipes`), judged against the given file by cosine
+on the calibration inputs (else seeded random inputs), as a ``.tflite``'s rewrites are.
+Static ``int8`` without calibration inputs and the recipes that need the PyTorch model are
+refused before anything is built (:func:`refusal`).
 
 Variants are named after the file: the file as given is ``NAME.onnx``, ``fp16`` is
 written ``NAME.fp16.onnx`` beside it.
@@ -13,6 +14,7 @@ written ``NAME.fp16.onnx`` beside it.
 Example::
 
     refusal(parse_chain("int8"))  # 'static int8 calibrates on representative inputs, ...'
+    refusal(parse_chain("int8"), calibrated=True)  # None
     build_from_onnx(source, parse_recipes("fp32,int8-dynamic"), Path("out"))
 """
 
@@ -27,8 +29,14 @@ import numpy as np
 from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import Artifact, FailedVariant
-from toolkit.compress._given import AS_GIVEN, as_given, judged_against_given, rewrite_each
-from toolkit.compress._ort_recipes import one_line, rewrite
+from toolkit.compress._given import (
+    AS_GIVEN,
+    as_given,
+    calibration_samples,
+    judged_against_given,
+    rewrite_each,
+)
+from toolkit.compress._ort_recipes import Feed, one_line, rewrite
 from toolkit.compress._ort_recipes import refusal as ort_refusal
 from toolkit.compress._recipes import Chain
 from toolkit.compress._toolchain import ONNX_QUANTIZATION
@@ -41,12 +49,13 @@ __all__ = ["AS_GIVEN", "build_from_onnx", "refusal"]
 FIDELITY_SAMPLES = 32
 
 
-def refusal(chain: Chain) -> str | None:
-    """Why ``chain`` cannot be built from an ``.onnx``, or None when it can."""
+def refusal(chain: Chain, *, calibrated: bool = False) -> str | None:
+    """Why ``chain`` cannot be built from an ``.onnx`` (with calibration inputs given when
+    ``calibrated``), or None when it can."""
     if chain.transforms:
         return ("needs the PyTorch model: pruning, distillation and clustering change the "
                 "model before it is exported; deploy the .py model file for it")
-    return ort_refusal(chain, calibrated=False)
+    return ort_refusal(chain, calibrated=calibrated)
 
 
 def build_from_onnx(source: ModelSource, chains: list[Chain], folder: Path, *,
@@ -72,20 +81,26 @@ def build_from_onnx(source: ModelSource, chains: list[Chain], folder: Path, *,
                          f"{one_line(exc)}", path=source.path) from None
     host = {**runtime.describe(), "loads": True, "ok": True}
     artifacts = [as_given(source, given, runtime_compat=[host])]
-    inputs = _random_inputs(session.get_input_details())
+    details = session.get_input_details()
+    calibration = calibration_samples(source, given)
+    inputs = (calibration[:FIDELITY_SAMPLES], "the --calibration inputs") if calibration \
+        else (_random_inputs(details), "seeded random inputs")
+    feeds = [{str(d["name"]): value for d, value in zip(details, sample, strict=True)}
+             for sample in calibration]
     return [*artifacts, *rewrite_each(
         source, chains, folder, doing=f"rewriting {source.path.name} with onnxruntime",
-        rewrite=lambda chain, target: _rewrite(chain, given, target, inputs),
+        rewrite=lambda chain, target: _rewrite(chain, given, target, inputs, feeds),
         progress=progress, failed=failed)]
 
 
 def _rewrite(chain: Chain, given: Path, target: Path,
-             inputs: list[tuple[np.ndarray, ...]]) -> Artifact:
+             inputs: tuple[list[tuple[np.ndarray, ...]], str], feeds: list[Feed]) -> Artifact:
     from device_agent.runtime import find_runtime
 
-    details = rewrite(chain, given, target)
-    return judged_against_given(chain, target, given, inputs, find_runtime("onnxruntime"),
-                                details, ONNX_QUANTIZATION)
+    details = rewrite(chain, given, target, feeds)
+    samples, inputs_from = inputs
+    return judged_against_given(chain, target, given, samples, find_runtime("onnxruntime"),
+                                details, ONNX_QUANTIZATION, inputs_from=inputs_from)
 
 
 def _random_inputs(details: list[TensorDetail]) -> list[tuple[np.ndarray, ...]]:

@@ -32,7 +32,13 @@ from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import ARTIFACT_MODE, Artifact, FailedVariant
 from toolkit.compress._convert import WEIGHT_ONLY, calibrate_file, requantize_file
-from toolkit.compress._given import AS_GIVEN, as_given, judged_against_given, rewrite_each
+from toolkit.compress._given import (
+    AS_GIVEN,
+    as_given,
+    calibration_samples,
+    judged_against_given,
+    rewrite_each,
+)
 from toolkit.compress._recipes import Chain, Fp32Config, Int8StaticConfig
 from toolkit.compress._toolchain import TFLITE_REWRITE
 from toolkit.compress._usable import check_loads
@@ -41,7 +47,7 @@ from toolkit.links import place
 from toolkit.model.load import ModelSource
 from toolkit.run.cancel import interrupts_deferred
 
-__all__ = ["AS_GIVEN", "build_from_tflite", "calibration_samples", "refusal"]
+__all__ = ["AS_GIVEN", "build_from_tflite", "refusal"]
 
 #: Seeded random inputs the derived files are compared with the given file on.
 FIDELITY_SAMPLES = 32
@@ -135,26 +141,6 @@ def _rewritten(chain: Chain, given: Path, target: Path,
     samples, inputs_from = inputs
     return judged_against_given(chain, target, given, samples, find_runtime(), details,
                                 TFLITE_REWRITE, inputs_from=inputs_from)
-
-
-def calibration_samples(source: ModelSource, given: Path) -> list[tuple[np.ndarray, ...]]:
-    """The ``--calibration`` samples (none without it), each checked against the inputs of
-    ``given`` (a :class:`UsageError` naming the first that differs)."""
-    from device_agent.runtime import find_runtime
-    from toolkit.model.calibration import check_shapes
-
-    if source.calibration_data is None:
-        return []
-    with captured_native_output():
-        details: list[TensorDetail] = find_runtime().interpreter_class(
-            model_path=str(given)).get_input_details()
-    wanted = [(tuple(int(n) for n in d["shape"]), str(d["name"])) for d in details]
-    samples = []
-    for number, (inputs, _label) in enumerate(source.calibration_data()):
-        arrays = tuple(np.asarray(value) for value in inputs)
-        check_shapes(arrays, wanted, f"--calibration sample {number + 1}")
-        samples.append(arrays)
-    return samples
 
 
 def _random_inputs(path: Path) -> list[tuple[np.ndarray, ...]]:

@@ -1,7 +1,7 @@
 """What the variants of a file a user gives (a ``.tflite`` or an ``.onnx``) share: each
 chain's rewrite of the given file built in turn, a failure recorded beside the others,
-and each rewrite judged against the given file by cosine (on seeded random inputs, or
-the user's calibration inputs where given).
+each rewrite judged against the given file by cosine (on seeded random inputs, or the
+user's calibration inputs where given), and those inputs checked against the file's.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from device_agent.interp import TensorDetail
 from device_agent.runtime import Runtime
+from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import Artifact, FailedVariant, describe_artifact
 from toolkit.compress._recipes import Chain, Fp32Config
 from toolkit.compress._toolchain import built_with
@@ -80,3 +82,23 @@ def as_given(source: ModelSource, given: Path, **facts: Any) -> Artifact:
     nothing built it but edge's copy."""
     return describe_artifact(source.path.name, given, config={"recipe": AS_GIVEN},
                              toolchain=built_with(()), **facts)
+
+
+def calibration_samples(source: ModelSource, given: Path) -> list[tuple[np.ndarray, ...]]:
+    """The ``--calibration`` samples (none without it), each checked against the inputs of
+    ``given`` (a :class:`UsageError` naming the first that differs)."""
+    from device_agent.runtime import runtime_for
+    from toolkit.model.calibration import check_shapes
+
+    if source.calibration_data is None:
+        return []
+    with captured_native_output():
+        details: list[TensorDetail] = runtime_for("auto", given.name).interpreter_class(
+            model_path=str(given)).get_input_details()
+    wanted = [(tuple(int(n) for n in d["shape"]), str(d["name"])) for d in details]
+    samples = []
+    for number, (inputs, _label) in enumerate(source.calibration_data()):
+        arrays = tuple(np.asarray(value) for value in inputs)
+        check_shapes(arrays, wanted, f"--calibration sample {number + 1}")
+        samples.append(arrays)
+    return samples

@@ -5,8 +5,9 @@ a model file (:mod:`._to_onnx`):
 
 - ``int8-dynamic``: ``quantize_dynamic``, int8 weights, activations quantized at run time;
 - ``int8``: ``quantize_static`` in QDQ format, int8 weights per channel and int8
-  activations, calibrated (min/max) on the model file's ``calibration_data()``, the
-  samples the TFLite ``int8`` calibrates on; a given ``.onnx`` has none (:func:`refusal`);
+  activations, calibrated (min/max) on the model file's ``calibration_data()`` (the
+  samples the TFLite ``int8`` calibrates on) or a given ``.onnx``'s ``--calibration``
+  inputs, refused without either (:func:`refusal`);
 - ``fp16``: ``onnxruntime.transformers.float16``, float16 weights and compute with float32
   inputs and outputs (``keep_io_types``), so the board feeds it as it feeds fp32.
 
@@ -65,8 +66,9 @@ def refusal(chain: Chain, *, calibrated: bool) -> str | None:
     if not isinstance(chain.conversion, ORT_CONVERSIONS):
         return "the ONNX Runtime recipes are fp32, fp16, int8-dynamic and int8 (static QDQ)"
     if isinstance(chain.conversion, Int8StaticConfig) and not calibrated:
-        return ("static int8 calibrates on representative inputs, which a given .onnx lacks; "
-                "deploy the .py model file with --runtime onnxruntime, or int8-dynamic")
+        return ("static int8 calibrates on representative inputs, which an .onnx does not "
+                "carry: give a folder of them with --calibration DIR (one .npy or .npz per "
+                "sample), or use int8-dynamic")
     return None
 
 

@@ -156,14 +156,17 @@ class RunPlan:
                              "chooses the runtimes of a .py model file's variants")
         if source.is_onnx:
             from toolkit.compress._from_onnx import refusal as onnx_refusal
+            from toolkit.compress._given import calibration_samples
 
+            calibration_samples(source, source.path)  # each sample fits the file's inputs
             for chain in self.chains(source):
-                why = onnx_refusal(chain)
+                why = onnx_refusal(chain, calibrated=source.calibration_data is not None)
                 if why:
                     raise UsageError(f"{chain.recipe} on {source.path.name}: {why}")
             return
         if source.is_tflite:
-            from toolkit.compress._from_tflite import calibration_samples, refusal
+            from toolkit.compress._from_tflite import refusal
+            from toolkit.compress._given import calibration_samples
 
             calibration_samples(source, source.path)  # each sample fits the file's inputs
             data = source.path.read_bytes()
