@@ -13,7 +13,7 @@ Example::
 
     export = OnnxExport(source, Path("out"))
     variant = compress_onnx(source, dataclasses.replace(chain, runtime="onnxruntime"),
-                            Path("out"), export)
+                            Path("out"), export, progress=print)
     export.discard()
 """
 
