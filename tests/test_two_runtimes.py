@@ -191,6 +191,10 @@ def test_one_deploy_measures_both_runtimes_side_by_side(tmp_path: Path) -> None:
         assert r["verdict"]["status"] in ("VALID", "INVALID")
         assert isinstance(r["verdict"]["reasons"], list)
         assert r["verdict"]["status"] == "VALID" or r["verdict"]["reasons"]
+    # What built each: torch's exporter and onnxruntime for the .onnx, litert-torch else.
+    assert {"onnxscript", "onnxruntime"} <= set(records["int8-ort"]["toolchain"])
+    assert "litert-torch" in records["int8"]["toolchain"]
+    assert "litert-torch" not in records["int8-ort"]["toolchain"]
     int8 = records["int8-ort"]
     assert int8["details"]["format"] == "QDQ" and int8["details"]["weights"] == \
         "int8, per channel"
