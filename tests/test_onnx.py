@@ -451,6 +451,7 @@ def test_static_int8_of_a_given_onnx_is_calibrated_on_the_inputs_given(tmp_path:
     assert (int8.variant, int8.path.name) == ("int8", "mlp.int8.onnx")
     assert int8.details["format"] == "QDQ" and int8.calibration is not None
     assert int8.calibration["samples_used"] == 8
+    assert int8.calibration["source"] == "--calibration"
     ops = {node.op_type for node in onnx.load(str(int8.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert int8.fidelity is not None and int8.fidelity["inputs_from"] == "the --calibration inputs"

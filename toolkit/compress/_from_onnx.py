@@ -97,7 +97,7 @@ def _rewrite(chain: Chain, given: Path, target: Path,
              inputs: tuple[list[tuple[np.ndarray, ...]], str], feeds: list[Feed]) -> Artifact:
     from device_agent.runtime import find_runtime
 
-    details = rewrite(chain, given, target, feeds)
+    details = rewrite(chain, given, target, feeds, calibrated_on="--calibration")
     samples, inputs_from = inputs
     return judged_against_given(chain, target, given, samples, find_runtime("onnxruntime"),
                                 details, ONNX_QUANTIZATION, inputs_from=inputs_from)

@@ -59,7 +59,8 @@ FP16_DETAILS: ConversionDetails = {
 
 def refusal(chain: Chain, *, calibrated: bool) -> str | None:
     """Why ``chain`` has no ONNX Runtime variant, or None when it has; ``calibrated``:
-    whether calibration data can come with the file (a model file's, not a given .onnx)."""
+    whether calibration inputs come with the file (a model file's ``calibration_data()``,
+    or ``--calibration DIR`` for a given .onnx)."""
     if chain.transforms:
         return ("ONNX Runtime variants are not made from a pruned, distilled or clustered "
                 "model yet; build this recipe with --runtime tflite")
@@ -88,10 +89,11 @@ def require_ort_recipes(chains: Iterable[Chain]) -> None:
                          "pip install 'edge[onnx]'")
 
 
-def rewrite(chain: Chain, given: Path, target: Path,
-            calibration: Sequence[Feed] = ()) -> ConversionDetails:
+def rewrite(chain: Chain, given: Path, target: Path, calibration: Sequence[Feed] = (), *,
+            calibrated_on: str = "calibration_data()") -> ConversionDetails:
     """Write ``target``, ``chain``'s rewrite of the float ``given``; its details for the
-    manifest.  ``calibration``: the feeds static int8 calibrates on."""
+    manifest.  ``calibration``: the feeds static int8 calibrates on, which
+    ``calibrated_on`` names."""
     import onnx
 
     # The quantizer infers every shape again, and refuses a graph whose recorded value_info
@@ -104,7 +106,7 @@ def rewrite(chain: Chain, given: Path, target: Path,
     try:
         # Ctrl-C waits until the quantizer returns, as for every conversion.
         with interrupts_deferred(), captured_native_output(), _root_logging_muted():
-            return _rewritten(chain, bare, target, calibration)
+            return _rewritten(chain, bare, target, calibration, calibrated_on)
     except Exception as exc:  # noqa: BLE001 - the quantizer raises anything on a graph it cannot rewrite
         target.unlink(missing_ok=True)
         raise CompressError(f"{chain.recipe}: onnxruntime could not rewrite {given.name}: "
@@ -113,8 +115,8 @@ def rewrite(chain: Chain, given: Path, target: Path,
         bare.unlink(missing_ok=True)
 
 
-def _rewritten(chain: Chain, bare: Path, target: Path,
-               calibration: Sequence[Feed]) -> ConversionDetails:
+def _rewritten(chain: Chain, bare: Path, target: Path, calibration: Sequence[Feed],
+               calibrated_on: str) -> ConversionDetails:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     conversion = chain.conversion
@@ -129,13 +131,13 @@ def _rewritten(chain: Chain, bare: Path, target: Path,
                                                  keep_io_types=True), str(target))
         return FP16_DETAILS.copy()
     if isinstance(conversion, Int8StaticConfig):
-        return _int8_static(conversion, bare, target, calibration)
-    raise CompressError(f"{chain.recipe}: {refusal(chain, calibrated=True)}",
-                        recipe=chain.recipe)
+        return _int8_static(conversion, bare, target, calibration, calibrated_on)
+    why = refusal(chain, calibrated=True) or "fp32 is the float file itself, not a rewrite"
+    raise CompressError(f"{chain.recipe}: {why}", recipe=chain.recipe)
 
 
 def _int8_static(config: Int8StaticConfig, bare: Path, target: Path,
-                 calibration: Sequence[Feed]) -> ConversionDetails:
+                 calibration: Sequence[Feed], calibrated_on: str) -> ConversionDetails:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -159,7 +161,7 @@ def _int8_static(config: Int8StaticConfig, bare: Path, target: Path,
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "weights": f"int8, {per}", "activations": "int8, calibrated",
             "calibration": {"samples_requested": config.calibration_samples,
-                            "samples_used": len(calibration), "source": "calibration_data()",
+                            "samples_used": len(calibration), "source": calibrated_on,
                             "method": f"onnxruntime MinMax, symmetric int8 weights {per}"}}
 
 
