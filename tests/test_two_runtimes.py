@@ -115,6 +115,10 @@ def test_a_recipe_onnx_runtime_has_no_variant_of_fails_before_any_conversion(
      "--runtime tflite,onnxruntime builds .onnx files, which run on onnxruntime, and target "
      "board's runtime is tflite-runtime; set runtime = \"auto\" or \"onnxruntime\" in its "
      "target file, or drop onnxruntime from --runtime"),
+    ("ai-edge-litert", "onnxruntime",
+     "--runtime onnxruntime builds .onnx files, which run on onnxruntime, and target board's "
+     "runtime is ai-edge-litert; set runtime = \"auto\" or \"onnxruntime\" in its target "
+     "file, or give --runtime tflite"),
     ("onnxruntime", "tflite,onnxruntime",
      "--runtime tflite,onnxruntime builds .tflite files and target board's runtime is "
      "onnxruntime (.onnx only); set runtime = \"auto\" or a TFLite runtime in its target "

@@ -390,7 +390,8 @@ def check_runtime(target: Target, source: ModelSource, runtimes: Sequence[str], 
              else f"{source.path.name} runs on onnxruntime")
             + f" and target {target.name}'s runtime is {target.runtime}; set runtime = "
             '"auto" or "onnxruntime" in its target file'
-            + (", or drop onnxruntime from --runtime" if model_file else ""))
+            + ("" if not model_file else ", or drop onnxruntime from --runtime"
+               if len(runtimes) > 1 else ", or give --runtime tflite"))
     if "tflite" in runtimes and target.runtime == "onnxruntime":
         raise UsageError(
             (f"{built}.tflite files" if built else f"{source.path.name} gives .tflite files")
