@@ -136,6 +136,46 @@ def test_an_onnx_deploys_to_a_board_on_python_38(python38_board: Path, tmp_path:
     assert record["output_check"]["ok"]
 
 
+def tiny_conv_onnx(path: Path) -> Path:
+    """A convolution then a linear layer, x float32 [1, 1, 6, 6], y [1, 4], seeded weights."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    kernel = numpy_helper.from_array(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), "k")
+    weights = numpy_helper.from_array(rng.standard_normal((32, 4)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([1, 32], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "k"], ["c"]),
+         helper.make_node("Reshape", ["c", "shape"], ["f"]),
+         helper.make_node("MatMul", ["f", "w"], ["y"])],
+        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [kernel, weights, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # what onnxruntime 1.19 (the last cp38 line) reads
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_int8_dynamic_of_a_convolution_runs_on_a_python_38_boards_onnxruntime(
+        python38_board: Path, tmp_path: Path) -> None:
+    # onnxruntime 1.19.2 has no ConvInteger kernel for int8 weights: uint8 ones run there.
+    model = tiny_conv_onnx(tmp_path / "conv.onnx")
+    result = CliRunner().invoke(main, [
+        "deploy", str(model), "--recipe", "fp32,int8-dynamic", "--targets-dir",
+        str(board_38(tmp_path / "t", python38_board, "onnxruntime")), "--target", "jp5",
+        "-o", str(tmp_path / "out"), "--json", *CLI_FAST], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    records = {r["variant"]: r for r in json.loads(result.stdout)["results"]}
+    assert list(records) == ["conv.onnx", "int8-dynamic"]
+    int8 = records["int8-dynamic"]
+    assert int8["status"] == "ok" and int8["output_check"]["ok"]
+    assert int8["runtime"] == {"name": "onnxruntime", "version": "1.19.2"}
+    assert int8["details"]["weights"].startswith("uint8, per tensor")
+
+
 def test_setup_on_a_bare_python_38_board_installs_the_cp38_lines(python38: Path,
                                                                   tmp_path: Path) -> None:
     board = FakeBoard(fake_target(tmp_path, "jp5", python=str(python38)), tmp_path / "board")

@@ -3,7 +3,9 @@
 Shared by the ``.onnx`` a user gives (:mod:`._from_onnx`) and the ``.onnx`` exported from
 a model file (:mod:`._to_onnx`):
 
-- ``int8-dynamic``: ``quantize_dynamic``, int8 weights, activations quantized at run time;
+- ``int8-dynamic``: ``quantize_dynamic``, int8 weights (uint8 in a graph with convolutions:
+  onnxruntime 1.19, the last line for Python 3.8 boards, has a ``ConvInteger`` kernel for
+  uint8 weights only), activations quantized at run time;
 - ``int8``: ``quantize_static`` in QDQ format, int8 weights per channel and int8
   activations, calibrated (min/max) on the model file's ``calibration_data()`` (the
   samples the TFLite ``int8`` calibrates on) or a given ``.onnx``'s ``--calibration``
@@ -115,14 +117,27 @@ def rewrite(chain: Chain, given: Path, target: Path, calibration: Sequence[Feed]
         bare.unlink(missing_ok=True)
 
 
+def _has_convolutions(path: Path) -> bool:
+    """Whether the graph has a Conv node (which quantize_dynamic makes a ConvInteger)."""
+    import onnx
+
+    return any(node.op_type == "Conv" for node in onnx.load_model(str(path)).graph.node)
+
+
 def _rewritten(chain: Chain, bare: Path, target: Path, calibration: Sequence[Feed],
                calibrated_on: str) -> ConversionDetails:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     conversion = chain.conversion
     if isinstance(conversion, Int8DynamicConfig):
-        quantize_dynamic(bare, target, weight_type=QuantType.QInt8)
-        return INT8_DYNAMIC_DETAILS.copy()
+        details = INT8_DYNAMIC_DETAILS.copy()
+        unsigned = _has_convolutions(bare)
+        quantize_dynamic(bare, target,
+                         weight_type=QuantType.QUInt8 if unsigned else QuantType.QInt8)
+        if unsigned:
+            details["weights"] = ("uint8, per tensor (a convolution's ConvInteger on "
+                                  "onnxruntime 1.19 takes uint8 weights only)")
+        return details
     if isinstance(conversion, Fp16Config):
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
