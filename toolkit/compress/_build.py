@@ -17,7 +17,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +61,7 @@ from toolkit.compress._transform import (
     quantization_aware_training,
 )
 from toolkit.compress._usable import agrees, check_loads
+from toolkit.compress._variant import CompressedVariant
 from toolkit.compress.compat import runtime_compat
 from toolkit.compress.evaluate import (
     builtin_kernels_only,
@@ -77,7 +78,7 @@ if TYPE_CHECKING:
     import torch
 
     from toolkit.artifacts.bundle import Candidate, Selection
-    from toolkit.compress._manifest import Accuracy, ChainDict, ConversionDetails
+    from toolkit.compress._manifest import Accuracy, ConversionDetails
     from toolkit.model.load import Inputs
 
 _log = logging.getLogger(__name__)
@@ -91,18 +92,6 @@ COMPAT_SAMPLES = 64
 
 def _quiet(_: str) -> None:
     """The default progress sink: library callers get no output."""
-
-
-@dataclass(frozen=True)
-class CompressedVariant:
-    """A produced ``.tflite`` file, how it was made, and the torch module it came from."""
-
-    name: str
-    path: Path
-    config: ChainDict
-    seconds: float
-    details: ConversionDetails
-    module: torch.nn.Module | None = field(default=None, repr=False)
 
 
 def compress(source: ModelSource, recipe: Chain | ConversionConfig | TransformConfig | str,

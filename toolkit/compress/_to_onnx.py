@@ -33,13 +33,13 @@ from toolkit.compress._convert import check_sample, compress_failure
 from toolkit.compress._ort_recipes import Feed, refusal, rewrite
 from toolkit.compress._recipes import Chain, Fp32Config, Int8StaticConfig
 from toolkit.compress._usable import check_loads
+from toolkit.compress._variant import CompressedVariant
 from toolkit.compress.evaluate import _as_numpy
 from toolkit.errors import CompressError, ModelError
 from toolkit.model.load import ModelSource
 from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
 
 if TYPE_CHECKING:
-    from toolkit.compress._build import CompressedVariant
     from toolkit.compress._manifest import ConversionDetails
 
 EXPORTER = "torch.onnx.export(dynamo=True)"
@@ -74,7 +74,6 @@ class OnnxExport:
 def compress_onnx(source: ModelSource, chain: Chain, folder: Path, export: OnnxExport, *,
                   progress: Callable[[str], None]) -> CompressedVariant:
     """``folder/VARIANT.onnx`` for ``chain`` (an ONNX Runtime one) from the shared export."""
-    from toolkit.compress._build import CompressedVariant
 
     why = refusal(chain, calibrated=True)
     if why:

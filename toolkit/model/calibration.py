@@ -18,12 +18,14 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from toolkit.errors import UsageError
-from toolkit.model.load import DataFunction, Inputs, LabelledSample
+
+if TYPE_CHECKING:  # load imports this module: its type names only
+    from toolkit.model.load import DataFunction, Inputs, LabelledSample
 
 __all__ = ["SUFFIXES", "calibration_inputs", "check_shapes"]
 
