@@ -6,9 +6,8 @@ user's calibration inputs where given), and those inputs checked against the fil
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -77,11 +76,12 @@ def judged_against_given(chain: Chain, target: Path, given: Path,
         runtime_compat=[host], toolchain=built_with(tools))
 
 
-def as_given(source: ModelSource, given: Path, **facts: Any) -> Artifact:
+def as_given(source: ModelSource, given: Path, *,
+             runtime_compat: Sequence[Mapping[str, object]] = ()) -> Artifact:
     """The file a user gave, copied to ``given``, as its own variant (named after the file):
-    nothing built it but edge's copy."""
+    nothing built it but edge's copy; ``runtime_compat``: the host's check of it, where made."""
     return describe_artifact(source.path.name, given, config={"recipe": AS_GIVEN},
-                             toolchain=built_with(()), **facts)
+                             toolchain=built_with(()), runtime_compat=runtime_compat)
 
 
 def calibration_samples(source: ModelSource, given: Path) -> list[tuple[np.ndarray, ...]]:
