@@ -37,6 +37,7 @@ from toolkit.compress._convert import (
     convert,
     forget_last_export,
 )
+from toolkit.compress._given import record_failure
 from toolkit.compress._mixed import int8_mixed, require_measuring_data
 from toolkit.compress._ort_recipes import require_ort_recipes
 from toolkit.compress._recipes import (
@@ -302,10 +303,7 @@ def build_artifacts(source: ModelSource, chains: list[Chain], folder: Path, *,
             except (CompressError, ModelError) as exc:
                 if failed is None:
                     raise
-                reason = str(exc).removeprefix(f"{chain.recipe}: ")
-                failed.append(FailedVariant(variant=chain.variant, config=chain.to_dict(),
-                                            stage="compress", error=reason))
-                progress(f"{chain.variant}: failed: {reason}")
+                record_failure(failed, chain, chain.variant, exc, progress)
     finally:
         build.export.discard()
     tflite = [a for a in artifacts if a.path.suffix == ".tflite"]

@@ -24,16 +24,14 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import Artifact, FailedVariant
 from toolkit.compress._given import (
     AS_GIVEN,
+    Sample,
     as_given,
-    calibration_samples,
     judged_against_given,
+    judging_inputs,
     rewrite_each,
 )
 from toolkit.compress._ort_recipes import Feed, one_line, rewrite
@@ -44,9 +42,6 @@ from toolkit.errors import ModelError
 from toolkit.model.load import ModelSource
 
 __all__ = ["AS_GIVEN", "build_from_onnx", "refusal"]
-
-#: Seeded random inputs the rewrite is compared with the given file on.
-FIDELITY_SAMPLES = 32
 
 
 def refusal(chain: Chain, *, calibrated: bool = False) -> str | None:
@@ -82,32 +77,20 @@ def build_from_onnx(source: ModelSource, chains: list[Chain], folder: Path, *,
     host = {**runtime.describe(), "loads": True, "ok": True}
     artifacts = [as_given(source, given, runtime_compat=[host])]
     details = session.get_input_details()
-    calibration = calibration_samples(source, given)
-    inputs = (calibration[:FIDELITY_SAMPLES], "the --calibration inputs") if calibration \
-        else (_random_inputs(details), "seeded random inputs")
+    calibration, samples, inputs_from = judging_inputs(source, details)
     feeds = [{str(d["name"]): value for d, value in zip(details, sample, strict=True)}
              for sample in calibration]
     return [*artifacts, *rewrite_each(
         source, chains, folder, doing=f"rewriting {source.path.name} with onnxruntime",
-        rewrite=lambda chain, target: _rewrite(chain, given, target, inputs, feeds),
+        rewrite=lambda chain, target: _rewrite(chain, given, target, samples, inputs_from,
+                                               feeds),
         progress=progress, failed=failed)]
 
 
 def _rewrite(chain: Chain, given: Path, target: Path,
-             inputs: tuple[list[tuple[np.ndarray, ...]], str], feeds: list[Feed]) -> Artifact:
+             samples: list[Sample], inputs_from: str, feeds: list[Feed]) -> Artifact:
     from device_agent.runtime import find_runtime
 
     details = rewrite(chain, given, target, feeds, calibrated_on="--calibration")
-    samples, inputs_from = inputs
     return judged_against_given(chain, target, given, samples, find_runtime("onnxruntime"),
                                 details, ONNX_QUANTIZATION, inputs_from=inputs_from)
-
-
-def _random_inputs(details: list[TensorDetail]) -> list[tuple[np.ndarray, ...]]:
-    """Seeded standard-normal inputs of the file's input shapes (integer inputs zero: a
-    random integer is not a valid token id)."""
-    rng = np.random.default_rng(0)
-    return [tuple(rng.standard_normal(tuple(d["shape"])).astype(d["dtype"])
-                  if np.issubdtype(np.dtype(d["dtype"]), np.floating)
-                  else np.zeros(tuple(d["shape"]), d["dtype"])
-                  for d in details) for _ in range(FIDELITY_SAMPLES)]

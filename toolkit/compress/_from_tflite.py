@@ -26,17 +26,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from device_agent.interp import TensorDetail
 from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import ARTIFACT_MODE, Artifact, FailedVariant
 from toolkit.compress._convert import WEIGHT_ONLY, calibrate_file, requantize_file
 from toolkit.compress._given import (
     AS_GIVEN,
+    Sample,
     as_given,
-    calibration_samples,
+    input_details,
     judged_against_given,
+    judging_inputs,
     rewrite_each,
 )
 from toolkit.compress._recipes import Chain, Fp32Config, Int8StaticConfig
@@ -48,9 +47,6 @@ from toolkit.model.load import ModelSource
 from toolkit.run.cancel import interrupts_deferred
 
 __all__ = ["AS_GIVEN", "build_from_tflite", "refusal"]
-
-#: Seeded random inputs the derived files are compared with the given file on.
-FIDELITY_SAMPLES = 32
 
 
 def refusal(chain: Chain, data: bytes, *, calibrated: bool = False) -> str | None:
@@ -109,18 +105,16 @@ def build_from_tflite(source: ModelSource, chains: list[Chain], folder: Path, *,
     place(source.path, given, link=False)
     given.chmod(ARTIFACT_MODE)
     artifacts = [as_given(source, given)]
-    calibration = calibration_samples(source, given)
-    inputs = (calibration[:FIDELITY_SAMPLES], "the --calibration inputs") if calibration \
-        else (_random_inputs(given), "seeded random inputs")
+    calibration, samples, inputs_from = judging_inputs(source, input_details(given))
     return [*artifacts, *rewrite_each(
         source, chains, folder, doing=f"rewriting {source.path.name}'s weights",
-        rewrite=lambda chain, target: _rewritten(chain, given, target, inputs, calibration),
+        rewrite=lambda chain, target: _rewritten(chain, given, target, samples, inputs_from,
+                                                 calibration),
         progress=progress, failed=failed)]
 
 
 def _rewritten(chain: Chain, given: Path, target: Path,
-               inputs: tuple[list[tuple[np.ndarray, ...]], str],
-               calibration: list[tuple[np.ndarray, ...]]) -> Artifact:
+               samples: list[Sample], inputs_from: str, calibration: list[Sample]) -> Artifact:
     from device_agent.runtime import find_runtime
 
     conversion = chain.conversion
@@ -138,21 +132,5 @@ def _rewritten(chain: Chain, given: Path, target: Path,
                             f"{given.name}: {first}", recipe=chain.recipe) from None
     target.chmod(ARTIFACT_MODE)  # ai-edge-quantizer writes its files executable (0755)
     check_loads(target, chain.recipe)
-    samples, inputs_from = inputs
     return judged_against_given(chain, target, given, samples, find_runtime(), details,
                                 TFLITE_REWRITE, inputs_from=inputs_from)
-
-
-def _random_inputs(path: Path) -> list[tuple[np.ndarray, ...]]:
-    """Seeded standard-normal inputs of the file's input shapes (integer inputs zero: a
-    random integer is not a valid token id)."""
-    from device_agent.runtime import find_runtime
-
-    with captured_native_output():
-        details: list[TensorDetail] = find_runtime().interpreter_class(
-            model_path=str(path)).get_input_details()
-    rng = np.random.default_rng(0)
-    return [tuple(rng.standard_normal(tuple(d["shape"])).astype(np.float32)
-                  if np.issubdtype(np.dtype(d["dtype"]), np.floating)
-                  or d["quantization"][0] else np.zeros(tuple(d["shape"]), d["dtype"])
-                  for d in details) for _ in range(FIDELITY_SAMPLES)]

@@ -24,6 +24,10 @@ from toolkit.run.cancel import raise_if_interrupted
 
 #: The config recipe of the file deployed as given (a ``.tflite`` or an ``.onnx``).
 AS_GIVEN = "as-is"
+#: Inputs a rewrite is compared with the given file on, at most.
+FIDELITY_SAMPLES = 32
+#: One sample: the model's inputs in its order.
+Sample = tuple[np.ndarray, ...]
 
 
 def rewrite_each(source: ModelSource, chains: list[Chain], folder: Path, *,
@@ -45,11 +49,18 @@ def rewrite_each(source: ModelSource, chains: list[Chain], folder: Path, *,
         except CompressError as exc:
             if failed is None:
                 raise
-            reason = str(exc).removeprefix(f"{chain.recipe}: ")
-            failed.append(FailedVariant(variant=chain.recipe, config=chain.to_dict(),
-                                        stage="compress", error=reason))
-            progress(f"{chain.recipe}: failed: {reason}")
+            record_failure(failed, chain, chain.recipe, exc, progress)
     return artifacts
+
+
+def record_failure(failed: list[FailedVariant], chain: Chain, variant: str, exc: Exception,
+                   progress: Callable[[str], None]) -> None:
+    """``chain`` (the variant ``variant``) could not be built: noted beside the variants
+    that were, with its reason, and said."""
+    reason = str(exc).removeprefix(f"{chain.recipe}: ")
+    failed.append(FailedVariant(variant=variant, config=chain.to_dict(), stage="compress",
+                                error=reason))
+    progress(f"{variant}: failed: {reason}")
 
 
 def judged_against_given(chain: Chain, target: Path, given: Path,
@@ -84,17 +95,50 @@ def as_given(source: ModelSource, given: Path, *,
                              toolchain=built_with(()), runtime_compat=runtime_compat)
 
 
-def calibration_samples(source: ModelSource, given: Path) -> list[tuple[np.ndarray, ...]]:
+def calibration_samples(source: ModelSource, given: Path) -> list[Sample]:
     """The ``--calibration`` samples (none without it), each checked against the inputs of
     ``given`` (a :class:`UsageError` naming the first that differs)."""
+    return _checked_calibration(source, input_details(given))
+
+
+def input_details(given: Path) -> list[TensorDetail]:
+    """The inputs of ``given`` as the host's runtime for its suffix reads them."""
     from device_agent.runtime import runtime_for
+
+    with captured_native_output():
+        return runtime_for("auto", given.name).interpreter_class(
+            model_path=str(given)).get_input_details()
+
+
+def judging_inputs(source: ModelSource, details: list[TensorDetail]
+                   ) -> tuple[list[Sample], list[Sample], str]:
+    """The ``--calibration`` samples (checked against ``details``, the given file's inputs;
+    none without them), the inputs every rewrite is compared with the given file on, and
+    what those are: at most :data:`FIDELITY_SAMPLES` of the samples (the user's real
+    inputs), else seeded standard-normal inputs of the file's shapes (integer inputs zero:
+    a random integer is not a valid token id; a quantized input is fed as float)."""
+    calibration = _checked_calibration(source, details)
+    if calibration:
+        return calibration, calibration[:FIDELITY_SAMPLES], "the --calibration inputs"
+    rng = np.random.default_rng(0)
+
+    def random(detail: TensorDetail) -> np.ndarray:
+        shape, dtype = tuple(detail["shape"]), np.dtype(detail["dtype"])
+        if np.issubdtype(dtype, np.floating):
+            return rng.standard_normal(shape).astype(dtype)
+        if detail["quantization"][0]:
+            return rng.standard_normal(shape).astype(np.float32)
+        return np.zeros(shape, dtype)
+
+    return [], [tuple(random(d) for d in details) for _ in range(FIDELITY_SAMPLES)], \
+        "seeded random inputs"
+
+
+def _checked_calibration(source: ModelSource, details: list[TensorDetail]) -> list[Sample]:
     from toolkit.model.calibration import check_shapes
 
     if source.calibration_data is None:
         return []
-    with captured_native_output():
-        details: list[TensorDetail] = runtime_for("auto", given.name).interpreter_class(
-            model_path=str(given)).get_input_details()
     wanted = [(tuple(int(n) for n in d["shape"]), str(d["name"])) for d in details]
     samples = []
     for number, (inputs, _label) in enumerate(source.calibration_data()):

@@ -154,26 +154,19 @@ class RunPlan:
             raise UsageError(f"--runtime {','.join(self.runtimes)}: {source.path.name} runs "
                              f"on {self.model_runtimes(source)[0]} as it is given; --runtime "
                              "chooses the runtimes of a .py model file's variants")
-        if source.is_onnx:
+        if source.as_given:
             from toolkit.compress._from_onnx import refusal as onnx_refusal
+            from toolkit.compress._from_tflite import refusal as tflite_refusal
             from toolkit.compress._given import calibration_samples
 
             calibration_samples(source, source.path)  # each sample fits the file's inputs
+            calibrated = source.calibration_data is not None
+            data = b"" if source.is_onnx else source.path.read_bytes()
             for chain in self.chains(source):
-                why = onnx_refusal(chain, calibrated=source.calibration_data is not None)
+                why = (onnx_refusal(chain, calibrated=calibrated) if source.is_onnx
+                       else tflite_refusal(chain, data, calibrated=calibrated))
                 if why:
                     raise UsageError(f"{chain.recipe} on {source.path.name}: {why}")
-            return
-        if source.is_tflite:
-            from toolkit.compress._from_tflite import refusal
-            from toolkit.compress._given import calibration_samples
-
-            calibration_samples(source, source.path)  # each sample fits the file's inputs
-            data = source.path.read_bytes()
-            for chain in self.chains(source):
-                reason = refusal(chain, data, calibrated=source.calibration_data is not None)
-                if reason:
-                    raise UsageError(f"{chain.recipe} on {source.path.name}: {reason}")
             return
         from toolkit.compress._mixed import require_measuring_data
         from toolkit.compress._ort_recipes import require_ort_recipes
