@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -38,6 +39,9 @@ from toolkit.model.reference import compute_reference
 
 from .test_agent import packages_measuring, run_agent
 
+if TYPE_CHECKING:
+    import onnx
+
 REPO = Path(__file__).resolve().parent.parent
 FAST = {"min_runs": 10, "min_seconds": 0.05, "warmup_runs": 2, "warmup_seconds": 0.0,
         "cooldown_seconds": 0}
@@ -46,7 +50,6 @@ CLI_FAST = ["--min-runs", "10", "--min-seconds", "0.05"]
 
 def tiny_onnx(path: Path) -> Path:
     """y = x @ W + b, x float32 [1, 16], y [1, 10], weights from a seeded generator."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -56,8 +59,17 @@ def tiny_onnx(path: Path) -> Path:
         [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
         "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [weights, bias])
+    return saved_onnx(graph, path)
+
+
+def saved_onnx(graph: onnx.GraphProto, path: Path) -> Path:
+    """``graph`` as a checked model file at ``path``, opset 17, in the IR version
+    onnxruntime 1.19 (the last cp38 line) reads."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9  # what onnxruntime 1.19 (the last cp38 line) reads
+    model.ir_version = 9
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path

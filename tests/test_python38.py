@@ -28,7 +28,7 @@ from toolkit.cli.main import main
 from toolkit.errors import BoardSetupError
 
 from .fakeboard import FakeBoard, fake_target
-from .test_onnx import tiny_onnx
+from .test_onnx import saved_onnx, tiny_onnx
 
 CLI_FAST = ["--min-runs", "10", "--min-seconds", "0.05"]
 
@@ -139,7 +139,6 @@ def test_an_onnx_deploys_to_a_board_on_python_38(python38_board: Path, tmp_path:
 def tiny_conv_onnx(path: Path) -> Path:
     """A convolution then a linear layer, x float32 [1, 1, 6, 6], y [1, 4], seeded weights."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -152,11 +151,7 @@ def tiny_conv_onnx(path: Path) -> Path:
          helper.make_node("MatMul", ["f", "w"], ["y"])],
         "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [kernel, weights, shape])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9  # what onnxruntime 1.19 (the last cp38 line) reads
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return saved_onnx(graph, path)
 
 
 def test_int8_dynamic_of_a_convolution_runs_on_a_python_38_boards_onnxruntime(
