@@ -42,6 +42,8 @@ from toolkit.errors import CompressError, UsageError
 from toolkit.run.cancel import interrupts_deferred
 
 if TYPE_CHECKING:
+    import onnx
+
     from toolkit.compress._manifest import ConversionDetails
 
 #: One calibration sample as the quantizer reads it: input name -> array.
@@ -108,7 +110,7 @@ def rewrite(chain: Chain, given: Path, target: Path, calibration: Sequence[Feed]
     try:
         # Ctrl-C waits until the quantizer returns, as for every conversion.
         with interrupts_deferred(), captured_native_output(), _root_logging_muted():
-            return _rewritten(chain, bare, target, calibration, calibrated_on)
+            return _rewritten(chain, model, bare, target, calibration, calibrated_on)
     except Exception as exc:  # noqa: BLE001 - the quantizer raises anything on a graph it cannot rewrite
         target.unlink(missing_ok=True)
         raise CompressError(f"{chain.recipe}: onnxruntime could not rewrite {given.name}: "
@@ -117,21 +119,16 @@ def rewrite(chain: Chain, given: Path, target: Path, calibration: Sequence[Feed]
         bare.unlink(missing_ok=True)
 
 
-def _has_convolutions(path: Path) -> bool:
-    """Whether the graph has a Conv node (which quantize_dynamic makes a ConvInteger)."""
-    import onnx
-
-    return any(node.op_type == "Conv" for node in onnx.load_model(str(path)).graph.node)
-
-
-def _rewritten(chain: Chain, bare: Path, target: Path, calibration: Sequence[Feed],
-               calibrated_on: str) -> ConversionDetails:
+def _rewritten(chain: Chain, model: onnx.ModelProto, bare: Path, target: Path,
+               calibration: Sequence[Feed], calibrated_on: str) -> ConversionDetails:
+    """``chain``'s rewrite of ``model`` (saved as ``bare``, the quantizers read files)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     conversion = chain.conversion
     if isinstance(conversion, Int8DynamicConfig):
         details = INT8_DYNAMIC_DETAILS.copy()
-        unsigned = _has_convolutions(bare)
+        # quantize_dynamic makes each Conv a ConvInteger.
+        unsigned = any(node.op_type == "Conv" for node in model.graph.node)
         quantize_dynamic(bare, target,
                          weight_type=QuantType.QUInt8 if unsigned else QuantType.QInt8)
         if unsigned:
@@ -142,8 +139,7 @@ def _rewritten(chain: Chain, bare: Path, target: Path, calibration: Sequence[Fee
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        onnx.save_model(convert_float_to_float16(onnx.load_model(str(bare)),
-                                                 keep_io_types=True), str(target))
+        onnx.save_model(convert_float_to_float16(model, keep_io_types=True), str(target))
         return FP16_DETAILS.copy()
     if isinstance(conversion, Int8StaticConfig):
         return _int8_static(conversion, bare, target, calibration, calibrated_on)
