@@ -11,7 +11,7 @@ import itertools
 import re
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
@@ -168,6 +168,27 @@ def _data_dependent(exc: BaseException) -> bool:
     # By name: torch is not imported to word a failure.
     return any(kind.__name__ == "GuardOnDataDependentSymNode"
                for found in chain for kind in type(found).__mro__)
+
+
+def checked_calibration(calibration_data: DataFunction | None, example: Inputs, samples: int,
+                        recipe: str) -> Iterator[Inputs]:
+    """The first ``samples`` inputs of a model file's ``calibration_data()``, each checked
+    against ``example_input()``; a :class:`ModelError` now when the file defines none, and
+    once read through when it yielded none."""
+    if calibration_data is None:
+        raise ModelError(f"the model file defines no calibration_data(); {recipe} needs "
+                         "representative inputs to calibrate activations")
+
+    def checked(data: DataFunction) -> Iterator[Inputs]:
+        used = 0
+        for inputs, _label in itertools.islice(data(), samples):
+            check_sample(inputs, example, "calibration_data()")
+            used += 1
+            yield inputs
+        if used == 0:
+            raise ModelError("calibration_data() yielded no samples")
+
+    return checked(calibration_data)
 
 
 def check_sample(inputs: Sequence[object], example: Inputs, what: str) -> None:
@@ -392,19 +413,14 @@ def calibrated_int8(module: torch.nn.Module, example: Inputs, quantizer: PT2EQua
                     calibration_data: DataFunction | None, samples: int, target: Path, *,
                     recipe: str, per_channel: bool) -> Calibration:
     """Static int8 through ``quantizer``, calibrated on ``samples`` samples; the calibration."""
-    if calibration_data is None:
-        raise ModelError(f"the model file defines no calibration_data(); {recipe} needs "
-                         "representative inputs to calibrate activations")
+    calibration = checked_calibration(calibration_data, example, samples, recipe)
 
     def feed(prepared: torch.fx.GraphModule) -> int:
         used = 0
         # The exported graph is specialised to the example's batch size: calibrate with it.
-        for inputs, _label in itertools.islice(calibration_data(), samples):
-            check_sample(inputs, example, "calibration_data()")
+        for inputs in calibration:
             prepared(*inputs)
             used += 1
-        if used == 0:
-            raise ModelError("calibration_data() yielded no samples")
         return used
 
     used = _pt2e(module, example, quantizer, feed, target)

@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import time
 import warnings
@@ -29,13 +28,13 @@ from typing import TYPE_CHECKING
 
 from toolkit._quiet import captured_native_output
 from toolkit.artifacts.bundle import ARTIFACT_MODE
-from toolkit.compress._convert import check_sample, compress_failure
+from toolkit.compress._convert import checked_calibration, compress_failure
 from toolkit.compress._ort_recipes import Feed, refusal, rewrite
 from toolkit.compress._recipes import Chain, Fp32Config, Int8StaticConfig
 from toolkit.compress._usable import check_loads
 from toolkit.compress._variant import CompressedVariant
 from toolkit.compress.evaluate import _as_numpy
-from toolkit.errors import CompressError, ModelError
+from toolkit.errors import CompressError
 from toolkit.model.load import ModelSource
 from toolkit.run.cancel import interrupts_deferred, raise_if_interrupted
 
@@ -125,22 +124,17 @@ def calibration_feeds(source: ModelSource, exported: Path,
     int8 calibrates on), keyed by the exported graph's input names."""
     import onnx
 
-    if source.calibration_data is None:
-        raise ModelError(f"the model file defines no calibration_data(); {config.recipe} "
-                         "needs representative inputs to calibrate activations")
+    calibration = checked_calibration(source.calibration_data, source.example_input,
+                                     config.calibration_samples, config.recipe)
     graph = onnx.load_model(str(exported), load_external_data=False).graph
     weights = {initializer.name for initializer in graph.initializer}
     names = [value.name for value in graph.input if value.name not in weights]
     feeds = []
-    for inputs, _label in itertools.islice(source.calibration_data(),
-                                           config.calibration_samples):
-        check_sample(inputs, source.example_input, "calibration_data()")
+    for inputs in calibration:
         if len(inputs) != len(names):
             raise CompressError(f"{config.recipe}: the exported graph takes {len(names)} "
                                 f"inputs and calibration_data() gives {len(inputs)}",
                                 recipe=config.recipe)
         feeds.append({name: _as_numpy(value) for name, value in zip(names, inputs,
                                                                      strict=True)})
-    if not feeds:
-        raise ModelError("calibration_data() yielded no samples")
     return feeds
